@@ -1,0 +1,29 @@
+"""What the daemon loop needs from wherever telemetry comes from (NVML, simulated NVML, a trace)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from gpud.telemetry import GpuInfo, Snapshot
+
+
+class TelemetrySource(Protocol):
+    """Discovers GPUs once, then yields one :class:`Snapshot` per tick."""
+
+    @property
+    def gpus(self) -> tuple[GpuInfo, ...]:
+        """Static facts about every GPU found at start."""
+        ...
+
+    def sample(self) -> Snapshot:
+        """Read every GPU now; a GPU that cannot be read is reported ``up=False``."""
+        ...
+
+    def error_counts(self) -> Mapping[tuple[str, str], int]:
+        """Driver errors so far, by (call, error name)."""
+        ...
+
+    def close(self) -> None:
+        """Release the driver and stop any helper thread."""
+        ...
