@@ -1,0 +1,274 @@
+"""A simulated ``libnvidia-ml.so``: the C entry points pynvml calls, answered from the thermal model.
+
+Installed as ``pynvml.nvmlLib`` (NVML.md §15.2), it lets the *real* pynvml wrappers and gpud's
+*real* NVML reader run unchanged on a machine without a GPU: in ``gpud run --simulate``, in the
+tests, and under any other NVML program measured against the same GPUs. Output pointers arrive
+as ``ctypes.byref`` objects (write ``ref._obj``); string buffers arrive as they are. A symbol this
+class does not define is, to pynvml, a function the driver does not have.
+
+Simulated time follows the injected clock (scaled by ``speed``), so the tests drive it with a
+fake clock and the daemon with the real one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynvml as N
+
+from gpud.sim.thermal import REASON_GPU_IDLE, Card, ThermalMachine
+
+SUCCESS = N.NVML_SUCCESS
+NOT_SUPPORTED = N.NVML_ERROR_NOT_SUPPORTED
+INVALID_ARGUMENT = N.NVML_ERROR_INVALID_ARGUMENT
+
+SIM_STEP_S = 0.1
+PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (NVML.md §7)
+PCIE_COUNTERS_MIN_DRIVER = 555  # fields 197/198 exist from R555 on
+
+
+def _set(ref: Any, value: Any) -> int:
+    ref._obj.value = value
+    return SUCCESS
+
+
+def _handle_value(handle: Any) -> int:
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
+class SimulatedNvmlLibrary:
+    """The subset of the NVML C API gpud uses, over a :class:`ThermalMachine`."""
+
+    def __init__(
+        self,
+        machine: ThermalMachine,
+        clock: Callable[[], float] = time.monotonic,
+        speed: float = 1.0,
+        driver_version: str = "550.127.05",
+        pcie_sample_window_s: float = PCIE_SAMPLE_WINDOW_S,
+    ) -> None:
+        self.machine = machine
+        self.driver_version = driver_version
+        self._clock = clock
+        self._speed = speed
+        self._started_at = clock()
+        self._pcie_window_s = pcie_sample_window_s
+        self._lock = threading.Lock()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Integrate the model up to the present simulated time, in fixed steps."""
+        target = (self._clock() - self._started_at) * self._speed
+        machine = self.machine
+        while machine.time_s + SIM_STEP_S <= target:
+            machine.step(SIM_STEP_S)
+
+    def _card(self, handle: Any) -> Card | None:
+        index = _handle_value(handle) - 1
+        if not 0 <= index < len(self.machine.cards):
+            return None
+        self._advance()
+        return self.machine.cards[index]
+
+    def _read(self, handle: Any, read: Callable[[Card], Any], out: Any) -> int:
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
+            value = read(card)
+        return NOT_SUPPORTED if value is None else _set(out, value)
+
+    def _driver_major(self) -> int:
+        return int(self.driver_version.split(".")[0])
+
+    # -- library and enumeration --------------------------------------------------------------
+
+    def nvmlInitWithFlags(self, flags: Any) -> int:
+        return SUCCESS
+
+    def nvmlShutdown(self) -> int:
+        return SUCCESS
+
+    def nvmlSystemGetDriverVersion(self, buf: Any, size: Any) -> int:
+        buf.value = self.driver_version.encode()
+        return SUCCESS
+
+    def nvmlDeviceGetCount_v2(self, count: Any) -> int:
+        return _set(count, len(self.machine.cards))
+
+    def nvmlDeviceGetHandleByIndex_v2(self, index: Any, device: Any) -> int:
+        if not 0 <= index.value < len(self.machine.cards):
+            return INVALID_ARGUMENT
+        ctypes.cast(ctypes.byref(device._obj), ctypes.POINTER(ctypes.c_void_p))[0] = index.value + 1
+        return SUCCESS
+
+    def nvmlDeviceGetName(self, handle: Any, buf: Any, size: Any) -> int:
+        card = self._card(handle)
+        if card is None:
+            return INVALID_ARGUMENT
+        buf.value = card.spec.name.encode()
+        return SUCCESS
+
+    def nvmlDeviceGetUUID(self, handle: Any, buf: Any, size: Any) -> int:
+        index = _handle_value(handle) - 1
+        buf.value = f"GPU-51a1a7ed-0000-4000-8000-{index:012x}".encode()
+        return SUCCESS
+
+    def nvmlDeviceGetPciInfo_v3(self, handle: Any, info: Any) -> int:
+        index = _handle_value(handle) - 1
+        pci = info._obj
+        pci.domain, pci.bus, pci.device = 0, 0x17 + index * 0x10, 0
+        pci.busId = f"00000000:{pci.bus:02X}:00.0".encode()
+        pci.busIdLegacy = pci.busId[4:]
+        return SUCCESS
+
+    # -- thermals, clocks, power --------------------------------------------------------------
+
+    def nvmlDeviceGetTemperatureV(self, handle: Any, temp: Any) -> int:
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
+            temp._obj.temperature = round(card.temp_c)
+        return SUCCESS
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: Any, kind: Any, out: Any) -> int:
+        thresholds = {
+            N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: lambda c: round(c.spec.shutdown_c),
+            N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: lambda c: round(c.slowdown_c),
+            N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX: lambda c: round(c.spec.max_operating_c),
+        }
+        read = thresholds.get(kind.value)
+        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
+        clocks = {
+            N.NVML_CLOCK_SM: lambda c: round(c.sm_clock_mhz),
+            N.NVML_CLOCK_GRAPHICS: lambda c: round(c.sm_clock_mhz),
+            N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz if c.busy else 405,
+        }
+        read = clocks.get(kind.value)
+        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
+        clocks = {
+            N.NVML_CLOCK_SM: lambda c: c.spec.sm_clock_max_mhz,
+            N.NVML_CLOCK_GRAPHICS: lambda c: c.spec.sm_clock_max_mhz,
+            N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz,
+        }
+        read = clocks.get(kind.value)
+        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: round(c.power_avg_w * 1000), out)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: round(c.spec.power_limit_w * 1000), out)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: round(c.energy_j * 1000), out)
+
+    def nvmlDeviceGetPerformanceState(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: 2 if c.busy else 8, out)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: c.reasons, out)
+
+    # -- utilisation and memory ---------------------------------------------------------------
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any, util: Any) -> int:
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
+            util._obj.gpu = round(card.util_avg * 100)
+            util._obj.memory = round(card.util_avg * 55)
+        return SUCCESS
+
+    def nvmlDeviceGetMemoryInfo_v2(self, handle: Any, mem: Any) -> int:
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
+            total = card.spec.memory_total_bytes
+            used = int(total * 0.82) if self.machine.time_s > 5 else 512 * 1024**2
+            mem._obj.total, mem._obj.used, mem._obj.free, mem._obj.reserved = total, used, total - used, 0
+        return SUCCESS
+
+    # -- fans -----------------------------------------------------------------------------------
+
+    def nvmlDeviceGetNumFans(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: len(c.fans) or None, out)
+
+    def _fan_read(self, handle: Any, fan: int, read: Callable[[Card, int], Any], out: Any) -> int:
+        def checked(card: Card) -> Any:
+            return read(card, fan) if fan < len(card.fans) else None
+
+        return self._read(handle, checked, out)
+
+    def nvmlDeviceGetFanSpeed_v2(self, handle: Any, fan: int, out: Any) -> int:
+        return self._fan_read(handle, fan, lambda c, i: round(c.fans[i].speed_pct), out)
+
+    def nvmlDeviceGetTargetFanSpeed(self, handle: Any, fan: int, out: Any) -> int:
+        return self._fan_read(handle, fan, lambda c, i: round(c.fan_target_pct(c.fans[i])), out)
+
+    def nvmlDeviceGetFanControlPolicy_v2(self, handle: Any, fan: int, out: Any) -> int:
+        def policy(card: Card, i: int) -> int:
+            manual = card.fans[i].manual_target_pct is not None
+            return N.NVML_FAN_POLICY_MANUAL if manual else N.NVML_FAN_POLICY_TEMPERATURE_CONTINOUS_SW
+
+        return self._fan_read(handle, fan, policy, out)
+
+    # -- PCIe -----------------------------------------------------------------------------------
+
+    def nvmlDeviceGetPcieThroughput(self, handle: Any, counter: Any, out: Any) -> int:
+        """KB/s over a 20 ms window; like the driver, the caller waits out that window."""
+        time.sleep(self._pcie_window_s)
+        return self._read(handle, lambda c: round(self._pcie_bytes_per_s(c, counter.value) / 1000), out)
+
+    @staticmethod
+    def _pcie_bytes_per_s(card: Card, counter: int) -> float:
+        busy_rate = (
+            card.spec.pcie_tx_busy_bytes_per_s
+            if counter == N.NVML_PCIE_UTIL_TX_BYTES
+            else card.spec.pcie_rx_busy_bytes_per_s
+        )
+        return busy_rate * card.util_avg
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any, out: Any) -> int:
+        # Like real cards, the link drops to gen 1 at idle to save power.
+        return self._read(handle, lambda c: 1 if c.reasons & REASON_GPU_IDLE else c.spec.pcie_gen_max, out)
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: c.spec.pcie_gen_max, out)
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: c.spec.pcie_width_max, out)
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: c.spec.pcie_width_max, out)
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, count: Any, values_ref: Any) -> int:
+        """Cumulative PCIe byte counters (fields 197/198) on R555+; anything else not supported."""
+        counters = {N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: "tx", N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: "rx"}
+        values = values_ref._obj
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
+            for value in values[: count.value]:
+                direction = counters.get(value.fieldId)
+                if direction is None or self._driver_major() < PCIE_COUNTERS_MIN_DRIVER:
+                    value.nvmlReturn = NOT_SUPPORTED
+                    continue
+                value.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                total = card.pcie_tx_bytes if direction == "tx" else card.pcie_rx_bytes
+                value.value.ullVal = int(total)
+                value.timestamp = int(self.machine.time_s * 1e6)
+                value.nvmlReturn = SUCCESS
+        return SUCCESS

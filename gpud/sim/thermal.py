@@ -1,0 +1,253 @@
+"""The thermal model behind the simulated GPUs: cards, their air, their fans and their driver.
+
+Each card is one heat capacity ``C`` (J/K) fed by its electrical power and drained by a thermal
+conductance to its inlet air that grows with fan speed: ``C dT/dt = P - G(fan) (T - T_inlet)``.
+An open-air card breathes part of its neighbours' exhaust, so its inlet is warmer by
+``coupling (K/W) x neighbour power``; a blower card pushes its exhaust out of the case and adds
+little to its neighbours. The simulated driver behaves like GPU Boost: at the slowdown temperature
+it steps clocks down (reporting SW thermal slowdown), near shutdown it halves them (HW thermal
+slowdown), and over the power limit it trims clocks (SW power cap). Power follows load and clock.
+
+Pure and deterministic: time only advances through ``step(dt_s)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from gpud.sim.workload import IdleLoad, TrainingLoad
+from gpud.telemetry import Cooling
+
+# Clock-event reason bits, as NVML reports them (NVML.md §5).
+REASON_GPU_IDLE = 0x001
+REASON_SW_POWER_CAP = 0x004
+REASON_HW_SLOWDOWN = 0x008
+REASON_SW_THERMAL = 0x020
+REASON_HW_THERMAL = 0x040
+
+CLOCK_BIN_MHZ = 15
+IDLE_SM_CLOCK_MHZ = 210
+
+
+@dataclass(frozen=True, slots=True)
+class CardSpec:
+    """The constants of one simulated card model."""
+
+    name: str
+    cooling: Cooling
+    fan_count: int
+    sm_clock_max_mhz: int = 1995
+    sm_clock_base_mhz: int = 1395
+    memory_clock_max_mhz: int = 9751
+    power_idle_w: float = 30.0
+    power_busy_w: float = 320.0
+    power_limit_w: float = 350.0
+    heat_capacity_j_per_k: float = 450.0
+    conductance_w_per_k: float = 2.5  # with fans stopped (or the chassis flow, for passive cards)
+    conductance_per_fan_w_per_k: float = 7.5  # added at 100 % fan
+    slowdown_c: float = 80.0
+    shutdown_c: float = 95.0
+    max_operating_c: float = 83.0
+    fan_min_pct: int = 30
+    fan_max_pct: int = 100
+    fan_spin_time_s: float = 2.0
+    memory_total_bytes: int = 24 * 1024**3
+    pcie_gen_max: int = 4
+    pcie_width_max: int = 16
+    pcie_rx_busy_bytes_per_s: float = 2.4e9
+    pcie_tx_busy_bytes_per_s: float = 0.6e9
+
+    def conductance(self, fan_pct: float) -> float:
+        """Thermal conductance to the inlet air in W/K at ``fan_pct`` % fan speed."""
+        return self.conductance_w_per_k + self.conductance_per_fan_w_per_k * fan_pct / 100.0
+
+
+OPEN_AIR_CARD = CardSpec(name="NVIDIA GeForce RTX 3090 (simulated)", cooling=Cooling.OPEN_AIR, fan_count=2)
+BLOWER_CARD = CardSpec(
+    name="NVIDIA GeForce RTX 3090 Turbo (simulated)",
+    cooling=Cooling.BLOWER,
+    fan_count=1,
+    conductance_w_per_k=2.0,
+    conductance_per_fan_w_per_k=7.0,
+)
+PASSIVE_CARD = CardSpec(
+    name="NVIDIA H100 PCIe (simulated)",
+    cooling=Cooling.PASSIVE,
+    fan_count=0,
+    sm_clock_max_mhz=1755,
+    sm_clock_base_mhz=1125,
+    memory_clock_max_mhz=1593,
+    power_idle_w=50.0,
+    power_busy_w=300.0,
+    power_limit_w=350.0,
+    heat_capacity_j_per_k=600.0,
+    conductance_w_per_k=9.0,
+    conductance_per_fan_w_per_k=0.0,
+    slowdown_c=87.0,
+    shutdown_c=92.0,
+    max_operating_c=85.0,
+    memory_total_bytes=80 * 1024**3,
+    pcie_gen_max=5,
+)
+
+# Share of a neighbour's power that warms this card's inlet air, in K/W, by slot distance.
+# Open-air exhaust recirculates into the cards beside it; blower and chassis-cooled cards
+# exhaust out of the case.
+_EXHAUST_COUPLING_K_PER_W = {Cooling.OPEN_AIR: (0.02, 0.005), Cooling.BLOWER: (0.004, 0.0)}
+
+# The stock automatic fan schedule, tuned for games: lazy until the card is already hot.
+STOCK_FAN_CURVE = ((50.0, 30.0), (70.0, 45.0), (80.0, 65.0), (85.0, 80.0), (90.0, 100.0))
+
+
+def stock_fan_pct(temp_c: float) -> float:
+    """The driver's automatic fan target in % at ``temp_c``."""
+    points = STOCK_FAN_CURVE
+    if temp_c <= points[0][0]:
+        return points[0][1]
+    for (t0, f0), (t1, f1) in pairwise(points):
+        if temp_c <= t1:
+            return f0 + (f1 - f0) * (temp_c - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+@dataclass(slots=True, eq=False)
+class Fan:
+    """One fan: its speed in %, the target it is spinning towards, and who sets that target."""
+
+    speed_pct: float
+    manual_target_pct: float | None = None  # None: the driver's automatic schedule
+
+
+@dataclass(slots=True, eq=False)
+class Card:
+    """The mutable state of one simulated card."""
+
+    spec: CardSpec
+    temp_c: float
+    fans: list[Fan]
+    slowdown_c: float
+    sm_clock_mhz: float = IDLE_SM_CLOCK_MHZ
+    thermal_cap_mhz: float | None = None  # the driver's ceilings; None = not limiting
+    power_cap_mhz: float | None = None
+    busy: float = 0.0
+    util_avg: float = 0.0  # NVML reports utilisation averaged over the last sample period
+    power_avg_w: float = 0.0  # ... and power averaged over ~1 s on Ampere and newer
+    energy_j: float = 0.0
+    pcie_tx_bytes: float = 0.0  # traffic follows the load (input batches in, results out)
+    pcie_rx_bytes: float = 0.0
+    reasons: int = REASON_GPU_IDLE
+
+    def fan_target_pct(self, fan: Fan) -> float:
+        """Where ``fan`` is heading: its manual target, else the stock schedule."""
+        target = fan.manual_target_pct if fan.manual_target_pct is not None else stock_fan_pct(self.temp_c)
+        return min(max(target, self.spec.fan_min_pct), self.spec.fan_max_pct)
+
+    def mean_fan_pct(self) -> float:
+        """Average speed of the card's fans in % (0 for a passive card)."""
+        return sum(f.speed_pct for f in self.fans) / len(self.fans) if self.fans else 0.0
+
+
+@dataclass(slots=True)
+class ThermalMachine:
+    """Cards in adjacent slots sharing the air of one case, plus the workload they run."""
+
+    cards: list[Card]
+    ambient_c: float = 30.0
+    workload: TrainingLoad | IdleLoad = field(default_factory=TrainingLoad)
+    time_s: float = 0.0
+
+    def inlet_c(self, i: int) -> float:
+        """Inlet air temperature of card ``i`` in °C: case air plus neighbours' recirculated exhaust."""
+        inlet = self.ambient_c
+        for j, other in enumerate(self.cards):
+            distance = abs(i - j)
+            coupling = _EXHAUST_COUPLING_K_PER_W.get(other.spec.cooling, (0.0, 0.0))
+            if 1 <= distance <= len(coupling):
+                inlet += coupling[distance - 1] * other.power_avg_w
+        return inlet
+
+    def step(self, dt_s: float) -> None:
+        """Advance the whole machine by ``dt_s`` seconds (keep it ≤ 0.25 s for accuracy)."""
+        busy = self.workload.busy(self.time_s)
+        inlets = [self.inlet_c(i) for i in range(len(self.cards))]
+        for card, inlet in zip(self.cards, inlets, strict=True):
+            _step_card(card, busy, inlet, dt_s)
+        self.time_s += dt_s
+
+
+def _step_card(card: Card, busy: float, inlet_c: float, dt_s: float) -> None:
+    spec = card.spec
+    card.busy = busy
+    _drive_clocks(card, dt_s)
+    power = _power_w(spec, busy, card.sm_clock_mhz)
+    smoothing = min(1.0, dt_s / 1.0)
+    card.power_avg_w += (power - card.power_avg_w) * smoothing
+    card.util_avg += (busy - card.util_avg) * smoothing
+    card.energy_j += power * dt_s
+    card.pcie_tx_bytes += spec.pcie_tx_busy_bytes_per_s * busy * dt_s
+    card.pcie_rx_bytes += spec.pcie_rx_busy_bytes_per_s * busy * dt_s
+    for fan in card.fans:
+        spin = min(1.0, dt_s / spec.fan_spin_time_s)
+        fan.speed_pct += (card.fan_target_pct(fan) - fan.speed_pct) * spin
+    conductance = spec.conductance(card.mean_fan_pct())
+    card.temp_c += (power - conductance * (card.temp_c - inlet_c)) * dt_s / spec.heat_capacity_j_per_k
+
+
+def _lower(cap: float | None, spec: CardSpec, by_mhz: float) -> float:
+    return max(spec.sm_clock_base_mhz, (cap or spec.sm_clock_max_mhz) - by_mhz)
+
+
+def _raise(cap: float | None, spec: CardSpec, by_mhz: float) -> float | None:
+    if cap is None or cap + by_mhz >= spec.sm_clock_max_mhz:
+        return None
+    return cap + by_mhz
+
+
+def _drive_clocks(card: Card, dt_s: float) -> None:
+    """GPU Boost: step the ceiling down a bin at a time over the limit, back up slowly under it."""
+    spec = card.spec
+    if card.temp_c >= card.slowdown_c:
+        card.thermal_cap_mhz = _lower(card.thermal_cap_mhz, spec, CLOCK_BIN_MHZ * 4 * dt_s)
+    elif card.temp_c < card.slowdown_c - 1.0:
+        card.thermal_cap_mhz = _raise(card.thermal_cap_mhz, spec, CLOCK_BIN_MHZ * dt_s)
+    if card.busy > 0 and _power_w(spec, card.busy, card.sm_clock_mhz) > spec.power_limit_w:
+        card.power_cap_mhz = _lower(card.power_cap_mhz, spec, CLOCK_BIN_MHZ * 4 * dt_s)
+    else:
+        card.power_cap_mhz = _raise(card.power_cap_mhz, spec, CLOCK_BIN_MHZ * dt_s)
+    hw_thermal = card.temp_c >= spec.shutdown_c - 3.0
+    caps = [c for c in (card.thermal_cap_mhz, card.power_cap_mhz) if c is not None]
+    clock = min([spec.sm_clock_max_mhz, *caps])
+    if hw_thermal:
+        clock = min(clock, spec.sm_clock_base_mhz / 2)
+    if card.busy <= 0:
+        card.sm_clock_mhz = IDLE_SM_CLOCK_MHZ
+        card.reasons = REASON_GPU_IDLE | (REASON_HW_THERMAL | REASON_HW_SLOWDOWN if hw_thermal else 0)
+        return
+    card.sm_clock_mhz = clock
+    reasons = 0
+    if hw_thermal:
+        reasons |= REASON_HW_THERMAL | REASON_HW_SLOWDOWN
+    if card.thermal_cap_mhz is not None and clock >= card.thermal_cap_mhz:
+        reasons |= REASON_SW_THERMAL
+    if card.power_cap_mhz is not None and clock >= card.power_cap_mhz:
+        reasons |= REASON_SW_POWER_CAP
+    card.reasons = reasons
+
+
+def _power_w(spec: CardSpec, busy: float, sm_clock_mhz: float) -> float:
+    """Board power in W: idle draw plus dynamic power, which scales ~ with the clock squared."""
+    clock_ratio = sm_clock_mhz / spec.sm_clock_max_mhz
+    return spec.power_idle_w + (spec.power_busy_w - spec.power_idle_w) * busy * clock_ratio**2
+
+
+def new_card(spec: CardSpec, temp_c: float, slowdown_c: float | None = None) -> Card:
+    """A card at rest at ``temp_c`` with its fans on the automatic schedule."""
+    fans = [Fan(speed_pct=float(spec.fan_min_pct)) for _ in range(spec.fan_count)]
+    return Card(
+        spec=spec,
+        temp_c=temp_c,
+        fans=fans,
+        slowdown_c=slowdown_c if slowdown_c is not None else spec.slowdown_c,
+        power_avg_w=spec.power_idle_w,
+    )

@@ -1,0 +1,60 @@
+"""Shared fixtures: the simulated NVML library on a fake clock, installed at the pynvml boundary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pynvml as N
+import pytest
+
+from gpud.nvml.library import open_nvml
+from gpud.sim.machine import Layout, build_machine
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def install_nvml(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> Iterator[Callable[..., SimulatedNvmlLibrary]]:
+    """Returns ``install(gpus=4, layout=..., **library_kwargs)`` which opens NVML on a simulated library."""
+
+    monkeypatch.setattr(N, "nvmlLib", None)
+
+    def install(gpus: int = 4, layout: Layout = Layout.OPEN_AIR, **kwargs: object) -> SimulatedNvmlLibrary:
+        kwargs.setdefault("pcie_sample_window_s", 0.0)
+        library = SimulatedNvmlLibrary(build_machine(gpus, layout), clock=clock, **kwargs)  # type: ignore[arg-type]
+        open_nvml(library)
+        return library
+
+    yield install
+    N._nvmlGetFunctionPointer_cache.clear()
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; missing fails in CI (CI=true) and skips elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is required in CI but is not installed (see .ci/run)")
+    pytest.skip(f"{name} not installed")
