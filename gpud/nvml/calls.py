@@ -1,0 +1,83 @@
+"""The one place NVML errors are translated: every per-field read goes through :class:`NvmlCalls`.
+
+A value the GPU does not have ("not supported", or a function the driver lacks) becomes ``None``
+and is never asked for again on that GPU; "no permission" becomes ``None`` with a single warning;
+a lost GPU raises :class:`GpuLost` so that only that GPU is reported down. Everything else is
+counted by call and error and becomes ``None`` for this tick.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TypeVar
+
+import pynvml as N
+import structlog
+
+from gpud.errors import GpuLost
+
+T = TypeVar("T")
+log = structlog.get_logger("gpud.nvml")
+
+_ABSENT = {N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND}
+_GPU_GONE = {
+    N.NVML_ERROR_GPU_IS_LOST,
+    N.NVML_ERROR_RESET_REQUIRED,
+    N.NVML_ERROR_DRIVER_NOT_LOADED,
+    N.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+    N.NVML_ERROR_UNINITIALIZED,
+}
+
+
+def error_name(error: N.NVMLError) -> str:
+    """``NVMLError_GpuIsLost`` → ``GpuIsLost``: the label gpud uses for an NVML error."""
+    name = type(error).__name__
+    return name.removeprefix("NVMLError_") if name != "NVMLError" else f"Code{error.value}"
+
+
+class NvmlCalls:
+    """Per-field NVML reads with capability caching and error counting."""
+
+    def __init__(self) -> None:
+        self.errors: Counter[tuple[str, str]] = Counter()
+        self._absent: set[tuple[int, str]] = set()
+        self._warned: set[tuple[int, str]] = set()
+        self._working: dict[tuple[int, str], int] = {}
+
+    def get(self, gpu: int, call: str, *alternatives: Callable[[], T]) -> T | None:
+        """The first alternative that works (newest API first), or ``None``.
+
+        ``call`` names the field in logs and in ``gpud_nvml_errors_total``. An alternative that
+        the driver does not have is skipped for good, so older drivers fall back once.
+        """
+        key = (gpu, call)
+        if key in self._absent:
+            return None
+        start = self._working.get(key, 0)
+        for position in range(start, len(alternatives)):
+            try:
+                value = alternatives[position]()
+            except N.NVMLError as error:
+                if error.value in _ABSENT:
+                    continue
+                self._failed(key, call, error)
+                return None
+            self._working[key] = position
+            return value
+        self._absent.add(key)
+        return None
+
+    def _failed(self, key: tuple[int, str], call: str, error: N.NVMLError) -> None:
+        name = error_name(error)
+        self.errors[(call, name)] += 1
+        if error.value in _GPU_GONE:
+            raise GpuLost(f"GPU {key[0]}: {call} failed: {name}")
+        if key not in self._warned:
+            self._warned.add(key)
+            hint = " (run gpud as root to read it)" if error.value == N.NVML_ERROR_NO_PERMISSION else ""
+            log.warning("nvml read failed", gpu=key[0], call=call, error=name, hint=hint or None)
+
+    def supported(self, gpu: int, call: str) -> bool:
+        """False once ``call`` is known to be absent on ``gpu``."""
+        return (gpu, call) not in self._absent

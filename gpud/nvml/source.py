@@ -1,0 +1,267 @@
+"""Live telemetry from NVML: discover every GPU once, read every GPU each tick.
+
+The same code reads a real driver and the simulated library, so everything tested in
+simulation is the path a real machine runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pynvml as N
+import structlog
+
+from gpud.errors import GpuLost
+from gpud.nvml.calls import NvmlCalls
+from gpud.nvml.library import close_nvml
+from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+
+log = structlog.get_logger("gpud.nvml")
+
+_PCIE_COUNTER_FIELDS = [N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES]
+_FAN_POLICY = {
+    N.NVML_FAN_POLICY_TEMPERATURE_CONTINOUS_SW: FanPolicy.AUTO,
+    N.NVML_FAN_POLICY_MANUAL: FanPolicy.MANUAL,
+}
+_PSTATE_UNKNOWN = 32
+
+
+def _mw_to_w(value: int | None) -> float | None:
+    return None if value is None else value / 1000.0
+
+
+class NvmlSource:
+    """A :class:`gpud.source.TelemetrySource` over an initialised NVML (real or simulated)."""
+
+    def __init__(
+        self,
+        cooling: Mapping[int, Cooling] | None = None,
+        pcie_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._calls = NvmlCalls()
+        self._clock = clock
+        self._handles: list[Any] = []
+        self._down: set[int] = set()
+        self._counter_rates = PcieCounterRates()
+        driver = self._calls.get(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
+        count = self._calls.get(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
+        infos = []
+        for index in range(count):
+            handle = N.nvmlDeviceGetHandleByIndex(index)
+            self._handles.append(handle)
+            infos.append(self._discover(index, handle, driver, (cooling or {}).get(index)))
+        self._gpus = tuple(infos)
+        self._pcie_counters = {i for i, h in enumerate(self._handles) if self._has_pcie_counters(i, h)}
+        polled = [i for i in range(count) if i not in self._pcie_counters]
+        self._poller: PcieThroughputPoller | None = None
+        if polled:
+            self._poller = PcieThroughputPoller(polled, self._read_pcie_throughput, pcie_interval_s)
+            self._poller.start()
+
+    @property
+    def gpus(self) -> tuple[GpuInfo, ...]:
+        """Static facts about every GPU found at start."""
+        return self._gpus
+
+    def error_counts(self) -> Mapping[tuple[str, str], int]:
+        """NVML errors so far, by (call, error name)."""
+        return self._calls.errors
+
+    def close(self) -> None:
+        """Stop the PCIe poller and shut NVML down."""
+        if self._poller is not None:
+            self._poller.stop()
+        close_nvml()
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def _discover(self, index: int, h: Any, driver: str, cooling: Cooling | None) -> GpuInfo:
+        get = self._calls.get
+        pci = get(index, "nvmlDeviceGetPciInfo", lambda: N.nvmlDeviceGetPciInfo(h))
+        fan_count = get(index, "nvmlDeviceGetNumFans", lambda: N.nvmlDeviceGetNumFans(h)) or 0
+        memory = self._memory_info(index, h)
+        return GpuInfo(
+            index=index,
+            uuid=get(index, "nvmlDeviceGetUUID", lambda: N.nvmlDeviceGetUUID(h)) or f"unknown-{index}",
+            name=get(index, "nvmlDeviceGetName", lambda: N.nvmlDeviceGetName(h)) or "unknown",
+            pci_bus_id=pci.busId if pci is not None else "",
+            driver_version=driver,
+            fan_count=fan_count,
+            cooling=cooling or (Cooling.PASSIVE if fan_count == 0 else Cooling.UNKNOWN),
+            slowdown_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
+            shutdown_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN),
+            max_operating_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX),
+            sm_clock_max_mhz=self._max_clock(index, h, N.NVML_CLOCK_SM),
+            graphics_clock_max_mhz=self._max_clock(index, h, N.NVML_CLOCK_GRAPHICS),
+            memory_clock_max_mhz=self._max_clock(index, h, N.NVML_CLOCK_MEM),
+            memory_total_bytes=memory.total if memory is not None else None,
+            pcie_link_gen_max=get(
+                index, "nvmlDeviceGetMaxPcieLinkGeneration", lambda: N.nvmlDeviceGetMaxPcieLinkGeneration(h)
+            ),
+            pcie_link_width_max=get(
+                index, "nvmlDeviceGetMaxPcieLinkWidth", lambda: N.nvmlDeviceGetMaxPcieLinkWidth(h)
+            ),
+        )
+
+    def _threshold(self, index: int, h: Any, kind: int) -> float | None:
+        value = self._calls.get(
+            index,
+            f"nvmlDeviceGetTemperatureThreshold[{kind}]",
+            lambda: N.nvmlDeviceGetTemperatureThreshold(h, kind),
+        )
+        return float(value) if value else None
+
+    def _max_clock(self, index: int, h: Any, kind: int) -> int | None:
+        value = self._calls.get(
+            index, f"nvmlDeviceGetMaxClockInfo[{kind}]", lambda: N.nvmlDeviceGetMaxClockInfo(h, kind)
+        )
+        return value or None
+
+    def _memory_info(self, index: int, h: Any) -> Any:
+        # v2 first: on drivers ≥ 510 the v1 "used" includes reserved memory (NVML.md §8).
+        return self._calls.get(
+            index,
+            "nvmlDeviceGetMemoryInfo",
+            lambda: N.nvmlDeviceGetMemoryInfo(h, version=N.nvmlMemory_v2),
+            lambda: N.nvmlDeviceGetMemoryInfo(h),
+        )
+
+    def _has_pcie_counters(self, index: int, h: Any) -> bool:
+        try:
+            values = N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
+        except N.NVMLError:
+            return False
+        return all(v.nvmlReturn == N.NVML_SUCCESS for v in values)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self) -> Snapshot:
+        """Read every GPU now; a lost GPU is reported down and the others go on."""
+        now = self._clock()
+        samples = []
+        for index, handle in enumerate(self._handles):
+            try:
+                samples.append(self._sample_gpu(index, handle))
+            except GpuLost as lost:
+                samples.append(GpuSample(index=index, up=False))
+                if index not in self._down:
+                    self._down.add(index)
+                    log.error("gpu down", gpu=index, reason=str(lost))
+                continue
+            if index in self._down:
+                self._down.discard(index)
+                log.info("gpu back", gpu=index)
+        return Snapshot(timestamp=now, gpus=tuple(samples))
+
+    def _sample_gpu(self, index: int, h: Any) -> GpuSample:
+        get = self._calls.get
+        util = get(index, "nvmlDeviceGetUtilizationRates", lambda: N.nvmlDeviceGetUtilizationRates(h))
+        memory = self._memory_info(index, h)
+        pstate = get(index, "nvmlDeviceGetPerformanceState", lambda: N.nvmlDeviceGetPerformanceState(h))
+        tx, rx = self._pcie_rates(index, h)
+        return GpuSample(
+            index=index,
+            temperature_c=self._temperature(index, h),
+            sm_clock_mhz=get(
+                index, "nvmlDeviceGetClockInfo[sm]", lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_SM)
+            ),
+            graphics_clock_mhz=get(
+                index,
+                "nvmlDeviceGetClockInfo[graphics]",
+                lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_GRAPHICS),
+            ),
+            memory_clock_mhz=get(
+                index, "nvmlDeviceGetClockInfo[mem]", lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_MEM)
+            ),
+            power_w=_mw_to_w(get(index, "nvmlDeviceGetPowerUsage", lambda: N.nvmlDeviceGetPowerUsage(h))),
+            power_limit_w=_mw_to_w(
+                get(index, "nvmlDeviceGetEnforcedPowerLimit", lambda: N.nvmlDeviceGetEnforcedPowerLimit(h))
+            ),
+            energy_j=_mw_to_w(
+                get(
+                    index,
+                    "nvmlDeviceGetTotalEnergyConsumption",
+                    lambda: N.nvmlDeviceGetTotalEnergyConsumption(h),
+                )
+            ),
+            gpu_util_pct=float(util.gpu) if util is not None else None,
+            memory_util_pct=float(util.memory) if util is not None else None,
+            memory_used_bytes=memory.used if memory is not None else None,
+            fans=self._fans(index, h),
+            pstate=pstate if pstate != _PSTATE_UNKNOWN else None,
+            clock_event_reasons=get(
+                index,
+                "nvmlDeviceGetCurrentClocksEventReasons",
+                lambda: N.nvmlDeviceGetCurrentClocksEventReasons(h),
+                lambda: N.nvmlDeviceGetCurrentClocksThrottleReasons(h),
+            ),
+            pcie_tx_bytes_per_s=tx,
+            pcie_rx_bytes_per_s=rx,
+            pcie_link_gen=get(
+                index, "nvmlDeviceGetCurrPcieLinkGeneration", lambda: N.nvmlDeviceGetCurrPcieLinkGeneration(h)
+            ),
+            pcie_link_width=get(
+                index, "nvmlDeviceGetCurrPcieLinkWidth", lambda: N.nvmlDeviceGetCurrPcieLinkWidth(h)
+            ),
+        )
+
+    def _temperature(self, index: int, h: Any) -> float | None:
+        value = self._calls.get(
+            index,
+            "nvmlDeviceGetTemperature",
+            lambda: N.nvmlDeviceGetTemperatureV(h, N.NVML_TEMPERATURE_GPU),
+            lambda: N.nvmlDeviceGetTemperature(h, N.NVML_TEMPERATURE_GPU),
+        )
+        return float(value) if value is not None else None
+
+    def _fans(self, index: int, h: Any) -> tuple[FanReading, ...]:
+        readings = []
+        for fan in range(self._gpus[index].fan_count if index < len(self._gpus) else 0):
+            speed = self._calls.get(
+                index, "nvmlDeviceGetFanSpeed_v2", lambda fan=fan: N.nvmlDeviceGetFanSpeed_v2(h, fan)
+            )
+            # Pass our own buffer: the binding's default one is shared between threads (NVML.md §13).
+            policy = self._calls.get(
+                index,
+                "nvmlDeviceGetFanControlPolicy_v2",
+                lambda fan=fan: N.nvmlDeviceGetFanControlPolicy_v2(h, fan, N.c_uint()),
+            )
+            readings.append(
+                FanReading(
+                    speed_pct=float(speed) if speed is not None else None, policy=_FAN_POLICY.get(policy)
+                )
+            )
+        return tuple(readings)
+
+    def _pcie_rates(self, index: int, h: Any) -> tuple[float | None, float | None]:
+        if index in self._pcie_counters:
+            values = self._calls.get(
+                index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
+            )
+            if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
+                return None, None
+            return self._counter_rates.update(
+                index, values[0].timestamp / 1e6, values[0].value.ullVal, values[1].value.ullVal
+            )
+        rate = self._poller.latest(index) if self._poller is not None else None
+        return (rate.tx_bytes_per_s, rate.rx_bytes_per_s) if rate is not None else (None, None)
+
+    def _read_pcie_throughput(self, index: int) -> tuple[float | None, float | None]:
+        """One blocking TX+RX read (~40 ms), called from the poller thread only."""
+        h = self._handles[index]
+        get = self._calls.get
+        tx = get(
+            index,
+            "nvmlDeviceGetPcieThroughput",
+            lambda: N.nvmlDeviceGetPcieThroughput(h, N.NVML_PCIE_UTIL_TX_BYTES),
+        )
+        rx = get(
+            index,
+            "nvmlDeviceGetPcieThroughput",
+            lambda: N.nvmlDeviceGetPcieThroughput(h, N.NVML_PCIE_UTIL_RX_BYTES),
+        )
+        return (tx * 1000.0 if tx is not None else None), (rx * 1000.0 if rx is not None else None)

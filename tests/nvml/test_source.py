@@ -1,0 +1,180 @@
+"""The real NVML reader against the simulated library: fields, errors per field, lost GPUs, PCIe."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pynvml as N
+import pytest
+import structlog
+
+from gpud.errors import NvmlUnavailable
+from gpud.nvml.library import open_nvml
+from gpud.nvml.source import NvmlSource
+from gpud.sim.machine import Layout
+from gpud.telemetry import Cooling, FanPolicy
+
+
+def test_discovery_reads_static_facts_of_every_gpu(install_nvml):
+    install_nvml(gpus=4)
+    source = NvmlSource()
+    assert [g.index for g in source.gpus] == [0, 1, 2, 3]
+    gpu = source.gpus[1]
+    assert gpu.name == "NVIDIA GeForce RTX 3090 (simulated)"
+    assert gpu.uuid.startswith("GPU-") and len({g.uuid for g in source.gpus}) == 4
+    assert gpu.pci_bus_id == "00000000:27:00.0"
+    assert gpu.driver_version == "550.127.05"
+    assert gpu.fan_count == 2
+    assert (gpu.slowdown_temp_c, gpu.shutdown_temp_c, gpu.max_operating_temp_c) == (80, 95, 83)
+    assert (gpu.sm_clock_max_mhz, gpu.memory_total_bytes, gpu.pcie_link_gen_max) == (1995, 24 * 1024**3, 4)
+    source.close()
+
+
+def test_a_sample_carries_every_field_with_units_converted(install_nvml, clock):
+    install_nvml(gpus=2)
+    source = NvmlSource()
+    clock.advance(60)
+    gpu = source.sample().gpus[0]
+    assert gpu.up
+    assert 40 < gpu.temperature_c < 90
+    assert gpu.sm_clock_mhz > 1000 and gpu.memory_clock_mhz == 9751
+    assert 200 < gpu.power_w <= 350 and gpu.power_limit_w == 350.0
+    assert gpu.energy_j > 10_000  # mJ from NVML, J here
+    assert gpu.gpu_util_pct > 50 and gpu.memory_used_bytes > 0
+    assert len(gpu.fans) == 2 and all(f.policy is FanPolicy.AUTO and f.speed_pct >= 30 for f in gpu.fans)
+    assert gpu.pstate == 2 and gpu.clock_event_reasons is not None
+    assert (gpu.pcie_link_gen, gpu.pcie_link_width) in {(4, 16), (1, 16)}
+    source.close()
+
+
+def test_a_passive_card_reports_no_fans_and_is_classified_passive(install_nvml):
+    install_nvml(gpus=1, layout=Layout.PASSIVE)
+    source = NvmlSource()
+    assert source.gpus[0].fan_count == 0 and source.gpus[0].cooling is Cooling.PASSIVE
+    assert source.sample().gpus[0].fans == ()
+    source.close()
+
+
+def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, monkeypatch):
+    library = install_nvml(gpus=2)
+    calls = []
+
+    def unsupported(handle, out):
+        calls.append(1)
+        return N.NVML_ERROR_NOT_SUPPORTED
+
+    monkeypatch.setattr(library, "nvmlDeviceGetPerformanceState", unsupported, raising=False)
+    N._nvmlGetFunctionPointer_cache.clear()
+    source = NvmlSource()
+    for _ in range(3):
+        assert all(g.pstate is None and g.temperature_c is not None for g in source.sample().gpus)
+    assert len(calls) == 2  # once per GPU, then remembered
+    assert source.error_counts() == {}
+    source.close()
+
+
+def test_an_old_driver_without_new_functions_falls_back(install_nvml, monkeypatch):
+    library = install_nvml(gpus=1)
+    # Drivers before R570 have no nvmlDeviceGetTemperatureV; before R535 no ...ClocksEventReasons.
+    monkeypatch.delattr(type(library), "nvmlDeviceGetTemperatureV")
+    monkeypatch.delattr(type(library), "nvmlDeviceGetCurrentClocksEventReasons")
+    monkeypatch.setattr(
+        library,
+        "nvmlDeviceGetTemperature",
+        lambda h, sensor, out: library._read(h, lambda c: 71, out),
+        raising=False,
+    )
+    monkeypatch.setattr(
+        library,
+        "nvmlDeviceGetCurrentClocksThrottleReasons",
+        lambda h, out: library._read(h, lambda c: 0x20, out),
+        raising=False,
+    )
+    N._nvmlGetFunctionPointer_cache.clear()
+    source = NvmlSource()
+    gpu = source.sample().gpus[0]
+    assert gpu.temperature_c == 71 and gpu.clock_event_reasons == 0x20
+    source.close()
+
+
+def test_no_permission_gives_none_and_one_warning(install_nvml, monkeypatch):
+    library = install_nvml(gpus=1)
+    monkeypatch.setattr(
+        library, "nvmlDeviceGetPowerUsage", lambda h, out: N.NVML_ERROR_NO_PERMISSION, raising=False
+    )
+    N._nvmlGetFunctionPointer_cache.clear()
+    source = NvmlSource()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            assert source.sample().gpus[0].power_w is None
+    warnings = [entry for entry in logs if entry["event"] == "nvml read failed"]
+    assert len(warnings) == 1 and warnings[0]["error"] == "NoPermission"
+    assert source.error_counts()[("nvmlDeviceGetPowerUsage", "NoPermission")] == 3
+    source.close()
+
+
+def test_a_lost_gpu_is_reported_down_while_the_others_go_on_and_comes_back(install_nvml, monkeypatch):
+    library = install_nvml(gpus=3)
+    source = NvmlSource()
+    lost = {1}
+    real = type(library).nvmlDeviceGetTemperatureV
+
+    def temperature(self, handle, out):
+        index = library.machine.cards.index(library._card(handle))
+        return N.NVML_ERROR_GPU_IS_LOST if index in lost else real(self, handle, out)
+
+    monkeypatch.setattr(type(library), "nvmlDeviceGetTemperatureV", temperature)
+    N._nvmlGetFunctionPointer_cache.clear()
+    with structlog.testing.capture_logs() as logs:
+        first, second = source.sample(), source.sample()
+        lost.clear()
+        third = source.sample()
+    assert [g.up for g in first.gpus] == [True, False, True]
+    assert second.gpus[1] == first.gpus[1] and second.gpus[1].temperature_c is None
+    assert third.gpus[1].up and third.gpus[1].temperature_c is not None
+    assert [e["event"] for e in logs if e["event"].startswith("gpu ")] == ["gpu down", "gpu back"]
+    assert source.error_counts()[("nvmlDeviceGetTemperature", "GpuIsLost")] == 2
+    source.close()
+
+
+def test_new_drivers_give_pcie_rates_from_byte_counters_in_the_tick(install_nvml, clock):
+    install_nvml(gpus=2, driver_version="560.35.03")
+    source = NvmlSource()
+    source.sample()
+    clock.advance(3)
+    gpu = source.sample().gpus[0]
+    assert gpu.pcie_rx_bytes_per_s == pytest.approx(2.4e9, rel=0.2)
+    assert gpu.pcie_tx_bytes_per_s == pytest.approx(0.6e9, rel=0.2)
+    source.close()
+
+
+def test_old_drivers_read_blocking_pcie_throughput_only_off_the_tick(install_nvml, monkeypatch):
+    library = install_nvml(gpus=8, pcie_sample_window_s=0.02)
+    callers = []
+    real = type(library).nvmlDeviceGetPcieThroughput
+
+    def spy(self, handle, counter, out):
+        callers.append(threading.current_thread().name)
+        return real(self, handle, counter, out)
+
+    monkeypatch.setattr(type(library), "nvmlDeviceGetPcieThroughput", spy)
+    N._nvmlGetFunctionPointer_cache.clear()
+    source = NvmlSource(pcie_interval_s=1.0)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and source.sample().gpus[7].pcie_rx_bytes_per_s is None:
+        time.sleep(0.05)
+    assert source.sample().gpus[7].pcie_rx_bytes_per_s is not None
+    assert callers and set(callers) == {"gpud-pcie"}
+    source.close()
+
+
+def test_no_driver_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(N, "nvmlLib", None)
+    monkeypatch.setattr(N, "CDLL", _missing_library)
+    with pytest.raises(NvmlUnavailable, match="no NVIDIA driver found"):
+        open_nvml()
+
+
+def _missing_library(name: str) -> None:
+    raise OSError(f"{name}: cannot open shared object file")
