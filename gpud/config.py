@@ -1,0 +1,147 @@
+"""Settings: defaults < ``/etc/gpud/config.toml`` (or ``--config``) < ``GPUD_*`` environment < flags.
+
+Validated once, at the edge; every problem is reported as a :class:`ConfigError` whose message
+names the file, the key and what is wrong, so ``gpud check-config`` can run as ``ExecStartPre``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gpud.errors import ConfigError
+from gpud.sim.machine import Layout
+from gpud.telemetry import Cooling
+
+DEFAULT_CONFIG_PATH = Path("/etc/gpud/config.toml")
+DEFAULT_LISTEN = "127.0.0.1:9877"
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9877"`` → ``("127.0.0.1", 9877)``; ``"[::1]:9877"`` works too.
+
+    >>> split_host_port("[::1]:80")
+    ('::1', 80)
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port 1-65535, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class SimulateSettings(BaseModel):
+    """The built-in simulated machine (``gpud run --simulate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int = Field(4, ge=1, le=64, description="number of simulated GPUs in adjacent slots")
+    layout: Layout = Field(Layout.OPEN_AIR, description="open-air, blower, mixed or passive (no fans)")
+    ambient_c: float = Field(30.0, ge=-10, le=60, description="air temperature inside the case, °C")
+    speed: float = Field(1.0, gt=0, le=1000, description="simulated seconds per real second")
+    seed: int = 0
+
+
+class Settings(BaseSettings):
+    """Everything gpud can be told; see the README's Configuration section."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUD_", env_nested_delimiter="__", extra="forbid")
+
+    interval_s: float = Field(1.0, ge=0.1, le=60, description="seconds between ticks")
+    listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT for /metrics and /status")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto = JSON unless on a terminal"
+    )
+    pcie_interval_s: float = Field(
+        5.0, ge=1, le=600, description="seconds between PCIe throughput reads (old drivers)"
+    )
+    slowdown_c: float | None = Field(
+        None,
+        ge=40,
+        le=120,
+        description="slowdown temperature when the GPU reports none (and for the simulator)",
+    )
+    cooling: dict[int, Cooling] = Field(
+        default_factory=dict, description="per GPU index: open-air, blower, passive"
+    )
+    simulate: SimulateSettings = Field(default_factory=SimulateSettings)
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values read from the TOML file, below the environment and the flags."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """The TOML file's content; ``{}`` when the default file does not exist."""
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path}: not found") from None
+        return {}
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Merge file, environment and ``overrides`` (from flags) into validated :class:`Settings`."""
+    data = read_config_file(path)
+
+    class _Merged(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _FileSource(settings_cls, data)
+
+    try:
+        merged = _Merged(**(overrides or {}))
+    except ValidationError as error:
+        origin = path or (DEFAULT_CONFIG_PATH if data else None)
+        raise ConfigError(describe_validation_error(error, origin)) from None
+    return Settings.model_construct(**dict(merged))
+
+
+def describe_validation_error(error: ValidationError, origin: Path | None) -> str:
+    """One line per problem: where, which key, what is wrong."""
+    where = f"config file {origin}" if origin else "configuration"
+    lines = [f"invalid {where} (GPUD_* environment variables and flags count too):"]
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = (
+            "unknown key (check its spelling)" if problem["type"] == "extra_forbidden" else problem["msg"]
+        )
+        given = problem.get("input")
+        shown = f" (got {given!r})" if given is not None and problem["type"] != "extra_forbidden" else ""
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
