@@ -1,0 +1,198 @@
+"""Prometheus exposition of the last tick: a custom collector, families built fresh per scrape.
+
+A scrape reads the published :class:`DaemonState` only, so it never touches hardware and never
+waits for the loop. A value a GPU does not report has no series (absent, not zero).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import gpud
+from gpud.decide.throttle import REASON_NAMES, ThrottleCause
+from gpud.state import DaemonState
+from gpud.telemetry import GpuInfo, GpuSample
+
+MHZ = 1e6
+TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=["gpu", "uuid", *labels])
+
+
+class GpudCollector(Collector):
+    """Renders the state returned by ``current()`` as the ``gpud_*`` metric families."""
+
+    def __init__(self, current: Callable[[], DaemonState | None]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by prometheus_client on every scrape."""
+        build = GaugeMetricFamily(
+            "gpud_build_info", "gpud build information (always 1)", labels=["version", "python"]
+        )
+        build.add_metric([gpud.__version__, platform.python_version()], 1)
+        yield build
+        state = self._current()
+        if state is None:
+            return
+        yield from self._gpu_families(state)
+        errors = CounterMetricFamily(
+            "gpud_nvml_errors", "NVML calls that failed, by call and error", labels=["call", "error"]
+        )
+        for (call, error), count in sorted(state.nvml_errors.items()):
+            errors.add_metric([call, error], count)
+        yield errors
+        tick_errors = CounterMetricFamily("gpud_tick_errors", "Ticks that failed with an unexpected error")
+        tick_errors.add_metric([], state.tick_errors)
+        yield tick_errors
+
+    def _gpu_families(self, state: DaemonState) -> Iterator[Metric]:
+        f = _Families()
+        samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
+        for info in state.gpus:
+            ids = [str(info.index), info.uuid]
+            f.info.add_metric(
+                [
+                    *ids,
+                    info.name,
+                    info.pci_bus_id,
+                    info.driver_version,
+                    info.cooling.value,
+                    str(info.fan_count),
+                ],
+                1,
+            )
+            sample = samples.get(info.index)
+            f.up.add_metric(ids, 1 if sample is not None and sample.up else 0)
+            f.add_static(ids, info)
+            if sample is not None and sample.up:
+                f.add_sample(ids, sample)
+            decision = state.decision.for_gpu(info.index) if state.decision else None
+            if decision is not None and sample is not None and sample.up:
+                for cause in ThrottleCause:
+                    f.throttled.add_metric([*ids, cause.value], 1 if decision.throttle is cause else 0)
+            if decision is not None:
+                for cause, seconds in decision.throttled_seconds.items():
+                    f.throttled_seconds.add_metric([*ids, cause.value], seconds)
+        yield from f.all()
+
+
+class _Families:
+    """The per-GPU families of one scrape."""
+
+    def __init__(self) -> None:
+        self.info = _gauge(
+            "gpud_gpu_info",
+            "Static GPU information (always 1)",
+            ["name", "pci_bus_id", "driver_version", "cooling", "fan_count"],
+        )
+        self.up = _gauge("gpud_gpu_up", "1 if the GPU answered at the last tick, 0 if it is lost")
+        self.temperature = _gauge("gpud_gpu_temperature_celsius", "GPU core temperature")
+        self.threshold = _gauge(
+            "gpud_gpu_temperature_threshold_celsius", "Driver temperature thresholds", ["kind"]
+        )
+        self.clock = _gauge("gpud_gpu_clock_hertz", "Current clock", ["clock"])
+        self.clock_max = _gauge("gpud_gpu_clock_max_hertz", "Maximum clock", ["clock"])
+        self.power = _gauge("gpud_gpu_power_watts", "Board power draw")
+        self.power_limit = _gauge("gpud_gpu_power_limit_watts", "Enforced power limit")
+        self.energy = CounterMetricFamily(
+            "gpud_gpu_energy_joules", "Energy used since the driver was loaded", labels=["gpu", "uuid"]
+        )
+        self.utilization = _gauge("gpud_gpu_utilization_ratio", "Share of time a kernel was running")
+        self.memory_utilization = _gauge(
+            "gpud_gpu_memory_utilization_ratio", "Share of time device memory was read or written"
+        )
+        self.memory_used = _gauge("gpud_gpu_memory_used_bytes", "Device memory in use")
+        self.memory_total = _gauge("gpud_gpu_memory_total_bytes", "Device memory installed")
+        self.fan_speed = _gauge("gpud_gpu_fan_speed_ratio", "Fan speed as a share of its maximum", ["fan"])
+        self.pstate = _gauge("gpud_gpu_performance_state", "Performance state (0 = fastest, 15 = slowest)")
+        self.pcie_throughput = _gauge(
+            "gpud_gpu_pcie_throughput_bytes_per_second", "PCIe traffic", ["direction"]
+        )
+        self.pcie_gen = _gauge("gpud_gpu_pcie_link_generation", "PCIe link generation", ["which"])
+        self.pcie_width = _gauge("gpud_gpu_pcie_link_width", "PCIe link width in lanes", ["which"])
+        self.reason = _gauge(
+            "gpud_gpu_clock_event_reason_active",
+            "1 while the driver reports this clock-event reason",
+            ["reason"],
+        )
+        self.throttled = _gauge(
+            "gpud_gpu_throttled", "1 while the GPU is throttled for this cause", ["cause"]
+        )
+        self.throttled_seconds = CounterMetricFamily(
+            "gpud_gpu_throttled_seconds", "Time spent throttled, by cause", labels=["gpu", "uuid", "cause"]
+        )
+
+    def all(self) -> Iterator[Metric]:
+        """Every family, in a stable order."""
+        return iter(vars(self).values())
+
+    def add_static(self, ids: list[str], info: GpuInfo) -> None:
+        """Series that come from discovery and do not change."""
+        for kind, value in (
+            ("slowdown", info.slowdown_temp_c),
+            ("shutdown", info.shutdown_temp_c),
+            ("max_operating", info.max_operating_temp_c),
+        ):
+            _add(self.threshold, [*ids, kind], value)
+        for clock, mhz in (
+            ("sm", info.sm_clock_max_mhz),
+            ("graphics", info.graphics_clock_max_mhz),
+            ("memory", info.memory_clock_max_mhz),
+        ):
+            _add(self.clock_max, [*ids, clock], mhz * MHZ if mhz is not None else None)
+        _add(self.memory_total, ids, info.memory_total_bytes)
+        _add(self.pcie_gen, [*ids, "max"], info.pcie_link_gen_max)
+        _add(self.pcie_width, [*ids, "max"], info.pcie_link_width_max)
+
+    def add_sample(self, ids: list[str], s: GpuSample) -> None:
+        """Series from one tick's reading of a GPU that is up."""
+        _add(self.temperature, ids, s.temperature_c)
+        for clock, mhz in (
+            ("sm", s.sm_clock_mhz),
+            ("graphics", s.graphics_clock_mhz),
+            ("memory", s.memory_clock_mhz),
+        ):
+            _add(self.clock, [*ids, clock], mhz * MHZ if mhz is not None else None)
+        _add(self.power, ids, s.power_w)
+        _add(self.power_limit, ids, s.power_limit_w)
+        _add(self.energy, ids, s.energy_j)
+        _add(self.utilization, ids, s.gpu_util_pct / 100 if s.gpu_util_pct is not None else None)
+        _add(self.memory_utilization, ids, s.memory_util_pct / 100 if s.memory_util_pct is not None else None)
+        _add(self.memory_used, ids, s.memory_used_bytes)
+        for fan, reading in enumerate(s.fans):
+            speed = reading.speed_pct / 100 if reading.speed_pct is not None else None
+            _add(self.fan_speed, [*ids, str(fan)], speed)
+        _add(self.pstate, ids, s.pstate)
+        _add(self.pcie_throughput, [*ids, "tx"], s.pcie_tx_bytes_per_s)
+        _add(self.pcie_throughput, [*ids, "rx"], s.pcie_rx_bytes_per_s)
+        _add(self.pcie_gen, [*ids, "current"], s.pcie_link_gen)
+        _add(self.pcie_width, [*ids, "current"], s.pcie_link_width)
+        if s.clock_event_reasons is not None:
+            for bit, name in REASON_NAMES.items():
+                self.reason.add_metric([*ids, name], 1 if s.clock_event_reasons & bit else 0)
+
+
+def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: float | None) -> None:
+    if value is not None:
+        family.add_metric(labels, value)
+
+
+def build_registry(current: Callable[[], DaemonState | None]) -> tuple[CollectorRegistry, Histogram]:
+    """gpud's own registry (not the global one) and the tick-duration histogram the loop observes."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GpudCollector(current))
+    tick_duration = Histogram(
+        "gpud_tick_duration_seconds",
+        "Wall time of one tick: sample, decide, apply, publish",
+        buckets=TICK_BUCKETS_S,
+        registry=registry,
+    )
+    return registry, tick_duration

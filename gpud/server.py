@@ -1,0 +1,93 @@
+"""The daemon's read-only HTTP endpoint: ``/metrics`` for Prometheus, ``/status`` for ``gpud status``.
+
+Served from its own threads, reading only the last published tick: a slow or hostile client can
+neither stall the control loop nor change anything (every method but GET and HEAD is refused).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gpud.state import DaemonState
+from gpud.status import status_document
+
+log = structlog.get_logger("gpud.server")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StatusServer
+    server_version = "gpud"
+    timeout = 10  # seconds a client may take to send its request
+
+    def do_GET(self) -> None:
+        route = self.path.split("?", 1)[0]
+        if route == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+        elif route == "/status":
+            state = self.server.current()
+            if state is None:
+                self._send_json(503, {"error": "no tick completed yet"})
+            else:
+                self._send_json(200, status_document(state))
+        elif route == "/":
+            self._send(200, "text/plain; charset=utf-8", b"gpud: see /metrics and /status\n")
+        else:
+            self._send_json(404, {"error": f"no such path: {route}"})
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _refuse(self) -> None:
+        self._send_json(405, {"error": "read-only endpoint: only GET"}, allow="GET, HEAD")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+    def _send_json(self, code: int, body: dict[str, Any], **headers: str) -> None:
+        self._send(code, "application/json", json.dumps(body).encode(), **headers)
+
+    def _send(self, code: int, content_type: str, body: bytes, **headers: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.title(), value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http request", client=self.client_address[0], request=format % args)
+
+
+class StatusServer(ThreadingHTTPServer):
+    """HTTP server over the daemon's published state."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], registry: CollectorRegistry, current: Callable[[], DaemonState | None]
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self.registry = registry
+        self.current = current
+        self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,134 @@
+"""``gpud status``: the JSON document the daemon serves, and the table a person reads at a glance.
+
+The daemon builds the document from its last published tick (never from hardware); the client
+fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling or down,
+2 no daemon answered.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import gpud
+from gpud.config import DEFAULT_LISTEN
+from gpud.state import DaemonState
+from gpud.telemetry import GpuInfo, GpuSample
+
+DEFAULT_STATUS_URL = f"http://{DEFAULT_LISTEN}/status"
+EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
+
+
+class DaemonUnreachable(Exception):
+    """No gpud answered at the URL (or it answered something that is not a status document)."""
+
+
+def status_document(state: DaemonState) -> dict[str, Any]:
+    """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts."""
+    samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
+    gpus = []
+    for info in state.gpus:
+        decision = state.decision.for_gpu(info.index) if state.decision else None
+        gpus.append(
+            _gpu_entry(info, samples.get(info.index))
+            | {
+                "throttle": decision.throttle.value if decision and decision.throttle else None,
+                "throttled_seconds": {c.value: round(s, 3) for c, s in decision.throttled_seconds.items()}
+                if decision
+                else {},
+            }
+        )
+    return {
+        "version": gpud.__version__,
+        "host": state.hostname,
+        "source": state.source,
+        "interval_s": state.interval_s,
+        "started_at": state.started_at,
+        "timestamp": state.snapshot.timestamp if state.snapshot else None,
+        "gpus": gpus,
+    }
+
+
+def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "index": info.index,
+        "uuid": info.uuid,
+        "name": info.name,
+        "pci_bus_id": info.pci_bus_id,
+        "cooling": info.cooling.value,
+        "up": bool(sample and sample.up),
+        "slowdown_temp_c": info.slowdown_temp_c,
+        "sm_clock_max_mhz": info.sm_clock_max_mhz,
+        "memory_total_bytes": info.memory_total_bytes,
+    }
+    if sample is None or not sample.up:
+        return entry
+    return entry | {
+        "temperature_c": sample.temperature_c,
+        "sm_clock_mhz": sample.sm_clock_mhz,
+        "power_w": sample.power_w,
+        "power_limit_w": sample.power_limit_w,
+        "gpu_util_pct": sample.gpu_util_pct,
+        "memory_used_bytes": sample.memory_used_bytes,
+        "fans": [
+            {"speed_pct": f.speed_pct, "policy": f.policy.value if f.policy else None} for f in sample.fans
+        ],
+        "pstate": sample.pstate,
+        "clock_event_reasons": sample.clock_event_reasons,
+    }
+
+
+def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            document = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise DaemonUnreachable(f"no gpud answered at {url}: {getattr(error, 'reason', error)}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("gpus"), list):
+        raise DaemonUnreachable(f"{url} did not return a gpud status document")
+    return document
+
+
+def exit_code(document: dict[str, Any]) -> int:
+    """1 when any GPU is down or throttling, else 0."""
+    troubled = any(not g.get("up") or g.get("throttle") for g in document["gpus"])
+    return EXIT_PROBLEM if troubled else EXIT_OK
+
+
+def _fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def _state(gpu: dict[str, Any]) -> str:
+    if not gpu.get("up"):
+        return "DOWN"
+    return f"THROTTLED ({gpu['throttle']})" if gpu.get("throttle") else "ok"
+
+
+def render_table(document: dict[str, Any]) -> str:
+    """The status table: one row per GPU, problems spelled out in the last column."""
+    header = ("GPU", "NAME", "TEMP/SLOWDOWN", "FAN", "SM CLOCK/MAX", "POWER/LIMIT", "UTIL", "STATE")
+    rows = [header]
+    for gpu in document["gpus"]:
+        fans = [f["speed_pct"] for f in gpu.get("fans", []) if f.get("speed_pct") is not None]
+        rows.append(
+            (
+                str(gpu["index"]),
+                gpu["name"],
+                f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
+                "/".join(f"{f:.0f}" for f in fans) + " %" if fans else "passive" if gpu.get("up") else "-",
+                f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
+                f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
+                _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
+                _state(gpu),
+            )
+        )
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    title = f"gpud {document['version']} on {document['host']} ({document['source']}, {len(document['gpus'])} GPUs)"
+    return "\n".join([title, *lines])

@@ -1,0 +1,144 @@
+"""The exposition: every family, absent series for missing values, and promtool's verdict."""
+
+from __future__ import annotations
+
+import subprocess
+
+from prometheus_client import generate_latest
+
+from gpud.decide.controller import Controller
+from gpud.exporter import build_registry
+from gpud.state import DaemonState
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+from tests.conftest import require_tool
+
+INFO = GpuInfo(
+    index=0,
+    uuid="GPU-a",
+    name="Test GPU",
+    pci_bus_id="00000000:01:00.0",
+    driver_version="550.1",
+    fan_count=2,
+    cooling=Cooling.OPEN_AIR,
+    slowdown_temp_c=80,
+    shutdown_temp_c=95,
+    max_operating_temp_c=83,
+    sm_clock_max_mhz=2000,
+    graphics_clock_max_mhz=2000,
+    memory_clock_max_mhz=9500,
+    memory_total_bytes=24 * 2**30,
+    pcie_link_gen_max=4,
+    pcie_link_width_max=16,
+)
+LOST = GpuInfo(index=1, uuid="GPU-b", name="Test GPU", pci_bus_id="00000000:02:00.0", driver_version="550.1")
+SAMPLE = GpuSample(
+    index=0,
+    temperature_c=81,
+    sm_clock_mhz=1800,
+    graphics_clock_mhz=1800,
+    memory_clock_mhz=9500,
+    power_w=300.5,
+    power_limit_w=350,
+    energy_j=12345.0,
+    gpu_util_pct=97,
+    memory_util_pct=40,
+    memory_used_bytes=20 * 2**30,
+    fans=(FanReading(62, FanPolicy.AUTO), FanReading(None)),
+    pstate=2,
+    clock_event_reasons=0x20,
+    pcie_tx_bytes_per_s=1e8,
+    pcie_rx_bytes_per_s=2e9,
+    pcie_link_gen=4,
+    pcie_link_width=16,
+)
+
+
+def state() -> DaemonState:
+    controller = Controller()
+    controller.step(Snapshot(0.0, (SAMPLE, GpuSample(index=1, up=False))))
+    snapshot = Snapshot(1.0, (SAMPLE, GpuSample(index=1, up=False)))
+    return DaemonState(
+        "host",
+        "simulated",
+        1.0,
+        0.0,
+        (INFO, LOST),
+        snapshot,
+        controller.step(snapshot),
+        {("nvmlDeviceGetPowerUsage", "Unknown"): 3},
+    )
+
+
+def registry_and_text():
+    registry, tick = build_registry(state)
+    tick.observe(0.002)
+    return registry, generate_latest(registry).decode()
+
+
+def test_every_required_family_is_exported():
+    _, text = registry_and_text()
+    for family in [
+        "gpud_gpu_info",
+        "gpud_gpu_up",
+        "gpud_gpu_temperature_celsius",
+        "gpud_gpu_temperature_threshold_celsius",
+        "gpud_gpu_clock_hertz",
+        "gpud_gpu_clock_max_hertz",
+        "gpud_gpu_power_watts",
+        "gpud_gpu_power_limit_watts",
+        "gpud_gpu_energy_joules_total",
+        "gpud_gpu_utilization_ratio",
+        "gpud_gpu_memory_used_bytes",
+        "gpud_gpu_memory_total_bytes",
+        "gpud_gpu_fan_speed_ratio",
+        "gpud_gpu_pcie_throughput_bytes_per_second",
+        "gpud_gpu_pcie_link_generation",
+        "gpud_gpu_pcie_link_width",
+        "gpud_gpu_clock_event_reason_active",
+        "gpud_gpu_throttled",
+        "gpud_gpu_throttled_seconds_total",
+        "gpud_tick_duration_seconds_bucket",
+        "gpud_nvml_errors_total",
+        "gpud_build_info",
+    ]:
+        assert f"\n{family}{{" in text or f"\n{family} " in text, family
+
+
+def test_values_are_in_base_units_with_gpu_and_uuid_labels():
+    registry, _ = registry_and_text()
+    ids = {"gpu": "0", "uuid": "GPU-a"}
+    get = registry.get_sample_value
+    assert get("gpud_gpu_clock_hertz", ids | {"clock": "sm"}) == 1.8e9
+    assert get("gpud_gpu_utilization_ratio", ids) == 0.97
+    assert get("gpud_gpu_fan_speed_ratio", ids | {"fan": "0"}) == 0.62
+    assert get("gpud_gpu_temperature_threshold_celsius", ids | {"kind": "slowdown"}) == 80
+    assert get("gpud_gpu_throttled", ids | {"cause": "thermal"}) == 1
+    assert get("gpud_gpu_throttled", ids | {"cause": "power"}) == 0
+    assert get("gpud_gpu_throttled_seconds_total", ids | {"cause": "thermal"}) == 1.0
+    assert get("gpud_gpu_clock_event_reason_active", ids | {"reason": "sw_thermal_slowdown"}) == 1
+    assert get("gpud_nvml_errors_total", {"call": "nvmlDeviceGetPowerUsage", "error": "Unknown"}) == 3
+
+
+def test_unknown_values_and_lost_gpus_have_no_series():
+    registry, _ = registry_and_text()
+    get = registry.get_sample_value
+    assert get("gpud_gpu_fan_speed_ratio", {"gpu": "0", "uuid": "GPU-a", "fan": "1"}) is None
+    assert get("gpud_gpu_up", {"gpu": "1", "uuid": "GPU-b"}) == 0
+    assert get("gpud_gpu_temperature_celsius", {"gpu": "1", "uuid": "GPU-b"}) is None
+    assert get("gpud_gpu_throttled", {"gpu": "1", "uuid": "GPU-b", "cause": "thermal"}) is None
+    assert get("gpud_gpu_clock_max_hertz", {"gpu": "1", "uuid": "GPU-b", "clock": "sm"}) is None
+
+
+def test_before_the_first_tick_only_build_info_and_the_histogram_are_exported():
+    registry, _ = build_registry(lambda: None)
+    text = generate_latest(registry).decode()
+    assert "gpud_build_info{" in text and "gpud_gpu_" not in text
+
+
+def test_promtool_accepts_the_exposition(tmp_path):
+    promtool = require_tool("promtool")
+    _, text = registry_and_text()
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,69 @@
+"""``gpud status``: the document, the table and the exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpud.decide.controller import Controller
+from gpud.state import DaemonState
+from gpud.status import DaemonUnreachable, exit_code, fetch_status, render_table, status_document
+from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
+
+
+def document(*samples: GpuSample) -> dict:
+    infos = tuple(
+        GpuInfo(
+            index=s.index,
+            uuid=f"GPU-{s.index}",
+            name="Sim GPU",
+            pci_bus_id="",
+            driver_version="1",
+            fan_count=len(s.fans),
+            slowdown_temp_c=80,
+            sm_clock_max_mhz=2000,
+        )
+        for s in samples
+    )
+    snapshot = Snapshot(10.0, samples)
+    return status_document(
+        DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, Controller().step(snapshot))
+    )
+
+
+HEALTHY = GpuSample(
+    index=0,
+    temperature_c=70,
+    sm_clock_mhz=1990,
+    power_w=300,
+    power_limit_w=350,
+    gpu_util_pct=98,
+    fans=(FanReading(55), FanReading(56)),
+    clock_event_reasons=0,
+)
+
+
+def test_all_well_is_exit_0_and_a_readable_row():
+    doc = document(HEALTHY)
+    assert exit_code(doc) == 0
+    table = render_table(doc)
+    assert "70/80 °C" in table and "55/56 %" in table and "1990/2000 MHz" in table and "300/350 W" in table
+    assert table.splitlines()[-1].endswith("ok")
+
+
+def test_throttling_or_down_is_exit_1_and_said_in_the_table():
+    throttled = GpuSample(index=1, temperature_c=81, clock_event_reasons=0x20)
+    down = GpuSample(index=2, up=False)
+    doc = document(HEALTHY, throttled, down)
+    assert exit_code(doc) == 1
+    rows = render_table(doc).splitlines()
+    assert rows[3].endswith("THROTTLED (thermal)") and rows[4].endswith("DOWN")
+    assert doc["gpus"][1]["throttle"] == "thermal" and doc["gpus"][2]["up"] is False
+
+
+def test_a_passive_gpu_shows_passive_instead_of_fan_speed():
+    assert "passive" in render_table(document(GpuSample(index=0, temperature_c=50, clock_event_reasons=0)))
+
+
+def test_no_daemon_is_a_clear_error():
+    with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/status"):
+        fetch_status("http://127.0.0.1:9/status", timeout_s=1)
