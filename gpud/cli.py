@@ -1,0 +1,196 @@
+"""Command line: argument parsing and sub-command dispatch only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gpud
+from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings, split_host_port
+from gpud.errors import ConfigError, NvmlUnavailable
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"gpud: {message}", file=sys.stderr)
+    return code
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags given on the command line, in the shape of :class:`Settings`."""
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("listen", "listen"),
+        ("interval", "interval_s"),
+        ("log_format", "log_format"),
+        ("log_level", "log_level"),
+        ("slowdown", "slowdown_c"),
+    ):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    simulate = {}
+    if args.simulate:
+        simulate["gpus"] = args.simulate
+    for flag, key in (("sim_speed", "speed"), ("layout", "layout"), ("ambient", "ambient_c")):
+        if getattr(args, flag) is not None:
+            simulate[key] = getattr(args, flag)
+    if simulate:
+        overrides["simulate"] = simulate
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``gpud run``: the daemon."""
+    from gpud.assemble import open_source
+    from gpud.daemon import Daemon
+    from gpud.exporter import build_registry
+    from gpud.logs import configure_logging
+    from gpud.server import StatusServer
+
+    try:
+        settings = load_settings(args.config, _run_overrides(args))
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    configure_logging(settings.log_level, settings.log_format)
+    simulate = args.simulate is not None
+    try:
+        source = open_source(settings, simulate)
+    except NvmlUnavailable as error:
+        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud run --simulate", 1)
+    daemon: Daemon | None = None
+    registry, tick_duration = build_registry(lambda: daemon.current() if daemon else None)
+    daemon = Daemon(source, "simulated" if simulate else "nvml", settings.interval_s, tick_duration)
+    try:
+        server = StatusServer(split_host_port(settings.listen), registry, daemon.current)
+    except OSError as error:
+        source.close()
+        return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
+    daemon.install_signal_handlers()
+    server.start()
+    try:
+        daemon.run()
+    finally:
+        server.stop()
+        source.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``gpud status``: the running daemon's GPUs as a table (or JSON)."""
+    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable, exit_code, fetch_status, render_table
+
+    while True:
+        try:
+            document = fetch_status(args.url, args.timeout)
+        except DaemonUnreachable as error:
+            code = _fail(str(error), EXIT_NO_DAEMON)
+        else:
+            code = exit_code(document)
+            if args.watch:
+                print("\033[2J\033[H", end="")
+            print(json.dumps(document, indent=2) if args.json else render_table(document), flush=True)
+        if not args.watch:
+            return code
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """``gpud check-config``: validate the configuration and print the effective settings."""
+    path = args.path or args.config
+    try:
+        settings = load_settings(path)
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    print(f"# {path or DEFAULT_CONFIG_PATH}: ok; effective settings (file < GPUD_* environment):")
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gpud`` argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
+    parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
+    parser.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the daemon", description="Watch every GPU and serve /metrics and /status."
+    )
+    run.add_argument(
+        "--simulate",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="N",
+        help="use N built-in simulated GPUs instead of the driver (default 4)",
+    )
+    run.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"where to serve /metrics and /status (default {Settings.model_fields['listen'].default})",
+    )
+    run.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
+    run.add_argument(
+        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
+    )
+    run.add_argument("--log-format", choices=["auto", "json", "console"])
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+    )
+    run.add_argument(
+        "--layout",
+        choices=["open-air", "blower", "mixed", "passive"],
+        help="simulated cards (default open-air)",
+    )
+    run.add_argument(
+        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
+    )
+    run.set_defaults(func=cmd_run)
+
+    from gpud.status import DEFAULT_STATUS_URL
+
+    status = commands.add_parser(
+        "status",
+        help="show the running daemon's GPUs",
+        description="Exit code: 0 all well, 1 a GPU throttling or down, 2 no daemon.",
+    )
+    status.add_argument(
+        "--url",
+        default=DEFAULT_STATUS_URL,
+        help=f"the daemon's status endpoint (default {DEFAULT_STATUS_URL})",
+    )
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    status.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
+    )
+    status.add_argument(
+        "--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon"
+    )
+    status.set_defaults(func=cmd_status)
+
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print the effective settings"
+    )
+    check.add_argument("path", nargs="?", type=Path, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpud`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

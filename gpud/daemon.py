@@ -1,0 +1,139 @@
+"""The loop: one tick every interval, on a drift-free schedule; process concerns around it.
+
+One tick is sample → decide → publish (fan control adds apply). The first tick runs before the
+loop, so a broken setup fails at start. Signal handlers only set an event; the loop notices at
+once, so SIGTERM/SIGINT end the process within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from types import FrameType
+
+import structlog
+from prometheus_client import Histogram
+
+from gpud.decide.controller import Controller, Decision
+from gpud.sdnotify import SystemdNotifier
+from gpud.source import TelemetrySource
+from gpud.state import DaemonState
+
+log = structlog.get_logger("gpud.daemon")
+
+
+class Daemon:
+    """Runs ticks until stopped; publishes each tick's result as a new :class:`DaemonState`."""
+
+    def __init__(
+        self,
+        source: TelemetrySource,
+        source_name: str,
+        interval_s: float,
+        tick_duration: Histogram,
+        notifier: SystemdNotifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._controller = Controller(max_gap_s=max(5.0, 3 * interval_s))
+        self._interval_s = interval_s
+        self._tick_duration = tick_duration
+        self._notifier = notifier or SystemdNotifier()
+        self._clock = clock
+        self._stop = threading.Event()
+        self._ready = False
+        self._tick_errors = 0
+        self.state = DaemonState(
+            hostname=socket.gethostname(),
+            source=source_name,
+            interval_s=interval_s,
+            started_at=time.time(),
+            gpus=source.gpus,
+        )
+
+    def current(self) -> DaemonState | None:
+        """The last published state, or ``None`` before the first tick."""
+        return self.state if self.state.snapshot is not None else None
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current tick (safe from a signal handler)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop cleanly."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        """Tick on schedule until :meth:`stop`; tells systemd READY, WATCHDOG and STOPPING."""
+        log.info(
+            "started", gpus=len(self._source.gpus), source=self.state.source, interval_s=self._interval_s
+        )
+        next_at = self._clock()
+        try:
+            while not self._stop.is_set():
+                if self._tick_safely():
+                    self._notifier.notify("WATCHDOG=1")
+                    if not self._ready:
+                        self._ready = True
+                        self._notifier.notify("READY=1")
+                next_at = self._next_deadline(next_at)
+                self._stop.wait(max(0.0, next_at - self._clock()))
+        finally:
+            self._notifier.notify("STOPPING=1")
+            log.info("stopped")
+
+    def _next_deadline(self, previous: float) -> float:
+        """The next slot on the fixed grid; slots already missed are skipped, not caught up."""
+        next_at = previous + self._interval_s
+        now = self._clock()
+        if next_at < now:
+            missed = int((now - next_at) // self._interval_s) + 1
+            log.warning("tick overran its interval", skipped=missed)
+            next_at += missed * self._interval_s
+        return next_at
+
+    def _tick_safely(self) -> bool:
+        try:
+            self.tick()
+        except Exception:
+            self._tick_errors += 1
+            log.exception("tick failed")
+            return False
+        return True
+
+    def tick(self) -> None:
+        """Sample every GPU, decide, publish; observed in ``gpud_tick_duration_seconds``."""
+        started = time.perf_counter()
+        snapshot = self._source.sample()
+        decision = self._controller.step(snapshot)
+        self._log_changes(decision)
+        self.state = replace(
+            self.state,
+            snapshot=snapshot,
+            decision=decision,
+            nvml_errors=dict(self._source.error_counts()),
+            tick_errors=self._tick_errors,
+        )
+        self._tick_duration.observe(time.perf_counter() - started)
+
+    def _log_changes(self, decision: Decision) -> None:
+        """Log throttle starts and ends, not every tick."""
+        previous = self.state.decision
+        for gpu in decision.gpus:
+            before = previous.for_gpu(gpu.index) if previous else None
+            was = before.throttle if before else None
+            if gpu.throttle != was:
+                if gpu.throttle is None:
+                    log.info("throttle cleared", gpu=gpu.index, cause=was.value if was else None)
+                else:
+                    log.warning("throttle started", gpu=gpu.index, cause=gpu.throttle.value)

@@ -1,0 +1,117 @@
+"""The loop on the simulated GPUs: schedule, systemd notifications over a real socket, the server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gpud.daemon import Daemon
+from gpud.exporter import build_registry
+from gpud.nvml.source import NvmlSource
+from gpud.sdnotify import SystemdNotifier
+from gpud.server import StatusServer
+
+
+def make_daemon(interval_s: float = 0.05, notifier: SystemdNotifier | None = None, clock=None) -> Daemon:
+    daemon: Daemon | None = None
+    registry, tick = build_registry(lambda: daemon.current() if daemon else None)
+    kwargs = {"clock": clock} if clock else {}
+    daemon = Daemon(NvmlSource(), "simulated", interval_s, tick, notifier, **kwargs)
+    daemon.registry = registry  # type: ignore[attr-defined]
+    return daemon
+
+
+def receive(sock: socket.socket, until: str) -> list[str]:
+    messages = []
+    while until not in messages:
+        messages.append(sock.recv(256).decode())
+    return messages
+
+
+def test_systemd_hears_ready_after_the_first_tick_watchdog_each_tick_and_stopping(install_nvml, tmp_path):
+    install_nvml(gpus=2)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(5)
+    daemon = make_daemon(notifier=SystemdNotifier(str(tmp_path / "notify")))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    first = receive(sock, "READY=1")
+    assert first == ["WATCHDOG=1", "READY=1"]
+    assert receive(sock, "WATCHDOG=1") == ["WATCHDOG=1"]
+    daemon.stop()
+    runner.join(timeout=2)
+    assert not runner.is_alive()
+    assert receive(sock, "STOPPING=1")[-1] == "STOPPING=1"
+
+
+def test_abstract_socket_addresses_are_supported():
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0gpud-test-notify")
+    sock.settimeout(2)
+    notifier = SystemdNotifier("@gpud-test-notify")
+    notifier.notify("READY=1")
+    assert sock.recv(64) == b"READY=1"
+
+
+def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, monkeypatch):
+    install_nvml(gpus=1)
+    daemon = make_daemon()
+    daemon.tick()
+    monkeypatch.setattr(daemon._source, "sample", lambda: 1 / 0)
+    assert daemon._tick_safely() is False
+    monkeypatch.undo()
+    install_nvml(gpus=1)
+    daemon._source = NvmlSource()
+    assert daemon._tick_safely() is True
+    assert daemon.state.tick_errors == 1
+
+
+def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, clock):
+    install_nvml(gpus=1)
+    daemon = make_daemon(interval_s=1.0, clock=clock)
+    assert daemon._next_deadline(1000.0) == 1001.0
+    clock.now = 1003.4  # a tick that overran by more than two intervals
+    assert daemon._next_deadline(1000.0) == 1004.0
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def served(install_nvml):
+    install_nvml(gpus=2)
+    daemon = make_daemon()
+    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current)
+    server.start()
+    yield daemon, f"http://127.0.0.1:{server.server_address[1]}"
+    server.stop()
+
+
+def test_status_is_503_until_the_first_tick_then_the_document(served):
+    daemon, base = served
+    assert get(base + "/status")[0] == 503
+    daemon.tick()
+    code, body = get(base + "/status")
+    assert code == 200 and [g["index"] for g in json.loads(body)["gpus"]] == [0, 1]
+    code, body = get(base + "/metrics")
+    assert code == 200 and b"gpud_gpu_temperature_celsius{" in body
+
+
+def test_unknown_paths_are_404_and_writes_are_refused(served):
+    _, base = served
+    assert get(base + "/fans")[0] == 404
+    request = urllib.request.Request(base + "/status", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 405

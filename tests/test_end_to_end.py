@@ -1,0 +1,151 @@
+"""``gpud run --simulate`` as a user runs it: a real process, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+GPUD = [sys.executable, "-m", "gpud"]
+FAMILIES = [
+    "gpud_gpu_info",
+    "gpud_gpu_up",
+    "gpud_gpu_temperature_celsius",
+    "gpud_gpu_temperature_threshold_celsius",
+    "gpud_gpu_clock_hertz",
+    "gpud_gpu_clock_max_hertz",
+    "gpud_gpu_power_watts",
+    "gpud_gpu_power_limit_watts",
+    "gpud_gpu_energy_joules_total",
+    "gpud_gpu_utilization_ratio",
+    "gpud_gpu_memory_used_bytes",
+    "gpud_gpu_memory_total_bytes",
+    "gpud_gpu_fan_speed_ratio",
+    "gpud_gpu_pcie_link_generation",
+    "gpud_gpu_pcie_link_width",
+    "gpud_gpu_clock_event_reason_active",
+    "gpud_gpu_throttled",
+    "gpud_gpu_throttled_seconds_total",
+    "gpud_tick_duration_seconds_bucket",
+    "gpud_build_info",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def status(port: int, *flags: str) -> subprocess.CompletedProcess:
+    url = f"http://127.0.0.1:{port}/status"
+    return subprocess.run(
+        [*GPUD, "status", "--url", url, *flags], capture_output=True, text=True, check=False, timeout=30
+    )
+
+
+@pytest.mark.slow
+def test_simulated_daemon_serves_metrics_and_status_and_stops_on_sigterm():
+    port = free_port()
+    daemon = subprocess.Popen(
+        [
+            *GPUD,
+            "run",
+            "--simulate",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--sim-speed",
+            "40",
+            "--interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def all_families():
+            text = scrape(port)
+            return text if text and all(f"\n{f}{{" in text for f in FAMILIES) else None
+
+        text = wait_for(all_families, 20, "every metric family")
+        assert text.count("gpud_gpu_up{") == 4
+        first = status(port, "--json")
+        assert first.returncode in (0, 1), first.stderr
+        assert len(json.loads(first.stdout)["gpus"]) == 4
+        # 40x real time: the stacked middle cards reach 80 °C within seconds, and status says so.
+        throttled = wait_for(lambda: (r := status(port)).returncode == 1 and r, 30, "a throttling GPU")
+        assert "THROTTLED (thermal)" in throttled.stdout
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2.0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.wait()
+    log = [json.loads(line) for line in daemon.stderr.read().splitlines()]
+    assert {"started", "throttle started", "stopped"} <= {entry["event"] for entry in log}
+
+
+@pytest.mark.slow
+def test_sigint_also_stops_cleanly():
+    port = free_port()
+    daemon = subprocess.Popen(
+        [*GPUD, "run", "--simulate", "2", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: scrape(port), 20, "the first scrape")
+    daemon.send_signal(signal.SIGINT)
+    assert daemon.wait(timeout=5) == 0
+
+
+def test_status_without_a_daemon_exits_2():
+    result = status(free_port())
+    assert result.returncode == 2 and result.stderr.startswith("gpud: no gpud answered")
+
+
+@pytest.mark.skipif(
+    ctypes.util.find_library("nvidia-ml") is not None, reason="this machine has an NVIDIA driver"
+)
+def test_run_without_a_driver_says_so_in_one_line_and_suggests_simulate():
+    result = subprocess.run(
+        [*GPUD, "run", "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env=os.environ | {"GPUD_LOG_FORMAT": "json"},
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.count("\n") == 1 and "--simulate" in result.stderr and "Traceback" not in result.stderr
+    )
