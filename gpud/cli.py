@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("log_level", "log_level"),
         ("slowdown", "slowdown_c"),
     ):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     simulate = {}
     if args.simulate:
@@ -52,6 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.exporter import build_registry
     from gpud.logs import configure_logging
     from gpud.server import StatusServer
+    from gpud.trace.format import TraceHeader
+    from gpud.trace.recorder import TraceRecorder
 
     try:
         settings = load_settings(args.config, _run_overrides(args))
@@ -63,9 +66,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = open_source(settings, simulate)
     except NvmlUnavailable as error:
         return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud run --simulate", 1)
+    source_name = "simulated" if simulate else "nvml"
+    recorder = None
+    if args.record is not None:
+        recorder = TraceRecorder(args.record, TraceHeader(socket.gethostname(), source.gpus, source_name))
     daemon: Daemon | None = None
     registry, tick_duration = build_registry(lambda: daemon.current() if daemon else None)
-    daemon = Daemon(source, "simulated" if simulate else "nvml", settings.interval_s, tick_duration)
+    daemon = Daemon(source, source_name, settings.interval_s, tick_duration, recorder=recorder)
     try:
         server = StatusServer(split_host_port(settings.listen), registry, daemon.current)
     except OSError as error:
@@ -78,6 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         source.close()
+        if recorder is not None:
+            recorder.close()
     return 0
 
 
@@ -115,6 +124,88 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """``gpud import``: convert nvidia-smi CSV or dmon logs into a gpud trace."""
+    from gpud.trace.format import TraceError, write_trace
+    from gpud.trace.importers.nvsmi import import_log
+
+    try:
+        lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
+        result = import_log(lines, str(args.file), args.strict)
+    except OSError as error:
+        return _fail(f"cannot read {args.file}: {error.strerror}", 1)
+    except TraceError as error:
+        return _fail(str(error), 1)
+    for problem in result.problems:
+        print(f"gpud: {problem}", file=sys.stderr)
+    with args.output.open("w", encoding="utf-8") as out:
+        ticks = write_trace(out, result.header, result.snapshots)
+    print(
+        f"{args.output}: {ticks} ticks of {len(result.header.gpus)} GPUs ({result.header.source}), "
+        f"{len(result.problems)} lines skipped"
+    )
+    return 0 if ticks else 1
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """``gpud record``: write a trace from the live (or simulated) GPUs."""
+    from gpud.assemble import open_source
+    from gpud.trace.format import TraceHeader
+    from gpud.trace.recorder import TraceRecorder
+
+    try:
+        settings = load_settings(args.config, _run_overrides(args))
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    simulate = args.simulate is not None
+    try:
+        source = open_source(settings, simulate)
+    except NvmlUnavailable as error:
+        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud record --simulate", 1)
+    header = TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml")
+    recorder = TraceRecorder(args.output, header, max_bytes=2**62)
+    ticks = int(args.duration / settings.interval_s)
+    try:
+        for tick in range(ticks):
+            recorder.write(source.sample())
+            if tick + 1 < ticks:
+                time.sleep(settings.interval_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.close()
+        source.close()
+    print(f"{args.output}: recorded {len(source.gpus)} GPUs")
+    return 0
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
+    parser.add_argument(
+        "--simulate",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="N",
+        help="use N built-in simulated GPUs instead of the driver (default 4)",
+    )
+    parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
+    parser.add_argument(
+        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
+    )
+    parser.add_argument(
+        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["open-air", "blower", "mixed", "passive"],
+        help="simulated cards (default open-air)",
+    )
+    parser.add_argument(
+        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gpud`` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
@@ -126,35 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the daemon", description="Watch every GPU and serve /metrics and /status."
     )
     run.add_argument(
-        "--simulate",
-        nargs="?",
-        type=int,
-        const=0,
-        metavar="N",
-        help="use N built-in simulated GPUs instead of the driver (default 4)",
-    )
-    run.add_argument(
         "--listen",
         metavar="HOST:PORT",
         help=f"where to serve /metrics and /status (default {Settings.model_fields['listen'].default})",
     )
-    run.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
-    run.add_argument(
-        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
-    )
     run.add_argument("--log-format", choices=["auto", "json", "console"])
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument(
-        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+        "--record", type=Path, metavar="FILE", help="also record a trace (rotated at 64 MiB, 3 kept)"
     )
-    run.add_argument(
-        "--layout",
-        choices=["open-air", "blower", "mixed", "passive"],
-        help="simulated cards (default open-air)",
-    )
-    run.add_argument(
-        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
-    )
+    _add_source_flags(run)
     run.set_defaults(func=cmd_run)
 
     from gpud.status import DEFAULT_STATUS_URL
@@ -177,6 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon"
     )
     status.set_defaults(func=cmd_status)
+
+    imp = commands.add_parser("import", help="convert nvidia-smi CSV / dmon logs into a gpud trace")
+    imp.add_argument(
+        "file", type=Path, help="nvidia-smi --query-gpu=... --format=csv or nvidia-smi dmon output"
+    )
+    imp.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
+    imp.add_argument(
+        "--strict", action="store_true", help="fail on the first malformed line instead of skipping it"
+    )
+    imp.set_defaults(func=cmd_import)
+
+    record = commands.add_parser("record", help="record a trace from the GPUs (or the simulated ones)")
+    record.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
+    record.add_argument(
+        "--duration", type=float, default=60.0, metavar="S", help="seconds to record (default 60)"
+    )
+    _add_source_flags(record)
+    record.set_defaults(func=cmd_record)
 
     check = commands.add_parser(
         "check-config", help="validate a config file and print the effective settings"

@@ -1,6 +1,6 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
-One tick is sample → decide → publish (fan control adds apply). The first tick runs before the
+One tick is sample → decide → publish (→ record with ``--record``; fan control adds apply). The first tick runs before the
 loop, so a broken setup fails at start. Signal handlers only set an event; the loop notices at
 once, so SIGTERM/SIGINT end the process within a fraction of a second.
 """
@@ -22,6 +22,7 @@ from gpud.decide.controller import Controller, Decision
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
+from gpud.trace.recorder import TraceRecorder
 
 log = structlog.get_logger("gpud.daemon")
 
@@ -37,6 +38,7 @@ class Daemon:
         tick_duration: Histogram,
         notifier: SystemdNotifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recorder: TraceRecorder | None = None,
     ) -> None:
         self._source = source
         self._controller = Controller(max_gap_s=max(5.0, 3 * interval_s))
@@ -44,6 +46,7 @@ class Daemon:
         self._tick_duration = tick_duration
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
+        self._recorder = recorder
         self._stop = threading.Event()
         self._ready = False
         self._tick_errors = 0
@@ -112,7 +115,7 @@ class Daemon:
         return True
 
     def tick(self) -> None:
-        """Sample every GPU, decide, publish; observed in ``gpud_tick_duration_seconds``."""
+        """Sample every GPU, decide, publish, record; observed in ``gpud_tick_duration_seconds``."""
         started = time.perf_counter()
         snapshot = self._source.sample()
         decision = self._controller.step(snapshot)
@@ -124,6 +127,8 @@ class Daemon:
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
         )
+        if self._recorder is not None:
+            self._recorder.write(snapshot)
         self._tick_duration.observe(time.perf_counter() - started)
 
     def _log_changes(self, decision: Decision) -> None:

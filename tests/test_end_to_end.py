@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from gpud.trace.format import read_trace
+
 GPUD = [sys.executable, "-m", "gpud"]
 FAMILIES = [
     "gpud_gpu_info",
@@ -116,16 +118,19 @@ def test_simulated_daemon_serves_metrics_and_status_and_stops_on_sigterm():
 
 
 @pytest.mark.slow
-def test_sigint_also_stops_cleanly():
+def test_sigint_also_stops_cleanly_and_the_recording_is_a_complete_trace(tmp_path):
     port = free_port()
+    trace = tmp_path / "run.jsonl"
     daemon = subprocess.Popen(
-        [*GPUD, "run", "--simulate", "2", "--listen", f"127.0.0.1:{port}"],
+        [*GPUD, "run", "--simulate", "2", "--listen", f"127.0.0.1:{port}", "--record", str(trace)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: scrape(port), 20, "the first scrape")
     daemon.send_signal(signal.SIGINT)
     assert daemon.wait(timeout=5) == 0
+    header, ticks = read_trace(trace.read_text().splitlines(), strict=True)
+    assert header.source == "simulated" and len(header.gpus) == 2 and len(list(ticks)) >= 1
 
 
 def test_status_without_a_daemon_exits_2():

@@ -1,0 +1,141 @@
+"""gpud's trace format: versioned JSON Lines in the vocabulary of live telemetry.
+
+Line 1 is a header ``{"format": "gpud-trace", "version": 1, "host": ..., "gpus": [GpuInfo, ...]}``;
+every further line is one tick ``{"t": unix_seconds, "gpus": [GpuSample, ...]}``. Field names are
+those of :mod:`gpud.telemetry`; a field that is missing reads as ``None`` and a field this version
+does not know is ignored, so traces from newer and older gpud read alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import IO, Any
+
+from gpud.errors import GpudError
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+
+FORMAT = "gpud-trace"
+VERSION = 1
+
+
+class TraceError(GpudError):
+    """A trace line that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceHeader:
+    """What a trace says about the machine it was recorded on."""
+
+    host: str
+    gpus: tuple[GpuInfo, ...]
+    source: str = "unknown"  # nvml, simulated, or the importer that made it
+
+
+def _without_none(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if value is not None and value != ()}
+
+
+def header_line(header: TraceHeader) -> str:
+    """The JSON of the header line (no newline)."""
+    gpus = [_without_none(asdict(info)) for info in header.gpus]
+    return json.dumps(
+        {"format": FORMAT, "version": VERSION, "host": header.host, "source": header.source, "gpus": gpus}
+    )
+
+
+def snapshot_line(snapshot: Snapshot) -> str:
+    """The JSON of one tick line (no newline)."""
+    gpus = []
+    for sample in snapshot.gpus:
+        record = _without_none(asdict(sample))
+        if sample.fans:
+            record["fans"] = [_without_none(asdict(fan)) for fan in sample.fans]
+        if sample.up:
+            record.pop("up")
+        gpus.append(record)
+    return json.dumps({"t": round(snapshot.timestamp, 3), "gpus": gpus}, separators=(",", ":"))
+
+
+_INFO_FIELDS = {f.name for f in fields(GpuInfo)}
+_SAMPLE_FIELDS = {f.name for f in fields(GpuSample)} - {"fans"}
+
+
+def _known(record: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key in names}
+
+
+def parse_header(record: Any) -> TraceHeader:
+    """The header from its decoded JSON; raises ``ValueError`` when it is not a gpud trace."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f'not a gpud trace (the first line must have "format": "{FORMAT}")')
+    if not isinstance(record.get("version"), int) or record["version"] > VERSION:
+        raise ValueError(f"trace version {record.get('version')!r} is newer than this gpud reads ({VERSION})")
+    gpus = []
+    for entry in record.get("gpus", []):
+        values = _known(entry, _INFO_FIELDS)
+        values["cooling"] = Cooling(values.get("cooling", Cooling.UNKNOWN))
+        gpus.append(GpuInfo(**values))
+    return TraceHeader(
+        host=str(record.get("host", "unknown")), gpus=tuple(gpus), source=str(record.get("source", "unknown"))
+    )
+
+
+def parse_snapshot(record: Any) -> Snapshot:
+    """One tick from its decoded JSON; raises ``ValueError``/``TypeError`` on a malformed one."""
+    if not isinstance(record, dict) or not isinstance(record.get("t"), int | float):
+        raise TypeError('a tick line is an object with a numeric "t"')
+    samples = []
+    for entry in record.get("gpus", []):
+        values = _known(entry, _SAMPLE_FIELDS)
+        fans = tuple(
+            FanReading(
+                speed_pct=fan.get("speed_pct"), policy=FanPolicy(fan["policy"]) if fan.get("policy") else None
+            )
+            for fan in entry.get("fans", [])
+        )
+        samples.append(GpuSample(**values, fans=fans))
+    return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
+
+
+def read_trace(
+    lines: Iterable[str], name: str = "trace", strict: bool = False, errors: list[str] | None = None
+) -> tuple[TraceHeader, Iterator[Snapshot]]:
+    """The header and a lazy iterator over ticks of a trace given as lines.
+
+    A malformed tick line is skipped with a message ``"NAME:LINE: problem"`` appended to ``errors``,
+    or raised as :class:`TraceError` when ``strict``. A bad header always raises.
+    """
+    iterator = iter(lines)
+    try:
+        header = parse_header(json.loads(next(iterator)))
+    except StopIteration:
+        raise TraceError(f"{name}: empty file, not a gpud trace") from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise TraceError(f"{name}:1: {error}") from None
+
+    def ticks() -> Iterator[Snapshot]:
+        for number, line in enumerate(iterator, start=2):
+            if not line.strip():
+                continue
+            try:
+                yield parse_snapshot(json.loads(line))
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                message = f"{name}:{number}: skipped malformed tick: {error}"
+                if strict:
+                    raise TraceError(message) from None
+                if errors is not None:
+                    errors.append(message)
+
+    return header, ticks()
+
+
+def write_trace(out: IO[str], header: TraceHeader, snapshots: Iterable[Snapshot]) -> int:
+    """Write a whole trace; returns the number of ticks written."""
+    out.write(header_line(header) + "\n")
+    count = 0
+    for snapshot in snapshots:
+        out.write(snapshot_line(snapshot) + "\n")
+        count += 1
+    return count

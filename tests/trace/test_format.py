@@ -1,0 +1,99 @@
+"""The trace format: round trip, tolerance of unknown and missing fields, line-numbered errors, rotation."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+from gpud.trace.format import TraceError, TraceHeader, read_trace, write_trace
+from gpud.trace.recorder import TraceRecorder
+
+HEADER = TraceHeader(
+    "box", (GpuInfo(0, "GPU-a", "Sim", "00000000:17:00.0", "550", 2, Cooling.OPEN_AIR, 80.0),), "simulated"
+)
+TICKS = [
+    Snapshot(
+        1.0,
+        (
+            GpuSample(
+                0,
+                temperature_c=70.0,
+                fans=(FanReading(60.0, FanPolicy.AUTO), FanReading(None)),
+                clock_event_reasons=0x20,
+            ),
+        ),
+    ),
+    Snapshot(2.0, (GpuSample(0, up=False),)),
+]
+
+
+def test_a_written_trace_reads_back_identically():
+    out = io.StringIO()
+    assert write_trace(out, HEADER, TICKS) == 2
+    header, ticks = read_trace(out.getvalue().splitlines())
+    assert header == HEADER and list(ticks) == TICKS
+
+
+def test_unknown_fields_are_ignored_and_missing_ones_are_none():
+    lines = [
+        json.dumps(
+            {
+                "format": "gpud-trace",
+                "version": 1,
+                "host": "h",
+                "future": 1,
+                "gpus": [
+                    {"index": 0, "uuid": "u", "name": "n", "pci_bus_id": "", "driver_version": "d", "x": 2}
+                ],
+            }
+        ),
+        json.dumps({"t": 5, "gpus": [{"index": 0, "temperature_c": 50, "hbm_temp_c": 40}], "extra": True}),
+    ]
+    header, ticks = read_trace(lines)
+    (tick,) = list(ticks)
+    assert header.gpus[0].slowdown_temp_c is None
+    assert tick.gpus[0].temperature_c == 50 and tick.gpus[0].power_w is None
+
+
+def test_a_malformed_tick_is_skipped_with_its_line_number_or_fails_when_strict():
+    out = io.StringIO()
+    write_trace(out, HEADER, TICKS)
+    lines = out.getvalue().splitlines()
+    lines.insert(2, '{"t": "soon", "gpus": []}')
+    lines.insert(3, "\x00\x01 binary junk")
+    errors: list[str] = []
+    _, ticks = read_trace(lines, "t.jsonl", errors=errors)
+    assert len(list(ticks)) == 2
+    assert [e.split(": ")[0] for e in errors] == ["t.jsonl:3", "t.jsonl:4"]
+    with pytest.raises(TraceError, match="t.jsonl:3"):
+        list(read_trace(lines, "t.jsonl", strict=True)[1])
+
+
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        ('{"format": "csv"}', "not a gpud trace"),
+        ('{"format": "gpud-trace", "version": 99}', "newer than this gpud reads"),
+        ("not json", "t:1"),
+    ],
+)
+def test_a_bad_header_is_an_error(first, message):
+    with pytest.raises(TraceError, match=message):
+        read_trace([first], "t")
+
+
+def test_the_recorder_rotates_and_every_file_is_a_complete_trace(tmp_path):
+    path = tmp_path / "gpud.jsonl"
+    recorder = TraceRecorder(path, HEADER, max_bytes=2000, keep=2)
+    for i in range(60):
+        recorder.write(Snapshot(float(i), TICKS[0].gpus))
+    recorder.close()
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["gpud.jsonl", "gpud.jsonl.1", "gpud.jsonl.2"]
+    for file in files:
+        header, ticks = read_trace(file.read_text().splitlines(), strict=True)
+        assert header == HEADER and list(ticks)
+        assert file.stat().st_size < 2000 + 500
