@@ -13,6 +13,31 @@ from gpud.nvml.library import open_nvml
 from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 
+# The families a daemon serves once it has ticked (gpud_nvml_errors_total appears with the first error).
+GPU_FAMILIES = [
+    "gpud_gpu_info",
+    "gpud_gpu_up",
+    "gpud_gpu_temperature_celsius",
+    "gpud_gpu_temperature_threshold_celsius",
+    "gpud_gpu_clock_hertz",
+    "gpud_gpu_clock_max_hertz",
+    "gpud_gpu_power_watts",
+    "gpud_gpu_power_limit_watts",
+    "gpud_gpu_energy_joules_total",
+    "gpud_gpu_utilization_ratio",
+    "gpud_gpu_memory_used_bytes",
+    "gpud_gpu_memory_total_bytes",
+    "gpud_gpu_fan_speed_ratio",
+    "gpud_gpu_pcie_throughput_bytes_per_second",
+    "gpud_gpu_pcie_link_generation",
+    "gpud_gpu_pcie_link_width",
+    "gpud_gpu_clock_event_reason_active",
+    "gpud_gpu_throttled",
+    "gpud_gpu_throttled_seconds_total",
+    "gpud_tick_duration_seconds_bucket",
+    "gpud_build_info",
+]
+
 
 class FakeClock:
     """A monotonic clock the test moves by hand."""

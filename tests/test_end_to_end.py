@@ -15,30 +15,9 @@ import urllib.request
 import pytest
 
 from gpud.trace.format import read_trace
+from tests.conftest import GPU_FAMILIES
 
 GPUD = [sys.executable, "-m", "gpud"]
-FAMILIES = [
-    "gpud_gpu_info",
-    "gpud_gpu_up",
-    "gpud_gpu_temperature_celsius",
-    "gpud_gpu_temperature_threshold_celsius",
-    "gpud_gpu_clock_hertz",
-    "gpud_gpu_clock_max_hertz",
-    "gpud_gpu_power_watts",
-    "gpud_gpu_power_limit_watts",
-    "gpud_gpu_energy_joules_total",
-    "gpud_gpu_utilization_ratio",
-    "gpud_gpu_memory_used_bytes",
-    "gpud_gpu_memory_total_bytes",
-    "gpud_gpu_fan_speed_ratio",
-    "gpud_gpu_pcie_link_generation",
-    "gpud_gpu_pcie_link_width",
-    "gpud_gpu_clock_event_reason_active",
-    "gpud_gpu_throttled",
-    "gpud_gpu_throttled_seconds_total",
-    "gpud_tick_duration_seconds_bucket",
-    "gpud_build_info",
-]
 
 
 def free_port() -> int:
@@ -95,7 +74,7 @@ def test_simulated_daemon_serves_metrics_and_status_and_stops_on_sigterm():
 
         def all_families():
             text = scrape(port)
-            return text if text and all(f"\n{f}{{" in text for f in FAMILIES) else None
+            return text if text and all(f"\n{f}{{" in text for f in GPU_FAMILIES) else None
 
         text = wait_for(all_families, 20, "every metric family")
         assert text.count("gpud_gpu_up{") == 4

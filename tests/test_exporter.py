@@ -10,7 +10,7 @@ from gpud.decide.controller import Controller
 from gpud.exporter import build_registry
 from gpud.state import DaemonState
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
-from tests.conftest import require_tool
+from tests.conftest import GPU_FAMILIES, require_tool
 
 INFO = GpuInfo(
     index=0,
@@ -77,30 +77,7 @@ def registry_and_text():
 
 def test_every_required_family_is_exported():
     _, text = registry_and_text()
-    for family in [
-        "gpud_gpu_info",
-        "gpud_gpu_up",
-        "gpud_gpu_temperature_celsius",
-        "gpud_gpu_temperature_threshold_celsius",
-        "gpud_gpu_clock_hertz",
-        "gpud_gpu_clock_max_hertz",
-        "gpud_gpu_power_watts",
-        "gpud_gpu_power_limit_watts",
-        "gpud_gpu_energy_joules_total",
-        "gpud_gpu_utilization_ratio",
-        "gpud_gpu_memory_used_bytes",
-        "gpud_gpu_memory_total_bytes",
-        "gpud_gpu_fan_speed_ratio",
-        "gpud_gpu_pcie_throughput_bytes_per_second",
-        "gpud_gpu_pcie_link_generation",
-        "gpud_gpu_pcie_link_width",
-        "gpud_gpu_clock_event_reason_active",
-        "gpud_gpu_throttled",
-        "gpud_gpu_throttled_seconds_total",
-        "gpud_tick_duration_seconds_bucket",
-        "gpud_nvml_errors_total",
-        "gpud_build_info",
-    ]:
+    for family in [*GPU_FAMILIES, "gpud_nvml_errors_total"]:
         assert f"\n{family}{{" in text or f"\n{family} " in text, family
 
 
