@@ -14,7 +14,7 @@ import pynvml as N
 import structlog
 
 from gpud.errors import GpuLost
-from gpud.nvml.calls import NvmlCalls
+from gpud.nvml.calls import NvmlCalls, error_name
 from gpud.nvml.library import close_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
@@ -51,7 +51,7 @@ class NvmlSource:
         count = self._calls.get(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
         infos = []
         for index in range(count):
-            handle = N.nvmlDeviceGetHandleByIndex(index)
+            handle = self._open_gpu(index)
             self._handles.append(handle)
             infos.append(self._discover(index, handle, driver, (cooling or {}).get(index)))
         self._gpus = tuple(infos)
@@ -79,7 +79,20 @@ class NvmlSource:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def _discover(self, index: int, h: Any, driver: str, cooling: Cooling | None) -> GpuInfo:
+    def _open_gpu(self, index: int) -> Any | None:
+        """The GPU's handle, or ``None`` (reported down every tick) when the driver refuses it."""
+        try:
+            return N.nvmlDeviceGetHandleByIndex(index)
+        except N.NVMLError as error:
+            self._calls.errors[("nvmlDeviceGetHandleByIndex", error_name(error))] += 1
+            log.error("gpu cannot be opened", gpu=index, error=error_name(error))
+            return None
+
+    def _discover(self, index: int, h: Any | None, driver: str, cooling: Cooling | None) -> GpuInfo:
+        if h is None:
+            return GpuInfo(
+                index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=driver
+            )
         get = self._calls.get
         pci = get(index, "nvmlDeviceGetPciInfo", lambda: N.nvmlDeviceGetPciInfo(h))
         fan_count = get(index, "nvmlDeviceGetNumFans", lambda: N.nvmlDeviceGetNumFans(h)) or 0
@@ -130,7 +143,9 @@ class NvmlSource:
             lambda: N.nvmlDeviceGetMemoryInfo(h),
         )
 
-    def _has_pcie_counters(self, index: int, h: Any) -> bool:
+    def _has_pcie_counters(self, index: int, h: Any | None) -> bool:
+        if h is None:
+            return False
         try:
             values = N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
         except N.NVMLError:
@@ -157,7 +172,9 @@ class NvmlSource:
                 log.info("gpu back", gpu=index)
         return Snapshot(timestamp=now, gpus=tuple(samples))
 
-    def _sample_gpu(self, index: int, h: Any) -> GpuSample:
+    def _sample_gpu(self, index: int, h: Any | None) -> GpuSample:
+        if h is None:
+            raise GpuLost(f"GPU {index} could not be opened at start")
         get = self._calls.get
         util = get(index, "nvmlDeviceGetUtilizationRates", lambda: N.nvmlDeviceGetUtilizationRates(h))
         memory = self._memory_info(index, h)

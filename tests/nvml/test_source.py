@@ -178,3 +178,19 @@ def test_no_driver_is_a_clear_error(monkeypatch):
 
 def _missing_library(name: str) -> None:
     raise OSError(f"{name}: cannot open shared object file")
+
+
+def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(install_nvml, monkeypatch):
+    library = install_nvml(gpus=3)
+    real = type(library).nvmlDeviceGetHandleByIndex_v2
+
+    def refuse_second(self, index, device):
+        return N.NVML_ERROR_INSUFFICIENT_POWER if index.value == 1 else real(self, index, device)
+
+    monkeypatch.setattr(type(library), "nvmlDeviceGetHandleByIndex_v2", refuse_second)
+    N._nvmlGetFunctionPointer_cache.clear()
+    source = NvmlSource()
+    assert source.gpus[1].name == "unknown" and source.gpus[2].name.endswith("(simulated)")
+    assert [g.up for g in source.sample().gpus] == [True, False, True]
+    assert source.error_counts()[("nvmlDeviceGetHandleByIndex", "InsufficientPower")] == 1
+    source.close()
