@@ -36,6 +36,11 @@ def _set(ref: Any, value: Any) -> int:
     return SUCCESS
 
 
+def _set_buffer(buf: Any, text: str) -> int:
+    buf.value = text.encode()
+    return SUCCESS
+
+
 def _handle_value(handle: Any) -> int:
     return ctypes.cast(handle, ctypes.c_void_p).value or 0
 
@@ -75,13 +80,25 @@ class SimulatedNvmlLibrary:
         self._advance()
         return self.machine.cards[index]
 
-    def _read(self, handle: Any, read: Callable[[Card], Any], out: Any) -> int:
+    def _fill(self, handle: Any, fill: Callable[[Card], int]) -> int:
+        """Run ``fill`` on the handle's card, brought up to the present; it writes the outputs."""
         with self._lock:
             card = self._card(handle)
-            if card is None:
-                return INVALID_ARGUMENT
+            return INVALID_ARGUMENT if card is None else fill(card)
+
+    def _read(self, handle: Any, read: Callable[[Card], Any], out: Any) -> int:
+        """One scalar output; ``read`` returning ``None`` means the card does not have it."""
+
+        def fill(card: Card) -> int:
             value = read(card)
-        return NOT_SUPPORTED if value is None else _set(out, value)
+            return NOT_SUPPORTED if value is None else _set(out, value)
+
+        return self._fill(handle, fill)
+
+    def _read_kind(self, handle: Any, reads: dict[int, Callable[[Card], Any]], kind: Any, out: Any) -> int:
+        """A scalar chosen by an enum argument (clock type, threshold kind ...)."""
+        read = reads.get(kind.value)
+        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
 
     def _driver_major(self) -> int:
         return int(self.driver_version.split(".")[0])
@@ -95,8 +112,7 @@ class SimulatedNvmlLibrary:
         return SUCCESS
 
     def nvmlSystemGetDriverVersion(self, buf: Any, size: Any) -> int:
-        buf.value = self.driver_version.encode()
-        return SUCCESS
+        return _set_buffer(buf, self.driver_version)
 
     def nvmlDeviceGetCount_v2(self, count: Any) -> int:
         return _set(count, len(self.machine.cards))
@@ -108,16 +124,10 @@ class SimulatedNvmlLibrary:
         return SUCCESS
 
     def nvmlDeviceGetName(self, handle: Any, buf: Any, size: Any) -> int:
-        card = self._card(handle)
-        if card is None:
-            return INVALID_ARGUMENT
-        buf.value = card.spec.name.encode()
-        return SUCCESS
+        return self._fill(handle, lambda card: _set_buffer(buf, card.spec.name))
 
     def nvmlDeviceGetUUID(self, handle: Any, buf: Any, size: Any) -> int:
-        index = _handle_value(handle) - 1
-        buf.value = f"GPU-51a1a7ed-0000-4000-8000-{index:012x}".encode()
-        return SUCCESS
+        return _set_buffer(buf, f"GPU-51a1a7ed-0000-4000-8000-{_handle_value(handle) - 1:012x}")
 
     def nvmlDeviceGetPciInfo_v3(self, handle: Any, info: Any) -> int:
         index = _handle_value(handle) - 1
@@ -130,12 +140,11 @@ class SimulatedNvmlLibrary:
     # -- thermals, clocks, power --------------------------------------------------------------
 
     def nvmlDeviceGetTemperatureV(self, handle: Any, temp: Any) -> int:
-        with self._lock:
-            card = self._card(handle)
-            if card is None:
-                return INVALID_ARGUMENT
+        def fill(card: Card) -> int:
             temp._obj.temperature = round(card.temp_c)
-        return SUCCESS
+            return SUCCESS
+
+        return self._fill(handle, fill)
 
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, kind: Any, out: Any) -> int:
         thresholds = {
@@ -143,8 +152,7 @@ class SimulatedNvmlLibrary:
             N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: lambda c: round(c.slowdown_c),
             N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX: lambda c: round(c.spec.max_operating_c),
         }
-        read = thresholds.get(kind.value)
-        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+        return self._read_kind(handle, thresholds, kind, out)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
         clocks = {
@@ -152,8 +160,7 @@ class SimulatedNvmlLibrary:
             N.NVML_CLOCK_GRAPHICS: lambda c: round(c.sm_clock_mhz),
             N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz if c.busy else 405,
         }
-        read = clocks.get(kind.value)
-        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+        return self._read_kind(handle, clocks, kind, out)
 
     def nvmlDeviceGetMaxClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
         clocks = {
@@ -161,8 +168,7 @@ class SimulatedNvmlLibrary:
             N.NVML_CLOCK_GRAPHICS: lambda c: c.spec.sm_clock_max_mhz,
             N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz,
         }
-        read = clocks.get(kind.value)
-        return NOT_SUPPORTED if read is None else self._read(handle, read, out)
+        return self._read_kind(handle, clocks, kind, out)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any, out: Any) -> int:
         return self._read(handle, lambda c: round(c.power_avg_w * 1000), out)
@@ -182,23 +188,21 @@ class SimulatedNvmlLibrary:
     # -- utilisation and memory ---------------------------------------------------------------
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any, util: Any) -> int:
-        with self._lock:
-            card = self._card(handle)
-            if card is None:
-                return INVALID_ARGUMENT
+        def fill(card: Card) -> int:
             util._obj.gpu = round(card.util_avg * 100)
             util._obj.memory = round(card.util_avg * 55)
-        return SUCCESS
+            return SUCCESS
+
+        return self._fill(handle, fill)
 
     def nvmlDeviceGetMemoryInfo_v2(self, handle: Any, mem: Any) -> int:
-        with self._lock:
-            card = self._card(handle)
-            if card is None:
-                return INVALID_ARGUMENT
+        def fill(card: Card) -> int:
             total = card.spec.memory_total_bytes
             used = int(total * 0.82) if self.machine.time_s > 5 else 512 * 1024**2
             mem._obj.total, mem._obj.used, mem._obj.free, mem._obj.reserved = total, used, total - used, 0
-        return SUCCESS
+            return SUCCESS
+
+        return self._fill(handle, fill)
 
     # -- fans -----------------------------------------------------------------------------------
 
@@ -257,10 +261,8 @@ class SimulatedNvmlLibrary:
         """Cumulative PCIe byte counters (fields 197/198) on R555+; anything else not supported."""
         counters = {N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: "tx", N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: "rx"}
         values = values_ref._obj
-        with self._lock:
-            card = self._card(handle)
-            if card is None:
-                return INVALID_ARGUMENT
+
+        def fill(card: Card) -> int:
             for value in values[: count.value]:
                 direction = counters.get(value.fieldId)
                 if direction is None or self._driver_major() < PCIE_COUNTERS_MIN_DRIVER:
@@ -271,4 +273,6 @@ class SimulatedNvmlLibrary:
                 value.value.ullVal = int(total)
                 value.timestamp = int(self.machine.time_s * 1e6)
                 value.nvmlReturn = SUCCESS
-        return SUCCESS
+            return SUCCESS
+
+        return self._fill(handle, fill)
