@@ -50,7 +50,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``gpud run``: the daemon."""
     from gpud.assemble import open_source
     from gpud.daemon import Daemon
-    from gpud.exporter import build_registry
     from gpud.logs import configure_logging
     from gpud.server import StatusServer
     from gpud.trace.format import TraceHeader
@@ -70,11 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     recorder = None
     if args.record is not None:
         recorder = TraceRecorder(args.record, TraceHeader(socket.gethostname(), source.gpus, source_name))
-    daemon: Daemon | None = None
-    registry, tick_duration = build_registry(lambda: daemon.current() if daemon else None)
-    daemon = Daemon(source, source_name, settings.interval_s, tick_duration, recorder=recorder)
+    daemon = Daemon(source, source_name, settings.interval_s, recorder=recorder)
     try:
-        server = StatusServer(split_host_port(settings.listen), registry, daemon.current)
+        server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
     except OSError as error:
         source.close()
         return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)

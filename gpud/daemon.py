@@ -16,9 +16,9 @@ from dataclasses import replace
 from types import FrameType
 
 import structlog
-from prometheus_client import Histogram
 
 from gpud.decide.controller import Controller, Decision
+from gpud.exporter import build_registry
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
@@ -28,14 +28,16 @@ log = structlog.get_logger("gpud.daemon")
 
 
 class Daemon:
-    """Runs ticks until stopped; publishes each tick's result as a new :class:`DaemonState`."""
+    """Runs ticks until stopped; publishes each tick's result as a new :class:`DaemonState`.
+
+    ``registry`` renders the published state for ``/metrics``.
+    """
 
     def __init__(
         self,
         source: TelemetrySource,
         source_name: str,
         interval_s: float,
-        tick_duration: Histogram,
         notifier: SystemdNotifier | None = None,
         clock: Callable[[], float] = time.monotonic,
         recorder: TraceRecorder | None = None,
@@ -43,7 +45,6 @@ class Daemon:
         self._source = source
         self._controller = Controller(max_gap_s=max(5.0, 3 * interval_s))
         self._interval_s = interval_s
-        self._tick_duration = tick_duration
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
         self._recorder = recorder
@@ -57,6 +58,7 @@ class Daemon:
             started_at=time.time(),
             gpus=source.gpus,
         )
+        self.registry, self._tick_duration = build_registry(self.current)
 
     def current(self) -> DaemonState | None:
         """The last published state, or ``None`` before the first tick."""

@@ -11,19 +11,14 @@ import urllib.request
 import pytest
 
 from gpud.daemon import Daemon
-from gpud.exporter import build_registry
 from gpud.nvml.source import NvmlSource
 from gpud.sdnotify import SystemdNotifier
 from gpud.server import StatusServer
 
 
 def make_daemon(interval_s: float = 0.05, notifier: SystemdNotifier | None = None, clock=None) -> Daemon:
-    daemon: Daemon | None = None
-    registry, tick = build_registry(lambda: daemon.current() if daemon else None)
     kwargs = {"clock": clock} if clock else {}
-    daemon = Daemon(NvmlSource(), "simulated", interval_s, tick, notifier, **kwargs)
-    daemon.registry = registry  # type: ignore[attr-defined]
-    return daemon
+    return Daemon(NvmlSource(), "simulated", interval_s, notifier, **kwargs)
 
 
 def receive(sock: socket.socket, until: str) -> list[str]:
