@@ -54,17 +54,37 @@ def test_abstract_socket_addresses_are_supported():
     assert sock.recv(64) == b"READY=1"
 
 
-def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, monkeypatch):
+class FailsOnce:
+    """A telemetry source whose first read blows up unexpectedly (a fault at the hardware boundary)."""
+
+    def __init__(self, source: NvmlSource) -> None:
+        self._source = source
+        self.gpus = source.gpus
+        self.error_counts = source.error_counts
+        self.close = source.close
+        self._failed = False
+
+    def sample(self):
+        if not self._failed:
+            self._failed = True
+            raise RuntimeError("driver returned garbage")
+        return self._source.sample()
+
+
+def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, tmp_path):
     install_nvml(gpus=1)
-    daemon = make_daemon()
-    daemon.tick()
-    monkeypatch.setattr(daemon._source, "sample", lambda: 1 / 0)
-    assert daemon._tick_safely() is False
-    monkeypatch.undo()
-    install_nvml(gpus=1)
-    daemon._source = NvmlSource()
-    assert daemon._tick_safely() is True
-    assert daemon.state.tick_errors == 1
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(5)
+    notifier = SystemdNotifier(str(tmp_path / "notify"))
+    daemon = Daemon(FailsOnce(NvmlSource()), "simulated", 0.05, notifier)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    # The failed first tick sends nothing; the next one is the first healthy tick.
+    assert receive(sock, "READY=1") == ["WATCHDOG=1", "READY=1"]
+    daemon.stop()
+    runner.join(timeout=2)
+    assert daemon.state.tick_errors == 1 and daemon.state.snapshot is not None
 
 
 def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, clock):
