@@ -14,7 +14,7 @@ import pynvml as N
 import structlog
 
 from gpud.errors import GpuLost
-from gpud.nvml.calls import NvmlCalls, error_name
+from gpud.nvml.calls import NvmlCalls
 from gpud.nvml.library import close_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
@@ -82,11 +82,14 @@ class NvmlSource:
     def _open_gpu(self, index: int) -> Any | None:
         """The GPU's handle, or ``None`` (reported down every tick) when the driver refuses it."""
         try:
-            return N.nvmlDeviceGetHandleByIndex(index)
-        except N.NVMLError as error:
-            self._calls.errors[("nvmlDeviceGetHandleByIndex", error_name(error))] += 1
-            log.error("gpu cannot be opened", gpu=index, error=error_name(error))
-            return None
+            handle = self._calls.get(
+                index, "nvmlDeviceGetHandleByIndex", lambda: N.nvmlDeviceGetHandleByIndex(index)
+            )
+        except GpuLost:
+            handle = None
+        if handle is None:
+            log.error("gpu cannot be opened", gpu=index)
+        return handle
 
     def _discover(self, index: int, h: Any | None, driver: str, cooling: Cooling | None) -> GpuInfo:
         if h is None:
@@ -237,7 +240,7 @@ class NvmlSource:
 
     def _fans(self, index: int, h: Any) -> tuple[FanReading, ...]:
         readings = []
-        for fan in range(self._gpus[index].fan_count if index < len(self._gpus) else 0):
+        for fan in range(self._gpus[index].fan_count):
             speed = self._calls.get(
                 index, "nvmlDeviceGetFanSpeed_v2", lambda fan=fan: N.nvmlDeviceGetFanSpeed_v2(h, fan)
             )
