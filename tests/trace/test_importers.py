@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gpud.telemetry import GpuSample
 from gpud.trace.format import TraceError, read_trace
 from gpud.trace.importers.nvsmi import import_log
+from gpud.trace.importers.rows import TickAssembler
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -124,3 +126,10 @@ def test_gpud_record_writes_a_trace_of_the_simulated_gpus(tmp_path):
     assert header.source == "simulated" and len(header.gpus) == 2 and len(ticks) == 5
     assert all(g.temperature_c is not None for t in ticks for g in t.gpus)
     assert json.loads(out.read_text().splitlines()[0])["version"] == 1
+
+
+def test_gpu_infos_can_be_asked_for_twice():
+    assembler = TickAssembler()
+    list(assembler.add(0.0, GpuSample(index=0), {"name": "RTX", "uuid": "GPU-x", "sm_clock_max_mhz": 2100}))
+    assert assembler.gpu_infos() == assembler.gpu_infos()
+    assert assembler.gpu_infos()[0].name == "RTX"

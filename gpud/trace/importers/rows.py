@@ -94,14 +94,13 @@ class TickAssembler:
 
     def gpu_infos(self, driver: str = "unknown") -> tuple[GpuInfo, ...]:
         """Static facts gathered from the rows, one per GPU seen."""
-        return tuple(
-            GpuInfo(
-                index=i,
-                uuid=facts.pop("uuid", f"imported-{i}"),
-                name=facts.pop("name", "unknown"),
-                pci_bus_id=facts.pop("pci_bus_id", ""),
-                driver_version=facts.pop("driver_version", driver),
-                **facts,
-            )
-            for i, facts in sorted(self.infos.items())
-        )
+        infos = []
+        for index, facts in sorted(self.infos.items()):
+            known = {
+                "uuid": f"imported-{index}",
+                "name": "unknown",
+                "pci_bus_id": "",
+                "driver_version": driver,
+            } | facts
+            infos.append(GpuInfo(index=index, **known))
+        return tuple(infos)
