@@ -9,11 +9,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gpud
 from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings, split_host_port
-from gpud.errors import ConfigError, NvmlUnavailable
+from gpud.errors import ConfigError, GpudError, NvmlUnavailable
+from gpud.trace.format import TraceHeader
+from gpud.trace.recorder import TraceRecorder
+
+if TYPE_CHECKING:
+    from gpud.nvml.source import NvmlSource
 
 EXIT_USAGE = 2
 
@@ -46,30 +51,33 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``gpud run``: the daemon."""
-    from gpud.assemble import open_source
-    from gpud.daemon import Daemon
-    from gpud.logs import configure_logging
-    from gpud.server import StatusServer
-    from gpud.trace.format import TraceHeader
-    from gpud.trace.recorder import TraceRecorder
+def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceHeader]:
+    """Settings from file/env/flags, logging set up, the GPUs (real or simulated) opened.
 
-    try:
-        settings = load_settings(args.config, _run_overrides(args))
-    except ConfigError as error:
-        return _fail(str(error), EXIT_USAGE)
+    Raises :class:`ConfigError` or :class:`NvmlUnavailable`; :func:`main` turns them into exit codes.
+    """
+    from gpud.assemble import open_source
+    from gpud.logs import configure_logging
+
+    settings = load_settings(args.config, _run_overrides(args))
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
-    try:
-        source = open_source(settings, simulate)
-    except NvmlUnavailable as error:
-        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud run --simulate", 1)
-    source_name = "simulated" if simulate else "nvml"
-    recorder = None
-    if args.record is not None:
-        recorder = TraceRecorder(args.record, TraceHeader(socket.gethostname(), source.gpus, source_name))
-    daemon = Daemon(source, source_name, settings.interval_s, recorder=recorder)
+    source = open_source(settings, simulate)
+    return (
+        settings,
+        source,
+        TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml"),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``gpud run``: the daemon."""
+    from gpud.daemon import Daemon
+    from gpud.server import StatusServer
+
+    settings, source, header = _open_source(args)
+    recorder = TraceRecorder(args.record, header) if args.record is not None else None
+    daemon = Daemon(source, header.source, settings.interval_s, recorder=recorder)
     try:
         server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
     except OSError as error:
@@ -112,10 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``gpud check-config``: validate the configuration and print the effective settings."""
     path = args.path or args.config
-    try:
-        settings = load_settings(path)
-    except ConfigError as error:
-        return _fail(str(error), EXIT_USAGE)
+    settings = load_settings(path)
     print(f"# {path or DEFAULT_CONFIG_PATH}: ok; effective settings (file < GPUD_* environment):")
     print(json.dumps(settings.model_dump(mode="json"), indent=2))
     return 0
@@ -123,16 +128,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``gpud import``: convert nvidia-smi CSV or dmon logs into a gpud trace."""
-    from gpud.trace.format import TraceError, write_trace
+    from gpud.trace.format import write_trace
     from gpud.trace.importers.nvsmi import import_log
 
     try:
         lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
-        result = import_log(lines, str(args.file), args.strict)
     except OSError as error:
         return _fail(f"cannot read {args.file}: {error.strerror}", 1)
-    except TraceError as error:
-        return _fail(str(error), 1)
+    result = import_log(lines, str(args.file), args.strict)
     for problem in result.problems:
         print(f"gpud: {problem}", file=sys.stderr)
     with args.output.open("w", encoding="utf-8") as out:
@@ -146,21 +149,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """``gpud record``: write a trace from the live (or simulated) GPUs."""
-    from gpud.assemble import open_source
-    from gpud.trace.format import TraceHeader
-    from gpud.trace.recorder import TraceRecorder
-
-    try:
-        settings = load_settings(args.config, _run_overrides(args))
-    except ConfigError as error:
-        return _fail(str(error), EXIT_USAGE)
-    simulate = args.simulate is not None
-    try:
-        source = open_source(settings, simulate)
-    except NvmlUnavailable as error:
-        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud record --simulate", 1)
-    header = TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml")
-    recorder = TraceRecorder(args.output, header, max_bytes=2**62)
+    settings, source, header = _open_source(args)
+    recorder = TraceRecorder(args.output, header, max_bytes=None)
     ticks = int(args.duration / settings.interval_s)
     try:
         for tick in range(ticks):
@@ -276,7 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        return _fail(str(error), EXIT_USAGE)
+    except NvmlUnavailable as error:
+        return _fail(
+            f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {args.command} --simulate", 1
+        )
+    except GpudError as error:
+        return _fail(str(error), 1)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,14 @@ from gpud.trace.format import TraceHeader, header_line, snapshot_line
 
 
 class TraceRecorder:
-    """Appends ticks to ``path``; past ``max_bytes`` it shifts ``path`` to ``path.1`` … ``path.{keep}``."""
+    """Appends ticks to ``path``; past ``max_bytes`` it shifts ``path`` to ``path.1`` … ``path.{keep}``.
 
-    def __init__(self, path: Path, header: TraceHeader, max_bytes: int = 64 * 1024**2, keep: int = 3) -> None:
+    ``max_bytes=None`` never rotates (a recording of fixed duration).
+    """
+
+    def __init__(
+        self, path: Path, header: TraceHeader, max_bytes: int | None = 64 * 1024**2, keep: int = 3
+    ) -> None:
         self._path = path
         self._header = header
         self._max_bytes = max_bytes
@@ -31,7 +36,7 @@ class TraceRecorder:
         """Append one tick (flushed, so a crash loses at most the tick in progress)."""
         self._file.write(snapshot_line(snapshot) + "\n")
         self._file.flush()
-        if self._file.tell() >= self._max_bytes:
+        if self._max_bytes is not None and self._file.tell() >= self._max_bytes:
             self._rotate()
 
     def _rotate(self) -> None:
