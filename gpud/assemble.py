@@ -25,10 +25,11 @@ def open_source(settings: Settings, simulate: bool) -> NvmlSource:
     Raises :class:`gpud.errors.NvmlUnavailable` when the real driver cannot be used.
     """
     cooling: dict[int, Cooling] = dict(settings.cooling)
-    if simulate:
-        specs = card_specs(settings.simulate.gpus, settings.simulate.layout)
-        cooling = {i: spec.cooling for i, spec in enumerate(specs)} | cooling
-        open_nvml(simulated_library(settings))
-    else:
+    if not simulate:
         open_nvml()
-    return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s)
+        return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s)
+    specs = card_specs(settings.simulate.gpus, settings.simulate.layout)
+    cooling = {i: spec.cooling for i, spec in enumerate(specs)} | cooling
+    library = simulated_library(settings)
+    open_nvml(library)
+    return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s, clock=library.unix_time)

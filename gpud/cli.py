@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gpud
-from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings, split_host_port
+from gpud.config import DEFAULT_CONFIG_PATH, Settings, decide_settings, load_settings, split_host_port
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.trace.format import TraceHeader
 from gpud.trace.recorder import TraceRecorder
@@ -77,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, source, header = _open_source(args)
     recorder = TraceRecorder(args.record, header) if args.record is not None else None
-    daemon = Daemon(source, header.source, settings.interval_s, recorder=recorder)
+    daemon = Daemon(
+        source, header.source, settings.interval_s, recorder=recorder, decide=decide_settings(settings)
+    )
     try:
         server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
     except OSError as error:
@@ -145,6 +147,17 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{len(result.problems)} lines skipped"
     )
     return 0 if ticks else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``gpud replay``: the controller over a trace: throttle intervals, heat, fan commands."""
+    from gpud.replay import load_trace, replay
+    from gpud.report import render_report, report_json
+
+    settings = load_settings(args.config)
+    report = replay(load_trace(args.trace), decide_settings(settings))
+    print(json.dumps(report_json(report), indent=1) if args.json else render_report(report))
+    return 0 if report.ticks else 1
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -246,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail on the first malformed line instead of skipping it"
     )
     imp.set_defaults(func=cmd_import)
+
+    replay = commands.add_parser(
+        "replay",
+        help="run the controller over a trace: throttle intervals, heat build-up, fan commands",
+        description="TRACE is a gpud trace or an nvidia-smi CSV / dmon log. Curves and thresholds come from --config.",
+    )
+    replay.add_argument("trace", type=Path, help="gpud trace (JSON Lines) or nvidia-smi log")
+    replay.add_argument("--json", action="store_true", help="print the full report as JSON")
+    replay.set_defaults(func=cmd_replay)
 
     record = commands.add_parser("record", help="record a trace from the GPUs (or the simulated ones)")
     record.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")

@@ -13,6 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gpud.decide.controller import DecideSettings
+from gpud.decide.curves import FanSettings
+from gpud.decide.heat import HeatSettings
+from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
@@ -68,6 +72,9 @@ class Settings(BaseSettings):
     cooling: dict[int, Cooling] = Field(
         default_factory=dict, description="per GPU index: open-air, blower, passive"
     )
+    throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    heat: HeatSettings = Field(default_factory=HeatSettings)
+    fans: FanSettings = Field(default_factory=FanSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
 
     @field_validator("listen")
@@ -75,6 +82,17 @@ class Settings(BaseSettings):
     def _valid_listen(cls, value: str) -> str:
         split_host_port(value)
         return value
+
+
+def decide_settings(settings: Settings) -> DecideSettings:
+    """The part of the settings the controller is given."""
+    return DecideSettings(
+        throttle=settings.throttle,
+        heat=settings.heat,
+        fans=settings.fans,
+        slowdown_c=settings.slowdown_c,
+        cooling=settings.cooling,
+    )
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -17,7 +17,7 @@ from types import FrameType
 
 import structlog
 
-from gpud.decide.controller import Controller, Decision
+from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.exporter import build_registry
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
@@ -41,9 +41,10 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         clock: Callable[[], float] = time.monotonic,
         recorder: TraceRecorder | None = None,
+        decide: DecideSettings | None = None,
     ) -> None:
         self._source = source
-        self._controller = Controller(max_gap_s=max(5.0, 3 * interval_s))
+        self._controller = Controller(source.gpus, decide, max_gap_s=max(5.0, 3 * interval_s))
         self._interval_s = interval_s
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
@@ -134,13 +135,17 @@ class Daemon:
         self._tick_duration.observe(time.perf_counter() - started)
 
     def _log_changes(self, decision: Decision) -> None:
-        """Log throttle starts and ends, not every tick."""
+        """Log throttle intervals as they start and end (with hysteresis), not every tick."""
         previous = self.state.decision
         for gpu in decision.gpus:
             before = previous.for_gpu(gpu.index) if previous else None
-            was = before.throttle if before else None
-            if gpu.throttle != was:
-                if gpu.throttle is None:
-                    log.info("throttle cleared", gpu=gpu.index, cause=was.value if was else None)
-                else:
-                    log.warning("throttle started", gpu=gpu.index, cause=gpu.throttle.value)
+            if gpu.episode is not None and (before is None or before.episode is None):
+                log.warning("throttle started", gpu=gpu.index, cause=gpu.episode.cause.value)
+        for interval in decision.ended:
+            log.info(
+                "throttle ended",
+                gpu=interval.gpu,
+                cause=interval.cause.value,
+                seconds=round(interval.end - interval.start, 1),
+                clock_lost=None if interval.clock_lost is None else round(interval.clock_lost, 3),
+            )

@@ -14,6 +14,7 @@ from typing import Any
 
 import gpud
 from gpud.config import DEFAULT_LISTEN
+from gpud.decide.controller import GpuDecision
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
 
@@ -31,15 +32,7 @@ def status_document(state: DaemonState) -> dict[str, Any]:
     gpus = []
     for info in state.gpus:
         decision = state.decision.for_gpu(info.index) if state.decision else None
-        gpus.append(
-            _gpu_entry(info, samples.get(info.index))
-            | {
-                "throttle": decision.throttle.value if decision and decision.throttle else None,
-                "throttled_seconds": {c.value: round(s, 3) for c, s in decision.throttled_seconds.items()}
-                if decision
-                else {},
-            }
-        )
+        gpus.append(_gpu_entry(info, samples.get(info.index)) | _decision_entry(decision))
     return {
         "version": gpud.__version__,
         "host": state.hostname,
@@ -49,6 +42,37 @@ def status_document(state: DaemonState) -> dict[str, Any]:
         "timestamp": state.snapshot.timestamp if state.snapshot else None,
         "gpus": gpus,
     }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _decision_entry(decision: GpuDecision | None) -> dict[str, Any]:
+    """What the controller concluded: the throttle interval in progress, heat, fan targets."""
+    if decision is None:
+        return {"throttle": None, "throttled_seconds": {}}
+    episode, heat = decision.episode, decision.heat
+    entry: dict[str, Any] = {
+        "throttle": episode.cause.value if episode else None,
+        "throttle_since": episode.start if episode else None,
+        "clock_lost": _rounded(episode.clock_lost, 3) if episode else None,
+        "throttle_now": decision.throttle.value if decision.throttle else None,
+        "reference_clock_mhz": decision.reference_clock_mhz,
+        "throttled_seconds": {c.value: round(s, 3) for c, s in decision.throttled_seconds.items()},
+        "fan_targets": [
+            {"fan": t.fan, "pct": round(t.pct, 1), "reason": t.reason.value} for t in decision.fan_targets
+        ],
+    }
+    if heat is not None:
+        entry["heat"] = {
+            "heating_c_per_min": _rounded(heat.heating_c_per_min, 2),
+            "seconds_to_slowdown": _rounded(heat.seconds_to_slowdown, 0),
+            "cooling_saturated": heat.cooling_saturated,
+            "coupling_c_per_100w": _rounded(heat.coupling_c_per_100w, 2),
+            "neighbour_heated": heat.neighbour_heated,
+        }
+    return entry
 
 
 def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
@@ -105,7 +129,18 @@ def _fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
 def _state(gpu: dict[str, Any]) -> str:
     if not gpu.get("up"):
         return "DOWN"
-    return f"THROTTLED ({gpu['throttle']})" if gpu.get("throttle") else "ok"
+    notes = []
+    if gpu.get("throttle"):
+        lost = gpu.get("clock_lost")
+        notes.append(f"THROTTLED ({gpu['throttle']}" + (f", -{lost:.0%} clock)" if lost else ")"))
+    heat = gpu.get("heat") or {}
+    if heat.get("neighbour_heated"):
+        notes.append(f"heated by neighbours ({heat['coupling_c_per_100w']:+.1f} °C/100 W)")
+    if heat.get("cooling_saturated"):
+        notes.append("heating with fans at max")
+    if heat.get("seconds_to_slowdown") is not None and not gpu.get("throttle"):
+        notes.append(f"slowdown in ~{heat['seconds_to_slowdown']:.0f} s")
+    return "; ".join(notes) or "ok"
 
 
 def render_table(document: dict[str, Any]) -> str:

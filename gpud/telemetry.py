@@ -47,6 +47,9 @@ class GpuInfo:
     memory_total_bytes: int | None = None
     pcie_link_gen_max: int | None = None
     pcie_link_width_max: int | None = None
+    # Clock-event reason bits the source reports; None = all of them (live NVML). A log with
+    # only some per-reason columns reports only those, and a 0 there means "unknown" elsewhere.
+    clock_event_reasons_reported: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from gpud.status import DaemonUnreachable, exit_code, fetch_status, render_table
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
 
 
-def document(*samples: GpuSample) -> dict:
+def document(*samples: GpuSample, ticks: int = 1) -> dict:
+    """The status document after ``ticks`` one-second ticks of the same samples."""
     infos = tuple(
         GpuInfo(
             index=s.index,
@@ -24,10 +25,11 @@ def document(*samples: GpuSample) -> dict:
         )
         for s in samples
     )
-    snapshot = Snapshot(10.0, samples)
-    return status_document(
-        DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, Controller().step(snapshot))
-    )
+    controller = Controller(infos)
+    for tick in range(ticks):
+        snapshot = Snapshot(10.0 + tick, samples)
+        decision = controller.step(snapshot)
+    return status_document(DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, decision))
 
 
 HEALTHY = GpuSample(
@@ -53,11 +55,17 @@ def test_all_well_is_exit_0_and_a_readable_row():
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():
     throttled = GpuSample(index=1, temperature_c=81, clock_event_reasons=0x20)
     down = GpuSample(index=2, up=False)
-    doc = document(HEALTHY, throttled, down)
+    doc = document(HEALTHY, throttled, down, ticks=2)
     assert exit_code(doc) == 1
     rows = render_table(doc).splitlines()
     assert rows[3].endswith("THROTTLED (thermal)") and rows[4].endswith("DOWN")
     assert doc["gpus"][1]["throttle"] == "thermal" and doc["gpus"][2]["up"] is False
+
+
+def test_one_throttled_tick_is_not_yet_an_interval():
+    doc = document(GpuSample(index=0, temperature_c=81, clock_event_reasons=0x20))
+    assert doc["gpus"][0]["throttle_now"] == "thermal"
+    assert doc["gpus"][0]["throttle"] is None and exit_code(doc) == 0
 
 
 def test_a_passive_gpu_shows_passive_instead_of_fan_speed():

@@ -1,14 +1,44 @@
 """The controller: one pure ``step(snapshot) -> Decision`` shared by the daemon, replay and tests.
 
-It owns the only mutable decision state, explicitly, and takes time only from the snapshots.
+It owns the only mutable decision state — busy reference clocks, throttle episodes, heat
+detector windows, fan hysteresis and slew — explicitly, and takes time only from the snapshots.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gpud.decide.throttle import ThrottleCause, cause_from_reasons
-from gpud.telemetry import GpuSample, Snapshot
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpud.decide.curves import FanSettings, FanTarget, FanTargetState
+from gpud.decide.episodes import EpisodeTracker, ThrottleInterval
+from gpud.decide.heat import CouplingFit, HeatFinding, HeatSettings, HeatTracker, neighbours
+from gpud.decide.reference import BusyClockReference, busy, core_clock_mhz, with_peers
+from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
+from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
+
+DEFAULT_SLOWDOWN_C = 80.0
+_PEER_REFRESH_TICKS = 16
+
+
+class DecideSettings(BaseModel):
+    """Everything the controller is told: thresholds, curves, and facts the GPUs do not report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
+    heat: HeatSettings = Field(default_factory=HeatSettings)
+    fans: FanSettings = Field(default_factory=FanSettings)
+    slowdown_c: float | None = Field(
+        None, ge=40, le=120, description="slowdown temperature when the GPU reports none (default 80)"
+    )
+    cooling: dict[int, Cooling] = Field(
+        default_factory=dict, description="per GPU index: open-air, blower, passive"
+    )
+    release_s: float = Field(10, ge=0, description="clear time that ends a throttle interval, seconds")
+    min_ticks: int = Field(2, ge=1, description="throttled ticks an interval needs to be reported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,42 +47,192 @@ class GpuDecision:
 
     index: int
     throttle: ThrottleCause | None
+    clock_lost: float | None = None  # this tick, fraction of the busy reference clock
+    reference_clock_mhz: float | None = None
     throttled_seconds: dict[ThrottleCause, float] = field(default_factory=dict)
+    episode: ThrottleInterval | None = None  # the throttle interval in progress
+    heat: HeatFinding | None = None
+    fan_targets: tuple[FanTarget, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The controller's output for one snapshot."""
+    """The controller's output for one snapshot, and the throttle intervals that ended with it."""
 
     timestamp: float
     gpus: tuple[GpuDecision, ...]
+    ended: tuple[ThrottleInterval, ...] = ()
 
     def for_gpu(self, index: int) -> GpuDecision | None:
         """The decision about GPU ``index``, if it was in the snapshot."""
         return next((g for g in self.gpus if g.index == index), None)
 
 
-class Controller:
-    """Turns snapshots into decisions; ``max_gap_s`` caps the time one tick can account for."""
+class _GpuState:
+    """Per-GPU decision state; created on first sight of a GPU."""
 
-    def __init__(self, max_gap_s: float = 5.0) -> None:
+    __slots__ = ("episodes", "fans", "heat", "info", "reference", "slowdown_c", "throttled_s")
+
+    def __init__(
+        self, info: GpuInfo | None, index: int, settings: DecideSettings, pooled: CouplingFit
+    ) -> None:
+        self.info = info
+        self.slowdown_c = (
+            (info.slowdown_temp_c if info else None) or settings.slowdown_c or DEFAULT_SLOWDOWN_C
+        )
+        self.reference = BusyClockReference()
+        self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_ticks)
+        self.heat = HeatTracker(settings.heat, pooled)
+        self.fans: list[FanTargetState] = []
+        self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
+
+
+class Controller:
+    """Turns snapshots into decisions.
+
+    ``gpus`` are the static facts (thresholds, bus ids, fans). ``references`` fixes the busy
+    reference clocks (replay learns them from the whole trace first); without it they are
+    learned as the ticks come. ``max_gap_s`` caps the time one tick can account for.
+    """
+
+    def __init__(
+        self,
+        gpus: tuple[GpuInfo, ...] = (),
+        settings: DecideSettings | None = None,
+        references: Mapping[int, float | None] | None = None,
+        max_gap_s: float = 5.0,
+    ) -> None:
+        self._settings = settings or DecideSettings()
+        self._infos = {info.index: info for info in gpus}
+        self._neighbours = neighbours(gpus)
+        self._fixed_references = references
+        self._references: dict[int, float | None] = dict(references or {})
         self._max_gap_s = max_gap_s
         self._last_timestamp: float | None = None
-        self._throttled_s: dict[int, dict[ThrottleCause, float]] = {}
+        self._ticks = 0
+        self._gpus: dict[int, _GpuState] = {}
+        self._curves = self._settings.fans.all_curves()
+        self._pooled: dict[str, CouplingFit] = {}  # heat coupling fits, one per GPU model
 
     def step(self, snapshot: Snapshot) -> Decision:
-        """Classify every GPU in ``snapshot`` and account the time since the previous one."""
+        """Judge every GPU in ``snapshot`` and account the time since the previous one."""
         dt = 0.0
         if self._last_timestamp is not None:
             dt = min(max(0.0, snapshot.timestamp - self._last_timestamp), self._max_gap_s)
         self._last_timestamp = snapshot.timestamp
-        return Decision(snapshot.timestamp, tuple(self._decide(gpu, dt) for gpu in snapshot.gpus))
+        keep = math.exp(-dt / self._settings.heat.memory_s)
+        for fit in self._pooled.values():
+            fit.forget(keep)
+        if self._fixed_references is None and self._ticks % _PEER_REFRESH_TICKS == 0:
+            self._refresh_references()
+        self._ticks += 1
+        power = {s.index: s.power_w for s in snapshot.gpus if s.up}
+        ended: list[ThrottleInterval] = []
+        decisions = tuple(
+            self._decide(sample, snapshot.timestamp, dt, power, ended) for sample in snapshot.gpus
+        )
+        return Decision(snapshot.timestamp, decisions, tuple(ended))
 
-    def _decide(self, gpu: GpuSample, dt: float) -> GpuDecision:
-        totals = self._throttled_s.setdefault(gpu.index, {cause: 0.0 for cause in ThrottleCause})
-        cause = None
-        if gpu.up and gpu.clock_event_reasons is not None:
-            cause = cause_from_reasons(gpu.clock_event_reasons)
+    def finish(self) -> tuple[ThrottleInterval, ...]:
+        """Close every interval still in progress (the end of a replayed trace)."""
+        return tuple(i for state in self._gpus.values() if (i := state.episodes.finish()) is not None)
+
+    def _refresh_references(self) -> None:
+        own = {index: state.reference.mhz for index, state in self._gpus.items()}
+        models = {index: state.info.name if state.info else "" for index, state in self._gpus.items()}
+        self._references = with_peers(own, models)
+
+    def _state(self, index: int) -> _GpuState:
+        state = self._gpus.get(index)
+        if state is None:
+            info = self._infos.get(index)
+            pooled = self._pooled.setdefault(info.name if info else "", CouplingFit())
+            state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
+        return state
+
+    def _decide(
+        self,
+        sample: GpuSample,
+        timestamp: float,
+        dt: float,
+        power: dict[int, float | None],
+        ended: list[ThrottleInterval],
+    ) -> GpuDecision:
+        settings = self._settings
+        state = self._state(sample.index)
+        clock = core_clock_mhz(sample)
+        if (
+            self._fixed_references is None
+            and clock is not None
+            and busy(sample, settings.throttle.busy_util_pct)
+        ):
+            state.reference.observe(clock)
+        reference = self._references.get(sample.index)
+        reported = state.info.clock_event_reasons_reported if state.info else None
+        cause = classify(
+            sample,
+            reference,
+            state.slowdown_c,
+            ALL_REASONS if reported is None else reported,
+            settings.throttle,
+        )
+        lost = clock_lost(sample, reference) if cause is not None else None
         if cause is not None:
-            totals[cause] += dt
-        return GpuDecision(gpu.index, cause, dict(totals))
+            state.throttled_s[cause] += dt
+        closed = state.episodes.update(timestamp, cause, lost, dt)
+        if closed is not None:
+            ended.append(closed)
+        heat = self._heat(state, sample, timestamp, dt, power)
+        return GpuDecision(
+            index=sample.index,
+            throttle=cause,
+            clock_lost=lost,
+            reference_clock_mhz=reference,
+            throttled_seconds=dict(state.throttled_s),
+            episode=state.episodes.current,
+            heat=heat,
+            fan_targets=self._fan_targets(state, sample, dt, heat),
+        )
+
+    def _heat(
+        self, state: _GpuState, sample: GpuSample, timestamp: float, dt: float, power: dict[int, float | None]
+    ) -> HeatFinding | None:
+        if not sample.up:
+            return None
+        around = [power.get(n) for n in self._neighbours.get(sample.index, ())]
+        neighbours_w = sum(p for p in around if p is not None) if around and None not in around else None
+        speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
+        return state.heat.update(
+            timestamp,
+            dt,
+            sample.temperature_c,
+            sample.power_w,
+            neighbours_w,
+            sum(speeds) / len(speeds) if speeds else None,
+            state.slowdown_c,
+        )
+
+    def _fan_targets(
+        self, state: _GpuState, sample: GpuSample, dt: float, heat: HeatFinding | None
+    ) -> tuple[FanTarget, ...]:
+        fans = self._settings.fans
+        count = max(len(sample.fans), state.info.fan_count if state.info else 0)
+        while len(state.fans) < count:
+            fan = len(state.fans)
+            measured = sample.fans[fan].speed_pct if fan < len(sample.fans) else None
+            state.fans.append(FanTargetState(fan, fans, start_pct=measured))
+        cooled_by_neighbours = self._cooling(sample.index, state) is Cooling.OPEN_AIR
+        buildup = cooled_by_neighbours and heat is not None and heat.heat_buildup
+        temperature = sample.temperature_c if sample.up else None
+        return tuple(
+            target.target(
+                temperature, dt, self._curves[fans.curve_name(sample.index, fan, buildup)], state.slowdown_c
+            )
+            for fan, target in enumerate(state.fans)
+        )
+
+    def _cooling(self, index: int, state: _GpuState) -> Cooling:
+        configured = self._settings.cooling.get(index)
+        if configured is not None:
+            return configured
+        return state.info.cooling if state.info else Cooling.UNKNOWN

@@ -1,12 +1,19 @@
-"""Is a GPU losing clock speed, and why: the driver's clock-event reasons, classified.
+"""Is a GPU losing clock speed, and why: per tick, from the driver's reasons or from the clocks.
 
 Pure code. The reason bits are NVML's (NVML.md §5); ``GpuIdle``, application/display clock
-settings and sync boost are not throttling.
+settings and sync boost are not throttling. Logs that carry no reasons (``nvidia-smi dmon``, most
+query CSVs) or only some of them are judged by the clocks instead: a busy GPU running well below
+its busy reference clock is throttling, and its temperature and power say why.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpud.decide.reference import busy, core_clock_mhz
+from gpud.telemetry import GpuSample
 
 SW_POWER_CAP = 0x004
 HW_SLOWDOWN = 0x008
@@ -26,6 +33,8 @@ REASON_NAMES: dict[int, str] = {
     HW_POWER_BRAKE: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
+ALL_REASONS = sum(REASON_NAMES)
+_THROTTLE_BITS = SW_POWER_CAP | HW_SLOWDOWN | SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN | HW_POWER_BRAKE
 
 
 class ThrottleCause(StrEnum):
@@ -64,3 +73,87 @@ def active_reason_names(reasons: int) -> list[str]:
     ['sw_power_cap', 'sw_thermal_slowdown']
     """
     return [name for bit, name in REASON_NAMES.items() if reasons & bit]
+
+
+class ThrottleSettings(BaseModel):
+    """Thresholds for judging throttling from clocks when the driver's reasons are not there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_util_pct: float = Field(
+        5, ge=0, le=100, description="below this utilisation a GPU is idle: never throttled"
+    )
+    busy_util_pct: float = Field(
+        80, ge=1, le=100, description="utilisation from which low clocks count as throttling"
+    )
+    thermal_loss: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="clock lost (fraction of the busy clock) that counts as throttling when hot",
+    )
+    collapse_loss: float = Field(
+        0.30, gt=0, lt=1, description="clock lost under full load that counts as a sick GPU when cool"
+    )
+    near_slowdown_c: float = Field(5, ge=0, le=30, description="this close to slowdown counts as hot, °C")
+    release_s: float = Field(10, ge=0, description="clear time that ends a throttle interval, seconds")
+    min_ticks: int = Field(2, ge=1, description="throttled ticks an interval needs to be reported")
+    power_limit_fraction: float = Field(
+        0.95, gt=0, le=1, description="power draw / limit from which a GPU counts as power-capped"
+    )
+
+
+def clock_lost(sample: GpuSample, reference_mhz: float | None) -> float | None:
+    """The fraction of the busy reference clock this tick runs below it (0 when at or above)."""
+    clock = core_clock_mhz(sample)
+    if clock is None or not reference_mhz:
+        return None
+    return max(0.0, 1.0 - clock / reference_mhz)
+
+
+def classify(
+    sample: GpuSample,
+    reference_mhz: float | None,
+    slowdown_c: float,
+    reasons_reported: int,
+    settings: ThrottleSettings,
+) -> ThrottleCause | None:
+    """The throttle cause of one tick, or ``None`` when the GPU runs free (or is idle, or down).
+
+    ``reasons_reported`` holds the reason bits the source actually reports. Where it reports all
+    of them, they decide. Where some are missing, an active reported bit still decides, and
+    otherwise the clocks do — a "not active" for the one bit that was logged says nothing about
+    the others.
+    """
+    if not sample.up:
+        return None
+    util = sample.gpu_util_pct
+    if util is not None and util < settings.idle_util_pct:
+        return None  # idle is never throttling, whatever the bits say
+    reasons = sample.clock_event_reasons
+    if reasons is not None:
+        cause = cause_from_reasons(reasons & reasons_reported)
+        if cause is not None or reasons_reported & _THROTTLE_BITS == _THROTTLE_BITS:
+            return cause
+    if not busy(sample, settings.busy_util_pct):
+        return None  # a light load runs low clocks by choice; judge clocks only under full load
+    return _cause_from_clocks(sample, clock_lost(sample, reference_mhz), slowdown_c, settings)
+
+
+def _cause_from_clocks(
+    sample: GpuSample, lost: float | None, slowdown_c: float, settings: ThrottleSettings
+) -> ThrottleCause | None:
+    if lost is None or lost < settings.thermal_loss:
+        return None
+    temperature = sample.temperature_c
+    if temperature is not None and temperature >= slowdown_c - settings.near_slowdown_c:
+        return ThrottleCause.THERMAL
+    if (
+        sample.power_w is not None
+        and sample.power_limit_w
+        and sample.power_w >= settings.power_limit_fraction * sample.power_limit_w
+    ):
+        return ThrottleCause.POWER
+    if lost >= settings.collapse_loss and temperature is not None:
+        return ThrottleCause.OTHER  # collapsed under full load while cool: a sick GPU
+    return None

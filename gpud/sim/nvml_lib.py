@@ -61,10 +61,19 @@ class SimulatedNvmlLibrary:
         self._clock = clock
         self._speed = speed
         self._started_at = clock()
+        self._epoch = time.time()
         self._pcie_window_s = pcie_sample_window_s
         self._lock = threading.Lock()
 
     # -- time ---------------------------------------------------------------------------------
+
+    def unix_time(self) -> float:
+        """Simulated time as Unix seconds: with ``speed`` 10, ten seconds pass per real second.
+
+        Snapshots of the simulated GPUs carry this time, so a trace recorded at any speed shows
+        the simulated machine's own heating rates.
+        """
+        return self._epoch + (self._clock() - self._started_at) * self._speed
 
     def _advance(self) -> None:
         """Integrate the model up to the present simulated time, in fixed steps."""

@@ -121,16 +121,36 @@ def _apply(columns: list[str], values: list[str]) -> tuple[float | None, dict[st
         elif key in _COLUMNS:
             target, name, convert = _COLUMNS[key]
             (sample if target == _SAMPLE else info)[name] = convert(cell)
+        elif key in _DMON:
+            name, convert = _DMON[key]
+            sample[name] = convert(cell)
     if reasons is not None and sample.get("clock_event_reasons") is None:
         sample["clock_event_reasons"] = reasons
     sample.setdefault("index", 0)
     return when, sample, info
 
 
+def _reasons_reported(columns: list[str]) -> int | None:
+    """The reason bits a header's per-reason columns cover; ``None`` when it logs the whole mask or none."""
+    if any(key in _COLUMNS and _COLUMNS[key][1] == "clock_event_reasons" for key in columns):
+        return None
+    bits = [
+        _REASON_BITS[k.split(".", 1)[1]]
+        for k in columns
+        if k.startswith(_REASON_PREFIXES) and k.split(".", 1)[1] in _REASON_BITS
+    ]
+    return sum(set(bits)) if bits else None
+
+
 def import_query_csv(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
-    """Convert ``nvidia-smi --query-gpu=... --format=csv`` output (the header line is required)."""
+    """Convert ``nvidia-smi --query-gpu=... --format=csv`` output (the header line is required).
+
+    Columns named as ``nvidia-smi dmon`` names them (``pwr``, ``gtemp``, ``pclk`` ...) are read
+    too: dmon output saved as CSV is common.
+    """
     rows = csv.reader(lines, skipinitialspace=True)
     columns: list[str] | None = None
+    reported: dict[str, Any] = {}
     assembler, snapshots, problems = TickAssembler(), [], []
     for row in rows:
         number_ = rows.line_num
@@ -138,12 +158,13 @@ def import_query_csv(lines: Iterable[str], name: str = "input", strict: bool = F
             continue
         if columns is None or [_column_key(c) for c in row] == columns:
             columns = [_column_key(c) for c in row]
+            reported = {"clock_event_reasons_reported": _reasons_reported(columns)}
             continue
         try:
             if len(row) != len(columns):
                 raise ValueError(f"{len(row)} columns where the header has {len(columns)}")
             when, sample, info = _apply(columns, row)
-            snapshots.extend(assembler.add(when, GpuSample(**sample), info))
+            snapshots.extend(assembler.add(when, GpuSample(**sample), info | reported))
         except (ValueError, TypeError) as error:
             _problem(problems, f"{name}:{number_}: skipped: {error}", strict)
     snapshots.extend(assembler.finish())

@@ -1,0 +1,204 @@
+"""Fan curves: temperature → fan %, and the rules that make them safe to leave running.
+
+A curve is piecewise linear between validated points. Around it, per fan:
+
+* **hysteresis** — on the way down the curve is read ``hysteresis_c`` higher, so a temperature
+  wobbling by a degree does not make the fan hunt (a constant temperature gives a constant target);
+* **slew limit** — the target moves at most ``slew_pct_per_s`` per second, both ways;
+* **floor** — never below ``floor_pct``;
+* **emergency** — at or above slowdown − ``emergency_margin_c`` the fan goes to 100 % at once;
+* **lost temperature** — hold the last target, and after ``lost_temperature_ticks`` ticks without a
+  temperature go to 100 %: a fan is never left low on a GPU that cannot be watched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import pairwise
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+@dataclass(frozen=True, slots=True)
+class FanCurve:
+    """Validated points (°C, %), temperatures strictly rising, speeds rising and within 0–100 %."""
+
+    points: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def from_points(cls, points: Sequence[Sequence[float]]) -> FanCurve:
+        """Check ``points`` and build the curve; ``ValueError`` says what is wrong and where."""
+        pairs = []
+        for number, point in enumerate(points, start=1):
+            if len(point) != 2:
+                raise ValueError(f"point {number}: expected [temperature °C, fan %], got {list(point)}")
+            pairs.append((float(point[0]), float(point[1])))
+        if len(pairs) < 2:
+            raise ValueError(f"a curve needs at least two points, got {len(pairs)}")
+        for number, (temperature, pct) in enumerate(pairs, start=1):
+            if not 0 <= pct <= 100:
+                raise ValueError(f"point {number}: fan speed {pct:g} % is outside 0-100 %")
+            if number > 1:
+                previous_t, previous_pct = pairs[number - 2]
+                if temperature <= previous_t:
+                    raise ValueError(
+                        f"point {number}: temperatures must rise, {temperature:g} °C follows {previous_t:g} °C"
+                    )
+                if pct < previous_pct:
+                    raise ValueError(
+                        f"point {number}: fan speeds must not fall as it gets hotter, {pct:g} % follows {previous_pct:g} %"
+                    )
+        return cls(tuple(pairs))
+
+    def pct_at(self, temperature_c: float) -> float:
+        """The curve's fan % at ``temperature_c``; flat beyond the end points.
+
+        >>> FanCurve.from_points([(40, 30), (80, 100)]).pct_at(60)
+        65.0
+        """
+        points = self.points
+        if temperature_c <= points[0][0]:
+            return points[0][1]
+        for (t0, p0), (t1, p1) in pairwise(points):
+            if temperature_c <= t1:
+                return p0 + (p1 - p0) * (temperature_c - t0) / (t1 - t0)
+        return points[-1][1]
+
+
+# Temperatures are the GPU's own, °C. The consumer cards these are for slow down near 80-83 °C.
+PRESETS: dict[str, FanCurve] = {
+    "quiet": FanCurve.from_points([(40, 30), (60, 40), (70, 60), (78, 85), (82, 100)]),
+    "balanced": FanCurve.from_points([(35, 30), (50, 40), (60, 55), (68, 80), (75, 100)]),
+    "cool": FanCurve.from_points([(30, 35), (45, 55), (55, 75), (65, 100)]),
+}
+
+
+class CurveSettings(BaseModel):
+    """A user-defined curve: ``points = [[40, 30], [70, 80], [78, 100]]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points: list[tuple[float, float]]
+
+    @field_validator("points")
+    @classmethod
+    def _valid(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        FanCurve.from_points(points)
+        return points
+
+
+class GpuFanSettings(BaseModel):
+    """One GPU's curve, and per-fan exceptions: ``fans = {1 = "cool"}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    curve: str | None = None
+    fans: dict[int, str] = Field(default_factory=dict)
+
+
+class FanSettings(BaseModel):
+    """Which curve drives which fan, and the safety rules around every curve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    curve: str = Field(
+        "balanced", description="curve for every fan: quiet, balanced, cool or one of [fans.curves]"
+    )
+    floor_pct: float = Field(30, ge=0, le=100, description="never below this fan speed, %")
+    slew_pct_per_s: float = Field(10, gt=0, le=100, description="fastest change of a target, % per second")
+    hysteresis_c: float = Field(
+        3, ge=0, le=20, description="how far a GPU must cool before its fans slow, °C"
+    )
+    emergency_margin_c: float = Field(
+        2, ge=0, le=30, description="from slowdown minus this, fans go to 100 % at once, °C"
+    )
+    lost_temperature_ticks: int = Field(
+        3, ge=1, le=60, description="ticks without a temperature before fans go to 100 %"
+    )
+    heat_buildup_curve: str | None = Field(
+        None, description="curve for open-air GPUs flagged for heat build-up (e.g. cool)"
+    )
+    curves: dict[str, CurveSettings] = Field(default_factory=dict, description="named curves of your own")
+    gpus: dict[int, GpuFanSettings] = Field(default_factory=dict, description="per GPU index")
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Self:
+        named = [("curve", self.curve), ("heat_buildup_curve", self.heat_buildup_curve)]
+        for gpu, chosen in self.gpus.items():
+            named.append((f"gpus.{gpu}.curve", chosen.curve))
+            named.extend((f"gpus.{gpu}.fans.{fan}", name) for fan, name in chosen.fans.items())
+        known = sorted(PRESETS.keys() | self.curves.keys())
+        for where, name in named:
+            if name is not None and name not in known:
+                raise ValueError(f"{where}: no curve named {name!r} (known: {', '.join(known)})")
+        return self
+
+    def curve_name(self, gpu: int, fan: int, heat_buildup: bool) -> str:
+        """The name of the curve for fan ``fan`` of GPU ``gpu``; the heat build-up one where it applies."""
+        if heat_buildup and self.heat_buildup_curve is not None:
+            return self.heat_buildup_curve
+        chosen = self.gpus.get(gpu)
+        if chosen is None:
+            return self.curve
+        return chosen.fans.get(fan) or chosen.curve or self.curve
+
+    def all_curves(self) -> dict[str, FanCurve]:
+        """Every curve by name: the presets and the user's own (which may replace a preset)."""
+        return PRESETS | {name: FanCurve.from_points(c.points) for name, c in self.curves.items()}
+
+
+class TargetReason(StrEnum):
+    """Why a fan target is what it is."""
+
+    CURVE = "curve"
+    EMERGENCY = "emergency"  # at or near slowdown: 100 % at once
+    NO_TEMPERATURE = "no-temperature"  # the GPU's temperature could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class FanTarget:
+    """One fan's target for this tick."""
+
+    fan: int
+    pct: float
+    reason: TargetReason
+
+
+class FanTargetState:
+    """One fan's safety state: the last target, the hysteresis temperature, ticks blind."""
+
+    __slots__ = ("_blind_ticks", "_fan", "_pct", "_settings", "_temperature")
+
+    def __init__(self, fan: int, settings: FanSettings, start_pct: float | None = None) -> None:
+        self._fan = fan
+        self._settings = settings
+        self._pct = start_pct
+        self._temperature: float | None = None
+        self._blind_ticks = 0
+
+    def target(self, temperature_c: float | None, dt: float, curve: FanCurve, slowdown_c: float) -> FanTarget:
+        """This tick's target; ``dt`` is the time since the last one."""
+        settings = self._settings
+        if temperature_c is None:
+            self._blind_ticks += 1
+            if self._blind_ticks >= settings.lost_temperature_ticks or self._pct is None:
+                return self._set(100.0, TargetReason.NO_TEMPERATURE)
+            return self._set(self._pct, TargetReason.NO_TEMPERATURE)
+        self._blind_ticks = 0
+        if temperature_c >= slowdown_c - settings.emergency_margin_c:
+            self._temperature = temperature_c
+            return self._set(100.0, TargetReason.EMERGENCY)
+        held = self._temperature if self._temperature is not None else temperature_c
+        self._temperature = max(temperature_c, min(held, temperature_c + settings.hysteresis_c))
+        wanted = min(100.0, max(settings.floor_pct, curve.pct_at(self._temperature)))
+        if self._pct is not None:
+            step = settings.slew_pct_per_s * dt
+            wanted = min(max(wanted, self._pct - step), self._pct + step)
+        return self._set(max(wanted, settings.floor_pct), TargetReason.CURVE)
+
+    def _set(self, pct: float, reason: TargetReason) -> FanTarget:
+        self._pct = pct
+        return FanTarget(self._fan, pct, reason)
