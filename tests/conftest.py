@@ -10,8 +10,11 @@ import pynvml as N
 import pytest
 
 from gpud.nvml.library import open_nvml
+from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+from gpud.telemetry import Snapshot
+from gpud.trace.format import TraceHeader
 
 # The families a daemon serves once it has ticked (gpud_nvml_errors_total appears with the first error).
 GPU_FAMILIES = [
@@ -83,3 +86,26 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{name} is required in CI but is not installed (see .ci/run)")
     pytest.skip(f"{name} not installed")
+
+
+@pytest.fixture
+def simulated_trace(
+    install_nvml: Callable[..., SimulatedNvmlLibrary], clock: FakeClock
+) -> Callable[..., tuple[TraceHeader, list[Snapshot]]]:
+    """Returns ``record(layout, gpus=3, seconds=400, tick_s=1)``: the simulator read through the real NVML source."""
+
+    def record(
+        layout: Layout, gpus: int = 3, seconds: float = 400, tick_s: float = 1.0
+    ) -> tuple[TraceHeader, list[Snapshot]]:
+        library = install_nvml(gpus, layout)
+        source = NvmlSource(cooling={}, clock=library.unix_time)
+        snapshots = []
+        try:
+            for _ in range(int(seconds / tick_s)):
+                clock.advance(tick_s)
+                snapshots.append(source.sample())
+        finally:
+            source.close()
+        return TraceHeader("test", source.gpus, "simulated"), snapshots
+
+    return record

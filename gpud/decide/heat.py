@@ -22,9 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpud.telemetry import GpuInfo
 
 _RESOLVE_EVERY = 10  # observations between refits: the fit moves on a scale of minutes
+_TERMS = 3  # own power, neighbours' power, own power x fan
 _MIN_WEIGHT = 30.0  # observations (after forgetting) before a fit is trusted
-_MIN_SPREAD_W = 20.0  # both powers must have moved at least this much (standard deviation)
+_MIN_OWN_SPREAD_W = 5.0  # standard deviations the powers must show for the fit to mean anything
+_MIN_NEIGHBOUR_SPREAD_W = 20.0
 _MAX_CORRELATION = 0.95  # beyond this the two powers cannot be told apart
+_MAX_FAN_CORRELATION = 0.999  # a steady fan makes the power x fan term a copy of the power term
 
 
 class HeatSettings(BaseModel):
@@ -66,15 +69,18 @@ class HeatFinding:
 def neighbours(infos: tuple[GpuInfo, ...]) -> dict[int, tuple[int, ...]]:
     """GPUs in adjacent PCI positions: the next and previous bus id (index order when unknown).
 
-            >>> from gpud.telemetry import GpuInfo
+                    >>> from gpud.telemetry import GpuInfo
 
-        _RESOLVE_EVERY = 10  # observations between refits: the fit moves on a scale of minutes
-    _MIN_WEIGHT = 30.0  # observations (after forgetting) before a fit is trusted
-    _MIN_SPREAD_W = 20.0  # both powers must have moved at least this much (standard deviation)
-    _MAX_CORRELATION = 0.95  # beyond this the two powers cannot be told apart
-            >>> cards = [GpuInfo(i, "", "", bus, "") for i, bus in enumerate(["0:41:00.0", "0:01:00.0", "0:21:00.0"])]
-            >>> neighbours(tuple(cards))
-            {1: (2,), 2: (1, 0), 0: (2,)}
+                _RESOLVE_EVERY = 10  # observations between refits: the fit moves on a scale of minutes
+            _TERMS = 3  # own power, neighbours' power, own power x fan
+        _MIN_WEIGHT = 30.0  # observations (after forgetting) before a fit is trusted
+            _MIN_OWN_SPREAD_W = 5.0  # standard deviations the powers must show for the fit to mean anything
+        _MIN_NEIGHBOUR_SPREAD_W = 20.0
+            _MAX_CORRELATION = 0.95  # beyond this the two powers cannot be told apart
+    _MAX_FAN_CORRELATION = 0.999  # a steady fan makes the power x fan term a copy of the power term
+                    >>> cards = [GpuInfo(i, "", "", bus, "") for i, bus in enumerate(["0:41:00.0", "0:01:00.0", "0:21:00.0"])]
+                    >>> neighbours(tuple(cards))
+                    {1: (2,), 2: (1, 0), 0: (2,)}
     """
     order = [info.index for info in sorted(infos, key=lambda info: (info.pci_bus_id or "", info.index))]
     return {
@@ -119,30 +125,47 @@ class _Trend:
 
 
 class CouplingFit:
-    """Exponentially forgetting least squares of T = a + b·P_own + c·P_neighbours.
+    """Exponentially forgetting least squares of T = a + b·P_own + c·P_neighbours + d·P_own·fan.
 
-    One per GPU, and one pooled over all GPUs of a model: in a data-parallel job every GPU's
-    power moves in lock-step, so one GPU's own history cannot tell its own heat from its
-    neighbours'; across GPUs it can, because an edge card has one neighbour and a middle card two.
+    The fan term matters: a fan curve closes the loop, so a hotter card spins its fans faster
+    and hides part of what its own and its neighbours' power do; with it, b and c are what the
+    power does at a given fan speed. One fit per GPU, and one pooled over all GPUs of a model:
+    in a data-parallel job every GPU's power moves in lock-step, so one GPU's own history cannot
+    tell its own heat from its neighbours'; across GPUs it can, because an edge card has one
+    neighbour and a middle card two.
     """
 
-    __slots__ = ("_cached", "_s", "_solved_at", "_updates")
+    __slots__ = ("_cached", "_n", "_solved_at", "_sx", "_sxx", "_sxy", "_sy", "_updates")
 
     def __init__(self) -> None:
-        self._s = [0.0] * 9  # sums of 1, o, n, oo, on, nn, t, ot, nt
+        self._n = 0.0
+        self._sx = [0.0] * _TERMS
+        self._sy = 0.0
+        self._sxx = [[0.0] * _TERMS for _ in range(_TERMS)]
+        self._sxy = [0.0] * _TERMS
         self._cached: tuple[float, float] | None = None
         self._updates = 0
         self._solved_at = -_RESOLVE_EVERY
 
     def forget(self, keep: float) -> None:
         """Weigh everything so far by ``keep`` (0..1)."""
-        self._s = [keep * value for value in self._s]
+        self._n *= keep
+        self._sy *= keep
+        self._sx = [keep * v for v in self._sx]
+        self._sxy = [keep * v for v in self._sxy]
+        self._sxx = [[keep * v for v in row] for row in self._sxx]
 
-    def add(self, temperature: float, own_w: float, neighbours_w: float) -> None:
-        """One observation (powers already low-passed)."""
-        o, n, t = own_w, neighbours_w, temperature
-        for i, term in enumerate((1.0, o, n, o * o, o * n, n * n, t, o * t, n * t)):
-            self._s[i] += term
+    def add(self, temperature: float, own_w: float, neighbours_w: float, fan_fraction: float) -> None:
+        """One observation (powers already low-passed; fan 0..1, 0 when the card has none)."""
+        x = (own_w, neighbours_w, own_w * fan_fraction)
+        self._n += 1.0
+        self._sy += temperature
+        for i, xi in enumerate(x):
+            self._sx[i] += xi
+            self._sxy[i] += xi * temperature
+            row = self._sxx[i]
+            for j, xj in enumerate(x):
+                row[j] += xi * xj
         self._updates += 1
 
     def coefficients(self) -> tuple[float, float] | None:
@@ -153,20 +176,43 @@ class CouplingFit:
         return self._cached
 
     def _solve(self) -> tuple[float, float] | None:
-        w, so, sn, soo, son, snn, st, sot, snt = self._s
-        if w < _MIN_WEIGHT:
+        n = self._n
+        if n < _MIN_WEIGHT:
             return None
-        # Centred: covariances of own power, neighbours' power and temperature.
-        voo, von, vnn = soo - so * so / w, son - so * sn / w, snn - sn * sn / w
-        vot, vnt = sot - so * st / w, snt - sn * st / w
+        mean = [v / n for v in self._sx]
+        cov = [[self._sxx[i][j] / n - mean[i] * mean[j] for j in range(_TERMS)] for i in range(_TERMS)]
+        cross = [self._sxy[i] / n - mean[i] * self._sy / n for i in range(_TERMS)]
+        own, around = cov[0][0], cov[1][1]
         if (
-            voo / w < _MIN_SPREAD_W**2
-            or vnn / w < _MIN_SPREAD_W**2
-            or von * von > _MAX_CORRELATION**2 * voo * vnn
+            own < _MIN_OWN_SPREAD_W**2
+            or around < _MIN_NEIGHBOUR_SPREAD_W**2
+            or cov[0][1] ** 2 > _MAX_CORRELATION**2 * own * around
         ):
             return None
-        det = voo * vnn - von * von
-        return (vot * vnn - vnt * von) / det, (vnt * voo - vot * von) / det
+        used = [0, 1]
+        if cov[2][2] > 0 and cov[0][2] ** 2 < _MAX_FAN_CORRELATION**2 * own * cov[2][2]:
+            used.append(2)  # the fan moved on its own: its term can be told apart (no fans: it cannot)
+        beta = _solve_linear([[cov[i][j] for j in used] for i in used], [cross[i] for i in used])
+        return None if beta is None else (beta[0], beta[1])
+
+
+def _solve_linear(matrix: list[list[float]], rhs: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; ``None`` when (nearly) singular."""
+    size = len(rhs)
+    rows = [[*row, value] for row, value in zip(matrix, rhs, strict=True)]
+    scale = max(abs(v) for row in matrix for v in row) or 1.0
+    for col in range(size):
+        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
+        if abs(rows[pivot][col]) < 1e-12 * scale:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(col + 1, size):
+            factor = rows[r][col] / rows[col][col]
+            rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
+    solution = [0.0] * size
+    for r in range(size - 1, -1, -1):
+        solution[r] = (rows[r][size] - sum(rows[r][c] * solution[c] for c in range(r + 1, size))) / rows[r][r]
+    return solution
 
 
 class HeatTracker:
@@ -197,7 +243,7 @@ class HeatTracker:
         if temperature_c is not None:
             self._trend.add(timestamp, temperature_c)
             if own_w is not None and neighbours_w is not None:
-                self._learn(dt, temperature_c, own_w, neighbours_w)
+                self._learn(dt, temperature_c, own_w, neighbours_w, (fan_pct or 0.0) / 100.0)
         if fan_pct is None or fan_pct < settings.fans_near_max_pct:
             self._maxed_since = None
         elif self._maxed_since is None:
@@ -209,7 +255,7 @@ class HeatTracker:
         to_slowdown = None
         if heating and temperature_c is not None and slope:
             to_slowdown = max(0.0, (slowdown_c - temperature_c) / slope)
-        fit = self._fit.coefficients() or self._pooled.coefficients()
+        fit = self._pooled.coefficients() or self._fit.coefficients()
         coupling = None if fit is None else fit[1] * 100.0
         return HeatFinding(
             heating_c_per_min=rate,
@@ -220,7 +266,7 @@ class HeatTracker:
             neighbour_heated=coupling is not None and coupling >= settings.coupling_c_per_100w,
         )
 
-    def _learn(self, dt: float, temperature_c: float, own_w: float, neighbours_w: float) -> None:
+    def _learn(self, dt: float, temperature_c: float, own_w: float, neighbours_w: float, fan: float) -> None:
         """Low-pass both powers with the thermal time constant, then feed both fits."""
         if self._filtered is None:
             self._filtered = (own_w, neighbours_w)
@@ -230,5 +276,5 @@ class HeatTracker:
         around = self._filtered[1] + alpha * (neighbours_w - self._filtered[1])
         self._filtered = (own, around)
         self._fit.forget(math.exp(-dt / self._settings.memory_s))
-        self._fit.add(temperature_c, own, around)
-        self._pooled.add(temperature_c, own, around)
+        self._fit.add(temperature_c, own, around, fan)
+        self._pooled.add(temperature_c, own, around, fan)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from gpud.decide.controller import Controller
-from gpud.decide.throttle import ThrottleCause, active_reason_names, cause_from_reasons
+from gpud.decide.throttle import (
+    ALL_REASONS,
+    HW_SLOWDOWN,
+    SW_POWER_CAP,
+    ThrottleCause,
+    ThrottleSettings,
+    active_reason_names,
+    cause_from_reasons,
+    classify,
+    clock_lost,
+)
 from gpud.telemetry import GpuSample, Snapshot
 
 
@@ -57,3 +67,63 @@ def test_a_down_gpu_is_not_throttled():
     controller.step(snap(0, 0x20))
     decision = controller.step(snap(1, 0x20, up=False))
     assert decision.for_gpu(0).throttle is None
+
+
+# -- judging from clocks, when the driver's reasons are missing or partial --------------------
+
+SETTINGS = ThrottleSettings()
+NONE_REPORTED = 0
+
+
+def busy_sample(**values: float | int | None) -> GpuSample:
+    fields = {"index": 0, "gpu_util_pct": 100, "temperature_c": 65, "sm_clock_mhz": 1950} | values
+    return GpuSample(**fields)
+
+
+@pytest.mark.parametrize(
+    ("values", "cause"),
+    [
+        ({}, None),  # at its busy clock
+        ({"sm_clock_mhz": 1800}, None),  # 8 % down: GPU Boost wandering, not throttling
+        ({"sm_clock_mhz": 1650, "temperature_c": 79}, ThrottleCause.THERMAL),  # near slowdown (80 - 5)
+        ({"sm_clock_mhz": 1650, "temperature_c": 84}, ThrottleCause.THERMAL),
+        ({"sm_clock_mhz": 1650, "power_w": 345, "power_limit_w": 350}, ThrottleCause.POWER),
+        ({"sm_clock_mhz": 1650}, None),  # 15 % down while cool and not at the limit: unexplained, not "sick"
+        ({"sm_clock_mhz": 900, "temperature_c": 50}, ThrottleCause.OTHER),  # collapsed under full load, cool
+        ({"sm_clock_mhz": 900, "gpu_util_pct": 40}, None),  # a light load runs low clocks by choice
+        ({"sm_clock_mhz": 300, "gpu_util_pct": 0, "temperature_c": 85}, None),  # idle is never throttling
+        ({"sm_clock_mhz": None, "graphics_clock_mhz": 1500, "temperature_c": 83}, ThrottleCause.THERMAL),
+        ({"sm_clock_mhz": 900, "gpu_util_pct": None}, None),  # no utilisation: cannot tell load from sickness
+    ],
+)
+def test_cause_from_clocks_without_reasons(values, cause):
+    assert classify(busy_sample(**values), 1950, 80, NONE_REPORTED, SETTINGS) is cause
+
+
+def test_the_gpus_own_slowdown_threshold_moves_the_thermal_judgement():
+    hot_for_a_consumer_card = busy_sample(sm_clock_mhz=1500, temperature_c=80)
+    assert classify(hot_for_a_consumer_card, 1950, 80, NONE_REPORTED, SETTINGS) is ThrottleCause.THERMAL
+    # 12 °C below a data-center card's slowdown, 23 % down is not heat (and not yet a collapse).
+    assert classify(hot_for_a_consumer_card, 1950, 92, NONE_REPORTED, SETTINGS) is None
+
+
+def test_complete_reasons_are_trusted_over_clocks():
+    slow_but_not_by_the_driver = busy_sample(sm_clock_mhz=1000, temperature_c=84, clock_event_reasons=0)
+    assert classify(slow_but_not_by_the_driver, 1950, 80, ALL_REASONS, SETTINGS) is None
+    power = busy_sample(clock_event_reasons=SW_POWER_CAP)
+    assert classify(power, 1950, 80, ALL_REASONS, SETTINGS) is ThrottleCause.POWER
+
+
+def test_a_log_with_only_the_hw_slowdown_column_still_finds_thermal_throttling():
+    """hpcbench-style logs have only clocks_throttle_reasons.hw_slowdown: its "Not Active" says nothing of heat."""
+    hot = busy_sample(sm_clock_mhz=1500, temperature_c=84, clock_event_reasons=0)
+    assert classify(hot, 1950, 80, HW_SLOWDOWN, SETTINGS) is ThrottleCause.THERMAL
+    sick = busy_sample(clock_event_reasons=HW_SLOWDOWN)
+    assert classify(sick, 1950, 80, HW_SLOWDOWN, SETTINGS) is ThrottleCause.OTHER
+
+
+def test_without_a_reference_clock_nothing_is_inferred():
+    assert (
+        classify(busy_sample(sm_clock_mhz=900, temperature_c=85), None, 80, NONE_REPORTED, SETTINGS) is None
+    )
+    assert clock_lost(busy_sample(sm_clock_mhz=1560), 1950) == pytest.approx(0.2)

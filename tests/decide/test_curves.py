@@ -1,0 +1,137 @@
+"""Fan curves: the maths, validation, and the safety rules around them (table and property tests)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gpud.decide.curves import PRESETS, FanCurve, FanSettings, FanTargetState, TargetReason
+
+CURVE = FanCurve.from_points([(40, 30), (60, 50), (80, 100)])
+
+
+@pytest.mark.parametrize(
+    ("temperature", "pct"),
+    [(20, 30), (40, 30), (50, 40), (60, 50), (70, 75), (80, 100), (95, 100)],
+)
+def test_curve_is_linear_between_points_and_flat_beyond(temperature, pct):
+    assert CURVE.pct_at(temperature) == pytest.approx(pct)
+
+
+@pytest.mark.parametrize(
+    ("points", "problem"),
+    [
+        ([(40, 30)], "a curve needs at least two points, got 1"),
+        ([(40, 30), (40, 50)], "point 2: temperatures must rise"),
+        ([(40, 30), (60, 120)], "point 2: fan speed 120 % is outside 0-100 %"),
+        ([(40, -5), (60, 20)], "point 1: fan speed -5 %"),
+        ([(40, 60), (60, 50)], "point 2: fan speeds must not fall"),
+        ([(40, 30, 1), (60, 50)], "point 1: expected [temperature °C, fan %]"),
+    ],
+)
+def test_invalid_curves_say_which_point_and_why(points, problem):
+    with pytest.raises(ValueError, match="^" + problem.replace("[", r"\[").replace("]", r"\]")):
+        FanCurve.from_points(points)
+
+
+def test_presets_are_valid_and_ordered_from_quiet_to_cool():
+    for temperature in range(30, 90, 5):
+        quiet, balanced, cool = (PRESETS[name].pct_at(temperature) for name in ("quiet", "balanced", "cool"))
+        assert quiet <= balanced <= cool
+
+
+@st.composite
+def curves(draw: st.DrawFn) -> FanCurve:
+    temperatures = sorted(draw(st.sets(st.integers(0, 110), min_size=2, max_size=6)))
+    speeds = sorted(draw(st.lists(st.floats(0, 100), min_size=len(temperatures), max_size=len(temperatures))))
+    return FanCurve.from_points(list(zip(temperatures, speeds, strict=True)))
+
+
+@given(curves(), st.floats(-20, 130), st.floats(-20, 130))
+def test_any_valid_curve_is_monotone_and_bounded(curve, a, b):
+    low, high = sorted((a, b))
+    assert 0 <= curve.pct_at(low) <= curve.pct_at(high) <= 100
+
+
+SETTINGS = FanSettings(floor_pct=25, slew_pct_per_s=5, hysteresis_c=3, emergency_margin_c=2)
+
+
+@given(curves(), st.floats(0, 77), st.integers(5, 60))
+def test_a_constant_temperature_settles_and_never_oscillates(curve, temperature, ticks):
+    state = FanTargetState(0, SETTINGS, start_pct=50)
+    targets = [state.target(temperature, 1.0, curve, slowdown_c=80).pct for _ in range(ticks + 30)]
+    settled = targets[30:]
+    assert max(settled) - min(settled) == 0
+    # On the way to it the target moves one way only.
+    steps = [b - a for a, b in zip(targets, targets[1:], strict=False)]
+    assert all(s >= 0 for s in steps) or all(s <= 0 for s in steps)
+
+
+@given(curves(), st.lists(st.floats(20, 100), min_size=1, max_size=60), st.floats(0.1, 5))
+def test_targets_stay_between_floor_and_100_and_move_within_the_slew_limit(curve, temperatures, dt):
+    state = FanTargetState(0, SETTINGS, start_pct=40)
+    previous = 40.0
+    for temperature in temperatures:
+        target = state.target(temperature, dt, curve, slowdown_c=80)
+        assert SETTINGS.floor_pct <= target.pct <= 100
+        if target.reason is TargetReason.EMERGENCY:
+            assert target.pct == 100
+        elif previous >= SETTINGS.floor_pct:
+            assert abs(target.pct - previous) <= SETTINGS.slew_pct_per_s * dt + 1e-9
+        previous = target.pct
+
+
+def test_hysteresis_holds_the_fan_until_the_gpu_has_cooled_by_the_margin():
+    state = FanTargetState(0, FanSettings(hysteresis_c=3, slew_pct_per_s=100, floor_pct=0), start_pct=75)
+    assert state.target(70, 1, CURVE, 90).pct == pytest.approx(75)
+    assert state.target(68, 1, CURVE, 90).pct == pytest.approx(75)  # within 3 °C: held
+    assert state.target(66, 1, CURVE, 90).pct == pytest.approx(72.5)  # read 3 °C higher on the way down
+    assert state.target(72, 1, CURVE, 90).pct == pytest.approx(80)  # up follows at once
+
+
+def test_emergency_goes_to_100_at_once_and_slews_back_down():
+    state = FanTargetState(0, SETTINGS, start_pct=30)
+    below = state.target(77.9, 1, CURVE, 80)
+    assert (below.pct, below.reason) == (35, TargetReason.CURVE)  # 2.1 °C short of slowdown: slewed
+    emergency = state.target(78, 1, CURVE, 80)
+    assert (emergency.pct, emergency.reason) == (100, TargetReason.EMERGENCY)
+    assert state.target(50, 1, CURVE, 80).pct == 95  # then down by the slew limit only
+
+
+def test_a_gpu_without_temperature_holds_then_goes_to_100():
+    state = FanTargetState(0, FanSettings(lost_temperature_ticks=3), start_pct=40)
+    state.target(50, 1, CURVE, 80)
+    held = [state.target(None, 1, CURVE, 80) for _ in range(3)]
+    assert [t.pct for t in held] == [40, 40, 100]
+    assert {t.reason for t in held} == {TargetReason.NO_TEMPERATURE}
+
+
+def test_fan_settings_resolve_per_gpu_per_fan_and_heat_buildup():
+    settings = FanSettings.model_validate(
+        {
+            "curve": "quiet",
+            "heat_buildup_curve": "steep",
+            "curves": {"steep": {"points": [[30, 60], [50, 100]]}},
+            "gpus": {1: {"curve": "cool", "fans": {1: "balanced"}}},
+        }
+    )
+    assert settings.curve_name(0, 0, heat_buildup=False) == "quiet"
+    assert settings.curve_name(1, 0, heat_buildup=False) == "cool"
+    assert settings.curve_name(1, 1, heat_buildup=False) == "balanced"
+    assert settings.curve_name(0, 0, heat_buildup=True) == "steep"
+    assert settings.all_curves()["steep"].pct_at(40) == 80
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"curve": "loud"}, "curve: no curve named 'loud'"),
+        ({"gpus": {2: {"fans": {0: "nope"}}}}, "gpus.2.fans.0: no curve named 'nope'"),
+        ({"curves": {"x": {"points": [[50, 80], [40, 90]]}}}, "temperatures must rise"),
+    ],
+)
+def test_fan_settings_reject_unknown_names_and_bad_points(config, problem):
+    with pytest.raises(ValidationError, match=problem):
+        FanSettings.model_validate(config)
