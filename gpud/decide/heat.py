@@ -135,37 +135,27 @@ class CouplingFit:
     neighbour and a middle card two.
     """
 
-    __slots__ = ("_cached", "_n", "_solved_at", "_sx", "_sxx", "_sxy", "_sy", "_updates")
+    __slots__ = ("_cached", "_keep", "_s", "_solved_at", "_updates")
 
     def __init__(self) -> None:
-        self._n = 0.0
-        self._sx = [0.0] * _TERMS
-        self._sy = 0.0
-        self._sxx = [[0.0] * _TERMS for _ in range(_TERMS)]
-        self._sxy = [0.0] * _TERMS
+        # Weighted sums of 1, o, n, m, t, oo, on, om, nn, nm, mm, ot, nt, mt (m = own power x fan).
+        self._s = [0.0] * 14
+        self._keep = 1.0
         self._cached: tuple[float, float] | None = None
         self._updates = 0
         self._solved_at = -_RESOLVE_EVERY
 
     def forget(self, keep: float) -> None:
-        """Weigh everything so far by ``keep`` (0..1)."""
-        self._n *= keep
-        self._sy *= keep
-        self._sx = [keep * v for v in self._sx]
-        self._sxy = [keep * v for v in self._sxy]
-        self._sxx = [[keep * v for v in row] for row in self._sxx]
+        """Weigh everything so far by ``keep`` (0..1); applied with the next observation."""
+        self._keep *= keep
 
     def add(self, temperature: float, own_w: float, neighbours_w: float, fan_fraction: float) -> None:
         """One observation (powers already low-passed; fan 0..1, 0 when the card has none)."""
-        x = (own_w, neighbours_w, own_w * fan_fraction)
-        self._n += 1.0
-        self._sy += temperature
-        for i, xi in enumerate(x):
-            self._sx[i] += xi
-            self._sxy[i] += xi * temperature
-            row = self._sxx[i]
-            for j, xj in enumerate(x):
-                row[j] += xi * xj
+        o, n, t = own_w, neighbours_w, temperature
+        m = o * fan_fraction
+        terms = (1.0, o, n, m, t, o * o, o * n, o * m, n * n, n * m, m * m, o * t, n * t, m * t)
+        keep, self._keep = self._keep, 1.0
+        self._s = [keep * a + b for a, b in zip(self._s, terms, strict=True)]
         self._updates += 1
 
     def coefficients(self) -> tuple[float, float] | None:
@@ -176,12 +166,13 @@ class CouplingFit:
         return self._cached
 
     def _solve(self) -> tuple[float, float] | None:
-        n = self._n
-        if n < _MIN_WEIGHT:
+        w, so, sn, sm, st, soo, son, som, snn, snm, smm, sot, snt, smt = (v * self._keep for v in self._s)
+        if w < _MIN_WEIGHT:
             return None
-        mean = [v / n for v in self._sx]
-        cov = [[self._sxx[i][j] / n - mean[i] * mean[j] for j in range(_TERMS)] for i in range(_TERMS)]
-        cross = [self._sxy[i] / n - mean[i] * self._sy / n for i in range(_TERMS)]
+        mean = (so / w, sn / w, sm / w)
+        sums = ((soo, son, som), (son, snn, snm), (som, snm, smm))
+        cov = [[sums[i][j] / w - mean[i] * mean[j] for j in range(_TERMS)] for i in range(_TERMS)]
+        cross = [v / w - m * st / w for v, m in zip((sot, snt, smt), mean, strict=True)]
         own, around = cov[0][0], cov[1][1]
         if (
             own < _MIN_OWN_SPREAD_W**2

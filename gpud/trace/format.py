@@ -88,14 +88,17 @@ def parse_snapshot(record: Any) -> Snapshot:
         raise TypeError('a tick line is an object with a numeric "t"')
     samples = []
     for entry in record.get("gpus", []):
-        values = _known(entry, _SAMPLE_FIELDS)
         fans = tuple(
             FanReading(
                 speed_pct=fan.get("speed_pct"), policy=FanPolicy(fan["policy"]) if fan.get("policy") else None
             )
-            for fan in entry.get("fans", [])
+            for fan in entry.pop("fans", ())
         )
-        samples.append(GpuSample(**values, fans=fans))
+        try:
+            sample = GpuSample(**entry, fans=fans)
+        except TypeError:  # a field from a newer gpud: drop what this version does not know
+            sample = GpuSample(**_known(entry, _SAMPLE_FIELDS), fans=fans)
+        samples.append(sample)
     return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
 
 

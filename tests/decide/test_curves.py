@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -65,7 +67,7 @@ def test_a_constant_temperature_settles_and_never_oscillates(curve, temperature,
     settled = targets[30:]
     assert max(settled) - min(settled) == 0
     # On the way to it the target moves one way only.
-    steps = [b - a for a, b in zip(targets, targets[1:], strict=False)]
+    steps = [b - a for a, b in pairwise(targets)]
     assert all(s >= 0 for s in steps) or all(s <= 0 for s in steps)
 
 

@@ -75,7 +75,7 @@ SETTINGS = ThrottleSettings()
 NONE_REPORTED = 0
 
 
-def busy_sample(**values: float | int | None) -> GpuSample:
+def busy_sample(**values: float | None) -> GpuSample:
     fields = {"index": 0, "gpu_util_pct": 100, "temperature_c": 65, "sm_clock_mhz": 1950} | values
     return GpuSample(**fields)
 

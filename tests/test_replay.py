@@ -1,0 +1,80 @@
+"""``gpud replay``: the daemon's controller over traces, through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "trace" / "fixtures"
+GPUD = [sys.executable, "-m", "gpud"]
+
+
+def replay_json(path: Path, *flags: str) -> dict:
+    done = subprocess.run(
+        [*GPUD, *flags, "replay", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_clock_collapse_when_hot_is_thermal_and_stuck_low_when_cool_is_other():
+    """Hand-written nvidia-smi CSV without reasons: GPU 0 hits slowdown at 14:00:25, GPU 1 is stuck at 900 MHz."""
+    report = replay_json(FIXTURES / "query_throttle_by_clocks.csv")
+    hot, sick = report["gpus"]
+    (thermal,) = hot["intervals"]
+    assert (thermal["start_time"], thermal["end_time"], thermal["cause"]) == (
+        "2026-03-02T14:00:25.000Z",
+        "2026-03-02T14:00:44.000Z",
+        "thermal",
+    )
+    assert thermal["clock_lost"] == pytest.approx(
+        1 - 1500 / 1957.5, abs=0.01
+    )  # the data-loader gap at :35 does not split it
+    (other,) = sick["intervals"]
+    assert (other["start_offset_s"], other["end_offset_s"], other["cause"]) == (20, 39, "other")
+    assert other["clock_lost"] == pytest.approx(1 - 900 / 1972.5, abs=0.01)
+    assert report["summary"]["gpus_throttled"] == [0, 1]
+
+
+def test_the_recorded_simulator_trace_middle_card_throttles_and_fan_commands_are_listed():
+    report = replay_json(FIXTURES / "sim_open_air_3gpu.jsonl")
+    edge, middle, _ = report["gpus"]
+    assert edge["intervals"] == []
+    (interval,) = middle["intervals"]
+    assert interval["cause"] == "thermal" and 0.03 < interval["clock_lost"] < 0.2
+    assert middle["heat"]["neighbour_heated"] and 1.0 < middle["heat"]["coupling_c_per_100w"] < 3.0
+    commands = middle["fans"]["commands"]
+    assert {c["fan"] for c in commands} == {0, 1} and all(30 <= c["pct"] <= 100 for c in commands)
+
+
+def test_a_quieter_curve_from_the_config_issues_lower_targets(tmp_path):
+    config = tmp_path / "gpud.toml"
+    config.write_text('[fans]\ncurve = "quiet"\n')
+    balanced = replay_json(FIXTURES / "sim_open_air_3gpu.jsonl")
+    quiet = replay_json(FIXTURES / "sim_open_air_3gpu.jsonl", "--config", str(config))
+    assert quiet["gpus"][0]["fans"]["mean_target_pct"] < balanced["gpus"][0]["fans"]["mean_target_pct"]
+
+
+def test_dmon_log_replays_and_the_text_summary_fits_a_screen():
+    done = subprocess.run(
+        [*GPUD, "replay", str(FIXTURES / "dmon_dt.txt")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{FIXTURES / 'dmon_dt.txt'}: ") and "GPU 1" in done.stdout
+    assert len(done.stdout.splitlines()) < 25
+
+
+def test_a_broken_file_is_a_clear_error_not_a_traceback(tmp_path):
+    broken = tmp_path / "broken.log"
+    broken.write_text("this is not a log\n")
+    done = subprocess.run([*GPUD, "replay", str(broken)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "neither nvidia-smi --format=csv output" in done.stderr and "Traceback" not in done.stderr
