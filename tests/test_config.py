@@ -70,3 +70,17 @@ def test_check_config_prints_effective_settings_or_fails_with_exit_2(tmp_path, c
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"gpud: invalid config file {bad}") and "Traceback" not in err
+
+
+def test_a_bad_fan_curve_in_the_file_names_the_key_and_the_point(tmp_path):
+    path = tmp_path / "gpud.toml"
+    path.write_text("[fans.curves.mine]\npoints = [[50, 80], [40, 90]]\n")
+    with pytest.raises(ConfigError, match=r"fans\.curves\.mine\.points: .*point 2: temperatures must rise"):
+        load_settings(path)
+
+
+def test_an_unknown_curve_name_lists_the_known_ones(tmp_path):
+    path = tmp_path / "gpud.toml"
+    path.write_text('[fans]\ncurve = "loud"\n')
+    with pytest.raises(ConfigError, match="fans: .*no curve named 'loud' \\(known: balanced, cool, quiet\\)"):
+        load_settings(path)
