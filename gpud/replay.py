@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -24,36 +25,47 @@ from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
 from gpud.trace.importers.nvsmi import import_log
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
+_FULL_FIRST_PASS_BYTES = 20_000_000  # larger traces learn reference clocks from every n-th tick
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedTrace:
-    """A trace ready to be read as often as needed, and the lines that were skipped."""
+    """A trace that can be read as often as needed.
+
+    ``ticks(stride, problems)`` yields every ``stride``-th tick and appends malformed lines to
+    ``problems``; ``problems`` here are those found while importing a log.
+    """
 
     name: str
     header: TraceHeader
-    ticks: Callable[[], Iterator[Snapshot]]
+    ticks: Callable[[int, list[str] | None], Iterator[Snapshot]]
     problems: list[str]
+    size_bytes: int
 
 
 def load_trace(path: Path) -> LoadedTrace:
     """A gpud trace, or an ``nvidia-smi`` CSV/dmon log imported on the fly."""
     try:
+        size = path.stat().st_size
         with path.open(encoding="utf-8", errors="replace") as handle:
             first = handle.readline()
     except OSError as error:
         raise TraceError(f"cannot read {path}: {error.strerror}") from None
-    problems: list[str] = []
     if f'"{FORMAT}"' in first:
         header, _ = read_trace([first], str(path))
 
-        def ticks() -> Iterator[Snapshot]:
+        def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
             with path.open(encoding="utf-8", errors="replace") as handle:
-                yield from read_trace(handle, str(path), errors=problems)[1]
+                lines = chain(
+                    [next(handle)], islice(handle, 0, None, stride)
+                )  # the header, then every stride-th tick
+                yield from read_trace(lines, str(path), errors=problems)[1]
 
-        return LoadedTrace(str(path), header, ticks, problems)
+        return LoadedTrace(str(path), header, ticks, [], size)
     result = import_log(path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path))
-    return LoadedTrace(str(path), result.header, lambda: iter(result.snapshots), result.problems)
+    return LoadedTrace(
+        str(path), result.header, lambda stride, _: iter(result.snapshots[::stride]), result.problems, size
+    )
 
 
 @dataclass
@@ -111,12 +123,13 @@ def _typical_interval(
     """First pass: the typical tick spacing and each GPU's busy reference clock."""
     gaps: list[float] = []
     previous: float | None = None
+    stride = max(1, trace.size_bytes // _FULL_FIRST_PASS_BYTES)  # a percentile needs a sample, not every tick
 
     def every_sample() -> Iterator[Any]:
         nonlocal previous
-        for snapshot in trace.ticks():
+        for snapshot in trace.ticks(stride, None):
             if previous is not None and len(gaps) < 1000:
-                gaps.append(snapshot.timestamp - previous)
+                gaps.append((snapshot.timestamp - previous) / stride)
             previous = snapshot.timestamp
             yield from snapshot.gpus
 
@@ -132,7 +145,8 @@ def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     controller = Controller(trace.header.gpus, settings, references, max_gap_s=max(5.0, 3 * interval_s))
     gpus: dict[int, GpuReplay] = {}
     ticks, start, end, last = 0, None, None, None
-    for snapshot in trace.ticks():
+    problems = list(trace.problems)
+    for snapshot in trace.ticks(1, problems):
         decision = controller.step(snapshot)
         dt = 0.0 if last is None else min(max(0.0, snapshot.timestamp - last), max(5.0, 3 * interval_s))
         last = snapshot.timestamp
@@ -155,7 +169,7 @@ def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     for interval in controller.finish():
         gpus[interval.gpu].intervals.append(interval)
     return ReplayReport(
-        trace.name, trace.header, ticks, start, end, [gpus[i] for i in sorted(gpus)], trace.problems
+        trace.name, trace.header, ticks, start, end, [gpus[i] for i in sorted(gpus)], problems
     )
 
 

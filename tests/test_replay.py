@@ -78,3 +78,15 @@ def test_a_broken_file_is_a_clear_error_not_a_traceback(tmp_path):
     done = subprocess.run([*GPUD, "replay", str(broken)], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert "neither nvidia-smi --format=csv output" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_malformed_tick_line_is_reported_once_with_its_line_number(tmp_path):
+    lines = (FIXTURES / "sim_open_air_3gpu.jsonl").read_text().splitlines()
+    lines[5] = '{"t": "yesterday"'
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    report = replay_json(broken)
+    assert len(report["problems"]) == 1 and report["problems"][0].startswith(
+        f"{broken}:6: skipped malformed tick"
+    )
+    assert report["ticks"] == len(lines) - 2

@@ -76,7 +76,7 @@ def test_simulated_stacks_open_air_cards_cook_each_other_and_blowers_do_not(layo
 def test_the_recorded_simulator_trace_shows_the_middle_card_cooked():
     trace = load_trace(FIXTURE)
     controller = Controller(trace.header.gpus)
-    for snapshot in trace.ticks():
+    for snapshot in trace.ticks(1, None):
         decision = controller.step(snapshot)
     assert all(decision.for_gpu(i).heat.neighbour_heated for i in range(3))
     assert (
