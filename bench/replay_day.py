@@ -92,7 +92,7 @@ def main() -> None:
         f"trace: {args.hours:g} h x {args.gpus} GPUs at 1 Hz = {ticks} ticks, {samples} GPU samples, {size_mb:.0f} MB"
     )
     print(
-        f"replay (read twice + controller): {elapsed:.1f} s = {elapsed / samples * 1e6:.1f} µs per GPU sample"
+        f"replay (reference pass + controller pass): {elapsed:.1f} s = {elapsed / samples * 1e6:.1f} µs per GPU sample"
     )
     print(f"found {intervals} throttle intervals")
 
