@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 from statistics import median
-from typing import Any
 
 from gpud.decide.controller import Controller, DecideSettings
 from gpud.decide.curves import FanTarget, TargetReason
@@ -20,7 +19,7 @@ from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.heat import HeatFinding
 from gpud.decide.reference import busy, learn_references, with_peers
 from gpud.decide.throttle import ThrottleCause
-from gpud.telemetry import Snapshot
+from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
 from gpud.trace.importers.nvsmi import import_log
 
@@ -117,7 +116,7 @@ class ReplayReport:
     problems: list[str]
 
 
-def _typical_interval(
+def _first_pass(
     trace: LoadedTrace, busy_util_pct: float
 ) -> tuple[float, dict[int, float | None], dict[int, str]]:
     """First pass: the typical tick spacing and each GPU's busy reference clock."""
@@ -125,7 +124,7 @@ def _typical_interval(
     previous: float | None = None
     stride = max(1, trace.size_bytes // _FULL_FIRST_PASS_BYTES)  # a percentile needs a sample, not every tick
 
-    def every_sample() -> Iterator[Any]:
+    def every_sample() -> Iterator[GpuSample]:
         nonlocal previous
         for snapshot in trace.ticks(stride, None):
             if previous is not None and len(gaps) < 1000:
@@ -141,15 +140,14 @@ def _typical_interval(
 
 def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     """Run the controller over ``trace`` and gather intervals, heat findings and fan commands."""
-    interval_s, references, models = _typical_interval(trace, settings.throttle.busy_util_pct)
+    interval_s, references, models = _first_pass(trace, settings.throttle.busy_util_pct)
     controller = Controller(trace.header.gpus, settings, references, max_gap_s=max(5.0, 3 * interval_s))
     gpus: dict[int, GpuReplay] = {}
-    ticks, start, end, last = 0, None, None, None
+    ticks, start, end = 0, None, None
     problems = list(trace.problems)
     for snapshot in trace.ticks(1, problems):
         decision = controller.step(snapshot)
-        dt = 0.0 if last is None else min(max(0.0, snapshot.timestamp - last), max(5.0, 3 * interval_s))
-        last = snapshot.timestamp
+        dt = decision.dt_s
         ticks += 1
         start = snapshot.timestamp if start is None else start
         end = snapshot.timestamp

@@ -62,6 +62,7 @@ class Decision:
     timestamp: float
     gpus: tuple[GpuDecision, ...]
     ended: tuple[ThrottleInterval, ...] = ()
+    dt_s: float = 0.0  # the time this tick accounts for (capped at the controller's max gap)
 
     def for_gpu(self, index: int) -> GpuDecision | None:
         """The decision about GPU ``index``, if it was in the snapshot."""
@@ -131,7 +132,7 @@ class Controller:
         decisions = tuple(
             self._decide(sample, snapshot.timestamp, dt, power, ended) for sample in snapshot.gpus
         )
-        return Decision(snapshot.timestamp, decisions, tuple(ended))
+        return Decision(snapshot.timestamp, decisions, tuple(ended), dt)
 
     def finish(self) -> tuple[ThrottleInterval, ...]:
         """Close every interval still in progress (the end of a replayed trace)."""
