@@ -83,7 +83,7 @@ def test_simulated_daemon_serves_metrics_and_status_and_stops_on_sigterm():
         assert len(json.loads(first.stdout)["gpus"]) == 4
         # 40x real time: the stacked middle cards reach 80 °C within seconds, and status says so.
         throttled = wait_for(lambda: (r := status(port)).returncode == 1 and r, 30, "a throttling GPU")
-        assert "THROTTLED (thermal)" in throttled.stdout
+        assert "THROTTLED (thermal" in throttled.stdout  # ", -N% clock)" once the busy clock is learned
         started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=5) == 0
