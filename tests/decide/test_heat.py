@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from gpud.decide.controller import Controller
-from gpud.decide.heat import CouplingFit, HeatSettings, HeatTracker, neighbours
+from gpud.decide.heat import CouplingFit, HeatSettings, HeatTracker
 from gpud.replay import load_trace
 from gpud.sim.machine import Layout
-from gpud.telemetry import GpuInfo
 
 FIXTURE = Path(__file__).parents[1] / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
 
@@ -41,13 +40,6 @@ def test_a_steady_gpu_is_not_heating():
         finding = heat.update(t, 1.0, 70, 250, 500, 100, slowdown_c=80)
     assert finding.heating_c_per_min == pytest.approx(0.0)
     assert finding.seconds_to_slowdown is None and not finding.heat_buildup
-
-
-def test_neighbours_follow_pci_bus_order():
-    infos = tuple(
-        GpuInfo(i, "", "", bus, "") for i, bus in enumerate(["0:81:00.0", "0:01:00.0", "0:41:00.0"])
-    )
-    assert neighbours(infos) == {1: (2,), 2: (1, 0), 0: (2,)}
 
 
 def test_a_temperature_that_follows_the_neighbours_power_gives_their_coupling():
