@@ -78,6 +78,20 @@ def install_nvml(
     N._nvmlGetFunctionPointer_cache.clear()
 
 
+@pytest.fixture
+def nvml_source(install_nvml: Callable[..., SimulatedNvmlLibrary]) -> Iterator[Callable[..., NvmlSource]]:
+    """Returns ``open(**kwargs)``: an NvmlSource on the installed library, closed (poller thread too) after the test."""
+    sources: list[NvmlSource] = []
+
+    def open_source(**kwargs: object) -> NvmlSource:
+        sources.append(NvmlSource(**kwargs))  # type: ignore[arg-type]
+        return sources[-1]
+
+    yield open_source
+    for source in sources:
+        source.close()
+
+
 def require_tool(name: str) -> str:
     """Path of an external tool; missing fails in CI (CI=true) and skips elsewhere."""
     path = shutil.which(name)

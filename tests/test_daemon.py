@@ -16,9 +16,11 @@ from gpud.sdnotify import SystemdNotifier
 from gpud.server import StatusServer
 
 
-def make_daemon(interval_s: float = 0.05, notifier: SystemdNotifier | None = None, clock=None) -> Daemon:
+def make_daemon(
+    source: NvmlSource, interval_s: float = 0.05, notifier: SystemdNotifier | None = None, clock=None
+) -> Daemon:
     kwargs = {"clock": clock} if clock else {}
-    return Daemon(NvmlSource(), "simulated", interval_s, notifier, **kwargs)
+    return Daemon(source, "simulated", interval_s, notifier, **kwargs)
 
 
 def receive(sock: socket.socket, until: str) -> list[str]:
@@ -28,12 +30,14 @@ def receive(sock: socket.socket, until: str) -> list[str]:
     return messages
 
 
-def test_systemd_hears_ready_after_the_first_tick_watchdog_each_tick_and_stopping(install_nvml, tmp_path):
+def test_systemd_hears_ready_after_the_first_tick_watchdog_each_tick_and_stopping(
+    install_nvml, nvml_source, tmp_path
+):
     install_nvml(gpus=2)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.settimeout(5)
-    daemon = make_daemon(notifier=SystemdNotifier(str(tmp_path / "notify")))
+    daemon = make_daemon(nvml_source(), notifier=SystemdNotifier(str(tmp_path / "notify")))
     runner = threading.Thread(target=daemon.run)
     runner.start()
     first = receive(sock, "READY=1")
@@ -71,13 +75,13 @@ class FailsOnce:
         return self._source.sample()
 
 
-def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, tmp_path):
+def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, nvml_source, tmp_path):
     install_nvml(gpus=1)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.settimeout(5)
     notifier = SystemdNotifier(str(tmp_path / "notify"))
-    daemon = Daemon(FailsOnce(NvmlSource()), "simulated", 0.05, notifier)
+    daemon = Daemon(FailsOnce(nvml_source()), "simulated", 0.05, notifier)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     # The failed first tick sends nothing; the next one is the first healthy tick.
@@ -87,9 +91,9 @@ def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, tmp_path):
     assert daemon.state.tick_errors == 1 and daemon.state.snapshot is not None
 
 
-def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, clock):
+def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, nvml_source, clock):
     install_nvml(gpus=1)
-    daemon = make_daemon(interval_s=1.0, clock=clock)
+    daemon = make_daemon(nvml_source(), interval_s=1.0, clock=clock)
     assert daemon._next_deadline(1000.0) == 1001.0
     clock.now = 1003.4  # a tick that overran by more than two intervals
     assert daemon._next_deadline(1000.0) == 1004.0
@@ -104,9 +108,9 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served(install_nvml):
+def served(install_nvml, nvml_source):
     install_nvml(gpus=2)
-    daemon = make_daemon()
+    daemon = make_daemon(nvml_source())
     server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current)
     server.start()
     yield daemon, f"http://127.0.0.1:{server.server_address[1]}"
