@@ -14,8 +14,8 @@ Pure and deterministic: time only advances through ``step(dt_s)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import pairwise
 
+from gpud.decide.curves import FanCurve
 from gpud.sim.workload import IdleLoad, TrainingLoad
 from gpud.telemetry import Cooling
 
@@ -97,18 +97,7 @@ PASSIVE_CARD = CardSpec(
 _EXHAUST_COUPLING_K_PER_W = {Cooling.OPEN_AIR: (0.02, 0.005), Cooling.BLOWER: (0.004, 0.0)}
 
 # The stock automatic fan schedule, tuned for games: lazy until the card is already hot.
-STOCK_FAN_CURVE = ((50.0, 30.0), (70.0, 45.0), (80.0, 65.0), (85.0, 80.0), (90.0, 100.0))
-
-
-def stock_fan_pct(temp_c: float) -> float:
-    """The driver's automatic fan target in % at ``temp_c``."""
-    points = STOCK_FAN_CURVE
-    if temp_c <= points[0][0]:
-        return points[0][1]
-    for (t0, f0), (t1, f1) in pairwise(points):
-        if temp_c <= t1:
-            return f0 + (f1 - f0) * (temp_c - t0) / (t1 - t0)
-    return points[-1][1]
+STOCK_FAN_CURVE = FanCurve.from_points([(50, 30), (70, 45), (80, 65), (85, 80), (90, 100)])
 
 
 @dataclass(slots=True, eq=False)
@@ -140,7 +129,11 @@ class Card:
 
     def fan_target_pct(self, fan: Fan) -> float:
         """Where ``fan`` is heading: its manual target, else the stock schedule."""
-        target = fan.manual_target_pct if fan.manual_target_pct is not None else stock_fan_pct(self.temp_c)
+        target = (
+            fan.manual_target_pct
+            if fan.manual_target_pct is not None
+            else STOCK_FAN_CURVE.pct_at(self.temp_c)
+        )
         return min(max(target, self.spec.fan_min_pct), self.spec.fan_max_pct)
 
     def mean_fan_pct(self) -> float:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from gpud.sim.machine import Layout, build_machine
-from gpud.sim.thermal import REASON_SW_THERMAL, ThermalMachine, stock_fan_pct
+from gpud.sim.thermal import REASON_SW_THERMAL, STOCK_FAN_CURVE, ThermalMachine
 from gpud.sim.workload import IdleLoad, TrainingLoad
 
 
@@ -93,4 +93,4 @@ def test_the_same_seed_gives_the_same_run():
 
 @pytest.mark.parametrize(("temp", "fan"), [(20, 30), (50, 30), (60, 37.5), (80, 65), (95, 100)])
 def test_stock_schedule(temp: float, fan: float):
-    assert stock_fan_pct(temp) == pytest.approx(fan)
+    assert STOCK_FAN_CURVE.pct_at(temp) == pytest.approx(fan)
