@@ -10,8 +10,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from gpud.decide.curves import FanSettings, FanTarget, FanTargetState
 from gpud.decide.episodes import EpisodeTracker, ThrottleInterval
 from gpud.decide.heat import CouplingFit, HeatFinding, HeatSettings, HeatTracker, neighbours
@@ -23,22 +21,18 @@ DEFAULT_SLOWDOWN_C = 80.0
 _PEER_REFRESH_TICKS = 16
 
 
-class DecideSettings(BaseModel):
-    """Everything the controller is told: thresholds, curves, and facts the GPUs do not report."""
+@dataclass(frozen=True, slots=True)
+class DecideSettings:
+    """Everything the controller is told: thresholds, curves, and facts the GPUs do not report.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Validated where it is read, in :class:`gpud.config.Settings`; see ``config.decide_settings``.
+    """
 
-    throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
-    heat: HeatSettings = Field(default_factory=HeatSettings)
-    fans: FanSettings = Field(default_factory=FanSettings)
-    slowdown_c: float | None = Field(
-        None, ge=40, le=120, description="slowdown temperature when the GPU reports none (default 80)"
-    )
-    cooling: dict[int, Cooling] = Field(
-        default_factory=dict, description="per GPU index: open-air, blower, passive"
-    )
-    release_s: float = Field(10, ge=0, description="clear time that ends a throttle interval, seconds")
-    min_ticks: int = Field(2, ge=1, description="throttled ticks an interval needs to be reported")
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    heat: HeatSettings = field(default_factory=HeatSettings)
+    fans: FanSettings = field(default_factory=FanSettings)
+    slowdown_c: float | None = None  # for GPUs that report none; DEFAULT_SLOWDOWN_C when unset too
+    cooling: Mapping[int, Cooling] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
