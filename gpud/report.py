@@ -8,12 +8,9 @@ from typing import Any
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
+from gpud.status import rounded
 
 _INTERVALS_SHOWN = 5
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _iso(t: float) -> str:
@@ -31,7 +28,7 @@ def _interval_json(interval: ThrottleInterval, origin: float) -> dict[str, Any]:
         "end_offset_s": round(interval.end - origin, 3),
         "duration_s": round(interval.end - interval.start, 3),
         "cause": interval.cause.value,
-        "clock_lost": _round(interval.clock_lost, 4),
+        "clock_lost": rounded(interval.clock_lost, 4),
         "seconds": {cause.value: round(s, 3) for cause, s in interval.seconds.items()},
         "ticks": interval.ticks,
     }
@@ -44,19 +41,19 @@ def _gpu_json(gpu: GpuReplay, origin: float) -> dict[str, Any]:
         "reference_clock_mhz": gpu.reference_clock_mhz,
         "busy_s": round(gpu.busy_s, 3),
         "throttled_s": {cause.value: round(gpu.throttled_s.get(cause, 0.0), 3) for cause in ThrottleCause},
-        "throttled_fraction_of_busy": _round(gpu.throttled_fraction_of_busy(), 4),
+        "throttled_fraction_of_busy": rounded(gpu.throttled_fraction_of_busy(), 4),
         "intervals": [_interval_json(i, origin) for i in gpu.intervals],
         "heat": {
             "heat_buildup": gpu.neighbour_heated or gpu.cooling_saturated_s > 0,
             "neighbour_heated": gpu.neighbour_heated,
-            "coupling_c_per_100w": _round(gpu.coupling_c_per_100w, 2),
-            "own_c_per_100w": _round(gpu.own_c_per_100w, 2),
+            "coupling_c_per_100w": rounded(gpu.coupling_c_per_100w, 2),
+            "own_c_per_100w": rounded(gpu.own_c_per_100w, 2),
             "cooling_saturated_s": round(gpu.cooling_saturated_s, 1),
-            "max_heating_c_per_min": _round(gpu.max_heating_c_per_min, 2),
-            "min_seconds_to_slowdown": _round(gpu.min_seconds_to_slowdown, 0),
+            "max_heating_c_per_min": rounded(gpu.max_heating_c_per_min, 2),
+            "min_seconds_to_slowdown": rounded(gpu.min_seconds_to_slowdown, 0),
         },
         "fans": {
-            "mean_target_pct": _round(gpu.fan_target_sum / gpu.fan_target_ticks, 1)
+            "mean_target_pct": rounded(gpu.fan_target_sum / gpu.fan_target_ticks, 1)
             if gpu.fan_target_ticks
             else None,
             "commands": [
@@ -84,7 +81,7 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
         "ticks": report.ticks,
         "start": report.start,
         "end": report.end,
-        "duration_s": _round(
+        "duration_s": rounded(
             (report.end - report.start) if report.start is not None and report.end is not None else None, 3
         ),
         "gpus": gpus,

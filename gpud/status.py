@@ -44,7 +44,8 @@ def status_document(state: DaemonState) -> dict[str, Any]:
     }
 
 
-def _rounded(value: float | None, digits: int) -> float | None:
+def rounded(value: float | None, digits: int) -> float | None:
+    """``round`` for values that may be missing (JSON documents keep them as null)."""
     return None if value is None else round(value, digits)
 
 
@@ -56,7 +57,7 @@ def _decision_entry(decision: GpuDecision | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "throttle": episode.cause.value if episode else None,
         "throttle_since": episode.start if episode else None,
-        "clock_lost": _rounded(episode.clock_lost, 3) if episode else None,
+        "clock_lost": rounded(episode.clock_lost, 3) if episode else None,
         "throttle_now": decision.throttle.value if decision.throttle else None,
         "reference_clock_mhz": decision.reference_clock_mhz,
         "throttled_seconds": {c.value: round(s, 3) for c, s in decision.throttled_seconds.items()},
@@ -66,10 +67,10 @@ def _decision_entry(decision: GpuDecision | None) -> dict[str, Any]:
     }
     if heat is not None:
         entry["heat"] = {
-            "heating_c_per_min": _rounded(heat.heating_c_per_min, 2),
-            "seconds_to_slowdown": _rounded(heat.seconds_to_slowdown, 0),
+            "heating_c_per_min": rounded(heat.heating_c_per_min, 2),
+            "seconds_to_slowdown": rounded(heat.seconds_to_slowdown, 0),
             "cooling_saturated": heat.cooling_saturated,
-            "coupling_c_per_100w": _rounded(heat.coupling_c_per_100w, 2),
+            "coupling_c_per_100w": rounded(heat.coupling_c_per_100w, 2),
             "neighbour_heated": heat.neighbour_heated,
         }
     return entry
