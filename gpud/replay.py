@@ -117,8 +117,8 @@ class ReplayReport:
 
 
 def _first_pass(
-    trace: LoadedTrace, busy_util_pct: float
-) -> tuple[float, dict[int, float | None], dict[int, str]]:
+    trace: LoadedTrace, busy_util_pct: float, models: dict[int, str]
+) -> tuple[float, dict[int, float | None]]:
     """First pass: the typical tick spacing and each GPU's busy reference clock."""
     gaps: list[float] = []
     previous: float | None = None
@@ -133,21 +133,20 @@ def _first_pass(
             yield from snapshot.gpus
 
     references = learn_references(every_sample(), busy_util_pct)
-    models = {info.index: info.name for info in trace.header.gpus}
     own = {index: reference.mhz for index, reference in references.items()}
-    return (median(gaps) if gaps else 1.0), with_peers(own, models), models
+    return (median(gaps) if gaps else 1.0), with_peers(own, models)
 
 
 def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     """Run the controller over ``trace`` and gather intervals, heat findings and fan commands."""
-    interval_s, references, models = _first_pass(trace, settings.throttle.busy_util_pct)
+    models = {info.index: info.name for info in trace.header.gpus}
+    interval_s, references = _first_pass(trace, settings.throttle.busy_util_pct, models)
     controller = Controller(trace.header.gpus, settings, references, max_gap_s=max(5.0, 3 * interval_s))
     gpus: dict[int, GpuReplay] = {}
     ticks, start, end = 0, None, None
     problems = list(trace.problems)
     for snapshot in trace.ticks(1, problems):
         decision = controller.step(snapshot)
-        dt = decision.dt_s
         ticks += 1
         start = snapshot.timestamp if start is None else start
         end = snapshot.timestamp
@@ -158,9 +157,9 @@ def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
                     gpu.index, models.get(gpu.index, "unknown"), references.get(gpu.index)
                 )
             if busy(sample, settings.throttle.busy_util_pct):
-                report.busy_s += dt
+                report.busy_s += decision.dt_s
             report.throttled_s = gpu.throttled_seconds
-            _note_heat(report, gpu.heat, dt)
+            _note_heat(report, gpu.heat, decision.dt_s)
             _note_fans(report, snapshot.timestamp, gpu.fan_targets)
         for interval in decision.ended:
             gpus[interval.gpu].intervals.append(interval)
