@@ -1,22 +1,26 @@
-"""Builds the daemon's parts from settings: which NVML (real or simulated), source, server."""
+"""Builds the daemon's parts from settings: which NVML (real or simulated), source, fan control."""
 
 from __future__ import annotations
 
 import time
 
 from gpud.config import Settings
+from gpud.fans.choose import assign_backends
+from gpud.fans.control import FanControl
+from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
+from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import build_machine, card_specs
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
-from gpud.telemetry import Cooling
+from gpud.telemetry import Cooling, GpuInfo
 
 
 def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
     """The simulated NVML library for ``settings.simulate``, on the real clock."""
     sim = settings.simulate
     machine = build_machine(sim.gpus, sim.layout, sim.ambient_c, settings.slowdown_c, sim.seed)
-    return SimulatedNvmlLibrary(machine, clock=time.monotonic, speed=sim.speed)
+    return SimulatedNvmlLibrary(machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged)
 
 
 def open_source(settings: Settings, simulate: bool) -> NvmlSource:
@@ -33,3 +37,17 @@ def open_source(settings: Settings, simulate: bool) -> NvmlSource:
     library = simulated_library(settings)
     open_nvml(library)
     return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s, clock=library.unix_time)
+
+
+def nvidia_settings(settings: Settings) -> NvidiaSettings:
+    """The ``nvidia-settings`` runner for ``settings.fan_control``."""
+    fc = settings.fan_control
+    return NvidiaSettings(fc.nvidia_settings, fc.display, fc.xauthority, fc.command_timeout_s)
+
+
+def open_fan_control(settings: Settings, gpus: tuple[GpuInfo, ...], dry_run: bool) -> FanControl:
+    """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks."""
+    backends = [NvmlFanBackend(), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
+    fc = settings.fan_control
+    assignments = assign_backends(gpus, fc.backend, backends, dry_run)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s)

@@ -40,11 +40,13 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
+    if getattr(args, "fan_backend", None) is not None:
+        overrides["fan_control"] = {"backend": args.fan_backend}
     simulate = {}
     if args.simulate:
         simulate["gpus"] = args.simulate
     for flag, key in (("sim_speed", "speed"), ("layout", "layout"), ("ambient", "ambient_c")):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag, None) is not None:
             simulate[key] = getattr(args, flag)
     if simulate:
         overrides["simulate"] = simulate
@@ -72,28 +74,41 @@ def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceH
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``gpud run``: the daemon."""
+    from gpud.assemble import open_fan_control
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
 
     settings, source, header = _open_source(args)
+    try:
+        fans = open_fan_control(settings, source.gpus, args.dry_run)
+    except BaseException:
+        source.close()
+        raise
     recorder = TraceRecorder(args.record, header) if args.record is not None else None
     daemon = Daemon(
-        source, header.source, settings.interval_s, recorder=recorder, decide=decide_settings(settings)
+        source,
+        header.source,
+        settings.interval_s,
+        recorder=recorder,
+        decide=decide_settings(settings),
+        fans=fans,
     )
-    try:
-        server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
-    except OSError as error:
-        source.close()
-        return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
-    daemon.install_signal_handlers()
-    server.start()
-    try:
-        daemon.run()
-    finally:
-        server.stop()
-        source.close()
-        if recorder is not None:
-            recorder.close()
+    with fans:
+        try:
+            server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
+        except OSError as error:
+            source.close()
+            return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
+        daemon.install_signal_handlers()
+        server.start()
+        try:
+            daemon.run()
+        finally:
+            server.stop()
+            fans.restore()
+            source.close()
+            if recorder is not None:
+                recorder.close()
     return 0
 
 
@@ -179,8 +194,68 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
+def cmd_fans_reset(args: argparse.Namespace) -> int:
+    """``gpud fans reset``: every fan back to the driver's automatic control."""
+    from gpud.assemble import nvidia_settings
+    from gpud.fans.choose import BackendChoice
+    from gpud.fans.reset import ResetOutcome, reset_nvidia_settings, reset_nvml, reset_succeeded
+
+    settings = load_settings(args.config, _run_overrides(args))
+    choice = settings.fan_control.backend
+    if choice is BackendChoice.NONE:
+        print("fan backend none: gpud never takes fans over, nothing to reset")
+        return 0
+    outcomes = []
+    if choice in (BackendChoice.AUTO, BackendChoice.NVML):
+        try:
+            _, source, _ = _open_source(args)
+        except NvmlUnavailable as error:
+            outcomes.append(ResetOutcome("nvml", unusable=str(error)))
+        else:
+            try:
+                outcomes.append(reset_nvml(source.gpus))
+            finally:
+                source.close()
+    if choice in (BackendChoice.AUTO, BackendChoice.NVIDIA_SETTINGS):
+        outcomes.append(reset_nvidia_settings(nvidia_settings(settings)))
+    for outcome in outcomes:
+        for line in outcome.lines():
+            print(line)
+    return 0 if reset_succeeded(outcomes) else 1
+
+
+def cmd_setup_coolbits(args: argparse.Namespace) -> int:
+    """``gpud setup coolbits``: print (or write) the xorg.conf nvidia-settings fan control needs."""
+    from gpud.fans.coolbits import apply_commands, xorg_conf
+
+    _, source, _ = _open_source(args)
+    gpus = source.gpus
+    source.close()
+    text = xorg_conf(gpus, args.write or Path("xorg.conf"))
+    if args.write is None:
+        print(text)
+        return 0
+    try:
+        args.write.write_text(text, encoding="utf-8")
+    except OSError as error:
+        return _fail(f"cannot write {args.write}: {error.strerror}", 1)
+    print(f"{args.write}: xorg.conf for {len(gpus)} GPUs with Coolbits. To apply it:")
+    print("\n".join(f"  {line}" for line in apply_commands(args.write)))
+    return 0
+
+
+def _add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
+    from gpud.fans.choose import BackendChoice
+
+    parser.add_argument(
+        "--fan-backend",
+        choices=[c.value for c in BackendChoice],
+        help="how to set fans: auto (NVML, else nvidia-settings, else monitor only), nvml, "
+        "nvidia-settings or none (default auto)",
+    )
+
+
+def _add_simulate_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--simulate",
         nargs="?",
@@ -189,6 +264,11 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="use N built-in simulated GPUs instead of the driver (default 4)",
     )
+
+
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
+    _add_simulate_flag(parser)
     parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
     parser.add_argument(
         "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
@@ -225,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--record", type=Path, metavar="FILE", help="also record a trace (rotated at 64 MiB, 3 kept)"
+    )
+    _add_fan_backend_flag(run)
+    run.add_argument(
+        "--dry-run", action="store_true", help="compute and report fan targets without touching any fan"
     )
     _add_source_flags(run)
     run.set_defaults(func=cmd_run)
@@ -276,6 +360,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_flags(record)
     record.set_defaults(func=cmd_record)
+
+    fans = commands.add_parser("fans", help="fan control outside the daemon").add_subparsers(
+        dest="fans_command", required=True, metavar="ACTION"
+    )
+    reset = fans.add_parser(
+        "reset",
+        help="hand every fan back to the driver's automatic control",
+        description="For systemd ExecStopPost= and after a crash: hands back every fan NVML and "
+        "nvidia-settings can reach. Exit 1 when some fan could not be handed back.",
+    )
+    _add_fan_backend_flag(reset)
+    _add_simulate_flag(reset)
+    reset.set_defaults(func=cmd_fans_reset)
+
+    setup = commands.add_parser("setup", help="one-time setup helpers").add_subparsers(
+        dest="setup_command", required=True, metavar="WHAT"
+    )
+    coolbits = setup.add_parser(
+        "coolbits",
+        help="print the xorg.conf nvidia-settings fan control needs (headless GPUs too)",
+        description="One X screen per GPU with a virtual monitor and Coolbits 4, for the GPUs found "
+        "(or the simulated ones with --simulate), and the commands to apply it.",
+    )
+    coolbits.add_argument("--write", type=Path, metavar="PATH", help="write the file instead of printing it")
+    _add_simulate_flag(coolbits)
+    coolbits.set_defaults(func=cmd_setup_coolbits)
 
     check = commands.add_parser(
         "check-config", help="validate a config file and print the effective settings"

@@ -18,6 +18,7 @@ from gpud.decide.curves import FanSettings
 from gpud.decide.heat import HeatSettings
 from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import ConfigError
+from gpud.fans.choose import BackendChoice
 from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
 
@@ -47,6 +48,31 @@ class SimulateSettings(BaseModel):
     ambient_c: float = Field(30.0, ge=-10, le=60, description="air temperature inside the case, °C")
     speed: float = Field(1.0, gt=0, le=1000, description="simulated seconds per real second")
     seed: int = 0
+    privileged: bool = Field(
+        True, description="false: the simulated driver refuses fan commands, as to a non-root user"
+    )
+
+
+class FanControlSettings(BaseModel):
+    """How gpud sets fans (the curves themselves are under ``[fans]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: BackendChoice = Field(
+        BackendChoice.AUTO, description="auto, nvml, nvidia-settings or none (monitor only)"
+    )
+    display: str | None = Field(None, description="X display for nvidia-settings; default $DISPLAY, else :0")
+    xauthority: Path | None = Field(
+        None, description="X cookie for nvidia-settings; default $XAUTHORITY, else the running Xorg's -auth"
+    )
+    nvidia_settings: str = Field("nvidia-settings", description="the nvidia-settings executable")
+    command_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="longest wait for one nvidia-settings call"
+    )
+    follow_tolerance_pct: float = Field(
+        20, gt=0, le=100, description="a fan further than this from its target is not following it"
+    )
+    follow_grace_s: float = Field(30, ge=0, le=600, description="... once it has been so for this long")
 
 
 class Settings(BaseSettings):
@@ -75,6 +101,7 @@ class Settings(BaseSettings):
     throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
     heat: HeatSettings = Field(default_factory=HeatSettings)
     fans: FanSettings = Field(default_factory=FanSettings)
+    fan_control: FanControlSettings = Field(default_factory=FanControlSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
 
     @field_validator("listen")

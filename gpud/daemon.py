@@ -1,8 +1,12 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
-One tick is sample → decide → publish (→ record with ``--record``; fan control adds apply). The first tick runs before the
-loop, so a broken setup fails at start. Signal handlers only set an event; the loop notices at
-once, so SIGTERM/SIGINT end the process within a fraction of a second.
+One tick is sample → decide → apply fan targets → publish (→ record with ``--record``). Signal
+handlers only set an event; the loop notices at once, so SIGTERM/SIGINT/SIGHUP end the process
+within a fraction of a second.
+
+Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
+any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
+thread — when no tick completes for a while (the loop is stuck).
 """
 
 from __future__ import annotations
@@ -19,12 +23,17 @@ import structlog
 
 from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.exporter import build_registry
+from gpud.fans.control import FanControl
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
 from gpud.trace.recorder import TraceRecorder
+from gpud.watchdog import StallWatchdog
 
 log = structlog.get_logger("gpud.daemon")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 
 
 class Daemon:
@@ -42,9 +51,15 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         recorder: TraceRecorder | None = None,
         decide: DecideSettings | None = None,
+        fans: FanControl | None = None,
     ) -> None:
+        decide = decide or DecideSettings()
         self._source = source
         self._controller = Controller(source.gpus, decide, max_gap_s=max(5.0, 3 * interval_s))
+        self._fans = fans
+        self._failed_ticks_before_fail_safe = decide.fans.lost_temperature_ticks
+        self._failing_ticks = 0
+        self._watchdog = StallWatchdog(max(MIN_STALL_S, 5 * interval_s), self._hand_fans_back)
         self._interval_s = interval_s
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
@@ -58,6 +73,7 @@ class Daemon:
             interval_s=interval_s,
             started_at=time.time(),
             gpus=source.gpus,
+            fan_control=fans.report() if fans is not None else (),
         )
         self.registry, self._tick_duration = build_registry(self.current)
 
@@ -70,24 +86,29 @@ class Daemon:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the loop cleanly."""
+        """SIGTERM, SIGINT and SIGHUP stop the loop cleanly (and so hand the fans back)."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handle)
 
     def run(self) -> None:
-        """Tick on schedule until :meth:`stop`; tells systemd READY, WATCHDOG and STOPPING."""
+        """Tick on schedule until :meth:`stop`; tells systemd READY, WATCHDOG and STOPPING.
+
+        However it ends, every fan gpud took over is handed back to the driver.
+        """
         log.info(
             "started", gpus=len(self._source.gpus), source=self.state.source, interval_s=self._interval_s
         )
         next_at = self._clock()
+        self._watchdog.start()
         try:
             while not self._stop.is_set():
                 if self._tick_safely():
+                    self._watchdog.beat()
                     self._notifier.notify("WATCHDOG=1")
                     if not self._ready:
                         self._ready = True
@@ -95,8 +116,14 @@ class Daemon:
                 next_at = self._next_deadline(next_at)
                 self._stop.wait(max(0.0, next_at - self._clock()))
         finally:
+            self._watchdog.stop()
             self._notifier.notify("STOPPING=1")
+            self._hand_fans_back()
             log.info("stopped")
+
+    def _hand_fans_back(self) -> None:
+        if self._fans is not None:
+            self._fans.restore()
 
     def _next_deadline(self, previous: float) -> float:
         """The next slot on the fixed grid; slots already missed are skipped, not caught up."""
@@ -113,20 +140,27 @@ class Daemon:
             self.tick()
         except Exception:
             self._tick_errors += 1
+            self._failing_ticks += 1
             log.exception("tick failed")
+            if self._failing_ticks == self._failed_ticks_before_fail_safe and self._fans is not None:
+                log.error("ticks keep failing: fans handed back to the driver", ticks=self._failing_ticks)
+                self._fans.restore()
             return False
+        self._failing_ticks = 0
         return True
 
     def tick(self) -> None:
-        """Sample every GPU, decide, publish, record; observed in ``gpud_tick_duration_seconds``."""
+        """Sample every GPU, decide, set fans, publish, record; observed in ``gpud_tick_duration_seconds``."""
         started = time.perf_counter()
         snapshot = self._source.sample()
         decision = self._controller.step(snapshot)
+        fan_control = self._fans.apply(decision, snapshot) if self._fans is not None else ()
         self._log_changes(decision)
         self.state = replace(
             self.state,
             snapshot=snapshot,
             decision=decision,
+            fan_control=fan_control,
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
         )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gpud.decide.controller import Decision
+from gpud.fans.control import GpuFanControl
 from gpud.telemetry import GpuInfo, Snapshot
 
 
@@ -26,3 +27,4 @@ class DaemonState:
     decision: Decision | None = None
     nvml_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
     tick_errors: int = 0
+    fan_control: tuple[GpuFanControl, ...] = ()

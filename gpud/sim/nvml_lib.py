@@ -20,15 +20,18 @@ from typing import Any
 
 import pynvml as N
 
-from gpud.sim.thermal import REASON_GPU_IDLE, Card, ThermalMachine
+from gpud.sim.thermal import REASON_GPU_IDLE, Card, Fan, ThermalMachine
 
 SUCCESS = N.NVML_SUCCESS
 NOT_SUPPORTED = N.NVML_ERROR_NOT_SUPPORTED
 INVALID_ARGUMENT = N.NVML_ERROR_INVALID_ARGUMENT
+NO_PERMISSION = N.NVML_ERROR_NO_PERMISSION
+FUNCTION_NOT_FOUND = N.NVML_ERROR_FUNCTION_NOT_FOUND
 
 SIM_STEP_S = 0.1
 PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (NVML.md §7)
 PCIE_COUNTERS_MIN_DRIVER = 555  # fields 197/198 exist from R555 on
+FAN_CONTROL_MIN_DRIVER = 515  # nvmlDeviceSetFanSpeed_v2 and friends exist from R515 on (NVML.md §9.1)
 
 
 def _set(ref: Any, value: Any) -> int:
@@ -55,8 +58,11 @@ class SimulatedNvmlLibrary:
         speed: float = 1.0,
         driver_version: str = "550.127.05",
         pcie_sample_window_s: float = PCIE_SAMPLE_WINDOW_S,
+        privileged: bool = True,
     ) -> None:
+        """``privileged`` False answers fan setters like a driver does to a non-root caller."""
         self.machine = machine
+        self.privileged = privileged
         self.driver_version = driver_version
         self._clock = clock
         self._speed = speed
@@ -236,6 +242,63 @@ class SimulatedNvmlLibrary:
             return N.NVML_FAN_POLICY_MANUAL if manual else N.NVML_FAN_POLICY_TEMPERATURE_CONTINOUS_SW
 
         return self._fan_read(handle, fan, policy, out)
+
+    def nvmlDeviceGetMinMaxFanSpeed(self, handle: Any, low: Any, high: Any) -> int:
+        def fill(card: Card) -> int:
+            if not card.fans:
+                return NOT_SUPPORTED
+            _set(low, card.spec.fan_min_pct)
+            return _set(high, card.spec.fan_max_pct)
+
+        return self._fill(handle, fill)
+
+    def _fan_write(self, handle: Any, fan: int, write: Callable[[Card, Fan], int]) -> int:
+        """A fan setter: needs R515+, a privileged caller, a card with fans and a valid fan index."""
+        if self._driver_major() < FAN_CONTROL_MIN_DRIVER:
+            return FUNCTION_NOT_FOUND
+
+        def fill(card: Card) -> int:
+            if not card.fans:
+                return NOT_SUPPORTED
+            if not self.privileged:
+                return NO_PERMISSION
+            if not 0 <= fan < len(card.fans):
+                return INVALID_ARGUMENT
+            return write(card, card.fans[fan])
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceSetFanSpeed_v2(self, handle: Any, fan: int, speed: int) -> int:
+        """Switches the fan to manual at ``speed`` %; out of the card's min/max is refused."""
+
+        def write(card: Card, target: Fan) -> int:
+            if not card.spec.fan_min_pct <= speed <= card.spec.fan_max_pct:
+                return INVALID_ARGUMENT
+            target.manual_target_pct = float(speed)
+            return SUCCESS
+
+        return self._fan_write(handle, fan, write)
+
+    def nvmlDeviceSetDefaultFanSpeed_v2(self, handle: Any, fan: int) -> int:
+        """Hands the fan back to the driver's automatic schedule."""
+
+        def write(card: Card, target: Fan) -> int:
+            target.manual_target_pct = None
+            return SUCCESS
+
+        return self._fan_write(handle, fan, write)
+
+    def nvmlDeviceSetFanControlPolicy(self, handle: Any, fan: int, policy: Any) -> int:
+        """Manual holds the fan where it is now; automatic hands it back to the driver."""
+
+        def write(card: Card, target: Fan) -> int:
+            if policy.value == N.NVML_FAN_POLICY_MANUAL:
+                target.manual_target_pct = target.manual_target_pct or card.fan_target_pct(target)
+            else:
+                target.manual_target_pct = None
+            return SUCCESS
+
+        return self._fan_write(handle, fan, write)
 
     # -- PCIe -----------------------------------------------------------------------------------
 

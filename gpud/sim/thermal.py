@@ -106,6 +106,7 @@ class Fan:
 
     speed_pct: float
     manual_target_pct: float | None = None  # None: the driver's automatic schedule
+    blocked: bool = False  # jammed by a cable or dust: it spins down whatever it is told
 
 
 @dataclass(slots=True, eq=False)
@@ -182,7 +183,8 @@ def _step_card(card: Card, busy: float, inlet_c: float, dt_s: float) -> None:
     card.pcie_rx_bytes += spec.pcie_rx_busy_bytes_per_s * busy * dt_s
     for fan in card.fans:
         spin = min(1.0, dt_s / spec.fan_spin_time_s)
-        fan.speed_pct += (card.fan_target_pct(fan) - fan.speed_pct) * spin
+        target = 0.0 if fan.blocked else card.fan_target_pct(fan)
+        fan.speed_pct += (target - fan.speed_pct) * spin
     conductance = spec.conductance(card.mean_fan_pct())
     card.temp_c += (power - conductance * (card.temp_c - inlet_c)) * dt_s / spec.heat_capacity_j_per_k
 

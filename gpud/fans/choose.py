@@ -1,0 +1,89 @@
+"""Which backend drives which GPU's fans, chosen once at start and said out loud.
+
+``auto`` tries NVML first (headless, no X), then nvidia-settings (an X display with Coolbits),
+else the GPU is monitor-only, with the reasons each backend gave. A GPU without fans is simply
+monitor-only ("unsupported"). GPUs that share a reason are logged together, so a machine
+without root says "needs root" once, not once per GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import structlog
+
+from gpud.fans.backend import DryRunBackend, FanBackend, FanControlError
+from gpud.fans.control import Assignment, ControlMode
+from gpud.telemetry import GpuInfo
+
+log = structlog.get_logger("gpud.fans")
+
+
+class BackendChoice(StrEnum):
+    """``--fan-backend``: how gpud may set fans."""
+
+    AUTO = "auto"
+    NVML = "nvml"
+    NVIDIA_SETTINGS = "nvidia-settings"
+    NONE = "none"
+
+
+def assign_backends(
+    gpus: Sequence[GpuInfo],
+    choice: BackendChoice,
+    backends: Sequence[FanBackend],
+    dry_run: bool = False,
+) -> list[Assignment]:
+    """One :class:`Assignment` per GPU; ``backends`` are the candidates in order of preference.
+
+    With ``choice`` auto all candidates are tried, otherwise only the one of that name.
+    """
+    candidates = [b for b in backends if choice is BackendChoice.AUTO or b.name == choice.value]
+    assignments = [_assign(gpu, choice, candidates, dry_run) for gpu in gpus]
+    _log_choices(assignments, choice)
+    return assignments
+
+
+def _assign(
+    gpu: GpuInfo, choice: BackendChoice, candidates: Sequence[FanBackend], dry_run: bool
+) -> Assignment:
+    if gpu.fan_count == 0:
+        return Assignment(
+            gpu, None, "no fans: passive card, cooled by the chassis", mode=ControlMode.UNSUPPORTED
+        )
+    if dry_run:
+        dry = DryRunBackend()
+        return Assignment(
+            gpu, dry, "dry run: targets are computed and reported, fans are not touched", dry.probe(gpu)
+        )
+    if choice is BackendChoice.NONE:
+        return Assignment(gpu, None, "monitor only (fan backend none)")
+    failures: list[tuple[str, FanControlError]] = []
+    for backend in candidates:
+        try:
+            limits = backend.probe(gpu)
+        except FanControlError as error:
+            failures.append((backend.name, error))
+            continue
+        tried = "".join(f"{name} failed ({error}), " for name, error in failures)
+        return Assignment(gpu, backend, f"{choice.value}: {tried}{backend.name} works", limits)
+    unsupported = bool(failures) and all(error.error == "NotSupported" for _, error in failures)
+    reasons = "; ".join(f"{name}: {error}" for name, error in failures)
+    return Assignment(
+        gpu,
+        None,
+        f"monitor only: {reasons}",
+        mode=ControlMode.UNSUPPORTED if unsupported else ControlMode.AUTO,
+    )
+
+
+def _log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> None:
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for a in assignments:
+        backend = a.backend.name if a.backend is not None else "none"
+        groups.setdefault((backend, a.mode.value, a.reason), []).append(a.gpu.index)
+    for (backend, mode, reason), indexes in groups.items():
+        failed = backend == "none" and mode == ControlMode.AUTO and choice is not BackendChoice.NONE
+        level = log.warning if failed else log.info
+        level("fan control", gpus=indexes, backend=backend, mode=mode, reason=reason)

@@ -1,0 +1,75 @@
+"""Fan control through NVML: headless, no X server; needs a R515+ driver and, in practice, root.
+
+``nvmlDeviceSetFanSpeed_v2`` switches a fan to manual at a speed, ``nvmlDeviceSetDefaultFanSpeed_v2``
+hands it back to the driver (NVML.md §9). The same calls drive the simulated GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import pynvml as N
+
+from gpud.fans.backend import FanControlError, FanLimits
+from gpud.nvml.calls import error_name
+from gpud.telemetry import GpuInfo
+
+T = TypeVar("T")
+
+# Errors that retrying will not cure: the GPU becomes monitor-only.
+_LASTING = {
+    N.NVML_ERROR_NO_PERMISSION: "NVML fan control needs root (the driver answered: insufficient permissions)",
+    N.NVML_ERROR_NOT_SUPPORTED: "the driver does not support fan control on this GPU",
+    N.NVML_ERROR_FUNCTION_NOT_FOUND: "this driver has no NVML fan control (it needs R515 or newer)",
+}
+
+
+def _call(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` with its NVML error translated into a :class:`FanControlError`."""
+    try:
+        return function(*args)
+    except N.NVMLError as error:
+        lasting = _LASTING.get(error.value)
+        detail = lasting or f"{function.__name__} failed: {error}"
+        raise FanControlError(error_name(error), detail, lasting is not None) from None
+
+
+class NvmlFanBackend:
+    """:class:`gpud.fans.backend.FanBackend` over an initialised NVML (real or simulated)."""
+
+    name = "nvml"
+    writes_hardware = True
+
+    def __init__(self) -> None:
+        self._fan_counts: dict[int, int] = {}
+
+    def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
+        """Fan count and limits; every fan set to automatic, which also proves we may write."""
+        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        count = _call(N.nvmlDeviceGetNumFans, handle)
+        # Our own buffers: the binding's default ones are shared between threads (NVML.md §13).
+        low, high = _call(N.nvmlDeviceGetMinMaxFanSpeed, handle, N.c_uint(), N.c_uint())
+        if count == 0:
+            raise FanControlError("NotSupported", "no fans", lasting=True)
+        self._fan_counts[gpu.index] = count
+        self.hand_back(gpu)
+        return tuple(FanLimits(low, high) for _ in range(count))
+
+    def set_speeds(self, gpu: GpuInfo, speeds: Mapping[int, int]) -> None:
+        """``nvmlDeviceSetFanSpeed_v2`` per fan; the driver switches each to manual."""
+        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        for fan, pct in speeds.items():
+            _call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
+
+    def hand_back(self, gpu: GpuInfo) -> None:
+        """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan, even when one of them fails."""
+        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        failure: FanControlError | None = None
+        for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count)):
+            try:
+                _call(N.nvmlDeviceSetDefaultFanSpeed_v2, handle, fan)
+            except FanControlError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure

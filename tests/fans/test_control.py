@@ -1,0 +1,203 @@
+"""Fan control on the simulated GPUs: the real NVML source, controller and NVML backend in a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pynvml as N
+import pytest
+from structlog.testing import capture_logs
+
+from gpud.decide.controller import Controller
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.control import ControlMode, FanControl, GpuFanControl
+from gpud.fans.nvml import NvmlFanBackend
+from gpud.nvml.source import NvmlSource
+from gpud.sim.thermal import REASON_HW_THERMAL, REASON_SW_THERMAL
+
+THERMAL = REASON_SW_THERMAL | REASON_HW_THERMAL
+
+
+class Loop:
+    """The daemon's tick, sample → decide → apply, on the fake clock."""
+
+    def __init__(self, source: NvmlSource, clock, choice: BackendChoice, dry_run: bool = False, **control):
+        self.source, self.clock = source, clock
+        self.controller = Controller(source.gpus)
+        assignments = assign_backends(source.gpus, choice, [NvmlFanBackend()], dry_run)
+        self.fans = FanControl(assignments, **control)
+        self.hottest = [0.0] * len(source.gpus)
+        self.thermal_ticks = [0] * len(source.gpus)
+        self.report: tuple[GpuFanControl, ...] = ()
+
+    def run(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.clock.advance(1.0)
+            snapshot = self.source.sample()
+            self.report = self.fans.apply(self.controller.step(snapshot), snapshot)
+            for s in snapshot.gpus:
+                if s.temperature_c is not None:
+                    self.hottest[s.index] = max(self.hottest[s.index], s.temperature_c)
+                self.thermal_ticks[s.index] += bool((s.clock_event_reasons or 0) & THERMAL)
+
+
+@pytest.fixture
+def loop(install_nvml, nvml_source, clock) -> Callable[..., Loop]:
+    def make(gpus: int = 4, choice: BackendChoice = BackendChoice.AUTO, library: dict | None = None, **kw):
+        sim = install_nvml(gpus=gpus, **(library or {}))
+        made = Loop(nvml_source(clock=sim.unix_time), clock, choice, **kw)
+        made.library = sim
+        return made
+
+    return make
+
+
+def patch_driver(monkeypatch, library, name: str, function) -> None:
+    """Replace one simulated C entry point, also where pynvml has already looked it up."""
+    monkeypatch.setattr(type(library), name, function)
+    N._nvmlGetFunctionPointer_cache.pop(name, None)
+
+
+def set_calls(monkeypatch, library) -> list[tuple[int, int, int]]:
+    """Records every nvmlDeviceSetFanSpeed_v2 the driver receives: (gpu, fan, %)."""
+    calls: list[tuple[int, int, int]] = []
+    real = type(library).nvmlDeviceSetFanSpeed_v2
+
+    def spy(self, handle, fan, speed):
+        calls.append((N.c_void_p.from_buffer(handle).value - 1, fan, speed))
+        return real(self, handle, fan, speed)
+
+    patch_driver(monkeypatch, library, "nvmlDeviceSetFanSpeed_v2", spy)
+    return calls
+
+
+def test_nvml_fan_control_holds_the_stack_below_slowdown_where_the_stock_schedule_throttles(loop):
+    stock = loop(choice=BackendChoice.NONE)
+    stock.run(900)
+    assert stock.thermal_ticks[1] > 300 and stock.thermal_ticks[2] > 300
+    assert max(stock.hottest) >= 79
+    controlled = loop(choice=BackendChoice.NVML)
+    controlled.run(900)
+    assert controlled.thermal_ticks == [0, 0, 0, 0]
+    assert max(controlled.hottest) <= 77
+    assert {g.mode for g in controlled.report} == {ControlMode.MANUAL}
+
+
+def test_a_fan_is_written_only_when_its_rounded_up_target_changes(loop, monkeypatch):
+    control = loop(gpus=1, choice=BackendChoice.NVML)
+    calls = set_calls(monkeypatch, control.library)
+    control.run(600)
+    targets = [[] for _ in range(2)]
+    for _, fan, pct in calls:
+        assert not targets[fan] or targets[fan][-1] != pct
+        targets[fan].append(pct)
+    assert 0 < len(calls) < 2 * 600 / 3  # most ticks keep their target
+    assert control.report[0].commands == len(calls)
+    assert control.report[0].fans[0].target_pct == targets[0][-1]
+
+
+def test_restore_hands_every_fan_back_to_the_driver(loop):
+    control = loop(gpus=3, choice=BackendChoice.NVML)
+    control.run(30)
+    assert control.fans.restore()
+    fans = [f for card in control.library.machine.cards for f in card.fans]
+    assert fans and all(f.manual_target_pct is None for f in fans)
+    assert {g.mode for g in control.fans.report()} == {ControlMode.AUTO}
+
+
+def test_without_root_every_gpu_is_monitor_only_said_once_and_nothing_is_written(loop, monkeypatch):
+    with capture_logs() as logs:
+        control = loop(gpus=4, library={"privileged": False})
+    calls = set_calls(monkeypatch, control.library)
+    control.run(60)
+    assert calls == []
+    assert {(g.backend, g.mode) for g in control.report} == {("none", ControlMode.AUTO)}
+    assert "needs root" in control.report[0].reason
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert len(warnings) == 1 and warnings[0]["gpus"] == [0, 1, 2, 3]
+
+
+def test_a_passive_card_is_reported_unsupported(loop):
+    from gpud.sim.machine import Layout
+
+    control = loop(gpus=2, library={"layout": Layout.PASSIVE})
+    control.run(3)
+    assert {g.mode for g in control.report} == {ControlMode.UNSUPPORTED}
+    assert "passive" in control.report[0].reason
+
+
+def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, monkeypatch):
+    control = loop(gpus=2, choice=BackendChoice.NVML)
+    control.run(20)
+    real = type(control.library).nvmlDeviceSetFanSpeed_v2
+    failing = {"on": True}
+
+    def flaky(self, handle, fan, speed):
+        if failing["on"] and N.c_void_p.from_buffer(handle).value == 2:
+            return N.NVML_ERROR_UNKNOWN
+        return real(self, handle, fan, speed)
+
+    patch_driver(monkeypatch, control.library, "nvmlDeviceSetFanSpeed_v2", flaky)
+    with capture_logs() as logs:
+        control.run(5)
+    gpu1 = control.report[1]
+    assert gpu1.mode is ControlMode.AUTO and gpu1.errors == {"Unknown": 5}
+    assert all(f.manual_target_pct is None for f in control.library.machine.cards[1].fans)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["fan command failed, will retry"]
+    assert control.report[0].mode is ControlMode.MANUAL
+    failing["on"] = False
+    control.run(1)
+    assert control.report[1].mode is ControlMode.MANUAL
+
+
+def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, monkeypatch):
+    control = loop(gpus=2, choice=BackendChoice.NVML)
+    control.run(30)
+    real = type(control.library).nvmlDeviceGetTemperatureV
+
+    def blind_gpu0(self, handle, temp):
+        if N.c_void_p.from_buffer(handle).value == 1:
+            return N.NVML_ERROR_UNKNOWN
+        return real(self, handle, temp)
+
+    patch_driver(monkeypatch, control.library, "nvmlDeviceGetTemperatureV", blind_gpu0)
+    with capture_logs() as logs:
+        control.run(3)
+    assert [f.manual_target_pct for f in control.library.machine.cards[0].fans] == [100, 100]
+    assert [e["gpu"] for e in logs if e["event"] == "temperature unreadable, fans to full speed"] == [0]
+
+
+def test_a_fan_that_does_not_follow_its_target_is_reported_once(loop):
+    control = loop(gpus=1, choice=BackendChoice.NVML, tolerance_pct=20, grace_s=10)
+    control.library.machine.cards[0].fans[1].blocked = True
+    with capture_logs() as logs:
+        control.run(60)
+    assert [f.following for f in control.report[0].fans] == [True, False]
+    stuck = [e for e in logs if e["event"] == "fan not following its target"]
+    assert len(stuck) == 1 and stuck[0]["fan"] == 1
+    control.library.machine.cards[0].fans[1].blocked = False
+    control.run(10)
+    assert control.report[0].fans[1].following
+
+
+def test_when_fans_cannot_be_handed_back_restore_leaves_them_at_full_speed(loop, monkeypatch):
+    control = loop(gpus=1, choice=BackendChoice.NVML)
+    control.run(10)
+    patch_driver(
+        monkeypatch,
+        control.library,
+        "nvmlDeviceSetDefaultFanSpeed_v2",
+        lambda self, h, fan: N.NVML_ERROR_UNKNOWN,
+    )
+    assert not control.fans.restore()
+    assert [f.manual_target_pct for f in control.library.machine.cards[0].fans] == [100, 100]
+
+
+def test_a_dry_run_reports_targets_and_touches_nothing(loop, monkeypatch):
+    control = loop(gpus=2, dry_run=True)
+    calls = set_calls(monkeypatch, control.library)
+    control.run(30)
+    assert calls == []
+    assert {(g.backend, g.mode) for g in control.report} == {("dry-run", ControlMode.AUTO)}
+    assert all(f.target_pct is not None for g in control.report for f in g.fans)
+    assert all(f.manual_target_pct is None for card in control.library.machine.cards for f in card.fans)

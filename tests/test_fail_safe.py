@@ -1,0 +1,114 @@
+"""However the loop ends or stalls, fans gpud took over go back to the driver's automatic control."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pynvml as N
+import pytest
+
+from gpud.daemon import Daemon
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.control import ControlMode, FanControl
+from gpud.fans.nvml import NvmlFanBackend
+from gpud.watchdog import StallWatchdog
+
+
+def manual_fans(library) -> list[float | None]:
+    return [f.manual_target_pct for card in library.machine.cards for f in card.fans]
+
+
+def wait_until_handed_back(library, timeout_s: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(pct is not None for pct in manual_fans(library)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(pct is None for pct in manual_fans(library))
+
+
+def controlled_daemon(source) -> Daemon:
+    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]))
+    return Daemon(source, "simulated", 0.01, fans=fans)
+
+
+def fail_utilization_from(monkeypatch, library, tick: int, error: BaseException) -> None:
+    """From the ``tick``-th read on, the simulated driver raises ``error`` out of the C call."""
+    real = type(library).nvmlDeviceGetUtilizationRates
+    reads = {"n": 0}
+
+    def failing(self, handle, util):
+        if N.c_void_p.from_buffer(handle).value == 1:
+            reads["n"] += 1
+            if reads["n"] >= tick:
+                raise error
+        return real(self, handle, util)
+
+    monkeypatch.setattr(type(library), "nvmlDeviceGetUtilizationRates", failing)
+    N._nvmlGetFunctionPointer_cache.pop("nvmlDeviceGetUtilizationRates", None)
+
+
+def test_an_exception_escaping_the_loop_still_hands_every_fan_back(install_nvml, nvml_source, monkeypatch):
+    library = install_nvml(gpus=3)
+    daemon = controlled_daemon(nvml_source())
+    fail_utilization_from(monkeypatch, library, tick=5, error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        daemon.run()
+    assert daemon.state.fan_control[0].mode is ControlMode.MANUAL  # it had taken them over
+    assert manual_fans(library) == [None] * 6
+
+
+def test_ticks_that_keep_failing_hand_the_fans_back_while_the_loop_goes_on(
+    install_nvml, nvml_source, monkeypatch
+):
+    library = install_nvml(gpus=2)
+    daemon = controlled_daemon(nvml_source())
+    daemon.tick()
+    assert all(pct is not None for pct in manual_fans(library))
+    fail_utilization_from(monkeypatch, library, tick=1, error=RuntimeError("driver returned garbage"))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_until_handed_back(library)
+        assert runner.is_alive()
+    finally:
+        daemon.stop()
+        runner.join(timeout=2)
+
+
+def test_the_stall_watchdog_acts_once_per_stall():
+    stalls = []
+    watchdog = StallWatchdog(0.1, lambda: stalls.append(time.monotonic()))
+    watchdog.start()
+    try:
+        time.sleep(0.4)
+        assert len(stalls) == 1
+        watchdog.beat()
+        time.sleep(0.05)
+        assert len(stalls) == 1
+        time.sleep(0.3)
+        assert len(stalls) == 2
+    finally:
+        watchdog.stop()
+
+
+def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(install_nvml, nvml_source, monkeypatch):
+    library = install_nvml(gpus=1)
+    monkeypatch.setattr("gpud.daemon.MIN_STALL_S", 0.2)
+    daemon = controlled_daemon(nvml_source())
+    daemon.tick()
+    stuck = threading.Event()
+
+    def hang(self, handle, util):
+        stuck.wait(5)  # a driver call that does not return
+        return N.NVML_ERROR_UNKNOWN
+
+    monkeypatch.setattr(type(library), "nvmlDeviceGetUtilizationRates", hang)
+    N._nvmlGetFunctionPointer_cache.pop("nvmlDeviceGetUtilizationRates", None)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_until_handed_back(library)
+    finally:
+        daemon.stop()
+        stuck.set()
+        runner.join(timeout=5)
