@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 import gpud
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause
+from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
 
@@ -56,6 +57,7 @@ class GpudCollector(Collector):
     def _gpu_families(self, state: DaemonState) -> Iterator[Metric]:
         f = _Families()
         samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
+        controls = {c.index: c for c in state.fan_control}
         for info in state.gpus:
             ids = [str(info.index), info.uuid]
             f.info.add_metric(
@@ -81,6 +83,9 @@ class GpudCollector(Collector):
             if decision is not None:
                 for cause, seconds in decision.throttled_seconds.items():
                     f.throttled_seconds.add_metric([*ids, cause.value], seconds)
+            control = controls.get(info.index)
+            if control is not None:
+                f.add_fan_control(ids, control)
         yield from f.all()
 
 
@@ -129,10 +134,47 @@ class _Families:
         self.throttled_seconds = CounterMetricFamily(
             "gpud_gpu_throttled_seconds", "Time spent throttled, by cause", labels=["gpu", "uuid", "cause"]
         )
+        self.fan_target = _gauge(
+            "gpud_gpu_fan_target_ratio", "The fan target gpud set (or would set, in a dry run)", ["fan"]
+        )
+        self.fan_not_following = _gauge(
+            "gpud_gpu_fan_not_following", "1 while a fan gpud drives stays away from its target", ["fan"]
+        )
+        self.fan_control = _gauge(
+            "gpud_gpu_fan_control",
+            "1 for who sets the fans: auto (driver), manual (gpud), unsupported",
+            ["mode"],
+        )
+        self.fan_backend = _gauge(
+            "gpud_gpu_fan_backend_info", "How gpud sets this GPU's fans (always 1)", ["backend"]
+        )
+        self.fan_commands = CounterMetricFamily(
+            "gpud_fan_commands", "Fan speed commands sent", labels=["gpu", "uuid"]
+        )
+        self.fan_errors = CounterMetricFamily(
+            "gpud_fan_errors", "Fan commands that failed, by error", labels=["gpu", "uuid", "error"]
+        )
 
     def all(self) -> Iterator[Metric]:
         """Every family, in a stable order."""
         return iter(vars(self).values())
+
+    def add_fan_control(self, ids: list[str], control: GpuFanControl) -> None:
+        """Who drives the GPU's fans, the targets, and the command counters."""
+        for mode in ControlMode:
+            self.fan_control.add_metric([*ids, mode.value], 1 if control.mode is mode else 0)
+        self.fan_backend.add_metric([*ids, control.backend], 1)
+        for fan, status in enumerate(control.fans):
+            _add(
+                self.fan_target,
+                [*ids, str(fan)],
+                status.target_pct / 100 if status.target_pct is not None else None,
+            )
+            if control.mode is ControlMode.MANUAL:
+                self.fan_not_following.add_metric([*ids, str(fan)], 0 if status.following else 1)
+        self.fan_commands.add_metric(ids, control.commands)
+        for error, count in sorted(control.errors.items()):
+            self.fan_errors.add_metric([*ids, error], count)
 
     def add_static(self, ids: list[str], info: GpuInfo) -> None:
         """Series that come from discovery and do not change."""

@@ -15,6 +15,7 @@ from typing import Any
 import gpud
 from gpud.config import DEFAULT_LISTEN
 from gpud.decide.controller import GpuDecision
+from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
 
@@ -29,10 +30,15 @@ class DaemonUnreachable(Exception):
 def status_document(state: DaemonState) -> dict[str, Any]:
     """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts."""
     samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
+    controls = {c.index: c for c in state.fan_control}
     gpus = []
     for info in state.gpus:
         decision = state.decision.for_gpu(info.index) if state.decision else None
-        gpus.append(_gpu_entry(info, samples.get(info.index)) | _decision_entry(decision))
+        sample = samples.get(info.index)
+        control = controls.get(info.index)
+        gpus.append(
+            _gpu_entry(info, sample) | _decision_entry(decision) | _fan_control_entry(control, sample)
+        )
     return {
         "version": gpud.__version__,
         "host": state.hostname,
@@ -76,6 +82,34 @@ def _decision_entry(decision: GpuDecision | None) -> dict[str, Any]:
     return entry
 
 
+def _fan_control_entry(control: GpuFanControl | None, sample: GpuSample | None) -> dict[str, Any]:
+    """Who drives the fans and why; per fan the measured speed next to gpud's target."""
+    readings = sample.fans if sample is not None and sample.up else ()
+    statuses = control.fans if control is not None else ()
+    fans = []
+    for fan in range(max(len(readings), len(statuses))):
+        reading = readings[fan] if fan < len(readings) else None
+        status = statuses[fan] if fan < len(statuses) else None
+        fans.append(
+            {
+                "speed_pct": reading.speed_pct if reading else None,
+                "policy": reading.policy.value if reading and reading.policy else None,
+                "target_pct": status.target_pct if status else None,
+                "following": status.following if status else True,
+            }
+        )
+    entry: dict[str, Any] = {"fans": fans}
+    if control is not None:
+        entry["fan_control"] = {
+            "backend": control.backend,
+            "mode": control.mode.value,
+            "reason": control.reason,
+            "commands": control.commands,
+            "errors": dict(control.errors),
+        }
+    return entry
+
+
 def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "index": info.index,
@@ -97,9 +131,6 @@ def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
         "power_limit_w": sample.power_limit_w,
         "gpu_util_pct": sample.gpu_util_pct,
         "memory_used_bytes": sample.memory_used_bytes,
-        "fans": [
-            {"speed_pct": f.speed_pct, "policy": f.policy.value if f.policy else None} for f in sample.fans
-        ],
         "pstate": sample.pstate,
         "clock_event_reasons": sample.clock_event_reasons,
     }
@@ -118,8 +149,11 @@ def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
 
 
 def exit_code(document: dict[str, Any]) -> int:
-    """1 when any GPU is down or throttling, else 0."""
-    troubled = any(not g.get("up") or g.get("throttle") for g in document["gpus"])
+    """1 when any GPU is down or throttling or has a fan not following its target, else 0."""
+    troubled = any(
+        not g.get("up") or g.get("throttle") or not all(f.get("following", True) for f in g.get("fans", []))
+        for g in document["gpus"]
+    )
     return EXIT_PROBLEM if troubled else EXIT_OK
 
 
@@ -134,6 +168,9 @@ def _state(gpu: dict[str, Any]) -> str:
     if gpu.get("throttle"):
         lost = gpu.get("clock_lost")
         notes.append(f"THROTTLED ({gpu['throttle']}" + (f", -{lost:.0%} clock)" if lost else ")"))
+    for number, fan in enumerate(gpu.get("fans", [])):
+        if not fan.get("following", True):
+            notes.append(f"fan {number} not following its target")
     heat = gpu.get("heat") or {}
     if heat.get("neighbour_heated"):
         notes.append(f"heated by neighbours ({heat['coupling_c_per_100w']:+.1f} °C/100 W)")
@@ -144,18 +181,49 @@ def _state(gpu: dict[str, Any]) -> str:
     return "; ".join(notes) or "ok"
 
 
+def _fans_cell(gpu: dict[str, Any]) -> str:
+    """Each fan's measured speed, and gpud's target where it sets one: ``62→65 63→65 %``."""
+    cells = []
+    for fan in gpu.get("fans", []):
+        speed, target = fan.get("speed_pct"), fan.get("target_pct")
+        cells.append(_fmt(speed) + (f"→{target}" if target is not None else ""))
+    if cells:
+        return " ".join(cells) + " %"
+    return "passive" if gpu.get("up") else "-"
+
+
+def _control_cell(control: dict[str, Any] | None) -> str:
+    if control is None:
+        return "-"
+    if control["mode"] == ControlMode.MANUAL:
+        return f"{control['backend']} manual"
+    if control["backend"] == "dry-run":
+        return "dry run"
+    return control["mode"]
+
+
 def render_table(document: dict[str, Any]) -> str:
     """The status table: one row per GPU, problems spelled out in the last column."""
-    header = ("GPU", "NAME", "TEMP/SLOWDOWN", "FAN", "SM CLOCK/MAX", "POWER/LIMIT", "UTIL", "STATE")
+    header = (
+        "GPU",
+        "NAME",
+        "TEMP/SLOWDOWN",
+        "FAN→TARGET",
+        "FAN CONTROL",
+        "SM CLOCK/MAX",
+        "POWER/LIMIT",
+        "UTIL",
+        "STATE",
+    )
     rows = [header]
     for gpu in document["gpus"]:
-        fans = [f["speed_pct"] for f in gpu.get("fans", []) if f.get("speed_pct") is not None]
         rows.append(
             (
                 str(gpu["index"]),
                 gpu["name"],
                 f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
-                "/".join(f"{f:.0f}" for f in fans) + " %" if fans else "passive" if gpu.get("up") else "-",
+                _fans_cell(gpu),
+                _control_cell(gpu.get("fan_control")),
                 f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
                 f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
                 _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pynvml as N
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout, build_machine
-from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary, simulated_uuid
 from gpud.telemetry import Snapshot
 from gpud.trace.format import TraceHeader
 
@@ -37,6 +40,9 @@ GPU_FAMILIES = [
     "gpud_gpu_clock_event_reason_active",
     "gpud_gpu_throttled",
     "gpud_gpu_throttled_seconds_total",
+    "gpud_gpu_fan_control",
+    "gpud_gpu_fan_backend_info",
+    "gpud_fan_commands_total",
     "gpud_tick_duration_seconds_bucket",
     "gpud_build_info",
 ]
@@ -123,3 +129,66 @@ def simulated_trace(
         return TraceHeader("test", source.gpus, "simulated"), snapshots
 
     return record
+
+
+class FakeNvidiaSettings:
+    """The fake ``nvidia-settings`` on PATH (tests/fakes/nvidia_settings.py): its world and its calls."""
+
+    def __init__(self, directory: Path, state: dict) -> None:
+        self.state_path = directory / "state.json"
+        self.log_path = directory / "calls.jsonl"
+        self.state = state
+        self.state_path.write_text(json.dumps(state))
+        self.log_path.touch()
+
+    def set(self, **changes: object) -> None:
+        """Change its world (X display, Coolbits, a hang ...)."""
+        self.state |= changes
+        self.state_path.write_text(json.dumps(self.state))
+
+    def calls(self) -> list[dict]:
+        """Every invocation so far: ``{"argv": [...], "DISPLAY": ..., "XAUTHORITY": ...}``."""
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    def assignments(self) -> list[str]:
+        """The ``-a`` values of every call, in order."""
+        found = []
+        for call in self.calls():
+            argv = call["argv"]
+            found += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("-a", "--assign")]
+        return found
+
+
+@pytest.fixture
+def fake_nvidia_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., FakeNvidiaSettings]:
+    """Returns ``install(gpus=4, fans=2, **state)``: a recording fake nvidia-settings first on PATH.
+
+    Its GPUs carry the simulated GPUs' UUIDs; it serves X display ``:0``.
+    """
+
+    def install(gpus: int = 4, fans: int = 2, **state: object) -> FakeNvidiaSettings:
+        directory = tmp_path / "fake-nvidia-settings"
+        (directory / "bin").mkdir(parents=True)
+        script = directory / "bin" / "nvidia-settings"
+        script.write_text(
+            f"#!{sys.executable}\n" + (Path(__file__).parent / "fakes" / "nvidia_settings.py").read_text()
+        )
+        script.chmod(0o755)
+        world = {
+            "display": ":0",
+            "gpus": [
+                {"uuid": simulated_uuid(i), "name": "NVIDIA GeForce RTX 3090 (simulated)", "fans": fans}
+                for i in range(gpus)
+            ],
+        }
+        fake = FakeNvidiaSettings(directory, world | state)
+        monkeypatch.setenv("PATH", f"{directory / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_NVIDIA_SETTINGS_STATE", str(fake.state_path))
+        monkeypatch.setenv("FAKE_NVIDIA_SETTINGS_LOG", str(fake.log_path))
+        monkeypatch.setenv("DISPLAY", ":0")
+        monkeypatch.delenv("XAUTHORITY", raising=False)
+        return fake
+
+    return install

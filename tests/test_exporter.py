@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 
 from gpud.decide.controller import Controller
 from gpud.exporter import build_registry
+from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.state import DaemonState
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
 from tests.conftest import GPU_FAMILIES, require_tool
@@ -66,6 +67,18 @@ def state() -> DaemonState:
         snapshot,
         controller.step(snapshot),
         {("nvmlDeviceGetPowerUsage", "Unknown"): 3},
+        fan_control=(
+            GpuFanControl(
+                0,
+                "nvml",
+                ControlMode.MANUAL,
+                "auto: nvml works",
+                (FanStatus(65), FanStatus(70, following=False)),
+                commands=12,
+                errors={"Unknown": 2},
+            ),
+            GpuFanControl(1, "none", ControlMode.UNSUPPORTED, "no fans"),
+        ),
     )
 
 
@@ -77,7 +90,12 @@ def registry_and_text():
 
 def test_every_required_family_is_exported():
     _, text = registry_and_text()
-    for family in [*GPU_FAMILIES, "gpud_nvml_errors_total"]:
+    for family in [
+        *GPU_FAMILIES,
+        "gpud_nvml_errors_total",
+        "gpud_gpu_fan_target_ratio",
+        "gpud_fan_errors_total",
+    ]:
         assert f"\n{family}{{" in text or f"\n{family} " in text, family
 
 
@@ -119,3 +137,18 @@ def test_promtool_accepts_the_exposition(tmp_path):
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fan_control_is_exported_per_gpu_and_fan():
+    registry, _ = registry_and_text()
+    gpu0 = {"gpu": "0", "uuid": "GPU-a"}
+    gpu1 = {"gpu": "1", "uuid": "GPU-b"}
+    assert registry.get_sample_value("gpud_gpu_fan_target_ratio", gpu0 | {"fan": "1"}) == 0.7
+    assert registry.get_sample_value("gpud_gpu_fan_control", gpu0 | {"mode": "manual"}) == 1
+    assert registry.get_sample_value("gpud_gpu_fan_control", gpu0 | {"mode": "auto"}) == 0
+    assert registry.get_sample_value("gpud_gpu_fan_control", gpu1 | {"mode": "unsupported"}) == 1
+    assert registry.get_sample_value("gpud_gpu_fan_backend_info", gpu0 | {"backend": "nvml"}) == 1
+    assert registry.get_sample_value("gpud_gpu_fan_not_following", gpu0 | {"fan": "1"}) == 1
+    assert registry.get_sample_value("gpud_fan_commands_total", gpu0) == 12
+    assert registry.get_sample_value("gpud_fan_errors_total", gpu0 | {"error": "Unknown"}) == 2
+    assert registry.get_sample_value("gpud_gpu_fan_target_ratio", gpu1 | {"fan": "0"}) is None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gpud.decide.controller import Controller
+from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.state import DaemonState
 from gpud.status import DaemonUnreachable, exit_code, fetch_status, render_table, status_document
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
 
 
-def document(*samples: GpuSample, ticks: int = 1) -> dict:
+def document(*samples: GpuSample, ticks: int = 1, fan_control: tuple[GpuFanControl, ...] = ()) -> dict:
     """The status document after ``ticks`` one-second ticks of the same samples."""
     infos = tuple(
         GpuInfo(
@@ -29,7 +30,8 @@ def document(*samples: GpuSample, ticks: int = 1) -> dict:
     for tick in range(ticks):
         snapshot = Snapshot(10.0 + tick, samples)
         decision = controller.step(snapshot)
-    return status_document(DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, decision))
+    state = DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, decision, fan_control=fan_control)
+    return status_document(state)
 
 
 HEALTHY = GpuSample(
@@ -44,12 +46,30 @@ HEALTHY = GpuSample(
 )
 
 
+def nvml_manual(*fans: FanStatus) -> GpuFanControl:
+    return GpuFanControl(0, "nvml", ControlMode.MANUAL, "auto: nvml works", fans, commands=7)
+
+
 def test_all_well_is_exit_0_and_a_readable_row():
     doc = document(HEALTHY)
     assert exit_code(doc) == 0
     table = render_table(doc)
-    assert "70/80 °C" in table and "55/56 %" in table and "1990/2000 MHz" in table and "300/350 W" in table
+    assert "70/80 °C" in table and "55 56 %" in table and "1990/2000 MHz" in table and "300/350 W" in table
     assert table.splitlines()[-1].endswith("ok")
+
+
+def test_fans_show_their_speed_next_to_gpuds_target_and_the_backend():
+    doc = document(HEALTHY, fan_control=(nvml_manual(FanStatus(58), FanStatus(58)),))
+    row = render_table(doc).splitlines()[-1]
+    assert "55→58 56→58 %" in row and "nvml manual" in row
+    assert doc["gpus"][0]["fans"][1] == {"speed_pct": 56, "policy": None, "target_pct": 58, "following": True}
+    assert doc["gpus"][0]["fan_control"]["backend"] == "nvml" and exit_code(doc) == 0
+
+
+def test_a_fan_not_following_its_target_is_exit_1_and_said():
+    doc = document(HEALTHY, fan_control=(nvml_manual(FanStatus(58), FanStatus(90, following=False)),))
+    assert exit_code(doc) == 1
+    assert render_table(doc).splitlines()[-1].endswith("fan 1 not following its target")
 
 
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():

@@ -141,9 +141,8 @@ class NvidiaSettings:
     ) -> None:
         self.display = display or os.environ.get("DISPLAY") or ":0"
         self._executable = executable
-        self._xauthority = (
-            str(xauthority) if xauthority else os.environ.get("XAUTHORITY") or find_xauthority()
-        )
+        self._xauthority = str(xauthority) if xauthority else os.environ.get("XAUTHORITY")
+        self._looked_for_xauthority = self._xauthority is not None  # else looked for at the first call
         self._timeout_s = timeout_s
 
     def run(self, *args: str) -> str:

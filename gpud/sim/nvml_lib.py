@@ -44,6 +44,11 @@ def _set_buffer(buf: Any, text: str) -> int:
     return SUCCESS
 
 
+def simulated_uuid(index: int) -> str:
+    """The UUID of simulated GPU ``index``: stable, so traces and tests can name it."""
+    return f"GPU-51a1a7ed-0000-4000-8000-{index:012x}"
+
+
 def _handle_value(handle: Any) -> int:
     return ctypes.cast(handle, ctypes.c_void_p).value or 0
 
@@ -142,7 +147,7 @@ class SimulatedNvmlLibrary:
         return self._fill(handle, lambda card: _set_buffer(buf, card.spec.name))
 
     def nvmlDeviceGetUUID(self, handle: Any, buf: Any, size: Any) -> int:
-        return _set_buffer(buf, f"GPU-51a1a7ed-0000-4000-8000-{_handle_value(handle) - 1:012x}")
+        return _set_buffer(buf, simulated_uuid(_handle_value(handle) - 1))
 
     def nvmlDeviceGetPciInfo_v3(self, handle: Any, info: Any) -> int:
         index = _handle_value(handle) - 1

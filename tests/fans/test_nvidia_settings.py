@@ -1,0 +1,113 @@
+"""The nvidia-settings backend against a fake nvidia-settings on PATH that records its argv."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gpud.fans.backend import FanControlError
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend, hand_back_every_gpu
+from gpud.fans.nvml import NvmlFanBackend
+from gpud.sim.nvml_lib import simulated_uuid
+
+
+@pytest.fixture
+def gpus(install_nvml, nvml_source):
+    install_nvml(gpus=3)
+    return nvml_source().gpus
+
+
+def test_fans_are_found_through_the_queried_mapping_not_assumed(gpus, fake_nvidia_settings):
+    # The X server lists the GPUs in another order than NVML: [gpu:0] is NVML's GPU 2.
+    fake = fake_nvidia_settings()
+    fake.set(gpus=[{"uuid": simulated_uuid(i), "name": "x", "fans": 2} for i in (2, 1, 0)])
+    backend = NvidiaSettingsBackend(NvidiaSettings(), gpus)
+    assert len(backend.probe(gpus[0])) == 2
+    backend.set_speeds(gpus[0], {0: 55, 1: 60})
+    backend.set_speeds(gpus[0], {1: 65})
+    backend.hand_back(gpus[0])
+    assert fake.assignments() == [
+        "[gpu:2]/GPUFanControlState=0",  # the probe: fans on automatic, and proof that Coolbits is on
+        "[gpu:2]/GPUFanControlState=1",
+        "[fan:4]/GPUTargetFanSpeed=55",
+        "[fan:5]/GPUTargetFanSpeed=60",
+        "[fan:5]/GPUTargetFanSpeed=65",
+        "[gpu:2]/GPUFanControlState=0",
+    ]
+    calls = fake.calls()
+    assert calls[0]["argv"] == ["--ctrl-display", ":0", "-q", "gpus", "--verbose=all"]
+    assert len(calls) == 5  # one listing, then one call per command: a GPU's fans go together
+    assert {c["DISPLAY"] for c in calls} == {":0"}
+
+
+def test_without_a_fan_listing_fans_are_numbered_in_nvml_order(gpus, fake_nvidia_settings):
+    fake = fake_nvidia_settings(gpus=3, list_coolers=False)
+    backend = NvidiaSettingsBackend(NvidiaSettings(), gpus)
+    backend.set_speeds(gpus[1], {0: 40, 1: 45})
+    assert fake.assignments()[1:] == ["[fan:2]/GPUTargetFanSpeed=40", "[fan:3]/GPUTargetFanSpeed=45"]
+
+
+def test_the_display_and_x_cookie_are_passed_to_nvidia_settings(gpus, fake_nvidia_settings):
+    fake = fake_nvidia_settings(gpus=3, display=":1")
+    NvidiaSettingsBackend(NvidiaSettings(display=":1", xauthority="/run/gdm/auth"), gpus).probe(gpus[0])
+    assert {(c["argv"][1], c["DISPLAY"], c["XAUTHORITY"]) for c in fake.calls()} == {
+        (":1", ":1", "/run/gdm/auth")
+    }
+
+
+def test_no_x_server_is_a_clear_lasting_error(gpus, fake_nvidia_settings):
+    fake_nvidia_settings(gpus=3, display=":0")
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettingsBackend(NvidiaSettings(display=":7"), gpus).probe(gpus[0])
+    assert failed.value.error == "NoDisplay" and failed.value.lasting
+    assert "X display :7" in str(failed.value) and "XAUTHORITY" in str(failed.value)
+
+
+def test_missing_coolbits_is_a_clear_lasting_error(gpus, fake_nvidia_settings):
+    fake_nvidia_settings(gpus=3, coolbits=False)
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettingsBackend(NvidiaSettings(), gpus).probe(gpus[0])
+    assert failed.value.error == "NoCoolbits" and failed.value.lasting
+    assert "Coolbits" in str(failed.value) and "gpud setup coolbits" in str(failed.value)
+
+
+def test_a_gpu_without_an_x_screen_is_named(gpus, fake_nvidia_settings):
+    fake_nvidia_settings(gpus=2)  # the X server drives GPUs 0 and 1 only
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettingsBackend(NvidiaSettings(), gpus).probe(gpus[2])
+    assert failed.value.error == "NotOnDisplay" and simulated_uuid(2) in str(failed.value)
+
+
+def test_a_hung_nvidia_settings_times_out(gpus, fake_nvidia_settings):
+    fake_nvidia_settings(gpus=3, hang_s=5)
+    started = time.monotonic()
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettingsBackend(NvidiaSettings(timeout_s=0.5), gpus).probe(gpus[0])
+    assert failed.value.error == "Timeout" and not failed.value.lasting
+    assert time.monotonic() - started < 3
+
+
+def test_nvidia_settings_not_installed(gpus):
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettingsBackend(NvidiaSettings("nvidia-settings-not-here"), gpus).probe(gpus[0])
+    assert failed.value.error == "NotFound" and "not installed" in str(failed.value)
+
+
+def test_auto_falls_back_to_nvidia_settings_when_nvml_needs_root(
+    install_nvml, nvml_source, fake_nvidia_settings
+):
+    install_nvml(gpus=2, privileged=False)
+    gpus = nvml_source().gpus
+    fake_nvidia_settings(gpus=2)
+    backends = [NvmlFanBackend(), NvidiaSettingsBackend(NvidiaSettings(), gpus)]
+    chosen = assign_backends(gpus, BackendChoice.AUTO, backends)
+    assert [a.backend.name for a in chosen] == ["nvidia-settings"] * 2
+    assert "nvml failed" in chosen[0].reason and "needs root" in chosen[0].reason
+
+
+def test_hand_back_every_gpu_needs_no_nvml(fake_nvidia_settings):
+    fake = fake_nvidia_settings(gpus=2)
+    assert hand_back_every_gpu(NvidiaSettings()) == [0, 1]
+    assert fake.assignments() == ["[gpu:0]/GPUFanControlState=0", "[gpu:1]/GPUFanControlState=0"]
