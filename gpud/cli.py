@@ -403,9 +403,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return _fail(str(error), EXIT_USAGE)
     except NvmlUnavailable as error:
-        return _fail(
-            f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {args.command} --simulate", 1
+        command = " ".join(
+            word
+            for word in (
+                args.command,
+                getattr(args, "setup_command", None),
+                getattr(args, "fans_command", None),
+            )
+            if word
         )
+        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
     except GpudError as error:
         return _fail(str(error), 1)
 

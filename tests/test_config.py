@@ -84,3 +84,18 @@ def test_an_unknown_curve_name_lists_the_known_ones(tmp_path):
     path.write_text('[fans]\ncurve = "loud"\n')
     with pytest.raises(ConfigError, match="fans: .*no curve named 'loud' \\(known: balanced, cool, quiet\\)"):
         load_settings(path)
+
+
+def test_the_fan_backend_comes_from_the_file_and_the_flag_wins(tmp_path):
+    path = tmp_path / "gpud.toml"
+    path.write_text('[fan_control]\nbackend = "nvml"\ndisplay = ":1"\n')
+    assert load_settings(path).fan_control.backend == "nvml"
+    flagged = load_settings(path, {"fan_control": {"backend": "none"}}).fan_control
+    assert (flagged.backend, flagged.display) == ("none", ":1")
+
+
+def test_an_unknown_fan_backend_names_the_key_and_the_choices(tmp_path):
+    path = tmp_path / "gpud.toml"
+    path.write_text('[fan_control]\nbackend = "coolbits"\n')
+    with pytest.raises(ConfigError, match=r"fan_control.backend: Input should be 'auto', 'nvml'"):
+        load_settings(path)

@@ -11,6 +11,7 @@ import pytest
 from gpud.daemon import Daemon
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import ControlMode, FanControl
+from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.watchdog import StallWatchdog
 
@@ -112,3 +113,24 @@ def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(install_nvml, 
         daemon.stop()
         stuck.set()
         runner.join(timeout=5)
+
+
+def test_an_exception_escaping_the_loop_ends_with_nvidia_settings_handing_every_gpu_back(
+    install_nvml, nvml_source, fake_nvidia_settings, monkeypatch
+):
+    library = install_nvml(gpus=2)
+    fake = fake_nvidia_settings(gpus=2)
+    source = nvml_source()
+    backend = NvidiaSettingsBackend(NvidiaSettings(), source.gpus)
+    daemon = Daemon(
+        source,
+        "simulated",
+        0.01,
+        fans=FanControl(assign_backends(source.gpus, BackendChoice.AUTO, [backend])),
+    )
+    fail_utilization_from(monkeypatch, library, tick=3, error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        daemon.run()
+    assignments = fake.assignments()
+    assert "[gpu:1]/GPUFanControlState=1" in assignments
+    assert assignments[-2:] == ["[gpu:0]/GPUFanControlState=0", "[gpu:1]/GPUFanControlState=0"]

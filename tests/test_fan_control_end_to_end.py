@@ -117,3 +117,21 @@ def test_nvml_fan_control_keeps_the_simulated_stack_below_slowdown():
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0
+
+
+@pytest.mark.slow
+def test_a_dry_run_reports_targets_and_never_runs_nvidia_settings(fake_nvidia_settings):
+    fake = fake_nvidia_settings(gpus=4)
+    port = free_port()
+    daemon = run_daemon(port, "--fan-backend", "nvidia-settings", "--dry-run")
+    try:
+        document = wait_for(
+            lambda: (r := status(port, "--json")).returncode in (0, 1) and json.loads(r.stdout), 20, "status"
+        )
+        assert {g["fan_control"]["backend"] for g in document["gpus"]} == {"dry-run"}
+        assert all(f["target_pct"] is not None for g in document["gpus"] for f in g["fans"])
+        assert "dry run" in status(port).stdout
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    assert fake.calls() == []

@@ -54,8 +54,9 @@ def xorg_conf(gpus: Sequence[GpuInfo], path: Path = DEFAULT_XORG_CONF) -> str:
     """The whole xorg.conf: a header saying how to apply it, then layout, monitors, devices, screens."""
     if not gpus:
         raise ValueError("no GPUs: nothing to configure")
+    plural = "s" if len(gpus) > 1 else ""
     header = [
-        f"# xorg.conf by gpud {gpud.__version__} (gpud setup coolbits) for {len(gpus)} GPUs.",
+        f"# xorg.conf by gpud {gpud.__version__} (gpud setup coolbits) for {len(gpus)} GPU{plural}.",
         "# One X screen per GPU on display :0, each with a virtual monitor, so that nvidia-settings",
         f"# can set fan speeds on GPUs with no display attached. Coolbits {COOLBITS_FAN_CONTROL} = fan control.",
         "# To apply:",

@@ -1,0 +1,59 @@
+"""``gpud setup coolbits``: the xorg.conf for fan control on every GPU, headless included."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from gpud.fans.coolbits import xorg_bus_id, xorg_conf
+from gpud.telemetry import GpuInfo
+from tests.test_end_to_end import GPUD
+
+
+def gpu(index: int, bus: str) -> GpuInfo:
+    return GpuInfo(index=index, uuid=f"GPU-{index}", name="RTX 3090", pci_bus_id=bus, driver_version="550")
+
+
+def sections(text: str, kind: str) -> list[str]:
+    return re.findall(rf'Section "{kind}"\n(.*?)EndSection', text, re.DOTALL)
+
+
+def test_one_screen_per_gpu_each_with_its_bus_id_a_virtual_monitor_and_coolbits_4():
+    text = xorg_conf([gpu(0, "00000000:01:00.0"), gpu(1, "00000000:4C:00.0")])
+    devices = sections(text, "Device")
+    assert [re.search(r'BusID "(.*)"', d).group(1) for d in devices] == ["PCI:1:0:0", "PCI:76:0:0"]
+    assert all('Option "Coolbits" "4"' in d and "AllowEmptyInitialConfiguration" in d for d in devices)
+    screens = sections(text, "Screen")
+    assert ['Device "Device1"' in s and 'Monitor "Monitor1"' in s for s in screens] == [False, True]
+    assert len(sections(text, "Monitor")) == 2
+    assert 'Screen 1 "Screen1" RightOf "Screen0"' in sections(text, "ServerLayout")[0]
+    assert all(line.startswith("#") for line in text.splitlines()[:5])  # how to apply it, as comments
+
+
+def test_bus_ids_with_a_pci_domain_and_bad_ones():
+    assert xorg_bus_id("00000002:81:00.1") == "PCI:129@2:0:1"
+    with pytest.raises(ValueError, match="not a PCI bus id: ''"):
+        xorg_bus_id("")
+
+
+def test_the_command_prints_the_file_or_writes_it_with_the_commands_to_apply(tmp_path):
+    printed = subprocess.run(
+        [*GPUD, "setup", "coolbits", "--simulate", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert printed.stdout.count('Section "Device"') == 2 and 'BusID "PCI:23:0:0"' in printed.stdout
+    target = tmp_path / "xorg.conf"
+    written = subprocess.run(
+        [*GPUD, "setup", "coolbits", "--simulate", "3", "--write", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert target.read_text().count('Section "Screen"') == 3
+    assert f"sudo cp {target} /etc/X11/xorg.conf" in written.stdout and "nvidia-xconfig" in written.stdout
