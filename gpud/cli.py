@@ -93,22 +93,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         decide=decide_settings(settings),
         fans=fans,
     )
-    with fans:
-        try:
-            server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
-        except OSError as error:
-            source.close()
-            return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
-        daemon.install_signal_handlers()
-        server.start()
-        try:
+    try:
+        server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
+    except OSError as error:
+        source.close()
+        return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
+    daemon.install_signal_handlers()
+    server.start()
+    try:
+        with fans:  # fans go back to the driver before NVML is shut down
             daemon.run()
-        finally:
-            server.stop()
-            fans.restore()
-            source.close()
-            if recorder is not None:
-                recorder.close()
+    finally:
+        server.stop()
+        source.close()
+        if recorder is not None:
+            recorder.close()
     return 0
 
 

@@ -235,4 +235,14 @@ def render_table(document: dict[str, Any]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     title = f"gpud {document['version']} on {document['host']} ({document['source']}, {len(document['gpus'])} GPUs)"
-    return "\n".join([title, *lines])
+    return "\n".join([title, *lines, *_fan_control_notes(document["gpus"])])
+
+
+def _fan_control_notes(gpus: list[dict[str, Any]]) -> list[str]:
+    """Why each GPU's fans are driven the way they are, GPUs with the same reason together."""
+    reasons: dict[str, list[str]] = {}
+    for gpu in gpus:
+        control = gpu.get("fan_control")
+        if control is not None:
+            reasons.setdefault(f"{control['backend']} ({control['reason']})", []).append(str(gpu["index"]))
+    return [f"fans of GPU {', '.join(indexes)}: {reason}" for reason, indexes in reasons.items()]

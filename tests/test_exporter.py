@@ -72,7 +72,7 @@ def state() -> DaemonState:
                 0,
                 "nvml",
                 ControlMode.MANUAL,
-                "auto: nvml works",
+                "picked by auto: nvml works",
                 (FanStatus(65), FanStatus(70, following=False)),
                 commands=12,
                 errors={"Unknown": 2},

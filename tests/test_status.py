@@ -47,7 +47,7 @@ HEALTHY = GpuSample(
 
 
 def nvml_manual(*fans: FanStatus) -> GpuFanControl:
-    return GpuFanControl(0, "nvml", ControlMode.MANUAL, "auto: nvml works", fans, commands=7)
+    return GpuFanControl(0, "nvml", ControlMode.MANUAL, "picked by auto: nvml works", fans, commands=7)
 
 
 def test_all_well_is_exit_0_and_a_readable_row():
@@ -60,8 +60,9 @@ def test_all_well_is_exit_0_and_a_readable_row():
 
 def test_fans_show_their_speed_next_to_gpuds_target_and_the_backend():
     doc = document(HEALTHY, fan_control=(nvml_manual(FanStatus(58), FanStatus(58)),))
-    row = render_table(doc).splitlines()[-1]
+    _, _, row, why = render_table(doc).splitlines()
     assert "55→58 56→58 %" in row and "nvml manual" in row
+    assert why == "fans of GPU 0: nvml (picked by auto: nvml works)"
     assert doc["gpus"][0]["fans"][1] == {"speed_pct": 56, "policy": None, "target_pct": 58, "following": True}
     assert doc["gpus"][0]["fan_control"]["backend"] == "nvml" and exit_code(doc) == 0
 
@@ -69,7 +70,7 @@ def test_fans_show_their_speed_next_to_gpuds_target_and_the_backend():
 def test_a_fan_not_following_its_target_is_exit_1_and_said():
     doc = document(HEALTHY, fan_control=(nvml_manual(FanStatus(58), FanStatus(90, following=False)),))
     assert exit_code(doc) == 1
-    assert render_table(doc).splitlines()[-1].endswith("fan 1 not following its target")
+    assert render_table(doc).splitlines()[2].endswith("fan 1 not following its target")
 
 
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():

@@ -67,7 +67,8 @@ def _assign(
             failures.append((backend.name, error))
             continue
         tried = "".join(f"{name} failed ({error}), " for name, error in failures)
-        return Assignment(gpu, backend, f"{choice.value}: {tried}{backend.name} works", limits)
+        how = "picked by auto" if choice is BackendChoice.AUTO else "configured"
+        return Assignment(gpu, backend, f"{how}: {tried}{backend.name} works", limits)
     unsupported = bool(failures) and all(error.error == "NotSupported" for _, error in failures)
     reasons = "; ".join(f"{name}: {error}" for name, error in failures)
     return Assignment(
