@@ -1,8 +1,8 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
 One tick is sample → decide → apply fan targets → publish (→ record with ``--record``). Signal
-handlers only set an event; the loop notices at once, so SIGTERM/SIGINT/SIGHUP end the process
-within a fraction of a second.
+handlers only set an event; the loop notices at once, so SIGTERM/SIGINT/SIGHUP (and SIGABRT, from
+systemd's watchdog) end the process within a fraction of a second.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
@@ -32,7 +32,9 @@ from gpud.watchdog import StallWatchdog
 
 log = structlog.get_logger("gpud.daemon")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=): stop cleanly on it too,
+# so the fans are handed back before systemd restarts the service.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT)
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 
 
@@ -86,7 +88,7 @@ class Daemon:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM, SIGINT and SIGHUP stop the loop cleanly (and so hand the fans back)."""
+        """SIGTERM, SIGINT, SIGHUP and SIGABRT stop the loop cleanly (and so hand the fans back)."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
