@@ -44,11 +44,13 @@ def scrape(port: int) -> str | None:
         return None
 
 
+def gpud(*args: str) -> subprocess.CompletedProcess:
+    """One gpud command, run to the end; its exit status and output."""
+    return subprocess.run([*GPUD, *args], capture_output=True, text=True, check=False, timeout=30)
+
+
 def status(port: int, *flags: str) -> subprocess.CompletedProcess:
-    url = f"http://127.0.0.1:{port}/status"
-    return subprocess.run(
-        [*GPUD, "status", "--url", url, *flags], capture_output=True, text=True, check=False, timeout=30
-    )
+    return gpud("status", "--url", f"http://127.0.0.1:{port}/status", *flags)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.test_end_to_end import GPUD, free_port, scrape, status, wait_for
+from tests.test_end_to_end import GPUD, free_port, gpud, scrape, status, wait_for
 
 
 def run_daemon(port: int, *flags: str) -> subprocess.Popen:
@@ -69,13 +69,7 @@ def test_nvidia_settings_backend_commands_fans_and_hands_them_back_on_every_stop
 @pytest.mark.slow
 def test_fans_reset_hands_every_gpu_back_from_a_separate_process(fake_nvidia_settings):
     fake = fake_nvidia_settings(gpus=3)
-    result = subprocess.run(
-        [*GPUD, "fans", "reset", "--fan-backend", "nvidia-settings"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = gpud("fans", "reset", "--fan-backend", "nvidia-settings")
     assert result.returncode == 0, result.stderr
     assert fake.assignments() == [f"[gpu:{n}]/GPUFanControlState=0" for n in range(3)]
     assert "fans handed back to the driver" in result.stdout
@@ -84,13 +78,7 @@ def test_fans_reset_hands_every_gpu_back_from_a_separate_process(fake_nvidia_set
 @pytest.mark.slow
 def test_fans_reset_fails_loudly_when_it_cannot_reach_x(fake_nvidia_settings):
     fake_nvidia_settings(gpus=1, coolbits=False)
-    result = subprocess.run(
-        [*GPUD, "fans", "reset", "--fan-backend", "nvidia-settings"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = gpud("fans", "reset", "--fan-backend", "nvidia-settings")
     assert result.returncode == 1 and "Coolbits" in result.stdout
 
 

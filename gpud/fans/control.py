@@ -194,21 +194,13 @@ class FanControl:
         handed_back = self._hand_back(g) is None
         if error.lasting:
             g.backend, g.reason, g.mode = None, f"monitor only: {backend}: {error}", ControlMode.AUTO
-            log.error(
-                "fan control unavailable, monitor only",
-                gpu=g.info.index,
-                backend=backend,
-                reason=str(error),
-                handed_back=handed_back,
-            )
+            say, event = log.error, "fan control unavailable, monitor only"
         elif g.failing != error.error:
-            log.warning(
-                "fan command failed, will retry",
-                gpu=g.info.index,
-                backend=backend,
-                error=str(error),
-                handed_back=handed_back,
-            )
+            say, event = log.warning, "fan command failed, will retry"
+        else:
+            say = None  # said when this error first came
+        if say is not None:
+            say(event, gpu=g.info.index, backend=backend, error=str(error), handed_back=handed_back)
         g.failing = error.error
 
     def _hand_back(self, g: _Gpu) -> FanControlError | None:

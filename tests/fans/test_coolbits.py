@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
 from gpud.fans.coolbits import xorg_bus_id, xorg_conf
 from gpud.telemetry import GpuInfo
-from tests.test_end_to_end import GPUD
+from tests.test_end_to_end import gpud
 
 
 def gpu(index: int, bus: str) -> GpuInfo:
@@ -39,21 +38,10 @@ def test_bus_ids_with_a_pci_domain_and_bad_ones():
 
 
 def test_the_command_prints_the_file_or_writes_it_with_the_commands_to_apply(tmp_path):
-    printed = subprocess.run(
-        [*GPUD, "setup", "coolbits", "--simulate", "2"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    printed = gpud("setup", "coolbits", "--simulate", "2")
     assert printed.stdout.count('Section "Device"') == 2 and 'BusID "PCI:23:0:0"' in printed.stdout
     target = tmp_path / "xorg.conf"
-    written = subprocess.run(
-        [*GPUD, "setup", "coolbits", "--simulate", "3", "--write", str(target)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    written = gpud("setup", "coolbits", "--simulate", "3", "--write", str(target))
+    assert written.returncode == 0, written.stderr
     assert target.read_text().count('Section "Screen"') == 3
     assert f"sudo cp {target} /etc/X11/xorg.conf" in written.stdout and "nvidia-xconfig" in written.stdout
