@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import gpud
+from gpud.decide.heat import HeatFinding
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.state import DaemonState
@@ -83,6 +84,8 @@ class GpudCollector(Collector):
             if decision is not None:
                 for cause, seconds in decision.throttled_seconds.items():
                     f.throttled_seconds.add_metric([*ids, cause.value], seconds)
+                if decision.heat is not None:
+                    f.add_heat(ids, decision.heat)
             control = controls.get(info.index)
             if control is not None:
                 f.add_fan_control(ids, control)
@@ -134,6 +137,17 @@ class _Families:
         self.throttled_seconds = CounterMetricFamily(
             "gpud_gpu_throttled_seconds", "Time spent throttled, by cause", labels=["gpu", "uuid", "cause"]
         )
+        self.heat_buildup = _gauge(
+            "gpud_gpu_heat_buildup",
+            "1 while heat builds up: cooling_saturated (heating with fans near max) or neighbour_heated",
+            ["kind"],
+        )
+        self.heat_coupling = _gauge(
+            "gpud_gpu_heat_coupling_celsius_per_100w", "How much the neighbours' power warms this GPU"
+        )
+        self.seconds_to_slowdown = _gauge(
+            "gpud_gpu_seconds_to_slowdown", "At the current heating rate, time until the slowdown temperature"
+        )
         self.fan_target = _gauge(
             "gpud_gpu_fan_target_ratio", "The fan target gpud set (or would set, in a dry run)", ["fan"]
         )
@@ -158,6 +172,13 @@ class _Families:
     def all(self) -> Iterator[Metric]:
         """Every family, in a stable order."""
         return iter(vars(self).values())
+
+    def add_heat(self, ids: list[str], heat: HeatFinding) -> None:
+        """The heat build-up findings; the coupling and time to slowdown only once known."""
+        self.heat_buildup.add_metric([*ids, "cooling_saturated"], 1 if heat.cooling_saturated else 0)
+        self.heat_buildup.add_metric([*ids, "neighbour_heated"], 1 if heat.neighbour_heated else 0)
+        _add(self.heat_coupling, ids, heat.coupling_c_per_100w)
+        _add(self.seconds_to_slowdown, ids, heat.seconds_to_slowdown)
 
     def add_fan_control(self, ids: list[str], control: GpuFanControl) -> None:
         """Who drives the GPU's fans, the targets, and the command counters."""
