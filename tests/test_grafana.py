@@ -1,0 +1,50 @@
+"""The Grafana dashboard: every query uses only metrics gpud exports, and a host variable."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from gpud.daemon import Daemon
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.control import FanControl
+from gpud.fans.nvml import NvmlFanBackend
+
+DASHBOARD = Path(__file__).parent.parent / "grafana" / "gpud.json"
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def exported_names(install_nvml, nvml_source, clock) -> set[str]:
+    """Every metric family a simulated daemon driving fans declares (``# TYPE``), counters as ``_total``."""
+    install_nvml(gpus=2)
+    source = nvml_source()
+    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]))
+    daemon = Daemon(source, "simulated", 1.0, fans=fans)
+    for _ in range(5):
+        clock.advance(1.0)
+        daemon.tick()
+    text = generate_latest(daemon.registry).decode()
+    fans.restore()
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (gpud_\w+) (\w+)$", text, re.MULTILINE):
+        names.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
+    return names
+
+
+def test_every_dashboard_query_uses_only_metrics_gpud_exports(install_nvml, nvml_source, clock):
+    exported = exported_names(install_nvml, nvml_source, clock)
+    used = {name for query in dashboard_queries() for name in re.findall(r"\b(gpud_\w+|[a-z_]+:\w+)", query)}
+    assert used and used <= exported, used - exported
+
+
+def test_every_query_is_filtered_by_the_host_variable():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "host"]
+    assert all('instance=~"$host"' in query for query in dashboard_queries())
