@@ -112,25 +112,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``gpud status``: the running daemon's GPUs as a table (or JSON)."""
-    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable, exit_code, fetch_status, render_table
-
+    """``gpud status``: the running daemon's GPUs (or a fleet's) as a table, or JSON."""
     while True:
-        try:
-            document = fetch_status(args.url, args.timeout)
-        except DaemonUnreachable as error:
-            code = _fail(str(error), EXIT_NO_DAEMON)
-        else:
-            code = exit_code(document)
-            if args.watch:
-                print("\033[2J\033[H", end="")
-            print(json.dumps(document, indent=2) if args.json else render_table(document), flush=True)
+        code = _status_once(args)
         if not args.watch:
             return code
         try:
             time.sleep(args.watch)
         except KeyboardInterrupt:
             return code
+
+
+def _status_once(args: argparse.Namespace) -> int:
+    from gpud.fleet import fleet_exit_code, fleet_json, from_daemons, from_prometheus, render_fleet
+    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable, exit_code, fetch_status, render_table
+
+    try:
+        if args.hosts or args.prometheus:
+            hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
+            fleet = (
+                from_daemons(hosts, args.timeout) if hosts else from_prometheus(args.prometheus, args.timeout)
+            )
+            document: dict[str, Any] = fleet_json(fleet)
+            text, code = render_fleet(fleet), fleet_exit_code(fleet)
+        else:
+            document = fetch_status(args.url, args.timeout)
+            text, code = render_table(document), exit_code(document)
+    except DaemonUnreachable as error:
+        return _fail(str(error), EXIT_NO_DAEMON)
+    if args.watch:
+        print("\033[2J\033[H", end="")
+    print(json.dumps(document, indent=2) if args.json else text, flush=True)
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -317,19 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="show the running daemon's GPUs",
-        description="Exit code: 0 all well, 1 a GPU throttling or down, 2 no daemon.",
+        description="Exit code: 0 all well, 1 a GPU throttling or down (or a fleet host unreachable), "
+        "2 no daemon answered.",
     )
-    status.add_argument(
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
         "--url",
         default=DEFAULT_STATUS_URL,
         help=f"the daemon's status endpoint (default {DEFAULT_STATUS_URL})",
+    )
+    where.add_argument(
+        "--hosts",
+        metavar="HOST:PORT,...",
+        help="a fleet: every listed daemon, asked at once; one table, worst GPUs first",
+    )
+    where.add_argument(
+        "--prometheus", metavar="URL", help="a fleet: every host this Prometheus scrapes gpud on"
     )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.add_argument(
         "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
     )
     status.add_argument(
-        "--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for the daemon"
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for each daemon (or Prometheus)",
     )
     status.set_defaults(func=cmd_status)
 

@@ -148,13 +148,18 @@ def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
     return document
 
 
+def troubled(gpu: dict[str, Any]) -> bool:
+    """Down, throttling, or a fan not following its target."""
+    return (
+        not gpu.get("up")
+        or bool(gpu.get("throttle"))
+        or not all(f.get("following", True) for f in gpu.get("fans", []))
+    )
+
+
 def exit_code(document: dict[str, Any]) -> int:
     """1 when any GPU is down or throttling or has a fan not following its target, else 0."""
-    troubled = any(
-        not g.get("up") or g.get("throttle") or not all(f.get("following", True) for f in g.get("fans", []))
-        for g in document["gpus"]
-    )
-    return EXIT_PROBLEM if troubled else EXIT_OK
+    return EXIT_PROBLEM if any(troubled(g) for g in document["gpus"]) else EXIT_OK
 
 
 def _fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
@@ -202,38 +207,45 @@ def _control_cell(control: dict[str, Any] | None) -> str:
     return control["mode"]
 
 
-def render_table(document: dict[str, Any]) -> str:
-    """The status table: one row per GPU, problems spelled out in the last column."""
-    header = (
-        "GPU",
-        "NAME",
-        "TEMP/SLOWDOWN",
-        "FAN→TARGET",
-        "FAN CONTROL",
-        "SM CLOCK/MAX",
-        "POWER/LIMIT",
-        "UTIL",
-        "STATE",
+GPU_COLUMNS = (
+    "GPU",
+    "NAME",
+    "TEMP/SLOWDOWN",
+    "FAN→TARGET",
+    "FAN CONTROL",
+    "SM CLOCK/MAX",
+    "POWER/LIMIT",
+    "UTIL",
+    "STATE",
+)
+
+
+def gpu_row(gpu: dict[str, Any]) -> tuple[str, ...]:
+    """One GPU of a status document as the cells of :data:`GPU_COLUMNS`."""
+    return (
+        str(gpu["index"]),
+        gpu["name"],
+        f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
+        _fans_cell(gpu),
+        _control_cell(gpu.get("fan_control")),
+        f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
+        f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
+        _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
+        _state(gpu),
     )
-    rows = [header]
-    for gpu in document["gpus"]:
-        rows.append(
-            (
-                str(gpu["index"]),
-                gpu["name"],
-                f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
-                _fans_cell(gpu),
-                _control_cell(gpu.get("fan_control")),
-                f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
-                f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
-                _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
-                _state(gpu),
-            )
-        )
-    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
-    lines = [
+
+
+def align(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines of left-aligned columns."""
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
+
+
+def render_table(document: dict[str, Any]) -> str:
+    """The status table: one row per GPU, problems spelled out in the last column."""
+    lines = align([GPU_COLUMNS, *(gpu_row(gpu) for gpu in document["gpus"])])
     title = f"gpud {document['version']} on {document['host']} ({document['source']}, {len(document['gpus'])} GPUs)"
     return "\n".join([title, *lines, *_fan_control_notes(document["gpus"])])
 

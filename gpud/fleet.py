@@ -1,0 +1,207 @@
+"""``gpud status --hosts`` and ``--prometheus``: one table for a lab's machines, worst GPUs first.
+
+``--hosts`` asks every daemon's status endpoint at once, each with its own timeout; a host that
+does not answer is a row of the table, not an error. ``--prometheus`` builds the same per-GPU
+entries from what a Prometheus server has scraped, for every host it knows.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from gpud.status import (
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    GPU_COLUMNS,
+    DaemonUnreachable,
+    align,
+    fetch_status,
+    gpu_row,
+    troubled,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """One machine: its GPUs (entries as in ``/status``), or why they could not be had."""
+
+    host: str
+    gpus: list[dict[str, Any]]
+    error: str | None = None
+
+
+def from_daemons(hosts: Sequence[str], timeout_s: float) -> list[HostStatus]:
+    """Every host's ``/status``, asked concurrently; ``host`` is HOST:PORT or a URL."""
+
+    def ask(host: str) -> HostStatus:
+        url = host if "://" in host else f"http://{host}/status"
+        try:
+            return HostStatus(host, fetch_status(url, timeout_s)["gpus"])
+        except DaemonUnreachable as error:
+            return HostStatus(host, [], str(error))
+
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:
+        return list(pool.map(ask, hosts))
+
+
+class PrometheusUnreachable(DaemonUnreachable):
+    """The Prometheus server did not answer a query."""
+
+
+def _query(base_url: str, promql: str, timeout_s: float) -> list[tuple[dict[str, str], float]]:
+    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise PrometheusUnreachable(
+            f"no Prometheus answered at {base_url}: {getattr(error, 'reason', error)}"
+        ) from None
+    if body.get("status") != "success":
+        raise PrometheusUnreachable(f"Prometheus at {base_url} refused {promql!r}: {body.get('error')}")
+    return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+
+# Entry field ← PromQL, with the factor from the metric's base unit to the entry's unit.
+_FIELDS = {
+    "temperature_c": ("gpud_gpu_temperature_celsius", 1),
+    "slowdown_temp_c": ('gpud_gpu_temperature_threshold_celsius{kind="slowdown"}', 1),
+    "sm_clock_mhz": ('gpud_gpu_clock_hertz{clock="sm"}', 1e-6),
+    "sm_clock_max_mhz": ('gpud_gpu_clock_max_hertz{clock="sm"}', 1e-6),
+    "power_w": ("gpud_gpu_power_watts", 1),
+    "power_limit_w": ("gpud_gpu_power_limit_watts", 1),
+    "gpu_util_pct": ("gpud_gpu_utilization_ratio", 100),
+}
+THROTTLED_SHARE = 0.25  # throttled this share of the last minute counts as throttling, as in the alert
+
+
+def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
+    """Every host Prometheus has seen gpud on in the last hour, from its latest samples."""
+
+    def query(promql: str) -> list[tuple[dict[str, str], float]]:
+        return _query(base_url, promql, timeout_s)
+
+    hosts: dict[str, dict[str, dict[str, Any]]] = {
+        labels["instance"]: {}
+        for labels, _ in query("max by (instance) (max_over_time(gpud_build_info[1h]))")
+    }
+    down = {labels["instance"] for labels, _ in query("up == 0")}
+
+    def entry(labels: dict[str, str]) -> dict[str, Any] | None:
+        gpus = hosts.get(labels.get("instance", ""))
+        return None if gpus is None else gpus.get(labels.get("gpu", ""))
+
+    for labels, _ in query("gpud_gpu_info"):
+        if labels["instance"] in hosts:
+            hosts[labels["instance"]][labels["gpu"]] = {
+                "index": int(labels["gpu"]),
+                "uuid": labels["uuid"],
+                "name": labels.get("name", "?"),
+                "up": False,
+                "fans": [],
+                "throttle": None,
+            }
+    for labels, value in query("gpud_gpu_up"):
+        if (gpu := entry(labels)) is not None:
+            gpu["up"] = value == 1
+    for field, (promql, factor) in _FIELDS.items():
+        for labels, value in query(promql):
+            if (gpu := entry(labels)) is not None:
+                gpu[field] = value * factor
+    for labels, _ in query(f"rate(gpud_gpu_throttled_seconds_total[1m]) > {THROTTLED_SHARE}"):
+        if (gpu := entry(labels)) is not None:
+            gpu["throttle"] = labels["cause"]
+    _add_fans(query, entry)
+    _add_heat(query, entry)
+    return [
+        HostStatus(
+            instance,
+            sorted(gpus.values(), key=lambda g: g["index"]),
+            "down (Prometheus cannot scrape it)" if instance in down else None,
+        )
+        for instance, gpus in sorted(hosts.items())
+    ]
+
+
+def _add_fans(query: Any, entry: Any) -> None:
+    fans: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for promql, field, factor in (
+        ("gpud_gpu_fan_speed_ratio", "speed_pct", 100),
+        ("gpud_gpu_fan_target_ratio", "target_pct", 100),
+        ("gpud_gpu_fan_not_following", "following", None),
+    ):
+        for labels, value in query(promql):
+            fan = fans.setdefault((labels["instance"], labels["gpu"]), {}).setdefault(int(labels["fan"]), {})
+            fan[field] = value == 0 if factor is None else round(value * factor)
+    for (instance, gpu_index), by_fan in fans.items():
+        if (gpu := entry({"instance": instance, "gpu": gpu_index})) is not None:
+            gpu["fans"] = [by_fan[n] for n in sorted(by_fan)]
+    backends = {(l["instance"], l["gpu"]): l["backend"] for l, _ in query("gpud_gpu_fan_backend_info")}
+    for labels, _ in query("gpud_gpu_fan_control == 1"):
+        if (gpu := entry(labels)) is not None:
+            backend = backends.get((labels["instance"], labels["gpu"]), "none")
+            gpu["fan_control"] = {"backend": backend, "mode": labels["mode"], "reason": ""}
+
+
+def _add_heat(query: Any, entry: Any) -> None:
+    for labels, value in query("gpud_gpu_heat_buildup"):
+        if (gpu := entry(labels)) is not None:
+            gpu.setdefault("heat", {})[labels["kind"]] = value == 1
+    for labels, value in query("gpud_gpu_heat_coupling_celsius_per_100w"):
+        if (gpu := entry(labels)) is not None:
+            gpu.setdefault("heat", {})["coupling_c_per_100w"] = value
+
+
+def _severity(gpu: dict[str, Any]) -> tuple[int, float]:
+    """Sort key, worst first: down, throttling, fan trouble, heat build-up; then closest to slowdown."""
+    heat = gpu.get("heat") or {}
+    if not gpu.get("up"):
+        rank = 0
+    elif gpu.get("throttle"):
+        rank = 1
+    elif troubled(gpu):
+        rank = 2
+    elif heat.get("neighbour_heated") or heat.get("cooling_saturated"):
+        rank = 3
+    else:
+        rank = 4
+    temperature, slowdown = gpu.get("temperature_c"), gpu.get("slowdown_temp_c")
+    margin = slowdown - temperature if temperature is not None and slowdown is not None else float("inf")
+    return rank, margin
+
+
+_MARKS = {0: "!!", 1: "!!", 2: "!", 3: "~"}
+
+
+def render_fleet(statuses: Sequence[HostStatus]) -> str:
+    """One table of every GPU of every host, worst first; hosts that did not answer on top."""
+    rows = sorted(((_severity(gpu), s.host, gpu) for s in statuses for gpu in s.gpus), key=lambda r: r[0])
+    table = align(
+        [("", "HOST", *GPU_COLUMNS)]
+        + [(_MARKS.get(severity[0], ""), host, *gpu_row(gpu)) for severity, host, gpu in rows]
+    )
+    unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
+    gpus = sum(len(s.gpus) for s in statuses)
+    title = f"gpud fleet: {len(statuses)} hosts, {gpus} GPUs (!! down or throttling, ! fan trouble, ~ heat build-up)"
+    return "\n".join([title, *unreachable, *table])
+
+
+def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:
+    """The fleet as JSON: per host its GPUs, or its error."""
+    return {"hosts": [{"host": s.host, "error": s.error, "gpus": s.gpus} for s in statuses]}
+
+
+def fleet_exit_code(statuses: Sequence[HostStatus]) -> int:
+    """2 when no host answered, 1 when one did not or any GPU is in trouble, else 0."""
+    if statuses and all(s.error is not None and not s.gpus for s in statuses):
+        return EXIT_NO_DAEMON
+    bad = any(s.error is not None for s in statuses) or any(troubled(g) for s in statuses for g in s.gpus)
+    return EXIT_PROBLEM if bad else EXIT_OK

@@ -1,0 +1,127 @@
+"""A real Prometheus scraping three simulated daemons with the shipped rules and dashboard.
+
+Daemon A is a stock-cooled open-air stack (its two middle GPUs throttle), B the same stack with
+gpud driving the fans (nothing throttles), C two passive data-center cards. The test proves that
+every dashboard query returns data, that the throttling alert fires for A's middle GPUs and only
+for them, and that the fleet view sees the same through ``--hosts`` and ``--prometheus``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.test_end_to_end import GPUD, free_port, gpud, wait_for
+from tests.test_grafana import dashboard_queries
+
+ROOT = Path(__file__).parent.parent
+DAEMONS = {
+    "A": ["--fan-backend", "none"],
+    "B": ["--fan-backend", "nvml"],
+    "C": ["2", "--layout", "passive"],
+}
+
+
+def api(port: int, path: str, **params: str) -> dict:
+    url = f"http://127.0.0.1:{port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def firing(port: int, alertname: str) -> set[tuple[str, str]]:
+    alerts = api(port, "alerts")["alerts"]
+    return {
+        (a["labels"]["instance"], a["labels"]["gpu"])
+        for a in alerts
+        if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+    }
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Three daemons and a Prometheus scraping them every second: (daemon addresses, Prometheus port)."""
+    prometheus = require_tool("prometheus")
+    processes = []
+    addresses = {}
+    try:
+        for name, flags in DAEMONS.items():
+            addresses[name] = f"127.0.0.1:{free_port()}"
+            processes.append(
+                subprocess.Popen(
+                    [*GPUD, "run", "--simulate", *flags, "--sim-speed", "40", "--interval", "0.5"]
+                    + ["--listen", addresses[name]],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        config = tmp_path / "prometheus.yml"
+        targets = json.dumps(list(addresses.values()))
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: [{ROOT / 'prometheus' / 'gpud.rules.yml'}]\n"
+            f"scrape_configs: [{{job_name: gpud, static_configs: [{{targets: {targets}}}]}}]\n"
+        )
+        port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}"]
+                + [f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for(lambda: _ready(port), 30, "Prometheus")
+        yield addresses, port
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+
+
+def _ready(port: int) -> bool:
+    try:
+        return len(api(port, "query", query='up{job="gpud"} == 1')["result"]) == 3
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
+    addresses, port = fleet
+
+    def every_query_has_data() -> bool:
+        for query in dashboard_queries():
+            promql = query.replace("$host", ".*").replace("$__rate_interval", "30s")
+            if not api(port, "query", query=promql)["result"]:
+                return False
+        return True
+
+    wait_for(every_query_has_data, 90, "data for every dashboard query")
+
+    a = addresses["A"]
+    wait_for(
+        lambda: firing(port, "GpuThermalThrottling") == {(a, "1"), (a, "2")}, 150, "the throttling alert"
+    )
+
+    hosts = gpud("status", "--hosts", ",".join([*addresses.values(), f"127.0.0.1:{free_port()}"]))
+    assert hosts.returncode == 1
+    lines = hosts.stdout.splitlines()
+    assert lines[1].startswith("!! 127.0.0.1:") and "no gpud answered" in lines[1]
+    worst = lines[3:5]  # after the title, the unreachable host and the header
+    assert all(line.startswith(f"!!  {a}") and "THROTTLED (thermal" in line for line in worst), hosts.stdout
+
+    seen = json.loads(gpud("status", "--prometheus", f"http://127.0.0.1:{port}", "--json").stdout)
+    throttled = {
+        (h["host"], g["index"]) for h in seen["hosts"] for g in h["gpus"] if g["throttle"] == "thermal"
+    }
+    assert throttled == {(a, 1), (a, 2)}
+    assert sorted(len(h["gpus"]) for h in seen["hosts"]) == [2, 4, 4]
+    table = gpud("status", "--prometheus", f"http://127.0.0.1:{port}")
+    assert table.returncode == 1 and "nvml manual" in table.stdout and "THROTTLED (thermal)" in table.stdout
