@@ -69,18 +69,10 @@ class HeatFinding:
 def neighbours(infos: tuple[GpuInfo, ...]) -> dict[int, tuple[int, ...]]:
     """GPUs in adjacent PCI positions: the next and previous bus id (index order when unknown).
 
-                    >>> from gpud.telemetry import GpuInfo
-
-                _RESOLVE_EVERY = 10  # observations between refits: the fit moves on a scale of minutes
-            _TERMS = 3  # own power, neighbours' power, own power x fan
-        _MIN_WEIGHT = 30.0  # observations (after forgetting) before a fit is trusted
-            _MIN_OWN_SPREAD_W = 5.0  # standard deviations the powers must show for the fit to mean anything
-        _MIN_NEIGHBOUR_SPREAD_W = 20.0
-            _MAX_CORRELATION = 0.95  # beyond this the two powers cannot be told apart
-    _MAX_FAN_CORRELATION = 0.999  # a steady fan makes the power x fan term a copy of the power term
-                    >>> cards = [GpuInfo(i, "", "", bus, "") for i, bus in enumerate(["0:41:00.0", "0:01:00.0", "0:21:00.0"])]
-                    >>> neighbours(tuple(cards))
-                    {1: (2,), 2: (1, 0), 0: (2,)}
+    >>> from gpud.telemetry import GpuInfo
+    >>> cards = [GpuInfo(i, "", "", bus, "") for i, bus in enumerate(["0:41:00.0", "0:01:00.0", "0:21:00.0"])]
+    >>> neighbours(tuple(cards))
+    {1: (2,), 2: (1, 0), 0: (2,)}
     """
     order = [info.index for info in sorted(infos, key=lambda info: (info.pci_bus_id or "", info.index))]
     return {
