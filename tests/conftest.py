@@ -12,11 +12,14 @@ from pathlib import Path
 import pynvml as N
 import pytest
 
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.control import FanControl
+from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary, simulated_uuid
-from gpud.telemetry import Snapshot
+from gpud.telemetry import GpuInfo, Snapshot
 from gpud.trace.format import TraceHeader
 
 # The families a daemon serves once it has ticked (gpud_nvml_errors_total appears with the first error).
@@ -85,6 +88,21 @@ def install_nvml(
 
 
 @pytest.fixture
+def patch_driver(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Returns ``patch(library, name, function)``: one simulated C entry point replaced for the test.
+
+    ``function(self, *args)`` stands in for the method of that name (a new one if the library has
+    none); pynvml's cached look-up of it is dropped, so the replacement is seen at once.
+    """
+
+    def patch(library: SimulatedNvmlLibrary, name: str, function: Callable[..., int]) -> None:
+        monkeypatch.setattr(type(library), name, function, raising=False)
+        N._nvmlGetFunctionPointer_cache.pop(name, None)
+
+    return patch
+
+
+@pytest.fixture
 def nvml_source(install_nvml: Callable[..., SimulatedNvmlLibrary]) -> Iterator[Callable[..., NvmlSource]]:
     """Returns ``open(**kwargs)``: an NvmlSource on the installed library, closed (poller thread too) after the test."""
     sources: list[NvmlSource] = []
@@ -96,6 +114,16 @@ def nvml_source(install_nvml: Callable[..., SimulatedNvmlLibrary]) -> Iterator[C
     yield open_source
     for source in sources:
         source.close()
+
+
+def nvml_fan_control(
+    gpus: tuple[GpuInfo, ...],
+    choice: BackendChoice = BackendChoice.NVML,
+    dry_run: bool = False,
+    **limits: float,
+) -> FanControl:
+    """Fan control choosing among the NVML backend only (on the installed, simulated driver)."""
+    return FanControl(assign_backends(gpus, choice, [NvmlFanBackend()], dry_run), **limits)
 
 
 def require_tool(name: str) -> str:

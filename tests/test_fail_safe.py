@@ -12,8 +12,9 @@ from gpud.daemon import Daemon
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
-from gpud.fans.nvml import NvmlFanBackend
+from gpud.sim.nvml_lib import gpu_index
 from gpud.watchdog import StallWatchdog
+from tests.conftest import nvml_fan_control
 
 
 def manual_fans(library) -> list[float | None]:
@@ -28,30 +29,28 @@ def wait_until_handed_back(library, timeout_s: float = 3.0) -> None:
 
 
 def controlled_daemon(source) -> Daemon:
-    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]))
-    return Daemon(source, "simulated", 0.01, fans=fans)
+    return Daemon(source, "simulated", 0.01, fans=nvml_fan_control(source.gpus))
 
 
-def fail_utilization_from(monkeypatch, library, tick: int, error: BaseException) -> None:
+def fail_utilization_from(patch_driver, library, tick: int, error: BaseException) -> None:
     """From the ``tick``-th read on, the simulated driver raises ``error`` out of the C call."""
     real = type(library).nvmlDeviceGetUtilizationRates
     reads = {"n": 0}
 
     def failing(self, handle, util):
-        if N.c_void_p.from_buffer(handle).value == 1:
+        if gpu_index(handle) == 0:
             reads["n"] += 1
             if reads["n"] >= tick:
                 raise error
         return real(self, handle, util)
 
-    monkeypatch.setattr(type(library), "nvmlDeviceGetUtilizationRates", failing)
-    N._nvmlGetFunctionPointer_cache.pop("nvmlDeviceGetUtilizationRates", None)
+    patch_driver(library, "nvmlDeviceGetUtilizationRates", failing)
 
 
-def test_an_exception_escaping_the_loop_still_hands_every_fan_back(install_nvml, nvml_source, monkeypatch):
+def test_an_exception_escaping_the_loop_still_hands_every_fan_back(install_nvml, nvml_source, patch_driver):
     library = install_nvml(gpus=3)
     daemon = controlled_daemon(nvml_source())
-    fail_utilization_from(monkeypatch, library, tick=5, error=KeyboardInterrupt())
+    fail_utilization_from(patch_driver, library, tick=5, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         daemon.run()
     assert daemon.state.fan_control[0].mode is ControlMode.MANUAL  # it had taken them over
@@ -59,13 +58,13 @@ def test_an_exception_escaping_the_loop_still_hands_every_fan_back(install_nvml,
 
 
 def test_ticks_that_keep_failing_hand_the_fans_back_while_the_loop_goes_on(
-    install_nvml, nvml_source, monkeypatch
+    install_nvml, nvml_source, patch_driver
 ):
     library = install_nvml(gpus=2)
     daemon = controlled_daemon(nvml_source())
     daemon.tick()
     assert all(pct is not None for pct in manual_fans(library))
-    fail_utilization_from(monkeypatch, library, tick=1, error=RuntimeError("driver returned garbage"))
+    fail_utilization_from(patch_driver, library, tick=1, error=RuntimeError("driver returned garbage"))
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
@@ -76,23 +75,35 @@ def test_ticks_that_keep_failing_hand_the_fans_back_while_the_loop_goes_on(
         runner.join(timeout=2)
 
 
-def test_the_stall_watchdog_acts_once_per_stall():
+def test_the_stall_watchdog_acts_once_per_stall(clock):
     stalls = []
-    watchdog = StallWatchdog(0.1, lambda: stalls.append(time.monotonic()))
+    watchdog = StallWatchdog(0.2, lambda: stalls.append(clock()), clock=clock)  # looks every 0.05 s
+
+    def settle() -> None:  # a few of its looks
+        time.sleep(0.3)
+
     watchdog.start()
     try:
-        time.sleep(0.4)
+        clock.advance(0.1)
+        settle()
+        assert stalls == []
+        clock.advance(0.2)
+        settle()
+        assert len(stalls) == 1  # once, however long the stall lasts
+        clock.advance(5)
+        settle()
         assert len(stalls) == 1
         watchdog.beat()
-        time.sleep(0.05)
-        assert len(stalls) == 1
-        time.sleep(0.3)
+        clock.advance(0.3)
+        settle()
         assert len(stalls) == 2
     finally:
         watchdog.stop()
 
 
-def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(install_nvml, nvml_source, monkeypatch):
+def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(
+    install_nvml, nvml_source, monkeypatch, patch_driver
+):
     library = install_nvml(gpus=1)
     monkeypatch.setattr("gpud.daemon.MIN_STALL_S", 0.2)
     daemon = controlled_daemon(nvml_source())
@@ -103,8 +114,7 @@ def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(install_nvml, 
         stuck.wait(5)  # a driver call that does not return
         return N.NVML_ERROR_UNKNOWN
 
-    monkeypatch.setattr(type(library), "nvmlDeviceGetUtilizationRates", hang)
-    N._nvmlGetFunctionPointer_cache.pop("nvmlDeviceGetUtilizationRates", None)
+    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
@@ -116,7 +126,7 @@ def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(install_nvml, 
 
 
 def test_an_exception_escaping_the_loop_ends_with_nvidia_settings_handing_every_gpu_back(
-    install_nvml, nvml_source, fake_nvidia_settings, monkeypatch
+    install_nvml, nvml_source, fake_nvidia_settings, patch_driver
 ):
     library = install_nvml(gpus=2)
     fake = fake_nvidia_settings(gpus=2)
@@ -128,7 +138,7 @@ def test_an_exception_escaping_the_loop_ends_with_nvidia_settings_handing_every_
         0.01,
         fans=FanControl(assign_backends(source.gpus, BackendChoice.AUTO, [backend])),
     )
-    fail_utilization_from(monkeypatch, library, tick=3, error=KeyboardInterrupt())
+    fail_utilization_from(patch_driver, library, tick=3, error=KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         daemon.run()
     assignments = fake.assignments()

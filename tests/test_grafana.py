@@ -9,9 +9,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from gpud.daemon import Daemon
-from gpud.fans.choose import BackendChoice, assign_backends
-from gpud.fans.control import FanControl
-from gpud.fans.nvml import NvmlFanBackend
+from tests.conftest import nvml_fan_control
 
 DASHBOARD = Path(__file__).parent.parent / "grafana" / "gpud.json"
 
@@ -25,7 +23,7 @@ def exported_names(install_nvml, nvml_source, clock) -> set[str]:
     """Every metric family a simulated daemon driving fans declares (``# TYPE``), counters as ``_total``."""
     install_nvml(gpus=2)
     source = nvml_source()
-    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]))
+    fans = nvml_fan_control(source.gpus)
     daemon = Daemon(source, "simulated", 1.0, fans=fans)
     for _ in range(5):
         clock.advance(1.0)

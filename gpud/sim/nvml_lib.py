@@ -49,8 +49,9 @@ def simulated_uuid(index: int) -> str:
     return f"GPU-51a1a7ed-0000-4000-8000-{index:012x}"
 
 
-def _handle_value(handle: Any) -> int:
-    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+def gpu_index(handle: Any) -> int:
+    """The simulated GPU a device handle stands for (handles are index + 1, never NULL)."""
+    return (ctypes.cast(handle, ctypes.c_void_p).value or 0) - 1
 
 
 class SimulatedNvmlLibrary:
@@ -94,7 +95,7 @@ class SimulatedNvmlLibrary:
             machine.step(SIM_STEP_S)
 
     def _card(self, handle: Any) -> Card | None:
-        index = _handle_value(handle) - 1
+        index = gpu_index(handle)
         if not 0 <= index < len(self.machine.cards):
             return None
         self._advance()
@@ -147,10 +148,10 @@ class SimulatedNvmlLibrary:
         return self._fill(handle, lambda card: _set_buffer(buf, card.spec.name))
 
     def nvmlDeviceGetUUID(self, handle: Any, buf: Any, size: Any) -> int:
-        return _set_buffer(buf, simulated_uuid(_handle_value(handle) - 1))
+        return _set_buffer(buf, simulated_uuid(gpu_index(handle)))
 
     def nvmlDeviceGetPciInfo_v3(self, handle: Any, info: Any) -> int:
-        index = _handle_value(handle) - 1
+        index = gpu_index(handle)
         pci = info._obj
         pci.domain, pci.bus, pci.device = 0, 0x17 + index * 0x10, 0
         pci.busId = f"00000000:{pci.bus:02X}:00.0".encode()

@@ -8,24 +8,23 @@ import pynvml as N
 import pytest
 from structlog.testing import capture_logs
 
-from gpud.decide.controller import Controller
-from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.daemon import Daemon
+from gpud.fans.choose import BackendChoice
 from gpud.fans.control import ControlMode, FanControl, GpuFanControl
-from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.source import NvmlSource
+from gpud.sim.nvml_lib import gpu_index
 from gpud.sim.thermal import REASON_HW_THERMAL, REASON_SW_THERMAL
+from tests.conftest import nvml_fan_control
 
 THERMAL = REASON_SW_THERMAL | REASON_HW_THERMAL
 
 
 class Loop:
-    """The daemon's tick, sample → decide → apply, on the fake clock."""
+    """The daemon ticking once a second on the fake clock, its fans driven through the NVML backend."""
 
-    def __init__(self, source: NvmlSource, clock, choice: BackendChoice, dry_run: bool = False, **control):
-        self.source, self.clock = source, clock
-        self.controller = Controller(source.gpus)
-        assignments = assign_backends(source.gpus, choice, [NvmlFanBackend()], dry_run)
-        self.fans = FanControl(assignments, **control)
+    def __init__(self, source: NvmlSource, clock, library, fans: FanControl) -> None:
+        self.clock, self.library, self.fans = clock, library, fans
+        self.daemon = Daemon(source, "simulated", 1.0, fans=fans)
         self.hottest = [0.0] * len(source.gpus)
         self.thermal_ticks = [0] * len(source.gpus)
         self.report: tuple[GpuFanControl, ...] = ()
@@ -33,9 +32,9 @@ class Loop:
     def run(self, seconds: int) -> None:
         for _ in range(seconds):
             self.clock.advance(1.0)
-            snapshot = self.source.sample()
-            self.report = self.fans.apply(self.controller.step(snapshot), snapshot)
-            for s in snapshot.gpus:
+            self.daemon.tick()
+            self.report = self.daemon.state.fan_control
+            for s in self.daemon.state.snapshot.gpus:
                 if s.temperature_c is not None:
                     self.hottest[s.index] = max(self.hottest[s.index], s.temperature_c)
                 self.thermal_ticks[s.index] += bool((s.clock_event_reasons or 0) & THERMAL)
@@ -43,31 +42,30 @@ class Loop:
 
 @pytest.fixture
 def loop(install_nvml, nvml_source, clock) -> Callable[..., Loop]:
-    def make(gpus: int = 4, choice: BackendChoice = BackendChoice.AUTO, library: dict | None = None, **kw):
+    def make(
+        gpus: int = 4,
+        choice: BackendChoice = BackendChoice.AUTO,
+        library: dict | None = None,
+        dry_run: bool = False,
+        **limits,
+    ) -> Loop:
         sim = install_nvml(gpus=gpus, **(library or {}))
-        made = Loop(nvml_source(clock=sim.unix_time), clock, choice, **kw)
-        made.library = sim
-        return made
+        source = nvml_source(clock=sim.unix_time)
+        return Loop(source, clock, sim, nvml_fan_control(source.gpus, choice, dry_run, **limits))
 
     return make
 
 
-def patch_driver(monkeypatch, library, name: str, function) -> None:
-    """Replace one simulated C entry point, also where pynvml has already looked it up."""
-    monkeypatch.setattr(type(library), name, function)
-    N._nvmlGetFunctionPointer_cache.pop(name, None)
-
-
-def set_calls(monkeypatch, library) -> list[tuple[int, int, int]]:
+def set_calls(patch_driver, library) -> list[tuple[int, int, int]]:
     """Records every nvmlDeviceSetFanSpeed_v2 the driver receives: (gpu, fan, %)."""
     calls: list[tuple[int, int, int]] = []
     real = type(library).nvmlDeviceSetFanSpeed_v2
 
     def spy(self, handle, fan, speed):
-        calls.append((N.c_void_p.from_buffer(handle).value - 1, fan, speed))
+        calls.append((gpu_index(handle), fan, speed))
         return real(self, handle, fan, speed)
 
-    patch_driver(monkeypatch, library, "nvmlDeviceSetFanSpeed_v2", spy)
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", spy)
     return calls
 
 
@@ -83,9 +81,9 @@ def test_nvml_fan_control_holds_the_stack_below_slowdown_where_the_stock_schedul
     assert {g.mode for g in controlled.report} == {ControlMode.MANUAL}
 
 
-def test_a_fan_is_written_only_when_its_rounded_up_target_changes(loop, monkeypatch):
+def test_a_fan_is_written_only_when_its_rounded_up_target_changes(loop, patch_driver):
     control = loop(gpus=1, choice=BackendChoice.NVML)
-    calls = set_calls(monkeypatch, control.library)
+    calls = set_calls(patch_driver, control.library)
     control.run(600)
     targets = [[] for _ in range(2)]
     for _, fan, pct in calls:
@@ -105,10 +103,10 @@ def test_restore_hands_every_fan_back_to_the_driver(loop):
     assert {g.mode for g in control.fans.report()} == {ControlMode.AUTO}
 
 
-def test_without_root_every_gpu_is_monitor_only_said_once_and_nothing_is_written(loop, monkeypatch):
+def test_without_root_every_gpu_is_monitor_only_said_once_and_nothing_is_written(loop, patch_driver):
     with capture_logs() as logs:
         control = loop(gpus=4, library={"privileged": False})
-    calls = set_calls(monkeypatch, control.library)
+    calls = set_calls(patch_driver, control.library)
     control.run(60)
     assert calls == []
     assert {(g.backend, g.mode) for g in control.report} == {("none", ControlMode.AUTO)}
@@ -126,18 +124,18 @@ def test_a_passive_card_is_reported_unsupported(loop):
     assert "passive" in control.report[0].reason
 
 
-def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, monkeypatch):
+def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, patch_driver):
     control = loop(gpus=2, choice=BackendChoice.NVML)
     control.run(20)
     real = type(control.library).nvmlDeviceSetFanSpeed_v2
     failing = {"on": True}
 
     def flaky(self, handle, fan, speed):
-        if failing["on"] and N.c_void_p.from_buffer(handle).value == 2:
+        if failing["on"] and gpu_index(handle) == 1:
             return N.NVML_ERROR_UNKNOWN
         return real(self, handle, fan, speed)
 
-    patch_driver(monkeypatch, control.library, "nvmlDeviceSetFanSpeed_v2", flaky)
+    patch_driver(control.library, "nvmlDeviceSetFanSpeed_v2", flaky)
     with capture_logs() as logs:
         control.run(5)
     gpu1 = control.report[1]
@@ -150,17 +148,17 @@ def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, monkey
     assert control.report[1].mode is ControlMode.MANUAL
 
 
-def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, monkeypatch):
+def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, patch_driver):
     control = loop(gpus=2, choice=BackendChoice.NVML)
     control.run(30)
     real = type(control.library).nvmlDeviceGetTemperatureV
 
     def blind_gpu0(self, handle, temp):
-        if N.c_void_p.from_buffer(handle).value == 1:
+        if gpu_index(handle) == 0:
             return N.NVML_ERROR_UNKNOWN
         return real(self, handle, temp)
 
-    patch_driver(monkeypatch, control.library, "nvmlDeviceGetTemperatureV", blind_gpu0)
+    patch_driver(control.library, "nvmlDeviceGetTemperatureV", blind_gpu0)
     with capture_logs() as logs:
         control.run(3)
     assert [f.manual_target_pct for f in control.library.machine.cards[0].fans] == [100, 100]
@@ -180,11 +178,10 @@ def test_a_fan_that_does_not_follow_its_target_is_reported_once(loop):
     assert control.report[0].fans[1].following
 
 
-def test_when_fans_cannot_be_handed_back_restore_leaves_them_at_full_speed(loop, monkeypatch):
+def test_when_fans_cannot_be_handed_back_restore_leaves_them_at_full_speed(loop, patch_driver):
     control = loop(gpus=1, choice=BackendChoice.NVML)
     control.run(10)
     patch_driver(
-        monkeypatch,
         control.library,
         "nvmlDeviceSetDefaultFanSpeed_v2",
         lambda self, h, fan: N.NVML_ERROR_UNKNOWN,
@@ -193,9 +190,9 @@ def test_when_fans_cannot_be_handed_back_restore_leaves_them_at_full_speed(loop,
     assert [f.manual_target_pct for f in control.library.machine.cards[0].fans] == [100, 100]
 
 
-def test_a_dry_run_reports_targets_and_touches_nothing(loop, monkeypatch):
+def test_a_dry_run_reports_targets_and_touches_nothing(loop, patch_driver):
     control = loop(gpus=2, dry_run=True)
-    calls = set_calls(monkeypatch, control.library)
+    calls = set_calls(patch_driver, control.library)
     control.run(30)
     assert calls == []
     assert {(g.backend, g.mode) for g in control.report} == {("dry-run", ControlMode.AUTO)}

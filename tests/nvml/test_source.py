@@ -13,6 +13,7 @@ from gpud.errors import NvmlUnavailable
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout
+from gpud.sim.nvml_lib import gpu_index
 from gpud.telemetry import Cooling, FanPolicy
 
 
@@ -56,16 +57,15 @@ def test_a_passive_card_reports_no_fans_and_is_classified_passive(install_nvml):
     source.close()
 
 
-def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, monkeypatch):
+def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, patch_driver):
     library = install_nvml(gpus=2)
     calls = []
 
-    def unsupported(handle, out):
+    def unsupported(self, handle, out):
         calls.append(1)
         return N.NVML_ERROR_NOT_SUPPORTED
 
-    monkeypatch.setattr(library, "nvmlDeviceGetPerformanceState", unsupported, raising=False)
-    N._nvmlGetFunctionPointer_cache.clear()
+    patch_driver(library, "nvmlDeviceGetPerformanceState", unsupported)
     source = NvmlSource()
     for _ in range(3):
         assert all(g.pstate is None and g.temperature_c is not None for g in source.sample().gpus)
@@ -74,36 +74,28 @@ def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, monke
     source.close()
 
 
-def test_an_old_driver_without_new_functions_falls_back(install_nvml, monkeypatch):
+def test_an_old_driver_without_new_functions_falls_back(install_nvml, monkeypatch, patch_driver):
     library = install_nvml(gpus=1)
     # Drivers before R570 have no nvmlDeviceGetTemperatureV; before R535 no ...ClocksEventReasons.
     monkeypatch.delattr(type(library), "nvmlDeviceGetTemperatureV")
     monkeypatch.delattr(type(library), "nvmlDeviceGetCurrentClocksEventReasons")
-    monkeypatch.setattr(
-        library,
-        "nvmlDeviceGetTemperature",
-        lambda h, sensor, out: library._read(h, lambda c: 71, out),
-        raising=False,
+    patch_driver(
+        library, "nvmlDeviceGetTemperature", lambda self, h, sensor, out: self._read(h, lambda c: 71, out)
     )
-    monkeypatch.setattr(
+    patch_driver(
         library,
         "nvmlDeviceGetCurrentClocksThrottleReasons",
-        lambda h, out: library._read(h, lambda c: 0x20, out),
-        raising=False,
+        lambda self, h, out: self._read(h, lambda c: 0x20, out),
     )
-    N._nvmlGetFunctionPointer_cache.clear()
     source = NvmlSource()
     gpu = source.sample().gpus[0]
     assert gpu.temperature_c == 71 and gpu.clock_event_reasons == 0x20
     source.close()
 
 
-def test_no_permission_gives_none_and_one_warning(install_nvml, monkeypatch):
+def test_no_permission_gives_none_and_one_warning(install_nvml, patch_driver):
     library = install_nvml(gpus=1)
-    monkeypatch.setattr(
-        library, "nvmlDeviceGetPowerUsage", lambda h, out: N.NVML_ERROR_NO_PERMISSION, raising=False
-    )
-    N._nvmlGetFunctionPointer_cache.clear()
+    patch_driver(library, "nvmlDeviceGetPowerUsage", lambda self, h, out: N.NVML_ERROR_NO_PERMISSION)
     source = NvmlSource()
     with structlog.testing.capture_logs() as logs:
         for _ in range(3):
@@ -114,18 +106,16 @@ def test_no_permission_gives_none_and_one_warning(install_nvml, monkeypatch):
     source.close()
 
 
-def test_a_lost_gpu_is_reported_down_while_the_others_go_on_and_comes_back(install_nvml, monkeypatch):
+def test_a_lost_gpu_is_reported_down_while_the_others_go_on_and_comes_back(install_nvml, patch_driver):
     library = install_nvml(gpus=3)
     source = NvmlSource()
     lost = {1}
     real = type(library).nvmlDeviceGetTemperatureV
 
     def temperature(self, handle, out):
-        index = library.machine.cards.index(library._card(handle))
-        return N.NVML_ERROR_GPU_IS_LOST if index in lost else real(self, handle, out)
+        return N.NVML_ERROR_GPU_IS_LOST if gpu_index(handle) in lost else real(self, handle, out)
 
-    monkeypatch.setattr(type(library), "nvmlDeviceGetTemperatureV", temperature)
-    N._nvmlGetFunctionPointer_cache.clear()
+    patch_driver(library, "nvmlDeviceGetTemperatureV", temperature)
     with structlog.testing.capture_logs() as logs:
         first, second = source.sample(), source.sample()
         lost.clear()
@@ -149,7 +139,7 @@ def test_new_drivers_give_pcie_rates_from_byte_counters_in_the_tick(install_nvml
     source.close()
 
 
-def test_old_drivers_read_blocking_pcie_throughput_only_off_the_tick(install_nvml, monkeypatch):
+def test_old_drivers_read_blocking_pcie_throughput_only_off_the_tick(install_nvml, patch_driver):
     library = install_nvml(gpus=8, pcie_sample_window_s=0.02)
     callers = []
     real = type(library).nvmlDeviceGetPcieThroughput
@@ -158,8 +148,7 @@ def test_old_drivers_read_blocking_pcie_throughput_only_off_the_tick(install_nvm
         callers.append(threading.current_thread().name)
         return real(self, handle, counter, out)
 
-    monkeypatch.setattr(type(library), "nvmlDeviceGetPcieThroughput", spy)
-    N._nvmlGetFunctionPointer_cache.clear()
+    patch_driver(library, "nvmlDeviceGetPcieThroughput", spy)
     source = NvmlSource(pcie_interval_s=1.0)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and source.sample().gpus[7].pcie_rx_bytes_per_s is None:
@@ -180,15 +169,14 @@ def _missing_library(name: str) -> None:
     raise OSError(f"{name}: cannot open shared object file")
 
 
-def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(install_nvml, monkeypatch):
+def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(install_nvml, patch_driver):
     library = install_nvml(gpus=3)
     real = type(library).nvmlDeviceGetHandleByIndex_v2
 
     def refuse_second(self, index, device):
         return N.NVML_ERROR_INSUFFICIENT_POWER if index.value == 1 else real(self, index, device)
 
-    monkeypatch.setattr(type(library), "nvmlDeviceGetHandleByIndex_v2", refuse_second)
-    N._nvmlGetFunctionPointer_cache.clear()
+    patch_driver(library, "nvmlDeviceGetHandleByIndex_v2", refuse_second)
     source = NvmlSource()
     assert source.gpus[1].name == "unknown" and source.gpus[2].name.endswith("(simulated)")
     assert [g.up for g in source.sample().gpus] == [True, False, True]
