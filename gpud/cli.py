@@ -101,8 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon.install_signal_handlers()
     server.start()
     try:
-        with fans:  # fans go back to the driver before NVML is shut down
-            daemon.run()
+        daemon.run()  # hands the fans back however it ends, before NVML is shut down below
     finally:
         server.stop()
         source.close()

@@ -7,11 +7,8 @@ entries from what a Prometheus server has scraped, for every host it knows.
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +21,7 @@ from gpud.status import (
     DaemonUnreachable,
     align,
     fetch_status,
+    get_json,
     gpu_row,
     troubled,
 )
@@ -52,21 +50,16 @@ def from_daemons(hosts: Sequence[str], timeout_s: float) -> list[HostStatus]:
         return list(pool.map(ask, hosts))
 
 
-class PrometheusUnreachable(DaemonUnreachable):
-    """The Prometheus server did not answer a query."""
+Query = Callable[[str], list[tuple[dict[str, str], float]]]
+Entry = Callable[[dict[str, str]], dict[str, Any] | None]
 
 
 def _query(base_url: str, promql: str, timeout_s: float) -> list[tuple[dict[str, str], float]]:
+    """An instant query through Prometheus' HTTP API: (labels, value) per series."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            body = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise PrometheusUnreachable(
-            f"no Prometheus answered at {base_url}: {getattr(error, 'reason', error)}"
-        ) from None
+    body = get_json(url, timeout_s, who="Prometheus")
     if body.get("status") != "success":
-        raise PrometheusUnreachable(f"Prometheus at {base_url} refused {promql!r}: {body.get('error')}")
+        raise DaemonUnreachable(f"Prometheus at {base_url} refused {promql!r}: {body.get('error')}")
     return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
 
 
@@ -131,7 +124,7 @@ def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
     ]
 
 
-def _add_fans(query: Any, entry: Any) -> None:
+def _add_fans(query: Query, entry: Entry) -> None:
     fans: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for promql, field, factor in (
         ("gpud_gpu_fan_speed_ratio", "speed_pct", 100),
@@ -151,7 +144,7 @@ def _add_fans(query: Any, entry: Any) -> None:
             gpu["fan_control"] = {"backend": backend, "mode": labels["mode"], "reason": ""}
 
 
-def _add_heat(query: Any, entry: Any) -> None:
+def _add_heat(query: Query, entry: Entry) -> None:
     for labels, value in query("gpud_gpu_heat_buildup"):
         if (gpu := entry(labels)) is not None:
             gpu.setdefault("heat", {})[labels["kind"]] = value == 1

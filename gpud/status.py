@@ -136,13 +136,18 @@ def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
     }
 
 
-def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
-    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
+def get_json(url: str, timeout_s: float, who: str = "gpud") -> Any:
+    """GET a JSON document; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            document = json.load(response)
+            return json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise DaemonUnreachable(f"no gpud answered at {url}: {getattr(error, 'reason', error)}") from None
+        raise DaemonUnreachable(f"no {who} answered at {url}: {getattr(error, 'reason', error)}") from None
+
+
+def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
+    document = get_json(url, timeout_s)
     if not isinstance(document, dict) or not isinstance(document.get("gpus"), list):
         raise DaemonUnreachable(f"{url} did not return a gpud status document")
     return document

@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import Self
 
 import structlog
 
@@ -118,7 +116,7 @@ class _Gpu:
 
 
 class FanControl:
-    """Drives every GPU's fans from the controller's targets; a context manager that restores them.
+    """Drives every GPU's fans from the controller's targets; :meth:`restore` hands them back.
 
     ``tolerance_pct`` and ``grace_s``: a fan more than ``tolerance_pct`` away from its target for
     ``grace_s`` seconds is reported as not following it.
@@ -129,14 +127,6 @@ class FanControl:
         self._tolerance_pct = tolerance_pct
         self._grace_s = grace_s
         self._lock = threading.Lock()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.restore()
 
     def report(self) -> tuple[GpuFanControl, ...]:
         """Every GPU's fan control as of now."""
