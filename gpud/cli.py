@@ -242,7 +242,10 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     _, source, _ = _open_source(args)
     gpus = source.gpus
     source.close()
-    text = xorg_conf(gpus, args.write or Path("xorg.conf"))
+    try:
+        text = xorg_conf(gpus, args.write or Path("xorg.conf"))
+    except ValueError as error:  # no GPUs, or one whose PCI bus id could not be read
+        return _fail(f"cannot write an xorg.conf: {error}", 1)
     if args.write is None:
         print(text)
         return 0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pynvml as N
 import pytest
 
+from gpud.cli import main
 from gpud.fans.coolbits import xorg_bus_id, xorg_conf
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.telemetry import GpuInfo
 from tests.test_end_to_end import gpud
 
@@ -45,3 +48,16 @@ def test_the_command_prints_the_file_or_writes_it_with_the_commands_to_apply(tmp
     assert written.returncode == 0, written.stderr
     assert target.read_text().count('Section "Screen"') == 3
     assert f"sudo cp {target} /etc/X11/xorg.conf" in written.stdout and "nvidia-xconfig" in written.stdout
+
+
+def test_a_gpu_without_a_pci_bus_id_is_a_clear_error_not_a_traceback(monkeypatch, capsys):
+    # The driver refuses the PCI info, so the GPU's bus id is unknown.
+    monkeypatch.setattr(
+        SimulatedNvmlLibrary, "nvmlDeviceGetPciInfo_v3", lambda self, h, info: N.NVML_ERROR_UNKNOWN
+    )
+    monkeypatch.setattr(N, "nvmlLib", None)
+    try:
+        assert main(["setup", "coolbits", "--simulate", "1"]) == 1
+    finally:
+        N._nvmlGetFunctionPointer_cache.clear()
+    assert "gpud: cannot write an xorg.conf: not a PCI bus id: ''" in capsys.readouterr().err
