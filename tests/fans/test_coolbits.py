@@ -6,6 +6,7 @@ import re
 
 import pynvml as N
 import pytest
+import structlog
 
 from gpud.cli import main
 from gpud.fans.coolbits import xorg_bus_id, xorg_conf
@@ -56,8 +57,10 @@ def test_a_gpu_without_a_pci_bus_id_is_a_clear_error_not_a_traceback(monkeypatch
         SimulatedNvmlLibrary, "nvmlDeviceGetPciInfo_v3", lambda self, h, info: N.NVML_ERROR_UNKNOWN
     )
     monkeypatch.setattr(N, "nvmlLib", None)
+    logging = structlog.get_config()  # main() points the logs at this test's captured stderr
     try:
         assert main(["setup", "coolbits", "--simulate", "1"]) == 1
     finally:
         N._nvmlGetFunctionPointer_cache.clear()
+        structlog.configure(**logging)
     assert "gpud: cannot write an xorg.conf: not a PCI bus id: ''" in capsys.readouterr().err
