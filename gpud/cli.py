@@ -19,6 +19,7 @@ from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
     from gpud.nvml.source import NvmlSource
+    from gpud.sim.workload import Workload
 
 EXIT_USAGE = 2
 
@@ -42,6 +43,8 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = getattr(args, flag)
     if getattr(args, "fan_backend", None) is not None:
         overrides["fan_control"] = {"backend": args.fan_backend}
+    if getattr(args, "policy", None) is not None:
+        overrides.update(_policy_overrides(args.policy))
     simulate = {}
     if args.simulate:
         simulate["gpus"] = args.simulate
@@ -51,6 +54,21 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if simulate:
         overrides["simulate"] = simulate
     return overrides
+
+
+def _policy_overrides(text: str) -> dict[str, Any]:
+    """``gpud run --policy``: stock leaves the fans alone; a curve or predictive drives every fan."""
+    from gpud.policy import Policy, PolicyKind
+
+    try:
+        policy = Policy.parse(text)
+    except ValueError as error:
+        raise ConfigError(f"--policy: {error}") from None
+    if policy.kind is PolicyKind.LIMIT:
+        raise ConfigError("--policy limit is for gpud simulate; to run fans at 100 % use a curve of your own")
+    if policy.kind is PolicyKind.STOCK:
+        return {"fan_control": {"backend": "none"}}
+    return {"fans": {"curve": policy.curve or policy.kind.value, "gpus": {}, "heat_buildup_curve": None}}
 
 
 def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceHeader]:
@@ -205,6 +223,59 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workload(name: str, seed: int) -> Workload:
+    """A built-in workload by name, or the utilisation recorded in a trace file."""
+    from gpud.replay import load_trace
+    from gpud.sim.workload import WORKLOAD_NAMES, RecordedLoad, built_in_workload
+
+    if name in WORKLOAD_NAMES:
+        return built_in_workload(name, seed)
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(
+            f"--workload {name}: neither a built-in workload ({', '.join(WORKLOAD_NAMES)}) nor a trace file"
+        )
+    try:
+        return RecordedLoad.from_snapshots(load_trace(path).ticks(1, None))
+    except ValueError as error:
+        raise ConfigError(f"--workload {name}: {error}") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``gpud simulate``: the simulated machine under one or more fan policies, faster than real time."""
+    from gpud.logs import configure_logging
+    from gpud.model.store import ModelError, load_model
+    from gpud.sim.machine import Layout
+    from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
+
+    settings = load_settings(args.config)
+    configure_logging("error", "console")
+    try:
+        policies = [Policy.parse(p) for p in (args.compare or [args.policy])]
+        for policy in policies:
+            policy.fans(settings.fans)  # an unknown curve name fails here, before any run
+        model = load_model(args.model) if args.model else None
+    except (ValueError, ModelError) as error:
+        raise ConfigError(str(error)) from None
+    if args.compare and all(p.kind is not PolicyKind.LIMIT for p in policies):
+        policies.append(Policy(PolicyKind.LIMIT))
+    if model is not None and args.gpus is not None and args.gpus != len(model.gpus):
+        raise ConfigError(f"--gpus {args.gpus}: the model {args.model} describes {len(model.gpus)} GPUs")
+    setup = MachineSetup(
+        gpus=args.gpus or 4,
+        layout=Layout(args.layout),
+        ambient_c=args.ambient,
+        model=model,
+        workload=_workload(args.workload, args.seed),
+        workload_name=args.workload,
+        duration_s=args.duration,
+        interval_s=args.interval,
+    )
+    results = [run_policy(setup, policy, settings) for policy in policies]
+    print(json.dumps(results_json(setup, results), indent=1) if args.json else render_results(setup, results))
+    return 0
+
+
 def cmd_fans_reset(args: argparse.Namespace) -> int:
     """``gpud fans reset``: every fan back to the driver's automatic control."""
     from gpud.assemble import nvidia_settings
@@ -322,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_fan_backend_flag(run)
     run.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="every fan on: stock (leave them to the driver), curve:NAME, or predictive "
+        "(default: the [fans] config, curve balanced)",
+    )
+    run.add_argument(
         "--dry-run", action="store_true", help="compute and report fan targets without touching any fan"
     )
     _add_source_flags(run)
@@ -388,6 +465,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_flags(record)
     record.set_defaults(func=cmd_record)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run the simulated machine under fan policies, many times faster than real time",
+        description="POLICY is stock (the driver's schedule), curve:NAME, predictive, or limit "
+        "(every fan at 100 %% from the start: the physical limit). --compare adds limit by itself.",
+    )
+    simulate.add_argument("--gpus", type=int, metavar="N", help="GPUs in adjacent slots (default 4)")
+    simulate.add_argument(
+        "--layout", choices=["open-air", "blower", "mixed", "passive"], default="open-air", help="cards"
+    )
+    simulate.add_argument(
+        "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
+    )
+    simulate.add_argument("--model", type=Path, metavar="MODEL.json", help="a model from gpud calibrate")
+    simulate.add_argument(
+        "--workload",
+        default="training",
+        metavar="NAME|TRACE",
+        help="training, on-off, idle, or a trace whose utilisation is replayed (default training)",
+    )
+    simulate.add_argument("--policy", default="predictive", metavar="POLICY", help="default predictive")
+    simulate.add_argument("--compare", nargs="+", metavar="POLICY", help="run each policy, side by side")
+    simulate.add_argument(
+        "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
+    )
+    simulate.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="workload jitter seed (default 0)")
+    simulate.add_argument("--json", action="store_true", help="print the results as JSON")
+    simulate.set_defaults(func=cmd_simulate)
 
     fans = commands.add_parser("fans", help="fan control outside the daemon").add_subparsers(
         dest="fans_command", required=True, metavar="ACTION"

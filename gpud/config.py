@@ -19,6 +19,7 @@ from gpud.decide.heat import HeatSettings
 from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
+from gpud.model.store import load_model
 from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
 
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     cooling: dict[int, Cooling] = Field(
         default_factory=dict, description="per GPU index: open-air, blower, passive"
     )
+    thermal_model: Path | None = Field(
+        None, description="thermal model from gpud calibrate, for the predictive fan policy"
+    )
     throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
     heat: HeatSettings = Field(default_factory=HeatSettings)
     fans: FanSettings = Field(default_factory=FanSettings)
@@ -110,6 +114,13 @@ class Settings(BaseSettings):
         split_host_port(value)
         return value
 
+    @field_validator("thermal_model")
+    @classmethod
+    def _readable_model(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_model(value)
+        return value
+
 
 def decide_settings(settings: Settings) -> DecideSettings:
     """The part of the settings the controller is given."""
@@ -119,6 +130,7 @@ def decide_settings(settings: Settings) -> DecideSettings:
         fans=settings.fans,
         slowdown_c=settings.slowdown_c,
         cooling=settings.cooling,
+        thermal=load_model(settings.thermal_model).params() if settings.thermal_model else {},
     )
 
 

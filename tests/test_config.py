@@ -82,7 +82,9 @@ def test_a_bad_fan_curve_in_the_file_names_the_key_and_the_point(tmp_path):
 def test_an_unknown_curve_name_lists_the_known_ones(tmp_path):
     path = tmp_path / "gpud.toml"
     path.write_text('[fans]\ncurve = "loud"\n')
-    with pytest.raises(ConfigError, match="fans: .*no curve named 'loud' \\(known: balanced, cool, quiet\\)"):
+    with pytest.raises(
+        ConfigError, match="fans: .*no curve named 'loud' \\(known: balanced, cool, predictive, quiet\\)"
+    ):
         load_settings(path)
 
 

@@ -10,11 +10,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gpud.decide.curves import FanSettings, FanTarget, FanTargetState
+from gpud.decide.curves import FanDemand, FanSettings, FanTarget, FanTargetState
 from gpud.decide.episodes import EpisodeTracker, ThrottleInterval
 from gpud.decide.heat import CouplingFit, HeatFinding, HeatSettings, HeatTracker, neighbours
+from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
 from gpud.decide.reference import BusyClockReference, busy, core_clock_mhz, with_peers
 from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
+from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 
 DEFAULT_SLOWDOWN_C = 80.0
@@ -33,6 +35,8 @@ class DecideSettings:
     fans: FanSettings = field(default_factory=FanSettings)
     slowdown_c: float | None = None  # for GPUs that report none; DEFAULT_SLOWDOWN_C when unset too
     cooling: Mapping[int, Cooling] = field(default_factory=dict)
+    # Each GPU's thermal model for predictive fan control (``gpud calibrate``); a typical card otherwise.
+    thermal: Mapping[int, GpuThermalParams] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,7 @@ class Decision:
 class _GpuState:
     """Per-GPU decision state; created on first sight of a GPU."""
 
-    __slots__ = ("episodes", "fans", "heat", "info", "reference", "slowdown_c", "throttled_s")
+    __slots__ = ("episodes", "fans", "heat", "info", "predictive", "reference", "slowdown_c", "throttled_s")
 
     def __init__(
         self, info: GpuInfo | None, index: int, settings: DecideSettings, pooled: CouplingFit
@@ -80,6 +84,9 @@ class _GpuState:
         self.heat = HeatTracker(settings.heat, pooled)
         self.fans: list[FanTargetState] = []
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
+        self.predictive = PredictiveDemand(
+            index, settings.thermal.get(index, TYPICAL_OPEN_AIR), settings.fans.predictive, self.slowdown_c
+        )
 
 
 class Controller:
@@ -186,7 +193,7 @@ class Controller:
             throttled_seconds=dict(state.throttled_s),
             episode=state.episodes.current,
             heat=heat,
-            fan_targets=self._fan_targets(state, sample, dt, heat),
+            fan_targets=self._fan_targets(state, sample, dt, heat, power),
         )
 
     def _heat(
@@ -196,19 +203,23 @@ class Controller:
             return None
         around = [power.get(n) for n in self._neighbours.get(sample.index, ())]
         neighbours_w = sum(p for p in around if p is not None) if around and None not in around else None
-        speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
         return state.heat.update(
             timestamp,
             dt,
             sample.temperature_c,
             sample.power_w,
             neighbours_w,
-            sum(speeds) / len(speeds) if speeds else None,
+            _mean_fan_pct(sample),
             state.slowdown_c,
         )
 
     def _fan_targets(
-        self, state: _GpuState, sample: GpuSample, dt: float, heat: HeatFinding | None
+        self,
+        state: _GpuState,
+        sample: GpuSample,
+        dt: float,
+        heat: HeatFinding | None,
+        power: dict[int, float | None],
     ) -> tuple[FanTarget, ...]:
         fans = self._settings.fans
         count = max(len(sample.fans), state.info.fan_count if state.info else 0)
@@ -219,15 +230,25 @@ class Controller:
         cooled_by_neighbours = self._cooling(sample.index, state) is Cooling.OPEN_AIR
         buildup = cooled_by_neighbours and heat is not None and heat.heat_buildup
         temperature = sample.temperature_c if sample.up else None
+        names = [fans.curve_name(sample.index, fan, buildup) for fan in range(len(state.fans))]
+        if PREDICTIVE in names:
+            state.predictive.update(dt, power, temperature)
         return tuple(
-            target.target(
-                temperature, dt, self._curves[fans.curve_name(sample.index, fan, buildup)], state.slowdown_c
-            )
-            for fan, target in enumerate(state.fans)
+            target.target(temperature, dt, self._demand(name, state), state.slowdown_c)
+            for name, target in zip(names, state.fans, strict=True)
         )
+
+    def _demand(self, name: str, state: _GpuState) -> FanDemand:
+        return state.predictive if name == PREDICTIVE else self._curves[name]
 
     def _cooling(self, index: int, state: _GpuState) -> Cooling:
         configured = self._settings.cooling.get(index)
         if configured is not None:
             return configured
         return state.info.cooling if state.info else Cooling.UNKNOWN
+
+
+def _mean_fan_pct(sample: GpuSample) -> float | None:
+    """Mean measured speed of the GPU's fans, %; ``None`` without a reading."""
+    speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
+    return sum(speeds) / len(speeds) if speeds else None

@@ -17,9 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
-from typing import Self
+from typing import Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gpud.decide.predictive import PREDICTIVE, PredictiveSettings
+
+
+class FanDemand(Protocol):
+    """What a fan policy wants at a temperature: a :class:`FanCurve`, or the predictive policy."""
+
+    def pct_at(self, temperature_c: float) -> float:
+        """Wanted fan % at ``temperature_c``, before the safety rules."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,8 @@ class FanSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     curve: str = Field(
-        "balanced", description="curve for every fan: quiet, balanced, cool or one of [fans.curves]"
+        "balanced",
+        description="curve for every fan: quiet, balanced, cool, predictive or one of [fans.curves]",
     )
     floor_pct: float = Field(30, ge=0, le=100, description="never below this fan speed, %")
     slew_pct_per_s: float = Field(10, gt=0, le=100, description="fastest change of a target, % per second")
@@ -122,6 +133,9 @@ class FanSettings(BaseModel):
         None, description="curve for open-air GPUs flagged for heat build-up (e.g. cool)"
     )
     curves: dict[str, CurveSettings] = Field(default_factory=dict, description="named curves of your own")
+    predictive: PredictiveSettings = Field(
+        default_factory=PredictiveSettings, description="tuning of the predictive policy"
+    )
     gpus: dict[int, GpuFanSettings] = Field(default_factory=dict, description="per GPU index")
 
     @model_validator(mode="after")
@@ -130,7 +144,16 @@ class FanSettings(BaseModel):
         for gpu, chosen in self.gpus.items():
             named.append((f"gpus.{gpu}.curve", chosen.curve))
             named.extend((f"gpus.{gpu}.fans.{fan}", name) for fan, name in chosen.fans.items())
-        known = sorted(PRESETS.keys() | self.curves.keys())
+        if self.predictive.margin_c <= self.emergency_margin_c:
+            raise ValueError(
+                f"predictive.margin_c ({self.predictive.margin_c:g} °C) must exceed emergency_margin_c "
+                f"({self.emergency_margin_c:g} °C), or the policy would hold the GPU in the emergency zone"
+            )
+        if PREDICTIVE in self.curves:
+            raise ValueError(
+                f"curves.{PREDICTIVE}: that name is the predictive policy; call the curve otherwise"
+            )
+        known = sorted(PRESETS.keys() | self.curves.keys() | {PREDICTIVE})
         for where, name in named:
             if name is not None and name not in known:
                 raise ValueError(f"{where}: no curve named {name!r} (known: {', '.join(known)})")
@@ -179,14 +202,16 @@ class FanTargetState:
         self._temperature: float | None = None
         self._blind_ticks = 0
 
-    def target(self, temperature_c: float | None, dt: float, curve: FanCurve, slowdown_c: float) -> FanTarget:
-        """This tick's target; ``dt`` is the time since the last one."""
+    def target(
+        self, temperature_c: float | None, dt: float, curve: FanDemand, slowdown_c: float
+    ) -> FanTarget:
+        """This tick's target under ``curve``; ``dt`` is the time since the last one."""
         settings = self._settings
         if temperature_c is None:
             self._blind_ticks += 1
             if self._blind_ticks >= settings.lost_temperature_ticks or self._pct is None:
                 return self._set(100.0, TargetReason.NO_TEMPERATURE)
-            return self._set(self._pct, TargetReason.NO_TEMPERATURE)
+            return self._set(max(self._pct, settings.floor_pct), TargetReason.NO_TEMPERATURE)
         self._blind_ticks = 0
         if temperature_c >= slowdown_c - settings.emergency_margin_c:
             self._temperature = temperature_c

@@ -5,7 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 from gpud.sim.thermal import BLOWER_CARD, OPEN_AIR_CARD, PASSIVE_CARD, CardSpec, ThermalMachine, new_card
-from gpud.sim.workload import TrainingLoad
+from gpud.sim.workload import TrainingLoad, Workload
+from gpud.telemetry import Cooling
 
 
 class Layout(StrEnum):
@@ -17,6 +18,12 @@ class Layout(StrEnum):
     PASSIVE = "passive"  # data-center cards without fans (H100 PCIe), chassis-cooled
 
 
+# Share of a neighbour's power that warms a card's inlet air, in K/W, by slot distance (1, 2).
+# Open-air exhaust recirculates into the cards beside it; blower and chassis-cooled cards
+# exhaust out of the case.
+EXHAUST_COUPLING_K_PER_W = {Cooling.OPEN_AIR: (0.02, 0.005), Cooling.BLOWER: (0.004, 0.0)}
+
+
 def card_specs(gpus: int, layout: Layout) -> list[CardSpec]:
     """The card model in each of ``gpus`` adjacent slots for ``layout``."""
     if layout is Layout.MIXED:
@@ -25,13 +32,28 @@ def card_specs(gpus: int, layout: Layout) -> list[CardSpec]:
     return [spec] * gpus
 
 
+def slot_coupling(specs: list[CardSpec], slot: int) -> dict[int, float]:
+    """K/W of each neighbour's power in the inlet air of the card in ``slot``."""
+    coupling = {}
+    for j, other in enumerate(specs):
+        by_distance = EXHAUST_COUPLING_K_PER_W.get(other.cooling, ())
+        if 1 <= abs(slot - j) <= len(by_distance) and by_distance[abs(slot - j) - 1] > 0:
+            coupling[j] = by_distance[abs(slot - j) - 1]
+    return coupling
+
+
 def build_machine(
     gpus: int = 4,
     layout: Layout = Layout.OPEN_AIR,
     ambient_c: float = 30.0,
     slowdown_c: float | None = None,
     seed: int = 0,
+    workload: Workload | None = None,
 ) -> ThermalMachine:
-    """A machine at rest (cards a few °C above the case air) running a training job."""
-    cards = [new_card(spec, ambient_c + 5.0, slowdown_c) for spec in card_specs(gpus, layout)]
-    return ThermalMachine(cards=cards, ambient_c=ambient_c, workload=TrainingLoad(seed=seed))
+    """A machine at rest (cards a few °C above the case air) running a training job by default."""
+    specs = card_specs(gpus, layout)
+    cards = [
+        new_card(spec, spec.in_slot(ambient_c, slot_coupling(specs, i)), ambient_c + 5.0, slowdown_c)
+        for i, spec in enumerate(specs)
+    ]
+    return ThermalMachine(cards=cards, workload=workload or TrainingLoad(seed=seed))

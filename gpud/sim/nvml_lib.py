@@ -65,15 +65,20 @@ class SimulatedNvmlLibrary:
         driver_version: str = "550.127.05",
         pcie_sample_window_s: float = PCIE_SAMPLE_WINDOW_S,
         privileged: bool = True,
+        epoch: float | None = None,
     ) -> None:
-        """``privileged`` False answers fan setters like a driver does to a non-root caller."""
+        """``privileged`` False answers fan setters like a driver does to a non-root caller.
+
+        ``epoch`` is the Unix time simulated time starts at (default: now); fix it for runs that
+        must come out the same to the last bit.
+        """
         self.machine = machine
         self.privileged = privileged
         self.driver_version = driver_version
         self._clock = clock
         self._speed = speed
         self._started_at = clock()
-        self._epoch = time.time()
+        self._epoch = time.time() if epoch is None else epoch
         self._pcie_window_s = pcie_sample_window_s
         self._lock = threading.Lock()
 

@@ -1,10 +1,8 @@
-"""The thermal model behind the simulated GPUs: cards, their air, their fans and their driver.
+"""The simulated GPUs: cards, their air, their fans and their driver.
 
-Each card is one heat capacity ``C`` (J/K) fed by its electrical power and drained by a thermal
-conductance to its inlet air that grows with fan speed: ``C dT/dt = P - G(fan) (T - T_inlet)``.
-An open-air card breathes part of its neighbours' exhaust, so its inlet is warmer by
-``coupling (K/W) x neighbour power``; a blower card pushes its exhaust out of the case and adds
-little to its neighbours. The simulated driver behaves like GPU Boost: at the slowdown temperature
+Each card's temperature follows the thermal model of :mod:`gpud.model.params` (one heat capacity
+drained through a fan-dependent conductance to inlet air that its neighbours' exhaust warms). The
+simulated driver behaves like GPU Boost: at the slowdown temperature
 it steps clocks down (reporting SW thermal slowdown), near shutdown it halves them (HW thermal
 slowdown), and over the power limit it trims clocks (SW power cap). Power follows load and clock.
 
@@ -16,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpud.decide.curves import FanCurve
-from gpud.sim.workload import IdleLoad, TrainingLoad
+from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
+from gpud.sim.workload import TrainingLoad, Workload
 from gpud.telemetry import Cooling
 
 # Clock-event reason bits, as NVML reports them (NVML.md §5).
@@ -43,9 +42,9 @@ class CardSpec:
     power_idle_w: float = 30.0
     power_busy_w: float = 320.0
     power_limit_w: float = 350.0
-    heat_capacity_j_per_k: float = 450.0
-    conductance_w_per_k: float = 2.5  # with fans stopped (or the chassis flow, for passive cards)
-    conductance_per_fan_w_per_k: float = 7.5  # added at 100 % fan
+    heat_capacity_j_per_k: float = TYPICAL_OPEN_AIR.heat_capacity_j_per_k
+    conductance_w_per_k: float = TYPICAL_OPEN_AIR.conductance_w_per_k  # fans stopped, or chassis flow
+    conductance_per_fan_w_per_k: float = TYPICAL_OPEN_AIR.conductance_per_fan_w_per_k  # added at 100 %
     slowdown_c: float = 80.0
     shutdown_c: float = 95.0
     max_operating_c: float = 83.0
@@ -58,9 +57,15 @@ class CardSpec:
     pcie_rx_busy_bytes_per_s: float = 2.4e9
     pcie_tx_busy_bytes_per_s: float = 0.6e9
 
-    def conductance(self, fan_pct: float) -> float:
-        """Thermal conductance to the inlet air in W/K at ``fan_pct`` % fan speed."""
-        return self.conductance_w_per_k + self.conductance_per_fan_w_per_k * fan_pct / 100.0
+    def in_slot(self, ambient_c: float, coupling_k_per_w: dict[int, float]) -> GpuThermalParams:
+        """This card's thermal model in a slot with ``ambient_c`` case air and these neighbours."""
+        return GpuThermalParams(
+            self.heat_capacity_j_per_k,
+            self.conductance_w_per_k,
+            self.conductance_per_fan_w_per_k,
+            ambient_c,
+            coupling_k_per_w,
+        )
 
 
 OPEN_AIR_CARD = CardSpec(name="NVIDIA GeForce RTX 3090 (simulated)", cooling=Cooling.OPEN_AIR, fan_count=2)
@@ -91,11 +96,6 @@ PASSIVE_CARD = CardSpec(
     pcie_gen_max=5,
 )
 
-# Share of a neighbour's power that warms this card's inlet air, in K/W, by slot distance.
-# Open-air exhaust recirculates into the cards beside it; blower and chassis-cooled cards
-# exhaust out of the case.
-_EXHAUST_COUPLING_K_PER_W = {Cooling.OPEN_AIR: (0.02, 0.005), Cooling.BLOWER: (0.004, 0.0)}
-
 # The stock automatic fan schedule, tuned for games: lazy until the card is already hot.
 STOCK_FAN_CURVE = FanCurve.from_points([(50, 30), (70, 45), (80, 65), (85, 80), (90, 100)])
 
@@ -109,11 +109,41 @@ class Fan:
     blocked: bool = False  # jammed by a cable or dust: it spins down whatever it is told
 
 
+THROTTLING = REASON_SW_POWER_CAP | REASON_HW_SLOWDOWN | REASON_SW_THERMAL | REASON_HW_THERMAL
+
+
+@dataclass(slots=True, eq=False)
+class CardTotals:
+    """What happened to a card since it was built, integrated at every step: the simulator's truth."""
+
+    busy_s: float = 0.0  # time with work to do (weighted by the busy fraction)
+    throttled_busy_s: float = 0.0  # ... of it with clocks held down by heat or power
+    clock_ratio_busy_s: float = 0.0  # ... integral of SM clock / maximum clock
+    fan_pct_s: float = 0.0
+    max_fan_pct: float = 0.0
+    max_temp_c: float = -273.15
+    time_s: float = 0.0
+
+    def add(self, card: Card, dt_s: float) -> None:
+        """Account ``dt_s`` of ``card`` in its present state."""
+        busy = card.busy * dt_s
+        self.busy_s += busy
+        if card.reasons & THROTTLING:
+            self.throttled_busy_s += busy
+        self.clock_ratio_busy_s += busy * card.sm_clock_mhz / card.spec.sm_clock_max_mhz
+        fan = card.mean_fan_pct()
+        self.fan_pct_s += fan * dt_s
+        self.max_fan_pct = max(self.max_fan_pct, fan)
+        self.max_temp_c = max(self.max_temp_c, card.temp_c)
+        self.time_s += dt_s
+
+
 @dataclass(slots=True, eq=False)
 class Card:
     """The mutable state of one simulated card."""
 
     spec: CardSpec
+    thermal: GpuThermalParams
     temp_c: float
     fans: list[Fan]
     slowdown_c: float
@@ -127,6 +157,7 @@ class Card:
     pcie_tx_bytes: float = 0.0  # traffic follows the load (input batches in, results out)
     pcie_rx_bytes: float = 0.0
     reasons: int = REASON_GPU_IDLE
+    totals: CardTotals = field(default_factory=CardTotals)
 
     def fan_target_pct(self, fan: Fan) -> float:
         """Where ``fan`` is heading: its manual target, else the stock schedule."""
@@ -147,26 +178,18 @@ class ThermalMachine:
     """Cards in adjacent slots sharing the air of one case, plus the workload they run."""
 
     cards: list[Card]
-    ambient_c: float = 30.0
-    workload: TrainingLoad | IdleLoad = field(default_factory=TrainingLoad)
+    workload: Workload = field(default_factory=TrainingLoad)
     time_s: float = 0.0
 
     def inlet_c(self, i: int) -> float:
         """Inlet air temperature of card ``i`` in °C: case air plus neighbours' recirculated exhaust."""
-        inlet = self.ambient_c
-        for j, other in enumerate(self.cards):
-            distance = abs(i - j)
-            coupling = _EXHAUST_COUPLING_K_PER_W.get(other.spec.cooling, (0.0, 0.0))
-            if 1 <= distance <= len(coupling):
-                inlet += coupling[distance - 1] * other.power_avg_w
-        return inlet
+        return self.cards[i].thermal.inlet_c({j: card.power_avg_w for j, card in enumerate(self.cards)})
 
     def step(self, dt_s: float) -> None:
         """Advance the whole machine by ``dt_s`` seconds (keep it ≤ 0.25 s for accuracy)."""
-        busy = self.workload.busy(self.time_s)
         inlets = [self.inlet_c(i) for i in range(len(self.cards))]
-        for card, inlet in zip(self.cards, inlets, strict=True):
-            _step_card(card, busy, inlet, dt_s)
+        for i, (card, inlet) in enumerate(zip(self.cards, inlets, strict=True)):
+            _step_card(card, self.workload.busy(self.time_s, i), inlet, dt_s)
         self.time_s += dt_s
 
 
@@ -185,8 +208,8 @@ def _step_card(card: Card, busy: float, inlet_c: float, dt_s: float) -> None:
         spin = min(1.0, dt_s / spec.fan_spin_time_s)
         target = 0.0 if fan.blocked else card.fan_target_pct(fan)
         fan.speed_pct += (target - fan.speed_pct) * spin
-    conductance = spec.conductance(card.mean_fan_pct())
-    card.temp_c += (power - conductance * (card.temp_c - inlet_c)) * dt_s / spec.heat_capacity_j_per_k
+    card.temp_c = card.thermal.next_temp_c(card.temp_c, power, card.mean_fan_pct(), inlet_c, dt_s)
+    card.totals.add(card, dt_s)
 
 
 def _lower(cap: float | None, spec: CardSpec, by_mhz: float) -> float:
@@ -236,11 +259,14 @@ def _power_w(spec: CardSpec, busy: float, sm_clock_mhz: float) -> float:
     return spec.power_idle_w + (spec.power_busy_w - spec.power_idle_w) * busy * clock_ratio**2
 
 
-def new_card(spec: CardSpec, temp_c: float, slowdown_c: float | None = None) -> Card:
+def new_card(
+    spec: CardSpec, thermal: GpuThermalParams, temp_c: float, slowdown_c: float | None = None
+) -> Card:
     """A card at rest at ``temp_c`` with its fans on the automatic schedule."""
     fans = [Fan(speed_pct=float(spec.fan_min_pct)) for _ in range(spec.fan_count)]
     return Card(
         spec=spec,
+        thermal=thermal,
         temp_c=temp_c,
         fans=fans,
         slowdown_c=slowdown_c if slowdown_c is not None else spec.slowdown_c,

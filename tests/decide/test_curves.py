@@ -137,3 +137,10 @@ def test_fan_settings_resolve_per_gpu_per_fan_and_heat_buildup():
 def test_fan_settings_reject_unknown_names_and_bad_points(config, problem):
     with pytest.raises(ValidationError, match=problem):
         FanSettings.model_validate(config)
+
+
+def test_a_gpu_blind_from_the_start_with_its_fans_stopped_is_held_at_the_floor_not_at_0():
+    state = FanTargetState(
+        0, FanSettings(floor_pct=30, lost_temperature_ticks=3), start_pct=0
+    )  # zero-RPM idle
+    assert [state.target(None, 1, CURVE, 80).pct for _ in range(3)] == [30, 30, 100]

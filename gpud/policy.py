@@ -1,0 +1,73 @@
+"""Fan policies by name, as ``gpud run --policy`` and ``gpud simulate --policy/--compare`` take them.
+
+``stock`` (the driver's automatic schedule; gpud only watches), ``curve:NAME``, ``predictive``, and
+``limit`` (every fan pinned at 100 % from the start: the physical limit of the case, the best clocks
+any fan policy can reach, and the loudest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gpud.decide.curves import CurveSettings, FanSettings
+from gpud.decide.predictive import PREDICTIVE
+
+_LIMIT_CURVE = "gpud-limit"  # the curve that pins fans at 100 %
+
+
+class PolicyKind(StrEnum):
+    """Who drives the fans."""
+
+    STOCK = "stock"
+    CURVE = "curve"
+    PREDICTIVE = "predictive"
+    LIMIT = "limit"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A fan policy as named on the command line: ``stock``, ``curve:NAME``, ``predictive``, ``limit``."""
+
+    kind: PolicyKind
+    curve: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        """``"curve:balanced"`` → curve policy; ``ValueError`` names what is accepted."""
+        kind, _, curve = text.partition(":")
+        try:
+            policy = cls(PolicyKind(kind), curve or None)
+        except ValueError:
+            policy = None
+        if policy is None or (policy.kind is PolicyKind.CURVE) != bool(curve):
+            raise ValueError(f"unknown policy {text!r}: use stock, curve:NAME, predictive or limit")
+        return policy
+
+    @property
+    def label(self) -> str:
+        """The policy as it was named."""
+        return f"curve:{self.curve}" if self.curve else self.kind.value
+
+    def fans(self, fans: FanSettings) -> FanSettings:
+        """``fans`` with every fan on this policy; ``ValueError`` for a curve ``fans`` does not know.
+
+        ``stock`` returns ``fans`` unchanged: it is run with no fan backend at all.
+        """
+        every_fan = {"gpus": {}, "heat_buildup_curve": None}
+        if self.kind is PolicyKind.CURVE:
+            known = fans.all_curves()
+            if self.curve not in known:
+                raise ValueError(
+                    f"{self.label}: no curve named {self.curve!r} (known: {', '.join(sorted(known))})"
+                )
+            return fans.model_copy(update={"curve": self.curve, **every_fan})
+        if self.kind is PolicyKind.PREDICTIVE:
+            return fans.model_copy(update={"curve": PREDICTIVE, **every_fan})
+        if self.kind is PolicyKind.LIMIT:
+            limit = CurveSettings(points=[(0.0, 100.0), (200.0, 100.0)])
+            curves = fans.curves | {_LIMIT_CURVE: limit}
+            return fans.model_copy(
+                update={"curve": _LIMIT_CURVE, "curves": curves, "slew_pct_per_s": 100.0, **every_fan}
+            )
+        return fans

@@ -1,0 +1,257 @@
+"""``gpud simulate``: the simulated machine run under a fan policy, many times faster than real time.
+
+Nothing here is a shortcut: the daemon's own loop (NVML reader, controller, NVML fan backend) runs
+against the simulated driver on a virtual clock, exactly as ``gpud run --simulate`` does, and the
+figures come from the simulator's own bookkeeping (what the GPUs really did at every 0.1 s step),
+not from what gpud measured. So a policy is judged by the clock speed it kept, not by its own report.
+
+The policies are those of :mod:`gpud.policy`, ``limit`` (every fan at 100 % from the start) among them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from gpud.config import Settings, decide_settings
+from gpud.daemon import Daemon
+from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.control import FanControl
+from gpud.fans.nvml import NvmlFanBackend
+from gpud.model.store import ThermalModel
+from gpud.nvml.library import open_nvml
+from gpud.nvml.source import NvmlSource
+from gpud.policy import Policy, PolicyKind
+from gpud.sim.machine import Layout, build_machine
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
+from gpud.sim.workload import TrainingLoad, Workload
+
+_EPOCH = 1_800_000_000.0  # simulated runs start at a fixed Unix time: the same run, the same bits
+_DRIVER = "560.35.03"  # has the PCIe byte counters, so no poller thread runs beside the virtual clock
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSetup:
+    """The simulated machine: its cards (a layout, or a calibrated model), room, workload and length."""
+
+    gpus: int = 4
+    layout: Layout = Layout.OPEN_AIR
+    ambient_c: float | None = None  # None: 30 °C, or the model's own
+    model: ThermalModel | None = None
+    workload: Workload = field(default_factory=TrainingLoad)
+    workload_name: str = "training"
+    duration_s: float = 1800.0
+    interval_s: float = 1.0
+
+    def build(self) -> ThermalMachine:
+        """A fresh machine at rest."""
+        if self.model is None:
+            ambient = 30.0 if self.ambient_c is None else self.ambient_c
+            return build_machine(self.gpus, self.layout, ambient, workload=self.workload)
+        return _modelled_machine(self.model, self.ambient_c, self.workload)
+
+
+def _modelled_machine(model: ThermalModel, ambient_c: float | None, workload: Workload) -> ThermalMachine:
+    """Cards with a calibrated model's constants; ``ambient_c`` moves every card's room by the same amount."""
+    gpus = sorted(model.gpus, key=lambda g: g.index)
+    shift = 0.0 if ambient_c is None else ambient_c - sum(g.params.ambient_c for g in gpus) / len(gpus)
+    slots = {gpu.index: slot for slot, gpu in enumerate(gpus)}
+    cards = []
+    for gpu in gpus:
+        base = OPEN_AIR_CARD if gpu.fan_count else PASSIVE_CARD
+        spec = replace(
+            base,
+            name=gpu.name,
+            fan_count=gpu.fan_count,
+            heat_capacity_j_per_k=gpu.params.heat_capacity_j_per_k,
+            conductance_w_per_k=gpu.params.conductance_w_per_k,
+            conductance_per_fan_w_per_k=gpu.params.conductance_per_fan_w_per_k,
+            power_idle_w=gpu.power_idle_w,
+            power_busy_w=max(gpu.power_busy_w, gpu.power_idle_w + 1.0),
+            power_limit_w=max(base.power_limit_w, gpu.power_busy_w * 1.1),
+        )
+        coupling = {slots[j]: c for j, c in gpu.params.coupling_k_per_w.items() if j in slots}
+        thermal = spec.in_slot(gpu.params.ambient_c + shift, coupling)
+        cards.append(new_card(spec, thermal, thermal.ambient_c + 5.0))
+    return ThermalMachine(cards=cards, workload=workload)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuResult:
+    """What one GPU went through under one policy."""
+
+    index: int
+    name: str
+    throttled_fraction: float | None  # of busy time, clocks held down by heat or power
+    clock_ratio: float | None  # mean SM clock while busy / the card's un-throttled clock
+    mean_fan_pct: float | None  # None: no fans
+    max_fan_pct: float | None
+    max_temp_c: float
+    energy_j: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy's run: per GPU, and the machine as a whole."""
+
+    policy: str
+    gpus: tuple[GpuResult, ...]
+    total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, energy summed
+
+
+def run_policy(
+    setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True
+) -> PolicyResult:
+    """Run the daemon's loop on a fresh simulated machine under ``policy`` for ``setup.duration_s``.
+
+    ``model_known``: predictive control is given the machine's own thermal model, as after
+    ``gpud calibrate``; False leaves it with a typical card's and its own feedback, as ``gpud run``
+    without a model.
+    """
+    machine = setup.build()
+    now = [0.0]
+    library = SimulatedNvmlLibrary(machine, clock=lambda: now[0], driver_version=_DRIVER, epoch=_EPOCH)
+    open_nvml(library)
+    source = NvmlSource(
+        cooling={i: card.spec.cooling for i, card in enumerate(machine.cards)}, clock=library.unix_time
+    )
+    try:
+        settings = settings.model_copy(update={"fans": policy.fans(settings.fans)})
+        decide = decide_settings(settings)
+        if policy.kind is PolicyKind.PREDICTIVE and model_known:
+            decide = replace(decide, thermal={i: card.thermal for i, card in enumerate(machine.cards)})
+        fans = None
+        if policy.kind is not PolicyKind.STOCK:
+            assignments = assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()])
+            fans = FanControl(assignments)
+        daemon = Daemon(source, "simulated", setup.interval_s, clock=lambda: now[0], decide=decide, fans=fans)
+        for tick in range(1, int(setup.duration_s / setup.interval_s) + 1):
+            now[0] = tick * setup.interval_s
+            daemon.tick()
+        if fans is not None:
+            fans.restore()
+    finally:
+        source.close()
+    return _result(policy.label, machine)
+
+
+def _result(label: str, machine: ThermalMachine) -> PolicyResult:
+    gpus = []
+    for i, card in enumerate(machine.cards):
+        t = card.totals
+        fans = bool(card.fans)
+        gpus.append(
+            GpuResult(
+                index=i,
+                name=card.spec.name,
+                throttled_fraction=t.throttled_busy_s / t.busy_s if t.busy_s else None,
+                clock_ratio=t.clock_ratio_busy_s / t.busy_s if t.busy_s else None,
+                mean_fan_pct=t.fan_pct_s / t.time_s if fans and t.time_s else None,
+                max_fan_pct=t.max_fan_pct if fans else None,
+                max_temp_c=t.max_temp_c,
+                energy_j=card.energy_j,
+            )
+        )
+    busy = sum(c.totals.busy_s for c in machine.cards)
+    fan_means = [g.mean_fan_pct for g in gpus if g.mean_fan_pct is not None]
+    fan_maxes = [g.max_fan_pct for g in gpus if g.max_fan_pct is not None]
+    total = GpuResult(
+        index=-1,
+        name="all GPUs",
+        throttled_fraction=sum(c.totals.throttled_busy_s for c in machine.cards) / busy if busy else None,
+        clock_ratio=sum(c.totals.clock_ratio_busy_s for c in machine.cards) / busy if busy else None,
+        mean_fan_pct=sum(fan_means) / len(fan_means) if fan_means else None,
+        max_fan_pct=max(fan_maxes) if fan_maxes else None,
+        max_temp_c=max(g.max_temp_c for g in gpus),
+        energy_j=sum(g.energy_j for g in gpus),
+    )
+    return PolicyResult(label, tuple(gpus), total)
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
+
+
+def _fan(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _row(label: str, result: GpuResult) -> list[str]:
+    return [
+        label,
+        _pct(result.throttled_fraction),
+        _pct(result.clock_ratio, 2),
+        _fan(result.mean_fan_pct),
+        _fan(result.max_fan_pct),
+        f"{result.max_temp_c:.1f}",
+        f"{result.energy_j / 3.6e6:.3f}",
+    ]
+
+
+_HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "MAX °C", "ENERGY kWh"]
+
+
+def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
+    """One table per policy with a row per GPU, then one summary row per policy, side by side."""
+    from gpud.status import align
+
+    machine = (
+        f"calibrated model ({setup.model.source or 'model'}) of {len(setup.model.gpus)} GPUs"
+        if setup.model
+        else f"{setup.gpus} {setup.layout.value} GPUs"
+    )
+    ambient = (
+        "model's"
+        if setup.ambient_c is None and setup.model
+        else f"{30.0 if setup.ambient_c is None else setup.ambient_c:g} °C"
+    )
+    lines = [
+        (
+            f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
+            f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
+        ),
+        "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock",
+        "",
+    ]
+    for result in results:
+        rows = [[f"{result.policy}", *_HEADER[1:]]]
+        rows += [_row(f"  GPU {g.index}", g) for g in result.gpus]
+        lines += [*align(rows), ""]
+    summary = [["POLICY", *_HEADER[1:]]] + [_row(r.policy, r.total) for r in results]
+    lines += ["all GPUs:", *align(summary)]
+    return "\n".join(lines)
+
+
+def _result_json(result: GpuResult) -> dict[str, object]:
+    return {
+        "throttled_fraction": result.throttled_fraction,
+        "clock_ratio": result.clock_ratio,
+        "mean_fan_pct": result.mean_fan_pct,
+        "max_fan_pct": result.max_fan_pct,
+        "max_temp_c": result.max_temp_c,
+        "energy_kwh": result.energy_j / 3.6e6,
+    }
+
+
+def results_json(setup: MachineSetup, results: list[PolicyResult]) -> dict[str, object]:
+    """The runs as JSON: the machine, then per policy the totals and every GPU."""
+    return {
+        "machine": {
+            "gpus": len(setup.model.gpus) if setup.model else setup.gpus,
+            "layout": None if setup.model else setup.layout.value,
+            "model": setup.model.source if setup.model else None,
+            "ambient_c": setup.ambient_c,
+            "workload": setup.workload_name,
+            "duration_s": setup.duration_s,
+            "interval_s": setup.interval_s,
+        },
+        "policies": [
+            {
+                "policy": r.policy,
+                "total": _result_json(r.total),
+                "gpus": [{"index": g.index, "name": g.name, **_result_json(g)} for g in r.gpus],
+            }
+            for r in results
+        ],
+    }

@@ -1,0 +1,136 @@
+"""``gpud simulate``: the daemon's own loop on the simulated machine, judged by what the GPUs really did."""
+
+from __future__ import annotations
+
+import json
+
+import pynvml as N
+import pytest
+
+from gpud.config import Settings
+from gpud.policy import Policy, PolicyKind
+from gpud.sim.machine import Layout
+from gpud.sim.workload import TrainingLoad
+from gpud.simulate import MachineSetup, PolicyResult, run_policy
+from tests.test_end_to_end import gpud
+
+FIXTURES = "tests/trace/fixtures"
+
+
+@pytest.fixture(autouse=True)
+def restore_nvml(monkeypatch):
+    """Each run installs its simulated driver as pynvml's library; put the previous one back after."""
+    monkeypatch.setattr(N, "nvmlLib", N.nvmlLib)
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ("stock", Policy(PolicyKind.STOCK)),
+        ("curve:quiet", Policy(PolicyKind.CURVE, "quiet")),
+        ("predictive", Policy(PolicyKind.PREDICTIVE)),
+        ("limit", Policy(PolicyKind.LIMIT)),
+    ],
+)
+def test_policies_are_named_as_on_the_command_line(text, policy):
+    assert Policy.parse(text) == policy
+    assert policy.label == text
+
+
+@pytest.mark.parametrize("text", ["curve", "curve:", "stock:quiet", "fast", ""])
+def test_a_malformed_policy_says_what_is_accepted(text):
+    with pytest.raises(ValueError, match="use stock, curve:NAME, predictive or limit"):
+        Policy.parse(text)
+
+
+def run(policy: str, **setup: object) -> PolicyResult:
+    return run_policy(MachineSetup(**setup), Policy.parse(policy), Settings())
+
+
+@pytest.mark.slow
+def test_on_four_stacked_open_air_cards_predictive_and_the_best_curve_keep_the_limit_s_clocks_with_less_fan():
+    """The goal of issue 5, on the default machine: 4 open-air GPUs, 30 °C, training, 30 minutes."""
+    results = {
+        name: run(name).total
+        for name in ("stock", "curve:quiet", "curve:balanced", "curve:cool", "predictive", "limit")
+    }
+    limit = results["limit"]
+    assert limit.throttled_fraction == 0 and limit.mean_fan_pct > 99
+    assert results["stock"].throttled_fraction > 0.2
+    assert results["stock"].clock_ratio < limit.clock_ratio - 0.02
+
+    def keeps_clocks(name: str) -> bool:
+        return results[name].clock_ratio >= 0.99 * limit.clock_ratio
+
+    presets = [name for name in results if name.startswith("curve:") and keeps_clocks(name)]
+    best_preset = min(presets, key=lambda name: results[name].mean_fan_pct)
+    for name in (best_preset, "predictive"):
+        assert keeps_clocks(name)
+        assert results[name].mean_fan_pct <= limit.mean_fan_pct - 15
+    assert results["predictive"].clock_ratio >= results[best_preset].clock_ratio
+    assert results["predictive"].mean_fan_pct < results[best_preset].mean_fan_pct - 2
+
+
+def test_a_run_is_the_same_to_the_last_bit_for_the_same_seed_and_differs_for_another():
+    first = run("predictive", duration_s=300, workload=TrainingLoad(seed=3))
+    again = run("predictive", duration_s=300, workload=TrainingLoad(seed=3))
+    other = run("predictive", duration_s=300, workload=TrainingLoad(seed=4))
+    assert first == again
+    assert other.total.energy_j != first.total.energy_j
+
+
+def test_predictive_without_a_calibrated_model_still_keeps_the_stack_from_throttling():
+    setup = MachineSetup(duration_s=900)
+    typical = run_policy(setup, Policy(PolicyKind.PREDICTIVE), Settings(), model_known=False)
+    stock = run("stock", duration_s=900)
+    assert stock.total.throttled_fraction > 0.2
+    assert typical.total.throttled_fraction == 0
+    assert typical.total.mean_fan_pct < 95
+
+
+def test_the_figures_are_what_the_gpus_did():
+    """Passive cards have no fans to report and never throttle in a cool room; energy adds up."""
+    result = run("stock", duration_s=120, gpus=2, layout=Layout.PASSIVE)
+    assert [g.mean_fan_pct for g in result.gpus] == [None, None]
+    assert result.total.throttled_fraction == 0 and result.total.clock_ratio == 1
+    assert result.total.energy_j == pytest.approx(sum(g.energy_j for g in result.gpus))
+    assert 2 * 50 * 120 < result.total.energy_j < 2 * 350 * 120  # between idle and the power limit
+
+
+@pytest.mark.slow
+def test_the_command_compares_policies_with_the_limit_added_and_replays_a_trace_s_load(tmp_path):
+    done = gpud(
+        "simulate",
+        "--gpus",
+        "2",
+        "--duration",
+        "120",
+        "--workload",
+        f"{FIXTURES}/sim_open_air_3gpu.jsonl",
+        "--compare",
+        "stock",
+        "curve:quiet",
+        "predictive",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [p["policy"] for p in report["policies"]] == ["stock", "curve:quiet", "predictive", "limit"]
+    assert report["machine"]["workload"].endswith("sim_open_air_3gpu.jsonl")
+    assert all(len(p["gpus"]) == 2 for p in report["policies"])
+    table = gpud("simulate", "--gpus", "2", "--duration", "60", "--compare", "stock")
+    assert table.returncode == 0 and "all GPUs:" in table.stdout and "limit" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--policy", "curve:loud"], "curve:loud: no curve named 'loud'"),
+        (["--workload", "nowhere.csv"], "--workload nowhere.csv: neither a built-in workload"),
+        (["--model", "missing.json"], "cannot read thermal model missing.json"),
+    ],
+)
+def test_bad_simulate_arguments_are_one_line_errors(flags, problem):
+    done = gpud("simulate", "--duration", "10", *flags)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"gpud: {problem}" or done.stderr.startswith(f"gpud: {problem}")
