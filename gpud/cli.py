@@ -175,7 +175,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """``gpud import``: convert nvidia-smi CSV or dmon logs into a gpud trace."""
     from gpud.trace.format import write_trace
-    from gpud.trace.importers.nvsmi import import_log
+    from gpud.trace.importers.detect import import_log
 
     try:
         lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -220,6 +220,32 @@ def cmd_record(args: argparse.Namespace) -> int:
         recorder.close()
         source.close()
     print(f"{args.output}: recorded {len(source.gpus)} GPUs")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``gpud calibrate``: fit every GPU's thermal model to a trace; report the held-back error."""
+    from gpud.model.calibrate import calibrate
+    from gpud.model.report import render_calibration
+    from gpud.model.store import save_model
+    from gpud.replay import load_trace
+
+    if not 0 <= args.holdout < 0.9:
+        raise ConfigError(f"--holdout {args.holdout:g}: must be from 0 (fit on everything) to below 0.9")
+    trace = load_trace(args.trace)
+    for problem in trace.problems:
+        print(f"gpud: {problem}", file=sys.stderr)
+    model, problems = calibrate(trace.ticks(1, None), trace.header.gpus, str(args.trace), args.holdout)
+    for problem in problems:
+        print(f"gpud: {args.trace}: {problem}", file=sys.stderr)
+    if not model.gpus:
+        return _fail(f"{args.trace}: no GPU could be calibrated", 1)
+    try:
+        save_model(model, args.output)
+    except OSError as error:
+        return _fail(f"cannot write {args.output}: {error.strerror}", 1)
+    print(render_calibration(model))
+    print(f"{args.output}: thermal model of {len(model.gpus)} GPUs")
     return 0
 
 
@@ -465,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_flags(record)
     record.set_defaults(func=cmd_record)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit each GPU's thermal model to a trace (for gpud simulate --model and predictive fans)",
+        description="TRACE is a gpud trace or a CSV log (nvidia-smi, GPU-Z ...) with temperature and "
+        "power, ideally fan speed and a change of load. The last --holdout share is kept out of the "
+        "fit and reported as the held-back error.",
+    )
+    calibrate.add_argument("trace", type=Path, help="the trace to fit")
+    calibrate.add_argument("-o", "--output", type=Path, required=True, help="the model to write (JSON)")
+    calibrate.add_argument(
+        "--holdout", type=float, default=0.25, metavar="SHARE", help="share held back (default 0.25)"
+    )
+    calibrate.set_defaults(func=cmd_calibrate)
 
     simulate = commands.add_parser(
         "simulate",

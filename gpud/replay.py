@@ -21,7 +21,7 @@ from gpud.decide.reference import busy, learn_references, with_peers
 from gpud.decide.throttle import ThrottleCause
 from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
-from gpud.trace.importers.nvsmi import import_log
+from gpud.trace.importers.detect import import_log
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
 _FULL_FIRST_PASS_BYTES = 20_000_000  # larger traces learn reference clocks from every n-th tick

@@ -11,7 +11,7 @@ import pytest
 
 from gpud.telemetry import GpuSample
 from gpud.trace.format import TraceError, read_trace
-from gpud.trace.importers.nvsmi import import_log
+from gpud.trace.importers.detect import import_log
 from gpud.trace.importers.rows import TickAssembler
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,7 +83,7 @@ def test_dmon_without_time_and_with_dashes():
 
 
 def test_unrecognised_input_is_a_clear_error():
-    with pytest.raises(TraceError, match="neither nvidia-smi"):
+    with pytest.raises(TraceError, match="not a log gpud can import"):
         import_log(["hello world"], "x")
 
 

@@ -3,6 +3,8 @@
 * ``nvidia-smi --query-gpu=... --format=csv [-l N | -lms N]``: any subset and order of columns,
   with or without units, ``[N/A]`` / ``[Not Supported]``, GPUs interleaved.
 * ``nvidia-smi dmon [-s ...] [-o DT]``: the native text, ``#`` header lines, ``-`` for missing.
+* CSV logs with the same idea and other column names: dmon's names, common hand-written ones
+  (``gpu_temp_c``, ``power_W`` ...) and GPU-Z's sensor log (``GPU Temperature [°C]``, ``Fan 1 Speed (%)``).
 
 Each malformed line is reported with its number and skipped (or raises with ``strict``).
 """
@@ -51,6 +53,15 @@ _COLUMNS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "temperature_c": (_SAMPLE, "temperature_c", number),  # common hand-written headers
     "utilization_gpu_percent": (_SAMPLE, "gpu_util_pct", number),
     "power_w": (_SAMPLE, "power_w", number),
+    "gpu_temp_c": (_SAMPLE, "temperature_c", number),
+    "gpu_power_w": (_SAMPLE, "power_w", number),
+    "gpu_util_pct": (_SAMPLE, "gpu_util_pct", number),
+    "gpu temperature": (_SAMPLE, "temperature_c", number),  # GPU-Z sensor logs
+    "board power draw": (_SAMPLE, "power_w", number),
+    "gpu clock": (_SAMPLE, "sm_clock_mhz", _int),
+    "memory clock": (_SAMPLE, "memory_clock_mhz", _int),
+    "gpu load": (_SAMPLE, "gpu_util_pct", number),
+    "memory controller load": (_SAMPLE, "memory_util_pct", number),
     "clocks.current.sm": (_SAMPLE, "sm_clock_mhz", _int),
     "clocks.sm": (_SAMPLE, "sm_clock_mhz", _int),
     "clocks.current.graphics": (_SAMPLE, "graphics_clock_mhz", _int),
@@ -84,8 +95,8 @@ _COLUMNS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "pcie.link.width.max": (_INFO, "pcie_link_width_max", _int),
 }
 _INDEX_COLUMNS = {"index", "gpu", "gpu_index", "gpu_id"}
-_FAN_COLUMNS = {"fan.speed"}
-_TIME_COLUMNS = {"timestamp"}
+_FAN_COLUMN = re.compile(r"^(fan\.speed|gpu_fan_pct|fan \d+ speed \(%\))$")  # nvidia-smi, CSV, GPU-Z
+_TIME_COLUMNS = {"timestamp", "date"}
 _REASON_PREFIXES = ("clocks_throttle_reasons.", "clocks_event_reasons.")
 
 
@@ -111,9 +122,10 @@ def _apply(columns: list[str], values: list[str]) -> tuple[float | None, dict[st
             when = timestamp(cell)
         elif key in _INDEX_COLUMNS:
             sample["index"] = int(cell.strip())
-        elif key in _FAN_COLUMNS:
+        elif _FAN_COLUMN.match(key):
             speed = number(cell)
-            sample["fans"] = (FanReading(speed_pct=speed),) if speed is not None else ()
+            if speed is not None:
+                sample["fans"] = (*sample.get("fans", ()), FanReading(speed_pct=speed))
         elif key.startswith(_REASON_PREFIXES) and key.split(".", 1)[1] in _REASON_BITS:
             state = cell.strip().lower()
             if state in ("active", "not active"):
@@ -166,7 +178,7 @@ def import_query_csv(lines: Iterable[str], name: str = "input", strict: bool = F
             when, sample, info = _apply(columns, row)
             snapshots.extend(assembler.add(when, GpuSample(**sample), info | reported))
         except (ValueError, TypeError) as error:
-            _problem(problems, f"{name}:{number_}: skipped: {error}", strict)
+            problem(problems, f"{name}:{number_}: skipped: {error}", strict)
     snapshots.extend(assembler.finish())
     return ImportResult(TraceHeader("unknown", assembler.gpu_infos(), "nvidia-smi-csv"), snapshots, problems)
 
@@ -214,24 +226,12 @@ def import_dmon(lines: Iterable[str], name: str = "input", strict: bool = False)
                     sample[field_name] = convert(cell)
             snapshots.extend(assembler.add(when, GpuSample(**sample), {}))
         except (ValueError, TypeError, KeyError) as error:
-            _problem(problems, f"{name}:{number_}: skipped: {error}", strict)
+            problem(problems, f"{name}:{number_}: skipped: {error}", strict)
     snapshots.extend(assembler.finish())
     return ImportResult(TraceHeader("unknown", assembler.gpu_infos(), "nvidia-smi-dmon"), snapshots, problems)
 
 
-def _problem(problems: list[str], message: str, strict: bool) -> None:
+def problem(problems: list[str], message: str, strict: bool) -> None:
     if strict:
         raise TraceError(message)
     problems.append(message)
-
-
-def import_log(lines: list[str], name: str = "input", strict: bool = False) -> ImportResult:
-    """Detect the format from the first non-empty line and import it."""
-    first = next((line for line in lines if line.strip()), "")
-    if first.lstrip().startswith("#"):
-        return import_dmon(lines, name, strict)
-    if "," in first:
-        return import_query_csv(lines, name, strict)
-    raise TraceError(
-        f"{name}: neither nvidia-smi --format=csv output (with its header) nor nvidia-smi dmon output"
-    )
