@@ -240,7 +240,7 @@ def results_json(setup: MachineSetup, results: list[PolicyResult]) -> dict[str, 
         "machine": {
             "gpus": len(setup.model.gpus) if setup.model else setup.gpus,
             "layout": None if setup.model else setup.layout.value,
-            "model": setup.model.source if setup.model else None,
+            "model_calibrated_from": setup.model.source if setup.model else None,
             "ambient_c": setup.ambient_c,
             "workload": setup.workload_name,
             "duration_s": setup.duration_s,

@@ -77,7 +77,7 @@ def test_a_broken_file_is_a_clear_error_not_a_traceback(tmp_path):
     broken.write_text("this is not a log\n")
     done = subprocess.run([*GPUD, "replay", str(broken)], capture_output=True, text=True, check=False)
     assert done.returncode == 1
-    assert "neither nvidia-smi --format=csv output" in done.stderr and "Traceback" not in done.stderr
+    assert "not a log gpud can import" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_malformed_tick_line_is_reported_once_with_its_line_number(tmp_path):

@@ -134,3 +134,31 @@ def test_bad_simulate_arguments_are_one_line_errors(flags, problem):
     done = gpud("simulate", "--duration", "10", *flags)
     assert done.returncode == 2
     assert done.stderr.strip() == f"gpud: {problem}" or done.stderr.startswith(f"gpud: {problem}")
+
+
+@pytest.mark.slow
+def test_calibrate_a_trace_then_simulate_the_machine_it_describes(tmp_path):
+    model = tmp_path / "model.json"
+    done = gpud("calibrate", f"{FIXTURES}/sim_open_air_3gpu.jsonl", "-o", str(model))
+    assert done.returncode == 0, done.stderr
+    assert "HELD-BACK RMS °C" in done.stdout and f"{model}: thermal model of 3 GPUs" in done.stdout
+    assert [g["index"] for g in json.loads(model.read_text())["gpus"]] == [0, 1, 2]
+    run = gpud("simulate", "--model", str(model), "--duration", "120", "--ambient", "35", "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["machine"]["gpus"] == 3
+    assert report["machine"]["model_calibrated_from"].endswith("sim_open_air_3gpu.jsonl")
+    wrong = gpud("simulate", "--model", str(model), "--gpus", "4")
+    assert (wrong.returncode, wrong.stderr.strip()) == (
+        2,
+        f"gpud: --gpus 4: the model {model} describes 3 GPUs",
+    )
+
+
+def test_calibrate_refuses_a_trace_without_the_readings_it_needs(tmp_path):
+    trace = tmp_path / "flat.csv"
+    trace.write_text("index, temperature.gpu, power.draw [W]\n" + "0, 50, 100 W\n" * 5)
+    done = gpud("calibrate", str(trace), "-o", str(tmp_path / "m.json"))
+    assert done.returncode == 1
+    assert "GPU 0: 5 ticks with temperature and power; at least 60 are needed" in done.stderr
+    assert not (tmp_path / "m.json").exists()

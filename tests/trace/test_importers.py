@@ -1,4 +1,4 @@
-"""Importing nvidia-smi query CSV and dmon logs, on small fixtures written in their formats."""
+"""Importing nvidia-smi query CSV and dmon logs, GPU-Z and Afterburner logs, on small fixtures written in their formats."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load(name: str, strict: bool = False):
-    return import_log((FIXTURES / name).read_text().splitlines(), name, strict)
+    return import_log((FIXTURES / name).read_text(errors="replace").splitlines(), name, strict)
 
 
 def test_query_csv_with_units_interleaved_gpus_and_missing_values():
@@ -133,3 +133,30 @@ def test_gpu_infos_can_be_asked_for_twice():
     list(assembler.add(0.0, GpuSample(index=0), {"name": "RTX", "uuid": "GPU-x", "sm_clock_max_mhz": 2100}))
     assert assembler.gpu_infos() == assembler.gpu_infos()
     assert assembler.gpu_infos()[0].name == "RTX"
+
+
+def test_a_gpu_z_sensor_log_imports_with_both_fans_and_board_power():
+    result = load("gpuz_sensor_log.txt")
+    assert result.problems == []
+    first, idle = result.snapshots[0].gpus[0], result.snapshots[-1].gpus[0]
+    assert (first.temperature_c, first.power_w, first.sm_clock_mhz, first.gpu_util_pct) == (
+        61.0,
+        221.5,
+        1905,
+        98.0,
+    )
+    assert [f.speed_pct for f in first.fans] == [48.0, 50.0]
+    assert idle.power_w == 41.0
+    assert result.snapshots[1].timestamp - result.snapshots[0].timestamp == 1.0
+
+
+def test_an_afterburner_log_imports_each_session_by_its_own_columns_and_units():
+    result = load("afterburner.hml")
+    assert result.header.gpus[0].name == "NVIDIA GeForce RTX 3080"
+    assert result.problems == ["afterburner.hml:15: skipped: not a number: 'broken'"]
+    hot, capped, second_session = (t.gpus[0] for t in result.snapshots)
+    assert (hot.temperature_c, hot.power_w, hot.sm_clock_mhz) == (82.0, 318.25, 1710)
+    assert [f.speed_pct for f in hot.fans] == [71.0, 73.0]
+    assert hot.clock_event_reasons == 0x20 and capped.clock_event_reasons == 0x04  # temp limit, power limit
+    assert second_session.temperature_c == 45.0
+    assert second_session.power_w is None  # that session logs power in % of TDP, not watts
