@@ -20,6 +20,9 @@ def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
     """The simulated NVML library for ``settings.simulate``, on the real clock."""
     sim = settings.simulate
     machine = build_machine(sim.gpus, sim.layout, sim.ambient_c, settings.slowdown_c, sim.seed)
+    for index, width in sim.pcie_width.items():
+        if index < len(machine.cards):
+            machine.cards[index].pcie_width = width
     return SimulatedNvmlLibrary(machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged)
 
 

@@ -110,9 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         recorder=recorder,
         decide=decide_settings(settings),
         fans=fans,
+        energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
     )
     try:
-        server = StatusServer(split_host_port(settings.listen), daemon.registry, daemon.current)
+        server = StatusServer(
+            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history
+        )
     except OSError as error:
         source.close()
         return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
@@ -155,12 +158,25 @@ def _status_once(args: argparse.Namespace) -> int:
         else:
             document = fetch_status(args.url, args.timeout)
             text, code = render_table(document), exit_code(document)
+            if not args.json:
+                text += "\n" + _recent_findings(args.url, args.timeout, load_settings(args.config))
     except DaemonUnreachable as error:
         return _fail(str(error), EXIT_NO_DAEMON)
     if args.watch:
         print("\033[2J\033[H", end="")
     print(json.dumps(document, indent=2) if args.json else text, flush=True)
     return code
+
+
+def _recent_findings(url: str, timeout_s: float, settings: Settings) -> str:
+    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour."""
+    from gpud.diagnose.findings import diagnose
+    from gpud.diagnose.source import history_trace, recent
+
+    history = recent(history_trace(url, timeout_s), 3600.0)
+    found = diagnose(history, decide_settings(settings), settings.diagnose).findings
+    lines = [f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"]
+    return "\n".join(["Findings (last hour; details: gpud diagnose):", *lines])
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -247,6 +263,46 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(render_calibration(model))
     print(f"{args.output}: thermal model of {len(model.gpus)} GPUs")
     return 0
+
+
+def _duration_s(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``2h``, ``1d`` → seconds; :class:`ConfigError` otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"--since {text}: expected a duration like 90s, 30m, 2h or 1d")
+    return seconds
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """``gpud diagnose``: the hardware rules of thumb checked against a trace or the daemon's history."""
+    from gpud.diagnose.findings import diagnose
+    from gpud.diagnose.host import this_host
+    from gpud.diagnose.render import diagnosis_json, render_diagnosis
+    from gpud.diagnose.source import history_trace, recent
+    from gpud.replay import load_trace
+    from gpud.status import DaemonUnreachable
+
+    settings = load_settings(args.config)
+    since = _duration_s(args.since) if args.since else None
+    if args.trace is not None:
+        trace = load_trace(args.trace)
+        host = this_host() if trace.header.host == socket.gethostname() else None
+    else:
+        try:
+            trace = history_trace(args.url, args.timeout)
+        except DaemonUnreachable as error:
+            return _fail(str(error), 2)
+        host = this_host() if args.url.startswith(("http://127.0.0.1", "http://localhost")) else None
+    if since is not None:
+        trace = recent(trace, since)
+    diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
+    print(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
+    return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0
 
 
 def _workload(name: str, seed: int) -> Workload:
@@ -491,6 +547,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_flags(record)
     record.set_defaults(func=cmd_record)
+
+    diag = commands.add_parser(
+        "diagnose",
+        help="check the GPUs against the deep-learning hardware rules of thumb, most costly finding first",
+        description="From the running daemon's history (the last 24 h at 30 s) or a trace: throttling, "
+        "heat build-up between neighbours, fans, power limit and PSU, PCIe links, host RAM and CPU, "
+        "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
+        "finding is critical.",
+    )
+    source = diag.add_mutually_exclusive_group()
+    source.add_argument(
+        "--url", default="http://127.0.0.1:9877", help="the daemon (default http://127.0.0.1:9877)"
+    )
+    source.add_argument("--trace", type=Path, help="a gpud trace or a CSV log instead of the daemon")
+    diag.add_argument("--since", metavar="DURATION", help="only the last DURATION (90s, 30m, 2h, 1d)")
+    diag.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the daemon"
+    )
+    diag.add_argument("--json", action="store_true", help="print the findings as JSON")
+    diag.set_defaults(func=cmd_diagnose)
 
     calibrate = commands.add_parser(
         "calibrate",

@@ -17,6 +17,7 @@ from gpud.decide.controller import DecideSettings
 from gpud.decide.curves import FanSettings
 from gpud.decide.heat import HeatSettings
 from gpud.decide.throttle import ThrottleSettings
+from gpud.diagnose.settings import DiagnoseSettings
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
 from gpud.model.store import load_model
@@ -51,6 +52,9 @@ class SimulateSettings(BaseModel):
     seed: int = 0
     privileged: bool = Field(
         True, description="false: the simulated driver refuses fan commands, as to a non-root user"
+    )
+    pcie_width: dict[int, Literal[1, 2, 4, 8]] = Field(
+        default_factory=dict, description="per GPU index: a PCIe link stuck at this width (x16 otherwise)"
     )
 
 
@@ -107,6 +111,7 @@ class Settings(BaseSettings):
     fans: FanSettings = Field(default_factory=FanSettings)
     fan_control: FanControlSettings = Field(default_factory=FanControlSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
+    diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
 
     @field_validator("listen")
     @classmethod

@@ -24,6 +24,7 @@ import structlog
 from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.exporter import build_registry
 from gpud.fans.control import FanControl
+from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
@@ -54,7 +55,9 @@ class Daemon:
         recorder: TraceRecorder | None = None,
         decide: DecideSettings | None = None,
         fans: FanControl | None = None,
+        energy_price: tuple[float, str] | None = None,
     ) -> None:
+        """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``."""
         decide = decide or DecideSettings()
         self._source = source
         self._controller = Controller(source.gpus, decide, max_gap_s=max(5.0, 3 * interval_s))
@@ -69,6 +72,7 @@ class Daemon:
         self._stop = threading.Event()
         self._ready = False
         self._tick_errors = 0
+        self.history = History(every_s=max(30.0, interval_s))
         self.state = DaemonState(
             hostname=socket.gethostname(),
             source=source_name,
@@ -77,7 +81,7 @@ class Daemon:
             gpus=source.gpus,
             fan_control=fans.report() if fans is not None else (),
         )
-        self.registry, self._tick_duration = build_registry(self.current)
+        self.registry, self._tick_duration = build_registry(self.current, energy_price)
 
     def current(self) -> DaemonState | None:
         """The last published state, or ``None`` before the first tick."""
@@ -166,6 +170,7 @@ class Daemon:
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
         )
+        self.history.add(snapshot)
         if self._recorder is not None:
             self._recorder.write(snapshot)
         self._tick_duration.observe(time.perf_counter() - started)

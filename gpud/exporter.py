@@ -15,10 +15,14 @@ from prometheus_client.registry import Collector
 
 import gpud
 from gpud.decide.heat import HeatFinding
-from gpud.decide.throttle import REASON_NAMES, ThrottleCause
+from gpud.decide.reference import busy
+from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
+from gpud.diagnose.usage import link_degraded
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.state import DaemonState
-from gpud.telemetry import GpuInfo, GpuSample
+from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+
+BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that a narrow link is not power saving
 
 MHZ = 1e6
 TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -31,8 +35,11 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
 class GpudCollector(Collector):
     """Renders the state returned by ``current()`` as the ``gpud_*`` metric families."""
 
-    def __init__(self, current: Callable[[], DaemonState | None]) -> None:
+    def __init__(
+        self, current: Callable[[], DaemonState | None], energy_price: tuple[float, str] | None = None
+    ) -> None:
         self._current = current
+        self._energy_price = energy_price
 
     def collect(self) -> Iterator[Metric]:
         """Called by prometheus_client on every scrape."""
@@ -51,9 +58,22 @@ class GpudCollector(Collector):
         for (call, error), count in sorted(state.nvml_errors.items()):
             errors.add_metric([call, error], count)
         yield errors
+        if self._energy_price is not None and state.snapshot is not None:
+            yield self._energy_cost(state.snapshot, *self._energy_price)
         tick_errors = CounterMetricFamily("gpud_tick_errors", "Ticks that failed with an unexpected error")
         tick_errors.add_metric([], state.tick_errors)
         yield tick_errors
+
+    @staticmethod
+    def _energy_cost(snapshot: Snapshot, price_per_kwh: float, currency: str) -> Metric:
+        cost = CounterMetricFamily(
+            "gpud_energy_cost",
+            "What the GPUs' energy since the driver was loaded cost, at [diagnose] price_per_kwh",
+            labels=["currency"],
+        )
+        joules = sum(s.energy_j for s in snapshot.gpus if s.up and s.energy_j is not None)
+        cost.add_metric([currency], joules / 3.6e6 * price_per_kwh)
+        return cost
 
     def _gpu_families(self, state: DaemonState) -> Iterator[Metric]:
         f = _Families()
@@ -77,6 +97,8 @@ class GpudCollector(Collector):
             f.add_static(ids, info)
             if sample is not None and sample.up:
                 f.add_sample(ids, sample)
+                degraded = busy(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
+                f.pcie_degraded.add_metric(ids, 1 if degraded else 0)
             decision = state.decision.for_gpu(info.index) if state.decision else None
             if decision is not None and sample is not None and sample.up:
                 for cause in ThrottleCause:
@@ -126,6 +148,10 @@ class _Families:
         )
         self.pcie_gen = _gauge("gpud_gpu_pcie_link_generation", "PCIe link generation", ["which"])
         self.pcie_width = _gauge("gpud_gpu_pcie_link_width", "PCIe link width in lanes", ["which"])
+        self.pcie_degraded = _gauge(
+            "gpud_gpu_pcie_link_degraded",
+            "1 if the GPU is busy on a link below its maximum generation or width",
+        )
         self.reason = _gauge(
             "gpud_gpu_clock_event_reason_active",
             "1 while the driver reports this clock-event reason",
@@ -248,10 +274,15 @@ def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], val
         family.add_metric(labels, value)
 
 
-def build_registry(current: Callable[[], DaemonState | None]) -> tuple[CollectorRegistry, Histogram]:
-    """gpud's own registry (not the global one) and the tick-duration histogram the loop observes."""
+def build_registry(
+    current: Callable[[], DaemonState | None], energy_price: tuple[float, str] | None = None
+) -> tuple[CollectorRegistry, Histogram]:
+    """gpud's own registry (not the global one) and the tick-duration histogram the loop observes.
+
+    ``energy_price`` (per kWh, currency) adds ``gpud_energy_cost_total``.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GpudCollector(current))
+    registry.register(GpudCollector(current, energy_price))
     tick_duration = Histogram(
         "gpud_tick_duration_seconds",
         "Wall time of one tick: sample, decide, apply, publish",

@@ -1,4 +1,5 @@
-"""The daemon's read-only HTTP endpoint: ``/metrics`` for Prometheus, ``/status`` for ``gpud status``.
+"""The daemon's read-only HTTP endpoint: ``/metrics`` for Prometheus, ``/status`` for ``gpud status``,
+``/history?since=SECONDS`` (the recent ticks as a gpud trace) for ``gpud diagnose``.
 
 Served from its own threads, reading only the last published tick: a slow or hostile client can
 neither stall the control loop nor change anything (every method but GET and HEAD is refused).
@@ -12,12 +13,15 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gpud.history import History
 from gpud.state import DaemonState
 from gpud.status import status_document
+from gpud.trace.format import TraceHeader, header_line, snapshot_line
 
 log = structlog.get_logger("gpud.server")
 
@@ -37,10 +41,28 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(503, {"error": "no tick completed yet"})
             else:
                 self._send_json(200, status_document(state))
+        elif route == "/history":
+            self._history()
         elif route == "/":
-            self._send(200, "text/plain; charset=utf-8", b"gpud: see /metrics and /status\n")
+            self._send(200, "text/plain; charset=utf-8", b"gpud: see /metrics, /status and /history\n")
         else:
             self._send_json(404, {"error": f"no such path: {route}"})
+
+    def _history(self) -> None:
+        state, history = self.server.current(), self.server.history
+        if state is None or history is None:
+            self._send_json(503, {"error": "no history yet"})
+            return
+        since = parse_qs(self.path.partition("?")[2]).get("since")
+        try:
+            seconds = float(since[0]) if since else None
+        except ValueError:
+            self._send_json(400, {"error": "since must be a number of seconds"})
+            return
+        ticks = history.last(seconds)
+        header = TraceHeader(state.hostname, state.gpus, state.source)
+        lines = [header_line(header), *(snapshot_line(t) for t in ticks)]
+        self._send(200, "application/x-ndjson", ("\n".join(lines) + "\n").encode())
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -74,13 +96,18 @@ class StatusServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], registry: CollectorRegistry, current: Callable[[], DaemonState | None]
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        current: Callable[[], DaemonState | None],
+        history: History | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.registry = registry
         self.current = current
+        self.history = history
         self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
 
     def start(self) -> None:

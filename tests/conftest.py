@@ -19,6 +19,7 @@ from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary, simulated_uuid
+from gpud.sim.thermal import ThermalMachine
 from gpud.telemetry import GpuInfo, Snapshot
 from gpud.trace.format import TraceHeader
 
@@ -140,12 +141,19 @@ def require_tool(name: str) -> str:
 def simulated_trace(
     install_nvml: Callable[..., SimulatedNvmlLibrary], clock: FakeClock
 ) -> Callable[..., tuple[TraceHeader, list[Snapshot]]]:
-    """Returns ``record(layout, gpus=3, seconds=400, tick_s=1)``: the simulator read through the real NVML source."""
+    """Returns ``record(layout, gpus=3, seconds=400, tick_s=1, prepare=None)``: the simulator read through
+    the real NVML source; ``prepare(machine)`` may change the simulated machine first."""
 
     def record(
-        layout: Layout, gpus: int = 3, seconds: float = 400, tick_s: float = 1.0
+        layout: Layout,
+        gpus: int = 3,
+        seconds: float = 400,
+        tick_s: float = 1.0,
+        prepare: Callable[[ThermalMachine], None] | None = None,
     ) -> tuple[TraceHeader, list[Snapshot]]:
         library = install_nvml(gpus, layout)
+        if prepare is not None:
+            prepare(library.machine)
         source = NvmlSource(cooling={}, clock=library.unix_time)
         snapshots = []
         try:

@@ -7,13 +7,20 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from itertools import pairwise
 
 import pytest
 
 from gpud.daemon import Daemon
+from gpud.decide.controller import DecideSettings
+from gpud.diagnose.findings import diagnose
+from gpud.diagnose.settings import DiagnoseSettings
+from gpud.diagnose.source import history_trace
 from gpud.nvml.source import NvmlSource
 from gpud.sdnotify import SystemdNotifier
 from gpud.server import StatusServer
+from gpud.status import DaemonUnreachable
+from gpud.trace.format import read_trace
 
 
 def make_daemon(
@@ -109,9 +116,9 @@ def get(url: str) -> tuple[int, bytes]:
 
 @pytest.fixture
 def served(install_nvml, nvml_source):
-    install_nvml(gpus=2)
-    daemon = make_daemon(nvml_source())
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current)
+    library = install_nvml(gpus=2)
+    daemon = make_daemon(nvml_source(clock=library.unix_time))
+    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
     server.start()
     yield daemon, f"http://127.0.0.1:{server.server_address[1]}"
     server.stop()
@@ -134,3 +141,27 @@ def test_unknown_paths_are_404_and_writes_are_refused(served):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 405
+
+
+def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, clock):
+    daemon, base = served
+    assert get(base + "/history")[0] == 503
+    for _ in range(150):  # one tick a second; the history keeps one every 30 s
+        clock.advance(1.0)
+        daemon.tick()
+    code, body = get(base + "/history")
+    header, ticks = read_trace(body.decode().splitlines(), "history")
+    assert code == 200 and [g.index for g in header.gpus] == [0, 1]
+    times = [t.timestamp for t in ticks]
+    assert len(times) == 5 and all(b - a >= 30 for a, b in pairwise(times))
+    recent = read_trace(get(base + "/history?since=60")[1].decode().splitlines(), "history")[1]
+    assert len(list(recent)) == 3
+    assert get(base + "/history?since=soon")[0] == 400
+    trace = history_trace(base, 5.0)
+    assert len(list(trace.ticks(1, None))) == 5
+    assert diagnose(trace, DecideSettings(), DiagnoseSettings()).gpus == 2
+
+
+def test_diagnose_says_when_no_daemon_answers():
+    with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/history"):
+        history_trace("http://127.0.0.1:9", 1.0)

@@ -335,7 +335,7 @@ class SimulatedNvmlLibrary:
         return self._read(handle, lambda c: c.spec.pcie_gen_max, out)
 
     def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any, out: Any) -> int:
-        return self._read(handle, lambda c: c.spec.pcie_width_max, out)
+        return self._read(handle, lambda c: c.pcie_width or c.spec.pcie_width_max, out)
 
     def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any, out: Any) -> int:
         return self._read(handle, lambda c: c.spec.pcie_width_max, out)

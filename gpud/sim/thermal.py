@@ -156,6 +156,7 @@ class Card:
     energy_j: float = 0.0
     pcie_tx_bytes: float = 0.0  # traffic follows the load (input batches in, results out)
     pcie_rx_bytes: float = 0.0
+    pcie_width: int | None = None  # a link stuck narrower than the card's (None: full width)
     reasons: int = REASON_GPU_IDLE
     totals: CardTotals = field(default_factory=CardTotals)
 

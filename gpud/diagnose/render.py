@@ -1,0 +1,42 @@
+"""The report ``gpud diagnose`` prints, and its JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from gpud.diagnose.findings import Diagnosis
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def render_diagnosis(diagnosis: Diagnosis) -> str:
+    """Most costly finding first, each with its evidence and what to do; then cooling and energy."""
+    lines = [f"gpud diagnose: {diagnosis.source}, {diagnosis.gpus} GPUs, {_duration(diagnosis.window_s)}", ""]
+    if not diagnosis.findings:
+        lines += ["No findings: no throttling, heat build-up, fan, power, PCIe or host problem seen.", ""]
+    for number, finding in enumerate(diagnosis.findings, start=1):
+        lines += [
+            f"{number}. [{finding.severity.value}] {finding.title}",
+            f"   evidence: {finding.evidence}",
+            f"   do: {finding.recommendation}",
+            "",
+        ]
+    lines.append(
+        "cooling: " + "; ".join(f"GPU {gpu} {how}" for gpu, how in sorted(diagnosis.cooling.items()))
+    )
+    e = diagnosis.energy
+    lines.append(
+        f"energy (GPUs): {e.kwh:.2f} kWh in {_duration(e.window_s)}, {e.cost:.2f} {e.currency}; "
+        f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
+    )
+    return "\n".join(lines)
+
+
+def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:
+    """Everything in the report, as JSON."""
+    return asdict(diagnosis)

@@ -1,0 +1,47 @@
+"""Where ``gpud diagnose`` gets its ticks: the running daemon's history, and the last part of a trace."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+from gpud.replay import LoadedTrace
+from gpud.status import DaemonUnreachable
+from gpud.telemetry import Snapshot
+from gpud.trace.format import TraceError, TraceHeader, read_trace
+
+
+def history_trace(url: str, timeout_s: float) -> LoadedTrace:
+    """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace."""
+    endpoint = url.rstrip("/").removesuffix("/status") + "/history"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=timeout_s) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError) as error:
+        raise DaemonUnreachable(
+            f"no gpud answered at {endpoint}: {getattr(error, 'reason', error)}"
+        ) from None
+    try:
+        header, ticks = read_trace(text.splitlines(), endpoint)
+        snapshots = list(ticks)
+    except TraceError as error:
+        raise DaemonUnreachable(f"{endpoint} did not return a gpud history: {error}") from None
+    return _loaded(endpoint, header, snapshots, len(text))
+
+
+def recent(trace: LoadedTrace, seconds: float) -> LoadedTrace:
+    """The last ``seconds`` of ``trace`` (counted back from its last tick)."""
+    snapshots = list(trace.ticks(1, None))
+    start = snapshots[-1].timestamp - seconds if snapshots else 0.0
+    kept = [s for s in snapshots if s.timestamp >= start]
+    return _loaded(trace.name, trace.header, kept, trace.size_bytes, trace.problems)
+
+
+def _loaded(
+    name: str, header: TraceHeader, snapshots: list[Snapshot], size: int, problems: list[str] | None = None
+) -> LoadedTrace:
+    def ticks(stride: int, _problems: list[str] | None) -> Iterator[Snapshot]:
+        return iter(snapshots[::stride])
+
+    return LoadedTrace(name, header, ticks, list(problems or []), size)

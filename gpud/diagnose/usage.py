@@ -1,0 +1,130 @@
+"""What ``gpud diagnose`` needs beyond replay: power, PCIe, fans and energy, summed per GPU over a trace.
+
+Times are accounted per tick (the gap to the previous tick, capped, as the controller does), and only
+while the GPU is busy where the question is about load: a PCIe link that drops to Gen 1 when idle is
+power saving, at full load it is a problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gpud.decide.reference import busy
+from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
+from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+
+_POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
+POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
+LAZY_FAN_PCT = 70.0  # near slowdown with fans below this: the curve has headroom left
+SATURATED_FAN_PCT = 95.0  # near slowdown with fans at this: the air, not the curve, is the limit
+NEAR_SLOWDOWN_C = 3.0
+
+
+@dataclass
+class GpuUsage:
+    """One GPU's totals over the trace."""
+
+    index: int
+    seconds: float = 0.0
+    busy_s: float = 0.0
+    active_s: float = 0.0  # not idle: what throttling is measured against
+    power_capped_s: float = 0.0  # busy at (or held down by) the power limit
+    pcie_degraded_s: float = 0.0  # busy on a link below its maximum generation or width
+    worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
+    hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
+    hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
+    energy_j: float = 0.0
+    busy_power_sum_w_s: float = 0.0
+    peak_power_w: float | None = None
+    power_limit_w: float | None = None
+    fans_seen: bool = False
+    memory_total_bytes: int | None = None
+
+    @property
+    def mean_busy_power_w(self) -> float | None:
+        """Mean power while busy, W."""
+        return self.busy_power_sum_w_s / self.busy_s if self.busy_s else None
+
+
+def _mean_fan(sample: GpuSample) -> float | None:
+    speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
+    return sum(speeds) / len(speeds) if speeds else None
+
+
+def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
+    """Whether the PCIe link runs below the card's maximum generation or width right now."""
+    if info is None:
+        return False
+    low_gen = (
+        None not in (sample.pcie_link_gen, info.pcie_link_gen_max)
+        and sample.pcie_link_gen < info.pcie_link_gen_max
+    )
+    low_width = (
+        None not in (sample.pcie_link_width, info.pcie_link_width_max)
+        and sample.pcie_link_width < info.pcie_link_width_max
+    )
+    return low_gen or low_width
+
+
+def measure_usage(
+    ticks: Iterable[Snapshot],
+    gpus: tuple[GpuInfo, ...],
+    settings: ThrottleSettings,
+    slowdown_c: float,
+    max_gap_s: float = 5.0,
+) -> dict[int, GpuUsage]:
+    """Each GPU's totals over ``ticks``; ``slowdown_c`` for GPUs whose info has none.
+
+    ``max_gap_s`` caps what one tick accounts for, as the controller's does.
+    """
+    infos = {info.index: info for info in gpus}
+    usage: dict[int, GpuUsage] = {}
+    previous: float | None = None
+    for tick in ticks:
+        dt = 0.0 if previous is None else min(max(0.0, tick.timestamp - previous), max_gap_s)
+        previous = tick.timestamp
+        for sample in tick.gpus:
+            info = infos.get(sample.index)
+            u = usage.get(sample.index)
+            if u is None:
+                u = usage[sample.index] = GpuUsage(sample.index)
+                u.memory_total_bytes = info.memory_total_bytes if info else None
+            _account(u, sample, info, dt, busy(sample, settings.busy_util_pct), slowdown_c)
+            if sample.up and (sample.gpu_util_pct or 0.0) >= settings.idle_util_pct:
+                u.active_s += dt
+    return usage
+
+
+def _account(
+    u: GpuUsage, s: GpuSample, info: GpuInfo | None, dt: float, is_busy: bool, slowdown_c: float
+) -> None:
+    u.seconds += dt
+    if not s.up:
+        return
+    if s.power_w is not None:
+        u.energy_j += s.power_w * dt
+        u.peak_power_w = max(u.peak_power_w or 0.0, s.power_w)
+    if s.power_limit_w is not None:
+        u.power_limit_w = s.power_limit_w
+    fan = _mean_fan(s)
+    u.fans_seen = u.fans_seen or fan is not None
+    slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
+    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - NEAR_SLOWDOWN_C:
+        if fan < LAZY_FAN_PCT:
+            u.hot_lazy_fans_s += dt
+        elif fan >= SATURATED_FAN_PCT:
+            u.hot_full_fans_s += dt
+    if not is_busy:
+        return
+    u.busy_s += dt
+    if s.power_w is not None:
+        u.busy_power_sum_w_s += s.power_w * dt
+    capped = (s.clock_event_reasons or 0) & _POWER_CAP_BIT
+    if capped or (
+        None not in (s.power_w, s.power_limit_w) and s.power_w >= POWER_LIMIT_SHARE * s.power_limit_w
+    ):
+        u.power_capped_s += dt
+    if link_degraded(s, info):
+        u.pcie_degraded_s += dt
+        u.worst_link = (s.pcie_link_gen or 0, s.pcie_link_width or 0)

@@ -1,0 +1,127 @@
+"""``gpud diagnose`` finds each known problem in a machine that has it, and nothing in a healthy one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpud.daemon import Daemon
+from gpud.decide.controller import DecideSettings
+from gpud.diagnose.findings import Diagnosis, HostFacts, Severity, diagnose
+from gpud.diagnose.settings import DiagnoseSettings
+from gpud.diagnose.source import _loaded, recent
+from gpud.sim.machine import Layout
+from gpud.sim.nvml_lib import simulated_uuid
+from gpud.sim.thermal import ThermalMachine
+from tests.test_end_to_end import gpud
+
+GIB = 1024**3
+ROOMY_HOST = HostFacts("box", 512 * GIB, 32)
+FIXTURE = "tests/trace/fixtures/sim_open_air_3gpu.jsonl"
+
+
+def run(
+    simulated_trace,
+    layout: Layout,
+    gpus: int = 2,
+    seconds: float = 600,
+    prepare=None,
+    host=ROOMY_HOST,
+    **settings,
+) -> Diagnosis:
+    header, ticks = simulated_trace(layout, gpus, seconds, prepare=prepare)
+    trace = _loaded("sim", header, ticks, 0)
+    return diagnose(trace, DecideSettings(), DiagnoseSettings(**settings), host)
+
+
+def kinds(diagnosis: Diagnosis) -> list[tuple[str, tuple[int, ...]]]:
+    return [(f.kind, f.gpus) for f in diagnosis.findings]
+
+
+def test_a_healthy_machine_has_no_findings_and_its_energy_adds_up(simulated_trace):
+    diagnosis = run(simulated_trace, Layout.PASSIVE, psu_w=2000)
+    assert diagnosis.findings == ()
+    assert diagnosis.cooling == {0: "passive (reported)", 1: "passive (reported)"}
+    energy = diagnosis.energy
+    assert 2 * 250 * 600 / 3.6e6 < energy.kwh < 2 * 350 * 600 / 3.6e6  # two ~300 W cards for 10 min
+    assert energy.cost == pytest.approx(energy.kwh * 0.30)
+    assert energy.monthly_kwh == pytest.approx(energy.kwh * 30 * 86400 / energy.window_s)
+
+
+def test_stacked_open_air_cards_on_the_stock_schedule_throttle_heat_each_other_and_have_lazy_fans(
+    simulated_trace,
+):
+    diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900)
+    found = kinds(diagnosis)
+    assert ("throttling", (1,)) in found
+    throttle = next(f for f in diagnosis.findings if f.kind == "throttling" and f.gpus == (1,))
+    assert throttle.numbers["cause"] == "thermal" and throttle.numbers["throttled_share"] > 0.3
+    assert 0 < throttle.numbers["speed_lost"] < 0.2
+    heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
+    assert 1 in heat.gpus and "leave a slot free" in heat.recommendation
+    assert any(kind == "fans-lazy" for kind, _ in found)
+    costs = [f.cost for f in diagnosis.findings]
+    assert costs == sorted(costs, reverse=True)  # most costly first
+    assert diagnosis.findings[0].kind in ("heat-buildup", "throttling")
+
+
+def test_a_link_stuck_at_x4_under_load_is_found_but_idle_power_saving_is_not(simulated_trace):
+    def stuck(machine: ThermalMachine) -> None:
+        machine.cards[1].pcie_width = 4
+
+    diagnosis = run(simulated_trace, Layout.PASSIVE, prepare=stuck)
+    assert kinds(diagnosis) == [("pcie-degraded", (1,))]  # GPU 0 drops to Gen 1 when idle: no finding
+    assert "Gen 5 x4 under load (it can do Gen 5 x16)" in diagnosis.findings[0].title
+
+
+def test_an_undersized_power_supply_is_critical(simulated_trace):
+    small = run(simulated_trace, Layout.PASSIVE, psu_w=900, cpu_w=150)
+    psu = small.findings[0]
+    assert (psu.kind, psu.severity) == ("psu-undersized", Severity.CRITICAL)
+    assert psu.numbers["needed_w"] == pytest.approx((2 * 350 + 150) * 1.21)
+    assert run(simulated_trace, Layout.PASSIVE, psu_w=1100).findings == ()
+
+
+def test_too_little_ram_and_too_few_cores_for_the_gpus(simulated_trace):
+    small_host = HostFacts("box", 64 * GIB, 1)  # the H100s have 80 GiB each
+    diagnosis = run(simulated_trace, Layout.PASSIVE, host=small_host)
+    assert sorted(kinds(diagnosis)) == [("host-cpu", ()), ("host-memory", ())]
+
+
+def test_since_keeps_the_last_part_of_a_trace(simulated_trace):
+    header, ticks = simulated_trace(Layout.PASSIVE, 1, 300)
+    last = recent(_loaded("sim", header, ticks, 0), 60)
+    kept = list(last.ticks(1, None))
+    assert kept[-1] == ticks[-1] and 59 <= kept[-1].timestamp - kept[0].timestamp <= 60
+
+
+@pytest.mark.slow
+def test_the_command_reports_a_trace_as_text_and_json():
+    text = gpud("diagnose", "--trace", FIXTURE)
+    assert text.returncode == 0, text.stderr
+    assert "heated by their neighbours" in text.stdout and "energy (GPUs):" in text.stdout
+    done = gpud("diagnose", "--trace", FIXTURE, "--since", "2m", "--json")
+    report = json.loads(done.stdout)
+    assert report["gpus"] == 3 and report["window_s"] <= 120
+    bad = gpud("diagnose", "--trace", FIXTURE, "--since", "soon")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2,
+        "gpud: --since soon: expected a duration like 90s, 30m, 2h or 1d",
+    )
+
+
+def test_the_daemon_exports_a_busy_degraded_link_and_what_the_energy_cost(install_nvml, nvml_source, clock):
+    library = install_nvml(gpus=2, layout=Layout.PASSIVE)
+    library.machine.cards[1].pcie_width = 4
+    daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 1.0, energy_price=(0.5, "EUR"))
+    for _ in range(5):
+        clock.advance(1.0)
+        daemon.tick()
+    value = daemon.registry.get_sample_value
+    degraded = [
+        value("gpud_gpu_pcie_link_degraded", {"gpu": str(i), "uuid": simulated_uuid(i)}) for i in (0, 1)
+    ]
+    assert degraded == [0, 1]
+    joules = sum(s.energy_j for s in daemon.state.snapshot.gpus)
+    assert value("gpud_energy_cost_total", {"currency": "EUR"}) == pytest.approx(joules / 3.6e6 * 0.5)
