@@ -145,13 +145,11 @@ def _cooling(info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: 
     known = configured or (info.cooling if info else Cooling.UNKNOWN)
     if known is not Cooling.UNKNOWN:
         return f"{known.value} (configured)" if configured else f"{known.value} (reported)"
-    if info is not None and info.fan_count == 0 and not usage.fans_seen:
-        return "passive (inferred: no fans)"
     if gpu.neighbour_heated:
         return "open-air (inferred: its neighbours' power heats it)"
     if usage.fans_seen:
         return "blower or well spaced (inferred: has fans, neighbours do not heat it)"
-    return "unknown"
+    return "unknown (no fan readings; set [cooling] in the config)"
 
 
 def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float]) -> Finding | None:

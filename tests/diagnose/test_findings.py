@@ -125,3 +125,11 @@ def test_the_daemon_exports_a_busy_degraded_link_and_what_the_energy_cost(instal
     assert degraded == [0, 1]
     joules = sum(s.energy_j for s in daemon.state.snapshot.gpus)
     assert value("gpud_energy_cost_total", {"currency": "EUR"}) == pytest.approx(joules / 3.6e6 * 0.5)
+
+
+def test_a_gpu_stuck_at_low_clocks_while_cool_is_critical_and_first():
+    done = gpud("diagnose", "--trace", "tests/trace/fixtures/query_throttle_by_clocks.csv")
+    assert done.returncode == 1  # a critical finding
+    first = done.stdout.split("\n\n")[1]
+    assert first.startswith("1. [critical] GPU 1 throttles (other)") and "check the PSU cables" in first
+    assert "GPU 0 unknown (no fan readings" in done.stdout  # no fans logged is not "no fans"
