@@ -84,6 +84,12 @@ class GpuSample:
     pcie_link_gen: int | None = None
     pcie_link_width: int | None = None
 
+    @property
+    def mean_fan_pct(self) -> float | None:
+        """Mean speed of the fans that reported one, %; ``None`` when none did."""
+        speeds = [f.speed_pct for f in self.fans if f.speed_pct is not None]
+        return sum(speeds) / len(speeds) if speeds else None
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -209,7 +209,7 @@ class Controller:
             sample.temperature_c,
             sample.power_w,
             neighbours_w,
-            _mean_fan_pct(sample),
+            sample.mean_fan_pct,
             state.slowdown_c,
         )
 
@@ -246,9 +246,3 @@ class Controller:
         if configured is not None:
             return configured
         return state.info.cooling if state.info else Cooling.UNKNOWN
-
-
-def _mean_fan_pct(sample: GpuSample) -> float | None:
-    """Mean measured speed of the GPU's fans, %; ``None`` without a reading."""
-    speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
-    return sum(speeds) / len(speeds) if speeds else None

@@ -47,11 +47,6 @@ class GpuUsage:
         return self.busy_power_sum_w_s / self.busy_s if self.busy_s else None
 
 
-def _mean_fan(sample: GpuSample) -> float | None:
-    speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
-    return sum(speeds) / len(speeds) if speeds else None
-
-
 def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
     """Whether the PCIe link runs below the card's maximum generation or width right now."""
     if info is None:
@@ -107,7 +102,7 @@ def _account(
         u.peak_power_w = max(u.peak_power_w or 0.0, s.power_w)
     if s.power_limit_w is not None:
         u.power_limit_w = s.power_limit_w
-    fan = _mean_fan(s)
+    fan = s.mean_fan_pct
     u.fans_seen = u.fans_seen or fan is not None
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
     if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - NEAR_SLOWDOWN_C:

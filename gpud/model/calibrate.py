@@ -75,7 +75,6 @@ def _series(ticks: Sequence[Snapshot], index: int, around: tuple[int, ...]) -> _
         sample = by_index.get(index)
         if sample is None or sample.temperature_c is None or sample.power_w is None:
             continue
-        speeds = [f.speed_pct for f in sample.fans if f.speed_pct is not None]
         others = [by_index[j].power_w if j in by_index else None for j in around]
         if None in others:
             continue
@@ -83,7 +82,7 @@ def _series(ticks: Sequence[Snapshot], index: int, around: tuple[int, ...]) -> _
         t.append(tick.timestamp)
         temp.append(sample.temperature_c)
         power.append(sample.power_w)
-        fan.append(sum(speeds) / len(speeds) if speeds else 0.0)
+        fan.append(sample.mean_fan_pct or 0.0)
         near.append(tuple(p for p in others if p is not None))
     return _Series(t, temp, power, fan, near)
 
