@@ -99,7 +99,7 @@ class PredictiveDemand:
         self._params = params
         self._settings = settings
         self._target_c = slowdown_c - settings.margin_c
-        self._peaks: dict[int, WindowMax] = {}
+        self._peaks = {gpu: WindowMax(settings.power_memory_s) for gpu in (index, *params.coupling_k_per_w)}
         self._held_w: dict[int, float] = {}  # every GPU's peak power over the last power_memory_s
         self._time_s = 0.0
         self._feedforward = 100.0  # until the first power reading: the safe side
@@ -114,9 +114,9 @@ class PredictiveDemand:
         """Take this tick's readings: every GPU's power (W; ``None`` unread) and this one's temperature."""
         settings = self._settings
         self._time_s += dt_s
-        for gpu, watts in power_w.items():
+        for gpu, peak in self._peaks.items():  # this GPU and the neighbours that warm it, no others
+            watts = power_w.get(gpu)
             if watts is not None:
-                peak = self._peaks.get(gpu) or self._peaks.setdefault(gpu, WindowMax(settings.power_memory_s))
                 self._held_w[gpu] = peak.add(self._time_s, watts)
         own = self._held_w.get(self._index)
         if own is None:
