@@ -171,9 +171,9 @@ def _status_once(args: argparse.Namespace) -> int:
 def _recent_findings(url: str, timeout_s: float, settings: Settings) -> str:
     """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour."""
     from gpud.diagnose.findings import diagnose
-    from gpud.diagnose.source import history_trace, recent
+    from gpud.diagnose.source import history_trace
 
-    history = recent(history_trace(url, timeout_s), 3600.0)
+    history = history_trace(url, timeout_s, since_s=3600.0)
     found = diagnose(history, decide_settings(settings), settings.diagnose).findings
     lines = [f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"]
     return "\n".join(["Findings (last hour; details: gpud diagnose):", *lines])
@@ -291,15 +291,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     since = _duration_s(args.since) if args.since else None
     if args.trace is not None:
         trace = load_trace(args.trace)
+        if since is not None:
+            trace = recent(trace, since)
         host = this_host() if trace.header.host == socket.gethostname() else None
     else:
         try:
-            trace = history_trace(args.url, args.timeout)
+            trace = history_trace(args.url, args.timeout, since)
         except DaemonUnreachable as error:
             return _fail(str(error), 2)
         host = this_host() if args.url.startswith(("http://127.0.0.1", "http://localhost")) else None
-    if since is not None:
-        trace = recent(trace, since)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     print(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

@@ -136,13 +136,22 @@ def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
     }
 
 
-def get_json(url: str, timeout_s: float, who: str = "gpud") -> Any:
-    """GET a JSON document; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
+def http_get(url: str, timeout_s: float, who: str = "gpud") -> bytes:
+    """GET ``url``'s body; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as error:
+            return response.read()
+    except (urllib.error.URLError, OSError) as error:
         raise DaemonUnreachable(f"no {who} answered at {url}: {getattr(error, 'reason', error)}") from None
+
+
+def get_json(url: str, timeout_s: float, who: str = "gpud") -> Any:
+    """GET a JSON document; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
+    body = http_get(url, timeout_s, who)
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise DaemonUnreachable(f"no {who} answered at {url}: {error}") from None
 
 
 def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 from gpud.replay import LoadedTrace
-from gpud.status import DaemonUnreachable
+from gpud.status import DaemonUnreachable, http_get
 from gpud.telemetry import Snapshot
 from gpud.trace.format import TraceError, TraceHeader, read_trace
 
 
-def history_trace(url: str, timeout_s: float) -> LoadedTrace:
-    """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace."""
+def history_trace(url: str, timeout_s: float, since_s: float | None = None) -> LoadedTrace:
+    """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace;
+    only its last ``since_s`` seconds when given (the daemon cuts them, so less travels)."""
     endpoint = url.rstrip("/").removesuffix("/status") + "/history"
-    try:
-        with urllib.request.urlopen(endpoint, timeout=timeout_s) as response:
-            text = response.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, OSError) as error:
-        raise DaemonUnreachable(
-            f"no gpud answered at {endpoint}: {getattr(error, 'reason', error)}"
-        ) from None
+    query = f"?since={since_s:g}" if since_s is not None else ""
+    text = http_get(endpoint + query, timeout_s).decode("utf-8", errors="replace")
     try:
         header, ticks = read_trace(text.splitlines(), endpoint)
         snapshots = list(ticks)
