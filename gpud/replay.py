@@ -41,6 +41,17 @@ class LoadedTrace:
     problems: list[str]
     size_bytes: int
 
+    @classmethod
+    def of(
+        cls, name: str, header: TraceHeader, snapshots: list[Snapshot], problems: list[str], size_bytes: int
+    ) -> LoadedTrace:
+        """A trace already in memory (an imported log, the daemon's history, a cut of another trace)."""
+
+        def ticks(stride: int, _problems: list[str] | None) -> Iterator[Snapshot]:
+            return iter(snapshots[::stride])
+
+        return cls(name, header, ticks, problems, size_bytes)
+
 
 def load_trace(path: Path) -> LoadedTrace:
     """A gpud trace, or an ``nvidia-smi`` CSV/dmon log imported on the fly."""
@@ -62,9 +73,7 @@ def load_trace(path: Path) -> LoadedTrace:
 
         return LoadedTrace(str(path), header, ticks, [], size)
     result = import_log(path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path))
-    return LoadedTrace(
-        str(path), result.header, lambda stride, _: iter(result.snapshots[::stride]), result.problems, size
-    )
+    return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
 
 
 @dataclass
@@ -114,6 +123,7 @@ class ReplayReport:
     end: float | None
     gpus: list[GpuReplay]
     problems: list[str]
+    max_gap_s: float = 5.0  # the most time one tick accounted for (three typical tick gaps)
 
 
 def _first_pass(
@@ -141,7 +151,8 @@ def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     """Run the controller over ``trace`` and gather intervals, heat findings and fan commands."""
     models = {info.index: info.name for info in trace.header.gpus}
     interval_s, references = _first_pass(trace, settings.throttle.busy_util_pct, models)
-    controller = Controller(trace.header.gpus, settings, references, max_gap_s=max(5.0, 3 * interval_s))
+    max_gap_s = max(5.0, 3 * interval_s)
+    controller = Controller(trace.header.gpus, settings, references, max_gap_s=max_gap_s)
     gpus: dict[int, GpuReplay] = {}
     ticks, start, end = 0, None, None
     problems = list(trace.problems)
@@ -166,7 +177,7 @@ def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     for interval in controller.finish():
         gpus[interval.gpu].intervals.append(interval)
     return ReplayReport(
-        trace.name, trace.header, ticks, start, end, [gpus[i] for i in sorted(gpus)], problems
+        trace.name, trace.header, ticks, start, end, [gpus[i] for i in sorted(gpus)], problems, max_gap_s
     )
 
 

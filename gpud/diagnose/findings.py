@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import islice, pairwise
 
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
 from gpud.decide.throttle import ThrottleCause
@@ -306,13 +305,6 @@ def _energy(usages: list[GpuUsage], window_s: float, settings: DiagnoseSettings)
     return Energy(window_s, kwh, kwh * price, monthly, monthly * price, settings.currency)
 
 
-def _max_gap_s(trace: LoadedTrace) -> float:
-    """What one tick may account for: three typical gaps (the daemon's history keeps one tick in 30 s)."""
-    times = [t.timestamp for t in islice(trace.ticks(1, None), 200)]
-    gaps = sorted(b - a for a, b in pairwise(times))
-    return max(5.0, 3 * gaps[len(gaps) // 2]) if gaps else 5.0
-
-
 def diagnose(
     trace: LoadedTrace,
     decide: DecideSettings,
@@ -324,7 +316,7 @@ def diagnose(
     infos = {info.index: info for info in trace.header.gpus}
     slowdown = decide.slowdown_c or DEFAULT_SLOWDOWN_C
     usage = measure_usage(
-        trace.ticks(1, None), trace.header.gpus, decide.throttle, slowdown, _max_gap_s(trace)
+        trace.ticks(1, None), trace.header.gpus, decide.throttle, slowdown, replayed.max_gap_s
     )
     usages = [usage.get(g.index) or GpuUsage(g.index) for g in replayed.gpus]
     window = (

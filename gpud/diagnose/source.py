@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from gpud.replay import LoadedTrace
 from gpud.status import DaemonUnreachable, http_get
-from gpud.telemetry import Snapshot
-from gpud.trace.format import TraceError, TraceHeader, read_trace
+from gpud.trace.format import TraceError, read_trace
 
 
 def history_trace(url: str, timeout_s: float, since_s: float | None = None) -> LoadedTrace:
@@ -21,7 +18,7 @@ def history_trace(url: str, timeout_s: float, since_s: float | None = None) -> L
         snapshots = list(ticks)
     except TraceError as error:
         raise DaemonUnreachable(f"{endpoint} did not return a gpud history: {error}") from None
-    return _loaded(endpoint, header, snapshots, len(text))
+    return LoadedTrace.of(endpoint, header, snapshots, [], len(text))
 
 
 def recent(trace: LoadedTrace, seconds: float) -> LoadedTrace:
@@ -29,13 +26,4 @@ def recent(trace: LoadedTrace, seconds: float) -> LoadedTrace:
     snapshots = list(trace.ticks(1, None))
     start = snapshots[-1].timestamp - seconds if snapshots else 0.0
     kept = [s for s in snapshots if s.timestamp >= start]
-    return _loaded(trace.name, trace.header, kept, trace.size_bytes, trace.problems)
-
-
-def _loaded(
-    name: str, header: TraceHeader, snapshots: list[Snapshot], size: int, problems: list[str] | None = None
-) -> LoadedTrace:
-    def ticks(stride: int, _problems: list[str] | None) -> Iterator[Snapshot]:
-        return iter(snapshots[::stride])
-
-    return LoadedTrace(name, header, ticks, list(problems or []), size)
+    return LoadedTrace.of(trace.name, trace.header, kept, list(trace.problems), trace.size_bytes)

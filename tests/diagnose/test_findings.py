@@ -10,7 +10,8 @@ from gpud.daemon import Daemon
 from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import Diagnosis, HostFacts, Severity, diagnose
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.source import _loaded, recent
+from gpud.diagnose.source import recent
+from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
@@ -31,7 +32,7 @@ def run(
     **settings,
 ) -> Diagnosis:
     header, ticks = simulated_trace(layout, gpus, seconds, prepare=prepare)
-    trace = _loaded("sim", header, ticks, 0)
+    trace = LoadedTrace.of("sim", header, ticks, [], 0)
     return diagnose(trace, DecideSettings(), DiagnoseSettings(**settings), host)
 
 
@@ -91,7 +92,7 @@ def test_too_little_ram_and_too_few_cores_for_the_gpus(simulated_trace):
 
 def test_since_keeps_the_last_part_of_a_trace(simulated_trace):
     header, ticks = simulated_trace(Layout.PASSIVE, 1, 300)
-    last = recent(_loaded("sim", header, ticks, 0), 60)
+    last = recent(LoadedTrace.of("sim", header, ticks, [], 0), 60)
     kept = list(last.ticks(1, None))
     assert kept[-1] == ticks[-1] and 59 <= kept[-1].timestamp - kept[0].timestamp <= 60
 
