@@ -10,10 +10,9 @@ import pytest
 
 from gpud.model.calibrate import CalibrationError, calibrate, calibrate_gpu
 from gpud.model.store import ModelError, load_model, save_model
-from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout
-from gpud.sim.nvml_lib import SimulatedNvmlLibrary
-from gpud.sim.workload import OnOffLoad
+from gpud.sim.thermal import ThermalMachine
+from gpud.sim.workload import OnOffLoad, Workload
 from gpud.telemetry import GpuInfo, GpuSample, Snapshot
 
 
@@ -27,28 +26,27 @@ class Staggered:
 
 @pytest.fixture
 def machine_trace(
-    install_nvml, clock
-) -> Callable[..., tuple[SimulatedNvmlLibrary, list[Snapshot], NvmlSource]]:
-    """Records ``seconds`` of a simulated machine through the real NVML source, one tick a second."""
+    simulated_trace,
+) -> Callable[..., tuple[ThermalMachine, list[Snapshot], tuple[GpuInfo, ...]]]:
+    """``seconds`` of an open-air machine running ``workload``: the machine (its true constants), ticks, GPUs."""
 
-    def record(gpus: int, workload, seconds: int = 2400):
-        library = install_nvml(gpus, Layout.OPEN_AIR)
-        library.machine.workload = workload
-        source = NvmlSource(clock=library.unix_time)
-        ticks = []
-        for _ in range(seconds):
-            clock.advance(1.0)
-            ticks.append(source.sample())
-        source.close()
-        return library, ticks, source
+    def record(gpus: int, workload: Workload, seconds: int = 2400):
+        machines: list[ThermalMachine] = []
+
+        def prepare(machine: ThermalMachine) -> None:
+            machine.workload = workload
+            machines.append(machine)
+
+        header, ticks = simulated_trace(Layout.OPEN_AIR, gpus, seconds, prepare=prepare)
+        return machines[0], ticks, header.gpus
 
     return record
 
 
 def test_calibration_recovers_a_single_card_from_its_own_trace(machine_trace):
-    library, ticks, source = machine_trace(1, OnOffLoad(on_s=400, off_s=200))
-    truth = library.machine.cards[0].thermal
-    model, problems = calibrate(ticks, source.gpus, "sim")
+    machine, ticks, gpus = machine_trace(1, OnOffLoad(on_s=400, off_s=200))
+    truth = machine.cards[0].thermal
+    model, problems = calibrate(ticks, gpus, "sim")
     assert problems == []
     fitted = model.gpus[0].params
     assert fitted.heat_capacity_j_per_k == pytest.approx(truth.heat_capacity_j_per_k, rel=0.1)
@@ -62,9 +60,9 @@ def test_calibration_recovers_a_single_card_from_its_own_trace(machine_trace):
 
 
 def test_calibration_tells_each_neighbour_s_heat_apart_when_their_loads_differ(machine_trace):
-    library, ticks, source = machine_trace(2, Staggered(), seconds=3000)
-    model, _ = calibrate(ticks, source.gpus, "sim")
-    for gpu, card in zip(model.gpus, library.machine.cards, strict=True):
+    machine, ticks, gpus = machine_trace(2, Staggered(), seconds=3000)
+    model, _ = calibrate(ticks, gpus, "sim")
+    for gpu, card in zip(model.gpus, machine.cards, strict=True):
         truth = card.thermal.coupling_k_per_w  # 0.02 K/W each way
         assert gpu.params.coupling_k_per_w.keys() == truth.keys()
         for neighbour, coupling in truth.items():
@@ -73,8 +71,8 @@ def test_calibration_tells_each_neighbour_s_heat_apart_when_their_loads_differ(m
 
 def test_the_held_back_error_grows_when_the_trace_has_heat_the_model_cannot_explain(machine_trace):
     """The same trace with a slow drift added (a room warming 1.2 °C a minute): the held-back error is far larger."""
-    _, ticks, source = machine_trace(1, OnOffLoad(on_s=400, off_s=200))
-    own = calibrate(ticks, source.gpus)[0].gpus[0].fit.holdout_rms_c
+    _, ticks, gpus = machine_trace(1, OnOffLoad(on_s=400, off_s=200))
+    own = calibrate(ticks, gpus)[0].gpus[0].fit.holdout_rms_c
     start = ticks[0].timestamp
     drifting = [
         replace(
@@ -85,7 +83,7 @@ def test_the_held_back_error_grows_when_the_trace_has_heat_the_model_cannot_expl
         )
         for t in ticks
     ]
-    assert calibrate(drifting, source.gpus)[0].gpus[0].fit.holdout_rms_c > 2 * own
+    assert calibrate(drifting, gpus)[0].gpus[0].fit.holdout_rms_c > 2 * own
 
 
 def flat_trace(temperature: float, ticks: int = 100) -> list[Snapshot]:
@@ -112,8 +110,8 @@ def test_a_trace_that_cannot_calibrate_says_why(ticks, problem):
 
 
 def test_a_model_file_round_trips_and_a_broken_one_names_the_field(machine_trace, tmp_path):
-    _, ticks, source = machine_trace(1, OnOffLoad(on_s=300, off_s=200), seconds=1200)
-    model, _ = calibrate(ticks, source.gpus, "sim")
+    _, ticks, gpus = machine_trace(1, OnOffLoad(on_s=300, off_s=200), seconds=1200)
+    model, _ = calibrate(ticks, gpus, "sim")
     path = tmp_path / "model.json"
     save_model(model, path)
     again = load_model(path)
