@@ -159,7 +159,8 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
     couplings = ", ".join(
         f"GPU {g.index} {g.coupling_c_per_100w:.1f}" for g in heated if g.coupling_c_per_100w
     )
-    open_air = [g.index for g in heated if cooling[g.index].startswith("open-air")]
+    kinds = {cooling[g.index].split(" ")[0] for g in heated}
+    blowers_only = "blower" in kinds and "open-air" not in kinds
     return Finding(
         kind="heat-buildup",
         severity=Severity.WARNING,
@@ -167,11 +168,11 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
         evidence=f"°C per 100 W of neighbour power: {couplings} (own: {worst.own_c_per_100w or 0:.1f}); "
         f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index]}' for g in heated)}",
         recommendation=(
-            "open-air cards in adjacent slots breathe each other's exhaust: leave a slot free between "
+            "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
+            if blowers_only
+            else "open-air cards in adjacent slots breathe each other's exhaust: leave a slot free between "
             f"them (move GPU {worst.index} first), use blower-style cards in the middle slots, or "
             "water-cool; meanwhile run the fans harder before the heat arrives (policy predictive)"
-            if open_air or not any(cooling[g.index].startswith("blower") for g in heated)
-            else "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
         ),
         gpus=tuple(g.index for g in heated),
         cost=max((costs.get(g.index, 0.0) for g in heated), default=0.0) + 0.001,
@@ -179,37 +180,47 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
     )
 
 
-def _fans(usage: GpuUsage, busy_share_of: float) -> list[Finding]:
-    findings = []
-    if usage.hot_lazy_fans_s / busy_share_of >= MIN_SHARE:
-        findings.append(
-            Finding(
-                kind="fans-lazy",
-                severity=Severity.WARNING,
-                title=f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is near slowdown",
-                evidence=f"{usage.hot_lazy_fans_s:.0f} s within {NEAR_SLOWDOWN_C:g} °C of slowdown with fan headroom left",
-                recommendation="the fan curve is too lazy (a game-tuned stock schedule?): run gpud with "
-                "curve balanced or the predictive policy",
-                gpus=(usage.index,),
-                cost=0.002,
-                numbers={"seconds": usage.hot_lazy_fans_s},
-            )
+def _fans(usage: GpuUsage) -> list[Finding]:
+    """Near slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
+    near = f"within {NEAR_SLOWDOWN_C:g} °C of slowdown"
+    cases = [
+        (
+            "fans-lazy",
+            usage.hot_lazy_fans_s,
+            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is near slowdown",
+            f"{near} with fan headroom left",
+            (
+                "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced "
+                "or the predictive policy"
+            ),
+            0.002,
+        ),
+        (
+            "fans-saturated",
+            usage.hot_full_fans_s,
+            f"GPU {usage.index} is near slowdown with its fans at full speed",
+            f"{near} with fans ≥ {SATURATED_FAN_PCT:g} %",
+            (
+                "the fans cannot do more: the air is the problem — clean the heatsink, add case intake, "
+                "space the cards, or lower the power limit a little"
+            ),
+            0.003,
+        ),
+    ]
+    return [
+        Finding(
+            kind=kind,
+            severity=Severity.WARNING,
+            title=title,
+            evidence=f"{seconds:.0f} s {evidence}",
+            recommendation=advice,
+            gpus=(usage.index,),
+            cost=cost,
+            numbers={"seconds": seconds},
         )
-    if usage.hot_full_fans_s / busy_share_of >= MIN_SHARE:
-        findings.append(
-            Finding(
-                kind="fans-saturated",
-                severity=Severity.WARNING,
-                title=f"GPU {usage.index} is near slowdown with its fans at full speed",
-                evidence=f"{usage.hot_full_fans_s:.0f} s within {NEAR_SLOWDOWN_C:g} °C of slowdown with fans ≥ {SATURATED_FAN_PCT:g} %",
-                recommendation="the fans cannot do more: the air is the problem — clean the heatsink, "
-                "add case intake, space the cards, or lower the power limit a little",
-                gpus=(usage.index,),
-                cost=0.003,
-                numbers={"seconds": usage.hot_full_fans_s},
-            )
-        )
-    return findings
+        for kind, seconds, title, evidence, advice, cost in cases
+        if seconds / max(usage.seconds, 1.0) >= MIN_SHARE
+    ]
 
 
 def _power_limit(usage: GpuUsage) -> Finding | None:
@@ -335,7 +346,7 @@ def diagnose(
     if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
         findings.append(heat)
     for u in usages:
-        findings += _fans(u, max(u.seconds, 1.0))
+        findings += _fans(u)
         findings += [f for f in (_power_limit(u), _pcie(u, infos.get(u.index))) if f is not None]
     if (psu := _psu(usages, settings)) is not None:
         findings.append(psu)
