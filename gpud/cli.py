@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import gpud
 from gpud.config import DEFAULT_CONFIG_PATH, Settings, decide_settings, load_settings, split_host_port
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
+from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 from gpud.trace.recorder import TraceRecorder
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from gpud.sim.workload import Workload
 
 EXIT_USAGE = 2
+LAYOUTS = [layout.value for layout in Layout]
 
 
 def _fail(message: str, code: int) -> int:
@@ -327,7 +329,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """``gpud simulate``: the simulated machine under one or more fan policies, faster than real time."""
     from gpud.logs import configure_logging
     from gpud.model.store import ModelError, load_model
-    from gpud.sim.machine import Layout
     from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
 
     settings = load_settings(args.config)
@@ -445,7 +446,7 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--layout",
-        choices=["open-air", "blower", "mixed", "passive"],
+        choices=LAYOUTS,
         help="simulated cards (default open-air)",
     )
     parser.add_argument(
@@ -589,9 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(every fan at 100 %% from the start: the physical limit). --compare adds limit by itself.",
     )
     simulate.add_argument("--gpus", type=int, metavar="N", help="GPUs in adjacent slots (default 4)")
-    simulate.add_argument(
-        "--layout", choices=["open-air", "blower", "mixed", "passive"], default="open-air", help="cards"
-    )
+    simulate.add_argument("--layout", choices=LAYOUTS, default="open-air", help="cards")
     simulate.add_argument(
         "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
     )
