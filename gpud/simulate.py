@@ -26,6 +26,7 @@ from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
 from gpud.sim.workload import TrainingLoad, Workload
+from gpud.status import align
 
 _EPOCH = 1_800_000_000.0  # simulated runs start at a fixed Unix time: the same run, the same bits
 _DRIVER = "560.35.03"  # has the PCIe byte counters, so no poller thread runs beside the virtual clock
@@ -147,7 +148,7 @@ def _result(label: str, machine: ThermalMachine) -> PolicyResult:
                 name=card.spec.name,
                 throttled_fraction=t.throttled_busy_s / t.busy_s if t.busy_s else None,
                 clock_ratio=t.clock_ratio_busy_s / t.busy_s if t.busy_s else None,
-                mean_fan_pct=t.fan_pct_s / t.time_s if fans and t.time_s else None,
+                mean_fan_pct=t.fan_pct_s / machine.time_s if fans and machine.time_s else None,
                 max_fan_pct=t.max_fan_pct if fans else None,
                 max_temp_c=t.max_temp_c,
                 energy_j=card.energy_j,
@@ -194,8 +195,6 @@ _HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "MAX °C", "
 
 def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
     """One table per policy with a row per GPU, then one summary row per policy, side by side."""
-    from gpud.status import align
-
     machine = (
         f"calibrated model ({setup.model.source or 'model'}) of {len(setup.model.gpus)} GPUs"
         if setup.model

@@ -122,7 +122,6 @@ class CardTotals:
     fan_pct_s: float = 0.0
     max_fan_pct: float = 0.0
     max_temp_c: float = -273.15
-    time_s: float = 0.0
 
     def add(self, card: Card, dt_s: float) -> None:
         """Account ``dt_s`` of ``card`` in its present state."""
@@ -135,7 +134,6 @@ class CardTotals:
         self.fan_pct_s += fan * dt_s
         self.max_fan_pct = max(self.max_fan_pct, fan)
         self.max_temp_c = max(self.max_temp_c, card.temp_c)
-        self.time_s += dt_s
 
 
 @dataclass(slots=True, eq=False)

@@ -77,7 +77,9 @@ def import_hml(lines: Iterable[str], name: str = "input", strict: bool = False) 
             elif kind == "02":
                 columns, units = [c.lower() for c in cells], {}
             elif kind == "03" and len(cells) >= 2:
-                units[int(cells[0])] = cells[1].lower().replace("�", "°").replace("Â°", "°")
+                units[int(cells[0])] = (
+                    cells[1].lower().replace("\ufffd", "°")
+                )  # the log's Latin-1 degree sign, read as UTF-8
             elif kind == "80":
                 if not columns:
                     raise ValueError("data before the column names (the 02 line)")
