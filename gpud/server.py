@@ -3,6 +3,10 @@
 
 Served from its own threads, reading only the last published tick: a slow or hostile client can
 neither stall the control loop nor change anything (every method but GET and HEAD is refused).
+At most ``MAX_CLIENTS`` connections are served at once (more are closed at once, so a flood of
+slow clients costs threads up to that bound, not memory without end); a client has
+``CLIENT_TIMEOUT_S`` to send its request; oversized request and header lines get a 4xx from the
+standard library's parser; an error while answering is a 500 and one log line, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,13 +29,23 @@ from gpud.trace.format import TraceHeader, header_line, snapshot_line
 
 log = structlog.get_logger("gpud.server")
 
+MAX_CLIENTS = 64
+CLIENT_TIMEOUT_S = 5.0
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
     server_version = "gpud"
-    timeout = 10  # seconds a client may take to send its request
+    timeout = CLIENT_TIMEOUT_S
 
     def do_GET(self) -> None:
+        try:
+            self._route()
+        except Exception as error:  # noqa: BLE001 -- one bad answer must not cost the server
+            log.error("http request failed", path=self.path[:200], error=repr(error))
+            self._send_json(500, {"error": "internal error; see the daemon's log"})
+
+    def _route(self) -> None:
         route = self.path.split("?", 1)[0]
         if route == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
@@ -57,7 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             seconds = float(since[0]) if since else None
         except ValueError:
-            self._send_json(400, {"error": "since must be a number of seconds"})
+            seconds = -1.0
+        if seconds is not None and not 0 <= seconds < float("inf"):
+            self._send_json(400, {"error": "since must be a number of seconds, 0 or more"})
             return
         ticks = history.last(seconds)
         header = TraceHeader(state.hostname, state.gpus, state.source)
@@ -94,6 +110,7 @@ class StatusServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: a burst of connections is not made to retry SYNs
 
     def __init__(
         self,
@@ -105,10 +122,29 @@ class StatusServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.registry = registry
         self.current = current
         self.history = history
         self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to ``MAX_CLIENTS``; beyond that the connection is closed."""
+        if not self._slots.acquire(blocking=False):
+            log.warning("too many http clients; connection closed", client=client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (reset, timed out): one debug line instead of a traceback."""
+        log.debug("http connection failed", client=client_address[0])
 
     def start(self) -> None:
         """Serve in a background thread."""

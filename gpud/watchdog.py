@@ -53,4 +53,7 @@ class StallWatchdog:
             if silent_s >= self._limit_s and not self._stalled:
                 self._stalled = True
                 log.error("loop stalled: no tick completed", seconds=round(silent_s, 1))
-                self._on_stall()
+                try:
+                    self._on_stall()
+                except Exception:
+                    log.exception("stall handling failed; still watching")
