@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 
+from gpud.callguard import CallGuard
 from gpud.config import Settings
+from gpud.errors import ConfigError
 from gpud.fans.choose import assign_backends
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
+from gpud.sim.faults import FaultSpecError, with_faults
 from gpud.sim.machine import build_machine, card_specs
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.telemetry import Cooling, GpuInfo
@@ -26,20 +29,33 @@ def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
     return SimulatedNvmlLibrary(machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged)
 
 
-def open_source(settings: Settings, simulate: bool) -> NvmlSource:
+def call_guard(settings: Settings) -> CallGuard:
+    """Per-GPU driver calls for the daemon: one that hangs for a quarter interval is given up on."""
+    return CallGuard(limit_s=max(0.1, settings.interval_s / 4))
+
+
+def open_source(
+    settings: Settings, simulate: bool, faults: str | None = None, guard: CallGuard | None = None
+) -> NvmlSource:
     """An NVML source on the real driver, or on the simulated GPUs when ``simulate``.
 
-    Raises :class:`gpud.errors.NvmlUnavailable` when the real driver cannot be used.
+    ``faults`` (a ``--faults`` SPEC) makes the simulated driver misbehave. Raises
+    :class:`gpud.errors.NvmlUnavailable` when the real driver cannot be used, and
+    :class:`gpud.errors.ConfigError` for a SPEC that cannot be read.
     """
     cooling: dict[int, Cooling] = dict(settings.cooling)
+    pcie_s = settings.pcie_interval_s
     if not simulate:
         open_nvml()
-        return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s)
+        return NvmlSource(cooling=cooling, pcie_interval_s=pcie_s, guard=guard)
     specs = card_specs(settings.simulate.gpus, settings.simulate.layout)
     cooling = {i: spec.cooling for i, spec in enumerate(specs)} | cooling
     library = simulated_library(settings)
-    open_nvml(library)
-    return NvmlSource(cooling=cooling, pcie_interval_s=settings.pcie_interval_s, clock=library.unix_time)
+    try:
+        open_nvml(with_faults(library, faults))
+    except FaultSpecError as error:
+        raise ConfigError(f"--faults: {error}") from None
+    return NvmlSource(cooling=cooling, pcie_interval_s=pcie_s, clock=library.unix_time, guard=guard)
 
 
 def nvidia_settings(settings: Settings) -> NvidiaSettings:
@@ -48,9 +64,14 @@ def nvidia_settings(settings: Settings) -> NvidiaSettings:
     return NvidiaSettings(fc.nvidia_settings, fc.display, fc.xauthority, fc.command_timeout_s)
 
 
-def open_fan_control(settings: Settings, gpus: tuple[GpuInfo, ...], dry_run: bool) -> FanControl:
-    """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks."""
+def open_fan_control(
+    settings: Settings, gpus: tuple[GpuInfo, ...], dry_run: bool, guard: CallGuard | None = None
+) -> FanControl:
+    """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
+
+    ``guard`` should be the source's, so a GPU hung in a read is not written to either.
+    """
     backends = [NvmlFanBackend(), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
     assignments = assign_backends(gpus, fc.backend, backends, dry_run)
-    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, guard)

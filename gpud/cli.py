@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gpud
-from gpud.config import DEFAULT_CONFIG_PATH, Settings, decide_settings, load_settings, split_host_port
+from gpud.config import (
+    DEFAULT_CONFIG_PATH,
+    Settings,
+    decide_settings,
+    load_settings,
+    needs_restart,
+    split_host_port,
+)
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
+    from gpud.decide.controller import DecideSettings
     from gpud.nvml.source import NvmlSource
     from gpud.sim.workload import Workload
 
@@ -78,13 +86,16 @@ def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceH
 
     Raises :class:`ConfigError` or :class:`NvmlUnavailable`; :func:`main` turns them into exit codes.
     """
-    from gpud.assemble import open_source
+    from gpud.assemble import call_guard, open_source
     from gpud.logs import configure_logging
 
     settings = load_settings(args.config, _run_overrides(args))
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
-    source = open_source(settings, simulate)
+    faults = getattr(args, "faults", None)
+    if faults and not simulate:
+        raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
+    source = open_source(settings, simulate, faults, call_guard(settings))
     return (
         settings,
         source,
@@ -100,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, source, header = _open_source(args)
     try:
-        fans = open_fan_control(settings, source.gpus, args.dry_run)
+        fans = open_fan_control(settings, source.gpus, args.dry_run, source.guard)
     except BaseException:
         source.close()
         raise
@@ -113,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         decide=decide_settings(settings),
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
+        reload=lambda: _reload(args, settings),
     )
     try:
         server = StatusServer(
@@ -131,6 +143,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     return 0
+
+
+def _reload(args: argparse.Namespace, running: Settings) -> DecideSettings:
+    """SIGHUP: the configuration read again as at start (file, environment, flags)."""
+    import structlog
+
+    loaded = load_settings(args.config, _run_overrides(args))
+    stale = needs_restart(running, loaded)
+    if stale:
+        structlog.get_logger("gpud.daemon").warning(
+            "changes that need a restart were not applied", keys=stale
+        )
+    return decide_settings(loaded)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -483,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dry-run", action="store_true", help="compute and report fan targets without touching any fan"
+    )
+    run.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
+        "(kinds: random, error, lost, mismatch, hang, stuck-fan; see README, Reliability)",
     )
     _add_source_flags(run)
     run.set_defaults(func=cmd_run)

@@ -127,6 +127,19 @@ class Settings(BaseSettings):
         return value
 
 
+# What a SIGHUP reload applies: everything the controller is given. Other keys need a restart.
+RELOADABLE = frozenset({"throttle", "heat", "fans", "slowdown_c", "cooling", "thermal_model"})
+
+
+def needs_restart(running: Settings, loaded: Settings) -> list[str]:
+    """Keys whose new value a reload cannot apply (where to listen, the fan backend ...)."""
+    return [
+        key
+        for key in Settings.model_fields
+        if key not in RELOADABLE and getattr(running, key) != getattr(loaded, key)
+    ]
+
+
 def decide_settings(settings: Settings) -> DecideSettings:
     """The part of the settings the controller is given."""
     return DecideSettings(

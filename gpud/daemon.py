@@ -1,8 +1,10 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
 One tick is sample → decide → apply fan targets → publish (→ record with ``--record``). Signal
-handlers only set an event; the loop notices at once, so SIGTERM/SIGINT/SIGHUP (and SIGABRT, from
-systemd's watchdog) end the process within a fraction of a second.
+handlers only set an event; the loop notices at once, so SIGTERM/SIGINT (and SIGABRT, from
+systemd's watchdog) end the process within a fraction of a second. SIGHUP reloads the
+configuration before the next tick, fans staying under control throughout; a configuration that
+does not load is reported and the running one kept.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
@@ -22,6 +24,7 @@ from types import FrameType
 import structlog
 
 from gpud.decide.controller import Controller, DecideSettings, Decision
+from gpud.errors import GpudError
 from gpud.exporter import build_registry
 from gpud.fans.control import FanControl
 from gpud.history import History
@@ -35,8 +38,9 @@ log = structlog.get_logger("gpud.daemon")
 
 # SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=): stop cleanly on it too,
 # so the fans are handed back before systemd restarts the service.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGABRT)
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
+FAILED_TICKS_BEFORE_HAND_BACK = 3
 
 
 class Daemon:
@@ -56,13 +60,16 @@ class Daemon:
         decide: DecideSettings | None = None,
         fans: FanControl | None = None,
         energy_price: tuple[float, str] | None = None,
+        reload: Callable[[], DecideSettings] | None = None,
     ) -> None:
-        """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``."""
+        """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``.
+
+        ``reload`` loads the configuration again on SIGHUP; it raises :class:`GpudError` when it cannot.
+        """
         decide = decide or DecideSettings()
         self._source = source
         self._controller = Controller(source.gpus, decide, max_gap_s=max(5.0, 3 * interval_s))
         self._fans = fans
-        self._failed_ticks_before_fail_safe = decide.fans.lost_temperature_ticks
         self._failing_ticks = 0
         self._watchdog = StallWatchdog(max(MIN_STALL_S, 5 * interval_s), self._hand_fans_back)
         self._interval_s = interval_s
@@ -70,6 +77,8 @@ class Daemon:
         self._clock = clock
         self._recorder = recorder
         self._stop = threading.Event()
+        self._reload = reload
+        self._reload_requested = threading.Event()
         self._ready = False
         self._tick_errors = 0
         self.history = History(every_s=max(30.0, interval_s))
@@ -91,8 +100,12 @@ class Daemon:
         """Ask the loop to finish after the current tick (safe from a signal handler)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Reload the configuration before the next tick (safe from a signal handler)."""
+        self._reload_requested.set()
+
     def install_signal_handlers(self) -> None:
-        """SIGTERM, SIGINT, SIGHUP and SIGABRT stop the loop cleanly (and so hand the fans back)."""
+        """SIGTERM, SIGINT and SIGABRT stop the loop cleanly (and so hand the fans back); SIGHUP reloads."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
@@ -100,6 +113,7 @@ class Daemon:
 
         for signum in STOP_SIGNALS:
             signal.signal(signum, handle)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 
     def run(self) -> None:
         """Tick on schedule until :meth:`stop`; tells systemd READY, WATCHDOG and STOPPING.
@@ -113,6 +127,9 @@ class Daemon:
         self._watchdog.start()
         try:
             while not self._stop.is_set():
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload_settings()
                 if self._tick_safely():
                     self._watchdog.beat()
                     self._notifier.notify("WATCHDOG=1")
@@ -126,6 +143,18 @@ class Daemon:
             self._notifier.notify("STOPPING=1")
             self._hand_fans_back()
             log.info("stopped")
+
+    def _reload_settings(self) -> None:
+        if self._reload is None:
+            log.warning("nothing to reload: gpud was started without a configuration to read again")
+            return
+        try:
+            decide = self._reload()
+        except GpudError as error:
+            log.error("configuration not reloaded; the running one is kept", error=str(error))
+            return
+        self._controller.reconfigure(decide)
+        log.info("configuration reloaded", curve=decide.fans.curve)
 
     def _hand_fans_back(self) -> None:
         if self._fans is not None:
@@ -148,7 +177,7 @@ class Daemon:
             self._tick_errors += 1
             self._failing_ticks += 1
             log.exception("tick failed")
-            if self._failing_ticks == self._failed_ticks_before_fail_safe and self._fans is not None:
+            if self._failing_ticks == FAILED_TICKS_BEFORE_HAND_BACK and self._fans is not None:
                 log.error("ticks keep failing: fans handed back to the driver", ticks=self._failing_ticks)
                 self._fans.restore()
             return False

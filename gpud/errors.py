@@ -14,4 +14,11 @@ class NvmlUnavailable(GpudError):
 
 
 class GpuLost(GpudError):
-    """One GPU stopped answering (fell off the bus, needs a reset); the others go on."""
+    """One GPU stopped answering (fell off the bus, needs a reset); the others go on.
+
+    ``error`` names the driver's answer (``GpuIsLost``, ``LibRmVersionMismatch`` ...).
+    """
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error

@@ -37,7 +37,7 @@ def last_command_per_gpu(assignments: list[str], fans_per_gpu: int) -> dict[int,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGABRT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGABRT])
 def test_nvidia_settings_backend_commands_fans_and_hands_them_back_on_every_stop_signal(
     fake_nvidia_settings, stop
 ):

@@ -135,6 +135,20 @@ class Controller:
         )
         return Decision(snapshot.timestamp, decisions, tuple(ended), dt)
 
+    def reconfigure(self, settings: DecideSettings) -> None:
+        """New thresholds, curves and models (a ``SIGHUP`` reload), keeping what was learnt.
+
+        Busy reference clocks, throttle totals and intervals in progress carry on; fan targets
+        start again from the fans' measured speeds, and heat windows start over under the new
+        settings (the pooled coupling fits are kept).
+        """
+        self._settings = settings
+        self._curves = settings.fans.all_curves()
+        for index, old in self._gpus.items():
+            pooled = self._pooled.setdefault(old.info.name if old.info else "", CouplingFit())
+            state = self._gpus[index] = _GpuState(old.info, index, settings, pooled)
+            state.reference, state.episodes, state.throttled_s = old.reference, old.episodes, old.throttled_s
+
     def finish(self) -> tuple[ThrottleInterval, ...]:
         """Close every interval still in progress (the end of a replayed trace)."""
         return tuple(i for state in self._gpus.values() if (i := state.episodes.finish()) is not None)

@@ -7,8 +7,9 @@ A curve is piecewise linear between validated points. Around it, per fan:
 * **slew limit** — the target moves at most ``slew_pct_per_s`` per second, both ways;
 * **floor** — never below ``floor_pct``;
 * **emergency** — at or above slowdown − ``emergency_margin_c`` the fan goes to 100 % at once;
-* **lost temperature** — hold the last target, and after ``lost_temperature_ticks`` ticks without a
-  temperature go to 100 %: a fan is never left low on a GPU that cannot be watched.
+* **lost temperature** — 100 % from the ``lost_temperature_ticks``-th tick without a temperature
+  (the first, by default; until then the last target is held): a fan is never left low on a GPU
+  that cannot be watched. When the temperature is back the fan carries on from where it was.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class FanSettings(BaseModel):
         2, ge=0, le=30, description="from slowdown minus this, fans go to 100 % at once, °C"
     )
     lost_temperature_ticks: int = Field(
-        3, ge=1, le=60, description="ticks without a temperature before fans go to 100 %"
+        1, ge=1, le=60, description="from this many ticks without a temperature, fans go to 100 %"
     )
     heat_buildup_curve: str | None = Field(
         None, description="curve for open-air GPUs flagged for heat build-up (e.g. cool)"
@@ -210,7 +211,7 @@ class FanTargetState:
         if temperature_c is None:
             self._blind_ticks += 1
             if self._blind_ticks >= settings.lost_temperature_ticks or self._pct is None:
-                return self._set(100.0, TargetReason.NO_TEMPERATURE)
+                return FanTarget(self._fan, 100.0, TargetReason.NO_TEMPERATURE)  # _pct kept for after
             return self._set(max(self._pct, settings.floor_pct), TargetReason.NO_TEMPERATURE)
         self._blind_ticks = 0
         if temperature_c >= slowdown_c - settings.emergency_margin_c:

@@ -45,6 +45,9 @@ class FanBackend(Protocol):
 
     name: str
     writes_hardware: bool  # False for the dry run, which only reports what it would set
+    # True when every command gives up on its own after a while (a subprocess with a timeout);
+    # False when a command can block for good (an NVML call), so fan control guards it.
+    times_out: bool
 
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Check this backend can drive ``gpu``'s fans, leaving them on automatic; their limits.
@@ -67,6 +70,7 @@ class DryRunBackend:
 
     name = "dry-run"
     writes_hardware = False
+    times_out = True
 
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Any GPU with fans, at the widest limits."""

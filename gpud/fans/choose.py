@@ -3,7 +3,9 @@
 ``auto`` tries NVML first (headless, no X), then nvidia-settings (an X display with Coolbits),
 else the GPU is monitor-only, with the reasons each backend gave. A GPU without fans is simply
 monitor-only ("unsupported"). GPUs that share a reason are logged together, so a machine
-without root says "needs root" once, not once per GPU.
+without root says "needs root" once, not once per GPU. A probe is tried ``PROBE_TRIES`` times
+before a backend is given up on: one failed driver call at start must not cost fan control for
+the daemon's whole life.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from enum import StrEnum
 
 import structlog
 
-from gpud.fans.backend import DryRunBackend, FanBackend, FanControlError
+from gpud.fans.backend import DryRunBackend, FanBackend, FanControlError, FanLimits
 from gpud.fans.control import Assignment, ControlMode
 from gpud.telemetry import GpuInfo
 
 log = structlog.get_logger("gpud.fans")
+PROBE_TRIES = 3
 
 
 class BackendChoice(StrEnum):
@@ -62,7 +65,7 @@ def _assign(
     failures: list[tuple[str, FanControlError]] = []
     for backend in candidates:
         try:
-            limits = backend.probe(gpu)
+            limits = _probe(backend, gpu)
         except FanControlError as error:
             failures.append((backend.name, error))
             continue
@@ -77,6 +80,16 @@ def _assign(
         f"monitor only: {reasons}",
         mode=ControlMode.UNSUPPORTED if unsupported else ControlMode.AUTO,
     )
+
+
+def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:
+    """``backend.probe``; the last try's error when every try fails."""
+    for _ in range(PROBE_TRIES - 1):
+        try:
+            return backend.probe(gpu)
+        except FanControlError:
+            pass
+    return backend.probe(gpu)
 
 
 def _log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> None:

@@ -4,13 +4,18 @@ Per GPU, the same rules whatever the backend:
 
 * targets are rounded *up* to whole percent and kept inside the fan's limits;
 * a fan is written only when its target changes (NVML.md §9.3, as coolgpus does);
-* a failed command hands the GPU's fans back to the driver at once, so no fan is left at a low
-  manual speed; an error retrying cannot cure (no root, no Coolbits) makes the GPU monitor-only,
-  said once, while others are retried on the next tick;
+* a failed command hands the GPU's fans back to the driver at once, or failing that sets them to
+  full speed (a few tries each), so no fan is left at a low manual speed; an error retrying cannot
+  cure (no root, no Coolbits) makes the GPU monitor-only, said once, when it comes
+  ``LASTING_STRIKES`` times in a row before any command went through (once they have, such an
+  answer is a passing fault); other errors are retried on the next tick;
+* commands that may block for good (NVML) run through a :class:`gpud.callguard.CallGuard`: a GPU
+  whose command hangs is skipped until it returns, and the other GPUs' fans are still driven;
 * a fan whose measured speed stays away from its target is reported once, and again when it
   recovers;
 * :meth:`FanControl.restore` hands every fan gpud took back to the driver, falling back to full
-  speed where that fails. It is safe to call from another thread (the stall watchdog).
+  speed where that fails. It is safe to call from another thread (the stall watchdog): each GPU
+  has its own lock, and a GPU whose command hangs is passed over rather than waited for.
 """
 
 from __future__ import annotations
@@ -24,12 +29,18 @@ from enum import StrEnum
 
 import structlog
 
+from gpud.callguard import CallGuard
 from gpud.decide.controller import Decision
 from gpud.decide.curves import FanTarget, TargetReason
 from gpud.fans.backend import FanBackend, FanControlError, FanLimits
 from gpud.telemetry import GpuInfo, GpuSample, Snapshot
 
 log = structlog.get_logger("gpud.fans")
+
+SAFE_TRIES = 3  # rounds of "hand back, else full speed" after a failed command
+EXIT_TRIES = 10  # ... when gpud lets go of the fans for good
+LASTING_STRIKES = 3  # failed commands in a row, all "lasting", before a GPU becomes monitor-only
+LOCK_WAIT_S = 2.0  # how long restore waits for a GPU busy with a command before passing it over
 
 
 class ControlMode(StrEnum):
@@ -85,9 +96,11 @@ class _Gpu:
         "held",
         "info",
         "limits",
+        "lock",
         "mode",
         "off_since",
         "reason",
+        "strikes",
         "written",
     )
 
@@ -105,7 +118,9 @@ class _Gpu:
         self.errors: Counter[str] = Counter()
         self.held = False  # gpud may have fans of this GPU on manual
         self.failing: str | None = None  # the last command error, until a command works again
+        self.strikes = 0  # lasting errors in a row
         self.blind = False
+        self.lock = threading.Lock()
 
     def report(self) -> GpuFanControl:
         fans = tuple(FanStatus(w, f) for w, f in zip(self.written, self.following, strict=True))
@@ -122,11 +137,18 @@ class FanControl:
     ``grace_s`` seconds is reported as not following it.
     """
 
-    def __init__(self, assignments: Sequence[Assignment], tolerance_pct: float = 20, grace_s: float = 30):
+    def __init__(
+        self,
+        assignments: Sequence[Assignment],
+        tolerance_pct: float = 20,
+        grace_s: float = 30,
+        guard: CallGuard | None = None,
+    ) -> None:
+        """``guard`` runs the commands of backends that do not time out (default: inline)."""
         self._gpus = {a.gpu.index: _Gpu(a) for a in assignments}
         self._tolerance_pct = tolerance_pct
         self._grace_s = grace_s
-        self._lock = threading.Lock()
+        self._guard = guard or CallGuard(None)
 
     def report(self) -> tuple[GpuFanControl, ...]:
         """Every GPU's fan control as of now."""
@@ -135,22 +157,42 @@ class FanControl:
     def apply(self, decision: Decision, snapshot: Snapshot) -> tuple[GpuFanControl, ...]:
         """Write this tick's targets where they changed; check the fans follow; the new report."""
         samples = {s.index: s for s in snapshot.gpus}
-        with self._lock:
-            for decided in decision.gpus:
-                g = self._gpus.get(decided.index)
-                if g is None or g.backend is None:
-                    continue
-                self._note_blindness(g, decided.fan_targets)
-                self._drive(g, decided.fan_targets)
-                self._check_following(g, samples.get(decided.index), snapshot.timestamp)
-            return self.report()
+        decided = {d.index: d for d in decision.gpus if d.index in self._gpus}
+
+        def drive(index: int) -> None:
+            g, targets = self._gpus[index], decided[index].fan_targets
+            with g.lock:
+                if g.backend is None:
+                    return
+                self._note_blindness(g, targets)
+                self._drive(g, targets)
+                self._check_following(g, samples.get(index), snapshot.timestamp)
+
+        guarded = []
+        for index in decided:
+            backend = self._gpus[index].backend
+            if backend is not None and not backend.times_out:
+                guarded.append(index)
+            elif backend is not None:
+                drive(index)
+        self._guard.run_each(guarded, drive)
+        return self.report()
 
     def restore(self) -> bool:
         """Hand every fan gpud took over back to the driver; True when all of them went back."""
-        with self._lock:
-            # Every GPU is tried, even after one fails.
-            restored = [self._restore(g) for g in self._gpus.values() if g.held and g.backend is not None]
-            return all(restored)
+        hung = self._guard.hung
+        restored = []
+        for g in self._gpus.values():  # every GPU is tried, even after one fails
+            if g.info.index in hung or not g.lock.acquire(timeout=LOCK_WAIT_S):
+                log.critical("fans not handed back: a command to the gpu hangs", gpu=g.info.index)
+                restored.append(not g.held)
+                continue
+            try:
+                if g.held and g.backend is not None:
+                    restored.append(self._restore(g))
+            finally:
+                g.lock.release()
+        return all(restored)
 
     # -- per GPU --------------------------------------------------------------------------------
 
@@ -171,7 +213,7 @@ class FanControl:
             g.written[fan] = pct
         if g.failing is not None:
             log.info("fan commands work again", gpu=g.info.index, backend=g.backend.name)
-            g.failing = None
+            g.failing, g.strikes = None, 0
         if g.mode is not ControlMode.MANUAL and g.backend.writes_hardware:
             g.mode = ControlMode.MANUAL
             log.info("fan control taken", gpu=g.info.index, backend=g.backend.name, speeds_pct=g.written)
@@ -181,8 +223,9 @@ class FanControl:
         assert g.backend is not None
         g.errors[error.error] += 1
         backend = g.backend.name
-        handed_back = self._hand_back(g) is None
-        if error.lasting:
+        outcome = self._make_safe(g, SAFE_TRIES)
+        g.strikes = g.strikes + 1 if error.lasting else 0
+        if g.strikes >= LASTING_STRIKES and g.commands == 0:
             g.backend, g.reason, g.mode = None, f"monitor only: {backend}: {error}", ControlMode.AUTO
             say, event = log.error, "fan control unavailable, monitor only"
         elif g.failing != error.error:
@@ -190,8 +233,29 @@ class FanControl:
         else:
             say = None  # said when this error first came
         if say is not None:
-            say(event, gpu=g.info.index, backend=backend, error=str(error), handed_back=handed_back)
+            say(event, gpu=g.info.index, backend=backend, error=str(error), fans=outcome)
         g.failing = error.error
+
+    def _make_safe(self, g: _Gpu, tries: int) -> str:
+        """Hand the GPU's fans back, else set them to full speed, ``tries`` times each; what happened."""
+        assert g.backend is not None
+        if any(self._hand_back(g) is None for _ in range(tries)):
+            return "handed back"
+        if any(self._full_speed(g) is None for _ in range(tries)):
+            return "full speed"
+        return "unreachable"
+
+    def _full_speed(self, g: _Gpu) -> FanControlError | None:
+        """Every fan of the GPU at its maximum; the error when that failed."""
+        assert g.backend is not None
+        full = {fan: limits.max_pct for fan, limits in enumerate(g.limits)}
+        try:
+            g.backend.set_speeds(g.info, full)
+        except FanControlError as error:
+            g.errors[error.error] += 1
+            return error
+        g.written = list(full.values())
+        return None
 
     def _hand_back(self, g: _Gpu) -> FanControlError | None:
         """Give the GPU's fans to the driver; the error when that failed."""
@@ -210,25 +274,14 @@ class FanControl:
     def _restore(self, g: _Gpu) -> bool:
         """Hand back; where that fails, leave the fans at full speed and say so loudly."""
         assert g.backend is not None
-        cause = self._hand_back(g)
-        if cause is None:
-            return True
-        full = {fan: limits.max_pct for fan, limits in enumerate(g.limits)}
-        try:
-            g.backend.set_speeds(g.info, full)
-        except FanControlError as error:
-            g.errors[error.error] += 1
+        outcome = self._make_safe(g, EXIT_TRIES)
+        if outcome == "full speed":
+            log.error("fans could not be handed back; left at full speed", gpu=g.info.index)
+        elif outcome != "handed back":
             log.critical(
-                "fans could not be handed back nor set to full speed",
-                gpu=g.info.index,
-                backend=g.backend.name,
-                error=str(cause),
-                also=str(error),
+                "fans could not be handed back nor set to full speed", gpu=g.info.index, errors=dict(g.errors)
             )
-            return False
-        g.written = list(full.values())
-        log.error("fans could not be handed back; left at full speed", gpu=g.info.index, error=str(cause))
-        return False
+        return outcome == "handed back"
 
     def _note_blindness(self, g: _Gpu, targets: tuple[FanTarget, ...]) -> None:
         blind = any(t.reason is TargetReason.NO_TEMPERATURE and t.pct >= 100 for t in targets)
@@ -243,7 +296,9 @@ class FanControl:
             return
         for fan, target in enumerate(g.written):
             speed = sample.fans[fan].speed_pct if fan < len(sample.fans) else None
-            if target is None or speed is None or abs(speed - target) <= self._tolerance_pct:
+            if target is None or speed is None:
+                continue  # nothing to judge by: handed back, or the speed unread this tick
+            if abs(speed - target) <= self._tolerance_pct:
                 if not g.following[fan]:
                     log.info("fan follows its target again", gpu=g.info.index, fan=fan)
                 g.following[fan], g.off_since[fan] = True, None

@@ -209,6 +209,7 @@ class NvidiaSettingsBackend:
 
     name = "nvidia-settings"
     writes_hardware = True
+    times_out = True  # each nvidia-settings run is killed after command_timeout_s
 
     def __init__(self, tool: NvidiaSettings, gpus: Sequence[GpuInfo]) -> None:
         self._tool = tool

@@ -40,6 +40,7 @@ class NvmlFanBackend:
 
     name = "nvml"
     writes_hardware = True
+    times_out = False
 
     def __init__(self) -> None:
         self._fan_counts: dict[int, int] = {}

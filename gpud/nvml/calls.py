@@ -1,9 +1,11 @@
 """The one place NVML errors are translated: every per-field read goes through :class:`NvmlCalls`.
 
-A value the GPU does not have ("not supported", or a function the driver lacks) becomes ``None``
-and is never asked for again on that GPU; "no permission" becomes ``None`` with a single warning;
-a lost GPU raises :class:`GpuLost` so that only that GPU is reported down. Everything else is
-counted by call and error and becomes ``None`` for this tick.
+A value the GPU does not have ("not supported", or a function the driver lacks, said
+``ABSENT_AFTER`` times before it ever worked) becomes ``None`` and is never asked for again on that
+GPU; "not supported" from a call that has worked is a passing error like any other. "No
+permission" becomes ``None`` with a single warning; a lost GPU raises :class:`GpuLost` so that only
+that GPU is reported down. Everything else is counted by call and error and becomes ``None`` for
+this tick.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ T = TypeVar("T")
 log = structlog.get_logger("gpud.nvml")
 
 _ABSENT = {N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND}
+ABSENT_AFTER = 3  # "not supported" answers, with no success between, before a field is given up
+# The driver as a whole is gone or changed under us: NVML must be initialised again.
+DRIVER_GONE = {"LibRmVersionMismatch", "Uninitialized", "DriverNotLoaded"}
 _GPU_GONE = {
     N.NVML_ERROR_GPU_IS_LOST,
     N.NVML_ERROR_RESET_REQUIRED,
@@ -42,6 +47,7 @@ class NvmlCalls:
     def __init__(self) -> None:
         self.errors: Counter[tuple[str, str]] = Counter()
         self._absent: set[tuple[int, str]] = set()
+        self._unsupported: Counter[tuple[int, str]] = Counter()
         self._warned: set[tuple[int, str]] = set()
         self._working: dict[tuple[int, str], int] = {}
 
@@ -59,20 +65,38 @@ class NvmlCalls:
             try:
                 value = alternatives[position]()
             except N.NVMLError as error:
-                if error.value in _ABSENT:
+                if error.value in _ABSENT and key not in self._working:
                     continue
                 self._failed(key, call, error)
                 return None
             self._working[key] = position
             return value
-        self._absent.add(key)
+        self._unsupported[key] += 1
+        if self._unsupported[key] >= ABSENT_AFTER:
+            self._absent.add(key)
+        return None
+
+    def settled(self, gpu: int, call: str, *alternatives: Callable[[], T]) -> T | None:
+        """:meth:`get`, asked until the answer is a value or known absent (for facts read once).
+
+        A passing error or a lost GPU is retried a few times before it stands.
+        """
+        for attempt in range(1, ABSENT_AFTER + 1):
+            try:
+                value = self.get(gpu, call, *alternatives)
+            except GpuLost:
+                if attempt == ABSENT_AFTER:
+                    raise
+                continue
+            if value is not None or (gpu, call) in self._absent:
+                return value
         return None
 
     def _failed(self, key: tuple[int, str], call: str, error: N.NVMLError) -> None:
         name = error_name(error)
         self.errors[(call, name)] += 1
         if error.value in _GPU_GONE:
-            raise GpuLost(f"GPU {key[0]}: {call} failed: {name}")
+            raise GpuLost(f"GPU {key[0]}: {call} failed: {name}", name)
         if key not in self._warned:
             self._warned.add(key)
             hint = " (run gpud as root to read it)" if error.value == N.NVML_ERROR_NO_PERMISSION else ""

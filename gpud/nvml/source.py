@@ -1,7 +1,11 @@
 """Live telemetry from NVML: discover every GPU once, read every GPU each tick.
 
 The same code reads a real driver and the simulated library, so everything tested in
-simulation is the path a real machine runs.
+simulation is the path a real machine runs. A GPU that stops answering is reported down (said
+once, when it goes and when it comes back) while the others are read on; every ``REOPEN_S`` its
+handle is asked for again (NVML initialised again when the driver itself went away), and the
+GPU is back once it answers as the same GPU (same UUID). Reads run through a
+:class:`gpud.callguard.CallGuard`, so a call that hangs costs one GPU, not the tick.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import Any
 import pynvml as N
 import structlog
 
-from gpud.errors import GpuLost
-from gpud.nvml.calls import NvmlCalls
-from gpud.nvml.library import close_nvml
+from gpud.callguard import CallGuard
+from gpud.errors import GpuLost, NvmlUnavailable
+from gpud.nvml.calls import DRIVER_GONE, NvmlCalls
+from gpud.nvml.library import close_nvml, open_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
 
@@ -27,6 +32,8 @@ _FAN_POLICY = {
     N.NVML_FAN_POLICY_MANUAL: FanPolicy.MANUAL,
 }
 _PSTATE_UNKNOWN = 32
+REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
+HUNG = "a driver call hung"
 
 
 def _mw_to_w(value: int | None) -> float | None:
@@ -41,26 +48,38 @@ class NvmlSource:
         cooling: Mapping[int, Cooling] | None = None,
         pcie_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        guard: CallGuard | None = None,
     ) -> None:
+        """``guard``: how per-GPU reads are kept from hanging the tick (default: run inline)."""
         self._calls = NvmlCalls()
         self._clock = clock
+        self._guard = guard or CallGuard(None)
         self._handles: list[Any] = []
-        self._down: set[int] = set()
+        self._down: dict[int, GpuLost] = {}  # down GPUs, and the last reason
+        self._reopen_at = 0.0
+        self._nvml_gone = False  # a re-initialisation of NVML failed, said once
         self._counter_rates = PcieCounterRates()
-        driver = self._calls.get(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
-        count = self._calls.get(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
+        settled = self._calls.settled
+        driver = settled(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
+        count = settled(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
         infos = []
         for index in range(count):
-            handle = self._open_gpu(index)
+            handle, info = self._discover(index, driver, (cooling or {}).get(index))
             self._handles.append(handle)
-            infos.append(self._discover(index, handle, driver, (cooling or {}).get(index)))
+            infos.append(info)
         self._gpus = tuple(infos)
+        self._unopened = {i for i, h in enumerate(self._handles) if h is None}
         self._pcie_counters = {i for i, h in enumerate(self._handles) if self._has_pcie_counters(i, h)}
         polled = [i for i in range(count) if i not in self._pcie_counters]
         self._poller: PcieThroughputPoller | None = None
         if polled:
             self._poller = PcieThroughputPoller(polled, self._read_pcie_throughput, pcie_interval_s)
             self._poller.start()
+
+    @property
+    def guard(self) -> CallGuard:
+        """How per-GPU calls are kept from hanging the tick; share it with fan control."""
+        return self._guard
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:
@@ -79,24 +98,24 @@ class NvmlSource:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def _open_gpu(self, index: int) -> Any | None:
-        """The GPU's handle, or ``None`` (reported down every tick) when the driver refuses it."""
+    def _discover(self, index: int, driver: str, cooling: Cooling | None) -> tuple[Any | None, GpuInfo]:
+        """The GPU's handle and facts; no handle (reported down every tick) when the driver refuses it."""
         try:
-            handle = self._calls.get(
+            handle = self._calls.settled(
                 index, "nvmlDeviceGetHandleByIndex", lambda: N.nvmlDeviceGetHandleByIndex(index)
             )
-        except GpuLost:
-            handle = None
-        if handle is None:
-            log.error("gpu cannot be opened", gpu=index)
-        return handle
+            if handle is not None:
+                return handle, self._facts(index, handle, driver, cooling)
+        except GpuLost as lost:
+            log.error("gpu lost while being discovered", gpu=index, reason=str(lost))
+        log.error("gpu cannot be opened", gpu=index)
+        unknown = GpuInfo(
+            index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=driver
+        )
+        return None, unknown
 
-    def _discover(self, index: int, h: Any | None, driver: str, cooling: Cooling | None) -> GpuInfo:
-        if h is None:
-            return GpuInfo(
-                index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=driver
-            )
-        get = self._calls.get
+    def _facts(self, index: int, h: Any, driver: str, cooling: Cooling | None) -> GpuInfo:
+        get = self._calls.settled
         pci = get(index, "nvmlDeviceGetPciInfo", lambda: N.nvmlDeviceGetPciInfo(h))
         fan_count = get(index, "nvmlDeviceGetNumFans", lambda: N.nvmlDeviceGetNumFans(h)) or 0
         memory = self._memory_info(index, h)
@@ -124,7 +143,7 @@ class NvmlSource:
         )
 
     def _threshold(self, index: int, h: Any, kind: int) -> float | None:
-        value = self._calls.get(
+        value = self._calls.settled(
             index,
             f"nvmlDeviceGetTemperatureThreshold[{kind}]",
             lambda: N.nvmlDeviceGetTemperatureThreshold(h, kind),
@@ -132,7 +151,7 @@ class NvmlSource:
         return float(value) if value else None
 
     def _max_clock(self, index: int, h: Any, kind: int) -> int | None:
-        value = self._calls.get(
+        value = self._calls.settled(
             index, f"nvmlDeviceGetMaxClockInfo[{kind}]", lambda: N.nvmlDeviceGetMaxClockInfo(h, kind)
         )
         return value or None
@@ -149,31 +168,65 @@ class NvmlSource:
     def _has_pcie_counters(self, index: int, h: Any | None) -> bool:
         if h is None:
             return False
-        try:
-            values = N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
-        except N.NVMLError:
-            return False
-        return all(v.nvmlReturn == N.NVML_SUCCESS for v in values)
+        values = self._calls.settled(
+            index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
+        )
+        return values is not None and all(v.nvmlReturn == N.NVML_SUCCESS for v in values)
 
     # -- sampling -------------------------------------------------------------------------------
 
     def sample(self) -> Snapshot:
-        """Read every GPU now; a lost GPU is reported down and the others go on."""
+        """Read every GPU now; a lost or hung GPU is reported down and the others go on."""
         now = self._clock()
+        if self._down and now >= self._reopen_at:
+            self._reopen_at = now + REOPEN_S
+            self._reopen()
+        read = self._guard.run_each(range(len(self._handles)), self._read_gpu)
         samples = []
-        for index, handle in enumerate(self._handles):
-            try:
-                samples.append(self._sample_gpu(index, handle))
-            except GpuLost as lost:
-                samples.append(GpuSample(index=index, up=False))
-                if index not in self._down:
-                    self._down.add(index)
-                    log.error("gpu down", gpu=index, reason=str(lost))
+        for index in range(len(self._handles)):
+            result = read.get(index) or GpuLost(HUNG)
+            if isinstance(result, GpuSample):
+                samples.append(result)
+                if self._down.pop(index, None) is not None:
+                    log.info("gpu back", gpu=index)
                 continue
-            if index in self._down:
-                self._down.discard(index)
-                log.info("gpu back", gpu=index)
+            samples.append(GpuSample(index=index, up=False))
+            if index not in self._down:
+                log.error("gpu down", gpu=index, reason=str(result))
+            self._down[index] = result
         return Snapshot(timestamp=now, gpus=tuple(samples))
+
+    def _read_gpu(self, index: int) -> GpuSample | GpuLost:
+        try:
+            return self._sample_gpu(index, self._handles[index])
+        except GpuLost as lost:
+            return lost
+
+    def _reopen(self) -> None:
+        """Ask again for the handles of down GPUs; initialise NVML again if the driver went away."""
+        everything_down = len(self._down) == len(self._handles)
+        if everything_down and any(lost.error in DRIVER_GONE for lost in self._down.values()):
+            close_nvml()
+            try:
+                open_nvml()
+            except NvmlUnavailable as error:
+                if not self._nvml_gone:
+                    log.error("nvml unavailable; trying again every few seconds", reason=str(error))
+                self._nvml_gone = True
+                return
+            log.info("nvml initialised again")
+            self._nvml_gone = False
+        # Not those never opened (what they are was not learnt: that needs a restart), nor hung ones.
+        for index in self._down.keys() - self._unopened - self._guard.hung:
+            try:
+                handle = N.nvmlDeviceGetHandleByIndex(index)
+                uuid = N.nvmlDeviceGetUUID(handle)
+            except N.NVMLError:
+                continue
+            if uuid != self._gpus[index].uuid:
+                log.error("another gpu at this index; restart gpud", gpu=index, uuid=uuid)
+                continue
+            self._handles[index] = handle
 
     def _sample_gpu(self, index: int, h: Any | None) -> GpuSample:
         if h is None:

@@ -66,11 +66,14 @@ class SimulatedNvmlLibrary:
         pcie_sample_window_s: float = PCIE_SAMPLE_WINDOW_S,
         privileged: bool = True,
         epoch: float | None = None,
+        step_s: float = SIM_STEP_S,
     ) -> None:
         """``privileged`` False answers fan setters like a driver does to a non-root caller.
 
         ``epoch`` is the Unix time simulated time starts at (default: now); fix it for runs that
-        must come out the same to the last bit.
+        must come out the same to the last bit. ``step_s`` is the model's integration step: the
+        temperature step is exact at any length, so long runs that do not study fan dynamics
+        (the soak bench) may take steps as long as their ticks.
         """
         self.machine = machine
         self.privileged = privileged
@@ -80,24 +83,29 @@ class SimulatedNvmlLibrary:
         self._started_at = clock()
         self._epoch = time.time() if epoch is None else epoch
         self._pcie_window_s = pcie_sample_window_s
+        self._step_s = step_s
         self._lock = threading.Lock()
 
     # -- time ---------------------------------------------------------------------------------
 
+    def elapsed_s(self) -> float:
+        """Simulated seconds since the library was made: with ``speed`` 10, ten per real second."""
+        return (self._clock() - self._started_at) * self._speed
+
     def unix_time(self) -> float:
-        """Simulated time as Unix seconds: with ``speed`` 10, ten seconds pass per real second.
+        """Simulated time as Unix seconds.
 
         Snapshots of the simulated GPUs carry this time, so a trace recorded at any speed shows
         the simulated machine's own heating rates.
         """
-        return self._epoch + (self._clock() - self._started_at) * self._speed
+        return self._epoch + self.elapsed_s()
 
     def _advance(self) -> None:
         """Integrate the model up to the present simulated time, in fixed steps."""
-        target = (self._clock() - self._started_at) * self._speed
-        machine = self.machine
-        while machine.time_s + SIM_STEP_S <= target:
-            machine.step(SIM_STEP_S)
+        target = self.elapsed_s()
+        machine, step = self.machine, self._step_s
+        while machine.time_s + step <= target:
+            machine.step(step)
 
     def _card(self, handle: Any) -> Card | None:
         index = gpu_index(handle)

@@ -110,6 +110,14 @@ def test_a_gpu_without_temperature_holds_then_goes_to_100():
     assert {t.reason for t in held} == {TargetReason.NO_TEMPERATURE}
 
 
+def test_by_default_a_blind_tick_means_100_and_then_the_fan_carries_on_from_where_it_was():
+    state = FanTargetState(0, FanSettings(slew_pct_per_s=5), start_pct=40)
+    assert state.target(60, 1, CURVE, 80).pct == 45  # the curve wants 50: up by the slew limit
+    blind = state.target(None, 1, CURVE, 80)
+    assert (blind.pct, blind.reason) == (100, TargetReason.NO_TEMPERATURE)
+    assert state.target(60, 1, CURVE, 80).pct == 50  # on from 45, not down from 100
+
+
 def test_fan_settings_resolve_per_gpu_per_fan_and_heat_buildup():
     settings = FanSettings.model_validate(
         {

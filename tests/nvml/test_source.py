@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from gpud.errors import NvmlUnavailable
+from gpud.nvml.calls import ABSENT_AFTER
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.machine import Layout
@@ -67,10 +68,27 @@ def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, patch
 
     patch_driver(library, "nvmlDeviceGetPerformanceState", unsupported)
     source = NvmlSource()
-    for _ in range(3):
+    for _ in range(ABSENT_AFTER + 3):
         assert all(g.pstate is None and g.temperature_c is not None for g in source.sample().gpus)
-    assert len(calls) == 2  # once per GPU, then remembered
+    assert len(calls) == 2 * ABSENT_AFTER  # a few times per GPU, then remembered
     assert source.error_counts() == {}
+    source.close()
+
+
+def test_not_supported_from_a_call_that_worked_is_a_passing_error(install_nvml, patch_driver):
+    library = install_nvml(gpus=1)
+    source = NvmlSource()
+    assert source.sample().gpus[0].temperature_c is not None
+    real = type(library).nvmlDeviceGetTemperatureV
+    answers = iter([N.NVML_ERROR_NOT_SUPPORTED] * (ABSENT_AFTER + 1))
+    patch_driver(
+        library, "nvmlDeviceGetTemperatureV", lambda self, h, t: next(answers, None) or real(self, h, t)
+    )
+    assert [source.sample().gpus[0].temperature_c is None for _ in range(ABSENT_AFTER + 2)] == [
+        *[True] * (ABSENT_AFTER + 1),
+        False,
+    ]
+    assert source.error_counts() == {("nvmlDeviceGetTemperature", "NotSupported"): ABSENT_AFTER + 1}
     source.close()
 
 
@@ -180,5 +198,5 @@ def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(instal
     source = NvmlSource()
     assert source.gpus[1].name == "unknown" and source.gpus[2].name.endswith("(simulated)")
     assert [g.up for g in source.sample().gpus] == [True, False, True]
-    assert source.error_counts()[("nvmlDeviceGetHandleByIndex", "InsufficientPower")] == 1
+    assert source.error_counts()[("nvmlDeviceGetHandleByIndex", "InsufficientPower")] == ABSENT_AFTER  # tried
     source.close()

@@ -1,0 +1,175 @@
+"""Fault injection: the SPEC language, and what each fault does to the real NVML reader and fan control."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gpud.callguard import CallGuard
+from gpud.decide.controller import Controller
+from gpud.nvml.library import open_nvml
+from gpud.nvml.source import REOPEN_S, NvmlSource
+from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
+from tests.conftest import nvml_fan_control
+
+
+def faulty(install_nvml, spec: str, gpus: int = 3) -> FaultyNvmlLibrary:
+    library = install_nvml(gpus=gpus)
+    faults, seed = parse_faults(spec)
+    wrapped = FaultyNvmlLibrary(library, faults, seed)
+    open_nvml(wrapped)
+    return wrapped
+
+
+def at(clock, library: FaultyNvmlLibrary, seconds: float) -> None:
+    """Move the fake clock so that simulated time reads ``seconds``."""
+    clock.advance(seconds - library.elapsed_s())
+
+
+def test_a_spec_reads_into_faults_with_windows_and_a_seed():
+    faults, seed = parse_faults("random:rate=0.1,errors=Unknown+Timeout,seed=7; lost:gpu=1,at=30,for=20")
+    assert seed == 7
+    assert (faults[0].rate, faults[0].errors) == (0.1, ("Unknown", "Timeout"))
+    assert (faults[1].gpu, faults[1].start_s, faults[1].end_s) == (1, 30, 50)
+    assert faults[1].active(49.9) and not faults[1].active(50)
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("", "no faults"),
+        ("explode", "unknown kind 'explode'"),
+        ("lost:gpu=x", "gpu must be a number"),
+        ("lost:when=3", "expected one of at, for, gpu"),
+        ("random:rate=2", "rate is a probability"),
+        ("random:errors=Oops", "unknown error"),
+        ("error:call=nvmlDeviceGetName", "needs error=NAME and call=GLOB"),
+        ("hang:gpu=1", "needs call=GLOB"),
+        ("lost:at=-5", "at must not be negative"),
+    ],
+)
+def test_a_bad_spec_says_what_is_wrong(spec, problem):
+    with pytest.raises(FaultSpecError, match=problem):
+        parse_faults(spec)
+
+
+def test_an_error_window_makes_one_field_unknown_and_is_counted_then_passes(install_nvml, clock):
+    library = faulty(install_nvml, "error:error=Timeout,call=nvmlDeviceGetTemperature*,gpu=0,at=10,for=5")
+    source = NvmlSource()
+    at(clock, library, 12)
+    during = source.sample().gpus
+    assert during[0].up and during[0].temperature_c is None and during[1].temperature_c is not None
+    at(clock, library, 16)
+    assert source.sample().gpus[0].temperature_c is not None
+    assert source.error_counts() == {("nvmlDeviceGetTemperature", "Timeout"): 1}
+    source.close()
+
+
+def test_a_lost_gpu_is_down_its_fans_go_back_to_the_board_and_it_returns(install_nvml, clock):
+    library = faulty(install_nvml, "lost:gpu=1,at=10,for=20")
+    source = NvmlSource()
+    fans = nvml_fan_control(source.gpus)
+    controller = Controller(source.gpus)
+
+    def tick() -> list[bool]:
+        snapshot = source.sample()
+        fans.apply(controller.step(snapshot), snapshot)
+        return [g.up for g in snapshot.gpus]
+
+    assert tick() == [True, True, True]
+    cards = library.library.machine.cards
+    assert all(f.manual_target_pct is not None for f in cards[1].fans)
+    at(clock, library, 15)
+    assert tick() == [True, False, True]
+    assert all(f.manual_target_pct is None for f in cards[1].fans)  # the board runs them
+    assert all(f.manual_target_pct is not None for f in cards[2].fans)  # the others still driven
+    at(clock, library, 31 + REOPEN_S)
+    assert tick() == [True, True, True]
+    assert all(f.manual_target_pct is not None for f in cards[1].fans)  # taken again
+    assert {error for _, error in source.error_counts()} == {"GpuIsLost"}
+    source.close()
+
+
+def test_after_a_driver_upgrade_nvml_is_initialised_again_and_every_gpu_returns(install_nvml, clock):
+    library = faulty(install_nvml, "mismatch:at=10,for=30")
+    source = NvmlSource(clock=library.unix_time)
+    at(clock, library, 20)
+    assert [g.up for g in source.sample().gpus] == [False, False, False]
+    at(clock, library, 30)
+    assert [g.up for g in source.sample().gpus] == [False, False, False]  # init refused: still upgrading
+    at(clock, library, 41)
+    source.sample()
+    at(clock, library, 41 + REOPEN_S)
+    assert [g.up for g in source.sample().gpus] == [True, True, True]
+    assert library.injected["LibRmVersionMismatch"] >= 3
+    source.close()
+
+
+def test_random_faults_hit_at_the_rate_asked_and_only_the_calls_named(install_nvml, clock):
+    faulty(install_nvml, "random:rate=0.2,calls=nvmlDeviceGetPowerUsage,errors=Unknown,seed=3")
+    source = NvmlSource()
+    missing = 0
+    for _ in range(200):
+        clock.advance(1)
+        snapshot = source.sample()
+        missing += sum(g.power_w is None for g in snapshot.gpus)
+        assert all(g.temperature_c is not None for g in snapshot.gpus)
+    assert 0.14 < missing / 600 < 0.26
+    assert source.error_counts() == {("nvmlDeviceGetPowerUsage", "Unknown"): missing}
+    source.close()
+
+
+def test_a_stuck_fan_takes_commands_but_stops_and_is_reported_not_following(install_nvml, clock):
+    library = faulty(install_nvml, "stuck-fan:gpu=0,fan=1,at=5", gpus=1)
+    source = NvmlSource(clock=library.unix_time)
+    fans = nvml_fan_control(source.gpus, grace_s=10)
+    controller = Controller(source.gpus)
+    for _ in range(40):
+        clock.advance(1)
+        snapshot = source.sample()
+        report = fans.apply(controller.step(snapshot), snapshot)
+    assert [f.following for f in report[0].fans] == [True, False]
+    assert library.library.machine.cards[0].fans[1].speed_pct < 5
+    source.close()
+
+
+def test_a_hung_read_costs_its_gpu_one_limit_and_the_others_are_read_on_time(install_nvml, clock):
+    faulty(install_nvml, "hang:call=nvmlDeviceGetUtilizationRates,gpu=1,seconds=1")
+    guard = CallGuard(limit_s=0.1)
+    source = NvmlSource(guard=guard)
+    started = time.monotonic()
+    first = source.sample()
+    took = time.monotonic() - started
+    assert [g.up for g in first.gpus] == [True, False, True]
+    assert took < 0.6  # the 1 s call was given up on after 0.1 s
+    assert guard.hung == {1}
+    started = time.monotonic()
+    assert [g.up for g in source.sample().gpus] == [True, False, True]
+    assert time.monotonic() - started < 0.1  # the hung GPU is skipped, not waited for again
+    deadline = time.monotonic() + 3
+    while guard.hung and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert guard.hung == frozenset()  # the call came back
+    source.close()
+
+
+def test_a_hung_fan_command_does_not_hold_up_the_other_gpus_fans(install_nvml, clock):
+    library = faulty(install_nvml, "hang:call=nvmlDeviceSetFanSpeed_v2,gpu=0,at=5,seconds=2")
+    guard = CallGuard(limit_s=0.1)
+    source = NvmlSource(guard=guard)
+    fans = nvml_fan_control(source.gpus, guard=guard)
+    controller = Controller(source.gpus)
+    clock.advance(10)
+    snapshot = source.sample()
+    started = time.monotonic()
+    fans.apply(controller.step(snapshot), snapshot)
+    assert time.monotonic() - started < 0.6
+    cards = library.library.machine.cards
+    assert [all(f.manual_target_pct is not None for f in c.fans) for c in cards] == [False, True, True]
+    assert guard.hung == {0}
+    finished = threading.Event()
+    threading.Thread(target=lambda: (fans.restore(), finished.set()), daemon=True).start()
+    assert finished.wait(1.0)  # restore passes the hung GPU over instead of waiting for it
+    source.close()

@@ -1,0 +1,141 @@
+"""Every way ``gpud run`` can end or be told something, as real processes: fans end on automatic.
+
+The fake nvidia-settings on PATH is the recording fan backend: every command the daemon sends
+is in its log, so "no fan left on manual" is read from what was really sent.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_end_to_end import GPUD, free_port, gpud, scrape, status, wait_for
+from tests.test_fan_control_end_to_end import last_command_per_gpu
+
+GPUS = 3
+
+
+def every_fan_targeted(fake) -> bool:
+    targeted = {a.split("]")[0] for a in fake.assignments() if "GPUTargetFanSpeed" in a}
+    return targeted >= {f"[fan:{n}" for n in range(2 * GPUS)}
+
+
+def handed_back(fake) -> bool:
+    return last_command_per_gpu(fake.assignments(), 2) == {
+        n: f"[gpu:{n}]/GPUFanControlState=0" for n in range(GPUS)
+    }
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_curves_without_letting_go_of_the_fans(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    config = tmp_path / "gpud.toml"
+    config.write_text('[fans]\ncurve = "quiet"\n')
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", config=config)
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        taken = len(fake.assignments())
+        config.write_text('[fans]\ncurve = "cool"\n')
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: min(targets(port) or [0]) >= 35, 20, "the cool curve's targets (35 % and up)")
+        config.write_text("[fans]\ncurve = 42\n")  # broken: the running settings stay
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in log.read_text(), 10, "the reload error")
+        assert daemon.poll() is None and min(targets(port)) >= 35
+        while_running = fake.assignments()[taken:]
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert not any("GPUFanControlState=0" in a for a in while_running)  # never let go meanwhile
+    assert handed_back(fake)
+    names = [e["event"] for e in events(log)]
+    assert names.count("configuration reloaded") == 1
+
+
+def start(
+    tmp_path: Path, port: int, *flags: str, config: Path | None = None
+) -> tuple[subprocess.Popen, Path]:
+    """``gpud run --simulate 3`` with its log going to a file (a pipe could fill and block it)."""
+    log = tmp_path / f"gpud-{port}.log"
+    top = ["--config", str(config)] if config else []
+    daemon = subprocess.Popen(
+        [*GPUD, *top, "run", "--simulate", str(GPUS), "--listen", f"127.0.0.1:{port}"]
+        + ["--log-format", "json", "--interval", "0.5", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    return daemon, log
+
+
+def events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def gpus_up(port: int) -> list[bool] | None:
+    result = status(port, "--json")
+    return [g["up"] for g in json.loads(result.stdout)["gpus"]] if result.returncode in (0, 1) else None
+
+
+def targets(port: int) -> list[int] | None:
+    result = status(port, "--json")
+    if result.returncode not in (0, 1):
+        return None
+    document = json.loads(result.stdout)
+    return [f["target_pct"] for g in document["gpus"] for f in g["fans"] if f["target_pct"] is not None]
+
+
+@pytest.mark.slow
+def test_after_sigkill_gpud_fans_reset_hands_every_fan_back(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    daemon, _ = start(tmp_path, free_port(), "--fan-backend", "nvidia-settings")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=10)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert not handed_back(fake)  # nothing in the process could run
+    result = gpud("fans", "reset", "--fan-backend", "nvidia-settings")
+    assert result.returncode == 0, result.stderr
+    assert handed_back(fake)
+
+
+@pytest.mark.slow
+def test_under_driver_faults_the_daemon_lives_reports_and_counts_them(tmp_path):
+    port = free_port()
+    faults = "random:rate=0.05,seed=2;lost:gpu=1,at=20,for=30"
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvml", "--sim-speed", "10", "--faults", faults)
+    try:
+        wait_for(lambda: gpus_up(port) == [True, False, True], 30, "GPU 1 down, the others up")
+        wait_for(lambda: gpus_up(port) == [True, True, True], 30, "GPU 1 back")
+        metrics = scrape(port)
+        assert 'gpud_nvml_errors_total{call="' in metrics and 'error="GpuIsLost"' in metrics
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    logged = events(log)
+    changes = [e["event"] for e in logged if e.get("gpu") == 1 and e["event"] in ("gpu down", "gpu back")]
+    assert changes[:2] == ["gpu down", "gpu back"] and len(changes) < 10  # on change, not every tick
+    assert [e["event"] for e in logged].count("fans handed back to the driver") >= GPUS
+
+
+@pytest.mark.parametrize("spec", ["lost:gpu=x", "nonsense"])
+def test_a_bad_faults_spec_is_a_usage_error_naming_it(spec):
+    result = gpud("run", "--simulate", "--faults", spec)
+    assert result.returncode == 2
+    assert result.stderr.startswith("gpud: --faults: fault") and "Traceback" not in result.stderr
+
+
+def test_faults_need_the_simulated_gpus():
+    result = gpud("run", "--faults", "lost:gpu=1")
+    assert result.returncode == 2 and "--simulate" in result.stderr
