@@ -120,6 +120,7 @@ def _manual_below_100(machine: ThermalMachine, index: int) -> bool:
 def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> SoakResult:
     """Run the loop ``ticks`` times on ``gpus`` simulated open-air GPUs under ``faults``."""
     events: Counter[str] = Counter()
+    logging_before = structlog.get_config()
     _count_events(events)
     machine = build_machine(gpus, Layout.OPEN_AIR)
     now = [0.0]
@@ -161,6 +162,7 @@ def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> S
     finally:
         source.close()
         close_nvml()
+        structlog.configure(**logging_before)
     return SoakResult(
         ticks=ticks,
         gpus=gpus,

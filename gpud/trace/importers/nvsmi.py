@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +164,7 @@ def import_query_csv(lines: Iterable[str], name: str = "input", strict: bool = F
     columns: list[str] | None = None
     reported: dict[str, Any] = {}
     assembler, snapshots, problems = TickAssembler(), [], []
-    for row in rows:
+    for row in _readable(rows, name, problems, strict):
         number_ = rows.line_num
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -181,6 +181,17 @@ def import_query_csv(lines: Iterable[str], name: str = "input", strict: bool = F
             problem(problems, f"{name}:{number_}: skipped: {error}", strict)
     snapshots.extend(assembler.finish())
     return ImportResult(TraceHeader("unknown", assembler.gpu_infos(), "nvidia-smi-csv"), snapshots, problems)
+
+
+def _readable(rows: Any, name: str, problems: list[str], strict: bool) -> Iterator[list[str]]:
+    """The CSV rows; one the csv module cannot split (a field over its size limit) is a problem."""
+    while True:
+        try:
+            yield next(rows)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            problem(problems, f"{name}:{rows.line_num}: skipped: {error}", strict)
 
 
 # nvidia-smi dmon column names → fields of ours (units as dmon prints them).
