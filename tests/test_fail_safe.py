@@ -101,6 +101,26 @@ def test_the_stall_watchdog_acts_once_per_stall(clock):
         watchdog.stop()
 
 
+def test_a_failing_stall_handler_does_not_end_the_watchdog(clock):
+    calls = []
+
+    def failing() -> None:
+        calls.append(clock())
+        raise RuntimeError("the driver refused the hand-back")
+
+    watchdog = StallWatchdog(0.2, failing, clock=clock)
+    watchdog.start()
+    try:
+        clock.advance(0.3)
+        time.sleep(0.3)
+        watchdog.beat()
+        clock.advance(0.3)
+        time.sleep(0.3)
+        assert len(calls) == 2  # it kept watching after the first failure
+    finally:
+        watchdog.stop()
+
+
 def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(
     install_nvml, nvml_source, monkeypatch, patch_driver
 ):
