@@ -3,6 +3,8 @@
 
 Served from its own threads, reading only the last published tick: a slow or hostile client can
 neither stall the control loop nor change anything (every method but GET and HEAD is refused).
+``/metrics`` is rendered at most once per published tick and the bytes served to every scrape
+until the next one, so many scrapers cost one rendering, not one each.
 At most ``MAX_CLIENTS`` connections are served at once (more are closed at once, so a flood of
 slow clients costs threads up to that bound, not memory without end); a client has
 ``CLIENT_TIMEOUT_S`` to send its request; oversized request and header lines get a 4xx from the
@@ -31,12 +33,39 @@ log = structlog.get_logger("gpud.server")
 
 MAX_CLIENTS = 64
 CLIENT_TIMEOUT_S = 5.0
+MAX_LINE = 65536  # bytes in the request line or a header line (as http.server allows)
+MAX_HEADERS = 100
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
     server_version = "gpud"
     timeout = CLIENT_TIMEOUT_S
+
+    def parse_request(self) -> bool:
+        """The request line and headers, checked and skipped by hand.
+
+        gpud reads no request header, and http.server's parser hands them to the email package,
+        which costs more than the rest of a scrape. Limits and answers are the standard library's:
+        400 for a request line that is not ``METHOD PATH HTTP/1.x``, 431 for an oversized header
+        line or too many of them.
+        """
+        self.command, self.request_version, self.close_connection = None, "HTTP/1.0", True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.send_error(400, f"Bad request syntax ({self.requestline[:100]!r})")
+            return False
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_LINE + 1)
+            if len(line) > MAX_LINE:
+                self.send_error(431, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                self.command, self.path = words[0], words[1]
+                return True
+        self.send_error(431, "Too many headers")
+        return False
 
     def do_GET(self) -> None:
         try:
@@ -48,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         route = self.path.split("?", 1)[0]
         if route == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+            self._send(200, CONTENT_TYPE_LATEST, self.server.exposition())
         elif route == "/status":
             state = self.server.current()
             if state is None:
@@ -101,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No access log: a scrape a second is not news (errors still go through log_message)."""
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", client=self.client_address[0], request=format % args)
 
@@ -123,10 +155,20 @@ class StatusServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._rendered: tuple[DaemonState | None, bytes] | None = None
+        self._render_lock = threading.Lock()
         self.registry = registry
         self.current = current
         self.history = history
         self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
+
+    def exposition(self) -> bytes:
+        """``/metrics`` as of the last published tick, rendered once for all the scrapes until the next."""
+        with self._render_lock:
+            state = self.current()
+            if self._rendered is None or self._rendered[0] is not state:
+                self._rendered = (state, generate_latest(self.registry))
+            return self._rendered[1]
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread per connection, up to ``MAX_CLIENTS``; beyond that the connection is closed."""

@@ -130,6 +130,12 @@ class _Gpu:
         )
 
 
+def _changed(g: _Gpu, targets: tuple[FanTarget, ...]) -> dict[int, int]:
+    """The fans whose target, rounded up and kept in their limits, differs from what was written."""
+    wanted = {t.fan: g.limits[t.fan].clamp(math.ceil(t.pct)) for t in targets if t.fan < len(g.limits)}
+    return {fan: pct for fan, pct in wanted.items() if g.written[fan] != pct}
+
+
 class FanControl:
     """Drives every GPU's fans from the controller's targets; :meth:`restore` hands them back.
 
@@ -168,14 +174,16 @@ class FanControl:
                 self._drive(g, targets)
                 self._check_following(g, samples.get(index), snapshot.timestamp)
 
-        guarded = []
-        for index in decided:
-            backend = self._gpus[index].backend
-            if backend is not None and not backend.times_out:
-                guarded.append(index)
-            elif backend is not None:
+        writes = []  # GPUs with a command to send that may block: through the guard
+        for index, decided_gpu in decided.items():
+            g = self._gpus[index]
+            if g.backend is None:
+                continue
+            if not g.backend.times_out and _changed(g, decided_gpu.fan_targets):
+                writes.append(index)
+            else:
                 drive(index)
-        self._guard.run_each(guarded, drive)
+        self._guard.run_each(writes, drive)
         return self.report()
 
     def restore(self) -> bool:
@@ -198,8 +206,7 @@ class FanControl:
 
     def _drive(self, g: _Gpu, targets: tuple[FanTarget, ...]) -> None:
         assert g.backend is not None
-        wanted = {t.fan: g.limits[t.fan].clamp(math.ceil(t.pct)) for t in targets if t.fan < len(g.limits)}
-        changed = {fan: pct for fan, pct in wanted.items() if g.written[fan] != pct}
+        changed = _changed(g, targets)
         if not changed:
             return
         g.held = True

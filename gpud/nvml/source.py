@@ -6,12 +6,18 @@ once, when it goes and when it comes back) while the others are read on; every `
 handle is asked for again (NVML initialised again when the driver itself went away), and the
 GPU is back once it answers as the same GPU (same UUID). Reads run through a
 :class:`gpud.callguard.CallGuard`, so a call that hangs costs one GPU, not the tick.
+
+Facts that change only by an administrator's hand or a rare event — the enforced power limit, the
+PCIe link's generation and width, who controls each fan — are read every ``SLOW_EVERY`` ticks and
+carried in between: a quarter of the calls of a tick, for values a few seconds old at worst. PCIe
+throughput, a trend for dashboards, comes with them: the rate over those ticks.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pynvml as N
@@ -33,11 +39,24 @@ _FAN_POLICY = {
 }
 _PSTATE_UNKNOWN = 32
 REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
+SLOW_EVERY = 10  # ticks between reads of the slow facts
 HUNG = "a driver call hung"
 
 
 def _mw_to_w(value: int | None) -> float | None:
     return None if value is None else value / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class _SlowFacts:
+    """What one GPU reports that changes rarely, and the tick it was read at."""
+
+    read_at: int
+    power_limit_w: float | None
+    pcie_link_gen: int | None
+    pcie_link_width: int | None
+    fan_policies: tuple[FanPolicy | None, ...]
+    pcie_rates: tuple[float | None, float | None]  # TX, RX bytes/s
 
 
 class NvmlSource:
@@ -57,6 +76,8 @@ class NvmlSource:
         self._handles: list[Any] = []
         self._down: dict[int, GpuLost] = {}  # down GPUs, and the last reason
         self._reopen_at = 0.0
+        self._ticks = 0
+        self._slow: dict[int, _SlowFacts] = {}
         self._nvml_gone = False  # a re-initialisation of NVML failed, said once
         self._counter_rates = PcieCounterRates()
         settled = self._calls.settled
@@ -178,6 +199,7 @@ class NvmlSource:
     def sample(self) -> Snapshot:
         """Read every GPU now; a lost or hung GPU is reported down and the others go on."""
         now = self._clock()
+        self._ticks += 1
         if self._down and now >= self._reopen_at:
             self._reopen_at = now + REOPEN_S
             self._reopen()
@@ -191,6 +213,7 @@ class NvmlSource:
                     log.info("gpu back", gpu=index)
                 continue
             samples.append(GpuSample(index=index, up=False))
+            self._slow.pop(index, None)  # read afresh when it is back
             if index not in self._down:
                 log.error("gpu down", gpu=index, reason=str(result))
             self._down[index] = result
@@ -235,7 +258,10 @@ class NvmlSource:
         util = get(index, "nvmlDeviceGetUtilizationRates", lambda: N.nvmlDeviceGetUtilizationRates(h))
         memory = self._memory_info(index, h)
         pstate = get(index, "nvmlDeviceGetPerformanceState", lambda: N.nvmlDeviceGetPerformanceState(h))
-        tx, rx = self._pcie_rates(index, h)
+        slow = self._slow.get(index)
+        if slow is None or self._ticks - slow.read_at >= SLOW_EVERY:
+            slow = self._slow[index] = self._slow_facts(index, h)
+        speeds = self._fan_speeds(index, h)
         return GpuSample(
             index=index,
             temperature_c=self._temperature(index, h),
@@ -251,9 +277,7 @@ class NvmlSource:
                 index, "nvmlDeviceGetClockInfo[mem]", lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_MEM)
             ),
             power_w=_mw_to_w(get(index, "nvmlDeviceGetPowerUsage", lambda: N.nvmlDeviceGetPowerUsage(h))),
-            power_limit_w=_mw_to_w(
-                get(index, "nvmlDeviceGetEnforcedPowerLimit", lambda: N.nvmlDeviceGetEnforcedPowerLimit(h))
-            ),
+            power_limit_w=slow.power_limit_w,
             energy_j=_mw_to_w(
                 get(
                     index,
@@ -264,7 +288,9 @@ class NvmlSource:
             gpu_util_pct=float(util.gpu) if util is not None else None,
             memory_util_pct=float(util.memory) if util is not None else None,
             memory_used_bytes=memory.used if memory is not None else None,
-            fans=self._fans(index, h),
+            fans=tuple(
+                FanReading(speed, policy) for speed, policy in zip(speeds, slow.fan_policies, strict=True)
+            ),
             pstate=pstate if pstate != _PSTATE_UNKNOWN else None,
             clock_event_reasons=get(
                 index,
@@ -272,14 +298,38 @@ class NvmlSource:
                 lambda: N.nvmlDeviceGetCurrentClocksEventReasons(h),
                 lambda: N.nvmlDeviceGetCurrentClocksThrottleReasons(h),
             ),
-            pcie_tx_bytes_per_s=tx,
-            pcie_rx_bytes_per_s=rx,
+            pcie_tx_bytes_per_s=slow.pcie_rates[0],
+            pcie_rx_bytes_per_s=slow.pcie_rates[1],
+            pcie_link_gen=slow.pcie_link_gen,
+            pcie_link_width=slow.pcie_link_width,
+        )
+
+    def _slow_facts(self, index: int, h: Any) -> _SlowFacts:
+        get = self._calls.get
+        policies = tuple(
+            _FAN_POLICY.get(
+                # Our own buffer: the binding's default one is shared between threads (NVML.md §13).
+                get(
+                    index,
+                    "nvmlDeviceGetFanControlPolicy_v2",
+                    lambda fan=fan: N.nvmlDeviceGetFanControlPolicy_v2(h, fan, N.c_uint()),
+                )
+            )
+            for fan in range(self._gpus[index].fan_count)
+        )
+        return _SlowFacts(
+            read_at=self._ticks,
+            power_limit_w=_mw_to_w(
+                get(index, "nvmlDeviceGetEnforcedPowerLimit", lambda: N.nvmlDeviceGetEnforcedPowerLimit(h))
+            ),
             pcie_link_gen=get(
                 index, "nvmlDeviceGetCurrPcieLinkGeneration", lambda: N.nvmlDeviceGetCurrPcieLinkGeneration(h)
             ),
             pcie_link_width=get(
                 index, "nvmlDeviceGetCurrPcieLinkWidth", lambda: N.nvmlDeviceGetCurrPcieLinkWidth(h)
             ),
+            fan_policies=policies,
+            pcie_rates=self._pcie_rates(index, h),
         )
 
     def _temperature(self, index: int, h: Any) -> float | None:
@@ -291,24 +341,14 @@ class NvmlSource:
         )
         return float(value) if value is not None else None
 
-    def _fans(self, index: int, h: Any) -> tuple[FanReading, ...]:
-        readings = []
+    def _fan_speeds(self, index: int, h: Any) -> list[float | None]:
+        speeds = []
         for fan in range(self._gpus[index].fan_count):
             speed = self._calls.get(
                 index, "nvmlDeviceGetFanSpeed_v2", lambda fan=fan: N.nvmlDeviceGetFanSpeed_v2(h, fan)
             )
-            # Pass our own buffer: the binding's default one is shared between threads (NVML.md §13).
-            policy = self._calls.get(
-                index,
-                "nvmlDeviceGetFanControlPolicy_v2",
-                lambda fan=fan: N.nvmlDeviceGetFanControlPolicy_v2(h, fan, N.c_uint()),
-            )
-            readings.append(
-                FanReading(
-                    speed_pct=float(speed) if speed is not None else None, policy=_FAN_POLICY.get(policy)
-                )
-            )
-        return tuple(readings)
+            speeds.append(float(speed) if speed is not None else None)
+        return speeds
 
     def _pcie_rates(self, index: int, h: Any) -> tuple[float | None, float | None]:
         if index in self._pcie_counters:

@@ -148,6 +148,9 @@ class SimulatedNvmlLibrary:
     def nvmlSystemGetDriverVersion(self, buf: Any, size: Any) -> int:
         return _set_buffer(buf, self.driver_version)
 
+    def nvmlSystemGetCudaDriverVersion(self, version: Any) -> int:
+        return _set(version, 12040)
+
     def nvmlDeviceGetCount_v2(self, count: Any) -> int:
         return _set(count, len(self.machine.cards))
 
@@ -171,6 +174,19 @@ class SimulatedNvmlLibrary:
         pci.busIdLegacy = pci.busId[4:]
         return SUCCESS
 
+    def nvmlDeviceIsMigDeviceHandle(self, handle: Any, out: Any) -> int:
+        return _set(out, 0)
+
+    def nvmlDeviceGetMigMode(self, handle: Any, current: Any, pending: Any) -> int:
+        return NOT_SUPPORTED  # no MIG on these cards
+
+    def _no_processes(self, handle: Any, count: Any, infos: Any) -> int:
+        """The running-process lists (asked for by other NVML tools, such as nvitop): empty."""
+        return _set(count, 0)
+
+    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses_v3 = _no_processes
+    nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses = _no_processes
+
     # -- thermals, clocks, power --------------------------------------------------------------
 
     def nvmlDeviceGetTemperatureV(self, handle: Any, temp: Any) -> int:
@@ -179,6 +195,10 @@ class SimulatedNvmlLibrary:
             return SUCCESS
 
         return self._fill(handle, fill)
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: Any, out: Any) -> int:
+        """The call before ``nvmlDeviceGetTemperatureV`` (R570), still what most tools use."""
+        return self._read(handle, lambda c: round(c.temp_c), out)
 
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, kind: Any, out: Any) -> int:
         thresholds = {
@@ -210,6 +230,8 @@ class SimulatedNvmlLibrary:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any, out: Any) -> int:
         return self._read(handle, lambda c: round(c.spec.power_limit_w * 1000), out)
 
+    nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit
+
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, out: Any) -> int:
         return self._read(handle, lambda c: round(c.energy_j * 1000), out)
 
@@ -229,14 +251,24 @@ class SimulatedNvmlLibrary:
 
         return self._fill(handle, fill)
 
+    def _codec_utilization(self, handle: Any, util: Any, period_us: Any) -> int:
+        _set(period_us, 167_000)
+        return self._read(handle, lambda c: 0, util)  # training runs no video codecs
+
+    nvmlDeviceGetEncoderUtilization = nvmlDeviceGetDecoderUtilization = _codec_utilization
+
     def nvmlDeviceGetMemoryInfo_v2(self, handle: Any, mem: Any) -> int:
         def fill(card: Card) -> int:
             total = card.spec.memory_total_bytes
             used = int(total * 0.82) if self.machine.time_s > 5 else 512 * 1024**2
-            mem._obj.total, mem._obj.used, mem._obj.free, mem._obj.reserved = total, used, total - used, 0
+            mem._obj.total, mem._obj.used, mem._obj.free = total, used, total - used
+            if hasattr(mem._obj, "reserved"):  # v2 only
+                mem._obj.reserved = 0
             return SUCCESS
 
         return self._fill(handle, fill)
+
+    nvmlDeviceGetMemoryInfo = nvmlDeviceGetMemoryInfo_v2  # v1: the same, without "reserved"
 
     # -- fans -----------------------------------------------------------------------------------
 
@@ -251,6 +283,10 @@ class SimulatedNvmlLibrary:
 
     def nvmlDeviceGetFanSpeed_v2(self, handle: Any, fan: int, out: Any) -> int:
         return self._fan_read(handle, fan, lambda c, i: round(c.fans[i].speed_pct), out)
+
+    def nvmlDeviceGetFanSpeed(self, handle: Any, out: Any) -> int:
+        """The first fan's speed (the call before per-fan ones existed)."""
+        return self.nvmlDeviceGetFanSpeed_v2(handle, 0, out)
 
     def nvmlDeviceGetTargetFanSpeed(self, handle: Any, fan: int, out: Any) -> int:
         return self._fan_read(handle, fan, lambda c, i: round(c.fan_target_pct(c.fans[i])), out)

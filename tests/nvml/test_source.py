@@ -12,7 +12,7 @@ import structlog
 from gpud.errors import NvmlUnavailable
 from gpud.nvml.calls import ABSENT_AFTER
 from gpud.nvml.library import open_nvml
-from gpud.nvml.source import NvmlSource
+from gpud.nvml.source import SLOW_EVERY, NvmlSource
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import gpu_index
 from gpud.telemetry import Cooling, FanPolicy
@@ -149,9 +149,9 @@ def test_a_lost_gpu_is_reported_down_while_the_others_go_on_and_comes_back(insta
 def test_new_drivers_give_pcie_rates_from_byte_counters_in_the_tick(install_nvml, clock):
     install_nvml(gpus=2, driver_version="560.35.03")
     source = NvmlSource()
-    source.sample()
-    clock.advance(3)
-    gpu = source.sample().gpus[0]
+    for _ in range(SLOW_EVERY + 1):  # the counters are read with the slow facts: a rate over those ticks
+        clock.advance(1)
+        gpu = source.sample().gpus[0]
     assert gpu.pcie_rx_bytes_per_s == pytest.approx(2.4e9, rel=0.2)
     assert gpu.pcie_tx_bytes_per_s == pytest.approx(0.6e9, rel=0.2)
     source.close()
@@ -199,4 +199,21 @@ def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(instal
     assert source.gpus[1].name == "unknown" and source.gpus[2].name.endswith("(simulated)")
     assert [g.up for g in source.sample().gpus] == [True, False, True]
     assert source.error_counts()[("nvmlDeviceGetHandleByIndex", "InsufficientPower")] == ABSENT_AFTER  # tried
+    source.close()
+
+
+def test_slow_facts_are_read_every_few_ticks_and_carried_between(install_nvml, patch_driver):
+    library = install_nvml(gpus=1)
+    real = type(library).nvmlDeviceGetEnforcedPowerLimit
+    reads = []
+
+    def counted(self, handle, out):
+        reads.append(1)
+        return real(self, handle, out)
+
+    patch_driver(library, "nvmlDeviceGetEnforcedPowerLimit", counted)
+    source = NvmlSource()
+    limits = [source.sample().gpus[0].power_limit_w for _ in range(2 * SLOW_EVERY + 1)]
+    assert limits == [350.0] * (2 * SLOW_EVERY + 1)  # carried between reads
+    assert len(reads) == 3
     source.close()
