@@ -24,7 +24,9 @@ from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
 from gpud.trace.importers.detect import import_log
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
-_FULL_FIRST_PASS_BYTES = 20_000_000  # larger traces learn reference clocks from every n-th tick
+# Traces under twice this size are read once: the first pass reads every tick and keeps them for
+# the second (memory about the file's size). Larger ones are read twice, the first pass every n-th tick.
+_FULL_FIRST_PASS_BYTES = 20_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +129,25 @@ class ReplayReport:
 
 
 def _first_pass(
-    trace: LoadedTrace, busy_util_pct: float, models: dict[int, str]
+    trace: LoadedTrace,
+    busy_util_pct: float,
+    models: dict[int, str],
+    kept: list[Snapshot] | None,
+    problems: list[str] | None,
 ) -> tuple[float, dict[int, float | None]]:
-    """First pass: the typical tick spacing and each GPU's busy reference clock."""
+    """First pass: the typical tick spacing and each GPU's busy reference clock.
+
+    With ``kept``, every tick is read and appended to it (``problems`` collects the bad lines).
+    """
     gaps: list[float] = []
     previous: float | None = None
-    stride = max(1, trace.size_bytes // _FULL_FIRST_PASS_BYTES)  # a percentile needs a sample, not every tick
+    stride = _first_pass_stride(trace)
 
     def every_sample() -> Iterator[GpuSample]:
         nonlocal previous
-        for snapshot in trace.ticks(stride, None):
+        for snapshot in trace.ticks(stride, problems):
+            if kept is not None:
+                kept.append(snapshot)
             if previous is not None and len(gaps) < 1000:
                 gaps.append((snapshot.timestamp - previous) / stride)
             previous = snapshot.timestamp
@@ -147,16 +158,24 @@ def _first_pass(
     return (median(gaps) if gaps else 1.0), with_peers(own, models)
 
 
+def _first_pass_stride(trace: LoadedTrace) -> int:
+    """Every n-th tick for the first pass of a large trace: a percentile needs a sample, not every tick."""
+    return max(1, trace.size_bytes // _FULL_FIRST_PASS_BYTES)
+
+
 def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
     """Run the controller over ``trace`` and gather intervals, heat findings and fan commands."""
     models = {info.index: info.name for info in trace.header.gpus}
-    interval_s, references = _first_pass(trace, settings.throttle.busy_util_pct, models)
+    problems = list(trace.problems)
+    kept: list[Snapshot] | None = [] if _first_pass_stride(trace) == 1 else None
+    interval_s, references = _first_pass(
+        trace, settings.throttle.busy_util_pct, models, kept, problems if kept is not None else None
+    )
     max_gap_s = max(5.0, 3 * interval_s)
     controller = Controller(trace.header.gpus, settings, references, max_gap_s=max_gap_s)
     gpus: dict[int, GpuReplay] = {}
     ticks, start, end = 0, None, None
-    problems = list(trace.problems)
-    for snapshot in trace.ticks(1, problems):
+    for snapshot in kept if kept is not None else trace.ticks(1, problems):
         decision = controller.step(snapshot)
         ticks += 1
         start = snapshot.timestamp if start is None else start
