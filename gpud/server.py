@@ -3,8 +3,8 @@
 
 Served from its own threads, reading only the last published tick: a slow or hostile client can
 neither stall the control loop nor change anything (every method but GET and HEAD is refused).
-``/metrics`` is rendered at most once per published tick and the bytes served to every scrape
-until the next one, so many scrapers cost one rendering, not one each.
+``/metrics`` is rendered at most once per published tick, off the scrapes' path while someone
+scrapes often (:mod:`gpud.exposition`).
 At most ``MAX_CLIENTS`` connections are served at once (more are closed at once, so a flood of
 slow clients costs threads up to that bound, not memory without end); a client has
 ``CLIENT_TIMEOUT_S`` to send its request; oversized request and header lines get a 4xx from the
@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from gpud.exposition import Exposition
 from gpud.history import History
 from gpud.state import DaemonState
 from gpud.status import status_document
@@ -155,20 +156,15 @@ class StatusServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        self._rendered: tuple[DaemonState | None, bytes] | None = None
-        self._render_lock = threading.Lock()
+        self._exposition = Exposition(registry, current)
         self.registry = registry
         self.current = current
         self.history = history
         self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
 
     def exposition(self) -> bytes:
-        """``/metrics`` as of the last published tick, rendered once for all the scrapes until the next."""
-        with self._render_lock:
-            state = self.current()
-            if self._rendered is None or self._rendered[0] is not state:
-                self._rendered = (state, generate_latest(self.registry))
-            return self._rendered[1]
+        """``/metrics`` as of the last published tick (or the one before, while that one renders)."""
+        return self._exposition.get()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread per connection, up to ``MAX_CLIENTS``; beyond that the connection is closed."""
@@ -190,9 +186,11 @@ class StatusServer(ThreadingHTTPServer):
 
     def start(self) -> None:
         """Serve in a background thread."""
+        self._exposition.start()
         self._thread.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        self._exposition.stop()
         self.shutdown()
         self.server_close()

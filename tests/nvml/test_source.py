@@ -66,10 +66,10 @@ def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, patch
         calls.append(1)
         return N.NVML_ERROR_NOT_SUPPORTED
 
-    patch_driver(library, "nvmlDeviceGetPerformanceState", unsupported)
+    patch_driver(library, "nvmlDeviceGetPowerUsage", unsupported)
     source = NvmlSource()
     for _ in range(ABSENT_AFTER + 3):
-        assert all(g.pstate is None and g.temperature_c is not None for g in source.sample().gpus)
+        assert all(g.power_w is None and g.temperature_c is not None for g in source.sample().gpus)
     assert len(calls) == 2 * ABSENT_AFTER  # a few times per GPU, then remembered
     assert source.error_counts() == {}
     source.close()
