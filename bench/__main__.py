@@ -21,9 +21,11 @@ Figures are printed as a table and written as JSON. The targets (8 GPUs) are che
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -101,7 +103,6 @@ def measure_exporter(kind: str, gpus: int, workdir: Path) -> dict[str, Any]:
     port, stats = free_port(), workdir / f"{kind}-{gpus}.json"
     command = [sys.executable, "-m", "bench.subjects", kind, "--gpus", str(gpus), "--port", str(port)]
     child = subprocess.Popen([*command, "--stats", str(stats)], stderr=subprocess.DEVNULL)
-    process = psutil.Process(child.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -113,11 +114,11 @@ def measure_exporter(kind: str, gpus: int, workdir: Path) -> dict[str, Any]:
                     raise RuntimeError(f"{kind} with {gpus} GPUs did not start") from None
                 time.sleep(0.2)
         time.sleep(2.0)  # past start-up
-        cpu_0, idle_from = _cpu(process), time.time()
+        _mark(child)
         time.sleep(IDLE_S)
-        cpu_1, load_from = _cpu(process), time.time()
+        _mark(child)
         latencies = scrape_load(port)
-        cpu_2, load_to = _cpu(process), time.time()
+        _mark(child)
         scrape_load(port, until=time.time() + JITTER_S)
         jitter_to = time.time()
         # The same load on a path that renders nothing: what the machine and HTTP cost alone.
@@ -126,15 +127,15 @@ def measure_exporter(kind: str, gpus: int, workdir: Path) -> dict[str, Any]:
         child.terminate()
         child.wait(timeout=30)
     document = json.loads(stats.read_text())
-    idle_rate = (cpu_1 - cpu_0) / (load_from - idle_from)
-    load_cpu = (cpu_2 - cpu_1) - idle_rate * (load_to - load_from)
+    idle, loaded = [_phase(a, b) for a, b in itertools.pairwise(document["marks"])]
+    idle_from, load_from, _ = (mark["at"] for mark in document["marks"])
+    load_cpu = loaded["own_s"] - idle["own_per_s"] * loaded["seconds"]
     result = {
         "scrape_p50_ms": statistics.median(latencies) * 1e3,
         "scrape_p99_ms": percentile(latencies, 0.99) * 1e3,
         "cpu_per_scrape_ms": max(0.0, load_cpu) / SCRAPES * 1e3,
-        "idle_cpu_pct": idle_rate * 100,
+        "idle_cpu_pct": idle["own_per_s"] * 100,
         "rss_mb": document["rss_mb"],
-        "driver_cpu_share": document["driver_cpu_s"] / max(document["cpu_s"], 1e-9),
     }
     if kind == "gpud":
         result["http_floor_p50_ms"] = statistics.median(floor) * 1e3
@@ -143,9 +144,17 @@ def measure_exporter(kind: str, gpus: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+def _mark(child: subprocess.Popen) -> None:
+    """Have the subject note its CPU and its simulated driver's now (see bench.subjects.Marks)."""
+    child.send_signal(signal.SIGUSR1)
+    time.sleep(0.05)
+
+
+def _phase(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    """A phase between two marks: its length and the subject's CPU without the simulated driver."""
+    seconds = end["at"] - start["at"]
+    own = (end["cpu"] - start["cpu"]) - (end["driver"] - start["driver"])
+    return {"seconds": seconds, "own_s": own, "own_per_s": own / seconds}
 
 
 def _tick_figures(

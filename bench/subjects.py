@@ -1,7 +1,8 @@
 """One exporter under test, in its own process, on the simulated GPUs: gpud, a plain exporter, nvitop-exporter.
 
 ``python -m bench.subjects KIND --gpus N --port P --stats FILE`` serves ``/metrics`` on
-127.0.0.1:P until SIGTERM, then writes FILE (JSON). Every subject runs against the same simulated
+127.0.0.1:P until SIGTERM, then writes FILE (JSON). On each SIGUSR1 it notes the time, its CPU
+time and the simulated driver's, so the harness can account a phase without the driver. Every subject runs against the same simulated
 NVML library (driver R560, so gpud reads the PCIe byte counters; the others ask
 ``nvmlDeviceGetPcieThroughput``, which takes its 20 ms per call as on a real GPU), wrapped in
 :class:`TimedLibrary` so that the CPU the *simulated driver* spends can be taken out of each
@@ -89,6 +90,19 @@ def simulated_gpus(gpus: int, clock: Callable[[], float] = time.monotonic) -> Ti
     return library
 
 
+class Marks:
+    """(time, process CPU, simulated driver's CPU) noted at each SIGUSR1 from the harness."""
+
+    def __init__(self, library: TimedLibrary) -> None:
+        self.marks: list[dict[str, float]] = []
+        signal.signal(
+            signal.SIGUSR1,
+            lambda signum, frame: self.marks.append(
+                {"at": time.time(), "cpu": time.process_time(), "driver": library.cpu_s}
+            ),
+        )
+
+
 class TickProbe:
     """Wraps the daemon's tick phases to record, per tick, process CPU by phase and start lateness."""
 
@@ -143,12 +157,13 @@ def run_gpud(gpus: int, port: int, stats: Path) -> None:
     fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]), guard=guard)
     daemon = Daemon(source, "simulated", INTERVAL_S, decide=decide_settings(Settings()), fans=fans)
     probe = TickProbe(daemon, source, fans, library)
+    marks = Marks(library)
     server = StatusServer(("127.0.0.1", port), daemon.registry, daemon.current, daemon.history)
     server.start()
     daemon.install_signal_handlers()
     daemon.run()
     server.stop()
-    _write(stats, library, {"ticks": probe.ticks})
+    _write(stats, marks, {"ticks": probe.ticks})
 
 
 def gpud_rss(gpus: int) -> float:
@@ -192,11 +207,12 @@ class PlainCollector(Collector):
 def run_plain(gpus: int, port: int, stats: Path) -> None:
     """``prometheus_client.start_http_server`` over :class:`PlainCollector`."""
     library = simulated_gpus(gpus)
+    marks = Marks(library)
     registry = CollectorRegistry()
     registry.register(PlainCollector())
     start_http_server(port, "127.0.0.1", registry)
     _serve_until_terminated()
-    _write(stats, library, {})
+    _write(stats, marks, {})
 
 
 def run_nvitop(gpus: int, port: int, stats: Path) -> None:
@@ -204,10 +220,11 @@ def run_nvitop(gpus: int, port: int, stats: Path) -> None:
     from nvitop_exporter import cli
 
     library = simulated_gpus(gpus)
+    marks = Marks(library)
     sys.argv = ["nvitop-exporter", "--bind-address", "127.0.0.1", "--port", str(port), "--interval", "1"]
     threading.Thread(target=cli.main, name="nvitop-exporter", daemon=True).start()
     _serve_until_terminated()
-    _write(stats, library, {})
+    _write(stats, marks, {})
 
 
 def _serve_until_terminated() -> None:
@@ -216,15 +233,8 @@ def _serve_until_terminated() -> None:
     stop.wait()
 
 
-def _write(stats: Path, library: TimedLibrary, extra: dict[str, Any]) -> None:
-    process = psutil.Process()
-    cpu = process.cpu_times()
-    document = {
-        "cpu_s": cpu.user + cpu.system,
-        "driver_cpu_s": library.cpu_s,
-        "rss_mb": process.memory_info().rss / 2**20,
-        **extra,
-    }
+def _write(stats: Path, marks: Marks, extra: dict[str, Any]) -> None:
+    document = {"marks": marks.marks, "rss_mb": psutil.Process().memory_info().rss / 2**20, **extra}
     stats.write_text(json.dumps(document))
 
 
