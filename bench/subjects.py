@@ -49,15 +49,11 @@ DRIVER = "560.35.03"
 INTERVAL_S = 1.0
 
 
-# Entry points that wait rather than compute (the PCIe throughput window): timed in CPU time.
-_WAITING = {"nvmlDeviceGetPcieThroughput"}
-
-
 class TimedLibrary:
-    """The simulated library, adding up the time spent inside its entry points (any thread).
+    """The simulated library, adding up the CPU time its entry points take (any thread).
 
-    Elapsed time (a cheap clock) for the entry points that only compute, thread CPU time (a
-    system call) for those that wait: either way, what the stand-in for the driver cost.
+    Thread CPU time, not elapsed time: with several threads calling, elapsed time would count
+    the waits for the interpreter lock, and the PCIe throughput call's 20 ms sleep, as driver work.
     """
 
     def __init__(self, library: SimulatedNvmlLibrary) -> None:
@@ -68,14 +64,13 @@ class TimedLibrary:
         real = getattr(self.library, name)
         if not name.startswith("nvml") or not callable(real):
             return real
-        clock = time.thread_time if name in _WAITING else time.perf_counter
 
         def timed(*args: Any) -> Any:
-            started = clock()
+            started = time.thread_time()
             try:
                 return real(*args)
             finally:
-                self.cpu_s += clock() - started  # a lost update between threads costs microseconds
+                self.cpu_s += time.thread_time() - started  # a lost update between threads costs µs
 
         timed.__name__ = name
         return timed
