@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,14 @@ cell = st.one_of(
 row = st.lists(cell, min_size=0, max_size=14).map(", ".join)
 junk_line = st.one_of(st.text(max_size=200), row, st.just("x" * 200_000))
 header = st.sampled_from([QUERY_HEADER, DMON_HEADER, HML_HEADER])
+
+
+def loads_or_names_the_file(path: Path, load: Callable[[Path], object], error: type[Exception]) -> None:
+    """``load(path)`` works, or raises ``error`` naming the file; anything else fails the test."""
+    try:
+        load(path)
+    except error as raised:
+        assert str(path) in str(raised)
 
 
 def lines_of(text: str) -> list[str]:
@@ -117,11 +126,7 @@ def test_a_trace_with_garbage_ticks_skips_them_with_a_line_number(ticks):
 def test_any_bytes_as_a_trace_file_load_or_fail_with_a_trace_error(tmp_path, data):
     path = tmp_path / "blob"
     path.write_bytes(data)
-    try:
-        loaded = load_trace(path)
-        list(loaded.ticks(1, []))
-    except TraceError as error:
-        assert str(path) in str(error)
+    loads_or_names_the_file(path, lambda p: list(load_trace(p).ticks(1, [])), TraceError)
 
 
 def toml_value(value: object) -> str:
@@ -180,10 +185,7 @@ def test_any_config_loads_or_fails_with_a_config_error_naming_the_file(tmp_path,
     )
     path = tmp_path / "fuzz.toml"
     path.write_text(text)
-    try:
-        load_settings(path)
-    except ConfigError as error:
-        assert str(path) in str(error)
+    loads_or_names_the_file(path, load_settings, ConfigError)
 
 
 @FUZZ
@@ -191,10 +193,7 @@ def test_any_config_loads_or_fails_with_a_config_error_naming_the_file(tmp_path,
 def test_any_bytes_as_a_config_file_load_or_fail_with_a_config_error(tmp_path, data):
     path = tmp_path / "blob.toml"
     path.write_bytes(data)
-    try:
-        load_settings(path)
-    except ConfigError as error:
-        assert str(path) in str(error)
+    loads_or_names_the_file(path, load_settings, ConfigError)
 
 
 @pytest.mark.parametrize(
