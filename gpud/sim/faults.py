@@ -31,7 +31,7 @@ import fnmatch
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pynvml as N
@@ -156,19 +156,14 @@ def _fault(item: str, kind: str, options: dict[str, str]) -> Fault:
         rate = _number(item, options, "rate", 0.05)
         if rate > 1:
             raise FaultSpecError(f"fault {item!r}: rate is a probability, 0 to 1")
-        errors = _error_names(item, options.get("errors", "+".join(PASSING)))
-        return Fault(**{**_fields(fault), "rate": rate, "errors": errors})
+        return replace(fault, rate=rate, errors=_error_names(item, options.get("errors", "+".join(PASSING))))
     if kind == "error":
         if "error" not in options or "call" not in options:
             raise FaultSpecError(f"fault {item!r}: needs error=NAME and call=GLOB")
-        return Fault(**{**_fields(fault), "errors": _error_names(item, options["error"])})
+        return replace(fault, errors=_error_names(item, options["error"]))
     if kind == "hang" and "call" not in options:
         raise FaultSpecError(f"fault {item!r}: needs call=GLOB")
     return fault
-
-
-def _fields(fault: Fault) -> dict[str, Any]:
-    return {name: getattr(fault, name) for name in Fault.__slots__}
 
 
 class FaultyNvmlLibrary:
