@@ -42,6 +42,7 @@ _FAN_POLICY = {
 _PSTATE_UNKNOWN = 32
 REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
 SLOW_EVERY = 10  # ticks between reads of the slow facts
+WHOLE_DRIVER = -1  # the call guard's key for calls about the driver as a whole
 HUNG = "a driver call hung"
 
 
@@ -233,30 +234,42 @@ class NvmlSource:
             return lost
 
     def _reopen(self) -> None:
-        """Ask again for the handles of down GPUs; initialise NVML again if the driver went away."""
+        """Ask again for the handles of down GPUs; initialise NVML again if the driver went away.
+
+        Through the guard like every other driver call: a re-initialisation that hangs is given
+        up on like a GPU's call (and not tried again until it returns).
+        """
         everything_down = len(self._down) == len(self._handles)
         if everything_down and any(lost.error in DRIVER_GONE for lost in self._down.values()):
-            close_nvml()
-            try:
-                open_nvml()
-            except NvmlUnavailable as error:
-                if not self._nvml_gone:
-                    log.error("nvml unavailable; trying again every few seconds", reason=str(error))
-                self._nvml_gone = True
+            again = self._guard.run_each([WHOLE_DRIVER], lambda _: self._initialise_again())
+            if not again.get(WHOLE_DRIVER, False):
                 return
-            log.info("nvml initialised again")
-            self._nvml_gone = False
-        # Not those never opened (what they are was not learnt: that needs a restart), nor hung ones.
-        for index in self._down.keys() - self._unopened - self._guard.hung:
-            try:
-                handle = N.nvmlDeviceGetHandleByIndex(index)
-                uuid = N.nvmlDeviceGetUUID(handle)
-            except N.NVMLError:
-                continue
-            if uuid != self._gpus[index].uuid:
-                log.error("another gpu at this index; restart gpud", gpu=index, uuid=uuid)
-                continue
-            self._handles[index] = handle
+        # Not those never opened: what they are was not learnt, that needs a restart.
+        self._guard.run_each(sorted(self._down.keys() - self._unopened), self._reopen_gpu)
+
+    def _initialise_again(self) -> bool:
+        close_nvml()
+        try:
+            open_nvml()
+        except NvmlUnavailable as error:
+            if not self._nvml_gone:
+                log.error("nvml unavailable; trying again every few seconds", reason=str(error))
+            self._nvml_gone = True
+            return False
+        log.info("nvml initialised again")
+        self._nvml_gone = False
+        return True
+
+    def _reopen_gpu(self, index: int) -> None:
+        try:
+            handle = N.nvmlDeviceGetHandleByIndex(index)
+            uuid = N.nvmlDeviceGetUUID(handle)
+        except N.NVMLError:
+            return
+        if uuid != self._gpus[index].uuid:
+            log.error("another gpu at this index; restart gpud", gpu=index, uuid=uuid)
+            return
+        self._handles[index] = handle
 
     def _sample_gpu(self, index: int, h: Any | None) -> GpuSample:
         if h is None:

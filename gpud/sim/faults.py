@@ -3,7 +3,8 @@
 ``gpud run --simulate --faults SPEC``, the soak bench and the tests wrap the simulated library in a
 :class:`FaultyNvmlLibrary`, which pynvml then calls like the driver. SPEC is a ``;``-separated list
 of faults, each ``KIND`` or ``KIND:key=value,key=value``; times are simulated seconds since start,
-``for`` omitted means "until the end":
+``for`` omitted means "until the end"; where several apply to a call, the first error listed
+decides (a hang delays the call, then the next fault is looked at):
 
 ``random:rate=0.05[,errors=Unknown+Timeout][,calls=nvmlDeviceGet*][,gpu=N][,after=S][,seed=N]``
     each matching call fails with one of ``errors`` with probability ``rate``; by default the
