@@ -16,7 +16,7 @@ from gpud.nvml.source import NvmlSource
 from gpud.sim.faults import FaultSpecError, with_faults
 from gpud.sim.machine import build_machine, card_specs
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
-from gpud.telemetry import Cooling, GpuInfo
+from gpud.telemetry import Cooling
 
 
 def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
@@ -64,14 +64,14 @@ def nvidia_settings(settings: Settings) -> NvidiaSettings:
     return NvidiaSettings(fc.nvidia_settings, fc.display, fc.xauthority, fc.command_timeout_s)
 
 
-def open_fan_control(
-    settings: Settings, gpus: tuple[GpuInfo, ...], dry_run: bool, guard: CallGuard | None = None
-) -> FanControl:
+def open_fan_control(settings: Settings, source: NvmlSource, dry_run: bool) -> FanControl:
     """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
 
-    ``guard`` should be the source's, so a GPU hung in a read is not written to either.
+    It shares the source's call guard (a GPU hung in a read is not written to either) and its
+    NVML error counter (``gpud_nvml_errors_total`` counts fan commands too).
     """
-    backends = [NvmlFanBackend(), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
+    gpus = source.gpus
+    backends = [NvmlFanBackend(source.errors), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
     assignments = assign_backends(gpus, fc.backend, backends, dry_run)
-    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, guard)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard)

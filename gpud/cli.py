@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings, source, header = _open_source(args)
     try:
-        fans = open_fan_control(settings, source.gpus, args.dry_run, source.guard)
+        fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
         source.close()
         raise

@@ -6,6 +6,7 @@ hands it back to the driver (NVML.md §9). The same calls drive the simulated GP
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -25,16 +26,6 @@ _LASTING = {
 }
 
 
-def _call(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` with its NVML error translated into a :class:`FanControlError`."""
-    try:
-        return function(*args)
-    except N.NVMLError as error:
-        lasting = _LASTING.get(error.value)
-        detail = lasting or f"{function.__name__} failed: {error}"
-        raise FanControlError(error_name(error), detail, lasting is not None) from None
-
-
 class NvmlFanBackend:
     """:class:`gpud.fans.backend.FanBackend` over an initialised NVML (real or simulated)."""
 
@@ -42,15 +33,29 @@ class NvmlFanBackend:
     writes_hardware = True
     times_out = False
 
-    def __init__(self) -> None:
+    def __init__(self, errors: Counter[tuple[str, str]] | None = None) -> None:
+        """``errors``: where failed calls are counted by (call, error), the NVML reader's counter
+        in the daemon, so ``gpud_nvml_errors_total`` counts fan commands too."""
         self._fan_counts: dict[int, int] = {}
+        self._errors: Counter[tuple[str, str]] = Counter() if errors is None else errors
+
+    def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` with its NVML error counted and translated into a :class:`FanControlError`."""
+        try:
+            return function(*args)
+        except N.NVMLError as error:
+            name = error_name(error)
+            self._errors[(function.__name__, name)] += 1
+            lasting = _LASTING.get(error.value)
+            detail = lasting or f"{function.__name__} failed: {error}"
+            raise FanControlError(name, detail, lasting is not None) from None
 
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Fan count and limits; every fan set to automatic, which also proves we may write."""
-        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
-        count = _call(N.nvmlDeviceGetNumFans, handle)
+        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        count = self._call(N.nvmlDeviceGetNumFans, handle)
         # Our own buffers: the binding's default ones are shared between threads (NVML.md §13).
-        low, high = _call(N.nvmlDeviceGetMinMaxFanSpeed, handle, N.c_uint(), N.c_uint())
+        low, high = self._call(N.nvmlDeviceGetMinMaxFanSpeed, handle, N.c_uint(), N.c_uint())
         if count == 0:
             raise FanControlError("NotSupported", "no fans", lasting=True)
         self._fan_counts[gpu.index] = count
@@ -59,17 +64,17 @@ class NvmlFanBackend:
 
     def set_speeds(self, gpu: GpuInfo, speeds: Mapping[int, int]) -> None:
         """``nvmlDeviceSetFanSpeed_v2`` per fan; the driver switches each to manual."""
-        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
         for fan, pct in speeds.items():
-            _call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
+            self._call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
 
     def hand_back(self, gpu: GpuInfo) -> None:
         """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan, even when one of them fails."""
-        handle = _call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
         failure: FanControlError | None = None
         for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count)):
             try:
-                _call(N.nvmlDeviceSetDefaultFanSpeed_v2, handle, fan)
+                self._call(N.nvmlDeviceSetDefaultFanSpeed_v2, handle, fan)
             except FanControlError as error:
                 failure = failure or error
         if failure is not None:

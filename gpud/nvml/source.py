@@ -18,6 +18,7 @@ instead of 17 for a two-fan GPU, for values a few seconds old at worst.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,11 @@ class NvmlSource:
 
     def error_counts(self) -> Mapping[tuple[str, str], int]:
         """NVML errors so far, by (call, error name)."""
+        return self._calls.errors
+
+    @property
+    def errors(self) -> Counter[tuple[str, str]]:
+        """The counter behind :meth:`error_counts`, for other NVML users (fan control) to add to."""
         return self._calls.errors
 
     def close(self) -> None:

@@ -65,3 +65,15 @@ def test_a_driver_older_than_r515_has_no_nvml_fan_control(install_nvml, nvml_sou
     with pytest.raises(FanControlError) as refused:
         NvmlFanBackend().probe(nvml_source().gpus[0])
     assert refused.value.error == "FunctionNotFound" and "R515" in str(refused.value)
+
+
+def test_failed_fan_commands_count_in_the_readers_nvml_error_counter(install_nvml, nvml_source, patch_driver):
+    library = install_nvml(gpus=1)
+    source = nvml_source()
+    backend = NvmlFanBackend(source.errors)
+    backend.probe(source.gpus[0])
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_TIMEOUT)
+    for _ in range(2):
+        with pytest.raises(FanControlError):
+            backend.set_speeds(source.gpus[0], {0: 50})
+    assert source.error_counts()[("nvmlDeviceSetFanSpeed_v2", "Timeout")] == 2
