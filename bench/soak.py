@@ -29,17 +29,12 @@ from typing import Any
 import psutil
 import structlog
 
-from gpud.daemon import Daemon
 from gpud.fans.backend import FanLimits
-from gpud.fans.choose import BackendChoice, assign_backends
-from gpud.fans.control import FanControl
 from gpud.fans.nvml import NvmlFanBackend
-from gpud.nvml.library import close_nvml, open_nvml
-from gpud.nvml.source import NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout, build_machine
-from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.thermal import ThermalMachine
+from gpud.simulate import VirtualRun
 from gpud.telemetry import GpuInfo
 
 INTERVAL_S = 5.0  # simulated seconds per tick: 100 000 ticks are about 6 days
@@ -123,19 +118,19 @@ def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> S
     logging_before = structlog.get_config()
     _count_events(events)
     machine = build_machine(gpus, Layout.OPEN_AIR)
-    now = [0.0]
-    library = SimulatedNvmlLibrary(
-        machine, clock=lambda: now[0], driver_version="560.35.03", epoch=1.8e9, step_s=INTERVAL_S
-    )
     parsed, seed = parse_faults(faults)
-    faulty = FaultyNvmlLibrary(library, parsed, seed)
-    open_nvml(faulty)
-    source = NvmlSource(
-        cooling={i: c.spec.cooling for i, c in enumerate(machine.cards)}, clock=library.unix_time
-    )
     recorder = RecordingFanBackend()
-    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [recorder]))
-    daemon = Daemon(source, "simulated", INTERVAL_S, clock=lambda: now[0], fans=fans)
+    run = VirtualRun(
+        machine,
+        INTERVAL_S,
+        recorder,
+        wrap=lambda library: FaultyNvmlLibrary(library, parsed, seed),
+        driver_version="560.35.03",
+        epoch=1.8e9,
+        step_s=INTERVAL_S,
+    )
+    faulty = run.installed
+    assert isinstance(faulty, FaultyNvmlLibrary)
     process = psutil.Process()
     warmup = min(ticks, max(ticks // 5, HISTORY_FULL_TICKS + 1))
     crashes = unsafe = down = blind = 0
@@ -143,13 +138,12 @@ def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> S
     started = time.perf_counter()
     try:
         for tick in range(1, ticks + 1):
-            now[0] = tick * INTERVAL_S
             try:
-                daemon.tick()
+                run.tick()
             except Exception:  # noqa: BLE001 -- counted: any exception escaping a tick is a defect
                 crashes += 1
                 continue
-            snapshot = daemon.state.snapshot
+            snapshot = run.daemon.state.snapshot
             assert snapshot is not None
             for sample in snapshot.gpus:
                 down += not sample.up
@@ -158,10 +152,8 @@ def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> S
                     unsafe += _manual_below_100(machine, sample.index)
             if tick == warmup:
                 rss_warm = process.memory_info().rss / 2**20
-        fans.restore()  # what Daemon.run does on the way out, however it ends
     finally:
-        source.close()
-        close_nvml()
+        run.close()  # fans handed back, as Daemon.run does however it ends
         structlog.configure(**logging_before)
     return SoakResult(
         ticks=ticks,
@@ -172,7 +164,7 @@ def soak(ticks: int = 100_000, gpus: int = 4, faults: str = DEFAULT_FAULTS) -> S
         gpu_down_ticks=down,
         blind_ticks=blind,
         injected=dict(faulty.injected),
-        nvml_errors=sum(source.error_counts().values()),
+        nvml_errors=sum(run.source.error_counts().values()),
         events=dict(events.most_common()),
         left_manual_recorded=recorder.manual,
         left_manual_cards={

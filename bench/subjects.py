@@ -44,6 +44,7 @@ from gpud.nvml.source import NvmlSource
 from gpud.server import StatusServer
 from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+from gpud.simulate import VirtualRun
 
 DRIVER = "560.35.03"
 INTERVAL_S = 1.0
@@ -76,11 +77,9 @@ class TimedLibrary:
         return timed
 
 
-def simulated_gpus(gpus: int, clock: Callable[[], float] = time.monotonic) -> TimedLibrary:
-    """``gpus`` stacked open-air cards under a training load, installed as the NVML library."""
-    library = TimedLibrary(
-        SimulatedNvmlLibrary(build_machine(gpus, Layout.OPEN_AIR), clock=clock, driver_version=DRIVER)
-    )
+def simulated_gpus(gpus: int) -> TimedLibrary:
+    """``gpus`` stacked open-air cards under a training load, on the real clock, installed as the NVML library."""
+    library = TimedLibrary(SimulatedNvmlLibrary(build_machine(gpus, Layout.OPEN_AIR), driver_version=DRIVER))
     open_nvml(library)
     return library
 
@@ -164,18 +163,18 @@ def run_gpud(gpus: int, port: int, stats: Path) -> None:
 def gpud_rss(gpus: int) -> float:
     """RSS in MiB of the daemon after 600 ticks (10 simulated minutes) on a virtual clock."""
     _quiet_logs()
-    now = [0.0]
-    library = simulated_gpus(gpus, clock=lambda: now[0])
-    source = NvmlSource(clock=library.unix_time)
-    fans = FanControl(assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]))
-    daemon = Daemon(source, "simulated", INTERVAL_S, clock=lambda: now[0], fans=fans)
+    run = VirtualRun(
+        build_machine(gpus, Layout.OPEN_AIR), INTERVAL_S, NvmlFanBackend(), driver_version=DRIVER
+    )
+    daemon = run.daemon
     server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
     server.start()
-    for tick in range(1, 601):
-        now[0] = tick * INTERVAL_S
-        daemon.tick()
+    for _ in range(600):
+        run.tick()
     server.stop()
-    return psutil.Process().memory_info().rss / 2**20
+    rss = psutil.Process().memory_info().rss / 2**20
+    run.close()
+    return rss
 
 
 class PlainCollector(Collector):

@@ -11,10 +11,14 @@ The policies are those of :mod:`gpud.policy`, ``limit`` (every fan at 100 % from
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gpud.config import Settings, decide_settings
 from gpud.daemon import Daemon
+from gpud.decide.controller import DecideSettings
+from gpud.fans.backend import FanBackend
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import FanControl
 from gpud.fans.nvml import NvmlFanBackend
@@ -101,6 +105,55 @@ class PolicyResult:
     total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, energy summed
 
 
+class VirtualRun:
+    """The daemon's own loop on a simulated machine under a virtual clock: one tick per :meth:`tick`.
+
+    What ``gpud simulate`` and the benches share: NVML opened on the simulated driver (or on what
+    ``wrap`` makes of it, such as the fault injector, kept as ``installed``), the real NVML reader,
+    NVML fan control through ``backend`` (None: the stock fan schedule), and the daemon's tick.
+    Simulated time moves ``interval_s`` per tick and nowhere else.
+    """
+
+    def __init__(
+        self,
+        machine: ThermalMachine,
+        interval_s: float,
+        backend: FanBackend | None = None,
+        decide: DecideSettings | None = None,
+        wrap: Callable[[SimulatedNvmlLibrary], object] | None = None,
+        **library_options: Any,
+    ) -> None:
+        self.ticks = 0
+        self._interval_s = interval_s
+        self.library = SimulatedNvmlLibrary(machine, clock=self._clock, **library_options)
+        self.installed = wrap(self.library) if wrap is not None else self.library
+        open_nvml(self.installed)
+        cooling = {i: card.spec.cooling for i, card in enumerate(machine.cards)}
+        self.source = NvmlSource(cooling=cooling, clock=self.library.unix_time)
+        self.fans = None
+        if backend is not None:
+            self.fans = FanControl(assign_backends(self.source.gpus, BackendChoice.NVML, [backend]))
+        self.daemon = Daemon(
+            self.source, "simulated", interval_s, clock=self._clock, decide=decide, fans=self.fans
+        )
+
+    def _clock(self) -> float:
+        return self.ticks * self._interval_s
+
+    def tick(self) -> None:
+        """Move simulated time one interval on, and run the daemon's tick."""
+        self.ticks += 1
+        self.daemon.tick()
+
+    def close(self) -> None:
+        """What the daemon does on its way out: fans handed back, NVML shut down."""
+        try:
+            if self.fans is not None:
+                self.fans.restore()
+        finally:
+            self.source.close()
+
+
 def run_policy(
     setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True
 ) -> PolicyResult:
@@ -111,29 +164,17 @@ def run_policy(
     without a model.
     """
     machine = setup.build()
-    now = [0.0]
-    library = SimulatedNvmlLibrary(machine, clock=lambda: now[0], driver_version=_DRIVER, epoch=_EPOCH)
-    open_nvml(library)
-    source = NvmlSource(
-        cooling={i: card.spec.cooling for i, card in enumerate(machine.cards)}, clock=library.unix_time
-    )
+    settings = settings.model_copy(update={"fans": policy.fans(settings.fans)})
+    decide = decide_settings(settings)
+    if policy.kind is PolicyKind.PREDICTIVE and model_known:
+        decide = replace(decide, thermal={i: card.thermal for i, card in enumerate(machine.cards)})
+    backend = None if policy.kind is PolicyKind.STOCK else NvmlFanBackend()
+    run = VirtualRun(machine, setup.interval_s, backend, decide, driver_version=_DRIVER, epoch=_EPOCH)
     try:
-        settings = settings.model_copy(update={"fans": policy.fans(settings.fans)})
-        decide = decide_settings(settings)
-        if policy.kind is PolicyKind.PREDICTIVE and model_known:
-            decide = replace(decide, thermal={i: card.thermal for i, card in enumerate(machine.cards)})
-        fans = None
-        if policy.kind is not PolicyKind.STOCK:
-            assignments = assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()])
-            fans = FanControl(assignments)
-        daemon = Daemon(source, "simulated", setup.interval_s, clock=lambda: now[0], decide=decide, fans=fans)
-        for tick in range(1, int(setup.duration_s / setup.interval_s) + 1):
-            now[0] = tick * setup.interval_s
-            daemon.tick()
-        if fans is not None:
-            fans.restore()
+        for _ in range(int(setup.duration_s / setup.interval_s)):
+            run.tick()
     finally:
-        source.close()
+        run.close()
     return _result(policy.label, machine)
 
 
