@@ -66,6 +66,11 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def _flagged_settings(args: argparse.Namespace) -> Settings:
+    """The settings as a command's flags shape them: at start, on SIGHUP, for ``gpud fans reset``."""
+    return load_settings(args.config, _run_overrides(args))
+
+
 def _policy_overrides(text: str) -> dict[str, Any]:
     """``gpud run --policy``: stock leaves the fans alone; a curve or predictive drives every fan."""
     from gpud.policy import Policy, PolicyKind
@@ -89,7 +94,7 @@ def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceH
     from gpud.assemble import call_guard, open_source
     from gpud.logs import configure_logging
 
-    settings = load_settings(args.config, _run_overrides(args))
+    settings = _flagged_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
     faults = getattr(args, "faults", None)
@@ -149,7 +154,7 @@ def _reload(args: argparse.Namespace, running: Settings) -> DecideSettings:
     """SIGHUP: the configuration read again as at start (file, environment, flags)."""
     import structlog
 
-    loaded = load_settings(args.config, _run_overrides(args))
+    loaded = _flagged_settings(args)
     stale = needs_restart(running, loaded)
     if stale:
         structlog.get_logger("gpud.daemon").warning(
@@ -390,7 +395,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     from gpud.fans.choose import BackendChoice
     from gpud.fans.reset import ResetOutcome, reset_nvidia_settings, reset_nvml, reset_succeeded
 
-    settings = load_settings(args.config, _run_overrides(args))
+    settings = _flagged_settings(args)
     choice = settings.fan_control.backend
     if choice is BackendChoice.NONE:
         print("fan backend none: gpud never takes fans over, nothing to reset")

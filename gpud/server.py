@@ -157,7 +157,6 @@ class StatusServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._exposition = Exposition(registry, current)
-        self.registry = registry
         self.current = current
         self.history = history
         self._thread = threading.Thread(target=self.serve_forever, name="gpud-http", daemon=True)
