@@ -174,10 +174,11 @@ class FanControl:
                 self._drive(g, targets)
                 self._check_following(g, samples.get(index), snapshot.timestamp)
 
+        hung = self._guard.hung  # a stuck command holds its GPU's lock: not even checked inline
         writes = []  # GPUs with a command to send that may block: through the guard
         for index, decided_gpu in decided.items():
             g = self._gpus[index]
-            if g.backend is None:
+            if g.backend is None or index in hung:
                 continue
             if not g.backend.times_out and _changed(g, decided_gpu.fan_targets):
                 writes.append(index)

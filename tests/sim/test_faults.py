@@ -8,7 +8,8 @@ import time
 import pytest
 
 from gpud.callguard import CallGuard
-from gpud.decide.controller import Controller
+from gpud.decide.controller import Controller, Decision, GpuDecision
+from gpud.decide.curves import FanTarget, TargetReason
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
@@ -169,6 +170,15 @@ def test_a_hung_fan_command_does_not_hold_up_the_other_gpus_fans(install_nvml, c
     cards = library.library.machine.cards
     assert [all(f.manual_target_pct is not None for f in c.fans) for c in cards] == [False, True, True]
     assert guard.hung == {0}
+    # Next tick GPU 0 wants again what it had before the stuck command: nothing to send, but its
+    # lock is held by that command, so even checking it inline would wait.
+    written = tuple(
+        FanTarget(fan, f.target_pct, TargetReason.CURVE) for fan, f in enumerate(fans.report()[0].fans)
+    )
+    unchanged = Decision(snapshot.timestamp + 1, (GpuDecision(0, None, fan_targets=written),))
+    started = time.monotonic()
+    fans.apply(unchanged, snapshot)
+    assert time.monotonic() - started < 0.3
     finished = threading.Event()
     threading.Thread(target=lambda: (fans.restore(), finished.set()), daemon=True).start()
     assert finished.wait(1.0)  # restore passes the hung GPU over instead of waiting for it
