@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -703,6 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
     except GpudError as error:
         return _fail(str(error), 1)
+    except BrokenPipeError:  # `gpud status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

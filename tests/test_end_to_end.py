@@ -138,3 +138,11 @@ def test_run_without_a_driver_says_so_in_one_line_and_suggests_simulate():
     assert (
         result.stderr.count("\n") == 1 and "--simulate" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_output_cut_short_by_the_reader_is_not_a_traceback():
+    printer = [*GPUD, "check-config"]  # prints every effective setting
+    reader = subprocess.Popen(printer, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # like `| head` that has read all it wants
+    assert reader.wait(timeout=30) == 0
+    assert b"Traceback" not in reader.stderr.read()
