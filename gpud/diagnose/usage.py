@@ -35,16 +35,10 @@ class GpuUsage:
     hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
     energy_j: float = 0.0
-    busy_power_sum_w_s: float = 0.0
     peak_power_w: float | None = None
     power_limit_w: float | None = None
     fans_seen: bool = False
     memory_total_bytes: int | None = None
-
-    @property
-    def mean_busy_power_w(self) -> float | None:
-        """Mean power while busy, W."""
-        return self.busy_power_sum_w_s / self.busy_s if self.busy_s else None
 
 
 def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
@@ -113,8 +107,6 @@ def _account(
     if not is_busy:
         return
     u.busy_s += dt
-    if s.power_w is not None:
-        u.busy_power_sum_w_s += s.power_w * dt
     capped = (s.clock_event_reasons or 0) & _POWER_CAP_BIT
     if capped or (
         None not in (s.power_w, s.power_limit_w) and s.power_w >= POWER_LIMIT_SHARE * s.power_limit_w
