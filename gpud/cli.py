@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gpud
+from gpud.commands.shared import (
+    LAYOUTS,
+    add_daemon_flags,
+    add_fan_backend_flag,
+    add_simulate_flag,
+    add_source_flags,
+    fail,
+    flagged_settings,
+    open_gpus,
+)
 from gpud.config import (
     DEFAULT_CONFIG_PATH,
     Settings,
@@ -23,90 +33,13 @@ from gpud.config import (
 )
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.sim.machine import Layout
-from gpud.trace.format import TraceHeader
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
     from gpud.decide.controller import DecideSettings
-    from gpud.nvml.source import NvmlSource
     from gpud.sim.workload import Workload
 
 EXIT_USAGE = 2
-LAYOUTS = [layout.value for layout in Layout]
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"gpud: {message}", file=sys.stderr)
-    return code
-
-
-def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Flags given on the command line, in the shape of :class:`Settings`."""
-    overrides: dict[str, Any] = {}
-    for flag, key in (
-        ("listen", "listen"),
-        ("interval", "interval_s"),
-        ("log_format", "log_format"),
-        ("log_level", "log_level"),
-        ("slowdown", "slowdown_c"),
-    ):
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    if getattr(args, "fan_backend", None) is not None:
-        overrides["fan_control"] = {"backend": args.fan_backend}
-    if getattr(args, "policy", None) is not None:
-        overrides.update(_policy_overrides(args.policy))
-    simulate = {}
-    if args.simulate:
-        simulate["gpus"] = args.simulate
-    for flag, key in (("sim_speed", "speed"), ("layout", "layout"), ("ambient", "ambient_c")):
-        if getattr(args, flag, None) is not None:
-            simulate[key] = getattr(args, flag)
-    if simulate:
-        overrides["simulate"] = simulate
-    return overrides
-
-
-def _flagged_settings(args: argparse.Namespace) -> Settings:
-    """The settings as a command's flags shape them: at start, on SIGHUP, for ``gpud fans reset``."""
-    return load_settings(args.config, _run_overrides(args))
-
-
-def _policy_overrides(text: str) -> dict[str, Any]:
-    """``gpud run --policy``: stock leaves the fans alone; a curve or predictive drives every fan."""
-    from gpud.policy import Policy, PolicyKind
-
-    try:
-        policy = Policy.parse(text)
-    except ValueError as error:
-        raise ConfigError(f"--policy: {error}") from None
-    if policy.kind is PolicyKind.LIMIT:
-        raise ConfigError("--policy limit is for gpud simulate; to run fans at 100 % use a curve of your own")
-    if policy.kind is PolicyKind.STOCK:
-        return {"fan_control": {"backend": "none"}}
-    return {"fans": {"curve": policy.curve or policy.kind.value, "gpus": {}, "heat_buildup_curve": None}}
-
-
-def _open_source(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceHeader]:
-    """Settings from file/env/flags, logging set up, the GPUs (real or simulated) opened.
-
-    Raises :class:`ConfigError` or :class:`NvmlUnavailable`; :func:`main` turns them into exit codes.
-    """
-    from gpud.assemble import call_guard, open_source
-    from gpud.logs import configure_logging
-
-    settings = _flagged_settings(args)
-    configure_logging(settings.log_level, settings.log_format)
-    simulate = args.simulate is not None
-    faults = getattr(args, "faults", None)
-    if faults and not simulate:
-        raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
-    source = open_source(settings, simulate, faults, call_guard(settings))
-    return (
-        settings,
-        source,
-        TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml"),
-    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
 
-    settings, source, header = _open_source(args)
+    settings, source, header = open_gpus(args)
     try:
         fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
@@ -138,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except OSError as error:
         source.close()
-        return _fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
+        return fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
     daemon.install_signal_handlers()
     server.start()
     try:
@@ -155,7 +88,7 @@ def _reload(args: argparse.Namespace, running: Settings) -> DecideSettings:
     """SIGHUP: the configuration read again as at start (file, environment, flags)."""
     import structlog
 
-    loaded = _flagged_settings(args)
+    loaded = flagged_settings(args)
     stale = needs_restart(running, loaded)
     if stale:
         structlog.get_logger("gpud.daemon").warning(
@@ -194,7 +127,7 @@ def _status_once(args: argparse.Namespace) -> int:
             if not args.json:
                 text += "\n" + _recent_findings(args.url, args.timeout, load_settings(args.config))
     except DaemonUnreachable as error:
-        return _fail(str(error), EXIT_NO_DAEMON)
+        return fail(str(error), EXIT_NO_DAEMON)
     if args.watch:
         print("\033[2J\033[H", end="")
     print(json.dumps(document, indent=2) if args.json else text, flush=True)
@@ -229,7 +162,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as error:
-        return _fail(f"cannot read {args.file}: {error.strerror}", 1)
+        return fail(f"cannot read {args.file}: {error.strerror}", 1)
     result = import_log(lines, str(args.file), args.strict)
     for problem in result.problems:
         print(f"gpud: {problem}", file=sys.stderr)
@@ -255,7 +188,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """``gpud record``: write a trace from the live (or simulated) GPUs."""
-    settings, source, header = _open_source(args)
+    settings, source, header = open_gpus(args)
     recorder = TraceRecorder(args.output, header, max_bytes=None)
     ticks = int(args.duration / settings.interval_s)
     try:
@@ -288,11 +221,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"gpud: {args.trace}: {problem}", file=sys.stderr)
     if not model.gpus:
-        return _fail(f"{args.trace}: no GPU could be calibrated", 1)
+        return fail(f"{args.trace}: no GPU could be calibrated", 1)
     try:
         save_model(model, args.output)
     except OSError as error:
-        return _fail(f"cannot write {args.output}: {error.strerror}", 1)
+        return fail(f"cannot write {args.output}: {error.strerror}", 1)
     print(render_calibration(model))
     print(f"{args.output}: thermal model of {len(model.gpus)} GPUs")
     return 0
@@ -331,7 +264,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         try:
             trace = history_trace(args.url, args.timeout, since)
         except DaemonUnreachable as error:
-            return _fail(str(error), 2)
+            return fail(str(error), 2)
         host = this_host() if args.url.startswith(("http://127.0.0.1", "http://localhost")) else None
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     print(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
@@ -396,7 +329,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     from gpud.fans.choose import BackendChoice
     from gpud.fans.reset import ResetOutcome, reset_nvidia_settings, reset_nvml, reset_succeeded
 
-    settings = _flagged_settings(args)
+    settings = flagged_settings(args)
     choice = settings.fan_control.backend
     if choice is BackendChoice.NONE:
         print("fan backend none: gpud never takes fans over, nothing to reset")
@@ -404,7 +337,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     outcomes = []
     if choice in (BackendChoice.AUTO, BackendChoice.NVML):
         try:
-            _, source, _ = _open_source(args)
+            _, source, _ = open_gpus(args)
         except NvmlUnavailable as error:
             outcomes.append(ResetOutcome("nvml", unusable=str(error)))
         else:
@@ -424,65 +357,23 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     """``gpud setup coolbits``: print (or write) the xorg.conf nvidia-settings fan control needs."""
     from gpud.fans.coolbits import apply_commands, xorg_conf
 
-    _, source, _ = _open_source(args)
+    _, source, _ = open_gpus(args)
     gpus = source.gpus
     source.close()
     try:
         text = xorg_conf(gpus, args.write or Path("xorg.conf"))
     except ValueError as error:  # no GPUs, or one whose PCI bus id could not be read
-        return _fail(f"cannot write an xorg.conf: {error}", 1)
+        return fail(f"cannot write an xorg.conf: {error}", 1)
     if args.write is None:
         print(text)
         return 0
     try:
         args.write.write_text(text, encoding="utf-8")
     except OSError as error:
-        return _fail(f"cannot write {args.write}: {error.strerror}", 1)
+        return fail(f"cannot write {args.write}: {error.strerror}", 1)
     print(f"{args.write}: xorg.conf for {len(gpus)} GPUs with Coolbits. To apply it:")
     print("\n".join(f"  {line}" for line in apply_commands(args.write)))
     return 0
-
-
-def _add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
-    from gpud.fans.choose import BackendChoice
-
-    parser.add_argument(
-        "--fan-backend",
-        choices=[c.value for c in BackendChoice],
-        help="how to set fans: auto (NVML, else nvidia-settings, else monitor only), nvml, "
-        "nvidia-settings or none (default auto)",
-    )
-
-
-def _add_simulate_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--simulate",
-        nargs="?",
-        type=int,
-        const=0,
-        metavar="N",
-        help="use N built-in simulated GPUs instead of the driver (default 4)",
-    )
-
-
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
-    _add_simulate_flag(parser)
-    parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
-    parser.add_argument(
-        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
-    )
-    parser.add_argument(
-        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
-    )
-    parser.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        help="simulated cards (default open-air)",
-    )
-    parser.add_argument(
-        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--record", type=Path, metavar="FILE", help="also record a trace (rotated at 64 MiB, 3 kept)"
     )
-    _add_fan_backend_flag(run)
+    add_fan_backend_flag(run)
     run.add_argument(
         "--policy",
         metavar="POLICY",
@@ -521,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
         "(kinds: random, error, lost, mismatch, hang, stuck-fan; see README, Reliability)",
     )
-    _add_source_flags(run)
+    add_source_flags(run)
     run.set_defaults(func=cmd_run)
 
     from gpud.status import DEFAULT_STATUS_URL
@@ -533,10 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
         "2 no daemon answered.",
     )
     where = status.add_mutually_exclusive_group()
-    where.add_argument(
-        "--url",
-        default=DEFAULT_STATUS_URL,
-        help=f"the daemon's status endpoint (default {DEFAULT_STATUS_URL})",
+    add_daemon_flags(
+        status,
+        where,
+        url=DEFAULT_STATUS_URL,
+        url_help="the daemon's status endpoint",
+        timeout_s=3.0,
+        timeout_help="seconds to wait for each daemon (or Prometheus)",
     )
     where.add_argument(
         "--hosts",
@@ -549,13 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.add_argument(
         "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
-    )
-    status.add_argument(
-        "--timeout",
-        type=float,
-        default=3.0,
-        metavar="S",
-        help="seconds to wait for each daemon (or Prometheus)",
     )
     status.set_defaults(func=cmd_status)
 
@@ -583,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument(
         "--duration", type=float, default=60.0, metavar="S", help="seconds to record (default 60)"
     )
-    _add_source_flags(record)
+    add_source_flags(record)
     record.set_defaults(func=cmd_record)
 
     diag = commands.add_parser(
@@ -595,14 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
         "finding is critical.",
     )
     source = diag.add_mutually_exclusive_group()
-    source.add_argument(
-        "--url", default="http://127.0.0.1:9877", help="the daemon (default http://127.0.0.1:9877)"
+    add_daemon_flags(
+        diag,
+        source,
+        url="http://127.0.0.1:9877",
+        url_help="the daemon",
+        timeout_s=10.0,
+        timeout_help="seconds to wait for the daemon",
     )
     source.add_argument("--trace", type=Path, help="a gpud trace or a CSV log instead of the daemon")
     diag.add_argument("--since", metavar="DURATION", help="only the last DURATION (90s, 30m, 2h, 1d)")
-    diag.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the daemon"
-    )
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
     diag.set_defaults(func=cmd_diagnose)
 
@@ -659,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="For systemd ExecStopPost= and after a crash: hands back every fan NVML and "
         "nvidia-settings can reach. Exit 1 when some fan could not be handed back.",
     )
-    _add_fan_backend_flag(reset)
-    _add_simulate_flag(reset)
+    add_fan_backend_flag(reset)
+    add_simulate_flag(reset)
     reset.set_defaults(func=cmd_fans_reset)
 
     setup = commands.add_parser("setup", help="one-time setup helpers").add_subparsers(
@@ -673,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or the simulated ones with --simulate), and the commands to apply it.",
     )
     coolbits.add_argument("--write", type=Path, metavar="PATH", help="write the file instead of printing it")
-    _add_simulate_flag(coolbits)
+    add_simulate_flag(coolbits)
     coolbits.set_defaults(func=cmd_setup_coolbits)
 
     check = commands.add_parser(
@@ -690,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as error:
-        return _fail(str(error), EXIT_USAGE)
+        return fail(str(error), EXIT_USAGE)
     except NvmlUnavailable as error:
         command = " ".join(
             word
@@ -701,9 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if word
         )
-        return _fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
+        return fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
     except GpudError as error:
-        return _fail(str(error), 1)
+        return fail(str(error), 1)
     except BrokenPipeError:  # `gpud status | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
