@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gpud.config import Settings, load_settings
@@ -20,11 +21,23 @@ if TYPE_CHECKING:
 
 LAYOUTS = [layout.value for layout in Layout]
 
+Subcommands = argparse._SubParsersAction
+"""What ``add_subparsers`` returns: each command module's ``register`` adds its parser to one."""
+
 
 def fail(message: str, code: int) -> int:
     """Say why a command failed in one line on stderr; ``code`` is its exit status."""
     print(f"gpud: {message}", file=sys.stderr)
     return code
+
+
+def add_command(
+    commands: Subcommands, name: str, handler: Callable[[argparse.Namespace], int], **parser_options: Any
+) -> argparse.ArgumentParser:
+    """A sub-command's parser, added to ``commands``, whose parsed arguments go to ``handler``."""
+    parser = commands.add_parser(name, **parser_options)
+    parser.set_defaults(func=handler)
+    return parser
 
 
 def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
@@ -72,17 +85,13 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_daemon_flags(
-    parser: argparse.ArgumentParser,
-    where: argparse._MutuallyExclusiveGroup,
-    *,
-    url: str,
-    url_help: str,
-    timeout_s: float,
-    timeout_help: str,
-) -> None:
-    """``--url`` of the running daemon (in ``where``, beside its alternatives) and ``--timeout`` for it."""
-    where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
+    parser: argparse.ArgumentParser, *, url: str, url_help: str, timeout_s: float, timeout_help: str
+) -> argparse._MutuallyExclusiveGroup:
+    """``--timeout`` and the running daemon's ``--url``, in the group returned for its alternatives."""
     parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help=timeout_help)
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
+    return where
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""``gpud fans reset``: every fan handed back to the driver, outside the daemon."""
+
+from __future__ import annotations
+
+import argparse
+
+from gpud.commands.shared import (
+    Subcommands,
+    add_command,
+    add_fan_backend_flag,
+    add_simulate_flag,
+    flagged_settings,
+    open_gpus,
+)
+from gpud.errors import NvmlUnavailable
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``fans reset`` and its options to ``commands``."""
+    fans = commands.add_parser("fans", help="fan control outside the daemon").add_subparsers(
+        dest="fans_command", required=True, metavar="ACTION"
+    )
+    reset = add_command(
+        fans,
+        "reset",
+        cmd_fans_reset,
+        help="hand every fan back to the driver's automatic control",
+        description="For systemd ExecStopPost= and after a crash: hands back every fan NVML and "
+        "nvidia-settings can reach. Exit 1 when some fan could not be handed back.",
+    )
+    add_fan_backend_flag(reset)
+    add_simulate_flag(reset)
+
+
+def cmd_fans_reset(args: argparse.Namespace) -> int:
+    """``gpud fans reset``: every fan back to the driver's automatic control."""
+    from gpud.assemble import nvidia_settings
+    from gpud.fans.choose import BackendChoice
+    from gpud.fans.reset import ResetOutcome, reset_nvidia_settings, reset_nvml, reset_succeeded
+
+    settings = flagged_settings(args)
+    choice = settings.fan_control.backend
+    if choice is BackendChoice.NONE:
+        print("fan backend none: gpud never takes fans over, nothing to reset")
+        return 0
+    outcomes = []
+    if choice in (BackendChoice.AUTO, BackendChoice.NVML):
+        try:
+            _, source, _ = open_gpus(args)
+        except NvmlUnavailable as error:
+            outcomes.append(ResetOutcome("nvml", unusable=str(error)))
+        else:
+            try:
+                outcomes.append(reset_nvml(source.gpus))
+            finally:
+                source.close()
+    if choice in (BackendChoice.AUTO, BackendChoice.NVIDIA_SETTINGS):
+        outcomes.append(reset_nvidia_settings(nvidia_settings(settings)))
+    for outcome in outcomes:
+        for line in outcome.lines():
+            print(line)
+    return 0 if reset_succeeded(outcomes) else 1

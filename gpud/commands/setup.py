@@ -1,0 +1,48 @@
+"""``gpud setup coolbits``: the xorg.conf that nvidia-settings fan control needs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, fail, open_gpus
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``setup coolbits`` and its options to ``commands``."""
+    setup = commands.add_parser("setup", help="one-time setup helpers").add_subparsers(
+        dest="setup_command", required=True, metavar="WHAT"
+    )
+    coolbits = add_command(
+        setup,
+        "coolbits",
+        cmd_setup_coolbits,
+        help="print the xorg.conf nvidia-settings fan control needs (headless GPUs too)",
+        description="One X screen per GPU with a virtual monitor and Coolbits 4, for the GPUs found "
+        "(or the simulated ones with --simulate), and the commands to apply it.",
+    )
+    coolbits.add_argument("--write", type=Path, metavar="PATH", help="write the file instead of printing it")
+    add_simulate_flag(coolbits)
+
+
+def cmd_setup_coolbits(args: argparse.Namespace) -> int:
+    """``gpud setup coolbits``: print (or write) the xorg.conf nvidia-settings fan control needs."""
+    from gpud.fans.coolbits import apply_commands, xorg_conf
+
+    _, source, _ = open_gpus(args)
+    gpus = source.gpus
+    source.close()
+    try:
+        text = xorg_conf(gpus, args.write or Path("xorg.conf"))
+    except ValueError as error:  # no GPUs, or one whose PCI bus id could not be read
+        return fail(f"cannot write an xorg.conf: {error}", 1)
+    if args.write is None:
+        print(text)
+        return 0
+    try:
+        args.write.write_text(text, encoding="utf-8")
+    except OSError as error:
+        return fail(f"cannot write {args.write}: {error.strerror}", 1)
+    print(f"{args.write}: xorg.conf for {len(gpus)} GPUs with Coolbits. To apply it:")
+    print("\n".join(f"  {line}" for line in apply_commands(args.write)))
+    return 0

@@ -1,0 +1,102 @@
+"""``gpud simulate``: the simulated machine under fan policies, faster than real time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpud.commands.shared import LAYOUTS, Subcommands, add_command
+from gpud.config import load_settings
+from gpud.errors import ConfigError
+from gpud.sim.machine import Layout
+
+if TYPE_CHECKING:
+    from gpud.sim.workload import Workload
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``simulate`` and its options to ``commands``."""
+    simulate = add_command(
+        commands,
+        "simulate",
+        cmd_simulate,
+        help="run the simulated machine under fan policies, many times faster than real time",
+        description="POLICY is stock (the driver's schedule), curve:NAME, predictive, or limit "
+        "(every fan at 100 %% from the start: the physical limit). --compare adds limit by itself.",
+    )
+    simulate.add_argument("--gpus", type=int, metavar="N", help="GPUs in adjacent slots (default 4)")
+    simulate.add_argument("--layout", choices=LAYOUTS, default="open-air", help="cards")
+    simulate.add_argument(
+        "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
+    )
+    simulate.add_argument("--model", type=Path, metavar="MODEL.json", help="a model from gpud calibrate")
+    simulate.add_argument(
+        "--workload",
+        default="training",
+        metavar="NAME|TRACE",
+        help="training, on-off, idle, or a trace whose utilisation is replayed (default training)",
+    )
+    simulate.add_argument("--policy", default="predictive", metavar="POLICY", help="default predictive")
+    simulate.add_argument("--compare", nargs="+", metavar="POLICY", help="run each policy, side by side")
+    simulate.add_argument(
+        "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
+    )
+    simulate.add_argument(
+        "--interval", type=float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="workload jitter seed (default 0)")
+    simulate.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _workload(name: str, seed: int) -> Workload:
+    """A built-in workload by name, or the utilisation recorded in a trace file."""
+    from gpud.replay import load_trace
+    from gpud.sim.workload import WORKLOAD_NAMES, RecordedLoad, built_in_workload
+
+    if name in WORKLOAD_NAMES:
+        return built_in_workload(name, seed)
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(
+            f"--workload {name}: neither a built-in workload ({', '.join(WORKLOAD_NAMES)}) nor a trace file"
+        )
+    try:
+        return RecordedLoad.from_snapshots(load_trace(path).ticks(1, None))
+    except ValueError as error:
+        raise ConfigError(f"--workload {name}: {error}") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``gpud simulate``: the simulated machine under one or more fan policies, faster than real time."""
+    from gpud.logs import configure_logging
+    from gpud.model.store import ModelError, load_model
+    from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
+
+    settings = load_settings(args.config)
+    configure_logging("error", "console")
+    try:
+        policies = [Policy.parse(p) for p in (args.compare or [args.policy])]
+        for policy in policies:
+            policy.fans(settings.fans)  # an unknown curve name fails here, before any run
+        model = load_model(args.model) if args.model else None
+    except (ValueError, ModelError) as error:
+        raise ConfigError(str(error)) from None
+    if args.compare and all(p.kind is not PolicyKind.LIMIT for p in policies):
+        policies.append(Policy(PolicyKind.LIMIT))
+    if model is not None and args.gpus is not None and args.gpus != len(model.gpus):
+        raise ConfigError(f"--gpus {args.gpus}: the model {args.model} describes {len(model.gpus)} GPUs")
+    setup = MachineSetup(
+        gpus=args.gpus or 4,
+        layout=Layout(args.layout),
+        ambient_c=args.ambient,
+        model=model,
+        workload=_workload(args.workload, args.seed),
+        workload_name=args.workload,
+        duration_s=args.duration,
+        interval_s=args.interval,
+    )
+    results = [run_policy(setup, policy, settings) for policy in policies]
+    print(json.dumps(results_json(setup, results), indent=1) if args.json else render_results(setup, results))
+    return 0
