@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import gpud
 from gpud.commands import (
@@ -22,8 +21,7 @@ from gpud.commands import (
     simulate,
     status,
 )
-from gpud.commands.shared import fail
-from gpud.config import DEFAULT_CONFIG_PATH
+from gpud.commands.shared import add_global_options, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 
 EXIT_USAGE = 2
@@ -35,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``gpud`` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
     parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
-    parser.add_argument("--config", type=Path, help=f"TOML config file (default {DEFAULT_CONFIG_PATH})")
+    add_global_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(commands)

@@ -36,8 +36,6 @@ def register(commands: Subcommands) -> None:
         metavar="HOST:PORT",
         help=f"where to serve /metrics and /status (default {Settings.model_fields['listen'].default})",
     )
-    run.add_argument("--log-format", choices=["auto", "json", "console"])
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--record", type=Path, metavar="FILE", help="also record a trace (rotated at 64 MiB, 3 kept)"
     )

@@ -9,9 +9,10 @@ import argparse
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
 
-from gpud.config import Settings, load_settings
+from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -36,8 +37,43 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """A sub-command's parser, added to ``commands``, whose parsed arguments go to ``handler``."""
     parser = commands.add_parser(name, **parser_options)
+    add_global_options(parser, argparse.SUPPRESS)
     parser.set_defaults(func=handler)
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--config`` and the log options, which every command takes before or after its name.
+
+    ``gpud`` itself holds them with ``default=None``, every sub-command a copy with
+    ``argparse.SUPPRESS``: a sub-parser writes its defaults over what was parsed before it, and a
+    suppressed default writes nothing, so ``gpud --config F replay T`` keeps F, and an option given
+    after the sub-command wins over the same one given before.
+    """
+    options = parser.add_argument_group("global options (before or after the command)")
+    options.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help=f"TOML config file (default {DEFAULT_CONFIG_PATH})",
+    )
+    options.add_argument(
+        "--log-format",
+        choices=get_args(Settings.model_fields["log_format"].annotation),
+        default=default,
+        metavar="FORMAT",
+        help="json, console (colour) or auto: console on a terminal, else json "
+        "(default: the config's log_format, else auto)",
+    )
+    options.add_argument(
+        "--log-level",
+        choices=get_args(Settings.model_fields["log_level"].annotation),
+        default=default,
+        metavar="LEVEL",
+        help="debug, info, warning or error: the least severe lines logged "
+        "(default: the config's log_level, else info)",
+    )
 
 
 def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:

@@ -75,7 +75,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
 
     settings = load_settings(args.config)
-    configure_logging("error", "console")
+    # The virtual daemons log errors only, unless --log-level or --log-format asks for more.
+    configure_logging(args.log_level or "error", args.log_format or "console")
     try:
         policies = [Policy.parse(p) for p in (args.compare or [args.policy])]
         for policy in policies:

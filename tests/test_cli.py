@@ -1,0 +1,158 @@
+"""The command line as a person types it: global options on either side of the command, help, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpud.cli import build_parser, main
+
+TRACE = Path(__file__).parent / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
+GPUD = [sys.executable, "-m", "gpud"]
+
+
+def leaf_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command line that names a handler: ``("run",)``, ``("fans", "reset")`` ..."""
+    found = []
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for name, sub in action.choices.items():
+            found += [(*words, name)] if sub._subparsers is None else leaf_commands(sub, (*words, name))
+    return found
+
+
+LEAVES = leaf_commands(build_parser())
+
+
+@pytest.fixture
+def configs(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('[fans]\ncurve = "quiet"\n')
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[fans]\ncurve = 42\n")
+    return good, broken
+
+
+def test_every_command_is_found():
+    assert {"run", "status", "import", "replay", "record", "diagnose", "calibrate", "simulate"} <= {
+        leaf[0] for leaf in LEAVES
+    }
+    assert {("fans", "reset"), ("setup", "coolbits"), ("check-config",)} <= set(LEAVES)
+
+
+@pytest.mark.parametrize("words", LEAVES, ids=" ".join)
+def test_every_command_has_help_with_the_global_options(words, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*words, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: gpud {' '.join(words)} ")
+    for option in ("--config FILE", "--log-format FORMAT", "--log-level LEVEL"):
+        assert option in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{broken}", "replay", "{trace}"],
+        ["replay", "{trace}", "--config", "{broken}"],
+        ["--config", "{good}", "replay", "{trace}", "--config", "{broken}"],
+    ],
+    ids=["before", "after", "later-wins"],
+)
+def test_replay_reads_the_config_given_before_or_after_it(argv, configs, capsys):
+    good, broken = configs
+    argv = [a.format(good=good, broken=broken, trace=TRACE) for a in argv]
+    assert main(argv) == 2
+    assert str(broken) in capsys.readouterr().err
+
+
+def test_replay_takes_the_later_config_when_given_twice(configs, capsys):
+    good, broken = configs
+    assert main(["--config", str(broken), "replay", str(TRACE), "--config", str(good)]) == 0
+    assert "GPU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["--config", "{good}", "check-config"], "good"),
+        (["check-config", "--config", "{good}"], "good"),
+        (["--config", "{broken}", "check-config", "--config", "{good}"], "good"),
+        (["--config", "{good}", "check-config", "--config", "{other}"], "other"),
+    ],
+    ids=["before", "after", "later-wins", "later-wins-again"],
+)
+def test_check_config_reads_the_config_given_before_or_after_it(argv, shown, configs, tmp_path, capsys):
+    good, broken = configs
+    other = tmp_path / "other.toml"
+    other.write_text("interval_s = 2.0\n")
+    paths = {"good": good, "broken": broken, "other": other}
+    assert main([a.format(**paths) for a in argv]) == 0
+    assert capsys.readouterr().out.startswith(f"# {paths[shown]}: ok")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--log-level", "debug", "record", "-o", "t"], ("debug", None)),
+        (["record", "-o", "t", "--log-level", "debug", "--log-format", "json"], ("debug", "json")),
+        (["--log-level", "error", "fans", "reset", "--log-level", "debug"], ("debug", None)),
+        (["simulate"], (None, None)),
+    ],
+)
+def test_log_options_are_taken_on_either_side_the_later_winning(argv, expected):
+    args = build_parser().parse_args(argv)
+    assert (args.log_level, args.log_format) == expected
+
+
+def test_log_options_shape_the_settings_a_command_runs_with():
+    from gpud.commands.shared import flagged_settings
+
+    args = build_parser().parse_args(["record", "-o", "t", "--simulate", "--log-level", "warning"])
+    assert flagged_settings(args).log_level == "warning"
+
+
+def test_an_unknown_log_level_is_refused_as_usage(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["replay", str(TRACE), "--log-level", "loud"])
+    assert done.value.code == 2
+    assert "--log-level" in capsys.readouterr().err
+
+
+def gpud(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GPUD, *argv], capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_a_usage_error_is_exit_2_in_one_line():
+    done = gpud("diagnose", "--trace", str(TRACE), "--since", "soon")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["gpud: --since soon: expected a duration like 90s, 30m, 2h or 1d"]
+
+
+def test_a_broken_config_is_exit_2_naming_the_file_without_a_traceback(configs):
+    _, broken = configs
+    done = gpud("replay", str(TRACE), "--config", str(broken))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"gpud: invalid config file {broken}")
+    assert "Traceback" not in done.stderr
+
+
+def test_a_gpud_error_is_exit_1_in_one_line(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    done = gpud("replay", str(missing))
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("gpud: ") and str(missing) in line
+
+
+def test_no_driver_is_exit_1_with_the_simulate_hint():
+    done = gpud("setup", "coolbits")
+    if done.returncode == 0:
+        pytest.skip("an NVIDIA driver answers on this machine")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("gpud: cannot use NVML") and line.endswith("gpud setup coolbits --simulate")
