@@ -60,6 +60,80 @@ class FanReading:
     policy: FanPolicy | None = None
 
 
+class ProcessKind(StrEnum):
+    """Which of the driver's lists a process is on: CUDA contexts, graphics contexts, or both."""
+
+    COMPUTE = "compute"
+    GRAPHICS = "graphics"
+    BOTH = "compute+graphics"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A process with a context on a GPU: what the driver says of it, and what the host knows of it.
+
+    ``user`` is the account name, or ``None`` when the uid does not resolve here (a process in a
+    container with its own users): ``uid`` is then all there is. ``container``, ``unit``,
+    ``slurm_job`` and ``pod`` come from the process's cgroup (and environment, where readable).
+    """
+
+    pid: int
+    kind: ProcessKind = ProcessKind.COMPUTE
+    used_memory_bytes: int | None = None  # None: the driver does not say (Windows WDDM, some MIG setups)
+    sm_util_pct: float | None = None  # its share of SM time over the driver's last samples
+    user: str | None = None
+    uid: int | None = None
+    command: str | None = None
+    container: str | None = None
+    unit: str | None = None  # systemd unit (service or scope)
+    slurm_job: str | None = None
+    pod: str | None = None  # Kubernetes pod: its name where the environment says, else its UID
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryHealth:
+    """ECC state and the memory repairs behind it, as the driver counts them.
+
+    Each field is ``None`` where the card does not have it: GeForce cards have no ECC, row
+    remapping exists from Ampere data-centre cards on and replaced page retirement there. Volatile
+    counts start again at every driver load or GPU reset; aggregate ones live in the InfoROM.
+    """
+
+    ecc_enabled: bool | None = None
+    ecc_enabled_pending: bool | None = None  # what it will be after the next reboot
+    ecc_corrected_volatile: int | None = None
+    ecc_uncorrected_volatile: int | None = None
+    ecc_corrected_aggregate: int | None = None
+    ecc_uncorrected_aggregate: int | None = None
+    retired_pages_single_bit: int | None = None  # retired for repeated corrected errors
+    retired_pages_double_bit: int | None = None  # retired for an uncorrected error
+    retired_pages_pending: bool | None = None  # retirement waits for a driver reload or reset
+    remapped_rows_corrected: int | None = None
+    remapped_rows_uncorrected: int | None = None
+    row_remap_pending: bool | None = None  # a remap waits for a GPU reset
+    row_remap_failed: bool | None = None  # a remap has failed: no spare rows left
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    """One XID the driver reported; ``at`` is Unix time in seconds on the source's clock."""
+
+    xid: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class XidRecord:
+    """The XIDs of one GPU since gpud started watching: every one counted, the last few kept."""
+
+    counts: tuple[tuple[int, int], ...] = ()  # (xid, times), by xid
+    recent: tuple[XidEvent, ...] = ()  # oldest first
+
+    def count(self, xid: int) -> int:
+        """How many times ``xid`` was reported."""
+        return dict(self.counts).get(xid, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class GpuSample:
     """One GPU at one tick. ``up`` is False when the GPU could not be read at all."""
@@ -83,6 +157,11 @@ class GpuSample:
     pcie_rx_bytes_per_s: float | None = None
     pcie_link_gen: int | None = None
     pcie_link_width: int | None = None
+    # Health and users: read less often than the rest, carried between reads. None: not known
+    # (not read yet, or the driver does not report it); the XIDs of a down GPU are still given.
+    memory_health: MemoryHealth | None = None
+    xids: XidRecord | None = None
+    processes: tuple[GpuProcess, ...] | None = None
 
     @property
     def mean_fan_pct(self) -> float | None:

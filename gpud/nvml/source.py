@@ -13,6 +13,11 @@ event (power limit, PCIe link generation and width, who controls each fan) and w
 dashboards (graphics and memory clocks, memory used, P-state, energy, PCIe throughput as the rate
 over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between: 8 driver calls a tick
 instead of 17 for a two-fan GPU, for values a few seconds old at worst.
+
+Health and users ride along: memory health (ECC, retired pages, remapped rows) is read with the
+slow facts (:mod:`gpud.nvml.health`); XIDs arrive on the event thread (:mod:`gpud.nvml.events`) and
+each tick takes what it counted, for down GPUs too; each GPU's processes are listed on a thread of
+their own (:mod:`gpud.nvml.processes`) and the tick takes the latest list.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ import structlog
 from gpud.callguard import CallGuard
 from gpud.errors import GpuLost, NvmlUnavailable
 from gpud.nvml.calls import DRIVER_GONE, NvmlCalls
+from gpud.nvml.events import XidWatcher
+from gpud.nvml.health import read_memory_health
 from gpud.nvml.library import close_nvml, open_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
-from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+from gpud.nvml.processes import GpuProcessReader, ProcessWatcher
+from gpud.processes import HostProcesses, ProcfsHost
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, MemoryHealth, Snapshot
 
 log = structlog.get_logger("gpud.nvml")
 
@@ -68,6 +77,15 @@ class _SlowFacts:
     pcie_rates: tuple[float | None, float | None]  # TX, RX bytes/s
 
 
+@dataclass(frozen=True, slots=True)
+class _MemoryRead:
+    """A GPU's memory health, the tick it was read at, and the GPU's event count then."""
+
+    read_at: int
+    events: int
+    health: MemoryHealth | None
+
+
 class NvmlSource:
     """A :class:`gpud.source.TelemetrySource` over an initialised NVML (real or simulated)."""
 
@@ -77,8 +95,14 @@ class NvmlSource:
         pcie_interval_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         guard: CallGuard | None = None,
+        process_interval_s: float | None = 5.0,
+        host: HostProcesses | None = None,
     ) -> None:
-        """``guard``: how per-GPU reads are kept from hanging the tick (default: run inline)."""
+        """``guard``: how per-GPU reads are kept from hanging the tick (default: run inline).
+
+        ``process_interval_s``: how often each GPU's processes are listed (``None``: never);
+        ``host`` describes their pids (default: this host's ``/proc``).
+        """
         self._calls = NvmlCalls()
         self._clock = clock
         self._guard = guard or CallGuard(None)
@@ -87,6 +111,7 @@ class NvmlSource:
         self._reopen_at = 0.0
         self._ticks = 0
         self._slow: dict[int, _SlowFacts] = {}
+        self._memory: dict[int, _MemoryRead] = {}
         self._nvml_gone = False  # a re-initialisation of NVML failed, said once
         self._counter_rates = PcieCounterRates()
         settled = self._calls.settled
@@ -105,6 +130,18 @@ class NvmlSource:
         if polled:
             self._poller = PcieThroughputPoller(polled, self._read_pcie_throughput, pcie_interval_s)
             self._poller.start()
+        self._xids = XidWatcher(lambda: list(self._handles), self._clock, self._calls.errors)
+        self._xids.start()
+        self._processes: ProcessWatcher | None = None
+        if process_interval_s is not None:
+            reader = GpuProcessReader(self._calls)
+            self._processes = ProcessWatcher(
+                self._readable,
+                lambda index: reader.read(index, self._handles[index]),
+                host or ProcfsHost(),
+                process_interval_s,
+            )
+            self._processes.start()
 
     @property
     def guard(self) -> CallGuard:
@@ -126,10 +163,18 @@ class NvmlSource:
         return self._calls.errors
 
     def close(self) -> None:
-        """Stop the PCIe poller and shut NVML down."""
+        """Stop the helper threads and shut NVML down."""
         if self._poller is not None:
             self._poller.stop()
+        if self._processes is not None:
+            self._processes.stop()
+        self._xids.stop()
         close_nvml()
+
+    def _readable(self) -> list[int]:
+        """GPUs open and answering: whose processes the process thread lists."""
+        down, hung = set(self._down), self._guard.hung
+        return [i for i, h in enumerate(self._handles) if h is not None and i not in down and i not in hung]
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -226,8 +271,9 @@ class NvmlSource:
                 if self._down.pop(index, None) is not None:
                     log.info("gpu back", gpu=index)
                 continue
-            samples.append(GpuSample(index=index, up=False))
+            samples.append(GpuSample(index=index, up=False, xids=self._xids.record(index)))
             self._slow.pop(index, None)  # read afresh when it is back
+            self._memory.pop(index, None)
             if index not in self._down:
                 log.error("gpu down", gpu=index, reason=str(result))
             self._down[index] = result
@@ -286,6 +332,7 @@ class NvmlSource:
         if slow is None or self._ticks - slow.read_at >= SLOW_EVERY:
             slow = self._slow[index] = self._slow_facts(index, h)
         speeds = self._fan_speeds(index, h)
+        memory = self._memory_health(index, h)
         return GpuSample(
             index=index,
             temperature_c=self._temperature(index, h),
@@ -314,6 +361,9 @@ class NvmlSource:
             pcie_rx_bytes_per_s=slow.pcie_rates[1],
             pcie_link_gen=slow.pcie_link_gen,
             pcie_link_width=slow.pcie_link_width,
+            memory_health=memory,
+            xids=self._xids.record(index),
+            processes=self._processes.latest(index) if self._processes is not None else None,
         )
 
     def _slow_facts(self, index: int, h: Any) -> _SlowFacts:
@@ -362,6 +412,16 @@ class NvmlSource:
             fan_policies=policies,
             pcie_rates=self._pcie_rates(index, h),
         )
+
+    def _memory_health(self, index: int, h: Any) -> MemoryHealth | None:
+        """Read with the slow facts, and at once after an XID or ECC event on the GPU."""
+        events = self._xids.activity(index)
+        last = self._memory.get(index)
+        if last is None or self._ticks - last.read_at >= SLOW_EVERY or events != last.events:
+            last = self._memory[index] = _MemoryRead(
+                self._ticks, events, read_memory_health(self._calls, index, h)
+            )
+        return last.health
 
     def _temperature(self, index: int, h: Any) -> float | None:
         value = self._calls.get(

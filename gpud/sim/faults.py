@@ -22,6 +22,25 @@ decides (a hang delays the call, then the next fault is looked at):
     matching calls block for ``seconds`` (default 5) of *real* time before answering.
 ``stuck-fan[:gpu=N][,fan=N][,at=S]``
     fan commands still succeed, but the fan stops turning (a seized bearing, a cable in the blades).
+``xid:gpu=N,code=N[,at=S]``
+    the driver reports XID ``code`` on the GPU (an NVML critical-XID event; one per fault, so two
+    faults are two events). XID 79 ("fell off the bus") also does what it does on real hardware:
+    from then on the GPU is lost, as with ``lost`` (every call about it answers ``GpuIsLost``,
+    its board runs the fans on their own schedule), until the end of the run.
+``ecc:gpu=N,kind=corrected|uncorrected[,count=N][,at=S]``
+    ``count`` (default 1) memory errors, added to the volatile and aggregate ECC counts, with the
+    driver's single- or double-bit ECC event. The XID a driver logs with them depends on the GPU
+    and on containment (48, 94, 95): give it as an ``xid`` fault.
+``remap:gpu=N[,at=S][,failed=1]``
+    a bad memory row marked for remapping: the remap is pending (and counted as remapped for an
+    uncorrectable error) until the GPU is reset (:meth:`gpud.sim.thermal.Card.reset`), and the
+    driver reports XID 63 as real ones do; ``failed=1``: the remap failed instead (no spare rows
+    left), with XID 64.
+
+A card model without ECC memory (the simulated GeForce cards) answers every ECC and remapping
+call NotSupported, as real GeForce cards do, unless an ``ecc`` or ``remap`` fault names it: then it
+has ECC memory (and, for ``remap``, row remapping) from the start of the run, like its
+data-centre counterpart, so the errors have somewhere to be counted.
 
 Error names: NotSupported, NoPermission, Unknown, Timeout, GpuIsLost, LibRmVersionMismatch.
 """
@@ -38,6 +57,7 @@ from typing import Any
 import pynvml as N
 
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary, gpu_index
+from gpud.sim.thermal import Card
 
 ERRORS = {
     "NotSupported": N.NVML_ERROR_NOT_SUPPORTED,
@@ -57,7 +77,14 @@ _KEYS = {
     "mismatch": {"at", "for"},
     "hang": {"call", "gpu", "at", "for", "seconds"},
     "stuck-fan": {"gpu", "fan", "at"},
+    "xid": {"gpu", "code", "at"},
+    "ecc": {"gpu", "kind", "count", "at"},
+    "remap": {"gpu", "at", "failed"},
 }
+FALLS_OFF_THE_BUS = 79  # the XID after which a GPU is lost
+REMAP_RECORDED_XID, REMAP_FAILED_XID = 63, 64
+_NEEDS_GPU = {"xid", "ecc", "remap"}
+ECC_KINDS = ("corrected", "uncorrected")
 
 
 class FaultSpecError(ValueError):
@@ -77,6 +104,14 @@ class Fault:
     errors: tuple[str, ...] = PASSING
     rate: float = 1.0
     hang_s: float = 5.0
+    code: int = 0  # xid: the XID reported
+    count: int = 1  # ecc: errors added
+    uncorrected: bool = True  # ecc: which count they go to
+    failed: bool = False  # remap: the remap failed rather than waiting for a reset
+
+    def loses_gpu(self) -> bool:
+        """Whether the GPU stops answering while this fault is active."""
+        return self.kind == "lost" or (self.kind == "xid" and self.code == FALLS_OFF_THE_BUS)
 
     def active(self, now_s: float) -> bool:
         """Whether the fault's window covers simulated time ``now_s``."""
@@ -164,7 +199,35 @@ def _fault(item: str, kind: str, options: dict[str, str]) -> Fault:
         return replace(fault, errors=_error_names(item, options["error"]))
     if kind == "hang" and "call" not in options:
         raise FaultSpecError(f"fault {item!r}: needs call=GLOB")
+    if kind in _NEEDS_GPU:
+        return _memory_or_xid(item, kind, options, fault)
     return fault
+
+
+def _memory_or_xid(item: str, kind: str, options: dict[str, str], fault: Fault) -> Fault:
+    """The options of ``xid``, ``ecc`` and ``remap``: each happens once, at ``at``, on one GPU."""
+    if "gpu" not in options:
+        raise FaultSpecError(f"fault {item!r}: needs gpu=N")
+    if "for" in options:
+        raise FaultSpecError(f"fault {item!r}: happens once, at=S; for= does not apply")
+    if kind == "xid":
+        if "code" not in options:
+            raise FaultSpecError(f"fault {item!r}: needs code=N (the XID)")
+        code = _number(item, options, "code", 0)
+        if code != int(code) or not 0 < code < 2**31:
+            raise FaultSpecError(f"fault {item!r}: code is an XID number, such as 79")
+        return replace(fault, code=int(code))
+    if kind == "ecc":
+        if options.get("kind") not in ECC_KINDS:
+            raise FaultSpecError(f"fault {item!r}: needs kind=corrected or kind=uncorrected")
+        count = _number(item, options, "count", 1)
+        if count != int(count) or count < 1:
+            raise FaultSpecError(f"fault {item!r}: count is a whole number of errors, 1 or more")
+        return replace(fault, count=int(count), uncorrected=options["kind"] == "uncorrected")
+    failed = options.get("failed", "0")
+    if failed not in ("0", "1"):
+        raise FaultSpecError(f"fault {item!r}: failed is 0 or 1")
+    return replace(fault, failed=failed == "1")
 
 
 class FaultyNvmlLibrary:
@@ -182,6 +245,23 @@ class FaultyNvmlLibrary:
         self._random = random.Random(seed)
         self._applied: set[int] = set()  # faults whose one-off effect (fans to auto, a fan seized) is done
         self._sleep: Callable[[float], None] = time.sleep
+        self._fit_memory()
+
+    def _fit_memory(self) -> None:
+        """Cards that memory faults name get the ECC memory (and row remapping) the faults need."""
+        cards = self.library.machine.cards
+        for fault in self.faults:
+            if fault.kind not in _NEEDS_GPU:
+                continue
+            if fault.gpu is None or fault.gpu >= len(cards):
+                raise FaultSpecError(
+                    f"fault {fault.kind}:gpu={fault.gpu}: the simulated machine has GPUs 0-{len(cards) - 1}"
+                )
+            memory = cards[fault.gpu].memory
+            if fault.kind in ("ecc", "remap"):
+                memory.ecc = True
+            if fault.kind == "remap":
+                memory.row_remapping = True
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(self.library, name)
@@ -213,7 +293,7 @@ class FaultyNvmlLibrary:
         if fault.kind == "hang":
             self._sleep(fault.hang_s)
             return None
-        if fault.kind == "lost":
+        if fault.loses_gpu():
             return self._inject("GpuIsLost") if gpu is not None else None
         if fault.kind == "mismatch":
             return self._inject("LibRmVersionMismatch")
@@ -229,10 +309,14 @@ class FaultyNvmlLibrary:
 
     def _first_effect(self, number: int, fault: Fault) -> None:
         """What a fault does to the cards once, when its window opens."""
-        if number in self._applied or fault.kind not in ("lost", "mismatch", "stuck-fan"):
+        if number in self._applied or fault.kind not in ("lost", "mismatch", "stuck-fan", *_NEEDS_GPU):
             return
         self._applied.add(number)
         cards = self.library.machine.cards
+        if fault.kind in _NEEDS_GPU:
+            self._memory_or_xid_effect(fault, cards[fault.gpu or 0])
+            if not fault.loses_gpu():
+                return
         chosen = [cards[fault.gpu]] if fault.gpu is not None and fault.gpu < len(cards) else cards
         for card in chosen:
             for index, fan in enumerate(card.fans):
@@ -240,6 +324,19 @@ class FaultyNvmlLibrary:
                     fan.blocked = fan.blocked or fault.fan in (None, index)
                 else:  # a GPU reset or a driver reload: the board's own schedule
                     fan.manual_target_pct = None
+
+    def _memory_or_xid_effect(self, fault: Fault, card: Card) -> None:
+        if fault.kind == "xid":
+            self.library.raise_xid(fault.gpu or 0, fault.code)
+        elif fault.kind == "ecc":
+            card.memory.add_errors(fault.uncorrected, fault.count)
+            event = (
+                N.nvmlEventTypeDoubleBitEccError if fault.uncorrected else N.nvmlEventTypeSingleBitEccError
+            )
+            self.library.raise_event(fault.gpu or 0, event)
+        else:
+            card.memory.mark_row_for_remap(fault.failed)
+            self.library.raise_xid(fault.gpu or 0, REMAP_FAILED_XID if fault.failed else REMAP_RECORDED_XID)
 
 
 def _gpu_of(call: str, args: tuple[Any, ...]) -> int | None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import pynvml as N
 
+from gpud.sim.jobs import SimulatedJobs
 from gpud.sim.thermal import REASON_GPU_IDLE, Card, Fan, ThermalMachine
 
 SUCCESS = N.NVML_SUCCESS
@@ -27,6 +29,14 @@ NOT_SUPPORTED = N.NVML_ERROR_NOT_SUPPORTED
 INVALID_ARGUMENT = N.NVML_ERROR_INVALID_ARGUMENT
 NO_PERMISSION = N.NVML_ERROR_NO_PERMISSION
 FUNCTION_NOT_FOUND = N.NVML_ERROR_FUNCTION_NOT_FOUND
+INSUFFICIENT_SIZE = N.NVML_ERROR_INSUFFICIENT_SIZE
+TIMEOUT = N.NVML_ERROR_TIMEOUT
+NOT_FOUND = N.NVML_ERROR_NOT_FOUND
+NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId of a GPU not in MIG mode
+DRIVER_RESERVED_BYTES = 512 * 1024**2  # device memory in use with no process on the GPU
+# Event types every simulated card reports; cards with ECC memory add the ECC ones.
+BASE_EVENT_TYPES = N.nvmlEventTypePState | N.nvmlEventTypeXidCriticalError | N.nvmlEventTypeClock
+ECC_EVENT_TYPES = N.nvmlEventTypeSingleBitEccError | N.nvmlEventTypeDoubleBitEccError
 
 SIM_STEP_S = 0.1
 PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (NVML.md §7)
@@ -85,6 +95,11 @@ class SimulatedNvmlLibrary:
         self._pcie_window_s = pcie_sample_window_s
         self._step_s = step_s
         self._lock = threading.Lock()
+        self.jobs = SimulatedJobs(len(machine.cards))
+        self._events = threading.Condition()
+        self._event_sets: dict[int, dict[int, int]] = {}  # event set → {gpu: event types registered}
+        self._event_queues: dict[int, deque[tuple[int, int, int]]] = {}  # set → (gpu, type, data)
+        self._next_event_set = 1
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -180,12 +195,221 @@ class SimulatedNvmlLibrary:
     def nvmlDeviceGetMigMode(self, handle: Any, current: Any, pending: Any) -> int:
         return NOT_SUPPORTED  # no MIG on these cards
 
-    def _no_processes(self, handle: Any, count: Any, infos: Any) -> int:
-        """The running-process lists (asked for by other NVML tools, such as nvitop): empty."""
-        return _set(count, 0)
+    # -- running processes --------------------------------------------------------------------
 
-    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses_v3 = _no_processes
-    nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses = _no_processes
+    def _running_processes(self, handle: Any, count: Any, infos: Any, graphics: bool) -> int:
+        """The running-process lists: a size query first (``infos`` NULL), then the filled array.
+
+        Like the driver: SUCCESS with count 0 when nothing runs, INSUFFICIENT_SIZE with the count
+        needed when the array is missing or short. The struct is whatever the caller passed
+        (v1 has only pid and memory; v2/v3 add the MIG instance ids).
+        """
+
+        def fill(card: Card) -> int:
+            index = gpu_index(handle)
+            processes = [p for p in self.jobs.on_gpu(index, card) if p.graphics == graphics]
+            if infos is None or count._obj.value < len(processes):
+                count._obj.value = len(processes)
+                return INSUFFICIENT_SIZE if processes else SUCCESS
+            for slot, process in enumerate(processes):
+                infos[slot].pid = process.pid
+                infos[slot].usedGpuMemory = process.used_memory_bytes
+                if hasattr(infos[slot], "gpuInstanceId"):
+                    infos[slot].gpuInstanceId = infos[slot].computeInstanceId = NO_INSTANCE
+            count._obj.value = len(processes)
+            return SUCCESS
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:
+        return self._running_processes(handle, count, infos, graphics=False)
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:
+        return self._running_processes(handle, count, infos, graphics=True)
+
+    nvmlDeviceGetComputeRunningProcesses_v2 = nvmlDeviceGetComputeRunningProcesses = (
+        nvmlDeviceGetComputeRunningProcesses_v3
+    )
+    nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses = (
+        nvmlDeviceGetGraphicsRunningProcesses_v3
+    )
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, samples: Any, count: Any, last_seen: Any) -> int:
+        """Per-process SM and memory use sampled after ``last_seen`` (µs); NOT_FOUND when there is none."""
+
+        def fill(card: Card) -> int:
+            now_us = int(self.unix_time() * 1e6)
+            if now_us <= last_seen.value:
+                return NOT_FOUND
+            processes = [p for p in self.jobs.on_gpu(gpu_index(handle), card) if not p.graphics]
+            if not processes:
+                return NOT_FOUND
+            if samples is None or count._obj.value < len(processes):
+                count._obj.value = len(processes)
+                return INSUFFICIENT_SIZE
+            for slot, process in enumerate(processes):
+                sample = samples[slot]
+                sample.pid, sample.timeStamp = process.pid, now_us
+                sample.smUtil, sample.memUtil = round(card.util_avg * 100), round(card.util_avg * 55)
+                sample.encUtil = sample.decUtil = 0
+            count._obj.value = len(processes)
+            return SUCCESS
+
+        return self._fill(handle, fill)
+
+    # -- memory health ----------------------------------------------------------------------------
+
+    def nvmlDeviceGetEccMode(self, handle: Any, current: Any, pending: Any) -> int:
+        def fill(card: Card) -> int:
+            if not card.memory.ecc:
+                return NOT_SUPPORTED
+            _set(current, N.NVML_FEATURE_ENABLED)
+            return _set(pending, N.NVML_FEATURE_ENABLED)
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: Any, counter_type: Any, out: Any) -> int:
+        def fill(card: Card) -> int:
+            if not card.memory.ecc:
+                return NOT_SUPPORTED
+            counts = {N.NVML_VOLATILE_ECC: card.memory.volatile, N.NVML_AGGREGATE_ECC: card.memory.aggregate}
+            pair = counts.get(counter_type.value)
+            if pair is None or error_type.value not in (0, 1):
+                return INVALID_ARGUMENT
+            return _set(out, pair[error_type.value])
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceGetMemoryErrorCounter(
+        self, handle: Any, error_type: Any, counter_type: Any, location: Any, out: Any
+    ) -> int:
+        """The same counts by where in the GPU they happened: all of them in device memory (DRAM)."""
+        if location.value != N.NVML_MEMORY_LOCATION_DRAM:
+            return self._fill(handle, lambda card: _set(out, 0) if card.memory.ecc else NOT_SUPPORTED)
+        return self.nvmlDeviceGetTotalEccErrors(handle, error_type, counter_type, out)
+
+    def _retired_pages(self, handle: Any, cause: Any, count: Any, addresses: Any, times: Any) -> int:
+        def fill(card: Card) -> int:
+            if not card.memory.page_retirement:
+                return NOT_SUPPORTED
+            if cause.value not in (0, 1):
+                return INVALID_ARGUMENT
+            pages = card.memory.retired_pages[cause.value]
+            if addresses is None or count._obj.value < pages:
+                count._obj.value = pages
+                return INSUFFICIENT_SIZE if pages else SUCCESS
+            for slot in range(pages):
+                addresses[slot] = (cause.value << 40) | (0x1000 * (slot + 1))
+                if times is not None:
+                    times[slot] = int(self._epoch)
+            count._obj.value = pages
+            return SUCCESS
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceGetRetiredPages(self, handle: Any, cause: Any, count: Any, addresses: Any) -> int:
+        return self._retired_pages(handle, cause, count, addresses, None)
+
+    def nvmlDeviceGetRetiredPages_v2(
+        self, handle: Any, cause: Any, count: Any, addresses: Any, times: Any = None
+    ) -> int:
+        return self._retired_pages(handle, cause, count, addresses, times)
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: Any, out: Any) -> int:
+        def fill(card: Card) -> int:
+            if not card.memory.page_retirement:
+                return NOT_SUPPORTED
+            return _set(out, N.NVML_FEATURE_ENABLED if card.memory.retired_pages_pending else 0)
+
+        return self._fill(handle, fill)
+
+    def nvmlDeviceGetRemappedRows(
+        self, handle: Any, corrected: Any, uncorrected: Any, pending: Any, failed: Any
+    ) -> int:
+        def fill(card: Card) -> int:
+            memory = card.memory
+            if not memory.row_remapping:
+                return NOT_SUPPORTED
+            _set(corrected, memory.remapped_rows[0])
+            _set(uncorrected, memory.remapped_rows[1])
+            _set(pending, int(memory.remap_pending))
+            return _set(failed, int(memory.remap_failed))
+
+        return self._fill(handle, fill)
+
+    # -- events (XIDs) ----------------------------------------------------------------------------
+
+    def raise_event(self, gpu: int, event_type: int, data: int = 0) -> None:
+        """The driver side of an event on GPU ``gpu``: delivered to every event set registered for its type."""
+        with self._events:
+            for event_set, registered in self._event_sets.items():
+                if registered.get(gpu, 0) & event_type:
+                    self._event_queues[event_set].append((gpu, event_type, data))
+            self._events.notify_all()
+
+    def raise_xid(self, gpu: int, xid: int) -> None:
+        """XID ``xid`` on GPU ``gpu``, as a critical-XID event."""
+        self.raise_event(gpu, N.nvmlEventTypeXidCriticalError, xid)
+
+    def nvmlEventSetCreate(self, event_set: Any) -> int:
+        with self._events:
+            number = self._next_event_set
+            self._next_event_set += 1
+            self._event_sets[number] = {}
+            self._event_queues[number] = deque()
+        ctypes.cast(ctypes.byref(event_set._obj), ctypes.POINTER(ctypes.c_void_p))[0] = number
+        return SUCCESS
+
+    def nvmlEventSetFree(self, event_set: Any) -> int:
+        number = ctypes.cast(event_set, ctypes.c_void_p).value or 0
+        with self._events:
+            if self._event_sets.pop(number, None) is None:
+                return INVALID_ARGUMENT
+            self._event_queues.pop(number)
+            self._events.notify_all()
+        return SUCCESS
+
+    def nvmlDeviceGetSupportedEventTypes(self, handle: Any, out: Any) -> int:
+        return self._read(handle, lambda c: BASE_EVENT_TYPES | (ECC_EVENT_TYPES if c.memory.ecc else 0), out)
+
+    def nvmlDeviceRegisterEvents(self, handle: Any, types: Any, event_set: Any) -> int:
+        """Events from now on: the driver keeps nothing from before registration."""
+        number = ctypes.cast(event_set, ctypes.c_void_p).value or 0
+        gpu = gpu_index(handle)
+
+        def fill(card: Card) -> int:
+            supported = BASE_EVENT_TYPES | (ECC_EVENT_TYPES if card.memory.ecc else 0)
+            if types.value & ~supported:
+                return NOT_SUPPORTED
+            with self._events:
+                if number not in self._event_sets:
+                    return INVALID_ARGUMENT
+                self._event_sets[number][gpu] = self._event_sets[number].get(gpu, 0) | types.value
+            return SUCCESS
+
+        return self._fill(handle, fill)
+
+    def nvmlEventSetWait_v2(self, event_set: Any, data: Any, timeout_ms: Any) -> int:
+        """The next event, waiting up to ``timeout_ms`` of real time for one; TIMEOUT when none came."""
+        number = ctypes.cast(event_set, ctypes.c_void_p).value or 0
+        deadline = time.monotonic() + timeout_ms.value / 1000.0
+        with self._events:
+            while True:
+                queue = self._event_queues.get(number)
+                if queue is None:
+                    return INVALID_ARGUMENT
+                if queue:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return TIMEOUT
+                self._events.wait(left)
+            gpu, event_type, event_data = queue.popleft()
+        event = data._obj
+        event.device = ctypes.cast(ctypes.c_void_p(gpu + 1), N.c_nvmlDevice_t)
+        event.eventType, event.eventData = event_type, event_data
+        event.gpuInstanceId = event.computeInstanceId = NO_INSTANCE
+        return SUCCESS
 
     # -- thermals, clocks, power --------------------------------------------------------------
 
@@ -260,7 +484,8 @@ class SimulatedNvmlLibrary:
     def nvmlDeviceGetMemoryInfo_v2(self, handle: Any, mem: Any) -> int:
         def fill(card: Card) -> int:
             total = card.spec.memory_total_bytes
-            used = int(total * 0.82) if self.machine.time_s > 5 else 512 * 1024**2
+            jobs = sum(p.used_memory_bytes for p in self.jobs.on_gpu(gpu_index(handle), card))
+            used = DRIVER_RESERVED_BYTES + jobs
             mem._obj.total, mem._obj.used, mem._obj.free = total, used, total - used
             if hasattr(mem._obj, "reserved"):  # v2 only
                 mem._obj.reserved = 0

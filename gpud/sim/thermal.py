@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from gpud.decide.curves import FanCurve
 from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
+from gpud.sim.memory import MemoryState
 from gpud.sim.workload import TrainingLoad, Workload
 from gpud.telemetry import Cooling
 
@@ -56,6 +57,8 @@ class CardSpec:
     pcie_width_max: int = 16
     pcie_rx_busy_bytes_per_s: float = 2.4e9
     pcie_tx_busy_bytes_per_s: float = 0.6e9
+    ecc_memory: bool = False  # GeForce cards have none
+    row_remapping: bool = False  # Ampere and newer data-centre cards
 
     def in_slot(self, ambient_c: float, coupling_k_per_w: dict[int, float]) -> GpuThermalParams:
         """This card's thermal model in a slot with ``ambient_c`` case air and these neighbours."""
@@ -94,6 +97,8 @@ PASSIVE_CARD = CardSpec(
     max_operating_c=85.0,
     memory_total_bytes=80 * 1024**3,
     pcie_gen_max=5,
+    ecc_memory=True,
+    row_remapping=True,
 )
 
 # The stock automatic fan schedule, tuned for games: lazy until the card is already hot.
@@ -157,6 +162,7 @@ class Card:
     pcie_width: int | None = None  # a link stuck narrower than the card's (None: full width)
     reasons: int = REASON_GPU_IDLE
     totals: CardTotals = field(default_factory=CardTotals)
+    memory: MemoryState = field(default_factory=MemoryState)
 
     def fan_target_pct(self, fan: Fan) -> float:
         """Where ``fan`` is heading: its manual target, else the stock schedule."""
@@ -170,6 +176,12 @@ class Card:
     def mean_fan_pct(self) -> float:
         """Average speed of the card's fans in % (0 for a passive card)."""
         return sum(f.speed_pct for f in self.fans) / len(self.fans) if self.fans else 0.0
+
+    def reset(self) -> None:
+        """A GPU reset: the board takes its fans back, pending memory repairs take effect."""
+        for fan in self.fans:
+            fan.manual_target_pct = None
+        self.memory.reset()
 
 
 @dataclass(slots=True)
@@ -270,4 +282,5 @@ def new_card(
         fans=fans,
         slowdown_c=slowdown_c if slowdown_c is not None else spec.slowdown_c,
         power_avg_w=spec.power_idle_w,
+        memory=MemoryState(ecc=spec.ecc_memory, row_remapping=spec.row_remapping),
     )

@@ -1,0 +1,228 @@
+"""XID errors as they happen: NVML's critical-XID events, waited for on a thread of their own.
+
+``nvmlEventSetCreate``, then ``nvmlDeviceRegisterEvents`` with ``nvmlEventTypeXidCriticalError``
+for every GPU that supports it, then ``nvmlEventSetWait_v2`` with a timeout, in a loop: the wait
+blocks in the driver (ctypes lets go of the GIL meanwhile), so it has its own thread and the
+control loop never waits for it. The tick only reads what the thread counted (:meth:`XidWatcher.record`).
+
+Every XID is counted, identical repeats too, and kept with its time among the last
+``RECENT_KEPT`` of its GPU; each is logged with its meaning and what to do (a storm of one XID on
+one GPU is logged once per ``LOG_EVERY_S``, with how many came meanwhile). A driver without event
+support (Windows, WSL, old drivers) is said once and the thread ends; a wait that fails (the
+driver reloaded, the event set broken) frees the set and starts again after ``RETRY_S``.
+Events from before registration are not delivered by the driver: gpud counts XIDs since it started.
+
+Where a card reports them, its single- and double-bit ECC events are registered too: they count
+nothing themselves, but tell the source to read that GPU's memory health at the next tick instead
+of waiting for the slow facts (:meth:`XidWatcher.activity`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pynvml as N
+import structlog
+
+from gpud.health.severity import Severity
+from gpud.health.xid import describe
+from gpud.nvml.calls import error_name
+from gpud.telemetry import XidEvent, XidRecord
+
+log = structlog.get_logger("gpud.xid")
+
+WAIT_MS = 500  # each wait's timeout: how soon the thread notices it should stop
+RETRY_S = 5.0
+RECENT_KEPT = 16  # XIDs kept with their times, per GPU
+LOG_EVERY_S = 10.0
+XID_EVENT = N.nvmlEventTypeXidCriticalError
+MEMORY_EVENTS = N.nvmlEventTypeSingleBitEccError | N.nvmlEventTypeDoubleBitEccError
+_NO_EVENTS = {N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND}
+
+
+def _address(handle: Any) -> int:
+    """A device handle's pointer value: how an event's device is matched to a GPU index."""
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
+class XidWatcher:
+    """The event thread, and every XID it has seen per GPU.
+
+    ``handles()`` gives the GPUs' device handles (``None`` for one not opened) each time the event
+    set is built; ``clock()`` stamps each XID (Unix seconds, the source's clock); wait errors are
+    counted in ``errors`` like every other NVML error.
+    """
+
+    def __init__(
+        self,
+        handles: Callable[[], Sequence[Any | None]],
+        clock: Callable[[], float],
+        errors: Counter[tuple[str, str]],
+        wait_ms: int = WAIT_MS,
+        retry_s: float = RETRY_S,
+    ) -> None:
+        self._handles = handles
+        self._clock = clock
+        self._errors = errors
+        self._wait_ms = wait_ms
+        self._retry_s = retry_s
+        self._lock = threading.Lock()
+        self._counts: dict[int, Counter[int]] = {}
+        self._recent: dict[int, deque[XidEvent]] = {}
+        self._watching: frozenset[int] = frozenset()
+        self._activity: Counter[int] = Counter()  # events of any kind, per GPU
+        self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
+        self._said: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpud-xid-events", daemon=True)
+
+    def start(self) -> None:
+        """Start listening in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; returns within one wait."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * self._wait_ms / 1000 + 1.0)
+
+    @property
+    def watching(self) -> frozenset[int]:
+        """The GPUs whose XIDs are being received."""
+        return self._watching
+
+    def activity(self, gpu: int) -> int:
+        """How many events (XIDs and ECC errors) ``gpu`` has had: a change means its memory health changed."""
+        return self._activity[gpu]
+
+    def record(self, gpu: int) -> XidRecord | None:
+        """The XIDs of ``gpu`` so far; ``None`` when its XIDs are not watched (no series, not zero)."""
+        with self._lock:
+            counts = self._counts.get(gpu)
+            if gpu not in self._watching and counts is None:
+                return None
+            return XidRecord(
+                counts=tuple(sorted((counts or {}).items())), recent=tuple(self._recent.get(gpu, ()))
+            )
+
+    # -- the thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            opened = self._open()
+            if opened is None:
+                if "unsupported" in self._said:
+                    return
+            else:
+                event_set, index_of = opened
+                try:
+                    self._listen(event_set, index_of)
+                finally:
+                    _free(event_set)
+            self._stop.wait(self._retry_s)
+
+    def _say_once(self, key: str, message: str, **fields: Any) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, **fields)
+
+    def _open(self) -> tuple[Any, dict[int, int]] | None:
+        """A new event set with every GPU that can be registered, and how its handles map to indices."""
+        try:
+            event_set = N.nvmlEventSetCreate()
+        except N.NVMLError as error:
+            self._errors[("nvmlEventSetCreate", error_name(error))] += 1
+            if error.value in _NO_EVENTS:
+                self._say_once(
+                    "unsupported",
+                    "this driver has no NVML events: XID errors are not counted",
+                    error=error_name(error),
+                )
+            else:
+                self._say_once(
+                    "create",
+                    "cannot create an NVML event set; trying again every few seconds",
+                    error=error_name(error),
+                )
+            return None
+        index_of, refused, watching = {}, [], set()
+        for index, handle in enumerate(self._handles()):
+            if handle is None:
+                continue
+            try:
+                wanted = N.nvmlDeviceGetSupportedEventTypes(handle) & (XID_EVENT | MEMORY_EVENTS)
+                if wanted:
+                    N.nvmlDeviceRegisterEvents(handle, wanted, event_set)
+            except N.NVMLError as error:
+                if error.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
+                    _free(event_set)
+                    return None
+                wanted = 0
+            if wanted & XID_EVENT:
+                watching.add(index)
+            else:
+                refused.append(index)
+            if wanted:
+                index_of[_address(handle)] = index
+        if refused:
+            self._say_once(f"refused {refused}", "these GPUs report no XID events", gpus=refused)
+        if not index_of:
+            _free(event_set)
+            if refused:
+                self._said.add("unsupported")
+            return None
+        self._watching = frozenset(watching)
+        log.info("watching for xid errors", gpus=sorted(self._watching))
+        return event_set, index_of
+
+    def _listen(self, event_set: Any, index_of: dict[int, int]) -> None:
+        """Wait for events until stopped or until the driver fails the wait."""
+        while not self._stop.is_set():
+            try:
+                data = N.nvmlEventSetWait_v2(event_set, self._wait_ms)
+            except N.NVMLError_Timeout:
+                continue
+            except N.NVMLError as error:
+                self._errors[("nvmlEventSetWait_v2", error_name(error))] += 1
+                log.warning(
+                    "waiting for xid events failed; listening again in a few seconds", error=error_name(error)
+                )
+                return
+            index = index_of.get(_address(data.device))
+            if index is None:
+                continue
+            if data.eventType & XID_EVENT:
+                self._add(index, int(data.eventData))
+            self._activity[index] += 1
+
+    def _add(self, gpu: int, xid: int) -> None:
+        now = self._clock()
+        with self._lock:
+            self._counts.setdefault(gpu, Counter())[xid] += 1
+            self._recent.setdefault(gpu, deque(maxlen=RECENT_KEPT)).append(XidEvent(xid, now))
+        logged_at, held = self._logged.get((gpu, xid), (None, 0))
+        if logged_at is not None and now - logged_at < LOG_EVERY_S:
+            self._logged[(gpu, xid)] = (logged_at, held + 1)
+            return
+        self._logged[(gpu, xid)] = (now, 0)
+        info = describe(xid)
+        say = log.error if info.severity is Severity.CRITICAL else log.warning
+        say(
+            "xid error",
+            gpu=gpu,
+            xid=xid,
+            meaning=info.meaning,
+            do=info.advice,
+            repeats_not_logged=held or None,
+        )
+
+
+def _free(event_set: Any) -> None:
+    try:
+        N.nvmlEventSetFree(event_set)
+    except N.NVMLError:
+        pass
