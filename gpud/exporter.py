@@ -19,6 +19,7 @@ from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
 from gpud.diagnose.usage import link_degraded
 from gpud.fans.control import ControlMode, GpuFanControl
+from gpud.health.metrics import HealthFamilies
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample, Snapshot
 
@@ -36,10 +37,14 @@ class GpudCollector(Collector):
     """Renders the state returned by ``current()`` as the ``gpud_*`` metric families."""
 
     def __init__(
-        self, current: Callable[[], DaemonState | None], energy_price: tuple[float, str] | None = None
+        self,
+        current: Callable[[], DaemonState | None],
+        energy_price: tuple[float, str] | None = None,
+        per_job_metrics: bool = False,
     ) -> None:
         self._current = current
         self._energy_price = energy_price
+        self._per_job_metrics = per_job_metrics
 
     def collect(self) -> Iterator[Metric]:
         """Called by prometheus_client on every scrape."""
@@ -77,6 +82,7 @@ class GpudCollector(Collector):
 
     def _gpu_families(self, state: DaemonState) -> Iterator[Metric]:
         f = _Families()
+        health = HealthFamilies(self._per_job_metrics)
         samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
         controls = {c.index: c for c in state.fan_control}
         for info in state.gpus:
@@ -95,6 +101,8 @@ class GpudCollector(Collector):
             sample = samples.get(info.index)
             f.up.add_metric(ids, 1 if sample is not None and sample.up else 0)
             f.add_static(ids, info)
+            if sample is not None:
+                health.add(ids, sample)
             if sample is not None and sample.up:
                 f.add_sample(ids, sample)
                 degraded = busy(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
@@ -112,6 +120,7 @@ class GpudCollector(Collector):
             if control is not None:
                 f.add_fan_control(ids, control)
         yield from f.all()
+        yield from health.all()
 
 
 class _Families:
@@ -275,14 +284,17 @@ def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], val
 
 
 def build_registry(
-    current: Callable[[], DaemonState | None], energy_price: tuple[float, str] | None = None
+    current: Callable[[], DaemonState | None],
+    energy_price: tuple[float, str] | None = None,
+    per_job_metrics: bool = False,
 ) -> tuple[CollectorRegistry, Histogram]:
     """gpud's own registry (not the global one) and the tick-duration histogram the loop observes.
 
-    ``energy_price`` (per kWh, currency) adds ``gpud_energy_cost_total``.
+    ``energy_price`` (per kWh, currency) adds ``gpud_energy_cost_total``; ``per_job_metrics`` adds
+    ``gpud_gpu_job_memory_bytes``.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GpudCollector(current, energy_price))
+    registry.register(GpudCollector(current, energy_price, per_job_metrics))
     tick_duration = Histogram(
         "gpud_tick_duration_seconds",
         "Wall time of one tick: sample, decide, apply, publish",

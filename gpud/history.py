@@ -3,7 +3,8 @@
 One tick in every ``every_s`` seconds for the last ``keep_s`` (default 24 h at 30 s: 2 880 ticks,
 a few MB for 8 GPUs), so memory stays bounded however long the daemon runs. Diagnosis at that
 resolution samples the throttled share rather than timing every second of it, which is what a
-report over hours needs.
+report over hours needs. The newest tick is always part of the answer, so what just happened (an
+XID a few seconds ago) is in it before the next tick is kept.
 """
 
 from __future__ import annotations
@@ -23,18 +24,24 @@ class History:
     def __init__(self, keep_s: float = DEFAULT_KEEP_S, every_s: float = DEFAULT_EVERY_S) -> None:
         self._every_s = every_s
         self._ticks: deque[Snapshot] = deque(maxlen=max(1, int(keep_s / every_s)))
+        self._newest: Snapshot | None = None
         self._lock = threading.Lock()
 
     def add(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot`` if ``every_s`` has passed since the last one kept."""
+        """Keep ``snapshot`` if ``every_s`` has passed since the last one kept; it is the newest either way."""
         with self._lock:
+            self._newest = snapshot
             if not self._ticks or snapshot.timestamp - self._ticks[-1].timestamp >= self._every_s:
                 self._ticks.append(snapshot)
 
     def last(self, seconds: float | None = None) -> list[Snapshot]:
-        """The kept ticks of the last ``seconds`` before the newest (all when ``None``), oldest first."""
+        """The kept ticks of the last ``seconds`` before the newest (all when ``None``), oldest first,
+        and the newest tick."""
         with self._lock:
-            if seconds is None or not self._ticks:
-                return list(self._ticks)
-            start = self._ticks[-1].timestamp - seconds
-            return [s for s in self._ticks if s.timestamp >= start]
+            ticks = list(self._ticks)
+            if self._newest is not None and ticks and self._newest is not ticks[-1]:
+                ticks.append(self._newest)
+            if seconds is None or not ticks:
+                return ticks
+            start = ticks[-1].timestamp - seconds
+            return [s for s in ticks if s.timestamp >= start]

@@ -153,12 +153,13 @@ def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, cl
     header, ticks = read_trace(body.decode().splitlines(), "history")
     assert code == 200 and [g.index for g in header.gpus] == [0, 1]
     times = [t.timestamp for t in ticks]
-    assert len(times) == 5 and all(b - a >= 30 for a, b in pairwise(times))
+    assert len(times) == 6 and all(b - a >= 30 for a, b in pairwise(times[:-1]))
+    assert times[-1] == pytest.approx(daemon.state.snapshot.timestamp, abs=0.01)  # and the newest tick
     recent = history_trace(base, 5.0, since_s=60)  # the daemon cuts the window
     assert len(list(recent.ticks(1, None))) == 3
     assert get(base + "/history?since=soon")[0] == 400
     trace = history_trace(base, 5.0)
-    assert len(list(trace.ticks(1, None))) == 5
+    assert len(list(trace.ticks(1, None))) == 6
     assert diagnose(trace, DecideSettings(), DiagnoseSettings()).gpus == 2
 
 

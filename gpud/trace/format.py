@@ -4,6 +4,10 @@ Line 1 is a header ``{"format": "gpud-trace", "version": 1, "host": ..., "gpus":
 every further line is one tick ``{"t": unix_seconds, "gpus": [GpuSample, ...]}``. Field names are
 those of :mod:`gpud.telemetry`; a field that is missing reads as ``None`` and a field this version
 does not know is ignored, so traces from newer and older gpud read alike.
+
+Health is recorded (each GPU's memory health and its XIDs so far, with their times); who ran on
+the GPUs is not: traces describe the GPUs, get shared with others, and would carry every user's
+command lines (``/status`` and the metrics show the processes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
 from gpud.errors import GpudError
-from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import (
+    Cooling,
+    FanPolicy,
+    FanReading,
+    GpuInfo,
+    GpuSample,
+    MemoryHealth,
+    Snapshot,
+    XidEvent,
+    XidRecord,
+)
 
 FORMAT = "gpud-trace"
 VERSION = 1
@@ -50,8 +64,16 @@ def snapshot_line(snapshot: Snapshot) -> str:
     gpus = []
     for sample in snapshot.gpus:
         record = _without_none(asdict(sample))
+        record.pop("processes", None)
         if sample.fans:
             record["fans"] = [_without_none(asdict(fan)) for fan in sample.fans]
+        if sample.memory_health is not None:
+            record["memory_health"] = _without_none(asdict(sample.memory_health))
+        if sample.xids is not None:
+            record["xids"] = {
+                "counts": [list(pair) for pair in sample.xids.counts],
+                "recent": [[event.xid, round(event.at, 3)] for event in sample.xids.recent],
+            }
         if sample.up:
             record.pop("up")
         gpus.append(record)
@@ -59,7 +81,9 @@ def snapshot_line(snapshot: Snapshot) -> str:
 
 
 _INFO_FIELDS = {f.name for f in fields(GpuInfo)}
-_SAMPLE_FIELDS = {f.name for f in fields(GpuSample)} - {"fans"}
+_NESTED = {"fans", "memory_health", "xids", "processes"}
+_SAMPLE_FIELDS = {f.name for f in fields(GpuSample)} - _NESTED
+_MEMORY_FIELDS = {f.name for f in fields(MemoryHealth)}
 
 
 def _known(record: dict[str, Any], names: set[str]) -> dict[str, Any]:
@@ -94,12 +118,31 @@ def parse_snapshot(record: Any) -> Snapshot:
             )
             for fan in entry.pop("fans", ())
         )
+        nested = {
+            "fans": fans,
+            "memory_health": _memory_health(entry.pop("memory_health", None)),
+            "xids": _xids(entry.pop("xids", None)),
+        }
+        entry.pop("processes", None)
         try:
-            sample = GpuSample(**entry, fans=fans)
+            sample = GpuSample(**entry, **nested)
         except TypeError:  # a field from a newer gpud: drop what this version does not know
-            sample = GpuSample(**_known(entry, _SAMPLE_FIELDS), fans=fans)
+            sample = GpuSample(**_known(entry, _SAMPLE_FIELDS), **nested)
         samples.append(sample)
     return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
+
+
+def _memory_health(record: Any) -> MemoryHealth | None:
+    return None if record is None else MemoryHealth(**_known(record, _MEMORY_FIELDS))
+
+
+def _xids(record: Any) -> XidRecord | None:
+    """``{"counts": [[xid, times], ...], "recent": [[xid, t], ...]}`` → the record."""
+    if record is None:
+        return None
+    counts = tuple((int(xid), int(times)) for xid, times in record.get("counts", ()))
+    recent = tuple(XidEvent(int(xid), float(at)) for xid, at in record.get("recent", ()))
+    return XidRecord(counts, recent)
 
 
 def read_trace(
