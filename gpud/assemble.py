@@ -45,9 +45,12 @@ def open_source(
     """
     cooling: dict[int, Cooling] = dict(settings.cooling)
     pcie_s = settings.pcie_interval_s
+    processes_s = settings.processes.interval_s if settings.processes.enabled else None
     if not simulate:
         open_nvml()
-        return NvmlSource(cooling=cooling, pcie_interval_s=pcie_s, guard=guard)
+        return NvmlSource(
+            cooling=cooling, pcie_interval_s=pcie_s, guard=guard, process_interval_s=processes_s
+        )
     specs = card_specs(settings.simulate.gpus, settings.simulate.layout)
     cooling = {i: spec.cooling for i, spec in enumerate(specs)} | cooling
     library = simulated_library(settings)
@@ -55,7 +58,14 @@ def open_source(
         open_nvml(with_faults(library, faults))
     except FaultSpecError as error:
         raise ConfigError(f"--faults: {error}") from None
-    return NvmlSource(cooling=cooling, pcie_interval_s=pcie_s, clock=library.unix_time, guard=guard)
+    return NvmlSource(
+        cooling=cooling,
+        pcie_interval_s=pcie_s,
+        clock=library.unix_time,
+        guard=guard,
+        process_interval_s=processes_s,
+        host=library.jobs,  # the simulated processes' pids are the simulated machine's
+    )
 
 
 def nvidia_settings(settings: Settings) -> NvidiaSettings:

@@ -80,6 +80,18 @@ class FanControlSettings(BaseModel):
     follow_grace_s: float = Field(30, ge=0, le=600, description="... once it has been so for this long")
 
 
+class ProcessSettings(BaseModel):
+    """Who uses each GPU: how often the processes are listed, and how finely they are exported."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="list each GPU's processes (users, jobs, memory)")
+    interval_s: float = Field(5.0, ge=1, le=600, description="seconds between process lists")
+    per_job_metrics: bool = Field(
+        False, description="also export GPU memory per user and job (a series per Slurm job, pod, container)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything gpud can be told; see the README's Configuration section."""
 
@@ -112,6 +124,7 @@ class Settings(BaseSettings):
     fan_control: FanControlSettings = Field(default_factory=FanControlSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    processes: ProcessSettings = Field(default_factory=ProcessSettings)
 
     @field_validator("listen")
     @classmethod

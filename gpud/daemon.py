@@ -61,8 +61,10 @@ class Daemon:
         fans: FanControl | None = None,
         energy_price: tuple[float, str] | None = None,
         reload: Callable[[], DecideSettings] | None = None,
+        per_job_metrics: bool = False,
     ) -> None:
-        """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``.
+        """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``;
+        ``per_job_metrics`` exports GPU memory per job too.
 
         ``reload`` loads the configuration again on SIGHUP; it raises :class:`GpudError` when it cannot.
         """
@@ -90,7 +92,7 @@ class Daemon:
             gpus=source.gpus,
             fan_control=fans.report() if fans is not None else (),
         )
-        self.registry, self._tick_duration = build_registry(self.current, energy_price)
+        self.registry, self._tick_duration = build_registry(self.current, energy_price, per_job_metrics)
 
     def current(self) -> DaemonState | None:
         """The last published state, or ``None`` before the first tick."""

@@ -2,17 +2,22 @@
 
 ``--hosts`` asks every daemon's status endpoint at once, each with its own timeout; a host that
 does not answer is a row of the table, not an error. ``--prometheus`` builds the same per-GPU
-entries from what a Prometheus server has scraped, for every host it knows.
+entries from what a Prometheus server has scraped, for every host it knows. Down and critically
+unhealthy GPUs come first, with the reason in their row (``XID 79 3 min ago: fell off the bus``).
 """
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from gpud.health.problems import RECENT_XID_S
+from gpud.health.report import critical, health_entry
+from gpud.health.severity import Severity
 from gpud.status import (
     EXIT_NO_DAEMON,
     EXIT_OK,
@@ -25,6 +30,7 @@ from gpud.status import (
     gpu_row,
     troubled,
 )
+from gpud.telemetry import GpuSample, MemoryHealth, XidEvent, XidRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,8 @@ def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
             gpu["throttle"] = labels["cause"]
     _add_fans(query, entry)
     _add_heat(query, entry)
+    _add_health(query, hosts)
+    _add_users(query, entry)
     return [
         HostStatus(
             instance,
@@ -153,14 +161,60 @@ def _add_heat(query: Query, entry: Entry) -> None:
             gpu.setdefault("heat", {})["coupling_c_per_100w"] = value
 
 
+# A health metric that is 1 (or more) → the MemoryHealth field it stands for.
+_MEMORY_FLAGS = {
+    "gpud_gpu_row_remap_pending": "row_remap_pending",
+    "gpud_gpu_row_remap_failed": "row_remap_failed",
+    "gpud_gpu_retired_pages_pending": "retired_pages_pending",
+}
+
+
+def _add_health(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Each GPU's health entry, judged as the daemon judges it, from what Prometheus has."""
+    memory: dict[tuple[str, str], dict[str, Any]] = {}
+    for metric, field in _MEMORY_FLAGS.items():
+        for labels, _ in query(f"{metric} == 1"):
+            memory.setdefault((labels["instance"], labels["gpu"]), {})[field] = True
+    for labels, value in query('gpud_gpu_ecc_errors_total{kind="uncorrected",scope="volatile"} > 0'):
+        memory.setdefault((labels["instance"], labels["gpu"]), {})["ecc_uncorrected_volatile"] = int(value)
+    now = time.time()
+    recent: dict[tuple[str, str], list[XidEvent]] = {}
+    for labels, at in query(f"gpud_gpu_xid_last_timestamp_seconds > {now - RECENT_XID_S:.0f}"):
+        recent.setdefault((labels["instance"], labels["gpu"]), []).append(
+            XidEvent(int(labels["xid"]), min(at, now))
+        )
+    counts: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for labels, value in query("gpud_gpu_xid_errors_total"):
+        counts.setdefault((labels["instance"], labels["gpu"]), []).append((int(labels["xid"]), int(value)))
+    for instance, gpus in hosts.items():
+        for index, gpu in gpus.items():
+            key = (instance, index)
+            sample = GpuSample(
+                index=gpu["index"],
+                up=gpu["up"],
+                memory_health=MemoryHealth(**memory[key]) if key in memory else None,
+                xids=XidRecord(tuple(sorted(counts.get(key, ()))), tuple(recent.get(key, ()))),
+            )
+            gpu.update(health_entry(sample, now))
+
+
+def _add_users(query: Query, entry: Entry) -> None:
+    """Memory per user, as far as the WHO column needs it (the metrics have no pids)."""
+    for labels, value in query("gpud_gpu_process_memory_bytes"):
+        if (gpu := entry(labels)) is not None:
+            gpu.setdefault("processes", []).append({"user": labels["user"], "used_memory_bytes": value})
+
+
 def _severity(gpu: dict[str, Any]) -> tuple[int, float]:
-    """Sort key, worst first: down, throttling, fan trouble, heat build-up; then closest to slowdown."""
+    """Sort key, worst first: down or critically unhealthy, throttling, fan trouble or a health
+    warning, heat build-up; then closest to slowdown."""
     heat = gpu.get("heat") or {}
-    if not gpu.get("up"):
+    health = (gpu.get("health") or {}).get("status")
+    if not gpu.get("up") or critical(gpu):
         rank = 0
     elif gpu.get("throttle"):
         rank = 1
-    elif troubled(gpu):
+    elif troubled(gpu) or health == Severity.WARNING.value:
         rank = 2
     elif heat.get("neighbour_heated") or heat.get("cooling_saturated"):
         rank = 3
@@ -183,7 +237,10 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
     )
     unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
     gpus = sum(len(s.gpus) for s in statuses)
-    title = f"gpud fleet: {len(statuses)} hosts, {gpus} GPUs (!! down or throttling, ! fan trouble, ~ heat build-up)"
+    title = (
+        f"gpud fleet: {len(statuses)} hosts, {gpus} GPUs "
+        "(!! down, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
+    )
     return "\n".join([title, *unreachable, *table])
 
 

@@ -129,7 +129,8 @@ class VirtualRun:
         self.installed = wrap(self.library) if wrap is not None else self.library
         open_nvml(self.installed)
         cooling = {i: card.spec.cooling for i, card in enumerate(machine.cards)}
-        self.source = NvmlSource(cooling=cooling, clock=self.library.unix_time)
+        # No process lists: that thread reads on the real clock, and the simulated jobs do not change.
+        self.source = NvmlSource(cooling=cooling, clock=self.library.unix_time, process_interval_s=None)
         self.fans = None
         if backend is not None:
             self.fans = FanControl(assign_backends(self.source.gpus, BackendChoice.NVML, [backend]))

@@ -1,8 +1,9 @@
 """``gpud status``: the JSON document the daemon serves, and the table a person reads at a glance.
 
 The daemon builds the document from its last published tick (never from hardware); the client
-fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling or down,
-2 no daemon answered.
+fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling, down or
+critically unhealthy (a critical XID in the last hour, a pending or failed memory repair,
+uncorrected ECC errors), 2 no daemon answered.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gpud
 from gpud.config import DEFAULT_LISTEN
 from gpud.decide.controller import GpuDecision
 from gpud.fans.control import ControlMode, GpuFanControl
+from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
 
@@ -37,7 +39,11 @@ def status_document(state: DaemonState) -> dict[str, Any]:
         sample = samples.get(info.index)
         control = controls.get(info.index)
         gpus.append(
-            _gpu_entry(info, sample) | _decision_entry(decision) | _fan_control_entry(control, sample)
+            _gpu_entry(info, sample)
+            | _decision_entry(decision)
+            | _fan_control_entry(control, sample)
+            | health_entry(sample, state.snapshot.timestamp if state.snapshot else 0.0)
+            | processes_entry(sample)
         )
     return {
         "version": gpud.__version__,
@@ -163,16 +169,17 @@ def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
 
 
 def troubled(gpu: dict[str, Any]) -> bool:
-    """Down, throttling, or a fan not following its target."""
+    """Down, throttling, critically unhealthy, or a fan not following its target."""
     return (
         not gpu.get("up")
         or bool(gpu.get("throttle"))
+        or critical(gpu)
         or not all(f.get("following", True) for f in gpu.get("fans", []))
     )
 
 
 def exit_code(document: dict[str, Any]) -> int:
-    """1 when any GPU is down or throttling or has a fan not following its target, else 0."""
+    """1 when any GPU is down, throttling, critically unhealthy or has a fan not following its target."""
     return EXIT_PROBLEM if any(troubled(g) for g in document["gpus"]) else EXIT_OK
 
 
@@ -181,9 +188,10 @@ def _fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
 
 
 def _state(gpu: dict[str, Any]) -> str:
+    health = problems_text(gpu)
     if not gpu.get("up"):
-        return "DOWN"
-    notes = []
+        return "; ".join(filter(None, ["DOWN", health]))
+    notes = [health] if health else []
     if gpu.get("throttle"):
         lost = gpu.get("clock_lost")
         notes.append(f"THROTTLED ({gpu['throttle']}" + (f", -{lost:.0%} clock)" if lost else ")"))
@@ -230,6 +238,7 @@ GPU_COLUMNS = (
     "SM CLOCK/MAX",
     "POWER/LIMIT",
     "UTIL",
+    "WHO",
     "STATE",
 )
 
@@ -245,6 +254,7 @@ def gpu_row(gpu: dict[str, Any]) -> tuple[str, ...]:
         f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
         f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
         _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
+        who_cell(gpu),
         _state(gpu),
     )
 
@@ -261,7 +271,7 @@ def render_table(document: dict[str, Any]) -> str:
     """The status table: one row per GPU, problems spelled out in the last column."""
     lines = align([GPU_COLUMNS, *(gpu_row(gpu) for gpu in document["gpus"])])
     title = f"gpud {document['version']} on {document['host']} ({document['source']}, {len(document['gpus'])} GPUs)"
-    return "\n".join([title, *lines, *_fan_control_notes(document["gpus"])])
+    return "\n".join([title, *lines, *_fan_control_notes(document["gpus"]), *process_lines(document["gpus"])])
 
 
 def _fan_control_notes(gpus: list[dict[str, Any]]) -> list[str]:

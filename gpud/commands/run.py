@@ -53,7 +53,8 @@ def register(commands: Subcommands) -> None:
         "--faults",
         metavar="SPEC",
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
-        "(kinds: random, error, lost, mismatch, hang, stuck-fan; see README, Reliability)",
+        "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
+        "and Health)",
     )
     add_source_flags(run)
 
@@ -80,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
         reload=lambda: _reload(args, settings),
+        per_job_metrics=settings.processes.per_job_metrics,
     )
     try:
         server = StatusServer(

@@ -9,19 +9,22 @@ The rules: throttling (how much of the busy time, why, how much clock); heat bui
 neighbours (open-air cards in adjacent slots breathe each other's exhaust); fans that are lazy (hot
 with fan headroom left) or saturated (full speed and still hot: airflow); GPUs held at their power
 limit; a power supply smaller than (GPUs + CPU) x 1.1 x 1.1; PCIe links below their generation or
-width under load; RAM smaller than the largest GPU's memory; fewer than one CPU core per GPU.
-Energy and its cost are reported beside the findings, not as one.
+width under load; RAM smaller than the largest GPU's memory; fewer than one CPU core per GPU; and
+the GPUs' health: every XID, pending or failed memory repairs, uncorrected ECC errors
+(:mod:`gpud.diagnose.health`). Energy and its cost are reported beside the findings, not as one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
 from gpud.decide.throttle import ThrottleCause
+from gpud.diagnose.finding import Finding
+from gpud.diagnose.health import health_findings
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, measure_usage
+from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, replay
 from gpud.telemetry import Cooling, GpuInfo
 
@@ -30,28 +33,6 @@ PSU_MARGIN = 1.1 * 1.1  # the sum of GPU and CPU power plus 10 %, then another 1
 MIN_SHARE = 0.02  # a share of busy time below this is not worth a finding
 PCIE_MIN_SHARE = 0.2
 SECONDS_PER_MONTH = 30 * 86400
-
-
-class Severity(StrEnum):
-    """How urgently a finding wants action."""
-
-    CRITICAL = "critical"
-    WARNING = "warning"
-    NOTICE = "notice"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: what, where, the evidence, what to do, and what it costs (share of job speed)."""
-
-    kind: str
-    severity: Severity
-    title: str
-    evidence: str
-    recommendation: str
-    gpus: tuple[int, ...] = ()
-    cost: float = 0.0  # estimated share of the job's speed lost; orders the report
-    numbers: dict[str, float | int | str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +333,7 @@ def diagnose(
         findings.append(psu)
     if host is not None:
         findings += _host(host, usages, len(usages))
+    findings += health_findings(trace.ticks(1, None))
     findings.sort(key=lambda f: -f.cost)
     return Diagnosis(
         replayed.trace, window, len(usages), tuple(findings), _energy(usages, window, settings), cooling

@@ -18,7 +18,10 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then cooling and energy."""
     lines = [f"gpud diagnose: {diagnosis.source}, {diagnosis.gpus} GPUs, {_duration(diagnosis.window_s)}", ""]
     if not diagnosis.findings:
-        lines += ["No findings: no throttling, heat build-up, fan, power, PCIe or host problem seen.", ""]
+        lines += [
+            "No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem seen.",
+            "",
+        ]
     for number, finding in enumerate(diagnosis.findings, start=1):
         lines += [
             f"{number}. [{finding.severity.value}] {finding.title}",
