@@ -17,7 +17,7 @@ from gpud.telemetry import MemoryHealth, XidRecord
 RECENT_XID_S = 3600.0  # an XID is a current problem for an hour; metrics and diagnose keep it longer
 SHOWN_IN_ROW = 3
 
-_DO = {
+ACTION_WORDS = {
     Action.NONE: "the job's fault",
     Action.WATCH: "watch it",
     Action.RESET: "reset the GPU",
@@ -64,7 +64,7 @@ def xid_problems(record: XidRecord | None, now: float, within_s: float = RECENT_
                 kind="xid",
                 severity=info.severity,
                 summary=info.short,
-                do=_DO[info.action],
+                do=ACTION_WORDS[info.action],
                 detail=f"{info.meaning}; {info.advice}",
                 xid=xid,
                 at=at,
