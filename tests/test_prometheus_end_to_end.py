@@ -1,9 +1,10 @@
 """A real Prometheus scraping three simulated daemons with the shipped rules and dashboard.
 
 Daemon A is a stock-cooled open-air stack (its two middle GPUs throttle), B the same stack with
-gpud driving the fans (nothing throttles), C two passive data-center cards. The test proves that
-every dashboard query returns data, that the throttling alert fires for A's middle GPUs and only
-for them, and that the fleet view sees the same through ``--hosts`` and ``--prometheus``.
+gpud driving the fans (nothing throttles), C two passive data-center cards, one with an XID 48, the
+other with a row remap pending. The test proves that every dashboard query returns data, that the
+throttling alert fires for A's middle GPUs and only for them, that the health alerts fire for C's,
+and that the fleet view sees the same through ``--hosts`` and ``--prometheus``, unhealthy GPUs first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ ROOT = Path(__file__).parent.parent
 DAEMONS = {
     "A": ["--fan-backend", "none"],
     "B": ["--fan-backend", "nvml"],
-    "C": ["2", "--layout", "passive"],
+    "C": ["2", "--layout", "passive", "--faults", "xid:gpu=0,code=48,at=5;remap:gpu=1,at=5"],
 }
 
 
@@ -110,11 +111,17 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
         lambda: firing(port, "GpuThermalThrottling") == {(a, "1"), (a, "2")}, 150, "the throttling alert"
     )
 
+    c = addresses["C"]
+    wait_for(lambda: firing(port, "GpuCriticalXid") == {(c, "0")}, 60, "the critical XID alert")
+    wait_for(lambda: firing(port, "GpuRowRemapPending") == {(c, "1")}, 60, "the row remap alert")
+
     hosts = gpud("status", "--hosts", ",".join([*addresses.values(), f"127.0.0.1:{free_port()}"]))
     assert hosts.returncode == 1
     lines = hosts.stdout.splitlines()
     assert lines[1].startswith("!! 127.0.0.1:") and "no gpud answered" in lines[1]
-    worst = lines[3:5]  # after the title, the unreachable host and the header
+    unhealthy, worst = lines[3:5], lines[5:7]  # after the title, the unreachable host and the header
+    assert all(line.startswith(f"!!  {c}") for line in unhealthy), hosts.stdout
+    assert any("XID 48" in line for line in unhealthy) and any("row remap pending" in line for line in unhealthy)
     assert all(line.startswith(f"!!  {a}") and "THROTTLED (thermal" in line for line in worst), hosts.stdout
 
     seen = json.loads(gpud("status", "--prometheus", f"http://127.0.0.1:{port}", "--json").stdout)
@@ -123,5 +130,8 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
     }
     assert throttled == {(a, 1), (a, 2)}
     assert sorted(len(h["gpus"]) for h in seen["hosts"]) == [2, 4, 4]
+    health = {(h["host"], g["index"]): g["health"]["status"] for h in seen["hosts"] for g in h["gpus"]}
+    assert {gpu for gpu, status in health.items() if status == "critical"} == {(c, 0), (c, 1)}
     table = gpud("status", "--prometheus", f"http://127.0.0.1:{port}")
     assert table.returncode == 1 and "nvml manual" in table.stdout and "THROTTLED (thermal)" in table.stdout
+    assert table.stdout.splitlines()[2].startswith(f"!!  {c}"), table.stdout  # unhealthy on top
