@@ -130,7 +130,8 @@ def memory_problems(memory: MemoryHealth | None) -> list[HealthProblem]:
 
 
 def gpu_problems(memory: MemoryHealth | None, xids: XidRecord | None, now: float) -> list[HealthProblem]:
-    """Every current problem of a GPU, the most urgent first (then the newest)."""
+    """Every current problem of a GPU, the most urgent first; within one urgency, what is true now
+    (the memory state) before what happened (XIDs, the newest first)."""
     problems = memory_problems(memory) + xid_problems(xids, now)
     return sorted(problems, key=lambda p: (_ORDER[p.severity], -(p.at or now)))
 

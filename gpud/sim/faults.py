@@ -208,8 +208,6 @@ def _memory_or_xid(item: str, kind: str, options: dict[str, str], fault: Fault) 
     """The options of ``xid``, ``ecc`` and ``remap``: each happens once, at ``at``, on one GPU."""
     if "gpu" not in options:
         raise FaultSpecError(f"fault {item!r}: needs gpu=N")
-    if "for" in options:
-        raise FaultSpecError(f"fault {item!r}: happens once, at=S; for= does not apply")
     if kind == "xid":
         if "code" not in options:
             raise FaultSpecError(f"fault {item!r}: needs code=N (the XID)")

@@ -1,0 +1,296 @@
+"""The real readers of health and users (events thread, memory health, process lists) on the simulated driver."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pynvml as N
+import structlog
+
+from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
+from gpud.nvml.events import XidWatcher
+from gpud.nvml.health import read_memory_health
+from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessWatcher
+from gpud.nvml.source import SLOW_EVERY
+from gpud.processes import HostProcess
+from gpud.sim.jobs import FIRST_PID
+from gpud.sim.machine import Layout
+from gpud.sim.nvml_lib import gpu_index
+from gpud.telemetry import MemoryHealth, ProcessKind
+from tests.test_end_to_end import wait_for
+
+
+def handles(count: int) -> list:
+    return [N.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+
+
+def watcher(count: int, clock=lambda: 100.0, **options) -> tuple[XidWatcher, Counter]:
+    errors: Counter = Counter()
+    found = handles(count)
+    xids = XidWatcher(lambda: found, clock, errors, wait_ms=20, **options)
+    xids.start()
+    return xids, errors
+
+
+# -- XID events ---------------------------------------------------------------------------------
+
+
+def test_every_xid_is_counted_repeats_too_with_its_time(install_nvml):
+    library = install_nvml(gpus=3)
+    times = iter([100.0, 101.0, 102.0])
+    xids, errors = watcher(3, clock=lambda: next(times))
+    try:
+        wait_for(lambda: xids.watching == {0, 1, 2}, 5, "registration")
+        assert xids.record(0).counts == ()  # watched, nothing yet: a record with no XIDs
+        with structlog.testing.capture_logs() as logs:
+            library.raise_xid(0, 13)
+            library.raise_xid(0, 13)
+            library.raise_xid(2, 79)
+            wait_for(lambda: xids.record(0).count(13) == 2 and xids.record(2).count(79) == 1, 5, "three XIDs")
+        assert [(e.xid, e.at) for e in xids.record(0).recent] == [(13, 100.0), (13, 101.0)]
+        assert xids.record(1).counts == () and errors == Counter()
+    finally:
+        xids.stop()
+    logged = [entry for entry in logs if entry["event"] == "xid error"]
+    # Each said with what it means and what to do; the second 13 within 10 s is held back, not lost.
+    assert [(e["gpu"], e["xid"], e["log_level"]) for e in logged] == [(0, 13, "warning"), (2, 79, "error")]
+    assert (
+        "reboot" in logged[1]["do"]
+        and "fell off" not in logged[1]["meaning"]
+        or "PCIe" in logged[1]["meaning"]
+    )
+
+
+def test_a_driver_without_events_is_said_once_and_the_thread_ends(install_nvml, monkeypatch):
+    library = install_nvml(gpus=2)
+    monkeypatch.delattr(type(library), "nvmlEventSetCreate")
+    N._nvmlGetFunctionPointer_cache.pop("nvmlEventSetCreate", None)
+    with structlog.testing.capture_logs() as logs:
+        xids, errors = watcher(2)
+        wait_for(lambda: not xids._thread.is_alive(), 5, "the event thread to end")
+    assert [e["event"] for e in logs] == ["this driver has no NVML events: XID errors are not counted"]
+    assert xids.record(0) is None and xids.record(1) is None  # not watched: no series, not zero
+    assert errors == Counter({("nvmlEventSetCreate", "FunctionNotFound"): 1})
+
+
+def test_a_gpu_without_xid_events_is_left_out_and_named_once(install_nvml, patch_driver):
+    library = install_nvml(gpus=2)
+    real = type(library).nvmlDeviceGetSupportedEventTypes
+
+    def supported(self, handle, out):  # GPU 1: P-state events only, no XIDs
+        code = real(self, handle, out)
+        if gpu_index(handle) == 1:
+            out._obj.value = N.nvmlEventTypePState
+        return code
+
+    patch_driver(library, "nvmlDeviceGetSupportedEventTypes", supported)
+    with structlog.testing.capture_logs() as logs:
+        xids, _ = watcher(2)
+        try:
+            wait_for(lambda: xids.watching == {0}, 5, "registration")
+        finally:
+            xids.stop()
+    assert {"event": "these GPUs report no XID events", "gpus": [1], "log_level": "warning"} in logs
+    assert xids.record(1) is None
+
+
+def test_a_failing_wait_frees_the_set_and_listens_again(install_nvml, patch_driver):
+    library = install_nvml(gpus=1)
+    real = type(library).nvmlEventSetWait_v2
+    fail = {"left": 1}
+
+    def wait(self, event_set, data, timeout):
+        if fail["left"]:
+            fail["left"] -= 1
+            return N.NVML_ERROR_UNKNOWN
+        return real(self, event_set, data, timeout)
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    xids, errors = watcher(1, retry_s=0.05)
+    try:
+        wait_for(
+            lambda: errors[("nvmlEventSetWait_v2", "Unknown")] == 1 and not fail["left"], 5, "the failure"
+        )
+        time.sleep(0.2)
+        library.raise_xid(0, 48)  # delivered to the new set
+        wait_for(
+            lambda: (xids.record(0) or None) and xids.record(0).count(48) == 1, 5, "the XID after the failure"
+        )
+        assert len(library._event_sets) == 1  # the broken set was freed
+    finally:
+        xids.stop()
+
+
+def test_stopping_returns_within_a_wait(install_nvml):
+    install_nvml(gpus=1)
+    xids, _ = watcher(1)
+    wait_for(lambda: xids.watching, 5, "registration")
+    started = time.monotonic()
+    xids.stop()
+    assert not xids._thread.is_alive() and time.monotonic() - started < 1.0
+
+
+# -- memory health --------------------------------------------------------------------------------
+
+
+def test_a_geforce_card_reports_no_memory_health_and_is_soon_not_asked(install_nvml, patch_driver):
+    library = install_nvml(gpus=1)
+    calls, asked = NvmlCalls(), Counter()
+    for name in ("nvmlDeviceGetEccMode", "nvmlDeviceGetRemappedRows"):
+        real = getattr(type(library), name)
+
+        def counting(self, *args, _real=real, _name=name):
+            asked[_name] += 1
+            return _real(self, *args)
+
+        patch_driver(library, name, counting)
+    h = handles(1)[0]
+    assert [read_memory_health(calls, 0, h) for _ in range(ABSENT_AFTER + 3)] == [None] * (ABSENT_AFTER + 3)
+    assert asked == {"nvmlDeviceGetEccMode": ABSENT_AFTER, "nvmlDeviceGetRemappedRows": ABSENT_AFTER}
+    assert calls.errors == Counter()  # not supported is no error
+
+
+def test_an_h100_reports_its_ecc_counts_and_remaps(install_nvml):
+    library = install_nvml(gpus=1, layout=Layout.PASSIVE)
+    memory = library.machine.cards[0].memory
+    memory.add_errors(uncorrected=True, count=2)
+    memory.mark_row_for_remap()
+    health = read_memory_health(NvmlCalls(), 0, handles(1)[0])
+    assert health == MemoryHealth(
+        ecc_enabled=True,
+        ecc_enabled_pending=True,
+        ecc_corrected_volatile=0,
+        ecc_uncorrected_volatile=2,
+        ecc_corrected_aggregate=0,
+        ecc_uncorrected_aggregate=2,
+        remapped_rows_corrected=0,
+        remapped_rows_uncorrected=1,
+        row_remap_pending=True,
+        row_remap_failed=False,
+    )
+
+
+def test_page_retirement_is_read_with_the_older_call_on_an_older_driver(install_nvml, monkeypatch):
+    library = install_nvml(gpus=1, layout=Layout.PASSIVE)
+    monkeypatch.delattr(type(library), "nvmlDeviceGetRetiredPages_v2")  # before R410
+    memory = library.machine.cards[0].memory
+    memory.page_retirement, memory.retired_pages, memory.retired_pages_pending = True, (2, 1), False
+    health = read_memory_health(NvmlCalls(), 0, handles(1)[0])
+    assert (health.retired_pages_single_bit, health.retired_pages_double_bit) == (2, 1)
+    assert health.retired_pages_pending is False
+
+
+def test_the_source_reads_memory_health_at_once_after_an_event(install_nvml, nvml_source, clock):
+    library = install_nvml(gpus=1, layout=Layout.PASSIVE)
+    source = nvml_source(clock=library.unix_time, process_interval_s=None)
+    wait_for(lambda: source._xids.watching, 5, "registration")
+    assert source.sample().gpus[0].memory_health.ecc_uncorrected_volatile == 0
+    library.machine.cards[0].memory.add_errors(uncorrected=True, count=1)
+    clock.advance(1.0)
+    assert source.sample().gpus[0].memory_health.ecc_uncorrected_volatile == 0  # slow facts: not yet
+    library.raise_event(0, N.nvmlEventTypeDoubleBitEccError)  # the driver's ECC event
+    wait_for(lambda: source._xids.activity(0) == 1, 5, "the ECC event")
+    assert source.sample().gpus[0].memory_health.ecc_uncorrected_volatile == 1  # read at once
+    for _ in range(SLOW_EVERY):
+        gpu = source.sample().gpus[0]
+    assert gpu.memory_health.ecc_uncorrected_aggregate == 1
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def test_the_reader_lists_the_jobs_process_with_its_sm_share(install_nvml, clock):
+    install_nvml(gpus=2)
+    clock.advance(3.0)
+    reader = GpuProcessReader(NvmlCalls())
+    (process,) = reader.read(1, handles(2)[1])
+    assert (process.pid, process.kind) == (FIRST_PID + 1, ProcessKind.COMPUTE)
+    assert process.used_memory_bytes > 10 * 1024**3 and 50 < process.sm_util_pct <= 100
+    (again,) = reader.read(1, handles(2)[1])  # no sample newer than the last one: no share this time
+    assert again.sm_util_pct is None and again.used_memory_bytes == process.used_memory_bytes
+
+
+def test_memory_the_driver_does_not_give_is_none_and_both_lists_are_one_process(
+    install_nvml, clock, patch_driver
+):
+    library = install_nvml(gpus=1)
+    clock.advance(3.0)
+    real = type(library).nvmlDeviceGetComputeRunningProcesses_v3
+
+    def graphics(self, handle, count, infos):  # the same pid, on the graphics list, memory not available
+        code = real(self, handle, count, infos)
+        if infos is not None:
+            infos[0].usedGpuMemory = N.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
+        return code
+
+    patch_driver(library, "nvmlDeviceGetGraphicsRunningProcesses_v3", graphics)
+    (process,) = GpuProcessReader(NvmlCalls()).read(0, handles(1)[0])
+    assert process.kind is ProcessKind.BOTH and process.used_memory_bytes is not None
+
+
+def test_an_old_driver_without_v3_lists_falls_back_to_v2(install_nvml, clock, monkeypatch):
+    library = install_nvml(gpus=1)
+    for name in ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetGraphicsRunningProcesses_v3"):
+        monkeypatch.delattr(type(library), name)
+    clock.advance(3.0)
+    calls = NvmlCalls()
+    assert [p.pid for p in GpuProcessReader(calls).read(0, handles(1)[0])] == [FIRST_PID]
+    assert calls.errors == Counter()
+
+
+class _Host:
+    """A host where pid 2 has exited and pid 3's user has no name here."""
+
+    def __init__(self) -> None:
+        self.kept: set[int] | None = None
+
+    def describe(self, pid: int) -> HostProcess | None:
+        if pid == 2:
+            return None
+        return HostProcess(
+            uid=1000 + pid, user=None if pid == 3 else "ann", command="python x.py", cgroup="0::/\n"
+        )
+
+    def forget_except(self, pids: set[int]) -> None:
+        self.kept = pids
+
+
+def test_the_watcher_describes_each_pid_and_a_gpu_that_fails_costs_only_itself():
+    listed = {
+        0: [DriverProcess(1, ProcessKind.COMPUTE, 5), DriverProcess(2, ProcessKind.COMPUTE, 6)],
+        2: [DriverProcess(3, ProcessKind.GRAPHICS, None)],
+    }
+
+    def read(gpu: int):
+        if gpu == 1:
+            raise N.NVMLError(N.NVML_ERROR_GPU_IS_LOST)
+        return listed[gpu]
+
+    host = _Host()
+    watcher = ProcessWatcher(lambda: [0, 1, 2], read, host, interval_s=60)
+    watcher.refresh()
+    first, exited = watcher.latest(0)
+    assert (first.user, first.uid, first.command) == ("ann", 1001, "python x.py")
+    assert (exited.pid, exited.user, exited.used_memory_bytes) == (
+        2,
+        None,
+        6,
+    )  # gone: the driver's facts only
+    assert watcher.latest(1) is None
+    (nameless,) = watcher.latest(2)
+    assert (nameless.user, nameless.uid) == (None, 1003)
+    assert host.kept == {1, 2, 3}
+
+
+def test_the_source_carries_each_gpus_processes_from_the_thread(install_nvml, nvml_source, clock):
+    library = install_nvml(gpus=2)
+    clock.advance(3.0)
+    source = nvml_source(clock=library.unix_time, process_interval_s=0.05, host=library.jobs)
+    gpu = wait_for(lambda: (g := source.sample().gpus[1]).processes and g, 5, "a process list")
+    (process,) = gpu.processes
+    assert (process.user, process.command) == (
+        "alice",
+        "python train.py --config llama-7b.yaml --local-rank 1",
+    )
+    assert process.slurm_job == "4242"
