@@ -16,7 +16,9 @@ DASHBOARD = Path(__file__).parent.parent / "grafana" / "gpud.json"
 
 def dashboard_queries() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]  # rows have none
+    return [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]  # rows have none
 
 
 def exported_names(install_nvml, nvml_source, clock) -> set[str]:

@@ -121,7 +121,9 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
     assert lines[1].startswith("!! 127.0.0.1:") and "no gpud answered" in lines[1]
     unhealthy, worst = lines[3:5], lines[5:7]  # after the title, the unreachable host and the header
     assert all(line.startswith(f"!!  {c}") for line in unhealthy), hosts.stdout
-    assert any("XID 48" in line for line in unhealthy) and any("row remap pending" in line for line in unhealthy)
+    assert any("XID 48" in line for line in unhealthy) and any(
+        "row remap pending" in line for line in unhealthy
+    )
     assert all(line.startswith(f"!!  {a}") and "THROTTLED (thermal" in line for line in worst), hosts.stdout
 
     seen = json.loads(gpud("status", "--prometheus", f"http://127.0.0.1:{port}", "--json").stdout)

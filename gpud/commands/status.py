@@ -20,8 +20,9 @@ def register(commands: Subcommands) -> None:
         "status",
         cmd_status,
         help="show the running daemon's GPUs",
-        description="Exit code: 0 all well, 1 a GPU throttling or down (or a fleet host unreachable), "
-        "2 no daemon answered.",
+        description="Exit code: 0 all well, 1 a GPU throttling, down or critically unhealthy (a critical XID "
+        "in the last hour, a pending or failed memory repair, uncorrected ECC errors) or a fleet host "
+        "unreachable, 2 no daemon answered.",
     )
     where = add_daemon_flags(
         status,

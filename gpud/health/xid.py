@@ -45,7 +45,7 @@ CATALOGUE: dict[int, XidInfo] = {
     for info in (
         XidInfo(
             8,
-            "GPU stopped processing",
+            "channel timed out",
             "a channel stopped making progress (often a hung kernel)",
             Severity.NOTICE,
             Action.NONE,

@@ -176,6 +176,7 @@ class XidWatcher:
                 self._said.add("unsupported")
             return None
         self._watching = frozenset(watching)
+        self._said.discard("create")  # a later failure is news again
         log.info("watching for xid errors", gpus=sorted(self._watching))
         return event_set, index_of
 

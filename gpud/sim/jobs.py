@@ -1,7 +1,7 @@
 """Who runs on the simulated GPUs: a training job per pair of GPUs, each living where real jobs live.
 
 The simulated driver lists one compute process per busy GPU (NVML's running-process lists), with
-GPU memory that follows the card's load; :class:`SimulatedHost` answers for those pids as
+GPU memory that follows the card's load; :meth:`SimulatedJobs.describe` answers for those pids as
 ``/proc`` does for real ones, so gpud's own cgroup parsing works out the Slurm job, the Docker
 container, the Kubernetes pod or the systemd unit. The jobs, by pair of GPUs: alice's Slurm job,
 bob's Docker container, a Kubernetes pod whose user has no name on the host (only its uid shows),

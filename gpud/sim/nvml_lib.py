@@ -313,6 +313,8 @@ class SimulatedNvmlLibrary:
     def nvmlDeviceGetRetiredPages_v2(
         self, handle: Any, cause: Any, count: Any, addresses: Any, times: Any = None
     ) -> int:
+        """pynvml's size query passes four arguments to this five-argument function; the driver
+        writes no times without addresses, so the missing one is never used."""
         return self._retired_pages(handle, cause, count, addresses, times)
 
     def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: Any, out: Any) -> int:

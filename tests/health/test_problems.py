@@ -35,7 +35,12 @@ def test_an_xid_older_than_the_window_is_no_current_problem():
 
 def test_the_most_urgent_problem_comes_first_the_present_state_before_past_events():
     found = gpu_problems(MemoryHealth(row_remap_pending=True), xids((13, 5), (48, 100), (79, 50)), NOW)
-    assert [(p.kind, p.xid) for p in found] == [("row-remap-pending", None), ("xid", 79), ("xid", 48), ("xid", 13)]
+    assert [(p.kind, p.xid) for p in found] == [
+        ("row-remap-pending", None),
+        ("xid", 79),
+        ("xid", 48),
+        ("xid", 13),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +66,9 @@ def test_a_failed_remap_means_a_new_card():
 
 
 def test_the_row_says_what_how_long_ago_and_what_to_do():
-    problems = [p.as_json(NOW) for p in gpu_problems(MemoryHealth(row_remap_pending=True), xids((79, 180)), NOW)]
+    problems = [
+        p.as_json(NOW) for p in gpu_problems(MemoryHealth(row_remap_pending=True), xids((79, 180)), NOW)
+    ]
     assert row_text(problems) == (
         "row remap pending: reset the GPU; XID 79 3 min ago: fell off the bus (reboot the node)"
     )

@@ -65,6 +65,7 @@ def test_the_readme_table_is_the_catalogue():
     readme = (ROOT / "README.md").read_text()
     rows = set(re.findall(r"^\| (\d+) \| ([^|]+) \| (\w+) \| ([^|]+) \|$", readme, re.MULTILINE))
     expected = {
-        (str(code), info.short, info.severity.value, ACTION_WORDS[info.action]) for code, info in CATALOGUE.items()
+        (str(code), info.short, info.severity.value, ACTION_WORDS[info.action])
+        for code, info in CATALOGUE.items()
     }
     assert {(c, s.strip(), v, a.strip()) for c, s, v, a in rows} == expected
