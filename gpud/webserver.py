@@ -152,8 +152,8 @@ class _Refusals:
         self._counts[reason] = self._counts.get(reason, 0) + 1
         self.log_if_due(now)
 
-    def log_if_due(self, now: float) -> None:
-        if self._counts and now - self._logged_at >= REFUSALS_LOG_EVERY_S:
+    def log_if_due(self, now: float, force: bool = False) -> None:
+        if self._counts and (force or now - self._logged_at >= REFUSALS_LOG_EVERY_S):
             since = min(now - self._logged_at, REFUSALS_LOG_EVERY_S)
             log.warning("http clients turned away", in_last_s=round(since, 1), **self._counts)
             self._counts, self._logged_at = {}, now
@@ -209,6 +209,7 @@ class WebServer:
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self._refusals.log_if_due(time.monotonic(), force=True)  # what the last minute counted
         for _ in self._workers:
             try:
                 self._queue.put_nowait(None)
@@ -249,7 +250,7 @@ class WebServer:
                 sock, address = self._listener.accept()
             except BlockingIOError:
                 return
-            except OSError as error:  # out of file descriptors or memory: pause instead of spinning
+            except OSError:  # out of file descriptors or memory: pause instead of spinning
                 now = time.monotonic()
                 self._refusals.note("accept_failed", now)
                 self._selector.unregister(self._listener.fileno())
