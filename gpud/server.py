@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import parse_qs
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from gpud.errors import ConfigError
 from gpud.exposition import Exposition
 from gpud.history import History
 from gpud.state import DaemonState
@@ -26,6 +28,8 @@ from gpud.status import status_document
 from gpud.trace.format import TraceHeader, header_line
 from gpud.webconfig import AuthResult, WebConfig
 from gpud.webserver import Answer, Request, WebServer
+
+log = structlog.get_logger("gpud.server")
 
 MAX_HISTORY_ANSWERS = 4
 HISTORY_RETRY_AFTER_S = 5
@@ -54,6 +58,19 @@ class StatusServer:
     def exposition(self) -> bytes:
         """``/metrics`` as of the last published tick (or the one before, while that one renders)."""
         return self._exposition.get()
+
+    def reload_web(self, web: WebConfig) -> None:
+        """The web config read again (SIGHUP): certificates, users, headers and rate limit apply
+        from the next connection on. Turning TLS on or off needs a restart: the port would change
+        meaning under its clients."""
+        if (web.tls is None) != (self._web.tls is None):
+            raise ConfigError(
+                "web config: turning TLS on or off needs a restart; the running web config is kept"
+            )
+        self._web = web
+        self._server.headers = dict(web.headers)
+        self._server.tls = web.tls
+        log.info("web config reloaded", tls=web.tls is not None, basic_auth=web.users is not None)
 
     def start(self) -> None:
         """Serve in background threads."""

@@ -162,7 +162,8 @@ class _Refusals:
 class WebServer:
     """Serves ``handle(request) -> Answer`` on ``address``, over TLS when ``tls`` is given.
 
-    ``headers`` are added to every answer (the web config's ``http_server_config.headers``).
+    ``headers`` are added to every answer (the web config's ``http_server_config.headers``);
+    ``tls`` and ``headers`` may be replaced while serving (a reloaded web config).
     """
 
     def __init__(
@@ -177,7 +178,7 @@ class WebServer:
         self.server_address = self._listener.getsockname()
         self.headers: dict[str, str] = {}
         self._handle = handle
-        self._tls = tls
+        self.tls = tls
         self._selector = selectors.DefaultSelector()
         self._conns: dict[int, _Connection] = {}
         self._droppable: OrderedDict[int, _Connection] = OrderedDict()  # waiting for a head, or lingering
@@ -312,7 +313,7 @@ class WebServer:
     # -- reading a request head ----------------------------------------------------------------
 
     def _read_head(self, conn: _Connection) -> None:
-        if self._tls is not None and not self._secure(conn):
+        if self.tls is not None and not self._secure(conn):
             return
         while len(conn.inbox) <= MAX_HEAD_BYTES:
             chunk = conn.sock.recv(MAX_HEAD_BYTES + 1 - len(conn.inbox))
@@ -334,7 +335,7 @@ class WebServer:
         Raises SSLWantRead/WriteError while the handshake needs the client. A client that speaks
         plain HTTP to the TLS port is told so, as Go's servers do, instead of failing a handshake.
         """
-        assert self._tls is not None
+        assert self.tls is not None
         if conn.secure:
             return True
         if not conn.tls:
@@ -345,14 +346,14 @@ class WebServer:
             if first[0] != _TLS_HANDSHAKE:
                 self._answer_now(conn, 400, "this endpoint speaks HTTPS: the client sent plain HTTP")
                 return False
-            conn.sock = self._tls.context().wrap_socket(
+            conn.sock = self.tls.context().wrap_socket(
                 conn.sock, server_side=True, do_handshake_on_connect=False
             )
             conn.tls = True
         tls_socket = conn.sock
         assert isinstance(tls_socket, ssl.SSLSocket)
         tls_socket.do_handshake()
-        if not self._tls.accepts(tls_socket.getpeercert() or {}):
+        if not self.tls.accepts(tls_socket.getpeercert() or {}):
             raise ssl.SSLError("client certificate not allowed (tls_server_config.client_allowed_sans)")
         conn.secure = True
         return True

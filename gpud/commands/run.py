@@ -20,6 +20,7 @@ from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
     from gpud.decide.controller import DecideSettings
+    from gpud.server import StatusServer
 
 
 def register(commands: Subcommands) -> None:
@@ -55,6 +56,14 @@ def register(commands: Subcommands) -> None:
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
         "(kinds: random, error, lost, mismatch, hang, stuck-fan; see README, Reliability)",
     )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        type=Path,
+        metavar="FILE",
+        help="TLS and basic auth for the HTTP endpoint: an exporter-toolkit web config "
+        "(tls_server_config, basic_auth_users; see README, Securing the endpoint)",
+    )
     add_source_flags(run)
 
 
@@ -63,8 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.assemble import open_fan_control
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
+    from gpud.webconfig import WebConfig, load_web_config
 
     settings, source, header = open_gpus(args)
+    try:
+        web = load_web_config(settings.web_config) if settings.web_config else WebConfig()
+    except BaseException:
+        source.close()
+        raise
     try:
         fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
@@ -79,11 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         decide=decide_settings(settings),
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
-        reload=lambda: _reload(args, settings),
+        reload=lambda: _reload(args, settings, server),
     )
     try:
         server = StatusServer(
-            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history
+            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history, web
         )
     except OSError as error:
         source.close()
@@ -100,11 +115,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload(args: argparse.Namespace, running: Settings) -> DecideSettings:
-    """SIGHUP: the configuration read again as at start (file, environment, flags)."""
+def _reload(args: argparse.Namespace, running: Settings, server: StatusServer) -> DecideSettings:
+    """SIGHUP: the configuration read again as at start (file, environment, flags), and the web
+    config's file with it (new certificates, users)."""
     import structlog
 
+    from gpud.webconfig import load_web_config
+
     loaded = flagged_settings(args)
+    if running.web_config is not None and loaded.web_config == running.web_config:
+        server.reload_web(load_web_config(running.web_config))
     stale = needs_restart(running, loaded)
     if stale:
         structlog.get_logger("gpud.daemon").warning(
