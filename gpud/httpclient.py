@@ -61,23 +61,32 @@ class HttpClient:
         headers = {"User-Agent": "gpud", "Accept": "*/*"}
         if authorization is not None:
             headers["Authorization"] = authorization
-        timer = threading.Timer(self.timeout_s, _shut, (connection,))
+        out_of_time = threading.Event()
+        timer = threading.Timer(self.timeout_s, _shut, (connection, out_of_time))
         timer.start()
         try:
-            connection.request(
-                "GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")), headers=headers
-            )
+            target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            connection.request("GET", target, headers=headers)
             answer = connection.getresponse()
             if answer.status != 200:
                 raise DaemonUnreachable(_refusal(who, plain_url, answer))
-            return _read_capped(answer, plain_url, max_bytes)
+            body = _read_capped(answer, plain_url, max_bytes)
+            if answer.length:  # fewer bytes than its Content-Length: the connection ended early
+                raise ConnectionError("the answer was cut short")
+            return body
         except (OSError, http.client.HTTPException) as error:
-            if not timer.is_alive():
+            if out_of_time.is_set():
                 raise DaemonUnreachable(
                     f"no {who} answered at {plain_url} within {self.timeout_s:g} s"
                 ) from None
+            if isinstance(error, http.client.HTTPException) and not isinstance(
+                error, http.client.RemoteDisconnected | http.client.IncompleteRead
+            ):
+                raise DaemonUnreachable(
+                    f"bad answer from {plain_url}: not HTTP ({_one_line(error)[:80]})"
+                ) from None
             reason = getattr(error, "reason", None) or str(error) or type(error).__name__
-            raise DaemonUnreachable(f"no {who} answered at {plain_url}: {reason}") from None
+            raise DaemonUnreachable(f"no {who} answered at {plain_url}: {_one_line(reason)}") from None
         finally:
             timer.cancel()
             connection.close()
@@ -139,8 +148,9 @@ def parse_json(body: bytes, url: str, who: str = "gpud") -> Any:
         raise DaemonUnreachable(f"bad answer from {url}: not JSON ({error})") from None
 
 
-def _shut(connection: http.client.HTTPConnection) -> None:
+def _shut(connection: http.client.HTTPConnection, out_of_time: threading.Event) -> None:
     """Out of time: shut the socket, which ends the read waiting on it (in the other thread)."""
+    out_of_time.set()
     if connection.sock is not None:
         try:
             connection.sock.shutdown(socket.SHUT_RDWR)
@@ -169,3 +179,7 @@ def _refusal(who: str, url: str, answer: http.client.HTTPResponse) -> str:
     hint = {401: " (give the user and password: --user, or GPUD_HTTP_USER and GPUD_HTTP_PASSWORD)"}
     detail = f": {str(said)[:200]}" if said else ""
     return f"{who} at {url} answered {answer.status} {answer.reason}{detail}{hint.get(answer.status, '')}"
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
