@@ -6,9 +6,10 @@ time limit, parsed with the depth Python's JSON decoder allows, and anything wro
 
 Daemons behind TLS and basic auth (see :mod:`gpud.webconfig`) are reached with ``https://``
 URLs; the CA that signed their certificate is ``ca_file`` (else the system's), ``insecure``
-skips the check. The user is the client's ``user`` (the command line), else the URL's
-``user@``, else ``$GPUD_HTTP_USER``; the password comes with it, else from
-``$GPUD_HTTP_PASSWORD`` (which keeps it out of ``ps``). Credentials never appear in a message.
+skips the check; ``cert_file``/``key_file`` is a client certificate for daemons that ask for
+one. The user is the client's ``user`` (the command line), else the URL's ``user@``, else
+``$GPUD_HTTP_USER``; the password comes with it, else from ``$GPUD_HTTP_PASSWORD`` (which keeps
+it out of ``ps``). Credentials never appear in a message.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class HttpClient:
     insecure: bool = False
     user: str | None = None
     password: str | None = None
+    cert_file: Path | None = None  # a client certificate, for daemons that ask for one
+    key_file: Path | None = None
 
     def get(self, url: str, who: str = "gpud", max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """The body of a 200 answer to GET ``url``; :class:`DaemonUnreachable` saying why not.
@@ -58,6 +61,8 @@ class HttpClient:
             connection = self._connection(parts)
         except ValueError as error:  # a malformed URL or port
             raise DaemonUnreachable(f"no {who} answered at {plain_url}: {error}") from None
+        except OSError as error:  # ssl.SSLError too: a CA or client certificate that cannot be loaded
+            raise DaemonUnreachable(f"cannot ask {plain_url}: TLS files: {_one_line(error)}") from None
         headers = {"User-Agent": "gpud", "Accept": "*/*"}
         if authorization is not None:
             headers["Authorization"] = authorization
@@ -123,6 +128,8 @@ class HttpClient:
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
         return context
 
 

@@ -139,6 +139,10 @@ def add_daemon_flags(
         "--insecure", action="store_true", help="do not check the certificate of https:// daemons"
     )
     parser.add_argument(
+        "--cert", type=Path, metavar="FILE", help="a client certificate (PEM) for https:// daemons"
+    )
+    parser.add_argument("--key", type=Path, metavar="FILE", help="its private key, when not in --cert")
+    parser.add_argument(
         "--user",
         metavar="USER[:PASSWORD]",
         help=f"basic-auth credentials (else the URL's user:password@, else ${USER_ENV} and ${PASSWORD_ENV})",
@@ -161,6 +165,8 @@ def http_client(args: argparse.Namespace) -> HttpClient:
         insecure=args.insecure,
         user=user or None,
         password=password if colon else None,
+        cert_file=args.cert,
+        key_file=args.key,
     )
 
 
