@@ -126,7 +126,9 @@ def test_nothing_over_http_changes_the_fans(daemon_and_server):
     assert [f.manual_target_pct for card in library.machine.cards for f in card.fans] == before
 
 
-def test_a_client_has_the_head_timeout_in_total_however_slowly_it_drips(install_nvml, nvml_source, monkeypatch):
+def test_a_client_has_the_head_timeout_in_total_however_slowly_it_drips(
+    install_nvml, nvml_source, monkeypatch
+):
     monkeypatch.setattr(webserver, "HEAD_TIMEOUT_S", 1.0)
     library = install_nvml(gpus=1)
     daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 0.05)
