@@ -142,6 +142,9 @@ def test_a_missing_web_config_and_check_config_say_which_file(tmp_path):
     checked = gpud("check-config", str(config))
     assert checked.returncode == 2 and "tls_server_config.certfile: unknown key" in checked.stderr
     assert "Traceback" not in checked.stderr
+    started = gpud("run", "--simulate", "1", "--web.config.file", str(tmp_path / "web.yml"))
+    assert started.returncode == 2 and f"web config {tmp_path / 'web.yml'}" in started.stderr
+    assert "Traceback" not in started.stderr
 
 
 @pytest.fixture
