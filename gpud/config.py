@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     thermal_model: Path | None = Field(
         None, description="thermal model from gpud calibrate, for the predictive fan policy"
     )
+    web_config: Path | None = Field(
+        None, description="exporter-toolkit web config (TLS, basic auth) for /metrics, /status, /history"
+    )
     throttle: ThrottleSettings = Field(default_factory=ThrottleSettings)
     heat: HeatSettings = Field(default_factory=HeatSettings)
     fans: FanSettings = Field(default_factory=FanSettings)
@@ -130,6 +133,15 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_listen(cls, value: str) -> str:
         split_host_port(value)
+        return value
+
+    @field_validator("web_config")
+    @classmethod
+    def _valid_web_config(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from gpud.webconfig import load_web_config  # bcrypt and YAML only for those who use them
+
+            load_web_config(value)
         return value
 
     @field_validator("thermal_model")

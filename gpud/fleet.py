@@ -18,15 +18,14 @@ from typing import Any
 from gpud.health.problems import RECENT_XID_S
 from gpud.health.report import critical, health_entry
 from gpud.health.severity import Severity
+from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.status import (
     EXIT_NO_DAEMON,
     EXIT_OK,
     EXIT_PROBLEM,
     GPU_COLUMNS,
-    DaemonUnreachable,
     align,
     fetch_status,
-    get_json,
     gpu_row,
     troubled,
 )
@@ -42,15 +41,30 @@ class HostStatus:
     error: str | None = None
 
 
-def from_daemons(hosts: Sequence[str], timeout_s: float) -> list[HostStatus]:
-    """Every host's ``/status``, asked concurrently; ``host`` is HOST:PORT or a URL."""
+def status_url(host: str) -> str:
+    """HOST:PORT or a URL (``https://gpu-1:9877``) → the daemon's status endpoint.
+
+    >>> status_url("gpu-1:9877"), status_url("https://gpu-2:9877"), status_url("http://gpu-3:9877/status")
+    ('http://gpu-1:9877/status', 'https://gpu-2:9877/status', 'http://gpu-3:9877/status')
+    """
+    if "://" not in host:
+        return f"http://{host}/status"
+    parts = urllib.parse.urlsplit(host)
+    return host if parts.path not in ("", "/") else urllib.parse.urlunsplit(parts._replace(path="/status"))
+
+
+def from_daemons(hosts: Sequence[str], client: HttpClient) -> list[HostStatus]:
+    """Every host's ``/status``, asked concurrently; ``host`` is HOST:PORT or a URL.
+
+    A host that does not answer, or answers something that is not a status document, is a row
+    saying so ("no gpud answered ...", "bad answer from ..."), never the end of the table.
+    """
 
     def ask(host: str) -> HostStatus:
-        url = host if "://" in host else f"http://{host}/status"
         try:
-            return HostStatus(host, fetch_status(url, timeout_s)["gpus"])
+            return HostStatus(redacted(host), fetch_status(status_url(host), client)["gpus"])
         except DaemonUnreachable as error:
-            return HostStatus(host, [], str(error))
+            return HostStatus(redacted(host), [], str(error))
 
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:
         return list(pool.map(ask, hosts))
@@ -60,13 +74,24 @@ Query = Callable[[str], list[tuple[dict[str, str], float]]]
 Entry = Callable[[dict[str, str]], dict[str, Any] | None]
 
 
-def _query(base_url: str, promql: str, timeout_s: float) -> list[tuple[dict[str, str], float]]:
+def _query(base_url: str, promql: str, client: HttpClient) -> list[tuple[dict[str, str], float]]:
     """An instant query through Prometheus' HTTP API: (labels, value) per series."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    body = get_json(url, timeout_s, who="Prometheus")
-    if body.get("status") != "success":
-        raise DaemonUnreachable(f"Prometheus at {base_url} refused {promql!r}: {body.get('error')}")
-    return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+    body = client.get_json(url, who="Prometheus", max_bytes=256 << 20)
+    if not isinstance(body, dict) or body.get("status") != "success":
+        said = body.get("error") if isinstance(body, dict) else body
+        raise DaemonUnreachable(f"Prometheus at {redacted(base_url)} refused {promql!r}: {str(said)[:200]}")
+    try:
+        series = [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise DaemonUnreachable(
+            f"bad answer from Prometheus at {redacted(base_url)} to {promql!r}: {error!r}"
+        ) from None
+    if not all(
+        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()) for labels, _ in series
+    ):
+        raise DaemonUnreachable(f"bad answer from Prometheus at {redacted(base_url)} to {promql!r}: labels")
+    return series
 
 
 # Entry field ← PromQL, with the factor from the metric's base unit to the entry's unit.
@@ -82,11 +107,24 @@ _FIELDS = {
 THROTTLED_SHARE = 0.25  # throttled this share of the last minute counts as throttling, as in the alert
 
 
-def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
-    """Every host Prometheus has seen gpud on in the last hour, from its latest samples."""
+def from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
+    """Every host Prometheus has seen gpud on in the last hour, from its latest samples.
 
+    Series without the labels gpud's metrics carry (``instance``, ``gpu`` ...) make a bad answer.
+    """
+    try:
+        return _from_prometheus(base_url, client)
+    except KeyError as error:
+        raise DaemonUnreachable(
+            f"bad answer from Prometheus at {redacted(base_url)}: a series without the label {error}"
+        ) from None
+    except ValueError as error:  # a gpu label that is not a number
+        raise DaemonUnreachable(f"bad answer from Prometheus at {redacted(base_url)}: {error}") from None
+
+
+def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
     def query(promql: str) -> list[tuple[dict[str, str], float]]:
-        return _query(base_url, promql, timeout_s)
+        return _query(base_url, promql, client)
 
     hosts: dict[str, dict[str, dict[str, Any]]] = {
         labels["instance"]: {}

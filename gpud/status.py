@@ -8,25 +8,21 @@ uncorrected ECC errors), 2 no daemon answered.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 import gpud
 from gpud.config import DEFAULT_LISTEN
 from gpud.decide.controller import GpuDecision
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
+from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
 
 DEFAULT_STATUS_URL = f"http://{DEFAULT_LISTEN}/status"
 EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
-
-
-class DaemonUnreachable(Exception):
-    """No gpud answered at the URL (or it answered something that is not a status document)."""
 
 
 def status_document(state: DaemonState) -> dict[str, Any]:
@@ -142,30 +138,78 @@ def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
     }
 
 
-def http_get(url: str, timeout_s: float, who: str = "gpud") -> bytes:
-    """GET ``url``'s body; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
+class _Checked(BaseModel):
+    """What the table relies on in a status document; other fields pass as they are (newer daemons)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _FanEntry(_Checked):
+    speed_pct: float | None = None
+    target_pct: float | None = None
+    following: bool = True
+
+
+class _HeatEntry(_Checked):
+    neighbour_heated: bool = False
+    coupling_c_per_100w: float | None = None
+    cooling_saturated: bool = False
+    seconds_to_slowdown: float | None = None
+
+    @model_validator(mode="after")
+    def _coupling_when_heated(self) -> _HeatEntry:
+        if self.neighbour_heated and self.coupling_c_per_100w is None:
+            raise ValueError("neighbour_heated without coupling_c_per_100w")
+        return self
+
+
+class _FanControlEntry(_Checked):
+    backend: str
+    mode: str
+    reason: str = ""
+
+
+class _GpuEntry(_Checked):
+    index: int
+    name: str
+    up: bool = False
+    temperature_c: float | None = None
+    slowdown_temp_c: float | None = None
+    sm_clock_mhz: float | None = None
+    sm_clock_max_mhz: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    gpu_util_pct: float | None = None
+    throttle: str | None = None
+    clock_lost: float | None = None
+    fans: list[_FanEntry] = []
+    heat: _HeatEntry | None = None
+    fan_control: _FanControlEntry | None = None
+
+
+class _StatusDocument(_Checked):
+    version: str
+    host: str
+    source: str
+    gpus: list[_GpuEntry]
+
+
+def checked_status(document: Any, url: str) -> dict[str, Any]:
+    """``document`` when it is a status document the table can show; :class:`DaemonUnreachable` otherwise."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError) as error:
-        raise DaemonUnreachable(f"no {who} answered at {url}: {getattr(error, 'reason', error)}") from None
-
-
-def get_json(url: str, timeout_s: float, who: str = "gpud") -> Any:
-    """GET a JSON document; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
-    body = http_get(url, timeout_s, who)
-    try:
-        return json.loads(body)
-    except ValueError as error:
-        raise DaemonUnreachable(f"no {who} answered at {url}: {error}") from None
-
-
-def fetch_status(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
-    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
-    document = get_json(url, timeout_s)
-    if not isinstance(document, dict) or not isinstance(document.get("gpus"), list):
-        raise DaemonUnreachable(f"{url} did not return a gpud status document")
+        _StatusDocument.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise DaemonUnreachable(
+            f"bad answer from {url}: not a gpud status document ({where}: {first['msg']})"
+        ) from None
     return document
+
+
+def fetch_status(url: str, client: HttpClient | None = None) -> dict[str, Any]:
+    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
+    return checked_status((client or HttpClient()).get_json(url), redacted(url))
 
 
 def troubled(gpu: dict[str, Any]) -> bool:

@@ -16,10 +16,10 @@ from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import diagnose
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.source import history_trace
+from gpud.httpclient import DaemonUnreachable, HttpClient
 from gpud.nvml.source import NvmlSource
 from gpud.sdnotify import SystemdNotifier
 from gpud.server import StatusServer
-from gpud.status import DaemonUnreachable
 from gpud.trace.format import read_trace
 
 
@@ -155,14 +155,14 @@ def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, cl
     times = [t.timestamp for t in ticks]
     assert len(times) == 6 and all(b - a >= 30 for a, b in pairwise(times[:-1]))
     assert times[-1] == pytest.approx(daemon.state.snapshot.timestamp, abs=0.01)  # and the newest tick
-    recent = history_trace(base, 5.0, since_s=60)  # the daemon cuts the window
+    recent = history_trace(base, HttpClient(5.0), since_s=60)  # the daemon cuts the window
     assert len(list(recent.ticks(1, None))) == 3
     assert get(base + "/history?since=soon")[0] == 400
-    trace = history_trace(base, 5.0)
+    trace = history_trace(base, HttpClient(5.0))
     assert len(list(trace.ticks(1, None))) == 6
     assert diagnose(trace, DecideSettings(), DiagnoseSettings()).gpus == 2
 
 
 def test_diagnose_says_when_no_daemon_answers():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/history"):
-        history_trace("http://127.0.0.1:9", 1.0)
+        history_trace("http://127.0.0.1:9", HttpClient(1.0))

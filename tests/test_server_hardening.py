@@ -1,4 +1,5 @@
-"""The HTTP endpoint against hostile and broken clients: 4xx answers, no tracebacks, fans untouched."""
+"""The HTTP endpoint against hostile and broken clients: 4xx answers, no tracebacks, fans untouched,
+slow clients cut off on time, the scrapes served whatever the others do."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import re
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import structlog
 
 from gpud import server as server_module
+from gpud import webserver
 from gpud.daemon import Daemon
 from gpud.server import StatusServer
 from tests.conftest import nvml_fan_control
@@ -18,8 +21,7 @@ from tests.test_daemon import get
 
 
 @pytest.fixture
-def daemon_and_server(install_nvml, nvml_source, monkeypatch):
-    monkeypatch.setattr(server_module._Handler, "timeout", 0.5)  # a client's time to send its request
+def daemon_and_server(install_nvml, nvml_source):
     library = install_nvml(gpus=2)
     source = nvml_source(clock=library.unix_time)
     daemon = Daemon(source, "simulated", 0.05, fans=nvml_fan_control(source.gpus))
@@ -44,11 +46,13 @@ def raw(server: StatusServer, payload: bytes, timeout_s: float = 3.0) -> bytes:
 
 
 def status_of(response: bytes) -> int:
-    """The status code; a request too garbled to have a version is answered HTTP/0.9 style, body only."""
-    if response.startswith(b"HTTP/"):
-        return int(response.split(b" ", 2)[1])
-    found = re.search(rb"Error code: (\d+)", response)
-    return int(found.group(1)) if found else 0
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def header(response: bytes, name: str) -> str | None:
+    head = response.partition(b"\r\n\r\n")[0] + b"\r\n"
+    found = re.search(rb"\r\n" + name.encode() + rb": ([^\r]*)\r\n", head)
+    return found.group(1).decode() if found else None
 
 
 @pytest.mark.parametrize(
@@ -58,8 +62,16 @@ def status_of(response: bytes) -> int:
         (b"GET /status HTTP/1.1\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
         (b"GET /status HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)) + b"\r\n\r\n", 400),  # TLS hello
-        (b"BREW /pot HTTP/1.1\r\n\r\n", 501),
-        (b"DELETE /status HTTP/1.1\r\n\r\n", 405),
+        (b"GET /status HTTP/2.0\r\n\r\n", 400),
+        (b"GET /status HTTP/0.9\r\n\r\n", 400),
+        (b"GET /status HTTP/1.1x\r\n\r\n", 400),
+        (b"GET /status http/1.1\r\n\r\n", 400),
+        (b"GET /status\r\n\r\n", 400),  # HTTP/0.9 style: no version
+        (b"GET  /status HTTP/1.1\r\n\r\n", 400),
+        (b"G\x00T /status HTTP/1.1\r\n\r\n", 400),
+        (b"GET /status HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /status HTTP/1.1\r\nHost: x\r\n folded: continuation\r\n\r\n", 400),
+        (b"GET status HTTP/1.1\r\n\r\n", 400),
         (b"GET /history?since=-3 HTTP/1.1\r\n\r\n", 400),
         (b"GET /history?since=nan HTTP/1.1\r\n\r\n", 400),
         (b"GET /../../etc/passwd HTTP/1.1\r\n\r\n", 404),
@@ -76,6 +88,33 @@ def test_malformed_and_hostile_requests_get_a_4xx_and_the_daemon_serves_on(
     assert get(base + "/status")[0] == 200
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"TRACE / HTTP/1.1",
+        b"CONNECT 127.0.0.1:22 HTTP/1.1",
+        b"OPTIONS * HTTP/1.1",
+        b"BREW /pot HTTP/1.1",
+        b"PROPFIND /status HTTP/1.1",
+        b"get /status HTTP/1.1",  # methods are case-sensitive: this is not GET
+        b"DELETE /status HTTP/1.0",
+    ],
+)
+def test_every_method_but_get_and_head_is_405_with_allow(daemon_and_server, request_line):
+    _, server, _ = daemon_and_server
+    response = raw(server, request_line + b"\r\nHost: x\r\n\r\n")
+    assert status_of(response) == 405 and header(response, "Allow") == "GET, HEAD"
+
+
+def test_head_is_get_without_the_body_and_absolute_targets_are_served(daemon_and_server):
+    _, server, _ = daemon_and_server
+    head = raw(server, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    length = int(header(head, "Content-Length") or 0)
+    assert status_of(head) == 200 and length > 1000 and head.endswith(b"\r\n\r\n")
+    full = raw(server, b"GET http://gpu-host:9877/metrics HTTP/1.1\r\n\n")  # bare LF ends a head too
+    assert status_of(full) == 200 and len(full.partition(b"\r\n\r\n")[2]) == length
+
+
 def test_nothing_over_http_changes_the_fans(daemon_and_server):
     _, server, library = daemon_and_server
     before = [f.manual_target_pct for card in library.machine.cards for f in card.fans]
@@ -87,37 +126,112 @@ def test_nothing_over_http_changes_the_fans(daemon_and_server):
     assert [f.manual_target_pct for card in library.machine.cards for f in card.fans] == before
 
 
-def test_slow_clients_neither_block_others_nor_pile_up_without_bound(daemon_and_server):
+def test_a_client_has_the_head_timeout_in_total_however_slowly_it_drips(
+    install_nvml, nvml_source, monkeypatch
+):
+    monkeypatch.setattr(webserver, "HEAD_TIMEOUT_S", 1.0)
+    library = install_nvml(gpus=1)
+    daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 0.05)
+    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current)
+    server.start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=5) as connection:
+            started = time.monotonic()
+            answer = b""
+            for byte in b"GET /status HTTP/1.1\r\nX-Slow: " + b"z" * 100:  # a byte every 0.2 s
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.2)
+                connection.setblocking(False)
+                try:
+                    answer += connection.recv(4096)
+                except BlockingIOError:
+                    pass
+                connection.setblocking(True)
+                if answer:
+                    break
+            cut_after = time.monotonic() - started
+    finally:
+        server.stop()
+    assert status_of(answer) == 408 and 0.9 < cut_after < 1.8
+
+
+def test_slow_clients_cannot_keep_a_scraper_out(daemon_and_server, monkeypatch):
     daemon, server, _ = daemon_and_server
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(webserver, "MAX_CONNECTIONS", 16)
+    threads_before = threading.active_count()
     slow = []
-    for _ in range(server_module.MAX_CLIENTS // 2):  # each sends half a request line and waits
-        connection = socket.create_connection(server.server_address[:2])
-        connection.sendall(b"GET /sta")
-        slow.append(connection)
     try:
-        started = time.monotonic()
-        assert get(base + "/metrics")[0] == 200
-        assert time.monotonic() - started < 0.5
+        for _ in range(64):  # four times the connections allowed, each dripping half a request line
+            connection = socket.create_connection(server.server_address[:2])
+            connection.sendall(b"GET /sta")
+            slow.append(connection)
+        time.sleep(0.2)
+        for _ in range(5):
+            started = time.monotonic()
+            assert get(base + "/metrics")[0] == 200
+            assert time.monotonic() - started < 0.5
         ticked = threading.Thread(target=daemon.tick)
         ticked.start()
         ticked.join(timeout=2)
         assert not ticked.is_alive()  # the loop does not wait on the server
+        assert threading.active_count() <= threads_before + 2  # no thread per client
     finally:
         for connection in slow:
             connection.close()
-    threads_before = threading.active_count()
-    flood = [
-        socket.create_connection(server.server_address[:2]) for _ in range(3 * server_module.MAX_CLIENTS)
-    ]
-    try:
-        time.sleep(0.2)
-        assert threading.active_count() <= threads_before + server_module.MAX_CLIENTS
-    finally:
+
+
+def test_turned_away_clients_are_one_log_line_a_minute_with_a_count(daemon_and_server, monkeypatch):
+    _, server, _ = daemon_and_server
+    monkeypatch.setattr(webserver, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(webserver, "REFUSALS_LOG_EVERY_S", 1.0)
+    with structlog.testing.capture_logs() as logs:
+        flood = [socket.create_connection(server.server_address[:2]) for _ in range(40)]
+        time.sleep(0.5)
+        turned_away = [entry for entry in logs if entry["event"] == "http clients turned away"]
+        assert len(turned_away) == 1  # the first at once, the rest counted
+        time.sleep(1.0)
         for connection in flood:
             connection.close()
-    time.sleep(0.7)  # past the client timeout: every slot is free again
-    assert get(base + "/status")[0] == 200
+        turned_away = [entry for entry in logs if entry["event"] == "http clients turned away"]
+    assert len(turned_away) == 2
+    counted = sum(entry.get("waiting_connections_dropped", 0) for entry in turned_away)
+    assert counted == 36  # every connection beyond the four
+
+
+def test_history_answers_are_bounded_and_the_rest_told_when_to_retry(install_nvml, nvml_source, monkeypatch):
+    monkeypatch.setattr(server_module, "MAX_HISTORY_ANSWERS", 2)
+    library = install_nvml(gpus=8)
+    daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 1.0)
+    daemon.tick()
+    snapshot = daemon.state.snapshot
+    for n in range(2000):  # about 7 MB of history: more than the sockets buffer
+        daemon.history.add(replace(snapshot, timestamp=snapshot.timestamp + 30 * n))
+    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server.start()
+    readers = []
+    try:
+        for _ in range(2):  # two readers that ask and then read nothing
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(server.server_address[:2])
+            reader.sendall(b"GET /history HTTP/1.1\r\n\r\n")
+            readers.append(reader)
+        time.sleep(0.3)
+        refused = raw(server, b"GET /history HTTP/1.1\r\n\r\n")
+        assert status_of(refused) == 503 and header(refused, "Retry-After") == "5"
+        assert status_of(raw(server, b"GET /metrics HTTP/1.1\r\n\r\n")) == 200
+        readers.pop().close()  # a reader that goes away frees its place
+        time.sleep(0.3)
+        served = raw(server, b"GET /history HTTP/1.1\r\n\r\n", timeout_s=10)
+        assert status_of(served) == 200 and served.count(b"\n") > 2000
+    finally:
+        for reader in readers:
+            reader.close()
+        server.stop()
 
 
 def test_an_error_while_answering_is_a_500_not_a_dead_server(daemon_and_server, monkeypatch):

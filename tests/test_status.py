@@ -6,6 +6,7 @@ import pytest
 
 from gpud.decide.controller import Controller
 from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
+from gpud.httpclient import HttpClient
 from gpud.state import DaemonState
 from gpud.status import DaemonUnreachable, exit_code, fetch_status, render_table, status_document
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
@@ -95,4 +96,4 @@ def test_a_passive_gpu_shows_passive_instead_of_fan_speed():
 
 def test_no_daemon_is_a_clear_error():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/status"):
-        fetch_status("http://127.0.0.1:9/status", timeout_s=1)
+        fetch_status("http://127.0.0.1:9/status", HttpClient(1.0))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import urllib.parse
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail
+from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail, http_client
 from gpud.config import decide_settings, load_settings
 from gpud.errors import ConfigError
 
@@ -67,10 +68,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         host = this_host() if trace.header.host == socket.gethostname() else None
     else:
         try:
-            trace = history_trace(args.url, args.timeout, since)
+            trace = history_trace(args.url, http_client(args), since)
         except DaemonUnreachable as error:
             return fail(str(error), 2)
-        host = this_host() if args.url.startswith(("http://127.0.0.1", "http://localhost")) else None
+        local = urllib.parse.urlsplit(args.url).hostname in ("127.0.0.1", "::1", "localhost")
+        host = this_host() if local else None
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     print(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

@@ -20,6 +20,7 @@ from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
     from gpud.decide.controller import DecideSettings
+    from gpud.server import StatusServer
 
 
 def register(commands: Subcommands) -> None:
@@ -56,6 +57,14 @@ def register(commands: Subcommands) -> None:
         "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
         "and Health)",
     )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        type=Path,
+        metavar="FILE",
+        help="TLS and basic auth for the HTTP endpoint: an exporter-toolkit web config "
+        "(tls_server_config, basic_auth_users; see README, Securing the endpoint)",
+    )
     add_source_flags(run)
 
 
@@ -64,8 +73,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.assemble import open_fan_control
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
+    from gpud.webconfig import WebConfig, load_web_config
 
     settings, source, header = open_gpus(args)
+    try:
+        web = load_web_config(settings.web_config) if settings.web_config else WebConfig()
+    except BaseException:
+        source.close()
+        raise
     try:
         fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
@@ -80,12 +95,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         decide=decide_settings(settings),
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
-        reload=lambda: _reload(args, settings),
+        reload=lambda: _reload(args, settings, server),
         per_job_metrics=settings.processes.per_job_metrics,
     )
     try:
         server = StatusServer(
-            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history
+            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history, web
         )
     except OSError as error:
         source.close()
@@ -102,11 +117,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload(args: argparse.Namespace, running: Settings) -> DecideSettings:
-    """SIGHUP: the configuration read again as at start (file, environment, flags)."""
+def _reload(args: argparse.Namespace, running: Settings, server: StatusServer) -> DecideSettings:
+    """SIGHUP: the configuration read again as at start (file, environment, flags), and the web
+    config's file with it (new certificates, users)."""
     import structlog
 
+    from gpud.webconfig import load_web_config
+
     loaded = flagged_settings(args)
+    if running.web_config is not None and loaded.web_config == running.web_config:
+        server.reload_web(load_web_config(running.web_config))
     stale = needs_restart(running, loaded)
     if stale:
         structlog.get_logger("gpud.daemon").warning(

@@ -18,6 +18,7 @@ from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 
 if TYPE_CHECKING:
+    from gpud.httpclient import HttpClient
     from gpud.nvml.source import NvmlSource
 
 LAYOUTS = [layout.value for layout in Layout]
@@ -123,11 +124,50 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 def add_daemon_flags(
     parser: argparse.ArgumentParser, *, url: str, url_help: str, timeout_s: float, timeout_help: str
 ) -> argparse._MutuallyExclusiveGroup:
-    """``--timeout`` and the running daemon's ``--url``, in the group returned for its alternatives."""
+    """``--timeout``, how to reach a daemon behind TLS and basic auth, and the running daemon's
+    ``--url``, in the group returned for its alternatives."""
+    from gpud.httpclient import PASSWORD_ENV, USER_ENV
+
     parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help=timeout_help)
+    parser.add_argument(
+        "--cacert",
+        type=Path,
+        metavar="FILE",
+        help="CA certificate(s) for https:// daemons (default: the system's)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not check the certificate of https:// daemons"
+    )
+    parser.add_argument(
+        "--cert", type=Path, metavar="FILE", help="a client certificate (PEM) for https:// daemons"
+    )
+    parser.add_argument("--key", type=Path, metavar="FILE", help="its private key, when not in --cert")
+    parser.add_argument(
+        "--user",
+        metavar="USER[:PASSWORD]",
+        help=f"basic-auth credentials (else the URL's user:password@, else ${USER_ENV} and ${PASSWORD_ENV})",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
     return where
+
+
+def http_client(args: argparse.Namespace) -> HttpClient:
+    """How to ask a daemon, from the flags :func:`add_daemon_flags` added."""
+    from gpud.httpclient import HttpClient
+
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    user, colon, password = (args.user or "").partition(":")
+    return HttpClient(
+        timeout_s=args.timeout,
+        ca_file=args.cacert,
+        insecure=args.insecure,
+        user=user or None,
+        password=password if colon else None,
+        cert_file=args.cert,
+        key_file=args.key,
+    )
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,6 +179,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("log_format", "log_format"),
         ("log_level", "log_level"),
         ("slowdown", "slowdown_c"),
+        ("web_config", "web_config"),
     ):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)

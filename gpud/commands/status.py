@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail
+from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail, http_client
 from gpud.config import Settings, decide_settings, load_settings
+
+if TYPE_CHECKING:
+    from gpud.httpclient import HttpClient
 
 
 def register(commands: Subcommands) -> None:
@@ -61,19 +64,18 @@ def _status_once(args: argparse.Namespace) -> int:
     from gpud.fleet import fleet_exit_code, fleet_json, from_daemons, from_prometheus, render_fleet
     from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable, exit_code, fetch_status, render_table
 
+    client = http_client(args)
     try:
         if args.hosts or args.prometheus:
             hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
-            fleet = (
-                from_daemons(hosts, args.timeout) if hosts else from_prometheus(args.prometheus, args.timeout)
-            )
+            fleet = from_daemons(hosts, client) if hosts else from_prometheus(args.prometheus, client)
             document: dict[str, Any] = fleet_json(fleet)
             text, code = render_fleet(fleet), fleet_exit_code(fleet)
         else:
-            document = fetch_status(args.url, args.timeout)
+            document = fetch_status(args.url, client)
             text, code = render_table(document), exit_code(document)
             if not args.json:
-                text += "\n" + _recent_findings(args.url, args.timeout, load_settings(args.config))
+                text += "\n" + _recent_findings(args.url, client, load_settings(args.config))
     except DaemonUnreachable as error:
         return fail(str(error), EXIT_NO_DAEMON)
     if args.watch:
@@ -82,12 +84,19 @@ def _status_once(args: argparse.Namespace) -> int:
     return code
 
 
-def _recent_findings(url: str, timeout_s: float, settings: Settings) -> str:
-    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour."""
+def _recent_findings(url: str, client: HttpClient, settings: Settings) -> str:
+    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour.
+
+    A history that cannot be had is said there; the table above it stands.
+    """
     from gpud.diagnose.findings import diagnose
     from gpud.diagnose.source import history_trace
+    from gpud.httpclient import DaemonUnreachable
 
-    history = history_trace(url, timeout_s, since_s=3600.0)
+    try:
+        history = history_trace(url, client, since_s=3600.0)
+    except DaemonUnreachable as error:
+        return f"Findings: none to show ({error})"
     found = diagnose(history, decide_settings(settings), settings.diagnose).findings
     lines = [f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"]
     return "\n".join(["Findings (last hour; details: gpud diagnose):", *lines])

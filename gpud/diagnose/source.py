@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.replay import LoadedTrace
-from gpud.status import DaemonUnreachable, http_get
 from gpud.trace.format import TraceError, read_trace
 
+MAX_HISTORY_BYTES = 256 << 20  # a day of 64 GPUs is about 90 MB
 
-def history_trace(url: str, timeout_s: float, since_s: float | None = None) -> LoadedTrace:
+
+def history_trace(url: str, client: HttpClient, since_s: float | None = None) -> LoadedTrace:
     """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace;
-    only its last ``since_s`` seconds when given (the daemon cuts them, so less travels)."""
+    only its last ``since_s`` seconds when given (the daemon cuts them, so less travels).
+
+    Raises :class:`DaemonUnreachable` when no daemon answers, and "bad answer from URL: ..." when
+    what answers is not a gpud history (too large, not a trace, a header or tick that cannot be read).
+    """
     endpoint = url.rstrip("/").removesuffix("/status") + "/history"
     query = f"?since={since_s:g}" if since_s is not None else ""
-    text = http_get(endpoint + query, timeout_s).decode("utf-8", errors="replace")
+    text = client.get(endpoint + query, max_bytes=MAX_HISTORY_BYTES).decode("utf-8", errors="replace")
+    shown = redacted(endpoint)
     try:
-        header, ticks = read_trace(text.splitlines(), endpoint)
+        header, ticks = read_trace(text.splitlines(), shown, strict=True)
         snapshots = list(ticks)
     except TraceError as error:
-        raise DaemonUnreachable(f"{endpoint} did not return a gpud history: {error}") from None
-    return LoadedTrace.of(endpoint, header, snapshots, [], len(text))
+        raise DaemonUnreachable(f"bad answer from {shown}: not a gpud history ({error})") from None
+    return LoadedTrace.of(shown, header, snapshots, [], len(text))
 
 
 def recent(trace: LoadedTrace, seconds: float) -> LoadedTrace:

@@ -90,6 +90,40 @@ def _known(record: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key in names}
 
 
+def _typed_fields(cls: type) -> dict[str, frozenset[type]]:
+    """Per field of a telemetry dataclass, the JSON types its value may have (``NoneType`` where optional)."""
+    kinds: dict[str, tuple[type, ...]] = {
+        "int": (int,),
+        "float": (int, float),
+        "str": (str,),
+        "bool": (bool,),
+    }
+    typed = {}
+    for f in fields(cls):
+        base, _, optional = str(f.type).partition(" | ")
+        if base in kinds:
+            typed[f.name] = frozenset(kinds[base] + ((type(None),) if optional == "None" else ()))
+    return typed
+
+
+_INFO_TYPES, _SAMPLE_TYPES, _FAN_TYPES = (
+    _typed_fields(GpuInfo),
+    _typed_fields(GpuSample),
+    _typed_fields(FanReading),
+)
+
+
+def _check_types(record: dict[str, Any], types: dict[str, frozenset[type]]) -> None:
+    """A number where a number belongs (a whole one for counts and clocks; never a bool or a string),
+    so a bad value stops here, named, rather than as a TypeError deep inside the controller."""
+    for name, value in record.items():
+        allowed = types.get(name)
+        if allowed is None or type(value) in allowed:
+            continue
+        if not (int in allowed and type(value) is float and value.is_integer()):  # 1995.0 for a clock
+            raise TypeError(f"{name} cannot be {value!r}")
+
+
 def parse_header(record: Any) -> TraceHeader:
     """The header from its decoded JSON; raises ``ValueError`` when it is not a gpud trace."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -99,11 +133,18 @@ def parse_header(record: Any) -> TraceHeader:
     gpus = []
     for entry in record.get("gpus", []):
         values = _known(entry, _INFO_FIELDS)
+        _check_types(values, _INFO_TYPES)
         values["cooling"] = Cooling(values.get("cooling", Cooling.UNKNOWN))
         gpus.append(GpuInfo(**values))
     return TraceHeader(
         host=str(record.get("host", "unknown")), gpus=tuple(gpus), source=str(record.get("source", "unknown"))
     )
+
+
+def _fan(record: dict[str, Any]) -> FanReading:
+    _check_types(record, _FAN_TYPES)
+    policy = record.get("policy")
+    return FanReading(speed_pct=record.get("speed_pct"), policy=FanPolicy(policy) if policy else None)
 
 
 def parse_snapshot(record: Any) -> Snapshot:
@@ -112,14 +153,9 @@ def parse_snapshot(record: Any) -> Snapshot:
         raise TypeError('a tick line is an object with a numeric "t"')
     samples = []
     for entry in record.get("gpus", []):
-        fans = tuple(
-            FanReading(
-                speed_pct=fan.get("speed_pct"), policy=FanPolicy(fan["policy"]) if fan.get("policy") else None
-            )
-            for fan in entry.pop("fans", ())
-        )
+        _check_types(entry, _SAMPLE_TYPES)
         nested = {
-            "fans": fans,
+            "fans": tuple(_fan(fan) for fan in entry.pop("fans", ())),
             "memory_health": _memory_health(entry.pop("memory_health", None)),
             "xids": _xids(entry.pop("xids", None)),
         }
@@ -158,8 +194,10 @@ def read_trace(
         header = parse_header(json.loads(next(iterator)))
     except StopIteration:
         raise TraceError(f"{name}: empty file, not a gpud trace") from None
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise TraceError(f"{name}:1: {error}") from None
+    except RecursionError:
+        raise TraceError(f"{name}:1: JSON nested too deeply for a trace header") from None
 
     def ticks() -> Iterator[Snapshot]:
         for number, line in enumerate(iterator, start=2):
@@ -167,8 +205,9 @@ def read_trace(
                 continue
             try:
                 yield parse_snapshot(json.loads(line))
-            except (ValueError, TypeError, KeyError, AttributeError) as error:
-                message = f"{name}:{number}: skipped malformed tick: {error}"
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+                reason = "JSON nested too deeply" if isinstance(error, RecursionError) else error
+                message = f"{name}:{number}: skipped malformed tick: {reason}"
                 if strict:
                     raise TraceError(message) from None
                 if errors is not None:
