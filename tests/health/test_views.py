@@ -169,7 +169,8 @@ def test_traces_keep_health_but_not_who_ran(run):
 def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
     daemon = run(CHECKED)
     header = TraceHeader("box", daemon.state.gpus, "simulated")
-    trace = LoadedTrace.of("history", header, daemon.history.last(), [], 0)
+    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    trace = LoadedTrace.of("history", header, ticks, [], 0)
     findings = diagnose(trace, DecideSettings(), DiagnoseSettings()).findings
     by_title = {f.title: f for f in findings}
     lost = by_title["GPU 1: XID 79, fell off the bus"]
@@ -183,7 +184,8 @@ def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
 
 def test_a_failed_remap_is_a_finding_that_says_replace_the_card(run):
     daemon = run("remap:gpu=0,at=2,failed=1", gpus=1, layout=Layout.PASSIVE)
-    trace = LoadedTrace.of("t", TraceHeader("box", daemon.state.gpus), daemon.history.last(), [], 0)
+    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    trace = LoadedTrace.of("t", TraceHeader("box", daemon.state.gpus), ticks, [], 0)
     found = {f.kind: f for f in diagnose(trace, DecideSettings(), DiagnoseSettings()).findings}
     assert "RMA" in found["row-remap-failed"].recommendation
     assert found["xid"].title == "GPU 0: XID 64, memory repair failed"
