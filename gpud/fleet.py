@@ -2,15 +2,18 @@
 
 ``--hosts`` asks every daemon's status endpoint at once, each with its own timeout; a host that
 does not answer is a row of the table, not an error. ``--prometheus`` builds the same per-GPU
-entries from what a Prometheus server has scraped, for every host it knows. Down and critically
-unhealthy GPUs come first, with the reason in their row (``XID 79 3 min ago: fell off the bus``).
+entries from what a Prometheus server has scraped, for every host it knows: every target of the
+jobs gpud was seen in (and of the job ``gpud``), so that a host Prometheus cannot scrape is listed
+with the reason Prometheus gives, not left out. Down and critically unhealthy GPUs come first, with
+the reason in their row (``XID 79 3 min ago: fell off the bus``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +28,16 @@ from gpud.status import (
     GPU_COLUMNS,
     DaemonUnreachable,
     align,
+    brief_cells,
     fetch_status,
     get_json,
     gpu_row,
     troubled,
 )
 from gpud.telemetry import GpuSample, MemoryHealth, XidEvent, XidRecord
+from gpud.words import clock_time, count
+
+DEFAULT_JOB = "gpud"  # the scrape job the README's prometheus.yml names
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +49,12 @@ class HostStatus:
     error: str | None = None
 
 
-def from_daemons(hosts: Sequence[str], timeout_s: float) -> list[HostStatus]:
-    """Every host's ``/status``, asked concurrently; ``host`` is HOST:PORT or a URL."""
+def from_daemons(hosts: Mapping[str, str], timeout_s: float) -> list[HostStatus]:
+    """Every host's ``/status``, asked concurrently: host as given → its base URL (:func:`daemon_url`)."""
 
     def ask(host: str) -> HostStatus:
-        url = host if "://" in host else f"http://{host}/status"
         try:
-            return HostStatus(host, fetch_status(url, timeout_s)["gpus"])
+            return HostStatus(host, fetch_status(hosts[host], timeout_s)["gpus"])
         except DaemonUnreachable as error:
             return HostStatus(host, [], str(error))
 
@@ -64,8 +70,9 @@ def _query(base_url: str, promql: str, timeout_s: float) -> list[tuple[dict[str,
     """An instant query through Prometheus' HTTP API: (labels, value) per series."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
     body = get_json(url, timeout_s, who="Prometheus")
-    if body.get("status") != "success":
-        raise DaemonUnreachable(f"Prometheus at {base_url} refused {promql!r}: {body.get('error')}")
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error") if isinstance(body, dict) else "not a Prometheus answer"
+        raise DaemonUnreachable(f"Prometheus at {base_url} refused {promql!r}: {error}")
     return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
 
 
@@ -82,17 +89,33 @@ _FIELDS = {
 THROTTLED_SHARE = 0.25  # throttled this share of the last minute counts as throttling, as in the alert
 
 
+def prometheus_url(address: str) -> str:
+    """A Prometheus server's base URL: ``http://`` added when no scheme is given, no trailing slash.
+
+    >>> prometheus_url("prom:9090/"), prometheus_url("https://prom.lab")
+    ('http://prom:9090', 'https://prom.lab')
+    """
+    address = address.strip().rstrip("/")
+    return address if "://" in address else f"http://{address}"
+
+
 def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
-    """Every host Prometheus has seen gpud on in the last hour, from its latest samples."""
+    """Every target of gpud's scrape jobs and every host gpud was seen on in the last hour, from the latest samples.
+
+    A target that is down is listed with Prometheus' reason; one no longer scraped says so.
+    """
 
     def query(promql: str) -> list[tuple[dict[str, str], float]]:
         return _query(base_url, promql, timeout_s)
 
-    hosts: dict[str, dict[str, dict[str, Any]]] = {
-        labels["instance"]: {}
-        for labels, _ in query("max by (instance) (max_over_time(gpud_build_info[1h]))")
+    seen = query("max by (instance, job) (max_over_time(gpud_build_info[1h]))")
+    jobs = sorted({labels["job"] for labels, _ in seen if "job" in labels} | {DEFAULT_JOB})
+    scraped = {
+        labels["instance"]: value == 1
+        for labels, value in query(" or ".join(f"up{{job={json.dumps(job)}}}" for job in jobs))
     }
-    down = {labels["instance"] for labels, _ in query("up == 0")}
+    gpud_seen = {labels["instance"] for labels, _ in seen}
+    hosts: dict[str, dict[str, dict[str, Any]]] = {instance: {} for instance in [*gpud_seen, *scraped]}
 
     def entry(labels: dict[str, str]) -> dict[str, Any] | None:
         gpus = hosts.get(labels.get("instance", ""))
@@ -122,14 +145,37 @@ def from_prometheus(base_url: str, timeout_s: float) -> list[HostStatus]:
     _add_heat(query, entry)
     _add_health(query, hosts)
     _add_users(query, entry)
+    reasons = _scrape_errors(base_url, timeout_s) if not all(scraped.values()) else {}
+
+    def error(instance: str) -> str | None:
+        if instance not in scraped:
+            return "no longer scraped by Prometheus (seen in the last hour)"
+        if not scraped[instance]:
+            reason = reasons.get(instance)
+            return "down: Prometheus cannot scrape it" + (f": {reason}" if reason else "")
+        return None if instance in gpud_seen else "scraped, but it exports no gpud metrics (is it gpud?)"
+
     return [
-        HostStatus(
-            instance,
-            sorted(gpus.values(), key=lambda g: g["index"]),
-            "down (Prometheus cannot scrape it)" if instance in down else None,
-        )
+        HostStatus(instance, sorted(gpus.values(), key=lambda g: g["index"]), error(instance))
         for instance, gpus in sorted(hosts.items())
     ]
+
+
+def _scrape_errors(base_url: str, timeout_s: float) -> dict[str, str]:
+    """Why Prometheus could not scrape each target that is down (its last scrape error), by instance.
+
+    From ``/api/v1/targets``; empty when that cannot be had, the hosts are listed as down all the same.
+    """
+    try:
+        body = get_json(f"{base_url}/api/v1/targets?state=active", timeout_s, who="Prometheus")
+        targets = body["data"]["activeTargets"]
+        return {
+            t["labels"]["instance"]: t["lastError"]
+            for t in targets
+            if t.get("health") == "down" and t.get("lastError") and "instance" in t.get("labels", {})
+        }
+    except (DaemonUnreachable, KeyError, TypeError):
+        return {}
 
 
 def _add_fans(query: Query, entry: Entry) -> None:
@@ -238,10 +284,17 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
     unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
     gpus = sum(len(s.gpus) for s in statuses)
     title = (
-        f"gpud fleet: {len(statuses)} hosts, {gpus} GPUs "
+        f"gpud fleet at {clock_time(time.time())}: {count(len(statuses), 'host')}, {count(gpus, 'GPU')} "
         "(!! down, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
     )
     return "\n".join([title, *unreachable, *table])
+
+
+def render_brief(statuses: Sequence[HostStatus]) -> str:
+    """``--brief`` for a fleet: one line per GPU, worst first, each after its host; one per host that did not answer."""
+    rows = sorted(((_severity(gpu), s.host, gpu) for s in statuses for gpu in s.gpus), key=lambda r: r[0])
+    unreachable = [f"{s.host}: {s.error}" for s in statuses if s.error is not None]
+    return "\n".join([*unreachable, *align([(host, *brief_cells(gpu)) for _, host, gpu in rows])])
 
 
 def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:

@@ -95,4 +95,4 @@ def test_a_passive_gpu_shows_passive_instead_of_fan_speed():
 
 def test_no_daemon_is_a_clear_error():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/status"):
-        fetch_status("http://127.0.0.1:9/status", timeout_s=1)
+        fetch_status("http://127.0.0.1:9", timeout_s=1)

@@ -6,13 +6,14 @@ A command module imports this one and never another command, so each stays reada
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from gpud.config import DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, Settings, load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -121,13 +122,55 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_daemon_flags(
-    parser: argparse.ArgumentParser, *, url: str, url_help: str, timeout_s: float, timeout_help: str
+    parser: argparse.ArgumentParser, *, timeout_s: float, timeout_help: str
 ) -> argparse._MutuallyExclusiveGroup:
-    """``--timeout`` and the running daemon's ``--url``, in the group returned for its alternatives."""
-    parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help=timeout_help)
+    """``--timeout`` and the running daemon's ``--url``, in the group returned for its alternatives.
+
+    :func:`daemon_address` turns them into the daemon's base URL.
+    """
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout_s,
+        metavar="S",
+        help=f"{timeout_help} (default {timeout_s:g})",
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
+    where.add_argument(
+        "--url",
+        metavar="ADDRESS",
+        help="the daemon: HOST[:PORT] or http(s)://HOST[:PORT], with or without /status (default: where "
+        f"the configuration says it listens: listen, GPUD_LISTEN, else {DEFAULT_LISTEN})",
+    )
     return where
+
+
+def daemon_address(args: argparse.Namespace, settings: Settings) -> str:
+    """The base URL of the daemon a client command asks: ``--url``, else the configured ``listen``."""
+    from gpud.status import daemon_url
+
+    try:
+        return daemon_url(args.url, settings.listen)
+    except ValueError as error:
+        raise ConfigError(f"--url {error}") from None
+
+
+def emit(text: str) -> None:
+    """Print a command's result; a reader that has gone (``gpud status | head``) is not an error.
+
+    The command then ends with its own exit status, not one made up for the closed pipe.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so that a closed pipe cannot fail the flush at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from gpud.status import DaemonUnreachable, http_get
 from gpud.trace.format import TraceError, read_trace
 
 
-def history_trace(url: str, timeout_s: float, since_s: float | None = None) -> LoadedTrace:
-    """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace;
+def history_trace(base_url: str, timeout_s: float, since_s: float | None = None) -> LoadedTrace:
+    """The ``/history`` of the daemon at ``base_url`` (see :func:`gpud.status.daemon_url`) as a trace;
     only its last ``since_s`` seconds when given (the daemon cuts them, so less travels)."""
-    endpoint = url.rstrip("/").removesuffix("/status") + "/history"
+    endpoint = f"{base_url}/history"
     query = f"?since={since_s:g}" if since_s is not None else ""
     text = http_get(endpoint + query, timeout_s).decode("utf-8", errors="replace")
     try:
