@@ -20,7 +20,7 @@ from gpud.commands import (
     simulate,
     status,
 )
-from gpud.commands.shared import add_global_options, discard_stdout, fail
+from gpud.commands.shared import Parser, add_global_options, discard_stdout, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 
 EXIT_USAGE = 2
@@ -30,7 +30,7 @@ COMMANDS = (run, status, import_, replay, record, diagnose, calibrate, simulate,
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gpud`` argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
+    parser = Parser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
     parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
     add_global_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -11,9 +11,9 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
-from gpud.config import DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, Settings, load_settings
+from gpud.config import DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, MAX_SIMULATED_GPUS, Settings, load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -25,6 +25,13 @@ LAYOUTS = [layout.value for layout in Layout]
 
 Subcommands = argparse._SubParsersAction
 """What ``add_subparsers`` returns: each command module's ``register`` adds its parser to one."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line: what is wrong, and where the help is; exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"gpud: {message} (see {self.prog} --help)\n")
 
 
 def fail(message: str, code: int) -> int:
@@ -84,40 +91,72 @@ def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fan-backend",
         choices=[c.value for c in BackendChoice],
+        metavar="BACKEND",
         help="how to set fans: auto (NVML, else nvidia-settings, else monitor only), nvml, "
-        "nvidia-settings or none (default auto)",
+        "nvidia-settings or none (default: the config's [fan_control] backend, else auto)",
     )
 
 
+def simulated_gpu_count(text: str) -> int:
+    """``--simulate N``, ``simulate --gpus N``: a number of simulated GPUs the machine can have."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_SIMULATED_GPUS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SIMULATED_GPUS} GPUs, got {text!r}")
+    return number
+
+
 def add_simulate_flag(parser: argparse.ArgumentParser) -> None:
-    """``--simulate [N]``: the built-in simulated GPUs instead of the driver."""
+    """``--simulate [N]``: the built-in simulated GPUs instead of the driver.
+
+    Without N, ``args.simulate`` is 0: as many as the config's ``[simulate] gpus`` (4).
+    """
     parser.add_argument(
         "--simulate",
         nargs="?",
-        type=int,
+        type=simulated_gpu_count,
         const=0,
         metavar="N",
-        help="use N built-in simulated GPUs instead of the driver (default 4)",
+        help=f"use N (1-{MAX_SIMULATED_GPUS}) built-in simulated GPUs instead of the driver "
+        "(default: the config's [simulate] gpus, else 4)",
     )
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
     add_simulate_flag(parser)
-    parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
     parser.add_argument(
-        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
+        "--interval",
+        type=float,
+        metavar="S",
+        help="seconds between ticks (default: the config's interval_s, else 1)",
     )
     parser.add_argument(
-        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+        "--slowdown",
+        type=float,
+        metavar="C",
+        help="slowdown temperature, °C, for GPUs that report none and for the simulated ones "
+        "(default: the config's slowdown_c, else the card's own)",
+    )
+    parser.add_argument(
+        "--sim-speed",
+        type=float,
+        metavar="X",
+        help="simulated seconds per real second (default: the config's [simulate] speed, else 1)",
     )
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
-        help="simulated cards (default open-air)",
+        metavar="LAYOUT",
+        help=f"the simulated cards: {', '.join(LAYOUTS)} (default: the config's [simulate] layout, else open-air)",
     )
     parser.add_argument(
-        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
+        "--ambient",
+        type=float,
+        metavar="C",
+        help="simulated case air temperature, °C (default: the config's [simulate] ambient_c, else 30)",
     )
 
 
@@ -187,8 +226,6 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = getattr(args, flag)
     if getattr(args, "fan_backend", None) is not None:
         overrides["fan_control"] = {"backend": args.fan_backend}
-    if getattr(args, "policy", None) is not None:
-        overrides.update(_policy_overrides(args.policy))
     simulate = {}
     if args.simulate:
         simulate["gpus"] = args.simulate
@@ -202,41 +239,82 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def flagged_settings(args: argparse.Namespace) -> Settings:
     """The settings as a command's flags shape them: at start, on SIGHUP, for ``gpud fans reset``."""
-    return load_settings(args.config, _run_overrides(args))
+    settings = load_settings(args.config, _run_overrides(args))
+    policy = getattr(args, "policy", None)
+    return settings if policy is None else _with_policy(settings, policy)
 
 
-def _policy_overrides(text: str) -> dict[str, Any]:
-    """``gpud run --policy``: stock leaves the fans alone; a curve or predictive drives every fan."""
+def _with_policy(settings: Settings, text: str) -> Settings:
+    """``gpud run --policy``: every fan on one policy; stock leaves every GPU's fans to the driver."""
+    from gpud.decide.curves import STOCK
     from gpud.policy import Policy, PolicyKind
 
     try:
         policy = Policy.parse(text)
+        if policy.kind is PolicyKind.LIMIT:
+            raise ValueError("limit is for gpud simulate; to run fans at 100 % use a curve of your own")
+        every_fan = {"gpus": {}, "heat_buildup_curve": None}
+        fans = (
+            settings.fans.model_copy(update={"curve": STOCK, **every_fan})
+            if policy.kind is PolicyKind.STOCK
+            else policy.fans(settings.fans)
+        )
     except ValueError as error:
-        raise ConfigError(f"--policy: {error}") from None
-    if policy.kind is PolicyKind.LIMIT:
-        raise ConfigError("--policy limit is for gpud simulate; to run fans at 100 % use a curve of your own")
-    if policy.kind is PolicyKind.STOCK:
-        return {"fan_control": {"backend": "none"}}
-    return {"fans": {"curve": policy.curve or policy.kind.value, "gpus": {}, "heat_buildup_curve": None}}
+        raise ConfigError(f"--policy {text}: {error}") from None
+    return settings.model_copy(update={"fans": fans})
 
 
-def open_gpus(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceHeader]:
-    """Settings from file/env/flags, logging set up, the GPUs (real or simulated) opened.
+def check_faults(spec: str, settings: Settings) -> None:
+    """``--faults``: readable, and naming only GPUs (and fans) the simulated machine has; ConfigError if not."""
+    from gpud.sim.faults import FaultSpecError, parse_faults
+    from gpud.sim.machine import card_specs
+    from gpud.words import count
+
+    try:
+        faults, _ = parse_faults(spec)
+    except FaultSpecError as error:
+        raise ConfigError(f"--faults: {error}") from None
+    cards = card_specs(settings.simulate.gpus, settings.simulate.layout)
+    for fault in faults:
+        if fault.gpu is not None and fault.gpu >= len(cards):
+            raise ConfigError(
+                f"--faults {spec}: there is no GPU {fault.gpu}: the simulated machine has "
+                f"{count(len(cards), 'GPU')}, 0 to {len(cards) - 1}"
+            )
+        fans = [card.fan_count for card in (cards if fault.gpu is None else [cards[fault.gpu]])]
+        if fault.fan is not None and fault.fan >= max(fans):
+            raise ConfigError(
+                f"--faults {spec}: there is no fan {fault.fan}: the cards have {count(max(fans), 'fan')}"
+            )
+
+
+def checked_settings(args: argparse.Namespace) -> Settings:
+    """The settings a command that opens the GPUs runs with, every argument checked (``--faults`` too).
+
+    Raises :class:`ConfigError`.
+    """
+    settings = flagged_settings(args)
+    faults = getattr(args, "faults", None)
+    if faults is not None:
+        if args.simulate is None:
+            raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
+        check_faults(faults, settings)
+    return settings
+
+
+def open_gpus(
+    args: argparse.Namespace, settings: Settings | None = None
+) -> tuple[Settings, NvmlSource, TraceHeader]:
+    """Settings (given, else :func:`checked_settings`), logging set up, the GPUs (real or simulated) opened.
 
     Raises :class:`ConfigError` or :class:`NvmlUnavailable`; ``gpud.cli.main`` turns them into exit codes.
     """
     from gpud.assemble import call_guard, open_source
     from gpud.logs import configure_logging
 
-    settings = flagged_settings(args)
+    settings = settings or checked_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
-    faults = getattr(args, "faults", None)
-    if faults and not simulate:
-        raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
-    source = open_source(settings, simulate, faults, call_guard(settings))
-    return (
-        settings,
-        source,
-        TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml"),
-    )
+    source = open_source(settings, simulate, getattr(args, "faults", None), call_guard(settings))
+    header = TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml")
+    return settings, source, header
