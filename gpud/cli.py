@@ -16,6 +16,7 @@ from gpud.commands import (
     record,
     replay,
     run,
+    service,
     setup,
     simulate,
     status,
@@ -24,7 +25,20 @@ from gpud.commands.shared import Parser, add_global_options, discard_stdout, fai
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 
 EXIT_USAGE = 2
-COMMANDS = (run, status, import_, replay, record, diagnose, calibrate, simulate, fans, setup, check_config)
+COMMANDS = (
+    run,
+    status,
+    import_,
+    replay,
+    record,
+    diagnose,
+    calibrate,
+    simulate,
+    fans,
+    setup,
+    check_config,
+    service,
+)
 """The sub-commands in the order ``gpud --help`` lists them; each module registers its own parser."""
 
 
