@@ -11,6 +11,7 @@ from gpud.commands.shared import LAYOUTS, Subcommands, add_command, simulated_gp
 from gpud.config import load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
+from gpud.words import count
 
 if TYPE_CHECKING:
     from gpud.sim.workload import Workload
@@ -118,7 +119,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.compare and all(p.kind is not PolicyKind.LIMIT for p in policies):
         policies.append(Policy(PolicyKind.LIMIT))
     if model is not None and args.gpus is not None and args.gpus != len(model.gpus):
-        raise ConfigError(f"--gpus {args.gpus}: the model {args.model} describes {len(model.gpus)} GPUs")
+        raise ConfigError(
+            f"--gpus {args.gpus}: the model {args.model} describes {count(len(model.gpus), 'GPU')}"
+        )
     setup = MachineSetup(
         gpus=args.gpus or 4,
         layout=Layout(args.layout),
