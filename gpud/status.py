@@ -152,8 +152,9 @@ _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # a daemon listening everywh
 def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
     """The base URL of a daemon, ``http://HOST:PORT`` (no trailing slash): every client's one way to name it.
 
-    ``address`` is what a person gives ``--url`` or ``--hosts``: ``HOST[:PORT]``, or a URL
-    ``http(s)://HOST[:PORT][/PREFIX]``, with or without one of the daemon's :data:`ENDPOINTS`.
+    ``address`` is what a person gives ``--url`` or ``--hosts``: ``HOST[:PORT]``, a bare ``PORT``
+    (on this host), or a URL ``http(s)://HOST[:PORT][/PREFIX]``, with or without one of the
+    daemon's :data:`ENDPOINTS`.
     Without a scheme a missing port is gpud's own (9877); a URL with a scheme is taken as written
     (a proxy may serve the daemon on 80 or 443). Without ``address``, the daemon listening on
     ``listen`` (the configured ``HOST:PORT``) is asked, on this host when it listens everywhere.
@@ -161,6 +162,8 @@ def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
 
     >>> daemon_url("ws1"), daemon_url("ws1:9000/status/"), daemon_url("https://proxy/gpud/ws1/metrics")
     ('http://ws1:9877', 'http://ws1:9000', 'https://proxy/gpud/ws1')
+    >>> daemon_url("19020")
+    'http://127.0.0.1:19020'
     >>> daemon_url(None, "0.0.0.0:9000"), daemon_url(None, "[::]:9877")
     ('http://127.0.0.1:9000', 'http://[::1]:9877')
     """
@@ -169,6 +172,8 @@ def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
         host = _WILDCARDS.get(host, host)
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
     text = address.strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
     schemeless = "://" not in text
     parts = urllib.parse.urlsplit(f"http://{text}" if schemeless else text)
     if parts.scheme not in ("http", "https"):

@@ -143,6 +143,7 @@ def test_brief_is_one_aligned_line_per_gpu_down_ones_included():
     [
         ("ws1", "", "http://ws1:9877"),
         ("ws1:9000", "", "http://ws1:9000"),
+        ("19020", "", "http://127.0.0.1:19020"),
         (" http://ws1:9000/status/ ", "", "http://ws1:9000"),
         ("https://ws1/status", "", "https://ws1"),
         ("https://proxy:8443/gpud/ws1/history", "", "https://proxy:8443/gpud/ws1"),

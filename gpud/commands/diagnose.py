@@ -29,7 +29,7 @@ def register(commands: Subcommands) -> None:
         "--trace",
         type=Path,
         help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
-        "instead of the daemon",
+        "instead of the daemon (default: the daemon's history)",
     )
     diag.add_argument(
         "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"

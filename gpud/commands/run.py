@@ -46,7 +46,7 @@ def register(commands: Subcommands) -> None:
         "--record",
         type=Path,
         metavar="FILE",
-        help="also record every tick as a trace (JSON Lines; rotated at 64 MiB, 3 old files kept)",
+        help="also record every tick as a trace (JSON Lines; rotated at 64 MiB, 3 old files kept; default: none)",
     )
     add_fan_backend_flag(run)
     run.add_argument(
@@ -63,7 +63,7 @@ def register(commands: Subcommands) -> None:
         metavar="SPEC",
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
         "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
-        "and Health)",
+        "and Health; default: none)",
     )
     add_source_flags(run)
 

@@ -178,7 +178,7 @@ def add_daemon_flags(
     where.add_argument(
         "--url",
         metavar="ADDRESS",
-        help="the daemon: HOST[:PORT] or http(s)://HOST[:PORT], with or without /status (default: where "
+        help="the daemon: HOST[:PORT], PORT (this host) or http(s)://HOST[:PORT], with or without /status (default: where "
         f"the configuration says it listens: listen, GPUD_LISTEN, else {DEFAULT_LISTEN})",
     )
     return where

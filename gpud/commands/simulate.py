@@ -60,7 +60,10 @@ def register(commands: Subcommands) -> None:
         "--policy", default="predictive", metavar="POLICY", help="the fan policy (default predictive)"
     )
     simulate.add_argument(
-        "--compare", nargs="+", metavar="POLICY", help="run each policy, side by side (instead of --policy)"
+        "--compare",
+        nargs="+",
+        metavar="POLICY",
+        help="run each policy, side by side, instead of --policy (default: --policy alone)",
     )
     simulate.add_argument(
         "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"

@@ -39,12 +39,14 @@ def register(commands: Subcommands) -> None:
     where.add_argument(
         "--hosts",
         metavar="HOST:PORT,...",
-        help="a fleet: every listed daemon (each as --url takes it), asked at once; one table, worst GPUs first",
+        help="a fleet: every listed daemon (each as --url takes it), asked at once; one table, worst GPUs first "
+        "(default: the one daemon of --url)",
     )
     where.add_argument(
         "--prometheus",
         metavar="URL",
-        help="a fleet: every host this Prometheus (http://HOST:9090) scrapes gpud on, down ones included",
+        help="a fleet: every host this Prometheus (http://HOST:9090) scrapes gpud on, down ones included "
+        "(default: the one daemon of --url)",
     )
     shown = status.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the status document as JSON")
