@@ -69,7 +69,7 @@ Entry = Callable[[dict[str, str]], dict[str, Any] | None]
 def _query(base_url: str, promql: str, timeout_s: float) -> list[tuple[dict[str, str], float]]:
     """An instant query through Prometheus' HTTP API: (labels, value) per series."""
     url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    body = get_json(url, timeout_s, who="Prometheus")
+    body = get_json(url, timeout_s, who="Prometheus", where=base_url)
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error") if isinstance(body, dict) else "not a Prometheus answer"
         raise DaemonUnreachable(f"Prometheus at {base_url} refused {promql!r}: {error}")
@@ -167,7 +167,9 @@ def _scrape_errors(base_url: str, timeout_s: float) -> dict[str, str]:
     From ``/api/v1/targets``; empty when that cannot be had, the hosts are listed as down all the same.
     """
     try:
-        body = get_json(f"{base_url}/api/v1/targets?state=active", timeout_s, who="Prometheus")
+        body = get_json(
+            f"{base_url}/api/v1/targets?state=active", timeout_s, who="Prometheus", where=base_url
+        )
         targets = body["data"]["activeTargets"]
         return {
             t["labels"]["instance"]: t["lastError"]
@@ -283,6 +285,8 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
     )
     unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
     gpus = sum(len(s.gpus) for s in statuses)
+    if not rows:
+        table = []  # no GPU to show: no header over nothing
     title = (
         f"gpud fleet at {clock_time(time.time())}: {count(len(statuses), 'host')}, {count(gpus, 'GPU')} "
         "(!! down, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"

@@ -191,18 +191,20 @@ def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
-def http_get(url: str, timeout_s: float, who: str = "gpud") -> bytes:
+def http_get(url: str, timeout_s: float, who: str = "gpud", where: str | None = None) -> bytes:
     """GET ``url``'s body; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why.
 
-    An HTTP error is said with the reason the daemon gives in its JSON body, when it gives one.
+    The message names ``where`` (default ``url``): an API query's address is not what a person
+    typed. An HTTP error is said with the reason the daemon gives in its JSON body, if it gives one.
     """
+    where = where or url
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.read()
     except urllib.error.HTTPError as error:
-        raise DaemonUnreachable(f"{url} answered {error.code} {error.reason}{_said(error)}") from None
+        raise DaemonUnreachable(f"{where} answered {error.code} {error.reason}{_said(error)}") from None
     except (urllib.error.URLError, OSError) as error:
-        raise DaemonUnreachable(f"no {who} answered at {url}: {getattr(error, 'reason', error)}") from None
+        raise DaemonUnreachable(f"no {who} answered at {where}: {getattr(error, 'reason', error)}") from None
 
 
 def _said(error: urllib.error.HTTPError) -> str:
@@ -214,13 +216,13 @@ def _said(error: urllib.error.HTTPError) -> str:
     return f": {said}" if isinstance(said, str) else ""
 
 
-def get_json(url: str, timeout_s: float, who: str = "gpud") -> Any:
+def get_json(url: str, timeout_s: float, who: str = "gpud", where: str | None = None) -> Any:
     """GET a JSON document; raises :class:`DaemonUnreachable` saying ``who`` did not answer, and why."""
-    body = http_get(url, timeout_s, who)
+    body = http_get(url, timeout_s, who, where)
     try:
         return json.loads(body)
     except ValueError:
-        raise DaemonUnreachable(f"{url} answered, but not with JSON: is it {who}?") from None
+        raise DaemonUnreachable(f"{where or url} answered, but not with JSON: is it {who}?") from None
 
 
 def fetch_status(base_url: str, timeout_s: float = 3.0) -> dict[str, Any]:

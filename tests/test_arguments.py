@@ -80,6 +80,26 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         ),
         (["setup", "coolbits", "--simulate", "--write", "{tmp}"], "cannot write {tmp}: it is a directory"),
         (["status", "--watch", "0"], "argument --watch: expected seconds above 0, got '0'"),
+        (
+            ["run", "--simulate", "--listen", "19020"],
+            "argument --listen: expected HOST:PORT with a port 1-65535",
+        ),
+        (
+            ["run", "--simulate", "--interval", "0"],
+            "argument --interval: Input should be greater than or equal to 0.1",
+        ),
+        (
+            ["record", "-o", "{tmp}/t", "--simulate", "--interval", "nan"],
+            "argument --interval: Input should be",
+        ),
+        (
+            ["run", "--simulate", "--sim-speed", "0"],
+            "argument --sim-speed: Input should be greater than 0 (got '0')",
+        ),
+        (
+            ["run", "--simulate", "--ambient", "100"],
+            "argument --ambient: Input should be less than or equal to 60",
+        ),
         (["status", "--hosts", ","], "--hosts: expected HOST:PORT,... (at least one)"),
         (
             ["status", "--hosts", "ws1:9877,ftp://ws2"],

@@ -16,6 +16,7 @@ from gpud.commands.shared import (
     checked_settings,
     fail,
     flagged_settings,
+    listen_address,
     open_gpus,
 )
 from gpud.config import Settings, decide_settings, needs_restart, split_host_port
@@ -38,6 +39,7 @@ def register(commands: Subcommands) -> None:
     )
     run.add_argument(
         "--listen",
+        type=listen_address,
         metavar="HOST:PORT",
         help="where to serve /metrics, /status and /history; 0.0.0.0:PORT for every interface "
         f"(default: the config's listen, else {Settings.model_fields['listen'].default})",

@@ -11,9 +11,19 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
-from gpud.config import DEFAULT_CONFIG_PATH, DEFAULT_LISTEN, MAX_SIMULATED_GPUS, Settings, load_settings
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from gpud.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_LISTEN,
+    MAX_SIMULATED_GPUS,
+    Settings,
+    SimulateSettings,
+    load_settings,
+    split_host_port,
+)
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -97,6 +107,32 @@ def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def setting_value(model: type[BaseModel], name: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a flag that sets ``model``'s float field ``name``: checked as the config is.
+
+    So ``--interval 0`` is refused naming the flag, with the field's own bounds, before anything runs.
+    """
+    adapter: TypeAdapter[float] = TypeAdapter(Annotated[float, *model.model_fields[name].metadata])
+
+    def value(text: str) -> float:
+        try:
+            return adapter.validate_python(text, strict=False)
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{problem} (got {text!r})") from None
+
+    return value
+
+
+def listen_address(text: str) -> str:
+    """``--listen``: HOST:PORT, checked as the config's ``listen`` is."""
+    try:
+        split_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def simulated_gpu_count(text: str) -> int:
     """``--simulate N``, ``simulate --gpus N``: a number of simulated GPUs the machine can have."""
     try:
@@ -129,20 +165,20 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     add_simulate_flag(parser)
     parser.add_argument(
         "--interval",
-        type=float,
+        type=setting_value(Settings, "interval_s"),
         metavar="S",
-        help="seconds between ticks (default: the config's interval_s, else 1)",
+        help="seconds between ticks, 0.1 to 60 (default: the config's interval_s, else 1)",
     )
     parser.add_argument(
         "--slowdown",
-        type=float,
+        type=setting_value(Settings, "slowdown_c"),
         metavar="C",
         help="slowdown temperature, °C, for GPUs that report none and for the simulated ones "
         "(default: the config's slowdown_c, else the card's own)",
     )
     parser.add_argument(
         "--sim-speed",
-        type=float,
+        type=setting_value(SimulateSettings, "speed"),
         metavar="X",
         help="simulated seconds per real second (default: the config's [simulate] speed, else 1)",
     )
@@ -154,7 +190,7 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ambient",
-        type=float,
+        type=setting_value(SimulateSettings, "ambient_c"),
         metavar="C",
         help="simulated case air temperature, °C (default: the config's [simulate] ambient_c, else 30)",
     )
