@@ -355,11 +355,11 @@ def _data_time(document: dict[str, Any]) -> str:
 
 
 def brief_cells(gpu: dict[str, Any]) -> tuple[str, ...]:
-    """One GPU in a few short cells, as gpustat shows it: index and name, temperature, fans, load, state."""
+    """One GPU in a few short cells, as gpustat shows it: index and name, temperature, fans, load, who, state."""
     name = str(gpu.get("name", "?")).removeprefix("NVIDIA ").removeprefix("GeForce ")
     head = f"[{gpu['index']}] {name}"
     if not gpu.get("up"):
-        return head, "", "", "", "", "", _state(gpu)
+        return head, "", "", "", "", "", "", _state(gpu)
     speeds = [f["speed_pct"] for f in gpu.get("fans", []) if f.get("speed_pct") is not None]
     targets = [f["target_pct"] for f in gpu.get("fans", []) if f.get("target_pct") is not None]
     fan = "passive" if not gpu.get("fans") else "fan " + _fmt(max(speeds, default=None))
@@ -372,6 +372,7 @@ def brief_cells(gpu: dict[str, Any]) -> tuple[str, ...]:
         _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
         f"{_fmt(gpu.get('sm_clock_mhz'))} MHz",
         f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
+        who_cell(gpu) if gpu.get("processes") is not None else "",  # nothing to say: no column
         _state(gpu),
     )
 
