@@ -196,3 +196,11 @@ def test_the_unit_ships_in_the_wheel_and_is_found_from_an_installed_package(tmp_
     where, _, unit = found.stdout.partition("\n")
     assert where == str(installed / "gpud" / "service.py"), found.stderr  # the wheel's, not this checkout's
     assert unit == (SYSTEMD / "gpud.service").read_text()
+
+
+def test_a_config_file_the_service_would_not_read_is_refused(tmp_path):
+    done = gpud_process("install-service", "--root", str(tmp_path), "--config", str(tmp_path / "mine.toml"))
+    assert done.returncode == 2 and done.stderr.startswith(
+        "gpud: --config: the service reads /etc/gpud/config.toml"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, fail
-from gpud.errors import GpudError
+from gpud.errors import ConfigError, GpudError
 
 SYSTEMCTL_TIMEOUT_S = 60.0
 _ROOT_HELP = (
@@ -72,6 +72,12 @@ def _run(command: list[str], dry_run: bool) -> None:
 
 
 def _needs_root(args: argparse.Namespace, what: str) -> int | None:
+    """Exit status when ``what`` cannot go ahead as asked (not root, or a --config the service would not read)."""
+    if args.config is not None:
+        raise ConfigError(
+            "--config: the service reads /etc/gpud/config.toml (install-service writes an example there "
+            "when there is none); put your settings in that file"
+        )
     if args.root is None and not args.dry_run and os.geteuid() != 0:
         return fail(
             f"{what} changes /etc/systemd/system: run it as root (sudo gpud {what}), or see what it would do with --dry-run",
