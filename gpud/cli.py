@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -17,21 +16,35 @@ from gpud.commands import (
     record,
     replay,
     run,
+    service,
     setup,
     simulate,
     status,
 )
-from gpud.commands.shared import add_global_options, fail
+from gpud.commands.shared import Parser, add_global_options, discard_stdout, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 
 EXIT_USAGE = 2
-COMMANDS = (run, status, import_, replay, record, diagnose, calibrate, simulate, fans, setup, check_config)
+COMMANDS = (
+    run,
+    status,
+    import_,
+    replay,
+    record,
+    diagnose,
+    calibrate,
+    simulate,
+    fans,
+    setup,
+    check_config,
+    service,
+)
 """The sub-commands in the order ``gpud --help`` lists them; each module registers its own parser."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gpud`` argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
+    parser = Parser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
     parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
     add_global_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
     args = build_parser().parse_args(argv)
+    code = _run(args)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left before the last of the output: the exit code still stands
+        discard_stdout()
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's handler; gpud's errors as one line on stderr and an exit code."""
     try:
         return args.func(args)
     except ConfigError as error:
@@ -60,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
     except GpudError as error:
         return fail(str(error), 1)
-    except BrokenPipeError:  # `gpud status | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    except BrokenPipeError:  # `gpud replay T | head`: the reader has what it wanted
+        discard_stdout()
         return 0
 
 

@@ -1,11 +1,15 @@
 """Settings: defaults < ``/etc/gpud/config.toml`` (or ``--config``) < ``GPUD_*`` environment < flags.
 
 Validated once, at the edge; every problem is reported as a :class:`ConfigError` whose message
-names the file, the key and what is wrong, so ``gpud check-config`` can run as ``ExecStartPre``.
+names the file (or the environment variable), the key and what is wrong, so ``gpud check-config``
+can run as ``ExecStartPre``. Every ``GPUD_*`` variable is a setting: one that names none is an
+error, as an unknown key in the file is (a misspelt variable would otherwise be ignored).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +29,10 @@ from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpud/config.toml")
+ENV_PREFIX = "GPUD_"
+ENV_NESTING = "__"
 DEFAULT_LISTEN = "127.0.0.1:9877"
+MAX_SIMULATED_GPUS = 64
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
@@ -45,7 +52,9 @@ class SimulateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gpus: int = Field(4, ge=1, le=64, description="number of simulated GPUs in adjacent slots")
+    gpus: int = Field(
+        4, ge=1, le=MAX_SIMULATED_GPUS, description="number of simulated GPUs in adjacent slots"
+    )
     layout: Layout = Field(Layout.OPEN_AIR, description="open-air, blower, mixed or passive (no fans)")
     ambient_c: float = Field(30.0, ge=-10, le=60, description="air temperature inside the case, °C")
     speed: float = Field(1.0, gt=0, le=1000, description="simulated seconds per real second")
@@ -95,7 +104,7 @@ class ProcessSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything gpud can be told; see the README's Configuration section."""
 
-    model_config = SettingsConfigDict(env_prefix="GPUD_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="forbid")
 
     interval_s: float = Field(1.0, ge=0.1, le=60, description="seconds between ticks")
     listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT for /metrics and /status")
@@ -208,9 +217,29 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
 
 
+def settings_variables() -> dict[str, str]:
+    """The ``GPUD_*`` environment variables (as pydantic-settings reads them: any case), by name."""
+    return {name: value for name, value in os.environ.items() if name.upper().startswith(ENV_PREFIX)}
+
+
+def _unknown_variables() -> list[str]:
+    """``GPUD_*`` variables whose first key names no setting, each as a line of the error."""
+    known = set(Settings.model_fields)
+    problems = []
+    for name in sorted(settings_variables()):
+        key = name[len(ENV_PREFIX) :].split(ENV_NESTING)[0].lower()
+        if key not in known:
+            hint = "; nested keys are joined with __, e.g. GPUD_SIMULATE__GPUS" if "_" in key else ""
+            problems.append(f"{name}: no such setting (check its spelling{hint})")
+    return problems
+
+
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Merge file, environment and ``overrides`` (from flags) into validated :class:`Settings`."""
     data = read_config_file(path)
+    unknown = _unknown_variables()
+    if unknown:
+        raise ConfigError(_problems("invalid environment", unknown))
 
     class _Merged(Settings):
         @classmethod
@@ -232,16 +261,49 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     return Settings.model_construct(**dict(merged))
 
 
+_SUB_KEY = re.compile(r"^([A-Za-z_][\w.]*): ")  # "curve: no curve named ..." from a model's own check
+
+
 def describe_validation_error(error: ValidationError, origin: Path | None) -> str:
-    """One line per problem: where, which key, what is wrong."""
-    where = f"config file {origin}" if origin else "configuration"
-    lines = [f"invalid {where} (GPUD_* environment variables and flags count too):"]
+    """What is wrong, where: one line for one problem, else one line per problem under a heading.
+
+    Each names the key (and the ``GPUD_*`` variable it came from), says what is wrong, and shows
+    the value given once, when it is a single value: a whole table is never shown.
+    """
+    variables = {name.upper() for name in settings_variables()}
+    lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        message = (
-            "unknown key (check its spelling)" if problem["type"] == "extra_forbidden" else problem["msg"]
-        )
-        given = problem.get("input")
-        shown = f" (got {given!r})" if given is not None and problem["type"] != "extra_forbidden" else ""
-        lines.append(f"  {key}: {message}{shown}")
-    return "\n".join(lines)
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            if (sub := _SUB_KEY.match(message)) is not None:
+                key, message = f"{key}.{sub.group(1)}", message[sub.end() :]
+            message += _given(problem.get("input"), message)
+        variable = ENV_PREFIX + ENV_NESTING.join(str(part) for part in problem["loc"]).upper()
+        source = f" (from {variable})" if variable in variables else ""
+        lines.append(f"{key}{source}: {message}")
+    where = f"config file {origin}" if origin else "configuration"
+    return _problems(f"invalid {where}", lines)
+
+
+def _given(value: Any, message: str) -> str:
+    """`` (got 'x')`` for a single value the message does not already show; nothing for tables.
+
+    >>> _given(0, "Input should be greater than or equal to 0.1"), _given("9", "port 1-9, got '9'")
+    (' (got 0)', '')
+    """
+    if value is None or isinstance(value, dict | list | tuple):
+        return ""
+    shown = re.escape(repr(value) if isinstance(value, str) else str(value))
+    if re.search(rf"(?<![\w.]){shown}(?![\w.])", message):
+        return ""
+    return f" (got {value!r})"
+
+
+def _problems(heading: str, lines: list[str]) -> str:
+    """``heading: problem`` for one problem, else the heading and one indented line per problem."""
+    if len(lines) == 1:
+        return f"{heading}: {lines[0]}"
+    return "\n".join([f"{heading}:", *(f"  {line}" for line in lines)])

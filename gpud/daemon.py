@@ -62,11 +62,13 @@ class Daemon:
         energy_price: tuple[float, str] | None = None,
         reload: Callable[[], DecideSettings] | None = None,
         per_job_metrics: bool = False,
+        listen: str | None = None,
     ) -> None:
         """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``;
         ``per_job_metrics`` exports GPU memory per job too.
 
         ``reload`` loads the configuration again on SIGHUP; it raises :class:`GpudError` when it cannot.
+        ``listen`` (HOST:PORT) is where the daemon is served, for the "started" line.
         """
         decide = decide or DecideSettings()
         self._source = source
@@ -80,6 +82,7 @@ class Daemon:
         self._recorder = recorder
         self._stop = threading.Event()
         self._reload = reload
+        self._listen = listen
         self._reload_requested = threading.Event()
         self._ready = False
         self._tick_errors = 0
@@ -122,8 +125,13 @@ class Daemon:
 
         However it ends, every fan gpud took over is handed back to the driver.
         """
+        served = {"listen": self._listen} if self._listen is not None else {}
         log.info(
-            "started", gpus=len(self._source.gpus), source=self.state.source, interval_s=self._interval_s
+            "started",
+            gpus=len(self._source.gpus),
+            source=self.state.source,
+            interval_s=self._interval_s,
+            **served,
         )
         next_at = self._clock()
         self._watchdog.start()

@@ -2,15 +2,18 @@
 
 ``--hosts`` asks every daemon's status endpoint at once, each with its own timeout; a host that
 does not answer is a row of the table, not an error. ``--prometheus`` builds the same per-GPU
-entries from what a Prometheus server has scraped, for every host it knows. Down and critically
-unhealthy GPUs come first, with the reason in their row (``XID 79 3 min ago: fell off the bus``).
+entries from what a Prometheus server has scraped, for every host it knows: every target of the
+jobs gpud was seen in (and of the job ``gpud``), so that a host Prometheus cannot scrape is listed
+with the reason Prometheus gives, not left out. Down and critically unhealthy GPUs come first, with
+the reason in their row (``XID 79 3 min ago: fell off the bus``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +28,15 @@ from gpud.status import (
     EXIT_PROBLEM,
     GPU_COLUMNS,
     align,
+    brief_cells,
     fetch_status,
     gpu_row,
     troubled,
 )
 from gpud.telemetry import GpuSample, MemoryHealth, XidEvent, XidRecord
+from gpud.words import clock_time, count
+
+DEFAULT_JOB = "gpud"  # the scrape job the README's prometheus.yml names
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +48,8 @@ class HostStatus:
     error: str | None = None
 
 
-def status_url(host: str) -> str:
-    """HOST:PORT or a URL (``https://gpu-1:9877``) → the daemon's status endpoint.
-
-    >>> status_url("gpu-1:9877"), status_url("https://gpu-2:9877"), status_url("http://gpu-3:9877/status")
-    ('http://gpu-1:9877/status', 'https://gpu-2:9877/status', 'http://gpu-3:9877/status')
-    """
-    if "://" not in host:
-        return f"http://{host}/status"
-    parts = urllib.parse.urlsplit(host)
-    return host if parts.path not in ("", "/") else urllib.parse.urlunsplit(parts._replace(path="/status"))
-
-
-def from_daemons(hosts: Sequence[str], client: HttpClient) -> list[HostStatus]:
-    """Every host's ``/status``, asked concurrently; ``host`` is HOST:PORT or a URL.
+def from_daemons(hosts: Mapping[str, str], client: HttpClient) -> list[HostStatus]:
+    """Every host's ``/status``, asked concurrently: host as given → its base URL (:func:`daemon_url`).
 
     A host that does not answer, or answers something that is not a status document, is a row
     saying so ("no gpud answered ...", "bad answer from ..."), never the end of the table.
@@ -62,7 +57,7 @@ def from_daemons(hosts: Sequence[str], client: HttpClient) -> list[HostStatus]:
 
     def ask(host: str) -> HostStatus:
         try:
-            return HostStatus(redacted(host), fetch_status(status_url(host), client)["gpus"])
+            return HostStatus(redacted(host), fetch_status(hosts[host], client)["gpus"])
         except DaemonUnreachable as error:
             return HostStatus(redacted(host), [], str(error))
 
@@ -107,8 +102,20 @@ _FIELDS = {
 THROTTLED_SHARE = 0.25  # throttled this share of the last minute counts as throttling, as in the alert
 
 
+def prometheus_url(address: str) -> str:
+    """A Prometheus server's base URL: ``http://`` added when no scheme is given, no trailing slash.
+
+    >>> prometheus_url("prom:9090/"), prometheus_url("https://prom.lab")
+    ('http://prom:9090', 'https://prom.lab')
+    """
+    address = address.strip().rstrip("/")
+    return address if "://" in address else f"http://{address}"
+
+
 def from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
-    """Every host Prometheus has seen gpud on in the last hour, from its latest samples.
+    """Every target of gpud's scrape jobs and every host gpud was seen on in the last hour, from the latest samples.
+
+    A target that is down is listed with Prometheus' reason; one no longer scraped says so.
 
     Series without the labels gpud's metrics carry (``instance``, ``gpu`` ...) make a bad answer.
     """
@@ -126,11 +133,14 @@ def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
     def query(promql: str) -> list[tuple[dict[str, str], float]]:
         return _query(base_url, promql, client)
 
-    hosts: dict[str, dict[str, dict[str, Any]]] = {
-        labels["instance"]: {}
-        for labels, _ in query("max by (instance) (max_over_time(gpud_build_info[1h]))")
+    seen = query("max by (instance, job) (max_over_time(gpud_build_info[1h]))")
+    jobs = sorted({labels["job"] for labels, _ in seen if "job" in labels} | {DEFAULT_JOB})
+    scraped = {
+        labels["instance"]: value == 1
+        for labels, value in query(" or ".join(f"up{{job={json.dumps(job)}}}" for job in jobs))
     }
-    down = {labels["instance"] for labels, _ in query("up == 0")}
+    gpud_seen = {labels["instance"] for labels, _ in seen}
+    hosts: dict[str, dict[str, dict[str, Any]]] = {instance: {} for instance in [*gpud_seen, *scraped]}
 
     def entry(labels: dict[str, str]) -> dict[str, Any] | None:
         gpus = hosts.get(labels.get("instance", ""))
@@ -160,14 +170,37 @@ def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
     _add_heat(query, entry)
     _add_health(query, hosts)
     _add_users(query, entry)
+    reasons = _scrape_errors(base_url, client) if not all(scraped.values()) else {}
+
+    def error(instance: str) -> str | None:
+        if instance not in scraped:
+            return "no longer scraped by Prometheus (seen in the last hour)"
+        if not scraped[instance]:
+            reason = reasons.get(instance)
+            return "down: Prometheus cannot scrape it" + (f": {reason}" if reason else "")
+        return None if instance in gpud_seen else "scraped, but it exports no gpud metrics (is it gpud?)"
+
     return [
-        HostStatus(
-            instance,
-            sorted(gpus.values(), key=lambda g: g["index"]),
-            "down (Prometheus cannot scrape it)" if instance in down else None,
-        )
+        HostStatus(instance, sorted(gpus.values(), key=lambda g: g["index"]), error(instance))
         for instance, gpus in sorted(hosts.items())
     ]
+
+
+def _scrape_errors(base_url: str, client: HttpClient) -> dict[str, str]:
+    """Why Prometheus could not scrape each target that is down (its last scrape error), by instance.
+
+    From ``/api/v1/targets``; empty when that cannot be had, the hosts are listed as down all the same.
+    """
+    try:
+        body = client.get_json(f"{base_url}/api/v1/targets?state=active", who="Prometheus")
+        targets = body["data"]["activeTargets"]
+        return {
+            t["labels"]["instance"]: t["lastError"]
+            for t in targets
+            if t.get("health") == "down" and t.get("lastError") and "instance" in t.get("labels", {})
+        }
+    except (DaemonUnreachable, KeyError, TypeError):
+        return {}
 
 
 def _add_fans(query: Query, entry: Entry) -> None:
@@ -275,11 +308,20 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
     )
     unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
     gpus = sum(len(s.gpus) for s in statuses)
+    if not rows:
+        table = []  # no GPU to show: no header over nothing
     title = (
-        f"gpud fleet: {len(statuses)} hosts, {gpus} GPUs "
+        f"gpud fleet at {clock_time(time.time())}: {count(len(statuses), 'host')}, {count(gpus, 'GPU')} "
         "(!! down, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
     )
     return "\n".join([title, *unreachable, *table])
+
+
+def render_brief(statuses: Sequence[HostStatus]) -> str:
+    """``--brief`` for a fleet: one line per GPU, worst first, each after its host; one per host that did not answer."""
+    rows = sorted(((_severity(gpu), s.host, gpu) for s in statuses for gpu in s.gpus), key=lambda r: r[0])
+    unreachable = [f"{s.host}: {s.error}" for s in statuses if s.error is not None]
+    return "\n".join([*unreachable, *align([(host, *brief_cells(gpu)) for _, host, gpu in rows])])
 
 
 def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:

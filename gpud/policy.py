@@ -2,7 +2,8 @@
 
 ``stock`` (the driver's automatic schedule; gpud only watches), ``curve:NAME``, ``predictive``, and
 ``limit`` (every fan pinned at 100 % from the start: the physical limit of the case, the best clocks
-any fan policy can reach, and the loudest).
+any fan policy can reach, and the loudest). A bare curve name is short for ``curve:NAME``
+(``cool`` = ``curve:cool``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,24 @@ class Policy:
 
     @classmethod
     def parse(cls, text: str) -> Policy:
-        """``"curve:balanced"`` → curve policy; ``ValueError`` names what is accepted."""
-        kind, _, curve = text.partition(":")
+        """``"curve:balanced"`` or ``"balanced"`` → curve policy; ``ValueError`` names what is accepted.
+
+        Whether a curve of that name exists is for :meth:`fans` to say, which knows the curves.
+
+        >>> Policy.parse("cool") == Policy.parse("curve:cool") == Policy(PolicyKind.CURVE, "cool")
+        True
+        """
+        kind, colon, curve = text.partition(":")
+        if not colon and kind and kind not in PolicyKind.__members__.values():
+            return cls(PolicyKind.CURVE, kind)
         try:
             policy = cls(PolicyKind(kind), curve or None)
         except ValueError:
             policy = None
         if policy is None or (policy.kind is PolicyKind.CURVE) != bool(curve):
-            raise ValueError(f"unknown policy {text!r}: use stock, curve:NAME, predictive or limit")
+            raise ValueError(
+                f"unknown policy {text!r}: use stock, predictive, limit, curve:NAME or a curve's name"
+            )
         return policy
 
     @property
@@ -59,7 +70,8 @@ class Policy:
             known = fans.all_curves()
             if self.curve not in known:
                 raise ValueError(
-                    f"{self.label}: no curve named {self.curve!r} (known: {', '.join(sorted(known))})"
+                    f"no curve named {self.curve!r} (curves: {', '.join(sorted(known))}; "
+                    "policies: stock, predictive, limit)"
                 )
             return fans.model_copy(update={"curve": self.curve, **every_fan})
         if self.kind is PolicyKind.PREDICTIVE:

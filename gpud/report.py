@@ -9,6 +9,7 @@ from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
 from gpud.status import rounded
+from gpud.words import count
 
 _INTERVALS_SHOWN = 5
 
@@ -117,7 +118,7 @@ def _gpu_line(gpu: GpuReplay) -> str:
         parts.append(f"heating with fans at max for {gpu.cooling_saturated_s:.0f} s")
     if gpu.fan_target_ticks:
         parts.append(
-            f"fans {gpu.fan_target_sum / gpu.fan_target_ticks:.0f} % mean, {len(gpu.fan_commands)} commands"
+            f"fans {gpu.fan_target_sum / gpu.fan_target_ticks:.0f} % mean, {count(len(gpu.fan_commands), 'command')}"
         )
     return "; ".join(parts)
 
@@ -135,7 +136,7 @@ def render_report(report: ReplayReport) -> str:
     origin = report.start or 0.0
     span = (report.end - report.start) if report.start is not None and report.end is not None else 0.0
     lines = [
-        f"{report.trace}: {report.ticks} ticks, {span:.0f} s, {len(report.gpus)} GPUs ({report.header.source})"
+        f"{report.trace}: {count(report.ticks, 'tick')}, {span:.0f} s, {count(len(report.gpus), 'GPU')} ({report.header.source})"
     ]
     for gpu in report.gpus:
         lines.append(_gpu_line(gpu))

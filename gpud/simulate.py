@@ -31,6 +31,7 @@ from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
 from gpud.sim.workload import TrainingLoad, Workload
 from gpud.status import align
+from gpud.words import count
 
 _EPOCH = 1_800_000_000.0  # simulated runs start at a fixed Unix time: the same run, the same bits
 _DRIVER = "560.35.03"  # has the PCIe byte counters, so no poller thread runs beside the virtual clock
@@ -238,9 +239,9 @@ _HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "MAX °C", "
 def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
     """One table per policy with a row per GPU, then one summary row per policy, side by side."""
     machine = (
-        f"calibrated model ({setup.model.source or 'model'}) of {len(setup.model.gpus)} GPUs"
+        f"calibrated model ({setup.model.source or 'model'}) of {count(len(setup.model.gpus), 'GPU')}"
         if setup.model
-        else f"{setup.gpus} {setup.layout.value} GPUs"
+        else count(setup.gpus, f"{setup.layout.value} GPU")
     )
     ambient = (
         "model's"

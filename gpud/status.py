@@ -8,20 +8,22 @@ uncorrected ECC errors), 2 no daemon answered.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 import gpud
-from gpud.config import DEFAULT_LISTEN
+from gpud.config import DEFAULT_LISTEN, split_host_port
 from gpud.decide.controller import GpuDecision
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
+from gpud.words import clock_time, count
 
-DEFAULT_STATUS_URL = f"http://{DEFAULT_LISTEN}/status"
+GPUD_PORT = split_host_port(DEFAULT_LISTEN)[1]
 EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
 
 
@@ -207,8 +209,59 @@ def checked_status(document: Any, url: str) -> dict[str, Any]:
     return document
 
 
-def fetch_status(url: str, client: HttpClient | None = None) -> dict[str, Any]:
-    """GET a daemon's status document; raises :class:`DaemonUnreachable` with the reason."""
+ENDPOINTS = ("/status", "/history", "/metrics")
+"""The daemon's paths; an address ending in one of them names the daemon all the same."""
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # a daemon listening everywhere is asked here
+
+
+def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
+    """The base URL of a daemon, ``http://HOST:PORT`` (no trailing slash): every client's one way to name it.
+
+    ``address`` is what a person gives ``--url`` or ``--hosts``: ``HOST[:PORT]``, a bare ``PORT``
+    (on this host), or a URL ``http(s)://HOST[:PORT][/PREFIX]``, with or without one of the
+    daemon's :data:`ENDPOINTS`.
+    Without a scheme a missing port is gpud's own (9877); a URL with a scheme is taken as written
+    (a proxy may serve the daemon on 80 or 443). Without ``address``, the daemon listening on
+    ``listen`` (the configured ``HOST:PORT``) is asked, on this host when it listens everywhere.
+    Raises ``ValueError`` saying what is wrong.
+
+    >>> daemon_url("ws1"), daemon_url("ws1:9000/status/"), daemon_url("https://proxy/gpud/ws1/metrics")
+    ('http://ws1:9877', 'http://ws1:9000', 'https://proxy/gpud/ws1')
+    >>> daemon_url("19020")
+    'http://127.0.0.1:19020'
+    >>> daemon_url(None, "0.0.0.0:9000"), daemon_url(None, "[::]:9877")
+    ('http://127.0.0.1:9000', 'http://[::1]:9877')
+    """
+    if address is None:
+        host, port = split_host_port(listen)
+        host = _WILDCARDS.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    text = address.strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    schemeless = "://" not in text
+    parts = urllib.parse.urlsplit(f"http://{text}" if schemeless else text)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{address}: expected HOST:PORT or an http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or port == 0 or parts.query or parts.fragment:
+        raise ValueError(f"{address}: expected HOST:PORT (a port 1-65535) or http(s)://HOST:PORT")
+    netloc = parts.netloc if port is not None or not schemeless else f"{parts.netloc}:{GPUD_PORT}"
+    path = parts.path.rstrip("/")
+    for endpoint in ENDPOINTS:
+        path = path.removesuffix(endpoint)
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def fetch_status(base_url: str, client: HttpClient | None = None) -> dict[str, Any]:
+    """GET the status document of the daemon at ``base_url`` (see :func:`daemon_url`).
+
+    Raises :class:`DaemonUnreachable` with the reason.
+    """
+    url = f"{base_url}/status"
     return checked_status((client or HttpClient()).get_json(url), redacted(url))
 
 
@@ -305,6 +358,8 @@ def gpu_row(gpu: dict[str, Any]) -> tuple[str, ...]:
 
 def align(rows: list[tuple[str, ...]]) -> list[str]:
     """Rows of cells as lines of left-aligned columns."""
+    if not rows:
+        return []
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -312,10 +367,47 @@ def align(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def render_table(document: dict[str, Any]) -> str:
-    """The status table: one row per GPU, problems spelled out in the last column."""
+    """The status table: one row per GPU, problems spelled out in the last column; titled with the data's time."""
     lines = align([GPU_COLUMNS, *(gpu_row(gpu) for gpu in document["gpus"])])
-    title = f"gpud {document['version']} on {document['host']} ({document['source']}, {len(document['gpus'])} GPUs)"
+    title = (
+        f"gpud {document.get('version', '?')} on {document.get('host', '?')} "
+        f"({document.get('source', '?')}, {count(len(document['gpus']), 'GPU')}){_data_time(document)}"
+    )
     return "\n".join([title, *lines, *_fan_control_notes(document["gpus"]), *process_lines(document["gpus"])])
+
+
+def _data_time(document: dict[str, Any]) -> str:
+    """`` at HH:MM:SS``, the time of the tick the document shows; nothing when it has none."""
+    timestamp = document.get("timestamp")
+    return f" at {clock_time(timestamp)}" if isinstance(timestamp, int | float) else ""
+
+
+def brief_cells(gpu: dict[str, Any]) -> tuple[str, ...]:
+    """One GPU in a few short cells, as gpustat shows it: index and name, temperature, fans, load, who, state."""
+    name = str(gpu.get("name", "?")).removeprefix("NVIDIA ").removeprefix("GeForce ")
+    head = f"[{gpu['index']}] {name}"
+    if not gpu.get("up"):
+        return head, "", "", "", "", "", "", _state(gpu)
+    speeds = [f["speed_pct"] for f in gpu.get("fans", []) if f.get("speed_pct") is not None]
+    targets = [f["target_pct"] for f in gpu.get("fans", []) if f.get("target_pct") is not None]
+    fan = "passive" if not gpu.get("fans") else "fan " + _fmt(max(speeds, default=None))
+    if targets:
+        fan += f"→{max(targets)}"
+    return (
+        head,
+        f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
+        fan if fan == "passive" else f"{fan} %",
+        _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),
+        f"{_fmt(gpu.get('sm_clock_mhz'))} MHz",
+        f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
+        who_cell(gpu) if gpu.get("processes") is not None else "",  # nothing to say: no column
+        _state(gpu),
+    )
+
+
+def render_brief(document: dict[str, Any]) -> str:
+    """``gpud status --brief``: exactly one line per GPU, for small terminals and scripts."""
+    return "\n".join(align([brief_cells(gpu) for gpu in document["gpus"]]))
 
 
 def _fan_control_notes(gpus: list[dict[str, Any]]) -> list[str]:

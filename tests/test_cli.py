@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,75 @@ def test_no_driver_is_exit_1_with_the_simulate_hint():
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert line.startswith("gpud: cannot use NVML") and line.endswith("gpud setup coolbits --simulate")
+
+
+def help_text(words: tuple[str, ...]) -> str:
+    parser = build_parser()
+    for word in words:
+        parser = next(a for a in parser._subparsers._group_actions).choices[word]
+    return parser.format_help()
+
+
+def sub_parser(words: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for word in words:
+        parser = next(a for a in parser._subparsers._group_actions).choices[word]
+    return parser
+
+
+@pytest.mark.parametrize("words", LEAVES, ids=" ".join)
+def test_help_states_every_default_and_has_no_literal_percent_signs(words):
+    parser = sub_parser(words)
+    text = parser.format_help()
+    assert "%%" not in text and "%(" not in text
+    if parser.description:
+        assert "%%" not in parser.description
+    for action in parser._actions:
+        takes_value = action.nargs != 0 and action.option_strings and not action.required
+        if takes_value and action.dest != "help":
+            assert "default" in (action.help or ""), f"{words} {action.option_strings}: no default stated"
+
+
+def test_import_names_every_format_it_reads():
+    text = " ".join(help_text(("import",)).split())
+    for name in ("nvidia-smi", "dmon", "GPU-Z", "Afterburner", "gpud trace"):
+        assert name in text
+
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def readme_synopses() -> list[str]:
+    """Every command line in the first column of the README's sub-command table."""
+    section = README.split("## Sub-commands", 1)[1].split("\n## ", 1)[0]
+    return [
+        cell.replace("\\|", "|")
+        for line in section.splitlines()
+        if line.startswith("| `gpud ")
+        for cell in [line.split("`")[1]]
+    ]
+
+
+def synopsis_command(synopsis: str) -> tuple[str, ...]:
+    words = tuple(w for w in synopsis.split()[1:3] if not w.startswith(("-", "[")) and w.islower())
+    return next(leaf for leaf in sorted(LEAVES, key=len, reverse=True) if words[: len(leaf)] == leaf)
+
+
+@pytest.mark.parametrize("synopsis", readme_synopses())
+def test_every_readme_synopsis_is_true(synopsis):
+    parser = sub_parser(synopsis_command(synopsis))
+    options = {string: action for action in parser._actions for string in action.option_strings}
+    tokens = re.findall(r"(?:(?<=\s)|(?<=\[))(--?[a-z][\w-]*)(?:[ =](\S+))?", synopsis)
+    for flag, value in tokens:
+        assert flag in options, (
+            f"{synopsis}: {flag} is not an option of gpud {' '.join(synopsis_command(synopsis))}"
+        )
+        choices = options[flag].choices
+        named = value.strip("[]").split("|")
+        if choices and len(named) > 1:
+            assert sorted(named) == sorted(choices), f"{synopsis}: {flag} {value} vs {sorted(choices)}"
+
+
+def test_the_readme_lists_every_command():
+    listed = {synopsis_command(s) for s in readme_synopses()}
+    assert listed == set(LEAVES)

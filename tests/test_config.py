@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from gpud.cli import main
@@ -44,7 +49,7 @@ def test_a_missing_default_file_means_defaults(monkeypatch, tmp_path):
         ("interval_s = -1", "interval_s: Input should be greater than or equal to 0.1"),
         ("intervall_s = 1", "intervall_s: unknown key"),
         ("[simulate]\ngpus = 0", "simulate.gpus: Input should be greater than or equal to 1"),
-        ('listen = "localhost"', "listen: Value error, expected HOST:PORT"),
+        ('listen = "localhost"', "listen: expected HOST:PORT"),
         ('[cooling]\n0 = "liquid"', "cooling.0: Input should be"),
         ("interval_s = [", "not valid TOML"),
     ],
@@ -83,7 +88,8 @@ def test_an_unknown_curve_name_lists_the_known_ones(tmp_path):
     path = tmp_path / "gpud.toml"
     path.write_text('[fans]\ncurve = "loud"\n')
     with pytest.raises(
-        ConfigError, match="fans: .*no curve named 'loud' \\(known: balanced, cool, predictive, quiet\\)"
+        ConfigError,
+        match="fans.curve: no curve named 'loud' \\(known: balanced, cool, predictive, quiet, stock\\)$",
     ):
         load_settings(path)
 
@@ -101,3 +107,109 @@ def test_an_unknown_fan_backend_names_the_key_and_the_choices(tmp_path):
     path.write_text('[fan_control]\nbackend = "coolbits"\n')
     with pytest.raises(ConfigError, match=r"fan_control.backend: Input should be 'auto', 'nvml'"):
         load_settings(path)
+
+
+def problem(tmp_path, text: str) -> str:
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, text))
+    return str(error.value)
+
+
+def test_a_single_problem_is_one_line_with_the_value_given_once(tmp_path, monkeypatch):
+    path = write(tmp_path, "")
+    monkeypatch.setenv("GPUD_LISTEN", "19020")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(error.value) == (
+        f"invalid config file {path}: listen (from GPUD_LISTEN): expected HOST:PORT with a port 1-65535, got '19020'"
+    )
+    monkeypatch.delenv("GPUD_LISTEN")
+    assert problem(tmp_path, "interval_s = 0") == (
+        f"invalid config file {path}: interval_s: Input should be greater than or equal to 0.1 (got 0)"
+    )
+
+
+def test_a_problem_found_in_a_whole_table_names_its_key_and_never_shows_the_table(tmp_path):
+    message = problem(tmp_path, '[fans]\ncurve = "loud"\nfloor_pct = 35\n[fans.gpus.1]\ncurve = "quiet"\n')
+    assert (
+        "fans.curve: no curve named 'loud'" in message and "{" not in message and "floor_pct" not in message
+    )
+    message = problem(tmp_path, "[fans]\nemergency_margin_c = 5\n")
+    assert message.endswith(
+        "fans: predictive.margin_c (3 °C) must exceed emergency_margin_c (5 °C), "
+        "or the policy would hold the GPU in the emergency zone"
+    )
+
+
+def test_several_problems_are_one_line_each_under_one_heading(tmp_path):
+    lines = problem(tmp_path, 'interval_s = 0\nlisten = "x"\n[simulate]\ngpus = 100\n').splitlines()
+    assert lines[0].endswith("config.toml:") and len(lines) == 4
+    assert lines[3] == "  simulate.gpus: Input should be less than or equal to 64 (got 100)"
+
+
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        ("GPUD_INTERVAL", "GPUD_INTERVAL: no such setting (check its spelling)"),
+        (
+            "GPUD_SIMULATE_GPUS",
+            (
+                "GPUD_SIMULATE_GPUS: no such setting (check its spelling; nested keys are joined "
+                "with __, e.g. GPUD_SIMULATE__GPUS)"
+            ),
+        ),
+        ("gpud_lisen", "gpud_lisen: no such setting"),
+    ],
+)
+def test_an_unknown_gpud_variable_is_an_error_like_an_unknown_key(variable, expected, monkeypatch, tmp_path):
+    monkeypatch.setenv(variable, "2")
+    with pytest.raises(ConfigError, match="^invalid environment: " + re.escape(expected)):
+        load_settings(write(tmp_path, ""))
+
+
+def test_an_unknown_key_under_a_gpud_variable_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUD_SIMULATE__GPUZ", "2")
+    with pytest.raises(ConfigError, match=r"simulate\.gpuz \(from GPUD_SIMULATE__GPUZ\): unknown key"):
+        load_settings(write(tmp_path, ""))
+
+
+def test_check_config_without_a_file_says_the_defaults_apply(monkeypatch, tmp_path, capsys):
+    absent = tmp_path / "absent.toml"
+    monkeypatch.setattr("gpud.config.DEFAULT_CONFIG_PATH", absent)
+    monkeypatch.setattr("gpud.commands.check_config.DEFAULT_CONFIG_PATH", absent)
+    monkeypatch.setenv("GPUD_INTERVAL_S", "2")
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"# no file at {absent}: the defaults",
+        "# from the environment: GPUD_INTERVAL_S",
+        "# effective settings (defaults < GPUD_* environment):",
+    ]
+    assert not any(": ok" in line for line in out)
+
+
+def gpud_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpud", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=os.environ | (env or {}),
+    )
+
+
+def test_check_config_of_a_path_that_does_not_exist_is_exit_2_in_one_line(tmp_path):
+    missing = tmp_path / "nope.toml"
+    done = gpud_process("check-config", str(missing))
+    assert done.returncode == 2 and done.stderr == f"gpud: config file {missing}: not found\n"
+    assert done.stdout == ""
+
+
+def test_every_command_refuses_an_unknown_gpud_variable_with_exit_2(tmp_path):
+    config = write(tmp_path, "")
+    for argv in (["check-config", str(config)], ["status", "--config", str(config)]):
+        done = gpud_process(*argv, env={"GPUD_LISTN": "0.0.0.0:9877"})
+        assert done.returncode == 2 and done.stderr == (
+            "gpud: invalid environment: GPUD_LISTN: no such setting (check its spelling)\n"
+        ), argv

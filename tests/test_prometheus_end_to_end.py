@@ -2,9 +2,10 @@
 
 Daemon A is a stock-cooled open-air stack (its two middle GPUs throttle), B the same stack with
 gpud driving the fans (nothing throttles), C two passive data-center cards, one with an XID 48, the
-other with a row remap pending. The test proves that every dashboard query returns data, that the
-throttling alert fires for A's middle GPUs and only for them, that the health alerts fire for C's,
-and that the fleet view sees the same through ``--hosts`` and ``--prometheus``, unhealthy GPUs first.
+other with a row remap pending; a fourth target has no daemon at all. The test proves that every
+dashboard query returns data, that the throttling alert fires for A's middle GPUs and only for them,
+that the health alerts fire for C's, and that the fleet view sees the same through ``--hosts`` and
+``--prometheus``, unhealthy GPUs first, the target Prometheus cannot scrape listed with its reason.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def firing(port: int, alertname: str) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def fleet(tmp_path):
-    """Three daemons and a Prometheus scraping them every second: (daemon addresses, Prometheus port)."""
+    """Three daemons (and a dead target) scraped every second: (daemon addresses, dead target, Prometheus port)."""
     prometheus = require_tool("prometheus")
     processes = []
     addresses = {}
@@ -62,7 +63,8 @@ def fleet(tmp_path):
                 )
             )
         config = tmp_path / "prometheus.yml"
-        targets = json.dumps(list(addresses.values()))
+        dead = f"127.0.0.1:{free_port()}"
+        targets = json.dumps([*addresses.values(), dead])
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             f"rule_files: [{ROOT / 'prometheus' / 'gpud.rules.yml'}]\n"
@@ -78,7 +80,7 @@ def fleet(tmp_path):
             )
         )
         wait_for(lambda: _ready(port), 30, "Prometheus")
-        yield addresses, port
+        yield addresses, dead, port
     finally:
         for process in processes:
             process.terminate()
@@ -95,7 +97,7 @@ def _ready(port: int) -> bool:
 
 @pytest.mark.slow
 def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
-    addresses, port = fleet
+    addresses, dead, port = fleet
 
     def every_query_has_data() -> bool:
         for query in dashboard_queries():
@@ -131,9 +133,15 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
         (h["host"], g["index"]) for h in seen["hosts"] for g in h["gpus"] if g["throttle"] == "thermal"
     }
     assert throttled == {(a, 1), (a, 2)}
-    assert sorted(len(h["gpus"]) for h in seen["hosts"]) == [2, 4, 4]
+    assert sorted(len(h["gpus"]) for h in seen["hosts"]) == [0, 2, 4, 4]
     health = {(h["host"], g["index"]): g["health"]["status"] for h in seen["hosts"] for g in h["gpus"]}
     assert {gpu for gpu, status in health.items() if status == "critical"} == {(c, 0), (c, 1)}
-    table = gpud("status", "--prometheus", f"http://127.0.0.1:{port}")
+    (down,) = [h for h in seen["hosts"] if h["error"] is not None]
+    assert down["host"] == dead and down["error"].startswith("down: Prometheus cannot scrape it: ")
+    assert "connection refused" in down["error"]  # Prometheus' own reason
+    table = gpud("status", "--prometheus", f"127.0.0.1:{port}")  # the scheme may be left out
     assert table.returncode == 1 and "nvml manual" in table.stdout and "THROTTLED (thermal)" in table.stdout
-    assert table.stdout.splitlines()[2].startswith(f"!!  {c}"), table.stdout  # unhealthy on top
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("gpud fleet at ") and ": 4 hosts, 10 GPUs" in lines[0]
+    assert lines[1].startswith(f"!! {dead}: down: Prometheus cannot scrape it: ")
+    assert lines[3].startswith(f"!!  {c}"), table.stdout  # after the header: unhealthy on top

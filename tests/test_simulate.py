@@ -37,10 +37,16 @@ def test_policies_are_named_as_on_the_command_line(text, policy):
     assert policy.label == text
 
 
-@pytest.mark.parametrize("text", ["curve", "curve:", "stock:quiet", "fast", ""])
+@pytest.mark.parametrize("text", ["curve", "curve:", "stock:quiet", "fast:er", ""])
 def test_a_malformed_policy_says_what_is_accepted(text):
-    with pytest.raises(ValueError, match="use stock, curve:NAME, predictive or limit"):
+    with pytest.raises(ValueError, match="use stock, predictive, limit, curve:NAME or a curve's name"):
         Policy.parse(text)
+
+
+def test_a_bare_name_is_a_curve_known_or_refused_with_the_known_ones():
+    assert Policy.parse("quiet") == Policy(PolicyKind.CURVE, "quiet")
+    with pytest.raises(ValueError, match=r"no curve named 'fast' \(curves: balanced, cool, quiet; policies"):
+        Policy.parse("fast").fans(Settings().fans)
 
 
 def run(policy: str, **setup: object) -> PolicyResult:
@@ -125,7 +131,10 @@ def test_the_command_compares_policies_with_the_limit_added_and_replays_a_trace_
 @pytest.mark.parametrize(
     ("flags", "problem"),
     [
-        (["--policy", "curve:loud"], "curve:loud: no curve named 'loud'"),
+        (["--policy", "curve:loud"], "--policy curve:loud: no curve named 'loud'"),
+        (["--compare", "cool", "loud"], "--compare loud: no curve named 'loud'"),
+        (["--gpus", "0"], "argument --gpus: expected 1 to 64 GPUs, got '0'"),
+        (["--interval", "0"], "--interval 0: expected 0.1 to 60 seconds"),
         (["--workload", "nowhere.csv"], "--workload nowhere.csv: neither a built-in workload"),
         (["--model", "missing.json"], "cannot read thermal model missing.json"),
     ],

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gpud.decide.controller import Controller
 from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.httpclient import HttpClient
 from gpud.state import DaemonState
-from gpud.status import DaemonUnreachable, exit_code, fetch_status, render_table, status_document
+from gpud.status import (
+    DaemonUnreachable,
+    daemon_url,
+    exit_code,
+    fetch_status,
+    render_brief,
+    render_table,
+    status_document,
+)
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
 
 
@@ -96,4 +106,64 @@ def test_a_passive_gpu_shows_passive_instead_of_fan_speed():
 
 def test_no_daemon_is_a_clear_error():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/status"):
-        fetch_status("http://127.0.0.1:9/status", HttpClient(1.0))
+        fetch_status("http://127.0.0.1:9", HttpClient(1.0))
+
+
+def test_the_title_counts_in_words_and_carries_the_time_of_the_data():
+    table = render_table(document(HEALTHY))
+    assert re.match(r"gpud \S+ on box \(simulated, 1 GPU\) at \d\d:\d\d:\d\d$", table.splitlines()[0])
+
+
+def test_brief_is_one_aligned_line_per_gpu_down_ones_included():
+    down = GpuSample(index=1, up=False)
+    lines = render_brief(document(HEALTHY, down)).splitlines()
+    assert len(lines) == 2
+    assert lines[0].split() == [
+        "[0]",
+        "Sim",
+        "GPU",
+        "70/80",
+        "°C",
+        "fan",
+        "56",
+        "%",
+        "98",
+        "%",
+        "1990",
+        "MHz",
+        "300/350",
+        "W",
+        "ok",
+    ]
+    assert lines[1].startswith("[1] Sim GPU") and lines[1].endswith("DOWN")
+    assert lines[0].index("ok") == lines[1].index("DOWN")  # the state in one column
+
+
+@pytest.mark.parametrize(
+    ("address", "listen", "url"),
+    [
+        ("ws1", "", "http://ws1:9877"),
+        ("ws1:9000", "", "http://ws1:9000"),
+        ("19020", "", "http://127.0.0.1:19020"),
+        (" http://ws1:9000/status/ ", "", "http://ws1:9000"),
+        ("https://ws1/status", "", "https://ws1"),
+        ("https://proxy:8443/gpud/ws1/history", "", "https://proxy:8443/gpud/ws1"),
+        ("[::1]:9877", "", "http://[::1]:9877"),
+        ("user:secret@ws1:9877", "", "http://user:secret@ws1:9877"),
+        (None, "127.0.0.1:9877", "http://127.0.0.1:9877"),
+        (None, "0.0.0.0:19020", "http://127.0.0.1:19020"),
+        (None, "[::]:9877", "http://[::1]:9877"),
+        (None, "[fe80::1]:9877", "http://[fe80::1]:9877"),
+        (None, "ws1.lab:9877", "http://ws1.lab:9877"),
+    ],
+)
+def test_one_way_to_name_a_daemon(address, listen, url):
+    assert daemon_url(address, listen or "127.0.0.1:9877") == url
+
+
+@pytest.mark.parametrize(
+    "address", ["ftp://ws1", "ws1:0", "ws1:65536", "ws1:port", "http://", "ws1/?x=1", ""]
+)
+def test_an_address_that_cannot_name_a_daemon_says_why(address):
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        daemon_url(address)

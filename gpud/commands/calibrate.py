@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, fail
 from gpud.errors import ConfigError
+from gpud.outputs import check_writable
+from gpud.words import count
 
 
 def register(commands: Subcommands) -> None:
@@ -17,14 +19,20 @@ def register(commands: Subcommands) -> None:
         "calibrate",
         cmd_calibrate,
         help="fit each GPU's thermal model to a trace (for gpud simulate --model and predictive fans)",
-        description="TRACE is a gpud trace or a CSV log (nvidia-smi, GPU-Z ...) with temperature and "
-        "power, ideally fan speed and a change of load. The last --holdout share is kept out of the "
-        "fit and reported as the held-back error.",
+        description="TRACE is a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, "
+        "MSI Afterburner) with temperature and power, ideally fan speed and a change of load. The last "
+        "--holdout share is kept out of the fit and reported as the held-back error.",
     )
-    calibrate.add_argument("trace", type=Path, help="the trace to fit")
-    calibrate.add_argument("-o", "--output", type=Path, required=True, help="the model to write (JSON)")
+    calibrate.add_argument("trace", type=Path, metavar="TRACE", help="the trace (or log) to fit")
     calibrate.add_argument(
-        "--holdout", type=float, default=0.25, metavar="SHARE", help="share held back (default 0.25)"
+        "-o", "--output", type=Path, required=True, metavar="MODEL.json", help="the model to write (JSON)"
+    )
+    calibrate.add_argument(
+        "--holdout",
+        type=float,
+        default=0.25,
+        metavar="SHARE",
+        help="share of the trace held back, from its end, 0 to below 0.9 (default 0.25)",
     )
 
 
@@ -37,6 +45,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if not 0 <= args.holdout < 0.9:
         raise ConfigError(f"--holdout {args.holdout:g}: must be from 0 (fit on everything) to below 0.9")
+    check_writable(args.output)
     trace = load_trace(args.trace)
     for problem in trace.problems:
         print(f"gpud: {problem}", file=sys.stderr)
@@ -50,5 +59,5 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except OSError as error:
         return fail(f"cannot write {args.output}: {error.strerror}", 1)
     print(render_calibration(model))
-    print(f"{args.output}: thermal model of {len(model.gpus)} GPUs")
+    print(f"{args.output}: thermal model of {count(len(model.gpus), 'GPU')}")
     return 0

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command
-from gpud.config import DEFAULT_CONFIG_PATH, load_settings
+from gpud.commands.shared import Subcommands, add_command, emit
+from gpud.config import DEFAULT_CONFIG_PATH, load_settings, settings_variables
 
 
 def register(commands: Subcommands) -> None:
@@ -16,15 +16,33 @@ def register(commands: Subcommands) -> None:
         commands,
         "check-config",
         cmd_check_config,
-        help="validate a config file and print the effective settings",
+        help="validate the configuration (file and GPUD_* environment) and print the effective settings",
+        description="Exit 2, with a line naming the file or variable, the key and the problem, when the "
+        "configuration is broken or an explicitly named file does not exist. Without a file at the "
+        "default path, the defaults apply.",
     )
-    check.add_argument("path", nargs="?", type=Path, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    check.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        metavar="PATH",
+        help=f"the TOML config file (default: --config, else {DEFAULT_CONFIG_PATH})",
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``gpud check-config``: validate the configuration and print the effective settings."""
     path = args.path or args.config
     settings = load_settings(path)
-    print(f"# {path or DEFAULT_CONFIG_PATH}: ok; effective settings (file < GPUD_* environment):")
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    shown = path or DEFAULT_CONFIG_PATH
+    found = path is not None or shown.exists()
+    variables = sorted(settings_variables())
+    layers = "file" if found else "defaults"
+    lines = [
+        f"# {shown}: ok" if found else f"# no file at {shown}: the defaults",
+        *([f"# from the environment: {', '.join(variables)}"] if variables else []),
+        f"# effective settings ({layers} < GPUD_* environment):",
+        json.dumps(settings.model_dump(mode="json"), indent=2),
+    ]
+    emit("\n".join(lines))
     return 0

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import urllib.parse
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail, http_client
+from gpud.commands.shared import (
+    Subcommands,
+    add_command,
+    add_daemon_flags,
+    daemon_address,
+    emit,
+    fail,
+    http_client,
+)
 from gpud.config import decide_settings, load_settings
 from gpud.errors import ConfigError
 
@@ -25,15 +32,16 @@ def register(commands: Subcommands) -> None:
         "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
         "finding is critical.",
     )
-    source = add_daemon_flags(
-        diag,
-        url="http://127.0.0.1:9877",
-        url_help="the daemon",
-        timeout_s=10.0,
-        timeout_help="seconds to wait for the daemon",
+    source = add_daemon_flags(diag, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
+    source.add_argument(
+        "--trace",
+        type=Path,
+        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
+        "instead of the daemon (default: the daemon's history)",
     )
-    source.add_argument("--trace", type=Path, help="a gpud trace or a CSV log instead of the daemon")
-    diag.add_argument("--since", metavar="DURATION", help="only the last DURATION (90s, 30m, 2h, 1d)")
+    diag.add_argument(
+        "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
+    )
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 
@@ -67,12 +75,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             trace = recent(trace, since)
         host = this_host() if trace.header.host == socket.gethostname() else None
     else:
+        base = daemon_address(args, settings)
         try:
-            trace = history_trace(args.url, http_client(args), since)
+            trace = history_trace(base, http_client(args), since)
         except DaemonUnreachable as error:
             return fail(str(error), 2)
-        local = urllib.parse.urlsplit(args.url).hostname in ("127.0.0.1", "::1", "localhost")
-        host = this_host() if local else None
+        host = this_host() if trace.header.host == socket.gethostname() else None
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
-    print(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
+    emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

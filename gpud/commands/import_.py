@@ -1,4 +1,4 @@
-"""``gpud import``: nvidia-smi and other tools' logs converted into a gpud trace."""
+"""``gpud import``: other tools' logs (or a gpud trace) converted into a gpud trace."""
 
 from __future__ import annotations
 
@@ -7,27 +7,37 @@ import sys
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, fail
+from gpud.outputs import check_writable, open_output
+from gpud.words import count
 
 
 def register(commands: Subcommands) -> None:
     """Add ``import`` and its options to ``commands``."""
     imp = add_command(
-        commands, "import", cmd_import, help="convert nvidia-smi CSV / dmon logs into a gpud trace"
+        commands,
+        "import",
+        cmd_import,
+        help="convert nvidia-smi CSV / dmon, GPU-Z and MSI Afterburner logs into a gpud trace",
+        description="The format is detected from the file: nvidia-smi --query-gpu=... --format=csv "
+        "(with its header line), nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log, "
+        "or a gpud trace (copied, every tick checked). A malformed line is reported with its number "
+        "and skipped. Exit 1 when no tick could be read.",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert")
+    imp.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
     )
     imp.add_argument(
-        "file", type=Path, help="nvidia-smi --query-gpu=... --format=csv or nvidia-smi dmon output"
-    )
-    imp.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
-    imp.add_argument(
-        "--strict", action="store_true", help="fail on the first malformed line instead of skipping it"
+        "--strict", action="store_true", help="stop at the first malformed line instead of skipping it"
     )
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``gpud import``: convert nvidia-smi CSV or dmon logs into a gpud trace."""
+    """``gpud import``: convert a log into a gpud trace."""
     from gpud.trace.format import write_trace
     from gpud.trace.importers.detect import import_log
 
+    check_writable(args.output)
     try:
         lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as error:
@@ -35,10 +45,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     result = import_log(lines, str(args.file), args.strict)
     for problem in result.problems:
         print(f"gpud: {problem}", file=sys.stderr)
-    with args.output.open("w", encoding="utf-8") as out:
+    with open_output(args.output) as out:
         ticks = write_trace(out, result.header, result.snapshots)
     print(
-        f"{args.output}: {ticks} ticks of {len(result.header.gpus)} GPUs ({result.header.source}), "
-        f"{len(result.problems)} lines skipped"
+        f"{args.output}: {count(ticks, 'tick')} of {count(len(result.header.gpus), 'GPU')} "
+        f"({result.header.source}), {count(len(result.problems), 'line')} skipped"
     )
     return 0 if ticks else 1

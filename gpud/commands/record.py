@@ -7,15 +7,24 @@ import time
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, add_source_flags, open_gpus
+from gpud.errors import ConfigError
+from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
+from gpud.words import count
 
 
 def register(commands: Subcommands) -> None:
     """Add ``record`` and its options to ``commands``."""
     record = add_command(
-        commands, "record", cmd_record, help="record a trace from the GPUs (or the simulated ones)"
+        commands,
+        "record",
+        cmd_record,
+        help="record a trace from the GPUs (or the simulated ones)",
+        description="One tick per interval for --duration seconds (Ctrl-C stops early, the trace kept).",
     )
-    record.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
+    record.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
+    )
     record.add_argument(
         "--duration", type=float, default=60.0, metavar="S", help="seconds to record (default 60)"
     )
@@ -23,19 +32,33 @@ def register(commands: Subcommands) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    """``gpud record``: write a trace from the live (or simulated) GPUs."""
+    """``gpud record``: write a trace from the live (or simulated) GPUs; say how many ticks over how long."""
+    if not 0 < args.duration < float("inf"):
+        raise ConfigError(f"--duration {args.duration:g}: expected seconds above 0")
+    check_writable(args.output)
     settings, source, header = open_gpus(args)
-    recorder = TraceRecorder(args.output, header, max_bytes=None)
-    ticks = int(args.duration / settings.interval_s)
+    try:
+        recorder = TraceRecorder(args.output, header, max_bytes=None)
+    except BaseException:
+        source.close()
+        raise
+    interval = settings.interval_s
+    ticks = max(1, int(args.duration / interval))
+    written = 0
+    start = time.monotonic()
     try:
         for tick in range(ticks):
             recorder.write(source.sample())
-            if tick + 1 < ticks:
-                time.sleep(settings.interval_s)
+            written += 1
+            if tick + 1 < ticks:  # on a fixed grid: the time a read takes does not add up
+                time.sleep(max(0.0, start + (tick + 1) * interval - time.monotonic()))
     except KeyboardInterrupt:
         pass
     finally:
         recorder.close()
         source.close()
-    print(f"{args.output}: recorded {len(source.gpus)} GPUs")
+    print(
+        f"{args.output}: {count(written, 'tick')} of {count(len(source.gpus), 'GPU')}, "
+        f"one every {interval:g} s: {written * interval:g} s recorded"
+    )
     return 0

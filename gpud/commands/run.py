@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,11 +13,15 @@ from gpud.commands.shared import (
     add_command,
     add_fan_backend_flag,
     add_source_flags,
+    checked_settings,
     fail,
     flagged_settings,
+    listen_address,
     open_gpus,
 )
 from gpud.config import Settings, decide_settings, needs_restart, split_host_port
+from gpud.errors import ConfigError
+from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
@@ -34,18 +40,23 @@ def register(commands: Subcommands) -> None:
     )
     run.add_argument(
         "--listen",
+        type=listen_address,
         metavar="HOST:PORT",
-        help=f"where to serve /metrics and /status (default {Settings.model_fields['listen'].default})",
+        help="where to serve /metrics, /status and /history; 0.0.0.0:PORT for every interface "
+        f"(default: the config's listen, else {Settings.model_fields['listen'].default})",
     )
     run.add_argument(
-        "--record", type=Path, metavar="FILE", help="also record a trace (rotated at 64 MiB, 3 kept)"
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="also record every tick as a trace (JSON Lines; rotated at 64 MiB, 3 old files kept; default: none)",
     )
     add_fan_backend_flag(run)
     run.add_argument(
         "--policy",
         metavar="POLICY",
-        help="every fan on: stock (leave them to the driver), curve:NAME, or predictive "
-        "(default: the [fans] config, curve balanced)",
+        help="every fan on one policy: stock (left to the driver), predictive, curve:NAME or a curve's "
+        "name, e.g. cool (default: the config's [fans], else curve balanced)",
     )
     run.add_argument(
         "--dry-run", action="store_true", help="compute and report fan targets without touching any fan"
@@ -55,7 +66,7 @@ def register(commands: Subcommands) -> None:
         metavar="SPEC",
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
         "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
-        "and Health)",
+        "and Health; default: none)",
     )
     run.add_argument(
         "--web.config.file",
@@ -63,7 +74,8 @@ def register(commands: Subcommands) -> None:
         type=Path,
         metavar="FILE",
         help="TLS and basic auth for the HTTP endpoint: an exporter-toolkit web config "
-        "(tls_server_config, basic_auth_users; see README, Securing the endpoint)",
+        "(tls_server_config, basic_auth_users; see README, Securing the endpoint; default: the config's "
+        "web_config, else none)",
     )
     add_source_flags(run)
 
@@ -75,18 +87,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.server import StatusServer
     from gpud.webconfig import WebConfig, load_web_config
 
-    settings, source, header = open_gpus(args)
+    # Every argument is checked, and the address tried, before a GPU is opened, let alone a fan probed.
+    if args.record is not None:
+        check_writable(args.record)
+    settings = checked_settings(args)
+    web = load_web_config(settings.web_config) if settings.web_config else WebConfig()
+    address = split_host_port(settings.listen)
+    problem = _listen_problem(address, settings.listen)
+    if problem is not None:
+        return fail(problem, 1)
+    settings, source, header = open_gpus(args, settings)
     try:
-        web = load_web_config(settings.web_config) if settings.web_config else WebConfig()
-    except BaseException:
-        source.close()
-        raise
-    try:
+        recorder = TraceRecorder(args.record, header) if args.record is not None else None
         fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
         source.close()
         raise
-    recorder = TraceRecorder(args.record, header) if args.record is not None else None
     daemon = Daemon(
         source,
         header.source,
@@ -95,16 +111,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         decide=decide_settings(settings),
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
-        reload=lambda: _reload(args, settings, server),
+        reload=lambda: _reload(args, settings, [gpu.index for gpu in source.gpus], server),
         per_job_metrics=settings.processes.per_job_metrics,
+        listen=settings.listen,
     )
     try:
-        server = StatusServer(
-            split_host_port(settings.listen), daemon.registry, daemon.current, daemon.history, web
-        )
+        server = StatusServer(address, daemon.registry, daemon.current, daemon.history, web)
     except OSError as error:
         source.close()
-        return fail(f"cannot listen on {settings.listen}: {error.strerror}", 1)
+        return fail(_listen_refused(error, settings.listen), 1)
     daemon.install_signal_handlers()
     server.start()
     try:
@@ -117,9 +132,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload(args: argparse.Namespace, running: Settings, server: StatusServer) -> DecideSettings:
+def _listen_problem(address: tuple[str, int], listen: str) -> str | None:
+    """Why the daemon could not listen at ``address``, found out by binding it for a moment; None if it can."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return _listen_refused(error, listen)
+    return None
+
+
+def _listen_refused(error: OSError, listen: str) -> str:
+    """``cannot listen on ...`` and what to do; for a busy port, who is there (another gpud?)."""
+    from gpud.httpclient import HttpClient
+    from gpud.status import DaemonUnreachable, daemon_url, fetch_status
+    from gpud.words import count
+
+    if error.errno != errno.EADDRINUSE:
+        return f"cannot listen on {listen}: {error.strerror}; give another address with --listen HOST:PORT"
+    try:
+        other = fetch_status(daemon_url(None, listen), HttpClient(timeout_s=2.0))
+    except DaemonUnreachable:
+        return (
+            f"cannot listen on {listen}: another program uses it; give gpud another with --listen HOST:PORT"
+        )
+    return (
+        f"cannot listen on {listen}: another gpud ({other.get('version', '?')}, "
+        f"{count(len(other['gpus']), 'GPU')}) runs there; stop it first (systemctl stop gpud), "
+        "or give this one another address with --listen HOST:PORT"
+    )
+
+
+def _reload(
+    args: argparse.Namespace, running: Settings, gpus: list[int], server: StatusServer
+) -> DecideSettings:
     """SIGHUP: the configuration read again as at start (file, environment, flags), and the web
-    config's file with it (new certificates, users)."""
+    config's file with it (new certificates, users).
+
+    Which GPUs are ``stock`` (left to the driver) is settled when fan control starts: a
+    configuration that changes it is not applied, so no fan is left where gpud stopped driving it.
+    """
     import structlog
 
     from gpud.webconfig import load_web_config
@@ -127,6 +181,12 @@ def _reload(args: argparse.Namespace, running: Settings, server: StatusServer) -
     loaded = flagged_settings(args)
     if running.web_config is not None and loaded.web_config == running.web_config:
         server.reload_web(load_web_config(running.web_config))
+    stock = [[gpu for gpu in gpus if settings.fans.left_to_driver(gpu)] for settings in (running, loaded)]
+    if stock[0] != stock[1]:
+        raise ConfigError(
+            f"the GPUs on curve stock would change from {stock[0] or 'none'} to {stock[1] or 'none'}: "
+            "that needs a restart (systemctl restart gpud)"
+        )
     stale = needs_restart(running, loaded)
     if stale:
         structlog.get_logger("gpud.daemon").warning(

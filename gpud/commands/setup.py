@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, fail, open_gpus
+from gpud.outputs import check_writable, open_output
+from gpud.words import count
 
 
 def register(commands: Subcommands) -> None:
@@ -21,7 +23,12 @@ def register(commands: Subcommands) -> None:
         description="One X screen per GPU with a virtual monitor and Coolbits 4, for the GPUs found "
         "(or the simulated ones with --simulate), and the commands to apply it.",
     )
-    coolbits.add_argument("--write", type=Path, metavar="PATH", help="write the file instead of printing it")
+    coolbits.add_argument(
+        "--write",
+        type=Path,
+        metavar="PATH",
+        help="write the file there instead of printing it (default: print)",
+    )
     add_simulate_flag(coolbits)
 
 
@@ -29,6 +36,8 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     """``gpud setup coolbits``: print (or write) the xorg.conf nvidia-settings fan control needs."""
     from gpud.fans.coolbits import apply_commands, xorg_conf
 
+    if args.write is not None:
+        check_writable(args.write)
     _, source, _ = open_gpus(args)
     gpus = source.gpus
     source.close()
@@ -39,10 +48,8 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     if args.write is None:
         print(text)
         return 0
-    try:
-        args.write.write_text(text, encoding="utf-8")
-    except OSError as error:
-        return fail(f"cannot write {args.write}: {error.strerror}", 1)
-    print(f"{args.write}: xorg.conf for {len(gpus)} GPUs with Coolbits. To apply it:")
+    with open_output(args.write) as out:
+        out.write(text)
+    print(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
     print("\n".join(f"  {line}" for line in apply_commands(args.write)))
     return 0

@@ -6,13 +6,24 @@ A command module imports this one and never another command, so each stays reada
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
-from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from gpud.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_LISTEN,
+    MAX_SIMULATED_GPUS,
+    Settings,
+    SimulateSettings,
+    load_settings,
+    split_host_port,
+)
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -25,6 +36,13 @@ LAYOUTS = [layout.value for layout in Layout]
 
 Subcommands = argparse._SubParsersAction
 """What ``add_subparsers`` returns: each command module's ``register`` adds its parser to one."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line: what is wrong, and where the help is; exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"gpud: {message} (see {self.prog} --help)\n")
 
 
 def fail(message: str, code: int) -> int:
@@ -84,51 +102,118 @@ def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fan-backend",
         choices=[c.value for c in BackendChoice],
+        metavar="BACKEND",
         help="how to set fans: auto (NVML, else nvidia-settings, else monitor only), nvml, "
-        "nvidia-settings or none (default auto)",
+        "nvidia-settings or none (default: the config's [fan_control] backend, else auto)",
     )
 
 
+def setting_value(model: type[BaseModel], name: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a flag that sets ``model``'s float field ``name``: checked as the config is.
+
+    So ``--interval 0`` is refused naming the flag, with the field's own bounds, before anything runs.
+    """
+    adapter: TypeAdapter[float] = TypeAdapter(Annotated[float, *model.model_fields[name].metadata])
+
+    def value(text: str) -> float:
+        try:
+            return adapter.validate_python(text, strict=False)
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise argparse.ArgumentTypeError(f"{problem} (got {text!r})") from None
+
+    return value
+
+
+def listen_address(text: str) -> str:
+    """``--listen``: HOST:PORT, checked as the config's ``listen`` is."""
+    try:
+        split_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def simulated_gpu_count(text: str) -> int:
+    """``--simulate N``, ``simulate --gpus N``: a number of simulated GPUs the machine can have."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_SIMULATED_GPUS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SIMULATED_GPUS} GPUs, got {text!r}")
+    return number
+
+
 def add_simulate_flag(parser: argparse.ArgumentParser) -> None:
-    """``--simulate [N]``: the built-in simulated GPUs instead of the driver."""
+    """``--simulate [N]``: the built-in simulated GPUs instead of the driver.
+
+    Without N, ``args.simulate`` is 0: as many as the config's ``[simulate] gpus`` (4).
+    """
     parser.add_argument(
         "--simulate",
         nargs="?",
-        type=int,
+        type=simulated_gpu_count,
         const=0,
         metavar="N",
-        help="use N built-in simulated GPUs instead of the driver (default 4)",
+        help=f"use N (1-{MAX_SIMULATED_GPUS}) built-in simulated GPUs instead of the driver "
+        "(default: the config's [simulate] gpus, else 4)",
     )
 
 
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
     add_simulate_flag(parser)
-    parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
     parser.add_argument(
-        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
+        "--interval",
+        type=setting_value(Settings, "interval_s"),
+        metavar="S",
+        help="seconds between ticks, 0.1 to 60 (default: the config's interval_s, else 1)",
     )
     parser.add_argument(
-        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+        "--slowdown",
+        type=setting_value(Settings, "slowdown_c"),
+        metavar="C",
+        help="slowdown temperature, °C, for GPUs that report none and for the simulated ones "
+        "(default: the config's slowdown_c, else the card's own)",
+    )
+    parser.add_argument(
+        "--sim-speed",
+        type=setting_value(SimulateSettings, "speed"),
+        metavar="X",
+        help="simulated seconds per real second (default: the config's [simulate] speed, else 1)",
     )
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
-        help="simulated cards (default open-air)",
+        metavar="LAYOUT",
+        help=f"the simulated cards: {', '.join(LAYOUTS)} (default: the config's [simulate] layout, else open-air)",
     )
     parser.add_argument(
-        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
+        "--ambient",
+        type=setting_value(SimulateSettings, "ambient_c"),
+        metavar="C",
+        help="simulated case air temperature, °C (default: the config's [simulate] ambient_c, else 30)",
     )
 
 
 def add_daemon_flags(
-    parser: argparse.ArgumentParser, *, url: str, url_help: str, timeout_s: float, timeout_help: str
+    parser: argparse.ArgumentParser, *, timeout_s: float, timeout_help: str
 ) -> argparse._MutuallyExclusiveGroup:
     """``--timeout``, how to reach a daemon behind TLS and basic auth, and the running daemon's
-    ``--url``, in the group returned for its alternatives."""
+    ``--url``, in the group returned for its alternatives.
+
+    :func:`daemon_address` turns them into the daemon's base URL, :func:`http_client` into how to ask it.
+    """
     from gpud.httpclient import PASSWORD_ENV, USER_ENV
 
-    parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help=timeout_help)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout_s,
+        metavar="S",
+        help=f"{timeout_help}, for the whole answer (default {timeout_s:g})",
+    )
     parser.add_argument(
         "--cacert",
         type=Path,
@@ -148,7 +233,12 @@ def add_daemon_flags(
         help=f"basic-auth credentials (else the URL's user:password@, else ${USER_ENV} and ${PASSWORD_ENV})",
     )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
+    where.add_argument(
+        "--url",
+        metavar="ADDRESS",
+        help="the daemon: HOST[:PORT], PORT (this host) or http(s)://HOST[:PORT], with or without /status (default: where "
+        f"the configuration says it listens: listen, GPUD_LISTEN, else {DEFAULT_LISTEN})",
+    )
     return where
 
 
@@ -170,6 +260,34 @@ def http_client(args: argparse.Namespace) -> HttpClient:
     )
 
 
+def daemon_address(args: argparse.Namespace, settings: Settings) -> str:
+    """The base URL of the daemon a client command asks: ``--url``, else the configured ``listen``."""
+    from gpud.status import daemon_url
+
+    try:
+        return daemon_url(args.url, settings.listen)
+    except ValueError as error:
+        raise ConfigError(f"--url {error}") from None
+
+
+def emit(text: str) -> None:
+    """Print a command's result; a reader that has gone (``gpud status | head``) is not an error.
+
+    The command then ends with its own exit status, not one made up for the closed pipe.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so that a closed pipe cannot fail the flush at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Flags given on the command line, in the shape of :class:`Settings`."""
     overrides: dict[str, Any] = {}
@@ -185,8 +303,6 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = getattr(args, flag)
     if getattr(args, "fan_backend", None) is not None:
         overrides["fan_control"] = {"backend": args.fan_backend}
-    if getattr(args, "policy", None) is not None:
-        overrides.update(_policy_overrides(args.policy))
     simulate = {}
     if args.simulate:
         simulate["gpus"] = args.simulate
@@ -200,41 +316,82 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def flagged_settings(args: argparse.Namespace) -> Settings:
     """The settings as a command's flags shape them: at start, on SIGHUP, for ``gpud fans reset``."""
-    return load_settings(args.config, _run_overrides(args))
+    settings = load_settings(args.config, _run_overrides(args))
+    policy = getattr(args, "policy", None)
+    return settings if policy is None else _with_policy(settings, policy)
 
 
-def _policy_overrides(text: str) -> dict[str, Any]:
-    """``gpud run --policy``: stock leaves the fans alone; a curve or predictive drives every fan."""
+def _with_policy(settings: Settings, text: str) -> Settings:
+    """``gpud run --policy``: every fan on one policy; stock leaves every GPU's fans to the driver."""
+    from gpud.decide.curves import STOCK
     from gpud.policy import Policy, PolicyKind
 
     try:
         policy = Policy.parse(text)
+        if policy.kind is PolicyKind.LIMIT:
+            raise ValueError("limit is for gpud simulate; to run fans at 100 % use a curve of your own")
+        every_fan = {"gpus": {}, "heat_buildup_curve": None}
+        fans = (
+            settings.fans.model_copy(update={"curve": STOCK, **every_fan})
+            if policy.kind is PolicyKind.STOCK
+            else policy.fans(settings.fans)
+        )
     except ValueError as error:
-        raise ConfigError(f"--policy: {error}") from None
-    if policy.kind is PolicyKind.LIMIT:
-        raise ConfigError("--policy limit is for gpud simulate; to run fans at 100 % use a curve of your own")
-    if policy.kind is PolicyKind.STOCK:
-        return {"fan_control": {"backend": "none"}}
-    return {"fans": {"curve": policy.curve or policy.kind.value, "gpus": {}, "heat_buildup_curve": None}}
+        raise ConfigError(f"--policy {text}: {error}") from None
+    return settings.model_copy(update={"fans": fans})
 
 
-def open_gpus(args: argparse.Namespace) -> tuple[Settings, NvmlSource, TraceHeader]:
-    """Settings from file/env/flags, logging set up, the GPUs (real or simulated) opened.
+def check_faults(spec: str, settings: Settings) -> None:
+    """``--faults``: readable, and naming only GPUs (and fans) the simulated machine has; ConfigError if not."""
+    from gpud.sim.faults import FaultSpecError, parse_faults
+    from gpud.sim.machine import card_specs
+    from gpud.words import count
+
+    try:
+        faults, _ = parse_faults(spec)
+    except FaultSpecError as error:
+        raise ConfigError(f"--faults: {error}") from None
+    cards = card_specs(settings.simulate.gpus, settings.simulate.layout)
+    for fault in faults:
+        if fault.gpu is not None and fault.gpu >= len(cards):
+            raise ConfigError(
+                f"--faults {spec}: there is no GPU {fault.gpu}: the simulated machine has "
+                f"{count(len(cards), 'GPU')}, 0 to {len(cards) - 1}"
+            )
+        fans = [card.fan_count for card in (cards if fault.gpu is None else [cards[fault.gpu]])]
+        if fault.fan is not None and fault.fan >= max(fans):
+            raise ConfigError(
+                f"--faults {spec}: there is no fan {fault.fan}: the cards have {count(max(fans), 'fan')}"
+            )
+
+
+def checked_settings(args: argparse.Namespace) -> Settings:
+    """The settings a command that opens the GPUs runs with, every argument checked (``--faults`` too).
+
+    Raises :class:`ConfigError`.
+    """
+    settings = flagged_settings(args)
+    faults = getattr(args, "faults", None)
+    if faults is not None:
+        if args.simulate is None:
+            raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
+        check_faults(faults, settings)
+    return settings
+
+
+def open_gpus(
+    args: argparse.Namespace, settings: Settings | None = None
+) -> tuple[Settings, NvmlSource, TraceHeader]:
+    """Settings (given, else :func:`checked_settings`), logging set up, the GPUs (real or simulated) opened.
 
     Raises :class:`ConfigError` or :class:`NvmlUnavailable`; ``gpud.cli.main`` turns them into exit codes.
     """
     from gpud.assemble import call_guard, open_source
     from gpud.logs import configure_logging
 
-    settings = flagged_settings(args)
+    settings = settings or checked_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
-    faults = getattr(args, "faults", None)
-    if faults and not simulate:
-        raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
-    source = open_source(settings, simulate, faults, call_guard(settings))
-    return (
-        settings,
-        source,
-        TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml"),
-    )
+    source = open_source(settings, simulate, getattr(args, "faults", None), call_guard(settings))
+    header = TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml")
+    return settings, source, header

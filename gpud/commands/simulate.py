@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpud.commands.shared import LAYOUTS, Subcommands, add_command
+from gpud.commands.shared import LAYOUTS, Subcommands, add_command, simulated_gpu_count
 from gpud.config import load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
+from gpud.words import count
 
 if TYPE_CHECKING:
     from gpud.sim.workload import Workload
@@ -23,30 +24,54 @@ def register(commands: Subcommands) -> None:
         "simulate",
         cmd_simulate,
         help="run the simulated machine under fan policies, many times faster than real time",
-        description="POLICY is stock (the driver's schedule), curve:NAME, predictive, or limit "
-        "(every fan at 100 %% from the start: the physical limit). --compare adds limit by itself.",
+        description="POLICY is stock (the driver's schedule), predictive, curve:NAME or a curve's name "
+        "(e.g. cool), or limit (every fan at 100 % from the start: the physical limit). --compare "
+        "adds limit by itself.",
     )
-    simulate.add_argument("--gpus", type=int, metavar="N", help="GPUs in adjacent slots (default 4)")
-    simulate.add_argument("--layout", choices=LAYOUTS, default="open-air", help="cards")
+    simulate.add_argument(
+        "--gpus",
+        type=simulated_gpu_count,
+        metavar="N",
+        help="GPUs in adjacent slots (default 4, or the model's)",
+    )
+    simulate.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="open-air",
+        metavar="LAYOUT",
+        help=f"the cards: {', '.join(LAYOUTS)} (default open-air)",
+    )
     simulate.add_argument(
         "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
     )
-    simulate.add_argument("--model", type=Path, metavar="MODEL.json", help="a model from gpud calibrate")
+    simulate.add_argument(
+        "--model",
+        type=Path,
+        metavar="MODEL.json",
+        help="a model from gpud calibrate (default: built-in cards)",
+    )
     simulate.add_argument(
         "--workload",
         default="training",
         metavar="NAME|TRACE",
         help="training, on-off, idle, or a trace whose utilisation is replayed (default training)",
     )
-    simulate.add_argument("--policy", default="predictive", metavar="POLICY", help="default predictive")
-    simulate.add_argument("--compare", nargs="+", metavar="POLICY", help="run each policy, side by side")
+    simulate.add_argument(
+        "--policy", default="predictive", metavar="POLICY", help="the fan policy (default predictive)"
+    )
+    simulate.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="POLICY",
+        help="run each policy, side by side, instead of --policy (default: --policy alone)",
+    )
     simulate.add_argument(
         "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
     )
     simulate.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
     )
-    simulate.add_argument("--seed", type=int, default=0, help="workload jitter seed (default 0)")
+    simulate.add_argument("--seed", type=int, default=0, metavar="N", help="workload jitter seed (default 0)")
     simulate.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -77,17 +102,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     # The virtual daemons log errors only, unless --log-level or --log-format asks for more.
     configure_logging(args.log_level or "error", args.log_format or "console")
-    try:
-        policies = [Policy.parse(p) for p in (args.compare or [args.policy])]
-        for policy in policies:
+    if not 0 < args.duration < float("inf"):
+        raise ConfigError(f"--duration {args.duration:g}: expected simulated seconds above 0")
+    if not 0.1 <= args.interval <= 60:
+        raise ConfigError(f"--interval {args.interval:g}: expected 0.1 to 60 seconds, as the daemon's")
+    flag = "--compare" if args.compare else "--policy"
+    policies = []
+    for text in args.compare or [args.policy]:
+        try:
+            policy = Policy.parse(text)
             policy.fans(settings.fans)  # an unknown curve name fails here, before any run
+        except ValueError as error:
+            raise ConfigError(f"{flag} {text}: {error}") from None
+        policies.append(policy)
+    try:
         model = load_model(args.model) if args.model else None
-    except (ValueError, ModelError) as error:
+    except ModelError as error:
         raise ConfigError(str(error)) from None
     if args.compare and all(p.kind is not PolicyKind.LIMIT for p in policies):
         policies.append(Policy(PolicyKind.LIMIT))
     if model is not None and args.gpus is not None and args.gpus != len(model.gpus):
-        raise ConfigError(f"--gpus {args.gpus}: the model {args.model} describes {len(model.gpus)} GPUs")
+        raise ConfigError(
+            f"--gpus {args.gpus}: the model {args.model} describes {count(len(model.gpus), 'GPU')}"
+        )
     setup = MachineSetup(
         gpus=args.gpus or 4,
         layout=Layout(args.layout),

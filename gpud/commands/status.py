@@ -1,14 +1,26 @@
-"""``gpud status``: the running daemon's GPUs, or a fleet's."""
+"""``gpud status``: the running daemon's GPUs, or a fleet's: a table, one line per GPU, or JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail, http_client
+from gpud.commands.shared import (
+    Subcommands,
+    add_command,
+    add_daemon_flags,
+    daemon_address,
+    discard_stdout,
+    emit,
+    fail,
+    http_client,
+)
 from gpud.config import Settings, decide_settings, load_settings
+from gpud.errors import ConfigError
 
 if TYPE_CHECKING:
     from gpud.httpclient import HttpClient
@@ -16,87 +28,163 @@ if TYPE_CHECKING:
 
 def register(commands: Subcommands) -> None:
     """Add ``status`` and its options to ``commands``."""
-    from gpud.status import DEFAULT_STATUS_URL
-
     status = add_command(
         commands,
         "status",
         cmd_status,
-        help="show the running daemon's GPUs",
+        help="show the running daemon's GPUs (or a fleet's)",
         description="Exit code: 0 all well, 1 a GPU throttling, down or critically unhealthy (a critical XID "
         "in the last hour, a pending or failed memory repair, uncorrected ECC errors) or a fleet host "
         "unreachable, 2 no daemon answered.",
     )
     where = add_daemon_flags(
-        status,
-        url=DEFAULT_STATUS_URL,
-        url_help="the daemon's status endpoint",
-        timeout_s=3.0,
-        timeout_help="seconds to wait for each daemon (or Prometheus)",
+        status, timeout_s=3.0, timeout_help="seconds to wait for each daemon (or Prometheus)"
     )
     where.add_argument(
         "--hosts",
         metavar="HOST:PORT,...",
-        help="a fleet: every listed daemon, asked at once; one table, worst GPUs first",
+        help="a fleet: every listed daemon (each as --url takes it), asked at once; one table, worst GPUs first "
+        "(default: the one daemon of --url)",
     )
     where.add_argument(
-        "--prometheus", metavar="URL", help="a fleet: every host this Prometheus scrapes gpud on"
+        "--prometheus",
+        metavar="URL",
+        help="a fleet: every host this Prometheus (http://HOST:9090) scrapes gpud on, down ones included "
+        "(default: the one daemon of --url)",
     )
-    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the status document as JSON")
+    shown.add_argument(
+        "--brief", action="store_true", help="one line per GPU and nothing else (gpustat-like), for scripts"
+    )
     status.add_argument(
-        "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
+        "--watch",
+        type=_positive_seconds,
+        nargs="?",
+        const=2.0,
+        metavar="S",
+        help="refresh every S seconds (default 2), in place on a terminal; Ctrl-C stops",
     )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One look at the daemon (or the fleet): its JSON, the text a person reads, the exit code."""
+
+    document: dict[str, Any]
+    text: str
+    code: int
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``gpud status``: the running daemon's GPUs (or a fleet's) as a table, or JSON."""
-    while True:
-        code = _status_once(args)
-        if not args.watch:
-            return code
-        try:
-            time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return code
+    """``gpud status``: the running daemon's GPUs (or a fleet's) as a table, brief lines, or JSON."""
+    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable
 
-
-def _status_once(args: argparse.Namespace) -> int:
-    from gpud.fleet import fleet_exit_code, fleet_json, from_daemons, from_prometheus, render_fleet
-    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable, exit_code, fetch_status, render_table
-
-    client = http_client(args)
+    ask = _asker(args, load_settings(args.config))
+    if args.watch is not None:
+        return _watch(args, ask)
     try:
-        if args.hosts or args.prometheus:
-            hosts = [h.strip() for h in (args.hosts or "").split(",") if h.strip()]
-            fleet = from_daemons(hosts, client) if hosts else from_prometheus(args.prometheus, client)
-            document: dict[str, Any] = fleet_json(fleet)
-            text, code = render_fleet(fleet), fleet_exit_code(fleet)
-        else:
-            document = fetch_status(args.url, client)
-            text, code = render_table(document), exit_code(document)
-            if not args.json:
-                text += "\n" + _recent_findings(args.url, client, load_settings(args.config))
+        answer = ask()
     except DaemonUnreachable as error:
         return fail(str(error), EXIT_NO_DAEMON)
-    if args.watch:
-        print("\033[2J\033[H", end="")
-    print(json.dumps(document, indent=2) if args.json else text, flush=True)
-    return code
+    emit(json.dumps(answer.document, indent=2) if args.json else answer.text)
+    return answer.code
 
 
-def _recent_findings(url: str, client: HttpClient, settings: Settings) -> str:
-    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour.
+def _watch(args: argparse.Namespace, ask: Any) -> int:
+    """Ask every ``--watch`` seconds until Ctrl-C (or the reader goes); the last answer's exit code."""
+    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable
+    from gpud.watch import WatchScreen
 
-    A history that cannot be had is said there; the table above it stands.
-    """
+    screen = WatchScreen(sys.stdout, json_lines=args.json)
+    code = EXIT_NO_DAEMON
+    try:
+        while True:
+            try:
+                answer = ask()
+            except DaemonUnreachable as error:
+                code = EXIT_NO_DAEMON
+                screen.no_answer(str(error))
+            else:
+                code = answer.code
+                indent = 2 if screen.terminal else None
+                screen.show(json.dumps(answer.document, indent=indent) if args.json else answer.text)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return code
+    except BrokenPipeError:  # `gpud status --watch | head`: the reader has what it wanted
+        discard_stdout()
+        return code
+
+
+def _asker(args: argparse.Namespace, settings: Settings) -> Any:
+    """What one look asks: a fleet (``--hosts``, ``--prometheus``) or one daemon; arguments checked first."""
+    from gpud.fleet import (
+        fleet_exit_code,
+        fleet_json,
+        from_daemons,
+        from_prometheus,
+        prometheus_url,
+        render_brief,
+        render_fleet,
+    )
+    from gpud.status import daemon_url
+
+    client = http_client(args)
+
+    def answer_fleet(fleet: list[Any]) -> Answer:
+        text = render_brief(fleet) if args.brief else render_fleet(fleet)
+        return Answer(fleet_json(fleet), text, fleet_exit_code(fleet))
+
+    if args.hosts is not None:
+        hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+        if not hosts:
+            raise ConfigError("--hosts: expected HOST:PORT,... (at least one)")
+        try:
+            urls = {host: daemon_url(host) for host in hosts}
+        except ValueError as error:
+            raise ConfigError(f"--hosts {error}") from None
+        return lambda: answer_fleet(from_daemons(urls, client))
+    if args.prometheus is not None:
+        prometheus = prometheus_url(args.prometheus)
+        return lambda: answer_fleet(from_prometheus(prometheus, client))
+    base = daemon_address(args, settings)
+    return lambda: _answer_daemon(base, client, args.brief, settings)
+
+
+def _answer_daemon(base: str, client: HttpClient, brief: bool, settings: Settings) -> Answer:
+    from gpud.status import exit_code, fetch_status, render_brief, render_table
+
+    document = fetch_status(base, client)
+    text = (
+        render_brief(document)
+        if brief
+        else render_table(document) + "\n" + _recent_findings(base, client, settings)
+    )
+    return Answer(document, text, exit_code(document))
+
+
+def _recent_findings(base: str, client: HttpClient, settings: Settings) -> str:
+    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour."""
     from gpud.diagnose.findings import diagnose
     from gpud.diagnose.source import history_trace
-    from gpud.httpclient import DaemonUnreachable
+    from gpud.status import DaemonUnreachable
 
+    title = "Findings (last hour; details: gpud diagnose):"
     try:
-        history = history_trace(url, client, since_s=3600.0)
+        history = history_trace(base, client, since_s=3600.0)
     except DaemonUnreachable as error:
-        return f"Findings: none to show ({error})"
+        return f"{title}\n  unavailable: {error}"
     found = diagnose(history, decide_settings(settings), settings.diagnose).findings
     lines = [f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"]
-    return "\n".join(["Findings (last hour; details: gpud diagnose):", *lines])
+    return "\n".join([title, *lines])

@@ -236,6 +236,8 @@ class Controller:
         power: dict[int, float | None],
     ) -> tuple[FanTarget, ...]:
         fans = self._settings.fans
+        if fans.left_to_driver(sample.index):
+            return ()
         count = max(len(sample.fans), state.info.fan_count if state.info else 0)
         while len(state.fans) < count:
             fan = len(state.fans)

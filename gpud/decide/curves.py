@@ -10,6 +10,9 @@ A curve is piecewise linear between validated points. Around it, per fan:
 * **lost temperature** — 100 % from the ``lost_temperature_ticks``-th tick without a temperature
   (the first, by default; until then the last target is held): a fan is never left low on a GPU
   that cannot be watched. When the temperature is back the fan carries on from where it was.
+
+The name ``stock`` in place of a GPU's curve leaves that GPU's fans on the driver's own schedule:
+no targets for it, and fan control treats it as monitor-only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gpud.decide.predictive import PREDICTIVE, PredictiveSettings
+
+STOCK = "stock"  # where a GPU's curve is named: its fans stay on the driver's schedule
 
 
 class FanDemand(Protocol):
@@ -117,7 +122,8 @@ class FanSettings(BaseModel):
 
     curve: str = Field(
         "balanced",
-        description="curve for every fan: quiet, balanced, cool, predictive or one of [fans.curves]",
+        description="curve for every fan: quiet, balanced, cool, predictive, one of [fans.curves], "
+        "or stock (the driver's schedule)",
     )
     floor_pct: float = Field(30, ge=0, le=100, description="never below this fan speed, %")
     slew_pct_per_s: float = Field(10, gt=0, le=100, description="fastest change of a target, % per second")
@@ -150,18 +156,42 @@ class FanSettings(BaseModel):
                 f"predictive.margin_c ({self.predictive.margin_c:g} °C) must exceed emergency_margin_c "
                 f"({self.emergency_margin_c:g} °C), or the policy would hold the GPU in the emergency zone"
             )
-        if PREDICTIVE in self.curves:
-            raise ValueError(
-                f"curves.{PREDICTIVE}: that name is the predictive policy; call the curve otherwise"
-            )
-        known = sorted(PRESETS.keys() | self.curves.keys() | {PREDICTIVE})
+        for reserved in (PREDICTIVE, STOCK):
+            if reserved in self.curves:
+                raise ValueError(
+                    f"curves.{reserved}: that name is the {reserved} policy; call the curve otherwise"
+                )
+        known = sorted(PRESETS.keys() | self.curves.keys() | {PREDICTIVE, STOCK})
         for where, name in named:
             if name is not None and name not in known:
                 raise ValueError(f"{where}: no curve named {name!r} (known: {', '.join(known)})")
+        self._stock_is_whole_gpus()
         return self
 
+    def _stock_is_whole_gpus(self) -> None:
+        """``stock`` hands a whole GPU to the driver: never one fan of it, nor a GPU in heat build-up."""
+        if self.heat_buildup_curve == STOCK:
+            raise ValueError("heat_buildup_curve: stock cannot be a remedy for heat build-up; name a curve")
+        for gpu, chosen in self.gpus.items():
+            if STOCK in chosen.fans.values():
+                raise ValueError(
+                    f'gpus.{gpu}.fans: stock is for a whole GPU: [fans.gpus.{gpu}] curve = "stock"'
+                )
+            if chosen.fans and (chosen.curve or self.curve) == STOCK:
+                raise ValueError(
+                    f"gpus.{gpu}.fans: GPU {gpu} is stock (left to the driver), so its fans take no curve"
+                )
+
+    def left_to_driver(self, gpu: int) -> bool:
+        """True when GPU ``gpu``'s curve is ``stock``: gpud sets none of its fans."""
+        chosen = self.gpus.get(gpu)
+        return ((chosen.curve if chosen is not None else None) or self.curve) == STOCK
+
     def curve_name(self, gpu: int, fan: int, heat_buildup: bool) -> str:
-        """The name of the curve for fan ``fan`` of GPU ``gpu``; the heat build-up one where it applies."""
+        """The name of the curve for fan ``fan`` of GPU ``gpu``; the heat build-up one where it applies.
+
+        Not for a GPU :meth:`left_to_driver`, which has no curve.
+        """
         if heat_buildup and self.heat_buildup_curve is not None:
             return self.heat_buildup_curve
         chosen = self.gpus.get(gpu)

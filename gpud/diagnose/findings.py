@@ -16,8 +16,10 @@ the GPUs' health: every XID, pending or failed memory repairs, uncorrected ECC e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from gpud import words
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
@@ -262,6 +264,18 @@ def _psu(usages: list[GpuUsage], settings: DiagnoseSettings) -> Finding | None:
     )
 
 
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with the fewest decimals (up to 3) that show them different, as they were compared.
+
+    >>> _distinct(23.54, 24.0), _distinct(31.96, 32.0), _distinct(16.0, 24.0)
+    (('23.5', '24.0'), ('31.96', '32.00'), ('16', '24'))
+    """
+    for digits in range(3):
+        if f"{a:.{digits}f}" != f"{b:.{digits}f}":
+            return f"{a:.{digits}f}", f"{b:.{digits}f}"
+    return f"{a:.3f}", f"{b:.3f}"
+
+
 def _host(host: HostFacts, usages: list[GpuUsage], count: int) -> list[Finding]:
     findings = []
     largest = max((u.memory_total_bytes or 0 for u in usages), default=0)
@@ -271,8 +285,11 @@ def _host(host: HostFacts, usages: list[GpuUsage], count: int) -> list[Finding]:
                 kind="host-memory",
                 severity=Severity.NOTICE,
                 title=f"{host.hostname} has less RAM than its largest GPU",
-                evidence=f"RAM {host.memory_total_bytes / GIB:.0f} GiB, largest GPU {largest / GIB:.0f} GiB",
-                recommendation=f"at least {largest / GIB:.0f} GiB of RAM, so a model and its data fit in host memory",
+                evidence="RAM {} GiB, largest GPU {} GiB".format(
+                    *_distinct(host.memory_total_bytes / GIB, largest / GIB)
+                ),
+                recommendation=f"at least {math.ceil(largest / GIB)} GiB of RAM, so a model and its data fit in "
+                "host memory",
                 cost=0.0005,
             )
         )
@@ -282,7 +299,7 @@ def _host(host: HostFacts, usages: list[GpuUsage], count: int) -> list[Finding]:
                 kind="host-cpu",
                 severity=Severity.NOTICE,
                 title=f"{host.hostname} has fewer CPU cores than GPUs",
-                evidence=f"{host.cpu_cores} cores for {count} GPUs",
+                evidence=f"{words.count(host.cpu_cores, 'core')} for {words.count(count, 'GPU')}",
                 recommendation="one or two cores per GPU keep the data loaders ahead",
                 cost=0.0005,
             )

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpud.diagnose.findings import Diagnosis
+from gpud.words import count
 
 
 def _duration(seconds: float) -> str:
@@ -16,7 +17,10 @@ def _duration(seconds: float) -> str:
 
 def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then cooling and energy."""
-    lines = [f"gpud diagnose: {diagnosis.source}, {diagnosis.gpus} GPUs, {_duration(diagnosis.window_s)}", ""]
+    lines = [
+        f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {_duration(diagnosis.window_s)}",
+        "",
+    ]
     if not diagnosis.findings:
         lines += [
             "No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem seen.",

@@ -9,14 +9,15 @@ from gpud.trace.format import TraceError, read_trace
 MAX_HISTORY_BYTES = 256 << 20  # a day of 64 GPUs is about 90 MB
 
 
-def history_trace(url: str, client: HttpClient, since_s: float | None = None) -> LoadedTrace:
-    """The daemon's ``/history`` at ``url`` (its base, e.g. ``http://127.0.0.1:9877``) as a trace;
+
+def history_trace(base_url: str, client: HttpClient, since_s: float | None = None) -> LoadedTrace:
+    """The ``/history`` of the daemon at ``base_url`` (see :func:`gpud.status.daemon_url`) as a trace;
     only its last ``since_s`` seconds when given (the daemon cuts them, so less travels).
 
     Raises :class:`DaemonUnreachable` when no daemon answers, and "bad answer from URL: ..." when
     what answers is not a gpud history (too large, not a trace, a header or tick that cannot be read).
     """
-    endpoint = url.rstrip("/").removesuffix("/status") + "/history"
+    endpoint = f"{base_url}/history"
     query = f"?since={since_s:g}" if since_s is not None else ""
     text = client.get(endpoint + query, max_bytes=MAX_HISTORY_BYTES).decode("utf-8", errors="replace")
     shown = redacted(endpoint)

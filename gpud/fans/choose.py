@@ -2,7 +2,8 @@
 
 ``auto`` tries NVML first (headless, no X), then nvidia-settings (an X display with Coolbits),
 else the GPU is monitor-only, with the reasons each backend gave. A GPU without fans is simply
-monitor-only ("unsupported"). GPUs that share a reason are logged together, so a machine
+monitor-only ("unsupported"), and so is a GPU whose curve is ``stock``: its fans stay on the
+driver's schedule, no backend is even probed. GPUs that share a reason are logged together, so a machine
 without root says "needs root" once, not once per GPU. A probe is tried ``PROBE_TRIES`` times
 before a backend is given up on: one failed driver call at start must not cost fan control for
 the daemon's whole life.
@@ -10,7 +11,7 @@ the daemon's whole life.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from enum import StrEnum
 
 import structlog
@@ -32,18 +33,28 @@ class BackendChoice(StrEnum):
     NONE = "none"
 
 
+STOCK_REASON = "stock: fans left to the driver"
+
+
 def assign_backends(
     gpus: Sequence[GpuInfo],
     choice: BackendChoice,
     backends: Sequence[FanBackend],
     dry_run: bool = False,
+    stock: Collection[int] = (),
 ) -> list[Assignment]:
     """One :class:`Assignment` per GPU; ``backends`` are the candidates in order of preference.
 
-    With ``choice`` auto all candidates are tried, otherwise only the one of that name.
+    With ``choice`` auto all candidates are tried, otherwise only the one of that name. The GPUs
+    whose indexes are in ``stock`` are left to the driver.
     """
     candidates = [b for b in backends if choice is BackendChoice.AUTO or b.name == choice.value]
-    assignments = [_assign(gpu, choice, candidates, dry_run) for gpu in gpus]
+    assignments = [
+        Assignment(gpu, None, STOCK_REASON)
+        if gpu.index in stock and gpu.fan_count
+        else _assign(gpu, choice, candidates, dry_run)
+        for gpu in gpus
+    ]
     _log_choices(assignments, choice)
     return assignments
 
@@ -98,6 +109,11 @@ def _log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> No
         backend = a.backend.name if a.backend is not None else "none"
         groups.setdefault((backend, a.mode.value, a.reason), []).append(a.gpu.index)
     for (backend, mode, reason), indexes in groups.items():
-        failed = backend == "none" and mode == ControlMode.AUTO and choice is not BackendChoice.NONE
+        failed = (
+            backend == "none"
+            and mode == ControlMode.AUTO
+            and choice is not BackendChoice.NONE
+            and reason != STOCK_REASON
+        )
         level = log.warning if failed else log.info
         level("fan control", gpus=indexes, backend=backend, mode=mode, reason=reason)

@@ -24,6 +24,7 @@ from gpud.decide.heat import neighbours
 from gpud.model.params import GpuThermalParams
 from gpud.model.store import FitQuality, GpuModel, ThermalModel
 from gpud.telemetry import GpuInfo, Snapshot
+from gpud.words import count
 
 MIN_STEP_S = 1.0  # faster traces are thinned to this: the thermal time constants are tens of seconds
 MAX_GAP_S = 30.0  # a longer gap starts a new free-running segment from the measured temperature
@@ -222,7 +223,7 @@ def calibrate_gpu(
     series = _series(ticks, info.index, around)
     if len(series.t) < 60:
         raise CalibrationError(
-            f"GPU {info.index}: {len(series.t)} ticks with temperature and power"
+            f"GPU {info.index}: {count(len(series.t), 'tick')} with temperature and power"
             f"{' (and its neighbours power)' if around else ''}; at least 60 are needed"
         )
     if max(series.temp) - min(series.temp) < 3:

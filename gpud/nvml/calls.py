@@ -99,8 +99,10 @@ class NvmlCalls:
             raise GpuLost(f"GPU {key[0]}: {call} failed: {name}", name)
         if key not in self._warned:
             self._warned.add(key)
-            hint = " (run gpud as root to read it)" if error.value == N.NVML_ERROR_NO_PERMISSION else ""
-            log.warning("nvml read failed", gpu=key[0], call=call, error=name, hint=hint or None)
+            hint = (
+                {"hint": "run gpud as root to read it"} if error.value == N.NVML_ERROR_NO_PERMISSION else {}
+            )
+            log.warning("nvml read failed", gpu=key[0], call=call, error=name, **hint)
 
     def supported(self, gpu: int, call: str) -> bool:
         """False once ``call`` is known to be absent on ``gpu``."""

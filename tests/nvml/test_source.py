@@ -120,7 +120,19 @@ def test_no_permission_gives_none_and_one_warning(install_nvml, patch_driver):
             assert source.sample().gpus[0].power_w is None
     warnings = [entry for entry in logs if entry["event"] == "nvml read failed"]
     assert len(warnings) == 1 and warnings[0]["error"] == "NoPermission"
+    assert warnings[0]["hint"] == "run gpud as root to read it"
     assert source.error_counts()[("nvmlDeviceGetPowerUsage", "NoPermission")] == 3
+    source.close()
+
+
+def test_a_warning_without_a_hint_has_no_hint_field(install_nvml, patch_driver):
+    library = install_nvml(gpus=1)
+    patch_driver(library, "nvmlDeviceGetPowerUsage", lambda self, h, out: N.NVML_ERROR_UNKNOWN)
+    source = NvmlSource()
+    with structlog.testing.capture_logs() as logs:
+        source.sample()
+    (warning,) = [entry for entry in logs if entry["event"] == "nvml read failed"]
+    assert warning["error"] == "Unknown" and "hint" not in warning  # never "hint=None"
     source.close()
 
 

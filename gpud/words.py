@@ -1,0 +1,19 @@
+"""Words for numbers in what gpud says to a person: "1 GPU", "4 GPUs", "1 host"."""
+
+from __future__ import annotations
+
+import time
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """``number`` and ``noun``, plural unless ``number`` is 1 (``plural`` where adding "s" is wrong).
+
+    >>> count(1, "GPU"), count(4, "GPU"), count(0, "host"), count(2, "batch", "batches")
+    ('1 GPU', '4 GPUs', '0 hosts', '2 batches')
+    """
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def clock_time(unix_s: float) -> str:
+    """A Unix time as this machine's local ``HH:MM:SS``, the way a person reads a recent moment."""
+    return time.strftime("%H:%M:%S", time.localtime(unix_s))

@@ -1,0 +1,201 @@
+"""``gpud status`` and ``gpud diagnose`` as a person types them, against a real simulated daemon.
+
+One daemon for the module, its GPU 1 lost from the start (so ``status`` has a problem to report
+and exits 1); daemons of their own where a test stops one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.test_end_to_end import GPUD, free_port, gpud, scrape, wait_for
+
+ANSI = re.compile(r"\x1b\[")
+
+
+@contextlib.contextmanager
+def running_daemon(*flags: str) -> Iterator[int]:
+    """A simulated daemon on a free port, until the block ends: its port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*GPUD, "run", "--simulate", "--listen", f"127.0.0.1:{port}", "--interval", "0.5", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: scrape(port) is not None and gpud("status", "--url", f"127.0.0.1:{port}").returncode != 2,
+            30,
+            "the daemon",
+        )
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with running_daemon("--faults", "lost:gpu=1") as port:
+        yield port
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "http://127.0.0.1:{port}",
+        "127.0.0.1:{port}",
+        "127.0.0.1:{port}/status",
+        "http://127.0.0.1:{port}/status/",
+        "localhost:{port}",
+    ],
+)
+def test_status_and_diagnose_take_the_base_address_with_or_without_scheme_and_status(form, port):
+    url = form.format(port=port)
+    shown = gpud("status", "--url", url)
+    assert shown.returncode == 1, shown.stderr  # GPU 1 is lost
+    assert shown.stdout.startswith("gpud 0.1.0 on ") and "DOWN" in shown.stdout
+    found = gpud("diagnose", "--url", url, "--json")
+    assert found.returncode in (0, 1) and found.stdout.startswith("{"), found.stderr
+
+
+def test_without_url_status_asks_where_the_configuration_says_the_daemon_listens(port, tmp_path):
+    config = tmp_path / "gpud.toml"
+    config.write_text(f'listen = "0.0.0.0:{port}"\n')  # listening everywhere: asked on this host
+    assert gpud("status", "--config", str(config), "--brief").returncode == 1
+    assert gpud("--config", str(config), "diagnose", "--json").returncode in (0, 1)
+    by_environment = subprocess.run(
+        [*GPUD, "status", "--brief"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=os.environ | {"GPUD_LISTEN": f"127.0.0.1:{port}"},
+    )
+    assert by_environment.returncode == 1 and by_environment.stdout.startswith("[0] ")
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:9877", "127.0.0.1:0", "127.0.0.1:99999", "http://:9877"])
+def test_an_address_that_cannot_be_a_daemon_is_refused_in_one_line(url):
+    done = gpud("status", "--url", url)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"gpud: --url {url}: expected HOST:PORT")
+
+
+def test_something_else_answering_is_named_not_parsed():
+    with running_daemon() as port:
+        done = gpud("status", "--url", f"http://127.0.0.1:{port}/metrics/x")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert (
+        line
+        == f"gpud: http://127.0.0.1:{port}/metrics/x/status answered 404 Not Found: no such path: /metrics/x/status"
+    )
+
+
+def test_brief_is_one_line_per_gpu(port):
+    done = gpud("status", "--url", f"127.0.0.1:{port}", "--brief")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and [line[:4] for line in lines] == ["[0] ", "[1] ", "[2] ", "[3] "]
+    assert lines[1].endswith("DOWN") and all(" °C " in line and " W " in line for line in lines[::2])
+
+
+def test_the_exit_code_survives_a_reader_that_leaves(port):
+    for flags in ([], ["--brief"], ["--json"]):
+        reader = subprocess.Popen(
+            [*GPUD, "status", "--url", f"127.0.0.1:{port}", *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        reader.stdout.close()  # `| head` that has read what it wanted
+        assert reader.wait(timeout=30) == 1, flags  # GPU 1 is lost, whoever reads
+        assert reader.stderr.read() == b""
+
+
+def read_for(fd: int, seconds: float) -> str:
+    """What arrives on ``fd`` within ``seconds``."""
+    chunks = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the pty's other side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_watch_on_a_terminal_redraws_in_place_and_says_when_the_daemon_stops_answering():
+    controller, terminal = pty.openpty()
+    with running_daemon() as port:
+        watch = subprocess.Popen(
+            [*GPUD, "status", "--url", f"127.0.0.1:{port}", "--watch", "0.3"],
+            stdout=terminal,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(terminal)
+        answered = read_for(controller, 3.0)
+    stopped = read_for(controller, 3.0)  # the daemon is gone now
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=10) == 2  # the last look found no daemon
+    os.close(controller)
+    assert answered.startswith("\x1b[2J\x1b[H")  # cleared once, then
+    assert (
+        answered.count("\x1b[H") >= 3 and answered.count("\x1b[2J") == 1
+    )  # each refresh drawn over the last
+    assert re.search(r"gpud 0\.1\.0 on \S+ \(simulated, 4 GPUs\) at \d\d:\d\d:\d\d", answered)
+    redraws = stopped.split("\x1b[H")
+    last = redraws[-1]
+    assert re.match(
+        rf"gpud: no answer since \d\d:\d\d:\d\d: no gpud answered at http://127.0.0.1:{port}/status", last
+    )
+    assert "(simulated, 4 GPUs) at" in last  # the last answer, under the line that says it is old
+    assert "Traceback" not in answered + stopped
+
+
+@pytest.mark.slow
+def test_watch_down_a_pipe_writes_plain_blocks_and_one_line_per_missed_answer(tmp_path):
+    with running_daemon() as port:
+        watch = subprocess.Popen(
+            [*GPUD, "status", "--url", f"127.0.0.1:{port}", "--watch", "0.3", "--brief"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        answered = read_for(watch.stdout.fileno(), 3.0)
+    stopped = read_for(watch.stdout.fileno(), 2.0)
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=10) == 2
+    assert not ANSI.search(answered + stopped)
+    blocks = [b for b in answered.split("\n\n") if b.strip()]
+    assert len(blocks) >= 3 and all(b.strip().splitlines()[0].startswith("[0] ") for b in blocks)
+    missed = [line for line in stopped.splitlines() if line.startswith("gpud: no answer since ")]
+    assert missed and watch.stderr.read() == b""
+
+
+def test_watch_ends_when_its_reader_does(port):
+    watch = subprocess.Popen(
+        [*GPUD, "status", "--url", f"127.0.0.1:{port}", "--watch", "0.2", "--brief"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    read_for(watch.stdout.fileno(), 1.0)
+    watch.stdout.close()
+    assert watch.wait(timeout=10) == 1  # the last answer's code: GPU 1 is lost
+    assert watch.stderr.read() == b""
