@@ -2,8 +2,9 @@
 
 Validated once, at the edge; every problem is reported as a :class:`ConfigError` whose message
 names the file (or the environment variable), the key and what is wrong, so ``gpud check-config``
-can run as ``ExecStartPre``. Every ``GPUD_*`` variable is a setting: one that names none is an
-error, as an unknown key in the file is (a misspelt variable would otherwise be ignored).
+can run as ``ExecStartPre``. Every ``GPUD_*`` variable is a setting (but the credentials gpud's
+HTTP clients read): one that names none is an error, as an unknown key in the file is (a misspelt
+variable would otherwise be ignored).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gpud.decide.throttle import ThrottleSettings
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
+from gpud.httpclient import PASSWORD_ENV, USER_ENV
 from gpud.model.store import load_model
 from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
@@ -226,7 +228,7 @@ def _unknown_variables() -> list[str]:
     """``GPUD_*`` variables whose first key names no setting, each as a line of the error."""
     known = set(Settings.model_fields)
     problems = []
-    for name in sorted(settings_variables()):
+    for name in sorted(settings_variables().keys() - {USER_ENV, PASSWORD_ENV}):
         key = name[len(ENV_PREFIX) :].split(ENV_NESTING)[0].lower()
         if key not in known:
             hint = "; nested keys are joined with __, e.g. GPUD_SIMULATE__GPUS" if "_" in key else ""

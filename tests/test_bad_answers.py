@@ -17,7 +17,7 @@ import pytest
 from gpud.diagnose.source import history_trace
 from gpud.fleet import fleet_exit_code, from_daemons, from_prometheus, render_fleet
 from gpud.httpclient import DaemonUnreachable, HttpClient
-from gpud.status import fetch_status
+from gpud.status import daemon_url, fetch_status
 from tests.test_end_to_end import free_port, gpud
 
 GOOD_STATUS = {
@@ -134,19 +134,19 @@ def test_a_bad_status_answer_is_one_message_naming_the_url(host, answer, message
     host.answer = answer
     started = time.monotonic()
     with pytest.raises(DaemonUnreachable, match=message) as raised:
-        fetch_status(host.url(), HttpClient(timeout_s=1.0))
+        fetch_status(host.url(""), HttpClient(timeout_s=1.0))
     assert host.url() in str(raised.value) and "\n" not in str(raised.value)
     assert time.monotonic() - started < 3  # the timeout is for the whole answer
 
 
 def test_a_good_answer_passes_and_carries_the_fields_the_table_does_not_know(host):
     host.answer = ok(json.dumps(GOOD_STATUS | {"new_field": {"from": "a newer gpud"}}).encode())
-    assert fetch_status(host.url(), HttpClient(1.0))["new_field"] == {"from": "a newer gpud"}
+    assert fetch_status(host.url(""), HttpClient(1.0))["new_field"] == {"from": "a newer gpud"}
 
 
 def test_credentials_go_in_the_header_and_never_in_a_message(host, monkeypatch):
     host.answer = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-    url = f"http://alice:s3cret@127.0.0.1:{host.port}/status"
+    url = f"http://alice:s3cret@127.0.0.1:{host.port}"
     with pytest.raises(DaemonUnreachable) as raised:
         fetch_status(url, HttpClient(1.0))
     assert "s3cret" not in str(raised.value) and "alice" not in str(raised.value)
@@ -154,17 +154,18 @@ def test_credentials_go_in_the_header_and_never_in_a_message(host, monkeypatch):
     monkeypatch.setenv("GPUD_HTTP_USER", "bob")
     monkeypatch.setenv("GPUD_HTTP_PASSWORD", "pw")
     with pytest.raises(DaemonUnreachable):
-        fetch_status(host.url(), HttpClient(1.0))
+        fetch_status(host.url(""), HttpClient(1.0))
     assert b"Authorization: Basic Ym9iOnB3" in host.requests[-1]  # bob:pw
     with pytest.raises(DaemonUnreachable):
-        fetch_status(host.url(), HttpClient(1.0, user="carol"))  # the password still from the environment
+        fetch_status(host.url(""), HttpClient(1.0, user="carol"))  # the password still from the environment
     assert b"Authorization: Basic Y2Fyb2w6cHc=" in host.requests[-1]  # carol:pw
 
 
 def test_a_fleet_host_with_a_bad_answer_is_a_row_saying_so(host):
     host.answer = ok(b'{"gpus": "all of them"}')
     unreachable = f"127.0.0.1:{free_port()}"
-    statuses = from_daemons([f"127.0.0.1:{host.port}", unreachable], HttpClient(1.0))
+    hosts = [f"127.0.0.1:{host.port}", unreachable]
+    statuses = from_daemons({h: daemon_url(h) for h in hosts}, HttpClient(1.0))
     table = render_fleet(statuses)
     assert f"!! 127.0.0.1:{host.port}: bad answer from http://127.0.0.1:{host.port}/status" in table
     assert f"!! {unreachable}: no gpud answered" in table

@@ -215,7 +215,7 @@ def synopsis_command(synopsis: str) -> tuple[str, ...]:
 def test_every_readme_synopsis_is_true(synopsis):
     parser = sub_parser(synopsis_command(synopsis))
     options = {string: action for action in parser._actions for string in action.option_strings}
-    tokens = re.findall(r"(?:(?<=\s)|(?<=\[))(--?[a-z][\w-]*)(?:[ =](\S+))?", synopsis)
+    tokens = re.findall(r"(?:(?<=\s)|(?<=\[))(--?[a-z][\w.-]*)(?:[ =](\S+))?", synopsis)
     for flag, value in tokens:
         assert flag in options, (
             f"{synopsis}: {flag} is not an option of gpud {' '.join(synopsis_command(synopsis))}"

@@ -100,7 +100,8 @@ def test_something_else_answering_is_named_not_parsed():
     (line,) = done.stderr.splitlines()
     assert (
         line
-        == f"gpud: http://127.0.0.1:{port}/metrics/x/status answered 404 Not Found: no such path: /metrics/x/status"
+        == f"gpud: gpud at http://127.0.0.1:{port}/metrics/x/status answered 404 Not Found: "
+        "no such path: /metrics/x/status"
     )
 
 

@@ -224,13 +224,13 @@ def add_daemon_flags(
         "--insecure", action="store_true", help="do not check the certificate of https:// daemons"
     )
     parser.add_argument(
-        "--cert", type=Path, metavar="FILE", help="a client certificate (PEM) for https:// daemons"
+        "--cert", type=Path, metavar="FILE", help="a client certificate (PEM) for https:// daemons (default: none)"
     )
-    parser.add_argument("--key", type=Path, metavar="FILE", help="its private key, when not in --cert")
+    parser.add_argument("--key", type=Path, metavar="FILE", help="its private key, when not in --cert (default: none)")
     parser.add_argument(
         "--user",
         metavar="USER[:PASSWORD]",
-        help=f"basic-auth credentials (else the URL's user:password@, else ${USER_ENV} and ${PASSWORD_ENV})",
+        help=f"basic-auth credentials (default: the URL's user:password@, else ${USER_ENV} and ${PASSWORD_ENV})",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
