@@ -1,0 +1,82 @@
+"""Files gpud writes (``--record``, ``-o``, ``setup coolbits --write``): opened safely, or a one-line error.
+
+gpud runs as root, so a path it is told to write must not be a symbolic link someone planted
+(``O_NOFOLLOW``: the last component is never followed), a FIFO without a reader must not block it
+(``O_NONBLOCK`` while opening), and the file gets an explicit mode rather than whatever the call
+site defaults to. Every failure is an :class:`OutputError` naming the path and the reason, which
+the command line reports as a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import IO, Literal, overload
+
+from gpud.errors import ConfigError
+
+FILE_MODE = 0o644  # traces, models, xorg.conf: nothing secret, readable by the operator's tools
+_REASONS = {
+    errno.ELOOP: "it is a symbolic link, and gpud does not write through links",
+    errno.ENXIO: "it is a FIFO with no reader",
+    errno.EISDIR: "it is a directory",
+}
+
+
+class OutputError(ConfigError):
+    """A file gpud was told to write cannot be written; the message names it and says why."""
+
+
+def _reason(error: OSError) -> str:
+    return _REASONS.get(error.errno or 0, error.strerror or str(error))
+
+
+def _open_fd(path: Path, flags: int, mode: int) -> int:
+    try:
+        fd = os.open(path, flags | os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {_reason(error)}") from None
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
+@overload
+def open_output(
+    path: Path, *, append: bool = ..., mode: int = ..., binary: Literal[False] = ...
+) -> IO[str]: ...
+@overload
+def open_output(path: Path, *, append: bool = ..., mode: int = ..., binary: Literal[True]) -> IO[bytes]: ...
+
+
+def open_output(
+    path: Path, *, append: bool = False, mode: int = FILE_MODE, binary: bool = False
+) -> IO[str] | IO[bytes]:
+    """``path`` opened for writing (truncated, or ``append``), created with ``mode``; never through a link.
+
+    Text files are UTF-8. Raises :class:`OutputError`.
+    """
+    flags = os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = _open_fd(path, flags, mode)
+    if binary:
+        return os.fdopen(fd, "ab" if append else "wb", buffering=0)
+    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`OutputError` unless :func:`open_output` could write ``path``; changes nothing there.
+
+    For checking every output before the work (or a fan) starts. An existing file is opened
+    without truncating it; for a new one, the file is created and removed again.
+    """
+    try:
+        os.close(_open_fd(path, os.O_APPEND, FILE_MODE))
+        return
+    except OutputError:
+        if os.path.lexists(path):
+            raise
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist")
+    os.close(_open_fd(path, os.O_CREAT | os.O_EXCL, FILE_MODE))
+    path.unlink()

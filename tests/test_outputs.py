@@ -1,0 +1,86 @@
+"""Files gpud writes: never through a planted link, never blocked by a FIFO, modes as asked."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gpud.outputs import OutputError, check_writable, open_output
+
+
+def test_a_new_file_gets_the_mode_asked_for_and_utf8_text(tmp_path: Path):
+    path = tmp_path / "out.jsonl"
+    with open_output(path, mode=0o600) as out:
+        out.write("température\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text(encoding="utf-8") == "température\n"
+
+
+def test_append_keeps_what_is_there_and_the_default_truncates(tmp_path: Path):
+    path = tmp_path / "out"
+    path.write_text("first\n")
+    with open_output(path, append=True) as out:
+        out.write("second\n")
+    assert path.read_text() == "first\nsecond\n"
+    with open_output(path) as out:
+        out.write("only\n")
+    assert path.read_text() == "only\n"
+
+
+@pytest.mark.parametrize("check", [check_writable, open_output])
+def test_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path: Path, check):
+    target = tmp_path / "shadow"
+    target.write_text("precious\n")
+    link = tmp_path / "trace.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match=r"trace\.jsonl: it is a symbolic link"):
+        check(link)
+    assert target.read_text() == "precious\n"
+
+
+def test_a_dangling_link_is_refused_too(tmp_path: Path):
+    link = tmp_path / "trace.jsonl"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError, match="symbolic link"):
+        check_writable(link)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_fifo_without_a_reader_is_an_error_not_a_hang(tmp_path: Path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="FIFO with no reader"):
+        open_output(fifo)
+
+
+def test_check_writable_names_a_missing_folder_and_leaves_nothing_behind(tmp_path: Path):
+    with pytest.raises(OutputError, match=f"the folder {tmp_path / 'gone'} does not exist"):
+        check_writable(tmp_path / "gone" / "trace.jsonl")
+    check_writable(tmp_path / "new.jsonl")
+    assert list(tmp_path.iterdir()) == []
+    existing = tmp_path / "kept"
+    existing.write_text("data\n")
+    check_writable(existing)
+    assert existing.read_text() == "data\n"
+
+
+def test_a_directory_is_refused(tmp_path: Path):
+    with pytest.raises(OutputError, match="is a directory"):
+        check_writable(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_folder_is_refused(tmp_path: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="Permission denied"):
+        check_writable(locked / "trace.jsonl")
+
+
+def test_a_device_can_be_written(tmp_path: Path):
+    check_writable(Path("/dev/null"))
+    with open_output(Path("/dev/null"), append=True, binary=True) as out:
+        out.write(b"gone\n")
