@@ -1,6 +1,6 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
-One tick is sample → decide → apply fan targets → publish (→ record with ``--record``). Signal
+One tick is sample → decide → apply fan targets (→ record with ``--record``) → publish. Signal
 handlers only set an event; the loop notices at once, so SIGTERM/SIGINT (and SIGABRT, from
 systemd's watchdog) end the process within a fraction of a second. SIGHUP reloads the
 configuration before the next tick, fans staying under control throughout; a configuration that
@@ -187,12 +187,17 @@ class Daemon:
         return True
 
     def tick(self) -> None:
-        """Sample every GPU, decide, set fans, publish, record; observed in ``gpud_tick_duration_seconds``."""
+        """Sample every GPU, decide, set fans, record, publish; observed in ``gpud_tick_duration_seconds``.
+
+        Recording never raises: a trace that cannot be written is counted, not a failed tick.
+        """
         started = time.perf_counter()
         snapshot = self._source.sample()
         decision = self._controller.step(snapshot)
         fan_control = self._fans.apply(decision, snapshot) if self._fans is not None else ()
         self._log_changes(decision)
+        if self._recorder is not None:
+            self._recorder.write(snapshot)
         self.state = replace(
             self.state,
             snapshot=snapshot,
@@ -200,10 +205,9 @@ class Daemon:
             fan_control=fan_control,
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
+            record_errors=self._recorder.errors if self._recorder is not None else 0,
         )
         self.history.add(snapshot)
-        if self._recorder is not None:
-            self._recorder.write(snapshot)
         self._tick_duration.observe(time.perf_counter() - started)
 
     def _log_changes(self, decision: Decision) -> None:

@@ -68,6 +68,12 @@ class GpudCollector(Collector):
         tick_errors = CounterMetricFamily("gpud_tick_errors", "Ticks that failed with an unexpected error")
         tick_errors.add_metric([], state.tick_errors)
         yield tick_errors
+        record_errors = CounterMetricFamily(
+            "gpud_record_errors",
+            "Writes of the --record trace that failed (recording pauses, the loop goes on)",
+        )
+        record_errors.add_metric([], state.record_errors)
+        yield record_errors
 
     @staticmethod
     def _energy_cost(snapshot: Snapshot, price_per_kwh: float, currency: str) -> Metric:

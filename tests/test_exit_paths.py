@@ -139,3 +139,37 @@ def test_a_bad_faults_spec_is_a_usage_error_naming_it(spec):
 def test_faults_need_the_simulated_gpus():
     result = gpud("run", "--faults", "lost:gpu=1")
     assert result.returncode == 2 and "--simulate" in result.stderr
+
+
+def record_errors(port: int) -> float:
+    metrics = scrape(port) or ""
+    found = [line.split()[-1] for line in metrics.splitlines() if line.startswith("gpud_record_errors_total")]
+    return float(found[0]) if found else 0.0
+
+
+@pytest.mark.slow
+def test_recording_onto_a_full_disk_fails_no_tick_and_the_exit_is_clean(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", "--record", "/dev/full")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        wait_for(lambda: record_errors(port) >= 1, 10, "gpud_record_errors_total counting")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    names = [e["event"] for e in events(log)]
+    assert names.count("recording disabled: cannot write the trace; trying again") == 1
+    assert "tick failed" not in names
+    assert handed_back(fake)
+
+
+def test_an_unwritable_record_path_is_a_usage_error_before_any_fan_is_touched(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    path = tmp_path / "gone" / "trace.jsonl"
+    result = gpud("run", "--simulate", str(GPUS), "--fan-backend", "nvidia-settings", "--record", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"gpud: cannot write {path}: the folder {path.parent} does not exist\n"
+    assert fake.calls() == []

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_source_flags, open_gpus
+from gpud.commands.shared import Subcommands, add_command, add_source_flags, fail, open_gpus
+from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
 
@@ -24,8 +25,13 @@ def register(commands: Subcommands) -> None:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """``gpud record``: write a trace from the live (or simulated) GPUs."""
+    check_writable(args.output)
     settings, source, header = open_gpus(args)
-    recorder = TraceRecorder(args.output, header, max_bytes=None)
+    try:
+        recorder = TraceRecorder(args.output, header, max_bytes=None)
+    except BaseException:
+        source.close()
+        raise
     ticks = int(args.duration / settings.interval_s)
     try:
         for tick in range(ticks):
@@ -37,5 +43,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
         source.close()
+    if recorder.errors:
+        return fail(f"{args.output}: {recorder.errors} writes failed; the trace is incomplete", 1)
     print(f"{args.output}: recorded {len(source.gpus)} GPUs")
     return 0

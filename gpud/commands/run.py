@@ -16,6 +16,7 @@ from gpud.commands.shared import (
     open_gpus,
 )
 from gpud.config import Settings, decide_settings, needs_restart, split_host_port
+from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
@@ -65,13 +66,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
 
+    if args.record is not None:
+        check_writable(args.record)  # before NVML is opened, let alone a fan touched
     settings, source, header = open_gpus(args)
     try:
+        recorder = TraceRecorder(args.record, header) if args.record is not None else None
         fans = open_fan_control(settings, source, args.dry_run)
     except BaseException:
         source.close()
         raise
-    recorder = TraceRecorder(args.record, header) if args.record is not None else None
     daemon = Daemon(
         source,
         header.source,

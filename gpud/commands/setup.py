@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, fail, open_gpus
+from gpud.outputs import open_output
 
 
 def register(commands: Subcommands) -> None:
@@ -40,7 +41,8 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
         print(text)
         return 0
     try:
-        args.write.write_text(text, encoding="utf-8")
+        with open_output(args.write) as out:
+            out.write(text)
     except OSError as error:
         return fail(f"cannot write {args.write}: {error.strerror}", 1)
     print(f"{args.write}: xorg.conf for {len(gpus)} GPUs with Coolbits. To apply it:")
