@@ -6,6 +6,9 @@ names the file, the key and what is wrong, so ``gpud check-config`` can run as `
 
 from __future__ import annotations
 
+import argparse
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +21,7 @@ from gpud.decide.curves import FanSettings
 from gpud.decide.heat import HeatSettings
 from gpud.decide.throttle import ThrottleSettings
 from gpud.diagnose.settings import DiagnoseSettings
+from gpud.documents import deeper_than
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
 from gpud.model.store import load_model
@@ -26,6 +30,10 @@ from gpud.telemetry import Cooling
 
 DEFAULT_CONFIG_PATH = Path("/etc/gpud/config.toml")
 DEFAULT_LISTEN = "127.0.0.1:9877"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # tables, arrays and dotted keys within one another; gpud's own keys go 5 deep
+# A dotted key of more than MAX_DEPTH parts (quoted parts included), found in time linear in the text.
+_LONG_DOTTED_KEY = re.compile(rf"(?<![\w\"'-])(?:[\w\"'-]++[ \t]*\.[ \t]*){{{MAX_DEPTH},}}")
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
@@ -40,10 +48,21 @@ def split_host_port(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def finite_float(text: str) -> float:
+    """An ``argparse`` type: a float that is a number (not NaN, not infinite), e.g. for ``--interval``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
 class SimulateSettings(BaseModel):
     """The built-in simulated machine (``gpud run --simulate``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     gpus: int = Field(4, ge=1, le=64, description="number of simulated GPUs in adjacent slots")
     layout: Layout = Field(Layout.OPEN_AIR, description="open-air, blower, mixed or passive (no fans)")
@@ -61,7 +80,7 @@ class SimulateSettings(BaseModel):
 class FanControlSettings(BaseModel):
     """How gpud sets fans (the curves themselves are under ``[fans]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backend: BackendChoice = Field(
         BackendChoice.AUTO, description="auto, nvml, nvidia-settings or none (monitor only)"
@@ -83,7 +102,7 @@ class FanControlSettings(BaseModel):
 class ProcessSettings(BaseModel):
     """Who uses each GPU: how often the processes are listed, and how finely they are exported."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="list each GPU's processes (users, jobs, memory)")
     interval_s: float = Field(5.0, ge=1, le=600, description="seconds between process lists")
@@ -95,7 +114,9 @@ class ProcessSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything gpud can be told; see the README's Configuration section."""
 
-    model_config = SettingsConfigDict(env_prefix="GPUD_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="GPUD_", env_nested_delimiter="__", extra="forbid", allow_inf_nan=False
+    )
 
     interval_s: float = Field(1.0, ge=0.1, le=60, description="seconds between ticks")
     listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT for /metrics and /status")
@@ -180,20 +201,45 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def read_config_file(path: Path | None) -> dict[str, Any]:
-    """The TOML file's content; ``{}`` when the default file does not exist."""
+    """The TOML file's content; ``{}`` when the default file does not exist.
+
+    A file nested more than ``MAX_DEPTH`` levels (tables, arrays, dotted keys) is refused with the
+    key where it goes too deep, before the parser's recursion or pydantic's can turn it into a
+    traceback; a dotted key that long is refused before parsing, which costs memory quadratic in it.
+    """
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path}: not found") from None
         return {}
     except OSError as error:
         raise ConfigError(f"config file {path}: cannot read it: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a gpud config"
+        )
+    too_deep = f"config file {path}: nested more than {MAX_DEPTH} levels deep"
+    try:
+        text = raw.decode("utf-8")
+        if _LONG_DOTTED_KEY.search(text):
+            raise ConfigError(f"{too_deep} (a dotted key)")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(too_deep) from None
+    where = deeper_than(data, MAX_DEPTH)
+    if where is not None:
+        raise ConfigError(f"{too_deep} (at {_shortened(where)})")
+    return data
+
+
+def _shortened(key_path: str, keep: int = 60) -> str:
+    return key_path if len(key_path) <= keep else f"{key_path[:keep]}…"
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

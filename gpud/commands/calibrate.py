@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, fail
+from gpud.config import finite_float
 from gpud.errors import ConfigError
 
 
@@ -24,7 +25,7 @@ def register(commands: Subcommands) -> None:
     calibrate.add_argument("trace", type=Path, help="the trace to fit")
     calibrate.add_argument("-o", "--output", type=Path, required=True, help="the model to write (JSON)")
     calibrate.add_argument(
-        "--holdout", type=float, default=0.25, metavar="SHARE", help="share held back (default 0.25)"
+        "--holdout", type=finite_float, default=0.25, metavar="SHARE", help="share held back (default 0.25)"
     )
 
 

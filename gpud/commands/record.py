@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, add_source_flags, fail, open_gpus
+from gpud.config import finite_float
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
@@ -18,7 +19,7 @@ def register(commands: Subcommands) -> None:
     )
     record.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
     record.add_argument(
-        "--duration", type=float, default=60.0, metavar="S", help="seconds to record (default 60)"
+        "--duration", type=finite_float, default=60.0, metavar="S", help="seconds to record (default 60)"
     )
     add_source_flags(record)
 

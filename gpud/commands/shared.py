@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from gpud.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from gpud.config import DEFAULT_CONFIG_PATH, Settings, finite_float, load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
@@ -103,12 +103,17 @@ def add_simulate_flag(parser: argparse.ArgumentParser) -> None:
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
     add_simulate_flag(parser)
-    parser.add_argument("--interval", type=float, metavar="S", help="seconds between ticks (default 1)")
     parser.add_argument(
-        "--slowdown", type=float, metavar="C", help="slowdown temperature when the GPU reports none, °C"
+        "--interval", type=finite_float, metavar="S", help="seconds between ticks (default 1)"
     )
     parser.add_argument(
-        "--sim-speed", type=float, metavar="X", help="simulated seconds per real second (default 1)"
+        "--slowdown",
+        type=finite_float,
+        metavar="C",
+        help="slowdown temperature when the GPU reports none, °C",
+    )
+    parser.add_argument(
+        "--sim-speed", type=finite_float, metavar="X", help="simulated seconds per real second (default 1)"
     )
     parser.add_argument(
         "--layout",
@@ -116,7 +121,7 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
         help="simulated cards (default open-air)",
     )
     parser.add_argument(
-        "--ambient", type=float, metavar="C", help="simulated case air temperature, °C (default 30)"
+        "--ambient", type=finite_float, metavar="C", help="simulated case air temperature, °C (default 30)"
     )
 
 
@@ -124,7 +129,7 @@ def add_daemon_flags(
     parser: argparse.ArgumentParser, *, url: str, url_help: str, timeout_s: float, timeout_help: str
 ) -> argparse._MutuallyExclusiveGroup:
     """``--timeout`` and the running daemon's ``--url``, in the group returned for its alternatives."""
-    parser.add_argument("--timeout", type=float, default=timeout_s, metavar="S", help=timeout_help)
+    parser.add_argument("--timeout", type=finite_float, default=timeout_s, metavar="S", help=timeout_help)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
     return where

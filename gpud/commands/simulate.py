@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpud.commands.shared import LAYOUTS, Subcommands, add_command
-from gpud.config import load_settings
+from gpud.config import finite_float, load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
 
@@ -29,7 +29,7 @@ def register(commands: Subcommands) -> None:
     simulate.add_argument("--gpus", type=int, metavar="N", help="GPUs in adjacent slots (default 4)")
     simulate.add_argument("--layout", choices=LAYOUTS, default="open-air", help="cards")
     simulate.add_argument(
-        "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
+        "--ambient", type=finite_float, metavar="C", help="case air, °C (default 30, or the model's own)"
     )
     simulate.add_argument("--model", type=Path, metavar="MODEL.json", help="a model from gpud calibrate")
     simulate.add_argument(
@@ -41,10 +41,10 @@ def register(commands: Subcommands) -> None:
     simulate.add_argument("--policy", default="predictive", metavar="POLICY", help="default predictive")
     simulate.add_argument("--compare", nargs="+", metavar="POLICY", help="run each policy, side by side")
     simulate.add_argument(
-        "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
+        "--duration", type=finite_float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
     )
     simulate.add_argument(
-        "--interval", type=float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
+        "--interval", type=finite_float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
     )
     simulate.add_argument("--seed", type=int, default=0, help="workload jitter seed (default 0)")
     simulate.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, fail
-from gpud.config import Settings, decide_settings, load_settings
+from gpud.config import Settings, decide_settings, finite_float, load_settings
 
 
 def register(commands: Subcommands) -> None:
@@ -41,7 +41,12 @@ def register(commands: Subcommands) -> None:
     )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.add_argument(
-        "--watch", type=float, nargs="?", const=2.0, metavar="S", help="refresh every S seconds (default 2)"
+        "--watch",
+        type=finite_float,
+        nargs="?",
+        const=2.0,
+        metavar="S",
+        help="refresh every S seconds (default 2)",
     )
 
 

@@ -48,6 +48,7 @@ Error names: NotSupported, NoPermission, Unknown, Timeout, GpuIsLost, LibRmVersi
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -135,7 +136,8 @@ def parse_faults(spec: str) -> tuple[tuple[Fault, ...], int]:
         if kind not in _KEYS:
             raise FaultSpecError(f"fault {item!r}: unknown kind {kind!r} (known: {', '.join(_KEYS)})")
         options = _options(item, rest, _KEYS[kind])
-        seed = int(_number(item, options, "seed", seed))
+        chosen_seed = _whole(item, options, "seed")
+        seed = seed if chosen_seed is None else chosen_seed
         faults.append(_fault(item, kind, options))
     if not faults:
         raise FaultSpecError("no faults given")
@@ -153,15 +155,28 @@ def _options(item: str, text: str, allowed: set[str]) -> dict[str, str]:
 
 
 def _number(item: str, options: dict[str, str], key: str, default: float) -> float:
+    """A non-negative, finite number (``for`` omitted is "until the end", not ``for=inf``)."""
     if key not in options:
         return default
     try:
         value = float(options[key])
     except ValueError:
         raise FaultSpecError(f"fault {item!r}: {key} must be a number, got {options[key]!r}") from None
+    if not math.isfinite(value):
+        raise FaultSpecError(f"fault {item!r}: {key} must be a finite number, got {options[key]!r}")
     if value < 0:
         raise FaultSpecError(f"fault {item!r}: {key} must not be negative")
     return value
+
+
+def _whole(item: str, options: dict[str, str], key: str) -> int | None:
+    """A GPU, fan or seed number: a whole number, never rounded from ``1.5``."""
+    if key not in options:
+        return None
+    value = _number(item, options, key, 0)
+    if not value.is_integer():
+        raise FaultSpecError(f"fault {item!r}: {key} must be a whole number, got {options[key]!r}")
+    return int(value)
 
 
 def _error_names(item: str, text: str) -> tuple[str, ...]:
@@ -177,13 +192,11 @@ def _error_names(item: str, text: str) -> tuple[str, ...]:
 def _fault(item: str, kind: str, options: dict[str, str]) -> Fault:
     at = _number(item, options, "after" if kind == "random" else "at", 0.0)
     duration = _number(item, options, "for", float("inf"))
-    gpu = options.get("gpu")
-    fan = options.get("fan")
     fault = Fault(
         kind=kind,
         calls=options.get("calls", options.get("call", "*")),
-        gpu=int(_number(item, options, "gpu", 0)) if gpu is not None else None,
-        fan=int(_number(item, options, "fan", 0)) if fan is not None else None,
+        gpu=_whole(item, options, "gpu"),
+        fan=_whole(item, options, "fan"),
         start_s=at,
         end_s=at + duration,
         hang_s=_number(item, options, "seconds", 5.0),
