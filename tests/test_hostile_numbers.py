@@ -193,3 +193,12 @@ def test_a_header_with_an_absurd_fan_count_is_refused():
 def test_a_header_nested_too_deeply_is_refused():
     with pytest.raises(TraceError, match="t.jsonl:1: nested too deeply"):
         read_trace(["[" * 100_000 + "]" * 100_000], "t.jsonl")
+
+
+def test_a_thermal_model_nested_thousands_deep_is_a_config_error_naming_it(tmp_path: Path):
+    model = tmp_path / "model.json"
+    model.write_text("[" * 100_000 + "]" * 100_000)
+    config = tmp_path / "gpud.toml"
+    config.write_text(f'thermal_model = "{model}"\n')
+    result = gpud("check-config", str(config))
+    assert result.returncode == 2 and f"{model}: not a JSON thermal model (nested too deeply)" in result.stderr
