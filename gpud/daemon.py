@@ -36,11 +36,38 @@ from gpud.watchdog import StallWatchdog
 
 log = structlog.get_logger("gpud.daemon")
 
-# SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=): stop cleanly on it too,
-# so the fans are handed back before systemd restarts the service.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGABRT)
+# Every signal whose default action would end the process with fans on manual stops it cleanly
+# instead. SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=); SIGPWR is
+# init's "the power is failing"; SIGALRM, SIGVTALRM, SIGPROF and SIGXCPU are timers and limits gpud
+# never sets, so one arriving was sent by someone; real-time signals have no meaning to gpud.
+STOP_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGABRT,
+    signal.SIGQUIT,
+    signal.SIGPWR,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGXCPU,
+    signal.SIGIO,
+    signal.SIGSTKFLT,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
+)
+# The user signals are conventions (reopen logs, dump state) for something gpud does not do: a stray
+# one is logged and the fans stay under control. SIGXFSZ (a file past its size limit) is ignored so
+# the write fails with EFBIG, which the recorder handles, instead of killing the process.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 FAILED_TICKS_BEFORE_HAND_BACK = 3
+
+
+def _name(signum: int) -> str:
+    """``SIGTERM``, or ``SIGRTMIN+3`` for a real-time signal."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
 class Daemon:
@@ -107,14 +134,24 @@ class Daemon:
         self._reload_requested.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM, SIGINT and SIGABRT stop the loop cleanly (and so hand the fans back); SIGHUP reloads."""
+        """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
 
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
+        Only signals still at their default action are taken: a handler the embedding program set
+        (the bench's SIGUSR1) is left alone.
+        """
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", signal=_name(signum))
             self.stop()
 
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, handle)
+        def ignore(signum: int, frame: FrameType | None) -> None:
+            log.warning("signal ignored: it means nothing to gpud", signal=_name(signum))
+
+        for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
+            for signum in signals:
+                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None):
+                    signal.signal(signum, handler)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 
     def run(self) -> None:

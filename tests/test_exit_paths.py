@@ -173,3 +173,42 @@ def test_an_unwritable_record_path_is_a_usage_error_before_any_fan_is_touched(fa
     assert result.returncode == 2
     assert result.stderr == f"gpud: cannot write {path}: the folder {path.parent} does not exist\n"
     assert fake.calls() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sent",
+    [signal.SIGPWR, signal.SIGALRM, signal.SIGQUIT, signal.SIGVTALRM, signal.SIGRTMIN + 2],
+    ids=["SIGPWR", "SIGALRM", "SIGQUIT", "SIGVTALRM", "SIGRTMIN+2"],
+)
+def test_signals_that_would_kill_the_process_stop_it_cleanly(fake_nvidia_settings, tmp_path, sent):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvidia-settings")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
+    assert any(e["event"] == "stopping" for e in events(log))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [signal.SIGUSR1, signal.SIGUSR2], ids=["SIGUSR1", "SIGUSR2"])
+def test_the_user_signals_are_ignored_and_the_fans_stay_under_control(fake_nvidia_settings, tmp_path, sent):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        wait_for(lambda: "signal ignored" in log.read_text(), 10, "the signal noted in the log")
+        assert daemon.poll() is None and not handed_back(fake)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)

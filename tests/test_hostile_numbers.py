@@ -201,4 +201,6 @@ def test_a_thermal_model_nested_thousands_deep_is_a_config_error_naming_it(tmp_p
     config = tmp_path / "gpud.toml"
     config.write_text(f'thermal_model = "{model}"\n')
     result = gpud("check-config", str(config))
-    assert result.returncode == 2 and f"{model}: not a JSON thermal model (nested too deeply)" in result.stderr
+    assert (
+        result.returncode == 2 and f"{model}: not a JSON thermal model (nested too deeply)" in result.stderr
+    )
