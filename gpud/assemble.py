@@ -7,7 +7,7 @@ import time
 from gpud.callguard import CallGuard
 from gpud.config import Settings
 from gpud.errors import ConfigError
-from gpud.fans.choose import assign_backends
+from gpud.fans.choose import Chooser
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
@@ -83,5 +83,6 @@ def open_fan_control(settings: Settings, source: NvmlSource, dry_run: bool) -> F
     gpus = source.gpus
     backends = [NvmlFanBackend(source.errors), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
-    assignments = assign_backends(gpus, fc.backend, backends, dry_run)
-    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard)
+    chooser = Chooser(fc.backend, backends, dry_run)
+    assignments = chooser.assign_all(gpus, source.incomplete)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser)

@@ -26,11 +26,12 @@ import structlog
 from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.errors import GpudError
 from gpud.exporter import build_registry
-from gpud.fans.control import FanControl
+from gpud.fans.control import EXIT_DEADLINE_S, FanControl
 from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
+from gpud.telemetry import GpuInfo
 from gpud.trace.recorder import TraceRecorder
 from gpud.watchdog import StallWatchdog
 
@@ -180,7 +181,8 @@ class Daemon:
         finally:
             self._watchdog.stop()
             self._notifier.notify("STOPPING=1")
-            self._hand_fans_back()
+            if self._fans is not None:
+                self._fans.restore(EXIT_DEADLINE_S)
             log.info("stopped")
 
     def _reload_settings(self) -> None:
@@ -230,6 +232,8 @@ class Daemon:
         """
         started = time.perf_counter()
         snapshot = self._source.sample()
+        if self._source.gpus is not self.state.gpus:
+            self._learn(self._source.gpus)
         decision = self._controller.step(snapshot)
         fan_control = self._fans.apply(decision, snapshot) if self._fans is not None else ()
         self._log_changes(decision)
@@ -246,6 +250,13 @@ class Daemon:
         )
         self.history.add(snapshot)
         self._tick_duration.observe(time.perf_counter() - started)
+
+    def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
+        """The source learnt more about its GPUs (one opened, or its fans counted, after a failed start)."""
+        self._controller.learn(gpus)
+        if self._fans is not None:
+            self._fans.learn(gpus, self._source.incomplete.keys())
+        self.state = replace(self.state, gpus=gpus)
 
     def _log_changes(self, decision: Decision) -> None:
         """Log throttle intervals as they start and end (with hysteresis), not every tick."""
