@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,66 @@ def test_the_user_signals_are_ignored_and_the_fans_stay_under_control(fake_nvidi
         if daemon.poll() is None:
             daemon.kill()
     assert handed_back(fake)
+
+
+def metric(port: int, name: str) -> list[float]:
+    """Every value of one family (all its series) from a scrape; empty when unreachable."""
+    metrics = scrape(port) or ""
+    return [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name)]
+
+
+@pytest.mark.slow
+def test_a_wedged_x_server_neither_stops_the_ticks_nor_holds_up_sigterm(fake_nvidia_settings, tmp_path):
+    # After a few commands every nvidia-settings call hangs, ignores SIGTERM and leaves a helper
+    # holding its output pipes open: what a wedged X server looks like from gpud.
+    fake = fake_nvidia_settings(gpus=GPUS, hang_after=8, hang_s=60, hold_pipes=True)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", "--sim-speed", "10")
+    try:
+        wait_for(
+            lambda: metric(port, "gpud_gpu_fan_commands_hung") == [1.0] * GPUS,
+            30,
+            "every GPU's commands hung",
+        )
+        ticks = metric(port, "gpud_tick_duration_seconds_count")[0]
+        time.sleep(3)
+        assert metric(port, "gpud_tick_duration_seconds_count")[0] - ticks >= 4  # 0.5 s ticks go on
+        assert all(up for up in gpus_up(port))
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+        took = time.monotonic() - sent
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert took < 12  # the hand-back deadline is 10 s of systemd's 20
+    logged = events(log)
+    hung = [e for e in logged if e["event"] == "fan command hung; gpu skipped until it returns"]
+    assert sorted(e["gpu"] for e in hung[:GPUS]) == list(range(GPUS))
+    assert any(e["event"].startswith("fans not handed back in time") for e in logged)
+    started = time.monotonic()
+    result = gpud("fans", "reset", "--fan-backend", "nvidia-settings")
+    assert time.monotonic() - started < 10  # ExecStopPost= shares TimeoutStopSec= with the daemon
+    assert result.returncode == 1 and "nvidia-settings" in result.stdout, result.stdout
+    assert len(fake.calls()) > 8
+
+
+@pytest.mark.slow
+def test_a_gpu_reset_under_the_daemon_is_noticed_and_its_fans_taken_again(tmp_path):
+    port = free_port()
+    daemon, log = start(
+        tmp_path, port, "--fan-backend", "nvml", "--sim-speed", "10", "--faults", "reset:gpu=1,at=40"
+    )
+    try:
+        wait_for(lambda: "taken back by the driver" in log.read_text(), 30, "the reset noticed")
+        taken_back = 'gpud_fan_errors_total{error="TakenBack",gpu="1"'
+        wait_for(lambda: taken_back in (scrape(port) or ""), 10, "the take-back counted")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    logged = events(log)
+    reset_at = next(e for e in logged if e["event"].startswith("fan control taken back"))
+    assert reset_at["gpu"] == 1 and reset_at["fans"] == [0, 1]
+    assert [e["event"] for e in logged].count("fans handed back to the driver") == GPUS

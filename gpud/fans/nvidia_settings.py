@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import structlog
 
+from gpud.callguard import run_parallel
 from gpud.fans.backend import FanControlError, FanLimits
 from gpud.telemetry import GpuInfo
 
@@ -173,7 +174,7 @@ class NvidiaSettings:
         self._executable = executable
         self._xauthority = str(xauthority) if xauthority else os.environ.get("XAUTHORITY")
         self._looked_for_xauthority = self._xauthority is not None  # else looked for at the first call
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
 
     def run(self, *args: str) -> str:
         """``nvidia-settings --ctrl-display DISPLAY *args``; its standard output."""
@@ -201,12 +202,12 @@ class NvidiaSettings:
                 "Failed", f"cannot run {self._executable}: {error.strerror}", lasting=True
             ) from None
         try:
-            out, err = child.communicate(timeout=self._timeout_s)
+            out, err = child.communicate(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             _kill(child)
             raise FanControlError(
                 "Timeout",
-                f"nvidia-settings did not answer within {self._timeout_s:g} s (X display {self.display})",
+                f"nvidia-settings did not answer within {self.timeout_s:g} s (X display {self.display})",
             ) from None
         # Tolerant: GPU and display names are not always UTF-8.
         stdout = out.decode("utf-8", errors="replace")
@@ -334,8 +335,17 @@ class NvidiaSettingsBackend:
 
 
 def hand_back_every_gpu(tool: NvidiaSettings) -> list[int]:
-    """``GPUFanControlState=0`` on every GPU of the X display, known to NVML or not; their ids."""
+    """``GPUFanControlState=0`` on every GPU of the X display, known to NVML or not; their ids.
+
+    One call per GPU, all at once, so one that hangs does not keep the others' fans on manual.
+    Raises the first :class:`FanControlError` (or a ``Timeout`` one for a call that did not return).
+    """
     listed = parse_gpus(tool.run("-q", "gpus", "--verbose=all"))
-    for gpu in listed:
-        tool.run("-a", f"[gpu:{gpu.id}]/GPUFanControlState=0")
+    _, late = run_parallel(
+        [gpu.id for gpu in listed],
+        lambda gpu_id: tool.run("-a", f"[gpu:{gpu_id}]/GPUFanControlState=0"),
+        tool.timeout_s + 2 * KILL_WAIT_S,
+    )
+    if late:
+        raise FanControlError("Timeout", f"nvidia-settings did not return for [gpu:{late[0]}]")
     return [gpu.id for gpu in listed]

@@ -36,6 +36,10 @@ decides (a hang delays the call, then the next fault is looked at):
     uncorrectable error) until the GPU is reset (:meth:`gpud.sim.thermal.Card.reset`), and the
     driver reports XID 63 as real ones do; ``failed=1``: the remap failed instead (no spare rows
     left), with XID 64.
+``reset[:gpu=N][,at=S]``
+    the GPU is reset, as by ``nvidia-smi -r`` (:meth:`gpud.sim.thermal.Card.reset`): its fans back
+    on the driver's automatic schedule whoever had set them, pending row remaps done; it answers
+    throughout.
 
 A card model without ECC memory (the simulated GeForce cards) answers every ECC and remapping
 call NotSupported, as real GeForce cards do, unless an ``ecc`` or ``remap`` fault names it: then it
@@ -81,6 +85,7 @@ _KEYS = {
     "xid": {"gpu", "code", "at"},
     "ecc": {"gpu", "kind", "count", "at"},
     "remap": {"gpu", "at", "failed"},
+    "reset": {"gpu", "at"},
 }
 FALLS_OFF_THE_BUS = 79  # the XID after which a GPU is lost
 REMAP_RECORDED_XID, REMAP_FAILED_XID = 63, 64
@@ -320,7 +325,13 @@ class FaultyNvmlLibrary:
 
     def _first_effect(self, number: int, fault: Fault) -> None:
         """What a fault does to the cards once, when its window opens."""
-        if number in self._applied or fault.kind not in ("lost", "mismatch", "stuck-fan", *_NEEDS_GPU):
+        if number in self._applied or fault.kind not in (
+            "lost",
+            "mismatch",
+            "stuck-fan",
+            "reset",
+            *_NEEDS_GPU,
+        ):
             return
         self._applied.add(number)
         cards = self.library.machine.cards
@@ -330,11 +341,13 @@ class FaultyNvmlLibrary:
                 return
         chosen = [cards[fault.gpu]] if fault.gpu is not None and fault.gpu < len(cards) else cards
         for card in chosen:
-            for index, fan in enumerate(card.fans):
-                if fault.kind == "stuck-fan":
+            if fault.kind == "reset":
+                card.reset()
+            elif fault.kind == "stuck-fan":
+                for index, fan in enumerate(card.fans):
                     fan.blocked = fan.blocked or fault.fan in (None, index)
-                else:  # a GPU reset or a driver reload: the board's own schedule
-                    fan.manual_target_pct = None
+            else:  # fallen off the bus, or a driver reload: the board's own schedule
+                card.release_fans()
 
     def _memory_or_xid_effect(self, fault: Fault, card: Card) -> None:
         if fault.kind == "xid":
