@@ -54,8 +54,8 @@ def register(commands: Subcommands) -> None:
         "--faults",
         metavar="SPEC",
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
-        "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
-        "and Health)",
+        "(kinds: random, error, lost, mismatch, hang, stuck-fan, reset, xid, ecc, remap; see README, "
+        "Reliability and Health)",
     )
     add_source_flags(run)
 
