@@ -56,7 +56,8 @@ class RecordingFanBackend:
 
     name = "nvml"
     writes_hardware = True
-    times_out = False
+    calls_nvml = True
+    readback_every_s = NvmlFanBackend.readback_every_s
 
     def __init__(self) -> None:
         self._nvml = NvmlFanBackend()
@@ -72,6 +73,9 @@ class RecordingFanBackend:
     def hand_back(self, gpu: GpuInfo) -> None:
         self._nvml.hand_back(gpu)
         self.manual.pop(gpu.index, None)
+
+    def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
+        return self._nvml.control_states(gpu)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import time
 from gpud.callguard import CallGuard
 from gpud.config import Settings
 from gpud.errors import ConfigError
-from gpud.fans.choose import assign_backends
+from gpud.fans.choose import Chooser
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
@@ -85,5 +85,6 @@ def open_fan_control(settings: Settings, source: NvmlSource, dry_run: bool) -> F
     backends = [NvmlFanBackend(source.errors), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
-    assignments = assign_backends(gpus, fc.backend, backends, dry_run, stock)
-    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard)
+    chooser = Chooser(fc.backend, backends, dry_run, stock)
+    assignments = chooser.assign_all(gpus, source.incomplete)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser)

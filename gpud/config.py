@@ -23,6 +23,7 @@ from gpud.decide.curves import FanSettings
 from gpud.decide.heat import HeatSettings
 from gpud.decide.throttle import ThrottleSettings
 from gpud.diagnose.settings import DiagnoseSettings
+from gpud.documents import deeper_than
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
 from gpud.httpclient import PASSWORD_ENV, USER_ENV
@@ -35,6 +36,10 @@ ENV_PREFIX = "GPUD_"
 ENV_NESTING = "__"
 DEFAULT_LISTEN = "127.0.0.1:9877"
 MAX_SIMULATED_GPUS = 64
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # tables, arrays and dotted keys within one another; gpud's own keys go 5 deep
+# A dotted key of more than MAX_DEPTH parts (quoted parts included), found in time linear in the text.
+_LONG_DOTTED_KEY = re.compile(rf"(?<![\w\"'-])(?:[\w\"'-]++[ \t]*\.[ \t]*){{{MAX_DEPTH},}}")
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
@@ -52,7 +57,7 @@ def split_host_port(listen: str) -> tuple[str, int]:
 class SimulateSettings(BaseModel):
     """The built-in simulated machine (``gpud run --simulate``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     gpus: int = Field(
         4, ge=1, le=MAX_SIMULATED_GPUS, description="number of simulated GPUs in adjacent slots"
@@ -72,7 +77,7 @@ class SimulateSettings(BaseModel):
 class FanControlSettings(BaseModel):
     """How gpud sets fans (the curves themselves are under ``[fans]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backend: BackendChoice = Field(
         BackendChoice.AUTO, description="auto, nvml, nvidia-settings or none (monitor only)"
@@ -94,7 +99,7 @@ class FanControlSettings(BaseModel):
 class ProcessSettings(BaseModel):
     """Who uses each GPU: how often the processes are listed, and how finely they are exported."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(True, description="list each GPU's processes (users, jobs, memory)")
     interval_s: float = Field(5.0, ge=1, le=600, description="seconds between process lists")
@@ -106,7 +111,9 @@ class ProcessSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything gpud can be told; see the README's Configuration section."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="forbid", allow_inf_nan=False
+    )
 
     interval_s: float = Field(1.0, ge=0.1, le=60, description="seconds between ticks")
     listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT for /metrics and /status")
@@ -203,20 +210,45 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def read_config_file(path: Path | None) -> dict[str, Any]:
-    """The TOML file's content; ``{}`` when the default file does not exist."""
+    """The TOML file's content; ``{}`` when the default file does not exist.
+
+    A file nested more than ``MAX_DEPTH`` levels (tables, arrays, dotted keys) is refused with the
+    key where it goes too deep, before the parser's recursion or pydantic's can turn it into a
+    traceback; a dotted key that long is refused before parsing, which costs memory quadratic in it.
+    """
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path}: not found") from None
         return {}
     except OSError as error:
         raise ConfigError(f"config file {path}: cannot read it: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a gpud config"
+        )
+    too_deep = f"config file {path}: nested more than {MAX_DEPTH} levels deep"
+    try:
+        text = raw.decode("utf-8")
+        if _LONG_DOTTED_KEY.search(text):
+            raise ConfigError(f"{too_deep} (a dotted key)")
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(too_deep) from None
+    where = deeper_than(data, MAX_DEPTH)
+    if where is not None:
+        raise ConfigError(f"{too_deep} (at {_shortened(where)})")
+    return data
+
+
+def _shortened(key_path: str, keep: int = 60) -> str:
+    return key_path if len(key_path) <= keep else f"{key_path[:keep]}…"
 
 
 def settings_variables() -> dict[str, str]:

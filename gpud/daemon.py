@@ -1,6 +1,6 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
-One tick is sample → decide → apply fan targets → publish (→ record with ``--record``). Signal
+One tick is sample → decide → apply fan targets (→ record with ``--record``) → publish. Signal
 handlers only set an event; the loop notices at once, so SIGTERM/SIGINT (and SIGABRT, from
 systemd's watchdog) end the process within a fraction of a second. SIGHUP reloads the
 configuration before the next tick, fans staying under control throughout; a configuration that
@@ -26,21 +26,49 @@ import structlog
 from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.errors import GpudError
 from gpud.exporter import build_registry
-from gpud.fans.control import FanControl
+from gpud.fans.control import EXIT_DEADLINE_S, FanControl
 from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
+from gpud.telemetry import GpuInfo
 from gpud.trace.recorder import TraceRecorder
 from gpud.watchdog import StallWatchdog
 
 log = structlog.get_logger("gpud.daemon")
 
-# SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=): stop cleanly on it too,
-# so the fans are handed back before systemd restarts the service.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGABRT)
+# Every signal whose default action would end the process with fans on manual stops it cleanly
+# instead. SIGABRT is what systemd sends when its watchdog fires (WatchdogSignal=); SIGPWR is
+# init's "the power is failing"; SIGALRM, SIGVTALRM, SIGPROF and SIGXCPU are timers and limits gpud
+# never sets, so one arriving was sent by someone; real-time signals have no meaning to gpud.
+STOP_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGABRT,
+    signal.SIGQUIT,
+    signal.SIGPWR,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGXCPU,
+    signal.SIGIO,
+    signal.SIGSTKFLT,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
+)
+# The user signals are conventions (reopen logs, dump state) for something gpud does not do: a stray
+# one is logged and the fans stay under control. SIGXFSZ (a file past its size limit) is ignored so
+# the write fails with EFBIG, which the recorder handles, instead of killing the process.
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 FAILED_TICKS_BEFORE_HAND_BACK = 3
+
+
+def _name(signum: int) -> str:
+    """``SIGTERM``, or ``SIGRTMIN+3`` for a real-time signal."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
 class Daemon:
@@ -110,14 +138,24 @@ class Daemon:
         self._reload_requested.set()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM, SIGINT and SIGABRT stop the loop cleanly (and so hand the fans back); SIGHUP reloads."""
+        """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
 
-        def handle(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
+        Only signals still at their default action are taken: a handler the embedding program set
+        (the bench's SIGUSR1) is left alone.
+        """
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", signal=_name(signum))
             self.stop()
 
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, handle)
+        def ignore(signum: int, frame: FrameType | None) -> None:
+            log.warning("signal ignored: it means nothing to gpud", signal=_name(signum))
+
+        for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
+            for signum in signals:
+                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None):
+                    signal.signal(signum, handler)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 
     def run(self) -> None:
@@ -151,7 +189,8 @@ class Daemon:
         finally:
             self._watchdog.stop()
             self._notifier.notify("STOPPING=1")
-            self._hand_fans_back()
+            if self._fans is not None:
+                self._fans.restore(EXIT_DEADLINE_S)
             log.info("stopped")
 
     def _reload_settings(self) -> None:
@@ -195,12 +234,19 @@ class Daemon:
         return True
 
     def tick(self) -> None:
-        """Sample every GPU, decide, set fans, publish, record; observed in ``gpud_tick_duration_seconds``."""
+        """Sample every GPU, decide, set fans, record, publish; observed in ``gpud_tick_duration_seconds``.
+
+        Recording never raises: a trace that cannot be written is counted, not a failed tick.
+        """
         started = time.perf_counter()
         snapshot = self._source.sample()
+        if self._source.gpus is not self.state.gpus:
+            self._learn(self._source.gpus)
         decision = self._controller.step(snapshot)
         fan_control = self._fans.apply(decision, snapshot) if self._fans is not None else ()
         self._log_changes(decision)
+        if self._recorder is not None:
+            self._recorder.write(snapshot)
         self.state = replace(
             self.state,
             snapshot=snapshot,
@@ -208,11 +254,17 @@ class Daemon:
             fan_control=fan_control,
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
+            record_errors=self._recorder.errors if self._recorder is not None else 0,
         )
         self.history.add(snapshot)
-        if self._recorder is not None:
-            self._recorder.write(snapshot)
         self._tick_duration.observe(time.perf_counter() - started)
+
+    def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
+        """The source learnt more about its GPUs (one opened, or its fans counted, after a failed start)."""
+        self._controller.learn(gpus)
+        if self._fans is not None:
+            self._fans.learn(gpus, self._source.incomplete.keys())
+        self.state = replace(self.state, gpus=gpus)
 
     def _log_changes(self, decision: Decision) -> None:
         """Log throttle intervals as they start and end (with hysteresis), not every tick."""

@@ -68,6 +68,12 @@ class GpudCollector(Collector):
         tick_errors = CounterMetricFamily("gpud_tick_errors", "Ticks that failed with an unexpected error")
         tick_errors.add_metric([], state.tick_errors)
         yield tick_errors
+        record_errors = CounterMetricFamily(
+            "gpud_record_errors",
+            "Writes of the --record trace that failed (recording pauses, the loop goes on)",
+        )
+        record_errors.add_metric([], state.record_errors)
+        yield record_errors
 
     @staticmethod
     def _energy_cost(snapshot: Snapshot, price_per_kwh: float, currency: str) -> Metric:
@@ -197,6 +203,10 @@ class _Families:
         self.fan_backend = _gauge(
             "gpud_gpu_fan_backend_info", "How gpud sets this GPU's fans (always 1)", ["backend"]
         )
+        self.fan_commands_hung = _gauge(
+            "gpud_gpu_fan_commands_hung",
+            "1 while a fan command to this GPU has not returned: its fans are left alone meanwhile",
+        )
         self.fan_commands = CounterMetricFamily(
             "gpud_fan_commands", "Fan speed commands sent", labels=["gpu", "uuid"]
         )
@@ -228,6 +238,7 @@ class _Families:
             )
             if control.mode is ControlMode.MANUAL:
                 self.fan_not_following.add_metric([*ids, str(fan)], 0 if status.following else 1)
+        self.fan_commands_hung.add_metric(ids, 1 if control.hung else 0)
         self.fan_commands.add_metric(ids, control.commands)
         for error, count in sorted(control.errors.items()):
             self.fan_errors.add_metric([*ids, error], count)

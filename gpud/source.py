@@ -9,11 +9,16 @@ from gpud.telemetry import GpuInfo, Snapshot
 
 
 class TelemetrySource(Protocol):
-    """Discovers GPUs once, then yields one :class:`Snapshot` per tick."""
+    """Discovers GPUs (again later, for what it could not read), then yields one :class:`Snapshot` per tick."""
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:
-        """Static facts about every GPU found at start."""
+        """Static facts about every GPU found at start; a new tuple when more are learnt later."""
+        ...
+
+    @property
+    def incomplete(self) -> Mapping[int, str]:
+        """GPUs whose facts could not all be read yet (index → what failed); they are asked again."""
         ...
 
     def sample(self) -> Snapshot:

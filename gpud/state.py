@@ -27,4 +27,5 @@ class DaemonState:
     decision: Decision | None = None
     nvml_errors: Mapping[tuple[str, str], int] = field(default_factory=dict)
     tick_errors: int = 0
+    record_errors: int = 0  # failed writes of the --record trace
     fan_control: tuple[GpuFanControl, ...] = ()

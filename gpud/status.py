@@ -110,6 +110,7 @@ def _fan_control_entry(control: GpuFanControl | None, sample: GpuSample | None) 
             "reason": control.reason,
             "commands": control.commands,
             "errors": dict(control.errors),
+            "hung": control.hung,
         }
     return entry
 

@@ -186,6 +186,15 @@ class FakeNvidiaSettings:
         """Every invocation so far: ``{"argv": [...], "DISPLAY": ..., "XAUTHORITY": ...}``."""
         return [json.loads(line) for line in self.log_path.read_text().splitlines()]
 
+    def control_state(self, gpu: int) -> int:
+        """``GPUFanControlState`` of X GPU ``gpu`` as the fake would read it back (0 auto, 1 manual)."""
+        path = self.state_path.parent / f"control-{gpu}"
+        return int(path.read_text()) if path.exists() else 0
+
+    def take_control_back(self, gpu: int) -> None:
+        """What a GPU reset, a driver reload or another tool does: the GPU's fans back on automatic."""
+        (self.state_path.parent / f"control-{gpu}").write_text("0")
+
     def assignments(self) -> list[str]:
         """The ``-a`` values of every call, in order."""
         found = []

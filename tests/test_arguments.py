@@ -71,7 +71,7 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         (["record", "--simulate", "-o", "{tmp}"], "cannot write {tmp}: it is a directory"),
         (
             ["record", "--simulate", "-o", "{tmp}/t.jsonl", "--duration", "0"],
-            "--duration 0: expected seconds above 0",
+            "argument --duration: expected seconds above 0, got '0'",
         ),
         (["import", str(FIXTURE), "-o", "{tmp}"], "cannot write {tmp}: it is a directory"),
         (
@@ -90,7 +90,7 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         ),
         (
             ["record", "-o", "{tmp}/t", "--simulate", "--interval", "nan"],
-            "argument --interval: Input should be",
+            "argument --interval: not a finite number: 'nan'",
         ),
         (
             ["run", "--simulate", "--sim-speed", "0"],

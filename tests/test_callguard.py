@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gpud.callguard import CallGuard
+from gpud.callguard import CallGuard, run_parallel
 
 
 @pytest.mark.parametrize("limit_s", [None, 1.0])
@@ -62,3 +62,67 @@ def test_an_exception_in_a_job_is_raised_in_the_caller_after_the_other_gpus_ran(
         guard.run_each([0, 1], job)
     assert ran == [0, 1]
     assert guard.run_each([0], lambda gpu: "works again") == {0: "works again"}
+
+
+def test_a_parallel_guard_waits_its_limit_once_however_many_gpus_hang():
+    guard = CallGuard(limit_s=0.2, parallel=True)
+    release = threading.Event()
+
+    def job(gpu: int) -> int:
+        if gpu != 0:
+            release.wait(5)
+        return gpu
+
+    started = time.monotonic()
+    assert guard.run_each(range(8), job) == {0: 0}
+    assert time.monotonic() - started < 0.6  # one limit for seven hung GPUs, not seven
+    assert guard.hung == frozenset(range(1, 8))
+    release.set()
+    deadline = time.monotonic() + 2
+    while guard.hung and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert guard.hung == frozenset()
+
+
+def test_a_gpu_whose_call_hung_cools_off_before_it_is_called_again():
+    guard = CallGuard(limit_s=0.05, parallel=True, retry_s=0.3)
+    assert guard.run_each([0], lambda gpu: time.sleep(0.1)) == {}
+    time.sleep(0.1)  # the call has returned ...
+    assert guard.hung == {0}  # ... but the GPU is left alone a while
+    assert guard.run_each([0], lambda gpu: "called") == {}
+    time.sleep(0.3)
+    assert guard.run_each([0], lambda gpu: "called") == {0: "called"}
+
+
+def test_run_parallel_reports_late_jobs_and_who_returned_after_the_deadline():
+    events: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    def job(key: int) -> int:
+        if key == 2:
+            release.wait(5)
+        return key * 10
+
+    done, late = run_parallel(
+        [1, 2, 3],
+        job,
+        0.1,
+        gave_up=lambda key: events.append(("gave up", key)),
+        returned=lambda key: events.append(("returned", key)),
+    )
+    assert (done, late) == ({1: 10, 3: 30}, [2])
+    release.set()
+    deadline = time.monotonic() + 2
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert events == [("gave up", 2), ("returned", 2)]
+
+
+def test_run_parallel_raises_an_error_from_a_job_in_the_caller():
+    def job(key: int) -> int:
+        if key == 1:
+            raise ValueError("boom")
+        return key
+
+    with pytest.raises(ValueError, match="boom"):
+        run_parallel([0, 1], job, 1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,139 @@ def test_a_bad_faults_spec_is_a_usage_error_naming_it(spec):
 def test_faults_need_the_simulated_gpus():
     result = gpud("run", "--faults", "lost:gpu=1")
     assert result.returncode == 2 and "--simulate" in result.stderr
+
+
+def record_errors(port: int) -> float:
+    metrics = scrape(port) or ""
+    found = [line.split()[-1] for line in metrics.splitlines() if line.startswith("gpud_record_errors_total")]
+    return float(found[0]) if found else 0.0
+
+
+@pytest.mark.slow
+def test_recording_onto_a_full_disk_fails_no_tick_and_the_exit_is_clean(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", "--record", "/dev/full")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        wait_for(lambda: record_errors(port) >= 1, 10, "gpud_record_errors_total counting")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    names = [e["event"] for e in events(log)]
+    assert names.count("recording disabled: cannot write the trace; trying again") == 1
+    assert "tick failed" not in names
+    assert handed_back(fake)
+
+
+def test_an_unwritable_record_path_is_a_usage_error_before_any_fan_is_touched(fake_nvidia_settings, tmp_path):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    path = tmp_path / "gone" / "trace.jsonl"
+    result = gpud("run", "--simulate", str(GPUS), "--fan-backend", "nvidia-settings", "--record", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"gpud: cannot write {path}: the folder {path.parent} does not exist\n"
+    assert fake.calls() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sent",
+    [signal.SIGPWR, signal.SIGALRM, signal.SIGQUIT, signal.SIGVTALRM, signal.SIGRTMIN + 2],
+    ids=["SIGPWR", "SIGALRM", "SIGQUIT", "SIGVTALRM", "SIGRTMIN+2"],
+)
+def test_signals_that_would_kill_the_process_stop_it_cleanly(fake_nvidia_settings, tmp_path, sent):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvidia-settings")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
+    assert any(e["event"] == "stopping" for e in events(log))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [signal.SIGUSR1, signal.SIGUSR2], ids=["SIGUSR1", "SIGUSR2"])
+def test_the_user_signals_are_ignored_and_the_fans_stay_under_control(fake_nvidia_settings, tmp_path, sent):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings")
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        wait_for(lambda: "signal ignored" in log.read_text(), 10, "the signal noted in the log")
+        assert daemon.poll() is None and not handed_back(fake)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
+
+
+def metric(port: int, name: str) -> list[float]:
+    """Every value of one family (all its series) from a scrape; empty when unreachable."""
+    metrics = scrape(port) or ""
+    return [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name)]
+
+
+@pytest.mark.slow
+def test_a_wedged_x_server_neither_stops_the_ticks_nor_holds_up_sigterm(fake_nvidia_settings, tmp_path):
+    # After a few commands every nvidia-settings call hangs, ignores SIGTERM and leaves a helper
+    # holding its output pipes open: what a wedged X server looks like from gpud.
+    fake = fake_nvidia_settings(gpus=GPUS, hang_after=8, hang_s=60, hold_pipes=True)
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", "--sim-speed", "10")
+    try:
+        wait_for(
+            lambda: metric(port, "gpud_gpu_fan_commands_hung") == [1.0] * GPUS,
+            30,
+            "every GPU's commands hung",
+        )
+        ticks = metric(port, "gpud_tick_duration_seconds_count")[0]
+        time.sleep(3)
+        assert metric(port, "gpud_tick_duration_seconds_count")[0] - ticks >= 4  # 0.5 s ticks go on
+        assert all(up for up in gpus_up(port))
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+        took = time.monotonic() - sent
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert took < 12  # the hand-back deadline is 10 s of systemd's 20
+    logged = events(log)
+    hung = [e for e in logged if e["event"] == "fan command hung; gpu skipped until it returns"]
+    assert sorted(e["gpu"] for e in hung[:GPUS]) == list(range(GPUS))
+    assert any(e["event"].startswith("fans not handed back in time") for e in logged)
+    started = time.monotonic()
+    result = gpud("fans", "reset", "--fan-backend", "nvidia-settings")
+    assert time.monotonic() - started < 10  # ExecStopPost= shares TimeoutStopSec= with the daemon
+    assert result.returncode == 1 and "nvidia-settings" in result.stdout, result.stdout
+    assert len(fake.calls()) > 8
+
+
+@pytest.mark.slow
+def test_a_gpu_reset_under_the_daemon_is_noticed_and_its_fans_taken_again(tmp_path):
+    port = free_port()
+    daemon, log = start(
+        tmp_path, port, "--fan-backend", "nvml", "--sim-speed", "10", "--faults", "reset:gpu=1,at=40"
+    )
+    try:
+        wait_for(lambda: "taken back by the driver" in log.read_text(), 30, "the reset noticed")
+        taken_back = 'gpud_fan_errors_total{error="TakenBack",gpu="1"'
+        wait_for(lambda: taken_back in (scrape(port) or ""), 10, "the take-back counted")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    logged = events(log)
+    reset_at = next(e for e in logged if e["event"].startswith("fan control taken back"))
+    assert reset_at["gpu"] == 1 and reset_at["fans"] == [0, 1]
+    assert [e["event"] for e in logged].count("fans handed back to the driver") == GPUS

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, fail
+from gpud.commands.shared import Subcommands, add_command, fail, finite_float
 from gpud.errors import ConfigError
 from gpud.outputs import check_writable
 from gpud.words import count
@@ -29,7 +29,7 @@ def register(commands: Subcommands) -> None:
     )
     calibrate.add_argument(
         "--holdout",
-        type=float,
+        type=finite_float,
         default=0.25,
         metavar="SHARE",
         help="share of the trace held back, from its end, 0 to below 0.9 (default 0.25)",

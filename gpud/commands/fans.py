@@ -26,7 +26,7 @@ def register(commands: Subcommands) -> None:
         cmd_fans_reset,
         help="hand every fan back to the driver's automatic control",
         description="For systemd ExecStopPost= and after a crash: hands back every fan NVML and "
-        "nvidia-settings can reach. Exit 1 when some fan could not be handed back.",
+        "nvidia-settings can reach, within 8 s. Exit 1 when some fan could not be handed back.",
     )
     add_fan_backend_flag(reset)
     add_simulate_flag(reset)
@@ -36,26 +36,37 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     """``gpud fans reset``: every fan back to the driver's automatic control."""
     from gpud.assemble import nvidia_settings
     from gpud.fans.choose import BackendChoice
-    from gpud.fans.reset import ResetOutcome, reset_nvidia_settings, reset_nvml, reset_succeeded
+    from gpud.fans.reset import (
+        ResetOutcome,
+        reset_nvidia_settings,
+        reset_nvml,
+        reset_succeeded,
+        within_deadline,
+    )
 
     settings = flagged_settings(args)
     choice = settings.fan_control.backend
     if choice is BackendChoice.NONE:
         print("fan backend none: gpud never takes fans over, nothing to reset")
         return 0
-    outcomes = []
-    if choice in (BackendChoice.AUTO, BackendChoice.NVML):
+
+    def with_nvml() -> ResetOutcome:
         try:
             _, source, _ = open_gpus(args)
         except NvmlUnavailable as error:
-            outcomes.append(ResetOutcome("nvml", unusable=str(error)))
-        else:
-            try:
-                outcomes.append(reset_nvml(source.gpus))
-            finally:
-                source.close()
+            return ResetOutcome("nvml", unusable=str(error))
+        try:
+            return reset_nvml(source.gpus)
+        finally:
+            source.close()
+
+    resets = []
+    if choice in (BackendChoice.AUTO, BackendChoice.NVML):
+        resets.append(("nvml", with_nvml))
     if choice in (BackendChoice.AUTO, BackendChoice.NVIDIA_SETTINGS):
-        outcomes.append(reset_nvidia_settings(nvidia_settings(settings)))
+        tool = nvidia_settings(settings)
+        resets.append(("nvidia-settings", lambda: reset_nvidia_settings(tool)))
+    outcomes = within_deadline(resets)  # ExecStopPost= shares TimeoutStopSec= with the daemon
     for outcome in outcomes:
         for line in outcome.lines():
             print(line)

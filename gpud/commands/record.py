@@ -6,8 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_source_flags, open_gpus
-from gpud.errors import ConfigError
+from gpud.commands.shared import Subcommands, add_command, add_source_flags, fail, open_gpus, positive_seconds
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 from gpud.words import count
@@ -26,15 +25,13 @@ def register(commands: Subcommands) -> None:
         "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
     )
     record.add_argument(
-        "--duration", type=float, default=60.0, metavar="S", help="seconds to record (default 60)"
+        "--duration", type=positive_seconds, default=60.0, metavar="S", help="seconds to record (default 60)"
     )
     add_source_flags(record)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     """``gpud record``: write a trace from the live (or simulated) GPUs; say how many ticks over how long."""
-    if not 0 < args.duration < float("inf"):
-        raise ConfigError(f"--duration {args.duration:g}: expected seconds above 0")
     check_writable(args.output)
     settings, source, header = open_gpus(args)
     try:
@@ -57,6 +54,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
         source.close()
+    if recorder.errors:
+        return fail(f"{args.output}: {count(recorder.errors, 'write')} failed; the trace is incomplete", 1)
     print(
         f"{args.output}: {count(written, 'tick')} of {count(len(source.gpus), 'GPU')}, "
         f"one every {interval:g} s: {written * interval:g} s recorded"

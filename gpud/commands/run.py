@@ -65,7 +65,7 @@ def register(commands: Subcommands) -> None:
         "--faults",
         metavar="SPEC",
         help="with --simulate: make the simulated driver fail, e.g. 'random:rate=0.05;lost:gpu=1,at=30,for=20' "
-        "(kinds: random, error, lost, mismatch, hang, stuck-fan, xid, ecc, remap; see README, Reliability "
+        "(kinds: random, error, lost, mismatch, hang, stuck-fan, reset, xid, ecc, remap; see README, Reliability "
         "and Health; default: none)",
     )
     run.add_argument(
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Every argument is checked, and the address tried, before a GPU is opened, let alone a fan probed.
     if args.record is not None:
-        check_writable(args.record)
+        check_writable(args.record)  # before NVML is opened, let alone a fan touched
     settings = checked_settings(args)
     web = load_web_config(settings.web_config) if settings.web_config else WebConfig()
     address = split_host_port(settings.listen)

@@ -48,8 +48,11 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     if args.write is None:
         print(text)
         return 0
-    with open_output(args.write) as out:
-        out.write(text)
+    try:
+        with open_output(args.write) as out:
+            out.write(text)
+    except OSError as error:
+        return fail(f"cannot write {args.write}: {error.strerror}", 1)
     print(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
     print("\n".join(f"  {line}" for line in apply_commands(args.write)))
     return 0

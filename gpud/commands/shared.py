@@ -6,6 +6,7 @@ A command module imports this one and never another command, so each stays reada
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -108,6 +109,29 @@ def add_fan_backend_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for every float flag: a number, never NaN or an infinity.
+
+    ``float()`` takes ``nan`` and ``inf``, and ``nan`` passes every comparison a bound makes by
+    failing it, so each numeric flag goes through here first.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for a duration or a period that has no setting of its own (``--watch``)."""
+    seconds = finite_float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return seconds
+
+
 def setting_value(model: type[BaseModel], name: str) -> Callable[[str], float]:
     """An argparse ``type`` for a flag that sets ``model``'s float field ``name``: checked as the config is.
 
@@ -117,7 +141,7 @@ def setting_value(model: type[BaseModel], name: str) -> Callable[[str], float]:
 
     def value(text: str) -> float:
         try:
-            return adapter.validate_python(text, strict=False)
+            return adapter.validate_python(finite_float(text))
         except ValidationError as error:
             problem = error.errors()[0]["msg"]
             raise argparse.ArgumentTypeError(f"{problem} (got {text!r})") from None
@@ -209,7 +233,7 @@ def add_daemon_flags(
 
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=timeout_s,
         metavar="S",
         help=f"{timeout_help}, for the whole answer (default {timeout_s:g})",
@@ -246,8 +270,6 @@ def http_client(args: argparse.Namespace) -> HttpClient:
     """How to ask a daemon, from the flags :func:`add_daemon_flags` added."""
     from gpud.httpclient import HttpClient
 
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout {args.timeout}: must be a positive number of seconds")
     user, colon, password = (args.user or "").partition(":")
     return HttpClient(
         timeout_s=args.timeout,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpud.commands.shared import LAYOUTS, Subcommands, add_command, simulated_gpu_count
+from gpud.commands.shared import LAYOUTS, Subcommands, add_command, finite_float, simulated_gpu_count
 from gpud.config import load_settings
 from gpud.errors import ConfigError
 from gpud.sim.machine import Layout
@@ -42,7 +42,7 @@ def register(commands: Subcommands) -> None:
         help=f"the cards: {', '.join(LAYOUTS)} (default open-air)",
     )
     simulate.add_argument(
-        "--ambient", type=float, metavar="C", help="case air, °C (default 30, or the model's own)"
+        "--ambient", type=finite_float, metavar="C", help="case air, °C (default 30, or the model's own)"
     )
     simulate.add_argument(
         "--model",
@@ -66,10 +66,10 @@ def register(commands: Subcommands) -> None:
         help="run each policy, side by side, instead of --policy (default: --policy alone)",
     )
     simulate.add_argument(
-        "--duration", type=float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
+        "--duration", type=finite_float, default=1800.0, metavar="S", help="simulated seconds (default 1800)"
     )
     simulate.add_argument(
-        "--interval", type=float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
+        "--interval", type=finite_float, default=1.0, metavar="S", help="the daemon's tick (default 1)"
     )
     simulate.add_argument("--seed", type=int, default=0, metavar="N", help="workload jitter seed (default 0)")
     simulate.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -102,7 +102,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     # The virtual daemons log errors only, unless --log-level or --log-format asks for more.
     configure_logging(args.log_level or "error", args.log_format or "console")
-    if not 0 < args.duration < float("inf"):
+    if not args.duration > 0:
         raise ConfigError(f"--duration {args.duration:g}: expected simulated seconds above 0")
     if not 0.1 <= args.interval <= 60:
         raise ConfigError(f"--interval {args.interval:g}: expected 0.1 to 60 seconds, as the daemon's")

@@ -18,6 +18,7 @@ from gpud.commands.shared import (
     emit,
     fail,
     http_client,
+    positive_seconds,
 )
 from gpud.config import Settings, decide_settings, load_settings
 from gpud.errors import ConfigError
@@ -59,22 +60,12 @@ def register(commands: Subcommands) -> None:
     )
     status.add_argument(
         "--watch",
-        type=_positive_seconds,
+        type=positive_seconds,
         nargs="?",
         const=2.0,
         metavar="S",
         help="refresh every S seconds (default 2), in place on a terminal; Ctrl-C stops",
     )
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
-    return seconds
 
 
 @dataclass(frozen=True, slots=True)

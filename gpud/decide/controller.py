@@ -149,6 +149,22 @@ class Controller:
             state = self._gpus[index] = _GpuState(old.info, index, settings, pooled)
             state.reference, state.episodes, state.throttled_s = old.reference, old.episodes, old.throttled_s
 
+    def learn(self, gpus: tuple[GpuInfo, ...]) -> None:
+        """Facts learnt after start (a GPU opened late, its fans counted at last), kept like a reload.
+
+        A GPU whose facts changed starts its fan and heat state again under them; what was learnt
+        about its clocks and throttling carries on.
+        """
+        self._infos = {info.index: info for info in gpus}
+        self._neighbours = neighbours(gpus)
+        for index, old in list(self._gpus.items()):
+            info = self._infos.get(index)
+            if info is None or info == old.info:
+                continue
+            pooled = self._pooled.setdefault(info.name, CouplingFit())
+            state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
+            state.reference, state.episodes, state.throttled_s = old.reference, old.episodes, old.throttled_s
+
     def finish(self) -> tuple[ThrottleInterval, ...]:
         """Close every interval still in progress (the end of a replayed trace)."""
         return tuple(i for state in self._gpus.values() if (i := state.episodes.finish()) is not None)

@@ -95,7 +95,7 @@ PRESETS: dict[str, FanCurve] = {
 class CurveSettings(BaseModel):
     """A user-defined curve: ``points = [[40, 30], [70, 80], [78, 100]]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     points: list[tuple[float, float]]
 
@@ -109,7 +109,7 @@ class CurveSettings(BaseModel):
 class GpuFanSettings(BaseModel):
     """One GPU's curve, and per-fan exceptions: ``fans = {1 = "cool"}``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     curve: str | None = None
     fans: dict[int, str] = Field(default_factory=dict)
@@ -118,7 +118,7 @@ class GpuFanSettings(BaseModel):
 class FanSettings(BaseModel):
     """Which curve drives which fan, and the safety rules around every curve."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     curve: str = Field(
         "balanced",

@@ -33,7 +33,7 @@ _MAX_FAN_CORRELATION = 0.999  # a steady fan makes the power x fan term a copy o
 class HeatSettings(BaseModel):
     """Thresholds of the heat build-up detector."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     window_s: float = Field(120, ge=10, le=3600, description="window for the heating rate, seconds")
     heating_c_per_min: float = Field(

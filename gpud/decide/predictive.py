@@ -31,7 +31,7 @@ PREDICTIVE = "predictive"  # the policy's name where a curve name is expected
 class PredictiveSettings(BaseModel):
     """Tuning of the predictive policy; the defaults suit consumer cards that slow down at 80-83 °C."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     margin_c: float = Field(
         3, ge=1, le=30, description="hold the GPU this far below slowdown (more than emergency_margin_c), °C"

@@ -78,7 +78,7 @@ def active_reason_names(reasons: int) -> list[str]:
 class ThrottleSettings(BaseModel):
     """Thresholds for judging throttling from clocks when the driver's reasons are not there."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     idle_util_pct: float = Field(
         5, ge=0, le=100, description="below this utilisation a GPU is idle: never throttled"

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class DiagnoseSettings(BaseModel):
     """Facts about the machine the GPUs cannot report, for the power and cost checks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     psu_w: float | None = Field(
         None, gt=0, description="the power supply's rating, W (PSU check off when unset)"

@@ -45,9 +45,11 @@ class FanBackend(Protocol):
 
     name: str
     writes_hardware: bool  # False for the dry run, which only reports what it would set
-    # True when every command gives up on its own after a while (a subprocess with a timeout);
-    # False when a command can block for good (an NVML call), so fan control guards it.
-    times_out: bool
+    # True when commands are calls into NVML, the driver the telemetry is read from: they share
+    # the reads' call guard, so a GPU hung in either is left alone by both. False for a tool run
+    # per command (nvidia-settings): its commands run in parallel per GPU, under a guard of their own.
+    calls_nvml: bool
+    readback_every_s: float  # how often fan control asks the driver who controls the fans
 
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Check this backend can drive ``gpu``'s fans, leaving them on automatic; their limits.
@@ -64,13 +66,21 @@ class FanBackend(Protocol):
         """Every fan of ``gpu`` back to the driver's automatic control; raises :class:`FanControlError`."""
         ...
 
+    def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
+        """Per fan, what the driver says now: True manual (gpud's), False automatic, None unknown.
+
+        Never raises: a failed read is ``None``. How fan control notices the driver took fans back.
+        """
+        ...
+
 
 class DryRunBackend:
     """``gpud run --dry-run``: accepts every command and touches nothing."""
 
     name = "dry-run"
     writes_hardware = False
-    times_out = True
+    calls_nvml = False
+    readback_every_s = float("inf")
 
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Any GPU with fans, at the widest limits."""
@@ -81,3 +91,7 @@ class DryRunBackend:
 
     def hand_back(self, gpu: GpuInfo) -> None:
         """Nothing was taken."""
+
+    def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
+        """Never asked: nothing was taken."""
+        return tuple(None for _ in range(gpu.fan_count))

@@ -1,17 +1,19 @@
-"""Which backend drives which GPU's fans, chosen once at start and said out loud.
+"""Which backend drives which GPU's fans, chosen at start, said out loud, and asked again while unsure.
 
 ``auto`` tries NVML first (headless, no X), then nvidia-settings (an X display with Coolbits),
-else the GPU is monitor-only, with the reasons each backend gave. A GPU without fans is simply
-monitor-only ("unsupported"), and so is a GPU whose curve is ``stock``: its fans stay on the
-driver's schedule, no backend is even probed. GPUs that share a reason are logged together, so a machine
-without root says "needs root" once, not once per GPU. A probe is tried ``PROBE_TRIES`` times
-before a backend is given up on: one failed driver call at start must not cost fan control for
-the daemon's whole life.
+else the GPU is monitor-only, with the reasons each backend gave. A GPU the driver says has no
+fans (NumFans 0 or NotSupported) is simply monitor-only ("unsupported"), and so is a GPU whose
+curve is ``stock``: its fans stay on the driver's schedule, no backend is even probed. GPUs that
+share a reason are logged together, so a machine without root says "needs root" once, not once
+per GPU. A probe is tried ``PROBE_TRIES`` times before a backend is given up on; when what stood
+in the way may pass (a timeout, an unknown error, a GPU whose fan count could not be read yet),
+the assignment says ``retry`` and fan control asks the :class:`Chooser` again later: one failed
+driver call at start must not cost fan control for the daemon's whole life.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 
 import structlog
@@ -22,6 +24,7 @@ from gpud.telemetry import GpuInfo
 
 log = structlog.get_logger("gpud.fans")
 PROBE_TRIES = 3
+STOCK_REASON = "stock: fans left to the driver"
 
 
 class BackendChoice(StrEnum):
@@ -33,64 +36,93 @@ class BackendChoice(StrEnum):
     NONE = "none"
 
 
-STOCK_REASON = "stock: fans left to the driver"
-
-
 def assign_backends(
     gpus: Sequence[GpuInfo],
     choice: BackendChoice,
     backends: Sequence[FanBackend],
     dry_run: bool = False,
     stock: Collection[int] = (),
+    missing: Mapping[int, str] | None = None,
 ) -> list[Assignment]:
-    """One :class:`Assignment` per GPU; ``backends`` are the candidates in order of preference.
+    """One :class:`Assignment` per GPU, logged; ``backends`` are the candidates in order of preference.
 
     With ``choice`` auto all candidates are tried, otherwise only the one of that name. The GPUs
-    whose indexes are in ``stock`` are left to the driver.
+    whose indexes are in ``stock`` are left to the driver. ``missing``: GPUs whose facts discovery
+    could not read yet (index → why); they wait for them.
     """
-    candidates = [b for b in backends if choice is BackendChoice.AUTO or b.name == choice.value]
-    assignments = [
-        Assignment(gpu, None, STOCK_REASON)
-        if gpu.index in stock and gpu.fan_count
-        else _assign(gpu, choice, candidates, dry_run)
-        for gpu in gpus
-    ]
-    _log_choices(assignments, choice)
-    return assignments
+    return Chooser(choice, backends, dry_run, stock).assign_all(gpus, missing)
 
 
-def _assign(
-    gpu: GpuInfo, choice: BackendChoice, candidates: Sequence[FanBackend], dry_run: bool
-) -> Assignment:
-    if gpu.fan_count == 0:
+class Chooser:
+    """Picks and probes the backend for a GPU; fan control keeps it to ask again later.
+
+    ``stock``: the indexes of the GPUs left to the driver, which never get a backend, however
+    late they are learnt.
+    """
+
+    def __init__(
+        self,
+        choice: BackendChoice,
+        backends: Sequence[FanBackend],
+        dry_run: bool = False,
+        stock: Collection[int] = (),
+    ) -> None:
+        self.choice = choice
+        self._candidates = [b for b in backends if choice is BackendChoice.AUTO or b.name == choice.value]
+        self._dry_run = dry_run
+        self._stock = frozenset(stock)
+
+    def assign_all(
+        self, gpus: Sequence[GpuInfo], missing: Mapping[int, str] | None = None
+    ) -> list[Assignment]:
+        """:meth:`assign` for every GPU, logged once per reason."""
+        assignments = [self.assign(gpu, (missing or {}).get(gpu.index)) for gpu in gpus]
+        log_choices(assignments, self.choice)
+        return assignments
+
+    def assign(self, gpu: GpuInfo, missing: str | None = None) -> Assignment:
+        """The backend for ``gpu`` (probed), or why there is none; ``missing``: facts not read yet."""
+        if missing is None and gpu.fan_count == 0:
+            return Assignment(
+                gpu, None, "no fans: passive card, cooled by the chassis", mode=ControlMode.UNSUPPORTED
+            )
+        if gpu.index in self._stock:
+            return Assignment(gpu, None, STOCK_REASON)
+        if self.choice is BackendChoice.NONE:
+            return Assignment(gpu, None, "monitor only (fan backend none)")
+        if missing is not None:
+            return Assignment(
+                gpu,
+                None,
+                f"not known yet whether it has fans ({missing}); asked again while running",
+                retry=True,
+                missing=missing,
+            )
+        if self._dry_run:
+            dry = DryRunBackend()
+            return Assignment(
+                gpu, dry, "dry run: targets are computed and reported, fans are not touched", dry.probe(gpu)
+            )
+        failures: list[tuple[str, FanControlError]] = []
+        for backend in self._candidates:
+            try:
+                limits = _probe(backend, gpu)
+            except FanControlError as error:
+                failures.append((backend.name, error))
+                continue
+            tried = "".join(f"{name} failed ({error}), " for name, error in failures)
+            how = "picked by auto" if self.choice is BackendChoice.AUTO else "configured"
+            return Assignment(gpu, backend, f"{how}: {tried}{backend.name} works", limits)
+        unsupported = bool(failures) and all(error.error == "NotSupported" for _, error in failures)
+        passing = any(not error.lasting for _, error in failures)
+        reasons = "; ".join(f"{name}: {error}" for name, error in failures)
         return Assignment(
-            gpu, None, "no fans: passive card, cooled by the chassis", mode=ControlMode.UNSUPPORTED
+            gpu,
+            None,
+            f"monitor only: {reasons}" + ("; tried again while running" if passing else ""),
+            mode=ControlMode.UNSUPPORTED if unsupported else ControlMode.AUTO,
+            retry=passing,
         )
-    if dry_run:
-        dry = DryRunBackend()
-        return Assignment(
-            gpu, dry, "dry run: targets are computed and reported, fans are not touched", dry.probe(gpu)
-        )
-    if choice is BackendChoice.NONE:
-        return Assignment(gpu, None, "monitor only (fan backend none)")
-    failures: list[tuple[str, FanControlError]] = []
-    for backend in candidates:
-        try:
-            limits = _probe(backend, gpu)
-        except FanControlError as error:
-            failures.append((backend.name, error))
-            continue
-        tried = "".join(f"{name} failed ({error}), " for name, error in failures)
-        how = "picked by auto" if choice is BackendChoice.AUTO else "configured"
-        return Assignment(gpu, backend, f"{how}: {tried}{backend.name} works", limits)
-    unsupported = bool(failures) and all(error.error == "NotSupported" for _, error in failures)
-    reasons = "; ".join(f"{name}: {error}" for name, error in failures)
-    return Assignment(
-        gpu,
-        None,
-        f"monitor only: {reasons}",
-        mode=ControlMode.UNSUPPORTED if unsupported else ControlMode.AUTO,
-    )
 
 
 def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:
@@ -103,7 +135,11 @@ def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:
     return backend.probe(gpu)
 
 
-def _log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> None:
+def log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> None:
+    """One line per backend, mode and reason, naming the GPUs it is true of.
+
+    A warning where fan control failed, not where it was never wanted (backend none, stock).
+    """
     groups: dict[tuple[str, str, str], list[int]] = {}
     for a in assignments:
         backend = a.backend.name if a.backend is not None else "none"

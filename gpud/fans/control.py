@@ -9,38 +9,61 @@ Per GPU, the same rules whatever the backend:
   cure (no root, no Coolbits) makes the GPU monitor-only, said once, when it comes
   ``LASTING_STRIKES`` times in a row before any command went through (once they have, such an
   answer is a passing fault); other errors are retried on the next tick;
-* commands that may block for good (NVML) run through a :class:`gpud.callguard.CallGuard`: a GPU
-  whose command hangs is skipped until it returns, and the other GPUs' fans are still driven;
-* a fan whose measured speed stays away from its target is reported once, and again when it
-  recovers;
-* :meth:`FanControl.restore` hands every fan gpud took back to the driver, falling back to full
-  speed where that fails. It is safe to call from another thread (the stall watchdog): each GPU
-  has its own lock, and a GPU whose command hangs is passed over rather than waited for.
+* ownership is checked, not assumed: every ``readback_every_s`` of the backend (and whenever the
+  fan policy read with the telemetry says automatic) the driver is asked who controls the fans;
+  when it took them back (a GPU reset, a driver reload, another tool) that is said once and the
+  command is sent again;
+* a fan whose measured speed stays away from its target gets its command sent again after half
+  ``grace_s``; still away after ``grace_s``, it is reported as not following, once, and again
+  when it recovers;
+* no command can hold the loop: NVML commands run through the reads' :class:`CallGuard` (a GPU
+  hung in either is left alone by both), a tool's commands (nvidia-settings) run in parallel per
+  GPU under a guard of their own that waits ``TOOL_WAIT_S`` at most; a GPU whose command hangs is
+  skipped (reported, ``gpud_gpu_fan_commands_hung``) until it returns, and tried again later;
+* a GPU left without a backend by a passing error (or whose fans could not be counted yet) is
+  probed again with back-off, ``REPROBE_FIRST_S`` doubling up to ``REPROBE_MAX_S``;
+* :meth:`FanControl.restore` hands every fan gpud took back to the driver, all GPUs at once and
+  within a deadline, falling back to full speed where that fails. It is safe to call from another
+  thread (the stall watchdog): each GPU has its own lock, and a GPU whose command hangs past the
+  deadline is left (to ``gpud fans reset``, systemd's ``ExecStopPost``) rather than waited for.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import structlog
 
-from gpud.callguard import CallGuard
+from gpud.callguard import CallGuard, run_parallel
 from gpud.decide.controller import Decision
 from gpud.decide.curves import FanTarget, TargetReason
 from gpud.fans.backend import FanBackend, FanControlError, FanLimits
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import FanPolicy, GpuInfo, GpuSample, Snapshot
+
+if TYPE_CHECKING:
+    from gpud.fans.choose import Chooser
 
 log = structlog.get_logger("gpud.fans")
 
 SAFE_TRIES = 3  # rounds of "hand back, else full speed" after a failed command
 EXIT_TRIES = 10  # ... when gpud lets go of the fans for good
 LASTING_STRIKES = 3  # failed commands in a row, all "lasting", before a GPU becomes monitor-only
-LOCK_WAIT_S = 2.0  # how long restore waits for a GPU busy with a command before passing it over
+LOCK_WAIT_S = 2.0  # how long restore waits for GPUs busy with a command, by default
+# At exit, all GPUs at once: half of systemd's TimeoutStopSec (20 s), the rest is ExecStopPost's.
+EXIT_DEADLINE_S = 10.0
+TOOL_WAIT_S = 1.0  # how long a tick waits for a tool's fan commands (nvidia-settings takes ~0.3 s)
+TOOL_RETRY_S = 30.0  # a GPU whose tool command hung is left alone this long after it returned
+HINT_RECHECK_S = 2.0  # at most this often, a read-back prompted by the telemetry's fan policy
+REPROBE_FIRST_S = 5.0  # first wait before probing again a GPU left without a backend by a passing error
+REPROBE_MAX_S = 300.0
 
 
 class ControlMode(StrEnum):
@@ -53,13 +76,19 @@ class ControlMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """Who drives one GPU's fans, chosen at start; ``backend`` None means monitor-only."""
+    """Who drives one GPU's fans; ``backend`` None means monitor-only.
+
+    ``retry``: what stood in the way may pass (a timeout, an unknown error): probe again later.
+    ``missing``: why discovery could not tell yet whether the GPU has fans; probed once it can.
+    """
 
     gpu: GpuInfo
     backend: FanBackend | None
     reason: str
     limits: tuple[FanLimits, ...] = ()
     mode: ControlMode = ControlMode.AUTO
+    retry: bool = False
+    missing: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +110,7 @@ class GpuFanControl:
     fans: tuple[FanStatus, ...] = ()
     commands: int = 0
     errors: Mapping[str, int] = field(default_factory=dict)
+    hung: bool = False  # a command to the GPU has not returned: its fans are left alone meanwhile
 
 
 class _Gpu:
@@ -89,22 +119,44 @@ class _Gpu:
     __slots__ = (
         "backend",
         "blind",
+        "checked_at",
         "commands",
         "errors",
         "failing",
         "following",
         "held",
+        "hinted_at",
         "info",
         "limits",
         "lock",
         "mode",
         "off_since",
         "reason",
+        "reprobe_at",
+        "reprobe_s",
+        "resent",
+        "retry",
         "strikes",
+        "waits_for_facts",
         "written",
     )
 
     def __init__(self, assignment: Assignment) -> None:
+        self.info = assignment.gpu
+        self.commands = 0
+        self.errors: Counter[str] = Counter()
+        self.held = False  # gpud may have fans of this GPU on manual
+        self.failing: str | None = None  # the last command error, until a command works again
+        self.strikes = 0  # lasting errors in a row
+        self.blind = False
+        self.checked_at: float | None = None  # when the driver was last asked who controls the fans
+        self.hinted_at = -math.inf
+        self.reprobe_s = REPROBE_FIRST_S
+        self.lock = threading.Lock()
+        self.adopt(assignment)
+
+    def adopt(self, assignment: Assignment) -> None:
+        """Take ``assignment`` as this GPU's backend, limits and mode (at start, or after a new probe)."""
         self.info = assignment.gpu
         self.backend = assignment.backend
         self.reason = assignment.reason
@@ -114,20 +166,16 @@ class _Gpu:
         self.written: list[int | None] = [None] * count
         self.following = [True] * count
         self.off_since: list[float | None] = [None] * count
-        self.commands = 0
-        self.errors: Counter[str] = Counter()
-        self.held = False  # gpud may have fans of this GPU on manual
-        self.failing: str | None = None  # the last command error, until a command works again
-        self.strikes = 0  # lasting errors in a row
-        self.blind = False
-        self.lock = threading.Lock()
+        self.resent = [False] * count
+        self.retry = assignment.retry
+        self.waits_for_facts = assignment.missing is not None  # probed once learnt (FanControl.learn)
+        self.reprobe_at: float | None = None  # set at the first tick after a probe that may be retried
 
-    def report(self) -> GpuFanControl:
+    def report(self, hung: bool, hangs: int) -> GpuFanControl:
         fans = tuple(FanStatus(w, f) for w, f in zip(self.written, self.following, strict=True))
         name = self.backend.name if self.backend is not None else "none"
-        return GpuFanControl(
-            self.info.index, name, self.mode, self.reason, fans, self.commands, dict(self.errors)
-        )
+        errors = dict(self.errors) | ({"Hung": hangs} if hangs else {})
+        return GpuFanControl(self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung)
 
 
 def _changed(g: _Gpu, targets: tuple[FanTarget, ...]) -> dict[int, int]:
@@ -149,63 +197,150 @@ class FanControl:
         tolerance_pct: float = 20,
         grace_s: float = 30,
         guard: CallGuard | None = None,
+        chooser: Chooser | None = None,
     ) -> None:
-        """``guard`` runs the commands of backends that do not time out (default: inline)."""
+        """``guard`` runs NVML commands, shared with the reads (default: inline); ``chooser`` probes
+        again GPUs whose assignment says ``retry``."""
         self._gpus = {a.gpu.index: _Gpu(a) for a in assignments}
         self._tolerance_pct = tolerance_pct
         self._grace_s = grace_s
         self._guard = guard or CallGuard(None)
+        self._tool_guard = CallGuard(TOOL_WAIT_S, parallel=True, retry_s=TOOL_RETRY_S, what="fan command")
+        self._chooser = chooser
+        self._hangs: Counter[int] = Counter()  # commands given up on, per GPU (both guards)
+        self._was_hung: frozenset[int] = frozenset()
+
+    def _hung(self) -> frozenset[int]:
+        return self._guard.hung | self._tool_guard.hung
 
     def report(self) -> tuple[GpuFanControl, ...]:
         """Every GPU's fan control as of now."""
-        return tuple(g.report() for g in self._gpus.values())
+        hung = self._hung()
+        return tuple(g.report(i in hung, self._hangs[i]) for i, g in self._gpus.items())
+
+    def learn(self, gpus: Sequence[GpuInfo], incomplete: AbstractSet[int] = frozenset()) -> None:
+        """Facts the source learnt since start (a GPU opened late, its fans counted at last).
+
+        A GPU that was waiting for them is probed at the next tick; ``incomplete`` GPUs still wait.
+        """
+        for info in gpus:
+            g = self._gpus.get(info.index)
+            if g is not None and g.waits_for_facts and info.index not in incomplete:
+                g.info, g.waits_for_facts, g.reprobe_at = info, False, -math.inf  # due now
 
     def apply(self, decision: Decision, snapshot: Snapshot) -> tuple[GpuFanControl, ...]:
-        """Write this tick's targets where they changed; check the fans follow; the new report."""
+        """Write this tick's targets where they changed; check who owns the fans; the new report."""
+        now = snapshot.timestamp
         samples = {s.index: s for s in snapshot.gpus}
         decided = {d.index: d for d in decision.gpus if d.index in self._gpus}
 
         def drive(index: int) -> None:
-            g, targets = self._gpus[index], decided[index].fan_targets
+            g, targets, sample = self._gpus[index], decided[index].fan_targets, samples.get(index)
             with g.lock:
                 if g.backend is None:
+                    self._probe_again(g, now)
                     return
                 self._note_blindness(g, targets)
-                self._drive(g, targets)
-                self._check_following(g, samples.get(index), snapshot.timestamp)
+                if self._read_back_due(g, sample, now):
+                    self._read_back(g, now)
+                self._drive(g, targets, now)
+                self._check_following(g, sample, now)
 
-        hung = self._guard.hung  # a stuck command holds its GPU's lock: not even checked inline
-        writes = []  # GPUs with a command to send that may block: through the guard
+        self._count_hangs()
+        hung = self._was_hung  # a stuck command holds its GPU's lock: not even checked inline
+        through_reads, through_tool = [], []
         for index, decided_gpu in decided.items():
             g = self._gpus[index]
-            if g.backend is None or index in hung:
+            if index in hung:
                 continue
-            if not g.backend.times_out and _changed(g, decided_gpu.fan_targets):
-                writes.append(index)
-            else:
+            if g.backend is None:
+                if self._reprobe_due(g, now):
+                    through_tool.append(index)  # a probe may run a tool: never inline
+                continue
+            call = g.backend.writes_hardware and (
+                _changed(g, decided_gpu.fan_targets) or self._read_back_due(g, samples.get(index), now)
+            )
+            if not call:
                 drive(index)
-        self._guard.run_each(writes, drive)
+            elif g.backend.calls_nvml:
+                through_reads.append(index)
+            else:
+                through_tool.append(index)
+        self._guard.run_each(through_reads, drive)
+        self._tool_guard.run_each(through_tool, drive)
+        self._count_hangs()
         return self.report()
 
-    def restore(self) -> bool:
-        """Hand every fan gpud took over back to the driver; True when all of them went back."""
-        hung = self._guard.hung
-        restored = []
-        for g in self._gpus.values():  # every GPU is tried, even after one fails
-            if g.info.index in hung or not g.lock.acquire(timeout=LOCK_WAIT_S):
-                log.critical("fans not handed back: a command to the gpu hangs", gpu=g.info.index)
-                restored.append(not g.held)
-                continue
+    def restore(self, deadline_s: float = LOCK_WAIT_S) -> bool:
+        """Hand every fan gpud took over back to the driver; True when all of them went back.
+
+        All GPUs at once, each waiting for a command in progress on it; a GPU whose command hangs
+        (its own command, which handed its fans back if it failed) is passed over, and what is not
+        done within ``deadline_s`` is said at critical level and left (``gpud fans reset`` hands it
+        back).
+        """
+        started = time.monotonic()
+        hung = self._hung()
+
+        def restore_one(index: int) -> bool | None:
+            g = self._gpus[index]
+            if not g.lock.acquire(timeout=max(0.0, deadline_s - (time.monotonic() - started))):
+                return None
             try:
-                if g.held and g.backend is not None:
-                    restored.append(self._restore(g))
+                return self._restore(g) if g.held and g.backend is not None else True
             finally:
                 g.lock.release()
-        return all(restored)
+
+        candidates = [
+            i
+            for i, g in self._gpus.items()
+            if i not in hung and g.backend is not None and g.backend.writes_hardware
+        ]
+        done, late = run_parallel(candidates, restore_one, deadline_s)
+        passed_over = [i for i in hung if self._gpus[i].held]
+        stuck = sorted({*late, *passed_over, *(i for i, restored in done.items() if restored is None)})
+        if stuck:
+            log.critical(
+                "fans not handed back in time: a command to the gpu hangs; left to gpud fans reset",
+                gpus=stuck,
+                seconds=deadline_s,
+            )
+        return not stuck and all(done.values())
+
+    def _reprobe_due(self, g: _Gpu, now: float) -> bool:
+        if not g.retry or self._chooser is None or (g.waits_for_facts and g.reprobe_at is None):
+            return False
+        if g.reprobe_at is None:
+            g.reprobe_at = now + g.reprobe_s
+        return now >= g.reprobe_at
+
+    def _count_hangs(self) -> None:
+        hung = self._hung()
+        for index in hung - self._was_hung:
+            self._hangs[index] += 1
+        self._was_hung = hung
 
     # -- per GPU --------------------------------------------------------------------------------
 
-    def _drive(self, g: _Gpu, targets: tuple[FanTarget, ...]) -> None:
+    def _probe_again(self, g: _Gpu, now: float) -> None:
+        """Ask the chooser again for a GPU a passing error left without a backend; back off if it fails."""
+        assert self._chooser is not None
+        assignment = self._chooser.assign(g.info)
+        g.adopt(assignment)
+        if assignment.retry:
+            g.reprobe_s = min(REPROBE_MAX_S, g.reprobe_s * 2)
+            g.reprobe_at = now + g.reprobe_s
+            return
+        say = log.info if assignment.backend is not None else log.warning
+        say(
+            "fan control after another probe",
+            gpu=g.info.index,
+            backend=assignment.backend.name if assignment.backend else "none",
+            mode=assignment.mode.value,
+            reason=assignment.reason,
+        )
+
+    def _drive(self, g: _Gpu, targets: tuple[FanTarget, ...], now: float) -> None:
         assert g.backend is not None
         changed = _changed(g, targets)
         if not changed:
@@ -223,8 +358,48 @@ class FanControl:
             log.info("fan commands work again", gpu=g.info.index, backend=g.backend.name)
             g.failing, g.strikes = None, 0
         if g.mode is not ControlMode.MANUAL and g.backend.writes_hardware:
-            g.mode = ControlMode.MANUAL
+            g.mode, g.checked_at = ControlMode.MANUAL, now
             log.info("fan control taken", gpu=g.info.index, backend=g.backend.name, speeds_pct=g.written)
+
+    def _read_back_due(self, g: _Gpu, sample: GpuSample | None, now: float) -> bool:
+        """Time to ask the driver who controls the fans: the backend's period passed, or (for NVML,
+        which the telemetry reads too) the fan policy read with the slow facts says automatic for a
+        fan gpud set. That reading can be several ticks old, so it prompts a read, not a verdict."""
+        if g.mode is not ControlMode.MANUAL or g.backend is None:
+            return False
+        if g.checked_at is None or now - g.checked_at >= g.backend.readback_every_s:
+            return True
+        hinted = (
+            g.backend.calls_nvml
+            and sample is not None
+            and any(
+                fan.policy is FanPolicy.AUTO and n < len(g.written) and g.written[n] is not None
+                for n, fan in enumerate(sample.fans)
+            )
+        )
+        return hinted and now - g.hinted_at >= HINT_RECHECK_S
+
+    def _read_back(self, g: _Gpu, now: float) -> None:
+        """Where the driver says a fan gpud set is on automatic, forget what was written: it is sent again."""
+        assert g.backend is not None
+        g.checked_at = g.hinted_at = now
+        states = g.backend.control_states(g.info)
+        taken = [
+            fan
+            for fan, manual in enumerate(states[: len(g.written)])
+            if manual is False and g.written[fan] is not None
+        ]
+        if not taken:
+            return
+        g.errors["TakenBack"] += 1
+        log.warning(
+            "fan control taken back by the driver (a GPU reset, a driver reload or another tool); taking it again",
+            gpu=g.info.index,
+            backend=g.backend.name,
+            fans=taken,
+        )
+        for fan in taken:
+            g.written[fan] = None
 
     def _failed(self, g: _Gpu, error: FanControlError) -> None:
         """Never leave a fan low after a failed command: hand the GPU's fans back at once."""
@@ -305,14 +480,17 @@ class FanControl:
         for fan, target in enumerate(g.written):
             speed = sample.fans[fan].speed_pct if fan < len(sample.fans) else None
             if target is None or speed is None:
-                continue  # nothing to judge by: handed back, or the speed unread this tick
+                continue  # nothing to judge by: handed back, to be sent again, or the speed unread
             if abs(speed - target) <= self._tolerance_pct:
                 if not g.following[fan]:
                     log.info("fan follows its target again", gpu=g.info.index, fan=fan)
-                g.following[fan], g.off_since[fan] = True, None
+                g.following[fan], g.off_since[fan], g.resent[fan] = True, None, False
                 continue
             since = g.off_since[fan] = g.off_since[fan] if g.off_since[fan] is not None else now
-            if g.following[fan] and now - since >= self._grace_s:
+            if not g.resent[fan] and now - since >= self._grace_s / 2:
+                g.resent[fan], g.written[fan] = True, None  # sent again at the next tick
+                log.info("fan away from its target: command sent again", gpu=g.info.index, fan=fan)
+            elif g.following[fan] and now - since >= self._grace_s:
                 g.following[fan] = False
                 log.warning(
                     "fan not following its target",

@@ -9,15 +9,19 @@ GPU → fan mapping is queried (``-q gpus --verbose=all``), matched to NVML's GP
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import structlog
 
+from gpud.callguard import run_parallel
 from gpud.fans.backend import FanControlError, FanLimits
 from gpud.telemetry import GpuInfo
 
@@ -34,6 +38,7 @@ _NO_DISPLAY = (
     "Invalid MIT-MAGIC-COOKIE",
 )
 _SETUP_HINT = "see: gpud setup coolbits"
+KILL_WAIT_S = 1.0  # after a timeout, how long a killed nvidia-settings is waited for
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +123,41 @@ def map_gpus(gpus: Sequence[GpuInfo], listed: Sequence[XGpu]) -> dict[int, XGpu]
     return mapped
 
 
-def find_xauthority() -> str | None:
-    """The cookie file of the running X server (its ``-auth`` argument), as display managers start it."""
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if process.info.get("name") not in ("Xorg", "X") and not (cmdline and cmdline[0].endswith("Xorg")):
+# The users display managers run their X servers as (besides root): gdm, lightdm, sddm and friends.
+DISPLAY_MANAGER_USERS = frozenset({"gdm", "gdm3", "Debian-gdm", "lightdm", "sddm", "xdm", "lxdm", "slim"})
+
+
+def find_xauthority(processes: Iterable[psutil.Process] | None = None) -> str | None:
+    """The cookie file of the running X server (its ``-auth`` argument), as display managers start it.
+
+    Only an X server run by root or by a display manager's own user is believed: any user can
+    start a process called Xorg, and gpud (root) must not hand nvidia-settings a file that user
+    named. ``processes``: where to look (default: every process).
+    """
+    for process in processes if processes is not None else psutil.process_iter():
+        try:
+            cmdline = process.cmdline()
+            if process.name() not in ("Xorg", "X") and not (cmdline and cmdline[0].endswith("Xorg")):
+                continue
+            uid = process.uids().real
+        except (psutil.Error, OSError):
             continue
-        if "-auth" in cmdline[:-1]:
-            return cmdline[cmdline.index("-auth") + 1]
+        if "-auth" not in cmdline[:-1]:
+            continue
+        if uid != 0 and _user_name(uid) not in DISPLAY_MANAGER_USERS:
+            log.warning(
+                "X server not trusted: run by neither root nor a display manager", pid=process.pid, uid=uid
+            )
+            continue
+        return cmdline[cmdline.index("-auth") + 1]
     return None
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
 
 
 class NvidiaSettings:
@@ -143,7 +174,7 @@ class NvidiaSettings:
         self._executable = executable
         self._xauthority = str(xauthority) if xauthority else os.environ.get("XAUTHORITY")
         self._looked_for_xauthority = self._xauthority is not None  # else looked for at the first call
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
 
     def run(self, *args: str) -> str:
         """``nvidia-settings --ctrl-display DISPLAY *args``; its standard output."""
@@ -154,33 +185,37 @@ class NvidiaSettings:
         if self._xauthority:
             env["XAUTHORITY"] = self._xauthority
         try:
-            done = subprocess.run(
+            child = subprocess.Popen(
                 argv,
-                capture_output=True,
-                text=True,
-                timeout=self._timeout_s,
-                env=env,
                 stdin=subprocess.DEVNULL,
-                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # its own process group: killed with whatever it starts
             )
         except FileNotFoundError:
             raise FanControlError(
                 "NotFound", f"{self._executable} is not installed (or not on PATH)", lasting=True
             ) from None
-        except subprocess.TimeoutExpired:
-            raise FanControlError(
-                "Timeout",
-                f"nvidia-settings did not answer within {self._timeout_s:g} s (X display {self.display})",
-            ) from None
         except OSError as error:
             raise FanControlError(
                 "Failed", f"cannot run {self._executable}: {error.strerror}", lasting=True
             ) from None
-        output = f"{done.stdout}\n{done.stderr}"
+        try:
+            out, err = child.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(child)
+            raise FanControlError(
+                "Timeout",
+                f"nvidia-settings did not answer within {self.timeout_s:g} s (X display {self.display})",
+            ) from None
+        # Tolerant: GPU and display names are not always UTF-8.
+        stdout = out.decode("utf-8", errors="replace")
+        output = f"{stdout}\n{err.decode('utf-8', errors='replace')}"
         errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
-        if done.returncode != 0 or errors:
-            raise self._failure(output, errors, done.returncode)
-        return done.stdout
+        if child.returncode != 0 or errors:
+            raise self._failure(output, errors, child.returncode)
+        return stdout
 
     def _failure(self, output: str, errors: list[str], returncode: int) -> FanControlError:
         said = errors[0] if errors else f"exit status {returncode}"
@@ -201,6 +236,27 @@ class NvidiaSettings:
         return FanControlError("Failed", f"nvidia-settings failed: {said}")
 
 
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    """Kill ``child`` and its process group, waiting for them only ``KILL_WAIT_S``.
+
+    ``subprocess.run(timeout=...)`` waits without limit after its kill, until the output pipes
+    close: a grandchild that keeps them open, or a child stuck in the kernel (a wedged driver),
+    would hold the calling thread for good. Here the pipes are closed instead and the child is
+    left for ``subprocess`` to reap when it does exit.
+    """
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        child.kill()
+    try:
+        child.communicate(timeout=KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+        log.warning("nvidia-settings killed but not gone; left behind", pid=child.pid)
+
+
 class NvidiaSettingsBackend:
     """:class:`gpud.fans.backend.FanBackend` over ``nvidia-settings`` (``GPUFanControlState``, ``GPUTargetFanSpeed``).
 
@@ -209,24 +265,30 @@ class NvidiaSettingsBackend:
 
     name = "nvidia-settings"
     writes_hardware = True
-    times_out = True  # each nvidia-settings run is killed after command_timeout_s
+    calls_nvml = False  # a process per command, killed after command_timeout_s
+    readback_every_s = 30.0  # a process per query: a modest rate
 
     def __init__(self, tool: NvidiaSettings, gpus: Sequence[GpuInfo]) -> None:
         self._tool = tool
         self._gpus = gpus
         self._mapped: dict[int, XGpu] | FanControlError | None = None
+        self._listing = threading.Lock()  # GPUs are driven in parallel: one listing for all of them
         self._manual: set[int] = set()
 
     def _target(self, gpu: GpuInfo) -> XGpu:
-        if self._mapped is None:
-            try:
-                listed = parse_gpus(self._tool.run("-q", "gpus", "--verbose=all"))
-                self._mapped = map_gpus(self._gpus, listed)
-            except FanControlError as error:
-                self._mapped = error
-        if isinstance(self._mapped, FanControlError):
-            raise self._mapped
-        target = self._mapped.get(gpu.index)
+        with self._listing:
+            if self._mapped is None:
+                try:
+                    listed = parse_gpus(self._tool.run("-q", "gpus", "--verbose=all"))
+                    self._mapped = map_gpus(self._gpus, listed)
+                except FanControlError as error:
+                    if not error.lasting:
+                        raise  # a timeout: listed again at the next command
+                    self._mapped = error
+            mapped = self._mapped
+        if isinstance(mapped, FanControlError):
+            raise mapped
+        target = mapped.get(gpu.index)
         if target is None:
             raise FanControlError(
                 "NotOnDisplay",
@@ -259,10 +321,31 @@ class NvidiaSettingsBackend:
         self._manual.discard(gpu.index)
         self._tool.run("-a", f"[gpu:{target.id}]/GPUFanControlState=0")
 
+    def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
+        """``-t -q [gpu:N]/GPUFanControlState``: one answer for all the GPU's fans (the driver reads fan 0's)."""
+        try:
+            target = self._target(gpu)
+            answer = self._tool.run("-t", "-q", f"[gpu:{target.id}]/GPUFanControlState").strip()
+        except FanControlError:
+            return tuple(None for _ in range(gpu.fan_count))
+        manual = {"1": True, "0": False}.get(answer)
+        if manual is False:
+            self._manual.discard(gpu.index)  # the next command switches manual control on again
+        return tuple(manual for _ in (target.fans or ()))
+
 
 def hand_back_every_gpu(tool: NvidiaSettings) -> list[int]:
-    """``GPUFanControlState=0`` on every GPU of the X display, known to NVML or not; their ids."""
+    """``GPUFanControlState=0`` on every GPU of the X display, known to NVML or not; their ids.
+
+    One call per GPU, all at once, so one that hangs does not keep the others' fans on manual.
+    Raises the first :class:`FanControlError` (or a ``Timeout`` one for a call that did not return).
+    """
     listed = parse_gpus(tool.run("-q", "gpus", "--verbose=all"))
-    for gpu in listed:
-        tool.run("-a", f"[gpu:{gpu.id}]/GPUFanControlState=0")
+    _, late = run_parallel(
+        [gpu.id for gpu in listed],
+        lambda gpu_id: tool.run("-a", f"[gpu:{gpu_id}]/GPUFanControlState=0"),
+        tool.timeout_s + 2 * KILL_WAIT_S,
+    )
+    if late:
+        raise FanControlError("Timeout", f"nvidia-settings did not return for [gpu:{late[0]}]")
     return [gpu.id for gpu in listed]

@@ -31,7 +31,8 @@ class NvmlFanBackend:
 
     name = "nvml"
     writes_hardware = True
-    times_out = False
+    calls_nvml = True
+    readback_every_s = 5.0  # one policy read per fan: cheap
 
     def __init__(self, errors: Counter[tuple[str, str]] | None = None) -> None:
         """``errors``: where failed calls are counted by (call, error), the NVML reader's counter
@@ -67,6 +68,25 @@ class NvmlFanBackend:
         handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
         for fan, pct in speeds.items():
             self._call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
+
+    def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
+        """``nvmlDeviceGetFanControlPolicy_v2`` per fan: manual is gpud's (or another tool's) control."""
+        try:
+            handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        except FanControlError:
+            return tuple(None for _ in range(self._fan_counts.get(gpu.index, gpu.fan_count)))
+        return tuple(
+            self._policy_is_manual(handle, fan)
+            for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count))
+        )
+
+    def _policy_is_manual(self, handle: Any, fan: int) -> bool | None:
+        try:
+            # Our own buffer: the binding's default one is shared between threads (NVML.md §13).
+            policy = self._call(N.nvmlDeviceGetFanControlPolicy_v2, handle, fan, N.c_uint())
+        except FanControlError:
+            return None
+        return policy == N.NVML_FAN_POLICY_MANUAL
 
     def hand_back(self, gpu: GpuInfo) -> None:
         """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan, even when one of them fails."""

@@ -1,18 +1,24 @@
 """``gpud fans reset``: every fan back to the driver's automatic control, from a separate process.
 
 For systemd's ``ExecStopPost=`` and for after a SIGKILL, when the daemon could not do it itself.
-It does not need to know what the daemon took over: it hands back every fan it can reach.
+It does not need to know what the daemon took over: it hands back every fan it can reach. It is
+bounded like the daemon's own exit: systemd counts ``ExecStopPost=`` into the same
+``TimeoutStopSec=`` (20 s) the daemon used up to 10 s of, so the backends run at once and whatever
+has not answered within ``RESET_DEADLINE_S`` is reported as such.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gpud.callguard import run_parallel
 from gpud.fans.backend import FanControlError
 from gpud.fans.nvidia_settings import NvidiaSettings, hand_back_every_gpu
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.telemetry import GpuInfo
+
+RESET_DEADLINE_S = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,17 @@ def reset_nvidia_settings(tool: NvidiaSettings) -> ResetOutcome:
             return ResetOutcome("nvidia-settings", unusable=str(error))
         return ResetOutcome("nvidia-settings", failed=[str(error)])
     return ResetOutcome("nvidia-settings", done=[f"[gpu:{i}]" for i in ids])
+
+
+def within_deadline(
+    resets: Sequence[tuple[str, Callable[[], ResetOutcome]]], deadline_s: float = RESET_DEADLINE_S
+) -> list[ResetOutcome]:
+    """Every ``(backend, reset)`` at once; a backend still busy after ``deadline_s`` failed, and is left."""
+    done, _ = run_parallel(range(len(resets)), lambda n: resets[n][1](), deadline_s)
+    return [
+        done.get(n) or ResetOutcome(name, failed=[f"did not finish within {deadline_s:g} s (a call hangs)"])
+        for n, (name, _) in enumerate(resets)
+    ]
 
 
 def reset_succeeded(outcomes: Sequence[ResetOutcome]) -> bool:

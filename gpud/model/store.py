@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpud.documents import loads_json
 from gpud.model.params import GpuThermalParams
 
 MODEL_FORMAT = "gpud-thermal-model/1"
@@ -153,10 +154,10 @@ def _fit(entry: Any) -> FitQuality | None:
 def load_model(path: Path) -> ThermalModel:
     """Read a model file; :class:`ModelError` names the file and what is wrong in it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ModelError(f"cannot read thermal model {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # not JSON, not UTF-8, NaN, nested too deeply
         raise ModelError(f"{path}: not a JSON thermal model ({error})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path}: not a gpud thermal model (expected format {MODEL_FORMAT!r})")

@@ -51,6 +51,7 @@ _FAN_POLICY = {
 }
 _PSTATE_UNKNOWN = 32
 REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
+REDISCOVER_MAX_S = 300.0  # a GPU discovery could not read: asked again after REOPEN_S, doubling to this
 SLOW_EVERY = 10  # ticks between reads of the slow facts
 WHOLE_DRIVER = -1  # the call guard's key for calls about the driver as a whole
 HUNG = "a driver call hung"
@@ -114,16 +115,22 @@ class NvmlSource:
         self._memory: dict[int, _MemoryRead] = {}
         self._nvml_gone = False  # a re-initialisation of NVML failed, said once
         self._counter_rates = PcieCounterRates()
+        self._cooling = dict(cooling or {})
+        self._missing: dict[int, str] = {}  # GPUs whose facts could not be read yet, and what failed
+        self._rediscover_at: dict[int, tuple[float, float]] = {}  # GPU → (when, wait after that)
         settled = self._calls.settled
-        driver = settled(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
+        self._driver = settled(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
         count = settled(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
         infos = []
         for index in range(count):
-            handle, info = self._discover(index, driver, (cooling or {}).get(index))
+            handle, info, missing = self._discover(index)
             self._handles.append(handle)
             infos.append(info)
+            if missing is not None:
+                log.error("gpu not fully discovered; asking again while running", gpu=index, reason=missing)
+                self._missing[index] = missing
+                self._rediscover_at[index] = (clock() + REOPEN_S, REOPEN_S)
         self._gpus = tuple(infos)
-        self._unopened = {i for i, h in enumerate(self._handles) if h is None}
         self._pcie_counters = {i for i, h in enumerate(self._handles) if self._has_pcie_counters(i, h)}
         polled = [i for i in range(count) if i not in self._pcie_counters]
         self._poller: PcieThroughputPoller | None = None
@@ -150,8 +157,17 @@ class NvmlSource:
 
     @property
     def gpus(self) -> tuple[GpuInfo, ...]:
-        """Static facts about every GPU found at start."""
+        """Static facts about every GPU found at start; a new tuple when discovery learns more later."""
         return self._gpus
+
+    @property
+    def incomplete(self) -> Mapping[int, str]:
+        """GPUs whose handle or fan count discovery could not read yet (index → what failed).
+
+        They are asked again while running, with back-off; a GPU is passive only when the driver
+        said it has no fans, never because asking failed.
+        """
+        return dict(self._missing)
 
     def error_counts(self) -> Mapping[tuple[str, str], int]:
         """NVML errors so far, by (call, error name)."""
@@ -178,35 +194,43 @@ class NvmlSource:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def _discover(self, index: int, driver: str, cooling: Cooling | None) -> tuple[Any | None, GpuInfo]:
-        """The GPU's handle and facts; no handle (reported down every tick) when the driver refuses it."""
+    def _discover(self, index: int) -> tuple[Any | None, GpuInfo, str | None]:
+        """The GPU's handle and facts, and what could not be read (asked again later), if anything.
+
+        Without a handle the GPU is reported down every tick until a later discovery opens it.
+        """
+        reason = "the driver gave no handle for it"
         try:
             handle = self._calls.settled(
                 index, "nvmlDeviceGetHandleByIndex", lambda: N.nvmlDeviceGetHandleByIndex(index)
             )
             if handle is not None:
-                return handle, self._facts(index, handle, driver, cooling)
+                info, missing = self._facts(index, handle)
+                return handle, info, missing
         except GpuLost as lost:
-            log.error("gpu lost while being discovered", gpu=index, reason=str(lost))
-        log.error("gpu cannot be opened", gpu=index)
+            reason = f"lost while being discovered: {lost}"
         unknown = GpuInfo(
-            index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=driver
+            index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=self._driver
         )
-        return None, unknown
+        return None, unknown, f"GPU {index} could not be opened: {reason}"
 
-    def _facts(self, index: int, h: Any, driver: str, cooling: Cooling | None) -> GpuInfo:
+    def _facts(self, index: int, h: Any) -> tuple[GpuInfo, str | None]:
         get = self._calls.settled
         pci = get(index, "nvmlDeviceGetPciInfo", lambda: N.nvmlDeviceGetPciInfo(h))
-        fan_count = get(index, "nvmlDeviceGetNumFans", lambda: N.nvmlDeviceGetNumFans(h)) or 0
+        fans = get(index, "nvmlDeviceGetNumFans", lambda: N.nvmlDeviceGetNumFans(h))
+        # No fans only when the driver said so (0, or not supported); a failed read is asked again.
+        unread = fans is None and self._calls.supported(index, "nvmlDeviceGetNumFans")
+        fan_count = fans or 0
+        cooling = self._cooling.get(index)
         memory = self._memory_info(index, h)
-        return GpuInfo(
+        info = GpuInfo(
             index=index,
             uuid=get(index, "nvmlDeviceGetUUID", lambda: N.nvmlDeviceGetUUID(h)) or f"unknown-{index}",
             name=get(index, "nvmlDeviceGetName", lambda: N.nvmlDeviceGetName(h)) or "unknown",
             pci_bus_id=pci.busId if pci is not None else "",
-            driver_version=driver,
+            driver_version=self._driver,
             fan_count=fan_count,
-            cooling=cooling or (Cooling.PASSIVE if fan_count == 0 else Cooling.UNKNOWN),
+            cooling=cooling or (Cooling.UNKNOWN if unread or fan_count else Cooling.PASSIVE),
             slowdown_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
             shutdown_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN),
             max_operating_temp_c=self._threshold(index, h, N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX),
@@ -221,6 +245,7 @@ class NvmlSource:
                 index, "nvmlDeviceGetMaxPcieLinkWidth", lambda: N.nvmlDeviceGetMaxPcieLinkWidth(h)
             ),
         )
+        return info, "nvmlDeviceGetNumFans failed" if unread else None
 
     def _threshold(self, index: int, h: Any, kind: int) -> float | None:
         value = self._calls.settled(
@@ -259,6 +284,8 @@ class NvmlSource:
         """Read every GPU now; a lost or hung GPU is reported down and the others go on."""
         now = self._clock()
         self._ticks += 1
+        if self._missing:
+            self._rediscover(now)
         if self._down and now >= self._reopen_at:
             self._reopen_at = now + REOPEN_S
             self._reopen()
@@ -285,6 +312,32 @@ class NvmlSource:
         except GpuLost as lost:
             return lost
 
+    def _rediscover(self, now: float) -> None:
+        """Discover again, through the guard, the GPUs whose facts could not be read, as they fall due."""
+        due = [index for index, (at, _) in self._rediscover_at.items() if now >= at]
+        if not due:
+            return
+        found = self._guard.run_each(due, self._discover)
+        for index in due:
+            wait = self._rediscover_at[index][1]
+            self._rediscover_at[index] = (
+                now + min(REDISCOVER_MAX_S, 2 * wait),
+                min(REDISCOVER_MAX_S, 2 * wait),
+            )
+            if index not in found:
+                continue  # hung: the guard said so
+            handle, info, missing = found[index]
+            if handle is None:
+                continue
+            self._handles[index] = handle
+            self._gpus = tuple(info if gpu.index == index else gpu for gpu in self._gpus)
+            self._slow.pop(index, None)  # read afresh, fans and all
+            if missing is None:
+                del self._missing[index], self._rediscover_at[index]
+                log.info("gpu discovered in full after a failed start", gpu=index, fans=info.fan_count)
+            else:
+                self._missing[index] = missing
+
     def _reopen(self) -> None:
         """Ask again for the handles of down GPUs; initialise NVML again if the driver went away.
 
@@ -296,8 +349,8 @@ class NvmlSource:
             again = self._guard.run_each([WHOLE_DRIVER], lambda _: self._initialise_again())
             if not again.get(WHOLE_DRIVER, False):
                 return
-        # Not those never opened: what they are was not learnt, that needs a restart.
-        self._guard.run_each(sorted(self._down.keys() - self._unopened), self._reopen_gpu)
+        # Not those never opened: discovery asks for them again (_rediscover).
+        self._guard.run_each(sorted(i for i in self._down if self._handles[i] is not None), self._reopen_gpu)
 
     def _initialise_again(self) -> bool:
         close_nvml()

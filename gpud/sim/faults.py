@@ -36,6 +36,10 @@ decides (a hang delays the call, then the next fault is looked at):
     uncorrectable error) until the GPU is reset (:meth:`gpud.sim.thermal.Card.reset`), and the
     driver reports XID 63 as real ones do; ``failed=1``: the remap failed instead (no spare rows
     left), with XID 64.
+``reset[:gpu=N][,at=S]``
+    the GPU is reset, as by ``nvidia-smi -r`` (:meth:`gpud.sim.thermal.Card.reset`): its fans back
+    on the driver's automatic schedule whoever had set them, pending row remaps done; it answers
+    throughout.
 
 A card model without ECC memory (the simulated GeForce cards) answers every ECC and remapping
 call NotSupported, as real GeForce cards do, unless an ``ecc`` or ``remap`` fault names it: then it
@@ -48,6 +52,7 @@ Error names: NotSupported, NoPermission, Unknown, Timeout, GpuIsLost, LibRmVersi
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -80,6 +85,7 @@ _KEYS = {
     "xid": {"gpu", "code", "at"},
     "ecc": {"gpu", "kind", "count", "at"},
     "remap": {"gpu", "at", "failed"},
+    "reset": {"gpu", "at"},
 }
 FALLS_OFF_THE_BUS = 79  # the XID after which a GPU is lost
 REMAP_RECORDED_XID, REMAP_FAILED_XID = 63, 64
@@ -135,7 +141,8 @@ def parse_faults(spec: str) -> tuple[tuple[Fault, ...], int]:
         if kind not in _KEYS:
             raise FaultSpecError(f"fault {item!r}: unknown kind {kind!r} (known: {', '.join(_KEYS)})")
         options = _options(item, rest, _KEYS[kind])
-        seed = int(_number(item, options, "seed", seed))
+        chosen_seed = _whole(item, options, "seed")
+        seed = seed if chosen_seed is None else chosen_seed
         faults.append(_fault(item, kind, options))
     if not faults:
         raise FaultSpecError("no faults given")
@@ -153,15 +160,28 @@ def _options(item: str, text: str, allowed: set[str]) -> dict[str, str]:
 
 
 def _number(item: str, options: dict[str, str], key: str, default: float) -> float:
+    """A non-negative, finite number (``for`` omitted is "until the end", not ``for=inf``)."""
     if key not in options:
         return default
     try:
         value = float(options[key])
     except ValueError:
         raise FaultSpecError(f"fault {item!r}: {key} must be a number, got {options[key]!r}") from None
+    if not math.isfinite(value):
+        raise FaultSpecError(f"fault {item!r}: {key} must be a finite number, got {options[key]!r}")
     if value < 0:
         raise FaultSpecError(f"fault {item!r}: {key} must not be negative")
     return value
+
+
+def _whole(item: str, options: dict[str, str], key: str) -> int | None:
+    """A GPU, fan or seed number: a whole number, never rounded from ``1.5``."""
+    if key not in options:
+        return None
+    value = _number(item, options, key, 0)
+    if not value.is_integer():
+        raise FaultSpecError(f"fault {item!r}: {key} must be a whole number, got {options[key]!r}")
+    return int(value)
 
 
 def _error_names(item: str, text: str) -> tuple[str, ...]:
@@ -177,13 +197,11 @@ def _error_names(item: str, text: str) -> tuple[str, ...]:
 def _fault(item: str, kind: str, options: dict[str, str]) -> Fault:
     at = _number(item, options, "after" if kind == "random" else "at", 0.0)
     duration = _number(item, options, "for", float("inf"))
-    gpu = options.get("gpu")
-    fan = options.get("fan")
     fault = Fault(
         kind=kind,
         calls=options.get("calls", options.get("call", "*")),
-        gpu=int(_number(item, options, "gpu", 0)) if gpu is not None else None,
-        fan=int(_number(item, options, "fan", 0)) if fan is not None else None,
+        gpu=_whole(item, options, "gpu"),
+        fan=_whole(item, options, "fan"),
         start_s=at,
         end_s=at + duration,
         hang_s=_number(item, options, "seconds", 5.0),
@@ -307,7 +325,13 @@ class FaultyNvmlLibrary:
 
     def _first_effect(self, number: int, fault: Fault) -> None:
         """What a fault does to the cards once, when its window opens."""
-        if number in self._applied or fault.kind not in ("lost", "mismatch", "stuck-fan", *_NEEDS_GPU):
+        if number in self._applied or fault.kind not in (
+            "lost",
+            "mismatch",
+            "stuck-fan",
+            "reset",
+            *_NEEDS_GPU,
+        ):
             return
         self._applied.add(number)
         cards = self.library.machine.cards
@@ -317,11 +341,13 @@ class FaultyNvmlLibrary:
                 return
         chosen = [cards[fault.gpu]] if fault.gpu is not None and fault.gpu < len(cards) else cards
         for card in chosen:
-            for index, fan in enumerate(card.fans):
-                if fault.kind == "stuck-fan":
+            if fault.kind == "reset":
+                card.reset()
+            elif fault.kind == "stuck-fan":
+                for index, fan in enumerate(card.fans):
                     fan.blocked = fan.blocked or fault.fan in (None, index)
-                else:  # a GPU reset or a driver reload: the board's own schedule
-                    fan.manual_target_pct = None
+            else:  # fallen off the bus, or a driver reload: the board's own schedule
+                card.release_fans()
 
     def _memory_or_xid_effect(self, fault: Fault, card: Card) -> None:
         if fault.kind == "xid":

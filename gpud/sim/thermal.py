@@ -177,10 +177,16 @@ class Card:
         """Average speed of the card's fans in % (0 for a passive card)."""
         return sum(f.speed_pct for f in self.fans) / len(self.fans) if self.fans else 0.0
 
-    def reset(self) -> None:
-        """A GPU reset: the board takes its fans back, pending memory repairs take effect."""
+    def release_fans(self) -> None:
+        """Every fan back on the driver's automatic schedule (a driver reload does this too)."""
         for fan in self.fans:
             fan.manual_target_pct = None
+
+    def reset(self) -> None:
+        """A GPU reset (``nvidia-smi -r``): the board takes its fans back, clock limits are cleared,
+        pending memory repairs take effect. The card keeps its heat and its seized fans."""
+        self.release_fans()
+        self.thermal_cap_mhz = self.power_cap_mhz = None
         self.memory.reset()
 
 

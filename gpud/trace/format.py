@@ -13,10 +13,13 @@ command lines (``/status`` and the metrics show the processes).
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
+from gpud.documents import loads_json
 from gpud.errors import GpudError
 from gpud.telemetry import (
     Cooling,
@@ -84,44 +87,73 @@ _INFO_FIELDS = {f.name for f in fields(GpuInfo)}
 _NESTED = {"fans", "memory_health", "xids", "processes"}
 _SAMPLE_FIELDS = {f.name for f in fields(GpuSample)} - _NESTED
 _MEMORY_FIELDS = {f.name for f in fields(MemoryHealth)}
+# Plausible bounds, by the unit a field's name ends in, and for fields that size gpud's own state.
+_BOUNDS_BY_UNIT = {"_c": (-50.0, 150.0, "°C"), "_pct": (0.0, 100.0, "%")}
+_BOUNDS = {"fan_count": (0, 64, "fans"), "index": (0, 1023, "")}
+_FINITE = (-sys.float_info.max, sys.float_info.max, "")
+_TYPES: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (float, int), str: (str,)}
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """What one field of a trace line may hold: exact types (``bool`` is no number) and bounds."""
+
+    kind: type
+    types: tuple[type, ...]
+    bounds: tuple[float, float, str] | None
+
+
+def _rules(cls: type) -> dict[str, _Rule]:
+    """A rule for every field of a dataclass that holds one number, flag or text, by its annotation."""
+    rules = {}
+    for f in fields(cls):
+        kind = next((k for k in _TYPES if str(f.type).startswith(k.__name__)), None)
+        if kind is None:
+            continue
+        by_unit = next((b for unit, b in _BOUNDS_BY_UNIT.items() if f.name.endswith(unit)), None)
+        bounds = _BOUNDS.get(f.name) or by_unit or _FINITE if kind in (int, float) else None
+        rules[f.name] = _Rule(kind, _TYPES[kind], bounds)
+    return rules
+
+
+_INFO_RULES = _rules(GpuInfo)
+_SAMPLE_RULES = _rules(GpuSample)
+_FAN_RULES = _rules(FanReading)
+_MEMORY_RULES = _rules(MemoryHealth)
+
+
+def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
+    """``record`` if it is an object whose known fields have the right type, finite and in bounds.
+
+    A value out of bounds is an error, never clipped or dropped in silence: the caller skips the
+    line and says so.
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"{what}: expected an object, got {_shown(record)}")
+    for key, value in record.items():
+        rule = rules.get(key)
+        if rule is None or value is None:
+            continue
+        if rule.kind is int and type(value) is float and value.is_integer():
+            value = record[key] = int(value)  # 1995.0 for a clock, as a writer that knows only floats puts it
+        if type(value) not in rule.types:
+            raise TypeError(f"{what}: {key} must be {_KIND_NAMES[rule.kind]}, got {_shown(value)}")
+        if rule.bounds is not None and not rule.bounds[0] <= value <= rule.bounds[1]:
+            low, high, unit = rule.bounds
+            if rule.bounds is _FINITE or (isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"{what}: {key} must be a finite number, got {_shown(value)}")
+            raise ValueError(f"{what}: {key} {value:g} is outside {low:g}…{high:g} {unit}".rstrip())
+    return record
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}…"
 
 
 def _known(record: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key in names}
-
-
-def _typed_fields(cls: type) -> dict[str, frozenset[type]]:
-    """Per field of a telemetry dataclass, the JSON types its value may have (``NoneType`` where optional)."""
-    kinds: dict[str, tuple[type, ...]] = {
-        "int": (int,),
-        "float": (int, float),
-        "str": (str,),
-        "bool": (bool,),
-    }
-    typed = {}
-    for f in fields(cls):
-        base, _, optional = str(f.type).partition(" | ")
-        if base in kinds:
-            typed[f.name] = frozenset(kinds[base] + ((type(None),) if optional == "None" else ()))
-    return typed
-
-
-_INFO_TYPES, _SAMPLE_TYPES, _FAN_TYPES = (
-    _typed_fields(GpuInfo),
-    _typed_fields(GpuSample),
-    _typed_fields(FanReading),
-)
-
-
-def _check_types(record: dict[str, Any], types: dict[str, frozenset[type]]) -> None:
-    """A number where a number belongs (a whole one for counts and clocks; never a bool or a string),
-    so a bad value stops here, named, rather than as a TypeError deep inside the controller."""
-    for name, value in record.items():
-        allowed = types.get(name)
-        if allowed is None or type(value) in allowed:
-            continue
-        if not (int in allowed and type(value) is float and value.is_integer()):  # 1995.0 for a clock
-            raise TypeError(f"{name} cannot be {value!r}")
 
 
 def parse_header(record: Any) -> TraceHeader:
@@ -131,9 +163,8 @@ def parse_header(record: Any) -> TraceHeader:
     if not isinstance(record.get("version"), int) or record["version"] > VERSION:
         raise ValueError(f"trace version {record.get('version')!r} is newer than this gpud reads ({VERSION})")
     gpus = []
-    for entry in record.get("gpus", []):
-        values = _known(entry, _INFO_FIELDS)
-        _check_types(values, _INFO_TYPES)
+    for n, entry in enumerate(_listed(record, "gpus")):
+        values = _known(_checked(entry, _INFO_RULES, f"gpus[{n}]"), _INFO_FIELDS)
         values["cooling"] = Cooling(values.get("cooling", Cooling.UNKNOWN))
         gpus.append(GpuInfo(**values))
     return TraceHeader(
@@ -141,9 +172,8 @@ def parse_header(record: Any) -> TraceHeader:
     )
 
 
-def _fan(record: dict[str, Any]) -> FanReading:
-    _check_types(record, _FAN_TYPES)
-    policy = record.get("policy")
+def _fan(record: Any, where: str) -> FanReading:
+    policy = _checked(record, _FAN_RULES, where).get("policy")
     return FanReading(speed_pct=record.get("speed_pct"), policy=FanPolicy(policy) if policy else None)
 
 
@@ -151,11 +181,14 @@ def parse_snapshot(record: Any) -> Snapshot:
     """One tick from its decoded JSON; raises ``ValueError``/``TypeError`` on a malformed one."""
     if not isinstance(record, dict) or not isinstance(record.get("t"), int | float):
         raise TypeError('a tick line is an object with a numeric "t"')
+    if not math.isfinite(record["t"]):
+        raise ValueError(f"t must be finite, got {record['t']}")
     samples = []
-    for entry in record.get("gpus", []):
-        _check_types(entry, _SAMPLE_TYPES)
+    for entry in _listed(record, "gpus"):
+        where = f"GPU {entry.get('index')}" if isinstance(entry, dict) else "gpus"
+        _checked(entry, _SAMPLE_RULES, where)
         nested = {
-            "fans": tuple(_fan(fan) for fan in entry.pop("fans", ())),
+            "fans": tuple(_fan(fan, f"{where} fan {n}") for n, fan in enumerate(_listed(entry, "fans", pop=True))),
             "memory_health": _memory_health(entry.pop("memory_health", None)),
             "xids": _xids(entry.pop("xids", None)),
         }
@@ -169,7 +202,11 @@ def parse_snapshot(record: Any) -> Snapshot:
 
 
 def _memory_health(record: Any) -> MemoryHealth | None:
-    return None if record is None else MemoryHealth(**_known(record, _MEMORY_FIELDS))
+    return (
+        None
+        if record is None
+        else MemoryHealth(**_known(_checked(record, _MEMORY_RULES, "memory_health"), _MEMORY_FIELDS))
+    )
 
 
 def _xids(record: Any) -> XidRecord | None:
@@ -179,6 +216,14 @@ def _xids(record: Any) -> XidRecord | None:
     counts = tuple((int(xid), int(times)) for xid, times in record.get("counts", ()))
     recent = tuple(XidEvent(int(xid), float(at)) for xid, at in record.get("recent", ()))
     return XidRecord(counts, recent)
+
+
+def _listed(record: dict[str, Any], key: str, pop: bool = False) -> list[Any]:
+    """``record[key]`` as a list (absent: empty); anything else is a malformed line."""
+    value = record.pop(key, []) if pop else record.get(key, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{key} must be a list, got {_shown(value)}")
+    return value
 
 
 def read_trace(
@@ -191,23 +236,20 @@ def read_trace(
     """
     iterator = iter(lines)
     try:
-        header = parse_header(json.loads(next(iterator)))
+        header = parse_header(loads_json(next(iterator)))
     except StopIteration:
         raise TraceError(f"{name}: empty file, not a gpud trace") from None
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise TraceError(f"{name}:1: {error}") from None
-    except RecursionError:
-        raise TraceError(f"{name}:1: JSON nested too deeply for a trace header") from None
 
     def ticks() -> Iterator[Snapshot]:
         for number, line in enumerate(iterator, start=2):
             if not line.strip():
                 continue
             try:
-                yield parse_snapshot(json.loads(line))
-            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
-                reason = "JSON nested too deeply" if isinstance(error, RecursionError) else error
-                message = f"{name}:{number}: skipped malformed tick: {reason}"
+                yield parse_snapshot(loads_json(line))
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                message = f"{name}:{number}: skipped malformed tick: {error}"
                 if strict:
                     raise TraceError(message) from None
                 if errors is not None:

@@ -3,10 +3,18 @@
 Installed on PATH by the ``fake_nvidia_settings`` fixture (tests/conftest.py). Its world comes from
 the JSON file named by ``FAKE_NVIDIA_SETTINGS_STATE``:
 ``{"display": ":0", "host": "gpubox", "gpus": [{"uuid": ..., "name": ..., "fans": 2}],
-"coolbits": true, "list_coolers": true, "hang_s": 0}``. Each call appends
-``{"argv": [...], "DISPLAY": ..., "XAUTHORITY": ...}`` to ``FAKE_NVIDIA_SETTINGS_LOG``. Messages
-and exit status follow nvidia-settings' own (src/query-assign.c); fans are numbered globally,
-GPU 0's first, as nvidia-settings does when it routes through NVML.
+"coolbits": true, "list_coolers": true, "hang_s": 0, "hang_after": null, "hold_pipes": false,
+"encoding": "utf-8"}``. Each call appends ``{"argv": [...], "DISPLAY": ..., "XAUTHORITY": ...}`` to
+``FAKE_NVIDIA_SETTINGS_LOG``. Messages and exit status follow nvidia-settings' own
+(src/query-assign.c); fans are numbered globally, GPU 0's first, as nvidia-settings does when it
+routes through NVML.
+
+A wedged X server: every call hangs ``hang_s`` seconds, or only the calls after the first
+``hang_after``; with ``hold_pipes`` the hung call first starts a process of its own (another
+session, out of reach of a kill of its group) that keeps its output pipes open, as X helpers do,
+and it ignores SIGTERM. ``GPUFanControlState`` is kept per GPU in ``control-N`` files next to the
+state file, so it reads back what was assigned, and a test can take control back as another
+tool would. ``encoding`` is how it writes its output (``latin-1`` for names that are not UTF-8).
 """
 
 from __future__ import annotations
@@ -14,21 +22,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    state = json.loads(Path(os.environ["FAKE_NVIDIA_SETTINGS_STATE"]).read_text())
-    with open(os.environ["FAKE_NVIDIA_SETTINGS_LOG"], "a") as log:
+    state_path = Path(os.environ["FAKE_NVIDIA_SETTINGS_STATE"])
+    state = json.loads(state_path.read_text())
+    log_path = Path(os.environ["FAKE_NVIDIA_SETTINGS_LOG"])
+    with log_path.open("a") as log:
         entry = {
             "argv": argv,
             "DISPLAY": os.environ.get("DISPLAY"),
             "XAUTHORITY": os.environ.get("XAUTHORITY"),
         }
         log.write(json.dumps(entry) + "\n")
-    time.sleep(state.get("hang_s", 0))
+    sys.stdout.reconfigure(encoding=state.get("encoding", "utf-8"))
+    hang_after = state.get("hang_after")
+    if hang_after is None or len(log_path.read_text().splitlines()) > hang_after:
+        hang(state)
     display, queries, assignments, terse = None, [], [], False
     args = iter(argv)
     for arg in args:
@@ -49,17 +64,29 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    world = World(state, f"{state.get('host', 'gpubox')}{display}")
+    world = World(state, f"{state.get('host', 'gpubox')}{display}", state_path.parent)
     ok = all([world.query(q, terse) for q in queries] + [world.assign(a) for a in assignments])
     return 0 if ok else 1
+
+
+def hang(state: dict) -> None:
+    """Block as a call to a wedged X server does (not at all when ``hang_s`` is 0)."""
+    seconds = state.get("hang_s", 0)
+    if not seconds:
+        return
+    if state.get("hold_pipes"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        subprocess.Popen(["sleep", str(seconds)], start_new_session=True)  # inherits stdout and stderr
+    time.sleep(seconds)
 
 
 class World:
     """The X server's GPUs and fans as nvidia-settings would show them."""
 
-    def __init__(self, state: dict, display_name: str) -> None:
+    def __init__(self, state: dict, display_name: str, directory: Path) -> None:
         self.state = state
         self.name = display_name
+        self.directory = directory
         self.fans: list[list[int]] = []
         next_fan = 0
         for gpu in state["gpus"]:
@@ -72,8 +99,11 @@ class World:
             return True
         match = re.fullmatch(r"\[gpu:(\d+)\]/GPUFanControlState", what)
         if match and int(match.group(1)) < len(self.fans):
+            value = self.control_state(int(match.group(1)))
             print(
-                "0" if terse else f"  Attribute 'GPUFanControlState' ({self.name}[gpu:{match.group(1)}]): 0."
+                value
+                if terse
+                else f"  Attribute 'GPUFanControlState' ({self.name}[gpu:{match.group(1)}]): {value}."
             )
             return True
         print(f"ERROR: Error querying attribute specified in query '{what}'.", file=sys.stderr)
@@ -114,8 +144,16 @@ class World:
                 file=sys.stderr,
             )
             return False
+        if kind == "gpu" and attribute == "GPUFanControlState":
+            path = self.directory / f"control-{target}"
+            path.with_suffix(".new").write_text(value)
+            path.with_suffix(".new").replace(path)
         print(f"  Attribute '{attribute}' ({self.name}[{kind}:{target}]) assigned value {value}.")
         return True
+
+    def control_state(self, gpu: int) -> str:
+        path = self.directory / f"control-{gpu}"
+        return path.read_text() if path.exists() else "0"
 
 
 if __name__ == "__main__":

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 
+import psutil
 import pytest
 
 from gpud.fans.backend import FanControlError
 from gpud.fans.choose import BackendChoice, assign_backends
-from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend, hand_back_every_gpu
+from gpud.fans.nvidia_settings import (
+    DISPLAY_MANAGER_USERS,
+    KILL_WAIT_S,
+    NvidiaSettings,
+    NvidiaSettingsBackend,
+    find_xauthority,
+    hand_back_every_gpu,
+)
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.sim.nvml_lib import simulated_uuid
 
@@ -110,4 +120,69 @@ def test_auto_falls_back_to_nvidia_settings_when_nvml_needs_root(
 def test_hand_back_every_gpu_needs_no_nvml(fake_nvidia_settings):
     fake = fake_nvidia_settings(gpus=2)
     assert hand_back_every_gpu(NvidiaSettings()) == [0, 1]
-    assert fake.assignments() == ["[gpu:0]/GPUFanControlState=0", "[gpu:1]/GPUFanControlState=0"]
+    assert sorted(fake.assignments()) == ["[gpu:0]/GPUFanControlState=0", "[gpu:1]/GPUFanControlState=0"]
+
+
+def test_a_hung_nvidia_settings_whose_helper_keeps_the_pipes_open_still_times_out(gpus, fake_nvidia_settings):
+    # subprocess.run(timeout=...) would wait for the pipes to close after its kill: for good here.
+    fake_nvidia_settings(gpus=3, hang_s=20, hold_pipes=True)
+    started = time.monotonic()
+    with pytest.raises(FanControlError) as failed:
+        NvidiaSettings(timeout_s=0.5).run("-q", "gpus")
+    assert failed.value.error == "Timeout"
+    assert time.monotonic() - started < 0.5 + KILL_WAIT_S + 1
+
+
+def test_output_that_is_not_utf8_is_read_tolerantly(gpus, fake_nvidia_settings):
+    fake = fake_nvidia_settings(gpus=3, encoding="latin-1")
+    fake.set(gpus=[{"uuid": simulated_uuid(i), "name": "Carte graphique été", "fans": 2} for i in range(3)])
+    backend = NvidiaSettingsBackend(NvidiaSettings(), gpus)
+    assert len(backend.probe(gpus[1])) == 2
+    assert fake.assignments() == ["[gpu:1]/GPUFanControlState=0"]
+
+
+def test_the_fan_control_state_is_read_back_and_manual_control_asked_for_again_once_lost(
+    gpus, fake_nvidia_settings
+):
+    fake = fake_nvidia_settings(gpus=3)
+    backend = NvidiaSettingsBackend(NvidiaSettings(), gpus)
+    backend.set_speeds(gpus[0], {0: 50, 1: 50})
+    assert backend.control_states(gpus[0]) == (True, True)
+    fake.take_control_back(0)  # a GPU reset, or another tool
+    assert backend.control_states(gpus[0]) == (False, False)
+    backend.set_speeds(gpus[0], {0: 55})
+    assert fake.assignments()[-2:] == ["[gpu:0]/GPUFanControlState=1", "[fan:0]/GPUTargetFanSpeed=55"]
+    assert fake.control_state(0) == 1
+
+
+def test_a_read_back_that_fails_is_unknown_not_an_error(gpus, fake_nvidia_settings):
+    fake_nvidia_settings(gpus=3, display=":0")
+    assert NvidiaSettingsBackend(NvidiaSettings(display=":5"), gpus).control_states(gpus[0]) == (None, None)
+
+
+def x_server(cookie: str, user: str | None = None) -> subprocess.Popen:
+    """A process that looks like a display manager's Xorg (its name and -auth argument), run as ``user``."""
+    argv = ["/usr/lib/xorg/Xorg", "-c", "sleep 30; :", "vt1", "-auth", cookie]
+    return subprocess.Popen(argv, executable="/bin/sh", user=user)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process as another user needs root")
+def test_only_an_x_server_of_root_or_a_display_manager_is_trusted_for_its_cookie(monkeypatch):
+    planted = x_server("/etc/shadow", user="nobody")
+    genuine = x_server("/run/gdm/auth-for-gdm")
+    try:
+        time.sleep(0.3)
+        processes = [psutil.Process(planted.pid), psutil.Process(genuine.pid)]
+        assert find_xauthority(processes) == "/run/gdm/auth-for-gdm"
+        assert find_xauthority(processes[:1]) is None
+        # The same process, had its user been a display manager's (as gdm runs its X servers):
+        nobody = psutil.Process(planted.pid).uids().real
+        assert "gdm" in DISPLAY_MANAGER_USERS
+        monkeypatch.setattr(
+            "gpud.fans.nvidia_settings._user_name", lambda uid: "gdm" if uid == nobody else None
+        )
+        assert find_xauthority(processes[:1]) == "/etc/shadow"
+    finally:
+        for child in (planted, genuine):
+            child.kill()
+            child.wait()

@@ -49,6 +49,12 @@ def test_a_spec_reads_into_faults_with_windows_and_a_seed():
         ("error:call=nvmlDeviceGetName", "needs error=NAME and call=GLOB"),
         ("hang:gpu=1", "needs call=GLOB"),
         ("lost:at=-5", "at must not be negative"),
+        ("lost:gpu=1,at=nan", "at must be a finite number, got 'nan'"),
+        ("lost:gpu=1,for=inf", "for must be a finite number"),
+        ("random:rate=NaN", "rate must be a finite number"),
+        ("hang:call=*,seconds=1e999", "seconds must be a finite number"),
+        ("lost:gpu=1.5", "gpu must be a whole number, got '1.5'"),
+        ("random:seed=2.5", "seed must be a whole number"),
     ],
 )
 def test_a_bad_spec_says_what_is_wrong(spec, problem):

@@ -1,0 +1,196 @@
+"""Fan ownership is checked, not assumed; a transient error at start is not a verdict for life.
+
+The simulated driver resets GPUs and fails calls at start (gpud/sim/faults.py); the fake
+nvidia-settings keeps GPUFanControlState, so another tool can take control back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from gpud.callguard import CallGuard
+from gpud.daemon import Daemon
+from gpud.decide.controller import Controller
+from gpud.fans.choose import BackendChoice, Chooser
+from gpud.fans.control import TOOL_WAIT_S, ControlMode, FanControl
+from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
+from gpud.fans.nvml import NvmlFanBackend
+from gpud.nvml.library import open_nvml
+from gpud.nvml.source import NvmlSource
+from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
+from gpud.sim.machine import Layout
+from gpud.sim.thermal import Card
+from gpud.telemetry import Cooling
+
+
+class Loop:
+    """A daemon on the fake clock over a faulty simulated driver, fans through NVML (probed again as needed)."""
+
+    def __init__(self, install_nvml, clock, spec: str, gpus: int = 3) -> None:
+        library = install_nvml(gpus=gpus)
+        faults, seed = parse_faults(spec)
+        self.faulty = FaultyNvmlLibrary(library, faults, seed)
+        open_nvml(self.faulty)
+        self.clock, self.cards = clock, library.machine.cards
+        self.source = NvmlSource(clock=library.unix_time)
+        chooser = Chooser(BackendChoice.NVML, [NvmlFanBackend()])
+        self.fans = FanControl(chooser.assign_all(self.source.gpus, self.source.incomplete), chooser=chooser)
+        self.daemon = Daemon(self.source, "simulated", 1.0, fans=self.fans)
+
+    def run(self, seconds: int) -> None:
+        for _ in range(seconds):
+            self.clock.advance(1.0)
+            self.daemon.tick()
+
+    def manual(self, gpu: int) -> bool:
+        """Every fan of the simulated card on a manual target (gpud's)."""
+        return all(fan.manual_target_pct is not None for fan in self.cards[gpu].fans)
+
+    def mode(self, gpu: int) -> ControlMode:
+        return self.daemon.state.fan_control[gpu].mode
+
+    def close(self) -> None:
+        self.fans.restore()
+        self.source.close()
+
+
+@pytest.fixture
+def loop(install_nvml, clock):
+    made: list[Loop] = []
+
+    def make(spec: str, gpus: int = 3) -> Loop:
+        made.append(Loop(install_nvml, clock, spec, gpus))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def test_a_gpu_reset_between_two_ticks_is_noticed_and_its_fans_taken_again_within_seconds(loop, monkeypatch):
+    resets = []
+    monkeypatch.setattr(Card, "reset", lambda card, real=Card.reset: (resets.append(card), real(card)))
+    run = loop("reset:gpu=1,at=62.5")
+    run.run(62)
+    assert all(run.manual(gpu) for gpu in range(3)) and resets == []
+    with capture_logs() as logs:
+        run.run(1)  # the reset comes between this tick's reads and the previous one
+        assert resets == [run.cards[1]]
+        seconds = 1
+        while not run.manual(1) and seconds < 10:
+            run.run(1)
+            seconds += 1
+    assert run.manual(1) and seconds <= 6
+    taken_back = [e for e in logs if e["event"].startswith("fan control taken back by the driver")]
+    assert [e["gpu"] for e in taken_back] == [1]
+    assert run.daemon.state.fan_control[1].errors["TakenBack"] == 1
+    assert all(run.manual(gpu) for gpu in (0, 2))
+
+
+def test_another_tool_taking_nvidia_settings_fans_back_is_noticed_at_the_next_read_back(
+    install_nvml, nvml_source, fake_nvidia_settings, clock
+):
+    library = install_nvml(gpus=2)
+    source = nvml_source(clock=library.unix_time)
+    fake = fake_nvidia_settings(gpus=2)
+    backend = NvidiaSettingsBackend(NvidiaSettings(), source.gpus)
+    fans = FanControl(Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus))
+    controller = Controller(source.gpus)
+    for _ in range(3):
+        clock.advance(1)
+        snapshot = source.sample()
+        fans.apply(controller.step(snapshot), snapshot)
+    assert fake.control_state(0) == fake.control_state(1) == 1
+    fake.take_control_back(1)
+    sent = len(fake.assignments())
+    for _ in range(int(backend.readback_every_s) + 1):
+        clock.advance(1)
+        snapshot = source.sample()
+        fans.apply(controller.step(snapshot), snapshot)
+    assert fake.control_state(1) == 1
+    assert "[gpu:1]/GPUFanControlState=1" in fake.assignments()[sent:]
+    assert "[gpu:0]/GPUFanControlState=1" not in fake.assignments()[sent:]
+    fans.restore()
+
+
+def test_a_fan_away_from_its_target_gets_its_command_again_before_it_is_called_not_following(loop):
+    run = loop("stuck-fan:gpu=0,fan=1,at=20")
+    with capture_logs() as logs:
+        run.run(80)
+    events = [e["event"] for e in logs if e.get("gpu") == 0 and e.get("fan") == 1]
+    assert events == ["fan away from its target: command sent again", "fan not following its target"]
+    assert not run.daemon.state.fan_control[0].fans[1].following
+
+
+def test_a_fan_count_that_failed_at_start_is_read_again_and_the_gpu_is_not_passive(loop):
+    run = loop("error:error=Timeout,call=nvmlDeviceGetNumFans,gpu=1,at=0,for=2")
+    assert run.source.incomplete.keys() == {1}
+    assert run.source.gpus[1].cooling is not Cooling.PASSIVE
+    assert run.daemon.state.fan_control[1].mode is ControlMode.AUTO  # not "unsupported"
+    with capture_logs() as logs:
+        run.run(15)
+    assert run.source.incomplete == {} and run.source.gpus[1].fan_count == 2
+    assert run.manual(1) and run.mode(1) is ControlMode.MANUAL
+    assert "gpu discovered in full after a failed start" in [e["event"] for e in logs]
+
+
+def test_a_gpu_whose_handle_failed_at_start_is_opened_later(loop):
+    run = loop("error:error=Unknown,call=nvmlDeviceGetHandleByIndex*,gpu=2,at=0,for=2")
+    assert run.source.gpus[2].uuid == "unknown-2"
+    run.run(2)
+    assert not run.daemon.state.snapshot.gpus[2].up
+    run.run(15)
+    assert run.source.gpus[2].uuid.startswith("GPU-") and run.daemon.state.gpus[2] == run.source.gpus[2]
+    assert run.daemon.state.snapshot.gpus[2].up
+    assert run.manual(2)
+
+
+def test_a_fan_control_probe_that_timed_out_at_start_is_tried_again_with_back_off(loop):
+    run = loop("error:error=Timeout,call=nvmlDeviceGetMinMaxFanSpeed,gpu=0,at=0,for=8")
+    assert run.daemon.state.fan_control[0].backend == "none"
+    assert "tried again while running" in run.daemon.state.fan_control[0].reason
+    run.run(6)  # the first probe again (after 5 s) still fails: the next after 10 s more
+    assert run.daemon.state.fan_control[0].backend == "none"
+    run.run(12)
+    assert run.daemon.state.fan_control[0].backend == "nvml" and run.manual(0)
+
+
+def test_a_card_the_driver_says_has_no_fans_is_passive_and_not_asked_again(install_nvml, nvml_source):
+    library = install_nvml(gpus=2, layout=Layout.PASSIVE)  # NumFans "not supported", as on an H100
+    source = nvml_source(clock=library.unix_time)
+    assert source.incomplete == {} and [g.cooling for g in source.gpus] == [Cooling.PASSIVE] * 2
+    chooser = Chooser(BackendChoice.NVML, [NvmlFanBackend()])
+    assignments = chooser.assign_all(source.gpus, source.incomplete)
+    assert [(a.mode, a.retry) for a in assignments] == [(ControlMode.UNSUPPORTED, False)] * 2
+
+
+def test_a_hung_nvidia_settings_costs_the_tick_its_wait_once_and_the_gpu_is_reported(
+    install_nvml, nvml_source, fake_nvidia_settings, clock
+):
+    library = install_nvml(gpus=3)
+    source = nvml_source(clock=library.unix_time)
+    fake = fake_nvidia_settings(gpus=3)
+    backend = NvidiaSettingsBackend(NvidiaSettings(timeout_s=5), source.gpus)
+    fans = FanControl(
+        Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus), guard=CallGuard(0.1)
+    )
+    controller = Controller(source.gpus)
+    clock.advance(1)
+    snapshot = source.sample()
+    fans.apply(controller.step(snapshot), snapshot)
+    fake.set(hang_after=len(fake.calls()), hang_s=20, hold_pipes=True)  # X wedges now
+    waits = []
+    for _ in range(5):
+        clock.advance(10)
+        snapshot = source.sample()
+        started = time.monotonic()
+        report = fans.apply(controller.step(snapshot), snapshot)
+        waits.append(time.monotonic() - started)
+    assert waits[0] < TOOL_WAIT_S + 0.5 and max(waits[1:]) < 0.2  # waited once, then skipped
+    assert all(gpu.hung for gpu in report) and all(gpu.errors.get("Hung") == 1 for gpu in report)
+    started = time.monotonic()
+    assert fans.restore(deadline_s=2) is False  # said, and left to gpud fans reset
+    assert time.monotonic() - started < 2.5
