@@ -166,10 +166,10 @@ def _listen_refused(error: OSError, listen: str) -> str:
 
 
 def _reload(
-    args: argparse.Namespace, running: Settings, gpus: list[int], server: StatusServer
+    args: argparse.Namespace, running: Settings, gpus: list[int], server: StatusServer | None = None
 ) -> DecideSettings:
     """SIGHUP: the configuration read again as at start (file, environment, flags), and the web
-    config's file with it (new certificates, users).
+    config's file with it (new certificates, users) for the ``server`` that serves it.
 
     Which GPUs are ``stock`` (left to the driver) is settled when fan control starts: a
     configuration that changes it is not applied, so no fan is left where gpud stopped driving it.
@@ -179,7 +179,7 @@ def _reload(
     from gpud.webconfig import load_web_config
 
     loaded = flagged_settings(args)
-    if running.web_config is not None and loaded.web_config == running.web_config:
+    if server is not None and running.web_config is not None and loaded.web_config == running.web_config:
         server.reload_web(load_web_config(running.web_config))
     stock = [[gpu for gpu in gpus if settings.fans.left_to_driver(gpu)] for settings in (running, loaded)]
     if stock[0] != stock[1]:
