@@ -1,10 +1,11 @@
 """The loop: one tick every interval, on a drift-free schedule; process concerns around it.
 
 One tick is sample → decide → apply fan targets (→ record with ``--record``) → publish. Signal
-handlers only set an event; the loop notices at once, so SIGTERM/SIGINT (and SIGABRT, from
-systemd's watchdog) end the process within a fraction of a second. SIGHUP reloads the
-configuration before the next tick, fans staying under control throughout; a configuration that
-does not load is reported and the running one kept.
+handlers only note the signal, taking no lock (a handler that logged would deadlock on the
+logger's lock if the signal came while the main thread writes a line); the loop notices a stop at
+once and says it, so SIGTERM/SIGINT (and SIGABRT, from systemd's watchdog) end the process within a
+fraction of a second. SIGHUP reloads the configuration before the next tick, fans staying under
+control throughout; a configuration that does not load is reported and the running one kept.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
@@ -29,6 +30,7 @@ from gpud.exporter import build_registry
 from gpud.fans.control import EXIT_DEADLINE_S, FanControl
 from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
+from gpud.signalsafe import SignalSafeFlag
 from gpud.source import TelemetrySource
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo
@@ -108,10 +110,14 @@ class Daemon:
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
         self._recorder = recorder
-        self._stop = threading.Event()
+        self._stop = SignalSafeFlag()
+        self._stop_signal: int | None = None
+        self._ignored_counts = dict.fromkeys(IGNORED_SIGNALS, 0)  # since start; a handler only adds
+        self._ignored_logged = dict.fromkeys(IGNORED_SIGNALS, 0)
+        self._ignoring: list[int] = []  # the IGNORED_SIGNALS whose handler is ours
         self._reload = reload
         self._listen = listen
-        self._reload_requested = threading.Event()
+        self._reload_requested = False
         self._ready = False
         self._tick_errors = 0
         self.history = History(every_s=max(30.0, interval_s))
@@ -135,7 +141,7 @@ class Daemon:
 
     def request_reload(self) -> None:
         """Reload the configuration before the next tick (safe from a signal handler)."""
-        self._reload_requested.set()
+        self._reload_requested = True
 
     def install_signal_handlers(self) -> None:
         """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
@@ -145,16 +151,19 @@ class Daemon:
         """
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            log.info("stopping", signal=_name(signum))
+            if self._stop_signal is None:
+                self._stop_signal = signum
             self.stop()
 
         def ignore(signum: int, frame: FrameType | None) -> None:
-            log.warning("signal ignored: it means nothing to gpud", signal=_name(signum))
+            self._ignored_counts[signum] += 1
 
         for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
             for signum in signals:
                 if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None):
                     signal.signal(signum, handler)
+                    if handler is ignore:
+                        self._ignoring.append(signum)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 
@@ -175,8 +184,9 @@ class Daemon:
         self._watchdog.start()
         try:
             while not self._stop.is_set():
-                if self._reload_requested.is_set():
-                    self._reload_requested.clear()
+                self._log_ignored_signals()
+                if self._reload_requested:
+                    self._reload_requested = False
                     self._reload_settings()
                 if self._tick_safely():
                     self._watchdog.beat()
@@ -186,12 +196,29 @@ class Daemon:
                         self._notifier.notify("READY=1")
                 next_at = self._next_deadline(next_at)
                 self._stop.wait(max(0.0, next_at - self._clock()))
+            signum = self._stop_signal
+            log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
         finally:
             self._watchdog.stop()
             self._notifier.notify("STOPPING=1")
             if self._fans is not None:
                 self._fans.restore(EXIT_DEADLINE_S)
             log.info("stopped")
+            self._keep_ignoring()
+
+    def _keep_ignoring(self) -> None:
+        """Ignore the user signals for good: on its way out the interpreter puts a signal handled in
+        Python back to its default action, and a SIGUSR1 then would end gpud with a failure status."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._ignoring:
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _log_ignored_signals(self) -> None:
+        """The ignored signals that came since the last tick, one line per signal however often it came."""
+        for signum, count in self._ignored_counts.items():
+            if count > self._ignored_logged[signum]:
+                times, self._ignored_logged[signum] = count - self._ignored_logged[signum], count
+                log.warning("signal ignored: it means nothing to gpud", signal=_name(signum), times=times)
 
     def _reload_settings(self) -> None:
         if self._reload is None:

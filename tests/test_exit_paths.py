@@ -6,9 +6,12 @@ is in its log, so "no fan left on manual" is read from what was really sent.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -276,3 +279,49 @@ def test_a_gpu_reset_under_the_daemon_is_noticed_and_its_fans_taken_again(tmp_pa
     reset_at = next(e for e in logged if e["event"].startswith("fan control taken back"))
     assert reset_at["gpu"] == 1 and reset_at["fans"] == [0, 1]
     assert [e["event"] for e in logged].count("fans handed back to the driver") == GPUS
+
+
+@pytest.mark.slow
+def test_sigterm_amid_a_storm_of_signals_and_log_lines_still_stops_the_daemon(fake_nvidia_settings, tmp_path):
+    # A signal handler that logs deadlocks when the signal lands while the main thread is writing a
+    # log line: the logger's lock is not reentrant, and a write blocked on a full pipe (or journald's
+    # socket) runs the handler when the signal interrupts it. Here stderr is a pipe of one page that
+    # nobody reads until after the SIGTERM, amid SIGUSR1s sent as fast as they go (each a log line).
+    fake = fake_nvidia_settings(gpus=GPUS)
+    daemon = subprocess.Popen(
+        [*GPUD, "run", "--simulate", str(GPUS), "--listen", f"127.0.0.1:{free_port()}", "--interval", "0.5"]
+        + ["--log-format", "json", "--log-level", "debug", "--fan-backend", "nvidia-settings"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    fcntl.fcntl(daemon.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+
+    def storm() -> None:
+        started = time.monotonic()
+        terminated = False
+        while time.monotonic() - started < 4:
+            os.kill(daemon.pid, signal.SIGUSR1)
+            if not terminated and time.monotonic() - started > 2:
+                os.kill(daemon.pid, signal.SIGTERM)
+                terminated = True
+            time.sleep(0.0002)  # thousands a second, leaving the daemon the CPU to run
+
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        storming = threading.Thread(target=storm)
+        storming.start()
+        storming.join()  # the daemon is reaped only after this: its pid is never another process's
+        _, stderr = daemon.communicate(timeout=20)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
+    assert daemon.returncode == 0
+    assert handed_back(fake)
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [e.get("signal") for e in logged if e["event"] == "stopping"] == ["SIGTERM"]
+    ignored = [
+        e["times"] for e in logged if e["event"].startswith("signal ignored") and e["signal"] == "SIGUSR1"
+    ]
+    assert sum(ignored) > 1000
