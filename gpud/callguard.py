@@ -73,6 +73,12 @@ class CallGuard:
                 del self._cooling_off[gpu]
             return frozenset(self._hung.keys() | self._cooling_off.keys())
 
+    @property
+    def outstanding(self) -> frozenset[int]:
+        """GPUs with a call the loop gave up waiting for that has not returned yet (not cooling off)."""
+        with self._lock:
+            return frozenset(self._hung)
+
     def run_each(self, gpus: Iterable[int], job: Callable[[int], T]) -> dict[int, T]:
         """``job(gpu)`` for every GPU that is not hung; GPUs that hang now are left out.
 

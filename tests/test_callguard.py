@@ -87,8 +87,9 @@ def test_a_parallel_guard_waits_its_limit_once_however_many_gpus_hang():
 def test_a_gpu_whose_call_hung_cools_off_before_it_is_called_again():
     guard = CallGuard(limit_s=0.05, parallel=True, retry_s=0.3)
     assert guard.run_each([0], lambda gpu: time.sleep(0.1)) == {}
+    assert guard.outstanding == {0}
     time.sleep(0.1)  # the call has returned ...
-    assert guard.hung == {0}  # ... but the GPU is left alone a while
+    assert guard.hung == {0} and guard.outstanding == frozenset()  # ... but the GPU is left alone a while
     assert guard.run_each([0], lambda gpu: "called") == {}
     time.sleep(0.3)
     assert guard.run_each([0], lambda gpu: "called") == {0: "called"}

@@ -277,10 +277,11 @@ class FanControl:
         All GPUs at once, each waiting for a command in progress on it; a GPU whose command hangs
         (its own command, which handed its fans back if it failed) is passed over, and what is not
         done within ``deadline_s`` is said at critical level and left (``gpud fans reset`` hands it
-        back).
+        back). A GPU cooling off after a hung command that has since returned is handed back like
+        the others: the wait before calling it again is for the running daemon, not for its exit.
         """
         started = time.monotonic()
-        hung = self._hung()
+        hung = self._guard.outstanding | self._tool_guard.outstanding
 
         def restore_one(index: int) -> bool | None:
             g = self._gpus[index]

@@ -194,3 +194,28 @@ def test_a_hung_nvidia_settings_costs_the_tick_its_wait_once_and_the_gpu_is_repo
     started = time.monotonic()
     assert fans.restore(deadline_s=2) is False  # said, and left to gpud fans reset
     assert time.monotonic() - started < 2.5
+
+
+def test_at_exit_a_gpu_cooling_off_after_a_hung_command_is_handed_back(
+    install_nvml, nvml_source, fake_nvidia_settings, clock
+):
+    library = install_nvml(gpus=2)
+    source = nvml_source(clock=library.unix_time)
+    fake = fake_nvidia_settings(gpus=2)
+    backend = NvidiaSettingsBackend(NvidiaSettings(timeout_s=5), source.gpus)
+    fans = FanControl(Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus))
+    controller = Controller(source.gpus)
+    clock.advance(1)
+    snapshot = source.sample()
+    fans.apply(controller.step(snapshot), snapshot)
+    fake.set(hang_after=len(fake.calls()), hang_s=TOOL_WAIT_S + 0.5)  # a slow X server, for a while
+    clock.advance(10)
+    snapshot = source.sample()
+    assert all(gpu.hung for gpu in fans.apply(controller.step(snapshot), snapshot))
+    fake.set(hang_after=None, hang_s=0)
+    time.sleep(1.0)  # the hung commands return: both GPUs cool off before they are called again
+    clock.advance(10)
+    snapshot = source.sample()
+    assert all(gpu.hung for gpu in fans.apply(controller.step(snapshot), snapshot))
+    assert fans.restore(deadline_s=5) is True
+    assert [fake.control_state(gpu) for gpu in range(2)] == [0, 0]
