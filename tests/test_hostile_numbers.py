@@ -157,6 +157,14 @@ TRACE_HEADER = header_line(TraceHeader("box", (GpuInfo(0, "GPU-0", "RTX 3090", "
         ({"t": 1, "gpus": [{"index": 0, "up": 1}]}, "up must be true or false"),
         ({"t": 1, "gpus": [{"index": -1}]}, "index -1 is outside 0…1023"),
         ({"t": 1, "gpus": {"index": 0}}, "gpus must be a list"),
+        (
+            {"t": 1, "gpus": [{"index": 0, "xids": {"counts": [[1e300, 1]]}}]},
+            "xids.counts[0]: xid must be a whole number, got 1e+300",
+        ),
+        ({"t": 1, "gpus": [{"index": 0, "xids": {"counts": [[79, -2]]}}]}, "times -2 is outside 0…1e+18"),
+        ({"t": 1, "gpus": [{"index": 0, "xids": {"counts": [["79", 2]]}}]}, "xid must be a whole number"),
+        ({"t": 1, "gpus": [{"index": 0, "xids": {"recent": [[79]]}}]}, "xids.recent[0]: expected [xid, at]"),
+        ({"t": 1, "gpus": [{"index": 0, "xids": [79]}]}, "xids: expected an object"),
         ({"t": 1, "gpus": ["GPU 0"]}, "expected an object"),
     ],
 )
@@ -175,9 +183,11 @@ def test_implausible_values_in_a_trace_skip_the_tick_naming_the_line_and_the_val
         '{"t": 1, "gpus": [{"index": 0, "power_w": Infinity}]}',
         '{"t": 1, "gpus": [{"index": 0, "power_w": 1e999}]}',
         '{"t": 1e999, "gpus": []}',
+        '{"t": 1, "gpus": [{"index": 0, "xids": {"counts": [[1e999, 1]]}}]}',
+        '{"t": 1, "gpus": [{"index": 0, "xids": {"recent": [[79, 1e999]]}}]}',
         '{"t": 1, "gpus": [' + "[" * 100_000 + "]" * 100_000 + "]}",
     ],
-    ids=["NaN", "Infinity", "overflow", "time overflow", "deep"],
+    ids=["NaN", "Infinity", "overflow", "time overflow", "xid overflow", "xid time overflow", "deep"],
 )
 def test_non_numbers_and_deep_nesting_in_a_trace_are_malformed_ticks(line: str):
     errors: list[str] = []

@@ -91,6 +91,7 @@ _MEMORY_FIELDS = {f.name for f in fields(MemoryHealth)}
 _BOUNDS_BY_UNIT = {"_c": (-50.0, 150.0, "°C"), "_pct": (0.0, 100.0, "%")}
 _BOUNDS = {"fan_count": (0, 64, "fans"), "index": (0, 1023, "")}
 _FINITE = (-sys.float_info.max, sys.float_info.max, "")
+_EXACT = 2.0**53  # beyond it a float is no longer sure to be the whole number written
 _TYPES: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (float, int), str: (str,)}
 _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
@@ -121,6 +122,8 @@ _INFO_RULES = _rules(GpuInfo)
 _SAMPLE_RULES = _rules(GpuSample)
 _FAN_RULES = _rules(FanReading)
 _MEMORY_RULES = _rules(MemoryHealth)
+_XID_RULES = _rules(XidEvent)  # xid a whole number, at a finite time
+_XID_COUNT_RULES = {"xid": _XID_RULES["xid"], "times": _Rule(int, (int,), (0, 1e18, ""))}
 
 
 def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
         rule = rules.get(key)
         if rule is None or value is None:
             continue
-        if rule.kind is int and type(value) is float and value.is_integer():
+        if rule.kind is int and type(value) is float and value.is_integer() and abs(value) <= _EXACT:
             value = record[key] = int(value)  # 1995.0 for a clock, as a writer that knows only floats puts it
         if type(value) not in rule.types:
             raise TypeError(f"{what}: {key} must be {_KIND_NAMES[rule.kind]}, got {_shown(value)}")
@@ -188,7 +191,9 @@ def parse_snapshot(record: Any) -> Snapshot:
         where = f"GPU {entry.get('index')}" if isinstance(entry, dict) else "gpus"
         _checked(entry, _SAMPLE_RULES, where)
         nested = {
-            "fans": tuple(_fan(fan, f"{where} fan {n}") for n, fan in enumerate(_listed(entry, "fans", pop=True))),
+            "fans": tuple(
+                _fan(fan, f"{where} fan {n}") for n, fan in enumerate(_listed(entry, "fans", pop=True))
+            ),
             "memory_health": _memory_health(entry.pop("memory_health", None)),
             "xids": _xids(entry.pop("xids", None)),
         }
@@ -213,9 +218,27 @@ def _xids(record: Any) -> XidRecord | None:
     """``{"counts": [[xid, times], ...], "recent": [[xid, t], ...]}`` → the record."""
     if record is None:
         return None
-    counts = tuple((int(xid), int(times)) for xid, times in record.get("counts", ()))
-    recent = tuple(XidEvent(int(xid), float(at)) for xid, at in record.get("recent", ()))
+    _checked(record, {}, "xids")
+    counts = tuple(
+        (p["xid"], p["times"]) for p in _pairs(record, "counts", ("xid", "times"), _XID_COUNT_RULES)
+    )
+    recent = tuple(
+        XidEvent(p["xid"], float(p["at"])) for p in _pairs(record, "recent", ("xid", "at"), _XID_RULES)
+    )
     return XidRecord(counts, recent)
+
+
+def _pairs(
+    record: dict[str, Any], key: str, names: tuple[str, str], rules: dict[str, _Rule]
+) -> list[dict[str, Any]]:
+    """``record[key]``, a list of two-number lists, each checked by ``rules`` as ``names``."""
+    pairs = []
+    for n, pair in enumerate(_listed(record, key)):
+        what = f"xids.{key}[{n}]"
+        if not isinstance(pair, list) or len(pair) != 2 or None in pair:
+            raise TypeError(f"{what}: expected [{names[0]}, {names[1]}], got {_shown(pair)}")
+        pairs.append(_checked(dict(zip(names, pair, strict=True)), rules, what))
+    return pairs
 
 
 def _listed(record: dict[str, Any], key: str, pop: bool = False) -> list[Any]:

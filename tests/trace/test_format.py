@@ -58,6 +58,39 @@ def test_unknown_fields_are_ignored_and_missing_ones_are_none():
     assert tick.gpus[0].temperature_c == 50 and tick.gpus[0].power_w is None
 
 
+def test_a_whole_number_written_as_a_float_reads_as_the_number_and_a_fraction_does_not():
+    header = json.dumps(
+        {
+            "format": "gpud-trace",
+            "version": 1,
+            "gpus": [
+                {
+                    "index": 0,
+                    "uuid": "u",
+                    "name": "n",
+                    "pci_bus_id": "",
+                    "driver_version": "d",
+                    "fan_count": 2.0,
+                }
+            ],
+        }
+    )
+    tick = {"t": 5, "gpus": [{"index": 0.0, "sm_clock_mhz": 1995.0, "xids": {"counts": [[79.0, 1.0]]}}]}
+    errors: list[str] = []
+    parsed, ticks = read_trace(
+        [header, json.dumps(tick), json.dumps({"t": 6, "gpus": [{"index": 0, "sm_clock_mhz": 1995.5}]})],
+        "t.jsonl",
+        errors=errors,
+    )
+    (sample,) = next(ticks).gpus
+    assert parsed.gpus[0].fan_count == 2 and type(parsed.gpus[0].fan_count) is int
+    assert (sample.index, sample.sm_clock_mhz, sample.xids.counts) == (0, 1995, ((79, 1),))
+    assert type(sample.sm_clock_mhz) is int
+    assert list(ticks) == [] and errors == [
+        "t.jsonl:3: skipped malformed tick: GPU 0: sm_clock_mhz must be a whole number, got 1995.5"
+    ]
+
+
 def test_a_malformed_tick_is_skipped_with_its_line_number_or_fails_when_strict():
     out = io.StringIO()
     write_trace(out, HEADER, TICKS)
