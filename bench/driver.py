@@ -1,0 +1,103 @@
+"""The simulated driver as the bench sees it: every entry point counted, its CPU timed, its latency set.
+
+Every exporter runs on the same :class:`gpud.sim.nvml_lib.SimulatedNvmlLibrary` behind a
+:class:`DriverProbe`, so the simulated driver is accounted the same way for all of them:
+
+* ``cpu_s``: thread CPU time spent inside its entry points (any thread). Thread CPU, not elapsed
+  time: with several threads calling, elapsed time would count the waits for the interpreter lock,
+  and the PCIe throughput call's 20 ms sleep, as driver work. The harness takes it out of an
+  exporter's own figures, or adds it back where a goal counts the driver in.
+* ``calls``: how often each NVML entry point was called (what pynvml looked up on ``nvmlLib``).
+* ``delay_s``: each call lasts at least this long in wall time, the interpreter lock released while
+  it waits, as a real driver's ioctl behind ctypes releases it. A real driver answers a query in
+  about 0.09 ms (:data:`REAL_DRIVER_CALL_S`); the simulated one answers in microseconds, which
+  would hide what serial driver calls cost a tick.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+
+REAL_DRIVER_CALL_S = 0.09e-3
+_PR_SET_TIMERSLACK = 29
+
+
+def _tighten_timer_slack() -> None:
+    """Ask Linux to wake sleepers on time (1 ns slack, not 50 µs) in this thread and those it starts."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def _sleep_overshoot_s(request_s: float) -> float:
+    """How much longer than asked ``time.sleep(request_s)`` takes here (median of a few tries)."""
+    late = []
+    for _ in range(50):
+        started = time.perf_counter()
+        time.sleep(request_s)
+        late.append(time.perf_counter() - started - request_s)
+    return statistics.median(late)
+
+
+class DriverProbe:
+    """``library`` as ``pynvml.nvmlLib``: entry points counted and timed, each lasting at least ``delay_s``.
+
+    Make it in the main thread before any other thread starts: a delay tightens the timer slack of
+    the making thread, which threads started later inherit. ``delay_s`` may be changed later (0
+    for a warm-up, say); the sleep's overshoot is measured once, for the delay given here.
+    """
+
+    def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0) -> None:
+        self.library = library
+        self.delay_s = delay_s
+        self.cpu_s = 0.0
+        self.wall_s = 0.0  # elapsed time inside entry points, the delay included
+        self.calls: Counter[str] = Counter()
+        self._wrapped: dict[str, Callable[..., Any]] = {}
+        self._overshoot_s = 0.0
+        if delay_s > 0:
+            _tighten_timer_slack()
+            self._overshoot_s = _sleep_overshoot_s(delay_s / 2)
+
+    def total_calls(self) -> int:
+        """Entry-point calls so far, all of them."""
+        return sum(self.calls.values())
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.library, name)
+        if not name.startswith("nvml") or not callable(real):
+            return real
+        wrapped = self._wrapped.get(name)
+        if wrapped is None:
+            wrapped = self._wrapped[name] = self._probe(name, real)
+        return wrapped
+
+    def _probe(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def probed(*args: Any) -> Any:
+            self.calls[name] += 1  # a lost update between threads costs one count in thousands
+            started, cpu_before = time.perf_counter(), time.thread_time()
+            try:
+                return real(*args)
+            finally:
+                if self.delay_s > 0:
+                    self._wait_until(started + self.delay_s)
+                self.cpu_s += time.thread_time() - cpu_before  # the wait's last spin is the driver's too
+                self.wall_s += time.perf_counter() - started
+
+        probed.__name__ = name
+        return probed
+
+    def _wait_until(self, deadline: float) -> None:
+        """Sleep (the interpreter lock released) to just before ``deadline``, then spin the last µs."""
+        remaining = deadline - time.perf_counter() - self._overshoot_s
+        if remaining > 0:
+            time.sleep(remaining)
+        while time.perf_counter() < deadline:
+            pass
