@@ -6,7 +6,11 @@ Every exporter runs on the same :class:`gpud.sim.nvml_lib.SimulatedNvmlLibrary` 
 * ``cpu_s``: thread CPU time spent inside its entry points (any thread). Thread CPU, not elapsed
   time: with several threads calling, elapsed time would count the waits for the interpreter lock,
   and the PCIe throughput call's 20 ms sleep, as driver work. The harness takes it out of an
-  exporter's own figures, or adds it back where a goal counts the driver in.
+  exporter's own figures.
+* ``physics_s``: the part of ``cpu_s`` the thermal model took to catch up with the clock (the
+  library integrates the simulated machine lazily, inside whichever call comes first). That is the
+  simulated world's cost, nobody's driver: where a figure counts the driver in, it is
+  ``cpu_s - physics_s``, the entry points' own work, which grows with the calls an exporter makes.
 * ``calls``: how often each NVML entry point was called (what pynvml looked up on ``nvmlLib``).
 * ``delay_s``: each call lasts at least this long in wall time, the interpreter lock released while
   it waits, as a real driver's ioctl behind ctypes releases it. A real driver answers a query in
@@ -51,13 +55,16 @@ class DriverProbe:
 
     Make it in the main thread before any other thread starts: a delay tightens the timer slack of
     the making thread, which threads started later inherit. ``delay_s`` may be changed later (0
-    for a warm-up, say); the sleep's overshoot is measured once, for the delay given here.
+    for a warm-up, say). How late sleeps wake is measured at first and followed from then on
+    (a loaded machine wakes them later), so a call sleeps to just short of its end and spins the
+    rest: the lock is held only for that rest, and the call lasts ``delay_s`` within microseconds.
     """
 
     def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0) -> None:
         self.library = library
         self.delay_s = delay_s
         self.cpu_s = 0.0
+        self.physics_s = 0.0
         self.wall_s = 0.0  # elapsed time inside entry points, the delay included
         self.calls: Counter[str] = Counter()
         self._wrapped: dict[str, Callable[..., Any]] = {}
@@ -65,6 +72,20 @@ class DriverProbe:
         if delay_s > 0:
             _tighten_timer_slack()
             self._overshoot_s = _sleep_overshoot_s(delay_s / 2)
+        advance = library._advance
+
+        def timed_advance() -> None:
+            started = time.thread_time()
+            try:
+                advance()
+            finally:
+                self.physics_s += time.thread_time() - started  # under the library's lock
+
+        library._advance = timed_advance  # type: ignore[method-assign]
+
+    def driver_cpu_s(self) -> float:
+        """CPU in the entry points' own work so far: ``cpu_s`` without the thermal model's catching up."""
+        return self.cpu_s - self.physics_s
 
     def total_calls(self) -> int:
         """Entry-point calls so far, all of them."""
@@ -98,6 +119,9 @@ class DriverProbe:
         """Sleep (the interpreter lock released) to just before ``deadline``, then spin the last µs."""
         remaining = deadline - time.perf_counter() - self._overshoot_s
         if remaining > 0:
+            asleep = time.perf_counter()
             time.sleep(remaining)
+            late = time.perf_counter() - asleep - remaining
+            self._overshoot_s += (late - self._overshoot_s) / 8  # a moving average of how late it woke
         while time.perf_counter() < deadline:
             pass

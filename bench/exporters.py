@@ -3,8 +3,10 @@
 Every exporter (:mod:`bench.subjects`) runs in its own process on the same simulated GPUs, and
 all of them run at once through the first phases, so each sees the same machine:
 
-1. **Warm-up**, excluded: ``warmup_scrapes`` scrapes each (and GET ``/`` on gpud); the series
-   in one ``/metrics`` are counted. Then ``settle_s`` of quiet, past any render-ahead window.
+1. **Warm-up**, excluded: ``warmup_scrapes`` scrapes each (and GET ``/`` on gpud); then the
+   series in ``/metrics`` are counted (all, and those labelled with a simulated GPU's UUID), once
+   every exporter's count has held for ``series_quiet_s``. Then ``settle_s`` of quiet, past any
+   render-ahead window.
 2. **Idle**, ``idle_s``: nobody scrapes. Background CPU per second, with and without the simulated
    driver's, and driver calls per second.
 3. **Cold**: ``cold_visits`` scrapes of each exporter, one request on the wire at a time, each
@@ -18,9 +20,10 @@ all of them run at once through the first phases, so each sees the same machine:
    Then for gpud: ``jitter_s`` more of that load while its tick start times are watched, and a
    burst of ``/`` (the floor under load, and the CPU of one ``/``).
 
-CPU is process CPU time noted by the subject itself at each mark; the simulated driver's CPU is
-counted by its probe and taken out ("own"), or kept in where a figure says "with driver". Per
-series: CPU per scrape over the number of series the exporter serves.
+CPU is process CPU time noted by the subject itself at each mark. The simulated library's CPU is
+counted by its probe and taken out ("own"); "with driver" adds back its entry points' own work,
+not the thermal model's catching up with the clock (the simulated world, not anyone's driver;
+:mod:`bench.driver`). Per series: CPU per scrape over the number of series the exporter serves.
 """
 
 from __future__ import annotations
@@ -99,13 +102,14 @@ def _mark(subjects: list[Subject], name: str) -> None:
 
 
 def phase(marks: dict[str, dict[str, float]], start: str, end: str) -> dict[str, float]:
-    """Between two marks: seconds, the subject's own CPU (driver's taken out), the driver's CPU and calls."""
+    """Between two marks: seconds; the subject's own CPU (the simulated library's taken out); the
+    driver's CPU (the library's, without its physics: see bench.driver); the driver calls."""
     a, b = marks[start], marks[end]
-    driver = b["driver"] - a["driver"]
+    simulated = b["simulated"] - a["simulated"]
     return {
         "seconds": b["at"] - a["at"],
-        "own_s": (b["cpu"] - a["cpu"]) - driver,
-        "driver_s": driver,
+        "own_s": (b["cpu"] - a["cpu"]) - simulated,
+        "driver_s": simulated - (b["physics"] - a["physics"]),
         "calls": b["calls"] - a["calls"],
     }
 
@@ -127,18 +131,16 @@ def measure(gpus: int, plan: Plan, workdir: Path, kinds: tuple[str, ...] = KINDS
     subjects = {kind: Subject(kind, gpus, free_port(), workdir) for kind in kinds}
     everyone = list(subjects.values())
     loads: dict[str, dict[str, list[float]]] = {kind: {} for kind in kinds}
-    series: dict[str, dict[str, int]] = {}
     documents: dict[str, dict[str, Any]] = {}
     try:
         for subject in everyone:
             subject.wait_serving()
-        uuids = {simulated_uuid(i) for i in range(gpus)}
         for kind, subject in subjects.items():
             for _ in range(plan.warmup_scrapes):
                 scrape(subject.port)
                 if kind == "gpud":
                     scrape(subject.port, "/")
-            series[kind] = count_series(body(fetch(subject.port)[1]), uuids)
+        series = _settled_series(subjects, gpus, plan.series_quiet_s)
         time.sleep(plan.settle_s)
         _mark(everyone, "idle")
         time.sleep(plan.idle_s)
@@ -171,6 +173,29 @@ def measure(gpus: int, plan: Plan, workdir: Path, kinds: tuple[str, ...] = KINDS
     }
     row["ratios"] = _ratios(row)
     return row
+
+
+def _settled_series(subjects: dict[str, Subject], gpus: int, quiet_s: float) -> dict[str, dict[str, int]]:
+    """Each exporter's series, once none of them has changed its count for ``quiet_s``.
+
+    nvitop-exporter adds a GPU's series when its first collection reaches that GPU, which at 64
+    GPUs (two 20 ms PCIe throughput calls each) takes seconds after it starts serving.
+    """
+    uuids = {simulated_uuid(i) for i in range(gpus)}
+    counts: dict[str, dict[str, int]] = {}
+    changed: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while True:
+        now = time.monotonic()
+        for kind, subject in subjects.items():
+            latest = count_series(body(fetch(subject.port)[1]), uuids)
+            if counts.get(kind) != latest:
+                counts[kind], changed[kind] = latest, now
+        if all(now - at >= quiet_s for at in changed.values()):
+            return counts
+        if now > deadline:
+            raise RuntimeError(f"the series of {sorted(changed)} kept changing for a minute")
+        time.sleep(min(0.5, quiet_s / 2))
 
 
 def _bursts(subject: Subject, plan: Plan) -> dict[str, list[float]]:
@@ -225,7 +250,7 @@ def _tick_figures(ticks: list[dict[str, float]], marks: dict[str, dict[str, floa
     under_load = [t for t in ticks if marks["burst"]["at"] <= t["at"] <= marks["floor"]["at"]]
 
     def own(key: str) -> list[float]:
-        return [t.get(key, 0.0) - t.get(f"{key}_driver", 0.0) for t in quiet]
+        return [t.get(key, 0.0) - t.get(f"{key}_simulated", 0.0) for t in quiet]
 
     parts = {"own": own("total"), **{key: own(key) for key in ("collection", "decisions", "fans")}}
     parts["publish"] = [
@@ -233,7 +258,7 @@ def _tick_figures(ticks: list[dict[str, float]], marks: dict[str, dict[str, floa
     ]
     return {
         "cpu": {name: summary_ms(values) for name, values in parts.items()},
-        "cpu_with_driver": summary_ms([t["total"] for t in quiet]),
+        "cpu_with_simulation": summary_ms([t["total"] for t in quiet]),
         "late_under_load": summary_ms([t["late_s"] for t in under_load]),
     }
 

@@ -11,6 +11,7 @@ class Plan:
 
     name: str
     warmup_scrapes: int = 20  # each exporter, before anything is measured
+    series_quiet_s: float = 3.0  # series counted once no exporter's count has changed for this long
     settle_s: float = 4.0  # quiet after the warm-up: past any render-ahead window (gpud's is 3 s)
     idle_s: float = 12.0  # the background phase
     cold_visits: int = 20  # spaced scrapes of each exporter

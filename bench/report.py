@@ -118,7 +118,7 @@ def _ticks(results: dict[str, Any]) -> list[str]:
         "",
     ]
     parts = ("own", "collection", "decisions", "fans", "publish")
-    cells = [("GPUs", *parts, "+driver median", "late median", "late max")]
+    cells = [("GPUs", *parts, "+simulation median", "late median", "late max")]
     for gpus, ticks in rows:
         cpu = ticks["cpu"]
         late = ticks["late_under_load"]
@@ -126,7 +126,7 @@ def _ticks(results: dict[str, Any]) -> list[str]:
             (
                 gpus,
                 *(f"{number(cpu[p]['p50_ms'])} / {number(cpu[p]['max_ms'])}" for p in parts),
-                number(ticks["cpu_with_driver"]["p50_ms"]),
+                number(ticks["cpu_with_simulation"]["p50_ms"]),
                 number(late["p50_ms"]),
                 number(late["max_ms"]),
             )

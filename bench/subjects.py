@@ -39,7 +39,7 @@ SIGNALS = {signal.SIGUSR1, signal.SIGTERM}
 
 
 class Marks:
-    """(time, process CPU, simulated driver's CPU and calls) noted at each SIGUSR1 from the harness.
+    """(time, process CPU, the simulated driver's CPU, its physics' part, its calls) noted at each SIGUSR1.
 
     A thread of its own takes SIGUSR1 and SIGTERM with ``sigwait``, both blocked in every other
     thread (:func:`main` blocks them before any thread starts). Left to Python's handlers, a signal
@@ -57,7 +57,8 @@ class Marks:
                 {
                     "at": time.time(),
                     "cpu": time.process_time(),
-                    "driver": driver.cpu_s,
+                    "simulated": driver.cpu_s,
+                    "physics": driver.physics_s,
                     "calls": driver.total_calls(),
                 }
             )
@@ -65,7 +66,11 @@ class Marks:
 
 
 class TickProbe:
-    """Wraps the daemon's tick phases to record, per tick, process CPU by phase and start lateness."""
+    """Wraps the daemon's tick phases to record, per tick, process CPU by phase and start lateness.
+
+    Each part's CPU comes with the simulated library's CPU inside it (``PART_simulated``, physics
+    included: the tick's own work is the difference).
+    """
 
     def __init__(self, gpud: Gpud, driver: DriverProbe) -> None:
         self.ticks: list[dict[str, float]] = []
@@ -85,7 +90,7 @@ class TickProbe:
             self._current = {"at": time.time(), "late_s": min(late, INTERVAL_S - late)}
             tick()
             self._current["total"] = time.process_time() - cpu_before
-            self._current["driver"] = driver.cpu_s - driver_before
+            self._current["total_simulated"] = driver.cpu_s - driver_before
             self.ticks.append(self._current)
 
         gpud.daemon.tick = probed  # type: ignore[method-assign]
@@ -100,7 +105,7 @@ class TickProbe:
             finally:
                 spent = time.process_time() - cpu_before
                 self._current[name] = spent
-                self._current[f"{name}_driver"] = self._driver.cpu_s - driver_before
+                self._current[f"{name}_simulated"] = self._driver.cpu_s - driver_before
 
         setattr(owner, method, timed)
 
