@@ -45,9 +45,12 @@ from bench.plan import FULL, QUICK, Plan
 
 
 def _measured_apart(module: str, *args: str) -> dict[str, Any]:
-    """``python -m MODULE ARGS`` in a fresh process (so its RSS is its own); the JSON it prints."""
+    """``python -m MODULE ARGS`` in a fresh process (so its RSS is its own); the JSON it prints.
+
+    Its stderr (errors gpud logged, such as a driver call given up on) goes to ours.
+    """
     command = [sys.executable, "-m", module, *args]
-    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return json.loads(subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout)
 
 
 def run(gpu_counts: list[int], plan: Plan, kinds: tuple[str, ...] = exporters.KINDS) -> dict[str, Any]:

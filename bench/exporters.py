@@ -151,10 +151,10 @@ def measure(gpus: int, plan: Plan, workdir: Path, kinds: tuple[str, ...] = KINDS
         }
         spaced(list(targets.values()), plan.cold_visits, plan.cold_gap_s)
         _mark(everyone, "cold_end")
-        for kind, latencies in ((k, t.latencies) for k, t in targets.items()):
-            loads[kind]["cold"] = latencies["/metrics"]
-            if "/" in latencies:
-                loads[kind]["cold_floor"] = latencies["/"]
+        for kind, target in targets.items():
+            loads[kind]["cold"] = target.latencies["/metrics"]
+            if "/" in target.latencies:
+                loads[kind]["cold_floor"] = target.latencies["/"]
         waiting = list(kinds)
         for kind in kinds:
             waiting.remove(kind)

@@ -6,6 +6,7 @@ Shared by every gpud measure (the served daemon in :mod:`bench.subjects`, the da
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,5 +96,9 @@ class VirtualClock:
 
 
 def quiet_logs() -> None:
-    """Errors only: a measured process spends nothing on log lines nobody reads."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    """Errors only, on stderr: a measured process spends nothing on log lines nobody reads, and its
+    stdout carries its figures alone."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(40),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )

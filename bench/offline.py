@@ -169,7 +169,7 @@ def import_pace_and_memory(
         log, trace = workdir / f"log-{length}.csv", workdir / f"log-{length}.jsonl"
         lines = nvsmi_csv_log(log, gpus, length)
         command = [sys.executable, "-m", "bench.offline", "import", str(log), str(trace)]
-        figures = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        figures = json.loads(subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout)
         runs.append({"lines": lines, "lines_per_s": lines / figures["seconds"], **figures})
         log.unlink()
         trace.unlink()
