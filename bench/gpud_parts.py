@@ -58,15 +58,18 @@ def assemble_gpud(
     """The daemon as ``gpud run --simulate`` builds it (gpud/commands/run.py, gpud.assemble), on ``driver``.
 
     Stock settings at ``interval_s``: the call guard between the loop and the driver, NVML fan
-    control sharing it, the energy price. ``clock`` is the daemon's schedule (virtual or real).
+    control sharing it, process lists with the simulated machine's jobs, the energy price.
+    ``clock`` is the daemon's schedule (virtual or real).
     """
     settings = Settings(interval_s=interval_s)
-    cooling = {i: card.spec.cooling for i, card in enumerate(driver.library.machine.cards)}
+    library = driver.library
     source = NvmlSource(
-        cooling=cooling,
+        cooling={i: card.spec.cooling for i, card in enumerate(library.machine.cards)},
         pcie_interval_s=settings.pcie_interval_s,
-        clock=driver.library.unix_time,
+        clock=library.unix_time,
         guard=call_guard(settings),
+        process_interval_s=settings.processes.interval_s if settings.processes.enabled else None,
+        host=library.jobs,
     )
     fans = open_fan_control(settings, source, dry_run=False)
     daemon = Daemon(
@@ -77,6 +80,7 @@ def assemble_gpud(
         decide=decide_settings(settings),
         fans=fans,
         energy_price=(settings.diagnose.price_per_kwh, settings.diagnose.currency),
+        per_job_metrics=settings.processes.per_job_metrics,
     )
     return Gpud(daemon, source, fans)
 

@@ -40,6 +40,7 @@ def _exporters(results: dict[str, Any]) -> list[str]:
             "/GPU",
             "idle ms/s",
             "+driver",
+            "calls/s/GPU",
             "cold p50",
             "cold tail",
             "CPU/cold",
@@ -62,6 +63,7 @@ def _exporters(results: dict[str, Any]) -> list[str]:
                     number(e["series"]["per_gpu_each"]),
                     number(e["idle"]["own_ms_per_s"]),
                     number(e["idle"]["with_driver_ms_per_s"]),
+                    number(e["idle"]["driver_calls_per_s"] / int(gpus)),
                     *_latency(e["cold"]["latency"]),
                     number(e["cold"]["cpu_ms"]),
                     *_latency(e["burst"]["latency"]),
@@ -73,22 +75,9 @@ def _exporters(results: dict[str, Any]) -> list[str]:
             )
             if kind == "gpud":
                 floor = (e["cold_floor"]["latency"], e["burst_floor"]["latency"])
+                idle_columns, after_burst = ("",) * 5, ("",) * 4  # series to calls/s; CPU/scrape to RSS
                 cells.append(
-                    (
-                        "",
-                        "gpud /",
-                        "",
-                        "",
-                        "",
-                        "",
-                        *_latency(floor[0]),
-                        "",
-                        *_latency(floor[1]),
-                        "",
-                        "",
-                        "",
-                        "",
-                    )
+                    ("", "gpud /", *idle_columns, *_latency(floor[0]), "", *_latency(floor[1]), *after_burst)
                 )
     lines += table(cells, left=(1,))
     lines.append("")

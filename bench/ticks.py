@@ -12,7 +12,10 @@ the simulated driver's own speed, which leaves what is not the driver's.
 Warm-up is left out: fans taken over, and the first simulated minutes, while the cards heat up and
 fan targets move every tick (that costs about one fan command per GPU per tick more). Measured
 ticks are in the steady training load that follows, a whole number of slow-fact rounds
-(``SLOW_EVERY``), so calls per tick are the true average.
+(``SLOW_EVERY``), so calls per tick are the true average. The calls are all those made while the
+measured ticks ran: the tick's own, and any the daemon's threads on real time (XID events, process
+lists every few seconds) made meanwhile; those threads' calls per second at idle are in the
+exporters' figures (``driver_calls_per_s``).
 
 ``python -m bench.ticks --gpus N [--ticks 100]`` prints the figures as JSON.
 """
