@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,9 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a measured goal is missed")
     args = parser.parse_args()
+    signal.signal(
+        signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)
+    )  # exporters stopped on the way out
     results = run(args.gpus, QUICK if args.quick else FULL)
     print(report.render(results))
     args.json.write_text(json.dumps(results, indent=2) + "\n")

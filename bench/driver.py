@@ -12,6 +12,9 @@ Every exporter runs on the same :class:`gpud.sim.nvml_lib.SimulatedNvmlLibrary` 
   simulated world's cost, nobody's driver: where a figure counts the driver in, it is
   ``cpu_s - physics_s``, the entry points' own work, which grows with the calls an exporter makes.
 * ``calls``: how often each NVML entry point was called (what pynvml looked up on ``nvmlLib``).
+  The event waits (:data:`EVENT_WAITS`) block up to their timeout by design: they are counted by
+  name but are not queries, so they are left out of :meth:`DriverProbe.total_calls`, of the
+  delay and of ``durations`` (each query's elapsed time, kept while a list is put there).
 * ``delay_s``: each call lasts at least this long in wall time, the interpreter lock released while
   it waits, as a real driver's ioctl behind ctypes releases it. A real driver answers a query in
   about 0.09 ms (:data:`REAL_DRIVER_CALL_S`); the simulated one answers in microseconds, which
@@ -31,6 +34,7 @@ from typing import Any
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 
 REAL_DRIVER_CALL_S = 0.09e-3
+EVENT_WAITS = frozenset({"nvmlEventSetWait", "nvmlEventSetWait_v2"})  # block for events by design
 _PR_SET_TIMERSLACK = 29
 
 
@@ -65,7 +69,7 @@ class DriverProbe:
         self.delay_s = delay_s
         self.cpu_s = 0.0
         self.physics_s = 0.0
-        self.wall_s = 0.0  # elapsed time inside entry points, the delay included
+        self.durations: list[float] | None = None  # each query's elapsed time, when a list is put here
         self.calls: Counter[str] = Counter()
         self._wrapped: dict[str, Callable[..., Any]] = {}
         self._overshoot_s = 0.0
@@ -83,13 +87,9 @@ class DriverProbe:
 
         library._advance = timed_advance  # type: ignore[method-assign]
 
-    def driver_cpu_s(self) -> float:
-        """CPU in the entry points' own work so far: ``cpu_s`` without the thermal model's catching up."""
-        return self.cpu_s - self.physics_s
-
     def total_calls(self) -> int:
-        """Entry-point calls so far, all of them."""
-        return sum(self.calls.values())
+        """Queries so far: entry-point calls but the event waits."""
+        return sum(n for name, n in self.calls.items() if name not in EVENT_WAITS)
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(self.library, name)
@@ -101,6 +101,9 @@ class DriverProbe:
         return wrapped
 
     def _probe(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        if name in EVENT_WAITS:
+            return self._counted(name, real)
+
         def probed(*args: Any) -> Any:
             self.calls[name] += 1  # a lost update between threads costs one count in thousands
             started, cpu_before = time.perf_counter(), time.thread_time()
@@ -110,10 +113,25 @@ class DriverProbe:
                 if self.delay_s > 0:
                     self._wait_until(started + self.delay_s)
                 self.cpu_s += time.thread_time() - cpu_before  # the wait's last spin is the driver's too
-                self.wall_s += time.perf_counter() - started
+                if self.durations is not None:
+                    self.durations.append(time.perf_counter() - started)
 
         probed.__name__ = name
         return probed
+
+    def _counted(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        """An event wait: counted and its CPU timed, but neither slowed nor in ``durations``."""
+
+        def counted(*args: Any) -> Any:
+            self.calls[name] += 1
+            cpu_before = time.thread_time()
+            try:
+                return real(*args)
+            finally:
+                self.cpu_s += time.thread_time() - cpu_before
+
+        counted.__name__ = name
+        return counted
 
     def _wait_until(self, deadline: float) -> None:
         """Sleep (the interpreter lock released) to just before ``deadline``, then spin the last µs."""

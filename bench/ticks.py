@@ -6,7 +6,9 @@ as ``gpud run --simulate`` assembles it (:func:`bench.subjects.assemble_gpud`: c
 fan control) ticks on a virtual clock, 1 s per tick, over a simulated driver whose every entry
 point lasts at least 0.09 ms, the interpreter lock released while it waits (as ctypes releases it
 around a real call). Measured per tick: wall time (``perf_counter`` around ``Daemon.tick``) and
-entry-point calls, counted by the :class:`bench.driver.DriverProbe`; then the same ticks again at
+entry-point calls (event waits apart), counted and timed one by one by the
+:class:`bench.driver.DriverProbe` (how long a call really lasted: on a loaded machine a sleep
+wakes late, or a thread waits for the interpreter lock); then the same ticks again at
 the simulated driver's own speed, which leaves what is not the driver's.
 
 Warm-up is left out: fans taken over, and the first simulated minutes, while the cards heat up and
@@ -38,21 +40,22 @@ WARMUP_TICKS = 300  # past the first minutes' heating, while fan targets still m
 
 def _ticks(gpud: Gpud, clock: VirtualClock, driver: DriverProbe, ticks: int) -> dict[str, object]:
     """Run ``ticks`` ticks: their wall times and the driver calls they made, per GPU per tick."""
-    calls_before, wall_before = Counter(driver.calls), driver.wall_s
+    calls_before = Counter(driver.calls)
+    driver.durations = []
     walls = []
     for _ in range(ticks):
         clock.advance()
         started = time.perf_counter()
         gpud.daemon.tick()
         walls.append(time.perf_counter() - started)
-    calls = driver.calls - calls_before
+    calls, durations = driver.calls - calls_before, driver.durations
+    driver.durations = None
     per_gpu_tick = ticks * len(gpud.source.gpus)
-    total = sum(calls.values())
     return {
         "tick_wall": summary_ms(walls),
-        "calls_per_gpu_per_tick": total / per_gpu_tick,
+        "calls_per_gpu_per_tick": len(durations) / per_gpu_tick,
         "calls_by_entry_point": {name: n / per_gpu_tick for name, n in calls.most_common()},
-        "ms_per_call": (driver.wall_s - wall_before) / total * 1e3 if total else 0.0,
+        "call": summary_ms(durations),
     }
 
 
