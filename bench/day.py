@@ -2,7 +2,7 @@
 
 The 24 h history (one snapshot per 30 s, :mod:`gpud.history`) is the daemon's one deliberately
 filling buffer, so RSS is only worth quoting once it is full. Filled honestly: the daemon as
-``gpud run --simulate`` assembles it (:func:`bench.subjects.assemble_gpud`), HTTP server started,
+``gpud run --simulate`` assembles it (:func:`bench.gpud_parts.assemble_gpud`), HTTP server started,
 ticks through its own ``tick`` on a virtual clock, every snapshot from the simulated driver. It
 ticks every 30 s (``interval_s = 30``, a setting gpud accepts), the history's own resolution, so
 each tick is one history entry and a day is 2 880 ticks instead of 86 400: what the history holds

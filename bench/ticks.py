@@ -2,9 +2,9 @@
 
 On real hardware the driver, not Python, sets a tick's length: each NVML query takes about
 0.09 ms (:data:`bench.driver.REAL_DRIVER_CALL_S`), the simulated one microseconds. So the daemon
-as ``gpud run --simulate`` assembles it (:func:`bench.subjects.assemble_gpud`: call guard, NVML
-fan control) ticks on a virtual clock, 1 s per tick, over a simulated driver whose every entry
-point lasts at least 0.09 ms, the interpreter lock released while it waits (as ctypes releases it
+as ``gpud run --simulate`` assembles it (:func:`bench.gpud_parts.assemble_gpud`: call guard, NVML
+fan control) ticks on a virtual clock, 1 s per tick, over a simulated driver whose every query
+lasts at least 0.09 ms, the interpreter lock released while it waits (as ctypes releases it
 around a real call). Measured per tick: wall time (``perf_counter`` around ``Daemon.tick``) and
 entry-point calls (event waits apart), counted and timed one by one by the
 :class:`bench.driver.DriverProbe` (how long a call really lasted: on a loaded machine a sleep
