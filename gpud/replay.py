@@ -20,8 +20,8 @@ from gpud.decide.heat import HeatFinding
 from gpud.decide.reference import busy, learn_references, with_peers
 from gpud.decide.throttle import ThrottleCause
 from gpud.telemetry import GpuSample, Snapshot
-from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
-from gpud.trace.importers.detect import import_log
+from gpud.trace.format import TraceError, TraceHeader, read_trace
+from gpud.trace.importers.detect import HEAD_LINES, LogFormat, import_log, open_log, sniff
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
 # Traces under twice this size are read once: the first pass reads every tick and keeps them for
@@ -56,26 +56,24 @@ class LoadedTrace:
 
 
 def load_trace(path: Path) -> LoadedTrace:
-    """A gpud trace, or an ``nvidia-smi`` CSV/dmon log imported on the fly."""
+    """A gpud trace, or a log (nvidia-smi CSV or dmon, GPU-Z, Afterburner) imported on the fly."""
     try:
         size = path.stat().st_size
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
     except OSError as error:
         raise TraceError(f"cannot read {path}: {error.strerror}") from None
-    if f'"{FORMAT}"' in first:
-        header, _ = read_trace([first], str(path))
+    with open_log(path) as lines:
+        head = list(islice(lines, HEAD_LINES))
+        if sniff(head, str(path)) is not LogFormat.GPUD_TRACE:
+            result = import_log(chain(head, lines), str(path))
+            return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
+    header, _ = read_trace(head[:1], str(path))
 
-        def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
-            with path.open(encoding="utf-8", errors="replace") as handle:
-                lines = chain(
-                    [next(handle)], islice(handle, 0, None, stride)
-                )  # the header, then every stride-th tick
-                yield from read_trace(lines, str(path), errors=problems)[1]
+    def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            lines = chain([next(handle)], islice(handle, 0, None, stride))  # the header, every stride-th tick
+            yield from read_trace(lines, str(path), errors=problems)[1]
 
-        return LoadedTrace(str(path), header, ticks, [], size)
-    result = import_log(path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path))
-    return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
+    return LoadedTrace(str(path), header, ticks, [], size)
 
 
 @dataclass
