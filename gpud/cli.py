@@ -23,6 +23,7 @@ from gpud.commands import (
 )
 from gpud.commands.shared import add_global_options, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
+from gpud.trace.format import NotALog
 
 EXIT_USAGE = 2
 COMMANDS = (run, status, import_, replay, record, diagnose, calibrate, simulate, fans, setup, check_config)
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, NotALog) as error:  # a file gpud cannot read at all is a usage error too
         return fail(str(error), EXIT_USAGE)
     except NvmlUnavailable as error:
         command = " ".join(

@@ -1,4 +1,7 @@
-"""``gpud import``: nvidia-smi and other tools' logs converted into a gpud trace."""
+"""``gpud import``: nvidia-smi and other tools' logs converted into a gpud trace.
+
+A file that is no log gpud can read is refused in one line with exit status 2 (see ``gpud.cli``).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,16 @@ from gpud.commands.shared import Subcommands, add_command, fail
 def register(commands: Subcommands) -> None:
     """Add ``import`` and its options to ``commands``."""
     imp = add_command(
-        commands, "import", cmd_import, help="convert nvidia-smi CSV / dmon logs into a gpud trace"
+        commands,
+        "import",
+        cmd_import,
+        help="convert a log (nvidia-smi CSV or dmon, GPU-Z, Afterburner) into a gpud trace",
     )
     imp.add_argument(
-        "file", type=Path, help="nvidia-smi --query-gpu=... --format=csv or nvidia-smi dmon output"
+        "file",
+        type=Path,
+        help="nvidia-smi --query-gpu=... --format=csv or dmon output, a GPU-Z sensor log, an Afterburner "
+        ".hml, or a gpud trace; the format is told from the first lines",
     )
     imp.add_argument("-o", "--output", type=Path, required=True, help="the trace to write (JSON Lines)")
     imp.add_argument(
@@ -24,21 +33,19 @@ def register(commands: Subcommands) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``gpud import``: convert nvidia-smi CSV or dmon logs into a gpud trace."""
+    """``gpud import``: convert a log into a gpud trace."""
     from gpud.trace.format import write_trace
-    from gpud.trace.importers.detect import import_log
+    from gpud.trace.importers.detect import import_log, open_log
 
-    try:
-        lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as error:
-        return fail(f"cannot read {args.file}: {error.strerror}", 1)
-    result = import_log(lines, str(args.file), args.strict)
+    with open_log(args.file) as lines:
+        result = import_log(lines, str(args.file), args.strict)
     for problem in result.problems:
         print(f"gpud: {problem}", file=sys.stderr)
-    with args.output.open("w", encoding="utf-8") as out:
-        ticks = write_trace(out, result.header, result.snapshots)
-    print(
-        f"{args.output}: {ticks} ticks of {len(result.header.gpus)} GPUs ({result.header.source}), "
-        f"{len(result.problems)} lines skipped"
-    )
+    try:
+        with args.output.open("w", encoding="utf-8") as out:
+            ticks = write_trace(out, result.header, result.snapshots)
+    except OSError as error:
+        return fail(f"cannot write {args.output}: {error.strerror}", 1)
+    told = f", {len(result.problems)} problems (above)" if result.problems else ""
+    print(f"{args.output}: {ticks} ticks of {len(result.header.gpus)} GPUs ({result.header.source}){told}")
     return 0 if ticks else 1

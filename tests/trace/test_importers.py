@@ -11,7 +11,7 @@ import pytest
 
 from gpud.telemetry import GpuSample
 from gpud.trace.format import NotALog, TraceError, read_trace
-from gpud.trace.importers.detect import import_log
+from gpud.trace.importers.detect import FORMATS, import_log
 from gpud.trace.importers.rows import TickAssembler
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -406,3 +406,27 @@ def test_data_center_cards_are_passive_by_model_or_by_fans_the_driver_does_not_r
     result = import_log(lines, "x")
     assert [g.cooling.value for g in result.header.gpus] == ["passive", "passive", "unknown"]
     assert [len(g.fans) for g in result.snapshots[0].gpus] == [0, 0, 1]
+
+
+def test_gpud_import_refuses_a_file_it_cannot_read_in_one_line_with_exit_2(tmp_path):
+    profile = tmp_path / "profile.csv"
+    profile.write_text('==42== NVPROF is profiling process 42\n"Start","Duration","Device"\n')
+    done = gpud_cli("import", str(profile), "-o", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"gpud: {profile}: an nvprof profile, not a log (gpud reads {FORMATS})\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_gpud_import_accepts_a_gpud_trace_as_it_is(tmp_path):
+    out = tmp_path / "again.jsonl"
+    done = gpud_cli("import", str(FIXTURES / "sim_open_air_3gpu.jsonl"), "-o", str(out))
+    assert done.returncode == 0 and "(simulated)" in done.stdout
+    assert len(out.read_text().splitlines()) == len(
+        (FIXTURES / "sim_open_air_3gpu.jsonl").read_text().splitlines()
+    )
+
+
+def gpud_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpud", *args], capture_output=True, text=True, check=False, timeout=60
+    )
