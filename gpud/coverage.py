@@ -47,9 +47,12 @@ def reasons_decide(logged: Logged, reported: int | None) -> bool:
 
 
 def not_judged(
-    logged: Logged, reported: int | None, reference: Reference | None, working_s: float
+    logged: Logged, reported: int | None, reference: Reference | None, working_s: float, throttled: bool
 ) -> list[str]:
-    """What could not be judged about one GPU, and why, as short phrases for a report."""
+    """What could not be judged about one GPU, and why, as short phrases for a report.
+
+    ``throttled`` says throttling was found: then its reference clock has shown what it is worth.
+    """
     gaps = []
     if logged.utilization and working_s == 0:
         gaps.append("throttling (it never worked: idle the whole log)")
@@ -65,7 +68,7 @@ def not_judged(
                 )
             if not logged.temperature:
                 gaps.append("heat as a cause of a clock drop (no temperature in the log)")
-            if reference is not None and not reference.trusted:
+            if reference is not None and not reference.trusted and not throttled:
                 gaps.append(
                     "a cap lasting the whole run (no maximum clock in the log: its reference is "
                     f"the {reference.mhz:.0f} MHz it ran at under load)"

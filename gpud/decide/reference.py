@@ -11,9 +11,9 @@ order of trust it is
    raised to the application clock when logged and to the median of its same-model peers, so
    that a GPU stuck low for the whole run is measured against its siblings.
 
-The third is trusted only where it stands above the clock the GPU held under full load (it was
-seen faster at a lighter load, its peers or its application clock run faster): otherwise it may be
-the loaded plateau itself, a cap that lasted the whole run cannot show, and the report says so.
+The third is trusted only where it stands above the clock the GPU held under load (it was seen
+faster at a lighter load, its peers or its application clock run faster): otherwise it may be the
+loaded plateau itself, a cap that lasted the whole run cannot show, and the report says so.
 """
 
 from __future__ import annotations
@@ -87,35 +87,37 @@ class _Window:
 
 
 class HeldClock:
-    """The highest clocks one GPU held for :data:`HOLD_S`: at any load, and under full load.
+    """The highest clocks one GPU held for :data:`HOLD_S`: at any load, and loaded.
 
-    Fed one sample at a time, in time order; a gap in the data (``gap``) starts the windows over.
+    "Loaded" is full load, or a load the log does not tell (no utilisation): either may be the
+    very plateau being judged. Fed one sample at a time, in time order; a gap in the data
+    (``gap``) starts the windows over.
     """
 
-    __slots__ = ("_any", "_busy", "any_mhz", "busy_mhz")
+    __slots__ = ("_any", "_loaded", "any_mhz", "loaded_mhz")
 
     def __init__(self) -> None:
-        self._any, self._busy = _Window(), _Window()
+        self._any, self._loaded = _Window(), _Window()
         self.any_mhz: float | None = None
-        self.busy_mhz: float | None = None
+        self.loaded_mhz: float | None = None
 
     def observe(self, t: float, sample: GpuSample, busy_util_pct: float, gap: bool = False) -> None:
         """Count one sample at time ``t`` (seconds)."""
         clock = core_clock_mhz(sample)
         if gap or clock is None or not sample.up:
             self._any.reset()
-            self._busy.reset()
+            self._loaded.reset()
             if clock is None or not sample.up:
                 return
         held = self._any.held(t, clock)
         if held is not None and (self.any_mhz is None or held > self.any_mhz):
             self.any_mhz = held
-        if not busy(sample, busy_util_pct):
-            self._busy.reset()
+        if sample.gpu_util_pct is not None and not busy(sample, busy_util_pct):
+            self._loaded.reset()
             return
-        held = self._busy.held(t, clock)
-        if held is not None and (self.busy_mhz is None or held > self.busy_mhz):
-            self.busy_mhz = held
+        held = self._loaded.held(t, clock)
+        if held is not None and (self.loaded_mhz is None or held > self.loaded_mhz):
+            self.loaded_mhz = held
 
 
 def maximum_clock(info: GpuInfo | None) -> Reference | None:
@@ -134,7 +136,7 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
 
     >>> held = {i: HeldClock() for i in range(3)}
     >>> for i, mhz in enumerate((1980.0, 900.0, 1965.0)):
-    ...     held[i].any_mhz = held[i].busy_mhz = mhz
+    ...     held[i].any_mhz = held[i].loaded_mhz = mhz
     >>> infos = {i: GpuInfo(i, f"GPU-{i}", "RTX 4090", "", "") for i in range(3)}
     >>> {i: (r.mhz, r.source.name) for i, r in references(held, infos).items()}
     {0: (1980.0, 'HELD'), 1: (1972.5, 'PEERS'), 2: (1965.0, 'HELD')}
@@ -162,6 +164,6 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
             result[index] = None
             continue
         mhz, source = max(known, key=lambda pair: pair[0])
-        above_its_load = own.busy_mhz is None or mhz > own.busy_mhz * (1 + SEEN_FASTER)
+        above_its_load = own.loaded_mhz is None or mhz > own.loaded_mhz * (1 + SEEN_FASTER)
         result[index] = Reference(mhz, source, above_its_load)
     return result

@@ -87,7 +87,11 @@ def _throttling(gpu: GpuReplay) -> Finding | None:
     if share is None or share < MIN_SHARE:
         return None
     cause = max(gpu.throttled_s, key=lambda c: gpu.throttled_s[c])
+    reference = gpu.reference
+    trusted = reference is not None and reference.trusted
     lost = _clock_lost(gpu)
+    if not trusted and lost is not None and lost < MIN_SHARE:
+        lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
     advice = {
         ThrottleCause.THERMAL: "cool it: a steeper fan curve or predictive fans, more case airflow, "
@@ -97,12 +101,14 @@ def _throttling(gpu: GpuReplay) -> Finding | None:
         ThrottleCause.OTHER: "hardware slowdown without heat or power: check the PSU cables and the "
         "board's power connectors, then the card itself",
     }[cause]
-    reference = gpu.reference
-    clock = (
-        f", {_pct(lost)} of its {reference.mhz:.0f} MHz ({reference.source.value}) lost while throttled"
-        if lost is not None and reference is not None
-        else ""
-    )
+    if lost is not None and reference is not None:
+        least = "" if trusted else "at least "
+        clock = (
+            f", {least}{_pct(lost)} of its {reference.mhz:.0f} MHz ({reference.source.value}) "
+            "lost while throttled"
+        )
+    else:
+        clock = ", clock lost not known (no maximum clock in the log)"
     estimate = f"; about {_pct(speed_lost)} of its speed" if speed_lost is not None else ""
     inferred = (
         f" (limit inferred: its power levels off at {gpu.power_limit_inferred_w:.0f} W, the log states none)"

@@ -20,11 +20,11 @@ def info(index: int, name: str = "NVIDIA GeForce RTX 3090", **facts) -> GpuInfo:
 
 def test_a_clock_counts_once_it_was_held_for_a_few_seconds_whatever_the_sampling():
     spike = feed(HeldClock(), [(1900, 99)] * 3 + [(2100, 99)] * 2 + [(1900, 99)] * 10)
-    assert spike.busy_mhz == 1900  # two seconds at 2100 MHz is a spike, not a clock it holds
+    assert spike.loaded_mhz == 1900  # two seconds at 2100 MHz is a spike, not a clock it holds
     fast = feed(HeldClock(), [(1950, 99)] * int(2 * HOLD_S / 0.008), period_s=0.008)
     slow = feed(HeldClock(), [(1950, 99)] * 2, period_s=HOLD_S)
-    assert fast.busy_mhz == slow.busy_mhz == 1950
-    assert feed(HeldClock(), [(1950, 99)] * 4).busy_mhz is None  # three seconds only
+    assert fast.loaded_mhz == slow.loaded_mhz == 1950
+    assert feed(HeldClock(), [(1950, 99)] * 4).loaded_mhz is None  # three seconds only
 
 
 def test_a_gpu_capped_under_load_all_run_is_measured_against_the_clock_it_held_idle():
@@ -65,4 +65,4 @@ def test_a_gap_in_the_data_starts_the_hold_over():
     for t in (0, 1, 2):
         held.observe(t, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80)
     held.observe(100, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80, gap=True)
-    assert held.busy_mhz is None
+    assert held.loaded_mhz is None
