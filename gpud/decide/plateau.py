@@ -99,16 +99,21 @@ def inferred_limits(
     >>> inferred_limits({0: capped, 1: free}, {0: ref, 1: ref}, {0: "H200", 1: "GH200"}, 0.10)
     {0: 699.5}
     """
-    plateaus = {i: p for i, lv in levels.items() if not lv.limit_logged and (p := lv.plateau_w()) is not None}
+    unstated = {i: lv for i, lv in levels.items() if not lv.limit_logged}
     limits: dict[int, float] = {}
-    for index, level in plateaus.items():
-        clock = levels[index].clock_on_plateau(level)
+    for index, own in unstated.items():
+        level = own.plateau_w()
+        clock = own.clock_on_plateau(level) if level is not None else None
         ref = refs.get(index)
-        if clock is not None:
-            if ref is not None and clock <= (1 - clock_loss) * ref.mhz:
-                limits[index] = level
-            continue
-        peers = [p for i, p in plateaus.items() if models.get(i) == models.get(index)]
+        if level is not None and clock is not None and ref is not None and clock <= (1 - clock_loss) * ref.mhz:
+            limits[index] = level
+    no_clocks = {
+        i: p
+        for i, lv in unstated.items()
+        if (p := lv.plateau_w(PEER_MIN_SHARE)) is not None and lv.clock_on_plateau(p) is None
+    }
+    for index, level in no_clocks.items():
+        peers = [p for i, p in no_clocks.items() if models.get(i) == models.get(index)]
         middle = median(peers)
         if len(peers) >= 2 and all(abs(p - middle) <= PEER_SPREAD * middle for p in peers):
             limits[index] = level
