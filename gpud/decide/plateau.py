@@ -105,7 +105,12 @@ def inferred_limits(
         level = own.plateau_w()
         clock = own.clock_on_plateau(level) if level is not None else None
         ref = refs.get(index)
-        if level is not None and clock is not None and ref is not None and clock <= (1 - clock_loss) * ref.mhz:
+        if (
+            level is not None
+            and clock is not None
+            and ref is not None
+            and clock <= (1 - clock_loss) * ref.mhz
+        ):
             limits[index] = level
     no_clocks = {
         i: p

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from gpud.decide.throttle import REASON_NAMES, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
@@ -196,6 +197,7 @@ def source_of(titles: list[str]) -> str:
     return "csv"
 
 
+@lru_cache(maxsize=1024)
 def column(title: str) -> Column | None:
     """What a header cell names, or ``None`` for a column gpud does not use.
 

@@ -22,8 +22,12 @@ from gpud.trace.importers.table import Header, Row, read_row
 
 
 def is_header(cells: list[str]) -> bool:
-    """Whether a CSV row names columns: two cells gpud knows, or one in a row of at most two."""
-    known = sum(1 for cell in cells if column(cell) is not None)
+    """Whether a CSV row names columns: two cells gpud knows, or one in a row of at most two.
+
+    A column's name never starts with a digit: data cells that do are not looked up.
+    """
+    names = (cell for cell in cells if not cell.lstrip()[:1].isdigit())
+    known = sum(1 for cell in names if column(cell) is not None)
     return known >= 2 or (known == 1 and len(cells) <= 2)
 
 

@@ -179,6 +179,7 @@ class _Seen:
     """What the rows of one GPU said about it, gathered as they come."""
 
     facts: dict[str, Any] = field(default_factory=dict)
+    passive: bool = False  # a fanless model, by its name
     fans_logged: bool = False
     fan_readings: int = 0
     fan_count: int = 0
@@ -210,9 +211,11 @@ class TickAssembler:
             when = self._ticks * self.interval_s
         self._time = when
         seen = self._seen.setdefault(sample.index, _Seen())
+        if info.get("name") not in (None, seen.facts.get("name")):
+            seen.passive = is_passive_model(info["name"])
         seen.facts.update({k: v for k, v in info.items() if v is not None})
         seen.fans_logged = seen.fans_logged or fans_logged
-        if sample.fans and is_passive_model(seen.facts.get("name")):
+        if sample.fans and seen.passive:
             sample = replace(sample, fans=())  # a recorder's 0 % for "no fan"
         readings = sum(1 for fan in sample.fans if fan.speed_pct is not None)
         seen.fan_readings += readings
