@@ -430,3 +430,16 @@ def gpud_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "gpud", *args], capture_output=True, text=True, check=False, timeout=60
     )
+
+
+def test_a_time_printed_on_its_own_line_by_a_logging_loop_dates_the_rows_after_it():
+    block = ["power.draw [W], utilization.gpu [%]", "300.1 W, 99 %", ""]
+    result = import_log(["10:00:01", *block, "10:00:03", *block], "loop.log")
+    assert [s.timestamp - result.snapshots[0].timestamp for s in result.snapshots] == [0, 2]
+    assert result.problems == []
+
+
+def test_an_iso_time_with_a_decimal_comma_is_not_two_columns():
+    lines = ["timestamp,utilization.gpu,power.draw", "2024-03-01T10:00:00,250000000+00:00,99,300.5"]
+    (tick,) = import_log(lines, "ns.csv").snapshots
+    assert tick.timestamp % 1 == pytest.approx(0.25) and tick.gpus[0].power_w == 300.5

@@ -16,8 +16,8 @@ from typing import Any
 
 from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
-from gpud.trace.importers.columns import column, source_of
-from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler
+from gpud.trace.importers.columns import Role, column, source_of
+from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, timestamp
 from gpud.trace.importers.table import Header, Row, read_row
 
 
@@ -55,6 +55,23 @@ class _Identities:
         return self._numbers[finer]
 
 
+def _time_of(text: str) -> float | None:
+    try:
+        return timestamp(text)
+    except ValueError:
+        return None
+
+
+def _decimal_comma_time(header: Header, cells: list[str]) -> list[str]:
+    """The cells with an ISO time split at its decimal comma (``date --iso-8601=ns``) joined again."""
+    for position, col in enumerate(header.columns):
+        if col is not None and col.role is Role.TIME and position + 1 < len(cells):
+            joined = f"{cells[position]},{cells[position + 1]}"
+            if cells[position + 1][:1].isdigit() and _time_of(joined) is not None:
+                return [*cells[:position], joined, *cells[position + 2 :]]
+    return cells
+
+
 def _csv_rows(lines: Iterable[str], problems: Problems) -> Iterator[tuple[int, list[str]]]:
     """The CSV rows and their line numbers; one the csv module cannot split is a problem."""
     reader = csv.reader(lines, skipinitialspace=True)
@@ -81,8 +98,12 @@ class CsvImport:
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         header: Header | None = None
         before_header = 0
+        stamped: float | None = None  # a time on a line of its own, for the rows after it
         for line, cells in _csv_rows(lines, self.problems):
             if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) == 1 and ":" in cells[0] and (alone := _time_of(cells[0])) is not None:
+                stamped = alone  # a logging loop that prints `date` before each nvidia-smi call
                 continue
             if is_header(cells):
                 header = Header.of(cells, [column(cell) for cell in cells])
@@ -93,11 +114,17 @@ class CsvImport:
                 continue
             while len(cells) > len(header.columns) and not cells[-1].strip():
                 cells = cells[:-1]  # a trailing comma
+            if len(cells) == len(header.columns) + 1:
+                cells = _decimal_comma_time(header, cells)
             try:
                 if len(cells) != len(header.columns):
                     raise ValueError(f"{len(cells)} columns where the header has {len(header.columns)}")
                 row = read_row(header, cells, line, self.problems)
-                when = row.when if row.time is not None else row.elapsed
+                when = (
+                    row.when
+                    if row.time is not None
+                    else (row.elapsed if row.elapsed is not None else stamped)
+                )
             except ValueError as error:
                 self.problems.skip(line, str(error))
                 continue
