@@ -443,3 +443,12 @@ def test_an_iso_time_with_a_decimal_comma_is_not_two_columns():
     lines = ["timestamp,utilization.gpu,power.draw", "2024-03-01T10:00:00,250000000+00:00,99,300.5"]
     (tick,) = import_log(lines, "ns.csv").snapshots
     assert tick.timestamp % 1 == pytest.approx(0.25) and tick.gpus[0].power_w == 300.5
+
+
+def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused():
+    rows = GPU_Z_OLD[1:4]
+    result = import_log([*rows, *GPU_Z_OLD], "cut.txt")
+    assert result.header.source == "gpu-z" and len(result.snapshots) == len(GPU_Z_OLD) - 1
+    assert "cut.txt: the log's head is missing: 3 rows before" in result.problems[0]
+    with pytest.raises(NotALog, match="looks like gpu-z"):
+        import_log(rows, "cut.txt")

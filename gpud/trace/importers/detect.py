@@ -24,7 +24,7 @@ from gpud.trace.format import FORMAT, NotALog, TraceError, read_trace
 from gpud.trace.importers.afterburner import LINE as HML_LINE
 from gpud.trace.importers.afterburner import AfterburnerImport
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
-from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header
+from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row
 from gpud.trace.importers.nvsmi import CsvImport, is_header
 from gpud.trace.importers.rows import ImportResult
 
@@ -77,6 +77,8 @@ def sniff(head: list[str], name: str) -> LogFormat:
         raise NotALog(f"{name}: an nvprof profile, not a log (gpud reads {FORMATS})")
     if 2 * sum(1 for line in lines if HML_LINE.match(line)) >= len(lines):
         return LogFormat.AFTERBURNER
+    if 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
+        return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off or further down
     if any(is_dmon_header(line) for line in lines):
         return LogFormat.DMON
     for line in lines:

@@ -55,6 +55,14 @@ def key(title: str) -> str:
     return _UNIT.sub("", title.strip()).strip().lower()
 
 
+ROW = re.compile(r"^\s*\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\s*,(\s*(-|[-+]?\d+(\.\d+)?)\s*,)+\s*$")
+
+
+def is_gpu_z_row(line: str) -> bool:
+    """A GPU-Z data row: its date, then padded numbers (or ``-``), each followed by a comma."""
+    return ROW.match(line) is not None
+
+
 def is_gpu_z_header(cells: list[str]) -> bool:
     """GPU-Z's header: ``Date`` first, then sensors gpud knows."""
     keys = [key(cell) for cell in cells]
@@ -82,6 +90,7 @@ class GpuZImport:
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         keys: list[str] | None = None
+        headless = 0
         reader = csv.reader(lines, skipinitialspace=True)
         for cells in reader:
             line = reader.line_num
@@ -91,7 +100,7 @@ class GpuZImport:
                 keys = [key(cell) for cell in cells]
                 continue
             if keys is None:
-                self.problems.skip(line, "data before the 'Date , GPU Clock ...' header line")
+                headless += 1  # a log whose head was cut: its columns are not known until a header
                 continue
             while len(cells) > len(keys) and not cells[-1].strip():
                 cells = cells[:-1]
@@ -105,6 +114,10 @@ class GpuZImport:
             sample = self._sample(keys, cells, line)
             info = {"clock_event_reasons_reported": _REPORTED if "perfcap reason" in keys else None}
             yield from self._assembler.add(when, sample, info, fans_logged=any(_FAN.match(k) for k in keys))
+        if headless:
+            self.problems.note(
+                f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
+            )
         yield from self._assembler.finish()
 
     def _sample(self, keys: list[str], cells: list[str], line: int) -> GpuSample:
