@@ -146,8 +146,7 @@ class ReplayReport:
     end: float | None
     gpus: list[GpuReplay]
     problems: list[str]
-    max_gap_s: float = 5.0  # more than this between two ticks is a gap in the data
-    gaps: int = 0  # how many gaps the trace has (sessions appended, a logger stopped)
+    gaps: int = 0  # how many gaps in the data the trace has (sessions appended, a logger stopped)
 
 
 @dataclass(frozen=True)
@@ -261,7 +260,6 @@ def replay(
         end,
         [gpus[i] for i in sorted(gpus)],
         problems,
-        learned.max_gap_s,
         gaps,
     )
 
