@@ -157,11 +157,6 @@ class Problems:
         self._notes[f"{self._name}: {message}"] = None
 
     @property
-    def skipped(self) -> int:
-        """How many lines were skipped."""
-        return self._skipped_count
-
-    @property
     def messages(self) -> list[str]:
         """Everything to tell, one line each: notes, values left out, then skipped lines."""
         values = [
