@@ -452,3 +452,18 @@ def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused(
     assert "cut.txt: the log's head is missing: 3 rows before" in result.problems[0]
     with pytest.raises(NotALog, match="looks like gpu-z"):
         import_log(rows, "cut.txt")
+
+
+@pytest.mark.parametrize(
+    ("lines", "power"),
+    [
+        (
+            ["timestamp;index;power.draw [W]", "2024/03/01 10:00:00;0;300,5 W"],
+            300.5,
+        ),  # a spreadsheet's locale
+        (["timestamp\tindex\tpower.draw [W]", "2024/03/01 10:00:00\t0\t300.5 W"], 300.5),
+    ],
+)
+def test_a_semicolon_or_tab_separated_log_is_read(lines, power):
+    result = import_log(lines, "x.csv")
+    assert result.header.source == "nvidia-smi-csv" and result.snapshots[0].gpus[0].power_w == power

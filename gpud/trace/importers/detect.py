@@ -30,6 +30,7 @@ from gpud.trace.importers.rows import ImportResult
 
 HEAD_LINES = 40
 _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv field-size errors
+DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
 FORMATS = "nvidia-smi CSV with its header line, nvidia-smi dmon, GPU-Z, Afterburner .hml, a gpud trace"
@@ -50,11 +51,26 @@ def _binary(lines: list[str]) -> bool:
     return "\x00" in text or len(_NOT_TEXT.findall(text)) > 0.1 * max(len(text), 1)
 
 
-def _cells(line: str) -> list[str]:
+def _cells(line: str, delimiter: str = ",") -> list[str]:
     try:
-        return next(csv.reader([line], skipinitialspace=True), [])
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
     except csv.Error:  # a stray carriage return, an unclosed quote: not a header
         return []
+
+
+def csv_header(lines: list[str]) -> tuple[LogFormat, str] | None:
+    """The first header line's format (GPU-Z's or another CSV) and delimiter, if the lines have one.
+
+    Spreadsheets in many locales save with ``;`` (and a decimal comma), some tools with tabs.
+    """
+    for line in lines:
+        for delimiter in DELIMITERS:
+            cells = _cells(line[:_SNIFF_CHARS], delimiter)
+            if delimiter == "," and is_gpu_z_header(cells):
+                return LogFormat.GPU_Z, delimiter
+            if is_header(cells):
+                return LogFormat.CSV, delimiter
+    return None
 
 
 def sniff(head: list[str], name: str) -> LogFormat:
@@ -81,12 +97,8 @@ def sniff(head: list[str], name: str) -> LogFormat:
         return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off or further down
     if any(is_dmon_header(line) for line in lines):
         return LogFormat.DMON
-    for line in lines:
-        cells = _cells(line)
-        if is_gpu_z_header(cells):
-            return LogFormat.GPU_Z
-        if is_header(cells):
-            return LogFormat.CSV
+    if (found := csv_header(lines)) is not None:
+        return found[0]
     if all("," in line for line in lines):
         titles = [cell.strip() for cell in _cells(lines[0])]
         if all(re.fullmatch(r"[A-Za-z][\w .()%\[\]/-]*", title) for title in titles):
@@ -99,11 +111,11 @@ def sniff(head: list[str], name: str) -> LogFormat:
     raise NotALog(f"{name}: not a log gpud can import ({FORMATS})")
 
 
-_IMPORTERS = {
+Importer = AfterburnerImport | GpuZImport | DmonImport | CsvImport
+_IMPORTERS: dict[LogFormat, type[AfterburnerImport | GpuZImport | DmonImport]] = {
     LogFormat.AFTERBURNER: AfterburnerImport,
     LogFormat.GPU_Z: GpuZImport,
     LogFormat.DMON: DmonImport,
-    LogFormat.CSV: CsvImport,
 }
 
 
@@ -136,7 +148,11 @@ def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) 
         problems: list[str] = []
         header, ticks = read_trace(everything, name, strict, problems)
         return ImportResult(header, list(ticks), problems)
-    reading = _IMPORTERS[kind](name, strict)
+    if kind is LogFormat.CSV:
+        found = csv_header(head)
+        reading: Importer = CsvImport(name, strict, found[1] if found else ",")
+    else:
+        reading = _IMPORTERS[kind](name, strict)
     seen = [0]
     snapshots = list(_with_values(reading.ticks(everything), seen))
     problems = reading.problems.messages

@@ -11,6 +11,7 @@ is left out of its row and reported once per column.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -55,6 +56,9 @@ class _Identities:
         return self._numbers[finer]
 
 
+_DECIMAL_COMMA = re.compile(r"^(\s*[-+]?\d+),(\d+\s*[a-zA-Z%/]*\s*)$")  # "49,72 W" where ";" separates
+
+
 def _time_of(text: str) -> float | None:
     try:
         return timestamp(text)
@@ -72,9 +76,9 @@ def _decimal_comma_time(header: Header, cells: list[str]) -> list[str]:
     return cells
 
 
-def _csv_rows(lines: Iterable[str], problems: Problems) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(lines: Iterable[str], problems: Problems, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """The CSV rows and their line numbers; one the csv module cannot split is a problem."""
-    reader = csv.reader(lines, skipinitialspace=True)
+    reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     while True:
         try:
             row = next(reader)
@@ -89,9 +93,10 @@ def _csv_rows(lines: Iterable[str], problems: Problems) -> Iterator[tuple[int, l
 class CsvImport:
     """One CSV log being read: :meth:`ticks` yields its ticks; the header and source are known after."""
 
-    def __init__(self, name: str = "input", strict: bool = False) -> None:
+    def __init__(self, name: str = "input", strict: bool = False, delimiter: str = ",") -> None:
         self.problems = Problems(name, strict)
         self.source = "csv"
+        self._delimiter = delimiter
         self._assembler = TickAssembler()
         self._identities = _Identities(self.problems)
 
@@ -99,9 +104,11 @@ class CsvImport:
         header: Header | None = None
         before_header = 0
         stamped: float | None = None  # a time on a line of its own, for the rows after it
-        for line, cells in _csv_rows(lines, self.problems):
+        for line, cells in _csv_rows(lines, self.problems, self._delimiter):
             if not any(cell.strip() for cell in cells):
                 continue
+            if self._delimiter != ",":
+                cells = [_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in cells]
             if len(cells) == 1 and ":" in cells[0] and (alone := _time_of(cells[0])) is not None:
                 stamped = alone  # a logging loop that prints `date` before each nvidia-smi call
                 continue
