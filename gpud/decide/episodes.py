@@ -23,14 +23,15 @@ class TickClock:
     A tick counts the time since the previous one. More than ``max_gap_s`` — or, where ticks come
     further apart than that (slow sampling, a simulated clock running fast), three times the last
     spacing — is a gap: the tick after it counts one sampling period, not the gap. Time running
-    backwards (logs appended out of order) is a gap too.
+    backwards (logs appended out of order) is a gap too. Until a spacing is known (the first
+    ticks, or a stray first row an hour before the rest), a long wait is a gap that counts nothing.
 
     >>> clock = TickClock(max_gap_s=5.0)
     >>> [clock.tick(t) for t in (0.0, 1.0, 2.0, 3600.0, 3601.0)]
     [(0.0, False), (1.0, False), (1.0, False), (1.0, True), (1.0, False)]
     >>> slow = TickClock(max_gap_s=5.0)
     >>> [slow.tick(t) for t in (0.0, 20.0, 40.0, 400.0)]
-    [(0.0, False), (20.0, False), (20.0, False), (20.0, True)]
+    [(0.0, False), (0.0, True), (20.0, False), (20.0, True)]
     """
 
     __slots__ = ("_last", "_max_gap_s", "_spacing_s")
@@ -45,17 +46,11 @@ class TickClock:
         last, self._last = self._last, timestamp
         if last is None:
             return 0.0, False
-        since = timestamp - last
-        if since < 0:
-            gap = True
-        elif self._spacing_s <= 0:
-            gap = False  # the first spacing is what the ticks come at
-        else:
-            gap = since > max(self._max_gap_s, GAP_SPACINGS * self._spacing_s)
-        if gap:
-            return self._spacing_s, True
-        self._spacing_s = since
-        return since, False
+        since, spacing = timestamp - last, self._spacing_s
+        gap = since < 0 or since > max(self._max_gap_s, GAP_SPACINGS * spacing)
+        if since > 0:
+            self._spacing_s = since  # the latest spacing, so that the ticks after a gap are no gaps
+        return (spacing, True) if gap else (since, False)
 
 
 @dataclass(frozen=True, slots=True)
