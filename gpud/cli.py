@@ -23,6 +23,7 @@ from gpud.commands import (
 )
 from gpud.commands.shared import Parser, add_global_options, discard_stdout, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
+from gpud.trace.format import NotALog
 
 EXIT_USAGE = 2
 COMMANDS = (
@@ -68,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     """The command's handler; gpud's errors as one line on stderr and an exit code."""
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, NotALog) as error:  # a file gpud cannot read at all is a usage error too
         return fail(str(error), EXIT_USAGE)
     except NvmlUnavailable as error:
         command = " ".join(

@@ -1,8 +1,12 @@
 """``gpud replay``: the daemon's own controller run over a recorded trace, and what it concluded.
 
-Replay differs from the live daemon in one thing only: it knows the whole trace, so it learns each
-GPU's busy reference clock from all of it first (a GPU that starts a trace already throttled is
-still measured against its healthy clock). Then every tick goes through ``Controller.step``.
+Replay differs from the live daemon in one thing only: it knows the whole trace, so a first pass
+learns what the trace says about each GPU before the controller runs — its reference clock (the
+driver's or the model's maximum, else the highest clock it held; a GPU that starts a trace already
+throttled is still measured against its healthy clock), and the power limit a plateau shows where
+the log states none. Then every tick goes through ``Controller.step``. Everything is counted in
+seconds (each tick the time since the previous one; one sampling period after a gap in the data),
+the same seconds ``gpud diagnose`` reports.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from itertools import chain, islice
 from pathlib import Path
 from statistics import median
 
-from gpud.decide.controller import Controller, DecideSettings
+from gpud.coverage import Logged
+from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.decide.curves import FanTarget, TargetReason
-from gpud.decide.episodes import ThrottleInterval
+from gpud.decide.episodes import ThrottleInterval, TickClock
 from gpud.decide.heat import HeatFinding
-from gpud.decide.reference import busy, learn_references, with_peers
+from gpud.decide.plateau import PowerLevels, inferred_limits
+from gpud.decide.reference import HeldClock, Reference, busy, core_clock_mhz, references
 from gpud.decide.throttle import ThrottleCause
-from gpud.telemetry import GpuSample, Snapshot
-from gpud.trace.format import FORMAT, TraceError, TraceHeader, read_trace
-from gpud.trace.importers.detect import import_log
+from gpud.telemetry import Snapshot
+from gpud.trace.format import TraceError, TraceHeader, read_trace
+from gpud.trace.importers.detect import HEAD_LINES, LogFormat, import_log, open_log, sniff
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
 # Traces under twice this size are read once: the first pass reads every tick and keeps them for
@@ -56,26 +62,24 @@ class LoadedTrace:
 
 
 def load_trace(path: Path) -> LoadedTrace:
-    """A gpud trace, or an ``nvidia-smi`` CSV/dmon log imported on the fly."""
+    """A gpud trace, or a log (nvidia-smi CSV or dmon, GPU-Z, Afterburner) imported on the fly."""
     try:
         size = path.stat().st_size
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
     except OSError as error:
         raise TraceError(f"cannot read {path}: {error.strerror}") from None
-    if f'"{FORMAT}"' in first:
-        header, _ = read_trace([first], str(path))
+    with open_log(path) as lines:
+        head = list(islice(lines, HEAD_LINES))
+        if sniff(head, str(path)) is not LogFormat.GPUD_TRACE:
+            result = import_log(chain(head, lines), str(path))
+            return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
+    header, _ = read_trace(head[:1], str(path))
 
-        def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
-            with path.open(encoding="utf-8", errors="replace") as handle:
-                lines = chain(
-                    [next(handle)], islice(handle, 0, None, stride)
-                )  # the header, then every stride-th tick
-                yield from read_trace(lines, str(path), errors=problems)[1]
+    def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            lines = chain([next(handle)], islice(handle, 0, None, stride))  # the header, every stride-th tick
+            yield from read_trace(lines, str(path), errors=problems)[1]
 
-        return LoadedTrace(str(path), header, ticks, [], size)
-    result = import_log(path.read_text(encoding="utf-8", errors="replace").splitlines(), str(path))
-    return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
+    return LoadedTrace(str(path), header, ticks, [], size)
 
 
 @dataclass
@@ -90,14 +94,17 @@ class FanCommand:
 
 @dataclass
 class GpuReplay:
-    """Everything replay found about one GPU."""
+    """Everything replay found about one GPU; times in seconds, each tick counting the time since the last."""
 
     index: int
     name: str
-    reference_clock_mhz: float | None
-    busy_s: float = 0.0
-    throttled_s: dict[ThrottleCause, float] = field(default_factory=dict)
+    reference: Reference | None
+    power_limit_inferred_w: float | None = None
+    seconds: float = 0.0  # up
+    working_s: float = 0.0  # not idle (or load unknown): what throttling is measured against
+    busy_s: float = 0.0  # at full load: where clocks can tell throttling
     intervals: list[ThrottleInterval] = field(default_factory=list)
+    logged: Logged = field(default_factory=Logged)
     fan_commands: list[FanCommand] = field(default_factory=list)
     last_command: dict[int, FanCommand] = field(default_factory=dict)
     fan_target_sum: float = 0.0
@@ -109,9 +116,23 @@ class GpuReplay:
     neighbour_heated: bool = False
     cooling_saturated_s: float = 0.0
 
-    def throttled_fraction_of_busy(self) -> float | None:
-        """Share of busy time spent throttled, any cause."""
-        return sum(self.throttled_s.values()) / self.busy_s if self.busy_s else None
+    @property
+    def reference_clock_mhz(self) -> float | None:
+        """The reference clock, MHz."""
+        return self.reference.mhz if self.reference is not None else None
+
+    @property
+    def throttled_s(self) -> dict[ThrottleCause, float]:
+        """Throttled seconds per cause: those of the reported intervals (a stray slow tick is not one)."""
+        totals = dict.fromkeys(ThrottleCause, 0.0)
+        for interval in self.intervals:
+            for cause, seconds in interval.seconds.items():
+                totals[cause] += seconds
+        return totals
+
+    def throttled_share(self) -> float | None:
+        """Share of the working (not idle) time spent throttled, any cause."""
+        return sum(self.throttled_s.values()) / self.working_s if self.working_s else None
 
 
 @dataclass
@@ -125,78 +146,121 @@ class ReplayReport:
     end: float | None
     gpus: list[GpuReplay]
     problems: list[str]
-    max_gap_s: float = 5.0  # the most time one tick accounted for (three typical tick gaps)
+    gaps: int = 0  # how many gaps in the data the trace has (sessions appended, a logger stopped)
 
 
-def _first_pass(
-    trace: LoadedTrace,
-    busy_util_pct: float,
-    models: dict[int, str],
-    kept: list[Snapshot] | None,
-    problems: list[str] | None,
-) -> tuple[float, dict[int, float | None]]:
-    """First pass: the typical tick spacing and each GPU's busy reference clock.
+@dataclass(frozen=True)
+class Learned:
+    """What a first pass over the whole trace tells before the controller runs."""
 
-    With ``kept``, every tick is read and appended to it (``problems`` collects the bad lines).
+    interval_s: float  # the typical tick spacing
+    references: dict[int, Reference | None]
+    power_limits: dict[int, float]  # inferred, for GPUs whose log states none
+    kept: list[Snapshot] | None  # every tick, for small traces (read once)
+    problems: list[str]  # lines skipped while reading them
+
+    @property
+    def max_gap_s(self) -> float:
+        """More than this between two ticks is a gap in the data: three typical spacings, at least 5 s."""
+        return max(5.0, 3 * self.interval_s)
+
+
+def learn(trace: LoadedTrace, settings: DecideSettings) -> Learned:
+    """First pass: the typical tick spacing, each GPU's reference clock and any power limit a plateau shows.
+
+    A small trace is read whole and kept for the second pass (with the lines it skipped); a large
+    one is sampled every n-th tick and read again by the second.
     """
-    gaps: list[float] = []
-    previous: float | None = None
     stride = _first_pass_stride(trace)
-
-    def every_sample() -> Iterator[GpuSample]:
-        nonlocal previous
-        for snapshot in trace.ticks(stride, problems):
-            if kept is not None:
-                kept.append(snapshot)
-            if previous is not None and len(gaps) < 1000:
-                gaps.append((snapshot.timestamp - previous) / stride)
-            previous = snapshot.timestamp
-            yield from snapshot.gpus
-
-    references = learn_references(every_sample(), busy_util_pct)
-    own = {index: reference.mhz for index, reference in references.items()}
-    return (median(gaps) if gaps else 1.0), with_peers(own, models)
+    kept: list[Snapshot] | None = [] if stride == 1 else None
+    problems: list[str] = []
+    busy_pct = settings.throttle.busy_util_pct
+    spacings: list[float] = []
+    held: dict[int, HeldClock] = {}
+    levels: dict[int, PowerLevels] = {}
+    clock = TickClock(max_gap_s=5.0 * stride)
+    for snapshot in trace.ticks(stride, problems if kept is not None else None):
+        if kept is not None:
+            kept.append(snapshot)
+        dt, gap = clock.tick(snapshot.timestamp)
+        if dt > 0 and not gap and len(spacings) < 1000:
+            spacings.append(dt / stride)
+        for sample in snapshot.gpus:
+            held.setdefault(sample.index, HeldClock()).observe(snapshot.timestamp, sample, busy_pct, gap)
+            level = levels.setdefault(sample.index, PowerLevels())
+            level.limit_logged = level.limit_logged or sample.power_limit_w is not None
+            if sample.power_w is not None and busy(sample, busy_pct):
+                level.observe(sample.power_w, core_clock_mhz(sample), dt)
+    infos = {info.index: info for info in trace.header.gpus}
+    refs = references(held, infos)
+    models = {index: infos[index].name if index in infos else "" for index in levels}
+    limits = inferred_limits(levels, refs, models, settings.throttle.thermal_loss)
+    return Learned(median(spacings) if spacings else 1.0, refs, limits, kept, problems)
 
 
 def _first_pass_stride(trace: LoadedTrace) -> int:
-    """Every n-th tick for the first pass of a large trace: a percentile needs a sample, not every tick."""
+    """Every n-th tick for the first pass of a large trace: a reference needs a sample, not every tick."""
     return max(1, trace.size_bytes // _FULL_FIRST_PASS_BYTES)
 
 
-def replay(trace: LoadedTrace, settings: DecideSettings) -> ReplayReport:
-    """Run the controller over ``trace`` and gather intervals, heat findings and fan commands."""
+def replay(
+    trace: LoadedTrace,
+    settings: DecideSettings,
+    learned: Learned | None = None,
+    observe: Callable[[Snapshot, Decision], None] | None = None,
+) -> ReplayReport:
+    """Run the controller over ``trace`` and gather intervals, heat findings and fan commands.
+
+    ``observe`` sees every tick with the controller's decision (``gpud diagnose`` measures its
+    other figures with the same ticks and the same seconds).
+    """
     models = {info.index: info.name for info in trace.header.gpus}
-    problems = list(trace.problems)
-    kept: list[Snapshot] | None = [] if _first_pass_stride(trace) == 1 else None
-    interval_s, references = _first_pass(
-        trace, settings.throttle.busy_util_pct, models, kept, problems if kept is not None else None
+    learned = learned or learn(trace, settings)
+    problems = [*trace.problems, *learned.problems]
+    controller = Controller(
+        trace.header.gpus, settings, learned.references, learned.max_gap_s, learned.power_limits
     )
-    max_gap_s = max(5.0, 3 * interval_s)
-    controller = Controller(trace.header.gpus, settings, references, max_gap_s=max_gap_s)
     gpus: dict[int, GpuReplay] = {}
-    ticks, start, end = 0, None, None
-    for snapshot in kept if kept is not None else trace.ticks(1, problems):
+    ticks, gaps, start, end = 0, 0, None, None
+    idle_pct, busy_pct = settings.throttle.idle_util_pct, settings.throttle.busy_util_pct
+    for snapshot in learned.kept if learned.kept is not None else trace.ticks(1, problems):
         decision = controller.step(snapshot)
-        ticks += 1
+        ticks, gaps = ticks + 1, gaps + decision.gap
         start = snapshot.timestamp if start is None else start
         end = snapshot.timestamp
         for sample, gpu in zip(snapshot.gpus, decision.gpus, strict=True):
             report = gpus.get(gpu.index)
             if report is None:
                 report = gpus[gpu.index] = GpuReplay(
-                    gpu.index, models.get(gpu.index, "unknown"), references.get(gpu.index)
+                    gpu.index,
+                    models.get(gpu.index, "unknown"),
+                    learned.references.get(gpu.index),
+                    learned.power_limits.get(gpu.index),
                 )
-            if busy(sample, settings.throttle.busy_util_pct):
-                report.busy_s += decision.dt_s
-            report.throttled_s = gpu.throttled_seconds
+            report.logged.note(sample)
+            if sample.up:
+                report.seconds += decision.dt_s
+                if sample.gpu_util_pct is None or sample.gpu_util_pct >= idle_pct:
+                    report.working_s += decision.dt_s  # unknown load may be work: the reasons judge it
+                if busy(sample, busy_pct):
+                    report.busy_s += decision.dt_s
             _note_heat(report, gpu.heat, decision.dt_s)
             _note_fans(report, snapshot.timestamp, gpu.fan_targets)
         for interval in decision.ended:
             gpus[interval.gpu].intervals.append(interval)
+        if observe is not None:
+            observe(snapshot, decision)
     for interval in controller.finish():
         gpus[interval.gpu].intervals.append(interval)
     return ReplayReport(
-        trace.name, trace.header, ticks, start, end, [gpus[i] for i in sorted(gpus)], problems, max_gap_s
+        trace.name,
+        trace.header,
+        ticks,
+        start,
+        end,
+        [gpus[i] for i in sorted(gpus)],
+        problems,
+        gaps,
     )
 
 

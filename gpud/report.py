@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from gpud.coverage import not_judged
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
 from gpud.status import rounded
+from gpud.telemetry import GpuInfo
 from gpud.words import count
 
 _INTERVALS_SHOWN = 5
@@ -27,7 +29,8 @@ def _interval_json(interval: ThrottleInterval, origin: float) -> dict[str, Any]:
         "end_time": _iso(interval.end),
         "start_offset_s": round(interval.start - origin, 3),
         "end_offset_s": round(interval.end - origin, 3),
-        "duration_s": round(interval.end - interval.start, 3),
+        "duration_s": round(interval.duration_s, 3),
+        "throttled_s": round(interval.throttled_s, 3),
         "cause": interval.cause.value,
         "clock_lost": rounded(interval.clock_lost, 4),
         "seconds": {cause.value: round(s, 3) for cause, s in interval.seconds.items()},
@@ -35,14 +38,28 @@ def _interval_json(interval: ThrottleInterval, origin: float) -> dict[str, Any]:
     }
 
 
-def _gpu_json(gpu: GpuReplay, origin: float) -> dict[str, Any]:
+def gaps(gpu: GpuReplay, info: GpuInfo | None) -> list[str]:
+    """What could not be judged about ``gpu`` (see :mod:`gpud.coverage`)."""
+    reported = info.clock_event_reasons_reported if info else None
+    return not_judged(gpu.logged, reported, gpu.reference, gpu.working_s, bool(gpu.intervals))
+
+
+def _gpu_json(gpu: GpuReplay, origin: float, info: GpuInfo | None) -> dict[str, Any]:
+    reference = gpu.reference
     return {
         "index": gpu.index,
         "name": gpu.name,
         "reference_clock_mhz": gpu.reference_clock_mhz,
+        "reference": None
+        if reference is None
+        else {"mhz": reference.mhz, "source": reference.source.value, "trusted": reference.trusted},
+        "power_limit_inferred_w": rounded(gpu.power_limit_inferred_w, 1),
+        "seconds": round(gpu.seconds, 3),
+        "working_s": round(gpu.working_s, 3),
         "busy_s": round(gpu.busy_s, 3),
-        "throttled_s": {cause.value: round(gpu.throttled_s.get(cause, 0.0), 3) for cause in ThrottleCause},
-        "throttled_fraction_of_busy": rounded(gpu.throttled_fraction_of_busy(), 4),
+        "throttled_s": {cause.value: round(s, 3) for cause, s in gpu.throttled_s.items()},
+        "throttled_share": rounded(gpu.throttled_share(), 4),
+        "not_judged": gaps(gpu, info),
         "intervals": [_interval_json(i, origin) for i in gpu.intervals],
         "heat": {
             "heat_buildup": gpu.neighbour_heated or gpu.cooling_saturated_s > 0,
@@ -74,12 +91,14 @@ def _gpu_json(gpu: GpuReplay, origin: float) -> dict[str, Any]:
 def report_json(report: ReplayReport) -> dict[str, Any]:
     """The replay as one JSON document."""
     origin = report.start or 0.0
-    gpus = [_gpu_json(gpu, origin) for gpu in report.gpus]
+    infos = {info.index: info for info in report.header.gpus}
+    gpus = [_gpu_json(gpu, origin, infos.get(gpu.index)) for gpu in report.gpus]
     return {
         "trace": report.trace,
         "host": report.header.host,
         "source": report.header.source,
         "ticks": report.ticks,
+        "gaps": report.gaps,
         "start": report.start,
         "end": report.end,
         "duration_s": rounded(
@@ -89,7 +108,7 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
         "summary": {
             "intervals": sum(len(g.intervals) for g in report.gpus),
             "throttled_s": {
-                cause.value: round(sum(g.throttled_s.get(cause, 0.0) for g in report.gpus), 3)
+                cause.value: round(sum(g.throttled_s[cause] for g in report.gpus), 3)
                 for cause in ThrottleCause
             },
             "gpus_throttled": [g.index for g in report.gpus if g.intervals],
@@ -102,13 +121,17 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
 
 def _gpu_line(gpu: GpuReplay) -> str:
     throttled = sum(gpu.throttled_s.values())
-    share = gpu.throttled_fraction_of_busy()
+    share = gpu.throttled_share()
     causes = (
         ", ".join(f"{c.value} {s:.0f} s" for c, s in gpu.throttled_s.items() if s > 0) or "never throttled"
     )
-    parts = [f"GPU {gpu.index} {gpu.name}: {len(gpu.intervals)} throttle intervals, {causes}"]
+    parts = [f"GPU {gpu.index} {gpu.name}: {count(len(gpu.intervals), 'throttle interval')}, {causes}"]
     if throttled and share is not None:
-        parts.append(f"{share:.0%} of busy time")
+        parts.append(f"{share:.0%} of its {gpu.working_s:.0f} working seconds")
+    if gpu.reference is not None:
+        parts.append(f"reference {gpu.reference.mhz:.0f} MHz ({gpu.reference.source.value})")
+    if gpu.power_limit_inferred_w is not None:
+        parts.append(f"power limit inferred: {gpu.power_limit_inferred_w:.0f} W")
     if gpu.coupling_c_per_100w is not None:
         parts.append(
             f"neighbours {gpu.coupling_c_per_100w:+.1f} °C/100 W"
@@ -127,7 +150,7 @@ def _interval_line(interval: ThrottleInterval, origin: float) -> str:
     lost = f", clock -{interval.clock_lost:.0%}" if interval.clock_lost is not None else ""
     return (
         f"    {interval.start - origin:>9.0f} s .. {interval.end - origin:>9.0f} s  "
-        f"{interval.cause.value:<8} {interval.end - interval.start:>6.0f} s{lost}"
+        f"{interval.cause.value:<8} {interval.throttled_s:>6.0f} s throttled{lost}"
     )
 
 
@@ -135,14 +158,16 @@ def render_report(report: ReplayReport) -> str:
     """One screen: the trace, a line per GPU, its first intervals, and what was skipped."""
     origin = report.start or 0.0
     span = (report.end - report.start) if report.start is not None and report.end is not None else 0.0
-    lines = [
-        f"{report.trace}: {count(report.ticks, 'tick')}, {span:.0f} s, {count(len(report.gpus), 'GPU')} ({report.header.source})"
-    ]
+    gapped = f", {count(report.gaps, 'gap')} in the data" if report.gaps else ""
+    title = f"{report.trace}: {count(report.ticks, 'tick')}, {span:.0f} s{gapped}, {count(len(report.gpus), 'GPU')}"
+    lines = [f"{title} ({report.header.source})"]
+    infos = {info.index: info for info in report.header.gpus}
     for gpu in report.gpus:
         lines.append(_gpu_line(gpu))
+        lines.extend(f"    not judged: {gap}" for gap in gaps(gpu, infos.get(gpu.index)))
         lines.extend(_interval_line(i, origin) for i in gpu.intervals[:_INTERVALS_SHOWN])
         if len(gpu.intervals) > _INTERVALS_SHOWN:
             lines.append(f"    ... and {len(gpu.intervals) - _INTERVALS_SHOWN} more (--json lists them all)")
     if report.problems:
-        lines.append(f"{len(report.problems)} malformed lines skipped, first: {report.problems[0]}")
+        lines.append(f"{count(len(report.problems), 'malformed line')} skipped, first: {report.problems[0]}")
     return "\n".join(lines)

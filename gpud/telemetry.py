@@ -44,6 +44,7 @@ class GpuInfo:
     sm_clock_max_mhz: int | None = None
     graphics_clock_max_mhz: int | None = None
     memory_clock_max_mhz: int | None = None
+    applications_clock_mhz: int | None = None  # the graphics clock set for applications, when logged
     memory_total_bytes: int | None = None
     pcie_link_gen_max: int | None = None
     pcie_link_width_max: int | None = None

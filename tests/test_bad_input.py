@@ -224,6 +224,6 @@ def test_an_unreadable_config_is_a_usage_error_not_a_traceback(tmp_path, capsys)
 def test_replay_of_a_binary_file_is_an_error_naming_it(tmp_path, capsys):
     path = Path(tmp_path / "core.dump")
     path.write_bytes(bytes(range(256)) * 40)
-    assert main(["replay", str(path)]) == 1
+    assert main(["replay", str(path)]) == 2  # refused: not a log
     err = capsys.readouterr().err
-    assert str(path) in err and "Traceback" not in err
+    assert str(path) in err and "a binary file" in err and "Traceback" not in err

@@ -76,7 +76,7 @@ def test_a_broken_file_is_a_clear_error_not_a_traceback(tmp_path):
     broken = tmp_path / "broken.log"
     broken.write_text("this is not a log\n")
     done = subprocess.run([*GPUD, "replay", str(broken)], capture_output=True, text=True, check=False)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "not a log gpud can import" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -87,7 +87,7 @@ def test_a_fan_not_following_its_target_is_exit_1_and_said():
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():
     throttled = GpuSample(index=1, temperature_c=81, clock_event_reasons=0x20)
     down = GpuSample(index=2, up=False)
-    doc = document(HEALTHY, throttled, down, ticks=2)
+    doc = document(HEALTHY, throttled, down, ticks=3)  # the first tick accounts no time: 2 s after 3
     assert exit_code(doc) == 1
     rows = render_table(doc).splitlines()
     assert rows[3].endswith("THROTTLED (thermal)") and rows[4].endswith("DOWN")

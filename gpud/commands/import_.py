@@ -1,4 +1,7 @@
-"""``gpud import``: other tools' logs (or a gpud trace) converted into a gpud trace."""
+"""``gpud import``: other tools' logs (or a gpud trace) converted into a gpud trace.
+
+A file that is no log gpud can read is refused in one line with exit status 2 (see ``gpud.cli``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, fail
+from gpud.commands.shared import Subcommands, add_command
 from gpud.outputs import check_writable, open_output
 from gpud.words import count
 
@@ -18,10 +21,12 @@ def register(commands: Subcommands) -> None:
         "import",
         cmd_import,
         help="convert nvidia-smi CSV / dmon, GPU-Z and MSI Afterburner logs into a gpud trace",
-        description="The format is detected from the file: nvidia-smi --query-gpu=... --format=csv "
-        "(with its header line), nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log, "
-        "or a gpud trace (copied, every tick checked). A malformed line is reported with its number "
-        "and skipped. Exit 1 when no tick could be read.",
+        description="The format is told from the first lines taken together: nvidia-smi "
+        "--query-gpu=... --format=csv (with its header line, comma-, semicolon- or tab-separated), "
+        "nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log (a cut head or several "
+        "sessions too), or a gpud trace (copied, every tick checked). A malformed line is reported with "
+        "its number and skipped. A file that is no log gpud can read is refused with exit 2; exit 1 "
+        "when no tick could be read.",
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert")
     imp.add_argument(
@@ -35,20 +40,18 @@ def register(commands: Subcommands) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     """``gpud import``: convert a log into a gpud trace."""
     from gpud.trace.format import write_trace
-    from gpud.trace.importers.detect import import_log
+    from gpud.trace.importers.detect import import_log, open_log
 
     check_writable(args.output)
-    try:
-        lines = args.file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as error:
-        return fail(f"cannot read {args.file}: {error.strerror}", 1)
-    result = import_log(lines, str(args.file), args.strict)
+    with open_log(args.file) as lines:
+        result = import_log(lines, str(args.file), args.strict)
     for problem in result.problems:
         print(f"gpud: {problem}", file=sys.stderr)
     with open_output(args.output) as out:
         ticks = write_trace(out, result.header, result.snapshots)
+    told = f", {count(len(result.problems), 'problem')} (above)" if result.problems else ""
     print(
         f"{args.output}: {count(ticks, 'tick')} of {count(len(result.header.gpus), 'GPU')} "
-        f"({result.header.source}), {count(len(result.problems), 'line')} skipped"
+        f"({result.header.source}){told}"
     )
     return 0 if ticks else 1

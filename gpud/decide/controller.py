@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gpud.decide.curves import FanDemand, FanSettings, FanTarget, FanTargetState
-from gpud.decide.episodes import EpisodeTracker, ThrottleInterval
+from gpud.decide.episodes import EpisodeTracker, ThrottleInterval, TickClock
 from gpud.decide.heat import CouplingFit, HeatFinding, HeatSettings, HeatTracker, neighbours
 from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
-from gpud.decide.reference import BusyClockReference, busy, core_clock_mhz, with_peers
+from gpud.decide.reference import HeldClock, Reference, references
 from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
 from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
@@ -60,7 +60,8 @@ class Decision:
     timestamp: float
     gpus: tuple[GpuDecision, ...]
     ended: tuple[ThrottleInterval, ...] = ()
-    dt_s: float = 0.0  # the time this tick accounts for (capped at the controller's max gap)
+    dt_s: float = 0.0  # the time this tick accounts for (one sampling period after a gap)
+    gap: bool = False  # no data came between the previous tick and this one
 
     def for_gpu(self, index: int) -> GpuDecision | None:
         """The decision about GPU ``index``, if it was in the snapshot."""
@@ -70,17 +71,27 @@ class Decision:
 class _GpuState:
     """Per-GPU decision state; created on first sight of a GPU."""
 
-    __slots__ = ("episodes", "fans", "heat", "info", "predictive", "reference", "slowdown_c", "throttled_s")
+    __slots__ = (
+        "episodes",
+        "fans",
+        "heat",
+        "held",
+        "info",
+        "predictive",
+        "slowdown_c",
+        "slowdown_reported",
+        "throttled_s",
+    )
 
     def __init__(
         self, info: GpuInfo | None, index: int, settings: DecideSettings, pooled: CouplingFit
     ) -> None:
         self.info = info
-        self.slowdown_c = (
-            (info.slowdown_temp_c if info else None) or settings.slowdown_c or DEFAULT_SLOWDOWN_C
-        )
-        self.reference = BusyClockReference()
-        self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_ticks)
+        own = (info.slowdown_temp_c if info else None) or settings.slowdown_c
+        self.slowdown_c = own or DEFAULT_SLOWDOWN_C
+        self.slowdown_reported = own is not None
+        self.held = HeldClock()
+        self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
         self.heat = HeatTracker(settings.heat, pooled)
         self.fans: list[FanTargetState] = []
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
@@ -92,25 +103,28 @@ class _GpuState:
 class Controller:
     """Turns snapshots into decisions.
 
-    ``gpus`` are the static facts (thresholds, bus ids, fans). ``references`` fixes the busy
-    reference clocks (replay learns them from the whole trace first); without it they are
-    learned as the ticks come. ``max_gap_s`` caps the time one tick can account for.
+    ``gpus`` are the static facts (thresholds, bus ids, fans). ``references`` fixes the reference
+    clocks (replay learns them from the whole trace first); without it they are learned as the
+    ticks come. ``power_limits`` stand in for limits the samples do not carry (inferred by replay).
+    A gap in the data (more than ``max_gap_s`` between two ticks, see :class:`TickClock`) ends
+    throttle intervals, and the tick after it counts one sampling period, not the gap.
     """
 
     def __init__(
         self,
         gpus: tuple[GpuInfo, ...] = (),
         settings: DecideSettings | None = None,
-        references: Mapping[int, float | None] | None = None,
+        references: Mapping[int, Reference | None] | None = None,
         max_gap_s: float = 5.0,
+        power_limits: Mapping[int, float] | None = None,
     ) -> None:
         self._settings = settings or DecideSettings()
         self._infos = {info.index: info for info in gpus}
         self._neighbours = neighbours(gpus)
         self._fixed_references = references
-        self._references: dict[int, float | None] = dict(references or {})
-        self._max_gap_s = max_gap_s
-        self._last_timestamp: float | None = None
+        self._references: dict[int, Reference | None] = dict(references or {})
+        self._power_limits = dict(power_limits or {})
+        self._clock = TickClock(max_gap_s)
         self._ticks = 0
         self._gpus: dict[int, _GpuState] = {}
         self._curves = self._settings.fans.all_curves()
@@ -118,22 +132,22 @@ class Controller:
 
     def step(self, snapshot: Snapshot) -> Decision:
         """Judge every GPU in ``snapshot`` and account the time since the previous one."""
-        dt = 0.0
-        if self._last_timestamp is not None:
-            dt = min(max(0.0, snapshot.timestamp - self._last_timestamp), self._max_gap_s)
-        self._last_timestamp = snapshot.timestamp
+        dt, gap = self._clock.tick(snapshot.timestamp)
         keep = math.exp(-dt / self._settings.heat.memory_s)
         for fit in self._pooled.values():
             fit.forget(keep)
-        if self._fixed_references is None and self._ticks % _PEER_REFRESH_TICKS == 0:
+        new = [s.index for s in snapshot.gpus if s.index not in self._gpus]
+        for index in new:
+            self._state(index)
+        if self._fixed_references is None and (new or self._ticks % _PEER_REFRESH_TICKS == 0):
             self._refresh_references()
         self._ticks += 1
         power = {s.index: s.power_w for s in snapshot.gpus if s.up}
         ended: list[ThrottleInterval] = []
         decisions = tuple(
-            self._decide(sample, snapshot.timestamp, dt, power, ended) for sample in snapshot.gpus
+            self._decide(sample, snapshot.timestamp, dt, gap, power, ended) for sample in snapshot.gpus
         )
-        return Decision(snapshot.timestamp, decisions, tuple(ended), dt)
+        return Decision(snapshot.timestamp, decisions, tuple(ended), dt, gap)
 
     def reconfigure(self, settings: DecideSettings) -> None:
         """New thresholds, curves and models (a ``SIGHUP`` reload), keeping what was learnt.
@@ -144,10 +158,8 @@ class Controller:
         """
         self._settings = settings
         self._curves = settings.fans.all_curves()
-        for index, old in self._gpus.items():
-            pooled = self._pooled.setdefault(old.info.name if old.info else "", CouplingFit())
-            state = self._gpus[index] = _GpuState(old.info, index, settings, pooled)
-            state.reference, state.episodes, state.throttled_s = old.reference, old.episodes, old.throttled_s
+        for index, old in list(self._gpus.items()):
+            self._start_again(index, old, old.info)
 
     def learn(self, gpus: tuple[GpuInfo, ...]) -> None:
         """Facts learnt after start (a GPU opened late, its fans counted at last), kept like a reload.
@@ -159,20 +171,26 @@ class Controller:
         self._neighbours = neighbours(gpus)
         for index, old in list(self._gpus.items()):
             info = self._infos.get(index)
-            if info is None or info == old.info:
-                continue
-            pooled = self._pooled.setdefault(info.name, CouplingFit())
-            state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
-            state.reference, state.episodes, state.throttled_s = old.reference, old.episodes, old.throttled_s
+            if info is not None and info != old.info:
+                self._start_again(index, old, info)
+        if self._fixed_references is None:
+            self._refresh_references()  # a maximum clock or model learnt late may give the reference
+
+    def _start_again(self, index: int, old: _GpuState, info: GpuInfo | None) -> None:
+        """A fresh state for GPU ``index`` under the current settings and ``info``, keeping what was
+        learnt about its clocks (held clocks), throttle totals and the interval in progress."""
+        pooled = self._pooled.setdefault(info.name if info else "", CouplingFit())
+        state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
+        state.held, state.episodes, state.throttled_s = old.held, old.episodes, old.throttled_s
 
     def finish(self) -> tuple[ThrottleInterval, ...]:
         """Close every interval still in progress (the end of a replayed trace)."""
         return tuple(i for state in self._gpus.values() if (i := state.episodes.finish()) is not None)
 
     def _refresh_references(self) -> None:
-        own = {index: state.reference.mhz for index, state in self._gpus.items()}
-        models = {index: state.info.name if state.info else "" for index, state in self._gpus.items()}
-        self._references = with_peers(own, models)
+        held = {index: state.held for index, state in self._gpus.items()}
+        infos = {index: state.info for index, state in self._gpus.items() if state.info is not None}
+        self._references = references(held, infos)
 
     def _state(self, index: int) -> _GpuState:
         state = self._gpus.get(index)
@@ -187,19 +205,16 @@ class Controller:
         sample: GpuSample,
         timestamp: float,
         dt: float,
+        gap: bool,
         power: dict[int, float | None],
         ended: list[ThrottleInterval],
     ) -> GpuDecision:
         settings = self._settings
         state = self._state(sample.index)
-        clock = core_clock_mhz(sample)
-        if (
-            self._fixed_references is None
-            and clock is not None
-            and busy(sample, settings.throttle.busy_util_pct)
-        ):
-            state.reference.observe(clock)
-        reference = self._references.get(sample.index)
+        if self._fixed_references is None:
+            state.held.observe(timestamp, sample, settings.throttle.busy_util_pct, gap)
+        known = self._references.get(sample.index)
+        reference = known.mhz if known is not None else None
         reported = state.info.clock_event_reasons_reported if state.info else None
         cause = classify(
             sample,
@@ -207,11 +222,13 @@ class Controller:
             state.slowdown_c,
             ALL_REASONS if reported is None else reported,
             settings.throttle,
+            self._power_limits.get(sample.index),
+            state.slowdown_reported,
         )
         lost = clock_lost(sample, reference) if cause is not None else None
         if cause is not None:
             state.throttled_s[cause] += dt
-        closed = state.episodes.update(timestamp, cause, lost, dt)
+        closed = state.episodes.update(timestamp, cause, lost, dt, gap)
         if closed is not None:
             ended.append(closed)
         heat = self._heat(state, sample, timestamp, dt, power)

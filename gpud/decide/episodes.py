@@ -1,38 +1,87 @@
-"""Throttle ticks become throttle intervals: start, end, cause and clock lost.
+"""Throttle ticks become throttle intervals: start, end, cause and clock lost, measured in seconds.
 
 At one tick a second, a tick can fall into a data-loader gap (idle, so not throttled) in the
 middle of a long thermal episode; a tick can also catch one stray slow clock. An interval
 therefore opens at the first throttled tick, survives clear ticks for ``release_s``, and is
-reported only when it held for ``min_ticks`` throttled ticks.
+reported only once it holds ``min_s`` throttled seconds over at least two samples — the same at
+8 ms sampling as at 5 s. A gap with no data closes it: nothing is known of the time in between.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from gpud.decide.throttle import ThrottleCause
 
+MIN_SAMPLES = 2
+GAP_SPACINGS = 3  # more than this many sampling periods without data is a gap
+
+
+class TickClock:
+    """The seconds each tick accounts for, and whether a gap with no data came before it.
+
+    A tick counts the time since the previous one. More than ``max_gap_s`` — or, where ticks come
+    further apart than that (slow sampling, a simulated clock running fast), three times the last
+    spacing — is a gap: the tick after it counts one sampling period, not the gap. Time running
+    backwards (logs appended out of order) is a gap too. Until a spacing is known (the first
+    ticks, or a stray first row an hour before the rest), a long wait is a gap that counts nothing.
+
+    >>> clock = TickClock(max_gap_s=5.0)
+    >>> [clock.tick(t) for t in (0.0, 1.0, 2.0, 3600.0, 3601.0)]
+    [(0.0, False), (1.0, False), (1.0, False), (1.0, True), (1.0, False)]
+    >>> slow = TickClock(max_gap_s=5.0)
+    >>> [slow.tick(t) for t in (0.0, 20.0, 40.0, 400.0)]
+    [(0.0, False), (0.0, True), (20.0, False), (20.0, True)]
+    """
+
+    __slots__ = ("_last", "_max_gap_s", "_spacing_s")
+
+    def __init__(self, max_gap_s: float) -> None:
+        self._max_gap_s = max_gap_s
+        self._last: float | None = None
+        self._spacing_s = 0.0
+
+    def tick(self, timestamp: float) -> tuple[float, bool]:
+        """``(seconds this tick accounts for, gap before it)``."""
+        last, self._last = self._last, timestamp
+        if last is None:
+            return 0.0, False
+        since, spacing = timestamp - last, self._spacing_s
+        gap = since < 0 or since > max(self._max_gap_s, GAP_SPACINGS * spacing)
+        if since > 0:
+            self._spacing_s = since  # the latest spacing, so that the ticks after a gap are no gaps
+        return (spacing, True) if gap else (since, False)
+
 
 @dataclass(frozen=True, slots=True)
 class ThrottleInterval:
-    """One throttle episode of one GPU; ``end`` is the last throttled tick's time."""
+    """One throttle episode of one GPU; ``end`` is the last throttled tick's time.
+
+    ``seconds`` are the throttled seconds per cause (each tick counts the time since the previous
+    one); ``duration_s`` is the time the interval's ticks stand for, clear ticks inside included.
+    """
 
     gpu: int
     start: float
     end: float
-    cause: ThrottleCause  # the cause of most of its ticks
-    clock_lost: float | None  # mean fraction of the busy reference clock lost, when known
+    cause: ThrottleCause  # the cause of most of its seconds
+    clock_lost: float | None  # mean fraction of the reference clock lost, when known
     seconds: dict[ThrottleCause, float]
     ticks: int
+    duration_s: float = 0.0
+
+    @property
+    def throttled_s(self) -> float:
+        """Throttled seconds, any cause."""
+        return sum(self.seconds.values())
 
 
 @dataclass(slots=True)
 class _Open:
     start: float
     last: float
+    first_dt: float
     ticks: int = 0
-    causes: Counter[ThrottleCause] = field(default_factory=Counter)
     seconds: dict[ThrottleCause, float] = field(default_factory=dict)
     lost_sum: float = 0.0
     lost_count: int = 0
@@ -41,53 +90,58 @@ class _Open:
 class EpisodeTracker:
     """Follows one GPU's per-tick causes and tells when an interval opens and closes."""
 
-    __slots__ = ("_gpu", "_min_ticks", "_open", "_release_s")
+    __slots__ = ("_gpu", "_min_s", "_open", "_release_s")
 
-    def __init__(self, gpu: int, release_s: float, min_ticks: int) -> None:
+    def __init__(self, gpu: int, release_s: float, min_s: float) -> None:
         self._gpu = gpu
         self._release_s = release_s
-        self._min_ticks = min_ticks
+        self._min_s = min_s
         self._open: _Open | None = None
 
     def update(
-        self, timestamp: float, cause: ThrottleCause | None, lost: float | None, dt: float
+        self, timestamp: float, cause: ThrottleCause | None, lost: float | None, dt: float, gap: bool = False
     ) -> ThrottleInterval | None:
-        """Account one tick; returns the interval that this tick closed, if any."""
+        """Account one tick; returns the interval that this tick closed, if any.
+
+        ``gap`` says no data came between the previous tick and this one: an interval in
+        progress ends at its last throttled tick, and this tick starts afresh.
+        """
+        closed = self.finish() if gap and self._open is not None else None
         episode = self._open
         if cause is None:
             if episode is not None and timestamp - episode.last >= self._release_s:
                 return self.finish()
-            return None
+            return closed
         if episode is None:
-            episode = self._open = _Open(start=timestamp, last=timestamp)
+            episode = self._open = _Open(start=timestamp, last=timestamp, first_dt=dt)
         episode.last = timestamp
         episode.ticks += 1
-        episode.causes[cause] += 1
         episode.seconds[cause] = episode.seconds.get(cause, 0.0) + dt
         if lost is not None:
             episode.lost_sum += lost
             episode.lost_count += 1
-        return None
+        return closed
 
     @property
     def current(self) -> ThrottleInterval | None:
-        """The interval in progress, once it has lasted ``min_ticks``."""
+        """The interval in progress, once it is long enough to report."""
         return self._interval(self._open)
 
     def finish(self) -> ThrottleInterval | None:
-        """Close the interval in progress (end of trace, or released); ``None`` if too short."""
+        """Close the interval in progress (end of trace, a gap, or released); ``None`` if too short."""
         interval, self._open = self._interval(self._open), None
         return interval
 
     def _interval(self, episode: _Open | None) -> ThrottleInterval | None:
-        if episode is None or episode.ticks < self._min_ticks:
+        if episode is None or episode.ticks < MIN_SAMPLES or sum(episode.seconds.values()) < self._min_s:
             return None
         return ThrottleInterval(
             gpu=self._gpu,
             start=episode.start,
             end=episode.last,
-            cause=episode.causes.most_common(1)[0][0],
+            cause=max(episode.seconds, key=lambda c: episode.seconds[c]),
             clock_lost=episode.lost_sum / episode.lost_count if episode.lost_count else None,
             seconds=dict(episode.seconds),
             ticks=episode.ticks,
+            duration_s=episode.last - episode.start + episode.first_dt,
         )

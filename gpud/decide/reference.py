@@ -1,23 +1,34 @@
-"""The busy reference clock: the SM clock a GPU holds when it is busy and nothing holds it back.
+"""The reference clock: the SM clock a GPU runs at when nothing holds it back.
 
-"Clock lost" is measured against it. The GPU's nominal maximum is no use here: boost clocks
-depend on the card, its power limit and the workload, so the reference is learned from the
-GPU's own busy ticks — a high percentile, so that a GPU that throttles for most of a run still
-shows its healthy clock — and compared with peers of the same model, so that a GPU that is stuck
-low for the whole run is measured against what its siblings reach.
+"Clock lost" is measured against it, so it must not come from the run being judged alone: a GPU
+capped from the start of a log to its end would define its own "full speed" and look healthy. In
+order of trust it is
+
+1. the driver's maximum clock, where the log has it (``clocks.max.sm``; NVML live);
+2. the model's maximum clock from its data sheet, for well-known data-center GPUs;
+3. otherwise the highest clock the GPU *held* for a few seconds (:data:`HOLD_S`) at any load —
+   data-center cards sit at their top clock when idle, consumer cards reach it at a light load —
+   raised to the application clock when logged and to the median of its same-model peers, so
+   that a GPU stuck low for the whole run is measured against its siblings.
+
+The third is trusted only where it stands above the clock the GPU held under load (it was seen
+faster at a lighter load, its peers or its application clock run faster): otherwise it may be the
+loaded plateau itself, a cap that lasted the whole run cannot show, and the report says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from statistics import median
 
-from gpud.telemetry import GpuSample
+from gpud.decide.models import spec_max_sm_clock_mhz
+from gpud.telemetry import GpuInfo, GpuSample
 
-BIN_MHZ = 15  # GPU Boost moves in 15 MHz steps
-_MAX_MHZ = 4200
-_QUANTILE = 0.90
-_MIN_BUSY_TICKS = 10
+HOLD_S = 5.0  # a clock counts once the GPU held it this long
+SEEN_FASTER = 0.05  # seen this much faster than under load: the loaded plateau is not the top
 
 
 def busy(sample: GpuSample, busy_util_pct: float) -> bool:
@@ -30,65 +41,129 @@ def core_clock_mhz(sample: GpuSample) -> int | None:
     return sample.sm_clock_mhz if sample.sm_clock_mhz is not None else sample.graphics_clock_mhz
 
 
-class BusyClockReference:
-    """A histogram of one GPU's busy clocks; :attr:`mhz` is its 90th percentile once known."""
+class ReferenceSource(StrEnum):
+    """Where a reference clock comes from."""
 
-    __slots__ = ("_bins", "_count", "_dirty", "_mhz")
+    DRIVER = "the driver's maximum clock"
+    MODEL = "the model's maximum clock (data sheet)"
+    HELD = "the highest clock it held"
+    APPLICATIONS = "its application clock"
+    PEERS = "its same-model peers"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A reference clock, where it comes from, and whether a whole-run cap would show against it."""
+
+    mhz: float
+    source: ReferenceSource
+    trusted: bool
+
+
+class _Window:
+    """The lowest clock of the samples that span the last :data:`HOLD_S` (a sliding minimum)."""
+
+    __slots__ = ("_lows", "_samples")
 
     def __init__(self) -> None:
-        self._bins = [0] * (_MAX_MHZ // BIN_MHZ + 1)
-        self._count = 0
-        self._mhz: float | None = None
-        self._dirty = False
+        self._samples: deque[tuple[float, float]] = deque()
+        self._lows: deque[tuple[float, float]] = deque()  # rising clocks: the window's minimum first
 
-    def observe(self, clock_mhz: float) -> None:
-        """Count one busy tick's clock."""
-        self._bins[min(max(int(clock_mhz // BIN_MHZ), 0), len(self._bins) - 1)] += 1
-        self._count += 1
-        self._dirty = True
+    def reset(self) -> None:
+        self._samples.clear()
+        self._lows.clear()
 
-    @property
-    def mhz(self) -> float | None:
-        """The reference clock, or ``None`` until enough busy ticks were seen."""
-        if self._dirty:
-            self._dirty = False
-            self._mhz = self._quantile() if self._count >= _MIN_BUSY_TICKS else None
-        return self._mhz
-
-    def _quantile(self) -> float:
-        above = (1 - _QUANTILE) * self._count
-        seen = 0
-        for index in range(len(self._bins) - 1, -1, -1):
-            seen += self._bins[index]
-            if seen > above:
-                return (index + 0.5) * BIN_MHZ
-        return 0.0  # unreachable with a positive count; keeps the type honest
+    def held(self, t: float, clock: float) -> float | None:
+        """Add a sample; the clock held over the last :data:`HOLD_S`, once the samples span that long."""
+        self._samples.append((t, clock))
+        while self._lows and self._lows[-1][1] >= clock:
+            self._lows.pop()
+        self._lows.append((t, clock))
+        while len(self._samples) > 1 and self._samples[1][0] <= t - HOLD_S:
+            self._samples.popleft()
+        while self._lows[0][0] < self._samples[0][0]:
+            self._lows.popleft()
+        return self._lows[0][1] if t - self._samples[0][0] >= HOLD_S else None
 
 
-def with_peers(own: Mapping[int, float | None], models: Mapping[int, str]) -> dict[int, float | None]:
-    """Each GPU's reference raised to the median of its same-model peers' references.
+class HeldClock:
+    """The highest clocks one GPU held for :data:`HOLD_S`: at any load, and loaded.
 
-    A GPU stuck at low clocks for the whole run learns a low reference of its own; its siblings
-    show what it should reach. With no peers, a GPU's own reference stands.
-
-    >>> with_peers({0: 1980.0, 1: 1005.0, 2: 1965.0}, {0: "H100", 1: "H100", 2: "H100"})
-    {0: 1980.0, 1: 1972.5, 2: 1965.0}
+    "Loaded" is full load, or a load the log does not tell (no utilisation): either may be the
+    very plateau being judged. Fed one sample at a time, in time order; a gap in the data
+    (``gap``) starts the windows over.
     """
-    result: dict[int, float | None] = {}
-    for index, mhz in own.items():
-        peers = [
-            m for i, m in own.items() if i != index and m is not None and models.get(i) == models.get(index)
-        ]
-        candidates = [m for m in (mhz, median(peers) if peers else None) if m is not None]
-        result[index] = max(candidates) if candidates else None
-    return result
 
+    __slots__ = ("_any", "_loaded", "any_mhz", "loaded_mhz")
 
-def learn_references(samples: Iterable[GpuSample], busy_util_pct: float) -> dict[int, BusyClockReference]:
-    """References learned from a whole recording at once (replay knows the future; the daemon learns as it goes)."""
-    references: dict[int, BusyClockReference] = {}
-    for sample in samples:
+    def __init__(self) -> None:
+        self._any, self._loaded = _Window(), _Window()
+        self.any_mhz: float | None = None
+        self.loaded_mhz: float | None = None
+
+    def observe(self, t: float, sample: GpuSample, busy_util_pct: float, gap: bool = False) -> None:
+        """Count one sample at time ``t`` (seconds)."""
         clock = core_clock_mhz(sample)
-        if clock is not None and busy(sample, busy_util_pct):
-            references.setdefault(sample.index, BusyClockReference()).observe(clock)
-    return references
+        if gap or clock is None or not sample.up:
+            self._any.reset()
+            self._loaded.reset()
+            if clock is None or not sample.up:
+                return
+        held = self._any.held(t, clock)
+        if held is not None and (self.any_mhz is None or held > self.any_mhz):
+            self.any_mhz = held
+        if sample.gpu_util_pct is not None and not busy(sample, busy_util_pct):
+            self._loaded.reset()
+            return
+        held = self._loaded.held(t, clock)
+        if held is not None and (self.loaded_mhz is None or held > self.loaded_mhz):
+            self.loaded_mhz = held
+
+
+def maximum_clock(info: GpuInfo | None) -> Reference | None:
+    """The GPU's maximum clock from the driver or, for a model on the list, its data sheet."""
+    if info is None:
+        return None
+    driver = info.sm_clock_max_mhz or info.graphics_clock_max_mhz
+    if driver:
+        return Reference(float(driver), ReferenceSource.DRIVER, True)
+    spec = spec_max_sm_clock_mhz(info.name)
+    return Reference(float(spec), ReferenceSource.MODEL, True) if spec else None
+
+
+def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> dict[int, Reference | None]:
+    """Each GPU's reference clock (see the module's docstring for the order).
+
+    >>> held = {i: HeldClock() for i in range(3)}
+    >>> for i, mhz in enumerate((1980.0, 900.0, 1965.0)):
+    ...     held[i].any_mhz = held[i].loaded_mhz = mhz
+    >>> infos = {i: GpuInfo(i, f"GPU-{i}", "RTX 4090", "", "") for i in range(3)}
+    >>> {i: (r.mhz, r.source.name) for i, r in references(held, infos).items()}
+    {0: (1980.0, 'HELD'), 1: (1972.5, 'PEERS'), 2: (1965.0, 'HELD')}
+    """
+    result: dict[int, Reference | None] = {}
+    for index, own in held.items():
+        info = infos.get(index)
+        top = maximum_clock(info)
+        if top is not None:
+            result[index] = top
+            continue
+        name = info.name if info else ""
+        peers = [
+            h.any_mhz
+            for i, h in held.items()
+            if i != index and h.any_mhz is not None and (infos[i].name if i in infos else "") == name
+        ]
+        candidates = [
+            (own.any_mhz, ReferenceSource.HELD),
+            (median(peers) if peers else None, ReferenceSource.PEERS),
+            (info.applications_clock_mhz if info else None, ReferenceSource.APPLICATIONS),
+        ]
+        known = [(float(mhz), source) for mhz, source in candidates if mhz]
+        if not known:
+            result[index] = None
+            continue
+        mhz, source = max(known, key=lambda pair: pair[0])
+        above_its_load = own.loaded_mhz is None or mhz > own.loaded_mhz * (1 + SEEN_FASTER)
+        result[index] = Reference(mhz, source, above_its_load)
+    return result

@@ -97,7 +97,9 @@ class ThrottleSettings(BaseModel):
     )
     near_slowdown_c: float = Field(5, ge=0, le=30, description="this close to slowdown counts as hot, °C")
     release_s: float = Field(10, ge=0, description="clear time that ends a throttle interval, seconds")
-    min_ticks: int = Field(2, ge=1, description="throttled ticks an interval needs to be reported")
+    min_s: float = Field(
+        2.0, gt=0, description="throttled seconds an interval needs to be reported (and two samples)"
+    )
     power_limit_fraction: float = Field(
         0.95, gt=0, le=1, description="power draw / limit from which a GPU counts as power-capped"
     )
@@ -117,13 +119,16 @@ def classify(
     slowdown_c: float,
     reasons_reported: int,
     settings: ThrottleSettings,
+    inferred_limit_w: float | None = None,
+    slowdown_reported: bool = True,
 ) -> ThrottleCause | None:
     """The throttle cause of one tick, or ``None`` when the GPU runs free (or is idle, or down).
 
     ``reasons_reported`` holds the reason bits the source actually reports. Where it reports all
     of them, they decide. Where some are missing, an active reported bit still decides, and
     otherwise the clocks do — a "not active" for the one bit that was logged says nothing about
-    the others.
+    the others. ``inferred_limit_w`` stands in for a power limit the sample does not carry;
+    ``slowdown_reported`` says ``slowdown_c`` is the GPU's own threshold, not a default.
     """
     if not sample.up:
         return None
@@ -137,23 +142,19 @@ def classify(
             return cause
     if not busy(sample, settings.busy_util_pct):
         return None  # a light load runs low clocks by choice; judge clocks only under full load
-    return _cause_from_clocks(sample, clock_lost(sample, reference_mhz), slowdown_c, settings)
-
-
-def _cause_from_clocks(
-    sample: GpuSample, lost: float | None, slowdown_c: float, settings: ThrottleSettings
-) -> ThrottleCause | None:
+    lost = clock_lost(sample, reference_mhz)
     if lost is None or lost < settings.thermal_loss:
         return None
+    limit = sample.power_limit_w or inferred_limit_w
+    at_limit = (
+        sample.power_w is not None and bool(limit) and sample.power_w >= settings.power_limit_fraction * limit
+    )
     temperature = sample.temperature_c
-    if temperature is not None and temperature >= slowdown_c - settings.near_slowdown_c:
+    hot = temperature is not None and temperature >= slowdown_c - settings.near_slowdown_c
+    if hot and (slowdown_reported or not at_limit):
         return ThrottleCause.THERMAL
-    if (
-        sample.power_w is not None
-        and sample.power_limit_w
-        and sample.power_w >= settings.power_limit_fraction * sample.power_limit_w
-    ):
-        return ThrottleCause.POWER
-    if lost >= settings.collapse_loss and temperature is not None:
-        return ThrottleCause.OTHER  # collapsed under full load while cool: a sick GPU
+    if at_limit:
+        return ThrottleCause.POWER  # near a default slowdown only: the steady power says more
+    if lost >= settings.collapse_loss and temperature is not None and sample.power_w is not None:
+        return ThrottleCause.OTHER  # collapsed under full load, cool, below its power limit: a sick GPU
     return None

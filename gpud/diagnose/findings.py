@@ -17,7 +17,7 @@ the GPUs' health: every XID, pending or failed memory repairs, uncorrected ECC e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpud import words
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
@@ -25,9 +25,10 @@ from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import health_findings
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, measure_usage
+from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, UsageMeter
 from gpud.health.severity import Severity
-from gpud.replay import GpuReplay, LoadedTrace, replay
+from gpud.replay import GpuReplay, LoadedTrace, learn, replay
+from gpud.report import gaps
 from gpud.telemetry import Cooling, GpuInfo
 
 GIB = 1024**3
@@ -60,14 +61,15 @@ class Energy:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """Findings, most costly first, and the energy figures."""
+    """Findings, most costly first, the energy figures, and what the trace could not show."""
 
     source: str
     window_s: float
     gpus: int
     findings: tuple[Finding, ...]
-    energy: Energy
+    energy: Energy | None  # None: the trace has no power readings
     cooling: dict[int, str]  # per GPU: what we know of its cooling, and how we know
+    not_judged: dict[int, list[str]] = field(default_factory=dict)  # per GPU, what and why
 
 
 def _pct(share: float) -> str:
@@ -75,25 +77,23 @@ def _pct(share: float) -> str:
 
 
 def _clock_lost(gpu: GpuReplay) -> float | None:
-    weighted = [(i.clock_lost, i.end - i.start) for i in gpu.intervals if i.clock_lost is not None]
+    """The mean share of the reference clock lost while throttled, weighted by throttled seconds."""
+    weighted = [(i.clock_lost, i.throttled_s) for i in gpu.intervals if i.clock_lost is not None]
     seconds = sum(s for _, s in weighted)
-    if not weighted:
-        return None
-    return (
-        sum(c * s for c, s in weighted) / seconds if seconds else sum(c for c, _ in weighted) / len(weighted)
-    )
+    return sum(c * s for c, s in weighted) / seconds if seconds else None
 
 
-def _throttling(gpu: GpuReplay, usage: GpuUsage) -> Finding | None:
+def _throttling(gpu: GpuReplay) -> Finding | None:
     throttled = sum(gpu.throttled_s.values())
-    working_s = max(usage.active_s, throttled)  # throttling is judged whenever the GPU is not idle
-    if not working_s:
-        return None
-    share = throttled / working_s
-    if share < MIN_SHARE:
+    share = gpu.throttled_share()
+    if share is None or share < MIN_SHARE:
         return None
     cause = max(gpu.throttled_s, key=lambda c: gpu.throttled_s[c])
+    reference = gpu.reference
+    trusted = reference is not None and reference.trusted
     lost = _clock_lost(gpu)
+    if not trusted and lost is not None and lost < MIN_SHARE:
+        lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
     advice = {
         ThrottleCause.THERMAL: "cool it: a steeper fan curve or predictive fans, more case airflow, "
@@ -103,13 +103,25 @@ def _throttling(gpu: GpuReplay, usage: GpuUsage) -> Finding | None:
         ThrottleCause.OTHER: "hardware slowdown without heat or power: check the PSU cables and the "
         "board's power connectors, then the card itself",
     }[cause]
-    clock = f", {_pct(lost)} of its busy clock lost while throttled" if lost is not None else ""
+    if lost is not None and reference is not None:
+        least = "" if trusted else "at least "
+        clock = (
+            f", {least}{_pct(lost)} of its {reference.mhz:.0f} MHz ({reference.source.value}) "
+            "lost while throttled"
+        )
+    else:
+        clock = ", clock lost not known (no maximum clock in the log)"
     estimate = f"; about {_pct(speed_lost)} of its speed" if speed_lost is not None else ""
+    inferred = (
+        f" (limit inferred: its power levels off at {gpu.power_limit_inferred_w:.0f} W, the log states none)"
+        if cause is ThrottleCause.POWER and gpu.power_limit_inferred_w is not None
+        else ""
+    )
     return Finding(
         kind="throttling",
         severity=Severity.WARNING if cause is not ThrottleCause.OTHER else Severity.CRITICAL,
         title=f"GPU {gpu.index} throttles ({cause.value}) {_pct(share)} of the time it works",
-        evidence=f"{throttled:.0f} of {working_s:.0f} working seconds throttled{clock}{estimate}",
+        evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
         recommendation=advice,
         gpus=(gpu.index,),
         cost=speed_lost if speed_lost is not None else share * 0.05,
@@ -122,11 +134,16 @@ def _throttling(gpu: GpuReplay, usage: GpuUsage) -> Finding | None:
     )
 
 
-def _cooling(info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: Cooling | None) -> str:
-    """What we know of a GPU's cooling, saying how we know."""
+def _cooling(
+    info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: Cooling | None, alone: bool
+) -> str:
+    """What we know of a GPU's cooling, saying how we know; a lone GPU has no neighbours to infer it from."""
     known = configured or (info.cooling if info else Cooling.UNKNOWN)
     if known is not Cooling.UNKNOWN:
         return f"{known.value} (configured)" if configured else f"{known.value} (reported)"
+    if alone:
+        kind = "has fans" if usage.fans_seen else "no fan readings"
+        return f"unknown ({kind}; one GPU: no neighbours to tell open-air from blower; set [cooling])"
     if gpu.neighbour_heated:
         return "open-air (inferred: its neighbours' power heats it)"
     if usage.fans_seen:
@@ -211,6 +228,8 @@ def _power_limit(usage: GpuUsage) -> Finding | None:
     if share < 0.25:  # brief touches of the limit are normal boost behaviour
         return None
     limit = f" of {usage.power_limit_w:.0f} W" if usage.power_limit_w else ""
+    if usage.power_limit_inferred:
+        limit += " (limit inferred: where its power levels off; the log states none)"
     return Finding(
         kind="power-limit",
         severity=Severity.NOTICE,
@@ -307,7 +326,9 @@ def _host(host: HostFacts, usages: list[GpuUsage], count: int) -> list[Finding]:
     return findings
 
 
-def _energy(usages: list[GpuUsage], window_s: float, settings: DiagnoseSettings) -> Energy:
+def _energy(usages: list[GpuUsage], window_s: float, settings: DiagnoseSettings) -> Energy | None:
+    if all(u.peak_power_w is None for u in usages):
+        return None  # no power readings: no energy figure, rather than a false 0 kWh
     kwh = sum(u.energy_j for u in usages) / 3.6e6
     monthly = kwh * SECONDS_PER_MONTH / window_s if window_s else 0.0
     price = settings.price_per_kwh
@@ -320,38 +341,49 @@ def diagnose(
     settings: DiagnoseSettings,
     host: HostFacts | None = None,
 ) -> Diagnosis:
-    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on."""
-    replayed = replay(trace, decide)
-    infos = {info.index: info for info in trace.header.gpus}
+    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on.
+
+    One pass of replay's controller over the trace gives the throttling and heat; the other figures
+    are measured on the same ticks, with the same seconds.
+    """
+    learned = learn(trace, decide)
     slowdown = decide.slowdown_c or DEFAULT_SLOWDOWN_C
-    usage = measure_usage(
-        trace.ticks(1, None), trace.header.gpus, decide.throttle, slowdown, replayed.max_gap_s
-    )
-    usages = [usage.get(g.index) or GpuUsage(g.index) for g in replayed.gpus]
+    meter = UsageMeter(trace.header.gpus, decide.throttle, slowdown, learned.power_limits)
+    replayed = replay(trace, decide, learned, meter.add)
+    infos = {info.index: info for info in trace.header.gpus}
+    usages = [meter.usage.get(g.index) or GpuUsage(g.index) for g in replayed.gpus]
     window = (
         (replayed.end - replayed.start) if replayed.start is not None and replayed.end is not None else 0.0
     )
+    alone = len(replayed.gpus) == 1
     cooling = {
-        g.index: _cooling(infos.get(g.index), g, u, decide.cooling.get(g.index))
+        g.index: _cooling(infos.get(g.index), g, u, decide.cooling.get(g.index), alone)
         for g, u in zip(replayed.gpus, usages, strict=True)
     }
     findings: list[Finding] = []
-    throttles = [
-        f for g, u in zip(replayed.gpus, usages, strict=True) if (f := _throttling(g, u)) is not None
-    ]
+    throttles = [f for g in replayed.gpus if (f := _throttling(g)) is not None]
     findings += throttles
     costs = {f.gpus[0]: f.cost for f in throttles}
     if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
         findings.append(heat)
+    power_throttled = {f.gpus[0] for f in throttles if f.numbers["cause"] == ThrottleCause.POWER.value}
     for u in usages:
         findings += _fans(u)
-        findings += [f for f in (_power_limit(u), _pcie(u, infos.get(u.index))) if f is not None]
+        power = _power_limit(u) if u.index not in power_throttled else None  # said by its throttling
+        findings += [f for f in (power, _pcie(u, infos.get(u.index))) if f is not None]
     if (psu := _psu(usages, settings)) is not None:
         findings.append(psu)
     if host is not None:
         findings += _host(host, usages, len(usages))
     findings += health_findings(trace.ticks(1, None))
     findings.sort(key=lambda f: -f.cost)
+    unjudged = {g.index: judged for g in replayed.gpus if (judged := gaps(g, infos.get(g.index)))}
     return Diagnosis(
-        replayed.trace, window, len(usages), tuple(findings), _energy(usages, window, settings), cooling
+        replayed.trace,
+        window,
+        len(usages),
+        tuple(findings),
+        _energy(usages, window, settings),
+        cooling,
+        unjudged,
     )

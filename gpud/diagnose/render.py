@@ -15,15 +15,30 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _gpus(indexes: list[int]) -> str:
+    return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(str(i) for i in indexes)
+
+
+def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:
+    """One line per thing that could not be judged, naming the GPUs it applies to."""
+    by_gap: dict[str, list[int]] = {}
+    for gpu, gaps in sorted(not_judged.items()):
+        for gap in gaps:
+            by_gap.setdefault(gap, []).append(gpu)
+    return [f"not judged: {_gpus(gpus)}: {gap}" for gap, gpus in by_gap.items()]
+
+
 def render_diagnosis(diagnosis: Diagnosis) -> str:
-    """Most costly finding first, each with its evidence and what to do; then cooling and energy."""
+    """Most costly finding first, each with its evidence and what to do; then what was not judged,
+    cooling and energy."""
     lines = [
         f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {_duration(diagnosis.window_s)}",
         "",
     ]
     if not diagnosis.findings:
+        seen = "in what the log shows" if diagnosis.not_judged else "seen"
         lines += [
-            "No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem seen.",
+            f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}.",
             "",
         ]
     for number, finding in enumerate(diagnosis.findings, start=1):
@@ -33,14 +48,19 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
             f"   do: {finding.recommendation}",
             "",
         ]
-    lines.append(
-        "cooling: " + "; ".join(f"GPU {gpu} {how}" for gpu, how in sorted(diagnosis.cooling.items()))
-    )
+    lines += not_judged_lines(diagnosis.not_judged)
+    by_cooling: dict[str, list[int]] = {}
+    for gpu, how in sorted(diagnosis.cooling.items()):
+        by_cooling.setdefault(how, []).append(gpu)
+    lines.append("cooling: " + "; ".join(f"{_gpus(gpus)} {how}" for how, gpus in by_cooling.items()))
     e = diagnosis.energy
-    lines.append(
-        f"energy (GPUs): {e.kwh:.2f} kWh in {_duration(e.window_s)}, {e.cost:.2f} {e.currency}; "
-        f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
-    )
+    if e is None:
+        lines.append("energy (GPUs): not known (the log has no power readings)")
+    else:
+        lines.append(
+            f"energy (GPUs): {e.kwh:.2f} kWh in {_duration(e.window_s)}, {e.cost:.2f} {e.currency}; "
+            f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
+        )
     return "\n".join(lines)
 
 

@@ -1,15 +1,17 @@
 """What ``gpud diagnose`` needs beyond replay: power, PCIe, fans and energy, summed per GPU over a trace.
 
-Times are accounted per tick (the gap to the previous tick, capped, as the controller does), and only
-while the GPU is busy where the question is about load: a PCIe link that drops to Gen 1 when idle is
-power saving, at full load it is a problem.
+Fed tick by tick from replay's own loop, with the controller's seconds (each tick the time since
+the previous one, one sampling period after a gap), so its times are replay's. Only the time
+while the GPU is busy counts where the question is about load: a PCIe link that drops to Gen 1
+when idle is power saving, at full load it is a problem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gpud.decide.controller import Decision
 from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
 from gpud.telemetry import GpuInfo, GpuSample, Snapshot
@@ -28,15 +30,15 @@ class GpuUsage:
     index: int
     seconds: float = 0.0
     busy_s: float = 0.0
-    active_s: float = 0.0  # not idle: what throttling is measured against
     power_capped_s: float = 0.0  # busy at (or held down by) the power limit
     pcie_degraded_s: float = 0.0  # busy on a link below its maximum generation or width
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
     energy_j: float = 0.0
-    peak_power_w: float | None = None
+    peak_power_w: float | None = None  # None: no power readings, so no energy figure either
     power_limit_w: float | None = None
+    power_limit_inferred: bool = False  # the limit is where its power levelled off, not in the log
     fans_seen: bool = False
     memory_total_bytes: int | None = None
 
@@ -56,37 +58,50 @@ def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
     return low_gen or low_width
 
 
-def measure_usage(
-    ticks: Iterable[Snapshot],
-    gpus: tuple[GpuInfo, ...],
-    settings: ThrottleSettings,
-    slowdown_c: float,
-    max_gap_s: float = 5.0,
-) -> dict[int, GpuUsage]:
-    """Each GPU's totals over ``ticks``; ``slowdown_c`` for GPUs whose info has none.
+class UsageMeter:
+    """Each GPU's totals, fed one tick and the controller's decision at a time (replay's ``observe``).
 
-    ``max_gap_s`` caps what one tick accounts for, as the controller's does.
+    ``slowdown_c`` is for GPUs whose info has none; ``power_limits`` stand in for limits a log does
+    not state (inferred by replay).
     """
-    infos = {info.index: info for info in gpus}
-    usage: dict[int, GpuUsage] = {}
-    previous: float | None = None
-    for tick in ticks:
-        dt = 0.0 if previous is None else min(max(0.0, tick.timestamp - previous), max_gap_s)
-        previous = tick.timestamp
+
+    def __init__(
+        self,
+        gpus: tuple[GpuInfo, ...],
+        settings: ThrottleSettings,
+        slowdown_c: float,
+        power_limits: Mapping[int, float] | None = None,
+    ) -> None:
+        self._infos = {info.index: info for info in gpus}
+        self._settings = settings
+        self._slowdown_c = slowdown_c
+        self._limits = dict(power_limits or {})
+        self.usage: dict[int, GpuUsage] = {}
+
+    def add(self, tick: Snapshot, decision: Decision) -> None:
+        """Account one tick."""
         for sample in tick.gpus:
-            info = infos.get(sample.index)
-            u = usage.get(sample.index)
+            info = self._infos.get(sample.index)
+            u = self.usage.get(sample.index)
             if u is None:
-                u = usage[sample.index] = GpuUsage(sample.index)
+                u = self.usage[sample.index] = GpuUsage(sample.index)
                 u.memory_total_bytes = info.memory_total_bytes if info else None
-            _account(u, sample, info, dt, busy(sample, settings.busy_util_pct), slowdown_c)
-            if sample.up and (sample.gpu_util_pct or 0.0) >= settings.idle_util_pct:
-                u.active_s += dt
-    return usage
+                if sample.index in self._limits:
+                    u.power_limit_w, u.power_limit_inferred = self._limits[sample.index], True
+            is_busy = busy(sample, self._settings.busy_util_pct)
+            _account(
+                u, sample, info, decision.dt_s, is_busy, self._slowdown_c, self._limits.get(sample.index)
+            )
 
 
 def _account(
-    u: GpuUsage, s: GpuSample, info: GpuInfo | None, dt: float, is_busy: bool, slowdown_c: float
+    u: GpuUsage,
+    s: GpuSample,
+    info: GpuInfo | None,
+    dt: float,
+    is_busy: bool,
+    slowdown_c: float,
+    inferred_limit_w: float | None,
 ) -> None:
     u.seconds += dt
     if not s.up:
@@ -95,7 +110,7 @@ def _account(
         u.energy_j += s.power_w * dt
         u.peak_power_w = max(u.peak_power_w or 0.0, s.power_w)
     if s.power_limit_w is not None:
-        u.power_limit_w = s.power_limit_w
+        u.power_limit_w, u.power_limit_inferred = s.power_limit_w, False
     fan = s.mean_fan_pct
     u.fans_seen = u.fans_seen or fan is not None
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
@@ -108,9 +123,8 @@ def _account(
         return
     u.busy_s += dt
     capped = (s.clock_event_reasons or 0) & _POWER_CAP_BIT
-    if capped or (
-        None not in (s.power_w, s.power_limit_w) and s.power_w >= POWER_LIMIT_SHARE * s.power_limit_w
-    ):
+    limit = s.power_limit_w or inferred_limit_w
+    if capped or (s.power_w is not None and limit and s.power_w >= POWER_LIMIT_SHARE * limit):
         u.power_capped_s += dt
     if link_degraded(s, info):
         u.pcie_degraded_s += dt

@@ -41,6 +41,10 @@ class TraceError(GpudError):
     """A trace line that cannot be read; the message names the file and line."""
 
 
+class NotALog(TraceError):
+    """A file that is no log gpud can read at all (no header, a profile, a binary): refused whole."""
+
+
 @dataclass(frozen=True, slots=True)
 class TraceHeader:
     """What a trace says about the machine it was recorded on."""

@@ -1,4 +1,4 @@
-"""Throttle intervals: hysteresis over data-loader gaps, a minimum length, the dominant cause."""
+"""Throttle intervals: hysteresis over data-loader gaps, a minimum in seconds, gaps in the data end them."""
 
 from __future__ import annotations
 
@@ -10,32 +10,57 @@ from gpud.decide.throttle import ThrottleCause
 T, P = ThrottleCause.THERMAL, ThrottleCause.POWER
 
 
-def run(causes: list[ThrottleCause | None], release_s: float = 3, min_ticks: int = 2):
-    tracker = EpisodeTracker(gpu=0, release_s=release_s, min_ticks=min_ticks)
-    intervals = [i for t, c in enumerate(causes) if (i := tracker.update(t, c, 0.1 if c else None, 1.0))]
+def run(causes: list[ThrottleCause | None], release_s: float = 3, min_s: float = 2, period_s: float = 1.0):
+    tracker = EpisodeTracker(gpu=0, release_s=release_s, min_s=min_s)
+    intervals = [
+        i
+        for tick, cause in enumerate(causes)
+        if (i := tracker.update(tick * period_s, cause, 0.1 if cause else None, period_s))
+    ]
     last = tracker.finish()
     return [*intervals, last] if last else intervals
 
 
 def test_short_gaps_do_not_split_an_interval_and_a_long_clear_ends_it():
     intervals = run([None, T, T, None, T, T, None, None, None, None, T, T])
-    assert [(i.start, i.end, i.ticks) for i in intervals] == [(1, 5, 4), (10, 11, 2)]
+    assert [(i.start, i.end, i.ticks, i.throttled_s, i.duration_s) for i in intervals] == [
+        (1, 5, 4, 4.0, 5.0),
+        (10, 11, 2, 2.0, 2.0),
+    ]
 
 
-def test_a_single_stray_tick_is_not_an_interval():
+def test_a_single_sample_is_no_interval_at_any_sampling_rate():
     assert run([None, T, None, None, None, None]) == []
+    assert run([None, T, None], period_s=5.0) == []  # 5 s of throttling, but one sample
+    assert len(run([None, T, T], period_s=5.0)) == 1
 
 
-def test_the_cause_is_the_one_of_most_ticks_and_seconds_are_kept_per_cause():
+def test_the_minimum_is_in_seconds_not_ticks():
+    eight_ms = 0.008
+    assert run([T] * 10, release_s=0.05, period_s=eight_ms) == []  # 80 ms of slow clock
+    (interval,) = run([T] * 300, release_s=0.05, period_s=eight_ms)
+    assert interval.throttled_s == pytest.approx(2.4)
+
+
+def test_the_cause_is_the_one_of_most_seconds_and_seconds_are_kept_per_cause():
     (interval,) = run([T, P, T, T])
     assert interval.cause is T
     assert interval.seconds == {T: 3.0, P: 1.0}
     assert interval.clock_lost == pytest.approx(0.1)
 
 
+def test_a_gap_with_no_data_ends_the_interval_at_its_last_throttled_tick():
+    tracker = EpisodeTracker(gpu=0, release_s=10, min_s=2)
+    for t in (0, 1, 2):
+        tracker.update(t, T, 0.2, 1.0)
+    closed = tracker.update(3600, T, 0.2, 1.0, gap=True)
+    assert (closed.start, closed.end, closed.throttled_s) == (0, 2, 3.0)
+    assert tracker.current is None  # the tick after the gap opened a new one, too short yet
+
+
 def test_current_shows_an_interval_only_once_it_is_long_enough():
-    tracker = EpisodeTracker(gpu=3, release_s=5, min_ticks=2)
-    tracker.update(0, T, 0.2, 0)
+    tracker = EpisodeTracker(gpu=3, release_s=5, min_s=2)
+    tracker.update(0, T, 0.2, 1)
     assert tracker.current is None
     tracker.update(1, T, 0.4, 1)
     assert tracker.current is not None

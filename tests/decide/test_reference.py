@@ -1,31 +1,68 @@
-"""The busy reference clock: a high percentile of busy clocks, raised to same-model peers."""
+"""The reference clock: the driver's or the model's maximum, else the highest clock held, raised to peers."""
 
 from __future__ import annotations
 
-from gpud.decide.reference import BIN_MHZ, BusyClockReference, learn_references, with_peers
-from gpud.telemetry import GpuSample
+import pytest
+
+from gpud.decide.reference import HOLD_S, HeldClock, ReferenceSource, references
+from gpud.telemetry import GpuInfo, GpuSample
 
 
-def test_needs_ten_busy_ticks_then_ignores_throttled_ticks_below_the_90th_percentile():
-    reference = BusyClockReference()
-    for _ in range(9):
-        reference.observe(1950)
-    assert reference.mhz is None
-    reference.observe(1950)
-    assert abs(reference.mhz - 1950) <= BIN_MHZ
-    for _ in range(60):  # throttled for 85 % of the time: the healthy clock still shows
-        reference.observe(1500)
-    assert abs(reference.mhz - 1950) <= BIN_MHZ
+def feed(held: HeldClock, clocks_and_loads: list[tuple[float, float]], period_s: float = 1.0) -> HeldClock:
+    for tick, (clock, util) in enumerate(clocks_and_loads):
+        held.observe(tick * period_s, GpuSample(0, sm_clock_mhz=int(clock), gpu_util_pct=util), 80)
+    return held
 
 
-def test_only_busy_ticks_teach_the_reference():
-    samples = [GpuSample(0, gpu_util_pct=0, sm_clock_mhz=2100)] * 20 + [
-        GpuSample(0, gpu_util_pct=99, sm_clock_mhz=1800)
-    ] * 20
-    assert abs(learn_references(samples, 80)[0].mhz - 1800) <= BIN_MHZ
+def info(index: int, name: str = "NVIDIA GeForce RTX 3090", **facts) -> GpuInfo:
+    return GpuInfo(index, f"GPU-{index}", name, "", "", **facts)
+
+
+def test_a_clock_counts_once_it_was_held_for_a_few_seconds_whatever_the_sampling():
+    spike = feed(HeldClock(), [(1900, 99)] * 3 + [(2100, 99)] * 2 + [(1900, 99)] * 10)
+    assert spike.loaded_mhz == 1900  # two seconds at 2100 MHz is a spike, not a clock it holds
+    fast = feed(HeldClock(), [(1950, 99)] * int(2 * HOLD_S / 0.008), period_s=0.008)
+    slow = feed(HeldClock(), [(1950, 99)] * 2, period_s=HOLD_S)
+    assert fast.loaded_mhz == slow.loaded_mhz == 1950
+    assert feed(HeldClock(), [(1950, 99)] * 4).loaded_mhz is None  # three seconds only
+
+
+def test_a_gpu_capped_under_load_all_run_is_measured_against_the_clock_it_held_idle():
+    """A data-center card idles at its top clock: its 18 % lower clock under load is lost clock."""
+    held = feed(HeldClock(), [(1980, 0)] * 10 + [(1620, 100)] * 600)
+    (reference,) = references({0: held}, {0: info(0, "Some Accelerator")}).values()
+    assert (reference.mhz, reference.source, reference.trusted) == (1980, ReferenceSource.HELD, True)
+
+
+def test_the_drivers_maximum_or_the_models_data_sheet_beats_what_the_run_held():
+    held = feed(HeldClock(), [(1620, 100)] * 60)
+    refs = references(
+        {0: held, 1: held}, {0: info(0, sm_clock_max_mhz=2100), 1: info(1, "Tesla V100-SXM2-32GB")}
+    )
+    assert [(r.mhz, r.source, r.trusted) for r in refs.values()] == [
+        (2100, ReferenceSource.DRIVER, True),
+        (1530, ReferenceSource.MODEL, True),
+    ]
+
+
+def test_a_reference_that_is_only_the_loaded_plateau_is_not_trusted():
+    held = feed(HeldClock(), [(210, 0)] * 10 + [(1950, 100)] * 60)  # a consumer card: idles low
+    (reference,) = references({0: held}, {0: info(0)}).values()
+    assert reference.mhz == 1950 and not reference.trusted
 
 
 def test_a_gpu_stuck_low_all_run_is_measured_against_its_siblings_but_other_models_are_not():
-    own = {0: 1980.0, 1: 900.0, 2: 1965.0, 3: 1200.0}
-    models = {0: "H100", 1: "H100", 2: "H100", 3: "T4"}
-    assert with_peers(own, models) == {0: 1980.0, 1: 1972.5, 2: 1965.0, 3: 1200.0}
+    clocks = {0: 1980, 1: 900, 2: 1965, 3: 1200}
+    held = {i: feed(HeldClock(), [(mhz, 100)] * 20) for i, mhz in clocks.items()}
+    infos = {i: info(i, "RTX A6000" if i < 3 else "RTX 4000") for i in clocks}
+    refs = references(held, infos)
+    assert {i: r.mhz for i, r in refs.items()} == {0: 1980, 1: pytest.approx(1972.5), 2: 1965, 3: 1200}
+    assert refs[1].source is ReferenceSource.PEERS and refs[1].trusted and not refs[3].trusted
+
+
+def test_a_gap_in_the_data_starts_the_hold_over():
+    held = HeldClock()
+    for t in (0, 1, 2):
+        held.observe(t, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80)
+    held.observe(100, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80, gap=True)
+    assert held.loaded_mhz is None

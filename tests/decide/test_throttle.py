@@ -55,11 +55,15 @@ def test_controller_accounts_throttled_time_per_cause_and_gpu():
     assert decision.for_gpu(1).throttled_seconds[ThrottleCause.POWER] == 2.0
 
 
-def test_a_gap_in_the_data_counts_at_most_max_gap():
+def test_the_tick_after_a_gap_in_the_data_counts_one_sampling_period_and_ends_the_interval():
     controller = Controller(max_gap_s=5)
-    controller.step(snap(0, 0x20))
+    for t in (0, 1, 2):
+        controller.step(snap(t, 0x20))
     decision = controller.step(snap(3600, 0x20))
-    assert decision.for_gpu(0).throttled_seconds[ThrottleCause.THERMAL] == 5.0
+    assert decision.gap and decision.dt_s == 1.0
+    assert decision.for_gpu(0).throttled_seconds[ThrottleCause.THERMAL] == 3.0
+    (ended,) = decision.ended
+    assert (ended.start, ended.end) == (0, 2)
 
 
 def test_a_down_gpu_is_not_throttled():
@@ -89,7 +93,9 @@ def busy_sample(**values: float | None) -> GpuSample:
         ({"sm_clock_mhz": 1650, "temperature_c": 84}, ThrottleCause.THERMAL),
         ({"sm_clock_mhz": 1650, "power_w": 345, "power_limit_w": 350}, ThrottleCause.POWER),
         ({"sm_clock_mhz": 1650}, None),  # 15 % down while cool and not at the limit: unexplained, not "sick"
-        ({"sm_clock_mhz": 900, "temperature_c": 50}, ThrottleCause.OTHER),  # collapsed under full load, cool
+        ({"sm_clock_mhz": 900, "temperature_c": 50, "power_w": 150}, ThrottleCause.OTHER),  # collapsed, cool
+        ({"sm_clock_mhz": 900, "temperature_c": 50}, None),  # ... but without power it may be a power limit
+        ({"sm_clock_mhz": 900, "power_w": 345, "power_limit_w": 350}, ThrottleCause.POWER),  # never "other"
         ({"sm_clock_mhz": 900, "gpu_util_pct": 40}, None),  # a light load runs low clocks by choice
         ({"sm_clock_mhz": 300, "gpu_util_pct": 0, "temperature_c": 85}, None),  # idle is never throttling
         ({"sm_clock_mhz": None, "graphics_clock_mhz": 1500, "temperature_c": 83}, ThrottleCause.THERMAL),
@@ -98,6 +104,15 @@ def busy_sample(**values: float | None) -> GpuSample:
 )
 def test_cause_from_clocks_without_reasons(values, cause):
     assert classify(busy_sample(**values), 1950, 80, NONE_REPORTED, SETTINGS) is cause
+
+
+def test_an_inferred_power_limit_explains_a_steady_plateau_and_beats_a_default_slowdown():
+    capped = busy_sample(sm_clock_mhz=1620, temperature_c=78, power_w=698)
+    assert classify(capped, 1980, 80, NONE_REPORTED, SETTINGS) is ThrottleCause.THERMAL  # no limit known
+    inferred = classify(capped, 1980, 80, NONE_REPORTED, SETTINGS, 699.5, slowdown_reported=False)
+    assert inferred is ThrottleCause.POWER  # near the default 80 °C only: the steady power says more
+    own = classify(capped, 1980, 80, NONE_REPORTED, SETTINGS, 699.5, slowdown_reported=True)
+    assert own is ThrottleCause.THERMAL  # near its own slowdown: heat
 
 
 def test_the_gpus_own_slowdown_threshold_moves_the_thermal_judgement():

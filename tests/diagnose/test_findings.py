@@ -133,4 +133,4 @@ def test_a_gpu_stuck_at_low_clocks_while_cool_is_critical_and_first():
     assert done.returncode == 1  # a critical finding
     first = done.stdout.split("\n\n")[1]
     assert first.startswith("1. [critical] GPU 1 throttles (other)") and "check the PSU cables" in first
-    assert "GPU 0 unknown (no fan readings" in done.stdout  # no fans logged is not "no fans"
+    assert "GPUs 0, 1 unknown (no fan readings" in done.stdout  # no fans logged is not "no fans"

@@ -98,7 +98,7 @@ def test_another_tool_taking_nvidia_settings_fans_back_is_noticed_at_the_next_re
     fake = fake_nvidia_settings(gpus=2)
     backend = NvidiaSettingsBackend(NvidiaSettings(), source.gpus)
     fans = FanControl(Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus))
-    controller = Controller(source.gpus)
+    controller = Controller(source.gpus, max_gap_s=30.0)  # ticks 10 s apart, as the daemon sets it for them
     for _ in range(3):
         clock.advance(1)
         snapshot = source.sample()
@@ -177,7 +177,7 @@ def test_a_hung_nvidia_settings_costs_the_tick_its_wait_once_and_the_gpu_is_repo
     fans = FanControl(
         Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus), guard=CallGuard(0.1)
     )
-    controller = Controller(source.gpus)
+    controller = Controller(source.gpus, max_gap_s=30.0)  # ticks 10 s apart, as the daemon sets it for them
     clock.advance(1)
     snapshot = source.sample()
     fans.apply(controller.step(snapshot), snapshot)
@@ -204,7 +204,7 @@ def test_at_exit_a_gpu_cooling_off_after_a_hung_command_is_handed_back(
     fake = fake_nvidia_settings(gpus=2)
     backend = NvidiaSettingsBackend(NvidiaSettings(timeout_s=5), source.gpus)
     fans = FanControl(Chooser(BackendChoice.NVIDIA_SETTINGS, [backend]).assign_all(source.gpus))
-    controller = Controller(source.gpus)
+    controller = Controller(source.gpus, max_gap_s=30.0)  # ticks 10 s apart, as the daemon sets it for them
     clock.advance(1)
     snapshot = source.sample()
     fans.apply(controller.step(snapshot), snapshot)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gpud.telemetry import GpuSample
-from gpud.trace.format import TraceError, read_trace
-from gpud.trace.importers.detect import import_log
+from gpud.trace.format import NotALog, TraceError, read_trace
+from gpud.trace.importers.detect import FORMATS, import_log
 from gpud.trace.importers.rows import TickAssembler
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,7 +23,7 @@ def load(name: str, strict: bool = False):
 
 def test_query_csv_with_units_interleaved_gpus_and_missing_values():
     result = load("query_two_gpus.csv")
-    assert [len(s.gpus) for s in result.snapshots] == [2, 2, 1]  # line 6 is malformed
+    assert [len(s.gpus) for s in result.snapshots] == [2, 2, 2]
     assert [s.timestamp - result.snapshots[0].timestamp for s in result.snapshots] == [0, 1, 2]
     first = result.snapshots[0].gpus[1]
     assert (first.temperature_c, first.sm_clock_mhz, first.power_w, first.power_limit_w) == (
@@ -45,10 +45,11 @@ def test_query_csv_with_units_interleaved_gpus_and_missing_values():
     )
 
 
-def test_a_bad_cell_skips_its_line_with_the_line_number():
+def test_a_bad_cell_is_left_out_of_its_row_and_reported_with_the_line_number():
     result = load("query_two_gpus.csv")
-    assert result.problems == ["query_two_gpus.csv:6: skipped: not a number: 'seventy'"]
-    assert [g.index for g in result.snapshots[2].gpus] == [1]
+    assert result.problems == ["query_two_gpus.csv:6: temperature.gpu: 'seventy' not understood, left out"]
+    kept = result.snapshots[2].gpus[0]
+    assert kept.temperature_c is None and kept.power_w == 331.0  # the rest of the row is kept
     with pytest.raises(TraceError, match="query_two_gpus.csv:6"):
         load("query_two_gpus.csv", strict=True)
 
@@ -83,7 +84,7 @@ def test_dmon_without_time_and_with_dashes():
 
 
 def test_unrecognised_input_is_a_clear_error():
-    with pytest.raises(TraceError, match="not a log gpud can import"):
+    with pytest.raises(NotALog, match="x: not a log gpud can import"):
         import_log(["hello world"], "x")
 
 
@@ -137,7 +138,7 @@ def test_gpu_infos_can_be_asked_for_twice():
 
 def test_a_gpu_z_sensor_log_imports_with_both_fans_and_board_power():
     result = load("gpuz_sensor_log.txt")
-    assert result.problems == []
+    assert result.problems == [] and result.header.source == "gpu-z"
     first, idle = result.snapshots[0].gpus[0], result.snapshots[-1].gpus[0]
     assert (first.temperature_c, first.power_w, first.sm_clock_mhz, first.gpu_util_pct) == (
         61.0,
@@ -152,11 +153,317 @@ def test_a_gpu_z_sensor_log_imports_with_both_fans_and_board_power():
 
 def test_an_afterburner_log_imports_each_session_by_its_own_columns_and_units():
     result = load("afterburner.hml")
-    assert result.header.gpus[0].name == "NVIDIA GeForce RTX 3080"
-    assert result.problems == ["afterburner.hml:15: skipped: not a number: 'broken'"]
-    hot, capped, second_session = (t.gpus[0] for t in result.snapshots)
+    assert result.header.source == "afterburner" and result.header.gpus[0].name == "NVIDIA GeForce RTX 3080"
+    assert result.problems == ["afterburner.hml:15: gpu temperature: 'broken' not understood, left out"]
+    hot, capped, broken, second_session = (t.gpus[0] for t in result.snapshots)
+    assert broken.temperature_c is None and broken.sm_clock_mhz == 1725
     assert (hot.temperature_c, hot.power_w, hot.sm_clock_mhz) == (82.0, 318.25, 1710)
     assert [f.speed_pct for f in hot.fans] == [71.0, 73.0]
     assert hot.clock_event_reasons == 0x20 and capped.clock_event_reasons == 0x04  # temp limit, power limit
     assert second_session.temperature_c == 45.0
     assert second_session.power_w is None  # that session logs power in % of TDP, not watts
+
+
+# -- the format from the content, sessions, refusals -------------------------------------------
+
+HML_SESSION = """00, 01-05-2024 {h}:00:00, Hardware monitoring log v1.6
+01, 01-05-2024 {h}:00:00, NVIDIA GeForce RTX 3070
+02, 01-05-2024 {h}:00:00, GPU temperature     ,Core clock          ,GPU usage
+03, 01-05-2024 {h}:00:00, 0                   ,\u00b0C                  ,0.000               ,100.000
+03, 01-05-2024 {h}:00:00, 1                   ,MHz                 ,0.000               ,3000.000
+03, 01-05-2024 {h}:00:00, 2                   ,%                   ,0.000               ,100.000
+80, 01-05-2024 {h}:00:01, 70.000              ,1905.000            ,99.000
+80, 01-05-2024 {h}:00:02, 71.000              ,1890.000            ,98.000
+"""
+
+
+def test_an_afterburner_log_cut_at_its_head_imports_its_complete_sessions_as_one_trace_with_a_gap():
+    cut = HML_SESSION.format(h="09").splitlines()[4:]  # starts at a 03 line: the column names are gone
+    lines = [*cut, *HML_SESSION.format(h="11").splitlines()]
+    result = import_log(lines, "cut.hml")
+    assert result.header.source == "afterburner"
+    assert [s.timestamp - result.snapshots[0].timestamp for s in result.snapshots] == [0.0, 1.0]
+    assert result.snapshots[0].gpus[0].sm_clock_mhz == 1905
+    assert result.problems == [
+        "cut.hml: the log's head is missing: 2 data lines before the first column names skipped"
+    ]
+    two = import_log(
+        [*HML_SESSION.format(h="09").splitlines(), *HML_SESSION.format(h="11").splitlines()], "x"
+    )
+    assert two.snapshots[2].timestamp - two.snapshots[1].timestamp == 2 * 3600 - 1  # one trace, a gap
+
+
+def test_a_log_whose_head_was_cut_with_no_complete_session_is_refused():
+    with pytest.raises(NotALog, match="cut.hml: looks like afterburner, but no row"):
+        import_log(HML_SESSION.format(h="09").splitlines()[4:], "cut.hml")
+
+
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        (["\x00\x01\x02binary\x00junk"] * 3, "a binary file"),
+        (["==4242== NVPROF is profiling process 4242", '"Start","Duration","Device"'], "an nvprof profile"),
+        (['{"name": "benchmark", "gpulog": []}'], "JSON, but not a gpud trace"),
+        (
+            ["2024/03/01 10:00:00.000, 0, 65, 1950 MHz", "2024/03/01 10:00:01.000, 0, 66, 1950 MHz"],
+            "without a header",
+        ),
+        (["step, loss, lr", "1, 2.5, 0.1", "2, 2.4, 0.1"], r"CSV whose columns \(step, loss, lr\) are none"),
+        (["hello", "world"], "not a log gpud can import"),
+        (
+            ["timestamp, index, note", "2024/03/01 10:00:00, 0, warm-up", "2024/03/01 10:00:01, 0, go"],
+            "no row",
+        ),
+        ([], "empty"),
+    ],
+)
+def test_a_file_gpud_cannot_read_is_refused_in_one_line(lines, why):
+    with pytest.raises(NotALog, match=why) as refused:
+        import_log(lines, "f.log")
+    assert str(refused.value).startswith("f.log: ") and "\n" not in str(refused.value)
+
+
+def test_a_header_after_a_banner_line_is_found():
+    lines = ["GPU log started by train.sh", "timestamp, index, temperature.gpu", "2024/03/01 10:00:00, 0, 65"]
+    result = import_log(lines, "banner.csv")
+    assert result.snapshots[0].gpus[0].temperature_c == 65
+    assert result.problems == ["banner.csv: 1 lines before the first header line skipped"]
+
+
+def test_a_gpud_trace_given_as_a_log_is_read_as_the_trace_it_is():
+    lines = (FIXTURES / "sim_open_air_3gpu.jsonl").read_text().splitlines()
+    result = import_log(lines, "sim.jsonl")
+    assert result.header.source == "simulated" and len(result.snapshots) == len(lines) - 1
+
+
+def test_a_utf16_log_from_powershell_is_read(tmp_path):
+    from gpud.trace.importers.detect import open_log
+
+    path = tmp_path / "log.csv"
+    path.write_text("index, temperature.gpu\r\n0, 61\r\n", encoding="utf-16")
+    with open_log(path) as lines:
+        result = import_log(lines, str(path))
+    assert result.snapshots[0].gpus[0].temperature_c == 61
+
+
+def test_rows_of_one_gpu_under_one_whole_second_are_spread_over_that_second():
+    lines = ["timestamp, index, temperature.gpu", *(f"2024/03/01 10:00:0{s}, 0, 60" for s in "0001112")]
+    times = [s.timestamp - 1709287200 for s in import_log(lines, "x").snapshots]
+    assert times == pytest.approx([0, 1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+
+
+# -- GPU-Z ---------------------------------------------------------------------------------------
+
+GPU_Z_OLD = [
+    (
+        "        Date        , GPU Core Clock [MHz] , GPU Memory Clock [MHz] , GPU Temperature [\u00b0C] , "
+        "Fan Speed (%) [%] , GPU Load [%] , GPU Power [W] , PerfCap Reason [] ,"
+    ),
+    "2017-06-17 15:37:57 ,              1911.0   ,   1500.0 ,  83.0 ,  61 ,  99 ,  180.0 ,   2 ,",
+    "2017-06-17 15:37:58 ,              1898.0   ,   1500.0 ,  83.0 ,  62 ,  99 ,  181.0 ,   3 ,",
+    "2017-06-17 15:37:59 ,              1911.0   ,   1500.0 ,  82.0 ,  61 ,  98 ,  179.0 ,   4 ,",
+    "2017-06-17 15:38:00 ,              1911.0   ,   1500.0 ,  82.0 ,  61 ,  99 ,  179.0 , 128 ,",
+    "2017-06-17 15:38:01 ,              1911.0   ,   1500.0 ,  82.0 ,  61 ,  99 ,  179.0 , 128 ,",
+]
+
+
+def test_gpu_z_perfcap_reason_becomes_the_drivers_reasons_and_an_unknown_bit_is_reported_once():
+    result = import_log(GPU_Z_OLD, "gpuz.txt")
+    assert result.header.source == "gpu-z"
+    gpu = [t.gpus[0] for t in result.snapshots]
+    assert (gpu[0].sm_clock_mhz, gpu[0].power_w, gpu[0].fans[0].speed_pct) == (1911, 180.0, 61.0)
+    assert [g.clock_event_reasons for g in gpu] == [0x20, 0x24, 0, 0, 0]  # Thrm; Pwr+Thrm; VRel; unknown
+    assert result.problems == [
+        "gpuz.txt:5: PerfCap Reason: '128' not understood, left out (2 values like it)"
+    ]
+    assert result.header.gpus[0].clock_event_reasons_reported & 0x24 == 0x24
+
+
+def test_gpu_z_newer_columns_several_fans_tdp_share_and_an_appended_session():
+    header = (
+        "        Date        , GPU Clock [MHz] , GPU Temperature [\u00b0C] , Fan 1 Speed (%) [%] , "
+        "Fan 2 Speed (%) [%] , GPU Load [%] , Board Power Draw [W] , GPU Chip Power Draw [W] , "
+        "Power Consumption (%) [% TDP] , PerfCap Reason [] ,"
+    )
+    rows = [
+        "2024-04-20 13:02:09 , 2490.0 , 56.6 , 47 , 48 , 99 , 104.0 , 56.9 , 80.0 , 1 ,",
+        "2024-04-20 13:02:10 , 2520.0 , 56.8 , 47 , 48 , 99 , 107.9 , 60.4 , 83.0 , 0 ,",
+    ]
+    result = import_log([header, *rows, header, rows[0].replace("13:02:09", "13:30:00")], "z.txt")
+    first = result.snapshots[0].gpus[0]
+    assert [f.speed_pct for f in first.fans] == [47.0, 48.0] and first.power_w == 104.0
+    assert first.power_limit_w == pytest.approx(130.0) and first.clock_event_reasons == 0x04
+    assert len(result.snapshots) == 3 and result.problems == []
+
+
+# -- Afterburner with two GPUs -----------------------------------------------------------------
+
+HML_TWO_GPUS = """00, 03-01-2026 17:43:55, Hardware monitoring log v1.6
+01, 03-01-2026 17:43:55, NVIDIA GeForce RTX 3090,NVIDIA GeForce RTX 3080
+02, 03-01-2026 17:43:55, GPU1 temperature    ,GPU1 usage          ,GPU1 core clock     ,GPU1 power limit    ,GPU2 temperature    ,GPU2 usage          ,GPU2 core clock     ,GPU2 temp limit     ,CPU temperature
+03, 03-01-2026 17:43:55, 0                   ,\u00b0C
+03, 03-01-2026 17:43:55, 1                   ,%
+03, 03-01-2026 17:43:55, 2                   ,MHz
+03, 03-01-2026 17:43:55, 3                   ,
+03, 03-01-2026 17:43:55, 4                   ,\u00b0C
+03, 03-01-2026 17:43:55, 5                   ,%
+03, 03-01-2026 17:43:55, 6                   ,MHz
+03, 03-01-2026 17:43:55, 7                   ,
+03, 03-01-2026 17:43:55, 8                   ,\u00b0C
+80, 03-01-2026 17:43:56, 70.000              ,99.000              ,1860.000            ,1.000               ,84.000              ,98.000              ,1650.000            ,1.000               ,55.000
+""".splitlines()
+
+
+def test_each_afterburner_gpu_prefix_is_a_gpu_with_its_own_name_and_limit_flags():
+    result = import_log(HML_TWO_GPUS, "two.hml")
+    first, second = result.snapshots[0].gpus
+    assert [g.name for g in result.header.gpus] == ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 3080"]
+    assert (first.index, first.temperature_c, first.sm_clock_mhz, first.clock_event_reasons) == (
+        0,
+        70,
+        1860,
+        0x04,
+    )
+    assert (second.index, second.temperature_c, second.sm_clock_mhz, second.clock_event_reasons) == (
+        1,
+        84,
+        1650,
+        0x20,
+    )
+    assert [g.clock_event_reasons_reported for g in result.header.gpus] == [0x04, 0x20]
+
+
+# -- nvidia-smi CSV: identities, power columns, reference clocks --------------------------------
+
+
+def test_index_beats_a_gpu_column_beside_it():
+    lines = [
+        "timestamp, gpu, index, temperature.gpu",
+        "2024/03/01 10:00:00, 7, 0, 60",
+        "2024/03/01 10:00:00, 7, 1, 61",
+    ]
+    assert [g.index for g in import_log(lines, "x").snapshots[0].gpus] == [0, 1]
+
+
+def test_gpus_are_told_apart_by_bus_id_without_an_index_and_a_shared_index_is_a_warning():
+    by_bus = [
+        "pci.bus_id, temperature.gpu",
+        "00000000:17:00.0, 60",
+        "00000000:65:00.0, 70",
+        "00000000:17:00.0, 61",
+    ]
+    result = import_log(by_bus, "bus.csv")
+    assert [[g.index for g in s.gpus] for s in result.snapshots] == [[0, 1], [0]]
+    assert [g.pci_bus_id for g in result.header.gpus] == ["00000000:17:00.0", "00000000:65:00.0"]
+    shared = ["timestamp, index, uuid, temperature.gpu"] + [
+        f"2024/03/01 10:00:0{t}, 0, GPU-{u}, 6{t}" for t in range(2) for u in "ab"
+    ]
+    result = import_log(shared, "shared.csv")
+    assert [[g.index for g in s.gpus] for s in result.snapshots] == [[0, 1], [0, 1]]
+    assert result.problems == [
+        "shared.csv: index 0 is logged for two GPUs (GPU-a, GPU-b): the second is read as GPU 1"
+    ]
+
+
+def test_the_average_power_is_preferred_and_max_and_application_clocks_are_kept():
+    lines = [
+        (
+            "index, power.draw.instant [W], power.draw [W], power.draw.average [W], clocks.max.sm [MHz], "
+            "clocks.applications.graphics [MHz], clocks.sm [MHz]"
+        ),
+        "0, 390.0 W, 350.5 W, 300.0 W, 1980 MHz, 1755 MHz, 1755 MHz",
+        "0, 395.0 W, 351.0 W, [N/A], 1980 MHz, 1755 MHz, 1755 MHz",
+    ]
+    result = import_log(lines, "x")
+    assert [s.gpus[0].power_w for s in result.snapshots] == [300.0, 351.0]
+    info = result.header.gpus[0]
+    assert (info.sm_clock_max_mhz, info.applications_clock_mhz) == (1980, 1755)
+
+
+DMON_V = """# gpu    pwr  gtemp  mtemp     sm    mem   mclk   pclk  pviol  tviol
+# Idx      W      C      C      %      %    MHz    MHz      %   bool
+    0    699     71      -    100     45   2619   1590    100      0
+    1    410     88      -    100     45   2619   1400      0      1
+    0    450     60      -    100     45   2619   1980      3      0
+    1    400     89      -    100     45   2619   1395      0      1
+""".splitlines()
+
+
+def test_dmon_violations_are_the_drivers_power_and_thermal_reasons():
+    result = import_log(DMON_V, "v.txt")
+    assert result.header.source == "nvidia-smi-dmon"
+    assert [[g.clock_event_reasons for g in s.gpus] for s in result.snapshots] == [[0x04, 0x20], [0, 0x20]]
+    assert {g.clock_event_reasons_reported for g in result.header.gpus} == {0x24}
+
+
+def test_data_center_cards_are_passive_by_model_or_by_fans_the_driver_does_not_report():
+    lines = [
+        "timestamp, index, name, fan.speed [%], temperature.gpu",
+        "2024/03/01 10:00:00, 0, NVIDIA H100 80GB HBM3, 0 %, 40",  # a recorder's 0 for "no fan"
+        "2024/03/01 10:00:00, 1, Some Server GPU, [N/A], 41",
+        "2024/03/01 10:00:00, 2, NVIDIA GeForce RTX 4090, 30 %, 42",
+    ]
+    result = import_log(lines, "x")
+    assert [g.cooling.value for g in result.header.gpus] == ["passive", "passive", "unknown"]
+    assert [len(g.fans) for g in result.snapshots[0].gpus] == [0, 0, 1]
+
+
+def test_gpud_import_refuses_a_file_it_cannot_read_in_one_line_with_exit_2(tmp_path):
+    profile = tmp_path / "profile.csv"
+    profile.write_text('==42== NVPROF is profiling process 42\n"Start","Duration","Device"\n')
+    done = gpud_cli("import", str(profile), "-o", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"gpud: {profile}: an nvprof profile, not a log (gpud reads {FORMATS})\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_gpud_import_accepts_a_gpud_trace_as_it_is(tmp_path):
+    out = tmp_path / "again.jsonl"
+    done = gpud_cli("import", str(FIXTURES / "sim_open_air_3gpu.jsonl"), "-o", str(out))
+    assert done.returncode == 0 and "(simulated)" in done.stdout
+    assert len(out.read_text().splitlines()) == len(
+        (FIXTURES / "sim_open_air_3gpu.jsonl").read_text().splitlines()
+    )
+
+
+def gpud_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpud", *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def test_a_time_printed_on_its_own_line_by_a_logging_loop_dates_the_rows_after_it():
+    block = ["power.draw [W], utilization.gpu [%]", "300.1 W, 99 %", ""]
+    result = import_log(["10:00:01", *block, "10:00:03", *block], "loop.log")
+    assert [s.timestamp - result.snapshots[0].timestamp for s in result.snapshots] == [0, 2]
+    assert result.problems == []
+
+
+def test_an_iso_time_with_a_decimal_comma_is_not_two_columns():
+    lines = ["timestamp,utilization.gpu,power.draw", "2024-03-01T10:00:00,250000000+00:00,99,300.5"]
+    (tick,) = import_log(lines, "ns.csv").snapshots
+    assert tick.timestamp % 1 == pytest.approx(0.25) and tick.gpus[0].power_w == 300.5
+
+
+def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused():
+    rows = GPU_Z_OLD[1:4]
+    result = import_log([*rows, *GPU_Z_OLD], "cut.txt")
+    assert result.header.source == "gpu-z" and len(result.snapshots) == len(GPU_Z_OLD) - 1
+    assert "cut.txt: the log's head is missing: 3 rows before" in result.problems[0]
+    with pytest.raises(NotALog, match="looks like gpu-z"):
+        import_log(rows, "cut.txt")
+
+
+@pytest.mark.parametrize(
+    ("lines", "power"),
+    [
+        (
+            ["timestamp;index;power.draw [W]", "2024/03/01 10:00:00;0;300,5 W"],
+            300.5,
+        ),  # a spreadsheet's locale
+        (["timestamp\tindex\tpower.draw [W]", "2024/03/01 10:00:00\t0\t300.5 W"], 300.5),
+    ],
+)
+def test_a_semicolon_or_tab_separated_log_is_read(lines, power):
+    result = import_log(lines, "x.csv")
+    assert result.header.source == "nvidia-smi-csv" and result.snapshots[0].gpus[0].power_w == power

@@ -1,96 +1,225 @@
-"""Importer for MSI Afterburner / RivaTuner hardware-monitoring logs (``.hml``), one GPU, 1 s.
+"""Importer for MSI Afterburner / RivaTuner hardware-monitoring logs (``.hml``), any number of GPUs.
 
-Every line is ``TYPE, DD-MM-YYYY HH:MM:SS, values...``: ``01`` names the GPU, ``02`` names the
-columns, ``03`` gives each column's unit, ``80`` is a data row. A log may hold several sessions,
-each starting again with its ``00``-``03`` lines. The limit flags (0/1) are NVIDIA's perf-cap
-reasons; "Power" is taken only where its unit is watts (some cards log it in % of TDP).
+Every line is ``TYPE, DD-MM-YYYY HH:MM:SS, values...``: ``00`` starts a session, ``01`` names the
+GPUs (comma-separated on machines with several), ``02`` names the columns, ``03`` gives each
+column's unit, ``80`` is a data row. A log may hold several sessions, each with its own ``00``-``03``
+lines; they become one trace with the gaps between them. A log whose head was cut (copied from the
+middle, or truncated) starts with rows whose columns are unknown: those are skipped until the next
+complete session. On machines with several GPUs every column is prefixed (``GPU1 temperature``,
+``GPU2 usage``): each prefix is a GPU. The limit flags (0/1) are NVIDIA's performance-cap reasons:
+temperature and power limits are the driver's thermal and power reasons, "no load" is idle, and the
+voltage limit (the top of the boost table) holds nothing down. "Power" is watts or, on some cards,
+% of TDP; "Power percent" beside watts gives the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from gpud.decide.throttle import REASON_NAMES
-from gpud.telemetry import FanReading, GpuSample
+from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
+from gpud.telemetry import FanReading, GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
-from gpud.trace.importers.nvsmi import ImportResult, problem
-from gpud.trace.importers.rows import TickAssembler, number
+from gpud.trace.importers.columns import MIB, REASON_BITS
+from gpud.trace.importers.rows import (
+    ImportResult,
+    Problems,
+    TickAssembler,
+    limit_from_share,
+    number,
+    timestamp,
+)
 
-MARKER = "Hardware monitoring log"  # on the first line of every .hml
-_BIT = {name: bit for bit, name in REASON_NAMES.items()}
-# Column (lower case) → (unit it must have, sample field); fan columns and flags are handled apart.
+MARKER = "Hardware monitoring log"  # on the 00 line of every session
+LINE = re.compile(r"^\s*(\d{2})\s*,\s*(\d{1,2}-\d{1,2}-\d{4}\s+\d{1,2}:\d{2}:\d{2})\s*,(.*)$")
+_PREFIX = re.compile(r"^gpu(\d+)\s+(.+)$")
+# Column (without its GPU prefix, lower case) → (what it is, the unit it must have or "").
 _VALUES = {
-    "gpu temperature": ("°c", "temperature_c"),
-    "gpu usage": ("%", "gpu_util_pct"),
-    "core clock": ("mhz", "sm_clock_mhz"),
-    "memory clock": ("mhz", "memory_clock_mhz"),
-    "power": ("w", "power_w"),
+    "temperature": ("temperature_c", "c"),
+    "usage": ("gpu_util_pct", "%"),
+    "core clock": ("sm_clock_mhz", "mhz"),
+    "memory clock": ("memory_clock_mhz", "mhz"),
+    "fb usage": ("memory_util_pct", "%"),
+    "memory usage": ("memory_used_bytes", "mb"),
 }
 _FLAGS = {
-    "temp limit": _BIT["sw_thermal_slowdown"],
-    "power limit": _BIT["sw_power_cap"],
-    "no load limit": _BIT["gpu_idle"],
+    "temp limit": SW_THERMAL_SLOWDOWN,
+    "power limit": SW_POWER_CAP,
+    "no load limit": REASON_BITS["gpu_idle"],
+    "voltage limit": 0,  # at the boost table's top voltage: nothing held down
 }
-_REPORTED = sum(_FLAGS.values())
+_FAN = re.compile(r"^fan speed( \d+)?$")
 
 
-def _when(text: str) -> float:
-    return datetime.strptime(text.strip(), "%d-%m-%Y %H:%M:%S").replace(tzinfo=UTC).timestamp()
+def _unit(text: str) -> str:
+    """A unit as logged, lower case; the Latin-1 degree sign (read as UTF-8 or not) dropped."""
+    return re.sub(r"[^a-z%]", "", text.lower())
 
 
-def _sample(columns: list[str], units: dict[int, str], cells: list[str]) -> dict[str, Any]:
-    sample: dict[str, Any] = {"index": 0}
-    fans: list[FanReading] = []
-    reasons = 0
-    for position, (column, cell) in enumerate(zip(columns, cells, strict=False)):
-        unit = units.get(position, "")
-        if column in _VALUES and unit == _VALUES[column][0]:
+@dataclass(frozen=True)
+class _Column:
+    gpu: int
+    what: str  # a sample field, "fan", "power", "power percent", a flag name, or "" (not used)
+
+
+@dataclass
+class _Session:
+    """The 01-03 lines of one session: GPU names, columns, units."""
+
+    names: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    _units: dict[int, str] = field(default_factory=dict)
+    _columns: list[_Column] | None = None
+
+    def name_columns(self, titles: list[str]) -> None:
+        """The 02 line."""
+        self.titles, self._units, self._columns = [t.lower() for t in titles], {}, None
+
+    def set_unit(self, position: int, unit: str) -> None:
+        """One 03 line."""
+        self._units[position], self._columns = _unit(unit), None
+
+    def columns(self) -> list[_Column]:
+        if self._columns is None:
+            self._columns = [self._column(position, title) for position, title in enumerate(self.titles)]
+        return self._columns
+
+    def _column(self, position: int, title: str) -> _Column:
+        match = _PREFIX.match(title)
+        if match:
+            gpu, name = int(match.group(1)) - 1, match.group(2)
+        elif title in ("gpu temperature", "gpu usage"):  # a single GPU's columns have no number
+            gpu, name = 0, title.removeprefix("gpu ")
+        else:
+            gpu, name = 0, title
+        unit = self._units.get(position, "")
+        if name in _VALUES:
+            what, wanted = _VALUES[name]
+            return _Column(gpu, what if unit.endswith(wanted) else "")
+        if _FAN.match(name):
+            return _Column(gpu, "fan" if unit == "%" else "")
+        if name == "power":
+            return _Column(gpu, {"w": "power", "%": "power percent"}.get(unit, ""))
+        if name == "power percent":
+            return _Column(gpu, "power percent")
+        if name in _FLAGS:
+            return _Column(gpu, name)
+        return _Column(gpu, "")
+
+    def gpus(self) -> list[int]:
+        return sorted({c.gpu for c in self.columns() if c.what})
+
+    def reported(self, gpu: int) -> int | None:
+        bits = [_FLAGS[c.what] for c in self.columns() if c.gpu == gpu and c.what in _FLAGS]
+        return sum(bits) if bits else None
+
+
+def _samples(session: _Session, cells: list[str], line: int, problems: Problems) -> dict[int, GpuSample]:
+    values: dict[int, dict[str, Any]] = {gpu: {} for gpu in session.gpus()}
+    fans: dict[int, list[FanReading]] = {gpu: [] for gpu in values}
+    reasons: dict[int, int] = {}
+    for col, title, cell in zip(session.columns(), session.titles, cells, strict=False):
+        if not col.what:
+            continue
+        try:
             value = number(cell)
-            field = _VALUES[column][1]
-            sample[field] = int(value) if value is not None and field.endswith("_mhz") else value
-        elif column.startswith("fan speed") and unit == "%":
-            fans.append(FanReading(number(cell)))
-        elif column in _FLAGS and (number(cell) or 0) >= 1:
-            reasons |= _FLAGS[column]
-    sample["fans"] = tuple(fans)
-    if any(c in _FLAGS for c in columns):
-        sample["clock_event_reasons"] = reasons
-    return sample
+        except ValueError:
+            problems.value(line, title, cell)
+            continue
+        if value is None:
+            continue
+        own = values[col.gpu]
+        if col.what == "fan":
+            fans[col.gpu].append(FanReading(speed_pct=value))
+        elif col.what in _FLAGS:
+            reasons[col.gpu] = reasons.get(col.gpu, 0) | (_FLAGS[col.what] if value >= 0.5 else 0)
+        elif col.what in ("power", "power percent"):
+            own[col.what] = value
+        elif col.what.endswith("_mhz"):
+            own[col.what] = int(value)
+        elif col.what == "memory_used_bytes":
+            own[col.what] = int(value * MIB)
+        else:
+            own[col.what] = value
+    samples = {}
+    for gpu, own in values.items():
+        watts, percent = own.pop("power", None), own.pop("power percent", None)
+        samples[gpu] = GpuSample(
+            index=gpu,
+            power_w=watts,
+            power_limit_w=limit_from_share(watts, percent),
+            fans=tuple(fans[gpu]),
+            clock_event_reasons=reasons.get(gpu),
+            **own,
+        )
+    return samples
+
+
+class AfterburnerImport:
+    """One ``.hml`` log being read; the header is known once :meth:`ticks` is exhausted."""
+
+    def __init__(self, name: str = "input", strict: bool = False) -> None:
+        self.problems = Problems(name, strict)
+        self._assembler = TickAssembler()
+
+    def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
+        session: _Session | None = None
+        headless = 0
+        for number_, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            match = LINE.match(line)
+            if match is None:
+                self.problems.skip(number_, "not an Afterburner log line")
+                continue
+            kind, when_text, rest = match.groups()
+            cells = [cell.strip() for cell in rest.split(",")]
+            if kind == "00":
+                session = _Session()
+            elif kind in ("01", "02", "03") and session is None:
+                session = _Session()  # a session whose 00 line was cut
+            if kind == "01":
+                session.names = [name for name in cells if name]
+            elif kind == "02":
+                session.name_columns(cells)
+            elif kind == "03" and len(cells) >= 2 and cells[0].isdigit():
+                session.set_unit(int(cells[0]), cells[1])
+            elif kind == "80":
+                if session is None or not session.titles:
+                    headless += 1
+                    continue
+                yield from self._row(session, when_text, cells, number_)
+        if headless:
+            self.problems.note(
+                f"the log's head is missing: {headless} data lines before the first column names skipped"
+            )
+        yield from self._assembler.finish()
+
+    def _row(self, session: _Session, when_text: str, cells: list[str], line: int) -> Iterator[Snapshot]:
+        try:
+            if len(cells) < len(session.titles):
+                raise ValueError(f"{len(cells)} values where the header has {len(session.titles)}")
+            when = timestamp(when_text)
+        except ValueError as error:
+            self.problems.skip(line, str(error))
+            return
+        for gpu, sample in _samples(session, cells, line, self.problems).items():
+            info = {
+                "name": session.names[gpu] if gpu < len(session.names) else None,
+                "clock_event_reasons_reported": session.reported(gpu),
+            }
+            fans = any(c.what == "fan" for c in session.columns() if c.gpu == gpu)
+            yield from self._assembler.add(when, sample, info, fans_logged=fans)
+
+    def header(self) -> TraceHeader:
+        """The trace header: valid once :meth:`ticks` is exhausted."""
+        return TraceHeader("unknown", self._assembler.gpu_infos(), "afterburner")
 
 
 def import_hml(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
     """Convert an Afterburner ``.hml`` log; malformed lines are reported by number and skipped."""
-    assembler, snapshots, problems = TickAssembler(), [], []
-    columns: list[str] = []
-    units: dict[int, str] = {}
-    info: dict[str, Any] = {}
-    for number_, line in enumerate(lines, start=1):
-        kind, _, rest = line.partition(",")
-        when_text, _, values = rest.partition(",")
-        cells = [cell.strip() for cell in values.split(",")]
-        kind = kind.strip()
-        try:
-            if kind == "01":
-                info["name"] = values.strip()
-            elif kind == "02":
-                columns, units = [c.lower() for c in cells], {}
-            elif kind == "03" and len(cells) >= 2:
-                units[int(cells[0])] = (
-                    cells[1].lower().replace("\ufffd", "°")
-                )  # the log's Latin-1 degree sign, read as UTF-8
-            elif kind == "80":
-                if not columns:
-                    raise ValueError("data before the column names (the 02 line)")
-                if len(cells) < len(columns):
-                    raise ValueError(f"{len(cells)} values where the header has {len(columns)}")
-                reported = (
-                    {"clock_event_reasons_reported": _REPORTED} if any(c in _FLAGS for c in columns) else {}
-                )
-                sample = GpuSample(**_sample(columns, units, cells))
-                snapshots.extend(assembler.add(_when(when_text), sample, info | reported))
-        except (ValueError, TypeError) as error:
-            problem(problems, f"{name}:{number_}: skipped: {error}", strict)
-    snapshots.extend(assembler.finish())
-    return ImportResult(TraceHeader("unknown", assembler.gpu_infos(), "afterburner-hml"), snapshots, problems)
+    reading = AfterburnerImport(name, strict)
+    snapshots = list(reading.ticks(lines))
+    return ImportResult(reading.header(), snapshots, reading.problems.messages)

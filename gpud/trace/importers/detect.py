@@ -1,26 +1,185 @@
-"""Which importer a log needs, from its first line."""
+"""Which importer a log needs, judged from its first lines taken together, and the import itself.
+
+Line 1 is not enough: a log copied from its middle has no header there, Afterburner sessions may
+start with their ``03`` lines, some scripts print a banner first. So the first :data:`HEAD_LINES`
+lines are read as a whole. A file that is no log gpud can read (a binary, an nvprof profile, JSON,
+CSV without a header line, a log with no value gpud knows) is refused with one line naming the
+file and why (:class:`~gpud.trace.format.NotALog`), never imported as empty ticks.
+"""
 
 from __future__ import annotations
 
-from gpud.trace.format import FORMAT, TraceError, read_trace
-from gpud.trace.importers.afterburner import MARKER, import_hml
-from gpud.trace.importers.nvsmi import ImportResult, import_dmon, import_query_csv
+import codecs
+import csv
+import json
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from itertools import chain, islice
+from pathlib import Path
+
+from gpud.telemetry import Snapshot
+from gpud.trace.format import FORMAT, NotALog, TraceError, read_trace
+from gpud.trace.importers.afterburner import LINE as HML_LINE
+from gpud.trace.importers.afterburner import AfterburnerImport
+from gpud.trace.importers.dmon import DmonImport, is_dmon_header
+from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row
+from gpud.trace.importers.nvsmi import CsvImport, is_header
+from gpud.trace.importers.rows import ImportResult
+
+HEAD_LINES = 40
+_SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv field-size errors
+DELIMITERS = (",", ";", "\t")
+_NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
+FORMATS = "nvidia-smi CSV with its header line, nvidia-smi dmon, GPU-Z, Afterburner .hml, a gpud trace"
 
 
-def import_log(lines: list[str], name: str = "input", strict: bool = False) -> ImportResult:
-    """Detect the format from the first non-empty line and import it."""
-    first = next((line for line in lines if line.strip()), "")
-    if f'"{FORMAT}"' in first:  # already a gpud trace: read as one, every tick checked
+class LogFormat(StrEnum):
+    """The kinds of file gpud reads."""
+
+    GPUD_TRACE = "gpud-trace"
+    AFTERBURNER = "afterburner"
+    GPU_Z = "gpu-z"
+    DMON = "nvidia-smi-dmon"
+    CSV = "csv"  # nvidia-smi --query-gpu, dmon rows as CSV, a script's own columns
+
+
+def _binary(lines: list[str]) -> bool:
+    text = "".join(lines)
+    return "\x00" in text or len(_NOT_TEXT.findall(text)) > 0.1 * max(len(text), 1)
+
+
+def _cells(line: str, delimiter: str = ",") -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+    except csv.Error:  # a stray carriage return, an unclosed quote: not a header
+        return []
+
+
+def csv_header(lines: list[str]) -> tuple[LogFormat, str] | None:
+    """The first header line's format (GPU-Z's or another CSV) and delimiter, if the lines have one.
+
+    Spreadsheets in many locales save with ``;`` (and a decimal comma), some tools with tabs.
+    """
+    for line in lines:
+        for delimiter in DELIMITERS:
+            cells = _cells(line[:_SNIFF_CHARS], delimiter)
+            if delimiter == "," and is_gpu_z_header(cells):
+                return LogFormat.GPU_Z, delimiter
+            if is_header(cells):
+                return LogFormat.CSV, delimiter
+    return None
+
+
+def sniff(head: list[str], name: str) -> LogFormat:
+    """The format of a file from its first lines; raises :class:`NotALog` for one gpud cannot read."""
+    lines = [line[:_SNIFF_CHARS] for line in head if line.strip()]
+    if not lines:
+        raise NotALog(f"{name}: empty, not a log")
+    if _binary(lines):
+        raise NotALog(f"{name}: a binary file, not a log (gpud reads {FORMATS})")
+    first = lines[0].lstrip("\ufeff").strip()
+    if first.startswith(("{", "[")):
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("format") == FORMAT:
+            return LogFormat.GPUD_TRACE
+        raise NotALog(f"{name}: JSON, but not a gpud trace (gpud reads {FORMATS})")
+    if any(_NVPROF.match(line) for line in lines):
+        raise NotALog(f"{name}: an nvprof profile, not a log (gpud reads {FORMATS})")
+    if 2 * sum(1 for line in lines if HML_LINE.match(line)) >= len(lines):
+        return LogFormat.AFTERBURNER
+    if 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
+        return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off or further down
+    if any(is_dmon_header(line) for line in lines):
+        return LogFormat.DMON
+    if (found := csv_header(lines)) is not None:
+        return found[0]
+    if all("," in line for line in lines):
+        titles = [cell.strip() for cell in _cells(lines[0])]
+        if all(re.fullmatch(r"[A-Za-z][\w .()%\[\]/-]*", title) for title in titles):
+            shown = ", ".join(titles[:6]) + (", ..." if len(titles) > 6 else "")
+            raise NotALog(f"{name}: CSV whose columns ({shown}) are none gpud knows (gpud reads {FORMATS})")
+        raise NotALog(
+            f"{name}: comma-separated values without a header line naming the columns "
+            "(log with nvidia-smi --format=csv, not csv,noheader)"
+        )
+    raise NotALog(f"{name}: not a log gpud can import ({FORMATS})")
+
+
+Importer = AfterburnerImport | GpuZImport | DmonImport | CsvImport
+_IMPORTERS: dict[LogFormat, type[AfterburnerImport | GpuZImport | DmonImport]] = {
+    LogFormat.AFTERBURNER: AfterburnerImport,
+    LogFormat.GPU_Z: GpuZImport,
+    LogFormat.DMON: DmonImport,
+}
+
+
+def _with_values(ticks: Iterable[Snapshot], seen: list[int]) -> Iterator[Snapshot]:
+    """The ticks, counting in ``seen[0]`` those with a value of any GPU gpud can judge by."""
+    for tick in ticks:
+        if any(
+            s.temperature_c is not None
+            or s.sm_clock_mhz is not None
+            or s.graphics_clock_mhz is not None
+            or s.power_w is not None
+            or s.gpu_util_pct is not None
+            for s in tick.gpus
+        ):
+            seen[0] += 1
+        yield tick
+
+
+def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
+    """Detect the format from the first lines and import the whole log.
+
+    Raises :class:`NotALog` for a file gpud cannot read, and for a log in which no row has a value
+    gpud knows (no temperature, clock, power or utilisation).
+    """
+    iterator = iter(lines)
+    head = list(islice(iterator, HEAD_LINES))
+    kind = sniff(head, name)
+    everything = chain(head, iterator)
+    if kind is LogFormat.GPUD_TRACE:
         problems: list[str] = []
-        header, ticks = read_trace(lines, name, strict, problems)
+        header, ticks = read_trace(everything, name, strict, problems)
         return ImportResult(header, list(ticks), problems)
-    if MARKER in first:
-        return import_hml(lines, name, strict)
-    if first.lstrip().startswith("#"):
-        return import_dmon(lines, name, strict)
-    if "," in first:
-        return import_query_csv(lines, name, strict)
-    raise TraceError(
-        f"{name}: not a log gpud can import (nvidia-smi --format=csv with its header, nvidia-smi dmon, "
-        "a GPU-Z sensor log, an Afterburner .hml or a gpud trace)"
-    )
+    if kind is LogFormat.CSV:
+        found = csv_header(head)
+        reading: Importer = CsvImport(name, strict, found[1] if found else ",")
+    else:
+        reading = _IMPORTERS[kind](name, strict)
+    seen = [0]
+    snapshots = list(_with_values(reading.ticks(everything), seen))
+    problems = reading.problems.messages
+    if not seen[0]:
+        why = f"; first problem: {problems[0]}" if problems else ""
+        raise NotALog(f"{name}: looks like {kind.value}, but no row has a value gpud can read{why}")
+    return ImportResult(reading.header(), snapshots, problems)
+
+
+def _encoding(start: bytes) -> str:
+    """The encoding of a file from its first bytes: a BOM, or NULs between ASCII (UTF-16 without one)."""
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if start.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if len(start) >= 4 and start[1::2].count(0) > 0.9 * (len(start) // 2):
+        return "utf-16-le"  # PowerShell's `nvidia-smi ... > log.csv`
+    return "utf-8"
+
+
+@contextmanager
+def open_log(path: Path) -> Iterator[Iterator[str]]:
+    """The lines of a log file (no line ends), read in its own encoding; raises :class:`TraceError`."""
+    try:
+        with path.open("rb") as raw:
+            start = raw.read(64)
+        with path.open(encoding=_encoding(start), errors="replace", newline=None) as handle:
+            yield (line.rstrip("\r\n") for line in handle)
+    except OSError as error:
+        raise TraceError(f"cannot read {path}: {error.strerror}") from None

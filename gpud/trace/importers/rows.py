@@ -1,20 +1,36 @@
-"""What both nvidia-smi importers share: turning per-GPU rows into ticks, and reading values.
+"""What every importer shares: reading values and times, saying what was left out, and making ticks.
 
-nvidia-smi prints one row per GPU per repeat. Rows with the same timestamp form one tick; logs
-without a timestamp start a new tick whenever a GPU index comes round again, spaced ``interval_s``.
+Logs print one row per GPU per sample. Rows with the same timestamp form one tick; logs without a
+timestamp start a new tick whenever a GPU comes round again, spaced ``interval_s``. Several rows of
+one GPU under one whole-second timestamp (a tool polling faster than its clock prints) are spread
+evenly over that second, so that no tick accounts for zero time.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.decide.models import is_passive_model
+from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
+from gpud.trace.format import TraceError, TraceHeader
 
-_MISSING = {"", "-", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]", "[gpu is lost]"}
+_MISSING = {
+    "",
+    "-",
+    "n/a",
+    "[n/a]",
+    "na",
+    "nan",
+    "[not supported]",
+    "not supported",
+    "[unknown error]",
+    "[gpu is lost]",
+    "[insufficient permissions]",
+}
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([a-zA-Z%/]*)\s*$")
 _TIME_FORMATS = (
     "%Y/%m/%d %H:%M:%S.%f",
@@ -22,7 +38,13 @@ _TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S.%f",
     "%Y-%m-%d %H:%M:%S",
     "%Y%m%d %H:%M:%S",
+    "%d-%m-%Y %H:%M:%S",
+    "%a %b %d %H:%M:%S %Y",  # `date` without a format, as some logging scripts print it
+    "%H:%M:%S.%f",  # a time of day alone: only the differences matter
+    "%H:%M:%S",
 )
+_SKIPS_SHOWN = 100  # lines skipped one by one; beyond that, one line says how many more
+MIN_SHARE_PCT = 20.0  # below this share of the limit, a logged "% of TDP" is too coarse to give the limit
 
 
 def number(text: str) -> float | None:
@@ -40,11 +62,19 @@ def number(text: str) -> float | None:
 
 
 def timestamp(text: str) -> float:
-    """nvidia-smi's ``2024/02/16 17:13:50.029``, ISO 8601, or dmon's ``20240216 17:13:50`` → Unix seconds.
+    """nvidia-smi's ``2024/02/16 17:13:50.029``, ISO 8601, dmon's ``20240216 17:13:50``, GPU-Z's or
+    Afterburner's ``16-02-2024 17:13:50`` → Unix seconds.
 
-    Times without a zone are taken as UTC: only differences between ticks matter.
+    Times without a zone are taken as UTC: only differences between ticks matter. A plain number is
+    Unix time (seconds, or milliseconds when that large) or, when small, seconds since the start.
+
+    >>> timestamp("2024/02/16 17:13:50.029"), timestamp("1708103630029"), timestamp("12.5")
+    (1708103630.029, 1708103630.029, 12.5)
     """
     text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        value = float(text)
+        return value / 1000 if value > 1e11 else value
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -59,48 +89,176 @@ def timestamp(text: str) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def limit_from_share(power_w: float | None, share_pct: float | None) -> float | None:
+    """The power limit from a power and the share of the limit it is (GPU-Z's and Afterburner's "% TDP").
+
+    >>> limit_from_share(150.0, 50.0), limit_from_share(15.0, 5.0)
+    (300.0, None)
+    """
+    if power_w is None or share_pct is None or share_pct < MIN_SHARE_PCT:
+        return None
+    return power_w * 100 / share_pct
+
+
+@dataclass
+class ImportResult:
+    """An imported trace: header, ticks, and what was skipped or left out (one line each)."""
+
+    header: TraceHeader
+    snapshots: list[Snapshot]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _ValueProblem:
+    line: int
+    cell: str
+    count: int = 1
+
+
+class Problems:
+    """Lines skipped and values left out while importing a log, each kind said once.
+
+    A line that cannot be read at all is skipped and named by its number. A single value that
+    cannot be read is left out of its row (the rest of the row is kept) and reported once per
+    column, with how often it happened. ``strict`` turns the first of either into a
+    :class:`TraceError`.
+    """
+
+    def __init__(self, name: str, strict: bool = False) -> None:
+        self._name = name
+        self._strict = strict
+        self._skipped: list[str] = []
+        self._skipped_count = 0
+        self._values: dict[str, _ValueProblem] = {}
+        self._notes: dict[str, None] = {}
+
+    def skip(self, line: int, why: str) -> None:
+        """Line ``line`` could not be read and was skipped."""
+        message = f"{self._name}:{line}: skipped: {why}"
+        if self._strict:
+            raise TraceError(message)
+        self._skipped_count += 1
+        if len(self._skipped) < _SKIPS_SHOWN:
+            self._skipped.append(message)
+
+    def value(self, line: int, column: str, cell: str) -> None:
+        """The value ``cell`` of ``column`` on line ``line`` is not understood and was left out."""
+        if self._strict:
+            raise TraceError(f"{self._name}:{line}: {column}: {cell.strip()!r} not understood")
+        known = self._values.get(column)
+        if known is None:
+            self._values[column] = _ValueProblem(line, cell.strip())
+        else:
+            known.count += 1
+
+    def note(self, message: str) -> None:
+        """Something about the whole log a reader must know (said once, never raised)."""
+        self._notes[f"{self._name}: {message}"] = None
+
+    @property
+    def messages(self) -> list[str]:
+        """Everything to tell, one line each: notes, values left out, then skipped lines."""
+        values = [
+            f"{self._name}:{p.line}: {column}: {p.cell!r} not understood, left out"
+            + (f" ({p.count} values like it)" if p.count > 1 else "")
+            for column, p in self._values.items()
+        ]
+        more = self._skipped_count - len(self._skipped)
+        tail = [f"{self._name}: ... and {more} more lines skipped"] if more > 0 else []
+        return [*self._notes, *values, *self._skipped, *tail]
+
+
+@dataclass
+class _Seen:
+    """What the rows of one GPU said about it, gathered as they come."""
+
+    facts: dict[str, Any] = field(default_factory=dict)
+    passive: bool = False  # a fanless model, by its name
+    fans_logged: bool = False
+    fan_readings: int = 0
+    fan_count: int = 0
+
+
 @dataclass
 class TickAssembler:
     """Collects per-GPU rows and yields a :class:`Snapshot` each time a tick is complete."""
 
     interval_s: float = 1.0
-    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _seen: dict[int, _Seen] = field(default_factory=dict)
     _time: float | None = None
     _rows: dict[int, GpuSample] = field(default_factory=dict)
     _ticks: int = 0
+    _same_second: list[Snapshot] = field(default_factory=list)
 
-    def add(self, when: float | None, sample: GpuSample, info: dict[str, Any]) -> Iterator[Snapshot]:
-        """Add one GPU's row; yields the previous tick when this row starts a new one."""
+    def add(
+        self, when: float | None, sample: GpuSample, info: dict[str, Any], fans_logged: bool = False
+    ) -> Iterator[Snapshot]:
+        """Add one GPU's row; yields the ticks this row completes.
+
+        ``fans_logged`` says the log has a fan column for this GPU, whether or not it had a value:
+        a GPU whose fan column never has one has no fans (a data-center card, ``[N/A]``).
+        """
         repeated = sample.index in self._rows
         if self._rows and (repeated or (when is not None and when != self._time)):
-            yield self._flush()
+            yield from self._flush()
         if when is None:
             when = self._ticks * self.interval_s
         self._time = when
+        seen = self._seen.setdefault(sample.index, _Seen())
+        if info.get("name") not in (None, seen.facts.get("name")):
+            seen.passive = is_passive_model(info["name"])
+        seen.facts.update({k: v for k, v in info.items() if v is not None})
+        seen.fans_logged = seen.fans_logged or fans_logged
+        if sample.fans and seen.passive:
+            sample = replace(sample, fans=())  # a recorder's 0 % for "no fan"
+        readings = sum(1 for fan in sample.fans if fan.speed_pct is not None)
+        seen.fan_readings += readings
+        seen.fan_count = max(seen.fan_count, len(sample.fans))
         self._rows[sample.index] = sample
-        known = self.infos.setdefault(sample.index, {})
-        known.update({k: v for k, v in info.items() if v is not None})
+
+    def pending_at(self, when: float | None) -> int:
+        """How many rows the tick at ``when`` already has (0 when ``when`` starts a new tick)."""
+        return len(self._rows) if when is not None and when == self._time else 0
 
     def finish(self) -> Iterator[Snapshot]:
-        """The last tick, if any rows are pending."""
+        """The last ticks, if any rows are pending."""
         if self._rows:
-            yield self._flush()
+            yield from self._flush()
+        yield from self._spread(None)
 
-    def _flush(self) -> Snapshot:
+    def _flush(self) -> Iterator[Snapshot]:
         snapshot = Snapshot(self._time or 0.0, tuple(self._rows[i] for i in sorted(self._rows)))
         self._rows = {}
         self._ticks += 1
-        return snapshot
+        if self._same_second and snapshot.timestamp != self._same_second[0].timestamp:
+            yield from self._spread(snapshot.timestamp)
+        self._same_second.append(snapshot)
+
+    def _spread(self, next_time: float | None) -> Iterator[Snapshot]:
+        """The ticks held under one timestamp, spread over the second it stands for."""
+        group, self._same_second = self._same_second, []
+        if len(group) <= 1:
+            yield from group
+            return
+        start = group[0].timestamp
+        span = 1.0 if next_time is None or next_time <= start else min(1.0, next_time - start)
+        for position, snapshot in enumerate(group):
+            yield replace(snapshot, timestamp=start + position * span / len(group))
 
     def gpu_infos(self, driver: str = "unknown") -> tuple[GpuInfo, ...]:
         """Static facts gathered from the rows, one per GPU seen."""
         infos = []
-        for index, facts in sorted(self.infos.items()):
-            known = {
+        for index, seen in sorted(self._seen.items()):
+            known: dict[str, Any] = {
                 "uuid": f"imported-{index}",
                 "name": "unknown",
                 "pci_bus_id": "",
                 "driver_version": driver,
-            } | facts
+                "fan_count": seen.fan_count if seen.fan_readings else 0,
+            } | seen.facts
+            fanless = seen.fans_logged and not seen.fan_readings
+            if "cooling" not in known and (fanless or is_passive_model(known["name"])):
+                known["cooling"] = Cooling.PASSIVE
             infos.append(GpuInfo(index=index, **known))
         return tuple(infos)

@@ -1,0 +1,78 @@
+"""What a log lets gpud judge about each GPU, and what it does not: said, never left as "no findings".
+
+A log without clocks and without the driver's throttle reasons cannot show throttling; one without
+power has no energy figure and cannot tell a power limit from a sick card; one without
+utilisation cannot tell load from idle. Each GPU's gaps are listed in words, so that a report of
+no findings means "nothing wrong in what was logged", and says what was not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpud.decide.reference import Reference
+from gpud.decide.throttle import HW_POWER_BRAKE, HW_THERMAL_SLOWDOWN, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
+from gpud.telemetry import GpuSample
+
+_THERMAL_BITS = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
+_POWER_BITS = SW_POWER_CAP | HW_POWER_BRAKE
+
+
+@dataclass
+class Logged:
+    """Which readings a GPU's log carried at least once."""
+
+    clock: bool = False
+    power: bool = False
+    utilization: bool = False
+    temperature: bool = False
+    reasons: bool = False
+
+    def note(self, sample: GpuSample) -> None:
+        """Count what ``sample`` carries."""
+        if not sample.up:
+            return
+        self.clock = self.clock or sample.sm_clock_mhz is not None or sample.graphics_clock_mhz is not None
+        self.power = self.power or sample.power_w is not None
+        self.utilization = self.utilization or sample.gpu_util_pct is not None
+        self.temperature = self.temperature or sample.temperature_c is not None
+        self.reasons = self.reasons or sample.clock_event_reasons is not None
+
+
+def reasons_decide(logged: Logged, reported: int | None) -> bool:
+    """Whether the driver's reasons in the log cover heat and power (then they decide, not the clocks)."""
+    if not logged.reasons:
+        return False
+    return reported is None or bool(reported & _THERMAL_BITS and reported & _POWER_BITS)
+
+
+def not_judged(
+    logged: Logged, reported: int | None, reference: Reference | None, working_s: float, throttled: bool
+) -> list[str]:
+    """What could not be judged about one GPU, and why, as short phrases for a report.
+
+    ``throttled`` says throttling was found: then its reference clock has shown what it is worth.
+    """
+    gaps = []
+    if logged.utilization and working_s == 0:
+        gaps.append("throttling (it never worked: idle the whole log)")
+    elif not reasons_decide(logged, reported):
+        if not logged.clock:
+            gaps.append("throttling (the log has neither clocks nor the driver's throttle reasons)")
+        elif not logged.utilization:
+            gaps.append("throttling (no utilisation in the log: load cannot be told from idle)")
+        else:
+            if not logged.power:
+                gaps.append(
+                    "the cause of a clock drop (no power readings: a power limit looks like a sick card)"
+                )
+            if not logged.temperature:
+                gaps.append("heat as a cause of a clock drop (no temperature in the log)")
+            if reference is not None and not reference.trusted and not throttled:
+                gaps.append(
+                    "a cap lasting the whole run (no maximum clock in the log: its reference is "
+                    f"the {reference.mhz:.0f} MHz it ran at under load)"
+                )
+    if not logged.power:
+        gaps.append("energy (no power readings)")
+    return gaps

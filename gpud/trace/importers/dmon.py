@@ -1,0 +1,77 @@
+"""Importer for native ``nvidia-smi dmon`` text: any ``-s`` selection, ``-o D``/``-o T``/``-o DT``.
+
+``#`` lines name the columns (``# gpu pwr gtemp ...`` or ``#Date Time gpu ...``) and their units;
+they repeat every few screens, and ``-`` is a value dmon could not read. ``-s v`` adds ``pviol``
+(the share of the sample the power cap held the clocks) and ``tviol`` (thermal slowdown), read as
+the driver's power and thermal reasons. Newer drivers also print it comma-separated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from gpud.telemetry import GpuSample, Snapshot
+from gpud.trace.format import TraceHeader
+from gpud.trace.importers.columns import DMON
+from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler
+from gpud.trace.importers.table import Header, read_row
+
+_HEADER_WORDS = ("gpu", "date", "time")
+
+
+def _cells(line: str) -> list[str]:
+    text = line.strip().lstrip("#").strip()
+    return [cell.strip() for cell in (text.split(",") if "," in text else text.split())]
+
+
+def is_dmon_header(line: str) -> bool:
+    """Whether ``line`` is dmon's line naming the columns (``# gpu pwr gtemp ...``)."""
+    cells = _cells(line)
+    return line.lstrip().startswith("#") and bool(cells) and cells[0].lower() in _HEADER_WORDS
+
+
+class DmonImport:
+    """One dmon log being read; the header is known once :meth:`ticks` is exhausted."""
+
+    def __init__(self, name: str = "input", strict: bool = False) -> None:
+        self.problems = Problems(name, strict)
+        self._assembler = TickAssembler()
+
+    def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
+        header: Header | None = None
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("#"):
+                if is_dmon_header(line):
+                    names = [cell.lower() for cell in _cells(line)]
+                    header = Header.of(names, [DMON.get(n) for n in names])
+                continue  # the units line, or a repeated header
+            try:
+                if header is None:
+                    raise ValueError("data before the '# gpu ...' header line")
+                cells = _cells(line)
+                if len(cells) != len(header.columns):
+                    raise ValueError(f"{len(cells)} values where the header has {len(header.columns)}")
+                row = read_row(header, cells, line_number, self.problems)
+                if "index" not in row.ids:
+                    raise ValueError("no GPU index")
+                when = row.when
+            except ValueError as error:
+                self.problems.skip(line_number, str(error))
+                continue
+            sample = GpuSample(index=row.ids["index"], **row.sample)
+            info = {"clock_event_reasons_reported": header.reported}
+            yield from self._assembler.add(when, sample, info)
+        yield from self._assembler.finish()
+
+    def header(self) -> TraceHeader:
+        """The trace header: valid once :meth:`ticks` is exhausted."""
+        return TraceHeader("unknown", self._assembler.gpu_infos(), "nvidia-smi-dmon")
+
+
+def import_dmon(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
+    """Convert native ``nvidia-smi dmon`` text output."""
+    reading = DmonImport(name, strict)
+    snapshots = list(reading.ticks(lines))
+    return ImportResult(reading.header(), snapshots, reading.problems.messages)

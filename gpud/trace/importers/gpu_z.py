@@ -1,0 +1,163 @@
+"""Importer for TechPowerUp GPU-Z sensor logs (``GPU-Z Sensor Log.txt``), one GPU, usually 1 s.
+
+A header line ``Date , GPU Clock [MHz] , ... ,`` (cells padded, a trailing comma), then one row per
+sample. Column names moved between GPU-Z versions (``GPU Core Clock`` / ``GPU Clock``, ``Fan Speed
+(%)`` / ``Fan 1 Speed (%)``, ``Memory Usage (Dedicated)`` / ``Memory Used``); logging again into
+the same file appends a new header line. ``PerfCap Reason`` is NVIDIA's performance-cap bitfield
+(NVAPI's perf policies): 1 power (Pwr), 2 thermal (Thrm), 4 and 8 the voltage limits of the boost
+table (VRel, VOp: the card is at its top bin, not held down), 16 utilisation (Util: light load),
+32 SLI sync. They become the driver's clock-event reasons; ``Power Consumption (%) [% TDP]``
+beside a board power gives the power limit.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
+from gpud.telemetry import FanReading, GpuSample, Snapshot
+from gpud.trace.format import TraceHeader
+from gpud.trace.importers.columns import MIB, REASON_BITS
+from gpud.trace.importers.rows import (
+    ImportResult,
+    Problems,
+    TickAssembler,
+    limit_from_share,
+    number,
+    timestamp,
+)
+
+_IDLE, _SYNC_BOOST = REASON_BITS["gpu_idle"], REASON_BITS["sync_boost"]
+# PerfCap bit → NVML reason bit; the voltage limits have none (they do not hold the clock down).
+_PERFCAP = {1: SW_POWER_CAP, 2: SW_THERMAL_SLOWDOWN, 4: 0, 8: 0, 16: _IDLE, 32: _SYNC_BOOST}
+_REPORTED = SW_POWER_CAP | SW_THERMAL_SLOWDOWN | _IDLE | _SYNC_BOOST
+_FIELDS = {
+    "gpu clock": "sm_clock_mhz",
+    "gpu core clock": "sm_clock_mhz",
+    "memory clock": "memory_clock_mhz",
+    "gpu memory clock": "memory_clock_mhz",
+    "gpu temperature": "temperature_c",
+    "gpu load": "gpu_util_pct",
+    "memory controller load": "memory_util_pct",
+}
+_MEMORY = ("memory used", "memory used (dedicated)", "memory usage", "memory usage (dedicated)")
+# Board power first: "GPU Chip Power Draw" is the chip alone on NVIDIA cards (all AMD cards report).
+_POWER = ("board power draw", "gpu power", "total board power", "gpu chip power draw")
+_FAN = re.compile(r"^fan( \d+)? speed \(%\)$")
+_UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")
+
+
+def key(title: str) -> str:
+    """``"GPU Clock [MHz]"`` → ``"gpu clock"``."""
+    return _UNIT.sub("", title.strip()).strip().lower()
+
+
+ROW = re.compile(r"^\s*\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\s*,(\s*(-|[-+]?\d+(\.\d+)?)\s*,)+\s*$")
+
+
+def is_gpu_z_row(line: str) -> bool:
+    """A GPU-Z data row: its date, then padded numbers (or ``-``), each followed by a comma."""
+    return ROW.match(line) is not None
+
+
+def is_gpu_z_header(cells: list[str]) -> bool:
+    """GPU-Z's header: ``Date`` first, then sensors gpud knows."""
+    keys = [key(cell) for cell in cells]
+    known = [k for k in keys[1:] if k in _FIELDS or k in _POWER or _FAN.match(k)]
+    return bool(keys) and keys[0] == "date" and bool(known)
+
+
+def _perfcap(cell: str, line: int, problems: Problems) -> int | None:
+    value = number(cell)
+    if value is None:
+        return None
+    flags = int(value)
+    unknown = flags & ~sum(_PERFCAP)
+    if unknown or flags != value or flags < 0:
+        problems.value(line, "PerfCap Reason", cell)
+    return sum(bit for flag, bit in _PERFCAP.items() if flags & flag)
+
+
+class GpuZImport:
+    """One GPU-Z sensor log being read; the header is known once :meth:`ticks` is exhausted."""
+
+    def __init__(self, name: str = "input", strict: bool = False) -> None:
+        self.problems = Problems(name, strict)
+        self._assembler = TickAssembler()
+
+    def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
+        keys: list[str] | None = None
+        headless = 0
+        reader = csv.reader(lines, skipinitialspace=True)
+        for cells in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if is_gpu_z_header(cells):
+                keys = [key(cell) for cell in cells]
+                continue
+            if keys is None:
+                headless += 1  # a log whose head was cut: its columns are not known until a header
+                continue
+            while len(cells) > len(keys) and not cells[-1].strip():
+                cells = cells[:-1]
+            try:
+                if len(cells) < len(keys) - 1:  # the last (empty) column may be cut
+                    raise ValueError(f"{len(cells)} values where the header has {len(keys)}")
+                when = timestamp(cells[0])
+            except ValueError as error:
+                self.problems.skip(line, str(error))
+                continue
+            sample = self._sample(keys, cells, line)
+            info = {"clock_event_reasons_reported": _REPORTED if "perfcap reason" in keys else None}
+            yield from self._assembler.add(when, sample, info, fans_logged=any(_FAN.match(k) for k in keys))
+        if headless:
+            self.problems.note(
+                f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
+            )
+        yield from self._assembler.finish()
+
+    def _sample(self, keys: list[str], cells: list[str], line: int) -> GpuSample:
+        values: dict[str, Any] = {"index": 0}
+        fans: list[FanReading] = []
+        powers: dict[str, float] = {}
+        tdp_pct = None
+        for title, cell in zip(keys, cells, strict=False):
+            try:
+                if title in _FIELDS:
+                    value = number(cell)
+                    field = _FIELDS[title]
+                    values[field] = int(value) if value is not None and field.endswith("_mhz") else value
+                elif title in _MEMORY:
+                    value = number(cell)
+                    values.setdefault("memory_used_bytes", None if value is None else int(value * MIB))
+                elif title in _POWER:
+                    if (value := number(cell)) is not None:
+                        powers[title] = value
+                elif _FAN.match(title):
+                    if (value := number(cell)) is not None:
+                        fans.append(FanReading(speed_pct=value))
+                elif title == "power consumption (%)":
+                    tdp_pct = number(cell)
+                elif title == "perfcap reason":
+                    values["clock_event_reasons"] = _perfcap(cell, line, self.problems)
+            except ValueError:
+                self.problems.value(line, title, cell)
+        power = next((powers[name] for name in _POWER if name in powers), None)
+        whole_card = "board power draw" in powers or "gpu power" in powers  # not the chip's share alone
+        limit = limit_from_share(power, tdp_pct) if whole_card else None
+        return GpuSample(**values, power_w=power, power_limit_w=limit, fans=tuple(fans))
+
+    def header(self) -> TraceHeader:
+        """The trace header: valid once :meth:`ticks` is exhausted."""
+        return TraceHeader("unknown", self._assembler.gpu_infos(), "gpu-z")
+
+
+def import_gpu_z(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
+    """Convert a GPU-Z sensor log."""
+    reading = GpuZImport(name, strict)
+    snapshots = list(reading.ticks(lines))
+    return ImportResult(reading.header(), snapshots, reading.problems.messages)

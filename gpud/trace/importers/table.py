@@ -1,0 +1,141 @@
+"""A header of named columns, and its data rows read into sample fields, info fields and identity.
+
+Shared by the CSV importer and the dmon importer: a header is read once into :class:`Column`s, and
+each row is read by it. A value that cannot be read is left out of its row and reported once per
+column (the rest of the row is kept); a time that cannot be read makes the row unusable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpud.telemetry import FanReading
+from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
+from gpud.trace.importers.rows import Problems, number, timestamp
+
+_BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A header line, read once: each position's title and :class:`Column` (``None``: not used)."""
+
+    titles: list[str]
+    columns: list[Column | None]
+    order: list[int]  # positions to read: identities by rank first, so that ``index`` beats ``gpu``
+
+    @classmethod
+    def of(cls, titles: list[str], columns: list[Column | None]) -> Header:
+        """The header of these titles, read as ``columns``."""
+        used = [(c.rank if c.role is Role.IDENTITY else 9, i) for i, c in enumerate(columns) if c is not None]
+        return cls(titles, columns, [i for _, i in sorted(used)])
+
+    @property
+    def reported(self) -> int | None:
+        """The reason bits this header's columns report; ``None`` when it logs the whole mask (or none)."""
+        used = [c for c in self.columns if c is not None]
+        if any(c.role is Role.SAMPLE and c.name == "clock_event_reasons" for c in used):
+            return None
+        bits = {REASON_BITS[c.name] for c in used if c.role is Role.REASON}
+        bits |= {VIOLATION_BITS[c.name] for c in used if c.role is Role.VIOLATION}
+        return sum(bits) if bits else None
+
+    @property
+    def fans_logged(self) -> bool:
+        return any(c is not None and c.role is Role.FAN for c in self.columns)
+
+
+@dataclass
+class Row:
+    """One data row, read: its time, the GPU's identity, and the values for the sample and info."""
+
+    time: str | None = None
+    date: str | None = None
+    elapsed: float | None = None
+    ids: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    fans: list[FanReading] = field(default_factory=list)
+    ranked: dict[str, tuple[int, float]] = field(default_factory=dict)
+    reasons: int | None = None
+
+    @property
+    def when(self) -> float | None:
+        if self.time is None:
+            return None
+        return timestamp(f"{self.date} {self.time}" if self.date else self.time)
+
+
+def _identity(row: Row, col: Column, cell: str) -> None:
+    """An identity cell; a ``gpu`` column may hold a number, a UUID, a bus id or the GPU's name."""
+    text = cell.strip()
+    if col.name != "index":
+        if text:
+            row.ids.setdefault(col.name, text)
+        return
+    try:
+        value = number(text)
+    except ValueError:
+        value = None
+        if text.upper().startswith("GPU-"):
+            row.ids.setdefault("uuid", text)
+        elif _BUS_ID.match(text):
+            row.ids.setdefault("pci_bus_id", text)
+        else:
+            row.info.setdefault("name", text)
+    if value is not None:
+        row.ids.setdefault("index", int(value))
+
+
+def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    """One measured value into the row; one that cannot be read is left out and reported."""
+    try:
+        value = col.read(cell)
+    except ValueError:
+        problems.value(line, title.strip(), cell)
+        return
+    if value is None:
+        return
+    match col.role:
+        case Role.SAMPLE:
+            row.sample[col.name] = value
+        case Role.INFO:
+            row.info[col.name] = value
+        case Role.FAN:
+            row.fans.append(FanReading(speed_pct=value))
+        case Role.POWER:
+            if col.name not in row.ranked or col.rank < row.ranked[col.name][0]:
+                row.ranked[col.name] = (col.rank, value)
+        case Role.REASON:
+            if value.lower() not in ("active", "not active"):
+                problems.value(line, title.strip(), cell)
+                return
+            row.reasons = (row.reasons or 0) | (REASON_BITS[col.name] if value.lower() == "active" else 0)
+        case Role.VIOLATION:
+            threshold = VIOLATION_SHARE_PCT if col.name == "sw_power_cap" else 0.0
+            row.reasons = (row.reasons or 0) | (VIOLATION_BITS[col.name] if value > threshold else 0)
+
+
+def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
+    """A data row read by its header; raises ``ValueError`` when its time cannot be read."""
+    row = Row()
+    for position in header.order:
+        col, title, cell = header.columns[position], header.titles[position], cells[position]
+        assert col is not None
+        match col.role:
+            case Role.TIME:
+                row.time = cell.strip() or None
+            case Role.DATE:
+                row.date = cell.strip() or None
+            case Role.ELAPSED:
+                row.elapsed = number(cell)
+            case Role.IDENTITY:
+                _identity(row, col, cell)
+            case _:
+                _value(row, col, title, cell, line, problems)
+    row.sample.update({name: value for name, (_, value) in row.ranked.items()})
+    if row.reasons is not None:
+        row.sample.setdefault("clock_event_reasons", row.reasons)
+    return row
