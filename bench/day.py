@@ -63,7 +63,7 @@ def day_of_history(gpus: int, hours: float = 24.0) -> dict[str, object]:
     return {
         "gpus": gpus,
         "hours": hours,
-        "history_ticks": len(daemon.history.last()),
+        "history_ticks": len(daemon.history),
         "rss_mb_at": rss,
         "rss_end_mb": rss_scraped,
         "history_answer_ms": history_s * 1e3,
