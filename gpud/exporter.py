@@ -15,9 +15,8 @@ from prometheus_client.registry import Collector
 
 import gpud
 from gpud.decide.heat import HeatFinding
-from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
-from gpud.diagnose.usage import link_degraded
+from gpud.diagnose.usage import link_degraded, link_under_load
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.metrics import HealthFamilies
 from gpud.state import DaemonState
@@ -105,7 +104,7 @@ class GpudCollector(Collector):
                 health.add(ids, sample)
             if sample is not None and sample.up:
                 f.add_sample(ids, sample)
-                degraded = busy(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
+                degraded = link_under_load(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
                 f.pcie_degraded.add_metric(ids, 1 if degraded else 0)
             decision = state.decision.for_gpu(info.index) if state.decision else None
             if decision is not None and sample is not None and sample.up:

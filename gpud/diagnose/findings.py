@@ -224,7 +224,7 @@ def _power_limit(usage: GpuUsage) -> Finding | None:
 
 
 def _pcie(usage: GpuUsage, info: GpuInfo | None) -> Finding | None:
-    share = usage.pcie_degraded_s / usage.busy_s if usage.busy_s else 0.0
+    share = usage.pcie_degraded_s / usage.link_judged_s if usage.link_judged_s else 0.0
     # Links drop a generation in the short pauses of a busy job: only a lasting state is a problem.
     if share < PCIE_MIN_SHARE or info is None or usage.worst_link is None:
         return None
@@ -234,7 +234,8 @@ def _pcie(usage: GpuUsage, info: GpuInfo | None) -> Finding | None:
         severity=Severity.WARNING,
         title=f"GPU {usage.index}'s PCIe link runs at Gen {gen} x{width} under load "
         f"(it can do Gen {info.pcie_link_gen_max} x{info.pcie_link_width_max})",
-        evidence=f"{usage.pcie_degraded_s:.0f} of {usage.busy_s:.0f} busy seconds below the maximum link",
+        evidence=f"{usage.pcie_degraded_s:.0f} of {usage.link_judged_s:.0f} busy seconds below the maximum link "
+        "(readings taken while the GPU was at work)",
         recommendation="not idle power saving: reseat the card, check the slot's wiring (x16 slots "
         "that are x4 or x1 electrically), risers and the BIOS PCIe generation setting",
         gpus=(usage.index,),

@@ -2,7 +2,9 @@
 
 Times are accounted per tick (the gap to the previous tick, capped, as the controller does), and only
 while the GPU is busy where the question is about load: a PCIe link that drops to Gen 1 when idle is
-power saving, at full load it is a problem.
+power saving, at full load it is a problem. A link reading is judged only beside the P-state read
+with it (:func:`link_under_load`): the link is read every few ticks, and one taken in a pause of a
+busy job says nothing about the busy ticks it is carried into.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import IDLE_PSTATE, GpuInfo, GpuSample, Snapshot
 
 _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
@@ -30,7 +32,8 @@ class GpuUsage:
     busy_s: float = 0.0
     active_s: float = 0.0  # not idle: what throttling is measured against
     power_capped_s: float = 0.0  # busy at (or held down by) the power limit
-    pcie_degraded_s: float = 0.0  # busy on a link below its maximum generation or width
+    link_judged_s: float = 0.0  # busy, with a link reading taken while the GPU was at work
+    pcie_degraded_s: float = 0.0  # ... of it on a link below its maximum generation or width
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
@@ -56,6 +59,15 @@ def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
     return low_gen or low_width
 
 
+def link_under_load(sample: GpuSample, busy_util_pct: float) -> bool:
+    """Whether ``sample`` is busy and its link reading was taken with the GPU at work (below P8).
+
+    The P-state comes from the same read as the link and travels with it; where it is not
+    reported, every reading of a row was taken at once (an imported log), and busy is enough.
+    """
+    return busy(sample, busy_util_pct) and (sample.pstate is None or sample.pstate < IDLE_PSTATE)
+
+
 def measure_usage(
     ticks: Iterable[Snapshot],
     gpus: tuple[GpuInfo, ...],
@@ -79,14 +91,14 @@ def measure_usage(
             if u is None:
                 u = usage[sample.index] = GpuUsage(sample.index)
                 u.memory_total_bytes = info.memory_total_bytes if info else None
-            _account(u, sample, info, dt, busy(sample, settings.busy_util_pct), slowdown_c)
+            _account(u, sample, info, dt, settings.busy_util_pct, slowdown_c)
             if sample.up and (sample.gpu_util_pct or 0.0) >= settings.idle_util_pct:
                 u.active_s += dt
     return usage
 
 
 def _account(
-    u: GpuUsage, s: GpuSample, info: GpuInfo | None, dt: float, is_busy: bool, slowdown_c: float
+    u: GpuUsage, s: GpuSample, info: GpuInfo | None, dt: float, busy_util_pct: float, slowdown_c: float
 ) -> None:
     u.seconds += dt
     if not s.up:
@@ -104,7 +116,7 @@ def _account(
             u.hot_lazy_fans_s += dt
         elif fan >= SATURATED_FAN_PCT:
             u.hot_full_fans_s += dt
-    if not is_busy:
+    if not busy(s, busy_util_pct):
         return
     u.busy_s += dt
     capped = (s.clock_event_reasons or 0) & _POWER_CAP_BIT
@@ -112,6 +124,8 @@ def _account(
         None not in (s.power_w, s.power_limit_w) and s.power_w >= POWER_LIMIT_SHARE * s.power_limit_w
     ):
         u.power_capped_s += dt
-    if link_degraded(s, info):
-        u.pcie_degraded_s += dt
-        u.worst_link = (s.pcie_link_gen or 0, s.pcie_link_width or 0)
+    if link_under_load(s, busy_util_pct):
+        u.link_judged_s += dt
+        if link_degraded(s, info):
+            u.pcie_degraded_s += dt
+            u.worst_link = (s.pcie_link_gen or 0, s.pcie_link_width or 0)
