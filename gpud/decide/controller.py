@@ -248,7 +248,9 @@ class Controller:
         if PREDICTIVE in names:
             state.predictive.update(dt, power, temperature)
         return tuple(
-            target.target(temperature, dt, self._demand(name, state), state.slowdown_c)
+            target.target(
+                temperature, dt, self._demand(name, state), fans.emergency_line_c(name, state.slowdown_c)
+            )
             for name, target in zip(names, state.fans, strict=True)
         )
 

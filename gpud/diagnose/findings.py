@@ -23,7 +23,7 @@ from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import health_findings
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, measure_usage
+from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, GpuUsage, measure_usage
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, replay
 from gpud.telemetry import Cooling, GpuInfo
@@ -162,13 +162,13 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
 
 
 def _fans(usage: GpuUsage) -> list[Finding]:
-    """Near slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
-    near = f"within {NEAR_SLOWDOWN_C:g} °C of slowdown"
+    """At slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
+    near = "at its slowdown temperature"
     cases = [
         (
             "fans-lazy",
             usage.hot_lazy_fans_s,
-            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is near slowdown",
+            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is at slowdown",
             f"{near} with fan headroom left",
             (
                 "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced "
@@ -179,7 +179,7 @@ def _fans(usage: GpuUsage) -> list[Finding]:
         (
             "fans-saturated",
             usage.hot_full_fans_s,
-            f"GPU {usage.index} is near slowdown with its fans at full speed",
+            f"GPU {usage.index} is at slowdown with its fans at full speed",
             f"{near} with fans ≥ {SATURATED_FAN_PCT:g} %",
             (
                 "the fans cannot do more: the air is the problem — clean the heatsink, add case intake, "

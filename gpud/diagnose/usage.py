@@ -18,9 +18,12 @@ from gpud.telemetry import IDLE_PSTATE, GpuInfo, GpuSample, Snapshot
 
 _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
-LAZY_FAN_PCT = 70.0  # near slowdown with fans below this: the curve has headroom left
-SATURATED_FAN_PCT = 95.0  # near slowdown with fans at this: the air, not the curve, is the limit
-NEAR_SLOWDOWN_C = 3.0
+LAZY_FAN_PCT = 70.0  # at slowdown with fans below this: the curve has headroom left
+SATURATED_FAN_PCT = 95.0  # at slowdown with fans at this: the air, not the curve, is the limit
+# A whole-degree reading of slowdown stands for half a degree below it. Only there does heat cost
+# clock: a GPU held a degree or two below it (as predictive control does, to spare its fans) is not
+# hot, and its fans are not lazy.
+AT_SLOWDOWN_C = 0.5
 
 
 @dataclass
@@ -35,8 +38,8 @@ class GpuUsage:
     link_judged_s: float = 0.0  # busy, with a link reading taken while the GPU was at work
     pcie_degraded_s: float = 0.0  # ... of it on a link below its maximum generation or width
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
-    hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
-    hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
+    hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
+    hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
     energy_j: float = 0.0
     peak_power_w: float | None = None
     power_limit_w: float | None = None
@@ -111,7 +114,7 @@ def _account(
     fan = s.mean_fan_pct
     u.fans_seen = u.fans_seen or fan is not None
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
-    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - NEAR_SLOWDOWN_C:
+    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - AT_SLOWDOWN_C:
         if fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
         elif fan >= SATURATED_FAN_PCT:
