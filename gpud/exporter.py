@@ -173,14 +173,24 @@ class _Families:
         )
         self.heat_buildup = _gauge(
             "gpud_gpu_heat_buildup",
-            "1 while heat builds up: cooling_saturated (heating with fans near max) or neighbour_heated",
+            "1 while heat costs this GPU (it throttles, or has under [heat] near_slowdown_c of headroom): "
+            "cooling_saturated (with fans near max) or neighbour_heated (coupled to its neighbours)",
             ["kind"],
         )
         self.heat_coupling = _gauge(
-            "gpud_gpu_heat_coupling_celsius_per_100w", "How much the neighbours' power warms this GPU"
+            "gpud_gpu_heat_coupling_celsius_per_100w",
+            "How much the neighbours' power warms this GPU; only while the fit is confidently positive",
+        )
+        self.heat_coupling_error = _gauge(
+            "gpud_gpu_heat_coupling_error_celsius_per_100w", "The coupling's 95 % interval, plus or minus"
+        )
+        self.heat_headroom = _gauge(
+            "gpud_gpu_heat_headroom_celsius",
+            "How far below slowdown the GPU would settle with its fans at full speed (its thermal model)",
         )
         self.seconds_to_slowdown = _gauge(
-            "gpud_gpu_seconds_to_slowdown", "At the current heating rate, time until the slowdown temperature"
+            "gpud_gpu_seconds_to_slowdown",
+            "Time until the slowdown temperature, while heading above it at the present fan speed",
         )
         self.fan_target = _gauge(
             "gpud_gpu_fan_target_ratio", "The fan target gpud set (or would set, in a dry run)", ["fan"]
@@ -212,6 +222,8 @@ class _Families:
         self.heat_buildup.add_metric([*ids, "cooling_saturated"], 1 if heat.cooling_saturated else 0)
         self.heat_buildup.add_metric([*ids, "neighbour_heated"], 1 if heat.neighbour_heated else 0)
         _add(self.heat_coupling, ids, heat.coupling_c_per_100w)
+        _add(self.heat_coupling_error, ids, heat.coupling_error_c_per_100w)
+        _add(self.heat_headroom, ids, heat.headroom_c)
         _add(self.seconds_to_slowdown, ids, heat.seconds_to_slowdown)
 
     def add_fan_control(self, ids: list[str], control: GpuFanControl) -> None:

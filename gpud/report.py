@@ -44,9 +44,11 @@ def _gpu_json(gpu: GpuReplay, origin: float) -> dict[str, Any]:
         "throttled_fraction_of_busy": rounded(gpu.throttled_fraction_of_busy(), 4),
         "intervals": [_interval_json(i, origin) for i in gpu.intervals],
         "heat": {
-            "heat_buildup": gpu.neighbour_heated or gpu.cooling_saturated_s > 0,
+            "heat_buildup": gpu.neighbour_heated_s > 0 or gpu.cooling_saturated_s > 0,
             "neighbour_heated": gpu.neighbour_heated,
             "coupling_c_per_100w": rounded(gpu.coupling_c_per_100w, 2),
+            "coupling_error_c_per_100w": rounded(gpu.coupling_error_c_per_100w, 2),
+            "neighbour_heated_s": round(gpu.neighbour_heated_s, 1),
             "own_c_per_100w": rounded(gpu.own_c_per_100w, 2),
             "cooling_saturated_s": round(gpu.cooling_saturated_s, 1),
             "max_heating_c_per_min": rounded(gpu.max_heating_c_per_min, 2),
@@ -110,8 +112,8 @@ def _gpu_line(gpu: GpuReplay) -> str:
         parts.append(f"{share:.0%} of busy time")
     if gpu.coupling_c_per_100w is not None:
         parts.append(
-            f"neighbours {gpu.coupling_c_per_100w:+.1f} °C/100 W"
-            + (" (heat build-up)" if gpu.neighbour_heated else "")
+            f"neighbours {gpu.coupling_c_per_100w:+.1f} ±{gpu.coupling_error_c_per_100w or 0:.1f} °C/100 W"
+            + (f" (heat build-up {gpu.neighbour_heated_s:.0f} s)" if gpu.neighbour_heated_s else "")
         )
     if gpu.cooling_saturated_s:
         parts.append(f"heating with fans at max for {gpu.cooling_saturated_s:.0f} s")

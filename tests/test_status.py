@@ -96,3 +96,12 @@ def test_a_passive_gpu_shows_passive_instead_of_fan_speed():
 def test_no_daemon_is_a_clear_error():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/status"):
         fetch_status("http://127.0.0.1:9/status", timeout_s=1)
+
+
+def test_neighbour_heating_shows_the_coupling_with_its_interval_and_what_the_neighbours_add():
+    doc = document(HEALTHY)
+    heat = doc["gpus"][0]["heat"]
+    assert heat["coupling_c_per_100w"] is None and not heat["neighbour_heated"]  # one GPU: nothing to fit
+    heat |= {"neighbour_heated": True, "coupling_c_per_100w": 2.04, "coupling_error_c_per_100w": 0.06}
+    heat["neighbours_add_c"] = 12.6
+    assert render_table(doc).splitlines()[2].endswith("heated by neighbours (+2.0 ±0.1 °C/100 W: +13 °C)")

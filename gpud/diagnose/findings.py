@@ -132,21 +132,33 @@ def _cooling(info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: 
     return "unknown (no fan readings; set [cooling] in the config)"
 
 
-def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float]) -> Finding | None:
-    heated = [g for g in gpus if g.neighbour_heated]
+def _heat(
+    gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float], window_s: float
+) -> Finding | None:
+    """GPUs their neighbours heat, for a share of the window long enough, when it cost them something.
+
+    The controller flags a GPU only while its coupling to its neighbours is confidently at least
+    ``[heat] coupling_c_per_100w`` and it throttled, or had less than ``near_slowdown_c`` of
+    headroom even at full fan, over a good part of its recent window.
+    """
+    heated = [g for g in gpus if g.neighbour_heated_s >= MIN_SHARE * max(window_s, 1.0)]
     if not heated:
         return None
     worst = max(heated, key=lambda g: g.coupling_c_per_100w or 0.0)
     couplings = ", ".join(
-        f"GPU {g.index} {g.coupling_c_per_100w:.1f}" for g in heated if g.coupling_c_per_100w
+        f"GPU {g.index} {g.coupling_c_per_100w:+.1f} ±{g.coupling_error_c_per_100w or 0:.1f}"
+        for g in heated
+        if g.coupling_c_per_100w is not None
     )
+    flagged = ", ".join(f"GPU {g.index} {g.neighbour_heated_s:.0f} s" for g in heated)
     kinds = {cooling[g.index].split(" ")[0] for g in heated}
     blowers_only = "blower" in kinds and "open-air" not in kinds
     return Finding(
         kind="heat-buildup",
         severity=Severity.WARNING,
         title=f"GPU {', '.join(str(g.index) for g in heated)} heated by their neighbours",
-        evidence=f"°C per 100 W of neighbour power: {couplings} (own: {worst.own_c_per_100w or 0:.1f}); "
+        evidence=f"°C per 100 W of neighbour power: {couplings} (95 %); it cost them (throttled, or "
+        f"within reach of slowdown even at full fan): {flagged}; "
         f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index]}' for g in heated)}",
         recommendation=(
             "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
@@ -157,7 +169,11 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
         ),
         gpus=tuple(g.index for g in heated),
         cost=max((costs.get(g.index, 0.0) for g in heated), default=0.0) + 0.001,
-        numbers={"coupling_c_per_100w": worst.coupling_c_per_100w, "gpu": worst.index},
+        numbers={
+            "coupling_c_per_100w": worst.coupling_c_per_100w,
+            "coupling_error_c_per_100w": worst.coupling_error_c_per_100w,
+            "gpu": worst.index,
+        },
     )
 
 
@@ -325,7 +341,7 @@ def diagnose(
     ]
     findings += throttles
     costs = {f.gpus[0]: f.cost for f in throttles}
-    if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
+    if (heat := _heat(replayed.gpus, cooling, costs, window)) is not None:
         findings.append(heat)
     for u in usages:
         findings += _fans(u)
