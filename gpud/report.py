@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpud.decide.episodes import ThrottleInterval
+from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
 from gpud.status import rounded
@@ -112,7 +113,7 @@ def _gpu_line(gpu: GpuReplay) -> str:
         parts.append(f"{share:.0%} of busy time")
     if gpu.coupling_c_per_100w is not None:
         parts.append(
-            f"neighbours {gpu.coupling_c_per_100w:+.1f} ±{gpu.coupling_error_c_per_100w or 0:.1f} °C/100 W"
+            f"neighbours {coupling_text(gpu.coupling_c_per_100w, gpu.coupling_error_c_per_100w)}"
             + (f" (heat build-up {gpu.neighbour_heated_s:.0f} s)" if gpu.neighbour_heated_s else "")
         )
     if gpu.cooling_saturated_s:

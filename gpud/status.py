@@ -16,6 +16,7 @@ from typing import Any
 import gpud
 from gpud.config import DEFAULT_LISTEN
 from gpud.decide.controller import GpuDecision
+from gpud.decide.heat import coupling_text
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
 from gpud.state import DaemonState
@@ -212,10 +213,8 @@ def _state(gpu: dict[str, Any]) -> str:
 
 
 def _neighbour_note(heat: dict[str, Any]) -> str:
-    """``heated by neighbours (+2.0 ±0.1 °C/100 W: +13 °C)``, the coupling with its 95 % interval."""
-    coupling = (
-        f"{heat['coupling_c_per_100w']:+.1f} ±{heat.get('coupling_error_c_per_100w') or 0:.1f} °C/100 W"
-    )
+    """``heated by neighbours (+2.04 ±0.04 °C/100 W: +13 °C)``: the coupling, 95 %, and what it adds."""
+    coupling = coupling_text(heat["coupling_c_per_100w"], heat.get("coupling_error_c_per_100w"))
     added = heat.get("neighbours_add_c")
     return f"heated by neighbours ({coupling}" + (f": +{added:.0f} °C)" if added is not None else ")")
 

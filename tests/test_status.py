@@ -104,4 +104,4 @@ def test_neighbour_heating_shows_the_coupling_with_its_interval_and_what_the_nei
     assert heat["coupling_c_per_100w"] is None and not heat["neighbour_heated"]  # one GPU: nothing to fit
     heat |= {"neighbour_heated": True, "coupling_c_per_100w": 2.04, "coupling_error_c_per_100w": 0.06}
     heat["neighbours_add_c"] = 12.6
-    assert render_table(doc).splitlines()[2].endswith("heated by neighbours (+2.0 ±0.1 °C/100 W: +13 °C)")
+    assert render_table(doc).splitlines()[2].endswith("heated by neighbours (+2.04 ±0.06 °C/100 W: +13 °C)")

@@ -91,6 +91,16 @@ class HeatFinding:
         return self.cooling_saturated or self.neighbour_heated
 
 
+def coupling_text(c_per_100w: float, error_c_per_100w: float | None) -> str:
+    """A coupling and its 95 % interval as people read them.
+
+    >>> coupling_text(2.0412, 0.0437), coupling_text(1.5, None)
+    ('+2.04 ±0.04 °C/100 W', '+1.50 °C/100 W')
+    """
+    interval = "" if error_c_per_100w is None else f" ±{error_c_per_100w:.2f}"
+    return f"{c_per_100w:+.2f}{interval} °C/100 W"
+
+
 def neighbours(infos: tuple[GpuInfo, ...]) -> dict[int, tuple[int, ...]]:
     """GPUs in adjacent PCI positions: the next and previous bus id (index order when unknown).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
+from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import health_findings
@@ -132,21 +133,19 @@ def _cooling(info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: 
     return "unknown (no fan readings; set [cooling] in the config)"
 
 
-def _heat(
-    gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float], window_s: float
-) -> Finding | None:
-    """GPUs their neighbours heat, for a share of the window long enough, when it cost them something.
+def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float]) -> Finding | None:
+    """GPUs their neighbours heat, where it cost them something.
 
     The controller flags a GPU only while its coupling to its neighbours is confidently at least
-    ``[heat] coupling_c_per_100w`` and it throttled, or had less than ``near_slowdown_c`` of
-    headroom even at full fan, over a good part of its recent window.
+    ``[heat] coupling_c_per_100w`` and, over a quarter of its recent window or more, it throttled or
+    had less than ``near_slowdown_c`` of headroom even at full fan: one flagged tick says as much.
     """
-    heated = [g for g in gpus if g.neighbour_heated_s >= MIN_SHARE * max(window_s, 1.0)]
+    heated = [g for g in gpus if g.neighbour_heated_s > 0]
     if not heated:
         return None
     worst = max(heated, key=lambda g: g.coupling_c_per_100w or 0.0)
     couplings = ", ".join(
-        f"GPU {g.index} {g.coupling_c_per_100w:+.1f} ±{g.coupling_error_c_per_100w or 0:.1f}"
+        f"GPU {g.index} {coupling_text(g.coupling_c_per_100w, g.coupling_error_c_per_100w)}"
         for g in heated
         if g.coupling_c_per_100w is not None
     )
@@ -157,8 +156,8 @@ def _heat(
         kind="heat-buildup",
         severity=Severity.WARNING,
         title=f"GPU {', '.join(str(g.index) for g in heated)} heated by their neighbours",
-        evidence=f"°C per 100 W of neighbour power: {couplings} (95 %); it cost them (throttled, or "
-        f"within reach of slowdown even at full fan): {flagged}; "
+        evidence=f"their neighbours' power warms them by {couplings} (95 %); heat cost them "
+        f"(throttling, or little headroom even at full fan) for {flagged}; "
         f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index]}' for g in heated)}",
         recommendation=(
             "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
@@ -341,7 +340,7 @@ def diagnose(
     ]
     findings += throttles
     costs = {f.gpus[0]: f.cost for f in throttles}
-    if (heat := _heat(replayed.gpus, cooling, costs, window)) is not None:
+    if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
         findings.append(heat)
     for u in usages:
         findings += _fans(u)
