@@ -15,9 +15,8 @@ from prometheus_client.registry import Collector
 
 import gpud
 from gpud.decide.heat import HeatFinding
-from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
-from gpud.diagnose.usage import link_degraded
+from gpud.diagnose.usage import link_degraded, link_under_load
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.metrics import HealthFamilies
 from gpud.state import DaemonState
@@ -111,7 +110,7 @@ class GpudCollector(Collector):
                 health.add(ids, sample)
             if sample is not None and sample.up:
                 f.add_sample(ids, sample)
-                degraded = busy(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
+                degraded = link_under_load(sample, BUSY_UTIL_PCT) and link_degraded(sample, info)
                 f.pcie_degraded.add_metric(ids, 1 if degraded else 0)
             decision = state.decision.for_gpu(info.index) if state.decision else None
             if decision is not None and sample is not None and sample.up:
@@ -180,14 +179,24 @@ class _Families:
         )
         self.heat_buildup = _gauge(
             "gpud_gpu_heat_buildup",
-            "1 while heat builds up: cooling_saturated (heating with fans near max) or neighbour_heated",
+            "1 while heat costs this GPU (it throttles, or has under [heat] near_slowdown_c of headroom): "
+            "cooling_saturated (with fans near max) or neighbour_heated (coupled to its neighbours)",
             ["kind"],
         )
         self.heat_coupling = _gauge(
-            "gpud_gpu_heat_coupling_celsius_per_100w", "How much the neighbours' power warms this GPU"
+            "gpud_gpu_heat_coupling_celsius_per_100w",
+            "How much the neighbours' power warms this GPU; only while the fit is confidently positive",
+        )
+        self.heat_coupling_error = _gauge(
+            "gpud_gpu_heat_coupling_error_celsius_per_100w", "The coupling's 95 % interval, plus or minus"
+        )
+        self.heat_headroom = _gauge(
+            "gpud_gpu_heat_headroom_celsius",
+            "How far below slowdown the GPU would settle with its fans at full speed (its thermal model)",
         )
         self.seconds_to_slowdown = _gauge(
-            "gpud_gpu_seconds_to_slowdown", "At the current heating rate, time until the slowdown temperature"
+            "gpud_gpu_seconds_to_slowdown",
+            "Time until the slowdown temperature, while heading above it at the present fan speed",
         )
         self.fan_target = _gauge(
             "gpud_gpu_fan_target_ratio", "The fan target gpud set (or would set, in a dry run)", ["fan"]
@@ -223,6 +232,8 @@ class _Families:
         self.heat_buildup.add_metric([*ids, "cooling_saturated"], 1 if heat.cooling_saturated else 0)
         self.heat_buildup.add_metric([*ids, "neighbour_heated"], 1 if heat.neighbour_heated else 0)
         _add(self.heat_coupling, ids, heat.coupling_c_per_100w)
+        _add(self.heat_coupling_error, ids, heat.coupling_error_c_per_100w)
+        _add(self.heat_headroom, ids, heat.headroom_c)
         _add(self.seconds_to_slowdown, ids, heat.seconds_to_slowdown)
 
     def add_fan_control(self, ids: list[str], control: GpuFanControl) -> None:

@@ -112,8 +112,10 @@ class GpuReplay:
     max_heating_c_per_min: float | None = None
     min_seconds_to_slowdown: float | None = None
     coupling_c_per_100w: float | None = None
+    coupling_error_c_per_100w: float | None = None
     own_c_per_100w: float | None = None
     neighbour_heated: bool = False
+    neighbour_heated_s: float = 0.0
     cooling_saturated_s: float = 0.0
 
     @property
@@ -274,8 +276,11 @@ def _note_heat(report: GpuReplay, heat: HeatFinding | None, dt: float) -> None:
         report.min_seconds_to_slowdown = eta
     if heat.coupling_c_per_100w is not None:
         report.coupling_c_per_100w = heat.coupling_c_per_100w
+        report.coupling_error_c_per_100w = heat.coupling_error_c_per_100w
         report.own_c_per_100w = heat.own_c_per_100w
         report.neighbour_heated = heat.neighbour_heated
+    if heat.neighbour_heated:
+        report.neighbour_heated_s += dt
     if heat.cooling_saturated:
         report.cooling_saturated_s += dt
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from gpud.coverage import not_judged
 from gpud.decide.episodes import ThrottleInterval
+from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
 from gpud.status import rounded
@@ -62,9 +63,11 @@ def _gpu_json(gpu: GpuReplay, origin: float, info: GpuInfo | None) -> dict[str, 
         "not_judged": gaps(gpu, info),
         "intervals": [_interval_json(i, origin) for i in gpu.intervals],
         "heat": {
-            "heat_buildup": gpu.neighbour_heated or gpu.cooling_saturated_s > 0,
+            "heat_buildup": gpu.neighbour_heated_s > 0 or gpu.cooling_saturated_s > 0,
             "neighbour_heated": gpu.neighbour_heated,
             "coupling_c_per_100w": rounded(gpu.coupling_c_per_100w, 2),
+            "coupling_error_c_per_100w": rounded(gpu.coupling_error_c_per_100w, 2),
+            "neighbour_heated_s": round(gpu.neighbour_heated_s, 1),
             "own_c_per_100w": rounded(gpu.own_c_per_100w, 2),
             "cooling_saturated_s": round(gpu.cooling_saturated_s, 1),
             "max_heating_c_per_min": rounded(gpu.max_heating_c_per_min, 2),
@@ -134,8 +137,8 @@ def _gpu_line(gpu: GpuReplay) -> str:
         parts.append(f"power limit inferred: {gpu.power_limit_inferred_w:.0f} W")
     if gpu.coupling_c_per_100w is not None:
         parts.append(
-            f"neighbours {gpu.coupling_c_per_100w:+.1f} °C/100 W"
-            + (" (heat build-up)" if gpu.neighbour_heated else "")
+            f"neighbours {coupling_text(gpu.coupling_c_per_100w, gpu.coupling_error_c_per_100w)}"
+            + (f" (heat build-up {gpu.neighbour_heated_s:.0f} s)" if gpu.neighbour_heated_s else "")
         )
     if gpu.cooling_saturated_s:
         parts.append(f"heating with fans at max for {gpu.cooling_saturated_s:.0f} s")

@@ -11,6 +11,7 @@ The policies are those of :mod:`gpud.policy`, ``limit`` (every fan at 100 % from
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -93,6 +94,7 @@ class GpuResult:
     clock_ratio: float | None  # mean SM clock while busy / the card's un-throttled clock
     mean_fan_pct: float | None  # None: no fans
     max_fan_pct: float | None
+    fan_std_pct: float | None  # standard deviation of the fan speed over the second half (a steady load)
     max_temp_c: float
     energy_j: float
 
@@ -103,7 +105,8 @@ class PolicyResult:
 
     policy: str
     gpus: tuple[GpuResult, ...]
-    total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, energy summed
+    total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, largest fan std,
+    # energy summed
 
 
 class VirtualRun:
@@ -172,17 +175,22 @@ def run_policy(
         decide = replace(decide, thermal={i: card.thermal for i, card in enumerate(machine.cards)})
     backend = None if policy.kind is PolicyKind.STOCK else NvmlFanBackend()
     run = VirtualRun(machine, setup.interval_s, backend, decide, driver_version=_DRIVER, epoch=_EPOCH)
+    ticks = int(setup.duration_s / setup.interval_s)
+    steady: list[list[float]] = [[] for _ in machine.cards]  # each card's fan speed, second half
     try:
-        for _ in range(int(setup.duration_s / setup.interval_s)):
+        for tick in range(ticks):
             run.tick()
+            if tick >= ticks // 2:
+                for speeds, card in zip(steady, machine.cards, strict=True):
+                    speeds.append(card.mean_fan_pct())
     finally:
         run.close()
-    return _result(policy.label, machine)
+    return _result(policy.label, machine, steady)
 
 
-def _result(label: str, machine: ThermalMachine) -> PolicyResult:
+def _result(label: str, machine: ThermalMachine, steady: list[list[float]]) -> PolicyResult:
     gpus = []
-    for i, card in enumerate(machine.cards):
+    for i, (card, speeds) in enumerate(zip(machine.cards, steady, strict=True)):
         t = card.totals
         fans = bool(card.fans)
         gpus.append(
@@ -193,6 +201,7 @@ def _result(label: str, machine: ThermalMachine) -> PolicyResult:
                 clock_ratio=t.clock_ratio_busy_s / t.busy_s if t.busy_s else None,
                 mean_fan_pct=t.fan_pct_s / machine.time_s if fans and machine.time_s else None,
                 max_fan_pct=t.max_fan_pct if fans else None,
+                fan_std_pct=statistics.pstdev(speeds) if fans and len(speeds) > 1 else None,
                 max_temp_c=t.max_temp_c,
                 energy_j=card.energy_j,
             )
@@ -200,6 +209,7 @@ def _result(label: str, machine: ThermalMachine) -> PolicyResult:
     busy = sum(c.totals.busy_s for c in machine.cards)
     fan_means = [g.mean_fan_pct for g in gpus if g.mean_fan_pct is not None]
     fan_maxes = [g.max_fan_pct for g in gpus if g.max_fan_pct is not None]
+    fan_stds = [g.fan_std_pct for g in gpus if g.fan_std_pct is not None]
     total = GpuResult(
         index=-1,
         name="all GPUs",
@@ -207,6 +217,7 @@ def _result(label: str, machine: ThermalMachine) -> PolicyResult:
         clock_ratio=sum(c.totals.clock_ratio_busy_s for c in machine.cards) / busy if busy else None,
         mean_fan_pct=sum(fan_means) / len(fan_means) if fan_means else None,
         max_fan_pct=max(fan_maxes) if fan_maxes else None,
+        fan_std_pct=max(fan_stds) if fan_stds else None,
         max_temp_c=max(g.max_temp_c for g in gpus),
         energy_j=sum(g.energy_j for g in gpus),
     )
@@ -228,12 +239,13 @@ def _row(label: str, result: GpuResult) -> list[str]:
         _pct(result.clock_ratio, 2),
         _fan(result.mean_fan_pct),
         _fan(result.max_fan_pct),
+        "-" if result.fan_std_pct is None else f"{result.fan_std_pct:.2f}",
         f"{result.max_temp_c:.1f}",
         f"{result.energy_j / 3.6e6:.3f}",
     ]
 
 
-_HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "MAX °C", "ENERGY kWh"]
+_HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "FAN STD %", "MAX °C", "ENERGY kWh"]
 
 
 def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
@@ -253,7 +265,8 @@ def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
             f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
             f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
         ),
-        "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock",
+        "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock;",
+        "FAN STD: how much the fan speed moves over the second half of the run (all GPUs: the most)",
         "",
     ]
     for result in results:
@@ -271,6 +284,7 @@ def _result_json(result: GpuResult) -> dict[str, object]:
         "clock_ratio": result.clock_ratio,
         "mean_fan_pct": result.mean_fan_pct,
         "max_fan_pct": result.max_fan_pct,
+        "fan_std_pct": result.fan_std_pct,
         "max_temp_c": result.max_temp_c,
         "energy_kwh": result.energy_j / 3.6e6,
     }

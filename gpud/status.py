@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 import gpud
 from gpud.config import DEFAULT_LISTEN, split_host_port
 from gpud.decide.controller import GpuDecision
+from gpud.decide.heat import coupling_text
 from gpud.fans.control import ControlMode, GpuFanControl
 from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
@@ -81,6 +82,9 @@ def _decision_entry(decision: GpuDecision | None) -> dict[str, Any]:
             "seconds_to_slowdown": rounded(heat.seconds_to_slowdown, 0),
             "cooling_saturated": heat.cooling_saturated,
             "coupling_c_per_100w": rounded(heat.coupling_c_per_100w, 2),
+            "coupling_error_c_per_100w": rounded(heat.coupling_error_c_per_100w, 2),
+            "neighbours_add_c": rounded(heat.neighbours_add_c, 1),
+            "headroom_c": rounded(heat.headroom_c, 1),
             "neighbour_heated": heat.neighbour_heated,
         }
     return entry
@@ -298,12 +302,19 @@ def _state(gpu: dict[str, Any]) -> str:
             notes.append(f"fan {number} not following its target")
     heat = gpu.get("heat") or {}
     if heat.get("neighbour_heated"):
-        notes.append(f"heated by neighbours ({heat['coupling_c_per_100w']:+.1f} °C/100 W)")
+        notes.append(_neighbour_note(heat))
     if heat.get("cooling_saturated"):
-        notes.append("heating with fans at max")
+        notes.append("fans at max and no headroom left")
     if heat.get("seconds_to_slowdown") is not None and not gpu.get("throttle"):
         notes.append(f"slowdown in ~{heat['seconds_to_slowdown']:.0f} s")
     return "; ".join(notes) or "ok"
+
+
+def _neighbour_note(heat: dict[str, Any]) -> str:
+    """``heated by neighbours (+2.04 ±0.04 °C/100 W: +13 °C)``: the coupling, 95 %, and what it adds."""
+    coupling = coupling_text(heat["coupling_c_per_100w"], heat.get("coupling_error_c_per_100w"))
+    added = heat.get("neighbours_add_c")
+    return f"heated by neighbours ({coupling}" + (f": +{added:.0f} °C)" if added is not None else ")")
 
 
 def _fans_cell(gpu: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+IDLE_PSTATE = 8  # P8: the performance state an idle NVIDIA GPU drops to, and its PCIe link with it
+
 
 class Cooling(StrEnum):
     """How a card gets rid of its heat; decides whether neighbours can cook it."""

@@ -136,7 +136,7 @@ def test_a_problem_found_in_a_whole_table_names_its_key_and_never_shows_the_tabl
     )
     message = problem(tmp_path, "[fans]\nemergency_margin_c = 5\n")
     assert message.endswith(
-        "fans: predictive.margin_c (3 °C) must exceed emergency_margin_c (5 °C), "
+        "fans: predictive.margin_c (2 °C) must exceed emergency_margin_c (5 °C), "
         "or the policy would hold the GPU in the emergency zone"
     )
 

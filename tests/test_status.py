@@ -167,3 +167,12 @@ def test_one_way_to_name_a_daemon(address, listen, url):
 def test_an_address_that_cannot_name_a_daemon_says_why(address):
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         daemon_url(address)
+
+
+def test_neighbour_heating_shows_the_coupling_with_its_interval_and_what_the_neighbours_add():
+    doc = document(HEALTHY)
+    heat = doc["gpus"][0]["heat"]
+    assert heat["coupling_c_per_100w"] is None and not heat["neighbour_heated"]  # one GPU: nothing to fit
+    heat |= {"neighbour_heated": True, "coupling_c_per_100w": 2.04, "coupling_error_c_per_100w": 0.06}
+    heat["neighbours_add_c"] = 12.6
+    assert render_table(doc).splitlines()[2].endswith("heated by neighbours (+2.04 ±0.06 °C/100 W: +13 °C)")

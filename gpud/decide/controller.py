@@ -6,13 +6,20 @@ detector windows, fan hysteresis and slew — explicitly, and takes time only fr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gpud.decide.curves import FanDemand, FanSettings, FanTarget, FanTargetState
 from gpud.decide.episodes import EpisodeTracker, ThrottleInterval, TickClock
-from gpud.decide.heat import CouplingFit, HeatFinding, HeatSettings, HeatTracker, neighbours
+from gpud.decide.heat import (
+    Coupling,
+    CouplingFit,
+    HeatFinding,
+    HeatSettings,
+    HeatTracker,
+    InletObservation,
+    neighbours,
+)
 from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
 from gpud.decide.reference import HeldClock, Reference, references
 from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
@@ -83,21 +90,23 @@ class _GpuState:
         "throttled_s",
     )
 
-    def __init__(
-        self, info: GpuInfo | None, index: int, settings: DecideSettings, pooled: CouplingFit
-    ) -> None:
+    def __init__(self, info: GpuInfo | None, index: int, settings: DecideSettings) -> None:
         self.info = info
         own = (info.slowdown_temp_c if info else None) or settings.slowdown_c
         self.slowdown_c = own or DEFAULT_SLOWDOWN_C
         self.slowdown_reported = own is not None
         self.held = HeldClock()
         self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
-        self.heat = HeatTracker(settings.heat, pooled)
+        thermal = settings.thermal.get(index, TYPICAL_OPEN_AIR)
+        self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
         self.fans: list[FanTargetState] = []
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
-        self.predictive = PredictiveDemand(
-            index, settings.thermal.get(index, TYPICAL_OPEN_AIR), settings.fans.predictive, self.slowdown_c
-        )
+        self.predictive = PredictiveDemand(index, thermal, settings.fans.predictive, self.slowdown_c)
+
+    @property
+    def model(self) -> str:
+        """The GPU's model name: GPUs of one model share a heat coupling fit."""
+        return self.info.name if self.info else ""
 
 
 class Controller:
@@ -128,14 +137,11 @@ class Controller:
         self._ticks = 0
         self._gpus: dict[int, _GpuState] = {}
         self._curves = self._settings.fans.all_curves()
-        self._pooled: dict[str, CouplingFit] = {}  # heat coupling fits, one per GPU model
+        self._couplings: dict[str, CouplingFit] = {}  # heat coupling fits, one per GPU model
 
     def step(self, snapshot: Snapshot) -> Decision:
         """Judge every GPU in ``snapshot`` and account the time since the previous one."""
         dt, gap = self._clock.tick(snapshot.timestamp)
-        keep = math.exp(-dt / self._settings.heat.memory_s)
-        for fit in self._pooled.values():
-            fit.forget(keep)
         new = [s.index for s in snapshot.gpus if s.index not in self._gpus]
         for index in new:
             self._state(index)
@@ -143,18 +149,45 @@ class Controller:
             self._refresh_references()
         self._ticks += 1
         power = {s.index: s.power_w for s in snapshot.gpus if s.up}
+        couplings = self._fit_couplings(snapshot, dt, power)
         ended: list[ThrottleInterval] = []
         decisions = tuple(
-            self._decide(sample, snapshot.timestamp, dt, gap, power, ended) for sample in snapshot.gpus
+            self._decide(sample, snapshot.timestamp, dt, gap, power, couplings, ended)
+            for sample in snapshot.gpus
         )
         return Decision(snapshot.timestamp, decisions, tuple(ended), dt, gap)
+
+    def _fit_couplings(
+        self, snapshot: Snapshot, dt: float, power: dict[int, float | None]
+    ) -> dict[str, Coupling | None]:
+        """Feed every GPU's readings to its heat tracker, and each model's tick to its coupling fit."""
+        ticks: dict[str, list[InletObservation]] = {}
+        for sample in snapshot.gpus:
+            if not sample.up:
+                continue
+            state = self._state(sample.index)
+            around = [power.get(n) for n in self._neighbours.get(sample.index, ())]
+            neighbours_w = sum(p for p in around if p is not None) if around and None not in around else None
+            observed = state.heat.observe(
+                snapshot.timestamp,
+                dt,
+                sample.temperature_c,
+                sample.power_w,
+                neighbours_w,
+                sample.mean_fan_pct,
+            )
+            if observed is not None:
+                ticks.setdefault(state.model, []).append(observed)
+        for model, fit in self._couplings.items():
+            fit.tick(ticks.get(model, ()), dt, self._settings.heat)
+        return {model: fit.estimate() for model, fit in self._couplings.items()}
 
     def reconfigure(self, settings: DecideSettings) -> None:
         """New thresholds, curves and models (a ``SIGHUP`` reload), keeping what was learnt.
 
         Busy reference clocks, throttle totals and intervals in progress carry on; fan targets
         start again from the fans' measured speeds, and heat windows start over under the new
-        settings (the pooled coupling fits are kept).
+        settings (the coupling fits are kept).
         """
         self._settings = settings
         self._curves = settings.fans.all_curves()
@@ -179,8 +212,8 @@ class Controller:
     def _start_again(self, index: int, old: _GpuState, info: GpuInfo | None) -> None:
         """A fresh state for GPU ``index`` under the current settings and ``info``, keeping what was
         learnt about its clocks (held clocks), throttle totals and the interval in progress."""
-        pooled = self._pooled.setdefault(info.name if info else "", CouplingFit())
-        state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
+        state = self._gpus[index] = _GpuState(info, index, self._settings)
+        self._couplings.setdefault(state.model, CouplingFit())
         state.held, state.episodes, state.throttled_s = old.held, old.episodes, old.throttled_s
 
     def finish(self) -> tuple[ThrottleInterval, ...]:
@@ -195,9 +228,8 @@ class Controller:
     def _state(self, index: int) -> _GpuState:
         state = self._gpus.get(index)
         if state is None:
-            info = self._infos.get(index)
-            pooled = self._pooled.setdefault(info.name if info else "", CouplingFit())
-            state = self._gpus[index] = _GpuState(info, index, self._settings, pooled)
+            state = self._gpus[index] = _GpuState(self._infos.get(index), index, self._settings)
+            self._couplings.setdefault(state.model, CouplingFit())
         return state
 
     def _decide(
@@ -207,6 +239,7 @@ class Controller:
         dt: float,
         gap: bool,
         power: dict[int, float | None],
+        couplings: Mapping[str, Coupling | None],
         ended: list[ThrottleInterval],
     ) -> GpuDecision:
         settings = self._settings
@@ -231,7 +264,11 @@ class Controller:
         closed = state.episodes.update(timestamp, cause, lost, dt, gap)
         if closed is not None:
             ended.append(closed)
-        heat = self._heat(state, sample, timestamp, dt, power)
+        heat = (
+            state.heat.finding(dt, cause is ThrottleCause.THERMAL, couplings.get(state.model))
+            if sample.up
+            else None
+        )
         return GpuDecision(
             index=sample.index,
             throttle=cause,
@@ -241,23 +278,6 @@ class Controller:
             episode=state.episodes.current,
             heat=heat,
             fan_targets=self._fan_targets(state, sample, dt, heat, power),
-        )
-
-    def _heat(
-        self, state: _GpuState, sample: GpuSample, timestamp: float, dt: float, power: dict[int, float | None]
-    ) -> HeatFinding | None:
-        if not sample.up:
-            return None
-        around = [power.get(n) for n in self._neighbours.get(sample.index, ())]
-        neighbours_w = sum(p for p in around if p is not None) if around and None not in around else None
-        return state.heat.update(
-            timestamp,
-            dt,
-            sample.temperature_c,
-            sample.power_w,
-            neighbours_w,
-            sample.mean_fan_pct,
-            state.slowdown_c,
         )
 
     def _fan_targets(
@@ -283,7 +303,9 @@ class Controller:
         if PREDICTIVE in names:
             state.predictive.update(dt, power, temperature)
         return tuple(
-            target.target(temperature, dt, self._demand(name, state), state.slowdown_c)
+            target.target(
+                temperature, dt, self._demand(name, state), fans.emergency_line_c(name, state.slowdown_c)
+            )
             for name, target in zip(names, state.fans, strict=True)
         )
 

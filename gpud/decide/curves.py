@@ -6,7 +6,12 @@ A curve is piecewise linear between validated points. Around it, per fan:
   wobbling by a degree does not make the fan hunt (a constant temperature gives a constant target);
 * **slew limit** — the target moves at most ``slew_pct_per_s`` per second, both ways;
 * **floor** — never below ``floor_pct``;
-* **emergency** — at or above slowdown − ``emergency_margin_c`` the fan goes to 100 % at once;
+* **emergency** — once the temperature has stayed in the emergency zone for ``emergency_after_s``
+  (never on one reading: readings are whole degrees, and a GPU held just below the line reads one
+  degree over it now and then), the fan goes to 100 % at once, and stays there until the
+  temperature is back below the line. The zone begins at slowdown − ``emergency_margin_c``; under
+  the predictive policy, which holds the GPU a set distance below slowdown, no lower than
+  ``PREDICTIVE_CLEARANCE_C`` above the temperature it holds (:func:`emergency_line_c`);
 * **lost temperature** — 100 % from the ``lost_temperature_ticks``-th tick without a temperature
   (the first, by default; until then the last target is held): a fan is never left low on a GPU
   that cannot be watched. When the temperature is back the fan carries on from where it was.
@@ -28,6 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gpud.decide.predictive import PREDICTIVE, PredictiveSettings
 
 STOCK = "stock"  # where a GPU's curve is named: its fans stay on the driver's schedule
+
+# Between the temperature predictive control holds and the start of the emergency zone: the first
+# whole-degree reading of the zone stands for half a degree below it, and the temperature the
+# policy holds wanders by about another degree with the load.
+PREDICTIVE_CLEARANCE_C = 1.5
 
 
 class FanDemand(Protocol):
@@ -131,7 +141,13 @@ class FanSettings(BaseModel):
         3, ge=0, le=20, description="how far a GPU must cool before its fans slow, °C"
     )
     emergency_margin_c: float = Field(
-        2, ge=0, le=30, description="from slowdown minus this, fans go to 100 % at once, °C"
+        1,
+        ge=0,
+        le=30,
+        description="from slowdown minus this, held for emergency_after_s, fans go to 100 %, °C",
+    )
+    emergency_after_s: float = Field(
+        3, gt=0, le=60, description="how long the temperature must stay in the emergency zone first, s"
     )
     lost_temperature_ticks: int = Field(
         1, ge=1, le=60, description="from this many ticks without a temperature, fans go to 100 %"
@@ -187,6 +203,17 @@ class FanSettings(BaseModel):
         chosen = self.gpus.get(gpu)
         return ((chosen.curve if chosen is not None else None) or self.curve) == STOCK
 
+    def emergency_line_c(self, curve_name: str, slowdown_c: float) -> float:
+        """The temperature from which the emergency rule counts, for a fan under ``curve_name``, °C.
+
+        >>> FanSettings().emergency_line_c("balanced", 80.0), FanSettings().emergency_line_c(PREDICTIVE, 80.0)
+        (79.0, 79.5)
+        """
+        line = slowdown_c - self.emergency_margin_c
+        if curve_name == PREDICTIVE:
+            return max(line, slowdown_c - self.predictive.margin_c + PREDICTIVE_CLEARANCE_C)
+        return line
+
     def curve_name(self, gpu: int, fan: int, heat_buildup: bool) -> str:
         """The name of the curve for fan ``fan`` of GPU ``gpu``; the heat build-up one where it applies.
 
@@ -224,7 +251,7 @@ class FanTarget:
 class FanTargetState:
     """One fan's safety state: the last target, the hysteresis temperature, ticks blind."""
 
-    __slots__ = ("_blind_ticks", "_fan", "_pct", "_settings", "_temperature")
+    __slots__ = ("_blind_ticks", "_fan", "_hot_s", "_pct", "_settings", "_temperature")
 
     def __init__(self, fan: int, settings: FanSettings, start_pct: float | None = None) -> None:
         self._fan = fan
@@ -232,11 +259,15 @@ class FanTargetState:
         self._pct = start_pct
         self._temperature: float | None = None
         self._blind_ticks = 0
+        self._hot_s: float | None = None  # how long the readings have stayed in the emergency zone
 
     def target(
-        self, temperature_c: float | None, dt: float, curve: FanDemand, slowdown_c: float
+        self, temperature_c: float | None, dt: float, curve: FanDemand, emergency_c: float
     ) -> FanTarget:
-        """This tick's target under ``curve``; ``dt`` is the time since the last one."""
+        """This tick's target under ``curve``; ``dt`` is the time since the last one.
+
+        ``emergency_c`` is where the emergency zone begins (:meth:`FanSettings.emergency_line_c`).
+        """
         settings = self._settings
         if temperature_c is None:
             self._blind_ticks += 1
@@ -244,9 +275,13 @@ class FanTargetState:
                 return FanTarget(self._fan, 100.0, TargetReason.NO_TEMPERATURE)  # _pct kept for after
             return self._set(max(self._pct, settings.floor_pct), TargetReason.NO_TEMPERATURE)
         self._blind_ticks = 0
-        if temperature_c >= slowdown_c - settings.emergency_margin_c:
-            self._temperature = temperature_c
-            return self._set(100.0, TargetReason.EMERGENCY)
+        if temperature_c < emergency_c:
+            self._hot_s = None
+        else:
+            self._hot_s = 0.0 if self._hot_s is None else self._hot_s + dt
+            if self._hot_s >= settings.emergency_after_s:
+                self._temperature = temperature_c
+                return self._set(100.0, TargetReason.EMERGENCY)
         held = self._temperature if self._temperature is not None else temperature_c
         self._temperature = max(temperature_c, min(held, temperature_c + settings.hysteresis_c))
         wanted = min(100.0, max(settings.floor_pct, curve.pct_at(self._temperature)))

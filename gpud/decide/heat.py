@@ -1,33 +1,50 @@
-"""Heat build-up: a GPU its own cooling cannot hold, or one its neighbours are cooking.
+"""Heat build-up: a GPU its own cooling cannot hold, or one its neighbours are cooking — when it costs.
 
-Two signatures, both from numbers every source has (temperature, power, fan speed):
+Both judgements rest on one quantity, the **headroom**: how far below slowdown the GPU would settle
+with its fans at full speed. The thermal model (:mod:`gpud.model.params`, calibrated or a typical
+card's) says how much the fans change the card's temperature; from the temperature, power and fan
+speed the GPU shows, it gives the air the card breathes and where it would settle at full fan.
 
-* **saturated cooling** — the temperature keeps rising over a window while the GPU's own fans
-  already run near their maximum: more fan will not help, the air around the card is the problem;
+* **saturated cooling** — fans near maximum for a whole window and still no headroom: more fan will
+  not help, the air around the card is the problem;
 * **neighbour heating** — open-air cards blow their exhaust into the next card's intake, so a
-  card's temperature follows its neighbours' power. A least-squares fit of temperature against
-  the GPU's own and its neighbours' power (low-passed with a thermal time constant, with slow
-  exponential forgetting) gives °C gained per 100 W its neighbours draw. When the two powers never
-  moved independently the split cannot be told, and the estimate stays ``None``.
+  card's inlet air follows its neighbours' power. The coupling (°C per 100 W the neighbours draw) is
+  fitted across the GPUs of one model at every tick: each GPU's inlet air, estimated through its
+  model, against its neighbours' power, both taken relative to the tick's mean over those GPUs. In a
+  data-parallel job every GPU's power moves in lock-step, so one GPU's own history cannot tell its
+  own heat from its neighbours'; across GPUs it can (an edge card has one neighbour, a middle card
+  two), and whatever all GPUs share at a tick (the room, a job starting, a model that is off by the
+  same amount for all) drops out. The fit comes with its standard error and is shown only when it
+  is confidently positive. The GPU is *heated by its neighbours* when that coupling is at least
+  ``coupling_c_per_100w`` **and it costs something**: over the recent window it throttled thermally
+  or had less than ``near_slowdown_c`` of headroom a quarter of the time or more. A stack that gpud
+  holds at 70–75 °C with fans to spare is not flagged, however strongly its cards couple.
+
+Readings are whole degrees taken once a second; every per-GPU quantity is low-passed over
+``smoothing_s`` first, the temperature's rate of change taken from the same filter, so the estimate
+is exact for the model however fast the load changes (the filter only delays it).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpud.model.params import GpuThermalParams
 from gpud.telemetry import GpuInfo
 
-_RESOLVE_EVERY = 10  # observations between refits: the fit moves on a scale of minutes
-_TERMS = 3  # own power, neighbours' power, own power x fan
-_MIN_WEIGHT = 30.0  # observations (after forgetting) before a fit is trusted
-_MIN_OWN_SPREAD_W = 5.0  # standard deviations the powers must show for the fit to mean anything
-_MIN_NEIGHBOUR_SPREAD_W = 20.0
-_MAX_CORRELATION = 0.95  # beyond this the two powers cannot be told apart
-_MAX_FAN_CORRELATION = 0.999  # a steady fan makes the power x fan term a copy of the power term
+_MIN_DEGREES_OF_FREEDOM = 5.0  # effective independent GPU-ticks before a coupling is trusted
+_MIN_NEIGHBOUR_SPREAD_W = 20.0  # how differently loaded the GPUs' neighbourhoods must be, W (std)
+_CONFIDENT_T = 4.0  # coupling / standard error: the 95 % interval is at most half the estimate
+_COSTLY_SHARE = 0.25  # share of the window spent throttled or without headroom that counts
+_SETTLED_SMOOTHINGS = 4.0  # smoothing times before the smoothed readings (and their rate) are trusted
+# Where a GPU settles is estimated from this tick's power, which in a bursty job is a little above
+# the mean that really sets its temperature: it is heading for slowdown only when clearly above.
+_HEADING_ABOVE_C = 1.0
 
 
 class HeatSettings(BaseModel):
@@ -35,16 +52,21 @@ class HeatSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    window_s: float = Field(120, ge=10, le=3600, description="window for the heating rate, seconds")
+    window_s: float = Field(
+        120, ge=10, le=3600, description="window for the heating rate and for what heat costs, seconds"
+    )
     heating_c_per_min: float = Field(
         0.5, gt=0, description="a rise at least this fast counts as still heating, °C per minute"
     )
     fans_near_max_pct: float = Field(90, ge=50, le=100, description="fan speed that counts as near maximum")
     coupling_c_per_100w: float = Field(
-        1.0, gt=0, description="neighbour coupling from which a GPU is flagged, °C per 100 W"
+        1.0, gt=0, description="neighbour coupling from which a GPU can be flagged, °C per 100 W"
     )
-    thermal_time_constant_s: float = Field(
-        60, gt=0, description="how slowly a card's temperature follows power, seconds"
+    near_slowdown_c: float = Field(
+        3, ge=0, le=30, description="less headroom than this (at full fan) costs something, °C"
+    )
+    smoothing_s: float = Field(
+        30, gt=0, le=600, description="readings are low-passed over this long before they are judged, seconds"
     )
     memory_s: float = Field(1800, ge=60, description="how long the coupling fit remembers, seconds")
 
@@ -54,16 +76,29 @@ class HeatFinding:
     """What the heat detector says about one GPU now."""
 
     heating_c_per_min: float | None  # temperature trend over the window
-    seconds_to_slowdown: float | None  # at the current trend; None when not heating
-    cooling_saturated: bool  # heating on with fans near maximum
-    coupling_c_per_100w: float | None  # °C per 100 W drawn by the neighbours
-    own_c_per_100w: float | None  # °C per 100 W drawn by the GPU itself
-    neighbour_heated: bool
+    seconds_to_slowdown: float | None  # heading for slowdown at the present fans; None otherwise
+    cooling_saturated: bool  # fans near maximum and still no headroom
+    coupling_c_per_100w: float | None  # °C per 100 W the neighbours draw; only when confidently positive
+    own_c_per_100w: float | None  # °C per 100 W of its own power at its present fan speed (its model)
+    neighbour_heated: bool  # coupled to its neighbours, and it costs something
+    coupling_error_c_per_100w: float | None = None  # ± of the coupling, 95 %
+    headroom_c: float | None = None  # slowdown minus where it would settle with fans at full speed
+    neighbours_add_c: float | None = None  # °C its neighbours' power adds to its inlet air now
 
     @property
     def heat_buildup(self) -> bool:
         """Either signature."""
         return self.cooling_saturated or self.neighbour_heated
+
+
+def coupling_text(c_per_100w: float, error_c_per_100w: float | None) -> str:
+    """A coupling and its 95 % interval as people read them.
+
+    >>> coupling_text(2.0412, 0.0437), coupling_text(1.5, None)
+    ('+2.04 ±0.04 °C/100 W', '+1.50 °C/100 W')
+    """
+    interval = "" if error_c_per_100w is None else f" ±{error_c_per_100w:.2f}"
+    return f"{c_per_100w:+.2f}{interval} °C/100 W"
 
 
 def neighbours(infos: tuple[GpuInfo, ...]) -> dict[int, tuple[int, ...]]:
@@ -116,102 +151,101 @@ class _Trend:
         return (n * self._sxy - self._sx * self._sy) / spread if spread > 0 else None
 
 
-class CouplingFit:
-    """Exponentially forgetting least squares of T = a + b·P_own + c·P_neighbours + d·P_own·fan.
+@dataclass(frozen=True, slots=True)
+class InletObservation:
+    """One GPU at one tick, as the coupling fit takes it: its inlet air and the powers around it."""
 
-    The fan term matters: a fan curve closes the loop, so a hotter card spins its fans faster
-    and hides part of what its own and its neighbours' power do; with it, b and c are what the
-    power does at a given fan speed. One fit per GPU, and one pooled over all GPUs of a model:
-    in a data-parallel job every GPU's power moves in lock-step, so one GPU's own history cannot
-    tell its own heat from its neighbours'; across GPUs it can, because an edge card has one
-    neighbour and a middle card two.
+    inlet_c: float  # estimated through its thermal model, smoothed
+    neighbours_w: float  # smoothed
+
+
+@dataclass(frozen=True, slots=True)
+class Coupling:
+    """A fitted coupling in °C per W of neighbour power, and its standard error."""
+
+    c_per_w: float
+    stderr_c_per_w: float
+
+    @property
+    def confident(self) -> bool:
+        """Positive, and known to within half its value (95 %)."""
+        return self.c_per_w > 0 and self.c_per_w >= _CONFIDENT_T * self.stderr_c_per_w
+
+
+class CouplingFit:
+    """Exponentially forgetting least squares of inlet air on neighbours' power, across GPUs per tick.
+
+    At each tick the observations of the GPUs sharing the fit are taken relative to their mean (a
+    fixed effect per tick), so only the differences between the GPUs count: inlet = c·neighbours.
+    Their own heat is already out (the thermal model took it out of the inlet estimate). A tick
+    weighs by how much of an independent reading it is: smoothed readings a second apart are not
+    independent, and the standard error must not pretend they are.
     """
 
-    __slots__ = ("_cached", "_keep", "_s", "_solved_at", "_updates")
+    __slots__ = ("_dof", "_s")
 
     def __init__(self) -> None:
-        # Weighted sums of 1, o, n, m, t, oo, on, om, nn, nm, mm, ot, nt, mt (m = own power x fan).
-        self._s = [0.0] * 14
-        self._keep = 1.0
-        self._cached: tuple[float, float] | None = None
-        self._updates = 0
-        self._solved_at = -_RESOLVE_EVERY
+        self._s = [0.0] * 3  # weighted sums of nn, nz, zz (deviations from the tick's mean)
+        self._dof = 0.0
 
-    def forget(self, keep: float) -> None:
-        """Weigh everything so far by ``keep`` (0..1); applied with the next observation."""
-        self._keep *= keep
+    def tick(self, observations: Sequence[InletObservation], dt: float, settings: HeatSettings) -> None:
+        """Forget a tick's worth, then take the GPUs of this tick (fewer than two say nothing)."""
+        keep = math.exp(-dt / settings.memory_s)
+        self._s = [keep * v for v in self._s]
+        self._dof *= keep
+        count = len(observations)
+        if count < 2:
+            return
+        # Twice low-passed readings stay correlated for about four smoothing times.
+        weight = dt / (4.0 * settings.smoothing_s)
+        mean_n = sum(o.neighbours_w for o in observations) / count
+        mean_z = sum(o.inlet_c for o in observations) / count
+        for o in observations:
+            n, z = o.neighbours_w - mean_n, o.inlet_c - mean_z
+            for i, term in enumerate((n * n, n * z, z * z)):
+                self._s[i] += weight * term
+        self._dof += weight * (count - 1)
 
-    def add(self, temperature: float, own_w: float, neighbours_w: float, fan_fraction: float) -> None:
-        """One observation (powers already low-passed; fan 0..1, 0 when the card has none)."""
-        o, n, t = own_w, neighbours_w, temperature
-        m = o * fan_fraction
-        terms = (1.0, o, n, m, t, o * o, o * n, o * m, n * n, n * m, m * m, o * t, n * t, m * t)
-        keep, self._keep = self._keep, 1.0
-        self._s = [keep * a + b for a, b in zip(self._s, terms, strict=True)]
-        self._updates += 1
-
-    def coefficients(self) -> tuple[float, float] | None:
-        """(own, neighbours) in °C per W, or ``None`` when the data cannot separate them."""
-        if self._updates - self._solved_at >= _RESOLVE_EVERY:
-            self._solved_at = self._updates
-            self._cached = self._solve()
-        return self._cached
-
-    def _solve(self) -> tuple[float, float] | None:
-        w, so, sn, sm, st, soo, son, som, snn, snm, smm, sot, snt, smt = (v * self._keep for v in self._s)
-        if w < _MIN_WEIGHT:
+    def estimate(self) -> Coupling | None:
+        """The coupling, or ``None`` while the GPUs' neighbourhoods have not differed enough to tell."""
+        snn, snz, szz = self._s
+        dof = self._dof
+        if dof < _MIN_DEGREES_OF_FREEDOM or snn < _MIN_NEIGHBOUR_SPREAD_W**2 * dof:
             return None
-        mean = (so / w, sn / w, sm / w)
-        sums = ((soo, son, som), (son, snn, snm), (som, snm, smm))
-        cov = [[sums[i][j] / w - mean[i] * mean[j] for j in range(_TERMS)] for i in range(_TERMS)]
-        cross = [v / w - m * st / w for v, m in zip((sot, snt, smt), mean, strict=True)]
-        own, around = cov[0][0], cov[1][1]
-        if (
-            own < _MIN_OWN_SPREAD_W**2
-            or around < _MIN_NEIGHBOUR_SPREAD_W**2
-            or cov[0][1] ** 2 > _MAX_CORRELATION**2 * own * around
-        ):
-            return None
-        used = [0, 1]
-        if cov[2][2] > 0 and cov[0][2] ** 2 < _MAX_FAN_CORRELATION**2 * own * cov[2][2]:
-            used.append(2)  # the fan moved on its own: its term can be told apart (no fans: it cannot)
-        beta = _solve_linear([[cov[i][j] for j in used] for i in used], [cross[i] for i in used])
-        return None if beta is None else (beta[0], beta[1])
-
-
-def _solve_linear(matrix: list[list[float]], rhs: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting; ``None`` when (nearly) singular."""
-    size = len(rhs)
-    rows = [[*row, value] for row, value in zip(matrix, rhs, strict=True)]
-    scale = max(abs(v) for row in matrix for v in row) or 1.0
-    for col in range(size):
-        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
-        if abs(rows[pivot][col]) < 1e-12 * scale:
-            return None
-        rows[col], rows[pivot] = rows[pivot], rows[col]
-        for r in range(col + 1, size):
-            factor = rows[r][col] / rows[col][col]
-            rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
-    solution = [0.0] * size
-    for r in range(size - 1, -1, -1):
-        solution[r] = (rows[r][size] - sum(rows[r][c] * solution[c] for c in range(r + 1, size))) / rows[r][r]
-    return solution
+        c = snz / snn
+        variance = max(0.0, szz - c * snz) / (dof - 1.0)
+        return Coupling(c, math.sqrt(variance / snn))
 
 
 class HeatTracker:
-    """One GPU's heat detector state."""
+    """One GPU's heat detector state: its trend, its low-passed readings and what heat cost it lately."""
 
-    __slots__ = ("_filtered", "_fit", "_maxed_since", "_pooled", "_settings", "_trend")
+    __slots__ = (
+        "_costly",
+        "_filtered",
+        "_has_fans",
+        "_latest",
+        "_maxed_since",
+        "_now",
+        "_params",
+        "_settings",
+        "_slowdown_c",
+        "_trend",
+    )
 
-    def __init__(self, settings: HeatSettings, pooled: CouplingFit) -> None:
+    def __init__(self, settings: HeatSettings, params: GpuThermalParams, slowdown_c: float) -> None:
         self._settings = settings
+        self._params = params
+        self._slowdown_c = slowdown_c
         self._trend = _Trend(settings.window_s)
-        self._fit = CouplingFit()
-        self._pooled = pooled  # shared with the GPU's same-model peers; the controller makes it forget
-        self._filtered: tuple[float, float] | None = None
+        self._filtered: _Filtered | None = None
         self._maxed_since: float | None = None
+        self._has_fans = False
+        self._latest: tuple[float, float, float] | None = None  # this tick's temperature, power, fan (0-1)
+        self._now = 0.0
+        self._costly = 0.0  # share of the recent window spent throttled or without headroom
 
-    def update(
+    def observe(
         self,
         timestamp: float,
         dt: float,
@@ -219,45 +253,147 @@ class HeatTracker:
         own_w: float | None,
         neighbours_w: float | None,
         fan_pct: float | None,
-        slowdown_c: float,
-    ) -> HeatFinding:
-        """Account one tick and return the finding as of now."""
-        settings = self._settings
-        if temperature_c is not None:
-            self._trend.add(timestamp, temperature_c)
-            if own_w is not None and neighbours_w is not None:
-                self._learn(dt, temperature_c, own_w, neighbours_w, (fan_pct or 0.0) / 100.0)
-        if fan_pct is None or fan_pct < settings.fans_near_max_pct:
+    ) -> InletObservation | None:
+        """Take this tick's readings; what the coupling fit needs from them, once they are all there."""
+        self._now = timestamp
+        self._has_fans = fan_pct is not None
+        if fan_pct is None or fan_pct < self._settings.fans_near_max_pct:
             self._maxed_since = None
         elif self._maxed_since is None:
             self._maxed_since = timestamp
+        if temperature_c is None:
+            return None
+        self._trend.add(timestamp, temperature_c)
+        if own_w is None:
+            return None
+        fan = (fan_pct or 0.0) / 100.0
+        self._latest = (temperature_c, own_w, fan)
+        if self._filtered is None:
+            self._filtered = _Filtered(temperature_c, own_w, neighbours_w, fan)
+        else:
+            self._filtered.update(dt, self._settings.smoothing_s, temperature_c, own_w, neighbours_w, fan)
+        filtered = self._filtered
+        if filtered.neighbours is None or not self._settled():
+            return None
+        return InletObservation(self._inlet_c(filtered), filtered.neighbours.value)
+
+    def _settled(self) -> bool:
+        """Whether the smoothed readings have forgotten how they started (flat, at the first reading)."""
+        return (
+            self._filtered is not None
+            and self._filtered.age_s >= _SETTLED_SMOOTHINGS * self._settings.smoothing_s
+        )
+
+    def finding(self, dt: float, throttled: bool, coupling: Coupling | None) -> HeatFinding:
+        """The finding as of the last :meth:`observe`; ``throttled``: thermally, at this tick."""
+        settings, params, filtered = self._settings, self._params, self._filtered
         slope = self._trend.per_second()
         rate = None if slope is None else slope * 60.0
-        heating = rate is not None and rate >= settings.heating_c_per_min
-        fans_maxed_for = 0.0 if self._maxed_since is None else timestamp - self._maxed_since
-        to_slowdown = None
-        if heating and temperature_c is not None and slope:
-            to_slowdown = max(0.0, (slowdown_c - temperature_c) / slope)
-        fit = self._pooled.coefficients() or self._fit.coefficients()
-        coupling = None if fit is None else fit[1] * 100.0
+        headroom = to_slowdown = own = None
+        if filtered is not None and self._settled():
+            fan_pct = 100.0 * filtered.fan.value
+            full = params.conductance(100.0 if self._has_fans else fan_pct)  # no fans: nothing to turn up
+            headroom = self._slowdown_c - (self._inlet_c(filtered) + filtered.own.value / full)
+            own = 100.0 / params.conductance(fan_pct)
+            if rate is not None and rate >= settings.heating_c_per_min and self._latest is not None:
+                to_slowdown = self._seconds_to_slowdown(self._inlet_c(filtered), *self._latest)
+        costly_now = throttled or (headroom is not None and headroom < settings.near_slowdown_c)
+        self._costly += (float(costly_now) - self._costly) * (1.0 - math.exp(-dt / settings.window_s))
+        maxed_for = 0.0 if self._maxed_since is None else self._now - self._maxed_since
+        shown = coupling if coupling is not None and coupling.confident else None
+        neighbours_add = None
+        if shown is not None and filtered is not None and filtered.neighbours is not None:
+            neighbours_add = shown.c_per_w * filtered.neighbours.value
         return HeatFinding(
             heating_c_per_min=rate,
             seconds_to_slowdown=to_slowdown,
-            cooling_saturated=heating and fans_maxed_for >= settings.window_s,
-            coupling_c_per_100w=coupling,
-            own_c_per_100w=None if fit is None else fit[0] * 100.0,
-            neighbour_heated=coupling is not None and coupling >= settings.coupling_c_per_100w,
+            cooling_saturated=maxed_for >= settings.window_s and self._costly >= _COSTLY_SHARE,
+            coupling_c_per_100w=None if shown is None else shown.c_per_w * 100.0,
+            own_c_per_100w=own,
+            neighbour_heated=(
+                shown is not None
+                and shown.c_per_w * 100.0 >= settings.coupling_c_per_100w
+                and self._costly >= _COSTLY_SHARE
+            ),
+            coupling_error_c_per_100w=None if shown is None else 2.0 * shown.stderr_c_per_w * 100.0,
+            headroom_c=headroom,
+            neighbours_add_c=neighbours_add,
         )
 
-    def _learn(self, dt: float, temperature_c: float, own_w: float, neighbours_w: float, fan: float) -> None:
-        """Low-pass both powers with the thermal time constant, then feed both fits."""
-        if self._filtered is None:
-            self._filtered = (own_w, neighbours_w)
-            return
-        alpha = 1.0 - math.exp(-dt / self._settings.thermal_time_constant_s)
-        own = self._filtered[0] + alpha * (own_w - self._filtered[0])
-        around = self._filtered[1] + alpha * (neighbours_w - self._filtered[1])
-        self._filtered = (own, around)
-        self._fit.forget(math.exp(-dt / self._settings.memory_s))
-        self._fit.add(temperature_c, own, around, fan)
-        self._pooled.add(temperature_c, own, around, fan)
+    def _inlet_c(self, f: _Filtered) -> float:
+        """The low-passed inlet air: C dT/dt = P - G(fan)(T - inlet), every term through the same filter."""
+        params = self._params
+        return f.temperature.value - (
+            f.own.value - params.heat_capacity_j_per_k * f.rising_c_per_s
+        ) / params.conductance(100.0 * f.fan.value)
+
+    def _seconds_to_slowdown(self, inlet_c: float, now_c: float, power_w: float, fan: float) -> float | None:
+        """Time to slowdown on the first-order approach to where this power settles in this air at this fan.
+
+        ``None`` unless that is clearly above slowdown: a flat or wobbling temperature below it is
+        heading nowhere, whatever its last few readings did. The air is the smoothed estimate (it
+        changes slowly); the power and fan are this tick's, so a job that just started counts at once.
+        """
+        if now_c >= self._slowdown_c:
+            return 0.0
+        conductance = self._params.conductance(100.0 * fan)
+        settle = inlet_c + power_w / conductance
+        if settle < self._slowdown_c + _HEADING_ABOVE_C:
+            return None
+        tau_s = self._params.heat_capacity_j_per_k / conductance
+        return tau_s * math.log((settle - now_c) / (settle - self._slowdown_c))
+
+
+class _Smoothed:
+    """A reading through two first-order low-passes in a row: smooth, and so is its rate of change.
+
+    The rate is exact for the filter (d/dt of the second stage is the first minus the second over
+    the time constant) and, unlike a difference of whole-degree readings, never jumps.
+    """
+
+    __slots__ = ("_first", "value")
+
+    def __init__(self, reading: float) -> None:
+        self._first = self.value = reading
+
+    def update(self, alpha: float, reading: float) -> None:
+        self._first += alpha * (reading - self._first)
+        self.value += alpha * (self._first - self.value)
+
+    def per_second(self, smoothing_s: float) -> float:
+        """Rate of change of :attr:`value`, per second."""
+        return (self._first - self.value) / smoothing_s
+
+
+class _Filtered:
+    """One GPU's readings, smoothed alike: temperature, own and neighbours' power, fan (0-1)."""
+
+    __slots__ = ("age_s", "fan", "neighbours", "own", "rising_c_per_s", "temperature")
+
+    def __init__(self, temperature_c: float, own_w: float, neighbours_w: float | None, fan: float) -> None:
+        self.temperature = _Smoothed(temperature_c)
+        self.own = _Smoothed(own_w)
+        self.neighbours = None if neighbours_w is None else _Smoothed(neighbours_w)
+        self.fan = _Smoothed(fan)
+        self.rising_c_per_s = 0.0
+        self.age_s = 0.0
+
+    def update(
+        self,
+        dt: float,
+        smoothing_s: float,
+        temperature_c: float,
+        own_w: float,
+        neighbours_w: float | None,
+        fan: float,
+    ) -> None:
+        alpha = 1.0 - math.exp(-dt / smoothing_s)
+        self.age_s += dt
+        self.temperature.update(alpha, temperature_c)
+        self.rising_c_per_s = self.temperature.per_second(smoothing_s)
+        self.own.update(alpha, own_w)
+        self.fan.update(alpha, fan)
+        if neighbours_w is None or self.neighbours is None:  # a neighbour unread: start again from the next
+            self.neighbours = None if neighbours_w is None else _Smoothed(neighbours_w)
+        else:
+            self.neighbours.update(alpha, neighbours_w)

@@ -11,13 +11,22 @@ batches does not count). An integral term on the measured temperature absorbs wh
 wrong (another room temperature, dust, a different card), so the policy also works without a
 calibrated model, only less sharply.
 
+Both feedback terms act on the temperature smoothed over ``smoothing_s``, not on the last
+reading. Readings are whole degrees: a GPU held at 78.4 °C reads 78, then 79 for a moment, then 78;
+fed straight into a proportional and an integral term, each flip is a step in the fans and the
+integral swings them up and down for minutes. Smoothed, the flips average into the fraction of a
+degree they stand for. The gains are set for the card's own lag (a minute or so): the integral
+takes about as long to correct the model as the card takes to answer, so it does not overshoot.
+
 The result is a wanted % per tick; the same safety rules as for curves (floor, slew limit,
-hysteresis, emergency 100 %, lost temperature) are applied to it by
-:class:`gpud.decide.curves.FanTargetState`.
+emergency 100 %, lost temperature) are applied to it by :class:`gpud.decide.curves.FanTargetState`;
+the emergency zone begins far enough above the target that a GPU held there never reads into it
+(:meth:`gpud.decide.curves.FanSettings.emergency_line_c`).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 
@@ -33,18 +42,19 @@ class PredictiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    margin_c: float = Field(
-        3, ge=1, le=30, description="hold the GPU this far below slowdown (more than emergency_margin_c), °C"
-    )
+    margin_c: float = Field(2, ge=1.5, le=30, description="hold the GPU this far below slowdown, °C")
     lead_c: float = Field(
         5, ge=0, le=50, description="below the target, fans lower by at most this many °C of gain"
     )
     power_memory_s: float = Field(
         30, ge=0, le=600, description="how long a drop in power must last before fans follow it down, s"
     )
-    gain_pct_per_c: float = Field(6, ge=0, le=50, description="fan % added per °C over the target")
+    gain_pct_per_c: float = Field(4, ge=0, le=50, description="fan % added per °C over the target")
+    smoothing_s: float = Field(
+        30, ge=0, le=300, description="the feedback acts on the temperature smoothed over this long, s"
+    )
     integral_pct_per_c_s: float = Field(
-        0.2, ge=0, le=10, description="fan % added per second per °C over the target (model correction)"
+        0.05, ge=0, le=10, description="fan % added per second per °C over the target (model correction)"
     )
     integral_limit_pct: float = Field(40, ge=0, le=100, description="largest model correction, %")
 
@@ -88,6 +98,8 @@ class PredictiveDemand:
         "_params",
         "_peaks",
         "_settings",
+        "_smoothed_c",
+        "_stages",
         "_target_c",
         "_time_s",
     )
@@ -104,6 +116,8 @@ class PredictiveDemand:
         self._time_s = 0.0
         self._feedforward = 100.0  # until the first power reading: the safe side
         self._integral = 0.0
+        self._stages: tuple[float, float] | None = None  # the smoother's two stages, °C
+        self._smoothed_c: float | None = None
 
     @property
     def target_c(self) -> float:
@@ -126,8 +140,9 @@ class PredictiveDemand:
         self._feedforward = min(100.0, max(0.0, needed))
         if temp_c is None:
             return
-        error = temp_c - self._target_c
-        wanted = self.pct_at(temp_c)
+        self._smoothed_c = smoothed = self._smooth(dt_s, temp_c)
+        error = smoothed - self._target_c
+        wanted = self.pct_at(smoothed)
         # Correct the model only near the target (not while warming up) and while the fans can
         # still act on it (no wind-up at 0 % or 100 %).
         if abs(error) <= settings.lead_c and ((error > 0 and wanted < 100.0) or (error < 0 and wanted > 0.0)):
@@ -135,8 +150,32 @@ class PredictiveDemand:
             integral = self._integral + settings.integral_pct_per_c_s * error * dt_s
             self._integral = min(limit, max(-limit, integral))
 
+    def _smooth(self, dt_s: float, temp_c: float) -> float:
+        """Brown's double exponential smoothing: whole-degree flips averaged out, a steady rise not lagged.
+
+        A plain low-pass runs ``smoothing_s`` behind a warming GPU (6 °C at 0.2 °C/s: the fans
+        would come late and the GPU overshoot into the emergency zone); twice the first stage less
+        the second follows a ramp with no lag at all.
+        """
+        tau_s = self._settings.smoothing_s
+        if self._stages is None or tau_s <= 0:
+            self._stages = (temp_c, temp_c)
+            return temp_c
+        alpha = 1.0 - math.exp(-dt_s / tau_s)
+        first, second = self._stages
+        first += alpha * (temp_c - first)
+        second += alpha * (first - second)
+        self._stages = (first, second)
+        return 2.0 * first - second
+
     def pct_at(self, temperature_c: float) -> float:
-        """The wanted fan % at ``temperature_c`` (0-100; the safety rules add the floor)."""
-        error = max(temperature_c - self._target_c, -self._settings.lead_c)
+        """The wanted fan % (0-100; the safety rules add the floor).
+
+        The feedback reads the smoothed temperature once there is one, not ``temperature_c``:
+        holding the fans through a reading that wobbles is what smoothing does here, in both
+        directions alike, so the curves' hysteresis (a wobble read at its highest) does not apply.
+        """
+        smoothed = temperature_c if self._smoothed_c is None else self._smoothed_c
+        error = max(smoothed - self._target_c, -self._settings.lead_c)
         wanted = self._feedforward + self._integral + self._settings.gain_pct_per_c * error
         return min(100.0, max(0.0, wanted))

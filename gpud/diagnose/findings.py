@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 from gpud import words
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
+from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import health_findings
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, UsageMeter
+from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, GpuUsage, UsageMeter
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, learn, replay
 from gpud.report import gaps
@@ -152,20 +153,30 @@ def _cooling(
 
 
 def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float]) -> Finding | None:
-    heated = [g for g in gpus if g.neighbour_heated]
+    """GPUs their neighbours heat, where it cost them something.
+
+    The controller flags a GPU only while its coupling to its neighbours is confidently at least
+    ``[heat] coupling_c_per_100w`` and, over a quarter of its recent window or more, it throttled or
+    had less than ``near_slowdown_c`` of headroom even at full fan: one flagged tick says as much.
+    """
+    heated = [g for g in gpus if g.neighbour_heated_s > 0]
     if not heated:
         return None
     worst = max(heated, key=lambda g: g.coupling_c_per_100w or 0.0)
     couplings = ", ".join(
-        f"GPU {g.index} {g.coupling_c_per_100w:.1f}" for g in heated if g.coupling_c_per_100w
+        f"GPU {g.index} {coupling_text(g.coupling_c_per_100w, g.coupling_error_c_per_100w)}"
+        for g in heated
+        if g.coupling_c_per_100w is not None
     )
+    flagged = ", ".join(f"GPU {g.index} {g.neighbour_heated_s:.0f} s" for g in heated)
     kinds = {cooling[g.index].split(" ")[0] for g in heated}
     blowers_only = "blower" in kinds and "open-air" not in kinds
     return Finding(
         kind="heat-buildup",
         severity=Severity.WARNING,
         title=f"GPU {', '.join(str(g.index) for g in heated)} heated by their neighbours",
-        evidence=f"°C per 100 W of neighbour power: {couplings} (own: {worst.own_c_per_100w or 0:.1f}); "
+        evidence=f"their neighbours' power warms them by {couplings} (95 %); heat cost them "
+        f"(throttling, or little headroom even at full fan) for {flagged}; "
         f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index]}' for g in heated)}",
         recommendation=(
             "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
@@ -176,18 +187,22 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
         ),
         gpus=tuple(g.index for g in heated),
         cost=max((costs.get(g.index, 0.0) for g in heated), default=0.0) + 0.001,
-        numbers={"coupling_c_per_100w": worst.coupling_c_per_100w, "gpu": worst.index},
+        numbers={
+            "coupling_c_per_100w": worst.coupling_c_per_100w,
+            "coupling_error_c_per_100w": worst.coupling_error_c_per_100w,
+            "gpu": worst.index,
+        },
     )
 
 
 def _fans(usage: GpuUsage) -> list[Finding]:
-    """Near slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
-    near = f"within {NEAR_SLOWDOWN_C:g} °C of slowdown"
+    """At slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
+    near = "at its slowdown temperature"
     cases = [
         (
             "fans-lazy",
             usage.hot_lazy_fans_s,
-            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is near slowdown",
+            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is at slowdown",
             f"{near} with fan headroom left",
             (
                 "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced "
@@ -198,7 +213,7 @@ def _fans(usage: GpuUsage) -> list[Finding]:
         (
             "fans-saturated",
             usage.hot_full_fans_s,
-            f"GPU {usage.index} is near slowdown with its fans at full speed",
+            f"GPU {usage.index} is at slowdown with its fans at full speed",
             f"{near} with fans ≥ {SATURATED_FAN_PCT:g} %",
             (
                 "the fans cannot do more: the air is the problem — clean the heatsink, add case intake, "
@@ -245,7 +260,7 @@ def _power_limit(usage: GpuUsage) -> Finding | None:
 
 
 def _pcie(usage: GpuUsage, info: GpuInfo | None) -> Finding | None:
-    share = usage.pcie_degraded_s / usage.busy_s if usage.busy_s else 0.0
+    share = usage.pcie_degraded_s / usage.link_judged_s if usage.link_judged_s else 0.0
     # Links drop a generation in the short pauses of a busy job: only a lasting state is a problem.
     if share < PCIE_MIN_SHARE or info is None or usage.worst_link is None:
         return None
@@ -255,7 +270,8 @@ def _pcie(usage: GpuUsage, info: GpuInfo | None) -> Finding | None:
         severity=Severity.WARNING,
         title=f"GPU {usage.index}'s PCIe link runs at Gen {gen} x{width} under load "
         f"(it can do Gen {info.pcie_link_gen_max} x{info.pcie_link_width_max})",
-        evidence=f"{usage.pcie_degraded_s:.0f} of {usage.busy_s:.0f} busy seconds below the maximum link",
+        evidence=f"{usage.pcie_degraded_s:.0f} of {usage.link_judged_s:.0f} busy seconds below the maximum link "
+        "(readings taken while the GPU was at work)",
         recommendation="not idle power saving: reseat the card, check the slot's wiring (x16 slots "
         "that are x4 or x1 electrically), risers and the BIOS PCIe generation setting",
         gpus=(usage.index,),

@@ -3,7 +3,9 @@
 Fed tick by tick from replay's own loop, with the controller's seconds (each tick the time since
 the previous one, one sampling period after a gap), so its times are replay's. Only the time
 while the GPU is busy counts where the question is about load: a PCIe link that drops to Gen 1
-when idle is power saving, at full load it is a problem.
+when idle is power saving, at full load it is a problem. A link reading is judged only beside the
+P-state read with it (:func:`link_under_load`): the link is read every few ticks, and one taken in
+a pause of a busy job says nothing about the busy ticks it is carried into.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from dataclasses import dataclass
 from gpud.decide.controller import Decision
 from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import IDLE_PSTATE, GpuInfo, GpuSample, Snapshot
 
 _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
-LAZY_FAN_PCT = 70.0  # near slowdown with fans below this: the curve has headroom left
-SATURATED_FAN_PCT = 95.0  # near slowdown with fans at this: the air, not the curve, is the limit
-NEAR_SLOWDOWN_C = 3.0
+LAZY_FAN_PCT = 70.0  # at slowdown with fans below this: the curve has headroom left
+SATURATED_FAN_PCT = 95.0  # at slowdown with fans at this: the air, not the curve, is the limit
+# A whole-degree reading of slowdown stands for half a degree below it. Only there does heat cost
+# clock: a GPU held a degree or two below it (as predictive control does, to spare its fans) is not
+# hot, and its fans are not lazy.
+AT_SLOWDOWN_C = 0.5
 
 
 @dataclass
@@ -31,10 +36,11 @@ class GpuUsage:
     seconds: float = 0.0
     busy_s: float = 0.0
     power_capped_s: float = 0.0  # busy at (or held down by) the power limit
-    pcie_degraded_s: float = 0.0  # busy on a link below its maximum generation or width
+    link_judged_s: float = 0.0  # busy, with a link reading taken while the GPU was at work
+    pcie_degraded_s: float = 0.0  # ... of it on a link below its maximum generation or width
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
-    hot_lazy_fans_s: float = 0.0  # near slowdown with fan headroom left
-    hot_full_fans_s: float = 0.0  # near slowdown with fans at full speed
+    hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
+    hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
     energy_j: float = 0.0
     peak_power_w: float | None = None  # None: no power readings, so no energy figure either
     power_limit_w: float | None = None
@@ -56,6 +62,15 @@ def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
         and sample.pcie_link_width < info.pcie_link_width_max
     )
     return low_gen or low_width
+
+
+def link_under_load(sample: GpuSample, busy_util_pct: float) -> bool:
+    """Whether ``sample`` is busy and its link reading was taken with the GPU at work (below P8).
+
+    The P-state comes from the same read as the link and travels with it; where it is not
+    reported, every reading of a row was taken at once (an imported log), and busy is enough.
+    """
+    return busy(sample, busy_util_pct) and (sample.pstate is None or sample.pstate < IDLE_PSTATE)
 
 
 class UsageMeter:
@@ -88,9 +103,14 @@ class UsageMeter:
                 u.memory_total_bytes = info.memory_total_bytes if info else None
                 if sample.index in self._limits:
                     u.power_limit_w, u.power_limit_inferred = self._limits[sample.index], True
-            is_busy = busy(sample, self._settings.busy_util_pct)
             _account(
-                u, sample, info, decision.dt_s, is_busy, self._slowdown_c, self._limits.get(sample.index)
+                u,
+                sample,
+                info,
+                decision.dt_s,
+                self._settings.busy_util_pct,
+                self._slowdown_c,
+                self._limits.get(sample.index),
             )
 
 
@@ -99,7 +119,7 @@ def _account(
     s: GpuSample,
     info: GpuInfo | None,
     dt: float,
-    is_busy: bool,
+    busy_util_pct: float,
     slowdown_c: float,
     inferred_limit_w: float | None,
 ) -> None:
@@ -114,18 +134,20 @@ def _account(
     fan = s.mean_fan_pct
     u.fans_seen = u.fans_seen or fan is not None
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
-    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - NEAR_SLOWDOWN_C:
+    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - AT_SLOWDOWN_C:
         if fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
         elif fan >= SATURATED_FAN_PCT:
             u.hot_full_fans_s += dt
-    if not is_busy:
+    if not busy(s, busy_util_pct):
         return
     u.busy_s += dt
     capped = (s.clock_event_reasons or 0) & _POWER_CAP_BIT
     limit = s.power_limit_w or inferred_limit_w
     if capped or (s.power_w is not None and limit and s.power_w >= POWER_LIMIT_SHARE * limit):
         u.power_capped_s += dt
-    if link_degraded(s, info):
-        u.pcie_degraded_s += dt
-        u.worst_link = (s.pcie_link_gen or 0, s.pcie_link_width or 0)
+    if link_under_load(s, busy_util_pct):
+        u.link_judged_s += dt
+        if link_degraded(s, info):
+            u.pcie_degraded_s += dt
+            u.worst_link = (s.pcie_link_gen or 0, s.pcie_link_width or 0)

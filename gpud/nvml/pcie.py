@@ -10,7 +10,8 @@ read it in the loop:
 * On older drivers a background thread (:class:`PcieThroughputPoller`) reads one GPU at a time,
   each GPU every ``interval_s`` (default 5 s), and the tick only takes the latest cached rate.
   Throughput is a trend for dashboards, so a few seconds of staleness costs nothing, while a
-  blocked tick would delay fan control.
+  blocked tick would delay fan control. Starting it waits for its first pass (``FIRST_PASS_S`` at
+  most, ~40 ms per GPU), so the first tick already has a rate and a first scrape the family.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 import structlog
 
 log = structlog.get_logger("gpud.pcie")
+
+FIRST_PASS_S = 2.0  # the longest start() waits for the first rates; a hung driver call waits no longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +71,13 @@ class PcieThroughputPoller:
         self._interval_s = interval_s
         self._latest: dict[int, PcieRate] = {}
         self._stop = threading.Event()
+        self._first_pass = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpud-pcie", daemon=True)
 
     def start(self) -> None:
-        """Begin polling in the background."""
+        """Begin polling in the background, once every GPU was read (or ``FIRST_PASS_S`` went by)."""
         self._thread.start()
+        self._first_pass.wait(FIRST_PASS_S)
 
     def latest(self, gpu: int) -> PcieRate | None:
         """The newest rate of ``gpu``, or ``None`` if never read or older than 3 intervals."""
@@ -99,4 +104,5 @@ class PcieThroughputPoller:
                     log.debug("pcie throughput read failed", gpu=gpu, exc_info=True)
                     continue
                 self._latest[gpu] = PcieRate(tx, rx, time.monotonic())
+            self._first_pass.set()
             self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))

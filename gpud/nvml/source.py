@@ -10,9 +10,17 @@ GPU is back once it answers as the same GPU (same UUID). Reads run through a
 Every tick reads what control and throttle detection need: temperature, power, utilisation, SM
 clock, clock-event reasons, fan speeds. What changes only by an administrator's hand or a rare
 event (power limit, PCIe link generation and width, who controls each fan) and what is a trend for
-dashboards (graphics and memory clocks, memory used, P-state, energy, PCIe throughput as the rate
-over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between: 8 driver calls a tick
-instead of 17 for a two-fan GPU, for values a few seconds old at worst.
+dashboards (graphics and memory clocks, memory used, P-state, energy, PCIe throughput from the byte
+counters as the rate over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between: 8
+driver calls a tick instead of 17 for a two-fan GPU, for values a few seconds old at worst.
+
+The link is read with the P-state and carried with it: a card drops its link to Gen 1 whenever it
+idles, if only for a data-loader pause, so a link reading means something only beside the state the
+GPU was in when it was taken (see :func:`gpud.diagnose.usage.link_under_load`); one taken idle is
+read again (with the P-state) at the next busy tick, so a busy GPU soon has a reading taken at work,
+however its pauses fall against the reads. The counters are primed when they are probed at start,
+and the rates the background poller measures (old drivers) are taken every tick, so throughput is
+there from the first tick.
 
 Health and users ride along: memory health (ECC, retired pages, remapped rows) is read with the
 slow facts (:mod:`gpud.nvml.health`); XIDs arrive on the event thread (:mod:`gpud.nvml.events`) and
@@ -25,13 +33,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import pynvml as N
 import structlog
 
 from gpud.callguard import CallGuard
+from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import GpuLost, NvmlUnavailable
 from gpud.nvml.calls import DRIVER_GONE, NvmlCalls
 from gpud.nvml.events import XidWatcher
@@ -40,7 +49,16 @@ from gpud.nvml.library import close_nvml, open_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
 from gpud.nvml.processes import GpuProcessReader, ProcessWatcher
 from gpud.processes import HostProcesses, ProcfsHost
-from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, MemoryHealth, Snapshot
+from gpud.telemetry import (
+    IDLE_PSTATE,
+    Cooling,
+    FanPolicy,
+    FanReading,
+    GpuInfo,
+    GpuSample,
+    MemoryHealth,
+    Snapshot,
+)
 
 log = structlog.get_logger("gpud.nvml")
 
@@ -53,12 +71,26 @@ _PSTATE_UNKNOWN = 32
 REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
 REDISCOVER_MAX_S = 300.0  # a GPU discovery could not read: asked again after REOPEN_S, doubling to this
 SLOW_EVERY = 10  # ticks between reads of the slow facts
+BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that the link is worth reading again
 WHOLE_DRIVER = -1  # the call guard's key for calls about the driver as a whole
 HUNG = "a driver call hung"
 
 
 def _mw_to_w(value: int | None) -> float | None:
     return None if value is None else value / 1000.0
+
+
+class _Link(NamedTuple):
+    """The P-state and the PCIe link, read together: the link speed follows the P-state."""
+
+    pstate: int | None
+    generation: int | None
+    width: int | None
+
+
+def _idle(link: _Link) -> bool:
+    """Whether the link was read while the GPU idled (in P8 or deeper)."""
+    return link.pstate is not None and link.pstate >= IDLE_PSTATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +101,11 @@ class _SlowFacts:
     graphics_clock_mhz: int | None
     memory_clock_mhz: int | None
     memory_used_bytes: int | None
-    pstate: int | None
     energy_j: float | None
     power_limit_w: float | None
-    pcie_link_gen: int | None
-    pcie_link_width: int | None
+    link: _Link
     fan_policies: tuple[FanPolicy | None, ...]
-    pcie_rates: tuple[float | None, float | None]  # TX, RX bytes/s
+    pcie_rates: tuple[float | None, float | None]  # TX, RX bytes/s from the byte counters (new drivers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +306,10 @@ class NvmlSource:
         values = self._calls.settled(
             index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
         )
-        return values is not None and all(v.nvmlReturn == N.NVML_SUCCESS for v in values)
+        if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
+            return False
+        self._count_pcie_bytes(index, values)  # the first tick's reading is then a rate already
+        return True
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -384,8 +417,11 @@ class NvmlSource:
         slow = self._slow.get(index)
         if slow is None or self._ticks - slow.read_at >= SLOW_EVERY:
             slow = self._slow[index] = self._slow_facts(index, h)
+        elif _idle(slow.link) and util is not None and util.gpu >= BUSY_UTIL_PCT:
+            slow = self._slow[index] = replace(slow, link=self._link(index, h))
         speeds = self._fan_speeds(index, h)
         memory = self._memory_health(index, h)
+        rates = slow.pcie_rates if index in self._pcie_counters else self._polled_pcie_rates(index)
         return GpuSample(
             index=index,
             temperature_c=self._temperature(index, h),
@@ -403,17 +439,17 @@ class NvmlSource:
             fans=tuple(
                 FanReading(speed, policy) for speed, policy in zip(speeds, slow.fan_policies, strict=True)
             ),
-            pstate=slow.pstate,
+            pstate=slow.link.pstate,
             clock_event_reasons=get(
                 index,
                 "nvmlDeviceGetCurrentClocksEventReasons",
                 lambda: N.nvmlDeviceGetCurrentClocksEventReasons(h),
                 lambda: N.nvmlDeviceGetCurrentClocksThrottleReasons(h),
             ),
-            pcie_tx_bytes_per_s=slow.pcie_rates[0],
-            pcie_rx_bytes_per_s=slow.pcie_rates[1],
-            pcie_link_gen=slow.pcie_link_gen,
-            pcie_link_width=slow.pcie_link_width,
+            pcie_tx_bytes_per_s=rates[0],
+            pcie_rx_bytes_per_s=rates[1],
+            pcie_link_gen=slow.link.generation,
+            pcie_link_width=slow.link.width,
             memory_health=memory,
             xids=self._xids.record(index),
             processes=self._processes.latest(index) if self._processes is not None else None,
@@ -433,7 +469,6 @@ class NvmlSource:
             for fan in range(self._gpus[index].fan_count)
         )
         memory = self._memory_info(index, h)
-        pstate = get(index, "nvmlDeviceGetPerformanceState", lambda: N.nvmlDeviceGetPerformanceState(h))
         return _SlowFacts(
             read_at=self._ticks,
             graphics_clock_mhz=get(
@@ -445,7 +480,6 @@ class NvmlSource:
                 index, "nvmlDeviceGetClockInfo[mem]", lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_MEM)
             ),
             memory_used_bytes=memory.used if memory is not None else None,
-            pstate=pstate if pstate != _PSTATE_UNKNOWN else None,
             energy_j=_mw_to_w(
                 get(
                     index,
@@ -456,14 +490,20 @@ class NvmlSource:
             power_limit_w=_mw_to_w(
                 get(index, "nvmlDeviceGetEnforcedPowerLimit", lambda: N.nvmlDeviceGetEnforcedPowerLimit(h))
             ),
-            pcie_link_gen=get(
+            fan_policies=policies,
+            pcie_rates=self._counted_pcie_rates(index, h) if index in self._pcie_counters else (None, None),
+            link=self._link(index, h),
+        )
+
+    def _link(self, index: int, h: Any) -> _Link:
+        get = self._calls.get
+        pstate = get(index, "nvmlDeviceGetPerformanceState", lambda: N.nvmlDeviceGetPerformanceState(h))
+        return _Link(
+            pstate if pstate != _PSTATE_UNKNOWN else None,
+            get(
                 index, "nvmlDeviceGetCurrPcieLinkGeneration", lambda: N.nvmlDeviceGetCurrPcieLinkGeneration(h)
             ),
-            pcie_link_width=get(
-                index, "nvmlDeviceGetCurrPcieLinkWidth", lambda: N.nvmlDeviceGetCurrPcieLinkWidth(h)
-            ),
-            fan_policies=policies,
-            pcie_rates=self._pcie_rates(index, h),
+            get(index, "nvmlDeviceGetCurrPcieLinkWidth", lambda: N.nvmlDeviceGetCurrPcieLinkWidth(h)),
         )
 
     def _memory_health(self, index: int, h: Any) -> MemoryHealth | None:
@@ -494,16 +534,22 @@ class NvmlSource:
             speeds.append(float(speed) if speed is not None else None)
         return speeds
 
-    def _pcie_rates(self, index: int, h: Any) -> tuple[float | None, float | None]:
-        if index in self._pcie_counters:
-            values = self._calls.get(
-                index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
-            )
-            if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
-                return None, None
-            return self._counter_rates.update(
-                index, values[0].timestamp / 1e6, values[0].value.ullVal, values[1].value.ullVal
-            )
+    def _counted_pcie_rates(self, index: int, h: Any) -> tuple[float | None, float | None]:
+        """TX and RX bytes/s since the last reading of the cumulative byte counters."""
+        values = self._calls.get(
+            index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
+        )
+        if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
+            return None, None
+        return self._count_pcie_bytes(index, values)
+
+    def _count_pcie_bytes(self, index: int, values: Any) -> tuple[float | None, float | None]:
+        return self._counter_rates.update(
+            index, values[0].timestamp / 1e6, values[0].value.ullVal, values[1].value.ullVal
+        )
+
+    def _polled_pcie_rates(self, index: int) -> tuple[float | None, float | None]:
+        """The background poller's latest TX and RX bytes/s (no driver call)."""
         rate = self._poller.latest(index) if self._poller is not None else None
         return (rate.tx_bytes_per_s, rate.rx_bytes_per_s) if rate is not None else (None, None)
 

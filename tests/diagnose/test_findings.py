@@ -16,6 +16,7 @@ from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
 from tests.test_end_to_end import gpud
+from tests.workloads import PausedAtLinkReads
 
 GIB = 1024**3
 ROOMY_HOST = HostFacts("box", 512 * GIB, 32)
@@ -74,6 +75,23 @@ def test_a_link_stuck_at_x4_under_load_is_found_but_idle_power_saving_is_not(sim
     diagnosis = run(simulated_trace, Layout.PASSIVE, prepare=stuck)
     assert kinds(diagnosis) == [("pcie-degraded", (1,))]  # GPU 0 drops to Gen 1 when idle: no finding
     assert "Gen 5 x4 under load (it can do Gen 5 x16)" in diagnosis.findings[0].title
+
+
+def test_links_read_in_data_loader_pauses_are_not_judged_and_a_stuck_link_still_is(simulated_trace):
+    """Every slow read in a pause (Gen 1, P8) and busy ticks in between: no GPU "at Gen 1 under load"."""
+
+    def paused(machine: ThermalMachine) -> None:
+        machine.workload = PausedAtLinkReads()
+
+    def paused_and_stuck(machine: ThermalMachine) -> None:
+        paused(machine)
+        machine.cards[1].pcie_width = 4
+
+    clean = run(simulated_trace, Layout.OPEN_AIR, gpus=4, seconds=300, prepare=paused)
+    assert [f for f in clean.findings if f.kind == "pcie-degraded"] == []
+    stuck = run(simulated_trace, Layout.OPEN_AIR, gpus=4, seconds=300, prepare=paused_and_stuck)
+    (finding,) = [f for f in stuck.findings if f.kind == "pcie-degraded"]
+    assert finding.gpus == (1,) and "Gen 4 x4 under load" in finding.title
 
 
 def test_an_undersized_power_supply_is_critical(simulated_trace):

@@ -16,6 +16,7 @@ from gpud.nvml.source import SLOW_EVERY, NvmlSource
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import gpu_index
 from gpud.telemetry import Cooling, FanPolicy
+from tests.workloads import PausedAtLinkReads
 
 
 def test_discovery_reads_static_facts_of_every_gpu(install_nvml):
@@ -166,6 +167,41 @@ def test_new_drivers_give_pcie_rates_from_byte_counters_in_the_tick(install_nvml
         gpu = source.sample().gpus[0]
     assert gpu.pcie_rx_bytes_per_s == pytest.approx(2.4e9, rel=0.2)
     assert gpu.pcie_tx_bytes_per_s == pytest.approx(0.6e9, rel=0.2)
+    source.close()
+
+
+@pytest.mark.parametrize("driver", ["550.127.05", "560.35.03"])  # the background poller; the counters
+def test_the_first_tick_already_has_pcie_throughput(install_nvml, clock, driver):
+    """A first scrape right after start must not miss the family (the counters were primed, the poller ran)."""
+    install_nvml(gpus=4, driver_version=driver)
+    source = NvmlSource()
+    clock.advance(1)
+    first = source.sample()
+    assert all(g.pcie_rx_bytes_per_s is not None and g.pcie_tx_bytes_per_s is not None for g in first.gpus)
+    source.close()
+
+
+def test_a_link_read_in_a_pause_is_read_again_at_the_next_busy_tick(install_nvml, clock, patch_driver):
+    """The link drops to Gen 1 whenever the card idles; a reading must travel with the state it was taken in."""
+    library = install_nvml(gpus=1)
+    library.machine.workload = PausedAtLinkReads()
+    real = type(library).nvmlDeviceGetCurrPcieLinkGeneration
+    reads = []
+
+    def counted(self, handle, out):
+        reads.append(library.machine.time_s)
+        return real(self, handle, out)
+
+    patch_driver(library, "nvmlDeviceGetCurrPcieLinkGeneration", counted)
+    source = NvmlSource()
+    samples = []
+    for _ in range(3 * SLOW_EVERY):
+        clock.advance(1)
+        samples.append(source.sample().gpus[0])
+    assert (samples[0].pstate, samples[0].pcie_link_gen) == (8, 1)  # read in the pause: power saving
+    assert len(reads) == 6  # every slow read landed in a pause, and was read again one tick later
+    for sample in samples:
+        assert (sample.pstate, sample.pcie_link_gen) in {(8, 1), (2, 4)}  # never a busy state's Gen 1
     source.close()
 
 
