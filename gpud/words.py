@@ -1,4 +1,4 @@
-"""Words for numbers in what gpud says to a person: "1 GPU", "4 GPUs", "1 host"."""
+"""Words for numbers in what gpud says to a person: "1 GPU", "4 GPUs", "1 host", "GPUs 1, 2"."""
 
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
     ('1 GPU', '4 GPUs', '0 hosts', '2 batches')
     """
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def gpus(indexes: list[int]) -> str:
+    """GPUs named by index, "GPU" for one and "GPUs" for more.
+
+    >>> gpus([2]), gpus([1, 2])
+    ('GPU 2', 'GPUs 1, 2')
+    """
+    return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(str(i) for i in indexes)
 
 
 def clock_time(unix_s: float) -> str:

@@ -44,7 +44,7 @@ def test_the_default_simulator_held_cool_shows_no_pcie_finding_and_no_heat_alert
 
 def test_with_the_stock_fans_the_middle_cards_are_found_heated_by_their_neighbours():
     report = live_run(LiveSetup(fan_backend="none"))
-    assert report.heat_findings_history == ["GPU 1, 2 heated by their neighbours"]
+    assert report.heat_findings_history == ["GPUs 1, 2 heated by their neighbours"]
     assert [g.heat_alert for g in report.gpus] == [False, True, True, False]
     assert_coupling_within_30_percent_of_the_model(report)
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from gpud.decide.controller import DecideSettings
+from gpud.replay import LoadedTrace, replay
+from gpud.report import render_report
+from gpud.sim.machine import Layout
 
 FIXTURES = Path(__file__).parent / "trace" / "fixtures"
 GPUD = [sys.executable, "-m", "gpud"]
@@ -90,3 +96,30 @@ def test_a_malformed_tick_line_is_reported_once_with_its_line_number(tmp_path):
         f"{broken}:6: skipped malformed tick"
     )
     assert report["ticks"] == len(lines) - 2
+
+
+NEIGHBOURS = re.compile(r"neighbours ([+-]\d+\.\d+) ±(\d+\.\d+) °C/100 W")
+
+
+@pytest.mark.parametrize(
+    ("layout", "gpus", "shown"),
+    [
+        (Layout.OPEN_AIR, 4, True),
+        (Layout.OPEN_AIR, 2, False),
+        (Layout.BLOWER, 4, True),
+        (Layout.PASSIVE, 4, False),
+    ],
+)
+def test_the_text_shows_a_coupling_only_confidently_positive_with_its_interval(
+    simulated_trace, layout, gpus, shown
+):
+    """Two cards in lock-step each have the other as neighbour: nothing tells their heat apart. Passive
+    cards do not heat each other: their fit hovers around zero, unconfident. Neither is shown."""
+    header, ticks = simulated_trace(layout, gpus, 900)
+    text = render_report(replay(LoadedTrace.of("sim", header, ticks, [], 0), DecideSettings()))
+    lines = [line for line in text.splitlines() if line.startswith("GPU ")]
+    couplings = [NEIGHBOURS.search(line) for line in lines]
+    assert all(c is not None for c in couplings) is shown and ("neighbours" in text) is shown
+    for found in filter(None, couplings):
+        value, interval = float(found.group(1)), float(found.group(2))
+        assert value > 0 and 0 < interval <= value / 2

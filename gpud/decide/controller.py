@@ -149,7 +149,7 @@ class Controller:
             self._refresh_references()
         self._ticks += 1
         power = {s.index: s.power_w for s in snapshot.gpus if s.up}
-        couplings = self._fit_couplings(snapshot, dt, power)
+        couplings = self._fit_couplings(snapshot, dt, gap, power)
         ended: list[ThrottleInterval] = []
         decisions = tuple(
             self._decide(sample, snapshot.timestamp, dt, gap, power, couplings, ended)
@@ -158,7 +158,7 @@ class Controller:
         return Decision(snapshot.timestamp, decisions, tuple(ended), dt, gap)
 
     def _fit_couplings(
-        self, snapshot: Snapshot, dt: float, power: dict[int, float | None]
+        self, snapshot: Snapshot, dt: float, gap: bool, power: dict[int, float | None]
     ) -> dict[str, Coupling | None]:
         """Feed every GPU's readings to its heat tracker, and each model's tick to its coupling fit."""
         ticks: dict[str, list[InletObservation]] = {}
@@ -175,6 +175,7 @@ class Controller:
                 sample.power_w,
                 neighbours_w,
                 sample.mean_fan_pct,
+                gap,
             )
             if observed is not None:
                 ticks.setdefault(state.model, []).append(observed)

@@ -253,10 +253,17 @@ class HeatTracker:
         own_w: float | None,
         neighbours_w: float | None,
         fan_pct: float | None,
+        gap: bool = False,
     ) -> InletObservation | None:
-        """Take this tick's readings; what the coupling fit needs from them, once they are all there."""
+        """Take this tick's readings; what the coupling fit needs from them, once they are all there.
+
+        After a gap in the data (``gap``: a logger stopped, sessions appended) the smoothed readings
+        and the time at full fan start again: what they held describes another stretch of time.
+        """
         self._now = timestamp
         self._has_fans = fan_pct is not None
+        if gap:
+            self._filtered = self._maxed_since = None
         if fan_pct is None or fan_pct < self._settings.fans_near_max_pct:
             self._maxed_since = None
         elif self._maxed_since is None:

@@ -84,7 +84,7 @@ def _clock_lost(gpu: GpuReplay) -> float | None:
     return sum(c * s for c, s in weighted) / seconds if seconds else None
 
 
-def _throttling(gpu: GpuReplay) -> Finding | None:
+def _throttling(gpu: GpuReplay, cooling: Cooling) -> Finding | None:
     throttled = sum(gpu.throttled_s.values())
     share = gpu.throttled_share()
     if share is None or share < MIN_SHARE:
@@ -97,7 +97,10 @@ def _throttling(gpu: GpuReplay) -> Finding | None:
         lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
     advice = {
-        ThrottleCause.THERMAL: "cool it: a steeper fan curve or predictive fans, more case airflow, "
+        ThrottleCause.THERMAL: "cool it: more airflow through the chassis (the server's fan profile, "
+        "blanking panels) and cooler inlet air (see the heat findings)"
+        if cooling is Cooling.PASSIVE
+        else "cool it: a steeper fan curve or predictive fans, more case airflow, "
         "space between the cards (see the heat findings)",
         ThrottleCause.POWER: "it is at its power limit: raise the limit (nvidia-smi -pl) if the PSU and "
         "cooling allow, or accept it (the limit is often the efficient point)",
@@ -135,24 +138,86 @@ def _throttling(gpu: GpuReplay) -> Finding | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _CoolingView:
+    """What we know of a GPU's cooling (``kind``) and the words that say how we know it."""
+
+    kind: Cooling
+    text: str
+
+
 def _cooling(
-    info: GpuInfo | None, gpu: GpuReplay, usage: GpuUsage, configured: Cooling | None, alone: bool
-) -> str:
-    """What we know of a GPU's cooling, saying how we know; a lone GPU has no neighbours to infer it from."""
+    info: GpuInfo | None,
+    gpu: GpuReplay,
+    usage: GpuUsage,
+    configured: Cooling | None,
+    alone: bool,
+    flag_c_per_100w: float,
+) -> _CoolingView:
+    """What we know of a GPU's cooling, saying how we know.
+
+    Open-air cards breathe their neighbours' exhaust: a coupling to the neighbours' power that is
+    confidently at least ``flag_c_per_100w`` (the one replay shows) tells open-air from blower —
+    whether or not the heat cost the card anything. Without fan readings the same coupling could
+    be a passive card downstream of another in a chassis, so it is not inferred. A lone GPU has no
+    neighbours to infer anything from.
+    """
     known = configured or (info.cooling if info else Cooling.UNKNOWN)
     if known is not Cooling.UNKNOWN:
-        return f"{known.value} (configured)" if configured else f"{known.value} (reported)"
+        return _CoolingView(
+            known, f"{known.value} (configured)" if configured else f"{known.value} (reported)"
+        )
+    fans = "has fans" if usage.fans_seen else "no fan readings"
     if alone:
-        kind = "has fans" if usage.fans_seen else "no fan readings"
-        return f"unknown ({kind}; one GPU: no neighbours to tell open-air from blower; set [cooling])"
-    if gpu.neighbour_heated:
-        return "open-air (inferred: its neighbours' power heats it)"
+        return _CoolingView(
+            Cooling.UNKNOWN,
+            f"unknown ({fans}; one GPU: no neighbours to tell open-air from blower; set [cooling])",
+        )
+    coupling = gpu.coupling_c_per_100w
+    if coupling is not None and coupling >= flag_c_per_100w:
+        warms = f"its neighbours' power warms it by {coupling_text(coupling, gpu.coupling_error_c_per_100w)}"
+        if usage.fans_seen:
+            return _CoolingView(Cooling.OPEN_AIR, f"open-air (inferred: has fans, {warms})")
+        return _CoolingView(
+            Cooling.UNKNOWN,
+            f"unknown (no fan readings; {warms}: open-air, or passive in a chassis; set [cooling])",
+        )
     if usage.fans_seen:
-        return "blower or well spaced (inferred: has fans, neighbours do not heat it)"
-    return "unknown (no fan readings; set [cooling] in the config)"
+        return _CoolingView(
+            Cooling.UNKNOWN, "blower or well spaced (inferred: has fans, neighbours do not heat it)"
+        )
+    return _CoolingView(Cooling.UNKNOWN, "unknown (no fan readings; set [cooling] in the config)")
 
 
-def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float]) -> Finding | None:
+def _heat_advice(heated: list[GpuReplay], kinds: dict[int, Cooling]) -> str:
+    """What to do, for each kind of cooling among the heated GPUs: spacing is open-air cards' remedy only."""
+    by_kind: dict[Cooling, list[GpuReplay]] = {}
+    for g in heated:
+        by_kind.setdefault(kinds[g.index], []).append(g)
+    advice = []
+    for kind, gpus in by_kind.items():
+        worst = max(gpus, key=lambda g: g.coupling_c_per_100w or 0.0)
+        text = {
+            Cooling.OPEN_AIR: "open-air cards in adjacent slots breathe each other's exhaust: leave a slot free "
+            f"between them (move GPU {worst.index} first), use blower-style cards in the middle slots, or "
+            "water-cool; meanwhile run the fans harder before the heat arrives (policy predictive)",
+            Cooling.BLOWER: "even blower cards heat each other here: improve the case airflow (intake fans in "
+            "front of the cards)",
+            Cooling.PASSIVE: "passive cards live on the chassis' airflow, the ones downstream on the exhaust of "
+            "those upstream: raise the server's fan profile (BMC), close empty slots with blanking panels, "
+            "keep the inlet air cool",
+            Cooling.UNKNOWN: "set how they are cooled ([cooling] in the config) for advice that fits them; "
+            "more air through the case or chassis helps every kind",
+        }[kind]
+        advice.append(text if len(by_kind) == 1 else f"{_named(gpus)}: {text}")
+    return "; ".join(advice)
+
+
+def _named(replays: list[GpuReplay]) -> str:
+    return words.gpus([g.index for g in replays])
+
+
+def _heat(gpus: list[GpuReplay], cooling: dict[int, _CoolingView], costs: dict[int, float]) -> Finding | None:
     """GPUs their neighbours heat, where it cost them something.
 
     The controller flags a GPU only while its coupling to its neighbours is confidently at least
@@ -169,22 +234,15 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, str], costs: dict[int, float
         if g.coupling_c_per_100w is not None
     )
     flagged = ", ".join(f"GPU {g.index} {g.neighbour_heated_s:.0f} s" for g in heated)
-    kinds = {cooling[g.index].split(" ")[0] for g in heated}
-    blowers_only = "blower" in kinds and "open-air" not in kinds
+    its, it = ("its", "it") if len(heated) == 1 else ("their", "them")
     return Finding(
         kind="heat-buildup",
         severity=Severity.WARNING,
-        title=f"GPU {', '.join(str(g.index) for g in heated)} heated by their neighbours",
-        evidence=f"their neighbours' power warms them by {couplings} (95 %); heat cost them "
+        title=f"{_named(heated)} heated by {its} neighbours",
+        evidence=f"{its} neighbours' power warms {it} by {couplings} (95 %); heat cost {it} "
         f"(throttling, or little headroom even at full fan) for {flagged}; "
-        f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index]}' for g in heated)}",
-        recommendation=(
-            "even blower cards heat each other here: improve the case airflow (intake fans in front of the cards)"
-            if blowers_only
-            else "open-air cards in adjacent slots breathe each other's exhaust: leave a slot free between "
-            f"them (move GPU {worst.index} first), use blower-style cards in the middle slots, or "
-            "water-cool; meanwhile run the fans harder before the heat arrives (policy predictive)"
-        ),
+        f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index].text}' for g in heated)}",
+        recommendation=_heat_advice(heated, {g.index: cooling[g.index].kind for g in heated}),
         gpus=tuple(g.index for g in heated),
         cost=max((costs.get(g.index, 0.0) for g in heated), default=0.0) + 0.001,
         numbers={
@@ -372,12 +430,13 @@ def diagnose(
         (replayed.end - replayed.start) if replayed.start is not None and replayed.end is not None else 0.0
     )
     alone = len(replayed.gpus) == 1
+    flag = decide.heat.coupling_c_per_100w
     cooling = {
-        g.index: _cooling(infos.get(g.index), g, u, decide.cooling.get(g.index), alone)
+        g.index: _cooling(infos.get(g.index), g, u, decide.cooling.get(g.index), alone, flag)
         for g, u in zip(replayed.gpus, usages, strict=True)
     }
     findings: list[Finding] = []
-    throttles = [f for g in replayed.gpus if (f := _throttling(g)) is not None]
+    throttles = [f for g in replayed.gpus if (f := _throttling(g, cooling[g.index].kind)) is not None]
     findings += throttles
     costs = {f.gpus[0]: f.cost for f in throttles}
     if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
@@ -400,6 +459,6 @@ def diagnose(
         len(usages),
         tuple(findings),
         _energy(usages, window, settings),
-        cooling,
+        {index: view.text for index, view in cooling.items()},
         unjudged,
     )

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpud.diagnose.findings import Diagnosis
-from gpud.words import count
+from gpud.words import count, gpus
 
 
 def _duration(seconds: float) -> str:
@@ -15,17 +15,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def _gpus(indexes: list[int]) -> str:
-    return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(str(i) for i in indexes)
-
-
 def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:
     """One line per thing that could not be judged, naming the GPUs it applies to."""
     by_gap: dict[str, list[int]] = {}
     for gpu, gaps in sorted(not_judged.items()):
         for gap in gaps:
             by_gap.setdefault(gap, []).append(gpu)
-    return [f"not judged: {_gpus(gpus)}: {gap}" for gap, gpus in by_gap.items()]
+    return [f"not judged: {gpus(indexes)}: {gap}" for gap, indexes in by_gap.items()]
 
 
 def render_diagnosis(diagnosis: Diagnosis) -> str:
@@ -52,7 +48,7 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
     by_cooling: dict[str, list[int]] = {}
     for gpu, how in sorted(diagnosis.cooling.items()):
         by_cooling.setdefault(how, []).append(gpu)
-    lines.append("cooling: " + "; ".join(f"{_gpus(gpus)} {how}" for how, gpus in by_cooling.items()))
+    lines.append("cooling: " + "; ".join(f"{gpus(indexes)} {how}" for how, indexes in by_cooling.items()))
     e = diagnosis.energy
     if e is None:
         lines.append("energy (GPUs): not known (the log has no power readings)")

@@ -52,6 +52,18 @@ def test_a_card_that_settles_near_slowdown_at_full_fan_has_no_headroom_and_satur
     assert not last.neighbour_heated  # no coupling known: nothing says its neighbours did it
 
 
+def test_after_a_gap_in_the_data_the_smoothed_readings_and_the_time_at_full_fan_start_again():
+    """A second session appended an hour later, the card cool and idle: no stale headroom, no saturation."""
+    tracker = HeatTracker(SETTINGS, CARD, slowdown_c=80.0)
+    for t, power, reading in card_in(inlet_c=47.0, power_w=320.0, fan_pct=100.0, seconds=900):
+        tracker.observe(float(t), 1.0, reading, power, None, 100.0)
+        before = tracker.finding(1.0, throttled=False, coupling=None)
+    assert before.cooling_saturated and before.headroom_c is not None
+    tracker.observe(4500.0, 1.0, 35.0, IDLE_W, None, 100.0, gap=True)
+    after = tracker.finding(1.0, throttled=False, coupling=None)
+    assert after.headroom_c is None and not after.cooling_saturated
+
+
 def test_the_same_heat_with_fans_to_spare_leaves_headroom():
     # 320 W at 60 % fan in 30 °C air settles near 76 °C; at full fan it would settle at 62 °C.
     last = track(inlet_c=30.0, power_w=320.0, fan_pct=60.0, seconds=900)[-1]

@@ -11,6 +11,7 @@ from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import Diagnosis, HostFacts, Severity, diagnose
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.source import recent
+from gpud.model.params import GpuThermalParams
 from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
@@ -68,6 +69,54 @@ def test_stacked_open_air_cards_on_the_stock_schedule_throttle_heat_each_other_a
     assert diagnosis.findings[0].kind in ("heat-buildup", "throttling")
 
 
+def test_open_air_is_inferred_from_the_coupling_even_where_it_costs_nothing(simulated_trace):
+    """Fans held at full speed: the stack stays cool and nobody is flagged, but its cards heat each other."""
+
+    def fans_full(machine: ThermalMachine) -> None:
+        for card in machine.cards:
+            for fan in card.fans:
+                fan.manual_target_pct = 100.0
+
+    diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=4, seconds=900, prepare=fans_full)
+    assert [f for f in diagnosis.findings if f.kind in ("heat-buildup", "throttling")] == []
+    for how in diagnosis.cooling.values():
+        assert how.startswith("open-air (inferred: has fans, its neighbours' power warms it by +")
+
+
+def test_blower_cards_that_barely_couple_are_not_inferred_open_air(simulated_trace):
+    diagnosis = run(simulated_trace, Layout.BLOWER, gpus=4, seconds=900)
+    assert set(diagnosis.cooling.values()) == {
+        "blower or well spaced (inferred: has fans, neighbours do not heat it)"
+    }
+
+
+def test_passive_cards_heated_in_their_chassis_get_chassis_advice_never_slot_spacing(simulated_trace):
+    """Four passive cards whose chassis air each warms by 2 °C per 100 W of its neighbours, in 44 °C air."""
+    models: dict[int, GpuThermalParams] = {}
+
+    def preheated(machine: ThermalMachine) -> None:
+        for i, card in enumerate(machine.cards):
+            t = card.thermal
+            coupling = {j: 0.02 for j in (i - 1, i + 1) if 0 <= j < len(machine.cards)}
+            card.thermal = GpuThermalParams(
+                t.heat_capacity_j_per_k, t.conductance_w_per_k, t.conductance_per_fan_w_per_k, 44.0, coupling
+            )
+            models[i] = GpuThermalParams(
+                t.heat_capacity_j_per_k, t.conductance_w_per_k, t.conductance_per_fan_w_per_k, 44.0
+            )
+
+    header, ticks = simulated_trace(Layout.PASSIVE, 4, 900, prepare=preheated)
+    calibrated = DecideSettings(thermal=models)  # as `gpud calibrate` would give them
+    diagnosis = diagnose(
+        LoadedTrace.of("sim", header, ticks, [], 0), calibrated, DiagnoseSettings(), ROOMY_HOST
+    )
+    heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
+    assert heat.gpus == (1, 2) and heat.title == "GPUs 1, 2 heated by their neighbours"
+    assert "fan profile" in heat.recommendation and "leave a slot free" not in heat.recommendation
+    for throttle in (f for f in diagnosis.findings if f.kind == "throttling"):
+        assert "chassis" in throttle.recommendation and "space between" not in throttle.recommendation
+
+
 def test_a_link_stuck_at_x4_under_load_is_found_but_idle_power_saving_is_not(simulated_trace):
     def stuck(machine: ThermalMachine) -> None:
         machine.cards[1].pcie_width = 4
@@ -119,7 +168,7 @@ def test_since_keeps_the_last_part_of_a_trace(simulated_trace):
 def test_the_command_reports_a_trace_as_text_and_json():
     text = gpud("diagnose", "--trace", FIXTURE)
     assert text.returncode == 0, text.stderr
-    assert "heated by their neighbours" in text.stdout and "energy (GPUs):" in text.stdout
+    assert "GPU 1 heated by its neighbours" in text.stdout and "energy (GPUs):" in text.stdout
     done = gpud("diagnose", "--trace", FIXTURE, "--since", "2m", "--json")
     report = json.loads(done.stdout)
     assert report["gpus"] == 3 and report["window_s"] <= 120
