@@ -2,16 +2,18 @@
 
 NVML has no timeouts, and a GPU going bad can leave one of its calls blocked for seconds or for
 good; a tool such as ``nvidia-settings`` can hang with its X server. Each tick's per-GPU work
-(reading a GPU, writing its fans) runs on a worker thread while the loop waits; when one GPU's job
+(reading a GPU, writing its fans) runs on worker threads while the loop waits; when one GPU's job
 has run for ``limit_s``, the loop stops waiting for it: that GPU is *hung* (reported down, its fans
-left alone), the worker is abandoned to its call, and the remaining GPUs carry on. A hung GPU is
-skipped until its call comes back (and ``retry_s`` more), so one bad GPU ties up at most one
-thread.
+left alone), the worker is abandoned to its call and a fresh one takes its place, and the remaining
+GPUs carry on. A hung GPU is skipped until its call comes back (and ``retry_s`` more), so one bad
+GPU ties up at most one thread.
 
-Sequential guards (NVML: one driver, calls in GPU order) run a tick's jobs one after the other on
-one worker, a fresh worker carrying on past a hung one: the loop's delay is bounded by ``limit_s``
-per GPU that hangs, once. Parallel guards (a tool run per GPU; handing fans back at exit) start
-every GPU's job at once (:func:`run_parallel`): the delay is ``limit_s`` however many GPUs hang.
+Workers are kept between ticks (a tick starts no thread) and take the tick's jobs in GPU order.
+A sequential guard has one: jobs run one after the other, and the loop's delay is bounded by
+``limit_s`` per GPU that hangs, once. A parallel guard has up to ``workers`` (default: one per
+GPU): NVML is thread-safe and a driver call spends its time in the kernel, so a 64-GPU machine is
+read in about the time of its slowest few GPUs, and however many GPUs hang at once, the delay is
+``limit_s`` (once more for each ``workers`` of them).
 """
 
 from __future__ import annotations
@@ -25,27 +27,127 @@ from typing import Generic, TypeVar
 import structlog
 
 log = structlog.get_logger("gpud.callguard")
+K = TypeVar("K")
 T = TypeVar("T")
+DRIVER_WORKERS = 16  # threads reading GPUs at once: past this the interpreter, not the driver, sets the pace
 
 
-class _Batch(Generic[T]):
-    """One tick's jobs for a worker, and where it is in them."""
+class _Run(Generic[K, T]):
+    """One batch of jobs: those not started, those running (since when), their results and errors."""
 
-    def __init__(self, gpus: list[int], job: Callable[[int], T]) -> None:
-        self.pending = gpus
+    def __init__(self, keys: list[K], job: Callable[[K], T]) -> None:
         self.job = job
-        self.results: dict[int, T] = {}
-        self.error: BaseException | None = None
-        self.current: tuple[int, float] | None = None  # (gpu, started at) of the running job
-        self.done = threading.Event()
-        self.lock = threading.Lock()
+        self.waiting = keys
+        self.running: dict[K, float] = {}
+        self.results: dict[K, T] = {}
+        self.errors: list[BaseException] = []
+        self.abandoned: set[K] = set()
+        self.changed = threading.Condition()
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+
+class _Workers:
+    """Threads kept between runs, at most ``size``; one left to a hung call is replaced, never reused."""
+
+    def __init__(self, size: int | None, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._inbox: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._live = 0  # workers not abandoned
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        keys: list[K],
+        job: Callable[[K], T],
+        limit_s: float,
+        gave_up: Callable[[K], None],
+        returned: Callable[[K], None],
+    ) -> _Run[K, T]:
+        """The jobs run to the end, each waited for ``limit_s`` from its start at most."""
+        run: _Run[K, T] = _Run(list(keys), job)
+        if not keys:
+            return run
+        wanted = len(keys) if self._size is None else min(len(keys), self._size)
+        self._engage(run, wanted, returned)
+        with run.changed:
+            while run.busy():
+                now = time.monotonic()
+                for key in [key for key, since in run.running.items() if now - since >= limit_s]:
+                    del run.running[key]
+                    run.abandoned.add(key)
+                    gave_up(key)  # before the worker can see it was abandoned, and say it returned
+                    self._replace(run, returned)
+                if run.busy():
+                    deadlines = [since + limit_s for since in run.running.values()]
+                    run.changed.wait(max(0.0, min(deadlines, default=now + limit_s) - now))
+        return run
+
+    def close(self) -> None:
+        """Let the idle workers go (a hung one leaves when its call returns)."""
+        with self._lock:
+            for _ in range(self._live):
+                self._inbox.put(None)
+            self._live = 0
+
+    def _engage(self, run: _Run, count: int, returned: Callable) -> None:
+        """``count`` workers on a new run: between runs every live worker is idle, so start what is missing."""
+        with self._lock:
+            missing, self._live = max(0, count - self._live), max(self._live, count)
+        self._start(missing, returned)
+        for _ in range(count):
+            self._inbox.put(run)
+
+    def _replace(self, run: _Run, returned: Callable) -> None:
+        """A fresh worker for the one just left to a hung call, on ``run``'s remaining jobs."""
+        self._start(1, returned)
+        self._inbox.put(run)
+
+    def _start(self, count: int, returned: Callable) -> None:
+        for _ in range(count):
+            threading.Thread(target=self._serve, args=(returned,), name=self._name, daemon=True).start()
+
+    def _serve(self, returned: Callable) -> None:
+        while (run := self._inbox.get()) is not None:
+            if not _take_jobs(run, returned):
+                return  # abandoned to a hung call: a fresh worker has taken this one's place
+
+
+def _take_jobs(run: _Run, returned: Callable) -> bool:
+    """Run ``run``'s jobs until none is left; False when this worker was given up on meanwhile."""
+    while True:
+        with run.changed:
+            if not run.waiting:
+                return True
+            key = run.waiting.pop(0)
+            run.running[key] = time.monotonic()
+            run.changed.notify()  # the waiter's next deadline
+        try:
+            result, error = run.job(key), None
+        except BaseException as caught:  # noqa: BLE001 -- raised in the caller, not lost in this thread
+            result, error = None, caught
+        with run.changed:
+            abandoned = key in run.abandoned
+            if not abandoned:
+                del run.running[key]
+                if error is None:
+                    run.results[key] = result
+                else:
+                    run.errors.append(error)
+                run.changed.notify()
+        if abandoned:
+            returned(key)
+            return False
 
 
 class CallGuard:
     """Runs per-GPU jobs so that one that hangs costs ``limit_s`` once; ``limit_s`` None runs them inline.
 
-    ``parallel`` starts every GPU's job at once; ``retry_s`` keeps a GPU whose call hung skipped
-    for that long after the call returned; ``what`` names the calls in the log.
+    ``parallel`` runs up to ``workers`` GPUs' jobs at once (None: all of them); ``retry_s`` keeps a
+    GPU whose call hung skipped for that long after the call returned; ``what`` names the calls in
+    the log.
     """
 
     def __init__(
@@ -54,15 +156,15 @@ class CallGuard:
         parallel: bool = False,
         retry_s: float = 0.0,
         what: str = "gpu driver call",
+        workers: int | None = None,
     ) -> None:
         self._limit_s = limit_s
-        self._parallel = parallel
         self._retry_s = retry_s
         self._what = what
         self._hung: dict[int, float] = {}  # gpu → when its call was given up on
         self._cooling_off: dict[int, float] = {}  # gpu → when it may be called again, after a hang
         self._lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[_Batch] | None = None
+        self._workers = _Workers(workers if parallel else 1, "gpud-gpu-calls")
 
     @property
     def hung(self) -> frozenset[int]:
@@ -86,33 +188,14 @@ class CallGuard:
         """
         hung = self.hung
         todo = [gpu for gpu in gpus if gpu not in hung]
-        if self._parallel and self._limit_s is not None:
-            results, _ = run_parallel(todo, job, self._limit_s, self._gave_up, self._returned)
-            return results
-        batch = _Batch(todo, job)
         if self._limit_s is None:
-            _work(batch, self._returned)
+            run: _Run[int, T] = _Run(todo, job)
+            _take_jobs(run, self._returned)
         else:
-            self._wait(batch, self._limit_s)
-        if batch.error is not None:
-            raise batch.error
-        return batch.results
-
-    def _wait(self, batch: _Batch, limit_s: float) -> None:
-        if self._inbox is None:
-            self._inbox = self._start_worker()
-        self._inbox.put(batch)
-        while not batch.done.wait(limit_s / 4):
-            with batch.lock:
-                if batch.current is None or time.monotonic() - batch.current[1] < limit_s:
-                    continue
-                gpu = batch.current[0]
-                batch.current = None
-                self._gave_up(gpu)  # before the worker can see it was abandoned, and say it returned
-                abandoned, batch.done = batch.done, threading.Event()
-                abandoned.set()  # tells the stuck worker, when its call returns, that nobody waits
-            self._inbox = self._start_worker()
-            self._inbox.put(batch)
+            run = self._workers.run(todo, job, self._limit_s, self._gave_up, self._returned)
+        if run.errors:
+            raise run.errors[0]
+        return run.results
 
     def _gave_up(self, gpu: int) -> None:
         with self._lock:
@@ -133,19 +216,6 @@ class CallGuard:
                 retry_in_s=self._retry_s or None,
             )
 
-    def _start_worker(self) -> queue.SimpleQueue[_Batch]:
-        inbox: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
-
-        def serve() -> None:
-            while _work(inbox.get(), self._returned):
-                pass
-
-        threading.Thread(target=serve, name="gpud-gpu-calls", daemon=True).start()
-        return inbox
-
-
-K = TypeVar("K")
-
 
 def run_parallel(
     keys: Iterable[K],
@@ -162,68 +232,18 @@ def run_parallel(
     that order. An exception a job raises in time is raised here.
     """
     pending = list(dict.fromkeys(keys))
-    if not pending:
-        return {}, []
-    waiting = set(pending)
-    results: dict[K, T] = {}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    all_done = threading.Event()
+    late: list[K] = []
 
-    def run(key: K) -> None:
-        try:
-            result, error = job(key), None
-        except BaseException as caught:  # noqa: BLE001 -- raised in the caller, not lost in this thread
-            result, error = None, caught
-        with lock:
-            if key not in waiting:  # given up on
-                if returned is not None:
-                    returned(key)
-                return
-            waiting.discard(key)
-            if error is None:
-                results[key] = result  # type: ignore[assignment]
-            else:
-                errors.append(error)
-            if not waiting:
-                all_done.set()
+    def give_up(key: K) -> None:
+        late.append(key)
+        if gave_up is not None:
+            gave_up(key)
 
-    for key in pending:
-        threading.Thread(target=run, args=(key,), name=f"gpud-gpu-{key}", daemon=True).start()
-    all_done.wait(limit_s)
-    with lock:
-        late = [key for key in pending if key in waiting]
-        waiting.clear()
-        for key in late:
-            if gave_up is not None:
-                gave_up(key)
-        done, error = dict(results), (errors[0] if errors else None)
-    if error is not None:
-        raise error
-    return done, late
-
-
-def _work(batch: _Batch, returned: Callable[[int], None]) -> bool:
-    """Run the batch's jobs in order; False when the guard gave up on this worker meanwhile."""
-    done = batch.done
-    while True:
-        with batch.lock:
-            if not batch.pending:
-                batch.current = None
-                done.set()
-                return True
-            gpu = batch.pending.pop(0)
-            batch.current = (gpu, time.monotonic())
-        try:
-            result, error = batch.job(gpu), None
-        except BaseException as caught:  # noqa: BLE001 -- raised in the loop, not lost in this thread
-            result, error = None, caught
-        with batch.lock:
-            abandoned = done is not batch.done
-            if not abandoned and error is None:
-                batch.results[gpu] = result
-            elif not abandoned:
-                batch.error = batch.error or error
-        if abandoned:
-            returned(gpu)
-            return False
+    workers = _Workers(None, "gpud-gpu-once")
+    try:
+        run = workers.run(pending, job, limit_s, give_up, returned or (lambda key: None))
+    finally:
+        workers.close()
+    if run.errors:
+        raise run.errors[0]
+    return run.results, [key for key in pending if key in late]
