@@ -6,13 +6,19 @@ GPU; "not supported" from a call that has worked is a passing error like any oth
 permission" becomes ``None`` with a single warning; a lost GPU raises :class:`GpuLost` so that only
 that GPU is reported down. Everything else is counted by call and error and becomes ``None`` for
 this tick.
+
+A value may be read more than one way (newest first): each is a callable, named by the value, or a
+:class:`Way` with a name of its own (a field of ``nvmlDeviceGetFieldValues``), so that an error is
+counted against what failed. GPUs are read on several threads at once: the counts take a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import pynvml as N
 import structlog
@@ -22,7 +28,7 @@ from gpud.errors import GpuLost
 T = TypeVar("T")
 log = structlog.get_logger("gpud.nvml")
 
-_ABSENT = {N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND}
+ABSENT = frozenset({N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND})
 ABSENT_AFTER = 3  # "not supported" answers, with no success between, before a field is given up
 # The driver as a whole is gone or changed under us: NVML must be initialised again.
 DRIVER_GONE = {"LibRmVersionMismatch", "Uninitialized", "DriverNotLoaded"}
@@ -33,6 +39,19 @@ _GPU_GONE = {
     N.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
     N.NVML_ERROR_UNINITIALIZED,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Way(Generic[T]):
+    """One way of reading a value: ``read``, whose errors count as ``call``.
+
+    ``absent`` are the answers that, before this way ever worked, mean the driver or the GPU does
+    not have it (the next way is tried), rather than a failure.
+    """
+
+    call: str
+    read: Callable[[], T]
+    absent: frozenset[int] = ABSENT
 
 
 def error_name(error: N.NVMLError) -> str:
@@ -50,24 +69,30 @@ class NvmlCalls:
         self._unsupported: Counter[tuple[int, str]] = Counter()
         self._warned: set[tuple[int, str]] = set()
         self._working: dict[tuple[int, str], int] = {}
+        self._counting = threading.Lock()
 
-    def get(self, gpu: int, call: str, *alternatives: Callable[[], T]) -> T | None:
+    def get(self, gpu: int, call: str, *alternatives: Callable[[], T] | Way[T]) -> T | None:
         """The first alternative that works (newest API first), or ``None``.
 
-        ``call`` names the field in logs and in ``gpud_nvml_errors_total``. An alternative that
-        the driver does not have is skipped for good, so older drivers fall back once.
+        ``call`` names the value (and, for a plain callable, its errors in logs and in
+        ``gpud_nvml_errors_total``). An alternative that the driver does not have is skipped for
+        good, so older drivers fall back once.
         """
         key = (gpu, call)
         if key in self._absent:
             return None
         start = self._working.get(key, 0)
         for position in range(start, len(alternatives)):
+            way = alternatives[position]
+            name, read, absent = (
+                (way.call, way.read, way.absent) if isinstance(way, Way) else (call, way, ABSENT)
+            )
             try:
-                value = alternatives[position]()
+                value = read()
             except N.NVMLError as error:
-                if error.value in _ABSENT and key not in self._working:
+                if error.value in absent and key not in self._working:
                     continue
-                self._failed(key, call, error)
+                self.failed(gpu, name, error)
                 return None
             self._working[key] = position
             return value
@@ -92,17 +117,23 @@ class NvmlCalls:
                 return value
         return None
 
-    def _failed(self, key: tuple[int, str], call: str, error: N.NVMLError) -> None:
+    def failed(self, gpu: int, call: str, error: N.NVMLError) -> None:
+        """Count ``call``'s ``error`` on ``gpu`` (warned once per call); :class:`GpuLost` if the GPU is gone."""
         name = error_name(error)
-        self.errors[(call, name)] += 1
+        with self._counting:
+            self.errors[(call, name)] += 1
         if error.value in _GPU_GONE:
-            raise GpuLost(f"GPU {key[0]}: {call} failed: {name}", name)
-        if key not in self._warned:
-            self._warned.add(key)
+            raise GpuLost(f"GPU {gpu}: {call} failed: {name}", name)
+        if (gpu, call) not in self._warned:
+            self._warned.add((gpu, call))
             hint = (
                 {"hint": "run gpud as root to read it"} if error.value == N.NVML_ERROR_NO_PERMISSION else {}
             )
-            log.warning("nvml read failed", gpu=key[0], call=call, error=name, **hint)
+            log.warning("nvml read failed", gpu=gpu, call=call, error=name, **hint)
+
+    def way_in_use(self, gpu: int, call: str) -> int | None:
+        """Which of ``call``'s alternatives (by position) has worked on ``gpu``; ``None`` before one did."""
+        return self._working.get((gpu, call))
 
     def supported(self, gpu: int, call: str) -> bool:
         """False once ``call`` is known to be absent on ``gpu``."""
