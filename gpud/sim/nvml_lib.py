@@ -21,6 +21,8 @@ from typing import Any
 
 import pynvml as N
 
+from gpud.sim import field_values
+from gpud.sim.field_values import FIELD_VALUES_MIN_DRIVER
 from gpud.sim.jobs import SimulatedJobs
 from gpud.sim.thermal import REASON_GPU_IDLE, Card, Fan, ThermalMachine
 
@@ -40,7 +42,6 @@ ECC_EVENT_TYPES = N.nvmlEventTypeSingleBitEccError | N.nvmlEventTypeDoubleBitEcc
 
 SIM_STEP_S = 0.1
 PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (NVML.md §7)
-PCIE_COUNTERS_MIN_DRIVER = 555  # fields 197/198 exist from R555 on
 FAN_CONTROL_MIN_DRIVER = 515  # nvmlDeviceSetFanSpeed_v2 and friends exist from R515 on (NVML.md §9.1)
 
 
@@ -612,21 +613,17 @@ class SimulatedNvmlLibrary:
         return self._read(handle, lambda c: c.spec.pcie_width_max, out)
 
     def nvmlDeviceGetFieldValues(self, handle: Any, count: Any, values_ref: Any) -> int:
-        """Cumulative PCIe byte counters (fields 197/198) on R555+; anything else not supported."""
-        counters = {N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: "tx", N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: "rx"}
+        """Each entry answered on its own (:mod:`gpud.sim.field_values`); the call fails only for a bad device."""
+        if self._driver_major() < FIELD_VALUES_MIN_DRIVER:
+            return FUNCTION_NOT_FOUND
+        if values_ref is None:
+            return INVALID_ARGUMENT
         values = values_ref._obj
 
         def fill(card: Card) -> int:
+            now_us = int((self._epoch + self.machine.time_s) * 1e6)
             for value in values[: count.value]:
-                direction = counters.get(value.fieldId)
-                if direction is None or self._driver_major() < PCIE_COUNTERS_MIN_DRIVER:
-                    value.nvmlReturn = NOT_SUPPORTED
-                    continue
-                value.valueType = N.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-                total = card.pcie_tx_bytes if direction == "tx" else card.pcie_rx_bytes
-                value.value.ullVal = int(total)
-                value.timestamp = int(self.machine.time_s * 1e6)
-                value.nvmlReturn = SUCCESS
+                field_values.fill(value, card, self._driver_major(), now_us)
             return SUCCESS
 
         return self._fill(handle, fill)

@@ -156,6 +156,7 @@ class Card:
     busy: float = 0.0
     util_avg: float = 0.0  # NVML reports utilisation averaged over the last sample period
     power_avg_w: float = 0.0  # ... and power averaged over ~1 s on Ampere and newer
+    power_w: float = 0.0  # board power now (NVML's instant power field)
     energy_j: float = 0.0
     pcie_tx_bytes: float = 0.0  # traffic follows the load (input batches in, results out)
     pcie_rx_bytes: float = 0.0
@@ -214,7 +215,7 @@ def _step_card(card: Card, busy: float, inlet_c: float, dt_s: float) -> None:
     spec = card.spec
     card.busy = busy
     _drive_clocks(card, dt_s)
-    power = _power_w(spec, busy, card.sm_clock_mhz)
+    power = card.power_w = _power_w(spec, busy, card.sm_clock_mhz)
     smoothing = min(1.0, dt_s / 1.0)
     card.power_avg_w += (power - card.power_avg_w) * smoothing
     card.util_avg += (busy - card.util_avg) * smoothing
@@ -288,5 +289,6 @@ def new_card(
         fans=fans,
         slowdown_c=slowdown_c if slowdown_c is not None else spec.slowdown_c,
         power_avg_w=spec.power_idle_w,
+        power_w=spec.power_idle_w,
         memory=MemoryState(ecc=spec.ecc_memory, row_remapping=spec.row_remapping),
     )
