@@ -5,14 +5,19 @@ simulation is the path a real machine runs. A GPU that stops answering is report
 once, when it goes and when it comes back) while the others are read on; every ``REOPEN_S`` its
 handle is asked for again (NVML initialised again when the driver itself went away), and the
 GPU is back once it answers as the same GPU (same UUID). Reads run through a
-:class:`gpud.callguard.CallGuard`, so a call that hangs costs one GPU, not the tick.
+:class:`gpud.callguard.CallGuard`, so a call that hangs costs one GPU, not the tick; a parallel
+guard reads the GPUs at once, each on its own worker (NVML is thread-safe).
 
 Every tick reads what control and throttle detection need: temperature, power, utilisation, SM
 clock, clock-event reasons, fan speeds. What changes only by an administrator's hand or a rare
 event (power limit, PCIe link generation and width, who controls each fan) and what is a trend for
 dashboards (graphics and memory clocks, memory used, P-state, energy, PCIe throughput from the byte
-counters as the rate over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between: 8
-driver calls a tick instead of 17 for a two-fan GPU, for values a few seconds old at worst.
+counters as the rate over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between,
+for values a few seconds old at worst. Whatever has an NVML field (power, energy, the power limit,
+the PCIe byte counters, memory health) comes in the GPU's one ``nvmlDeviceGetFieldValues`` call of
+the tick (:mod:`gpud.nvml.fields`), each value falling back to its own call where the driver lacks
+its field; the rest has no field and is one call each: temperature, utilisation, SM clock,
+clock-event reasons and one per fan, 5 + fans a tick.
 
 The link is read with the P-state and carried with it: a card drops its link to Gen 1 whenever it
 idles, if only for a data-loader pause, so a link reading means something only beside the state the
@@ -23,7 +28,7 @@ and the rates the background poller measures (old drivers) are taken every tick,
 there from the first tick.
 
 Health and users ride along: memory health (ECC, retired pages, remapped rows) is read with the
-slow facts (:mod:`gpud.nvml.health`); XIDs arrive on the event thread (:mod:`gpud.nvml.events`) and
+slow facts, in their field-values call (:mod:`gpud.nvml.health`); XIDs arrive on the event thread (:mod:`gpud.nvml.events`) and
 each tick takes what it counted, for down GPUs too; each GPU's processes are listed on a thread of
 their own (:mod:`gpud.nvml.processes`) and the tick takes the latest list.
 """
@@ -42,9 +47,11 @@ import structlog
 from gpud.callguard import CallGuard
 from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import GpuLost, NvmlUnavailable
-from gpud.nvml.calls import DRIVER_GONE, NvmlCalls
+from gpud.nvml import fields as F
+from gpud.nvml.calls import ABSENT_AFTER, DRIVER_GONE, NvmlCalls
 from gpud.nvml.events import XidWatcher
-from gpud.nvml.health import read_memory_health
+from gpud.nvml.fields import FieldBatch, FieldRead, Reading, Value, one
+from gpud.nvml.health import memory_health, memory_health_values
 from gpud.nvml.library import close_nvml, open_nvml
 from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
 from gpud.nvml.processes import GpuProcessReader, ProcessWatcher
@@ -62,7 +69,31 @@ from gpud.telemetry import (
 
 log = structlog.get_logger("gpud.nvml")
 
-_PCIE_COUNTER_FIELDS = [N.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, N.NVML_FI_DEV_PCIE_COUNT_RX_BYTES]
+POWER = Value(
+    "nvmlDeviceGetPowerUsage",  # the 1 s average on Ampere and newer, the instant before: take the same
+    (one(F.POWER_AVERAGE, 1e-3), one(F.POWER_INSTANT, 1e-3)),
+    (lambda h: N.nvmlDeviceGetPowerUsage(h) / 1000.0,),
+)
+ENERGY = Value(
+    "nvmlDeviceGetTotalEnergyConsumption",
+    (one(F.TOTAL_ENERGY_CONSUMPTION, 1e-3),),
+    (lambda h: N.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0,),
+)
+POWER_LIMIT = Value(
+    "nvmlDeviceGetEnforcedPowerLimit",
+    (one(F.POWER_CURRENT_LIMIT, 1e-3),),
+    (lambda h: N.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,),
+)
+
+
+def _byte_counts(readings: tuple[Reading, ...]) -> tuple[float, int, int]:
+    """(when in s, TX bytes, RX bytes) of the cumulative counters."""
+    return readings[0].timestamp_us / 1e6, int(readings[0].value), int(readings[1].value)
+
+
+PCIE_BYTES = Value(
+    F.PCIE_COUNT_TX_BYTES.call, (FieldRead((F.PCIE_COUNT_TX_BYTES, F.PCIE_COUNT_RX_BYTES), _byte_counts),)
+)  # no call to fall back to: older drivers are polled off the tick (gpud.nvml.pcie)
 _FAN_POLICY = {
     N.NVML_FAN_POLICY_TEMPERATURE_CONTINOUS_SW: FanPolicy.AUTO,
     N.NVML_FAN_POLICY_MANUAL: FanPolicy.MANUAL,
@@ -74,10 +105,6 @@ SLOW_EVERY = 10  # ticks between reads of the slow facts
 BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that the link is worth reading again
 WHOLE_DRIVER = -1  # the call guard's key for calls about the driver as a whole
 HUNG = "a driver call hung"
-
-
-def _mw_to_w(value: int | None) -> float | None:
-    return None if value is None else value / 1000.0
 
 
 class _Link(NamedTuple):
@@ -301,15 +328,23 @@ class NvmlSource:
         )
 
     def _has_pcie_counters(self, index: int, h: Any | None) -> bool:
+        """Whether the driver has the PCIe byte counters (R555+): asked until it says, a few times at most.
+
+        A first reading primes the rates, so the first tick already has one.
+        """
         if h is None:
             return False
-        values = self._calls.settled(
-            index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
-        )
-        if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
-            return False
-        self._count_pcie_bytes(index, values)  # the first tick's reading is then a rate already
-        return True
+        for _ in range(ABSENT_AFTER):
+            try:
+                counts = FieldBatch(self._calls, index, h, [PCIE_BYTES]).get(PCIE_BYTES)
+            except GpuLost:
+                continue
+            if counts is not None:
+                self._counter_rates.update(index, *counts)
+                return True
+            if not self._calls.supported(index, PCIE_BYTES.name):
+                return False
+        return False
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -413,14 +448,27 @@ class NvmlSource:
         if h is None:
             raise GpuLost(f"GPU {index} could not be opened at start")
         get = self._calls.get
-        util = get(index, "nvmlDeviceGetUtilizationRates", lambda: N.nvmlDeviceGetUtilizationRates(h))
         slow = self._slow.get(index)
-        if slow is None or self._ticks - slow.read_at >= SLOW_EVERY:
-            slow = self._slow[index] = self._slow_facts(index, h)
+        slow_due = slow is None or self._ticks - slow.read_at >= SLOW_EVERY
+        memory_due = self._memory_due(index)
+        batch = FieldBatch(
+            self._calls,
+            index,
+            h,
+            [
+                POWER,
+                *((ENERGY, POWER_LIMIT, *self._pcie_values(index)) if slow_due else ()),
+                *(memory_health_values(self._calls, index) if memory_due is not None else ()),
+            ],
+        )
+        util = get(index, "nvmlDeviceGetUtilizationRates", lambda: N.nvmlDeviceGetUtilizationRates(h))
+        if slow is None or slow_due:
+            slow = self._slow[index] = self._slow_facts(index, h, batch)
         elif _idle(slow.link) and util is not None and util.gpu >= BUSY_UTIL_PCT:
             slow = self._slow[index] = replace(slow, link=self._link(index, h))
         speeds = self._fan_speeds(index, h)
-        memory = self._memory_health(index, h)
+        if memory_due is not None:
+            self._memory[index] = _MemoryRead(self._ticks, memory_due, memory_health(batch))
         rates = slow.pcie_rates if index in self._pcie_counters else self._polled_pcie_rates(index)
         return GpuSample(
             index=index,
@@ -430,7 +478,7 @@ class NvmlSource:
             ),
             graphics_clock_mhz=slow.graphics_clock_mhz,
             memory_clock_mhz=slow.memory_clock_mhz,
-            power_w=_mw_to_w(get(index, "nvmlDeviceGetPowerUsage", lambda: N.nvmlDeviceGetPowerUsage(h))),
+            power_w=batch.get(POWER),
             power_limit_w=slow.power_limit_w,
             energy_j=slow.energy_j,
             gpu_util_pct=float(util.gpu) if util is not None else None,
@@ -450,12 +498,15 @@ class NvmlSource:
             pcie_rx_bytes_per_s=rates[1],
             pcie_link_gen=slow.link.generation,
             pcie_link_width=slow.link.width,
-            memory_health=memory,
+            memory_health=self._memory[index].health if index in self._memory else None,
             xids=self._xids.record(index),
             processes=self._processes.latest(index) if self._processes is not None else None,
         )
 
-    def _slow_facts(self, index: int, h: Any) -> _SlowFacts:
+    def _pcie_values(self, index: int) -> tuple[Value, ...]:
+        return (PCIE_BYTES,) if index in self._pcie_counters else ()
+
+    def _slow_facts(self, index: int, h: Any, batch: FieldBatch) -> _SlowFacts:
         get = self._calls.get
         policies = tuple(
             _FAN_POLICY.get(
@@ -480,18 +531,10 @@ class NvmlSource:
                 index, "nvmlDeviceGetClockInfo[mem]", lambda: N.nvmlDeviceGetClockInfo(h, N.NVML_CLOCK_MEM)
             ),
             memory_used_bytes=memory.used if memory is not None else None,
-            energy_j=_mw_to_w(
-                get(
-                    index,
-                    "nvmlDeviceGetTotalEnergyConsumption",
-                    lambda: N.nvmlDeviceGetTotalEnergyConsumption(h),
-                )
-            ),
-            power_limit_w=_mw_to_w(
-                get(index, "nvmlDeviceGetEnforcedPowerLimit", lambda: N.nvmlDeviceGetEnforcedPowerLimit(h))
-            ),
+            energy_j=batch.get(ENERGY),
+            power_limit_w=batch.get(POWER_LIMIT),
             fan_policies=policies,
-            pcie_rates=self._counted_pcie_rates(index, h) if index in self._pcie_counters else (None, None),
+            pcie_rates=self._counted_pcie_rates(index, batch),
             link=self._link(index, h),
         )
 
@@ -506,15 +549,14 @@ class NvmlSource:
             get(index, "nvmlDeviceGetCurrPcieLinkWidth", lambda: N.nvmlDeviceGetCurrPcieLinkWidth(h)),
         )
 
-    def _memory_health(self, index: int, h: Any) -> MemoryHealth | None:
-        """Read with the slow facts, and at once after an XID or ECC event on the GPU."""
+    def _memory_due(self, index: int) -> int | None:
+        """The GPU's event count when its memory health is due (with the slow facts, and at once after
+        an XID or ECC event on it), ``None`` when it is not."""
         events = self._xids.activity(index)
         last = self._memory.get(index)
         if last is None or self._ticks - last.read_at >= SLOW_EVERY or events != last.events:
-            last = self._memory[index] = _MemoryRead(
-                self._ticks, events, read_memory_health(self._calls, index, h)
-            )
-        return last.health
+            return events
+        return None
 
     def _temperature(self, index: int, h: Any) -> float | None:
         value = self._calls.get(
@@ -534,19 +576,12 @@ class NvmlSource:
             speeds.append(float(speed) if speed is not None else None)
         return speeds
 
-    def _counted_pcie_rates(self, index: int, h: Any) -> tuple[float | None, float | None]:
-        """TX and RX bytes/s since the last reading of the cumulative byte counters."""
-        values = self._calls.get(
-            index, "nvmlDeviceGetFieldValues", lambda: N.nvmlDeviceGetFieldValues(h, _PCIE_COUNTER_FIELDS)
-        )
-        if values is None or any(v.nvmlReturn != N.NVML_SUCCESS for v in values):
+    def _counted_pcie_rates(self, index: int, batch: FieldBatch) -> tuple[float | None, float | None]:
+        """TX and RX bytes/s since the last reading of the cumulative byte counters (new drivers)."""
+        if index not in self._pcie_counters:
             return None, None
-        return self._count_pcie_bytes(index, values)
-
-    def _count_pcie_bytes(self, index: int, values: Any) -> tuple[float | None, float | None]:
-        return self._counter_rates.update(
-            index, values[0].timestamp / 1e6, values[0].value.ullVal, values[1].value.ullVal
-        )
+        counts = batch.get(PCIE_BYTES)
+        return (None, None) if counts is None else self._counter_rates.update(index, *counts)
 
     def _polled_pcie_rates(self, index: int) -> tuple[float | None, float | None]:
         """The background poller's latest TX and RX bytes/s (no driver call)."""

@@ -18,6 +18,9 @@ from gpud.sim.nvml_lib import gpu_index
 from gpud.telemetry import Cooling, FanPolicy
 from tests.workloads import PausedAtLinkReads
 
+# R530: no power fields yet (185-192 came with R535), so power and its limit are read by their own calls.
+BEFORE_POWER_FIELDS = "530.30.02"
+
 
 def test_discovery_reads_static_facts_of_every_gpu(install_nvml):
     install_nvml(gpus=4)
@@ -60,7 +63,7 @@ def test_a_passive_card_reports_no_fans_and_is_classified_passive(install_nvml):
 
 
 def test_not_supported_becomes_none_and_is_never_asked_again(install_nvml, patch_driver):
-    library = install_nvml(gpus=2)
+    library = install_nvml(gpus=2, driver_version=BEFORE_POWER_FIELDS)
     calls = []
 
     def unsupported(self, handle, out):
@@ -113,7 +116,7 @@ def test_an_old_driver_without_new_functions_falls_back(install_nvml, monkeypatc
 
 
 def test_no_permission_gives_none_and_one_warning(install_nvml, patch_driver):
-    library = install_nvml(gpus=1)
+    library = install_nvml(gpus=1, driver_version=BEFORE_POWER_FIELDS)
     patch_driver(library, "nvmlDeviceGetPowerUsage", lambda self, h, out: N.NVML_ERROR_NO_PERMISSION)
     source = NvmlSource()
     with structlog.testing.capture_logs() as logs:
@@ -127,7 +130,7 @@ def test_no_permission_gives_none_and_one_warning(install_nvml, patch_driver):
 
 
 def test_a_warning_without_a_hint_has_no_hint_field(install_nvml, patch_driver):
-    library = install_nvml(gpus=1)
+    library = install_nvml(gpus=1, driver_version=BEFORE_POWER_FIELDS)
     patch_driver(library, "nvmlDeviceGetPowerUsage", lambda self, h, out: N.NVML_ERROR_UNKNOWN)
     source = NvmlSource()
     with structlog.testing.capture_logs() as logs:
@@ -251,7 +254,7 @@ def test_a_gpu_the_driver_refuses_to_open_is_down_and_the_others_are_read(instal
 
 
 def test_slow_facts_are_read_every_few_ticks_and_carried_between(install_nvml, patch_driver):
-    library = install_nvml(gpus=1)
+    library = install_nvml(gpus=1, driver_version=BEFORE_POWER_FIELDS)
     real = type(library).nvmlDeviceGetEnforcedPowerLimit
     reads = []
 
