@@ -41,6 +41,14 @@ decides (a hang delays the call, then the next fault is looked at):
     on the driver's automatic schedule whoever had set them, pending row remaps done; it answers
     throughout.
 
+In a GLOB, ``*`` and ``?`` are wildcards and brackets are themselves.
+
+``nvmlDeviceGetFieldValues`` answers each field on its own, so a field is a call of its own here,
+named ``nvmlDeviceGetFieldValues[NVML_FI_DEV_POWER_AVERAGE]`` (nvml.h's name): ``error`` and
+``random`` faults that match that name set the field's ``nvmlReturn`` (the call itself succeeds,
+as the driver's does); faults matching ``nvmlDeviceGetFieldValues`` itself fail the whole call. A
+hang matching the call or any field asked for delays the whole call, once.
+
 A card model without ECC memory (the simulated GeForce cards) answers every ECC and remapping
 call NotSupported, as real GeForce cards do, unless an ``ecc`` or ``remap`` fault names it: then it
 has ECC memory (and, for ``remap``, row remapping) from the start of the run, like its
@@ -61,6 +69,7 @@ from typing import Any
 
 import pynvml as N
 
+from gpud.sim.field_values import field_name
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary, gpu_index
 from gpud.sim.thermal import Card
 
@@ -90,6 +99,8 @@ _KEYS = {
 FALLS_OFF_THE_BUS = 79  # the XID after which a GPU is lost
 REMAP_RECORDED_XID, REMAP_FAILED_XID = 63, 64
 _NEEDS_GPU = {"xid", "ecc", "remap"}
+FIELD_VALUES = "nvmlDeviceGetFieldValues"
+_PER_FIELD = {"error", "random"}  # what a field's own answer can carry; the rest act on the call
 ECC_KINDS = ("corrected", "uncorrected")
 
 
@@ -129,7 +140,12 @@ class Fault:
             return False
         if self.kind == "random" and call in _LIFECYCLE:
             return False
-        return fnmatch.fnmatchcase(call, self.calls)
+        return fnmatch.fnmatchcase(call, _literal_brackets(self.calls))
+
+
+def _literal_brackets(glob: str) -> str:
+    """``*`` and ``?`` stay wildcards; brackets are the call's own (``nvmlDeviceGetFieldValues[NVML_FI_...]``)."""
+    return "".join({"[": "[[]", "]": "[]]"}.get(char, char) for char in glob)
 
 
 def parse_faults(spec: str) -> tuple[tuple[Fault, ...], int]:
@@ -289,16 +305,43 @@ class FaultyNvmlLibrary:
             return real(*args) if code is None else code
 
         call.__name__ = name
+        return self._field_values(real) if name == FIELD_VALUES else call
+
+    def _field_values(self, real: Callable[..., int]) -> Callable[..., int]:
+        """``nvmlDeviceGetFieldValues`` with each field faulted as a call of its own (see the module)."""
+
+        def call(handle: Any, count: Any, values_ref: Any) -> int:
+            gpu = gpu_index(handle)
+            entries = values_ref._obj[: count.value] if values_ref is not None else []
+            names = [f"{FIELD_VALUES}[{field_name(entry.fieldId)}]" for entry in entries]
+            code = self._fault(FIELD_VALUES, gpu, also_hang_for=names)
+            if code is not None:
+                return code
+            answer = real(handle, count, values_ref)
+            if answer == N.NVML_SUCCESS:
+                for entry, name in zip(entries, names, strict=True):
+                    code = self._fault(name, gpu, kinds=_PER_FIELD)
+                    if code is not None and entry.nvmlReturn == N.NVML_SUCCESS:
+                        entry.nvmlReturn = code
+            return answer
+
+        call.__name__ = FIELD_VALUES
         return call
 
-    def _fault(self, call: str, gpu: int | None) -> int | None:
-        """The error code this call must return instead of answering, or None to answer."""
+    def _fault(
+        self, call: str, gpu: int | None, kinds: set[str] | None = None, also_hang_for: Iterable[str] = ()
+    ) -> int | None:
+        """The error code this call must return instead of answering, or None to answer.
+
+        ``kinds`` limits the faults looked at; a hang that hits one of ``also_hang_for`` delays this call.
+        """
         now = self.library.elapsed_s()
         for number, fault in enumerate(self.faults):
-            if not fault.active(now):
+            if not fault.active(now) or (kinds is not None and fault.kind not in kinds):
                 continue
             self._first_effect(number, fault)
-            if not fault.hits(call, gpu):
+            hang_for = fault.kind == "hang" and any(fault.hits(name, gpu) for name in also_hang_for)
+            if not (fault.hits(call, gpu) or hang_for):
                 continue
             code = self._effect(fault, call, gpu)
             if code is not None:

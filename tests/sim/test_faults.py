@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -11,13 +12,14 @@ from gpud.callguard import CallGuard
 from gpud.decide.controller import Controller, Decision, GpuDecision
 from gpud.decide.curves import FanTarget, TargetReason
 from gpud.nvml.library import open_nvml
-from gpud.nvml.source import REOPEN_S, NvmlSource
+from gpud.nvml.source import REOPEN_S, SLOW_EVERY, NvmlSource
 from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
+from gpud.sim.nvml_lib import gpu_index
 from tests.conftest import nvml_fan_control
 
 
-def faulty(install_nvml, spec: str, gpus: int = 3) -> FaultyNvmlLibrary:
-    library = install_nvml(gpus=gpus)
+def faulty(install_nvml, spec: str, gpus: int = 3, **options: object) -> FaultyNvmlLibrary:
+    library = install_nvml(gpus=gpus, **options)
     faults, seed = parse_faults(spec)
     wrapped = FaultyNvmlLibrary(library, faults, seed)
     open_nvml(wrapped)
@@ -114,8 +116,15 @@ def test_after_a_driver_upgrade_nvml_is_initialised_again_and_every_gpu_returns(
     source.close()
 
 
-def test_random_faults_hit_at_the_rate_asked_and_only_the_calls_named(install_nvml, clock):
-    faulty(install_nvml, "random:rate=0.2,calls=nvmlDeviceGetPowerUsage,errors=Unknown,seed=3")
+@pytest.mark.parametrize(
+    ("driver", "call"),
+    [
+        ("530.30.02", "nvmlDeviceGetPowerUsage"),  # before the power fields: the call of its own
+        ("550.127.05", "nvmlDeviceGetFieldValues[NVML_FI_DEV_POWER_AVERAGE]"),  # the field's own answer
+    ],
+)
+def test_random_faults_hit_at_the_rate_asked_and_only_the_calls_named(install_nvml, clock, driver, call):
+    faulty(install_nvml, f"random:rate=0.2,calls={call},errors=Unknown,seed=3", driver_version=driver)
     source = NvmlSource()
     missing = 0
     for _ in range(200):
@@ -124,7 +133,7 @@ def test_random_faults_hit_at_the_rate_asked_and_only_the_calls_named(install_nv
         missing += sum(g.power_w is None for g in snapshot.gpus)
         assert all(g.temperature_c is not None for g in snapshot.gpus)
     assert 0.14 < missing / 600 < 0.26
-    assert source.error_counts() == {("nvmlDeviceGetPowerUsage", "Unknown"): missing}
+    assert source.error_counts() == {(call, "Unknown"): missing}
     source.close()
 
 
@@ -160,6 +169,51 @@ def test_a_hung_read_costs_its_gpu_one_limit_and_the_others_are_read_on_time(ins
         time.sleep(0.02)
     assert guard.hung == frozenset()  # the call came back
     source.close()
+
+
+@pytest.mark.parametrize(
+    "call", ["nvmlDeviceGetTemperatureV", "nvmlDeviceGetFieldValues[NVML_FI_DEV_POWER_AVERAGE]"]
+)
+def test_read_in_parallel_a_hung_gpu_costs_only_its_own_reading(install_nvml, clock, patch_driver, call):
+    library = faulty(install_nvml, f"hang:call={call},gpu=1,for=10,seconds=1.5", gpus=8)
+    read_at: dict[int, float] = {}
+    real = type(library.library).nvmlDeviceGetCurrentClocksEventReasons  # the last read of a GPU
+
+    def last_read(self, handle, out):
+        read_at[gpu_index(handle)] = time.monotonic()
+        return real(self, handle, out)
+
+    patch_driver(library.library, "nvmlDeviceGetCurrentClocksEventReasons", last_read)
+    guard = CallGuard(limit_s=0.5, parallel=True, workers=4)
+    source = NvmlSource(guard=guard, process_interval_s=None)
+    started = time.monotonic()
+    first = source.sample()
+    assert [g.up for g in first.gpus] == [True, False, *[True] * 6]
+    # Every other GPU was read while GPU 1 hung, not after it was given up on (the 0.5 s limit):
+    # the workers that are not stuck carry on with the GPUs queued behind it.
+    assert set(read_at) == {0, 2, 3, 4, 5, 6, 7}
+    assert max(read_at.values()) - started < 0.5 <= time.monotonic() - started
+    assert guard.hung == {1}
+    read_at.clear()
+    assert [g.up for g in source.sample().gpus] == [True, False, *[True] * 6]  # skipped, not waited for
+    assert set(read_at) == {0, 2, 3, 4, 5, 6, 7}
+    deadline = time.monotonic() + 3
+    while guard.hung and time.monotonic() < deadline:
+        time.sleep(0.02)
+    clock.advance(10)  # the fault's window over: the GPU is back
+    assert guard.hung == frozenset() and all(g.up for g in source.sample().gpus)
+    source.close()
+
+
+def test_gpus_read_in_parallel_give_the_same_readings_as_read_in_turn(install_nvml, clock):
+    install_nvml(gpus=6, epoch=0.0, driver_version="560.35.03")  # simulated time stands still
+    readings = []
+    for guard in (CallGuard(limit_s=1.0), CallGuard(limit_s=1.0, parallel=True, workers=3)):
+        source = NvmlSource(guard=guard, process_interval_s=None, clock=lambda: 0.0)
+        ticks = [source.sample().gpus for _ in range(SLOW_EVERY + 1)]
+        readings.append([[replace(gpu, xids=None) for gpu in gpus] for gpus in ticks])  # events: async
+        source.close()
+    assert readings[0] == readings[1]
 
 
 def test_a_hung_fan_command_does_not_hold_up_the_other_gpus_fans(install_nvml, clock):
