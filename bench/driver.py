@@ -59,9 +59,8 @@ class DriverProbe:
 
     Make it in the main thread before any other thread starts: a delay tightens the timer slack of
     the making thread, which threads started later inherit. ``delay_s`` may be changed later (0
-    for a warm-up, say). How late sleeps wake is measured at first and followed from then on
-    (a loaded machine wakes them later), so a call sleeps to just short of its end and spins the
-    rest: the lock is held only for that rest, and the call lasts ``delay_s`` within microseconds.
+    for a warm-up, say). A call sleeps once, to about its end, with the interpreter lock
+    released (see :meth:`_wait_until`).
     """
 
     def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0) -> None:
@@ -134,12 +133,14 @@ class DriverProbe:
         return counted
 
     def _wait_until(self, deadline: float) -> None:
-        """Sleep (the interpreter lock released) to just before ``deadline``, then spin the last µs."""
+        """One sleep to about ``deadline``, the interpreter lock released throughout, as a real driver call's.
+
+        It ends a typical wake-up's lateness early (measured once, at first), so calls last
+        ``delay_s`` on average, never with the lock held. Woken, the thread takes the lock back
+        like a returning ctypes call: where GPUs are read on several threads that wait is real
+        and counts. Lateness is not learnt from these sleeps: it would take in that wait, and the
+        calls would shrink.
+        """
         remaining = deadline - time.perf_counter() - self._overshoot_s
         if remaining > 0:
-            asleep = time.perf_counter()
             time.sleep(remaining)
-            late = time.perf_counter() - asleep - remaining
-            self._overshoot_s += (late - self._overshoot_s) / 8  # a moving average of how late it woke
-        while time.perf_counter() < deadline:
-            pass

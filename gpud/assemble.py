@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gpud.callguard import CallGuard
+from gpud.callguard import DRIVER_WORKERS, CallGuard
 from gpud.config import Settings
 from gpud.errors import ConfigError
 from gpud.fans.choose import Chooser
@@ -30,8 +30,8 @@ def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
 
 
 def call_guard(settings: Settings) -> CallGuard:
-    """Per-GPU driver calls for the daemon: one that hangs for a quarter interval is given up on."""
-    return CallGuard(limit_s=max(0.1, settings.interval_s / 4))
+    """Per-GPU driver calls for the daemon, GPUs read at once: one that hangs for a quarter interval is given up on."""
+    return CallGuard(limit_s=max(0.1, settings.interval_s / 4), parallel=True, workers=DRIVER_WORKERS)
 
 
 def open_source(

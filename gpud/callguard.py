@@ -29,7 +29,7 @@ import structlog
 log = structlog.get_logger("gpud.callguard")
 K = TypeVar("K")
 T = TypeVar("T")
-DRIVER_WORKERS = 16  # threads reading GPUs at once: past this the interpreter, not the driver, sets the pace
+DRIVER_WORKERS = 8  # GPUs read at once: past this the interpreter lock, not the driver, sets the pace
 
 
 class _Run(Generic[K, T]):
