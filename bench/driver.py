@@ -45,13 +45,17 @@ def _tighten_timer_slack() -> None:
 
 
 def _sleep_overshoot_s(request_s: float) -> float:
-    """How much longer than asked ``time.sleep(request_s)`` takes here (median of a few tries)."""
+    """How much later than asked ``time.sleep(request_s)`` wakes here at the least (of a few tries)."""
     late = []
     for _ in range(50):
         started = time.perf_counter()
         time.sleep(request_s)
         late.append(time.perf_counter() - started - request_s)
-    return statistics.median(late)
+    return min(late)
+
+
+def _no_time() -> float:
+    return 0.0
 
 
 class DriverProbe:
@@ -63,9 +67,12 @@ class DriverProbe:
     released (see :meth:`_wait_until`).
     """
 
-    def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0) -> None:
+    def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0, cpu_timed: bool = True) -> None:
+        """``cpu_timed`` False leaves ``cpu_s`` and ``physics_s`` at 0: where only calls and wall time
+        are measured, four thread-CPU clock reads a call (half a µs each) would only add to it."""
         self.library = library
         self.delay_s = delay_s
+        self._cpu_timed = cpu_timed
         self.cpu_s = 0.0
         self.physics_s = 0.0
         self.durations: list[float] | None = None  # each query's elapsed time, when a list is put here
@@ -75,6 +82,11 @@ class DriverProbe:
         if delay_s > 0:
             _tighten_timer_slack()
             self._overshoot_s = _sleep_overshoot_s(delay_s / 2)
+        if cpu_timed:
+            self._time_physics()
+
+    def _time_physics(self) -> None:
+        library = self.library
         advance = library._advance
 
         def timed_advance() -> None:
@@ -103,15 +115,17 @@ class DriverProbe:
         if name in EVENT_WAITS:
             return self._counted(name, real)
 
+        thread_time = time.thread_time if self._cpu_timed else _no_time
+
         def probed(*args: Any) -> Any:
             self.calls[name] += 1  # a lost update between threads costs one count in thousands
-            started, cpu_before = time.perf_counter(), time.thread_time()
+            started, cpu_before = time.perf_counter(), thread_time()
             try:
                 return real(*args)
             finally:
                 if self.delay_s > 0:
                     self._wait_until(started + self.delay_s)
-                self.cpu_s += time.thread_time() - cpu_before  # the wait's last spin is the driver's too
+                self.cpu_s += thread_time() - cpu_before  # the wait's own CPU is the driver's too
                 if self.durations is not None:
                     self.durations.append(time.perf_counter() - started)
 
@@ -133,14 +147,16 @@ class DriverProbe:
         return counted
 
     def _wait_until(self, deadline: float) -> None:
-        """One sleep to about ``deadline``, the interpreter lock released throughout, as a real driver call's.
+        """One sleep to ``deadline``, the interpreter lock released throughout, as a real driver call's.
 
-        It ends a typical wake-up's lateness early (measured once, at first), so calls last
-        ``delay_s`` on average, never with the lock held. Woken, the thread takes the lock back
-        like a returning ctypes call: where GPUs are read on several threads that wait is real
-        and counts. Lateness is not learnt from these sleeps: it would take in that wait, and the
-        calls would shrink.
+        It is asked to end as early as a sleep here ever wakes late (measured once, at first), so
+        it wakes at or just after ``deadline``; the rare early wake is spun off, yielding the lock at
+        every turn. Woken, the thread takes the lock back like a returning ctypes call: where GPUs
+        are read on several threads that wait is real and counts. Lateness is not learnt from these
+        sleeps: it would take in that wait, and calls would shrink to spins.
         """
         remaining = deadline - time.perf_counter() - self._overshoot_s
         if remaining > 0:
             time.sleep(remaining)
+        while time.perf_counter() < deadline:
+            time.sleep(0)

@@ -29,16 +29,21 @@ INTERVAL_S = 1.0
 
 
 def simulated_gpus(
-    gpus: int, clock: Callable[[], float] = time.monotonic, delay_s: float = 0.0, **options: Any
+    gpus: int,
+    clock: Callable[[], float] = time.monotonic,
+    delay_s: float = 0.0,
+    cpu_timed: bool = True,
+    **options: Any,
 ) -> DriverProbe:
     """``gpus`` stacked open-air cards under a training load, installed as the NVML library behind a probe.
 
     ``clock`` is the real one for the exporters; a virtual one where the bench runs gpud's loop
-    faster than real time. ``options`` go to :class:`SimulatedNvmlLibrary`.
+    faster than real time. ``cpu_timed`` False: the probe counts calls but times no CPU.
+    ``options`` go to :class:`SimulatedNvmlLibrary`.
     """
     machine = build_machine(gpus, Layout.OPEN_AIR)
     library = SimulatedNvmlLibrary(machine, clock=clock, driver_version=DRIVER, **options)
-    probe = DriverProbe(library, delay_s)
+    probe = DriverProbe(library, delay_s, cpu_timed)
     open_nvml(probe)
     return probe
 

@@ -64,7 +64,9 @@ def tick_costs(gpus: int, ticks: int = 10 * SLOW_EVERY) -> dict[str, object]:
     quiet_logs()
     ticks = max(SLOW_EVERY, ticks - ticks % SLOW_EVERY)
     clock = VirtualClock(INTERVAL_S)
-    driver = simulated_gpus(gpus, clock=clock.now, delay_s=REAL_DRIVER_CALL_S, step_s=INTERVAL_S)
+    driver = simulated_gpus(
+        gpus, clock=clock.now, delay_s=REAL_DRIVER_CALL_S, cpu_timed=False, step_s=INTERVAL_S
+    )
     gpud = assemble_gpud(driver, INTERVAL_S, clock.now)
     try:
         driver.delay_s = 0.0

@@ -26,7 +26,9 @@ def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
     for index, width in sim.pcie_width.items():
         if index < len(machine.cards):
             machine.cards[index].pcie_width = width
-    return SimulatedNvmlLibrary(machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged)
+    return SimulatedNvmlLibrary(
+        machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged, driver_version=sim.driver
+    )
 
 
 def call_guard(settings: Settings) -> CallGuard:

@@ -72,6 +72,11 @@ class SimulateSettings(BaseModel):
     pcie_width: dict[int, Literal[1, 2, 4, 8]] = Field(
         default_factory=dict, description="per GPU index: a PCIe link stuck at this width (x16 otherwise)"
     )
+    driver: str = Field(
+        "550.127.05",
+        pattern=r"^[1-9][0-9]{2}\.[0-9]{1,3}(\.[0-9]{1,3})?$",
+        description="the simulated driver's version: an older one lacks the NVML calls and fields newer ones have",
+    )
 
 
 class FanControlSettings(BaseModel):
