@@ -24,7 +24,6 @@ Every exporter runs on the same :class:`gpud.sim.nvml_lib.SimulatedNvmlLibrary` 
 from __future__ import annotations
 
 import ctypes
-import statistics
 import sys
 import time
 from collections import Counter
