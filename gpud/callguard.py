@@ -122,8 +122,7 @@ def _take_jobs(run: _Run, returned: Callable) -> bool:
             if not run.waiting:
                 return True
             key = run.waiting.pop(0)
-            run.running[key] = time.monotonic()
-            run.changed.notify()  # the waiter's next deadline
+            run.running[key] = time.monotonic()  # the waiter looks at it when its current wait ends
         try:
             result, error = run.job(key), None
         except BaseException as caught:  # noqa: BLE001 -- raised in the caller, not lost in this thread
@@ -136,7 +135,8 @@ def _take_jobs(run: _Run, returned: Callable) -> bool:
                     run.results[key] = result
                 else:
                     run.errors.append(error)
-                run.changed.notify()
+                if not run.busy():
+                    run.changed.notify()  # only the last: the loop thread wakes once a run, not once a job
         if abandoned:
             returned(key)
             return False
