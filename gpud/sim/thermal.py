@@ -201,11 +201,15 @@ class ThermalMachine:
 
     def inlet_c(self, i: int) -> float:
         """Inlet air temperature of card ``i`` in °C: case air plus neighbours' recirculated exhaust."""
-        return self.cards[i].thermal.inlet_c({j: card.power_avg_w for j, card in enumerate(self.cards)})
+        return self.cards[i].thermal.inlet_c(self._powers())
+
+    def _powers(self) -> dict[int, float]:
+        return {j: card.power_avg_w for j, card in enumerate(self.cards)}
 
     def step(self, dt_s: float) -> None:
         """Advance the whole machine by ``dt_s`` seconds (keep it ≤ 0.25 s for accuracy)."""
-        inlets = [self.inlet_c(i) for i in range(len(self.cards))]
+        powers = self._powers()  # once a step, not once a card
+        inlets = [card.thermal.inlet_c(powers) for card in self.cards]
         for i, (card, inlet) in enumerate(zip(self.cards, inlets, strict=True)):
             _step_card(card, self.workload.busy(self.time_s, i), inlet, dt_s)
         self.time_s += dt_s
