@@ -127,3 +127,42 @@ def test_run_parallel_raises_an_error_from_a_job_in_the_caller():
 
     with pytest.raises(ValueError, match="boom"):
         run_parallel([0, 1], job, 1.0)
+
+
+def test_a_parallel_guard_runs_at_most_its_workers_at_once_and_keeps_them_between_runs():
+    guard = CallGuard(limit_s=1.0, parallel=True, workers=4)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def job(gpu: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return gpu
+
+    assert guard.run_each(range(16), job) == {gpu: gpu for gpu in range(16)}
+    assert most[0] == 4  # every worker busy, never more
+    threads = threading.active_count()
+    for _ in range(5):
+        assert len(guard.run_each(range(16), job)) == 16
+    assert threading.active_count() == threads  # a run starts no thread
+
+
+@pytest.mark.parametrize(("workers", "others_wait"), [(None, True), (3, False)])
+def test_gpus_queued_behind_a_hung_one_wait_for_it_only_in_turn(workers, others_wait):
+    guard = CallGuard(limit_s=0.3, parallel=workers is not None, workers=workers)
+    release, done_at = threading.Event(), {}
+
+    def job(gpu: int) -> int:
+        if gpu == 0:
+            release.wait(5)
+        done_at[gpu] = time.monotonic()
+        return gpu
+
+    started = time.monotonic()
+    assert guard.run_each(range(8), job) == {gpu: gpu for gpu in range(1, 8)}
+    late = [gpu for gpu, at in done_at.items() if at - started >= 0.3]
+    assert late == (list(range(1, 8)) if others_wait else [])  # in turn they wait the limit out
+    release.set()
