@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class DriverProbe:
         self.durations: list[float] | None = None  # each query's elapsed time, when a list is put here
         self.calls: Counter[str] = Counter()
         self._wrapped: dict[str, Callable[..., Any]] = {}
+        self._counting = threading.Lock()
         self._overshoot_s = 0.0
         if delay_s > 0:
             _tighten_timer_slack()
@@ -117,14 +119,13 @@ class DriverProbe:
         thread_time = time.thread_time if self._cpu_timed else _no_time
 
         def probed(*args: Any) -> Any:
-            self.calls[name] += 1  # a lost update between threads costs one count in thousands
             started, cpu_before = time.perf_counter(), thread_time()
             try:
                 return real(*args)
             finally:
                 if self.delay_s > 0:
                     self._wait_until(started + self.delay_s)
-                self.cpu_s += thread_time() - cpu_before  # the wait's own CPU is the driver's too
+                self._count(name, thread_time() - cpu_before)  # the wait's own CPU is the driver's too
                 if self.durations is not None:
                     self.durations.append(time.perf_counter() - started)
 
@@ -135,15 +136,20 @@ class DriverProbe:
         """An event wait: counted and its CPU timed, but neither slowed nor in ``durations``."""
 
         def counted(*args: Any) -> Any:
-            self.calls[name] += 1
             cpu_before = time.thread_time()
             try:
                 return real(*args)
             finally:
-                self.cpu_s += time.thread_time() - cpu_before
+                self._count(name, time.thread_time() - cpu_before)
 
         counted.__name__ = name
         return counted
+
+    def _count(self, name: str, cpu_s: float) -> None:
+        """One call of ``name`` and its CPU; under a lock: gpud reads its GPUs on several threads."""
+        with self._counting:
+            self.calls[name] += 1
+            self.cpu_s += cpu_s
 
     def _wait_until(self, deadline: float) -> None:
         """One sleep to ``deadline``, the interpreter lock released throughout, as a real driver call's.
