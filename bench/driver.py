@@ -24,6 +24,7 @@ Every exporter runs on the same :class:`gpud.sim.nvml_lib.SimulatedNvmlLibrary` 
 from __future__ import annotations
 
 import ctypes
+import statistics
 import sys
 import threading
 import time
@@ -45,13 +46,13 @@ def _tighten_timer_slack() -> None:
 
 
 def _sleep_overshoot_s(request_s: float) -> float:
-    """How much later than asked ``time.sleep(request_s)`` wakes here at the least (of a few tries)."""
+    """How much later than asked ``time.sleep(request_s)`` takes here (median of a few tries)."""
     late = []
     for _ in range(50):
         started = time.perf_counter()
         time.sleep(request_s)
         late.append(time.perf_counter() - started - request_s)
-    return min(late)
+    return statistics.median(late)
 
 
 def _no_time() -> float:
@@ -63,8 +64,8 @@ class DriverProbe:
 
     Make it in the main thread before any other thread starts: a delay tightens the timer slack of
     the making thread, which threads started later inherit. ``delay_s`` may be changed later (0
-    for a warm-up, say). A call sleeps once, to about its end, with the interpreter lock
-    released (see :meth:`_wait_until`).
+    for a warm-up, say). A call sleeps to just short of its end with the interpreter lock released
+    and spins the rest (see :meth:`_wait_until`).
     """
 
     def __init__(self, library: SimulatedNvmlLibrary, delay_s: float = 0.0, cpu_timed: bool = True) -> None:
@@ -79,6 +80,8 @@ class DriverProbe:
         self.calls: Counter[str] = Counter()
         self._wrapped: dict[str, Callable[..., Any]] = {}
         self._counting = threading.Lock()
+        self._in_flight = 0  # calls started and not ended, on every thread
+        self._overlapped = False  # two calls were in flight at once, ever
         self._overshoot_s = 0.0
         if delay_s > 0:
             _tighten_timer_slack()
@@ -120,12 +123,15 @@ class DriverProbe:
 
         def probed(*args: Any) -> Any:
             started, cpu_before = time.perf_counter(), thread_time()
+            with self._counting:
+                self._in_flight += 1
+                self._overlapped = self._overlapped or self._in_flight > 1
             try:
                 return real(*args)
             finally:
                 if self.delay_s > 0:
-                    self._wait_until(started + self.delay_s)
-                self._count(name, thread_time() - cpu_before)  # the wait's own CPU is the driver's too
+                    self._wait_until(started + self.delay_s, alone=self._in_flight == 1)
+                self._count(name, thread_time() - cpu_before, ended=True)  # the wait's CPU is the driver's too
                 if self.durations is not None:
                     self.durations.append(time.perf_counter() - started)
 
@@ -145,23 +151,33 @@ class DriverProbe:
         counted.__name__ = name
         return counted
 
-    def _count(self, name: str, cpu_s: float) -> None:
+    def _count(self, name: str, cpu_s: float, ended: bool = False) -> None:
         """One call of ``name`` and its CPU; under a lock: gpud reads its GPUs on several threads."""
         with self._counting:
             self.calls[name] += 1
             self.cpu_s += cpu_s
+            self._in_flight -= ended
 
-    def _wait_until(self, deadline: float) -> None:
-        """One sleep to ``deadline``, the interpreter lock released throughout, as a real driver call's.
+    def _wait_until(self, deadline: float, alone: bool) -> None:
+        """A sleep to ``deadline`` with the interpreter lock released, as a real driver call's.
 
-        It is asked to end as early as a sleep here ever wakes late (measured once, at first), so
-        it wakes at or just after ``deadline``; the rare early wake is spun off, yielding the lock at
-        every turn. Woken, the thread takes the lock back like a returning ctypes call: where GPUs
-        are read on several threads that wait is real and counts. Lateness is not learnt from these
-        sleeps: it would take in that wait, and calls would shrink to spins.
+        It is asked to end a typical wake-up's lateness early, and what is left when it wakes early
+        is spun off, so a call lasts ``delay_s`` within microseconds. While no other call is in
+        flight (``alone``) the spin holds the lock. With calls in flight on other threads, which
+        must overlap the whole wait as they would around a real driver's, it yields the lock at
+        every turn. The lateness is learnt from the sleeps (a loaded machine wakes sleepers later)
+        only until two calls were ever in flight at once (from then on, a woken thread may wait to
+        take the lock back, like a returning ctypes call, and that wait would pass for lateness and
+        shrink the sleeps to spins), and a wake-up later than half the delay (a preemption) counts as
+        half of it: a call always sleeps most of its time.
         """
         remaining = deadline - time.perf_counter() - self._overshoot_s
         if remaining > 0:
+            asleep = time.perf_counter()
             time.sleep(remaining)
+            if not self._overlapped:
+                late = min(time.perf_counter() - asleep - remaining, self.delay_s / 2)  # not a preemption
+                self._overshoot_s += (late - self._overshoot_s) / 8  # a moving average of how late it woke
         while time.perf_counter() < deadline:
-            time.sleep(0)
+            if not alone:
+                time.sleep(0)
