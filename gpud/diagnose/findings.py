@@ -25,7 +25,7 @@ from gpud.diagnose.health import health_findings
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.usage import LAZY_FAN_PCT, NEAR_SLOWDOWN_C, SATURATED_FAN_PCT, GpuUsage, measure_usage
 from gpud.health.severity import Severity
-from gpud.replay import GpuReplay, LoadedTrace, replay
+from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, replay
 from gpud.telemetry import Cooling, GpuInfo
 
 GIB = 1024**3
@@ -302,9 +302,14 @@ def diagnose(
     decide: DecideSettings,
     settings: DiagnoseSettings,
     host: HostFacts | None = None,
+    replayed: ReplayReport | None = None,
 ) -> Diagnosis:
-    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on."""
-    replayed = replay(trace, decide)
+    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on.
+
+    ``replayed`` is ``replay(trace, decide)`` when the caller has it already (``gpud report`` shows
+    both), so a long trace is not replayed twice.
+    """
+    replayed = replayed if replayed is not None else replay(trace, decide)
     infos = {info.index: info for info in trace.header.gpus}
     slowdown = decide.slowdown_c or DEFAULT_SLOWDOWN_C
     usage = measure_usage(

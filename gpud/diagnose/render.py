@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from gpud.diagnose.findings import Diagnosis
+from gpud.diagnose.findings import Diagnosis, Energy
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``"45 s"``, ``"8 min"``, ``"24.0 h"``: a window's length as people say it."""
     if seconds >= 5400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
@@ -16,7 +17,10 @@ def _duration(seconds: float) -> str:
 
 def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then cooling and energy."""
-    lines = [f"gpud diagnose: {diagnosis.source}, {diagnosis.gpus} GPUs, {_duration(diagnosis.window_s)}", ""]
+    lines = [
+        f"gpud diagnose: {diagnosis.source}, {diagnosis.gpus} GPUs, {duration_text(diagnosis.window_s)}",
+        "",
+    ]
     if not diagnosis.findings:
         lines += [
             "No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem seen.",
@@ -32,12 +36,16 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
     lines.append(
         "cooling: " + "; ".join(f"GPU {gpu} {how}" for gpu, how in sorted(diagnosis.cooling.items()))
     )
-    e = diagnosis.energy
-    lines.append(
-        f"energy (GPUs): {e.kwh:.2f} kWh in {_duration(e.window_s)}, {e.cost:.2f} {e.currency}; "
+    lines.append(f"energy (GPUs): {energy_text(diagnosis.energy)}")
+    return "\n".join(lines)
+
+
+def energy_text(e: Energy) -> str:
+    """``"0.11 kWh in 8 min, 0.03 EUR; at this rate 640 kWh, 192 EUR a month"``."""
+    return (
+        f"{e.kwh:.2f} kWh in {duration_text(e.window_s)}, {e.cost:.2f} {e.currency}; "
         f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
     )
-    return "\n".join(lines)
 
 
 def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""Each GPU's readings over a trace as columns (numpy arrays), gathered in one pass over its ticks.
+
+A reading the GPU did not give (or a tick where the GPU was down) is NaN, so a line breaks there
+instead of dropping to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpud.decide.reference import core_clock_mhz
+from gpud.replay import LoadedTrace
+from gpud.telemetry import GpuSample, Snapshot
+
+NAN = float("nan")
+
+# Column name → how to read it from a sample (None when missing or the GPU is down).
+_READINGS: dict[str, Callable[[GpuSample], float | int | None]] = {
+    "temperature_c": lambda s: s.temperature_c,
+    "sm_clock_mhz": core_clock_mhz,
+    "power_w": lambda s: s.power_w,
+    "power_limit_w": lambda s: s.power_limit_w,
+    "gpu_util_pct": lambda s: s.gpu_util_pct,
+}
+
+
+@dataclass
+class GpuSeries:
+    """One GPU's readings: ``t`` in Unix seconds, the named columns, and one column per fan (%)."""
+
+    index: int
+    t: np.ndarray
+    columns: dict[str, np.ndarray]
+    fans: list[np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+@dataclass
+class _Columns:
+    t: list[float] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in _READINGS})
+    fans: list[list[float]] = field(default_factory=list)
+
+
+class SeriesCollector:
+    """Takes ticks one by one (:meth:`add`) and hands back every GPU's columns (:meth:`series`)."""
+
+    def __init__(self) -> None:
+        self._gpus: dict[int, _Columns] = {}
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Account one tick."""
+        for sample in snapshot.gpus:
+            columns = self._gpus.get(sample.index)
+            if columns is None:
+                columns = self._gpus[sample.index] = _Columns()
+            ticks = len(columns.t)
+            columns.t.append(snapshot.timestamp)
+            for name, read in _READINGS.items():
+                value = read(sample) if sample.up else None
+                columns.values[name].append(NAN if value is None else value)
+            while len(columns.fans) < len(sample.fans):
+                columns.fans.append([NAN] * ticks)  # a fan first seen now was unknown before
+            for fan, speeds in enumerate(columns.fans):
+                speed = sample.fans[fan].speed_pct if sample.up and fan < len(sample.fans) else None
+                speeds.append(NAN if speed is None else speed)
+
+    def series(self) -> dict[int, GpuSeries]:
+        """Every GPU seen, by index."""
+        return {
+            index: GpuSeries(
+                index,
+                np.asarray(c.t, dtype=float),
+                {name: np.asarray(values, dtype=float) for name, values in c.values.items()},
+                [np.asarray(speeds, dtype=float) for speeds in c.fans],
+            )
+            for index, c in sorted(self._gpus.items())
+        }
+
+
+def observed(trace: LoadedTrace, collector: SeriesCollector) -> LoadedTrace:
+    """``trace``, with its first full read (every tick) also fed to ``collector``.
+
+    Replay reads a trace at least once in full; the report takes its columns from that read instead
+    of parsing a long trace once more.
+    """
+    fed = False
+
+    def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
+        nonlocal fed
+        feeding, fed = stride == 1 and not fed, fed or stride == 1
+        for snapshot in trace.ticks(stride, problems):
+            if feeding:
+                collector.add(snapshot)
+            yield snapshot
+
+    return LoadedTrace(trace.name, trace.header, ticks, trace.problems, trace.size_bytes)
