@@ -11,6 +11,7 @@ The policies are those of :mod:`gpud.policy`, ``limit`` (every fan at 100 % from
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -96,13 +97,41 @@ class GpuResult:
     energy_j: float
 
 
+@dataclass(slots=True)
+class PolicySeries:
+    """What every GPU did at each tick of a run, from the simulator's own state (not gpud's readings).
+
+    ``t_s`` is simulated seconds from the start; per GPU, temperature in °C, mean fan speed in %
+    (0 for a card without fans) and SM clock as a share of the card's maximum.
+    """
+
+    t_s: array[float] = field(default_factory=lambda: array("d"))
+    slowdown_c: list[float] = field(default_factory=list)
+    temp_c: list[array[float]] = field(default_factory=list)
+    fan_pct: list[array[float]] = field(default_factory=list)
+    clock_ratio: list[array[float]] = field(default_factory=list)
+
+    def add(self, machine: ThermalMachine) -> None:
+        """Note the machine as it is now."""
+        if not self.temp_c:
+            self.slowdown_c = [card.slowdown_c for card in machine.cards]
+            for column in (self.temp_c, self.fan_pct, self.clock_ratio):
+                column.extend(array("d") for _ in machine.cards)
+        self.t_s.append(machine.time_s)
+        for i, card in enumerate(machine.cards):
+            self.temp_c[i].append(card.temp_c)
+            self.fan_pct[i].append(card.mean_fan_pct())
+            self.clock_ratio[i].append(card.sm_clock_mhz / card.spec.sm_clock_max_mhz)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyResult:
-    """One policy's run: per GPU, and the machine as a whole."""
+    """One policy's run: per GPU, and the machine as a whole; ``series`` when it was asked for."""
 
     policy: str
     gpus: tuple[GpuResult, ...]
     total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, energy summed
+    series: PolicySeries | None = None
 
 
 class VirtualRun:
@@ -156,13 +185,13 @@ class VirtualRun:
 
 
 def run_policy(
-    setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True
+    setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True, series: bool = False
 ) -> PolicyResult:
     """Run the daemon's loop on a fresh simulated machine under ``policy`` for ``setup.duration_s``.
 
     ``model_known``: predictive control is given the machine's own thermal model, as after
     ``gpud calibrate``; False leaves it with a typical card's and its own feedback, as ``gpud run``
-    without a model.
+    without a model. ``series`` keeps every GPU's state at every tick (for ``--report``).
     """
     machine = setup.build()
     settings = settings.model_copy(update={"fans": policy.fans(settings.fans)})
@@ -171,12 +200,15 @@ def run_policy(
         decide = replace(decide, thermal={i: card.thermal for i, card in enumerate(machine.cards)})
     backend = None if policy.kind is PolicyKind.STOCK else NvmlFanBackend()
     run = VirtualRun(machine, setup.interval_s, backend, decide, driver_version=_DRIVER, epoch=_EPOCH)
+    kept = PolicySeries() if series else None
     try:
         for _ in range(int(setup.duration_s / setup.interval_s)):
             run.tick()
+            if kept is not None:
+                kept.add(machine)
     finally:
         run.close()
-    return _result(policy.label, machine)
+    return replace(_result(policy.label, machine), series=kept)
 
 
 def _result(label: str, machine: ThermalMachine) -> PolicyResult:
@@ -235,8 +267,8 @@ def _row(label: str, result: GpuResult) -> list[str]:
 _HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "MAX °C", "ENERGY kWh"]
 
 
-def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
-    """One table per policy with a row per GPU, then one summary row per policy, side by side."""
+def describe_setup(setup: MachineSetup) -> str:
+    """One line: the machine, its room, the workload and the run's length."""
     machine = (
         f"calibrated model ({setup.model.source or 'model'}) of {len(setup.model.gpus)} GPUs"
         if setup.model
@@ -247,20 +279,28 @@ def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
         if setup.ambient_c is None and setup.model
         else f"{30.0 if setup.ambient_c is None else setup.ambient_c:g} °C"
     )
-    lines = [
-        (
-            f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
-            f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
-        ),
-        "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock",
-        "",
-    ]
+    return (
+        f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
+        f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
+    )
+
+
+COLUMNS_EXPLAINED = "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock"
+
+
+def summary_rows(results: list[PolicyResult]) -> list[list[str]]:
+    """The all-GPUs table: a header row, then one row per policy."""
+    return [["POLICY", *_HEADER[1:]]] + [_row(r.policy, r.total) for r in results]
+
+
+def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
+    """One table per policy with a row per GPU, then one summary row per policy, side by side."""
+    lines = [describe_setup(setup), COLUMNS_EXPLAINED, ""]
     for result in results:
         rows = [[f"{result.policy}", *_HEADER[1:]]]
         rows += [_row(f"  GPU {g.index}", g) for g in result.gpus]
         lines += [*align(rows), ""]
-    summary = [["POLICY", *_HEADER[1:]]] + [_row(r.policy, r.total) for r in results]
-    lines += ["all GPUs:", *align(summary)]
+    lines += ["all GPUs:", *align(summary_rows(results))]
     return "\n".join(lines)
 
 

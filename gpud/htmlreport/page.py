@@ -41,6 +41,9 @@ ol.findings li { margin: 0 0 10px; }
 .evidence::before { content: "evidence: "; font-weight: bold; }
 .summary { color: #333; margin: 2px 0 6px; }
 figure { margin: 6px 0 0; }
+table.numbers { border-collapse: collapse; font-size: 14px; }
+table.numbers th, table.numbers td { padding: 2px 10px; border-bottom: 1px solid #bbb; text-align: right; }
+table.numbers th:first-child, table.numbers td:first-child { text-align: left; }
 svg { width: 100%; height: auto; display: block; }
 footer { margin-top: 30px; color: #555; font-size: 13px; }
 @media print {

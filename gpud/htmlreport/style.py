@@ -31,6 +31,8 @@ OKABE_ITO = {
     "reddish purple": "#CC79A7",
 }
 # One colour per GPU (or fan), in slot order; yellow is left out, it vanishes on white paper.
+# Line styles to go with them: lines that lie on top of each other still show both.
+SERIES_DASHES = ["-", (0, (5, 2)), (0, (1.5, 1.5)), (0, (6, 2, 1.5, 2))]
 SERIES_COLOURS = [
     OKABE_ITO[name]
     for name in ("blue", "orange", "bluish green", "reddish purple", "sky blue", "vermillion", "black")
@@ -110,4 +112,8 @@ def inline_svg(figure: Figure, prefix: str, label: str) -> str:
     text = _ID.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
     head_end = text.index(">")
     head = re.sub(r'\s(width|height)="[^"]*"', "", text[:head_end])
-    return f'{head} role="img" aria-label="{html.escape(label)}" preserveAspectRatio="xMinYMin meet"{text[head_end:]}'
+    natural_px = round(figure.get_size_inches()[0] * 96)  # never drawn larger than it was laid out
+    return (
+        f'{head} role="img" aria-label="{html.escape(label)}" preserveAspectRatio="xMinYMin meet" '
+        f'style="max-width: {natural_px}px"{text[head_end:]}'
+    )
