@@ -16,6 +16,7 @@ from gpud.commands import (
     import_,
     record,
     replay,
+    report,
     run,
     setup,
     simulate,
@@ -25,7 +26,20 @@ from gpud.commands.shared import add_global_options, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 
 EXIT_USAGE = 2
-COMMANDS = (run, status, import_, replay, record, diagnose, calibrate, simulate, fans, setup, check_config)
+COMMANDS = (
+    run,
+    status,
+    import_,
+    replay,
+    record,
+    diagnose,
+    report,
+    calibrate,
+    simulate,
+    fans,
+    setup,
+    check_config,
+)
 """The sub-commands in the order ``gpud --help`` lists them; each module registers its own parser."""
 
 

@@ -18,7 +18,9 @@ from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 
 if TYPE_CHECKING:
+    from gpud.diagnose.findings import HostFacts
     from gpud.nvml.source import NvmlSource
+    from gpud.replay import LoadedTrace
 
 LAYOUTS = [layout.value for layout in Layout]
 
@@ -128,6 +130,41 @@ def add_daemon_flags(
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--url", default=url, help=f"{url_help} (default {url})")
     return where
+
+
+def duration_s(text: str, flag: str = "--since") -> float:
+    """``90``, ``90s``, ``30m``, ``2h``, ``1d`` → seconds; :class:`ConfigError` naming ``flag`` otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{flag} {text}: expected a duration like 90s, 30m, 2h or 1d")
+    return seconds
+
+
+def judged_ticks(
+    trace_path: Path | None, url: str, timeout_s: float, since: str | None
+) -> tuple[LoadedTrace, HostFacts | None]:
+    """What ``diagnose`` and ``report`` judge: a trace (its last ``since``), else the daemon's history.
+
+    With it, this machine's RAM and cores when the ticks are this machine's own. Raises
+    :class:`gpud.status.DaemonUnreachable` when the daemon does not answer.
+    """
+    from gpud.diagnose.host import this_host
+    from gpud.diagnose.source import history_trace, recent
+    from gpud.replay import load_trace
+
+    seconds = duration_s(since) if since else None
+    if trace_path is not None:
+        trace = load_trace(trace_path)
+        if seconds is not None:
+            trace = recent(trace, seconds)
+        return trace, this_host() if trace.header.host == socket.gethostname() else None
+    trace = history_trace(url, timeout_s, seconds)
+    return trace, this_host() if url.startswith(("http://127.0.0.1", "http://localhost")) else None
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
+from pathlib import Path
 
 import gpud
 from gpud.diagnose.findings import Finding
 from gpud.diagnose.render import duration_text, energy_text
+from gpud.errors import GpudError
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
 
@@ -51,6 +53,20 @@ footer { margin-top: 30px; color: #555; font-size: 13px; }
   section.gpu, section#machine, li { break-inside: avoid; }
 }
 """
+
+
+class ReportError(GpudError):
+    """A report page that could not be written; the message names the file."""
+
+
+def save_page(path: Path, page: str) -> int:
+    """Write ``page`` to ``path``; returns its size in bytes."""
+    data = page.encode("utf-8")
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise ReportError(f"cannot write {path}: {error.strerror}") from None
+    return len(data)
 
 
 def when(t: float) -> str:
