@@ -111,13 +111,13 @@ class PolicySeries:
     fan_pct: list[array[float]] = field(default_factory=list)
     clock_ratio: list[array[float]] = field(default_factory=list)
 
-    def add(self, machine: ThermalMachine) -> None:
-        """Note the machine as it is now."""
+    def add(self, t_s: float, machine: ThermalMachine) -> None:
+        """Note the machine as it is at tick time ``t_s``."""
         if not self.temp_c:
             self.slowdown_c = [card.slowdown_c for card in machine.cards]
             for column in (self.temp_c, self.fan_pct, self.clock_ratio):
                 column.extend(array("d") for _ in machine.cards)
-        self.t_s.append(machine.time_s)
+        self.t_s.append(t_s)
         for i, card in enumerate(machine.cards):
             self.temp_c[i].append(card.temp_c)
             self.fan_pct[i].append(card.mean_fan_pct())
@@ -205,7 +205,7 @@ def run_policy(
         for _ in range(int(setup.duration_s / setup.interval_s)):
             run.tick()
             if kept is not None:
-                kept.add(machine)
+                kept.add(run.ticks * setup.interval_s, machine)
     finally:
         run.close()
     return replace(_result(policy.label, machine), series=kept)

@@ -44,9 +44,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return fail(INSTALL_HINT, 1)
     from gpud.diagnose.render import duration_text
     from gpud.htmlreport.analysis import analyse
-    from gpud.htmlreport.page import save_page, trace_page
+    from gpud.htmlreport.page import check_writable, save_page, trace_page
     from gpud.status import DaemonUnreachable
 
+    check_writable(args.output)
     settings = load_settings(args.config)
     try:
         trace, host = judged_ticks(args.trace, args.url, args.timeout, args.since)

@@ -82,8 +82,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from gpud.model.store import ModelError, load_model
     from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
 
-    if args.report is not None and not plotting_available():
-        return fail(INSTALL_HINT, 1)
+    if args.report is not None:
+        if not plotting_available():
+            return fail(INSTALL_HINT, 1)
+        from gpud.htmlreport.page import check_writable
+
+        check_writable(args.report)
     settings = load_settings(args.config)
     # The virtual daemons log errors only, unless --log-level or --log-format asks for more.
     configure_logging(args.log_level or "error", args.log_format or "console")

@@ -47,7 +47,7 @@ def min_max(
     key = segment * buckets + bucket  # grows with time: a gap starts new buckets
     missing = np.isnan(y)
     lows = _first_per_group(key, np.where(missing, np.inf, y))
-    highs = _first_per_group(key, np.where(missing, -np.inf, -y))
+    highs = _first_per_group(key, np.where(missing, np.inf, -y))
     keep = np.unique(np.concatenate([lows, highs]))
     t_kept, y_kept = t[keep], y[keep].astype(float)
     # A bucket with readings keeps real ones; its NaN picks (all-NaN buckets) stay as breaks.

@@ -8,6 +8,7 @@ is wrong (most costly first), the machine at a glance, then each GPU in slot ord
 from __future__ import annotations
 
 import html
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +58,17 @@ footer { margin-top: 30px; color: #555; font-size: 13px; }
 
 class ReportError(GpudError):
     """A report page that could not be written; the message names the file."""
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, not after a long analysis, when ``path`` cannot be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ReportError(f"cannot write {path}: it is a directory")
+    if not folder.is_dir():
+        raise ReportError(f"cannot write {path}: no directory {folder}")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise ReportError(f"cannot write {path}: permission denied")
 
 
 def save_page(path: Path, page: str) -> int:

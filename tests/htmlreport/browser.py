@@ -11,7 +11,7 @@ import base64
 import json
 import os
 import select
-import subprocess
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,17 +50,22 @@ class Chromium:
         to_browser_read, self._to_browser = os.pipe()
         self._from_browser, from_browser_write = os.pipe()
         self._timeout_s = timeout_s
-        # Chromium wants the pipe on fds 3 and 4; the shell puts them there.
-        script = f'exec 3<&{to_browser_read} 4>&{from_browser_write}; exec "$0" "$@"'
-        self._process = subprocess.Popen(
-            ["/bin/sh", "-c", script, executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            pass_fds=(to_browser_read, from_browser_write),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        quiet = os.open(os.devnull, os.O_RDWR)
+        # Chromium wants the pipe on fds 3 and 4: put them there in the child, and only them.
+        self._pid = os.posix_spawn(
+            executable,
+            [executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, quiet, 0),
+                (os.POSIX_SPAWN_DUP2, quiet, 1),
+                (os.POSIX_SPAWN_DUP2, quiet, 2),
+                (os.POSIX_SPAWN_DUP2, to_browser_read, 3),
+                (os.POSIX_SPAWN_DUP2, from_browser_write, 4),
+            ],
         )
-        os.close(to_browser_read)
-        os.close(from_browser_write)
+        for fd in (quiet, to_browser_read, from_browser_write):
+            os.close(fd)
         self._buffer = b""
         self._next_id = 0
         self._events: list[dict[str, Any]] = []
@@ -73,21 +78,20 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
-        """End the browser (politely, then for sure)."""
+        """End the browser: politely, then, after ten seconds, for sure."""
         try:
             self.call("Browser.close")
         except (BrowserError, OSError):
             pass
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        deadline = time.monotonic() + 10
+        while os.waitpid(self._pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+                break
+            time.sleep(0.05)
         for fd in (self._to_browser, self._from_browser):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            os.close(fd)
 
     def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> Any:
         """Send one command and wait for its result (events that arrive meanwhile are kept)."""
@@ -121,7 +125,7 @@ class Chromium:
                 raise BrowserError(f"Chromium sent nothing for {self._timeout_s:g} s")
             chunk = os.read(self._from_browser, 1 << 20)
             if not chunk:
-                raise BrowserError(f"Chromium closed the pipe (exit status {self._process.poll()})")
+                raise BrowserError("Chromium closed the pipe: it has ended")
             self._buffer += chunk
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
@@ -168,7 +172,9 @@ def _note(load: PageLoad, method: str, params: dict[str, Any]) -> None:
     elif method == "Network.loadingFailed":
         load.errors.append(f"load failed: {params.get('errorText')} ({params.get('blockedReason', '')})")
     elif method == "Runtime.exceptionThrown":
-        load.errors.append(f"exception: {params['exceptionDetails'].get('text')}")
+        details = params["exceptionDetails"]
+        thrown = details.get("exception", {}).get("description", "")
+        load.errors.append(f"exception: {details.get('text')} {thrown}".strip())
     elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
         load.errors.append(f"console.{params['type']}: {params.get('args')}")
     elif method == "Log.entryAdded" and params["entry"].get("level") == "error":

@@ -1,0 +1,118 @@
+"""``gpud report`` and ``gpud simulate --report`` as a user runs them: on logs gpud imports, on a
+running daemon, and without the report extra installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpud.cli import main
+from gpud.daemon import Daemon
+from gpud.htmlreport import INSTALL_HINT
+from gpud.server import StatusServer
+from tests.htmlreport.test_page import Elements
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def sections(page: str) -> list[dict[str, str | None]]:
+    return [attrs for tag, attrs in Elements(page).tags if tag == "section" and "data-gpu" in attrs]
+
+
+@pytest.mark.parametrize(
+    ("log", "gpus", "panels"),
+    [
+        ("nvidia_smi_query.csv", 2, "temperature clock fans power utilisation"),
+        ("dmon.txt", 2, "temperature clock power utilisation"),  # dmon logs no fans
+        ("gpuz_sensor_log.txt", 1, "temperature clock fans power utilisation"),
+        ("afterburner.hml", 1, "temperature clock fans power utilisation"),
+    ],
+)
+def test_a_report_of_each_log_gpud_imports_shows_its_gpus_and_their_throttling(
+    log, gpus, panels, tmp_path, capsys
+):
+    out = tmp_path / "report.html"
+    assert main(["report", str(FIXTURES / log), "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"{out}: report of {gpus} GPUs")
+    page = out.read_text(encoding="utf-8")
+    assert [s["data-panels"] for s in sections(page)] == [panels] * gpus
+    assert "throttles (thermal)" in page  # each log heats a card into its slowdown
+
+
+def test_a_report_of_the_running_daemons_history(install_nvml, nvml_source, clock, tmp_path, capsys):
+    library = install_nvml(gpus=3)
+    daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 1.0)
+    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server.start()
+    try:
+        for _ in range(900):  # a quarter of an hour; the history keeps a tick in 30 s
+            clock.advance(1.0)
+            daemon.tick()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        out = tmp_path / "daemon.html"
+        assert main(["report", "--url", url, "--since", "10m", "-o", str(out)]) == 0
+    finally:
+        server.stop()
+    said = capsys.readouterr().out.splitlines()[-1]  # after what the daemon logged
+    assert said.startswith(f"{out}: report of 3 GPUs, 10 min from {url}/history")
+    page = out.read_text(encoding="utf-8")
+    assert [s["id"] for s in sections(page)] == ["gpu-0", "gpu-1", "gpu-2"]
+    assert "(recorded by simulated)" in page
+
+
+def test_no_daemon_no_file_no_directory_each_say_so_in_one_line(tmp_path, capsys):
+    assert main(["report", "--url", "http://127.0.0.1:9", "-o", str(tmp_path / "r.html")]) == 2
+    assert main(["report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "r.html")]) == 1
+    assert main(["report", str(FIXTURES / "dmon.txt"), "-o", str(tmp_path / "no" / "r.html")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["gpud"] * 3
+    assert "no gpud answered at http://127.0.0.1:9/history" in lines[0]
+    assert lines[2] == f"gpud: cannot write {tmp_path / 'no' / 'r.html'}: no directory {tmp_path / 'no'}"
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_without_the_report_extra_the_command_says_how_to_install_it(tmp_path):
+    blocked = (
+        "import sys; sys.modules['matplotlib'] = None; from gpud.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    for command in (["report", str(FIXTURES / "dmon.txt")], ["simulate", "--duration", "10", "--report"]):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                blocked,
+                *command,
+                *(["-o"] if command[0] == "report" else []),
+                str(tmp_path / "r"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (done.returncode, done.stderr) == (1, f"gpud: {INSTALL_HINT}\n")
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_simulate_report_writes_the_comparison_and_leaves_the_json_as_it_was(tmp_path, capsys):
+    flags = ["simulate", "--gpus", "2", "--duration", "120", "--compare", "stock", "predictive", "--json"]
+    assert main(flags) == 0
+    plain = capsys.readouterr()
+    out = tmp_path / "policies.html"
+    assert main([*flags, "--report", str(out)]) == 0
+    reported = capsys.readouterr()
+    assert reported.out == plain.out and json.loads(reported.out)["policies"]
+    assert reported.err == f"{out}: report of 3 policies ({out.stat().st_size / 1e6:.2f} MB)\n"
+    page = out.read_text(encoding="utf-8")
+    ids = {attrs["id"] for attrs in Elements(page).with_attribute("id")}
+    assert {f"policies-{n}-{row}" for n in range(3) for row in ("temperature", "fan")} <= ids
+    for policy in ("stock", "predictive", "limit"):
+        assert f'<tr data-policy="{policy}">' in page
