@@ -39,12 +39,9 @@ def min_max(
     >>> min_max(t, y, max_gap_s=5.0, buckets=2)
     (array([0., 3., 5., 8.]), array([5., 1., 5., 9.]))
     """
-    if len(t) <= 2 * buckets or t[-1] <= t[0]:
+    if not dense(t, buckets):
         return break_gaps(t, y, max_gap_s)
-    width = (t[-1] - t[0]) / buckets
-    bucket = np.minimum(((t - t[0]) / width).astype(np.int64), buckets - 1)
-    segment = np.concatenate([[0], np.cumsum(np.diff(t) > max_gap_s)])
-    key = segment * buckets + bucket  # grows with time: a gap starts new buckets
+    key, segment = _bucket_keys(t, max_gap_s, buckets)
     missing = np.isnan(y)
     lows = _first_per_group(key, np.where(missing, np.inf, y))
     highs = _first_per_group(key, np.where(missing, np.inf, -y))
@@ -53,6 +50,19 @@ def min_max(
     # A bucket with readings keeps real ones; its NaN picks (all-NaN buckets) stay as breaks.
     boundary = np.flatnonzero(np.diff(segment[keep]) > 0) + 1
     return np.insert(t_kept, boundary, t_kept[boundary - 1]), np.insert(y_kept, boundary, np.nan)
+
+
+def dense(t: np.ndarray, buckets: int = DEFAULT_BUCKETS) -> bool:
+    """Whether ``t`` has more readings than ``buckets`` can show one by one."""
+    return len(t) > 2 * buckets and t[-1] > t[0]
+
+
+def _bucket_keys(t: np.ndarray, max_gap_s: float, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each reading's bucket (a number that grows with time; a gap starts new ones), and its segment."""
+    width = (t[-1] - t[0]) / buckets
+    bucket = np.minimum(((t - t[0]) / width).astype(np.int64), buckets - 1)
+    segment = np.concatenate([[0], np.cumsum(np.diff(t) > max_gap_s)])
+    return segment * buckets + bucket, segment
 
 
 def _first_per_group(key: np.ndarray, value: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,13 +18,14 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, PathPatch
+from matplotlib.path import Path
 from matplotlib.transforms import blended_transform_factory
 
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
 from gpud.htmlreport.analysis import SUSTAINED_S, EventMarker, GpuView, ReportData
-from gpud.htmlreport.downsample import min_max
+from gpud.htmlreport.downsample import dense, min_max
 from gpud.htmlreport.style import (
     CAUSE_COLOURS,
     LIMIT,
@@ -118,9 +120,12 @@ def gpu_figure(view: GpuView, axis: TimeAxis) -> str:
         return inline_svg(figure, f"gpu-{view.index}", f"GPU {view.index}: {', '.join(panels)} over time")
 
 
-def _line(ax: Axes, t: np.ndarray, y: np.ndarray, axis: TimeAxis, **style: object) -> None:
+def _line(ax: Axes, t: np.ndarray, y: np.ndarray, axis: TimeAxis, **style: Any) -> None:
+    """``y`` over time through each pixel's extremes; thinner where readings outnumber pixels."""
     if np.isnan(y).all():
         return
+    if dense(t):
+        style["linewidth"] = 0.6 * style.get("linewidth", 1.0)
     xs, ys = min_max(t, y, axis.max_gap_s)
     ax.plot(to_x(xs), ys, **style)
 
@@ -152,7 +157,8 @@ def _fans(ax: Axes, view: GpuView, axis: TimeAxis) -> None:
     for target in view.fan_targets:
         colour = SERIES_COLOURS[target.fan % len(SERIES_COLOURS)]
         label = f"fan {target.fan + 1}: gpud's target"
-        ax.plot(to_x(target.t), target.pct, drawstyle="steps-post", color=colour, linestyle="--", label=label)
+        xs, ys = min_max(target.t, target.pct, max_gap_s=np.inf)  # a step holds until the next one
+        ax.plot(to_x(xs), ys, drawstyle="steps-post", color=colour, linestyle="--", label=label)
     ax.set_ylim(0, 105)
     ax.set_ylabel("fan (%)")
 
@@ -193,9 +199,25 @@ def _spans(intervals: list[ThrottleInterval], axis: TimeAxis) -> list[tuple[Thro
     return spans
 
 
-def _shade(ax: Axes, intervals: list[ThrottleInterval], axis: TimeAxis) -> None:
-    for interval, start, end in _spans(intervals, axis):
-        ax.axvspan(to_x(start), to_x(end), zorder=0, **cause_style(interval.cause))
+def _shade(
+    ax: Axes, intervals: list[ThrottleInterval], axis: TimeAxis, rows: tuple[float, float] = (0, 1)
+) -> None:
+    """Throttle intervals shaded between heights ``rows`` (of the axes: the whole panel by default).
+
+    One compound shape per cause: a day of intervals is one SVG path each, not a thousand.
+    """
+    low, high = rows
+    transform = blended_transform_factory(ax.transData, ax.transAxes)
+    for cause in ThrottleCause:
+        corners = [
+            [(to_x(start), low), (to_x(end), low), (to_x(end), high), (to_x(start), high), (0, 0)]
+            for interval, start, end in _spans(intervals, axis)
+            if interval.cause is cause
+        ]
+        if corners:
+            codes = [Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY] * len(corners)
+            shape = Path(np.concatenate(corners), codes)
+            ax.add_patch(PathPatch(shape, transform=transform, zorder=0, **cause_style(cause)))
 
 
 def _cause_legend(ax: Axes, intervals: list[ThrottleInterval]) -> None:
@@ -383,13 +405,9 @@ def _draw_timeline(ax: Axes, data: ReportData, axis: TimeAxis) -> None:
     ax.spines["left"].set_visible(False)
     for gpu in data.gpus:
         base = rows - gpu.slot + 0.1
-        for interval, start, end in _spans(gpu.replayed.intervals, axis):
-            x0, x1 = to_x(start), to_x(end)
-            ax.add_patch(Rectangle((x0, base), x1 - x0, 0.8, zorder=0, **cause_style(interval.cause)))
-        temperature = gpu.series["temperature_c"]
-        if not np.isnan(temperature).all():
-            xs, ys = min_max(gpu.series.t, temperature, axis.max_gap_s)
-            ax.plot(to_x(xs), base + (ys - low) * scale, color=MEASURED, linewidth=0.8)
+        _shade(ax, gpu.replayed.intervals, axis, (base / rows, (base + 0.8) / rows))
+        in_band = base + (gpu.series["temperature_c"] - low) * scale
+        _line(ax, gpu.series.t, in_band, axis, color=MEASURED, linewidth=0.8)
         slowdown_y = base + (gpu.slowdown_c - low) * scale
         ax.plot(axis.limits, [slowdown_y, slowdown_y], color=LIMIT, linestyle="--", linewidth=0.7)
         ax.text(

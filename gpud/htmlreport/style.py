@@ -98,6 +98,13 @@ def report_style() -> Iterator[None]:
 
 
 _ID = re.compile(r'(\bid="|url\(#|xlink:href="#)([^")]+)')
+_PATH = re.compile(r'\bd="([^"]*)"')
+_DECIMALS = re.compile(r"(\d+\.\d\d)\d+")
+
+
+def _shorter_paths(svg: str) -> str:
+    """Path coordinates to 0.01 pt (matplotlib writes 0.000001): a third of the size, the same picture."""
+    return _PATH.sub(lambda m: 'd="' + _DECIMALS.sub(r"\1", m.group(1)) + '"', svg)
 
 
 def inline_svg(figure: Figure, prefix: str, label: str) -> str:
@@ -109,7 +116,7 @@ def inline_svg(figure: Figure, prefix: str, label: str) -> str:
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
-    text = _ID.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text)
+    text = _shorter_paths(_ID.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", text))
     head_end = text.index(">")
     head = re.sub(r'\s(width|height)="[^"]*"', "", text[:head_end])
     natural_px = round(figure.get_size_inches()[0] * 96)  # never drawn larger than it was laid out
