@@ -5,6 +5,7 @@ offline, sharp in print. Nothing on the page comes from the network and it runs 
 
 * :mod:`.series` gathers each GPU's readings from a trace as columns;
 * :mod:`.downsample` shrinks them to what a figure can show, keeping every bucket's extremes;
+* :mod:`.events` finds the health events (XIDs, memory problems) to mark;
 * :mod:`.analysis` puts together what the page says (replay, diagnose, the machine's layout);
 * :mod:`.figures` and :mod:`.compare` draw, :mod:`.page` assembles the HTML.
 """

@@ -16,23 +16,15 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
 from gpud.decide.heat import neighbours
-from gpud.diagnose.findings import Diagnosis, Finding, HostFacts, diagnose
+from gpud.diagnose.finding import Finding
+from gpud.diagnose.findings import Diagnosis, HostFacts, diagnose
 from gpud.diagnose.settings import DiagnoseSettings
+from gpud.htmlreport.events import EventMarker, HealthEvents
 from gpud.htmlreport.series import GpuSeries, SeriesCollector, observed
 from gpud.replay import FanCommand, GpuReplay, LoadedTrace, replay
 from gpud.telemetry import GpuInfo
 
 SUSTAINED_S = 60.0  # "hottest sustained temperature": the highest held at least this long
-
-
-@dataclass(frozen=True, slots=True)
-class EventMarker:
-    """Something that happened to a GPU at one instant (an XID, a row remap), marked on its panels."""
-
-    t: float
-    gpu: int
-    label: str
-    critical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +98,15 @@ def analyse(
     decide: DecideSettings,
     settings: DiagnoseSettings,
     host: HostFacts | None = None,
-    markers: tuple[EventMarker, ...] = (),
 ) -> ReportData:
-    """Replay and diagnose ``trace`` once, and gather each GPU's readings from that same read."""
-    collector = SeriesCollector()
-    watched = observed(trace, collector)
+    """Replay and diagnose ``trace`` once, and gather each GPU's readings and health events from
+    that same read."""
+    collector, events = SeriesCollector(), HealthEvents()
+    watched = observed(trace, collector, events)
     replayed = replay(watched, decide)
     diagnosis = diagnose(watched, decide, settings, host, replayed=replayed)
     series = collector.series()
+    markers = events.markers()
     infos = {info.index: info for info in trace.header.gpus}
     adjacent = neighbours(trace.header.gpus)
     end = replayed.end if replayed.end is not None else 0.0

@@ -24,8 +24,9 @@ from matplotlib.transforms import blended_transform_factory
 
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
-from gpud.htmlreport.analysis import SUSTAINED_S, EventMarker, GpuView, ReportData
+from gpud.htmlreport.analysis import SUSTAINED_S, GpuView, ReportData
 from gpud.htmlreport.downsample import dense, min_max
+from gpud.htmlreport.events import EventMarker
 from gpud.htmlreport.style import (
     CAUSE_COLOURS,
     LIMIT,
@@ -406,6 +407,11 @@ def _draw_timeline(ax: Axes, data: ReportData, axis: TimeAxis) -> None:
     for gpu in data.gpus:
         base = rows - gpu.slot + 0.1
         _shade(ax, gpu.replayed.intervals, axis, (base / rows, (base + 0.8) / rows))
+        for marker in gpu.markers:  # health events: a full-height line in the GPU's band
+            style = "-" if marker.critical else ":"
+            ax.axvline(
+                to_x(marker.t), base / rows, (base + 0.8) / rows, color=MEASURED, linestyle=style, lw=1.4
+            )
         in_band = base + (gpu.series["temperature_c"] - low) * scale
         _line(ax, gpu.series.t, in_band, axis, color=MEASURED, linewidth=0.8)
         slowdown_y = base + (gpu.slowdown_c - low) * scale

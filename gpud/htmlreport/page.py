@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import gpud
-from gpud.diagnose.findings import Finding
+from gpud.diagnose.finding import Finding
 from gpud.diagnose.render import duration_text, energy_text
 from gpud.errors import GpudError
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData

@@ -9,6 +9,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -88,11 +89,19 @@ class SeriesCollector:
         }
 
 
-def observed(trace: LoadedTrace, collector: SeriesCollector) -> LoadedTrace:
-    """``trace``, with its first full read (every tick) also fed to ``collector``.
+class TickConsumer(Protocol):
+    """Something that gathers what it needs from ticks, one at a time."""
 
-    Replay reads a trace at least once in full; the report takes its columns from that read instead
-    of parsing a long trace once more.
+    def add(self, snapshot: Snapshot) -> None:
+        """Account one tick."""
+        ...
+
+
+def observed(trace: LoadedTrace, *consumers: TickConsumer) -> LoadedTrace:
+    """``trace``, with its first full read (every tick) also fed to each of ``consumers``.
+
+    Replay reads a trace at least once in full; the report takes its columns and events from that
+    read instead of parsing a long trace once more.
     """
     fed = False
 
@@ -101,7 +110,8 @@ def observed(trace: LoadedTrace, collector: SeriesCollector) -> LoadedTrace:
         feeding, fed = stride == 1 and not fed, fed or stride == 1
         for snapshot in trace.ticks(stride, problems):
             if feeding:
-                collector.add(snapshot)
+                for consumer in consumers:
+                    consumer.add(snapshot)
             yield snapshot
 
     return LoadedTrace(trace.name, trace.header, ticks, trace.problems, trace.size_bytes)

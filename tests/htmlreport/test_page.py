@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
 
 from gpud.decide.controller import DecideSettings
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.htmlreport.analysis import EventMarker, analyse
+from gpud.htmlreport.analysis import analyse
 from gpud.htmlreport.figures import PANELS
 from gpud.htmlreport.page import CONTENT_SECURITY_POLICY, trace_page
 from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
+from gpud.telemetry import MemoryHealth, XidEvent, XidRecord
 
 
 class Elements(HTMLParser):
@@ -96,15 +98,29 @@ def test_the_middle_card_is_named_as_heated_by_both_neighbours(simulated_trace):
     assert f"GPU 1 ← {middle.coupling.c_per_100w:+.1f} °C/100 W from GPU 0 and 2" in page
 
 
-def test_health_events_are_marked_on_their_gpus_panels_only(simulated_trace):
+def test_xids_and_memory_problems_in_the_trace_are_marked_on_their_gpus_panels(simulated_trace):
     header, ticks = simulated_trace(Layout.OPEN_AIR, 2, 300)
-    marker = EventMarker(ticks[150].timestamp, 1, "XID 79: fell off the bus", critical=True)
-    data = analyse(
-        LoadedTrace.of("sim", header, ticks, [], 0), DecideSettings(), DiagnoseSettings(), markers=(marker,)
-    )
+    at = ticks[150].timestamp
+    xid = XidRecord(counts=((79, 1),), recent=(XidEvent(79, at - 0.4),))
+    remap = MemoryHealth(row_remap_pending=True)
+
+    def sick(tick, i):
+        if i < 150:
+            return tick
+        gpu0, gpu1 = tick.gpus
+        return replace(tick, gpus=(replace(gpu0, memory_health=remap), replace(gpu1, xids=xid)))
+
+    ticks = [sick(tick, i) for i, tick in enumerate(ticks)]
+    data = analyse(LoadedTrace.of("sim", header, ticks, [], 0), DecideSettings(), DiagnoseSettings())
+    assert [(m.gpu, m.label, m.critical) for m in data.gpus[1].markers] == [
+        (1, "XID 79: fell off the bus", True)  # once, though 150 ticks repeat it
+    ]
+    assert [(m.t, m.label) for m in data.gpus[0].markers] == [(at, "row remap pending")]
     page = trace_page(data)
     gpu0, gpu1 = page.index('id="gpu-0"'), page.index('id="gpu-1"')
     assert "XID 79: fell off the bus" in page[gpu1:] and "XID 79" not in page[gpu0:gpu1]
+    assert "row remap pending" in page[gpu0:gpu1]
+    assert "GPU 1: XID 79" in page[page.index('id="findings"') : page.index('id="machine"')]  # and diagnose
 
 
 def test_the_same_trace_gives_the_same_page(simulated_trace):
