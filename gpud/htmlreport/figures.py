@@ -218,7 +218,8 @@ def _shade(
         if corners:
             codes = [Path.MOVETO, Path.LINETO, Path.LINETO, Path.LINETO, Path.CLOSEPOLY] * len(corners)
             shape = Path(np.concatenate(corners), codes)
-            ax.add_patch(PathPatch(shape, transform=transform, zorder=0, **cause_style(cause)))
+            # add_artist: the shading spans the axes as they are, it does not widen their limits.
+            ax.add_artist(PathPatch(shape, transform=transform, zorder=0, **cause_style(cause)))
 
 
 def _cause_legend(ax: Axes, intervals: list[ThrottleInterval]) -> None:

@@ -21,6 +21,7 @@ from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_fi
 
 # Nothing may be fetched; the style is inline, and images only as data (a colour bar is one).
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+FINDINGS_OPEN = 4  # findings shown in full; the rest fold away (most costly first, so the least)
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: "DejaVu Sans", Verdana, Arial, Helvetica, sans-serif; color: #111; background: #fff;
@@ -43,6 +44,7 @@ ol.findings li { margin: 0 0 10px; }
 .advice::before { content: "do: "; font-weight: bold; }
 .evidence::before { content: "evidence: "; font-weight: bold; }
 .summary { color: #333; margin: 2px 0 6px; }
+details > summary { cursor: pointer; margin: 0 0 10px 6px; }
 figure { margin: 6px 0 0; }
 table.numbers { border-collapse: collapse; font-size: 14px; }
 table.numbers th, table.numbers td { padding: 2px 10px; border-bottom: 1px solid #bbb; text-align: right; }
@@ -52,6 +54,7 @@ footer { margin-top: 30px; color: #555; font-size: 13px; }
 @media print {
   body { max-width: none; font-size: 11pt; }
   section.gpu, section#machine, li { break-inside: avoid; }
+  details::details-content { content-visibility: visible; display: block; }
 }
 """
 
@@ -133,9 +136,17 @@ def trace_page(data: ReportData) -> str:
 
 def _findings(data: ReportData) -> str:
     diagnosis = data.diagnosis
-    if diagnosis.findings:
-        items = "".join(_finding(f) for f in diagnosis.findings)
-        listing = f'<ol class="findings">{items}</ol>'
+    findings = diagnosis.findings
+    if findings:
+        first, rest = findings[:FINDINGS_OPEN], findings[FINDINGS_OPEN:]
+        listing = f'<ol class="findings">{"".join(_finding(f) for f in first)}</ol>'
+        if rest:  # folded, so the picture of the machine stays near the top; open in print
+            listing += (
+                f"<details><summary>{len(rest)} more finding{'s' if len(rest) > 1 else ''}: "
+                f"{html.escape(', '.join(sorted({f.kind for f in rest})))}</summary>"
+                f'<ol class="findings" start="{FINDINGS_OPEN + 1}">{"".join(_finding(f) for f in rest)}</ol>'
+                "</details>"
+            )
     else:
         listing = "<p>No findings: no throttling, heat build-up, fan, power, PCIe or host problem seen.</p>"
     energy = f'<p class="energy"><b>Energy (GPUs):</b> {html.escape(energy_text(diagnosis.energy))}</p>'
