@@ -15,6 +15,7 @@ from gpud.daemon import Daemon
 from gpud.htmlreport import INSTALL_HINT
 from gpud.server import StatusServer
 from tests.htmlreport.test_page import Elements
+from tests.test_end_to_end import gpud
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -102,15 +103,15 @@ def test_without_the_report_extra_the_command_says_how_to_install_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_simulate_report_writes_the_comparison_and_leaves_the_json_as_it_was(tmp_path, capsys):
+def test_simulate_report_writes_the_comparison_and_leaves_the_json_as_it_was(tmp_path):
+    # In a process of its own: gpud simulate sets the logging up for the whole process.
     flags = ["simulate", "--gpus", "2", "--duration", "120", "--compare", "stock", "predictive", "--json"]
-    assert main(flags) == 0
-    plain = capsys.readouterr()
+    plain = gpud(*flags)
     out = tmp_path / "policies.html"
-    assert main([*flags, "--report", str(out)]) == 0
-    reported = capsys.readouterr()
-    assert reported.out == plain.out and json.loads(reported.out)["policies"]
-    assert reported.err == f"{out}: report of 3 policies ({out.stat().st_size / 1e6:.2f} MB)\n"
+    reported = gpud(*flags, "--report", str(out))
+    assert plain.returncode == reported.returncode == 0
+    assert reported.stdout == plain.stdout and json.loads(reported.stdout)["policies"]
+    assert reported.stderr == f"{out}: report of 3 policies ({out.stat().st_size / 1e6:.2f} MB)\n"
     page = out.read_text(encoding="utf-8")
     ids = {attrs["id"] for attrs in Elements(page).with_attribute("id")}
     assert {f"policies-{n}-{row}" for n in range(3) for row in ("temperature", "fan")} <= ids
