@@ -72,6 +72,7 @@ class Diagnosis:
     energy: Energy | None  # None: the trace has no power readings
     cooling: dict[int, str]  # per GPU: what we know of its cooling, and how we know
     not_judged: dict[int, list[str]] = field(default_factory=dict)  # per GPU, what and why
+    cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
 
 
 def _pct(share: float) -> str:
@@ -483,5 +484,6 @@ def replay_and_diagnose(
         _energy(usages, window, settings),
         {index: view.text for index, view in cooling.items()},
         unjudged,
+        {index: view.kind for index, view in cooling.items()},
     )
     return replayed, diagnosis

@@ -25,6 +25,12 @@ def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:
     return [f"not judged: {gpus(indexes)}: {gap}" for gap, indexes in by_gap.items()]
 
 
+def no_findings_text(diagnosis: Diagnosis) -> str:
+    """What a diagnosis without findings says: seen nowhere, or nowhere the log could show it."""
+    seen = "in what the log shows" if diagnosis.not_judged else "seen"
+    return f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}."
+
+
 def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then what was not judged,
     cooling and energy."""
@@ -33,11 +39,7 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
         "",
     ]
     if not diagnosis.findings:
-        seen = "in what the log shows" if diagnosis.not_judged else "seen"
-        lines += [
-            f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}.",
-            "",
-        ]
+        lines += [no_findings_text(diagnosis), ""]
     for number, finding in enumerate(diagnosis.findings, start=1):
         lines += [
             f"{number}. [{finding.severity.value}] {finding.title}",

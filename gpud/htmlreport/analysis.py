@@ -17,31 +17,45 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings, Decision
-from gpud.decide.heat import neighbours
+from gpud.decide.heat import coupling_text, neighbours
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.findings import Diagnosis, HostFacts, replay_and_diagnose
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.htmlreport.events import EventMarker, HealthEvents
 from gpud.htmlreport.series import GpuSeries, SeriesCollector
 from gpud.replay import FanCommand, GpuReplay, LoadedTrace
-from gpud.telemetry import GpuInfo, Snapshot
+from gpud.telemetry import Cooling, GpuInfo, Snapshot
 
 SUSTAINED_S = 60.0  # "hottest sustained temperature": the highest held at least this long
 
 
 @dataclass(frozen=True, slots=True)
 class Coupling:
-    """How much a GPU's neighbours heat it, from replay's fit of its temperature against their power."""
+    """How much a GPU's neighbours heat it: the coupling replay's heat detector fitted (its inlet air
+    against their power), only ever one the fit was confident of."""
 
     c_per_100w: float  # °C per 100 W the neighbours draw
+    error_c_per_100w: float | None  # ± of it, 95 %
     neighbours: tuple[int, ...]
-    flagged: bool  # at or above the heat build-up threshold: diagnose calls it neighbour heating
+    flagged: bool  # it cost the GPU something: diagnose calls it heated by its neighbours
     neighbours_mean_w: float | None  # their mean power together over the trace
+
+    @property
+    def text(self) -> str:
+        """``"+2.06 ±0.03 °C/100 W"``, as status, replay and diagnose write it."""
+        return coupling_text(self.c_per_100w, self.error_c_per_100w)
 
     @property
     def heating_c(self) -> float | None:
         """°C the neighbours add at their mean power."""
         return None if self.neighbours_mean_w is None else self.c_per_100w * self.neighbours_mean_w / 100.0
+
+    @property
+    def heating_error_c(self) -> float | None:
+        """± of :attr:`heating_c`, 95 %: the coupling's, at the same power."""
+        if self.neighbours_mean_w is None or self.error_c_per_100w is None:
+            return None
+        return self.error_c_per_100w * self.neighbours_mean_w / 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,8 @@ class GpuView:
     sustained_c: float | None
     coupling: Coupling | None
     throttling: Finding | None  # diagnose's throttling finding for this GPU, if it has one
+    cooling: str  # what diagnose knows of its cooling, and how
+    cooling_kind: Cooling
     markers: list[EventMarker] = field(default_factory=list)
 
     @property
@@ -137,6 +153,8 @@ def analyse(
                     (f for f in diagnosis.findings if f.kind == "throttling" and f.gpus == (gpu.index,)), None
                 ),
                 markers=[m for m in markers if m.gpu == gpu.index],
+                cooling=diagnosis.cooling.get(gpu.index, "unknown"),
+                cooling_kind=diagnosis.cooling_kind.get(gpu.index, Cooling.UNKNOWN),
             )
         )
     views.sort(key=lambda v: ((v.info.pci_bus_id if v.info else "") or "", v.index))
@@ -188,11 +206,14 @@ def sustained_max(t: np.ndarray, y: np.ndarray, hold_s: float) -> float | None:
 def _coupling(
     gpu: GpuReplay, around: tuple[int, ...], mean_power: dict[int, float | None]
 ) -> Coupling | None:
+    """Replay keeps a coupling only while the fit is confidently positive; none is none here too."""
     if gpu.coupling_c_per_100w is None or not around:
         return None
     powers = [mean_power.get(n) for n in around]
     total = None if None in powers else sum(p for p in powers if p is not None)
-    return Coupling(gpu.coupling_c_per_100w, around, gpu.neighbour_heated, total)
+    return Coupling(
+        gpu.coupling_c_per_100w, gpu.coupling_error_c_per_100w, around, gpu.neighbour_heated_s > 0, total
+    )
 
 
 def _nanmean(values: np.ndarray) -> float | None:

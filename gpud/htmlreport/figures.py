@@ -8,7 +8,7 @@ visible when they are shorter than the figure can show; the clock they cost is w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,16 @@ from gpud.htmlreport.style import (
     inline_svg,
     report_style,
 )
+from gpud.telemetry import Cooling
 
 DAY_S = 86400.0
+# How each kind of card is cooled, on its box: a passive card lives on the chassis' air, not fans of its own.
+COOLING_WORDS = {
+    Cooling.OPEN_AIR: "open-air",
+    Cooling.BLOWER: "blower",
+    Cooling.PASSIVE: "passive (chassis air)",
+    Cooling.UNKNOWN: "cooling unknown",
+}
 WIDTH_IN = 11.0
 MIN_SPAN_FRACTION = 1 / 400  # a throttle interval is drawn at least this share of the axis wide
 _LEFT, _RIGHT = 0.075, 0.80  # the plotting area; legends live right of it
@@ -341,7 +349,14 @@ def _draw_cards(ax: Axes, data: ReportData, norm: Normalize) -> None:
         ink = "white" if _luminance(face) < 0.45 else MEASURED
         bus = (gpu.info.pci_bus_id if gpu.info else "") or "bus unknown"
         ax.text(0.225, y + 0.17, f"GPU {gpu.index}", fontsize=10, fontweight="bold", color=ink, va="center")
-        ax.text(0.225, y - 0.04, f"slot {gpu.slot} · {bus}", fontsize=7, color=ink, va="center")
+        ax.text(
+            0.225,
+            y - 0.04,
+            f"slot {gpu.slot} · {bus} · {COOLING_WORDS[gpu.cooling_kind]}",
+            fontsize=7,
+            color=ink,
+            va="center",
+        )
         if gpu.coupling is not None:
             ax.text(0.225, y - 0.23, _coupling_line(gpu), fontsize=7.5, color=ink, va="center")
         ax.text(
@@ -357,17 +372,21 @@ def _draw_cards(ax: Axes, data: ReportData, norm: Normalize) -> None:
         if gpu.coupling is not None and gpu.coupling.flagged:
             for neighbour in gpu.coupling.neighbours:
                 _heat_arrow(ax, _row_y(rows, slot_of[neighbour]), y)
+    if any(g.coupling is not None and g.coupling.flagged for g in data.gpus):
+        ax.text(0.095, rows, "heats", fontsize=7, color=OKABE_ITO["vermillion"], ha="center", va="top")
 
 
 def _coupling_line(gpu: GpuView) -> str:
-    """``"← +11 °C from GPU 1, 3"`` (at their mean power), or the fitted rate when power is unknown."""
+    """``"← +11 ±0.2 °C from GPU 1, 3"`` (at their mean power, with its 95 % interval), or the fitted
+    rate when their power is unknown."""
     coupling = gpu.coupling
     assert coupling is not None
     around = ", ".join(str(n) for n in coupling.neighbours)
-    heating = coupling.heating_c
+    heating, error = coupling.heating_c, coupling.heating_error_c
     if heating is None:
-        return f"← {coupling.c_per_100w:+.1f} °C/100 W from GPU {around}"
-    return f"← {heating:+.0f} °C from GPU {around} ({coupling.c_per_100w:+.1f} °C/100 W)"
+        return f"← {coupling.text} from GPU {around}"
+    interval = "" if error is None else f" ±{error:.1f}"
+    return f"← {heating:+.0f}{interval} °C from GPU {around}"
 
 
 def _heat_arrow(ax: Axes, from_y: float, to_y: float) -> None:
@@ -430,12 +449,19 @@ def _draw_timeline(ax: Axes, data: ReportData, axis: TimeAxis) -> None:
 
 
 def _throttle_summary(gpu: GpuView) -> str:
-    """GPU N and what diagnose found: ``"GPU 1: throttled 62 %\nthermal, −7 % clock"``."""
+    """GPU N, what diagnose found and when: ``"GPU 1: throttled 62 %\nthermal, −7 % clock\n08:02–08:30"``."""
     finding = gpu.throttling
     if finding is None:
         return f"GPU {gpu.index}: " + ("throttled briefly" if gpu.replayed.intervals else "never throttled")
     numbers = finding.numbers
     share, lost = numbers.get("throttled_share"), numbers.get("clock_lost")
     share_text = f" {100 * share:.0f} %" if isinstance(share, float) else ""
-    clock = f", −{100 * lost:.0f} % clock" if isinstance(lost, float) else ""
-    return f"GPU {gpu.index}: throttled{share_text}\n{numbers.get('cause')}{clock}"
+    why = [str(numbers.get("cause"))] + ([f"−{100 * lost:.0f} % clock"] if isinstance(lost, float) else [])
+    intervals = gpu.replayed.intervals
+    when = [f"{_clock_time(intervals[0].start)}–{_clock_time(intervals[-1].end)}"] if intervals else []
+    return "\n".join([f"GPU {gpu.index}: throttled{share_text}", ", ".join(why), *when])
+
+
+def _clock_time(t: float) -> str:
+    """``08:02``: a time of day on the trace's clock, as the time axis shows it."""
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import gpud
 from gpud.diagnose.finding import Finding
-from gpud.diagnose.render import duration_text, energy_text
+from gpud.diagnose.render import duration_text, energy_text, no_findings_text, not_judged_lines
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
 from gpud.outputs import OutputError, open_output
+from gpud.telemetry import Cooling
 
 # Nothing may be fetched; the style is inline, and images only as data (a colour bar is one).
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -133,9 +134,11 @@ def _findings(data: ReportData) -> str:
                 "</details>"
             )
     else:
-        listing = "<p>No findings: no throttling, heat build-up, fan, power, PCIe or host problem seen.</p>"
+        listing = f"<p>{html.escape(no_findings_text(diagnosis))}</p>"
+    unjudged = "".join(f"<li>{html.escape(line)}</li>" for line in not_judged_lines(diagnosis.not_judged))
+    unjudged = f'<ul class="not-judged">{unjudged}</ul>' if unjudged else ""
     energy = f'<p class="energy"><b>Energy (GPUs):</b> {html.escape(energy_text(diagnosis.energy))}</p>'
-    return f'<section id="findings"><h2>Findings, most costly first</h2>{listing}{energy}</section>'
+    return f'<section id="findings"><h2>Findings, most costly first</h2>{listing}{unjudged}{energy}</section>'
 
 
 def _finding(finding: Finding) -> str:
@@ -148,8 +151,8 @@ def _finding(finding: Finding) -> str:
     )
 
 
-def coupling_text(gpu: GpuView, coupling: Coupling) -> str:
-    """``"GPU 2 ← +1.9 °C/100 W from GPU 1 and 3 (≈ +11 °C at their mean 590 W)"``."""
+def coupling_sentence(gpu: GpuView, coupling: Coupling) -> str:
+    """``"GPU 2 ← +1.90 ±0.05 °C/100 W from GPU 1 and 3 (≈ +11 °C at their mean 590 W)"``."""
     around = " and ".join(str(n) for n in coupling.neighbours)
     heating = coupling.heating_c
     mean = (
@@ -157,25 +160,41 @@ def coupling_text(gpu: GpuView, coupling: Coupling) -> str:
         if heating is not None and coupling.neighbours_mean_w is not None
         else ""
     )
-    return f"GPU {gpu.index} ← {coupling.c_per_100w:+.1f} °C/100 W from GPU {around}{mean}"
+    return f"GPU {gpu.index} ← {coupling.text} from GPU {around}{mean}"
+
+
+# What a coupling means for each kind of card: the same fit, a different path for the heat.
+_HEAT_PATHS = {
+    Cooling.OPEN_AIR: "open-air cards breathe the exhaust of the cards beside them",
+    Cooling.BLOWER: "blower cards blow out of the case, so a coupling means the case air itself warms",
+    Cooling.PASSIVE: "passive cards have no fans of their own: the chassis fans push one air stream past "
+    "them all, and a card gets the air the cards before it have warmed",
+}
 
 
 def _machine(data: ReportData, axis: TimeAxis) -> str:
     couplings = [g for g in data.gpus if g.coupling is not None]
     if couplings:
         items = "".join(
-            f"<li{' class=flagged' if g.coupling.flagged else ''}>{html.escape(coupling_text(g, g.coupling))}</li>"
+            f"<li{' class=flagged' if g.coupling.flagged else ''}>"
+            f"{html.escape(coupling_sentence(g, g.coupling))}</li>"
             for g in couplings
             if g.coupling is not None
         )
+        kinds = [k for k in _HEAT_PATHS if any(g.cooling_kind is k for g in couplings)]
+        paths = "".join(f" {html.escape(_HEAT_PATHS[k][0].upper() + _HEAT_PATHS[k][1:])}." for k in kinds)
         heat = (
-            "<p>Neighbour coupling (temperature fitted against the neighbours' power; arrows where it "
-            f"counts as heat build-up):</p><ul>{items}</ul>"
+            "<p>Neighbour coupling: each GPU's inlet air fitted against its neighbours' power, shown where "
+            f"the fit is confident (±: its 95 % interval); arrows where the heat cost the GPU something "
+            f"(throttling, or little headroom even at full fan).{paths}</p><ul>{items}</ul>"
         )
+    elif len(data.gpus) == 1:
+        heat = "<p>Neighbour coupling: one GPU, no neighbours.</p>"
     else:
         heat = (
-            "<p>Neighbour coupling: the trace cannot tell a GPU's own heat from its neighbours' "
-            "(their power never moved independently enough for the fit).</p>"
+            "<p>Neighbour coupling: none the fit is confident of. Either the neighbours do not heat "
+            "these GPUs, or the trace cannot tell a GPU's own heat from theirs (their power never moved "
+            "independently enough, or the trace is too short).</p>"
         )
     return (
         '<section id="machine"><h2>The machine at a glance</h2>'
@@ -189,13 +208,17 @@ def _machine(data: ReportData, axis: TimeAxis) -> str:
 _GPUS_INTRO = (
     '<section id="gpus"><h2>Each GPU</h2><p>All on the same time axis. Shaded: throttling '
     "(hatched /// thermal, \\\\\\ power, xx other), with the clock it cost above the SM clock. "
-    "Dashed: the limit or target the solid line is measured against; a fan's target is what gpud's "
-    "fan control set, or (replayed from a trace it did not control) would have set.</p>"
+    "Dashed: the limit or target the solid line is measured against"
+)
+_FAN_TARGETS = (
+    "; a fan's target is what gpud's fan control set, or (replayed from a trace it did not control) "
+    "would have set"
 )
 
 
 def _gpus(data: ReportData, axis: TimeAxis) -> str:
-    parts = [_GPUS_INTRO]
+    fans = any("fans" in gpu_panels(gpu) for gpu in data.gpus)
+    parts = [f"{_GPUS_INTRO}{_FAN_TARGETS if fans else ''}.</p>"]
     for gpu in data.gpus:
         bus = (gpu.info.pci_bus_id if gpu.info else "") or "bus unknown"
         panels = " ".join(gpu_panels(gpu))
@@ -213,6 +236,7 @@ def _summary(gpu: GpuView) -> str:
     held = "-" if gpu.sustained_c is None else f"{gpu.sustained_c:.0f} °C"
     parts = [f"hottest held for a minute {held} (slowdown {gpu.slowdown_c:g} °C)"]
     parts.append(gpu.throttling.title if gpu.throttling else "no throttling worth a finding")
+    parts.append(f"cooling: {gpu.cooling}")
     if gpu.coupling is not None:
-        parts.append(coupling_text(gpu, gpu.coupling))
+        parts.append(coupling_sentence(gpu, gpu.coupling))
     return "; ".join(parts)

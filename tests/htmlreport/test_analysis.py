@@ -80,7 +80,7 @@ def test_the_neighbours_heating_is_the_fitted_coupling_times_their_mean_power(st
     neighbours_w = sum(np.nanmean([t.gpus[i].power_w for t in ticks]) for i in (0, 2))
     assert coupling.neighbours_mean_w == pytest.approx(neighbours_w)
     assert coupling.heating_c == pytest.approx(coupling.c_per_100w * neighbours_w / 100)
-    assert coupling.flagged == middle.replayed.neighbour_heated
+    assert coupling.flagged == (middle.replayed.neighbour_heated_s > 0)
 
 
 def test_fan_targets_are_the_commands_replay_found_held_to_the_end(stack):

@@ -15,7 +15,7 @@ from gpud.htmlreport.figures import PANELS
 from gpud.htmlreport.page import CONTENT_SECURITY_POLICY, trace_page
 from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
-from gpud.telemetry import MemoryHealth, XidEvent, XidRecord
+from gpud.telemetry import Cooling, MemoryHealth, XidEvent, XidRecord
 
 
 class Elements(HTMLParser):
@@ -91,11 +91,36 @@ def test_the_header_and_findings_come_first_most_costly_first(simulated_trace):
     assert "Energy (GPUs):" in page and data.diagnosis.energy.currency in page
 
 
-def test_the_middle_card_is_named_as_heated_by_both_neighbours(simulated_trace):
+def test_the_middle_card_is_named_as_heated_by_both_neighbours_with_the_couplings_interval(simulated_trace):
     data, page = page_of(simulated_trace, seconds=900)
     middle = next(g for g in data.gpus if g.index == 1)
-    assert middle.coupling is not None
-    assert f"GPU 1 ← {middle.coupling.c_per_100w:+.1f} °C/100 W from GPU 0 and 2" in page
+    coupling = middle.coupling
+    assert coupling is not None and coupling.flagged and coupling.error_c_per_100w is not None
+    assert (coupling.c_per_100w, coupling.error_c_per_100w) == (
+        middle.replayed.coupling_c_per_100w,
+        middle.replayed.coupling_error_c_per_100w,
+    )
+    rate = f"{coupling.c_per_100w:+.2f} ±{coupling.error_c_per_100w:.2f} °C/100 W"
+    assert f"GPU 1 ← {rate} from GPU 0 and 2" in page
+    heating = f"{coupling.heating_c:+.0f} ±{coupling.heating_error_c:.1f} °C from GPU 0, 2"
+    machine = page[page.index('id="machine"') : page.index('id="gpus"')]
+    assert heating in machine and "Open-air cards breathe the exhaust" in machine
+
+
+def test_a_coupling_the_fit_is_not_confident_of_is_not_shown(simulated_trace):
+    # Three minutes: the heat detector's smoothed readings have not settled, so no fit is trusted yet.
+    data, page = page_of(simulated_trace, seconds=180)
+    assert all(g.replayed.coupling_c_per_100w is None and g.coupling is None for g in data.gpus)
+    machine = page[page.index('id="machine"') : page.index('id="gpus"')]
+    assert "°C/100 W" not in page and "← " not in machine and "heats" not in machine
+    assert "none the fit is confident of" in machine
+
+
+def test_passive_cards_are_shown_as_cooled_by_the_chassis_not_as_open_air_cards(simulated_trace):
+    data, page = page_of(simulated_trace, Layout.PASSIVE, gpus=2, seconds=300)
+    assert [g.cooling_kind for g in data.gpus] == [Cooling.PASSIVE] * 2
+    assert page.count("passive (chassis air)") == 2 and "cooling: passive (reported)" in page
+    assert "open-air" not in page and "fan's target" not in page
 
 
 def test_xids_and_memory_problems_in_the_trace_are_marked_on_their_gpus_panels(simulated_trace):
