@@ -149,6 +149,7 @@ class ReplayReport:
     gpus: list[GpuReplay]
     problems: list[str]
     gaps: int = 0  # how many gaps in the data the trace has (sessions appended, a logger stopped)
+    max_gap_s: float = 5.0  # more than this between two ticks was a gap (:attr:`Learned.max_gap_s`)
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,7 @@ def replay(
         [gpus[i] for i in sorted(gpus)],
         problems,
         gaps,
+        learned.max_gap_s,
     )
 
 

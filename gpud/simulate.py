@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -99,14 +100,42 @@ class GpuResult:
     energy_j: float
 
 
+@dataclass(slots=True)
+class PolicySeries:
+    """What every GPU did at each tick of a run, from the simulator's own state (not gpud's readings).
+
+    ``t_s`` is simulated seconds from the start; per GPU, temperature in °C, mean fan speed in %
+    (0 for a card without fans) and SM clock as a share of the card's maximum.
+    """
+
+    t_s: array[float] = field(default_factory=lambda: array("d"))
+    slowdown_c: list[float] = field(default_factory=list)
+    temp_c: list[array[float]] = field(default_factory=list)
+    fan_pct: list[array[float]] = field(default_factory=list)
+    clock_ratio: list[array[float]] = field(default_factory=list)
+
+    def add(self, t_s: float, machine: ThermalMachine) -> None:
+        """Note the machine as it is at tick time ``t_s``."""
+        if not self.temp_c:
+            self.slowdown_c = [card.slowdown_c for card in machine.cards]
+            for column in (self.temp_c, self.fan_pct, self.clock_ratio):
+                column.extend(array("d") for _ in machine.cards)
+        self.t_s.append(t_s)
+        for i, card in enumerate(machine.cards):
+            self.temp_c[i].append(card.temp_c)
+            self.fan_pct[i].append(card.mean_fan_pct())
+            self.clock_ratio[i].append(card.sm_clock_mhz / card.spec.sm_clock_max_mhz)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyResult:
-    """One policy's run: per GPU, and the machine as a whole."""
+    """One policy's run: per GPU, and the machine as a whole; ``series`` when it was asked for."""
 
     policy: str
     gpus: tuple[GpuResult, ...]
     total: GpuResult  # index -1: busy-time weighted clocks, fan mean over fan-cooled GPUs, largest fan std,
     # energy summed
+    series: PolicySeries | None = None
 
 
 class VirtualRun:
@@ -160,13 +189,13 @@ class VirtualRun:
 
 
 def run_policy(
-    setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True
+    setup: MachineSetup, policy: Policy, settings: Settings, model_known: bool = True, series: bool = False
 ) -> PolicyResult:
     """Run the daemon's loop on a fresh simulated machine under ``policy`` for ``setup.duration_s``.
 
     ``model_known``: predictive control is given the machine's own thermal model, as after
     ``gpud calibrate``; False leaves it with a typical card's and its own feedback, as ``gpud run``
-    without a model.
+    without a model. ``series`` keeps every GPU's state at every tick (for ``--report``).
     """
     machine = setup.build()
     settings = settings.model_copy(update={"fans": policy.fans(settings.fans)})
@@ -177,15 +206,18 @@ def run_policy(
     run = VirtualRun(machine, setup.interval_s, backend, decide, driver_version=_DRIVER, epoch=_EPOCH)
     ticks = int(setup.duration_s / setup.interval_s)
     steady: list[list[float]] = [[] for _ in machine.cards]  # each card's fan speed, second half
+    kept = PolicySeries() if series else None
     try:
         for tick in range(ticks):
             run.tick()
             if tick >= ticks // 2:
                 for speeds, card in zip(steady, machine.cards, strict=True):
                     speeds.append(card.mean_fan_pct())
+            if kept is not None:
+                kept.add(run.ticks * setup.interval_s, machine)
     finally:
         run.close()
-    return _result(policy.label, machine, steady)
+    return replace(_result(policy.label, machine, steady), series=kept)
 
 
 def _result(label: str, machine: ThermalMachine, steady: list[list[float]]) -> PolicyResult:
@@ -248,8 +280,8 @@ def _row(label: str, result: GpuResult) -> list[str]:
 _HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "FAN STD %", "MAX °C", "ENERGY kWh"]
 
 
-def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
-    """One table per policy with a row per GPU, then one summary row per policy, side by side."""
+def describe_setup(setup: MachineSetup) -> str:
+    """One line: the machine, its room, the workload and the run's length."""
     machine = (
         f"calibrated model ({setup.model.source or 'model'}) of {count(len(setup.model.gpus), 'GPU')}"
         if setup.model
@@ -260,21 +292,32 @@ def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
         if setup.ambient_c is None and setup.model
         else f"{30.0 if setup.ambient_c is None else setup.ambient_c:g} °C"
     )
-    lines = [
-        (
-            f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
-            f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
-        ),
-        "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock;",
-        "FAN STD: how much the fan speed moves over the second half of the run (all GPUs: the most)",
-        "",
-    ]
+    return (
+        f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
+        f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
+    )
+
+
+# What the table's less obvious columns mean, a line each.
+COLUMNS_EXPLAINED = (
+    "THROTTLED: share of busy time with clocks held down; CLOCK: mean SM clock while busy / un-throttled clock;",
+    "FAN STD: how much the fan speed moves over the second half of the run (all GPUs: the most)",
+)
+
+
+def summary_rows(results: list[PolicyResult]) -> list[list[str]]:
+    """The all-GPUs table: a header row, then one row per policy."""
+    return [["POLICY", *_HEADER[1:]]] + [_row(r.policy, r.total) for r in results]
+
+
+def render_results(setup: MachineSetup, results: list[PolicyResult]) -> str:
+    """One table per policy with a row per GPU, then one summary row per policy, side by side."""
+    lines = [describe_setup(setup), *COLUMNS_EXPLAINED, ""]
     for result in results:
         rows = [[f"{result.policy}", *_HEADER[1:]]]
         rows += [_row(f"  GPU {g.index}", g) for g in result.gpus]
         lines += [*align(rows), ""]
-    summary = [["POLICY", *_HEADER[1:]]] + [_row(r.policy, r.total) for r in results]
-    lines += ["all GPUs:", *align(summary)]
+    lines += ["all GPUs:", *align(summary_rows(results))]
     return "\n".join(lines)
 
 

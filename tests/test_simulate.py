@@ -201,3 +201,16 @@ def test_calibrate_refuses_a_trace_without_the_readings_it_needs(tmp_path):
     assert done.returncode == 1
     assert "GPU 0: 5 ticks with temperature and power; at least 60 are needed" in done.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_keeping_the_series_changes_no_figure_and_the_series_ends_where_the_run_did():
+    setup = MachineSetup(gpus=2, duration_s=300)
+    plain = run_policy(setup, Policy.parse("stock"), Settings())
+    kept = run_policy(setup, Policy.parse("stock"), Settings(), series=True)
+    assert plain.series is None and (kept.gpus, kept.total) == (plain.gpus, plain.total)
+    series = kept.series
+    assert list(series.t_s) == pytest.approx(range(1, 301)) and series.slowdown_c == [80.0, 80.0]
+    for gpu, result in zip(range(2), kept.gpus, strict=True):
+        assert len(series.temp_c[gpu]) == len(series.fan_pct[gpu]) == len(series.clock_ratio[gpu]) == 300
+        assert max(series.temp_c[gpu]) == pytest.approx(result.max_temp_c, abs=0.5)  # ticks vs 0.1 s steps
+        assert 0 < min(series.clock_ratio[gpu]) and max(series.clock_ratio[gpu]) <= 1

@@ -74,6 +74,8 @@ def test_without_url_status_asks_where_the_configuration_says_the_daemon_listens
     config.write_text(f'listen = "0.0.0.0:{port}"\n')  # listening everywhere: asked on this host
     assert gpud("status", "--config", str(config), "--brief").returncode == 1
     assert gpud("--config", str(config), "diagnose", "--json").returncode in (0, 1)
+    reported = gpud("report", "--config", str(config), "-o", str(tmp_path / "report.html"))
+    assert reported.returncode == 0, reported.stderr
     by_environment = subprocess.run(
         [*GPUD, "status", "--brief"],
         check=False,

@@ -395,6 +395,12 @@ def test_a_real_prometheus_scrapes_gpud_over_tls_with_basic_auth(certificates, t
             env=os.environ | {"GPUD_HTTP_USER": "prometheus", "GPUD_HTTP_PASSWORD": PASSWORD},
         )
         assert diagnosed.returncode in (0, 1) and diagnosed.stdout, diagnosed.stderr
+        page = tmp_path / "report.html"
+        reported = gpud(
+            "report", "--url", status_url, "--cacert", ca, "--user", f"prometheus:{PASSWORD}", "-o", str(page)
+        )
+        assert reported.returncode == 0, reported.stderr
+        assert "<h1>gpud report: " in page.read_text(encoding="utf-8")
     finally:
         for process in processes:
             process.terminate()

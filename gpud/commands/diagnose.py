@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 from pathlib import Path
 
-from gpud.commands.shared import (
-    Subcommands,
-    add_command,
-    add_daemon_flags,
-    daemon_address,
-    emit,
-    fail,
-    http_client,
-)
+from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, emit, fail, judged_ticks
 from gpud.config import decide_settings, load_settings
-from gpud.errors import ConfigError
 
 
 def register(commands: Subcommands) -> None:
@@ -45,42 +35,17 @@ def register(commands: Subcommands) -> None:
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 
-def _duration_s(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``2h``, ``1d`` → seconds; :class:`ConfigError` otherwise."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"--since {text}: expected a duration like 90s, 30m, 2h or 1d")
-    return seconds
-
-
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``gpud diagnose``: the hardware rules of thumb checked against a trace or the daemon's history."""
     from gpud.diagnose.findings import diagnose
-    from gpud.diagnose.host import this_host
     from gpud.diagnose.render import diagnosis_json, render_diagnosis
-    from gpud.diagnose.source import history_trace, recent
-    from gpud.replay import load_trace
     from gpud.status import DaemonUnreachable
 
     settings = load_settings(args.config)
-    since = _duration_s(args.since) if args.since else None
-    if args.trace is not None:
-        trace = load_trace(args.trace)
-        if since is not None:
-            trace = recent(trace, since)
-        host = this_host() if trace.header.host == socket.gethostname() else None
-    else:
-        base = daemon_address(args, settings)
-        try:
-            trace = history_trace(base, http_client(args), since)
-        except DaemonUnreachable as error:
-            return fail(str(error), 2)
-        host = this_host() if trace.header.host == socket.gethostname() else None
+    try:
+        trace, host = judged_ticks(args, settings)
+    except DaemonUnreachable as error:
+        return fail(str(error), 2)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

@@ -30,8 +30,10 @@ from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 
 if TYPE_CHECKING:
+    from gpud.diagnose.findings import HostFacts
     from gpud.httpclient import HttpClient
     from gpud.nvml.source import NvmlSource
+    from gpud.replay import LoadedTrace
 
 LAYOUTS = [layout.value for layout in Layout]
 
@@ -308,6 +310,40 @@ def discard_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def since_seconds(text: str) -> float:
+    """``--since``: ``90``, ``90s``, ``30m``, ``2h``, ``1d`` → seconds; :class:`ConfigError` otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"--since {text}: expected a duration like 90s, 30m, 2h or 1d")
+    return seconds
+
+
+def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTrace, HostFacts | None]:
+    """What ``diagnose`` and ``report`` judge: ``args.trace`` (its last ``--since``), else the history
+    of the daemon :func:`daemon_address` names.
+
+    With it, this machine's RAM and cores when the ticks were recorded here. Raises
+    :class:`gpud.status.DaemonUnreachable` when the daemon does not answer.
+    """
+    from gpud.diagnose.host import this_host
+    from gpud.diagnose.source import history_trace, recent
+    from gpud.replay import load_trace
+
+    since = since_seconds(args.since) if args.since else None
+    if args.trace is not None:
+        trace = load_trace(args.trace)
+        if since is not None:
+            trace = recent(trace, since)
+    else:
+        trace = history_trace(daemon_address(args, settings), http_client(args), since)
+    return trace, this_host() if trace.header.host == socket.gethostname() else None
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpud.commands.shared import LAYOUTS, Subcommands, add_command, finite_float, simulated_gpu_count
+from gpud.commands.shared import LAYOUTS, Subcommands, add_command, fail, finite_float, simulated_gpu_count
 from gpud.config import load_settings
 from gpud.errors import ConfigError
+from gpud.outputs import check_writable
 from gpud.sim.machine import Layout
 from gpud.words import count
 
@@ -73,6 +75,13 @@ def register(commands: Subcommands) -> None:
     )
     simulate.add_argument("--seed", type=int, default=0, metavar="N", help="workload jitter seed (default 0)")
     simulate.add_argument("--json", action="store_true", help="print the results as JSON")
+    simulate.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="also write an HTML page of the policies side by side, needs pip install 'gpud[report]' "
+        "(default: none)",
+    )
 
 
 def _workload(name: str, seed: int) -> Workload:
@@ -95,10 +104,15 @@ def _workload(name: str, seed: int) -> Workload:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``gpud simulate``: the simulated machine under one or more fan policies, faster than real time."""
+    from gpud.htmlreport import INSTALL_HINT, plotting_available
     from gpud.logs import configure_logging
     from gpud.model.store import ModelError, load_model
     from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
 
+    if args.report is not None:
+        if not plotting_available():
+            return fail(INSTALL_HINT, 1)
+        check_writable(args.report)
     settings = load_settings(args.config)
     # The virtual daemons log errors only, unless --log-level or --log-format asks for more.
     configure_logging(args.log_level or "error", args.log_format or "console")
@@ -135,6 +149,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         interval_s=args.interval,
     )
-    results = [run_policy(setup, policy, settings) for policy in policies]
+    results = [run_policy(setup, policy, settings, series=args.report is not None) for policy in policies]
     print(json.dumps(results_json(setup, results), indent=1) if args.json else render_results(setup, results))
+    if args.report is not None:
+        from gpud.htmlreport.compare import compare_page
+        from gpud.htmlreport.page import save_page
+
+        size = save_page(args.report, compare_page(setup, results))
+        print(f"{args.report}: report of {len(results)} policies ({size / 1e6:.2f} MB)", file=sys.stderr)
     return 0

@@ -17,20 +17,21 @@ the GPUs' health: every XID, pending or failed memory repairs, uncorrected ECC e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpud import words
-from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings
+from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings, Decision
 from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
-from gpud.diagnose.health import health_findings
+from gpud.diagnose.health import HealthLedger
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, GpuUsage, UsageMeter
 from gpud.health.severity import Severity
-from gpud.replay import GpuReplay, LoadedTrace, learn, replay
+from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
-from gpud.telemetry import Cooling, GpuInfo
+from gpud.telemetry import Cooling, GpuInfo, Snapshot
 
 GIB = 1024**3
 PSU_MARGIN = 1.1 * 1.1  # the sum of GPU and CPU power plus 10 %, then another 10 %
@@ -71,6 +72,7 @@ class Diagnosis:
     energy: Energy | None  # None: the trace has no power readings
     cooling: dict[int, str]  # per GPU: what we know of its cooling, and how we know
     not_judged: dict[int, list[str]] = field(default_factory=dict)  # per GPU, what and why
+    cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
 
 
 def _pct(share: float) -> str:
@@ -415,15 +417,36 @@ def diagnose(
     settings: DiagnoseSettings,
     host: HostFacts | None = None,
 ) -> Diagnosis:
-    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on.
+    """Every finding in ``trace``, most costly first; ``host`` checks the machine it was recorded on."""
+    return replay_and_diagnose(trace, decide, settings, host)[1]
+
+
+def replay_and_diagnose(
+    trace: LoadedTrace,
+    decide: DecideSettings,
+    settings: DiagnoseSettings,
+    host: HostFacts | None = None,
+    observe: Callable[[Snapshot, Decision], None] | None = None,
+) -> tuple[ReplayReport, Diagnosis]:
+    """The replay of ``trace`` and the diagnosis drawn from it, in one pass.
 
     One pass of replay's controller over the trace gives the throttling and heat; the other figures
-    are measured on the same ticks, with the same seconds.
+    and the health findings are measured on the same ticks, with the same seconds. ``observe`` sees
+    every tick of that pass too (``gpud report`` gathers its readings there), so nothing reads the
+    trace again.
     """
     learned = learn(trace, decide)
     slowdown = decide.slowdown_c or DEFAULT_SLOWDOWN_C
     meter = UsageMeter(trace.header.gpus, decide.throttle, slowdown, learned.power_limits)
-    replayed = replay(trace, decide, learned, meter.add)
+    health = HealthLedger()
+
+    def account(tick: Snapshot, decision: Decision) -> None:
+        meter.add(tick, decision)
+        health.add(tick)
+        if observe is not None:
+            observe(tick, decision)
+
+    replayed = replay(trace, decide, learned, account)
     infos = {info.index: info for info in trace.header.gpus}
     usages = [meter.usage.get(g.index) or GpuUsage(g.index) for g in replayed.gpus]
     window = (
@@ -450,10 +473,10 @@ def diagnose(
         findings.append(psu)
     if host is not None:
         findings += _host(host, usages, len(usages))
-    findings += health_findings(trace.ticks(1, None))
+    findings += health.findings()
     findings.sort(key=lambda f: -f.cost)
     unjudged = {g.index: judged for g in replayed.gpus if (judged := gaps(g, infos.get(g.index)))}
-    return Diagnosis(
+    diagnosis = Diagnosis(
         replayed.trace,
         window,
         len(usages),
@@ -461,4 +484,6 @@ def diagnose(
         _energy(usages, window, settings),
         {index: view.text for index, view in cooling.items()},
         unjudged,
+        {index: view.kind for index, view in cooling.items()},
     )
+    return replayed, diagnosis

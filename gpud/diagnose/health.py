@@ -9,7 +9,6 @@ job (a data-parallel job dies with one GPU), so it comes first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from gpud.diagnose.finding import Finding
@@ -29,26 +28,34 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
-def health_findings(ticks: Iterable[Snapshot]) -> list[Finding]:
-    """A finding per XID code per GPU in the trace, and one per memory problem of each GPU."""
-    first: dict[int, XidRecord] = {}
-    last: dict[int, XidRecord] = {}
-    memory: dict[int, MemoryHealth] = {}
-    down_at_end: set[int] = set()
-    for tick in ticks:
+class HealthLedger:
+    """The health findings of a trace, gathered one tick at a time (:meth:`add`, fed by replay's
+    ``observe`` so the trace is read once) and handed out at its end (:meth:`findings`)."""
+
+    def __init__(self) -> None:
+        self._first: dict[int, XidRecord] = {}
+        self._last: dict[int, XidRecord] = {}
+        self._memory: dict[int, MemoryHealth] = {}
+        self._down_at_end: set[int] = set()
+
+    def add(self, tick: Snapshot) -> None:
+        """Account one tick."""
         for sample in tick.gpus:
             if sample.xids is not None:
-                first.setdefault(sample.index, sample.xids)
-                last[sample.index] = sample.xids
+                self._first.setdefault(sample.index, sample.xids)
+                self._last[sample.index] = sample.xids
             if sample.up and sample.memory_health is not None:
-                memory[sample.index] = sample.memory_health
-            (down_at_end.discard if sample.up else down_at_end.add)(sample.index)
-    findings = []
-    for gpu, record in sorted(last.items()):
-        findings += _xid_findings(gpu, record, first[gpu], gpu in down_at_end)
-    for gpu, health in sorted(memory.items()):
-        findings += _memory_findings(gpu, health)
-    return findings
+                self._memory[sample.index] = sample.memory_health
+            (self._down_at_end.discard if sample.up else self._down_at_end.add)(sample.index)
+
+    def findings(self) -> list[Finding]:
+        """A finding per XID code per GPU in the ticks so far, and one per memory problem of each GPU."""
+        findings = []
+        for gpu, record in sorted(self._last.items()):
+            findings += _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
+        for gpu, health in sorted(self._memory.items()):
+            findings += _memory_findings(gpu, health)
+        return findings
 
 
 def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) -> list[Finding]:

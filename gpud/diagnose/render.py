@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from gpud.diagnose.findings import Diagnosis
+from gpud.diagnose.findings import Diagnosis, Energy
 from gpud.words import count, gpus
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``"45 s"``, ``"8 min"``, ``"24.0 h"``: a window's length as people say it."""
     if seconds >= 5400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
@@ -24,19 +25,21 @@ def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:
     return [f"not judged: {gpus(indexes)}: {gap}" for gap, indexes in by_gap.items()]
 
 
+def no_findings_text(diagnosis: Diagnosis) -> str:
+    """What a diagnosis without findings says: seen nowhere, or nowhere the log could show it."""
+    seen = "in what the log shows" if diagnosis.not_judged else "seen"
+    return f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}."
+
+
 def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then what was not judged,
     cooling and energy."""
     lines = [
-        f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {_duration(diagnosis.window_s)}",
+        f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {duration_text(diagnosis.window_s)}",
         "",
     ]
     if not diagnosis.findings:
-        seen = "in what the log shows" if diagnosis.not_judged else "seen"
-        lines += [
-            f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}.",
-            "",
-        ]
+        lines += [no_findings_text(diagnosis), ""]
     for number, finding in enumerate(diagnosis.findings, start=1):
         lines += [
             f"{number}. [{finding.severity.value}] {finding.title}",
@@ -49,15 +52,18 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
     for gpu, how in sorted(diagnosis.cooling.items()):
         by_cooling.setdefault(how, []).append(gpu)
     lines.append("cooling: " + "; ".join(f"{gpus(indexes)} {how}" for how, indexes in by_cooling.items()))
-    e = diagnosis.energy
-    if e is None:
-        lines.append("energy (GPUs): not known (the log has no power readings)")
-    else:
-        lines.append(
-            f"energy (GPUs): {e.kwh:.2f} kWh in {_duration(e.window_s)}, {e.cost:.2f} {e.currency}; "
-            f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
-        )
+    lines.append(f"energy (GPUs): {energy_text(diagnosis.energy)}")
     return "\n".join(lines)
+
+
+def energy_text(e: Energy | None) -> str:
+    """``"0.11 kWh in 8 min, 0.03 EUR; at this rate 640 kWh, 192 EUR a month"``, or why it is not known."""
+    if e is None:
+        return "not known (the log has no power readings)"
+    return (
+        f"{e.kwh:.2f} kWh in {duration_text(e.window_s)}, {e.cost:.2f} {e.currency}; "
+        f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"
+    )
 
 
 def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""``gpud report``: one HTML page of a trace or of the running daemon's history."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, emit, fail, judged_ticks
+from gpud.config import decide_settings, load_settings
+from gpud.outputs import check_writable
+from gpud.words import count
+
+
+def register(commands: Subcommands) -> None:
+    """Add ``report`` and its options to ``commands``."""
+    report = add_command(
+        commands,
+        "report",
+        cmd_report,
+        help="one self-contained HTML page: what happened to each GPU and why",
+        description="From a trace (a gpud trace, or any log gpud import reads) or the running daemon's "
+        "history: the findings of gpud diagnose, energy and cost, the GPUs in slot order coloured by "
+        "their heat with the neighbours that heat them, and each GPU's temperature, clock, fans, "
+        "power and utilisation on one time axis, throttling shaded by cause. The page loads nothing "
+        "from the network. Needs the report extra: pip install 'gpud[report]'.",
+    )
+    source = add_daemon_flags(report, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
+    source.add_argument(
+        "trace",
+        nargs="?",
+        type=Path,
+        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
+        "instead of the daemon (default: the daemon's history)",
+    )
+    report.add_argument(
+        "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
+    )
+    report.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", required=True, help="the HTML page to write"
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``gpud report``: analyse the ticks in one pass (replay and diagnose), draw them, write the page."""
+    from gpud.htmlreport import INSTALL_HINT, plotting_available
+
+    if not plotting_available():
+        return fail(INSTALL_HINT, 1)
+    from gpud.diagnose.render import duration_text
+    from gpud.htmlreport.analysis import analyse
+    from gpud.htmlreport.page import save_page, trace_page
+    from gpud.status import DaemonUnreachable
+
+    check_writable(args.output)
+    settings = load_settings(args.config)
+    try:
+        trace, host = judged_ticks(args, settings)
+    except DaemonUnreachable as error:
+        return fail(str(error), 2)
+    data = analyse(trace, decide_settings(settings), settings.diagnose, host)
+    if not data.gpus:
+        return fail(f"{trace.name}: no ticks to report on", 1)
+    size = save_page(args.output, trace_page(data))
+    span = duration_text(data.end - data.start)
+    emit(
+        f"{args.output}: report of {count(len(data.gpus), 'GPU')}, {span} from {trace.name} ({size / 1e6:.2f} MB)"
+    )
+    return 0
