@@ -83,6 +83,19 @@ def test_dmon_without_time_and_with_dashes():
     assert result.snapshots[1].gpus[1].power_w is None and result.snapshots[1].gpus[0].power_w == 301
 
 
+@pytest.mark.parametrize("index", ["-1", "1.5", "4294967296"])
+def test_a_row_naming_no_gpu_index_is_skipped_with_its_line(index):
+    lines = [
+        "# gpu   pwr gtemp    sm   mem  mclk  pclk",
+        "# Idx     W     C     %     %   MHz   MHz",
+        "    0    60    50    10     5  5000  1500",
+        f"{index:>5}    60    50    10     5  5000  1500",
+    ]
+    result = import_log(lines, "dmon.log")
+    assert [gpu.index for snapshot in result.snapshots for gpu in snapshot.gpus] == [0]
+    assert result.problems == [f"dmon.log:4: skipped: not a GPU index: {index!r}"]
+
+
 def test_unrecognised_input_is_a_clear_error():
     with pytest.raises(NotALog, match="x: not a log gpud can import"):
         import_log(["hello world"], "x")

@@ -69,7 +69,10 @@ class Row:
 
 
 def _identity(row: Row, col: Column, cell: str) -> None:
-    """An identity cell; a ``gpu`` column may hold a number, a UUID, a bus id or the GPU's name."""
+    """An identity cell; a ``gpu`` column may hold a number, a UUID, a bus id or the GPU's name.
+
+    A number that is no GPU's index (``-1``, ``1.5``) is the row's error, not a GPU of its own.
+    """
     text = cell.strip()
     if col.name != "index":
         if text:
@@ -86,6 +89,8 @@ def _identity(row: Row, col: Column, cell: str) -> None:
         else:
             row.info.setdefault("name", text)
     if value is not None:
+        if not (0 <= value < 2**31 and value.is_integer()):
+            raise ValueError(f"not a GPU index: {text!r}")
         row.ids.setdefault("index", int(value))
 
 
