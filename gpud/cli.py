@@ -27,6 +27,7 @@ from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.trace.format import NotALog
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
 COMMANDS = (
     run,
     status,
@@ -59,11 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
     args = build_parser().parse_args(argv)
-    code = _run(args)
+    try:
+        code = _run(args)
+    except KeyboardInterrupt:  # a second Ctrl-C while a command winds down after the first: no traceback
+        return fail("interrupted", EXIT_INTERRUPTED)
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left before the last of the output: the exit code still stands
         discard_stdout()
+    except OSError as error:  # `> /dev/full`
+        discard_stdout()
+        return fail(f"cannot write the standard output: {error.strerror or error}", EXIT_USAGE)
     return code
 
 

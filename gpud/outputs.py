@@ -4,13 +4,15 @@ gpud runs as root, so a path it is told to write must not be a symbolic link som
 (``O_NOFOLLOW``: the last component is never followed), a FIFO without a reader must not block it
 (``O_NONBLOCK`` while opening), and the file gets an explicit mode rather than whatever the call
 site defaults to. Every failure is an :class:`OutputError` naming the path and the reason, which
-the command line reports as a usage error (exit 2).
+the command line reports as a usage error (exit 2): at opening, and at any later write (a full
+disk, a file such as ``/proc/version`` that opens but takes no writes).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 from pathlib import Path
 from typing import IO, Literal, overload
@@ -29,8 +31,26 @@ class OutputError(ConfigError):
     """A file gpud was told to write cannot be written; the message names it and says why."""
 
 
+class WriteFailed(OutputError, OSError):
+    """A write to an opened output failed; an ``OSError`` still, so code that retries I/O (the recorder) does."""
+
+
 def _reason(error: OSError) -> str:
     return _REASONS.get(error.errno or 0, error.strerror or str(error))
+
+
+class _OutputFile(io.FileIO):
+    """A file descriptor whose failed writes name the file, under whatever buffering is put above it."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        super().__init__(fd, "w")
+        self._path = path
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        try:
+            return super().write(data)
+        except OSError as error:
+            raise WriteFailed(f"cannot write {self._path}: {_reason(error)}") from None
 
 
 def _open_fd(path: Path, flags: int, mode: int) -> int:
@@ -58,10 +78,16 @@ def open_output(
     Text files are UTF-8. Raises :class:`OutputError`.
     """
     flags = os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    fd = _open_fd(path, flags, mode)
-    if binary:
-        return os.fdopen(fd, "ab" if append else "wb", buffering=0)
-    return os.fdopen(fd, "a" if append else "w", encoding="utf-8")
+    raw = _output_file(_open_fd(path, flags, mode), path)
+    return raw if binary else io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
+
+
+def _output_file(fd: int, path: Path) -> _OutputFile:
+    try:
+        return _OutputFile(fd, path)
+    except OSError as error:  # a file that opens but is no file to write (some of /proc)
+        os.close(fd)
+        raise OutputError(f"cannot write {path}: {_reason(error)}") from None
 
 
 def check_writable(path: Path) -> None:
@@ -71,11 +97,13 @@ def check_writable(path: Path) -> None:
     without truncating it; for a new one, the file is created and removed again.
     """
     try:
-        os.close(_open_fd(path, os.O_APPEND, FILE_MODE))
-        return
+        fd = _open_fd(path, os.O_APPEND, FILE_MODE)
     except OutputError:
         if os.path.lexists(path):
             raise
+    else:
+        _output_file(fd, path).close()
+        return
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist")
     os.close(_open_fd(path, os.O_CREAT | os.O_EXCL, FILE_MODE))

@@ -27,6 +27,7 @@ UNIT_NAME = "gpud.service"
 UNIT_DIR = Path("etc/systemd/system")
 CONFIG_DIR = Path("etc/gpud")
 SHIPPED_COMMAND = "/usr/bin/env gpud"
+SHIPPED_ONLY = "# shipped:"  # a comment about the unit as shipped, not as written
 WANTS_DIR = "multi-user.target.wants"  # where `systemctl enable` links the unit ([Install] WantedBy=)
 
 
@@ -86,10 +87,14 @@ def unit_word(text: str) -> str:
 
 
 def unit_text(command: str) -> str:
-    """The shipped unit with ``command`` in place of ``/usr/bin/env gpud`` on every line that runs it."""
+    """The shipped unit with ``command`` in place of ``/usr/bin/env gpud`` on every line that runs it.
+
+    Comments that only hold for the unit as shipped (``# shipped: ...``) are left out.
+    """
     lines = [
         line if line.lstrip().startswith("#") else line.replace(SHIPPED_COMMAND, command)
         for line in shipped(UNIT_NAME).splitlines()
+        if not line.startswith(SHIPPED_ONLY)
     ]
     header = [
         f"# Written by `gpud install-service` (gpud {gpud.__version__}) from the unit shipped with gpud;",

@@ -229,3 +229,42 @@ def test_every_readme_synopsis_is_true(synopsis):
 def test_the_readme_lists_every_command():
     listed = {synopsis_command(s) for s in readme_synopses()}
     assert listed == set(LEAVES)
+
+
+def test_results_that_cannot_be_written_are_one_line_and_exit_2(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    done = subprocess.run(  # noqa: PLW1510 (the exit code is what is checked)
+        [
+            sys.executable,
+            "-m",
+            "gpud",
+            "record",
+            "-o",
+            str(trace),
+            "--simulate",
+            "1",
+            "--sim-speed",
+            "30",
+            "--duration",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout == f"{trace}: 2 ticks of 1 GPU over 30 s, one every 30 s\n"  # the trace's own time
+    for command in (["replay", str(trace)], ["replay", str(trace), "--json"], ["check-config"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(  # noqa: PLW1510  # noqa: PLW1510 (the exit code is what is checked)
+                [sys.executable, "-m", "gpud", *command],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        assert (done.returncode, done.stderr) == (
+            2,
+            "gpud: cannot write the standard output: No space left on device\n",
+        )

@@ -127,6 +127,7 @@ def test_install_service_writes_the_unit_with_gpuds_absolute_path_and_the_exampl
     assert [line for line in installed.splitlines() if "=" in line and not line.startswith("#")] == [
         line.replace("/usr/bin/env gpud", gpud) for line in shipped_directives if not line.startswith("#")
     ]  # every other directive exactly as shipped
+    assert "shipped:" in (SYSTEMD / "gpud.service").read_text() and "shipped:" not in installed
     assert config.read_text() == (SYSTEMD / "config.toml").read_text()
     assert (stat.S_IMODE(unit.stat().st_mode), stat.S_IMODE(env.stat().st_mode)) == (0o644, 0o600)
 
@@ -153,7 +154,10 @@ def test_a_config_already_there_is_never_overwritten_and_uninstall_keeps_it(tmp_
     assert removed.returncode == 0, removed.stderr
     assert not (tmp_path / "etc/systemd/system/gpud.service").exists()
     assert config.read_text() == 'listen = "0.0.0.0:9877"\n' and (tmp_path / "etc/gpud/gpud.env").exists()
-    assert removed.stdout.splitlines()[-1] == f"kept {tmp_path / 'etc/gpud'}: your configuration"
+    assert removed.stdout.splitlines()[-2:] == [
+        "not run under --root (no running systemd there): systemctl disable --now, gpud fans reset, daemon-reload",
+        f"kept {tmp_path / 'etc/gpud'}: your configuration",
+    ]
 
 
 def test_enable_under_a_root_links_the_unit_and_uninstall_unlinks_it(tmp_path):
@@ -174,6 +178,15 @@ def test_dry_run_prints_the_unit_and_the_commands_and_writes_nothing(tmp_path):
     assert f"would write {tmp_path / 'etc/systemd/system/gpud.service'} (new):" in done.stdout
     assert "    Type=notify" in done.stdout.splitlines()
     assert f"would run: systemctl --root={tmp_path} enable gpud.service" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["install-service", "uninstall-service"])
+def test_a_root_that_is_no_folder_is_one_line_and_exit_2(tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for dry_run in ([], ["--dry-run"]):
+        done = gpud_process(command, "--root", str(afile), *dry_run)
+        assert (done.returncode, done.stdout, done.stderr) == (2, "", f"gpud: --root {afile}: not a folder\n")
 
 
 def test_uninstall_without_a_unit_says_there_is_nothing_to_do(tmp_path):

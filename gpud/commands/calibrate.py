@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, fail, finite_float
+from gpud.commands.shared import Subcommands, add_command, emit, fail, finite_float
 from gpud.errors import ConfigError
 from gpud.outputs import check_writable
 from gpud.words import count
@@ -58,6 +58,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         save_model(model, args.output)
     except OSError as error:
         return fail(f"cannot write {args.output}: {error.strerror}", 1)
-    print(render_calibration(model))
-    print(f"{args.output}: thermal model of {count(len(model.gpus), 'GPU')}")
+    emit(render_calibration(model))
+    emit(f"{args.output}: thermal model of {count(len(model.gpus), 'GPU')}")
     return 0

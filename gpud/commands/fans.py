@@ -9,6 +9,7 @@ from gpud.commands.shared import (
     add_command,
     add_fan_backend_flag,
     add_simulate_flag,
+    emit,
     flagged_settings,
     open_gpus,
 )
@@ -47,7 +48,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     settings = flagged_settings(args)
     choice = settings.fan_control.backend
     if choice is BackendChoice.NONE:
-        print("fan backend none: gpud never takes fans over, nothing to reset")
+        emit("fan backend none: gpud never takes fans over, nothing to reset")
         return 0
 
     def with_nvml() -> ResetOutcome:
@@ -69,5 +70,5 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     outcomes = within_deadline(resets)  # ExecStopPost= shares TimeoutStopSec= with the daemon
     for outcome in outcomes:
         for line in outcome.lines():
-            print(line)
+            emit(line)
     return 0 if reset_succeeded(outcomes) else 1

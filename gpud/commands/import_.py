@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command
+from gpud.commands.shared import Subcommands, add_command, emit
 from gpud.outputs import check_writable, open_output
 from gpud.words import count
 
@@ -50,7 +50,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with open_output(args.output) as out:
         ticks = write_trace(out, result.header, result.snapshots)
     told = f", {count(len(result.problems), 'problem')} (above)" if result.problems else ""
-    print(
+    emit(
         f"{args.output}: {count(ticks, 'tick')} of {count(len(result.header.gpus), 'GPU')} "
         f"({result.header.source}){told}"
     )

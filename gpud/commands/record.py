@@ -6,7 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_source_flags, fail, open_gpus, positive_seconds
+from gpud.commands.shared import (
+    Subcommands,
+    add_command,
+    add_source_flags,
+    emit,
+    fail,
+    open_gpus,
+    positive_seconds,
+)
+from gpud.diagnose.render import duration_text
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 from gpud.words import count
@@ -43,10 +52,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     ticks = max(1, int(args.duration / interval))
     written = 0
     start = time.monotonic()
+    first = last = None
     try:
         for tick in range(ticks):
-            recorder.write(source.sample())
+            snapshot = source.sample()
+            recorder.write(snapshot)
             written += 1
+            first, last = first or snapshot.timestamp, snapshot.timestamp
             if tick + 1 < ticks:  # on a fixed grid: the time a read takes does not add up
                 time.sleep(max(0.0, start + (tick + 1) * interval - time.monotonic()))
     except KeyboardInterrupt:
@@ -56,8 +68,15 @@ def cmd_record(args: argparse.Namespace) -> int:
         source.close()
     if recorder.errors:
         return fail(f"{args.output}: {count(recorder.errors, 'write')} failed; the trace is incomplete", 1)
-    print(
-        f"{args.output}: {count(written, 'tick')} of {count(len(source.gpus), 'GPU')}, "
-        f"one every {interval:g} s: {written * interval:g} s recorded"
+    emit(
+        f"{args.output}: {count(written, 'tick')} of {count(len(source.gpus), 'GPU')}{_span_text(first, last, written)}"
     )
     return 0
+
+
+def _span_text(first: float | None, last: float | None, ticks: int) -> str:
+    """The time the ticks cover by their own timestamps, as replay tells it (simulated time runs faster)."""
+    if first is None or last is None or ticks < 2:
+        return ""
+    span = last - first
+    return f" over {duration_text(span)}, one every {span / (ticks - 1):.3g} s"

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command
+from gpud.commands.shared import Subcommands, add_command, emit
 from gpud.config import decide_settings, load_settings
 
 
@@ -30,5 +30,5 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     report = replay(load_trace(args.trace), decide_settings(settings))
-    print(json.dumps(report_json(report), indent=1) if args.json else render_report(report))
+    emit(json.dumps(report_json(report), indent=1) if args.json else render_report(report))
     return 0 if report.ticks else 1

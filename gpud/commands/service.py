@@ -7,12 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, fail
+from gpud.commands.shared import Subcommands, add_command, emit, fail
 from gpud.errors import ConfigError, GpudError
 
 SYSTEMCTL_TIMEOUT_S = 60.0
 _ROOT_HELP = (
-    "install under DIR instead of / (an image being built, a test): no running systemd is asked, "
+    "work under DIR instead of / (an image being built, a test): no running systemd is asked, "
     "only `systemctl --root=DIR enable/disable`; nothing is started, stopped or reset"
 )
 
@@ -55,7 +55,7 @@ def _run(command: list[str], dry_run: bool) -> None:
     """Run ``command`` (or say it would be); :class:`GpudError` with its own last words when it fails."""
     shown = " ".join(command)
     if dry_run:
-        print(f"would run: {shown}")
+        emit(f"would run: {shown}")
         return
     try:
         done = subprocess.run(
@@ -68,7 +68,7 @@ def _run(command: list[str], dry_run: bool) -> None:
     if done.returncode != 0:
         said = (done.stderr.strip() or done.stdout.strip()).splitlines()
         raise GpudError(f"{shown} failed: {said[-1] if said else f'exit {done.returncode}'}")
-    print(f"ran: {shown}")
+    emit(f"ran: {shown}")
 
 
 def _needs_root(args: argparse.Namespace, what: str) -> int | None:
@@ -78,6 +78,8 @@ def _needs_root(args: argparse.Namespace, what: str) -> int | None:
             "--config: the service reads /etc/gpud/config.toml (install-service writes an example there "
             "when there is none); put your settings in that file"
         )
+    if args.root is not None and not args.root.is_dir():
+        raise ConfigError(f"--root {args.root}: not a folder")
     if args.root is None and not args.dry_run and os.geteuid() != 0:
         return fail(
             f"{what} changes /etc/systemd/system: run it as root (sudo gpud {what}), or see what it would do with --dry-run",
@@ -96,15 +98,15 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     for planned in plan(root or Path("/"), unit_command(gpud_argv())):
         state = planned.state()
         if state == "kept":
-            print(f"kept {planned.path}: there already, never overwritten")
+            emit(f"kept {planned.path}: there already, never overwritten")
         elif state == "unchanged":
-            print(f"unchanged {planned.path}")
+            emit(f"unchanged {planned.path}")
         elif args.dry_run:
-            print(f"would write {planned.path} ({state}):")
-            print("".join(f"    {line}\n" for line in planned.text.splitlines()), end="")
+            emit(f"would write {planned.path} ({state}):")
+            emit("\n".join(f"    {line}" for line in planned.text.splitlines()))
         else:
             write(planned)
-            print(f"wrote {planned.path}" + ("" if state == "new" else f" ({state})"))
+            emit(f"wrote {planned.path}" + ("" if state == "new" else f" ({state})"))
     if root is None:
         _run(_systemctl(None, "daemon-reload"), args.dry_run)
     if args.enable:
@@ -115,7 +117,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     elif args.now and root is None:
         _run(_systemctl(None, "start", "gpud.service"), args.dry_run)
     if root is not None:
-        print(
+        emit(
             "not run under --root (no running systemd there): systemctl daemon-reload"
             + (", start" if args.now else "")
         )
@@ -127,15 +129,15 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 def _next_steps(started: bool, enabled: bool) -> None:
     watch = "systemctl status gpud; journalctl -u gpud -f; gpud status"
     if started:
-        print(f"gpud runs{' and starts at every boot' if enabled else ''}: {watch}")
+        emit(f"gpud runs{' and starts at every boot' if enabled else ''}: {watch}")
         return
-    print("next:")
-    print("  edit /etc/gpud/config.toml, then check it: gpud check-config /etc/gpud/config.toml")
-    print(
+    emit("next:")
+    emit("  edit /etc/gpud/config.toml, then check it: gpud check-config /etc/gpud/config.toml")
+    emit(
         "  sudo systemctl "
         + ("start gpud" if enabled else "enable --now gpud      # start it now and at every boot")
     )
-    print(f"  {watch}")
+    emit(f"  {watch}")
 
 
 def cmd_uninstall_service(args: argparse.Namespace) -> int:
@@ -147,7 +149,7 @@ def cmd_uninstall_service(args: argparse.Namespace) -> int:
     root = args.root
     unit = unit_path(root or Path("/"))
     if not os.path.lexists(unit):
-        print(f"no gpud unit at {unit}: nothing to uninstall")
+        emit(f"no gpud unit at {unit}: nothing to uninstall")
         return 0
     if root is None:
         # Stopping runs the unit's ExecStopPost (gpud fans reset); run again in case it never ran.
@@ -159,15 +161,19 @@ def cmd_uninstall_service(args: argparse.Namespace) -> int:
             try:
                 _run(command, args.dry_run)
             except GpudError as error:
-                print(f"gpud: {error}; carrying on")
+                emit(f"gpud: {error}; carrying on")
     elif os.path.lexists(enable_link(root)):
         _run(_systemctl(root, "disable", "gpud.service"), args.dry_run)
     if args.dry_run:
-        print(f"would remove {unit}")
+        emit(f"would remove {unit}")
     else:
         unit.unlink()
-        print(f"removed {unit}")
+        emit(f"removed {unit}")
     if root is None:
         _run(_systemctl(None, "daemon-reload"), args.dry_run)
-    print(f"kept {(root or Path('/')) / CONFIG_DIR}: your configuration")
+    else:
+        emit(
+            "not run under --root (no running systemd there): systemctl disable --now, gpud fans reset, daemon-reload"
+        )
+    emit(f"kept {(root or Path('/')) / CONFIG_DIR}: your configuration")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, fail, open_gpus
+from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, emit, fail, open_gpus
 from gpud.outputs import check_writable, open_output
 from gpud.words import count
 
@@ -46,13 +46,13 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     except ValueError as error:  # no GPUs, or one whose PCI bus id could not be read
         return fail(f"cannot write an xorg.conf: {error}", 1)
     if args.write is None:
-        print(text)
+        emit(text)
         return 0
     try:
         with open_output(args.write) as out:
             out.write(text)
     except OSError as error:
         return fail(f"cannot write {args.write}: {error.strerror}", 1)
-    print(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
-    print("\n".join(f"  {line}" for line in apply_commands(args.write)))
+    emit(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
+    emit("\n".join(f"  {line}" for line in apply_commands(args.write)))
     return 0

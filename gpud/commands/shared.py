@@ -26,6 +26,7 @@ from gpud.config import (
     split_host_port,
 )
 from gpud.errors import ConfigError
+from gpud.outputs import OutputError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
 
@@ -250,9 +251,14 @@ def add_daemon_flags(
         "--insecure", action="store_true", help="do not check the certificate of https:// daemons"
     )
     parser.add_argument(
-        "--cert", type=Path, metavar="FILE", help="a client certificate (PEM) for https:// daemons (default: none)"
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="a client certificate (PEM) for https:// daemons (default: none)",
     )
-    parser.add_argument("--key", type=Path, metavar="FILE", help="its private key, when not in --cert (default: none)")
+    parser.add_argument(
+        "--key", type=Path, metavar="FILE", help="its private key, when not in --cert (default: none)"
+    )
     parser.add_argument(
         "--user",
         metavar="USER[:PASSWORD]",
@@ -303,6 +309,9 @@ def emit(text: str) -> None:
         print(text, flush=True)
     except BrokenPipeError:
         discard_stdout()
+    except OSError as error:  # a full disk behind `> file`, /dev/full
+        discard_stdout()
+        raise OutputError(f"cannot write the standard output: {error.strerror or error}") from None
 
 
 def discard_stdout() -> None:

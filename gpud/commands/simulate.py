@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpud.commands.shared import LAYOUTS, Subcommands, add_command, fail, finite_float, simulated_gpu_count
+from gpud.commands.shared import (
+    LAYOUTS,
+    Subcommands,
+    add_command,
+    emit,
+    fail,
+    finite_float,
+    simulated_gpu_count,
+)
 from gpud.config import load_settings
 from gpud.errors import ConfigError
 from gpud.outputs import check_writable
@@ -150,7 +158,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         interval_s=args.interval,
     )
     results = [run_policy(setup, policy, settings, series=args.report is not None) for policy in policies]
-    print(json.dumps(results_json(setup, results), indent=1) if args.json else render_results(setup, results))
+    emit(json.dumps(results_json(setup, results), indent=1) if args.json else render_results(setup, results))
     if args.report is not None:
         from gpud.htmlreport.compare import compare_page
         from gpud.htmlreport.page import save_page
