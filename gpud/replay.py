@@ -26,7 +26,7 @@ from gpud.decide.plateau import PowerLevels, inferred_limits
 from gpud.decide.reference import HeldClock, Reference, busy, core_clock_mhz, references
 from gpud.decide.throttle import ThrottleCause
 from gpud.telemetry import Snapshot
-from gpud.trace.format import TraceError, TraceHeader, read_trace
+from gpud.trace.format import NotALog, TraceHeader, read_trace
 from gpud.trace.importers.detect import HEAD_LINES, LogFormat, import_log, open_log, sniff
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
@@ -66,7 +66,7 @@ def load_trace(path: Path) -> LoadedTrace:
     try:
         size = path.stat().st_size
     except OSError as error:
-        raise TraceError(f"cannot read {path}: {error.strerror}") from None
+        raise NotALog(f"cannot read {path}: {error.strerror}") from None
     with open_log(path) as lines:
         head = list(islice(lines, HEAD_LINES))
         if sniff(head, str(path)) is not LogFormat.GPUD_TRACE:

@@ -142,14 +142,6 @@ def test_a_broken_config_is_exit_2_naming_the_file_without_a_traceback(configs):
     assert "Traceback" not in done.stderr
 
 
-def test_a_gpud_error_is_exit_1_in_one_line(tmp_path):
-    missing = tmp_path / "missing.jsonl"
-    done = gpud("replay", str(missing))
-    assert done.returncode == 1
-    (line,) = done.stderr.splitlines()
-    assert line.startswith("gpud: ") and str(missing) in line
-
-
 def test_no_driver_is_exit_1_with_the_simulate_hint():
     done = gpud("setup", "coolbits")
     if done.returncode == 0:
@@ -268,3 +260,20 @@ def test_results_that_cannot_be_written_are_one_line_and_exit_2(tmp_path):
             2,
             "gpud: cannot write the standard output: No space left on device\n",
         )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["replay", "IN"],
+        ["diagnose", "--trace", "IN"],
+        ["report", "IN", "-o", "r.html"],
+        ["import", "IN", "-o", "t.jsonl"],
+        ["calibrate", "IN", "-o", "m.json"],
+    ],
+)
+def test_an_input_that_cannot_be_read_is_a_usage_error_not_a_finding(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    for missing in (tmp_path / "nope.jsonl", tmp_path):  # diagnose's exit 1 would mean "a critical finding"
+        assert main([str(missing) if word == "IN" else word for word in command]) == 2
+        assert capsys.readouterr().err.startswith(f"gpud: cannot read {missing}: ")

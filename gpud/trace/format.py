@@ -42,7 +42,7 @@ class TraceError(GpudError):
 
 
 class NotALog(TraceError):
-    """A file that is no log gpud can read at all (no header, a profile, a binary): refused whole."""
+    """A file gpud cannot use at all (missing, unreadable, no header, a profile, a binary): refused whole."""
 
 
 @dataclass(frozen=True, slots=True)

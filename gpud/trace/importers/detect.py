@@ -20,7 +20,7 @@ from itertools import chain, islice
 from pathlib import Path
 
 from gpud.telemetry import Snapshot
-from gpud.trace.format import FORMAT, NotALog, TraceError, read_trace
+from gpud.trace.format import FORMAT, NotALog, read_trace
 from gpud.trace.importers.afterburner import LINE as HML_LINE
 from gpud.trace.importers.afterburner import AfterburnerImport
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
@@ -182,4 +182,4 @@ def open_log(path: Path) -> Iterator[Iterator[str]]:
         with path.open(encoding=_encoding(start), errors="replace", newline=None) as handle:
             yield (line.rstrip("\r\n") for line in handle)
     except OSError as error:
-        raise TraceError(f"cannot read {path}: {error.strerror}") from None
+        raise NotALog(f"cannot read {path}: {error.strerror}") from None
