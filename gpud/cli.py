@@ -22,11 +22,10 @@ from gpud.commands import (
     simulate,
     status,
 )
-from gpud.commands.shared import Parser, add_global_options, discard_stdout, fail
+from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.trace.format import NotALog
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
 COMMANDS = (
     run,

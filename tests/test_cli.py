@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from gpud.cli import build_parser, main
+from gpud.telemetry import GpuInfo
+from gpud.trace.format import TraceHeader, header_line
 
 TRACE = Path(__file__).parent / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
 GPUD = [sys.executable, "-m", "gpud"]
@@ -277,3 +279,16 @@ def test_an_input_that_cannot_be_read_is_a_usage_error_not_a_finding(tmp_path, c
     for missing in (tmp_path / "nope.jsonl", tmp_path):  # diagnose's exit 1 would mean "a critical finding"
         assert main([str(missing) if word == "IN" else word for word in command]) == 2
         assert capsys.readouterr().err.startswith(f"gpud: cannot read {missing}: ")
+
+
+@pytest.mark.parametrize(
+    "command", [["replay", "IN"], ["diagnose", "--trace", "IN"], ["report", "IN", "-o", "r.html"]]
+)
+def test_a_trace_without_ticks_is_said_so_in_one_line(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    trace = tmp_path / "header-only.jsonl"
+    trace.write_text(
+        header_line(TraceHeader("h", (GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550"),), "gpud")) + "\n"
+    )
+    assert main([str(trace) if word == "IN" else word for word in command]) == 2  # not "no findings"
+    assert capsys.readouterr() == ("", f"gpud: {trace}: no ticks in it: nothing to judge\n")

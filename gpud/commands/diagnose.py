@@ -6,7 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_daemon_flags, emit, fail, judged_ticks
+from gpud.commands.shared import (
+    EXIT_USAGE,
+    NO_TICKS,
+    Subcommands,
+    add_command,
+    add_daemon_flags,
+    emit,
+    fail,
+    judged_ticks,
+)
 from gpud.config import decide_settings, load_settings
 
 
@@ -47,5 +56,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     except DaemonUnreachable as error:
         return fail(str(error), 2)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
+    if not diagnosis.gpus:
+        return fail(f"{trace.name}: {NO_TICKS}", EXIT_USAGE)
     emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, emit
+from gpud.commands.shared import EXIT_USAGE, NO_TICKS, Subcommands, add_command, emit, fail
 from gpud.config import decide_settings, load_settings
 
 
@@ -17,9 +17,13 @@ def register(commands: Subcommands) -> None:
         "replay",
         cmd_replay,
         help="run the controller over a trace: throttle intervals, heat build-up, fan commands",
-        description="TRACE is a gpud trace or an nvidia-smi CSV / dmon log. Curves and thresholds come from --config.",
+        description="TRACE is a gpud trace or any log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, "
+        "MSI Afterburner), imported on the fly. Curves and thresholds come from --config. Exit 2 when "
+        "TRACE cannot be read or holds no tick.",
     )
-    replay.add_argument("trace", type=Path, help="gpud trace (JSON Lines) or nvidia-smi log")
+    replay.add_argument(
+        "trace", type=Path, metavar="TRACE", help="gpud trace (JSON Lines) or a log gpud import reads"
+    )
     replay.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 
@@ -30,5 +34,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     report = replay(load_trace(args.trace), decide_settings(settings))
+    if not report.ticks:
+        return fail(f"{args.trace}: {NO_TICKS}", EXIT_USAGE)
     emit(json.dumps(report_json(report), indent=1) if args.json else render_report(report))
-    return 0 if report.ticks else 1
+    return 0

@@ -41,6 +41,9 @@ LAYOUTS = [layout.value for layout in Layout]
 Subcommands = argparse._SubParsersAction
 """What ``add_subparsers`` returns: each command module's ``register`` adds its parser to one."""
 
+EXIT_USAGE = 2  # bad arguments, or an input gpud cannot use: nothing was judged
+NO_TICKS = "no ticks in it: nothing to judge"  # a trace of a header only, a log whose rows all failed
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line: what is wrong, and where the help is; exit 2."""
