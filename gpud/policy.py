@@ -8,6 +8,7 @@ any fan policy can reach, and the loudest). A bare curve name is short for ``cur
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -26,6 +27,14 @@ class PolicyKind(StrEnum):
     LIMIT = "limit"
 
 
+RUN_KINDS = frozenset(PolicyKind) - {PolicyKind.LIMIT}  # what `gpud run` can drive; limit is simulate's
+
+
+def _accepted(kinds: Collection[PolicyKind]) -> str:
+    named = [kind.value for kind in PolicyKind if kind in kinds and kind is not PolicyKind.CURVE]
+    return ", ".join([*named, "curve:NAME or a curve's name"])
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """A fan policy as named on the command line: ``stock``, ``curve:NAME``, ``predictive``, ``limit``."""
@@ -34,7 +43,7 @@ class Policy:
     curve: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Policy:
+    def parse(cls, text: str, kinds: Collection[PolicyKind] = frozenset(PolicyKind)) -> Policy:
         """``"curve:balanced"`` or ``"balanced"`` → curve policy; ``ValueError`` names what is accepted.
 
         Whether a curve of that name exists is for :meth:`fans` to say, which knows the curves.
@@ -49,10 +58,8 @@ class Policy:
             policy = cls(PolicyKind(kind), curve or None)
         except ValueError:
             policy = None
-        if policy is None or (policy.kind is PolicyKind.CURVE) != bool(curve):
-            raise ValueError(
-                f"unknown policy {text!r}: use stock, predictive, limit, curve:NAME or a curve's name"
-            )
+        if policy is None or (policy.kind is PolicyKind.CURVE) != bool(curve) or policy.kind not in kinds:
+            raise ValueError(f"unknown policy {text!r}: use {_accepted(kinds)}")
         return policy
 
     @property
@@ -60,7 +67,7 @@ class Policy:
         """The policy as it was named."""
         return f"curve:{self.curve}" if self.curve else self.kind.value
 
-    def fans(self, fans: FanSettings) -> FanSettings:
+    def fans(self, fans: FanSettings, kinds: Collection[PolicyKind] = frozenset(PolicyKind)) -> FanSettings:
         """``fans`` with every fan on this policy; ``ValueError`` for a curve ``fans`` does not know.
 
         ``stock`` returns ``fans`` unchanged: it is run with no fan backend at all.
@@ -69,9 +76,11 @@ class Policy:
         if self.kind is PolicyKind.CURVE:
             known = fans.all_curves()
             if self.curve not in known:
+                policies = ", ".join(
+                    kind.value for kind in PolicyKind if kind in kinds and kind is not PolicyKind.CURVE
+                )
                 raise ValueError(
-                    f"no curve named {self.curve!r} (curves: {', '.join(sorted(known))}; "
-                    "policies: stock, predictive, limit)"
+                    f"no curve named {self.curve!r} (curves: {', '.join(sorted(known))}; policies: {policies})"
                 )
             return fans.model_copy(update={"curve": self.curve, **every_fan})
         if self.kind is PolicyKind.PREDICTIVE:

@@ -59,7 +59,7 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         (["run", "--faults", "lost:gpu=0"], "--faults works on the simulated GPUs only: add --simulate"),
         (
             ["run", "--simulate", "--policy", "loud"],
-            "--policy loud: no curve named 'loud' (curves: balanced, cool, quiet; policies: stock, predictive, limit)",
+            "--policy loud: no curve named 'loud' (curves: balanced, cool, quiet; policies: stock, predictive)",  # no limit: simulate's
         ),
         (["run", "--simulate", "--policy", "curve:"], "--policy curve:: unknown policy 'curve:'"),
         (["run", "--simulate", "--policy", "limit"], "--policy limit: limit is for gpud simulate"),

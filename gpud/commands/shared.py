@@ -394,17 +394,17 @@ def flagged_settings(args: argparse.Namespace) -> Settings:
 def _with_policy(settings: Settings, text: str) -> Settings:
     """``gpud run --policy``: every fan on one policy; stock leaves every GPU's fans to the driver."""
     from gpud.decide.curves import STOCK
-    from gpud.policy import Policy, PolicyKind
+    from gpud.policy import RUN_KINDS, Policy, PolicyKind
 
     try:
-        policy = Policy.parse(text)
-        if policy.kind is PolicyKind.LIMIT:
+        if text == PolicyKind.LIMIT:
             raise ValueError("limit is for gpud simulate; to run fans at 100 % use a curve of your own")
+        policy = Policy.parse(text, RUN_KINDS)
         every_fan = {"gpus": {}, "heat_buildup_curve": None}
         fans = (
             settings.fans.model_copy(update={"curve": STOCK, **every_fan})
             if policy.kind is PolicyKind.STOCK
-            else policy.fans(settings.fans)
+            else policy.fans(settings.fans, RUN_KINDS)
         )
     except ValueError as error:
         raise ConfigError(f"--policy {text}: {error}") from None
