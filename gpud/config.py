@@ -42,15 +42,19 @@ MAX_DEPTH = 32  # tables, arrays and dotted keys within one another; gpud's own 
 _LONG_DOTTED_KEY = re.compile(rf"(?<![\w\"'-])(?:[\w\"'-]++[ \t]*\.[ \t]*){{{MAX_DEPTH},}}")
 
 
-def split_host_port(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:9877"`` → ``("127.0.0.1", 9877)``; ``"[::1]:9877"`` works too.
+_LISTEN_HOST = re.compile(r"\[[0-9A-Fa-f:.%\w]+\]|[\w.-]*")  # a name, an IPv4 address, [an IPv6 one], or none
 
-    >>> split_host_port("[::1]:80")
-    ('::1', 80)
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9877"`` → ``("127.0.0.1", 9877)``; ``"[::1]:9877"`` works too, and ``":9877"``
+    is every interface, as Prometheus' exporters write it. A URL is no address to listen on.
+
+    >>> split_host_port("[::1]:80"), split_host_port(":9877")
+    (('::1', 80), ('0.0.0.0', 9877))
     """
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT with a port 1-65535, got {listen!r}")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _LISTEN_HOST.fullmatch(host):
+        raise ValueError(f"expected HOST:PORT with a port 1-65535 (no http://), got {listen!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

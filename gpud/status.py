@@ -223,7 +223,7 @@ def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
     """The base URL of a daemon, ``http://HOST:PORT`` (no trailing slash): every client's one way to name it.
 
     ``address`` is what a person gives ``--url`` or ``--hosts``: ``HOST[:PORT]``, a bare ``PORT``
-    (on this host), or a URL ``http(s)://HOST[:PORT][/PREFIX]``, with or without one of the
+    or ``:PORT`` (on this host, as ``--listen :PORT`` serves it), or a URL ``http(s)://HOST[:PORT][/PREFIX]``, with or without one of the
     daemon's :data:`ENDPOINTS`.
     Without a scheme a missing port is gpud's own (9877); a URL with a scheme is taken as written
     (a proxy may serve the daemon on 80 or 443). Without ``address``, the daemon listening on
@@ -242,8 +242,8 @@ def daemon_url(address: str | None, listen: str = DEFAULT_LISTEN) -> str:
         host = _WILDCARDS.get(host, host)
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
     text = address.strip()
-    if text.isdigit():
-        text = f"127.0.0.1:{text}"
+    if text.isdigit() or (text.startswith(":") and text[1:].isdigit()):  # 9877, :9877: on this host
+        text = f"127.0.0.1:{text.lstrip(':')}"
     schemeless = "://" not in text
     parts = urllib.parse.urlsplit(f"http://{text}" if schemeless else text)
     if parts.scheme not in ("http", "https"):

@@ -85,6 +85,10 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             "argument --listen: expected HOST:PORT with a port 1-65535",
         ),
         (
+            ["run", "--simulate", "--listen", "http://127.0.0.1:19020"],  # a URL: refused, not left to bind
+            "argument --listen: expected HOST:PORT with a port 1-65535 (no http://)",
+        ),
+        (
             ["run", "--simulate", "--interval", "0"],
             "argument --interval: Input should be greater than or equal to 0.1",
         ),

@@ -121,7 +121,7 @@ def test_a_single_problem_is_one_line_with_the_value_given_once(tmp_path, monkey
     with pytest.raises(ConfigError) as error:
         load_settings(path)
     assert str(error.value) == (
-        f"invalid config file {path}: listen (from GPUD_LISTEN): expected HOST:PORT with a port 1-65535, got '19020'"
+        f"invalid config file {path}: listen (from GPUD_LISTEN): expected HOST:PORT with a port 1-65535 (no http://), got '19020'"
     )
     monkeypatch.delenv("GPUD_LISTEN")
     assert problem(tmp_path, "interval_s = 0") == (

@@ -145,6 +145,7 @@ def test_brief_is_one_aligned_line_per_gpu_down_ones_included():
         ("ws1", "", "http://ws1:9877"),
         ("ws1:9000", "", "http://ws1:9000"),
         ("19020", "", "http://127.0.0.1:19020"),
+        (":19020", "", "http://127.0.0.1:19020"),  # as `gpud run --listen :19020` serves it
         (" http://ws1:9000/status/ ", "", "http://ws1:9000"),
         ("https://ws1/status", "", "https://ws1"),
         ("https://proxy:8443/gpud/ws1/history", "", "https://proxy:8443/gpud/ws1"),
@@ -155,6 +156,7 @@ def test_brief_is_one_aligned_line_per_gpu_down_ones_included():
         (None, "[::]:9877", "http://[::1]:9877"),
         (None, "[fe80::1]:9877", "http://[fe80::1]:9877"),
         (None, "ws1.lab:9877", "http://ws1.lab:9877"),
+        (None, ":9877", "http://127.0.0.1:9877"),
     ],
 )
 def test_one_way_to_name_a_daemon(address, listen, url):
