@@ -32,8 +32,8 @@ decides (a hang delays the call, then the next fault is looked at):
     driver's single- or double-bit ECC event. The XID a driver logs with them depends on the GPU
     and on containment (48, 94, 95): give it as an ``xid`` fault.
 ``remap:gpu=N[,at=S][,failed=1]``
-    a bad memory row marked for remapping: the remap is pending (and counted as remapped for an
-    uncorrectable error) until the GPU is reset (:meth:`gpud.sim.thermal.Card.reset`), and the
+    a bad memory row marked for remapping after an uncorrectable error (counted in the ECC counts):
+    the remap is pending (and counted as remapped for an uncorrectable error) until the GPU is reset (:meth:`gpud.sim.thermal.Card.reset`), and the
     driver reports XID 63 as real ones do; ``failed=1``: the remap failed instead (no spare rows
     left), with XID 64.
 ``reset[:gpu=N][,at=S]``
@@ -401,7 +401,8 @@ class FaultyNvmlLibrary:
                 N.nvmlEventTypeDoubleBitEccError if fault.uncorrected else N.nvmlEventTypeSingleBitEccError
             )
             self.library.raise_event(fault.gpu or 0, event)
-        else:
+        else:  # the uncorrectable error behind the remap is counted, as the driver counts it
+            card.memory.add_errors(uncorrected=True, count=1)
             card.memory.mark_row_for_remap(fault.failed)
             self.library.raise_xid(fault.gpu or 0, REMAP_FAILED_XID if fault.failed else REMAP_RECORDED_XID)
 

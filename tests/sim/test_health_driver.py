@@ -246,6 +246,8 @@ def test_ecc_and_remap_faults_give_a_geforce_card_ecc_memory_from_the_start(inst
     at(clock, library, 4.0)
     assert N.nvmlDeviceGetTotalEccErrors(h[2], N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC) == 3
     assert N.nvmlDeviceGetRemappedRows(h[3]) == (0, 1, 1, 0)
+    # the uncorrectable error behind the remap is in the counts too
+    assert N.nvmlDeviceGetTotalEccErrors(h[3], N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_AGGREGATE_ECC) == 1
     events = {
         (gpu_index(d.device), d.eventType, d.eventData)
         for d in (N.nvmlEventSetWait_v2(event_set, 100) for _ in range(2))
