@@ -270,19 +270,20 @@ def _unknown_variables() -> list[str]:
     known = set(Settings.model_fields)
     problems = []
     for name in sorted(settings_variables().keys() - {USER_ENV, PASSWORD_ENV}):
-        key = name[len(ENV_PREFIX) :].split(ENV_NESTING)[0].lower()
-        if key not in known:
-            hint = "; nested keys are joined with __, e.g. GPUD_SIMULATE__GPUS" if "_" in key else ""
-            problems.append(f"{name}: no such setting (check its spelling{hint})")
+        keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
+        if keys[0] not in known:
+            hint = "; nested keys are joined with __, e.g. GPUD_SIMULATE__GPUS" if "_" in keys[0] else ""
+            problems.append(f"{'.'.join(keys)} (from {name}): unknown key (check its spelling{hint})")
     return problems
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Merge file, environment and ``overrides`` (from flags) into validated :class:`Settings`."""
     data = read_config_file(path)
+    origin = path or (DEFAULT_CONFIG_PATH if data else None)
     unknown = _unknown_variables()
     if unknown:
-        raise ConfigError(_problems("invalid environment", unknown))
+        raise ConfigError(_problems(_invalid(origin), unknown))
 
     class _Merged(Settings):
         @classmethod
@@ -299,7 +300,6 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     try:
         merged = _Merged(**(overrides or {}))
     except ValidationError as error:
-        origin = path or (DEFAULT_CONFIG_PATH if data else None)
         raise ConfigError(describe_validation_error(error, origin)) from None
     return Settings.model_construct(**dict(merged))
 
@@ -327,8 +327,12 @@ def describe_validation_error(error: ValidationError, origin: Path | None) -> st
         variable = ENV_PREFIX + ENV_NESTING.join(str(part) for part in problem["loc"]).upper()
         source = f" (from {variable})" if variable in variables else ""
         lines.append(f"{key}{source}: {message}")
-    where = f"config file {origin}" if origin else "configuration"
-    return _problems(f"invalid {where}", lines)
+    return _problems(_invalid(origin), lines)
+
+
+def _invalid(origin: Path | None) -> str:
+    """The heading of a configuration's problems: the file's, else the configuration's (environment, flags)."""
+    return f"invalid config file {origin}" if origin else "invalid configuration"
 
 
 def _given(value: Any, message: str) -> str:

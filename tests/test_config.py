@@ -150,21 +150,23 @@ def test_several_problems_are_one_line_each_under_one_heading(tmp_path):
 @pytest.mark.parametrize(
     ("variable", "expected"),
     [
-        ("GPUD_INTERVAL", "GPUD_INTERVAL: no such setting (check its spelling)"),
+        ("GPUD_INTERVAL", "interval (from GPUD_INTERVAL): unknown key (check its spelling)"),
         (
             "GPUD_SIMULATE_GPUS",
             (
-                "GPUD_SIMULATE_GPUS: no such setting (check its spelling; nested keys are joined "
-                "with __, e.g. GPUD_SIMULATE__GPUS)"
+                "simulate_gpus (from GPUD_SIMULATE_GPUS): unknown key (check its spelling; nested keys are "
+                "joined with __, e.g. GPUD_SIMULATE__GPUS)"
             ),
         ),
-        ("gpud_lisen", "gpud_lisen: no such setting"),
+        ("gpud_lisen", "lisen (from gpud_lisen): unknown key"),
+        ("GPUD_FANS__CURV", "fans.curv (from GPUD_FANS__CURV): unknown key"),  # the same words one level down
     ],
 )
 def test_an_unknown_gpud_variable_is_an_error_like_an_unknown_key(variable, expected, monkeypatch, tmp_path):
     monkeypatch.setenv(variable, "2")
-    with pytest.raises(ConfigError, match="^invalid environment: " + re.escape(expected)):
-        load_settings(write(tmp_path, ""))
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=re.escape(f"invalid config file {path}: {expected}")):
+        load_settings(path)
 
 
 def test_an_unknown_key_under_a_gpud_variable_names_the_variable(monkeypatch, tmp_path):
@@ -211,5 +213,5 @@ def test_every_command_refuses_an_unknown_gpud_variable_with_exit_2(tmp_path):
     for argv in (["check-config", str(config)], ["status", "--config", str(config)]):
         done = gpud_process(*argv, env={"GPUD_LISTN": "0.0.0.0:9877"})
         assert done.returncode == 2 and done.stderr == (
-            "gpud: invalid environment: GPUD_LISTN: no such setting (check its spelling)\n"
+            f"gpud: invalid config file {config}: listn (from GPUD_LISTN): unknown key (check its spelling)\n"
         ), argv
