@@ -107,7 +107,7 @@ def trace_page(data: ReportData) -> str:
                 ("Host", data.host),
                 ("GPUs", data.models()),
                 ("Time span", span),
-                ("Source", f"{data.source} (recorded by {data.recorded_by})"),
+                ("Source", f"{data.source} ({_origin(data.recorded_by)})"),
             ]
         )
         + "</header>"
@@ -240,3 +240,11 @@ def _summary(gpu: GpuView) -> str:
     if gpu.coupling is not None:
         parts.append(coupling_sentence(gpu, gpu.coupling))
     return "; ".join(parts)
+
+
+_RECORDERS = {"nvml": "recorded by gpud from the driver", "simulated": "recorded by gpud on simulated GPUs"}
+
+
+def _origin(source: str) -> str:
+    """How the trace came to be, from its header's ``source``: gpud's recorder, or the tool whose log it imported."""
+    return _RECORDERS.get(source, f"imported from a {source} log")

@@ -28,8 +28,8 @@ from gpud.words import count
 
 MIN_STEP_S = 1.0  # faster traces are thinned to this: the thermal time constants are tens of seconds
 MAX_GAP_S = 30.0  # a longer gap starts a new free-running segment from the measured temperature
-MIN_FAN_SPREAD_PCT = 5.0
-BLOCKS_PER_HELD = 5  # the trace is cut into 5 x n blocks for a 1-in-n holdout  # less fan variation than this and the fan term is not fitted
+MIN_FAN_SPREAD_PCT = 5.0  # less fan variation than this and the fan term is not fitted
+BLOCKS_PER_HELD = 5  # the trace is cut into 5 x n blocks for a 1-in-n holdout
 _ITERATIONS = 60
 
 
@@ -222,9 +222,10 @@ def calibrate_gpu(
     """Fit GPU ``info.index`` on ``1 - holdout`` of ``ticks``; score it on the rest."""
     series = _series(ticks, info.index, around)
     if len(series.t) < 60:
+        neighbours = " (and its neighbours' power)" if around else ""
         raise CalibrationError(
-            f"GPU {info.index}: {count(len(series.t), 'tick')} with temperature and power"
-            f"{' (and its neighbours power)' if around else ''}; at least 60 are needed"
+            f"GPU {info.index}: {count(len(series.t), 'tick')} with temperature and power{neighbours}; "
+            "at least 60 are needed"
         )
     if max(series.temp) - min(series.temp) < 3:
         raise CalibrationError(

@@ -177,7 +177,7 @@ class XidWatcher:
             return None
         self._watching = frozenset(watching)
         self._said.discard("create")  # a later failure is news again
-        log.info("watching for xid errors", gpus=sorted(self._watching))
+        log.debug("watching for xid errors", gpus=sorted(self._watching))  # the one-shot commands watch too
         return event_set, index_of
 
     def _listen(self, event_set: Any, index_of: dict[int, int]) -> None:

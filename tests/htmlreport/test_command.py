@@ -65,7 +65,7 @@ def test_a_report_of_the_running_daemons_history(install_nvml, nvml_source, cloc
     assert said.startswith(f"{out}: report of 3 GPUs, 10 min from {url}/history")
     page = out.read_text(encoding="utf-8")
     assert [s["id"] for s in sections(page)] == ["gpu-0", "gpu-1", "gpu-2"]
-    assert "(recorded by simulated)" in page
+    assert "(recorded by gpud on simulated GPUs)" in page
 
 
 def test_no_daemon_no_file_no_folder_a_directory_a_bad_address_each_say_so_in_one_line(tmp_path, capsys):
