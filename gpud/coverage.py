@@ -27,10 +27,12 @@ class Logged:
     utilization: bool = False
     temperature: bool = False
     reasons: bool = False
+    down: bool = False  # the GPU did not answer for some of the log (lost, fell off the bus)
 
     def note(self, sample: GpuSample) -> None:
         """Count what ``sample`` carries."""
         if not sample.up:
+            self.down = True
             return
         self.clock = self.clock or sample.sm_clock_mhz is not None or sample.graphics_clock_mhz is not None
         self.power = self.power or sample.power_w is not None
@@ -55,7 +57,8 @@ def not_judged(
     """
     gaps = []
     if logged.utilization and working_s == 0:
-        gaps.append("throttling (it never worked: idle the whole log)")
+        idle = "idle whenever it answered, down the rest of the log" if logged.down else "idle the whole log"
+        gaps.append(f"throttling (it never worked: {idle})")
     elif not reasons_decide(logged, reported):
         if not logged.clock:
             gaps.append("throttling (the log has neither clocks nor the driver's throttle reasons)")

@@ -16,6 +16,8 @@ from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
+from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.trace.format import TraceHeader
 from tests.test_end_to_end import gpud
 from tests.workloads import PausedAtLinkReads
 
@@ -201,3 +203,19 @@ def test_a_gpu_stuck_at_low_clocks_while_cool_is_critical_and_first():
     first = done.stdout.split("\n\n")[1]
     assert first.startswith("1. [critical] GPU 1 throttles (other)") and "check the PSU cables" in first
     assert "GPUs 0, 1 unknown (no fan readings" in done.stdout  # no fans logged is not "no fans"
+
+
+def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
+    def tick(t: float, up: bool) -> Snapshot:
+        sample = (
+            GpuSample(0, temperature_c=40.0, sm_clock_mhz=210, gpu_util_pct=0.0)
+            if up
+            else GpuSample(0, up=False)
+        )
+        return Snapshot(t, (sample,))
+
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550")
+    ticks = [tick(t, up=t < 5) for t in range(60)]
+    trace = LoadedTrace.of("fell-off.jsonl", TraceHeader("h", (info,), "nvml"), ticks, [], 0)
+    not_judged = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).not_judged[0]
+    assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
