@@ -11,12 +11,15 @@ the trace is cut into blocks and every n-th block is held back (1 in 4 for 0.25)
 fit and the check see the trace's different phases (a trace that ends with the GPU going idle would
 otherwise be checked on the one thing the fit never saw).
 Fans that never changed speed cannot be told apart from the card's fixed conductance, so such a GPU
-is fitted with a fixed conductance (and the report says so).
+is fitted with a fixed conductance (and the report says so). Likewise neighbours whose power rose
+and fell with the GPU's own (every GPU on one job) cannot be told apart from the case air: the fit
+still runs, and the GPU gets a warning that its coupling and room temperature are not to be trusted.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ from gpud.words import count
 MIN_STEP_S = 1.0  # faster traces are thinned to this: the thermal time constants are tens of seconds
 MAX_GAP_S = 30.0  # a longer gap starts a new free-running segment from the measured temperature
 MIN_FAN_SPREAD_PCT = 5.0  # less fan variation than this and the fan term is not fitted
+ENTANGLED_R = 0.9  # own and neighbours' power this correlated: their heat and the room's cannot be told apart
 BLOCKS_PER_HELD = 5  # the trace is cut into 5 x n blocks for a 1-in-n holdout
 _ITERATIONS = 60
 
@@ -248,6 +252,18 @@ def calibrate_gpu(
     )
 
 
+def entangled_with_neighbours(ticks: Sequence[Snapshot], index: int, around: tuple[int, ...]) -> float | None:
+    """The correlation of GPU ``index``'s power with its neighbours' total, when it is too high to fit them apart."""
+    series = _series(ticks, index, around)
+    if not around or len(series.t) < 2:
+        return None
+    try:
+        r = statistics.correlation(series.power, [sum(near) for near in series.around])
+    except statistics.StatisticsError:  # a constant power: nothing moved, nothing to tell apart
+        return None
+    return r if r >= ENTANGLED_R else None
+
+
 def calibrate(
     ticks: Iterable[Snapshot], gpus: Sequence[GpuInfo], source: str = "", holdout: float = 0.25
 ) -> tuple[ThermalModel, list[str]]:
@@ -259,8 +275,16 @@ def calibrate(
     adjacent = neighbours(infos)
     fitted, problems = [], []
     for info in infos:
+        around = adjacent.get(info.index, ())
         try:
-            fitted.append(calibrate_gpu(snapshots, info, adjacent.get(info.index, ()), holdout))
+            fitted.append(calibrate_gpu(snapshots, info, around, holdout))
         except CalibrationError as error:
             problems.append(str(error))
+            continue
+        if (r := entangled_with_neighbours(snapshots, info.index, around)) is not None:
+            problems.append(
+                f"GPU {info.index}: its neighbours' power rose and fell with its own (correlation {r:.2f}), so "
+                "their heat cannot be told apart from the case air's: its NEIGHBOURS and AMBIENT are not to "
+                "be trusted (calibrate on a trace where the GPUs' loads differ, e.g. one busy at a time)"
+            )
     return ThermalModel(tuple(fitted), source), problems

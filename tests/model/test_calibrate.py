@@ -69,6 +69,16 @@ def test_calibration_tells_each_neighbour_s_heat_apart_when_their_loads_differ(m
             assert gpu.params.coupling_k_per_w[neighbour] == pytest.approx(coupling, rel=0.25)
 
 
+def test_neighbours_whose_load_moves_with_the_gpus_own_are_said_untrustworthy(machine_trace):
+    _, ticks, gpus = machine_trace(2, OnOffLoad(on_s=400, off_s=200))  # one job on both: in step
+    model, problems = calibrate(ticks, gpus, "sim")
+    assert len(model.gpus) == 2  # fitted still
+    assert [p.split(":")[0] for p in problems] == ["GPU 0", "GPU 1"]
+    assert all("NEIGHBOURS and AMBIENT are not to be trusted" in p for p in problems)
+    _, staggered, gpus = machine_trace(2, Staggered(), seconds=3000)
+    assert calibrate(staggered, gpus, "sim")[1] == []  # loads that differ tell them apart
+
+
 def test_the_held_back_error_grows_when_the_trace_has_heat_the_model_cannot_explain(machine_trace):
     """The same trace with a slow drift added (a room warming 1.2 °C a minute): the held-back error is far larger."""
     _, ticks, gpus = machine_trace(1, OnOffLoad(on_s=400, off_s=200))
