@@ -32,8 +32,7 @@ from gpud.sim.machine import Layout, build_machine
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
 from gpud.sim.workload import TrainingLoad, Workload
-from gpud.status import align
-from gpud.words import count
+from gpud.words import align, count
 
 _EPOCH = 1_800_000_000.0  # simulated runs start at a fixed Unix time: the same run, the same bits
 _DRIVER = "560.35.03"  # has the PCIe byte counters, so no poller thread runs beside the virtual clock

@@ -22,7 +22,7 @@ from gpud.health.report import critical, health_entry, problems_text, process_li
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuSample
-from gpud.words import clock_time, count
+from gpud.words import align, clock_time, count
 
 GPUD_PORT = split_host_port(DEFAULT_LISTEN)[1]
 EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
@@ -366,16 +366,6 @@ def gpu_row(gpu: dict[str, Any]) -> tuple[str, ...]:
         who_cell(gpu),
         _state(gpu),
     )
-
-
-def align(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells as lines of left-aligned columns."""
-    if not rows:
-        return []
-    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
 
 
 def render_table(document: dict[str, Any]) -> str:

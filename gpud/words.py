@@ -26,3 +26,13 @@ def gpus(indexes: list[int]) -> str:
 def clock_time(unix_s: float) -> str:
     """A Unix time as this machine's local ``HH:MM:SS``, the way a person reads a recent moment."""
     return time.strftime("%H:%M:%S", time.localtime(unix_s))
+
+
+def align(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines of left-aligned columns."""
+    if not rows:
+        return []
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]

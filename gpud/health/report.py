@@ -14,6 +14,7 @@ from gpud.health.metrics import job_label, user_label
 from gpud.health.problems import gpu_problems, row_text
 from gpud.health.severity import Severity
 from gpud.telemetry import GpuProcess, GpuSample
+from gpud.words import align
 
 GIB = 1024**3
 PROCESSES_LISTED = 20  # lines of the "Processes" section, at most
@@ -76,18 +77,25 @@ def who_cell(gpu: dict[str, Any]) -> str:
 
 def process_lines(gpus: list[dict[str, Any]]) -> list[str]:
     """The "Processes" section: one line per process, biggest first on each GPU."""
-    lines = []
+    rows = []
     for gpu in gpus:
         for process in sorted(gpu.get("processes") or [], key=lambda p: -(p.get("used_memory_bytes") or 0)):
             used = process.get("used_memory_bytes")
             sm = process.get("sm_util_pct")
-            lines.append(
-                f"  GPU {gpu['index']}  pid {process['pid']:<7}  {process['user']:<10}  "
-                f"{process['job']:<24}  {'-' if used is None else f'{used / GIB:.1f} GiB':>9}  "
-                f"{'-' if sm is None else f'{sm:.0f} %':>5} SM  {process.get('command') or '?'}"
+            rows.append(
+                (
+                    f"GPU {gpu['index']}",
+                    f"pid {process['pid']}",
+                    process["user"],
+                    process["job"],
+                    f"{'-' if used is None else f'{used / GIB:.1f} GiB':>9}",
+                    f"{'-' if sm is None else f'{sm:.0f} %':>5} SM",
+                    process.get("command") or "?",
+                )
             )
-    if not lines:
+    if not rows:
         return []
+    lines = [f"  {line}" for line in align(rows)]  # columns as wide as their widest cell (pod names are long)
     shown = lines[:PROCESSES_LISTED]
     more = (
         [f"  ... and {len(lines) - PROCESSES_LISTED} more (gpud status --json)"]

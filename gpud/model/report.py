@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpud.model.store import ThermalModel
-from gpud.status import align
+from gpud.words import align
 
 
 def _fixed(value: float | None, digits: int = 2) -> str:

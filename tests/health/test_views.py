@@ -16,6 +16,7 @@ from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import diagnose
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.fleet import HostStatus, fleet_exit_code, render_fleet
+from gpud.health.report import process_lines
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.replay import LoadedTrace
@@ -199,3 +200,25 @@ def test_the_fleet_puts_unhealthy_gpus_first_with_the_reason(run):
     assert set(order[:3]) == {1, 2, 3} and order[3] == 0  # the three critical GPUs, then the notice
     assert all(row.startswith("!!") for row in rows[:3]) and "XID 79" in table
     assert fleet_exit_code([HostStatus("sick:9877", sick)]) == 1
+
+
+def test_the_process_list_keeps_its_columns_whatever_the_length_of_a_job():
+    def process(pid: int, job: str) -> dict:
+        return {
+            "pid": pid,
+            "user": "alice",
+            "job": job,
+            "used_memory_bytes": 2 * 1024**3,
+            "command": "python x.py",
+        }
+
+    pod = "pod:llm-serve-6d9f8b7c4-x2x9q-with-a-long-deployment-name"
+    lines = process_lines(
+        [
+            {"index": 0, "processes": [process(7, "slurm:4242")]},
+            {"index": 1, "processes": [process(31338, pod)]},
+        ]
+    )
+    assert lines[0] == "Processes:"
+    assert len({line.index("2.0 GiB") for line in lines[1:]}) == 1  # memory in one column
+    assert len({line.index("python") for line in lines[1:]}) == 1
