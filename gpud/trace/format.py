@@ -148,9 +148,12 @@ def _fine(record: dict[str, Any], rules: dict[str, _Rule]) -> bool:
     """
     for key, value in record.items():
         rule = rules.get(key)
-        if rule is not None and value is not None:
-            if type(value) not in rule.quick or not rule.low <= value <= rule.high:
-                return False
+        if (
+            rule is not None
+            and value is not None
+            and (type(value) not in rule.quick or not rule.low <= value <= rule.high)
+        ):
+            return False
     return True
 
 
