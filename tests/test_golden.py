@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gpud.cli import main
 
@@ -53,10 +54,18 @@ def _config(directory: Path, name: str) -> Path:
 
 
 def _output(argv: list[str], config: Path) -> str:
-    """What ``gpud ARGV`` prints, run in this process from the repository's root."""
+    """What ``gpud ARGV`` prints, run in this process from the repository's root.
+
+    The command configures logging for the whole process (``simulate`` at error level); the
+    configuration before it is put back, so that later tests see the log lines they expect.
+    """
     out = io.StringIO()
-    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
-        main(["--config", str(config), "--log-level", "error", *argv])
+    logging_before = structlog.get_config()
+    try:
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
+            main(["--config", str(config), "--log-level", "error", *argv])
+    finally:
+        structlog.configure(**logging_before)
     return out.getvalue()
 
 
