@@ -6,7 +6,9 @@ A file that is no log gpud can read is refused in one line with exit status 2 (s
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from gpud.commands.shared import Subcommands, add_command, emit
@@ -38,20 +40,30 @@ def register(commands: Subcommands) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``gpud import``: convert a log into a gpud trace."""
-    from gpud.trace.format import write_trace
-    from gpud.trace.importers.detect import import_log, open_log
+    """``gpud import``: convert a log into a gpud trace, streaming.
+
+    The header (the GPUs and what their rows said about them) is known only at the log's end, and
+    comes first in the trace: the ticks are written as they are read to an unnamed file beside the
+    output, then the header and those lines to the output. Memory stays bounded whatever the log's
+    length, and a log that turns out unreadable leaves no output behind.
+    """
+    from gpud.trace.format import header_line, write_ticks
+    from gpud.trace.importers.detect import open_log, read_log
 
     check_writable(args.output)
-    with open_log(args.file) as lines:
-        result = import_log(lines, str(args.file), args.strict)
-    for problem in result.problems:
-        print(f"gpud: {problem}", file=sys.stderr)
-    with open_output(args.output) as out:
-        ticks = write_trace(out, result.header, result.snapshots)
-    told = f", {count(len(result.problems), 'problem')} (above)" if result.problems else ""
-    emit(
-        f"{args.output}: {count(ticks, 'tick')} of {count(len(result.header.gpus), 'GPU')} "
-        f"({result.header.source}){told}"
-    )
+    with (
+        open_log(args.file) as lines,
+        tempfile.TemporaryFile("w+", encoding="utf-8", dir=args.output.parent) as body,
+    ):
+        reading = read_log(lines, str(args.file), args.strict)
+        ticks = write_ticks(body, reading.ticks)
+        header, problems = reading.header(), reading.problems()
+        for problem in problems:
+            print(f"gpud: {problem}", file=sys.stderr)
+        body.seek(0)
+        with open_output(args.output) as out:
+            out.write(header_line(header) + "\n")
+            shutil.copyfileobj(body, out)
+    told = f", {count(len(problems), 'problem')} (above)" if problems else ""
+    emit(f"{args.output}: {count(ticks, 'tick')} of {count(len(header.gpus), 'GPU')} ({header.source}){told}")
     return 0 if ticks else 1

@@ -304,22 +304,13 @@ class FanTargetState:
             if self._hot_s >= self._emergency_after_s:
                 self._temperature = temperature_c
                 return self._set(100.0, TargetReason.EMERGENCY)
-        # max(a, b) and min(a, b) written out as ``b if b > a else a`` and ``b if b < a else a``: the
-        # same values, ties, NaN and -0.0 alike, without six calls per fan per tick.
         held = self._temperature if self._temperature is not None else temperature_c
-        ceiling = temperature_c + self._hysteresis_c
-        held = ceiling if ceiling < held else held
-        self._temperature = read = held if held > temperature_c else temperature_c
-        floor = self._floor_pct
-        wanted = curve.pct_at(read)
-        wanted = wanted if wanted > floor else floor
-        wanted = wanted if wanted < 100.0 else 100.0
+        self._temperature = max(temperature_c, min(held, temperature_c + self._hysteresis_c))
+        wanted = min(100.0, max(self._floor_pct, curve.pct_at(self._temperature)))
         if self._pct is not None:
             step = self._slew_pct_per_s * dt
-            lowest, highest = self._pct - step, self._pct + step
-            wanted = lowest if lowest > wanted else wanted
-            wanted = highest if highest < wanted else wanted
-        return self._set(floor if floor > wanted else wanted, TargetReason.CURVE)
+            wanted = min(max(wanted, self._pct - step), self._pct + step)
+        return self._set(max(wanted, self._floor_pct), TargetReason.CURVE)
 
     def _set(self, pct: float, reason: TargetReason) -> FanTarget:
         self._pct = pct
