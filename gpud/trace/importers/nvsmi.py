@@ -27,9 +27,13 @@ def is_header(cells: list[str]) -> bool:
 
     A column's name never starts with a digit: data cells that do are not looked up.
     """
-    names = (cell for cell in cells if not cell.lstrip()[:1].isdigit())
-    known = sum(1 for cell in names if column(cell) is not None)
-    return known >= 2 or (known == 1 and len(cells) <= 2)
+    known = 0
+    for cell in cells:  # every row is asked: a plain loop, done at the second name it knows
+        if not cell.lstrip()[:1].isdigit() and column(cell) is not None:
+            known += 1
+            if known == 2:
+                return True
+    return known == 1 and len(cells) <= 2
 
 
 class _Identities:

@@ -32,6 +32,8 @@ _MISSING = {
     "[insufficient permissions]",
 }
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([a-zA-Z%/]*)\s*$")
+# nvidia-smi's own times, read as ISO 8601 (the same values as their format below, a tenth of the cost)
+_SLASHED = re.compile(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(\.\d{1,6})?")
 _TIME_FORMATS = (
     "%Y/%m/%d %H:%M:%S.%f",
     "%Y/%m/%d %H:%M:%S",
@@ -53,12 +55,12 @@ def number(text: str) -> float | None:
     >>> number("817 MHz"), number("[Not Supported]"), number(" 42 ")
     (817.0, None, 42.0)
     """
+    match = _NUMBER.match(text)  # first: no missing-value word has a digit
+    if match is not None:
+        return float(match.group(1))
     if text.strip().lower() in _MISSING:
         return None
-    match = _NUMBER.match(text)
-    if match is None:
-        raise ValueError(f"not a number: {text.strip()!r}")
-    return float(match.group(1))
+    raise ValueError(f"not a number: {text.strip()!r}")
 
 
 def timestamp(text: str) -> float:
@@ -76,7 +78,7 @@ def timestamp(text: str) -> float:
         value = float(text)
         return value / 1000 if value > 1e11 else value
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.replace("/", "-", 2) if _SLASHED.fullmatch(text) else text)
     except ValueError:
         for fmt in _TIME_FORMATS:
             try:
