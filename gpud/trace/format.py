@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
@@ -83,17 +83,13 @@ def _sample_record(sample: GpuSample) -> dict[str, Any]:
     per GPU: it was most of ``gpud import``'s time).
     """
     record = {}
-    for name in _SAMPLE_ORDER:
+    for name, writer in _SAMPLE_WRITERS:
         value = getattr(sample, name)
         if value is None or value == ():
             continue
-        writer = _NESTED_WRITERS.get(name)
-        if writer is not None:
-            value = writer(value)
-        elif name == "up":
-            value = None if value else False
-        if value is not None:
-            record[name] = value
+        if writer is not None and (value := writer(value)) is None:
+            continue
+        record[name] = value
     return record
 
 
@@ -104,13 +100,15 @@ def _xids_record(xids: XidRecord) -> dict[str, Any]:
     }
 
 
-_NESTED_WRITERS: dict[str, Any] = {
+# How the fields that are not written as they are get written (None: left out).
+_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "up": lambda up: None if up else False,  # up is the usual case, said only when it is not
     "fans": lambda fans: [_plain(fan, _FAN_NAMES) for fan in fans],
     "memory_health": lambda health: _plain(health, _MEMORY_NAMES),
     "xids": _xids_record,
     "processes": lambda _: None,  # who ran is not recorded (see the module's docstring)
 }
-_SAMPLE_ORDER = tuple(f.name for f in fields(GpuSample))
+_SAMPLE_WRITERS = tuple((f.name, _WRITERS.get(f.name)) for f in fields(GpuSample))
 
 
 def snapshot_line(snapshot: Snapshot) -> str:

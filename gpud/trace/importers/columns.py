@@ -63,9 +63,12 @@ def _mb_per_s(text: str) -> float | None:
     return None if value is None else value * 1e6
 
 
+_PSTATE = re.compile(r"P\d{1,2}")
+
+
 def _pstate(text: str) -> int | None:
     text = text.strip().upper()
-    return int(text[1:]) if re.fullmatch(r"P\d{1,2}", text) else _int(text)
+    return int(text[1:]) if _PSTATE.fullmatch(text) else _int(text)
 
 
 def _hex_mask(text: str) -> int | None:

@@ -109,7 +109,7 @@ class CsvImport:
         before_header = 0
         stamped: float | None = None  # a time on a line of its own, for the rows after it
         for line, cells in _csv_rows(lines, self.problems, self._delimiter):
-            if not any(cell.strip() for cell in cells):
+            if not "".join(cells).strip():  # no cell with anything in it
                 continue
             if self._delimiter != ",":
                 cells = [_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in cells]
