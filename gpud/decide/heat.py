@@ -131,16 +131,18 @@ class _Trend:
         if self._origin is None:
             self._origin = t
         x = t - self._origin
-        self._points.append((x, y))
-        self._move(x, y, 1.0)
-        while self._points and x - self._points[0][0] > self._window_s:
-            self._move(*self._points.popleft(), -1.0)
-
-    def _move(self, x: float, y: float, sign: float) -> None:
-        self._sx += sign * x
-        self._sy += sign * y
-        self._sxx += sign * x * x
-        self._sxy += sign * x * y
+        points = self._points
+        points.append((x, y))
+        self._sx += x
+        self._sy += y
+        self._sxx += x * x
+        self._sxy += x * y
+        while points and x - points[0][0] > self._window_s:
+            old_x, old_y = points.popleft()
+            self._sx -= old_x
+            self._sy -= old_y
+            self._sxx -= old_x * old_x
+            self._sxy -= old_x * old_y
 
     def per_second(self) -> float | None:
         """The slope, once the window is at least half full."""
