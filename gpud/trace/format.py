@@ -134,7 +134,7 @@ _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", 
 class _Rule:
     """What one field of a trace line may hold: exact types (``bool`` is no number) and bounds.
 
-    For :func:`_fine`: ``quick``, the types it passes (a number's or a flag's; none for text), and
+    For :func:`_plain_sample`'s quick check: ``quick``, the types it passes (a number's or a flag's; none for text), and
     ``low`` and ``high``, the bounds as numbers (unbounded: infinite).
     """
 
@@ -161,30 +161,17 @@ def _rules(cls: type) -> dict[str, _Rule]:
     return rules
 
 
+def _quick(rule: _Rule | None) -> tuple[tuple[type, ...] | None, float, float]:
+    """What the quick check of a field needs: the types it passes (``None`` without a rule), its bounds."""
+    return (None, -math.inf, math.inf) if rule is None else (rule.quick, rule.low, rule.high)
+
+
 _INFO_RULES = _rules(GpuInfo)
 _SAMPLE_RULES = _rules(GpuSample)
 _FAN_RULES = _rules(FanReading)
 _MEMORY_RULES = _rules(MemoryHealth)
 _XID_RULES = _rules(XidEvent)  # xid a whole number, at a finite time
 _XID_COUNT_RULES = {"xid": _XID_RULES["xid"], "times": _Rule(int, (int,), (0, 1e18, ""), (int,), 0, 1e18)}
-
-
-def _fine(record: dict[str, Any], rules: dict[str, _Rule]) -> bool:
-    """Whether every known field of ``record`` already has its exact type and lies in bounds.
-
-    The quick check of every tick: one look-up and two comparisons per field (NaN fails them). Where
-    it has a doubt, :func:`_checked` decides, converts what may be converted and says what is wrong
-    (text always leaves a doubt: only headers have text, read once).
-    """
-    for key, value in record.items():
-        rule = rules.get(key)
-        if (
-            rule is not None
-            and value is not None
-            and (type(value) not in rule.quick or not rule.low <= value <= rule.high)
-        ):
-            return False
-    return True
 
 
 def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
@@ -267,9 +254,10 @@ def _fans(records: Any, index: Any) -> tuple[FanReading, ...]:
     return tuple([_fan(record, index, n) for n, record in enumerate(records)])
 
 
-# GpuSample's fields but the nested ones, each with its slot's setter and its default.
+# GpuSample's fields but the nested ones: each with its slot's setter, its default and its rule's
+# quick check (the types it passes, its bounds; no types: no rule).
 _SAMPLE_SLOTS = tuple(
-    (f.name, getattr(GpuSample, f.name).__set__, f.default)
+    (f.name, getattr(GpuSample, f.name).__set__, f.default, *_quick(_SAMPLE_RULES.get(f.name)))
     for f in fields(GpuSample)
     if f.name not in _NESTED
 )
@@ -278,22 +266,46 @@ _NESTED_SLOTS = tuple(
 )
 
 
-def _sample(
-    entry: dict[str, Any], fans: tuple[FanReading, ...], memory: MemoryHealth | None, xids: XidRecord | None
-) -> GpuSample:
-    """``GpuSample(**entry, ...)``, a field of a newer gpud left out, at a third of the cost.
+def _plain_sample(entry: dict[str, Any], check: bool = True) -> GpuSample | None:
+    """A sample with ``entry``'s plain fields (a field of a newer gpud left out); ``None`` where the
+    quick check has a doubt about one.
 
-    A frozen dataclass's constructor matches every keyword and sets each field through
-    ``object.__setattr__``; a tick of 8 GPUs has 8 samples of 23 fields. Filling the slots directly
-    makes the same object (GpuSample has no ``__post_init__``). Without an index, the constructor
-    itself says what is missing.
+    ``GpuSample(**entry)`` at a third of the cost: a frozen dataclass's constructor matches every
+    keyword and sets each field through ``object.__setattr__``; a tick of 8 GPUs has 8 samples of 23
+    fields. Filling the slots directly makes the same object (GpuSample has no ``__post_init__``).
+    The quick check is one look-up and two comparisons per field (NaN fails them); where it has a
+    doubt, :func:`_checked` decides, converts what may be converted and says what is wrong.
+    """
+    sample = object.__new__(GpuSample)
+    get = entry.get
+    for name, put, default, quick, low, high in _SAMPLE_SLOTS:
+        value = get(name, default)
+        if (
+            check
+            and quick is not None
+            and value is not None
+            and (type(value) not in quick or not low <= value <= high)
+        ):
+            return None
+        put(sample, value)
+    return sample
+
+
+def _sample(
+    entry: dict[str, Any],
+    plain: GpuSample | None,
+    fans: tuple[FanReading, ...],
+    memory: MemoryHealth | None,
+    xids: XidRecord | None,
+) -> GpuSample:
+    """``plain`` (made again, ``entry`` checked, where it is ``None``) with its nested fields.
+
+    Without an index, the constructor itself says what is missing.
     """
     if "index" not in entry:
         return GpuSample(**_known(entry, _SAMPLE_FIELDS), fans=fans, memory_health=memory, xids=xids)
-    sample = object.__new__(GpuSample)
-    get = entry.get
-    for name, put, default in _SAMPLE_SLOTS:
-        put(sample, get(name, default))
+    sample = plain or _plain_sample(entry, check=False)
+    assert sample is not None
     for put, value in zip(_NESTED_SLOTS, (fans, memory, xids, None), strict=True):
         put(sample, value)
     return sample
@@ -310,12 +322,13 @@ def parse_snapshot(record: Any) -> Snapshot:
         if not isinstance(entry, dict):
             _checked(entry, _SAMPLE_RULES, "gpus")  # says it is no object
         index = entry.get("index")
-        if not _fine(entry, _SAMPLE_RULES):
+        plain = _plain_sample(entry) if index is not None else None
+        if plain is None:
             _checked(entry, _SAMPLE_RULES, f"GPU {index}")
         fans = _fans(entry.pop("fans", []), index)
         memory = _memory_health(entry.pop("memory_health", None))
         xids = _xids(entry.pop("xids", None))
-        samples.append(_sample(entry, fans, memory, xids))
+        samples.append(_sample(entry, plain, fans, memory, xids))
     return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
 
 
