@@ -223,6 +223,7 @@ class HeatTracker:
     """One GPU's heat detector state: its trend, its low-passed readings and what heat cost it lately."""
 
     __slots__ = (
+        "_air",
         "_costly",
         "_filtered",
         "_forget",
@@ -251,6 +252,7 @@ class HeatTracker:
         self._costly = 0.0  # share of the recent window spent throttled or without headroom
         self._forget_dt, self._forget = math.nan, 0.0  # the decay of _costly for the last tick's dt
         self._settled_s = _SETTLED_SMOOTHINGS * settings.smoothing_s
+        self._air: tuple[float, float] | None = None  # this tick's inlet air and conductance (_air_now)
 
     def observe(
         self,
@@ -268,6 +270,7 @@ class HeatTracker:
         and the time at full fan start again: what they held describes another stretch of time.
         """
         self._now = timestamp
+        self._air = None  # the readings move: the inlet air is worked out again
         self._has_fans = fan_pct is not None
         if gap:
             self._filtered = self._maxed_since = None
@@ -289,7 +292,7 @@ class HeatTracker:
         filtered = self._filtered
         if filtered.neighbours is None or not self._settled():
             return None
-        return InletObservation(self._inlet_c(filtered), filtered.neighbours.value)
+        return InletObservation(self._air_now(filtered)[0], filtered.neighbours.value)
 
     def _settled(self) -> bool:
         """Whether the smoothed readings have forgotten how they started (flat, at the first reading)."""
@@ -302,11 +305,10 @@ class HeatTracker:
         rate = None if slope is None else slope * 60.0
         headroom = to_slowdown = own = None
         if filtered is not None and filtered.age_s >= self._settled_s:
-            fan_pct = 100.0 * filtered.fan.value
-            full = params.conductance(100.0 if self._has_fans else fan_pct)  # no fans: nothing to turn up
-            inlet = self._inlet_c(filtered)
+            inlet, conductance = self._air_now(filtered)
+            full = params.conductance(100.0) if self._has_fans else conductance  # no fans: nothing to turn up
             headroom = self._slowdown_c - (inlet + filtered.own.value / full)
-            own = 100.0 / params.conductance(fan_pct)
+            own = 100.0 / conductance
             if rate is not None and rate >= settings.heating_c_per_min and self._latest is not None:
                 to_slowdown = self._seconds_to_slowdown(inlet, *self._latest)
         costly_now = throttled or (headroom is not None and headroom < settings.near_slowdown_c)
@@ -333,12 +335,18 @@ class HeatTracker:
             neighbours_add,
         )
 
-    def _inlet_c(self, f: _Filtered) -> float:
-        """The low-passed inlet air: C dT/dt = P - G(fan)(T - inlet), every term through the same filter."""
-        params = self._params
-        return f.temperature.value - (
-            f.own.value - params.heat_capacity_j_per_k * f.rising_c_per_s
-        ) / params.conductance(100.0 * f.fan.value)
+    def _air_now(self, f: _Filtered) -> tuple[float, float]:
+        """The low-passed inlet air, °C, and the conductance at the low-passed fan speed, W/K.
+
+        C dT/dt = P - G(fan)(T - inlet), every term through the same filter. Worked out once a tick
+        (the coupling fit and the finding both need it).
+        """
+        if self._air is None:
+            params = self._params
+            conductance = params.conductance(100.0 * f.fan.value)
+            inlet = f.temperature.value - (f.own.value - params.heat_capacity_j_per_k * f.rising_c_per_s) / conductance
+            self._air = (inlet, conductance)
+        return self._air
 
     def _seconds_to_slowdown(self, inlet_c: float, now_c: float, power_w: float, fan: float) -> float | None:
         """Time to slowdown on the first-order approach to where this power settles in this air at this fan.
