@@ -66,6 +66,7 @@ def number(text: str) -> float | None:
     raise ValueError(f"not a number: {text.strip()!r}")
 
 
+@lru_cache(maxsize=256)  # the rows of one tick share their time
 def timestamp(text: str) -> float:
     """nvidia-smi's ``2024/02/16 17:13:50.029``, ISO 8601, dmon's ``20240216 17:13:50``, GPU-Z's or
     Afterburner's ``16-02-2024 17:13:50`` → Unix seconds.
