@@ -10,9 +10,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from gpud.commands.shared import Subcommands, add_command, emit
-from gpud.outputs import check_writable, open_output
+from gpud.outputs import OutputError, check_writable, open_output
 from gpud.words import count
 
 
@@ -51,19 +52,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gpud.trace.importers.detect import open_log, read_log
 
     check_writable(args.output)
-    with (
-        open_log(args.file) as lines,
-        tempfile.TemporaryFile("w+", encoding="utf-8", dir=args.output.parent) as body,
-    ):
-        reading = read_log(lines, str(args.file), args.strict)
-        ticks = write_ticks(body, reading.ticks)
+    with _spool(args.output) as body:
+        with open_log(args.file) as lines:
+            reading = read_log(lines, str(args.file), args.strict)
+            try:
+                ticks = write_ticks(body, reading.ticks)
+            except OSError as error:  # a full disk under the spool
+                raise OutputError(f"cannot write {args.output}: {error.strerror or error}") from None
         header, problems = reading.header(), reading.problems()
         for problem in problems:
             print(f"gpud: {problem}", file=sys.stderr)
         body.seek(0)
-        with open_output(args.output) as out:
+        with open_output(args.output) as out:  # its own failed writes name it
             out.write(header_line(header) + "\n")
             shutil.copyfileobj(body, out)
     told = f", {count(len(problems), 'problem')} (above)" if problems else ""
     emit(f"{args.output}: {count(ticks, 'tick')} of {count(len(header.gpus), 'GPU')} ({header.source}){told}")
     return 0 if ticks else 1
+
+
+def _spool(output: Path) -> IO[str]:
+    """An unnamed file for the ticks until the header is known: beside the output (its disk is to
+    hold them anyway), else in the temporary folder (a folder gpud may replace a file in, not add one)."""
+    for folder in (output.parent, None):
+        try:
+            return tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)
+        except OSError as error:
+            problem = error
+    raise OutputError(f"cannot write {output}: no folder takes a file for its ticks ({problem.strerror or problem})")

@@ -546,3 +546,10 @@ def test_an_impossible_nvidia_smi_time_is_refused(text):
 
     with pytest.raises(ValueError, match="not a timestamp"):
         timestamp(text)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_gpud_import_to_a_full_disk_says_so_in_one_line():
+    done = gpud_cli("import", str(FIXTURES / "dmon_dt.txt"), "-o", "/dev/full")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == "gpud: cannot write /dev/full: No space left on device"
