@@ -189,8 +189,10 @@ def learn(trace: LoadedTrace, settings: DecideSettings) -> Learned:
         if dt > 0 and not gap and len(spacings) < 1000:
             spacings.append(dt / stride)
         for sample in snapshot.gpus:
-            held.setdefault(sample.index, HeldClock()).observe(snapshot.timestamp, sample, busy_pct, gap)
-            level = levels.setdefault(sample.index, PowerLevels())
+            if sample.index not in held:  # (setdefault would build both at every sample)
+                held[sample.index], levels[sample.index] = HeldClock(), PowerLevels()
+            held[sample.index].observe(snapshot.timestamp, sample, busy_pct, gap)
+            level = levels[sample.index]
             level.limit_logged = level.limit_logged or sample.power_limit_w is not None
             if sample.power_w is not None and busy(sample, busy_pct):
                 level.observe(sample.power_w, core_clock_mhz(sample), dt)

@@ -6,11 +6,14 @@ A file that is no log gpud can read is refused in one line with exit status 2 (s
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import IO
 
 from gpud.commands.shared import Subcommands, add_command, emit
-from gpud.outputs import check_writable, open_output
+from gpud.outputs import OutputError, check_writable, open_output
 from gpud.words import count
 
 
@@ -38,20 +41,42 @@ def register(commands: Subcommands) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``gpud import``: convert a log into a gpud trace."""
-    from gpud.trace.format import write_trace
-    from gpud.trace.importers.detect import import_log, open_log
+    """``gpud import``: convert a log into a gpud trace, streaming.
+
+    The header (the GPUs and what their rows said about them) is known only at the log's end, and
+    comes first in the trace: the ticks are written as they are read to an unnamed file beside the
+    output, then the header and those lines to the output. Memory stays bounded whatever the log's
+    length, and a log that turns out unreadable leaves no output behind.
+    """
+    from gpud.trace.format import header_line, write_ticks
+    from gpud.trace.importers.detect import open_log, read_log
 
     check_writable(args.output)
-    with open_log(args.file) as lines:
-        result = import_log(lines, str(args.file), args.strict)
-    for problem in result.problems:
-        print(f"gpud: {problem}", file=sys.stderr)
-    with open_output(args.output) as out:
-        ticks = write_trace(out, result.header, result.snapshots)
-    told = f", {count(len(result.problems), 'problem')} (above)" if result.problems else ""
-    emit(
-        f"{args.output}: {count(ticks, 'tick')} of {count(len(result.header.gpus), 'GPU')} "
-        f"({result.header.source}){told}"
-    )
+    with _spool(args.output) as body:
+        with open_log(args.file) as lines:
+            reading = read_log(lines, str(args.file), args.strict)
+            try:
+                ticks = write_ticks(body, reading.ticks)
+            except OSError as error:  # a full disk under the spool
+                raise OutputError(f"cannot write {args.output}: {error.strerror or error}") from None
+        header, problems = reading.header(), reading.problems()
+        for problem in problems:
+            print(f"gpud: {problem}", file=sys.stderr)
+        body.seek(0)
+        with open_output(args.output) as out:  # its own failed writes name it
+            out.write(header_line(header) + "\n")
+            shutil.copyfileobj(body, out)
+    told = f", {count(len(problems), 'problem')} (above)" if problems else ""
+    emit(f"{args.output}: {count(ticks, 'tick')} of {count(len(header.gpus), 'GPU')} ({header.source}){told}")
     return 0 if ticks else 1
+
+
+def _spool(output: Path) -> IO[str]:
+    """An unnamed file for the ticks until the header is known: beside the output (its disk is to
+    hold them anyway), else in the temporary folder (a folder gpud may replace a file in, not add one)."""
+    for folder in (output.parent, None):
+        try:
+            return tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)
+        except OSError as error:
+            problem = error
+    raise OutputError(f"cannot write {output}: no folder takes a file for its ticks ({problem.strerror or problem})")

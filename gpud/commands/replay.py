@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from gpud.commands.shared import EXIT_USAGE, NO_TICKS, Subcommands, add_command, emit, fail
@@ -29,6 +28,7 @@ def register(commands: Subcommands) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """``gpud replay``: the controller over a trace: throttle intervals, heat, fan commands."""
+    from gpud.jsontext import dumps_indented
     from gpud.replay import load_trace, replay
     from gpud.report import render_report, report_json
 
@@ -36,5 +36,5 @@ def cmd_replay(args: argparse.Namespace) -> int:
     report = replay(load_trace(args.trace), decide_settings(settings))
     if not report.ticks:
         return fail(f"{args.trace}: {NO_TICKS}", EXIT_USAGE)
-    emit(json.dumps(report_json(report), indent=1) if args.json else render_report(report))
+    emit(dumps_indented(report_json(report)) if args.json else render_report(report))
     return 0

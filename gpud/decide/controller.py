@@ -76,37 +76,68 @@ class Decision:
 
 
 class _GpuState:
-    """Per-GPU decision state; created on first sight of a GPU."""
+    """Per-GPU decision state; created on first sight of a GPU (and again on a reload).
+
+    What the settings and the GPU's facts fix for it is worked out here once, not at every tick:
+    its thresholds, its cooling, and which curve drives each of its fans (:meth:`fan_plan`).
+    """
 
     __slots__ = (
         "episodes",
+        "fan_count",
         "fans",
         "heat",
         "held",
         "info",
+        "model",
+        "open_air",
+        "plans",
         "predictive",
+        "reasons_reported",
         "slowdown_c",
         "slowdown_reported",
+        "stock",
         "throttled_s",
+        "throttled_shown",
     )
 
     def __init__(self, info: GpuInfo | None, index: int, settings: DecideSettings) -> None:
         self.info = info
+        self.model = info.name if info else ""  # GPUs of one model share a heat coupling fit
         own = (info.slowdown_temp_c if info else None) or settings.slowdown_c
         self.slowdown_c = own or DEFAULT_SLOWDOWN_C
         self.slowdown_reported = own is not None
+        reported = info.clock_event_reasons_reported if info else None
+        self.reasons_reported = ALL_REASONS if reported is None else reported
         self.held = HeldClock()
         self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
         thermal = settings.thermal.get(index, TYPICAL_OPEN_AIR)
         self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
+        self.stock = settings.fans.left_to_driver(index)
+        self.fan_count = info.fan_count if info else 0
+        cooling = settings.cooling.get(index)
+        if cooling is None:
+            cooling = info.cooling if info else Cooling.UNKNOWN
+        self.open_air = cooling is Cooling.OPEN_AIR  # cooled by, and heated by, its neighbours' air
         self.fans: list[FanTargetState] = []
+        self.plans: dict[tuple[bool, int], _FanPlan] = {}
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
+        self.throttled_shown: dict[ThrottleCause, float] | None = None  # a copy for the decisions
         self.predictive = PredictiveDemand(index, thermal, settings.fans.predictive, self.slowdown_c)
 
-    @property
-    def model(self) -> str:
-        """The GPU's model name: GPUs of one model share a heat coupling fit."""
-        return self.info.name if self.info else ""
+    def throttled_copy(self) -> dict[ThrottleCause, float]:
+        """The throttled seconds as the decisions show them: a copy, made again only when they change."""
+        if self.throttled_shown is None:
+            self.throttled_shown = dict(self.throttled_s)
+        return self.throttled_shown
+
+
+@dataclass(frozen=True, slots=True)
+class _FanPlan:
+    """Which curve drives each fan of a GPU, with its emergency line; whether any is predictive."""
+
+    fans: tuple[tuple[FanTargetState, FanDemand, float], ...]
+    predictive: bool
 
 
 class Controller:
@@ -151,23 +182,22 @@ class Controller:
         power = {s.index: s.power_w for s in snapshot.gpus if s.up}
         couplings = self._fit_couplings(snapshot, dt, gap, power)
         ended: list[ThrottleInterval] = []
-        decisions = tuple(
-            self._decide(sample, snapshot.timestamp, dt, gap, power, couplings, ended)
-            for sample in snapshot.gpus
-        )
-        return Decision(snapshot.timestamp, decisions, tuple(ended), dt, gap)
+        t = snapshot.timestamp
+        decisions = [self._decide(sample, t, dt, gap, power, couplings, ended) for sample in snapshot.gpus]
+        return Decision(t, tuple(decisions), tuple(ended), dt, gap)
 
     def _fit_couplings(
         self, snapshot: Snapshot, dt: float, gap: bool, power: dict[int, float | None]
     ) -> dict[str, Coupling | None]:
         """Feed every GPU's readings to its heat tracker, and each model's tick to its coupling fit."""
         ticks: dict[str, list[InletObservation]] = {}
+        states, adjacent = self._gpus, self._neighbours
         for sample in snapshot.gpus:
             if not sample.up:
                 continue
-            state = self._state(sample.index)
-            around = [power.get(n) for n in self._neighbours.get(sample.index, ())]
-            neighbours_w = sum(p for p in around if p is not None) if around and None not in around else None
+            state = states[sample.index]
+            around = [power.get(n) for n in adjacent.get(sample.index, ())]
+            neighbours_w = sum(around) if around and None not in around else None
             observed = state.heat.observe(
                 snapshot.timestamp,
                 dt,
@@ -244,24 +274,26 @@ class Controller:
         ended: list[ThrottleInterval],
     ) -> GpuDecision:
         settings = self._settings
-        state = self._state(sample.index)
+        index = sample.index
+        state = self._gpus[index]
         if self._fixed_references is None:
             state.held.observe(timestamp, sample, settings.throttle.busy_util_pct, gap)
-        known = self._references.get(sample.index)
+        known = self._references.get(index)
         reference = known.mhz if known is not None else None
-        reported = state.info.clock_event_reasons_reported if state.info else None
         cause = classify(
             sample,
             reference,
             state.slowdown_c,
-            ALL_REASONS if reported is None else reported,
+            state.reasons_reported,
             settings.throttle,
-            self._power_limits.get(sample.index),
+            self._power_limits.get(index),
             state.slowdown_reported,
         )
-        lost = clock_lost(sample, reference) if cause is not None else None
+        lost = None
         if cause is not None:
+            lost = clock_lost(sample, reference)
             state.throttled_s[cause] += dt
+            state.throttled_shown = None
         closed = state.episodes.update(timestamp, cause, lost, dt, gap)
         if closed is not None:
             ended.append(closed)
@@ -271,14 +303,14 @@ class Controller:
             else None
         )
         return GpuDecision(
-            index=sample.index,
-            throttle=cause,
-            clock_lost=lost,
-            reference_clock_mhz=reference,
-            throttled_seconds=dict(state.throttled_s),
-            episode=state.episodes.current,
-            heat=heat,
-            fan_targets=self._fan_targets(state, sample, dt, heat, power),
+            index,
+            cause,
+            lost,
+            reference,
+            state.throttled_copy(),
+            state.episodes.current,
+            heat,
+            self._fan_targets(state, sample, dt, heat, power),
         )
 
     def _fan_targets(
@@ -289,32 +321,35 @@ class Controller:
         heat: HeatFinding | None,
         power: dict[int, float | None],
     ) -> tuple[FanTarget, ...]:
-        fans = self._settings.fans
-        if fans.left_to_driver(sample.index):
+        if state.stock:
             return ()
-        count = max(len(sample.fans), state.info.fan_count if state.info else 0)
+        fans = sample.fans
+        count = max(len(fans), state.fan_count)
         while len(state.fans) < count:
             fan = len(state.fans)
-            measured = sample.fans[fan].speed_pct if fan < len(sample.fans) else None
-            state.fans.append(FanTargetState(fan, fans, start_pct=measured))
-        cooled_by_neighbours = self._cooling(sample.index, state) is Cooling.OPEN_AIR
-        buildup = cooled_by_neighbours and heat is not None and heat.heat_buildup
+            measured = fans[fan].speed_pct if fan < len(fans) else None
+            state.fans.append(FanTargetState(fan, self._settings.fans, start_pct=measured))
+        buildup = state.open_air and heat is not None and heat.heat_buildup
+        plan = state.plans.get((buildup, len(state.fans))) or self._fan_plan(state, sample.index, buildup)
         temperature = sample.temperature_c if sample.up else None
-        names = [fans.curve_name(sample.index, fan, buildup) for fan in range(len(state.fans))]
-        if PREDICTIVE in names:
+        if plan.predictive:
             state.predictive.update(dt, power, temperature)
-        return tuple(
-            target.target(
-                temperature, dt, self._demand(name, state), fans.emergency_line_c(name, state.slowdown_c)
-            )
-            for name, target in zip(names, state.fans, strict=True)
+        return tuple([target.target(temperature, dt, demand, line) for target, demand, line in plan.fans])
+
+    def _fan_plan(self, state: _GpuState, index: int, buildup: bool) -> _FanPlan:
+        """Each fan's curve (the heat build-up one when ``buildup``), its demand and emergency line."""
+        fans = self._settings.fans
+        names = [fans.curve_name(index, fan, buildup) for fan in range(len(state.fans))]
+        plan = _FanPlan(
+            tuple(
+                (
+                    target,
+                    state.predictive if name == PREDICTIVE else self._curves[name],
+                    fans.emergency_line_c(name, state.slowdown_c),
+                )
+                for name, target in zip(names, state.fans, strict=True)
+            ),
+            PREDICTIVE in names,
         )
-
-    def _demand(self, name: str, state: _GpuState) -> FanDemand:
-        return state.predictive if name == PREDICTIVE else self._curves[name]
-
-    def _cooling(self, index: int, state: _GpuState) -> Cooling:
-        configured = self._settings.cooling.get(index)
-        if configured is not None:
-            return configured
-        return state.info.cooling if state.info else Cooling.UNKNOWN
+        state.plans[(buildup, len(state.fans))] = plan
+        return plan

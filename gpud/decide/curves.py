@@ -88,6 +88,8 @@ class FanCurve:
         points = self.points
         if temperature_c <= points[0][0]:
             return points[0][1]
+        if temperature_c > points[-1][0]:  # the usual case on a hot GPU: past the last point
+            return points[-1][1]
         for (t0, p0), (t1, p1) in pairwise(points):
             if temperature_c <= t1:
                 return p0 + (p1 - p0) * (temperature_c - t0) / (t1 - t0)
@@ -249,17 +251,38 @@ class FanTarget:
 
 
 class FanTargetState:
-    """One fan's safety state: the last target, the hysteresis temperature, ticks blind."""
+    """One fan's safety state: the last target, the hysteresis temperature, ticks blind.
 
-    __slots__ = ("_blind_ticks", "_fan", "_hot_s", "_pct", "_settings", "_temperature")
+    The target of a tick that changes nothing is the previous tick's (one object, not an equal new
+    one): a fan at its floor, at full speed or held by hysteresis asks for the same most ticks.
+    """
+
+    __slots__ = (
+        "_blind_ticks",
+        "_emergency_after_s",
+        "_fan",
+        "_floor_pct",
+        "_hot_s",
+        "_hysteresis_c",
+        "_last",
+        "_lost_ticks",
+        "_pct",
+        "_slew_pct_per_s",
+        "_temperature",
+    )
 
     def __init__(self, fan: int, settings: FanSettings, start_pct: float | None = None) -> None:
         self._fan = fan
-        self._settings = settings
+        self._floor_pct = settings.floor_pct
+        self._slew_pct_per_s = settings.slew_pct_per_s
+        self._hysteresis_c = settings.hysteresis_c
+        self._emergency_after_s = settings.emergency_after_s
+        self._lost_ticks = settings.lost_temperature_ticks
         self._pct = start_pct
         self._temperature: float | None = None
         self._blind_ticks = 0
         self._hot_s: float | None = None  # how long the readings have stayed in the emergency zone
+        self._last: FanTarget | None = None
 
     def target(
         self, temperature_c: float | None, dt: float, curve: FanDemand, emergency_c: float
@@ -268,28 +291,33 @@ class FanTargetState:
 
         ``emergency_c`` is where the emergency zone begins (:meth:`FanSettings.emergency_line_c`).
         """
-        settings = self._settings
         if temperature_c is None:
             self._blind_ticks += 1
-            if self._blind_ticks >= settings.lost_temperature_ticks or self._pct is None:
-                return FanTarget(self._fan, 100.0, TargetReason.NO_TEMPERATURE)  # _pct kept for after
-            return self._set(max(self._pct, settings.floor_pct), TargetReason.NO_TEMPERATURE)
+            if self._blind_ticks >= self._lost_ticks or self._pct is None:
+                return self._shown(100.0, TargetReason.NO_TEMPERATURE)  # _pct kept for after
+            return self._set(max(self._pct, self._floor_pct), TargetReason.NO_TEMPERATURE)
         self._blind_ticks = 0
         if temperature_c < emergency_c:
             self._hot_s = None
         else:
             self._hot_s = 0.0 if self._hot_s is None else self._hot_s + dt
-            if self._hot_s >= settings.emergency_after_s:
+            if self._hot_s >= self._emergency_after_s:
                 self._temperature = temperature_c
                 return self._set(100.0, TargetReason.EMERGENCY)
         held = self._temperature if self._temperature is not None else temperature_c
-        self._temperature = max(temperature_c, min(held, temperature_c + settings.hysteresis_c))
-        wanted = min(100.0, max(settings.floor_pct, curve.pct_at(self._temperature)))
+        self._temperature = max(temperature_c, min(held, temperature_c + self._hysteresis_c))
+        wanted = min(100.0, max(self._floor_pct, curve.pct_at(self._temperature)))
         if self._pct is not None:
-            step = settings.slew_pct_per_s * dt
+            step = self._slew_pct_per_s * dt
             wanted = min(max(wanted, self._pct - step), self._pct + step)
-        return self._set(max(wanted, settings.floor_pct), TargetReason.CURVE)
+        return self._set(max(wanted, self._floor_pct), TargetReason.CURVE)
 
     def _set(self, pct: float, reason: TargetReason) -> FanTarget:
         self._pct = pct
-        return FanTarget(self._fan, pct, reason)
+        return self._shown(pct, reason)
+
+    def _shown(self, pct: float, reason: TargetReason) -> FanTarget:
+        last = self._last
+        if last is None or last.pct != pct or last.reason is not reason or not pct:  # -0.0 == 0.0
+            last = self._last = FanTarget(self._fan, pct, reason)
+        return last

@@ -90,13 +90,15 @@ class _Open:
 class EpisodeTracker:
     """Follows one GPU's per-tick causes and tells when an interval opens and closes."""
 
-    __slots__ = ("_gpu", "_min_s", "_open", "_release_s")
+    __slots__ = ("_gpu", "_min_s", "_open", "_release_s", "_shown", "_shown_ticks")
 
     def __init__(self, gpu: int, release_s: float, min_s: float) -> None:
         self._gpu = gpu
         self._release_s = release_s
         self._min_s = min_s
         self._open: _Open | None = None
+        self._shown: ThrottleInterval | None = None  # what current said of the open interval ...
+        self._shown_ticks = 0  # ... when it had this many ticks (it changes only with a tick)
 
     def update(
         self, timestamp: float, cause: ThrottleCause | None, lost: float | None, dt: float, gap: bool = False
@@ -125,23 +127,28 @@ class EpisodeTracker:
     @property
     def current(self) -> ThrottleInterval | None:
         """The interval in progress, once it is long enough to report."""
-        return self._interval(self._open)
+        episode = self._open
+        if episode is None:
+            return None
+        if episode.ticks != self._shown_ticks:
+            self._shown, self._shown_ticks = self._interval(episode), episode.ticks
+        return self._shown
 
     def finish(self) -> ThrottleInterval | None:
         """Close the interval in progress (end of trace, a gap, or released); ``None`` if too short."""
-        interval, self._open = self._interval(self._open), None
+        interval, self._open, self._shown_ticks = self._interval(self._open), None, 0
         return interval
 
     def _interval(self, episode: _Open | None) -> ThrottleInterval | None:
         if episode is None or episode.ticks < MIN_SAMPLES or sum(episode.seconds.values()) < self._min_s:
             return None
         return ThrottleInterval(
-            gpu=self._gpu,
-            start=episode.start,
-            end=episode.last,
-            cause=max(episode.seconds, key=lambda c: episode.seconds[c]),
-            clock_lost=episode.lost_sum / episode.lost_count if episode.lost_count else None,
-            seconds=dict(episode.seconds),
-            ticks=episode.ticks,
-            duration_s=episode.last - episode.start + episode.first_dt,
+            self._gpu,
+            episode.start,
+            episode.last,
+            max(episode.seconds, key=episode.seconds.__getitem__),  # the cause of most of its seconds
+            episode.lost_sum / episode.lost_count if episode.lost_count else None,
+            dict(episode.seconds),
+            episode.ticks,
+            episode.last - episode.start + episode.first_dt,
         )

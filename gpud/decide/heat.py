@@ -131,16 +131,18 @@ class _Trend:
         if self._origin is None:
             self._origin = t
         x = t - self._origin
-        self._points.append((x, y))
-        self._move(x, y, 1.0)
-        while self._points and x - self._points[0][0] > self._window_s:
-            self._move(*self._points.popleft(), -1.0)
-
-    def _move(self, x: float, y: float, sign: float) -> None:
-        self._sx += sign * x
-        self._sy += sign * y
-        self._sxx += sign * x * x
-        self._sxy += sign * x * y
+        points = self._points
+        points.append((x, y))
+        self._sx += x
+        self._sy += y
+        self._sxx += x * x
+        self._sxy += x * y
+        while points and x - points[0][0] > self._window_s:
+            old_x, old_y = points.popleft()
+            self._sx -= old_x
+            self._sy -= old_y
+            self._sxx -= old_x * old_x
+            self._sxy -= old_x * old_y
 
     def per_second(self) -> float | None:
         """The slope, once the window is at least half full."""
@@ -221,14 +223,18 @@ class HeatTracker:
     """One GPU's heat detector state: its trend, its low-passed readings and what heat cost it lately."""
 
     __slots__ = (
+        "_air",
         "_costly",
         "_filtered",
+        "_forget",
+        "_forget_dt",
         "_has_fans",
         "_latest",
         "_maxed_since",
         "_now",
         "_params",
         "_settings",
+        "_settled_s",
         "_slowdown_c",
         "_trend",
     )
@@ -244,6 +250,9 @@ class HeatTracker:
         self._latest: tuple[float, float, float] | None = None  # this tick's temperature, power, fan (0-1)
         self._now = 0.0
         self._costly = 0.0  # share of the recent window spent throttled or without headroom
+        self._forget_dt, self._forget = math.nan, 0.0  # the decay of _costly for the last tick's dt
+        self._settled_s = _SETTLED_SMOOTHINGS * settings.smoothing_s
+        self._air: tuple[float, float] | None = None  # this tick's inlet air and conductance (_air_now)
 
     def observe(
         self,
@@ -261,6 +270,7 @@ class HeatTracker:
         and the time at full fan start again: what they held describes another stretch of time.
         """
         self._now = timestamp
+        self._air = None  # the readings move: the inlet air is worked out again
         self._has_fans = fan_pct is not None
         if gap:
             self._filtered = self._maxed_since = None
@@ -282,14 +292,11 @@ class HeatTracker:
         filtered = self._filtered
         if filtered.neighbours is None or not self._settled():
             return None
-        return InletObservation(self._inlet_c(filtered), filtered.neighbours.value)
+        return InletObservation(self._air_now(filtered)[0], filtered.neighbours.value)
 
     def _settled(self) -> bool:
         """Whether the smoothed readings have forgotten how they started (flat, at the first reading)."""
-        return (
-            self._filtered is not None
-            and self._filtered.age_s >= _SETTLED_SMOOTHINGS * self._settings.smoothing_s
-        )
+        return self._filtered is not None and self._filtered.age_s >= self._settled_s
 
     def finding(self, dt: float, throttled: bool, coupling: Coupling | None) -> HeatFinding:
         """The finding as of the last :meth:`observe`; ``throttled``: thermally, at this tick."""
@@ -297,42 +304,49 @@ class HeatTracker:
         slope = self._trend.per_second()
         rate = None if slope is None else slope * 60.0
         headroom = to_slowdown = own = None
-        if filtered is not None and self._settled():
-            fan_pct = 100.0 * filtered.fan.value
-            full = params.conductance(100.0 if self._has_fans else fan_pct)  # no fans: nothing to turn up
-            headroom = self._slowdown_c - (self._inlet_c(filtered) + filtered.own.value / full)
-            own = 100.0 / params.conductance(fan_pct)
+        if filtered is not None and filtered.age_s >= self._settled_s:
+            inlet, conductance = self._air_now(filtered)
+            full = params.conductance(100.0) if self._has_fans else conductance  # no fans: nothing to turn up
+            headroom = self._slowdown_c - (inlet + filtered.own.value / full)
+            own = 100.0 / conductance
             if rate is not None and rate >= settings.heating_c_per_min and self._latest is not None:
-                to_slowdown = self._seconds_to_slowdown(self._inlet_c(filtered), *self._latest)
+                to_slowdown = self._seconds_to_slowdown(inlet, *self._latest)
         costly_now = throttled or (headroom is not None and headroom < settings.near_slowdown_c)
-        self._costly += (float(costly_now) - self._costly) * (1.0 - math.exp(-dt / settings.window_s))
+        if dt != self._forget_dt:
+            self._forget_dt, self._forget = dt, 1.0 - math.exp(-dt / settings.window_s)
+        self._costly += (float(costly_now) - self._costly) * self._forget
+        costly = self._costly >= _COSTLY_SHARE
         maxed_for = 0.0 if self._maxed_since is None else self._now - self._maxed_since
-        shown = coupling if coupling is not None and coupling.confident else None
+        saturated = maxed_for >= settings.window_s and costly
+        if coupling is None or not coupling.confident:
+            return HeatFinding(rate, to_slowdown, saturated, None, own, False, None, headroom, None)
         neighbours_add = None
-        if shown is not None and filtered is not None and filtered.neighbours is not None:
-            neighbours_add = shown.c_per_w * filtered.neighbours.value
+        if filtered is not None and filtered.neighbours is not None:
+            neighbours_add = coupling.c_per_w * filtered.neighbours.value
         return HeatFinding(
-            heating_c_per_min=rate,
-            seconds_to_slowdown=to_slowdown,
-            cooling_saturated=maxed_for >= settings.window_s and self._costly >= _COSTLY_SHARE,
-            coupling_c_per_100w=None if shown is None else shown.c_per_w * 100.0,
-            own_c_per_100w=own,
-            neighbour_heated=(
-                shown is not None
-                and shown.c_per_w * 100.0 >= settings.coupling_c_per_100w
-                and self._costly >= _COSTLY_SHARE
-            ),
-            coupling_error_c_per_100w=None if shown is None else 2.0 * shown.stderr_c_per_w * 100.0,
-            headroom_c=headroom,
-            neighbours_add_c=neighbours_add,
+            rate,
+            to_slowdown,
+            saturated,
+            coupling.c_per_w * 100.0,
+            own,
+            coupling.c_per_w * 100.0 >= settings.coupling_c_per_100w and costly,
+            2.0 * coupling.stderr_c_per_w * 100.0,
+            headroom,
+            neighbours_add,
         )
 
-    def _inlet_c(self, f: _Filtered) -> float:
-        """The low-passed inlet air: C dT/dt = P - G(fan)(T - inlet), every term through the same filter."""
-        params = self._params
-        return f.temperature.value - (
-            f.own.value - params.heat_capacity_j_per_k * f.rising_c_per_s
-        ) / params.conductance(100.0 * f.fan.value)
+    def _air_now(self, f: _Filtered) -> tuple[float, float]:
+        """The low-passed inlet air, °C, and the conductance at the low-passed fan speed, W/K.
+
+        C dT/dt = P - G(fan)(T - inlet), every term through the same filter. Worked out once a tick
+        (the coupling fit and the finding both need it).
+        """
+        if self._air is None:
+            params = self._params
+            conductance = params.conductance(100.0 * f.fan.value)
+            inlet = f.temperature.value - (f.own.value - params.heat_capacity_j_per_k * f.rising_c_per_s) / conductance
+            self._air = (inlet, conductance)
+        return self._air
 
     def _seconds_to_slowdown(self, inlet_c: float, now_c: float, power_w: float, fan: float) -> float | None:
         """Time to slowdown on the first-order approach to where this power settles in this air at this fan.
@@ -375,7 +389,7 @@ class _Smoothed:
 class _Filtered:
     """One GPU's readings, smoothed alike: temperature, own and neighbours' power, fan (0-1)."""
 
-    __slots__ = ("age_s", "fan", "neighbours", "own", "rising_c_per_s", "temperature")
+    __slots__ = ("_alpha", "_alpha_dt", "age_s", "fan", "neighbours", "own", "rising_c_per_s", "temperature")
 
     def __init__(self, temperature_c: float, own_w: float, neighbours_w: float | None, fan: float) -> None:
         self.temperature = _Smoothed(temperature_c)
@@ -384,6 +398,7 @@ class _Filtered:
         self.fan = _Smoothed(fan)
         self.rising_c_per_s = 0.0
         self.age_s = 0.0
+        self._alpha_dt, self._alpha = math.nan, 0.0  # the filters' step for the last tick's dt
 
     def update(
         self,
@@ -394,7 +409,9 @@ class _Filtered:
         neighbours_w: float | None,
         fan: float,
     ) -> None:
-        alpha = 1.0 - math.exp(-dt / smoothing_s)
+        if dt != self._alpha_dt:  # ticks come evenly spaced: one exp per GPU when the spacing changes
+            self._alpha_dt, self._alpha = dt, 1.0 - math.exp(-dt / smoothing_s)
+        alpha = self._alpha
         self.age_s += dt
         self.temperature.update(alpha, temperature_c)
         self.rising_c_per_s = self.temperature.per_second(smoothing_s)

@@ -42,7 +42,10 @@ class PowerLevels:
 
     def observe(self, power_w: float, clock_mhz: float | None, dt: float) -> None:
         """Count ``dt`` seconds of full load at ``power_w`` (and ``clock_mhz`` when logged)."""
-        slot = self.bins.setdefault(int(power_w // BIN_W), _Bin())
+        watt = int(power_w // BIN_W)
+        slot = self.bins.get(watt)
+        if slot is None:
+            slot = self.bins[watt] = _Bin()
         slot.seconds += dt
         self.seconds += dt
         if clock_mhz is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
@@ -66,24 +66,54 @@ def header_line(header: TraceHeader) -> str:
     )
 
 
+def _plain(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields ``names`` of a dataclass of plain values that are set (``_without_none(asdict(value))``)."""
+    return {name: item for name in names if (item := getattr(value, name)) is not None and item != ()}
+
+
+_FAN_NAMES = tuple(f.name for f in fields(FanReading))
+_MEMORY_NAMES = tuple(f.name for f in fields(MemoryHealth))
+
+
+def _sample_record(sample: GpuSample) -> dict[str, Any]:
+    """A sample's fields as a tick line writes them: in field order, unset ones and processes left out,
+    ``up`` only when false.
+
+    What ``dataclasses.asdict`` gives, without its deep copy of every value (a tick line per second
+    per GPU: it was most of ``gpud import``'s time).
+    """
+    record = {}
+    for name, writer in _SAMPLE_WRITERS:
+        value = getattr(sample, name)
+        if value is None or value == ():
+            continue
+        if writer is not None and (value := writer(value)) is None:
+            continue
+        record[name] = value
+    return record
+
+
+def _xids_record(xids: XidRecord) -> dict[str, Any]:
+    return {
+        "counts": [list(pair) for pair in xids.counts],
+        "recent": [[event.xid, round(event.at, 3)] for event in xids.recent],
+    }
+
+
+# How the fields that are not written as they are get written (None: left out).
+_WRITERS: dict[str, Callable[[Any], Any]] = {
+    "up": lambda up: None if up else False,  # up is the usual case, said only when it is not
+    "fans": lambda fans: [_plain(fan, _FAN_NAMES) for fan in fans],
+    "memory_health": lambda health: _plain(health, _MEMORY_NAMES),
+    "xids": _xids_record,
+    "processes": lambda _: None,  # who ran is not recorded (see the module's docstring)
+}
+_SAMPLE_WRITERS = tuple((f.name, _WRITERS.get(f.name)) for f in fields(GpuSample))
+
+
 def snapshot_line(snapshot: Snapshot) -> str:
     """The JSON of one tick line (no newline)."""
-    gpus = []
-    for sample in snapshot.gpus:
-        record = _without_none(asdict(sample))
-        record.pop("processes", None)
-        if sample.fans:
-            record["fans"] = [_without_none(asdict(fan)) for fan in sample.fans]
-        if sample.memory_health is not None:
-            record["memory_health"] = _without_none(asdict(sample.memory_health))
-        if sample.xids is not None:
-            record["xids"] = {
-                "counts": [list(pair) for pair in sample.xids.counts],
-                "recent": [[event.xid, round(event.at, 3)] for event in sample.xids.recent],
-            }
-        if sample.up:
-            record.pop("up")
-        gpus.append(record)
+    gpus = [_sample_record(sample) for sample in snapshot.gpus]
     return json.dumps({"t": round(snapshot.timestamp, 3), "gpus": gpus}, separators=(",", ":"))
 
 
@@ -102,11 +132,18 @@ _KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", 
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    """What one field of a trace line may hold: exact types (``bool`` is no number) and bounds."""
+    """What one field of a trace line may hold: exact types (``bool`` is no number) and bounds.
+
+    For :func:`_plain_sample`'s quick check: ``quick``, the types it passes (a number's or a flag's; none for text), and
+    ``low`` and ``high``, the bounds as numbers (unbounded: infinite).
+    """
 
     kind: type
     types: tuple[type, ...]
     bounds: tuple[float, float, str] | None
+    quick: tuple[type, ...] = ()
+    low: float = -math.inf
+    high: float = math.inf
 
 
 def _rules(cls: type) -> dict[str, _Rule]:
@@ -118,8 +155,15 @@ def _rules(cls: type) -> dict[str, _Rule]:
             continue
         by_unit = next((b for unit, b in _BOUNDS_BY_UNIT.items() if f.name.endswith(unit)), None)
         bounds = _BOUNDS.get(f.name) or by_unit or _FINITE if kind in (int, float) else None
-        rules[f.name] = _Rule(kind, _TYPES[kind], bounds)
+        limits = (bounds[0], bounds[1]) if bounds is not None else (-math.inf, math.inf)
+        quick = _TYPES[kind] if kind is not str else ()
+        rules[f.name] = _Rule(kind, _TYPES[kind], bounds, quick, *limits)
     return rules
+
+
+def _quick(rule: _Rule | None) -> tuple[tuple[type, ...] | None, float, float]:
+    """What the quick check of a field needs: the types it passes (``None`` without a rule), its bounds."""
+    return (None, -math.inf, math.inf) if rule is None else (rule.quick, rule.low, rule.high)
 
 
 _INFO_RULES = _rules(GpuInfo)
@@ -127,7 +171,7 @@ _SAMPLE_RULES = _rules(GpuSample)
 _FAN_RULES = _rules(FanReading)
 _MEMORY_RULES = _rules(MemoryHealth)
 _XID_RULES = _rules(XidEvent)  # xid a whole number, at a finite time
-_XID_COUNT_RULES = {"xid": _XID_RULES["xid"], "times": _Rule(int, (int,), (0, 1e18, ""))}
+_XID_COUNT_RULES = {"xid": _XID_RULES["xid"], "times": _Rule(int, (int,), (0, 1e18, ""), (int,), 0, 1e18)}
 
 
 def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
@@ -179,9 +223,92 @@ def parse_header(record: Any) -> TraceHeader:
     )
 
 
-def _fan(record: Any, where: str) -> FanReading:
-    policy = _checked(record, _FAN_RULES, where).get("policy")
-    return FanReading(speed_pct=record.get("speed_pct"), policy=FanPolicy(policy) if policy else None)
+# Fan readings seen, by their exact type and value: a trace repeats a few speeds (whole percents) all
+# along, so each is checked and built once. Speeds of 0 are built afresh (-0.0 equals 0 and would
+# be written back as the other); the table starts again when a trace has very many speeds.
+_FANS_SEEN: dict[tuple[type, float, str | None], FanReading] = {}
+_FANS_KEPT = 4096
+
+
+def _fan(record: Any, index: Any, n: int) -> FanReading:
+    speed = record.get("speed_pct") if isinstance(record, dict) else None
+    policy = record.get("policy") if isinstance(record, dict) else None
+    key = None
+    if speed and type(speed) in (float, int) and (policy is None or type(policy) is str):
+        key = (type(speed), speed, policy)
+        seen = _FANS_SEEN.get(key)
+        if seen is not None:
+            return seen
+    _checked(record, _FAN_RULES, f"GPU {index} fan {n}")
+    fan = FanReading(speed_pct=speed, policy=FanPolicy(policy) if policy else None)
+    if key is not None:
+        if len(_FANS_SEEN) >= _FANS_KEPT:
+            _FANS_SEEN.clear()
+        _FANS_SEEN[key] = fan
+    return fan
+
+
+def _fans(records: Any, index: Any) -> tuple[FanReading, ...]:
+    if not isinstance(records, list):
+        raise TypeError(f"fans must be a list, got {_shown(records)}")
+    return tuple([_fan(record, index, n) for n, record in enumerate(records)])
+
+
+# GpuSample's fields but the nested ones: each with its slot's setter, its default and its rule's
+# quick check (the types it passes, its bounds; no types: no rule).
+_SAMPLE_SLOTS = tuple(
+    (f.name, getattr(GpuSample, f.name).__set__, f.default, *_quick(_SAMPLE_RULES.get(f.name)))
+    for f in fields(GpuSample)
+    if f.name not in _NESTED
+)
+_NESTED_SLOTS = tuple(
+    getattr(GpuSample, name).__set__ for name in ("fans", "memory_health", "xids", "processes")
+)
+
+
+def _plain_sample(entry: dict[str, Any], check: bool = True) -> GpuSample | None:
+    """A sample with ``entry``'s plain fields (a field of a newer gpud left out); ``None`` where the
+    quick check has a doubt about one.
+
+    ``GpuSample(**entry)`` at a third of the cost: a frozen dataclass's constructor matches every
+    keyword and sets each field through ``object.__setattr__``; a tick of 8 GPUs has 8 samples of 23
+    fields. Filling the slots directly makes the same object (GpuSample has no ``__post_init__``).
+    The quick check is one look-up and two comparisons per field (NaN fails them); where it has a
+    doubt, :func:`_checked` decides, converts what may be converted and says what is wrong.
+    """
+    sample = object.__new__(GpuSample)
+    get = entry.get
+    for name, put, default, quick, low, high in _SAMPLE_SLOTS:
+        value = get(name, default)
+        if (
+            check
+            and quick is not None
+            and value is not None
+            and (type(value) not in quick or not low <= value <= high)
+        ):
+            return None
+        put(sample, value)
+    return sample
+
+
+def _sample(
+    entry: dict[str, Any],
+    plain: GpuSample | None,
+    fans: tuple[FanReading, ...],
+    memory: MemoryHealth | None,
+    xids: XidRecord | None,
+) -> GpuSample:
+    """``plain`` (made again, ``entry`` checked, where it is ``None``) with its nested fields.
+
+    Without an index, the constructor itself says what is missing.
+    """
+    if "index" not in entry:
+        return GpuSample(**_known(entry, _SAMPLE_FIELDS), fans=fans, memory_health=memory, xids=xids)
+    sample = plain or _plain_sample(entry, check=False)
+    assert sample is not None
+    for put, value in zip(_NESTED_SLOTS, (fans, memory, xids, None), strict=True):
+        put(sample, value)
+    return sample
 
 
 def parse_snapshot(record: Any) -> Snapshot:
@@ -192,21 +319,16 @@ def parse_snapshot(record: Any) -> Snapshot:
         raise ValueError(f"t must be finite, got {record['t']}")
     samples = []
     for entry in _listed(record, "gpus"):
-        where = f"GPU {entry.get('index')}" if isinstance(entry, dict) else "gpus"
-        _checked(entry, _SAMPLE_RULES, where)
-        nested = {
-            "fans": tuple(
-                _fan(fan, f"{where} fan {n}") for n, fan in enumerate(_listed(entry, "fans", pop=True))
-            ),
-            "memory_health": _memory_health(entry.pop("memory_health", None)),
-            "xids": _xids(entry.pop("xids", None)),
-        }
-        entry.pop("processes", None)
-        try:
-            sample = GpuSample(**entry, **nested)
-        except TypeError:  # a field from a newer gpud: drop what this version does not know
-            sample = GpuSample(**_known(entry, _SAMPLE_FIELDS), **nested)
-        samples.append(sample)
+        if not isinstance(entry, dict):
+            _checked(entry, _SAMPLE_RULES, "gpus")  # says it is no object
+        index = entry.get("index")
+        plain = _plain_sample(entry) if index is not None else None
+        if plain is None:
+            _checked(entry, _SAMPLE_RULES, f"GPU {index}")
+        fans = _fans(entry.pop("fans", []), index)
+        memory = _memory_health(entry.pop("memory_health", None))
+        xids = _xids(entry.pop("xids", None))
+        samples.append(_sample(entry, plain, fans, memory, xids))
     return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
 
 
@@ -218,10 +340,16 @@ def _memory_health(record: Any) -> MemoryHealth | None:
     )
 
 
+_NO_XIDS_LOGGED = {"counts": [], "recent": []}
+_NO_XIDS = XidRecord()
+
+
 def _xids(record: Any) -> XidRecord | None:
     """``{"counts": [[xid, times], ...], "recent": [[xid, t], ...]}`` → the record."""
     if record is None:
         return None
+    if record == _NO_XIDS_LOGGED:  # every tick of a GPU that never had one
+        return _NO_XIDS
     _checked(record, {}, "xids")
     counts = tuple(
         (p["xid"], p["times"]) for p in _pairs(record, "counts", ("xid", "times"), _XID_COUNT_RULES)
@@ -288,6 +416,11 @@ def read_trace(
 def write_trace(out: IO[str], header: TraceHeader, snapshots: Iterable[Snapshot]) -> int:
     """Write a whole trace; returns the number of ticks written."""
     out.write(header_line(header) + "\n")
+    return write_ticks(out, snapshots)
+
+
+def write_ticks(out: IO[str], snapshots: Iterable[Snapshot]) -> int:
+    """Write tick lines, each as it comes (none is held); returns how many."""
     count = 0
     for snapshot in snapshots:
         out.write(snapshot_line(snapshot) + "\n")

@@ -6,9 +6,21 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
-from gpud.trace.format import TraceError, TraceHeader, read_trace, write_trace
+from gpud.telemetry import (
+    Cooling,
+    FanPolicy,
+    FanReading,
+    GpuInfo,
+    GpuSample,
+    MemoryHealth,
+    Snapshot,
+    XidEvent,
+    XidRecord,
+)
+from gpud.trace.format import TraceError, TraceHeader, parse_snapshot, read_trace, snapshot_line, write_trace
 from gpud.trace.recorder import TraceRecorder
 
 HEADER = TraceHeader(
@@ -130,3 +142,44 @@ def test_the_recorder_rotates_and_every_file_is_a_complete_trace(tmp_path):
         header, ticks = read_trace(file.read_text().splitlines(), strict=True)
         assert header == HEADER and list(ticks)
         assert file.stat().st_size < 2000 + 500
+
+
+_PCT = st.one_of(st.none(), st.integers(0, 100), st.floats(0, 100), st.just(-0.0))
+_SAMPLES = st.builds(
+    GpuSample,
+    index=st.integers(0, 1023),
+    up=st.booleans(),
+    temperature_c=st.one_of(st.none(), st.integers(-50, 150), st.floats(-50, 150)),
+    sm_clock_mhz=st.one_of(st.none(), st.integers(0, 4000)),
+    power_w=st.one_of(st.none(), st.floats(0, 1000)),
+    energy_j=st.one_of(st.none(), st.floats(0, 1e15), st.integers(0, 10**15)),
+    gpu_util_pct=_PCT,
+    fans=st.lists(
+        st.builds(FanReading, _PCT, st.one_of(st.none(), st.sampled_from(FanPolicy))), max_size=3
+    ).map(tuple),
+    clock_event_reasons=st.one_of(st.none(), st.integers(0, 0x1FF)),
+    memory_health=st.one_of(
+        st.none(), st.builds(MemoryHealth, st.booleans(), ecc_uncorrected_volatile=st.integers(0, 99))
+    ),
+    xids=st.one_of(
+        st.none(),
+        st.just(XidRecord()),
+        st.builds(
+            XidRecord,
+            st.lists(st.tuples(st.integers(1, 200), st.integers(1, 9)), max_size=2).map(tuple),
+            st.lists(
+                st.builds(XidEvent, st.integers(1, 200), st.integers(0, 10**9).map(lambda ms: ms / 1000))
+            ).map(tuple),
+        ),
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_SAMPLES, min_size=1, max_size=4), st.lists(_SAMPLES, min_size=1, max_size=4))
+def test_any_sample_reads_back_as_written_to_the_type_of_each_number(first, second):
+    """Ticks are read with their slots filled directly and fan readings shared between ticks: what
+    comes back must still be what was written, ``70`` an int and ``70.0`` a float, ``-0.0`` itself."""
+    written = [Snapshot(1.0, tuple(first)), Snapshot(2.0, tuple(second))]
+    read = [parse_snapshot(json.loads(snapshot_line(snapshot))) for snapshot in written]
+    assert repr(read) == repr(written)

@@ -480,3 +480,76 @@ def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused(
 def test_a_semicolon_or_tab_separated_log_is_read(lines, power):
     result = import_log(lines, "x.csv")
     assert result.header.source == "nvidia-smi-csv" and result.snapshots[0].gpus[0].power_w == power
+
+
+def _csv_log(path: Path, gpus: int, seconds: int) -> None:
+    """An ``nvidia-smi --query-gpu=... --format=csv -l 1`` log, its values moving a little each second."""
+    with path.open("w") as out:
+        out.write("timestamp, index, name, temperature.gpu, utilization.gpu [%], power.draw [W], clocks.sm [MHz]\n")
+        for t in range(seconds):
+            for i in range(gpus):
+                out.write(
+                    f"2024/02/16 {t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}.{t % 1000:03d}, {i}, "
+                    f"NVIDIA GeForce RTX 3090, {60 + t % 20}, {t % 100} %, {200 + t % 150}.{i} W, {1500 + t % 400} MHz\n"
+                )
+
+
+def _import_peak_bytes(log: Path, out: Path) -> int:
+    """``gpud import LOG -o OUT`` in this process; the most memory Python held meanwhile."""
+    import tracemalloc
+
+    from gpud.cli import main
+
+    tracemalloc.start()
+    try:
+        assert main(["import", str(log), "-o", str(out)]) == 0
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_gpud_import_holds_no_tick_but_the_one_being_read(tmp_path):
+    """Memory bounded whatever the log's length: four times the rows, no more memory (held, the
+    extra 30 000 rows' ticks would take about 8 MiB)."""
+    short, long, out = tmp_path / "short.csv", tmp_path / "long.csv", tmp_path / "trace.jsonl"
+    _csv_log(short, 8, 1250)
+    _csv_log(long, 8, 5000)
+    short_peak = _import_peak_bytes(short, out)
+    long_peak = _import_peak_bytes(long, out)
+    header, ticks = read_trace(out.read_text().splitlines(), strict=True)
+    assert len(header.gpus) == 8 and sum(1 for _ in ticks) == 5000
+    assert long_peak - short_peak < 2**20, f"{(long_peak - short_peak) / 2**20:.1f} MiB more"
+
+
+def test_gpud_import_of_a_log_with_no_value_leaves_no_output(tmp_path):
+    log, out = tmp_path / "empty.csv", tmp_path / "out.jsonl"
+    log.write_text("timestamp, index, name\n2024/02/16 10:00:00.000, 0, RTX\n")
+    done = gpud_cli("import", str(log), "-o", str(out))
+    assert done.returncode == 2 and "no row has a value gpud can read" in done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fraction", ["", ".0", ".5", ".029", ".1234", ".123456"])
+def test_nvidia_smi_times_read_as_their_format_says(fraction):
+    from datetime import UTC, datetime
+
+    from gpud.trace.importers.rows import timestamp
+
+    text = f"2024/02/16 17:13:50{fraction}"
+    written = datetime.strptime(text, "%Y/%m/%d %H:%M:%S" + (".%f" if fraction else ""))
+    assert timestamp(text) == written.replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("text", ["2024/13/01 00:00:00", "2024/02/30 10:00:00", "2024/02/16 17:13:50.1234567"])
+def test_an_impossible_nvidia_smi_time_is_refused(text):
+    from gpud.trace.importers.rows import timestamp
+
+    with pytest.raises(ValueError, match="not a timestamp"):
+        timestamp(text)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_gpud_import_to_a_full_disk_says_so_in_one_line():
+    done = gpud_cli("import", str(FIXTURES / "dmon_dt.txt"), "-o", "/dev/full")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == "gpud: cannot write /dev/full: No space left on device"

@@ -48,26 +48,34 @@ class Column:
     rank: int = 0  # where several columns give one value (power, the GPU's identity), the lowest rank wins
 
 
+@lru_cache(maxsize=4096)  # cells repeat (see number)
 def _int(text: str) -> int | None:
     value = number(text)
     return None if value is None else int(value)
 
 
+@lru_cache(maxsize=4096)  # cells repeat (see number)
 def _mib(text: str) -> int | None:
     value = number(text)
     return None if value is None else int(value * MIB)
 
 
+@lru_cache(maxsize=4096)  # cells repeat (see number)
 def _mb_per_s(text: str) -> float | None:
     value = number(text)
     return None if value is None else value * 1e6
 
 
+_PSTATE = re.compile(r"P\d{1,2}")
+
+
+@lru_cache(maxsize=4096)  # cells repeat (see number)
 def _pstate(text: str) -> int | None:
     text = text.strip().upper()
-    return int(text[1:]) if re.fullmatch(r"P\d{1,2}", text) else _int(text)
+    return int(text[1:]) if _PSTATE.fullmatch(text) else _int(text)
 
 
+@lru_cache(maxsize=4096)  # cells repeat (see number)
 def _hex_mask(text: str) -> int | None:
     text = text.strip()
     return int(text, 16) if text.lower().startswith("0x") else _int(text)

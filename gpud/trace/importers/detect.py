@@ -13,14 +13,15 @@ import codecs
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain, islice
 from pathlib import Path
 
 from gpud.telemetry import Snapshot
-from gpud.trace.format import FORMAT, NotALog, read_trace
+from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
 from gpud.trace.importers.afterburner import LINE as HML_LINE
 from gpud.trace.importers.afterburner import AfterburnerImport
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
@@ -119,26 +120,42 @@ _IMPORTERS: dict[LogFormat, type[AfterburnerImport | GpuZImport | DmonImport]] =
 }
 
 
-def _with_values(ticks: Iterable[Snapshot], seen: list[int]) -> Iterator[Snapshot]:
-    """The ticks, counting in ``seen[0]`` those with a value of any GPU gpud can judge by."""
+@dataclass(frozen=True)
+class LogReading:
+    """A log being imported: its ticks, read as they are asked for, and what only the whole log tells.
+
+    ``header()`` and ``problems()`` are complete once ``ticks`` is exhausted: an imported log's GPUs
+    and their facts are learnt from all its rows. Nothing but the tick being read is held, so a log
+    of any length is imported in bounded memory.
+    """
+
+    ticks: Iterator[Snapshot]
+    header: Callable[[], TraceHeader]
+    problems: Callable[[], list[str]]
+
+
+def _with_values(ticks: Iterable[Snapshot], refuse: Callable[[], NotALog]) -> Iterator[Snapshot]:
+    """The ticks; at their end, ``refuse()`` is raised unless one has a value of a GPU gpud can judge by."""
+    judged = False
     for tick in ticks:
-        if any(
+        judged = judged or any(
             s.temperature_c is not None
             or s.sm_clock_mhz is not None
             or s.graphics_clock_mhz is not None
             or s.power_w is not None
             or s.gpu_util_pct is not None
             for s in tick.gpus
-        ):
-            seen[0] += 1
+        )
         yield tick
+    if not judged:
+        raise refuse()
 
 
-def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
-    """Detect the format from the first lines and import the whole log.
+def read_log(lines: Iterable[str], name: str = "input", strict: bool = False) -> LogReading:
+    """Detect the format from the first lines; the log's ticks as they are read.
 
-    Raises :class:`NotALog` for a file gpud cannot read, and for a log in which no row has a value
-    gpud knows (no temperature, clock, power or utilisation).
+    Raises :class:`NotALog` for a file gpud cannot read; reading the ticks raises it at their end for
+    a log in which no row has a value gpud knows (no temperature, clock, power or utilisation).
     """
     iterator = iter(lines)
     head = list(islice(iterator, HEAD_LINES))
@@ -147,19 +164,27 @@ def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) 
     if kind is LogFormat.GPUD_TRACE:
         problems: list[str] = []
         header, ticks = read_trace(everything, name, strict, problems)
-        return ImportResult(header, list(ticks), problems)
+        return LogReading(ticks, lambda: header, lambda: problems)
     if kind is LogFormat.CSV:
         found = csv_header(head)
         reading: Importer = CsvImport(name, strict, found[1] if found else ",")
     else:
         reading = _IMPORTERS[kind](name, strict)
-    seen = [0]
-    snapshots = list(_with_values(reading.ticks(everything), seen))
-    problems = reading.problems.messages
-    if not seen[0]:
+
+    def refuse() -> NotALog:
+        problems = reading.problems.messages
         why = f"; first problem: {problems[0]}" if problems else ""
-        raise NotALog(f"{name}: looks like {kind.value}, but no row has a value gpud can read{why}")
-    return ImportResult(reading.header(), snapshots, problems)
+        return NotALog(f"{name}: looks like {kind.value}, but no row has a value gpud can read{why}")
+
+    ticks = _with_values(reading.ticks(everything), refuse)
+    return LogReading(ticks, reading.header, lambda: reading.problems.messages)
+
+
+def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
+    """The whole log imported, its ticks in memory (for replaying it); raises as :func:`read_log`."""
+    reading = read_log(lines, name, strict)
+    snapshots = list(reading.ticks)
+    return ImportResult(reading.header(), snapshots, reading.problems())
 
 
 def _encoding(start: bytes) -> str:

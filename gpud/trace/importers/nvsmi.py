@@ -27,9 +27,13 @@ def is_header(cells: list[str]) -> bool:
 
     A column's name never starts with a digit: data cells that do are not looked up.
     """
-    names = (cell for cell in cells if not cell.lstrip()[:1].isdigit())
-    known = sum(1 for cell in names if column(cell) is not None)
-    return known >= 2 or (known == 1 and len(cells) <= 2)
+    known = 0
+    for cell in cells:  # every row is asked: a plain loop, done at the second name it knows
+        if not cell.lstrip()[:1].isdigit() and column(cell) is not None:
+            known += 1
+            if known == 2:
+                return True
+    return known == 1 and len(cells) <= 2
 
 
 class _Identities:
@@ -105,7 +109,7 @@ class CsvImport:
         before_header = 0
         stamped: float | None = None  # a time on a line of its own, for the rows after it
         for line, cells in _csv_rows(lines, self.problems, self._delimiter):
-            if not any(cell.strip() for cell in cells):
+            if not "".join(cells).strip():  # no cell with anything in it
                 continue
             if self._delimiter != ",":
                 cells = [_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in cells]

@@ -8,7 +8,9 @@ column (the rest of the row is kept); a time that cannot be read makes the row u
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from gpud.telemetry import FanReading
@@ -32,7 +34,18 @@ class Header:
         used = [(c.rank if c.role is Role.IDENTITY else 9, i) for i, c in enumerate(columns) if c is not None]
         return cls(titles, columns, [i for _, i in sorted(used)])
 
-    @property
+    @cached_property
+    def readers(self) -> tuple[tuple[int, Column, str, Callable[..., None]], ...]:
+        """Each position to read in :attr:`order`, with its column, title and how its cell is read:
+        worked out once per header, not at every cell of every row."""
+        chosen = []
+        for position in self.order:
+            col = self.columns[position]
+            assert col is not None
+            chosen.append((position, col, self.titles[position], _READERS.get(col.role, _value)))
+        return tuple(chosen)
+
+    @cached_property
     def reported(self) -> int | None:
         """The reason bits this header's columns report; ``None`` when it logs the whole mask (or none)."""
         used = [c for c in self.columns if c is not None]
@@ -42,7 +55,7 @@ class Header:
         bits |= {VIOLATION_BITS[c.name] for c in used if c.role is Role.VIOLATION}
         return sum(bits) if bits else None
 
-    @property
+    @cached_property
     def fans_logged(self) -> bool:
         return any(c is not None and c.role is Role.FAN for c in self.columns)
 
@@ -123,23 +136,30 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
             row.reasons = (row.reasons or 0) | (VIOLATION_BITS[col.name] if value > threshold else 0)
 
 
+def _time(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    row.time = cell.strip() or None
+
+
+def _date(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    row.date = cell.strip() or None
+
+
+def _elapsed(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    row.elapsed = number(cell)
+
+
+def _id(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    _identity(row, col, cell)
+
+
+_READERS = {Role.TIME: _time, Role.DATE: _date, Role.ELAPSED: _elapsed, Role.IDENTITY: _id}  # else a value
+
+
 def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
     """A data row read by its header; raises ``ValueError`` when its time cannot be read."""
     row = Row()
-    for position in header.order:
-        col, title, cell = header.columns[position], header.titles[position], cells[position]
-        assert col is not None
-        match col.role:
-            case Role.TIME:
-                row.time = cell.strip() or None
-            case Role.DATE:
-                row.date = cell.strip() or None
-            case Role.ELAPSED:
-                row.elapsed = number(cell)
-            case Role.IDENTITY:
-                _identity(row, col, cell)
-            case _:
-                _value(row, col, title, cell, line, problems)
+    for position, col, title, read in header.readers:
+        read(row, col, title, cells[position], line, problems)
     row.sample.update({name: value for name, (_, value) in row.ranked.items()})
     if row.reasons is not None:
         row.sample.setdefault("clock_event_reasons", row.reasons)
