@@ -12,7 +12,7 @@ from gpud.decide.throttle import ThrottleCause
 from gpud.replay import GpuReplay, ReplayReport
 from gpud.status import rounded
 from gpud.telemetry import GpuInfo
-from gpud.words import count
+from gpud.words import count, share_text
 
 _INTERVALS_SHOWN = 5
 
@@ -122,15 +122,17 @@ def report_json(report: ReplayReport) -> dict[str, Any]:
     }
 
 
-def _gpu_line(gpu: GpuReplay) -> str:
+def _gpu_line(gpu: GpuReplay, unjudged: list[str]) -> str:
     throttled = sum(gpu.throttled_s.values())
     share = gpu.throttled_share()
-    causes = (
-        ", ".join(f"{c.value} {s:.0f} s" for c, s in gpu.throttled_s.items() if s > 0) or "never throttled"
+    causes = ", ".join(f"{c.value} {s:.0f} s" for c, s in gpu.throttled_s.items() if s > 0) or (
+        "throttling not judged"
+        if any(gap.startswith("throttling ") for gap in unjudged)
+        else "never throttled"
     )
     parts = [f"GPU {gpu.index} {gpu.name}: {count(len(gpu.intervals), 'throttle interval')}, {causes}"]
     if throttled and share is not None:
-        parts.append(f"{share:.0%} of its {gpu.working_s:.0f} working seconds")
+        parts.append(f"{share_text(share)} of its {gpu.working_s:.0f} working seconds")
     if gpu.reference is not None:
         parts.append(f"reference {gpu.reference.mhz:.0f} MHz ({gpu.reference.source.value})")
     if gpu.power_limit_inferred_w is not None:
@@ -150,7 +152,7 @@ def _gpu_line(gpu: GpuReplay) -> str:
 
 
 def _interval_line(interval: ThrottleInterval, origin: float) -> str:
-    lost = f", clock -{interval.clock_lost:.0%}" if interval.clock_lost is not None else ""
+    lost = f", clock -{share_text(interval.clock_lost)}" if interval.clock_lost is not None else ""
     return (
         f"    {interval.start - origin:>9.0f} s .. {interval.end - origin:>9.0f} s  "
         f"{interval.cause.value:<8} {interval.throttled_s:>6.0f} s throttled{lost}"
@@ -166,8 +168,9 @@ def render_report(report: ReplayReport) -> str:
     lines = [f"{title} ({report.header.source})"]
     infos = {info.index: info for info in report.header.gpus}
     for gpu in report.gpus:
-        lines.append(_gpu_line(gpu))
-        lines.extend(f"    not judged: {gap}" for gap in gaps(gpu, infos.get(gpu.index)))
+        unjudged = gaps(gpu, infos.get(gpu.index))
+        lines.append(_gpu_line(gpu, unjudged))
+        lines.extend(f"    not judged: {gap}" for gap in unjudged)
         lines.extend(_interval_line(i, origin) for i in gpu.intervals[:_INTERVALS_SHOWN])
         if len(gpu.intervals) > _INTERVALS_SHOWN:
             lines.append(f"    ... and {len(gpu.intervals) - _INTERVALS_SHOWN} more (--json lists them all)")

@@ -36,3 +36,12 @@ def align(rows: list[tuple[str, ...]]) -> list[str]:
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
+
+
+def share_text(share: float) -> str:
+    """A share as a percentage people read: whole percent, one decimal below 1 % (never "0 %" for a loss).
+
+    >>> share_text(0.16), share_text(0.003)
+    ('16 %', '0.3 %')
+    """
+    return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1f} %"

@@ -393,8 +393,8 @@ def test_sessions_an_hour_apart_make_one_trace_whose_intervals_never_span_the_ga
     assert replayed["gaps"] == 1 and replayed["source"] == "gpu-z"
     (gpu,) = replayed["gpus"]
     assert [(i["start_offset_s"], i["end_offset_s"], i["cause"]) for i in gpu["intervals"]] == [
-        (20, 39, "thermal"),
-        (3600, 3619, "thermal"),
+        (19, 39, "thermal"),  # from the row before the first slow one: each row stands for the second before it
+        (3599, 3619, "thermal"),  # the row after the gap counts one sampling period, no more
     ]
     assert gpu["throttled_s"]["thermal"] == pytest.approx(40, abs=1)
     assert gpu["working_s"] == pytest.approx(79, abs=1)  # an hour of no data counts one sampling period

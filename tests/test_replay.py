@@ -32,12 +32,15 @@ def replay_json(path: Path, *flags: str) -> dict:
 
 
 def test_clock_collapse_when_hot_is_thermal_and_stuck_low_when_cool_is_other():
-    """Hand-written nvidia-smi CSV without reasons: GPU 0 hits slowdown at 14:00:25, GPU 1 is stuck at 900 MHz."""
+    """Hand-written nvidia-smi CSV without reasons: GPU 0 hits slowdown at 14:00:25, GPU 1 is stuck at 900 MHz.
+
+    Each row stands for the second before it, so the interval's seconds start at the row before.
+    """
     report = replay_json(FIXTURES / "query_throttle_by_clocks.csv")
     hot, sick = report["gpus"]
     (thermal,) = hot["intervals"]
     assert (thermal["start_time"], thermal["end_time"], thermal["cause"]) == (
-        "2026-03-02T14:00:25.000Z",
+        "2026-03-02T14:00:24.000Z",
         "2026-03-02T14:00:44.000Z",
         "thermal",
     )
@@ -45,7 +48,7 @@ def test_clock_collapse_when_hot_is_thermal_and_stuck_low_when_cool_is_other():
         1 - 1500 / 1957.5, abs=0.01
     )  # the data-loader gap at :35 does not split it
     (other,) = sick["intervals"]
-    assert (other["start_offset_s"], other["end_offset_s"], other["cause"]) == (20, 39, "other")
+    assert (other["start_offset_s"], other["end_offset_s"], other["cause"]) == (19, 39, "other")
     assert other["clock_lost"] == pytest.approx(1 - 900 / 1972.5, abs=0.01)
     assert report["summary"]["gpus_throttled"] == [0, 1]
 
@@ -123,3 +126,13 @@ def test_the_text_shows_a_coupling_only_confidently_positive_with_its_interval(
     for found in filter(None, couplings):
         value, interval = float(found.group(1)), float(found.group(2))
         assert value > 0 and 0 < interval <= value / 2
+
+
+def test_a_gpu_whose_throttling_cannot_be_judged_is_never_called_unthrottled(tmp_path):
+    log = tmp_path / "no-util.csv"
+    rows = [f"2026/03/02 14:00:{s:02d}.000, 0, 60, {1900 if s < 20 else 1400} MHz" for s in range(40)]
+    log.write_text("\n".join(["timestamp, index, temperature.gpu, clocks.sm [MHz]", *rows]) + "\n")
+    done = subprocess.run([*GPUD, "replay", str(log)], capture_output=True, text=True, check=False, timeout=60)
+    gpu_line, *rest = done.stdout.splitlines()[1:]
+    assert "throttling not judged" in gpu_line and "never throttled" not in gpu_line
+    assert rest[0].startswith("    not judged: throttling (no utilisation in the log")

@@ -55,10 +55,12 @@ class TickClock:
 
 @dataclass(frozen=True, slots=True)
 class ThrottleInterval:
-    """One throttle episode of one GPU; ``end`` is the last throttled tick's time.
+    """One throttle episode of one GPU, from ``start`` to ``end``, the last throttled tick's time.
 
-    ``seconds`` are the throttled seconds per cause (each tick counts the time since the previous
-    one); ``duration_s`` is the time the interval's ticks stand for, clear ticks inside included.
+    ``seconds`` are the throttled seconds per cause: each tick counts the time since the previous
+    one, so ``start`` is the previous tick's time, where the time the first throttled tick stands
+    for begins (its own time at the start of a trace or after a gap); ``duration_s``, the time
+    from ``start`` to ``end``, holds every second counted, clear ticks inside included.
     """
 
     gpu: int
@@ -142,13 +144,14 @@ class EpisodeTracker:
     def _interval(self, episode: _Open | None) -> ThrottleInterval | None:
         if episode is None or episode.ticks < MIN_SAMPLES or sum(episode.seconds.values()) < self._min_s:
             return None
+        start = episode.start - episode.first_dt
         return ThrottleInterval(
             self._gpu,
-            episode.start,
+            start,
             episode.last,
             max(episode.seconds, key=episode.seconds.__getitem__),  # the cause of most of its seconds
             episode.lost_sum / episode.lost_count if episode.lost_count else None,
             dict(episode.seconds),
             episode.ticks,
-            episode.last - episode.start + episode.first_dt,
+            episode.last - start,
         )

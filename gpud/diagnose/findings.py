@@ -32,6 +32,7 @@ from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
 from gpud.telemetry import Cooling, GpuInfo, Snapshot
+from gpud.words import share_text
 
 GIB = 1024**3
 PSU_MARGIN = 1.1 * 1.1  # the sum of GPU and CPU power plus 10 %, then another 10 %
@@ -75,10 +76,6 @@ class Diagnosis:
     cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
 
 
-def _pct(share: float) -> str:
-    return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1f} %"
-
-
 def _clock_lost(gpu: GpuReplay) -> float | None:
     """The mean share of the reference clock lost while throttled, weighted by throttled seconds."""
     weighted = [(i.clock_lost, i.throttled_s) for i in gpu.intervals if i.clock_lost is not None]
@@ -112,12 +109,12 @@ def _throttling(gpu: GpuReplay, cooling: Cooling) -> Finding | None:
     if lost is not None and reference is not None:
         least = "" if trusted else "at least "
         clock = (
-            f", {least}{_pct(lost)} of its {reference.mhz:.0f} MHz ({reference.source.value}) "
+            f", {least}{share_text(lost)} of its {reference.mhz:.0f} MHz ({reference.source.value}) "
             "lost while throttled"
         )
     else:
         clock = ", clock lost not known (no maximum clock in the log)"
-    estimate = f"; about {_pct(speed_lost)} of its speed" if speed_lost is not None else ""
+    estimate = f"; about {share_text(speed_lost)} of its speed" if speed_lost is not None else ""
     inferred = (
         f" (limit inferred: its power levels off at {gpu.power_limit_inferred_w:.0f} W, the log states none)"
         if cause is ThrottleCause.POWER and gpu.power_limit_inferred_w is not None
@@ -126,7 +123,7 @@ def _throttling(gpu: GpuReplay, cooling: Cooling) -> Finding | None:
     return Finding(
         kind="throttling",
         severity=Severity.WARNING if cause is not ThrottleCause.OTHER else Severity.CRITICAL,
-        title=f"GPU {gpu.index} throttles ({cause.value}) {_pct(share)} of the time it works",
+        title=f"GPU {gpu.index} throttles ({cause.value}) {share_text(share)} of the time it works",
         evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
         recommendation=advice,
         gpus=(gpu.index,),
@@ -308,7 +305,7 @@ def _power_limit(usage: GpuUsage) -> Finding | None:
     return Finding(
         kind="power-limit",
         severity=Severity.NOTICE,
-        title=f"GPU {usage.index} runs at its power limit {_pct(share)} of its busy time",
+        title=f"GPU {usage.index} runs at its power limit {share_text(share)} of its busy time",
         evidence=f"{usage.power_capped_s:.0f} of {usage.busy_s:.0f} busy seconds at ≥ 97 %{limit} "
         f"or held by the power cap; peak {usage.peak_power_w or 0:.0f} W",
         recommendation="expected for heavy training; a higher limit buys a few % at much more power, "

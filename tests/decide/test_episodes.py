@@ -23,10 +23,17 @@ def run(causes: list[ThrottleCause | None], release_s: float = 3, min_s: float =
 
 def test_short_gaps_do_not_split_an_interval_and_a_long_clear_ends_it():
     intervals = run([None, T, T, None, T, T, None, None, None, None, T, T])
+    # each tick stands for the second before it: the first interval's seconds begin at 0, not at 1
     assert [(i.start, i.end, i.ticks, i.throttled_s, i.duration_s) for i in intervals] == [
-        (1, 5, 4, 4.0, 5.0),
-        (10, 11, 2, 2.0, 2.0),
+        (0, 5, 4, 4.0, 5.0),
+        (9, 11, 2, 2.0, 2.0),
     ]
+
+
+@pytest.mark.parametrize("period_s", [0.5, 1.0, 30.0])
+def test_an_interval_holds_every_second_it_counts(period_s):
+    for interval in run([None, T, T, None, T, P, None, None, None, None, T, T, T], period_s=period_s, min_s=0):
+        assert interval.throttled_s <= interval.end - interval.start == pytest.approx(interval.duration_s)
 
 
 def test_a_single_sample_is_no_interval_at_any_sampling_rate():
@@ -54,7 +61,7 @@ def test_a_gap_with_no_data_ends_the_interval_at_its_last_throttled_tick():
     for t in (0, 1, 2):
         tracker.update(t, T, 0.2, 1.0)
     closed = tracker.update(3600, T, 0.2, 1.0, gap=True)
-    assert (closed.start, closed.end, closed.throttled_s) == (0, 2, 3.0)
+    assert (closed.start, closed.end, closed.throttled_s) == (-1, 2, 3.0)  # the first tick said it stood for 1 s
     assert tracker.current is None  # the tick after the gap opened a new one, too short yet
 
 
