@@ -282,13 +282,20 @@ def test_an_input_that_cannot_be_read_is_a_usage_error_not_a_finding(tmp_path, c
 
 
 @pytest.mark.parametrize(
-    "command", [["replay", "IN"], ["diagnose", "--trace", "IN"], ["report", "IN", "-o", "r.html"]]
+    ("command", "to"),
+    [
+        (["replay", "IN"], "judge"),
+        (["diagnose", "--trace", "IN"], "judge"),
+        (["report", "IN", "-o", "r.html"], "report on"),
+        (["import", "IN", "-o", "t.jsonl"], "import"),
+    ],
 )
-def test_a_trace_without_ticks_is_said_so_in_one_line(tmp_path, capsys, monkeypatch, command):
+def test_a_trace_without_ticks_is_said_so_in_one_line(tmp_path, capsys, monkeypatch, command, to):
     monkeypatch.chdir(tmp_path)
     trace = tmp_path / "header-only.jsonl"
     trace.write_text(
         header_line(TraceHeader("h", (GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550"),), "gpud")) + "\n"
     )
     assert main([str(trace) if word == "IN" else word for word in command]) == 2  # not "no findings"
-    assert capsys.readouterr() == ("", f"gpud: {trace}: no ticks in it: nothing to judge\n")
+    assert capsys.readouterr() == ("", f"gpud: {trace}: no ticks in it: nothing to {to}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["header-only.jsonl"]  # no output written

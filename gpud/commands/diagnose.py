@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 from gpud.commands.shared import (
-    EXIT_USAGE,
-    NO_TICKS,
     Subcommands,
     add_command,
     add_daemon_flags,
     emit,
     fail,
     judged_ticks,
+    no_ticks,
 )
 from gpud.config import decide_settings, load_settings
 
@@ -57,6 +56,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return fail(str(error), 2)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     if not diagnosis.gpus:
-        return fail(f"{trace.name}: {NO_TICKS}", EXIT_USAGE)
+        return no_ticks(trace.name)
     emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

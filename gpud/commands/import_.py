@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from gpud.commands.shared import Subcommands, add_command, emit
+from gpud.commands.shared import Subcommands, add_command, emit, no_ticks
 from gpud.outputs import OutputError, check_writable, open_output
 from gpud.words import count
 
@@ -28,8 +28,8 @@ def register(commands: Subcommands) -> None:
         "--query-gpu=... --format=csv (with its header line, comma-, semicolon- or tab-separated), "
         "nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log (a cut head or several "
         "sessions too), or a gpud trace (copied, every tick checked). A malformed line is reported with "
-        "its number and skipped. A file that is no log gpud can read is refused with exit 2; exit 1 "
-        "when no tick could be read.",
+        "its number and skipped. A file that is no log gpud can read, or in which no tick could be read, "
+        "is refused with exit 2 and no output written.",
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert")
     imp.add_argument(
@@ -62,13 +62,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         header, problems = reading.header(), reading.problems()
         for problem in problems:
             print(f"gpud: {problem}", file=sys.stderr)
+        if not ticks:  # a trace of a header only: nothing to convert, and no output to mistake for one
+            return no_ticks(args.file, "import")
         body.seek(0)
         with open_output(args.output) as out:  # its own failed writes name it
             out.write(header_line(header) + "\n")
             shutil.copyfileobj(body, out)
     told = f", {count(len(problems), 'problem')} (above)" if problems else ""
     emit(f"{args.output}: {count(ticks, 'tick')} of {count(len(header.gpus), 'GPU')} ({header.source}){told}")
-    return 0 if ticks else 1
+    return 0
 
 
 def _spool(output: Path) -> IO[str]:
@@ -79,4 +81,6 @@ def _spool(output: Path) -> IO[str]:
             return tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)
         except OSError as error:
             problem = error
-    raise OutputError(f"cannot write {output}: no folder takes a file for its ticks ({problem.strerror or problem})")
+    raise OutputError(
+        f"cannot write {output}: no folder takes a file for its ticks ({problem.strerror or problem})"
+    )

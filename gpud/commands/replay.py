@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpud.commands.shared import EXIT_USAGE, NO_TICKS, Subcommands, add_command, emit, fail
+from gpud.commands.shared import Subcommands, add_command, emit, no_ticks
 from gpud.config import decide_settings, load_settings
 
 
@@ -35,6 +35,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     report = replay(load_trace(args.trace), decide_settings(settings))
     if not report.ticks:
-        return fail(f"{args.trace}: {NO_TICKS}", EXIT_USAGE)
+        return no_ticks(args.trace)
     emit(dumps_indented(report_json(report)) if args.json else render_report(report))
     return 0

@@ -6,14 +6,13 @@ import argparse
 from pathlib import Path
 
 from gpud.commands.shared import (
-    EXIT_USAGE,
-    NO_TICKS,
     Subcommands,
     add_command,
     add_daemon_flags,
     emit,
     fail,
     judged_ticks,
+    no_ticks,
 )
 from gpud.config import decide_settings, load_settings
 from gpud.outputs import check_writable
@@ -68,7 +67,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return fail(str(error), 2)
     data = analyse(trace, decide_settings(settings), settings.diagnose, host)
     if not data.gpus:
-        return fail(f"{trace.name}: {NO_TICKS}", EXIT_USAGE)
+        return no_ticks(trace.name, "report on")
     size = save_page(args.output, trace_page(data))
     span = duration_text(data.end - data.start)
     emit(

@@ -42,7 +42,6 @@ Subcommands = argparse._SubParsersAction
 """What ``add_subparsers`` returns: each command module's ``register`` adds its parser to one."""
 
 EXIT_USAGE = 2  # bad arguments, or an input gpud cannot use: nothing was judged
-NO_TICKS = "no ticks in it: nothing to judge"  # a trace of a header only, a log whose rows all failed
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,6 +55,11 @@ def fail(message: str, code: int) -> int:
     """Say why a command failed in one line on stderr; ``code`` is its exit status."""
     print(f"gpud: {message}", file=sys.stderr)
     return code
+
+
+def no_ticks(name: object, to: str = "judge") -> int:
+    """A trace of a header only (or a log whose rows all failed): said in one line, a usage error."""
+    return fail(f"{name}: no ticks in it: nothing to {to}", EXIT_USAGE)
 
 
 def add_command(
