@@ -6,12 +6,15 @@ change anything. The connections themselves (limits, timeouts, TLS) are :mod:`gp
 who may ask (basic auth, rate limit, extra headers) comes from the web config
 (:mod:`gpud.webconfig`). ``/metrics`` is rendered at most once per published tick, off the
 scrapes' path while someone scrapes often (:mod:`gpud.exposition`). ``/history`` answers are the
-history's prepared bytes, and at most ``MAX_HISTORY_ANSWERS`` are being written at once: the rest
-get 503 with ``Retry-After``, so readers in a loop cannot crowd out the scrapes or the loop.
+history's stored blocks, inflated as the connection takes them (:meth:`History.serve`: memory per
+answer bounded, whatever the history's length), and at most ``MAX_HISTORY_ANSWERS`` are being
+written at once: the rest get 503 with ``Retry-After``, so readers in a loop cannot crowd out the
+scrapes or the loop.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -126,6 +129,9 @@ class StatusServer:
                 {"Retry-After": str(HISTORY_RETRY_AFTER_S)},
             )
             return replace(busy, turned_away="history_busy")
-        header = TraceHeader(state.hostname, state.gpus, state.source)
-        body = [(header_line(header) + "\n").encode(), *history.lines(seconds)]
-        return Answer(200, "application/x-ndjson", body, done=self._history_slots.release)
+        header = (header_line(TraceHeader(state.hostname, state.gpus, state.source)) + "\n").encode()
+        size, ticks = history.serve(seconds)
+        body = itertools.chain((header,), ticks)
+        return Answer(
+            200, "application/x-ndjson", body, done=self._history_slots.release, length=len(header) + size
+        )

@@ -35,7 +35,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from enum import Enum
@@ -81,16 +81,20 @@ class Request:
 class Answer:
     """What to send back: the body as chunks written one after another (never joined whole).
 
-    ``done`` is called once the answer is written or given up on (to free what it held);
-    ``turned_away`` names a refusal (a 503 for want of capacity) to count in the minute's log line.
+    A body whose ``length`` (in bytes) is given may be any iterable, produced as the connection
+    takes it (an answer larger than one would want in memory at once); without it, the body is a
+    sequence and its length is summed. ``done`` is called once the answer is written or given up
+    on (to free what it held); ``turned_away`` names a refusal (a 503 for want of capacity) to
+    count in the minute's log line.
     """
 
     status: int
     content_type: str
-    body: Sequence[bytes]
+    body: Iterable[bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
     done: Callable[[], None] | None = None
     turned_away: str | None = None
+    length: int | None = None
 
     @classmethod
     def json(cls, status: int, document: Any, headers: Mapping[str, str] | None = None) -> Answer:
@@ -449,7 +453,10 @@ class WebServer:
         now = time.monotonic()
         if answer.turned_away is not None:
             self._refusals.note(answer.turned_away, now)
-        length = sum(len(chunk) for chunk in answer.body)
+        length = answer.length
+        if length is None:
+            assert isinstance(answer.body, Sequence), "a body produced as it goes needs its length"
+            length = sum(len(chunk) for chunk in answer.body)
         head = [
             f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}",
             "Server: gpud",
@@ -470,7 +477,12 @@ class WebServer:
     def _write(self, conn: _Connection) -> None:
         while True:
             if not conn.out:
-                block = next(conn.blocks, None)
+                try:
+                    block = next(conn.blocks, None)
+                except Exception as error:  # noqa: BLE001 -- a body failing half-way costs its connection only
+                    log.error("http answer failed while written", client=conn.client, error=repr(error))
+                    self._close(conn)  # short of its Content-Length: the client knows it was cut
+                    return
                 if block is None:
                     self._answered_fully(conn)
                     return
@@ -531,7 +543,7 @@ class WebServer:
         conn.sock.close()
 
 
-def _blocks(body: Sequence[bytes]) -> Iterator[bytes]:
+def _blocks(body: Iterable[bytes]) -> Iterator[bytes]:
     """The body's chunks joined into blocks of about ``SEND_BLOCK`` bytes (fewer, larger sends)."""
     pending: list[bytes] = []
     size = 0

@@ -170,7 +170,7 @@ def test_traces_keep_health_but_not_who_ran(run):
 def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
     daemon = run(CHECKED)
     header = TraceHeader("box", daemon.state.gpus, "simulated")
-    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    ticks = [parse_snapshot(json.loads(line)) for line in b"".join(daemon.history.serve()[1]).splitlines()]
     trace = LoadedTrace.of("history", header, ticks, [], 0)
     findings = diagnose(trace, DecideSettings(), DiagnoseSettings()).findings
     by_title = {f.title: f for f in findings}
@@ -185,7 +185,7 @@ def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
 
 def test_a_failed_remap_is_a_finding_that_says_replace_the_card(run):
     daemon = run("remap:gpu=0,at=2,failed=1", gpus=1, layout=Layout.PASSIVE)
-    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    ticks = [parse_snapshot(json.loads(line)) for line in b"".join(daemon.history.serve()[1]).splitlines()]
     trace = LoadedTrace.of("t", TraceHeader("box", daemon.state.gpus), ticks, [], 0)
     found = {f.kind: f for f in diagnose(trace, DecideSettings(), DiagnoseSettings()).findings}
     assert "RMA" in found["row-remap-failed"].recommendation
