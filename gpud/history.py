@@ -37,7 +37,7 @@ from gpud.trace.format import snapshot_line
 
 DEFAULT_KEEP_S = 24 * 3600.0
 DEFAULT_EVERY_S = 30.0
-BLOCK_TICKS = 32  # kept ticks per deflated block: 16 minutes at 30 s; a cut by ``since`` inflates at most one in vain
+BLOCK_TICKS = 32  # kept ticks per deflated block (16 min at 30 s); a cut inflates one in vain
 PIECE_BYTES = 256 * 1024  # the most an answer inflates at once
 _FEED_BYTES = 16 * 1024  # deflated bytes handed to the inflater at once
 _LEVEL = 6
