@@ -21,7 +21,7 @@ from dataclasses import replace
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gpud.errors import ConfigError
 from gpud.exposition import Exposition
@@ -44,7 +44,7 @@ class StatusServer:
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
+        exposition: Exposition[DaemonState],
         current: Callable[[], DaemonState | None],
         history: History | None = None,
         web: WebConfig | None = None,
@@ -53,7 +53,7 @@ class StatusServer:
         self._server = WebServer(address, self._answer, self._web.tls)
         self._server.headers = dict(self._web.headers)
         self.server_address = self._server.server_address
-        self._exposition = Exposition(registry, current)
+        self._exposition = exposition
         self._history_slots = threading.BoundedSemaphore(MAX_HISTORY_ANSWERS)
         self.current = current
         self.history = history
@@ -77,12 +77,10 @@ class StatusServer:
 
     def start(self) -> None:
         """Serve in background threads."""
-        self._exposition.start()
         self._server.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self._exposition.stop()
         self._server.stop()
 
     def _answer(self, request: Request) -> Answer:

@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpud.daemon import Daemon
@@ -24,6 +23,7 @@ from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout
 from gpud.status import exit_code, render_table, status_document
 from gpud.trace.format import TraceHeader, parse_snapshot, snapshot_line
+from tests.metrics_text import exposition
 from tests.test_end_to_end import wait_for
 
 CHECKED = (
@@ -68,7 +68,7 @@ def _settled(daemon: Daemon, spec: str) -> bool:
 
 
 def samples(daemon: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(daemon.registry).decode()
+    text = exposition(daemon)
     return {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "uuid"))): s.value
         for family in text_string_to_metric_families(text)
