@@ -21,7 +21,8 @@ Limits, each one counted and reported in one log line a minute rather than one p
 * at most ``MAX_QUEUED`` requests wait for a worker; more get 503 at once.
 
 Every connection is closed after one answer (``Connection: close``): nothing is kept per client
-between requests, and no request can be smuggled behind another.
+between requests, and no request can be smuggled behind another. Deadlines are checked every
+``TICK_S`` while a connection is open; with none open, the thread sleeps until one comes.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ WORKERS = 4
 MAX_QUEUED = 64
 SEND_BLOCK = 256 * 1024  # bytes handed to the socket at once
 REFUSALS_LOG_EVERY_S = 60.0
-TICK_S = 0.1  # how often deadlines are checked
+TICK_S = 0.1  # how often deadlines are checked while a connection is open
 ALLOW = "GET, HEAD"
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -156,6 +157,10 @@ class _Refusals:
         self._counts[reason] = self._counts.get(reason, 0) + 1
         self.log_if_due(now)
 
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the counted refusals are to be logged; ``None`` when none are counted."""
+        return max(0.0, self._logged_at + REFUSALS_LOG_EVERY_S - now) if self._counts else None
+
     def log_if_due(self, now: float, force: bool = False) -> None:
         if self._counts and (force or now - self._logged_at >= REFUSALS_LOG_EVERY_S):
             since = min(now - self._logged_at, REFUSALS_LOG_EVERY_S)
@@ -232,7 +237,7 @@ class WebServer:
     def _serve(self) -> None:
         next_check = time.monotonic() + TICK_S
         while not self._stopping:
-            for key, _ in self._selector.select(TICK_S):
+            for key, _ in self._selector.select(self._until_due(next_check)):
                 if key.data is None:
                     self._accept()
                 elif key.data is self._wake_r:
@@ -248,6 +253,15 @@ class WebServer:
                 if self._listen_paused_until and now >= self._listen_paused_until:
                     self._listen_paused_until = 0.0
                     self._selector.register(self._listener.fileno(), selectors.EVENT_READ, None)
+
+    def _until_due(self, next_check: float) -> float | None:
+        """How long the loop may wait for the sockets: until the next check of deadlines while any
+        connection is open (or listening is paused), until the minute's refusals are due to be
+        logged, and otherwise as long as nothing happens (an idle server does not wake up)."""
+        now = time.monotonic()
+        if self._conns or self._listen_paused_until:
+            return max(0.0, next_check - now)
+        return self._refusals.due_in(now)
 
     def _accept(self) -> None:
         for _ in range(64):  # a burst at a time, then the others' turn
