@@ -1,4 +1,4 @@
-"""/metrics rendering: once per tick, ahead of the scrapes only for a client that asks for every tick,
+"""/metrics rendering: once per tick, ahead of a scrape only when one is expected before the next tick,
 and never waited for when avoidable."""
 
 from __future__ import annotations
@@ -33,10 +33,22 @@ def setup(interval_s: float = 1.0) -> tuple[Exposition, Renders, list[object], F
     return Exposition(renders, lambda: state[0], interval_s, clock), renders, state, clock
 
 
-def tick(exposition: Exposition, state: list[object], clock: FakeClock, seconds: float = 1.0) -> bool:
+def tick(
+    exposition: Exposition,
+    state: list[object],
+    clock: FakeClock,
+    seconds: float = 1.0,
+    renders: Renders | None = None,
+) -> bool:
+    """The loop's part: a new state, published; with ``renders``, a rendering ahead waited for."""
     clock.advance(seconds)
     state[0] = object()
-    return exposition.published()
+    if renders is not None:
+        renders.done.clear()
+    ahead = exposition.published()
+    if ahead and renders is not None:
+        assert renders.done.wait(5)
+    return ahead
 
 
 def test_one_rendering_per_tick_whatever_the_number_of_scrapes():
@@ -74,27 +86,54 @@ def test_each_tick_is_rendered_ahead_while_every_tick_is_asked_for():
     metrics.stop()
 
 
-def test_nothing_is_rendered_ahead_for_a_slow_scraper_or_after_the_scrapes_stop():
+def scraped_every(
+    metrics: Exposition, state: list[object], clock: FakeClock, renders: Renders, period: int, until: int
+) -> list[float]:
+    """A tick every second until ``until`` s; two servers scrape every ``period`` s, from 0.2 s, the
+    second 10 ms after the first. When the ticks rendered ahead were published."""
+    ahead = []
+    for second in range(int(clock.now), until):
+        if second % period == 0:
+            clock.advance(0.2)
+            metrics.get()
+            clock.advance(0.01)
+            metrics.get()
+            clock.advance(-0.21)
+        if tick(metrics, state, clock, renders=renders):
+            ahead.append(clock.now)
+    return ahead
+
+
+def test_a_periodic_scraper_gets_the_tick_before_it_asks_rendered_ahead_and_no_other():
     metrics, renders, state, clock = setup()
-    for _ in range(3):  # a Prometheus every 15 s, two of them at the same moments
-        metrics.get()
-        clock.advance(0.01)
-        metrics.get()
-        assert not tick(metrics, state, clock, seconds=15.0)
-    for _ in range(3):
-        metrics.get()
-        tick(metrics, state, clock)
-    assert not tick(metrics, state, clock, seconds=2.5)  # nobody asked for two intervals and more
-    assert renders.threads.count("gpud-metrics") <= 3
-    assert "gpud-metrics" not in renders.threads[:3]
+    ahead = scraped_every(metrics, state, clock, renders, period=15, until=45)
+    assert ahead == [30, 45]  # the ticks just before the third and fourth scrapes (no gaps before)
+    clock.advance(0.2)
+    metrics.get()  # the scrape at 45.2 s is served what was rendered at 45 s
+    assert renders.threads == ["MainThread", "MainThread", "gpud-metrics", "gpud-metrics"]
     metrics.stop()
 
 
-def test_the_window_counts_in_intervals_of_the_loop():
+def test_nothing_is_rendered_ahead_once_the_scrapes_stop():
+    metrics, renders, state, clock = setup()
+    scraped_every(metrics, state, clock, renders, period=15, until=31)
+    ahead = [clock.now for _ in range(90) if tick(metrics, state, clock)]
+    assert ahead == [45]  # for the scrape due at 45.2 s, which does not come; then nothing
+    metrics.stop()
+
+
+def test_a_scrape_nobody_expected_renders_on_its_own_path():
+    metrics, renders, state, clock = setup()
+    for _ in range(5):
+        assert not tick(metrics, state, clock)
+    assert metrics.get() == b"rendering 1\n" and renders.threads == ["MainThread"]
+
+
+def test_the_window_is_counted_in_intervals_of_the_loop():
     metrics, _, state, clock = setup(interval_s=10.0)
     metrics.get()
     tick(metrics, state, clock, seconds=15.0)
-    metrics.get()  # every 15 s is every tick and a half of a 10 s loop: each tick is wanted
+    metrics.get()  # asked 15 s apart, ticks every 10 s: the next scrape comes before the next tick
     assert tick(metrics, state, clock, seconds=10.0)
     metrics.stop()
 
