@@ -13,16 +13,19 @@ fan-control mode, the heat flags, the memory health and XID records) are kept pe
 scrape formats only the numbers that move. The families, labels, help texts and values are
 those prometheus_client renders for the same state (``tests/test_exposition_text.py`` compares
 the two sample by sample); the numbers are written as Python writes them, which Prometheus reads.
-``gpud_tick_duration_seconds`` is prometheus_client's histogram, its samples written the same way.
+``gpud_tick_duration_seconds`` is a histogram of gpud's own (:class:`TickHistogram`), written as
+prometheus_client writes one: the daemon does not import prometheus_client at all (a tenth of its
+memory, for HTTP servers and parsers it does not use).
 """
 
 from __future__ import annotations
 
 import platform
+import threading
+import time
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
-
-from prometheus_client import Histogram
 
 import gpud
 from gpud.decide.controller import GpuDecision
@@ -38,6 +41,7 @@ BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that a narrow li
 
 MHZ = 1e6
 TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"  # what prometheus_client declares for this text
 
 
 def escape_label(value: str) -> str:
@@ -436,19 +440,14 @@ class Metrics:
             f'python="{escape_label(platform.python_version())}",version="{escape_label(gpud.__version__)}"'
         )
         self._build_info = f"{BUILD_INFO.header}{BUILD_INFO.name}{{{labels}}} 1\n"
-        self.tick_duration = Histogram(
-            "gpud_tick_duration_seconds",
-            "Wall time of one tick: sample, decide, apply, publish",
-            buckets=TICK_BUCKETS_S,
-            registry=None,
-        )
+        self.tick_duration = TickHistogram()
 
     def render(self, state: DaemonState | None) -> bytes:
         """The exposition of ``state`` (``None``: before the first tick), UTF-8."""
         parts = [self._build_info]
         if state is not None:
             self._state_text(state, parts)
-        parts.append(_histogram_text(self.tick_duration))
+        parts.append(self.tick_duration.text())
         return b"".join([p.encode() for p in parts])
 
     def _state_text(self, state: DaemonState, parts: list[str]) -> None:
@@ -618,21 +617,39 @@ def _fan_control_lines(lines: Lines, text: _GpuText, control: GpuFanControl) -> 
         lines[FAN_ERRORS].append(f"{text.series(FAN_ERRORS, ('error', error))}{number(count)}\n")
 
 
-def _histogram_text(histogram: Histogram) -> str:
-    """A histogram's samples as the text format has them: buckets, count and sum, then ``_created`` apart."""
-    (metric,) = histogram.collect()
-    name = metric.name
-    head = Family(name, "histogram", metric.documentation).header
-    body, created = [], ""
-    for sample in metric.samples:
-        labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in sample.labels.items())
-        line = (
-            f"{sample.name}{{{labels}}} {number(sample.value)}\n"
-            if labels
-            else f"{sample.name} {number(sample.value)}\n"
-        )
-        if sample.name == f"{name}_created":
-            created = Family(sample.name, "gauge", metric.documentation).header + line
-        else:
-            body.append(line)
-    return head + "".join(body) + created
+class TickHistogram:
+    """``gpud_tick_duration_seconds``: ticks counted by how long they took, in ``TICK_BUCKETS_S``.
+
+    Observed by the loop, written by a scrape: both under one lock, so the buckets, the count and
+    the sum a scrape shows are of the same ticks.
+    """
+
+    FAMILY = Family(
+        "gpud_tick_duration_seconds", "histogram", "Wall time of one tick: sample, decide, apply, publish"
+    )
+
+    def __init__(self) -> None:
+        self._counts = [0] * (len(TICK_BUCKETS_S) + 1)  # per bucket, not cumulative; the last is +Inf
+        self._sum = 0.0
+        self._created = time.time()
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """One tick's wall time."""
+        with self._lock:
+            self._counts[bisect_left(TICK_BUCKETS_S, seconds)] += 1
+            self._sum += seconds
+
+    def text(self) -> str:
+        """The histogram's lines: cumulative buckets, count and sum, then ``_created`` as a gauge of its own."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        name, lines, seen = self.FAMILY.name, [self.FAMILY.header], 0
+        for bound, count in zip((*TICK_BUCKETS_S, float("inf")), counts, strict=True):
+            seen += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'{name}_bucket{{le="{le}"}} {seen}\n')
+        lines.append(f"{name}_count {seen}\n{name}_sum {number(total)}\n")
+        created = Family(f"{name}_created", "gauge", self.FAMILY.help)
+        lines.append(f"{created.header}{created.name} {number(self._created)}\n")
+        return "".join(lines)

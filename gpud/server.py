@@ -21,9 +21,9 @@ from dataclasses import replace
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from gpud.errors import ConfigError
+from gpud.exporter import CONTENT_TYPE
 from gpud.exposition import Exposition
 from gpud.history import History
 from gpud.state import DaemonState
@@ -97,7 +97,7 @@ class StatusServer:
             if verdict is AuthResult.BUSY:
                 return Answer.json(503, {"error": "busy checking passwords"}, {"Retry-After": "1"})
         if request.path == "/metrics":
-            return Answer(200, CONTENT_TYPE_LATEST, [self.exposition()])
+            return Answer(200, CONTENT_TYPE, [self.exposition()])
         if request.path == "/status":
             state = self.current()
             if state is None:

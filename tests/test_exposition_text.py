@@ -13,13 +13,13 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpud.decide.controller import Decision, GpuDecision
 from gpud.decide.heat import HeatFinding
 from gpud.decide.throttle import ThrottleCause
-from gpud.exporter import GPU_FAMILIES, Metrics
+from gpud.exporter import GPU_FAMILIES, TICK_BUCKETS_S, Metrics
 from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.state import DaemonState
 from gpud.telemetry import (
@@ -181,20 +181,44 @@ def everything() -> DaemonState:
     )
 
 
+TICKS_S = (0.0004, 0.001, 0.003, 0.03, 1.0, 4.0)  # on bucket bounds too
+
+
+def reference(state: DaemonState | None, per_job: bool = True) -> str:
+    """prometheus_client's text for ``state``, with its own histogram of the ticks ``TICKS_S``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReferenceCollector(lambda: state, PRICE, per_job))
+    histogram = Histogram(
+        "gpud_tick_duration_seconds",
+        "Wall time of one tick: sample, decide, apply, publish",
+        buckets=TICK_BUCKETS_S,
+        registry=registry,
+    )
+    for seconds in TICKS_S:
+        histogram.observe(seconds)
+    return generate_latest(registry).decode()
+
+
 def both(state: DaemonState | None, per_job: bool = True) -> tuple[str, str]:
     """(gpud's text, prometheus_client's text) for ``state``, the same tick durations observed in both."""
     metrics = Metrics(PRICE, per_job)
-    for seconds in (0.0004, 0.003, 0.03, 4.0):
+    for seconds in TICKS_S:
         metrics.tick_duration.observe(seconds)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReferenceCollector(lambda: state, PRICE, per_job))
-    registry.register(metrics.tick_duration)
-    return metrics.render(state).decode(), generate_latest(registry).decode()
+    return metrics.render(state).decode(), reference(state, per_job)
 
 
 def families(text: str) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]:
+    """Each family's name, type, help and samples; the histogram's creation time only as a number."""
     return [
-        (f.name, f.type, f.documentation, [(s.name, s.labels, s.value) for s in f.samples])
+        (
+            f.name,
+            f.type,
+            f.documentation,
+            [
+                (s.name, s.labels, s.value if not s.name.endswith("_created") else s.value > 0)
+                for s in f.samples
+            ],
+        )
         for f in text_string_to_metric_families(text)
     ]
 
@@ -225,10 +249,9 @@ def test_a_second_rendering_of_a_changed_state_uses_nothing_stale():
     changed_gpu = reading(0, clock_event_reasons=0, memory_health=None, temperature_c=55.0, xids=XidRecord())
     samples = tuple(changed_gpu if s.index == 0 else s for s in first.snapshot.gpus)
     changed = replace(first, snapshot=Snapshot(2e9, samples), gpus=(*first.gpus[:5], info(5, name="other")))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReferenceCollector(lambda: changed, PRICE, True))
-    registry.register(metrics.tick_duration)
-    assert families(metrics.render(changed).decode()) == families(generate_latest(registry).decode())
+    for seconds in TICKS_S:
+        metrics.tick_duration.observe(seconds)
+    assert families(metrics.render(changed).decode()) == families(reference(changed))
 
 
 def test_promtool_accepts_it():
