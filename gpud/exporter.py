@@ -10,9 +10,9 @@ floor. Here the text of each GPU's labels, escaped once, is prepared when the GP
 (:class:`_GpuText`), with whole lines for the series its static facts fix (its info, thresholds,
 maxima); series fixed by one small value (the clock-event reason bits, the throttle cause, the
 fan-control mode, the heat flags, the memory health and XID records) are kept per value, so a
-scrape formats only the numbers that move. The families, labels, help texts and values are
-those prometheus_client renders for the same state (``tests/test_exposition_text.py`` compares
-the two sample by sample); the numbers are written as Python writes them, which Prometheus reads.
+scrape formats only the numbers that move. The text is the one prometheus_client renders for the
+same state, byte for byte (labels in the order of their names, numbers as it formats them):
+``tests/test_exposition_text.py`` compares the two, sample by sample and as text.
 ``gpud_tick_duration_seconds`` is a histogram of gpud's own (:class:`TickHistogram`), written as
 prometheus_client writes one: the daemon does not import prometheus_client at all (a tenth of its
 memory, for HTTP servers and parsers it does not use).
@@ -54,16 +54,32 @@ def escape_label(value: str) -> str:
 
 
 def number(value: float) -> str:
-    """A sample value: Python's shortest repr, which Prometheus reads; infinities and NaN by their names.
+    """A sample value as prometheus_client writes it: a float, in Go's exponent form from 10**7 on.
 
-    >>> [number(v) for v in (3, 0.25, 1.995e9, float("inf"), float("nan"))]
-    ['3', '0.25', '1995000000.0', '+Inf', 'NaN']
+    >>> [number(v) for v in (3, 0.25, 1.995e9, 21151875072, -1.5e9, float("inf"), float("nan"))]
+    ['3.0', '0.25', '1.995e+09', '2.1151875072e+10', '-1500000000.0', '+Inf', 'NaN']
     """
-    text = repr(value)
+    text = repr(float(value))
+    dot = text.find(".")
+    if dot > 6 and value > 0:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
     return _SPECIAL.get(text, text)
 
 
 _SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+_ONE, _ZERO = "1.0", "0.0"
+
+
+def labelled(name: str, labels: Iterable[tuple[str, str]]) -> str:
+    """``name{label="value",...} ``, the values escaped, the labels in the order of their names (as
+    prometheus_client writes them): a sample line but for its value.
+
+    >>> labelled("gpud_gpu_up", [("uuid", "GPU-1"), ("gpu", "1")])
+    'gpud_gpu_up{gpu="1",uuid="GPU-1"} '
+    """
+    pairs = ",".join(f'{key}="{escape_label(value)}"' for key, value in sorted(labels))
+    return f"{name}{{{pairs}}} " if pairs else f"{name} "
 
 
 class Family:
@@ -241,13 +257,16 @@ class _GpuText:
     """One GPU's label text, escaped once, and the lines its static facts and its few-valued states fix."""
 
     def __init__(self, info: GpuInfo) -> None:
-        self.ids = ids = f'gpu="{info.index}",uuid="{escape_label(info.uuid)}"'
-        self.info = (
-            f'{INFO.name}{{{ids},name="{escape_label(info.name)}",pci_bus_id="{escape_label(info.pci_bus_id)}",'
-            f'driver_version="{escape_label(info.driver_version)}",cooling="{escape_label(info.cooling.value)}",'
-            f'fan_count="{info.fan_count}"}} 1\n'
+        self.ids = (("gpu", str(info.index)), ("uuid", info.uuid))
+        facts = (
+            ("name", info.name),
+            ("pci_bus_id", info.pci_bus_id),
+            ("driver_version", info.driver_version),
+            ("cooling", info.cooling.value),
+            ("fan_count", str(info.fan_count)),
         )
-        self.up = (f"{UP.name}{{{ids}}} 0\n", f"{UP.name}{{{ids}}} 1\n")
+        self.info = f"{self.series(INFO, *facts)}{_ONE}\n"
+        self.up = (f"{self.series(UP)}{_ZERO}\n", f"{self.series(UP)}{_ONE}\n")
         self.thresholds = self.lines(
             THRESHOLD,
             "kind",
@@ -277,14 +296,17 @@ class _GpuText:
         self.pcie_rx = self.series(PCIE_THROUGHPUT, ("direction", "rx"))
         self.pcie_gen = self.series(PCIE_GEN, ("which", "current"))
         self.pcie_width = self.series(PCIE_WIDTH, ("which", "current"))
-        self.pcie_degraded = (f"{self.series(PCIE_DEGRADED)}0\n", f"{self.series(PCIE_DEGRADED)}1\n")
+        self.pcie_degraded = (
+            f"{self.series(PCIE_DEGRADED)}{_ZERO}\n",
+            f"{self.series(PCIE_DEGRADED)}{_ONE}\n",
+        )
         self.throttled_seconds = {
             c: self.series(THROTTLED_SECONDS, ("cause", c.value)) for c in ThrottleCause
         }
         self.heat = tuple(self.series(family) for family in _HEAT_VALUES)
         self.fan_commands_hung = (
-            f"{self.series(FAN_COMMANDS_HUNG)}0\n",
-            f"{self.series(FAN_COMMANDS_HUNG)}1\n",
+            f"{self.series(FAN_COMMANDS_HUNG)}{_ZERO}\n",
+            f"{self.series(FAN_COMMANDS_HUNG)}{_ONE}\n",
         )
         self.fan_commands = self.series(FAN_COMMANDS)
         self.fan_speed: list[str] = []
@@ -298,9 +320,8 @@ class _GpuText:
         self._xids: tuple[XidRecord, str, str] | None = None
 
     def series(self, family: Family, *labels: tuple[str, str]) -> str:
-        """``name{gpu="..",uuid="..",label="value",...} ``: a sample line but for its value."""
-        extra = "".join(f',{name}="{escape_label(value)}"' for name, value in labels)
-        return f"{family.name}{{{self.ids}{extra}}} "
+        """A series of ``family`` with the GPU's labels and ``labels``: its sample line but for the value."""
+        return labelled(family.name, (*self.ids, *labels))
 
     def lines(self, family: Family, label: str, values: Iterable[tuple[str, float | None]]) -> str:
         """Whole sample lines, one per known value, each labelled ``label="its name"``."""
@@ -320,7 +341,7 @@ class _GpuText:
             self.fan_speed.append(self.series(FAN_SPEED, ("fan", str(fan))))
             self.fan_target.append(self.series(FAN_TARGET, ("fan", str(fan))))
             following = self.series(FAN_NOT_FOLLOWING, ("fan", str(fan)))
-            self.fan_not_following.append((f"{following}1\n", f"{following}0\n"))
+            self.fan_not_following.append((f"{following}{_ONE}\n", f"{following}{_ZERO}\n"))
 
     def reasons(self, mask: int) -> str:
         """The clock-event reason lines for the driver's reason bits ``mask``."""
@@ -328,7 +349,7 @@ class _GpuText:
         text = self._reasons.get(mask)
         if text is None:
             text = self._reasons[mask] = "".join(
-                f"{self.series(REASON, ('reason', name))}{1 if mask & bit else 0}\n"
+                f"{self.series(REASON, ('reason', name))}{_ONE if mask & bit else _ZERO}\n"
                 for bit, name in REASON_NAMES.items()
             )
         return text
@@ -338,7 +359,7 @@ class _GpuText:
         text = self._throttled.get(cause)
         if text is None:
             text = self._throttled[cause] = "".join(
-                f"{self.series(THROTTLED, ('cause', c.value))}{1 if cause is c else 0}\n"
+                f"{self.series(THROTTLED, ('cause', c.value))}{_ONE if cause is c else _ZERO}\n"
                 for c in ThrottleCause
             )
         return text
@@ -349,8 +370,8 @@ class _GpuText:
         text = self._heat_buildup.get(key)
         if text is None:
             text = self._heat_buildup[key] = (
-                f"{self.series(HEAT_BUILDUP, ('kind', 'cooling_saturated'))}{int(key[0])}\n"
-                f"{self.series(HEAT_BUILDUP, ('kind', 'neighbour_heated'))}{int(key[1])}\n"
+                f"{self.series(HEAT_BUILDUP, ('kind', 'cooling_saturated'))}{_ONE if key[0] else _ZERO}\n"
+                f"{self.series(HEAT_BUILDUP, ('kind', 'neighbour_heated'))}{_ONE if key[1] else _ZERO}\n"
             )
         return text
 
@@ -361,10 +382,10 @@ class _GpuText:
         if text is None:
             text = self._fan_control[key] = (
                 "".join(
-                    f"{self.series(FAN_CONTROL, ('mode', m.value))}{1 if mode is m else 0}\n"
+                    f"{self.series(FAN_CONTROL, ('mode', m.value))}{_ONE if mode is m else _ZERO}\n"
                     for m in ControlMode
                 ),
-                f"{self.series(FAN_BACKEND, ('backend', backend))}1\n",
+                f"{self.series(FAN_BACKEND, ('backend', backend))}{_ONE}\n",
             )
         return text
 
@@ -436,10 +457,10 @@ class Metrics:
         self._texts: dict[GpuInfo, _GpuText] = {}
         self._for: tuple[GpuInfo, ...] | None = None
         self._gpu_texts: list[_GpuText] = []
-        labels = (
-            f'python="{escape_label(platform.python_version())}",version="{escape_label(gpud.__version__)}"'
+        build = labelled(
+            BUILD_INFO.name, [("python", platform.python_version()), ("version", gpud.__version__)]
         )
-        self._build_info = f"{BUILD_INFO.header}{BUILD_INFO.name}{{{labels}}} 1\n"
+        self._build_info = f"{BUILD_INFO.header}{build}{_ONE}\n"
         self.tick_duration = TickHistogram()
 
     def render(self, state: DaemonState | None) -> bytes:
@@ -467,18 +488,18 @@ class Metrics:
             parts.append(family.header + "".join(family_lines))
         parts.append(NVML_ERRORS.header)
         for (call, error), count in sorted(state.nvml_errors.items()):
-            parts.append(
-                f'{NVML_ERRORS.name}{{call="{escape_label(call)}",error="{escape_label(error)}"}} {number(count)}\n'
-            )
+            parts.append(f"{labelled(NVML_ERRORS.name, [('call', call), ('error', error)])}{number(count)}\n")
         if self._energy_price is not None and state.snapshot is not None:
             price, currency = self._energy_price
             joules = sum(s.energy_j for s in state.snapshot.gpus if s.up and s.energy_j is not None)
             parts.append(ENERGY_COST.header)
             parts.append(
-                f'{ENERGY_COST.name}{{currency="{escape_label(currency)}"}} {number(joules / 3.6e6 * price)}\n'
+                f"{labelled(ENERGY_COST.name, [('currency', currency)])}{number(joules / 3.6e6 * price)}\n"
             )
-        parts.append(f"{TICK_ERRORS.header}{TICK_ERRORS.name} {number(state.tick_errors)}\n")
-        parts.append(f"{RECORD_ERRORS.header}{RECORD_ERRORS.name} {number(state.record_errors)}\n")
+        parts.append(f"{TICK_ERRORS.header}{labelled(TICK_ERRORS.name, ())}{number(state.tick_errors)}\n")
+        parts.append(
+            f"{RECORD_ERRORS.header}{labelled(RECORD_ERRORS.name, ())}{number(state.record_errors)}\n"
+        )
 
     def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
         """The label text of GPUs not seen before (those seen keep theirs, with what they cached)."""
@@ -540,7 +561,7 @@ class Metrics:
 
     def _process_lines(self, lines: Lines, text: _GpuText, processes: tuple[GpuProcess, ...]) -> None:
         """Processes counted, their memory and SM share summed per user (and per job when asked)."""
-        lines[PROCESSES].append(f"{text.series(PROCESSES)}{len(processes)}\n")
+        lines[PROCESSES].append(f"{text.series(PROCESSES)}{number(len(processes))}\n")
         memory: dict[str, int] = defaultdict(int)
         sm: dict[str, float] = defaultdict(float)
         jobs: dict[tuple[str, str], int] = defaultdict(int)
@@ -648,8 +669,8 @@ class TickHistogram:
         for bound, count in zip((*TICK_BUCKETS_S, float("inf")), counts, strict=True):
             seen += count
             le = "+Inf" if bound == float("inf") else repr(bound)
-            lines.append(f'{name}_bucket{{le="{le}"}} {seen}\n')
-        lines.append(f"{name}_count {seen}\n{name}_sum {number(total)}\n")
+            lines.append(f'{name}_bucket{{le="{le}"}} {number(seen)}\n')
+        lines.append(f"{name}_count {number(seen)}\n{name}_sum {number(total)}\n")
         created = Family(f"{name}_created", "gauge", self.FAMILY.help)
         lines.append(f"{created.header}{created.name} {number(self._created)}\n")
         return "".join(lines)
