@@ -249,6 +249,7 @@ GPU_FAMILIES = (
 _CLOCKS = ("sm", "graphics", "memory")
 _HEAT_VALUES = (HEAT_COUPLING, HEAT_COUPLING_ERROR, HEAT_HEADROOM, SECONDS_TO_SLOWDOWN)  # each once known
 _KNOWN_REASONS = ALL_REASONS  # the bits a reason series exists for: the cache key ignores the others
+_REASON_TEXTS_KEPT = 16  # combinations of reason bits kept written, per GPU
 
 Lines = dict[Family, list[str]]
 
@@ -348,6 +349,8 @@ class _GpuText:
         mask &= _KNOWN_REASONS
         text = self._reasons.get(mask)
         if text is None:
+            if len(self._reasons) >= _REASON_TEXTS_KEPT:
+                self._reasons.clear()  # reasons that flap through many combinations: start again
             text = self._reasons[mask] = "".join(
                 f"{self.series(REASON, ('reason', name))}{_ONE if mask & bit else _ZERO}\n"
                 for bit, name in REASON_NAMES.items()
@@ -638,16 +641,21 @@ def _fan_control_lines(lines: Lines, text: _GpuText, control: GpuFanControl) -> 
         lines[FAN_ERRORS].append(f"{text.series(FAN_ERRORS, ('error', error))}{number(count)}\n")
 
 
+TICK_DURATION = Family(
+    "gpud_tick_duration_seconds", "histogram", "Wall time of one tick: sample, decide, apply, publish"
+)
+_TICK_CREATED = Family(f"{TICK_DURATION.name}_created", "gauge", TICK_DURATION.help)
+_TICK_BUCKETS = tuple(
+    f'{TICK_DURATION.name}_bucket{{le="{number(b)}"}} ' for b in (*TICK_BUCKETS_S, float("inf"))
+)
+
+
 class TickHistogram:
     """``gpud_tick_duration_seconds``: ticks counted by how long they took, in ``TICK_BUCKETS_S``.
 
     Observed by the loop, written by a scrape: both under one lock, so the buckets, the count and
     the sum a scrape shows are of the same ticks.
     """
-
-    FAMILY = Family(
-        "gpud_tick_duration_seconds", "histogram", "Wall time of one tick: sample, decide, apply, publish"
-    )
 
     def __init__(self) -> None:
         self._counts = [0] * (len(TICK_BUCKETS_S) + 1)  # per bucket, not cumulative; the last is +Inf
@@ -665,12 +673,10 @@ class TickHistogram:
         """The histogram's lines: cumulative buckets, count and sum, then ``_created`` as a gauge of its own."""
         with self._lock:
             counts, total = list(self._counts), self._sum
-        name, lines, seen = self.FAMILY.name, [self.FAMILY.header], 0
-        for bound, count in zip((*TICK_BUCKETS_S, float("inf")), counts, strict=True):
+        name, lines, seen = TICK_DURATION.name, [TICK_DURATION.header], 0
+        for bucket, count in zip(_TICK_BUCKETS, counts, strict=True):
             seen += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            lines.append(f'{name}_bucket{{le="{le}"}} {number(seen)}\n')
+            lines.append(f"{bucket}{number(seen)}\n")
         lines.append(f"{name}_count {number(seen)}\n{name}_sum {number(total)}\n")
-        created = Family(f"{name}_created", "gauge", self.FAMILY.help)
-        lines.append(f"{created.header}{created.name} {number(self._created)}\n")
+        lines.append(f"{_TICK_CREATED.header}{_TICK_CREATED.name} {number(self._created)}\n")
         return "".join(lines)
