@@ -4,8 +4,8 @@
 What each path answers, from the last published tick only: nothing here touches hardware or can
 change anything. The connections themselves (limits, timeouts, TLS) are :mod:`gpud.webserver`'s;
 who may ask (basic auth, rate limit, extra headers) comes from the web config
-(:mod:`gpud.webconfig`). ``/metrics`` is rendered at most once per published tick, off the
-scrapes' path while someone scrapes often (:mod:`gpud.exposition`). ``/history`` answers are the
+(:mod:`gpud.webconfig`). ``/metrics`` is rendered at most once per published tick, ahead of a
+scrape when one is expected (:mod:`gpud.exposition`). ``/history`` answers are the
 history's stored blocks, inflated as the connection takes them (:meth:`History.serve`: memory per
 answer bounded, whatever the history's length), and at most ``MAX_HISTORY_ANSWERS`` are being
 written at once: the rest get 503 with ``Retry-After``, so readers in a loop cannot crowd out the
