@@ -40,7 +40,7 @@ def day_of_history(gpus: int, hours: float = 24.0) -> dict[str, object]:
     driver = simulated_gpus(gpus, clock=clock.now, epoch=_EPOCH, step_s=DEFAULT_EVERY_S)
     gpud = assemble_gpud(driver, DEFAULT_EVERY_S, clock.now)
     daemon = gpud.daemon
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
     server.start()
     port = server.server_address[1]
     ticks = round(hours * 3600 / DEFAULT_EVERY_S)

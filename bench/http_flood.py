@@ -78,7 +78,7 @@ def run_subject(gpus: int, port: int, interval_s: float, stats: Path) -> None:
         tick()
 
     daemon.tick = timed_tick  # type: ignore[method-assign]
-    server = StatusServer(("127.0.0.1", port), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", port), daemon.exposition, daemon.current, daemon.history)
     daemon.install_signal_handlers()
     server.start()
     try:

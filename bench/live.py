@@ -154,7 +154,8 @@ def live_run(setup: LiveSetup) -> LiveReport:
                 in_emergency[sample.index] = emergency
                 if tick > ticks_total // 2 and sample.mean_fan_pct is not None:
                     fans[sample.index].append(sample.mean_fan_pct)
-        history = run.daemon.history.lines(3600)  # the trace lines /history serves
+        _, pieces = run.daemon.history.serve(3600)  # the trace lines /history serves
+        history = b"".join(pieces).splitlines(keepends=True)
     finally:
         run.close()
     for g in gpus:

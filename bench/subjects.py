@@ -118,7 +118,7 @@ def run_gpud(gpus: int, port: int, stats: Path) -> None:
     probe = TickProbe(gpud, driver)
     daemon = gpud.daemon
     marks = Marks(driver, daemon.stop)
-    server = StatusServer(("127.0.0.1", port), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", port), daemon.exposition, daemon.current, daemon.history)
     server.start()
     try:
         daemon.run()

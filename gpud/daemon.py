@@ -26,7 +26,8 @@ import structlog
 
 from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.errors import GpudError
-from gpud.exporter import build_registry
+from gpud.exporter import Metrics
+from gpud.exposition import Exposition
 from gpud.fans.control import EXIT_DEADLINE_S, FanControl
 from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
@@ -76,7 +77,8 @@ def _name(signum: int) -> str:
 class Daemon:
     """Runs ticks until stopped; publishes each tick's result as a new :class:`DaemonState`.
 
-    ``registry`` renders the published state for ``/metrics``.
+    ``exposition`` is ``/metrics`` of the published state: told of each tick, it renders ahead of
+    the scrapes that come often (:mod:`gpud.exposition`).
     """
 
     def __init__(
@@ -129,7 +131,8 @@ class Daemon:
             gpus=source.gpus,
             fan_control=fans.report() if fans is not None else (),
         )
-        self.registry, self._tick_duration = build_registry(self.current, energy_price, per_job_metrics)
+        self.metrics = Metrics(energy_price, per_job_metrics)
+        self.exposition = Exposition(self.metrics.render, self.current, interval_s)
 
     def current(self) -> DaemonState | None:
         """The last published state, or ``None`` before the first tick."""
@@ -200,6 +203,7 @@ class Daemon:
             log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
         finally:
             self._watchdog.stop()
+            self.exposition.stop()
             self._notifier.notify("STOPPING=1")
             if self._fans is not None:
                 self._fans.restore(EXIT_DEADLINE_S)
@@ -284,7 +288,8 @@ class Daemon:
             record_errors=self._recorder.errors if self._recorder is not None else 0,
         )
         self.history.add(snapshot)
-        self._tick_duration.observe(time.perf_counter() - started)
+        self.metrics.tick_duration.observe(time.perf_counter() - started)
+        self.exposition.published()
 
     def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
         """The source learnt more about its GPUs (one opened, or its fans counted, after a failed start)."""
@@ -295,9 +300,9 @@ class Daemon:
 
     def _log_changes(self, decision: Decision) -> None:
         """Log throttle intervals as they start and end (with hysteresis), not every tick."""
-        previous = self.state.decision
+        previous = {gpu.index: gpu for gpu in self.state.decision.gpus} if self.state.decision else {}
         for gpu in decision.gpus:
-            before = previous.for_gpu(gpu.index) if previous else None
+            before = previous.get(gpu.index)
             if gpu.episode is not None and (before is None or before.episode is None):
                 log.warning("throttle started", gpu=gpu.index, cause=gpu.episode.cause.value)
         for interval in decision.ended:

@@ -1,61 +1,105 @@
 """``/metrics`` bytes for the last published tick, so that a scrape never waits for a rendering.
 
-Rendering the exposition costs milliseconds (about 4 ms for 8 GPUs, 30 ms for 64), far more than
-serving it, and its content changes only once per tick. So it is rendered at most once per tick:
+Rendering the exposition costs far more than serving it (a millisecond or two for 64 GPUs, against
+microseconds to hand out bytes), and its content changes only once per tick. So it is rendered
+at most once per tick, and ahead of a scrape only when one is coming:
 
-* while someone scrapes often (within ``AHEAD_WINDOW_S``), a background thread renders each new
-  tick as soon as it is published, ahead of the scrapes;
-* a scrape that finds a rendering in progress gets the previous tick's bytes instead of waiting;
-* only a scrape with nothing rendered yet, or the first after a quiet spell, renders itself.
-
-A Prometheus scraping every 15 s thus costs one rendering per scrape, and a dashboard refreshing
-every second one per tick, done off the scrape's path.
+* each tick's first scrape is noted (several Prometheus servers scraping at the same moments
+  count once); the gaps between the last ``GAPS`` of them say when the next is expected: one gap
+  after the last, give or take the gaps' spread (at most ``SPREAD_INTERVALS`` intervals) and a
+  tenth of an interval;
+* the loop calls :meth:`Exposition.published` after each tick; when the expected scrape may fall
+  before the next tick, a thread renders the new tick at once. A dashboard refreshing every
+  second is expected at every tick, so every tick is rendered as it comes; a Prometheus scraping
+  every 15 s is expected at about one tick in 15, which is rendered just before it asks: one
+  rendering per scrape, as on demand, but off its path. A client that stops asking is expected
+  no more once its window has passed. The thread sleeps on an event with no timeout: between
+  ticks nobody wakes up, and nothing is rendered for nobody;
+* a scrape nobody expected (the first one, an irregular client) renders on its own path;
+* a scrape that finds a rendering in progress gets the previous rendering at once instead of
+  waiting.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, generate_latest
+import structlog
 
-from gpud.state import DaemonState
+log = structlog.get_logger("gpud.server")
 
-AHEAD_WINDOW_S = 3.0  # scraped this recently: render each new tick ahead
-POLL_S = 0.05  # how often the render-ahead thread looks for a new tick
+GAPS = 4  # gaps between ticks' first scrapes that predict the next one
+SPREAD_INTERVALS = 2.0  # the most the gaps' spread widens the window a scrape is expected in
+MARGIN_INTERVALS = 0.1  # the window's width beyond the spread, either side
+
+State = TypeVar("State")
 
 
-class Exposition:
-    """The rendered ``/metrics`` of ``registry`` for the state ``current()`` returns."""
+class Exposition(Generic[State]):
+    """The bytes ``render(state)`` gives for the state ``current()`` returns, rendered once per state.
 
-    def __init__(self, registry: CollectorRegistry, current: Callable[[], DaemonState | None]) -> None:
-        self._registry = registry
+    ``interval_s`` is the loop's; ``clock`` (monotonic seconds) times the scrapes.
+    """
+
+    def __init__(
+        self,
+        render: Callable[[State | None], bytes],
+        current: Callable[[], State | None],
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._render_state = render
         self._current = current
-        self._bytes: bytes | None = None
-        self._of: DaemonState | None = None
+        self._interval_s = interval_s
+        self._clock = clock
+        self._rendered: tuple[bytes, State | None] | None = None  # replaced whole: read without the lock
         self._rendering = threading.Lock()
-        self._scraped_at = float("-inf")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._render_ahead, name="gpud-metrics", daemon=True)
-
-    def start(self) -> None:
-        """Start rendering ahead."""
-        self._thread.start()
+        self._asked_for: object = object()  # the state the last tick's first scrape wanted
+        self._asked_at = float("-inf")  # when
+        self._gaps: deque[float] = deque(maxlen=GAPS)  # between the last ticks' first scrapes
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None  # started the first time a tick is rendered ahead
 
     def stop(self) -> None:
-        """Stop rendering ahead."""
-        self._stop.set()
+        """Render nothing ahead any more (the loop has ended)."""
+        self._stopping = True
+        self._wake.set()
+
+    def published(self) -> bool:
+        """A new state is out (the loop, after each tick): render it now if a scrape may come before
+        the next tick. Whether it is rendered ahead."""
+        if not self._gaps:
+            return False
+        expected = self._asked_at + self._gaps[-1]
+        spread = min(max(self._gaps) - min(self._gaps), SPREAD_INTERVALS * self._interval_s)
+        margin = spread + MARGIN_INTERVALS * self._interval_s
+        now = self._clock()
+        if now + self._interval_s < expected - margin or now > expected + margin:
+            return False
+        if self._thread is None and not self._stopping:
+            self._thread = threading.Thread(target=self._render_ahead, name="gpud-metrics", daemon=True)
+            self._thread.start()
+        self._wake.set()
+        return not self._stopping
 
     def get(self) -> bytes:
         """The bytes for the last tick, or the tick before while that one is being rendered."""
-        self._scraped_at = time.monotonic()
         state = self._current()
-        rendered = self._bytes
-        if rendered is not None and self._of is state:
-            return rendered
+        if state is not self._asked_for:
+            now = self._clock()
+            if self._asked_at != float("-inf"):
+                self._gaps.append(now - self._asked_at)
+            self._asked_for, self._asked_at = state, now
+        rendered = self._rendered
+        if rendered is not None and rendered[1] is state:
+            return rendered[0]
         if rendered is not None and not self._rendering.acquire(blocking=False):
-            return rendered  # one tick old, rather than a wait
+            return rendered[0]  # one tick old, rather than a wait
         if rendered is None:
             self._rendering.acquire()
         try:
@@ -63,16 +107,21 @@ class Exposition:
         finally:
             self._rendering.release()
 
-    def _render(self, state: DaemonState | None) -> bytes:
+    def _render(self, state: State | None) -> bytes:
         """Render for ``state`` unless that is done already (the caller holds the lock)."""
-        if self._bytes is None or self._of is not state:
-            self._bytes, self._of = generate_latest(self._registry), state
-        return self._bytes
+        rendered = self._rendered
+        if rendered is None or rendered[1] is not state:
+            rendered = self._rendered = (self._render_state(state), state)
+        return rendered[0]
 
     def _render_ahead(self) -> None:
-        while not self._stop.wait(POLL_S):
-            state = self._current()
-            if state is self._of or time.monotonic() - self._scraped_at > AHEAD_WINDOW_S:
-                continue
-            with self._rendering:
-                self._render(state)
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                with self._rendering:
+                    self._render(self._current())
+            except Exception:
+                log.exception("rendering /metrics ahead failed")

@@ -4,23 +4,26 @@
 What each path answers, from the last published tick only: nothing here touches hardware or can
 change anything. The connections themselves (limits, timeouts, TLS) are :mod:`gpud.webserver`'s;
 who may ask (basic auth, rate limit, extra headers) comes from the web config
-(:mod:`gpud.webconfig`). ``/metrics`` is rendered at most once per published tick, off the
-scrapes' path while someone scrapes often (:mod:`gpud.exposition`). ``/history`` answers are the
-history's prepared bytes, and at most ``MAX_HISTORY_ANSWERS`` are being written at once: the rest
-get 503 with ``Retry-After``, so readers in a loop cannot crowd out the scrapes or the loop.
+(:mod:`gpud.webconfig`). ``/metrics`` is rendered at most once per published tick, ahead of a
+scrape when one is expected (:mod:`gpud.exposition`). ``/history`` answers are the
+history's stored blocks, inflated as the connection takes them (:meth:`History.serve`: memory per
+answer bounded, whatever the history's length), and at most ``MAX_HISTORY_ANSWERS`` are being
+written at once: the rest get 503 with ``Retry-After``, so readers in a loop cannot crowd out the
+scrapes or the loop.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from gpud.errors import ConfigError
+from gpud.exporter import CONTENT_TYPE
 from gpud.exposition import Exposition
 from gpud.history import History
 from gpud.state import DaemonState
@@ -41,7 +44,7 @@ class StatusServer:
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
+        exposition: Exposition[DaemonState],
         current: Callable[[], DaemonState | None],
         history: History | None = None,
         web: WebConfig | None = None,
@@ -50,7 +53,7 @@ class StatusServer:
         self._server = WebServer(address, self._answer, self._web.tls)
         self._server.headers = dict(self._web.headers)
         self.server_address = self._server.server_address
-        self._exposition = Exposition(registry, current)
+        self._exposition = exposition
         self._history_slots = threading.BoundedSemaphore(MAX_HISTORY_ANSWERS)
         self.current = current
         self.history = history
@@ -74,12 +77,10 @@ class StatusServer:
 
     def start(self) -> None:
         """Serve in background threads."""
-        self._exposition.start()
         self._server.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self._exposition.stop()
         self._server.stop()
 
     def _answer(self, request: Request) -> Answer:
@@ -96,7 +97,7 @@ class StatusServer:
             if verdict is AuthResult.BUSY:
                 return Answer.json(503, {"error": "busy checking passwords"}, {"Retry-After": "1"})
         if request.path == "/metrics":
-            return Answer(200, CONTENT_TYPE_LATEST, [self.exposition()])
+            return Answer(200, CONTENT_TYPE, [self.exposition()])
         if request.path == "/status":
             state = self.current()
             if state is None:
@@ -126,6 +127,9 @@ class StatusServer:
                 {"Retry-After": str(HISTORY_RETRY_AFTER_S)},
             )
             return replace(busy, turned_away="history_busy")
-        header = TraceHeader(state.hostname, state.gpus, state.source)
-        body = [(header_line(header) + "\n").encode(), *history.lines(seconds)]
-        return Answer(200, "application/x-ndjson", body, done=self._history_slots.release)
+        header = (header_line(TraceHeader(state.hostname, state.gpus, state.source)) + "\n").encode()
+        size, ticks = history.serve(seconds)
+        body = itertools.chain((header,), ticks)
+        return Answer(
+            200, "application/x-ndjson", body, done=self._history_slots.release, length=len(header) + size
+        )

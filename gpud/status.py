@@ -32,9 +32,10 @@ def status_document(state: DaemonState) -> dict[str, Any]:
     """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts."""
     samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
     controls = {c.index: c for c in state.fan_control}
+    decisions = {d.index: d for d in state.decision.gpus} if state.decision else {}
     gpus = []
     for info in state.gpus:
-        decision = state.decision.for_gpu(info.index) if state.decision else None
+        decision = decisions.get(info.index)
         sample = samples.get(info.index)
         control = controls.get(info.index)
         gpus.append(

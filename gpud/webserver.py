@@ -21,7 +21,8 @@ Limits, each one counted and reported in one log line a minute rather than one p
 * at most ``MAX_QUEUED`` requests wait for a worker; more get 503 at once.
 
 Every connection is closed after one answer (``Connection: close``): nothing is kept per client
-between requests, and no request can be smuggled behind another.
+between requests, and no request can be smuggled behind another. Deadlines are checked every
+``TICK_S`` while a connection is open; with none open, the thread sleeps until one comes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from enum import Enum
@@ -57,7 +58,7 @@ WORKERS = 4
 MAX_QUEUED = 64
 SEND_BLOCK = 256 * 1024  # bytes handed to the socket at once
 REFUSALS_LOG_EVERY_S = 60.0
-TICK_S = 0.1  # how often deadlines are checked
+TICK_S = 0.1  # how often deadlines are checked while a connection is open
 ALLOW = "GET, HEAD"
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -81,16 +82,20 @@ class Request:
 class Answer:
     """What to send back: the body as chunks written one after another (never joined whole).
 
-    ``done`` is called once the answer is written or given up on (to free what it held);
-    ``turned_away`` names a refusal (a 503 for want of capacity) to count in the minute's log line.
+    A body whose ``length`` (in bytes) is given may be any iterable, produced as the connection
+    takes it (an answer larger than one would want in memory at once); without it, the body is a
+    sequence and its length is summed. ``done`` is called once the answer is written or given up
+    on (to free what it held); ``turned_away`` names a refusal (a 503 for want of capacity) to
+    count in the minute's log line.
     """
 
     status: int
     content_type: str
-    body: Sequence[bytes]
+    body: Iterable[bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
     done: Callable[[], None] | None = None
     turned_away: str | None = None
+    length: int | None = None
 
     @classmethod
     def json(cls, status: int, document: Any, headers: Mapping[str, str] | None = None) -> Answer:
@@ -151,6 +156,10 @@ class _Refusals:
     def note(self, reason: str, now: float) -> None:
         self._counts[reason] = self._counts.get(reason, 0) + 1
         self.log_if_due(now)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the counted refusals are to be logged; ``None`` when none are counted."""
+        return max(0.0, self._logged_at + REFUSALS_LOG_EVERY_S - now) if self._counts else None
 
     def log_if_due(self, now: float, force: bool = False) -> None:
         if self._counts and (force or now - self._logged_at >= REFUSALS_LOG_EVERY_S):
@@ -228,7 +237,7 @@ class WebServer:
     def _serve(self) -> None:
         next_check = time.monotonic() + TICK_S
         while not self._stopping:
-            for key, _ in self._selector.select(TICK_S):
+            for key, _ in self._selector.select(self._until_due(next_check)):
                 if key.data is None:
                     self._accept()
                 elif key.data is self._wake_r:
@@ -244,6 +253,15 @@ class WebServer:
                 if self._listen_paused_until and now >= self._listen_paused_until:
                     self._listen_paused_until = 0.0
                     self._selector.register(self._listener.fileno(), selectors.EVENT_READ, None)
+
+    def _until_due(self, next_check: float) -> float | None:
+        """How long the loop may wait for the sockets: until the next check of deadlines while any
+        connection is open (or listening is paused), until the minute's refusals are due to be
+        logged, and otherwise as long as nothing happens (an idle server does not wake up)."""
+        now = time.monotonic()
+        if self._conns or self._listen_paused_until:
+            return max(0.0, next_check - now)
+        return self._refusals.due_in(now)
 
     def _accept(self) -> None:
         for _ in range(64):  # a burst at a time, then the others' turn
@@ -449,7 +467,10 @@ class WebServer:
         now = time.monotonic()
         if answer.turned_away is not None:
             self._refusals.note(answer.turned_away, now)
-        length = sum(len(chunk) for chunk in answer.body)
+        length = answer.length
+        if length is None:
+            assert isinstance(answer.body, Sequence), "a body produced as it goes needs its length"
+            length = sum(len(chunk) for chunk in answer.body)
         head = [
             f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}",
             "Server: gpud",
@@ -470,7 +491,12 @@ class WebServer:
     def _write(self, conn: _Connection) -> None:
         while True:
             if not conn.out:
-                block = next(conn.blocks, None)
+                try:
+                    block = next(conn.blocks, None)
+                except Exception as error:  # noqa: BLE001 -- a body failing half-way costs its connection only
+                    log.error("http answer failed while written", client=conn.client, error=repr(error))
+                    self._close(conn)  # short of its Content-Length: the client knows it was cut
+                    return
                 if block is None:
                     self._answered_fully(conn)
                     return
@@ -531,7 +557,7 @@ class WebServer:
         conn.sock.close()
 
 
-def _blocks(body: Sequence[bytes]) -> Iterator[bytes]:
+def _blocks(body: Iterable[bytes]) -> Iterator[bytes]:
     """The body's chunks joined into blocks of about ``SEND_BLOCK`` bytes (fewer, larger sends)."""
     pending: list[bytes] = []
     size = 0

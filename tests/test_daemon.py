@@ -118,7 +118,7 @@ def get(url: str) -> tuple[int, bytes]:
 def served(install_nvml, nvml_source):
     library = install_nvml(gpus=2)
     daemon = make_daemon(nvml_source(clock=library.unix_time))
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
     server.start()
     yield daemon, f"http://127.0.0.1:{server.server_address[1]}"
     server.stop()

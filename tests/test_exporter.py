@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
-from prometheus_client import generate_latest
-
 from gpud.decide.controller import Controller
-from gpud.exporter import build_registry
+from gpud.exporter import Metrics
 from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.state import DaemonState
 from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
 from tests.conftest import GPU_FAMILIES, require_tool
+from tests.metrics_text import sample_value
 
 INFO = GpuInfo(
     index=0,
@@ -82,14 +81,19 @@ def state() -> DaemonState:
     )
 
 
-def registry_and_text():
-    registry, tick = build_registry(state)
-    tick.observe(0.002)
-    return registry, generate_latest(registry).decode()
+def rendered() -> str:
+    metrics = Metrics()
+    metrics.tick_duration.observe(0.002)
+    return metrics.render(state()).decode()
+
+
+def getter():
+    text = rendered()
+    return lambda name, labels: sample_value(text, name, labels)
 
 
 def test_every_required_family_is_exported():
-    _, text = registry_and_text()
+    text = rendered()
     for family in [
         *GPU_FAMILIES,
         "gpud_nvml_errors_total",
@@ -100,9 +104,8 @@ def test_every_required_family_is_exported():
 
 
 def test_values_are_in_base_units_with_gpu_and_uuid_labels():
-    registry, _ = registry_and_text()
     ids = {"gpu": "0", "uuid": "GPU-a"}
-    get = registry.get_sample_value
+    get = getter()
     assert get("gpud_gpu_clock_hertz", ids | {"clock": "sm"}) == 1.8e9
     assert get("gpud_gpu_utilization_ratio", ids) == 0.97
     assert get("gpud_gpu_fan_speed_ratio", ids | {"fan": "0"}) == 0.62
@@ -115,8 +118,7 @@ def test_values_are_in_base_units_with_gpu_and_uuid_labels():
 
 
 def test_unknown_values_and_lost_gpus_have_no_series():
-    registry, _ = registry_and_text()
-    get = registry.get_sample_value
+    get = getter()
     assert get("gpud_gpu_fan_speed_ratio", {"gpu": "0", "uuid": "GPU-a", "fan": "1"}) is None
     assert get("gpud_gpu_up", {"gpu": "1", "uuid": "GPU-b"}) == 0
     assert get("gpud_gpu_temperature_celsius", {"gpu": "1", "uuid": "GPU-b"}) is None
@@ -125,14 +127,13 @@ def test_unknown_values_and_lost_gpus_have_no_series():
 
 
 def test_before_the_first_tick_only_build_info_and_the_histogram_are_exported():
-    registry, _ = build_registry(lambda: None)
-    text = generate_latest(registry).decode()
+    text = Metrics().render(None).decode()
     assert "gpud_build_info{" in text and "gpud_gpu_" not in text
 
 
 def test_promtool_accepts_the_exposition(tmp_path):
     promtool = require_tool("promtool")
-    _, text = registry_and_text()
+    text = rendered()
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False, timeout=30
     )
@@ -140,15 +141,15 @@ def test_promtool_accepts_the_exposition(tmp_path):
 
 
 def test_fan_control_is_exported_per_gpu_and_fan():
-    registry, _ = registry_and_text()
+    get = getter()
     gpu0 = {"gpu": "0", "uuid": "GPU-a"}
     gpu1 = {"gpu": "1", "uuid": "GPU-b"}
-    assert registry.get_sample_value("gpud_gpu_fan_target_ratio", gpu0 | {"fan": "1"}) == 0.7
-    assert registry.get_sample_value("gpud_gpu_fan_control", gpu0 | {"mode": "manual"}) == 1
-    assert registry.get_sample_value("gpud_gpu_fan_control", gpu0 | {"mode": "auto"}) == 0
-    assert registry.get_sample_value("gpud_gpu_fan_control", gpu1 | {"mode": "unsupported"}) == 1
-    assert registry.get_sample_value("gpud_gpu_fan_backend_info", gpu0 | {"backend": "nvml"}) == 1
-    assert registry.get_sample_value("gpud_gpu_fan_not_following", gpu0 | {"fan": "1"}) == 1
-    assert registry.get_sample_value("gpud_fan_commands_total", gpu0) == 12
-    assert registry.get_sample_value("gpud_fan_errors_total", gpu0 | {"error": "Unknown"}) == 2
-    assert registry.get_sample_value("gpud_gpu_fan_target_ratio", gpu1 | {"fan": "0"}) is None
+    assert get("gpud_gpu_fan_target_ratio", gpu0 | {"fan": "1"}) == 0.7
+    assert get("gpud_gpu_fan_control", gpu0 | {"mode": "manual"}) == 1
+    assert get("gpud_gpu_fan_control", gpu0 | {"mode": "auto"}) == 0
+    assert get("gpud_gpu_fan_control", gpu1 | {"mode": "unsupported"}) == 1
+    assert get("gpud_gpu_fan_backend_info", gpu0 | {"backend": "nvml"}) == 1
+    assert get("gpud_gpu_fan_not_following", gpu0 | {"fan": "1"}) == 1
+    assert get("gpud_fan_commands_total", gpu0) == 12
+    assert get("gpud_fan_errors_total", gpu0 | {"error": "Unknown"}) == 2
+    assert get("gpud_gpu_fan_target_ratio", gpu1 | {"fan": "0"}) is None

@@ -6,10 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
 from gpud.daemon import Daemon
 from tests.conftest import nvml_fan_control
+from tests.metrics_text import exposition
 
 DASHBOARD = Path(__file__).parent.parent / "grafana" / "gpud.json"
 
@@ -30,7 +29,7 @@ def exported_names(install_nvml, nvml_source, clock) -> set[str]:
     for _ in range(5):
         clock.advance(1.0)
         daemon.tick()
-    text = generate_latest(daemon.registry).decode()
+    text = exposition(daemon)
     fans.restore()
     names = set()
     for name, kind in re.findall(r"^# TYPE (gpud_\w+) (\w+)$", text, re.MULTILINE):

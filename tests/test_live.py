@@ -12,6 +12,7 @@ from bench.live import LiveReport, LiveSetup, live_run
 from gpud.daemon import Daemon
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
+from tests.metrics_text import exposition, sample_value
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +75,11 @@ def test_blower_cards_couple_weakly_and_are_never_heated_by_their_neighbours():
 def test_the_coupling_its_interval_and_the_headroom_are_exported_once_known(install_nvml, nvml_source, clock):
     library = install_nvml(gpus=4)
     daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 1.0)
-    value = daemon.registry.get_sample_value
     labels = {"gpu": "1", "uuid": simulated_uuid(1)}
+
+    def value(name: str, labels: dict[str, str]) -> float | None:
+        return sample_value(exposition(daemon), name, labels)
+
     for tick in range(600):
         clock.advance(1.0)
         daemon.tick()

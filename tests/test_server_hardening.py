@@ -26,7 +26,7 @@ def daemon_and_server(install_nvml, nvml_source):
     source = nvml_source(clock=library.unix_time)
     daemon = Daemon(source, "simulated", 0.05, fans=nvml_fan_control(source.gpus))
     daemon.tick()
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
     server.start()
     yield daemon, server, library
     server.stop()
@@ -132,7 +132,7 @@ def test_a_client_has_the_head_timeout_in_total_however_slowly_it_drips(
     monkeypatch.setattr(webserver, "HEAD_TIMEOUT_S", 1.0)
     library = install_nvml(gpus=1)
     daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 0.05)
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current)
     server.start()
     try:
         with socket.create_connection(server.server_address[:2], timeout=5) as connection:
@@ -210,7 +210,7 @@ def test_history_answers_are_bounded_and_the_rest_told_when_to_retry(install_nvm
     snapshot = daemon.state.snapshot
     for n in range(2000):  # about 7 MB of history: more than the sockets buffer
         daemon.history.add(replace(snapshot, timestamp=snapshot.timestamp + 30 * n))
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
     server.start()
     readers = []
     try:

@@ -157,7 +157,7 @@ def serve(install_nvml, nvml_source):
 
     def start(path: Path | None, scheme: str = "https") -> str:
         web = load_web_config(path) if path else None
-        servers.append(StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history, web))
+        servers.append(StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history, web))
         servers[-1].start()
         return f"{scheme}://127.0.0.1:{servers[-1].server_address[1]}"
 

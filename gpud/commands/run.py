@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen=settings.listen,
     )
     try:
-        server = StatusServer(address, daemon.registry, daemon.current, daemon.history, web)
+        server = StatusServer(address, daemon.exposition, daemon.current, daemon.history, web)
     except OSError as error:
         source.close()
         return fail(_listen_refused(error, settings.listen), 1)

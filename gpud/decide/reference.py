@@ -18,11 +18,11 @@ loaded plateau itself, a cap that lasted the whole run cannot show, and the repo
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from statistics import median
 
 from gpud.decide.models import spec_max_sm_clock_mhz
 from gpud.telemetry import GpuInfo, GpuSample
@@ -134,6 +134,9 @@ def maximum_clock(info: GpuInfo | None) -> Reference | None:
 def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> dict[int, Reference | None]:
     """Each GPU's reference clock (see the module's docstring for the order).
 
+    Each model's held clocks are sorted once, so a GPU's peers (the others of its model) cost a
+    look-up, not a pass over every GPU: linear in GPUs, not quadratic.
+
     >>> held = {i: HeldClock() for i in range(3)}
     >>> for i, mhz in enumerate((1980.0, 900.0, 1965.0)):
     ...     held[i].any_mhz = held[i].loaded_mhz = mhz
@@ -141,6 +144,17 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
     >>> {i: (r.mhz, r.source.name) for i, r in references(held, infos).items()}
     {0: (1980.0, 'HELD'), 1: (1972.5, 'PEERS'), 2: (1965.0, 'HELD')}
     """
+
+    def model(index: int) -> str:
+        info = infos.get(index)
+        return info.name if info else ""
+
+    held_by_model: dict[str, list[float]] = {}  # each model's held clocks, sorted: its GPUs' peers
+    for index, h in held.items():
+        if h.any_mhz is not None:
+            held_by_model.setdefault(model(index), []).append(h.any_mhz)
+    for clocks in held_by_model.values():
+        clocks.sort()
     result: dict[int, Reference | None] = {}
     for index, own in held.items():
         info = infos.get(index)
@@ -148,15 +162,10 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
         if top is not None:
             result[index] = top
             continue
-        name = info.name if info else ""
-        peers = [
-            h.any_mhz
-            for i, h in held.items()
-            if i != index and h.any_mhz is not None and (infos[i].name if i in infos else "") == name
-        ]
+        peers = _median_without(held_by_model.get(model(index), []), own.any_mhz)
         candidates = [
             (own.any_mhz, ReferenceSource.HELD),
-            (median(peers) if peers else None, ReferenceSource.PEERS),
+            (peers, ReferenceSource.PEERS),
             (info.applications_clock_mhz if info else None, ReferenceSource.APPLICATIONS),
         ]
         known = [(float(mhz), source) for mhz, source in candidates if mhz]
@@ -167,3 +176,22 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
         above_its_load = own.loaded_mhz is None or mhz > own.loaded_mhz * (1 + SEEN_FASTER)
         result[index] = Reference(mhz, source, above_its_load)
     return result
+
+
+def _median_without(ordered: list[float], own: float | None) -> float | None:
+    """The median of ``ordered`` (sorted) less one value equal to ``own`` (when given), as
+    ``statistics.median`` of the rest; ``None`` when nothing is left.
+
+    >>> _median_without([1.0, 2.0, 3.0, 10.0], 2.0), _median_without([5.0], 5.0), _median_without([1.0, 3.0], None)
+    (3.0, None, 2.0)
+    """
+    skip = bisect_left(ordered, own) if own is not None else len(ordered)
+    count = len(ordered) - (skip < len(ordered))
+    if count == 0:
+        return None
+
+    def rest(position: int) -> float:
+        return ordered[position + (position >= skip)]
+
+    middle = count // 2
+    return rest(middle) if count % 2 else (rest(middle - 1) + rest(middle)) / 2

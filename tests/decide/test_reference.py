@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from statistics import median
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpud.decide.reference import HOLD_S, HeldClock, ReferenceSource, references
 from gpud.telemetry import GpuInfo, GpuSample
@@ -66,3 +70,27 @@ def test_a_gap_in_the_data_starts_the_hold_over():
         held.observe(t, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80)
     held.observe(100, GpuSample(0, sm_clock_mhz=2000, gpu_util_pct=99), 80, gap=True)
     assert held.loaded_mhz is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["Model A", "Model B", None]), st.none() | st.integers(300, 3000)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_gpus_peers_are_the_other_gpus_of_its_model_whatever_their_number(gpus):
+    held, infos = {}, {}
+    for index, (name, mhz) in enumerate(gpus):
+        held[index] = HeldClock()
+        held[index].any_mhz = held[index].loaded_mhz = None if mhz is None else float(mhz)
+        if name is not None:  # a GPU without facts counts as a model of its own name, ""
+            infos[index] = info(index, name)
+    refs = references(held, infos)
+    for index, (name, mhz) in enumerate(gpus):
+        others = [
+            held[i].any_mhz for i, (n, m) in enumerate(gpus) if i != index and n == name and m is not None
+        ]
+        known = [m for m in (held[index].any_mhz, median(others) if others else None) if m]
+        assert (refs[index].mhz if refs[index] else None) == (max(known) if known else None)

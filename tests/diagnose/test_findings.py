@@ -18,6 +18,7 @@ from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
 from gpud.telemetry import GpuInfo, GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
+from tests.metrics_text import exposition, sample_value
 from tests.test_end_to_end import gpud
 from tests.workloads import PausedAtLinkReads
 
@@ -188,7 +189,11 @@ def test_the_daemon_exports_a_busy_degraded_link_and_what_the_energy_cost(instal
     for _ in range(5):
         clock.advance(1.0)
         daemon.tick()
-    value = daemon.registry.get_sample_value
+    text = exposition(daemon)
+
+    def value(name: str, labels: dict[str, str]) -> float | None:
+        return sample_value(text, name, labels)
+
     degraded = [
         value("gpud_gpu_pcie_link_degraded", {"gpu": str(i), "uuid": simulated_uuid(i)}) for i in (0, 1)
     ]

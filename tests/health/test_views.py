@@ -8,7 +8,6 @@ import re
 from collections.abc import Callable
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpud.daemon import Daemon
@@ -24,6 +23,7 @@ from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout
 from gpud.status import exit_code, render_table, status_document
 from gpud.trace.format import TraceHeader, parse_snapshot, snapshot_line
+from tests.metrics_text import exposition
 from tests.test_end_to_end import wait_for
 
 CHECKED = (
@@ -68,7 +68,7 @@ def _settled(daemon: Daemon, spec: str) -> bool:
 
 
 def samples(daemon: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(daemon.registry).decode()
+    text = exposition(daemon)
     return {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "uuid"))): s.value
         for family in text_string_to_metric_families(text)
@@ -170,7 +170,7 @@ def test_traces_keep_health_but_not_who_ran(run):
 def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
     daemon = run(CHECKED)
     header = TraceHeader("box", daemon.state.gpus, "simulated")
-    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    ticks = [parse_snapshot(json.loads(line)) for line in b"".join(daemon.history.serve()[1]).splitlines()]
     trace = LoadedTrace.of("history", header, ticks, [], 0)
     findings = diagnose(trace, DecideSettings(), DiagnoseSettings()).findings
     by_title = {f.title: f for f in findings}
@@ -185,7 +185,7 @@ def test_diagnose_explains_each_xid_and_memory_problem_from_the_history(run):
 
 def test_a_failed_remap_is_a_finding_that_says_replace_the_card(run):
     daemon = run("remap:gpu=0,at=2,failed=1", gpus=1, layout=Layout.PASSIVE)
-    ticks = [parse_snapshot(json.loads(line)) for line in daemon.history.lines()]
+    ticks = [parse_snapshot(json.loads(line)) for line in b"".join(daemon.history.serve()[1]).splitlines()]
     trace = LoadedTrace.of("t", TraceHeader("box", daemon.state.gpus), ticks, [], 0)
     found = {f.kind: f for f in diagnose(trace, DecideSettings(), DiagnoseSettings()).findings}
     assert "RMA" in found["row-remap-failed"].recommendation

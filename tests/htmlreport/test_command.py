@@ -48,7 +48,7 @@ def test_a_report_of_each_log_gpud_imports_shows_its_gpus_and_their_throttling(
 def test_a_report_of_the_running_daemons_history(install_nvml, nvml_source, clock, tmp_path, capsys):
     library = install_nvml(gpus=3)
     daemon = Daemon(nvml_source(clock=library.unix_time), "simulated", 1.0)
-    server = StatusServer(("127.0.0.1", 0), daemon.registry, daemon.current, daemon.history)
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
     server.start()
     try:
         for _ in range(900):  # a quarter of an hour; the history keeps a tick in 30 s
