@@ -91,6 +91,8 @@ class HttpClient:
                     f"bad answer from {plain_url}: not HTTP ({_one_line(error)[:80]})"
                 ) from None
             reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+            if reason == "WRONG_VERSION_NUMBER":  # TLS asked, plain HTTP answered
+                reason = "it answers in plain HTTP, not TLS: use http://"
             raise DaemonUnreachable(f"no {who} answered at {plain_url}: {_one_line(reason)}") from None
         finally:
             timer.cancel()

@@ -340,6 +340,9 @@ class WebServer:
                 return
             searched_from = max(0, len(conn.inbox) - 3)
             conn.inbox += chunk
+            if self.tls is None and conn.inbox[0] == _TLS_HANDSHAKE:  # https:// to a plain port: say so now
+                self._answer_now(conn, 400, "this endpoint speaks plain HTTP: the client began a TLS handshake")
+                return
             end = _HEAD_END.search(conn.inbox, searched_from)
             if end is not None:
                 self._head_complete(conn, bytes(conn.inbox[: end.start()]))

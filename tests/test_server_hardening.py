@@ -15,6 +15,7 @@ import structlog
 from gpud import server as server_module
 from gpud import webserver
 from gpud.daemon import Daemon
+from gpud.httpclient import DaemonUnreachable, HttpClient
 from gpud.server import StatusServer
 from tests.conftest import nvml_fan_control
 from tests.test_daemon import get
@@ -245,3 +246,14 @@ def test_an_error_while_answering_is_a_500_not_a_dead_server(daemon_and_server, 
     code, body = get(base + "/status")
     assert code == 500 and b"internal error" in body
     assert get(base + "/metrics")[0] == 200
+
+
+def test_https_to_the_plain_port_is_told_at_once_not_after_the_head_timeout(daemon_and_server):
+    _, server, _ = daemon_and_server
+    host, port = server.server_address[:2]
+    started = time.monotonic()
+    with pytest.raises(DaemonUnreachable, match=r"it answers in plain HTTP, not TLS: use http://"):
+        HttpClient(timeout_s=8, insecure=True).get(f"https://{host}:{port}/status")
+    assert time.monotonic() - started < 4  # not the 5 s head timeout a silent client gets
+    hello = raw(server, bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello")  # a TLS record's first bytes
+    assert status_of(hello) == 400 and b"speaks plain HTTP" in hello
