@@ -22,7 +22,7 @@ from gpud.commands import (
     simulate,
     status,
 )
-from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail
+from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail, stdout_failure
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.trace.format import NotALog
 
@@ -68,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left before the last of the output: the exit code still stands
         discard_stdout()
     except OSError as error:  # `> /dev/full`
-        discard_stdout()
-        return fail(f"cannot write the standard output: {error.strerror or error}", EXIT_USAGE)
+        return fail(str(stdout_failure(error)), EXIT_USAGE)
     return code
 
 

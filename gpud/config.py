@@ -282,8 +282,8 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     data = read_config_file(path)
     origin = path or (DEFAULT_CONFIG_PATH if data else None)
     unknown = _unknown_variables()
-    if unknown:
-        raise ConfigError(_problems(_invalid(origin), unknown))
+    if unknown:  # the environment's problems, not the file's
+        raise ConfigError(_problems(_invalid(None), unknown))
 
     class _Merged(Settings):
         @classmethod
@@ -314,7 +314,7 @@ def describe_validation_error(error: ValidationError, origin: Path | None) -> st
     the value given once, when it is a single value: a whole table is never shown.
     """
     variables = {name.upper() for name in settings_variables()}
-    lines = []
+    lines, from_file = [], False
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         if problem["type"] == "extra_forbidden":
@@ -326,12 +326,14 @@ def describe_validation_error(error: ValidationError, origin: Path | None) -> st
             message += _given(problem.get("input"), message)
         variable = ENV_PREFIX + ENV_NESTING.join(str(part) for part in problem["loc"]).upper()
         source = f" (from {variable})" if variable in variables else ""
+        from_file = from_file or not source
         lines.append(f"{key}{source}: {message}")
-    return _problems(_invalid(origin), lines)
+    return _problems(_invalid(origin if from_file else None), lines)
 
 
 def _invalid(origin: Path | None) -> str:
-    """The heading of a configuration's problems: the file's, else the configuration's (environment, flags)."""
+    """The heading of a configuration's problems: the file's where one is to blame, else the configuration's
+    (the environment, flags)."""
     return f"invalid config file {origin}" if origin else "invalid configuration"
 
 

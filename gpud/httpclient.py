@@ -29,6 +29,8 @@ from typing import Any
 DEFAULT_MAX_BYTES = 16 << 20  # a status document of 64 GPUs is about 100 kB
 READ_CHUNK = 1 << 16
 USER_ENV, PASSWORD_ENV = "GPUD_HTTP_USER", "GPUD_HTTP_PASSWORD"
+# OpenSSL's reason when a TLS client gets plain HTTP back: before 3.2, and from 3.2 on
+_PLAIN_ANSWER_TO_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
 
 
 class DaemonUnreachable(Exception):
@@ -91,7 +93,7 @@ class HttpClient:
                     f"bad answer from {plain_url}: not HTTP ({_one_line(error)[:80]})"
                 ) from None
             reason = getattr(error, "reason", None) or str(error) or type(error).__name__
-            if reason == "WRONG_VERSION_NUMBER":  # TLS asked, plain HTTP answered
+            if isinstance(error, ssl.SSLError) and reason in _PLAIN_ANSWER_TO_TLS:
                 reason = "it answers in plain HTTP, not TLS: use http://"
             raise DaemonUnreachable(f"no {who} answered at {plain_url}: {_one_line(reason)}") from None
         finally:

@@ -21,7 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import gpud
-from gpud.outputs import open_output
+from gpud.outputs import OutputError, open_output
 
 UNIT_NAME = "gpud.service"
 UNIT_DIR = Path("etc/systemd/system")
@@ -120,9 +120,12 @@ def plan(root: Path, command: str) -> list[Planned]:
 def write(planned: Planned) -> None:
     """Write one planned file, its folders made; atomically, so systemd never reads half a unit.
 
-    Raises :class:`gpud.outputs.OutputError` (or ``OSError`` for a folder) naming the path.
+    Raises :class:`gpud.outputs.OutputError` naming the path.
     """
-    planned.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        planned.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as error:  # a read-only root, a file where a folder should be
+        raise OutputError(f"cannot write {planned.path}: {error.strerror or error}") from None
     partial = planned.path.with_name(f".{planned.path.name}.partial")
     try:
         with open_output(partial, mode=planned.mode) as out:

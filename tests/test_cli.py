@@ -227,43 +227,33 @@ def test_the_readme_lists_every_command():
     assert listed == set(LEAVES)
 
 
-def test_results_that_cannot_be_written_are_one_line_and_exit_2(tmp_path):
-    trace = tmp_path / "t.jsonl"
-    done = subprocess.run(  # noqa: PLW1510 (the exit code is what is checked)
-        [
-            sys.executable,
-            "-m",
-            "gpud",
-            "record",
-            "-o",
-            str(trace),
-            "--simulate",
-            "1",
-            "--sim-speed",
-            "30",
-            "--duration",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        capture_output=True,
+def gpud_to(stdout, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpud", *argv],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=60,
+        check=False,
     )
+
+
+def test_results_that_cannot_be_written_are_one_line_and_exit_2(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    record = ["record", "-o", str(trace), "--simulate", "1", "--sim-speed", "30", "--duration", "2"]
+    done = gpud_to(subprocess.PIPE, *record, "--log-level", "warning")
     assert done.stdout == f"{trace}: 2 ticks of 1 GPU over 30 s, one every 30 s\n"  # the trace's own time
+    no_space = "No space left on device"
     for command in (["replay", str(trace)], ["replay", str(trace), "--json"], ["check-config"]):
         with open("/dev/full", "w") as full:
-            done = subprocess.run(  # noqa: PLW1510  # noqa: PLW1510 (the exit code is what is checked)
-                [sys.executable, "-m", "gpud", *command],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-            )
-        assert (done.returncode, done.stderr) == (
-            2,
-            "gpud: cannot write the standard output: No space left on device\n",
-        )
+            done = gpud_to(full, *command)
+        assert (done.returncode, done.stderr) == (2, f"gpud: cannot write the standard output: {no_space}\n")
+    for command in (
+        ["report", str(trace), "-o", "/dev/full"],
+        ["setup", "coolbits", "--simulate", "--write", "/dev/full"],
+    ):
+        done = gpud_to(subprocess.PIPE, *command, "--log-level", "error")
+        assert (done.returncode, done.stderr) == (2, f"gpud: cannot write /dev/full: {no_space}\n"), command
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,8 @@ def test_a_single_problem_is_one_line_with_the_value_given_once(tmp_path, monkey
     with pytest.raises(ConfigError) as error:
         load_settings(path)
     assert str(error.value) == (
-        f"invalid config file {path}: listen (from GPUD_LISTEN): expected HOST:PORT with a port 1-65535 (no http://), got '19020'"
+        "invalid configuration: listen (from GPUD_LISTEN): expected HOST:PORT with a port 1-65535 (no http://), "
+        "got '19020'"  # the variable's problem, not the (empty) file's
     )
     monkeypatch.delenv("GPUD_LISTEN")
     assert problem(tmp_path, "interval_s = 0") == (
@@ -165,7 +166,7 @@ def test_several_problems_are_one_line_each_under_one_heading(tmp_path):
 def test_an_unknown_gpud_variable_is_an_error_like_an_unknown_key(variable, expected, monkeypatch, tmp_path):
     monkeypatch.setenv(variable, "2")
     path = write(tmp_path, "")
-    with pytest.raises(ConfigError, match=re.escape(f"invalid config file {path}: {expected}")):
+    with pytest.raises(ConfigError, match=re.escape(f"invalid configuration: {expected}")):  # not the file's
         load_settings(path)
 
 
@@ -213,5 +214,5 @@ def test_every_command_refuses_an_unknown_gpud_variable_with_exit_2(tmp_path):
     for argv in (["check-config", str(config)], ["status", "--config", str(config)]):
         done = gpud_process(*argv, env={"GPUD_LISTN": "0.0.0.0:9877"})
         assert done.returncode == 2 and done.stderr == (
-            f"gpud: invalid config file {config}: listn (from GPUD_LISTN): unknown key (check its spelling)\n"
+            "gpud: invalid configuration: listn (from GPUD_LISTN): unknown key (check its spelling)\n"
         ), argv

@@ -89,8 +89,7 @@ def test_a_device_can_be_written(tmp_path: Path):
 @pytest.mark.parametrize("binary", [False, True])
 def test_a_write_that_fails_later_names_the_file_and_is_still_an_io_error(binary):
     full = Path("/dev/full")  # opens, takes no byte: a disk that filled up after the start
-    out = open_output(full, binary=binary)
-    with pytest.raises(OutputError, match=r"cannot write /dev/full: No space left on device") as raised:
+    expected = pytest.raises(OutputError, match=r"cannot write /dev/full: No space left on device")
+    with expected as raised, open_output(full, binary=binary) as out:
         out.write(b"x" if binary else "x")
-        out.close()
     assert isinstance(raised.value, OSError)  # the recorder's retry of failed writes still catches it

@@ -155,7 +155,7 @@ def test_a_config_already_there_is_never_overwritten_and_uninstall_keeps_it(tmp_
     assert not (tmp_path / "etc/systemd/system/gpud.service").exists()
     assert config.read_text() == 'listen = "0.0.0.0:9877"\n' and (tmp_path / "etc/gpud/gpud.env").exists()
     assert removed.stdout.splitlines()[-2:] == [
-        "not run under --root (no running systemd there): systemctl disable --now, gpud fans reset, daemon-reload",
+        "not run under --root (no running systemd there): systemctl stop, gpud fans reset, daemon-reload",
         f"kept {tmp_path / 'etc/gpud'}: your configuration",
     ]
 

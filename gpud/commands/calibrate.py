@@ -54,10 +54,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"gpud: {args.trace}: {problem}", file=sys.stderr)
     if not model.gpus:
         return fail(f"{args.trace}: no GPU could be calibrated", 1)
-    try:
-        save_model(model, args.output)
-    except OSError as error:
-        return fail(f"cannot write {args.output}: {error.strerror}", 1)
+    save_model(model, args.output)  # its failures name the file: exit 2
     emit(render_calibration(model))
     emit(f"{args.output}: thermal model of {count(len(model.gpus), 'GPU')}")
     return 0

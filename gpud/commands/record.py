@@ -58,7 +58,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             snapshot = source.sample()
             recorder.write(snapshot)
             written += 1
-            first, last = first or snapshot.timestamp, snapshot.timestamp
+            first, last = snapshot.timestamp if first is None else first, snapshot.timestamp
             if tick + 1 < ticks:  # on a fixed grid: the time a read takes does not add up
                 time.sleep(max(0.0, start + (tick + 1) * interval - time.monotonic()))
     except KeyboardInterrupt:

@@ -173,7 +173,7 @@ def cmd_uninstall_service(args: argparse.Namespace) -> int:
         _run(_systemctl(None, "daemon-reload"), args.dry_run)
     else:
         emit(
-            "not run under --root (no running systemd there): systemctl disable --now, gpud fans reset, daemon-reload"
+            "not run under --root (no running systemd there): systemctl stop, gpud fans reset, daemon-reload"
         )
     emit(f"kept {(root or Path('/')) / CONFIG_DIR}: your configuration")
     return 0

@@ -48,11 +48,8 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     if args.write is None:
         emit(text)
         return 0
-    try:
-        with open_output(args.write) as out:
-            out.write(text)
-    except OSError as error:
-        return fail(f"cannot write {args.write}: {error.strerror}", 1)
+    with open_output(args.write) as out:  # its failures name the file: exit 2
+        out.write(text)
     emit(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
     emit("\n".join(f"  {line}" for line in apply_commands(args.write)))
     return 0

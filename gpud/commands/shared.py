@@ -317,8 +317,14 @@ def emit(text: str) -> None:
     except BrokenPipeError:
         discard_stdout()
     except OSError as error:  # a full disk behind `> file`, /dev/full
-        discard_stdout()
-        raise OutputError(f"cannot write the standard output: {error.strerror or error}") from None
+        raise stdout_failure(error) from None
+
+
+def stdout_failure(error: OSError) -> OutputError:
+    """The error for a standard output that takes no more; stdout is pointed at /dev/null meanwhile,
+    so that the flush at exit cannot fail again."""
+    discard_stdout()
+    return OutputError(f"cannot write the standard output: {error.strerror or error}")
 
 
 def discard_stdout() -> None:

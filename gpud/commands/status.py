@@ -19,6 +19,7 @@ from gpud.commands.shared import (
     fail,
     http_client,
     positive_seconds,
+    stdout_failure,
 )
 from gpud.config import Settings, decide_settings, load_settings
 from gpud.errors import ConfigError
@@ -116,6 +117,8 @@ def _watch(args: argparse.Namespace, ask: Any) -> int:
     except BrokenPipeError:  # `gpud status --watch | head`: the reader has what it wanted
         discard_stdout()
         return code
+    except OSError as error:  # `> /dev/full`
+        raise stdout_failure(error) from None
 
 
 def _asker(args: argparse.Namespace, settings: Settings) -> Any:

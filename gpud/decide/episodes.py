@@ -58,9 +58,9 @@ class ThrottleInterval:
     """One throttle episode of one GPU, from ``start`` to ``end``, the last throttled tick's time.
 
     ``seconds`` are the throttled seconds per cause: each tick counts the time since the previous
-    one, so ``start`` is the previous tick's time, where the time the first throttled tick stands
-    for begins (its own time at the start of a trace or after a gap); ``duration_s``, the time
-    from ``start`` to ``end``, holds every second counted, clear ticks inside included.
+    one, so ``start`` is where the time the first throttled tick stands for begins: the previous
+    tick's time (one sampling period back after a gap, the tick's own at a trace's start).
+    ``duration_s``, from ``start`` to ``end``, holds every second counted, clear ticks inside included.
     """
 
     gpu: int

@@ -95,11 +95,11 @@ def process_lines(gpus: list[dict[str, Any]]) -> list[str]:
             )
     if not rows:
         return []
-    lines = [f"  {line}" for line in align(rows)]  # columns as wide as their widest cell (pod names are long)
-    shown = lines[:PROCESSES_LISTED]
+    # columns as wide as their widest cell shown (pod names are long)
+    shown = [f"  {line}" for line in align(rows[:PROCESSES_LISTED])]
     more = (
-        [f"  ... and {len(lines) - PROCESSES_LISTED} more (gpud status --json)"]
-        if len(lines) > len(shown)
+        [f"  ... and {len(rows) - PROCESSES_LISTED} more (gpud status --json)"]
+        if len(rows) > len(shown)
         else []
     )
     return ["Processes:", *shown, *more]

@@ -16,7 +16,7 @@ from gpud.diagnose.finding import Finding
 from gpud.diagnose.render import duration_text, energy_text, no_findings_text, not_judged_lines
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
-from gpud.outputs import OutputError, open_output
+from gpud.outputs import open_output
 from gpud.telemetry import Cooling
 
 # Nothing may be fetched; the style is inline, and images only as data (a colour bar is one).
@@ -62,11 +62,8 @@ footer { margin-top: 30px; color: #555; font-size: 13px; }
 def save_page(path: Path, page: str) -> int:
     """Write ``page`` to ``path`` as every gpud output is written (:func:`gpud.outputs.open_output`);
     returns its size in bytes. Raises :class:`gpud.outputs.OutputError`, also when the disk fills."""
-    try:
-        with open_output(path) as out:
-            out.write(page)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    with open_output(path) as out:
+        out.write(page)
     return len(page.encode("utf-8"))
 
 
@@ -246,5 +243,5 @@ _RECORDERS = {"nvml": "recorded by gpud from the driver", "simulated": "recorded
 
 
 def _origin(source: str) -> str:
-    """How the trace came to be, from its header's ``source``: gpud's recorder, or the tool whose log it imported."""
-    return _RECORDERS.get(source, f"imported from a {source} log")
+    """How the trace came to be, from its header's ``source``: gpud's recorder, or the log it imported."""
+    return _RECORDERS.get(source, f"imported from a log ({source})")

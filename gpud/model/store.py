@@ -14,6 +14,7 @@ from typing import Any
 
 from gpud.documents import loads_json
 from gpud.model.params import GpuThermalParams
+from gpud.outputs import open_output
 
 MODEL_FORMAT = "gpud-thermal-model/1"
 
@@ -90,8 +91,9 @@ class ThermalModel:
 
 
 def save_model(model: ThermalModel, path: Path) -> None:
-    """Write ``model`` to ``path`` as indented JSON."""
-    path.write_text(json.dumps(model.to_json(), indent=2) + "\n", encoding="utf-8")
+    """Write ``model`` to ``path`` as indented JSON, as every gpud output is written (:func:`open_output`)."""
+    with open_output(path) as out:
+        out.write(json.dumps(model.to_json(), indent=2) + "\n")
 
 
 def _positive(entry: dict[str, Any], key: str, where: str, allow_zero: bool = False) -> float:

@@ -200,7 +200,7 @@ def _encoding(start: bytes) -> str:
 
 @contextmanager
 def open_log(path: Path) -> Iterator[Iterator[str]]:
-    """The lines of a log file (no line ends), read in its own encoding; raises :class:`TraceError`."""
+    """The lines of a log file (no line ends), read in its own encoding; raises :class:`NotALog`."""
     try:
         with path.open("rb") as raw:
             start = raw.read(64)
