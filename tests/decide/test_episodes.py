@@ -32,7 +32,8 @@ def test_short_gaps_do_not_split_an_interval_and_a_long_clear_ends_it():
 
 @pytest.mark.parametrize("period_s", [0.5, 1.0, 30.0])
 def test_an_interval_holds_every_second_it_counts(period_s):
-    intervals = run([None, T, T, None, T, P, None, None, None, None, T, T, T], period_s=period_s, min_s=0)
+    causes = [None, T, T, None, T, P, None, None, None, None, T, T, T]
+    intervals = run(causes, release_s=3 * period_s, period_s=period_s, min_s=0)
     first_throttled = [1, 10]  # ticks
     assert [i.start for i in intervals] == [(tick - 1) * period_s for tick in first_throttled]
     for interval in intervals:
