@@ -243,11 +243,13 @@ def test_a_hung_fan_command_does_not_hold_up_the_other_gpus_fans(install_nvml, c
     threading.Thread(target=lambda: (fans.restore(), finished.set()), daemon=True).start()
     assert finished.wait(1.0)  # restore passes the hung GPU over instead of waiting for it
     source.close()
+    wait_returned(guard)
 
 
 def test_a_hung_reinitialisation_does_not_hold_up_the_tick(install_nvml, clock):
     library = faulty(install_nvml, "hang:call=nvmlInitWithFlags,at=10,seconds=1;mismatch:at=10,for=30")
-    source = NvmlSource(clock=library.unix_time, guard=CallGuard(limit_s=0.1))
+    guard = CallGuard(limit_s=0.1)
+    source = NvmlSource(clock=library.unix_time, guard=guard)
     at(clock, library, 20)
     assert not any(g.up for g in source.sample().gpus)  # all down: the next tick tries to initialise again
     at(clock, library, 26)
@@ -255,3 +257,12 @@ def test_a_hung_reinitialisation_does_not_hold_up_the_tick(install_nvml, clock):
     assert not any(g.up for g in source.sample().gpus)
     assert time.monotonic() - started < 0.6  # the 1 s nvmlInit was given up on after 0.1 s
     source.close()
+    wait_returned(guard)
+
+
+def wait_returned(guard: CallGuard, within_s: float = 5.0) -> None:
+    """Until the calls a test left hung have returned, so that their return is not logged into the next test."""
+    deadline = time.monotonic() + within_s
+    while guard.outstanding and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert guard.outstanding == frozenset()
