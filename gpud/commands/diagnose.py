@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from gpud.commands.shared import (
     Subcommands,
     add_command,
-    add_daemon_flags,
+    add_judged_source,
     emit,
     fail,
     judged_ticks,
@@ -30,16 +29,7 @@ def register(commands: Subcommands) -> None:
         "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
         "finding is critical.",
     )
-    source = add_daemon_flags(diag, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
-    source.add_argument(
-        "--trace",
-        type=Path,
-        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
-        "instead of the daemon (default: the daemon's history)",
-    )
-    diag.add_argument(
-        "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
-    )
+    add_judged_source(diag, trace_flag=True)
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from gpud.commands.shared import (
     Subcommands,
     add_command,
-    add_daemon_flags,
+    add_judged_source,
     emit,
     fail,
     judged_ticks,
@@ -32,17 +32,7 @@ def register(commands: Subcommands) -> None:
         "power and utilisation on one time axis, throttling shaded by cause. The page loads nothing "
         "from the network. Needs the report extra: pip install 'gpud[report]'.",
     )
-    source = add_daemon_flags(report, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
-    source.add_argument(
-        "trace",
-        nargs="?",
-        type=Path,
-        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
-        "instead of the daemon (default: the daemon's history)",
-    )
-    report.add_argument(
-        "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
-    )
+    add_judged_source(report, trace_flag=False)
     report.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="the HTML page to write"
     )

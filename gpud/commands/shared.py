@@ -347,6 +347,22 @@ def since_seconds(text: str) -> float:
     return seconds
 
 
+def add_judged_source(parser: argparse.ArgumentParser, *, trace_flag: bool) -> None:
+    """What ``diagnose`` and ``report`` judge: a trace (``--trace TRACE``, or a positional ``TRACE``)
+    or the running daemon's history (:func:`add_daemon_flags`), and ``--since``; read by :func:`judged_ticks`."""
+    source = add_daemon_flags(parser, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
+    source.add_argument(
+        *(["--trace"] if trace_flag else ["trace"]),
+        **({} if trace_flag else {"nargs": "?"}),
+        type=Path,
+        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
+        "instead of the daemon (default: the daemon's history)",
+    )
+    parser.add_argument(
+        "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
+    )
+
+
 def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTrace, HostFacts | None]:
     """What ``diagnose`` and ``report`` judge: ``args.trace`` (its last ``--since``), else the history
     of the daemon :func:`daemon_address` names.
