@@ -24,7 +24,6 @@ import platform
 import threading
 import time
 from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Iterable
 
 import gpud
@@ -33,7 +32,7 @@ from gpud.decide.heat import HeatFinding
 from gpud.decide.throttle import ALL_REASONS, REASON_NAMES, ThrottleCause, ThrottleSettings
 from gpud.diagnose.usage import link_degraded, link_under_load
 from gpud.fans.control import ControlMode, GpuFanControl
-from gpud.health.metrics import job_label, user_label
+from gpud.health.metrics import UsageByUser
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuProcess, GpuSample, MemoryHealth, XidRecord
 
@@ -565,21 +564,13 @@ class Metrics:
     def _process_lines(self, lines: Lines, text: _GpuText, processes: tuple[GpuProcess, ...]) -> None:
         """Processes counted, their memory and SM share summed per user (and per job when asked)."""
         lines[PROCESSES].append(f"{text.series(PROCESSES)}{number(len(processes))}\n")
-        memory: dict[str, int] = defaultdict(int)
-        sm: dict[str, float] = defaultdict(float)
-        jobs: dict[tuple[str, str], int] = defaultdict(int)
-        for process in processes:
-            user = user_label(process)
-            memory[user] += process.used_memory_bytes or 0
-            if process.sm_util_pct is not None:
-                sm[user] += process.sm_util_pct / 100
-            jobs[(user, job_label(process))] += process.used_memory_bytes or 0
-        for user, used in sorted(memory.items()):
+        usage = UsageByUser.of(processes)
+        for user, used in sorted(usage.memory_bytes.items()):
             lines[PROCESS_MEMORY].append(f"{text.series(PROCESS_MEMORY, ('user', user))}{number(used)}\n")
-        for user, share in sorted(sm.items()):
-            lines[PROCESS_SM].append(f"{text.series(PROCESS_SM, ('user', user))}{number(min(1.0, share))}\n")
+        for user, share in sorted(usage.sm_share.items()):
+            lines[PROCESS_SM].append(f"{text.series(PROCESS_SM, ('user', user))}{number(share)}\n")
         if self._per_job:
-            for (user, job), used in sorted(jobs.items()):
+            for (user, job), used in sorted(usage.job_memory_bytes.items()):
                 series = text.series(JOB_MEMORY, ("user", user), ("job", job))
                 lines[JOB_MEMORY].append(f"{series}{number(used)}\n")
 

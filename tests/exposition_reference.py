@@ -9,7 +9,6 @@ added to the exporter is added here too, in the same words.
 from __future__ import annotations
 
 import platform
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,7 +19,7 @@ from gpud.decide.heat import HeatFinding
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
 from gpud.diagnose.usage import link_degraded, link_under_load
 from gpud.fans.control import ControlMode, GpuFanControl
-from gpud.health.metrics import job_label, user_label
+from gpud.health.metrics import UsageByUser
 from gpud.state import DaemonState
 from gpud.telemetry import GpuInfo, GpuProcess, GpuSample, MemoryHealth, Snapshot
 
@@ -422,19 +421,11 @@ class HealthFamilies:
 
     def _add_processes(self, ids: list[str], processes: tuple[GpuProcess, ...]) -> None:
         self.processes.add_metric(ids, len(processes))
-        memory: dict[str, int] = defaultdict(int)
-        sm: dict[str, float] = defaultdict(float)
-        jobs: dict[tuple[str, str], int] = defaultdict(int)
-        for process in processes:
-            user = user_label(process)
-            memory[user] += process.used_memory_bytes or 0
-            if process.sm_util_pct is not None:
-                sm[user] += process.sm_util_pct / 100
-            jobs[(user, job_label(process))] += process.used_memory_bytes or 0
-        for user, used in sorted(memory.items()):
+        usage = UsageByUser.of(processes)
+        for user, used in sorted(usage.memory_bytes.items()):
             self.process_memory.add_metric([*ids, user], used)
-        for user, share in sorted(sm.items()):
-            self.process_sm.add_metric([*ids, user], min(1.0, share))
+        for user, share in sorted(usage.sm_share.items()):
+            self.process_sm.add_metric([*ids, user], share)
         if self._per_job:
-            for (user, job), used in sorted(jobs.items()):
+            for (user, job), used in sorted(usage.job_memory_bytes.items()):
                 self.job_memory.add_metric([*ids, user, job], used)

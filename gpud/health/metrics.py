@@ -8,6 +8,9 @@ want. What a card does not report has no series, as everywhere in gpud.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
+
 from gpud.telemetry import GpuProcess
 
 
@@ -29,3 +32,23 @@ def job_label(process: GpuProcess) -> str:
         if value:
             return f"{kind}:{value}"
     return "none"
+
+
+@dataclass
+class UsageByUser:
+    """A GPU's processes summed per user (and per user and job): what the bounded series export."""
+
+    memory_bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sm_share: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # 0..1, capped at 1
+    job_memory_bytes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    @classmethod
+    def of(cls, processes: tuple[GpuProcess, ...]) -> UsageByUser:
+        usage = cls()
+        for process in processes:
+            user = user_label(process)
+            usage.memory_bytes[user] += process.used_memory_bytes or 0
+            if process.sm_util_pct is not None:
+                usage.sm_share[user] = min(1.0, usage.sm_share[user] + process.sm_util_pct / 100)
+            usage.job_memory_bytes[(user, job_label(process))] += process.used_memory_bytes or 0
+        return usage
