@@ -30,9 +30,13 @@ class PolicyKind(StrEnum):
 RUN_KINDS = frozenset(PolicyKind) - {PolicyKind.LIMIT}  # what `gpud run` can drive; limit is simulate's
 
 
+def _named(kinds: Collection[PolicyKind]) -> list[str]:
+    """The policies of ``kinds`` that go by their name alone (a curve goes by its own)."""
+    return [kind.value for kind in PolicyKind if kind in kinds and kind is not PolicyKind.CURVE]
+
+
 def _accepted(kinds: Collection[PolicyKind]) -> str:
-    named = [kind.value for kind in PolicyKind if kind in kinds and kind is not PolicyKind.CURVE]
-    return ", ".join([*named, "curve:NAME or a curve's name"])
+    return ", ".join([*_named(kinds), "curve:NAME or a curve's name"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +80,9 @@ class Policy:
         if self.kind is PolicyKind.CURVE:
             known = fans.all_curves()
             if self.curve not in known:
-                policies = ", ".join(
-                    kind.value for kind in PolicyKind if kind in kinds and kind is not PolicyKind.CURVE
-                )
                 raise ValueError(
-                    f"no curve named {self.curve!r} (curves: {', '.join(sorted(known))}; policies: {policies})"
+                    f"no curve named {self.curve!r} (curves: {', '.join(sorted(known))}; "
+                    f"policies: {', '.join(_named(kinds))})"
                 )
             return fans.model_copy(update={"curve": self.curve, **every_fan})
         if self.kind is PolicyKind.PREDICTIVE:
