@@ -224,7 +224,12 @@ def calibrate_gpu(
     ticks: Sequence[Snapshot], info: GpuInfo, around: tuple[int, ...], holdout: float = 0.25
 ) -> GpuModel:
     """Fit GPU ``info.index`` on ``1 - holdout`` of ``ticks``; score it on the rest."""
-    series = _series(ticks, info.index, around)
+    return _fit_series(_series(ticks, info.index, around), ticks, info, around, holdout)
+
+
+def _fit_series(
+    series: _Series, ticks: Sequence[Snapshot], info: GpuInfo, around: tuple[int, ...], holdout: float
+) -> GpuModel:
     if len(series.t) < 60:
         neighbours = " (and its neighbours' power)" if around else ""
         raise CalibrationError(
@@ -252,10 +257,9 @@ def calibrate_gpu(
     )
 
 
-def entangled_with_neighbours(ticks: Sequence[Snapshot], index: int, around: tuple[int, ...]) -> float | None:
-    """The correlation of GPU ``index``'s power with its neighbours' total, when it is too high to fit them apart."""
-    series = _series(ticks, index, around)
-    if not around or len(series.t) < 2:
+def _entangled(series: _Series) -> float | None:
+    """The correlation of a GPU's power with its neighbours' total, when it is too high to fit them apart."""
+    if not series.around or not series.around[0] or len(series.t) < 2:
         return None
     try:
         r = statistics.correlation(series.power, [sum(near) for near in series.around])
@@ -276,12 +280,13 @@ def calibrate(
     fitted, problems = [], []
     for info in infos:
         around = adjacent.get(info.index, ())
+        series = _series(snapshots, info.index, around)
         try:
-            fitted.append(calibrate_gpu(snapshots, info, around, holdout))
+            fitted.append(_fit_series(series, snapshots, info, around, holdout))
         except CalibrationError as error:
             problems.append(str(error))
             continue
-        if (r := entangled_with_neighbours(snapshots, info.index, around)) is not None:
+        if (r := _entangled(series)) is not None:
             problems.append(
                 f"GPU {info.index}: its neighbours' power rose and fell with its own (correlation {r:.2f}), so "
                 "their heat cannot be told apart from the case air's: its NEIGHBOURS and AMBIENT are not to "
