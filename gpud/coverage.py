@@ -14,6 +14,7 @@ from gpud.decide.reference import Reference
 from gpud.decide.throttle import HW_POWER_BRAKE, HW_THERMAL_SLOWDOWN, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import GpuSample
 
+THROTTLING = "throttling"  # the gap that says throttling itself could not be judged
 _THERMAL_BITS = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
 _POWER_BITS = SW_POWER_CAP | HW_POWER_BRAKE
 
@@ -58,12 +59,12 @@ def not_judged(
     gaps = []
     if logged.utilization and working_s == 0:
         idle = "idle whenever it answered, down the rest of the log" if logged.down else "idle the whole log"
-        gaps.append(f"throttling (it never worked: {idle})")
+        gaps.append(f"{THROTTLING} (it never worked: {idle})")
     elif not reasons_decide(logged, reported):
         if not logged.clock:
-            gaps.append("throttling (the log has neither clocks nor the driver's throttle reasons)")
+            gaps.append(f"{THROTTLING} (the log has neither clocks nor the driver's throttle reasons)")
         elif not logged.utilization:
-            gaps.append("throttling (no utilisation in the log: load cannot be told from idle)")
+            gaps.append(f"{THROTTLING} (no utilisation in the log: load cannot be told from idle)")
         else:
             if not logged.power:
                 gaps.append(
@@ -79,3 +80,8 @@ def not_judged(
     if not logged.power:
         gaps.append("energy (no power readings)")
     return gaps
+
+
+def throttling_judged(gaps: list[str]) -> bool:
+    """Whether the gaps :func:`not_judged` found leave throttling itself judged."""
+    return not any(gap.startswith(f"{THROTTLING} (") for gap in gaps)
