@@ -75,8 +75,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def _span_text(first: float | None, last: float | None, ticks: int) -> str:
-    """The time the ticks cover by their own timestamps, as replay tells it (simulated time runs faster)."""
+    """The time the ticks cover by their own timestamps, as replay tells it (simulated time runs faster).
+
+    >>> _span_text(0.0, 1.5, 4), _span_text(0.0, 1000.0, 2)
+    (' over 2 s, one every 0.5 s', ' over 17 min, one every 17 min')
+    """
     if first is None or last is None or ticks < 2:
         return ""
     span = last - first
-    return f" over {duration_text(span)}, one every {span / (ticks - 1):.3g} s"
+    period = span / (ticks - 1)  # "0.5 s", "30 s", "17 min": never "1e+03 s"
+    return f" over {duration_text(span)}, one every {f'{period:.3g} s' if period < 90 else duration_text(period)}"
