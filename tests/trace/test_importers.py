@@ -11,7 +11,7 @@ import pytest
 
 from gpud.telemetry import GpuSample
 from gpud.trace.format import NotALog, TraceError, read_trace
-from gpud.trace.importers.detect import FORMATS, import_log
+from gpud.trace.importers.detect import FORMATS, import_log, open_log
 from gpud.trace.importers.rows import TickAssembler
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -553,3 +553,13 @@ def test_gpud_import_to_a_full_disk_says_so_in_one_line():
     done = gpud_cli("import", str(FIXTURES / "dmon_dt.txt"), "-o", "/dev/full")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines()[-1] == "gpud: cannot write /dev/full: No space left on device"
+
+
+def test_open_log_names_the_log_only_for_the_logs_own_errors(tmp_path):
+    log = tmp_path / "smi.csv"
+    log.write_text("timestamp, index\n")
+    with pytest.raises(PermissionError, match="the caller's own"), open_log(log) as lines:
+        next(lines)
+        raise PermissionError("the caller's own")  # writing its output, say: not "cannot read smi.csv"
+    with pytest.raises(NotALog, match=f"cannot read {tmp_path / 'gone.csv'}"), open_log(tmp_path / "gone.csv"):
+        pass

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain, islice
 from pathlib import Path
+from typing import IO
 
 from gpud.telemetry import Snapshot
 from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
@@ -200,11 +201,28 @@ def _encoding(start: bytes) -> str:
 
 @contextmanager
 def open_log(path: Path) -> Iterator[Iterator[str]]:
-    """The lines of a log file (no line ends), read in its own encoding; raises :class:`NotALog`."""
+    """The lines of a log file (no line ends), read in its own encoding; raises :class:`NotALog`.
+
+    Only opening and reading the log are its errors: an ``OSError`` of the caller's own work meanwhile
+    (writing the output) goes through as it is.
+    """
     try:
         with path.open("rb") as raw:
             start = raw.read(64)
-        with path.open(encoding=_encoding(start), errors="replace", newline=None) as handle:
-            yield (line.rstrip("\r\n") for line in handle)
+        handle = path.open(encoding=_encoding(start), errors="replace", newline=None)
     except OSError as error:
-        raise NotALog(f"cannot read {path}: {error.strerror}") from None
+        raise _unreadable(path, error) from None
+    with handle:
+        yield _lines(handle, path)
+
+
+def _lines(handle: IO[str], path: Path) -> Iterator[str]:
+    try:
+        for line in handle:
+            yield line.rstrip("\r\n")
+    except OSError as error:  # the disk under it failed half-way
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: OSError) -> NotALog:
+    return NotALog(f"cannot read {path}: {error.strerror}")
