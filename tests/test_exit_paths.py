@@ -130,7 +130,14 @@ def test_under_driver_faults_the_daemon_lives_reports_and_counts_them(tmp_path):
     logged = events(log)
     changes = [e["event"] for e in logged if e.get("gpu") == 1 and e["event"] in ("gpu down", "gpu back")]
     assert changes[:2] == ["gpu down", "gpu back"] and len(changes) < 10  # on change, not every tick
-    assert [e["event"] for e in logged].count("fans handed back to the driver") >= GPUS
+    # every GPU gpud took the fans of ends with them back with the driver, however often random faults
+    # made it hand back and take again (a GPU a random NotSupported left monitor-only was never taken)
+    ownership = ("fan control taken", "fans handed back to the driver")
+    said = {
+        gpu: [e["event"] for e in logged if e.get("gpu") == gpu and e["event"] in ownership]
+        for gpu in range(GPUS)
+    }
+    assert any(said.values()) and all(not s or s[-1] == ownership[1] for s in said.values()), said
 
 
 @pytest.mark.parametrize("spec", ["lost:gpu=x", "nonsense"])
