@@ -7,7 +7,8 @@ hands it back to the driver (NVML.md §9). The same calls drive the simulated GP
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pynvml as N
@@ -38,6 +39,7 @@ class NvmlFanBackend:
         """``errors``: where failed calls are counted by (call, error), the NVML reader's counter
         in the daemon, so ``gpud_nvml_errors_total`` counts fan commands too."""
         self._fan_counts: dict[int, int] = {}
+        self._handles: dict[int, Any] = {}
         self._errors: Counter[tuple[str, str]] = Counter() if errors is None else errors
 
     def _call(self, function: Callable[..., T], *args: Any) -> T:
@@ -51,12 +53,26 @@ class NvmlFanBackend:
             detail = lasting or f"{function.__name__} failed: {error}"
             raise FanControlError(name, detail, lasting is not None) from None
 
+    @contextmanager
+    def _handle(self, gpu: GpuInfo) -> Iterator[Any]:
+        """The GPU's handle for a command: asked for once, and again after a command on it failed
+        (a GPU reset or a driver reload may have left the old one stale)."""
+        handle = self._handles.get(gpu.index)
+        if handle is None:
+            handle = self._handles[gpu.index] = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+        try:
+            yield handle
+        except FanControlError:
+            self._handles.pop(gpu.index, None)
+            raise
+
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Fan count and limits; every fan set to automatic, which also proves we may write."""
-        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
-        count = self._call(N.nvmlDeviceGetNumFans, handle)
-        # Our own buffers: the binding's default ones are shared between threads (NVML.md §13).
-        low, high = self._call(N.nvmlDeviceGetMinMaxFanSpeed, handle, N.c_uint(), N.c_uint())
+        self._handles.pop(gpu.index, None)  # a probe starts afresh
+        with self._handle(gpu) as handle:
+            count = self._call(N.nvmlDeviceGetNumFans, handle)
+            # Our own buffers: the binding's default ones are shared between threads (NVML.md §13).
+            low, high = self._call(N.nvmlDeviceGetMinMaxFanSpeed, handle, N.c_uint(), N.c_uint())
         if count == 0:
             raise FanControlError("NotSupported", "no fans", lasting=True)
         self._fan_counts[gpu.index] = count
@@ -65,20 +81,21 @@ class NvmlFanBackend:
 
     def set_speeds(self, gpu: GpuInfo, speeds: Mapping[int, int]) -> None:
         """``nvmlDeviceSetFanSpeed_v2`` per fan; the driver switches each to manual."""
-        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
-        for fan, pct in speeds.items():
-            self._call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
+        with self._handle(gpu) as handle:
+            for fan, pct in speeds.items():
+                self._call(N.nvmlDeviceSetFanSpeed_v2, handle, fan, pct)
 
     def control_states(self, gpu: GpuInfo) -> tuple[bool | None, ...]:
         """``nvmlDeviceGetFanControlPolicy_v2`` per fan: manual is gpud's (or another tool's) control."""
+        fans = range(self._fan_counts.get(gpu.index, gpu.fan_count))
         try:
-            handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+            with self._handle(gpu) as handle:
+                states = tuple(self._policy_is_manual(handle, fan) for fan in fans)
         except FanControlError:
-            return tuple(None for _ in range(self._fan_counts.get(gpu.index, gpu.fan_count)))
-        return tuple(
-            self._policy_is_manual(handle, fan)
-            for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count))
-        )
+            return tuple(None for _ in fans)
+        if None in states:
+            self._handles.pop(gpu.index, None)  # asked again next time, in case it went stale
+        return states
 
     def _policy_is_manual(self, handle: Any, fan: int) -> bool | None:
         try:
@@ -90,12 +107,12 @@ class NvmlFanBackend:
 
     def hand_back(self, gpu: GpuInfo) -> None:
         """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan, even when one of them fails."""
-        handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
-        failure: FanControlError | None = None
-        for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count)):
-            try:
-                self._call(N.nvmlDeviceSetDefaultFanSpeed_v2, handle, fan)
-            except FanControlError as error:
-                failure = failure or error
-        if failure is not None:
-            raise failure
+        with self._handle(gpu) as handle:
+            failure: FanControlError | None = None
+            for fan in range(self._fan_counts.get(gpu.index, gpu.fan_count)):
+                try:
+                    self._call(N.nvmlDeviceSetDefaultFanSpeed_v2, handle, fan)
+                except FanControlError as error:
+                    failure = failure or error
+            if failure is not None:
+                raise failure

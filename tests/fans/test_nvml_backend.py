@@ -77,3 +77,33 @@ def test_failed_fan_commands_count_in_the_readers_nvml_error_counter(install_nvm
         with pytest.raises(FanControlError):
             backend.set_speeds(source.gpus[0], {0: 50})
     assert source.error_counts()[("nvmlDeviceSetFanSpeed_v2", "Timeout")] == 2
+
+
+def test_a_gpus_handle_is_asked_for_once_and_again_after_a_command_on_it_failed(
+    install_nvml, nvml_source, patch_driver
+):
+    library = install_nvml(gpus=1)
+    gpu = nvml_source().gpus[0]
+    backend = NvmlFanBackend()
+    backend.probe(gpu)
+    simulated = type(library)
+    real_handle, real_set = simulated.nvmlDeviceGetHandleByIndex_v2, simulated.nvmlDeviceSetFanSpeed_v2
+    asked: list[int] = []
+
+    def counted(self, index, out):
+        asked.append(index.value)
+        return real_handle(self, index, out)
+
+    patch_driver(library, "nvmlDeviceGetHandleByIndex_v2", counted)
+    for pct in (50, 60, 70):
+        backend.set_speeds(gpu, {0: pct})
+    assert backend.control_states(gpu) == (True, False)
+    assert asked == []  # the probe's handle served every command
+
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_GPU_IS_LOST)
+    with pytest.raises(FanControlError):
+        backend.set_speeds(gpu, {0: 80})
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", real_set)
+    backend.set_speeds(gpu, {0: 90})
+    assert asked == [0]  # a fresh handle after the failure, then kept
+    assert library.machine.cards[0].fans[0].manual_target_pct == 90
