@@ -15,7 +15,6 @@ Field ids are gpud's own (nvml.h's), not the binding's: some moved between bindi
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -23,6 +22,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import pynvml as N
 
 from gpud.nvml.calls import ABSENT, NvmlCalls, Way
+from gpud.nvml.layout import field_values_view
 
 T = TypeVar("T")
 FIELD_VALUES = "nvmlDeviceGetFieldValues"
@@ -70,14 +70,6 @@ POWER_INSTANT = Field(186, "NVML_FI_DEV_POWER_INSTANT")  # R535+, every GPU
 POWER_CURRENT_LIMIT = Field(190, "NVML_FI_DEV_POWER_CURRENT_LIMIT")  # the enforced limit
 PCIE_COUNT_TX_BYTES = Field(197, "NVML_FI_DEV_PCIE_COUNT_TX_BYTES")  # R555+
 PCIE_COUNT_RX_BYTES = Field(198, "NVML_FI_DEV_PCIE_COUNT_RX_BYTES")
-
-
-class _Answer(ctypes.Structure):
-    """One entry of the driver's answer, laid out as ``c_nvmlFieldValue_t`` but without the binding's
-    Python-level hook on every attribute read (it decodes text, which a field never is): a tick reads
-    five attributes of a dozen fields per GPU, at C speed through this view."""
-
-    _fields_ = N.c_nvmlFieldValue_t._fields_
 
 
 class Reading(NamedTuple):
@@ -163,8 +155,7 @@ class FieldBatch:
             self._unread = True
             self._calls.failed(self._gpu, FIELD_VALUES, error)  # once, not once per field
             return
-        view = (_Answer * len(answers)).from_buffer(answers)  # keeps ``answers`` alive
-        self._answers = {answer.fieldId: answer for answer in view}
+        self._answers = {answer.fieldId: answer for answer in field_values_view(answers, len(answers))}
 
     def _way(self, read: FieldRead[T]) -> Way[T]:
         return Way(read.fields[0].call, lambda: read.decode(self._readings(read.fields)), _FIELD_ABSENT)

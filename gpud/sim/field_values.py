@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pynvml as N
 
+from gpud.nvml.layout import FieldValue
 from gpud.sim.thermal import Card
 
 FIELD_VALUES_MIN_DRIVER = 387  # nvmlDeviceGetFieldValues itself (CUDA 9.1 header)
@@ -120,7 +121,7 @@ def known(field_id: int, driver_major: int) -> bool:
     return 0 < field_id < count
 
 
-def fill(value: N.c_nvmlFieldValue_t, card: Card, driver_major: int, timestamp_us: int) -> None:
+def fill(value: FieldValue, card: Card, driver_major: int, timestamp_us: int) -> None:
     """One entry of the caller's array, its ``fieldId`` and ``scopeId`` set: answer it in place."""
     simulated = FIELDS.get(value.fieldId)
     if not known(value.fieldId, driver_major):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pynvml as N
 
+from gpud.nvml.layout import field_values_view
 from gpud.sim import field_values
 from gpud.sim.field_values import FIELD_VALUES_MIN_DRIVER
 from gpud.sim.jobs import SimulatedJobs
@@ -618,11 +619,11 @@ class SimulatedNvmlLibrary:
             return FUNCTION_NOT_FOUND
         if values_ref is None:
             return INVALID_ARGUMENT
-        values = values_ref._obj
+        values = field_values_view(values_ref._obj, count.value)
 
         def fill(card: Card) -> int:
             now_us = int((self._epoch + self.machine.time_s) * 1e6)
-            for value in values[: count.value]:
+            for value in values:
                 field_values.fill(value, card, self._driver_major(), now_us)
             return SUCCESS
 
