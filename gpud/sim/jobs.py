@@ -82,11 +82,14 @@ class SimulatedJobs:
         """The job GPU ``gpu`` belongs to: a job per pair of GPUs, in the order of :data:`JOBS`."""
         return JOBS[(gpu // 2) % len(JOBS)]
 
-    def on_gpu(self, gpu: int, card: Card) -> list[SimulatedProcess]:
-        """The job's process on the card while the card is busy; its memory follows the load."""
-        if card.util_avg < BUSY_UTIL:
+    def on_gpu(self, gpu: int, card: Card, computing: bool) -> list[SimulatedProcess]:
+        """The job's process on the card while it computes (``computing``: its workload has work for
+        it now) or has lately (averaged utilisation), so it is listed from its first second and
+        through data-loader pauses; its memory follows the load."""
+        load = 1.0 if computing else card.util_avg
+        if load < BUSY_UTIL:
             return []
-        memory = int(card.spec.memory_total_bytes * JOB_MEMORY_SHARE * min(1.0, card.util_avg))
+        memory = int(card.spec.memory_total_bytes * JOB_MEMORY_SHARE * min(1.0, load))
         return [SimulatedProcess(FIRST_PID + gpu, memory - memory % (2 * 1024**2))]
 
     def describe(self, pid: int) -> HostProcess | None:

@@ -24,7 +24,7 @@ import pynvml as N
 from gpud.nvml.layout import field_values_view
 from gpud.sim import field_values
 from gpud.sim.field_values import FIELD_VALUES_MIN_DRIVER
-from gpud.sim.jobs import SimulatedJobs
+from gpud.sim.jobs import SimulatedJobs, SimulatedProcess
 from gpud.sim.thermal import REASON_GPU_IDLE, Card, Fan, ThermalMachine
 
 SUCCESS = N.NVML_SUCCESS
@@ -199,6 +199,11 @@ class SimulatedNvmlLibrary:
 
     # -- running processes --------------------------------------------------------------------
 
+    def _jobs_on(self, handle: Any, card: Card) -> list[SimulatedProcess]:
+        """The simulated jobs' processes on the handle's card now (called with the lock held)."""
+        index = gpu_index(handle)
+        return self.jobs.on_gpu(index, card, self.machine.workload.busy(self.machine.time_s, index) > 0)
+
     def _running_processes(self, handle: Any, count: Any, infos: Any, graphics: bool) -> int:
         """The running-process lists: a size query first (``infos`` NULL), then the filled array.
 
@@ -208,8 +213,7 @@ class SimulatedNvmlLibrary:
         """
 
         def fill(card: Card) -> int:
-            index = gpu_index(handle)
-            processes = [p for p in self.jobs.on_gpu(index, card) if p.graphics == graphics]
+            processes = [p for p in self._jobs_on(handle, card) if p.graphics == graphics]
             if infos is None or count._obj.value < len(processes):
                 count._obj.value = len(processes)
                 return INSUFFICIENT_SIZE if processes else SUCCESS
@@ -243,7 +247,7 @@ class SimulatedNvmlLibrary:
             now_us = int(self.unix_time() * 1e6)
             if now_us <= last_seen.value:
                 return NOT_FOUND
-            processes = [p for p in self.jobs.on_gpu(gpu_index(handle), card) if not p.graphics]
+            processes = [p for p in self._jobs_on(handle, card) if not p.graphics]
             if not processes:
                 return NOT_FOUND
             if samples is None or count._obj.value < len(processes):
@@ -488,7 +492,7 @@ class SimulatedNvmlLibrary:
     def nvmlDeviceGetMemoryInfo_v2(self, handle: Any, mem: Any) -> int:
         def fill(card: Card) -> int:
             total = card.spec.memory_total_bytes
-            jobs = sum(p.used_memory_bytes for p in self.jobs.on_gpu(gpu_index(handle), card))
+            jobs = sum(p.used_memory_bytes for p in self._jobs_on(handle, card))
             used = DRIVER_RESERVED_BYTES + jobs
             mem._obj.total, mem._obj.used, mem._obj.free = total, used, total - used
             if hasattr(mem._obj, "reserved"):  # v2 only

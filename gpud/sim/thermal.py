@@ -28,6 +28,9 @@ REASON_HW_THERMAL = 0x040
 
 CLOCK_BIN_MHZ = 15
 IDLE_SM_CLOCK_MHZ = 210
+# Idle this long before the clocks drop: the driver lowers them a second or two into an idle spell,
+# so a data-loader pause keeps the boost clock (with the GPU-idle reason) and only a stop drops it.
+IDLE_CLOCK_AFTER_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,7 @@ class Card:
     thermal_cap_mhz: float | None = None  # the driver's ceilings; None = not limiting
     power_cap_mhz: float | None = None
     busy: float = 0.0
+    idle_s: float = IDLE_CLOCK_AFTER_S  # how long nothing has run on it (at rest: long enough)
     util_avg: float = 0.0  # NVML reports utilisation averaged over the last sample period
     power_avg_w: float = 0.0  # ... and power averaged over ~1 s on Ampere and newer
     power_w: float = 0.0  # board power now (NVML's instant power field)
@@ -218,6 +222,7 @@ class ThermalMachine:
 def _step_card(card: Card, busy: float, inlet_c: float, dt_s: float) -> None:
     spec = card.spec
     card.busy = busy
+    card.idle_s = 0.0 if busy > 0 else card.idle_s + dt_s
     _drive_clocks(card, dt_s)
     power = card.power_w = _power_w(spec, busy, card.sm_clock_mhz)
     smoothing = min(1.0, dt_s / 1.0)
@@ -261,7 +266,7 @@ def _drive_clocks(card: Card, dt_s: float) -> None:
     if hw_thermal:
         clock = min(clock, spec.sm_clock_base_mhz / 2)
     if card.busy <= 0:
-        card.sm_clock_mhz = IDLE_SM_CLOCK_MHZ
+        card.sm_clock_mhz = IDLE_SM_CLOCK_MHZ if card.idle_s >= IDLE_CLOCK_AFTER_S else clock
         card.reasons = REASON_GPU_IDLE | (REASON_HW_THERMAL | REASON_HW_SLOWDOWN if hw_thermal else 0)
         return
     card.sm_clock_mhz = clock

@@ -14,6 +14,7 @@ from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
 from gpud.sim.jobs import FIRST_PID
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import DRIVER_RESERVED_BYTES, gpu_index
+from gpud.sim.workload import IdleLoad
 
 XID = N.nvmlEventTypeXidCriticalError
 
@@ -167,7 +168,7 @@ def test_a_reset_gives_the_fans_back_to_the_board(install_nvml):
 def test_a_busy_gpu_lists_the_jobs_process_with_memory_that_follows_the_load(install_nvml, clock):
     library = install_nvml(gpus=2)
     h = handles(2)
-    assert N.nvmlDeviceGetComputeRunningProcesses(h[0]) == []  # at rest: nothing runs
+    assert [p.pid for p in N.nvmlDeviceGetComputeRunningProcesses(h[0])] == [FIRST_PID]  # from its start
     clock.advance(3.0)
     (process,) = N.nvmlDeviceGetComputeRunningProcesses(h[1])
     card = library.machine.cards[1]
@@ -189,11 +190,19 @@ def test_a_short_array_is_insufficient_size_with_the_count_needed(install_nvml, 
     assert infos[0].pid == FIRST_PID
 
 
+def test_an_idle_gpu_lists_no_process_and_has_no_samples(install_nvml, clock):
+    library = install_nvml(gpus=1)
+    library.machine.workload = IdleLoad()
+    clock.advance(3.0)
+    h = handles(1)[0]
+    assert N.nvmlDeviceGetComputeRunningProcesses(h) == []
+    with pytest.raises(N.NVMLError_NotFound):  # nothing runs, nothing sampled
+        N.nvmlDeviceGetProcessUtilization(h, 0)
+
+
 def test_process_utilization_gives_new_samples_only(install_nvml, clock):
     install_nvml(gpus=1)
     h = handles(1)[0]
-    with pytest.raises(N.NVMLError_NotFound):  # nothing runs, nothing sampled
-        N.nvmlDeviceGetProcessUtilization(h, 0)
     clock.advance(3.0)
     (sample,) = N.nvmlDeviceGetProcessUtilization(h, 0)
     assert sample.pid == FIRST_PID and 50 < sample.smUtil <= 100

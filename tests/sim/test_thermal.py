@@ -7,8 +7,14 @@ from dataclasses import replace
 import pytest
 
 from gpud.sim.machine import Layout, build_machine
-from gpud.sim.thermal import REASON_SW_THERMAL, STOCK_FAN_CURVE, ThermalMachine
-from gpud.sim.workload import IdleLoad, TrainingLoad
+from gpud.sim.thermal import (
+    IDLE_SM_CLOCK_MHZ,
+    REASON_GPU_IDLE,
+    REASON_SW_THERMAL,
+    STOCK_FAN_CURVE,
+    ThermalMachine,
+)
+from gpud.sim.workload import IdleLoad, OnOffLoad, TrainingLoad
 
 
 def run(machine: ThermalMachine, seconds: float, dt: float = 0.1) -> dict[int, float]:
@@ -94,3 +100,14 @@ def test_the_same_seed_gives_the_same_run():
 @pytest.mark.parametrize(("temp", "fan"), [(20, 30), (50, 30), (60, 37.5), (80, 65), (95, 100)])
 def test_stock_schedule(temp: float, fan: float):
     assert STOCK_FAN_CURVE.pct_at(temp) == pytest.approx(fan)
+
+
+def test_a_data_loader_pause_keeps_the_boost_clock_and_a_stop_drops_it():
+    machine = build_machine(1, Layout.OPEN_AIR)
+    machine.workload = OnOffLoad(on_s=30.0, off_s=30.0, training=TrainingLoad(busy_s=5.0, gap_s=0.5, jitter=0.0))
+    card = machine.cards[0]
+    run(machine, 5.2)  # 0.2 s into the first pause
+    assert card.busy == 0 and card.reasons & REASON_GPU_IDLE
+    assert card.sm_clock_mhz >= card.spec.sm_clock_base_mhz  # held up, not at idle
+    run(machine, 28.0)  # 3 s into the stop
+    assert card.busy == 0 and card.sm_clock_mhz == IDLE_SM_CLOCK_MHZ
