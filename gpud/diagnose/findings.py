@@ -27,7 +27,7 @@ from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import HealthLedger
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, GpuUsage, UsageMeter
+from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, STOPPED_FAN_PCT, GpuUsage, UsageMeter
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
@@ -252,10 +252,27 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, _CoolingView], costs: dict[i
     )
 
 
-def _fans(usage: GpuUsage) -> list[Finding]:
-    """At slowdown with fan headroom left (the curve), or with fans at full speed (the air)."""
+def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
+    """At slowdown with a fan stopped (the fan), with fan headroom left (the curve), or with fans at
+    full speed (the air). A stopped fan is put before the throttling and heat it causes."""
     near = "at its slowdown temperature"
+    stopped = sorted(usage.stopped_fans)
+    fans = f"fan {stopped[0]}" if len(stopped) == 1 else f"fans {', '.join(map(str, stopped))}"
+    it, they, does, stays = ("it", "it", "does", "stays") if len(stopped) == 1 else ("them", "they", "do", "stay")
     cases = [
+        (
+            "fans-stopped",
+            usage.hot_stopped_fans_s,
+            f"GPU {usage.index}'s {fans} stopped while it is at slowdown",
+            f"{near} with {fans} under {STOPPED_FAN_PCT:g} %",
+            (
+                f"the {fans.split()[0]} {does} not turn, whatever {they} {'is' if they == 'it' else 'are'} "
+                f"told: check that nothing blocks {it} (a cable, dust) and that the connector is seated, and "
+                f"replace {it} if {they} {stays} still; until then lower the power limit (nvidia-smi -pl) "
+                "so the GPU stays below slowdown"
+            ),
+            throttle_cost + 0.002,
+        ),
         (
             "fans-lazy",
             usage.hot_lazy_fans_s,
@@ -463,7 +480,7 @@ def replay_and_diagnose(
         findings.append(heat)
     power_throttled = {f.gpus[0] for f in throttles if f.numbers["cause"] == ThrottleCause.POWER.value}
     for u in usages:
-        findings += _fans(u)
+        findings += _fans(u, costs.get(u.index, 0.0))
         power = _power_limit(u) if u.index not in power_throttled else None  # said by its throttling
         findings += [f for f in (power, _pcie(u, infos.get(u.index))) if f is not None]
     if (psu := _psu(usages, settings)) is not None:

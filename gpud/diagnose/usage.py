@@ -11,7 +11,7 @@ a pause of a busy job says nothing about the busy ticks it is carried into.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpud.decide.controller import Decision
 from gpud.decide.reference import busy
@@ -22,6 +22,9 @@ _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_p
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
 LAZY_FAN_PCT = 70.0  # at slowdown with fans below this: the curve has headroom left
 SATURATED_FAN_PCT = 95.0  # at slowdown with fans at this: the air, not the curve, is the limit
+# A fan reading below this at slowdown has stopped: no fan curve runs a fan that slowly on a hot card
+# (they spin at 30 % or more once they spin at all), so the fan, not the curve, is what failed.
+STOPPED_FAN_PCT = 10.0
 # A whole-degree reading of slowdown stands for half a degree below it. Only there does heat cost
 # clock: a GPU held a degree or two below it (as predictive control does, to spare its fans) is not
 # hot, and its fans are not lazy.
@@ -41,6 +44,8 @@ class GpuUsage:
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
+    hot_stopped_fans_s: float = 0.0  # at slowdown with a fan stopped (which ones: stopped_fans)
+    stopped_fans: set[int] = field(default_factory=set)
     energy_j: float = 0.0
     peak_power_w: float | None = None  # None: no power readings, so no energy figure either
     power_limit_w: float | None = None
@@ -135,7 +140,11 @@ def _account(
     u.fans_seen = u.fans_seen or fan is not None
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
     if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - AT_SLOWDOWN_C:
-        if fan < LAZY_FAN_PCT:
+        stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
+        if stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
+            u.hot_stopped_fans_s += dt
+            u.stopped_fans.update(stopped)
+        elif fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
         elif fan >= SATURATED_FAN_PCT:
             u.hot_full_fans_s += dt

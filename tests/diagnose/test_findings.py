@@ -72,6 +72,26 @@ def test_stacked_open_air_cards_on_the_stock_schedule_throttle_heat_each_other_a
     assert diagnosis.findings[0].kind in ("heat-buildup", "throttling")
 
 
+def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_trace):
+    """Every fan held at full speed as gpud would, the middle card's fans seized: it overheats."""
+
+    def seize_the_middle_cards_fans(machine: ThermalMachine) -> None:
+        for card in machine.cards:
+            for fan in card.fans:
+                fan.manual_target_pct = 100.0
+        for fan in machine.cards[1].fans:
+            fan.blocked = True
+
+    diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900, prepare=seize_the_middle_cards_fans)
+    found = kinds(diagnosis)
+    assert ("fans-stopped", (1,)) in found and ("throttling", (1,)) in found
+    assert not any(kind == "fans-lazy" for kind, _ in found)  # the curve asked for 100 %
+    stopped = next(f for f in diagnosis.findings if f.kind == "fans-stopped")
+    assert stopped is diagnosis.findings[0]  # the cause before the throttling it brings
+    assert stopped.title == "GPU 1's fans 0, 1 stopped while it is at slowdown"
+    assert "the fans do not turn" in stopped.recommendation
+
+
 def test_open_air_is_inferred_from_the_coupling_even_where_it_costs_nothing(simulated_trace):
     """Fans held at full speed: the stack stays cool and nobody is flagged, but its cards heat each other."""
 
