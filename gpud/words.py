@@ -45,3 +45,10 @@ def share_text(share: float) -> str:
     ('16 %', '0.3 %')
     """
     return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1f} %"
+
+
+def duration_text(seconds: float) -> str:
+    """``"45 s"``, ``"8 min"``, ``"24.0 h"``: a window's length as people say it."""
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

@@ -15,10 +15,9 @@ from gpud.commands.shared import (
     open_gpus,
     positive_seconds,
 )
-from gpud.diagnose.render import duration_text
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
-from gpud.words import count
+from gpud.words import count, duration_text
 
 
 def register(commands: Subcommands) -> None:

@@ -44,10 +44,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not plotting_available():
         return fail(INSTALL_HINT, 1)
-    from gpud.diagnose.render import duration_text
     from gpud.htmlreport.analysis import analyse
     from gpud.htmlreport.page import save_page, trace_page
     from gpud.status import DaemonUnreachable
+    from gpud.words import duration_text
 
     check_writable(args.output)
     settings = load_settings(args.config)

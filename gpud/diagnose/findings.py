@@ -456,7 +456,7 @@ def replay_and_diagnose(
 
     def account(tick: Snapshot, decision: Decision) -> None:
         meter.add(tick, decision)
-        health.add(tick)
+        health.add(tick, decision.dt_s)
         if observe is not None:
             observe(tick, decision)
 

@@ -1,14 +1,20 @@
-"""The health findings of ``gpud diagnose``: each XID the trace saw, and what the memory counters say.
+"""The health findings of ``gpud diagnose``: each XID the trace saw, what the memory counters say, and
+the time a GPU did not answer.
 
 XIDs are counted within the trace's window (the counts at its last tick less those at its first),
 each code with its last time, what it means and what to do; the memory state is the last one the
 trace has for the GPU. The advice follows the problem: restart the job, reset the GPU, drain and
 reboot the node, or replace the card when a memory repair failed. A critical one costs the whole
 job (a data-parallel job dies with one GPU), so it comes first.
+
+A GPU that stopped answering (lost, fallen off the bus, its calls hung) with no XID to say why is a
+finding of its own: for how long, and whether it came back. Where an XID came with it, the XID's
+finding says it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gpud.diagnose.finding import Finding
@@ -16,6 +22,7 @@ from gpud.health.problems import memory_problems
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.telemetry import MemoryHealth, Snapshot, XidRecord
+from gpud.words import duration_text
 
 _COST = {Severity.CRITICAL: 1.0, Severity.WARNING: 0.01, Severity.NOTICE: 0.0}
 
@@ -28,6 +35,15 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
+@dataclass
+class _Silence:
+    """The time a GPU did not answer: how long in all, from when, until its last silent tick."""
+
+    seconds: float
+    since: float
+    until: float
+
+
 class HealthLedger:
     """The health findings of a trace, gathered one tick at a time (:meth:`add`, fed by replay's
     ``observe`` so the trace is read once) and handed out at its end (:meth:`findings`)."""
@@ -37,10 +53,15 @@ class HealthLedger:
         self._last: dict[int, XidRecord] = {}
         self._memory: dict[int, MemoryHealth] = {}
         self._down_at_end: set[int] = set()
+        self._silent: dict[int, _Silence] = {}
 
-    def add(self, tick: Snapshot) -> None:
-        """Account one tick."""
+    def add(self, tick: Snapshot, dt_s: float) -> None:
+        """Account one tick, ``dt_s`` the seconds it stands for (replay's)."""
         for sample in tick.gpus:
+            if not sample.up:
+                silence = self._silent.setdefault(sample.index, _Silence(0.0, tick.timestamp, tick.timestamp))
+                silence.seconds += dt_s
+                silence.until = tick.timestamp
             if sample.xids is not None:
                 self._first.setdefault(sample.index, sample.xids)
                 self._last[sample.index] = sample.xids
@@ -49,10 +70,17 @@ class HealthLedger:
             (self._down_at_end.discard if sample.up else self._down_at_end.add)(sample.index)
 
     def findings(self) -> list[Finding]:
-        """A finding per XID code per GPU in the ticks so far, and one per memory problem of each GPU."""
+        """A finding per XID code per GPU in the ticks so far, one per GPU that stopped answering with
+        no XID to say why, and one per memory problem of each GPU."""
         findings = []
+        explained = set()
         for gpu, record in sorted(self._last.items()):
-            findings += _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
+            said = _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
+            explained.update(f.gpus[0] for f in said)
+            findings += said
+        for gpu, silence in sorted(self._silent.items()):
+            if gpu not in explained:
+                findings.append(_silence_finding(gpu, silence, gpu in self._down_at_end))
         for gpu, health in sorted(self._memory.items()):
             findings += _memory_findings(gpu, health)
         return findings
@@ -87,6 +115,28 @@ def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) ->
             )
         )
     return findings
+
+
+def _silence_finding(gpu: int, silence: _Silence, down: bool) -> Finding:
+    """A GPU that did not answer, for no XID the trace saw."""
+    severity = Severity.CRITICAL if down else Severity.WARNING
+    spell = f"from {_when(silence.since)}" + ("" if down else f" to {_when(silence.until)}")
+    lasted = duration_text(silence.seconds)
+    return Finding(
+        kind="gpu-down",
+        severity=severity,
+        title=f"GPU {gpu} stopped answering" + (" and has not answered since" if down else f" for {lasted}"),
+        evidence=f"the driver did not answer for it for {lasted} in all, {spell}; no XID was seen "
+        "(none reported, or not watched)",
+        recommendation=(
+            "a GPU that stops answering fell off the bus or hung: see the kernel log (dmesg: NVRM Xid "
+            "lines) for why; check its power cables, seating and riser; a reset (nvidia-smi -r) or a "
+            "reboot brings it back; if it recurs, have it replaced"
+        ),
+        gpus=(gpu,),
+        cost=_COST[severity],
+        numbers={"seconds": silence.seconds, "since": silence.since, "down_at_end": down},
+    )
 
 
 def _memory_findings(gpu: int, health: MemoryHealth) -> list[Finding]:

@@ -6,14 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpud.diagnose.findings import Diagnosis, Energy
-from gpud.words import count, gpus
-
-
-def duration_text(seconds: float) -> str:
-    """``"45 s"``, ``"8 min"``, ``"24.0 h"``: a window's length as people say it."""
-    if seconds >= 5400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+from gpud.words import count, duration_text, gpus
 
 
 def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import gpud
 from gpud.diagnose.finding import Finding
-from gpud.diagnose.render import duration_text, energy_text, no_findings_text, not_judged_lines
+from gpud.diagnose.render import energy_text, no_findings_text, not_judged_lines
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
 from gpud.outputs import open_output
 from gpud.telemetry import Cooling
+from gpud.words import duration_text
 
 # Nothing may be fetched; the style is inline, and images only as data (a colour bar is one).
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

@@ -16,7 +16,7 @@ from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import GpuInfo, GpuSample, Snapshot, XidEvent, XidRecord
 from gpud.trace.format import TraceHeader
 from tests.metrics_text import exposition, sample_value
 from tests.test_end_to_end import gpud
@@ -244,3 +244,34 @@ def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
     trace = LoadedTrace.of("fell-off.jsonl", TraceHeader("h", (info,), "nvml"), ticks, [], 0)
     not_judged = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).not_judged[0]
     assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
+
+
+def _silenced(simulated_trace, gpu: int, ticks: range, xids=None) -> Diagnosis:
+    """Two simulated GPUs for 10 min, GPU ``gpu`` not answering at ``ticks`` (with ``xids`` if given)."""
+    header, snapshots = simulated_trace(Layout.OPEN_AIR, 2, 600)
+    for k in ticks:
+        tick = snapshots[k]
+        gpus = tuple(GpuSample(index=s.index, up=False, xids=xids) if s.index == gpu else s for s in tick.gpus)
+        snapshots[k] = Snapshot(tick.timestamp, gpus)
+    return diagnose(LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+
+
+def test_a_gpu_that_stopped_answering_for_a_while_is_said_with_how_long(simulated_trace):
+    diagnosis = _silenced(simulated_trace, 1, range(200, 380))
+    (down,) = [f for f in diagnosis.findings if f.kind == "gpu-down"]
+    assert (down.gpus, down.severity) == ((1,), Severity.WARNING)
+    assert down.title == "GPU 1 stopped answering for 3 min" and down.numbers["seconds"] == 180
+
+
+def test_a_gpu_still_silent_at_the_end_is_critical(simulated_trace):
+    diagnosis = _silenced(simulated_trace, 0, range(500, 600))
+    (down,) = [f for f in diagnosis.findings if f.kind == "gpu-down"]
+    assert (down.gpus, down.severity) == ((0,), Severity.CRITICAL)
+    assert down.title == "GPU 0 stopped answering and has not answered since"
+    assert diagnosis.findings[0] is down
+
+
+def test_a_gpu_silent_after_an_xid_is_said_by_the_xids_finding_alone(simulated_trace):
+    lost = XidRecord(counts=((79, 1),), recent=(XidEvent(79, 0.0),))
+    diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=lost)
+    assert [f.kind for f in diagnosis.findings if 1 in f.gpus and f.kind in ("xid", "gpu-down")] == ["xid"]
