@@ -45,6 +45,15 @@ def _utilization(h: Any, since_us: int) -> list[Any]:
         return []
 
 
+COMPUTE_LIST = "nvmlDeviceGetComputeRunningProcesses"
+GRAPHICS_LIST = "nvmlDeviceGetGraphicsRunningProcesses"
+
+
+class ProcessListUnread(Exception):
+    """A process list the driver keeps could not be read this time (its error counted): the GPU's
+    previous list stands, rather than an empty one saying that nobody is on it."""
+
+
 class GpuProcessReader:
     """Reads one GPU's process lists through the shared call translation; remembers the last sample time."""
 
@@ -53,20 +62,24 @@ class GpuProcessReader:
         self._last_sample_us: dict[int, int] = {}
 
     def read(self, index: int, h: Any) -> list[DriverProcess] | None:
-        """GPU ``index``'s processes, or ``None`` when the driver lists none of its kinds."""
+        """GPU ``index``'s processes, or ``None`` when the driver lists none of its kinds;
+        :class:`ProcessListUnread` when a list it has failed this time."""
         get = self._calls.get
         compute = get(
             index,
-            "nvmlDeviceGetComputeRunningProcesses",
+            COMPUTE_LIST,
             lambda: N.nvmlDeviceGetComputeRunningProcesses_v3(h),
             lambda: N.nvmlDeviceGetComputeRunningProcesses_v2(h),
         )
         graphics = get(
             index,
-            "nvmlDeviceGetGraphicsRunningProcesses",
+            GRAPHICS_LIST,
             lambda: N.nvmlDeviceGetGraphicsRunningProcesses_v3(h),
             lambda: N.nvmlDeviceGetGraphicsRunningProcesses_v2(h),
         )
+        for name, listed_now in ((COMPUTE_LIST, compute), (GRAPHICS_LIST, graphics)):
+            if listed_now is None and self._calls.supported(index, name):
+                raise ProcessListUnread(f"GPU {index}: {name} gave no answer this time")
         if compute is None and graphics is None:
             return None
         since = self._last_sample_us.get(index, 0)
@@ -173,6 +186,7 @@ class ProcessWatcher:
                 listed = self._read(gpu)
             except Exception:  # a lost GPU is the sampler's business; keep the others fresh
                 log.debug("process list read failed", gpu=gpu, exc_info=True)
+                seen.update(p.pid for p in self._latest.get(gpu, ((), 0.0))[0])  # its last list stands
                 continue
             if listed is None:
                 self._latest.pop(gpu, None)

@@ -6,12 +6,13 @@ import time
 from collections import Counter
 
 import pynvml as N
+import pytest
 import structlog
 
 from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.health import read_memory_health
-from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessWatcher
+from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessListUnread, ProcessWatcher
 from gpud.nvml.source import SLOW_EVERY
 from gpud.processes import HostProcess
 from gpud.sim.jobs import FIRST_PID
@@ -237,6 +238,24 @@ def test_an_old_driver_without_v3_lists_falls_back_to_v2(install_nvml, clock, mo
     calls = NvmlCalls()
     assert [p.pid for p in GpuProcessReader(calls).read(0, handles(1)[0])] == [FIRST_PID]
     assert calls.errors == Counter()
+
+
+def test_a_list_that_fails_this_time_leaves_the_last_list_standing_not_an_empty_one(
+    install_nvml, clock, patch_driver
+):
+    library = install_nvml(gpus=1)
+    clock.advance(3.0)
+    reader = GpuProcessReader(NvmlCalls())
+    watcher = ProcessWatcher(lambda: [0], lambda gpu: reader.read(gpu, handles(1)[0]), library.jobs, 60)
+    watcher.refresh()
+    (before,) = watcher.latest(0)
+    patch_driver(
+        library, "nvmlDeviceGetComputeRunningProcesses_v3", lambda self, h, count, infos: N.NVML_ERROR_UNKNOWN
+    )
+    with pytest.raises(ProcessListUnread):
+        reader.read(0, handles(1)[0])
+    watcher.refresh()
+    assert watcher.latest(0) == (before,)  # not () ("nobody"): the graphics list alone says nothing
 
 
 class _Host:
