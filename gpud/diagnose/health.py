@@ -9,11 +9,13 @@ job (a data-parallel job dies with one GPU), so it comes first.
 
 A GPU that stopped answering (lost, fallen off the bus, its calls hung) with no XID to say why is a
 finding of its own: for how long, and whether it came back. Where an XID came with it, the XID's
-finding says it.
+finding says it. Every GPU of a machine silent at once is one finding, about the driver: a card that
+fails takes itself, not its neighbours (a driver upgraded under a running daemon does that).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +24,7 @@ from gpud.health.problems import memory_problems
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.telemetry import MemoryHealth, Snapshot, XidRecord
-from gpud.words import duration_text
+from gpud.words import duration_text, gpus
 
 _COST = {Severity.CRITICAL: 1.0, Severity.WARNING: 0.01, Severity.NOTICE: 0.0}
 
@@ -54,10 +56,12 @@ class HealthLedger:
         self._memory: dict[int, MemoryHealth] = {}
         self._down_at_end: set[int] = set()
         self._silent: dict[int, _Silence] = {}
+        self._gpus: set[int] = set()
 
     def add(self, tick: Snapshot, dt_s: float) -> None:
         """Account one tick, ``dt_s`` the seconds it stands for (replay's)."""
         for sample in tick.gpus:
+            self._gpus.add(sample.index)
             if not sample.up:
                 silence = self._silent.setdefault(sample.index, _Silence(0.0, tick.timestamp, tick.timestamp))
                 silence.seconds += dt_s
@@ -71,16 +75,19 @@ class HealthLedger:
 
     def findings(self) -> list[Finding]:
         """A finding per XID code per GPU in the ticks so far, one per GPU that stopped answering with
-        no XID to say why, and one per memory problem of each GPU."""
+        no XID to say why (one for the driver when all did at once), and one per memory problem of
+        each GPU."""
         findings = []
         explained = set()
         for gpu, record in sorted(self._last.items()):
             said = _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
             explained.update(f.gpus[0] for f in said)
             findings += said
-        for gpu, silence in sorted(self._silent.items()):
-            if gpu not in explained:
-                findings.append(_silence_finding(gpu, silence, gpu in self._down_at_end))
+        silent = {gpu: silence for gpu, silence in sorted(self._silent.items()) if gpu not in explained}
+        if len(silent) >= 2 and set(silent) == self._gpus and _together(silent.values()):
+            findings.append(_driver_silence_finding(silent, self._down_at_end >= set(silent)))
+        else:
+            findings += [_silence_finding(gpu, spell, gpu in self._down_at_end) for gpu, spell in silent.items()]
         for gpu, health in sorted(self._memory.items()):
             findings += _memory_findings(gpu, health)
         return findings
@@ -136,6 +143,36 @@ def _silence_finding(gpu: int, silence: _Silence, down: bool) -> Finding:
         gpus=(gpu,),
         cost=_COST[severity],
         numbers={"seconds": silence.seconds, "since": silence.since, "down_at_end": down},
+    )
+
+
+def _together(silences: Iterable[_Silence]) -> bool:
+    """Whether the silent spells overlap: there is a moment every one of them covers."""
+    spells = list(silences)
+    return max(s.since for s in spells) <= min(s.until for s in spells)
+
+
+def _driver_silence_finding(silent: dict[int, _Silence], down: bool) -> Finding:
+    """Every GPU silent at once: the driver, not the cards."""
+    severity = Severity.CRITICAL if down else Severity.WARNING
+    since, until = min(s.since for s in silent.values()), max(s.until for s in silent.values())
+    lasted = duration_text(max(s.seconds for s in silent.values()))
+    spell = f"from {_when(since)}" + ("" if down else f" to {_when(until)}")
+    return Finding(
+        kind="driver-down",
+        severity=severity,
+        title="The driver stopped answering for every GPU"
+        + (" and has not answered since" if down else f" for {lasted}"),
+        evidence=f"{gpus(list(silent))} went silent together, {spell}; a card that fails takes itself, "
+        "not its neighbours",
+        recommendation=(
+            "every GPU at once is the driver: after a driver upgrade its library and kernel module "
+            "differ until a reboot (nvidia-smi says 'Driver/library version mismatch'); otherwise see "
+            "the kernel log (dmesg: NVRM lines) for a driver crash; a reboot brings the GPUs back"
+        ),
+        gpus=tuple(silent),
+        cost=_COST[severity],
+        numbers={"seconds": max(s.seconds for s in silent.values()), "since": since, "down_at_end": down},
     )
 
 

@@ -246,12 +246,14 @@ def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
     assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
 
 
-def _silenced(simulated_trace, gpu: int, ticks: range, xids=None) -> Diagnosis:
-    """Two simulated GPUs for 10 min, GPU ``gpu`` not answering at ``ticks`` (with ``xids`` if given)."""
+def _silenced(simulated_trace, gpu: int | set[int], ticks: range, xids=None) -> Diagnosis:
+    """Two simulated GPUs for 10 min, GPU ``gpu`` (or each of a set) not answering at ``ticks`` (with
+    ``xids`` if given)."""
+    silent = gpu if isinstance(gpu, set) else {gpu}
     header, snapshots = simulated_trace(Layout.OPEN_AIR, 2, 600)
     for k in ticks:
         tick = snapshots[k]
-        gpus = tuple(GpuSample(index=s.index, up=False, xids=xids) if s.index == gpu else s for s in tick.gpus)
+        gpus = tuple(GpuSample(index=s.index, up=False, xids=xids) if s.index in silent else s for s in tick.gpus)
         snapshots[k] = Snapshot(tick.timestamp, gpus)
     return diagnose(LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
 
@@ -275,3 +277,11 @@ def test_a_gpu_silent_after_an_xid_is_said_by_the_xids_finding_alone(simulated_t
     lost = XidRecord(counts=((79, 1),), recent=(XidEvent(79, 0.0),))
     diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=lost)
     assert [f.kind for f in diagnosis.findings if 1 in f.gpus and f.kind in ("xid", "gpu-down")] == ["xid"]
+
+
+def test_every_gpu_silent_at_once_is_the_driver_not_the_cards(simulated_trace):
+    diagnosis = _silenced(simulated_trace, {0, 1}, range(200, 320))
+    silent = [f for f in diagnosis.findings if f.kind in ("gpu-down", "driver-down")]
+    assert [(f.kind, f.gpus) for f in silent] == [("driver-down", (0, 1))]
+    assert silent[0].title == "The driver stopped answering for every GPU for 2 min"
+    assert "after a driver upgrade" in silent[0].recommendation
