@@ -9,13 +9,14 @@ job (a data-parallel job dies with one GPU), so it comes first.
 
 A GPU that stopped answering (lost, fallen off the bus, its calls hung) with no XID to say why is a
 finding of its own: for how long, and whether it came back. Where an XID came with it, the XID's
-finding says it. Every GPU of a machine silent at once is one finding, about the driver: a card that
-fails takes itself, not its neighbours (a driver upgraded under a running daemon does that).
+finding says it (one reported in the minute before, or while it was silent). Every GPU of a machine
+silent at once is one finding about the driver: a card that fails takes itself, not its neighbours
+(a driver upgraded under a running daemon silences them all). A silence under ``MIN_SILENCE_S`` is
+a call that hung once, which the daemon's log says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ from gpud.health.problems import memory_problems
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.telemetry import MemoryHealth, Snapshot, XidRecord
-from gpud.words import duration_text, gpus
+from gpud.words import duration_text
 
 _COST = {Severity.CRITICAL: 1.0, Severity.WARNING: 0.01, Severity.NOTICE: 0.0}
 
@@ -37,13 +38,26 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
+MIN_SILENCE_S = 10.0  # shorter (a call that hung once) is a line in the daemon's log, not a finding
+XID_EXPLAINS_S = 60.0  # an XID this long before a GPU went silent, or while it was, says why
+
+
 @dataclass
 class _Silence:
-    """The time a GPU did not answer: how long in all, from when, until its last silent tick."""
+    """Time a GPU (or every GPU at once) did not answer: seconds in all, its first and last silent tick."""
 
-    seconds: float
-    since: float
-    until: float
+    seconds: float = 0.0
+    since: float = 0.0
+    until: float = 0.0
+
+    def add(self, t: float, dt_s: float) -> None:
+        self.since = t if self.seconds == 0.0 else self.since
+        self.seconds += dt_s
+        self.until = t
+
+    def covers(self, t: float) -> bool:
+        """Whether ``t`` falls in the silence or in the minute before it."""
+        return self.since - XID_EXPLAINS_S <= t <= self.until
 
 
 class HealthLedger:
@@ -55,17 +69,20 @@ class HealthLedger:
         self._last: dict[int, XidRecord] = {}
         self._memory: dict[int, MemoryHealth] = {}
         self._down_at_end: set[int] = set()
-        self._silent: dict[int, _Silence] = {}
-        self._gpus: set[int] = set()
+        self._silent: dict[int, _Silence] = {}  # each GPU's, while others answered
+        self._all_silent = _Silence()  # every GPU of a machine of several at once: the driver
+        self._all_down_at_end = False
 
     def add(self, tick: Snapshot, dt_s: float) -> None:
         """Account one tick, ``dt_s`` the seconds it stands for (replay's)."""
+        down = [sample.index for sample in tick.gpus if not sample.up]
+        self._all_down_at_end = len(tick.gpus) >= 2 and len(down) == len(tick.gpus)
+        if self._all_down_at_end:
+            self._all_silent.add(tick.timestamp, dt_s)
+        else:
+            for index in down:
+                self._silent.setdefault(index, _Silence()).add(tick.timestamp, dt_s)
         for sample in tick.gpus:
-            self._gpus.add(sample.index)
-            if not sample.up:
-                silence = self._silent.setdefault(sample.index, _Silence(0.0, tick.timestamp, tick.timestamp))
-                silence.seconds += dt_s
-                silence.until = tick.timestamp
             if sample.xids is not None:
                 self._first.setdefault(sample.index, sample.xids)
                 self._last[sample.index] = sample.xids
@@ -74,23 +91,22 @@ class HealthLedger:
             (self._down_at_end.discard if sample.up else self._down_at_end.add)(sample.index)
 
     def findings(self) -> list[Finding]:
-        """A finding per XID code per GPU in the ticks so far, one per GPU that stopped answering with
-        no XID to say why (one for the driver when all did at once), and one per memory problem of
-        each GPU."""
+        """A finding per XID code per GPU in the ticks so far, one for each GPU that stopped answering
+        for no XID seen around then (and one for the driver, for the time all did at once), and one
+        per memory problem of each GPU."""
         findings = []
-        explained = set()
         for gpu, record in sorted(self._last.items()):
-            said = _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
-            explained.update(f.gpus[0] for f in said)
-            findings += said
-        silent = {gpu: silence for gpu, silence in sorted(self._silent.items()) if gpu not in explained}
-        if len(silent) >= 2 and set(silent) == self._gpus and _together(silent.values()):
-            findings.append(_driver_silence_finding(silent, self._down_at_end >= set(silent)))
-        else:
-            findings += [_silence_finding(gpu, spell, gpu in self._down_at_end) for gpu, spell in silent.items()]
-        for gpu, health in sorted(self._memory.items()):
-            findings += _memory_findings(gpu, health)
-        return findings
+            findings += _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
+        if self._all_silent.seconds >= MIN_SILENCE_S:
+            findings.append(_driver_silence_finding(self._all_silent, self._all_down_at_end))
+        for gpu, silence in sorted(self._silent.items()):
+            record = self._last.get(gpu)
+            explained = record is not None and any(silence.covers(event.at) for event in record.recent)
+            if silence.seconds >= MIN_SILENCE_S and not explained:
+                findings.append(_silence_finding(gpu, silence, gpu in self._down_at_end))
+        return findings + [
+            f for gpu, health in sorted(self._memory.items()) for f in _memory_findings(gpu, health)
+        ]
 
 
 def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) -> list[Finding]:
@@ -124,17 +140,21 @@ def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) ->
     return findings
 
 
-def _silence_finding(gpu: int, silence: _Silence, down: bool) -> Finding:
-    """A GPU that did not answer, for no XID the trace saw."""
-    severity = Severity.CRITICAL if down else Severity.WARNING
+def _spoken(silence: _Silence, down: bool) -> tuple[Severity, str, str]:
+    """A silence's severity (critical while it lasts), its length and its span, as findings say them."""
     spell = f"from {_when(silence.since)}" + ("" if down else f" to {_when(silence.until)}")
-    lasted = duration_text(silence.seconds)
+    return (Severity.CRITICAL if down else Severity.WARNING), duration_text(silence.seconds), spell
+
+
+def _silence_finding(gpu: int, silence: _Silence, down: bool) -> Finding:
+    """A GPU that did not answer while the others did, for no XID seen around then."""
+    severity, lasted, spell = _spoken(silence, down)
     return Finding(
         kind="gpu-down",
         severity=severity,
         title=f"GPU {gpu} stopped answering" + (" and has not answered since" if down else f" for {lasted}"),
-        evidence=f"the driver did not answer for it for {lasted} in all, {spell}; no XID was seen "
-        "(none reported, or not watched)",
+        evidence=f"the driver did not answer for it for {lasted} in all, {spell}, while the other GPUs "
+        "answered; no XID was seen around then (none reported, or not watched)",
         recommendation=(
             "a GPU that stops answering fell off the bus or hung: see the kernel log (dmesg: NVRM Xid "
             "lines) for why; check its power cables, seating and riser; a reset (nvidia-smi -r) or a "
@@ -146,33 +166,23 @@ def _silence_finding(gpu: int, silence: _Silence, down: bool) -> Finding:
     )
 
 
-def _together(silences: Iterable[_Silence]) -> bool:
-    """Whether the silent spells overlap: there is a moment every one of them covers."""
-    spells = list(silences)
-    return max(s.since for s in spells) <= min(s.until for s in spells)
-
-
-def _driver_silence_finding(silent: dict[int, _Silence], down: bool) -> Finding:
+def _driver_silence_finding(silence: _Silence, down: bool) -> Finding:
     """Every GPU silent at once: the driver, not the cards."""
-    severity = Severity.CRITICAL if down else Severity.WARNING
-    since, until = min(s.since for s in silent.values()), max(s.until for s in silent.values())
-    lasted = duration_text(max(s.seconds for s in silent.values()))
-    spell = f"from {_when(since)}" + ("" if down else f" to {_when(until)}")
+    severity, lasted, spell = _spoken(silence, down)
     return Finding(
         kind="driver-down",
         severity=severity,
         title="The driver stopped answering for every GPU"
         + (" and has not answered since" if down else f" for {lasted}"),
-        evidence=f"{gpus(list(silent))} went silent together, {spell}; a card that fails takes itself, "
-        "not its neighbours",
+        evidence=f"every GPU went silent at once, for {lasted} in all, {spell}; a card that fails "
+        "takes itself, not its neighbours",
         recommendation=(
             "every GPU at once is the driver: after a driver upgrade its library and kernel module "
             "differ until a reboot (nvidia-smi says 'Driver/library version mismatch'); otherwise see "
             "the kernel log (dmesg: NVRM lines) for a driver crash; a reboot brings the GPUs back"
         ),
-        gpus=tuple(silent),
         cost=_COST[severity],
-        numbers={"seconds": max(s.seconds for s in silent.values()), "since": since, "down_at_end": down},
+        numbers={"seconds": silence.seconds, "since": silence.since, "down_at_end": down},
     )
 
 

@@ -89,7 +89,7 @@ def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_
     stopped = next(f for f in diagnosis.findings if f.kind == "fans-stopped")
     assert stopped is diagnosis.findings[0]  # the cause before the throttling it brings
     assert stopped.title == "GPU 1's fans 0, 1 stopped while it is at slowdown"
-    assert "the fans do not turn" in stopped.recommendation
+    assert "check that they turn" in stopped.recommendation
 
 
 def test_open_air_is_inferred_from_the_coupling_even_where_it_costs_nothing(simulated_trace):
@@ -246,11 +246,13 @@ def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
     assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
 
 
-def _silenced(simulated_trace, gpu: int | set[int], ticks: range, xids=None) -> Diagnosis:
-    """Two simulated GPUs for 10 min, GPU ``gpu`` (or each of a set) not answering at ``ticks`` (with
-    ``xids`` if given)."""
+def _silenced(simulated_trace, gpu: int | set[int], ticks: range, xids: XidRecord | int | None = None) -> Diagnosis:
+    """Two simulated GPUs for 10 min, GPU ``gpu`` (or each of a set) not answering at ``ticks``, with
+    ``xids`` if given (an XID code: reported at the first silent tick)."""
     silent = gpu if isinstance(gpu, set) else {gpu}
     header, snapshots = simulated_trace(Layout.OPEN_AIR, 2, 600)
+    if isinstance(xids, int):
+        xids = XidRecord(counts=((xids, 1),), recent=(XidEvent(xids, snapshots[ticks[0]].timestamp),))
     for k in ticks:
         tick = snapshots[k]
         gpus = tuple(GpuSample(index=s.index, up=False, xids=xids) if s.index in silent else s for s in tick.gpus)
@@ -274,14 +276,37 @@ def test_a_gpu_still_silent_at_the_end_is_critical(simulated_trace):
 
 
 def test_a_gpu_silent_after_an_xid_is_said_by_the_xids_finding_alone(simulated_trace):
-    lost = XidRecord(counts=((79, 1),), recent=(XidEvent(79, 0.0),))
-    diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=lost)
+    diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=79)
     assert [f.kind for f in diagnosis.findings if 1 in f.gpus and f.kind in ("xid", "gpu-down")] == ["xid"]
 
 
 def test_every_gpu_silent_at_once_is_the_driver_not_the_cards(simulated_trace):
     diagnosis = _silenced(simulated_trace, {0, 1}, range(200, 320))
     silent = [f for f in diagnosis.findings if f.kind in ("gpu-down", "driver-down")]
-    assert [(f.kind, f.gpus) for f in silent] == [("driver-down", (0, 1))]
+    assert [f.kind for f in silent] == ["driver-down"]
     assert silent[0].title == "The driver stopped answering for every GPU for 2 min"
     assert "after a driver upgrade" in silent[0].recommendation
+
+
+def test_gpus_silent_at_different_times_are_each_their_own_not_the_drivers(simulated_trace):
+    header, snapshots = simulated_trace(Layout.OPEN_AIR, 2, 600)
+    for gpu, ticks in ((0, [*range(100, 130), *range(400, 430)]), (1, range(250, 280))):
+        for k in ticks:
+            tick = snapshots[k]
+            snapshots[k] = Snapshot(
+                tick.timestamp, tuple(GpuSample(index=s.index, up=False) if s.index == gpu else s for s in tick.gpus)
+            )
+    diagnosis = diagnose(LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+    silent = sorted((f.kind, f.gpus, f.numbers["seconds"]) for f in diagnosis.findings if "down" in f.kind)
+    assert silent == [("gpu-down", (0,), 60.0), ("gpu-down", (1,), 30.0)]
+
+
+def test_a_call_that_hung_once_is_no_finding(simulated_trace):
+    diagnosis = _silenced(simulated_trace, 1, range(300, 302))
+    assert not [f for f in diagnosis.findings if "down" in f.kind]
+
+
+def test_an_xid_long_before_a_silence_does_not_explain_it(simulated_trace):
+    old = XidRecord(counts=((13, 1),), recent=(XidEvent(13, 0.0),))  # at 1970: long before
+    diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=old)
+    assert ("gpu-down", (1,)) in kinds(diagnosis)
