@@ -50,8 +50,9 @@ GRAPHICS_LIST = "nvmlDeviceGetGraphicsRunningProcesses"
 
 
 class ProcessListUnread(Exception):
-    """A process list the driver keeps could not be read this time (its error counted): the GPU's
-    previous list stands, rather than an empty one saying that nobody is on it."""
+    """A process list that has worked on the GPU could not be read this time (its error counted):
+    the GPU's previous list stands, rather than an empty one saying that nobody is on it. A list
+    that never worked (not supported, no permission) is left out, as before."""
 
 
 class GpuProcessReader:
@@ -78,7 +79,7 @@ class GpuProcessReader:
             lambda: N.nvmlDeviceGetGraphicsRunningProcesses_v2(h),
         )
         for name, listed_now in ((COMPUTE_LIST, compute), (GRAPHICS_LIST, graphics)):
-            if listed_now is None and self._calls.supported(index, name):
+            if listed_now is None and self._calls.way_in_use(index, name) is not None:  # it has worked
                 raise ProcessListUnread(f"GPU {index}: {name} gave no answer this time")
         if compute is None and graphics is None:
             return None
@@ -142,8 +143,9 @@ def describe(process: DriverProcess, host: HostProcesses) -> GpuProcess:
 class ProcessWatcher:
     """A daemon thread reading the processes of ``gpus()`` every ``interval_s``; the tick takes :meth:`latest`.
 
-    ``read(gpu)`` lists a GPU's processes (``None``: not listed; it may raise for a lost GPU, which
-    only leaves that GPU without a list); ``host`` describes each pid.
+    ``read(gpu)`` lists a GPU's processes (``None``: not listed). It may raise, for a lost GPU or a
+    list that failed this time: that GPU's last list then stands until it is three intervals old
+    (:meth:`latest`). ``host`` describes each pid.
     """
 
     def __init__(

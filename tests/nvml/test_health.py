@@ -258,6 +258,19 @@ def test_a_list_that_fails_this_time_leaves_the_last_list_standing_not_an_empty_
     assert watcher.latest(0) == (before,)  # not () ("nobody"): the graphics list alone says nothing
 
 
+def test_a_list_that_never_worked_leaves_the_other_list_shown(install_nvml, clock, patch_driver):
+    library = install_nvml(gpus=1)
+    clock.advance(3.0)
+    patch_driver(
+        library,
+        "nvmlDeviceGetGraphicsRunningProcesses_v3",
+        lambda self, h, count, infos: N.NVML_ERROR_NO_PERMISSION,
+    )
+    reader = GpuProcessReader(NvmlCalls())
+    for _ in range(2 * ABSENT_AFTER):  # never worked: left out every time, not a failure this time
+        assert [p.pid for p in reader.read(0, handles(1)[0])] == [FIRST_PID]
+
+
 class _Host:
     """A host where pid 2 has exited and pid 3's user has no name here."""
 
