@@ -256,9 +256,11 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
     """At slowdown with a fan stopped (the fan), with fan headroom left (the curve), or with fans at
     full speed (the air). A stopped fan is put before the throttling and heat it causes."""
     near = "at its slowdown temperature"
-    stopped = sorted(usage.stopped_fans)
-    fans = f"fan {stopped[0]}" if len(stopped) == 1 else f"fans {', '.join(map(str, stopped))}"
-    it, they, does, stays = ("it", "it", "does", "stays") if len(stopped) == 1 else ("them", "they", "do", "stay")
+    # the fans stopped a quarter as long as the one stopped longest, at least: not one that read low once
+    longest = max(usage.stopped_fan_s.values(), default=0.0)
+    stopped = sorted(n for n, s in usage.stopped_fan_s.items() if s >= longest / 4)
+    one = len(stopped) == 1
+    fans = f"fan {stopped[0]}" if one else f"fans {', '.join(map(str, stopped))}"
     cases = [
         (
             "fans-stopped",
@@ -266,10 +268,10 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
             f"GPU {usage.index}'s {fans} stopped while it is at slowdown",
             f"{near} with {fans} under {STOPPED_FAN_PCT:g} %",
             (
-                f"the {fans.split()[0]} {does} not turn, whatever {they} {'is' if they == 'it' else 'are'} "
-                f"told: check that nothing blocks {it} (a cable, dust) and that the connector is seated, and "
-                f"replace {it} if {they} {stays} still; until then lower the power limit (nvidia-smi -pl) "
-                "so the GPU stays below slowdown"
+                f"no fan curve runs a fan that slowly on a hot card: check that {'it turns' if one else 'they turn'} "
+                "(nothing blocking, the connector seated) and that no tool set it that low; replace a fan "
+                "that stays still; until then lower the power limit (nvidia-smi -pl) so the GPU stays "
+                "below slowdown"
             ),
             throttle_cost + 0.002,
         ),

@@ -22,8 +22,9 @@ _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_p
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
 LAZY_FAN_PCT = 70.0  # at slowdown with fans below this: the curve has headroom left
 SATURATED_FAN_PCT = 95.0  # at slowdown with fans at this: the air, not the curve, is the limit
-# A fan reading below this at slowdown has stopped: no fan curve runs a fan that slowly on a hot card
-# (they spin at 30 % or more once they spin at all), so the fan, not the curve, is what failed.
+# A fan reading below this at slowdown has stopped (where the driver reads the fan) or was told to
+# stop: no fan curve runs a fan that slowly on a hot card (they spin at 30 % or more once they spin
+# at all), so it is the fan, or whoever set it, not the curve.
 STOPPED_FAN_PCT = 10.0
 # A whole-degree reading of slowdown stands for half a degree below it. Only there does heat cost
 # clock: a GPU held a degree or two below it (as predictive control does, to spare its fans) is not
@@ -44,8 +45,8 @@ class GpuUsage:
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
-    hot_stopped_fans_s: float = 0.0  # at slowdown with a fan stopped (which ones: stopped_fans)
-    stopped_fans: set[int] = field(default_factory=set)
+    hot_stopped_fans_s: float = 0.0  # at slowdown with a fan stopped
+    stopped_fan_s: dict[int, float] = field(default_factory=dict)  # ... each fan's share of it
     energy_j: float = 0.0
     peak_power_w: float | None = None  # None: no power readings, so no energy figure either
     power_limit_w: float | None = None
@@ -143,7 +144,8 @@ def _account(
         stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
         if stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
             u.hot_stopped_fans_s += dt
-            u.stopped_fans.update(stopped)
+            for n in stopped:
+                u.stopped_fan_s[n] = u.stopped_fan_s.get(n, 0.0) + dt
         elif fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
         elif fan >= SATURATED_FAN_PCT:
