@@ -1,7 +1,7 @@
 """Who runs on the simulated GPUs: a training job per pair of GPUs, each living where real jobs live.
 
 The simulated driver lists one compute process per busy GPU (NVML's running-process lists), with
-GPU memory that follows the card's load; :meth:`SimulatedJobs.describe` answers for those pids as
+GPU memory held while the job runs; :meth:`SimulatedJobs.describe` answers for those pids as
 ``/proc`` does for real ones, so gpud's own cgroup parsing works out the Slurm job, the Docker
 container, the Kubernetes pod or the systemd unit. The jobs, by pair of GPUs: alice's Slurm job,
 bob's Docker container, a Kubernetes pod whose user has no name on the host (only its uid shows),
@@ -16,7 +16,7 @@ from gpud.processes import HostProcess
 from gpud.sim.thermal import Card
 
 BUSY_UTIL = 0.02  # a GPU this busy (averaged) has the job's process on it
-JOB_MEMORY_SHARE = 0.8  # of the card's memory, at full load
+JOB_MEMORY_SHARE = 0.8  # of the card's memory, held while the job runs
 FIRST_PID = 31337
 
 
@@ -85,11 +85,10 @@ class SimulatedJobs:
     def on_gpu(self, gpu: int, card: Card, computing: bool) -> list[SimulatedProcess]:
         """The job's process on the card while it computes (``computing``: its workload has work for
         it now) or has lately (averaged utilisation), so it is listed from its first second and
-        through data-loader pauses; its memory follows the load."""
-        load = 1.0 if computing else card.util_avg
-        if load < BUSY_UTIL:
+        through data-loader pauses, holding its memory all along as a training job does."""
+        if not computing and card.util_avg < BUSY_UTIL:
             return []
-        memory = int(card.spec.memory_total_bytes * JOB_MEMORY_SHARE * min(1.0, load))
+        memory = int(card.spec.memory_total_bytes * JOB_MEMORY_SHARE)
         return [SimulatedProcess(FIRST_PID + gpu, memory - memory % (2 * 1024**2))]
 
     def describe(self, pid: int) -> HostProcess | None:

@@ -621,8 +621,8 @@ class SimulatedNvmlLibrary:
         """Each entry answered on its own (:mod:`gpud.sim.field_values`); the call fails only for a bad device."""
         if self._driver_major() < FIELD_VALUES_MIN_DRIVER:
             return FUNCTION_NOT_FOUND
-        if values_ref is None:
-            return INVALID_ARGUMENT
+        if values_ref is None or not 0 <= count.value <= len(values_ref._obj):
+            return INVALID_ARGUMENT  # (a C driver would read past the array: the sim says so instead)
         values = field_values_view(values_ref._obj, count.value)
 
         def fill(card: Card) -> int:

@@ -165,7 +165,7 @@ def test_a_reset_gives_the_fans_back_to_the_board(install_nvml):
 # -- processes ----------------------------------------------------------------------------------
 
 
-def test_a_busy_gpu_lists_the_jobs_process_with_memory_that_follows_the_load(install_nvml, clock):
+def test_a_busy_gpu_lists_the_jobs_process_with_the_memory_it_holds(install_nvml, clock):
     library = install_nvml(gpus=2)
     h = handles(2)
     assert [p.pid for p in N.nvmlDeviceGetComputeRunningProcesses(h[0])] == [FIRST_PID]  # from its start
