@@ -83,7 +83,32 @@ def _clock_lost(gpu: GpuReplay) -> float | None:
     return sum(c * s for c, s in weighted) / seconds if seconds else None
 
 
-def _throttling(gpu: GpuReplay, cooling: Cooling) -> Finding | None:
+def _lasting(seconds: float, usage: GpuUsage) -> bool:
+    """Whether ``seconds`` of the GPU's time are enough for a finding."""
+    return seconds / max(usage.seconds, 1.0) >= MIN_SHARE
+
+
+def _thermal_advice(cooling: Cooling, fans_stopped: bool) -> str:
+    """What helps a GPU that throttles for heat: its fans first if they stopped, else its kind of cooling."""
+    if fans_stopped:
+        return (
+            "get its fans turning again (see the fan finding); until then a lower power limit "
+            "(nvidia-smi -pl) costs less speed than this throttling"
+        )
+    if cooling is Cooling.PASSIVE:
+        return (
+            "cool it: more airflow through the chassis (the server's fan profile, blanking panels) and "
+            "cooler inlet air (see the heat findings)"
+        )
+    return (
+        "cool it: a steeper fan curve or predictive fans, more case airflow, space between the cards "
+        "(see the heat findings)"
+    )
+
+
+def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> Finding | None:
+    """``fans_stopped``: the GPU's fans stopped while it was hot (its own finding), which is then what
+    to mend first."""
     throttled = sum(gpu.throttled_s.values())
     share = gpu.throttled_share()
     if share is None or share < MIN_SHARE:
@@ -96,11 +121,7 @@ def _throttling(gpu: GpuReplay, cooling: Cooling) -> Finding | None:
         lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
     advice = {
-        ThrottleCause.THERMAL: "cool it: more airflow through the chassis (the server's fan profile, "
-        "blanking panels) and cooler inlet air (see the heat findings)"
-        if cooling is Cooling.PASSIVE
-        else "cool it: a steeper fan curve or predictive fans, more case airflow, "
-        "space between the cards (see the heat findings)",
+        ThrottleCause.THERMAL: _thermal_advice(cooling, fans_stopped),
         ThrottleCause.POWER: "it is at its power limit: raise the limit (nvidia-smi -pl) if the PSU and "
         "cooling allow, or accept it (the limit is often the efficient point)",
         ThrottleCause.OTHER: "hardware slowdown without heat or power: check the PSU cables and the "
@@ -269,9 +290,9 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
             f"{near} with {fans} under {STOPPED_FAN_PCT:g} %",
             (
                 f"no fan curve runs a fan that slowly on a hot card: check that {'it turns' if one else 'they turn'} "
-                "(nothing blocking, the connector seated) and that no tool set it that low; replace a fan "
-                "that stays still; until then lower the power limit (nvidia-smi -pl) so the GPU stays "
-                "below slowdown"
+                f"(nothing blocking, the connector seated) and that no tool set {'it' if one else 'them'} that "
+                "low; replace a fan that stays still; until then lower the power limit (nvidia-smi -pl) so "
+                "the GPU stays below slowdown"
             ),
             throttle_cost + 0.002,
         ),
@@ -310,7 +331,7 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
             numbers={"seconds": seconds},
         )
         for kind, seconds, title, evidence, advice, cost in cases
-        if seconds / max(usage.seconds, 1.0) >= MIN_SHARE
+        if _lasting(seconds, usage)
     ]
 
 
@@ -475,10 +496,14 @@ def replay_and_diagnose(
         for g, u in zip(replayed.gpus, usages, strict=True)
     }
     findings: list[Finding] = []
-    throttles = [f for g in replayed.gpus if (f := _throttling(g, cooling[g.index].kind)) is not None]
+    stopped = {u.index for u in usages if _lasting(u.hot_stopped_fans_s, u)}
+    throttles = [
+        f for g in replayed.gpus if (f := _throttling(g, cooling[g.index].kind, g.index in stopped)) is not None
+    ]
     findings += throttles
     costs = {f.gpus[0]: f.cost for f in throttles}
-    if (heat := _heat(replayed.gpus, cooling, costs)) is not None:
+    # A GPU whose fans stopped: what heat cost it is the fan's, said first; its neighbours' share is moot.
+    if (heat := _heat([g for g in replayed.gpus if g.index not in stopped], cooling, costs)) is not None:
         findings.append(heat)
     power_throttled = {f.gpus[0] for f in throttles if f.numbers["cause"] == ThrottleCause.POWER.value}
     for u in usages:

@@ -86,10 +86,13 @@ def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_
     found = kinds(diagnosis)
     assert ("fans-stopped", (1,)) in found and ("throttling", (1,)) in found
     assert not any(kind == "fans-lazy" for kind, _ in found)  # the curve asked for 100 %
+    assert not any(kind == "heat-buildup" and 1 in gpus for kind, gpus in found)  # the fan's cost, not the air's
     stopped = next(f for f in diagnosis.findings if f.kind == "fans-stopped")
     assert stopped is diagnosis.findings[0]  # the cause before the throttling it brings
     assert stopped.title == "GPU 1's fans 0, 1 stopped while it is at slowdown"
     assert "check that they turn" in stopped.recommendation
+    throttle = next(f for f in diagnosis.findings if f.kind == "throttling")
+    assert throttle.recommendation.startswith("get its fans turning again")
 
 
 def test_open_air_is_inferred_from_the_coupling_even_where_it_costs_nothing(simulated_trace):
