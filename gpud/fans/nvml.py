@@ -56,10 +56,15 @@ class NvmlFanBackend:
     @contextmanager
     def _handle(self, gpu: GpuInfo) -> Iterator[Any]:
         """The GPU's handle for a command: asked for once, and again after a command on it failed
-        (a GPU reset or a driver reload may have left the old one stale)."""
+        (a GPU reset or a driver reload may have left the old one stale). A handle asked for is
+        checked to be the same GPU: after a driver reload without a GPU that fell off the bus, the
+        next one answers at its index, and its fans are not this GPU's to set."""
         handle = self._handles.get(gpu.index)
         if handle is None:
-            handle = self._handles[gpu.index] = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+            handle = self._call(N.nvmlDeviceGetHandleByIndex, gpu.index)
+            if gpu.uuid and (uuid := self._call(N.nvmlDeviceGetUUID, handle)) != gpu.uuid:
+                raise FanControlError("WrongGpu", f"another GPU ({uuid}) answers at index {gpu.index} now: restart gpud")
+            self._handles[gpu.index] = handle
         try:
             yield handle
         except FanControlError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import pynvml as N
 import pytest
 
@@ -107,3 +109,26 @@ def test_a_gpus_handle_is_asked_for_once_and_again_after_a_command_on_it_failed(
     backend.set_speeds(gpu, {0: 90})
     assert asked == [0]  # a fresh handle after the failure, then kept
     assert library.machine.cards[0].fans[0].manual_target_pct == 90
+
+
+def test_a_handle_asked_for_again_must_be_the_same_gpu(install_nvml, nvml_source, patch_driver):
+    """A driver reload after GPU 0 fell off the bus: GPU 1 now answers at index 0."""
+    library = install_nvml(gpus=2)
+    gpu = nvml_source().gpus[0]
+    backend = NvmlFanBackend()
+    backend.probe(gpu)
+    simulated = type(library)
+    real_set, real_uuid = simulated.nvmlDeviceSetFanSpeed_v2, simulated.nvmlDeviceGetUUID
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_GPU_IS_LOST)
+    with pytest.raises(FanControlError):
+        backend.set_speeds(gpu, {0: 80})
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", real_set)
+    patch_driver(
+        library,
+        "nvmlDeviceGetUUID",
+        lambda self, h, buf, size: real_uuid(self, ctypes.cast(ctypes.c_void_p(2), N.c_nvmlDevice_t), buf, size),
+    )
+    with pytest.raises(FanControlError) as refused:
+        backend.set_speeds(gpu, {0: 90})
+    assert refused.value.error == "WrongGpu" and "restart gpud" in str(refused.value)
+    assert [f.manual_target_pct for c in library.machine.cards for f in c.fans] == [None] * 4  # nobody's fans set
