@@ -81,6 +81,16 @@ def test_failed_fan_commands_count_in_the_readers_nvml_error_counter(install_nvm
     assert source.error_counts()[("nvmlDeviceSetFanSpeed_v2", "Timeout")] == 2
 
 
+def _fail_one_command(library, patch_driver, backend: NvmlFanBackend, gpu) -> None:
+    """One fan command that the driver fails with GpuIsLost (the backend drops its handle), then the
+    driver's setter as it was."""
+    real_set = type(library).nvmlDeviceSetFanSpeed_v2
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_GPU_IS_LOST)
+    with pytest.raises(FanControlError):
+        backend.set_speeds(gpu, {0: 80})
+    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", real_set)
+
+
 def test_a_gpus_handle_is_asked_for_once_and_again_after_a_command_on_it_failed(
     install_nvml, nvml_source, patch_driver
 ):
@@ -88,8 +98,7 @@ def test_a_gpus_handle_is_asked_for_once_and_again_after_a_command_on_it_failed(
     gpu = nvml_source().gpus[0]
     backend = NvmlFanBackend()
     backend.probe(gpu)
-    simulated = type(library)
-    real_handle, real_set = simulated.nvmlDeviceGetHandleByIndex_v2, simulated.nvmlDeviceSetFanSpeed_v2
+    real_handle = type(library).nvmlDeviceGetHandleByIndex_v2
     asked: list[int] = []
 
     def counted(self, index, out):
@@ -102,10 +111,7 @@ def test_a_gpus_handle_is_asked_for_once_and_again_after_a_command_on_it_failed(
     assert backend.control_states(gpu) == (True, False)
     assert asked == []  # the probe's handle served every command
 
-    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_GPU_IS_LOST)
-    with pytest.raises(FanControlError):
-        backend.set_speeds(gpu, {0: 80})
-    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", real_set)
+    _fail_one_command(library, patch_driver, backend, gpu)
     backend.set_speeds(gpu, {0: 90})
     assert asked == [0]  # a fresh handle after the failure, then kept
     assert library.machine.cards[0].fans[0].manual_target_pct == 90
@@ -117,12 +123,8 @@ def test_a_handle_asked_for_again_must_be_the_same_gpu(install_nvml, nvml_source
     gpu = nvml_source().gpus[0]
     backend = NvmlFanBackend()
     backend.probe(gpu)
-    simulated = type(library)
-    real_set, real_uuid = simulated.nvmlDeviceSetFanSpeed_v2, simulated.nvmlDeviceGetUUID
-    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", lambda self, h, fan, speed: N.NVML_ERROR_GPU_IS_LOST)
-    with pytest.raises(FanControlError):
-        backend.set_speeds(gpu, {0: 80})
-    patch_driver(library, "nvmlDeviceSetFanSpeed_v2", real_set)
+    real_uuid = type(library).nvmlDeviceGetUUID
+    _fail_one_command(library, patch_driver, backend, gpu)
     patch_driver(
         library,
         "nvmlDeviceGetUUID",
