@@ -11,8 +11,8 @@ A GPU that stopped answering (lost, fallen off the bus, its calls hung) with no 
 finding of its own: for how long, and whether it came back. Where an XID came with it, the XID's
 finding says it (one reported in the minute before, or while it was silent). Every GPU of a machine
 silent at once is one finding about the driver: a card that fails takes itself, not its neighbours
-(a driver upgraded under a running daemon silences them all). A silence under ``MIN_SILENCE_S`` is
-a call that hung once, which the daemon's log says.
+(a driver upgraded under a running daemon silences them all). A silence under ``MIN_SILENCE_S``, or
+of one tick, is a call that hung once, which the daemon's log says.
 """
 
 from __future__ import annotations
@@ -38,22 +38,33 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
-MIN_SILENCE_S = 10.0  # shorter (a call that hung once) is a line in the daemon's log, not a finding
+# Shorter, or one silent tick alone, is a call that hung once, which the daemon's log says: not a
+# finding. One tick alone is not enough however long it stands for: the daemon's history keeps a tick
+# in 30 s (and the newest), so one hiccup caught there would count as 30 s.
+MIN_SILENCE_S = 10.0
+MIN_SILENT_TICKS = 2
 XID_EXPLAINS_S = 60.0  # an XID this long before a GPU went silent, or while it was, says why
 
 
 @dataclass
 class _Silence:
-    """Time a GPU (or every GPU at once) did not answer: seconds in all, its first and last silent tick."""
+    """Time a GPU (or every GPU at once) did not answer: seconds and ticks in all, its first and last
+    silent tick."""
 
     seconds: float = 0.0
+    ticks: int = 0
     since: float = 0.0
     until: float = 0.0
 
     def add(self, t: float, dt_s: float) -> None:
-        self.since = t if self.seconds == 0.0 else self.since
+        self.since = t if self.ticks == 0 else self.since
         self.seconds += dt_s
+        self.ticks += 1
         self.until = t
+
+    def lasting(self) -> bool:
+        """Long enough for a finding."""
+        return self.seconds >= MIN_SILENCE_S and self.ticks >= MIN_SILENT_TICKS
 
     def covers(self, t: float) -> bool:
         """Whether ``t`` falls in the silence or in the minute before it."""
@@ -97,12 +108,12 @@ class HealthLedger:
         findings = []
         for gpu, record in sorted(self._last.items()):
             findings += _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
-        if self._all_silent.seconds >= MIN_SILENCE_S:
+        if self._all_silent.lasting():
             findings.append(_driver_silence_finding(self._all_silent, self._all_down_at_end))
         for gpu, silence in sorted(self._silent.items()):
             record = self._last.get(gpu)
             explained = record is not None and any(silence.covers(event.at) for event in record.recent)
-            if silence.seconds >= MIN_SILENCE_S and not explained:
+            if silence.lasting() and not explained:
                 findings.append(_silence_finding(gpu, silence, gpu in self._down_at_end))
         return findings + [
             f for gpu, health in sorted(self._memory.items()) for f in _memory_findings(gpu, health)

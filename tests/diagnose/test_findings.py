@@ -313,3 +313,21 @@ def test_an_xid_long_before_a_silence_does_not_explain_it(simulated_trace):
     old = XidRecord(counts=((13, 1),), recent=(XidEvent(13, 0.0),))  # at 1970: long before
     diagnosis = _silenced(simulated_trace, 1, range(500, 600), xids=old)
     assert ("gpu-down", (1,)) in kinds(diagnosis)
+
+
+def test_one_silent_tick_of_a_30_s_history_is_no_finding_two_are(simulated_trace):
+    """The daemon's history keeps a tick in 30 s: one hiccup caught there stands for 30 s, alone."""
+    header, snapshots = simulated_trace(Layout.OPEN_AIR, 2, 900)
+    history = snapshots[::30]
+
+    def silenced(ticks: range) -> list[tuple[str, tuple[int, ...]]]:
+        kept = list(history)
+        for k in ticks:
+            kept[k] = Snapshot(
+                kept[k].timestamp, tuple(GpuSample(index=s.index, up=False) if s.index == 1 else s for s in kept[k].gpus)
+            )
+        return kinds(diagnose(LoadedTrace.of("h", header, kept, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
+
+    assert ("gpu-down", (1,)) not in silenced(range(20, 21))
+    assert ("gpu-down", (1,)) not in silenced(range(len(history) - 1, len(history)))  # the newest tick alone
+    assert ("gpu-down", (1,)) in silenced(range(20, 22))
