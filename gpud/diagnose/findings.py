@@ -277,9 +277,7 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
     """At slowdown with a fan stopped (the fan), with fan headroom left (the curve), or with fans at
     full speed (the air). A stopped fan is put before the throttling and heat it causes."""
     near = "at its slowdown temperature"
-    # the fans stopped a quarter as long as the one stopped longest, at least: not one that read low once
-    longest = max(usage.stopped_fan_s.values(), default=0.0)
-    stopped = sorted(n for n, s in usage.stopped_fan_s.items() if s >= longest / 4)
+    stopped = list(usage.stopped_fans())
     one = len(stopped) == 1
     fans = f"fan {stopped[0]}" if one else f"fans {', '.join(map(str, stopped))}"
     cases = [

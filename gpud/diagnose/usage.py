@@ -26,6 +26,9 @@ SATURATED_FAN_PCT = 95.0  # at slowdown with fans at this: the air, not the curv
 # stop: no fan curve runs a fan that slowly on a hot card (they spin at 30 % or more once they spin
 # at all), so it is the fan, or whoever set it, not the curve.
 STOPPED_FAN_PCT = 10.0
+# ... but only a fan the log saw turning (this fast at some time): one that never read more is a fan
+# the log does not read (a laptop's, run by its embedded controller, logged as 0 %), not a stopped one.
+TURNING_FAN_PCT = 20.0
 # A whole-degree reading of slowdown stands for half a degree below it. Only there does heat cost
 # clock: a GPU held a degree or two below it (as predictive control does, to spare its fans) is not
 # hot, and its fans are not lazy.
@@ -45,14 +48,26 @@ class GpuUsage:
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
     hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
-    hot_stopped_fans_s: float = 0.0  # at slowdown with a fan stopped
-    stopped_fan_s: dict[int, float] = field(default_factory=dict)  # ... each fan's share of it
+    stopped_fan_s: dict[int, float] = field(default_factory=dict)  # each fan's time at slowdown stopped
+    fan_top_pct: dict[int, float] = field(default_factory=dict)  # each fan's fastest reading
     energy_j: float = 0.0
     peak_power_w: float | None = None  # None: no power readings, so no energy figure either
     power_limit_w: float | None = None
     power_limit_inferred: bool = False  # the limit is where its power levelled off, not in the log
     fans_seen: bool = False
     memory_total_bytes: int | None = None
+
+    def stopped_fans(self) -> dict[int, float]:
+        """The fans that stopped at slowdown, with how long: those the log saw turning, and stopped at
+        least a quarter as long as the one stopped longest (not one that read low once)."""
+        turned = {n: s for n, s in self.stopped_fan_s.items() if self.fan_top_pct.get(n, 0.0) >= TURNING_FAN_PCT}
+        longest = max(turned.values(), default=0.0)
+        return {n: s for n, s in sorted(turned.items()) if s >= longest / 4}
+
+    @property
+    def hot_stopped_fans_s(self) -> float:
+        """Time at slowdown with a fan of :meth:`stopped_fans` stopped (the longest of theirs)."""
+        return max(self.stopped_fans().values(), default=0.0)
 
 
 def link_degraded(sample: GpuSample, info: GpuInfo | None) -> bool:
@@ -139,11 +154,13 @@ def _account(
         u.power_limit_w, u.power_limit_inferred = s.power_limit_w, False
     fan = s.mean_fan_pct
     u.fans_seen = u.fans_seen or fan is not None
+    for n, reading in enumerate(s.fans):
+        if reading.speed_pct is not None and reading.speed_pct > u.fan_top_pct.get(n, -1.0):
+            u.fan_top_pct[n] = reading.speed_pct
     slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
     if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - AT_SLOWDOWN_C:
         stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
         if stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
-            u.hot_stopped_fans_s += dt
             for n in stopped:
                 u.stopped_fan_s[n] = u.stopped_fan_s.get(n, 0.0) + dt
         elif fan < LAZY_FAN_PCT:

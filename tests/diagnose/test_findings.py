@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -16,7 +17,7 @@ from gpud.replay import LoadedTrace
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
-from gpud.telemetry import GpuInfo, GpuSample, Snapshot, XidEvent, XidRecord
+from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot, XidEvent, XidRecord
 from gpud.trace.format import TraceHeader
 from tests.metrics_text import exposition, sample_value
 from tests.test_end_to_end import gpud
@@ -80,7 +81,7 @@ def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_
             for fan in card.fans:
                 fan.manual_target_pct = 100.0
         for fan in machine.cards[1].fans:
-            fan.blocked = True
+            fan.speed_pct, fan.blocked = 100.0, True  # turning, then seized
 
     diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900, prepare=seize_the_middle_cards_fans)
     found = kinds(diagnosis)
@@ -331,3 +332,15 @@ def test_one_silent_tick_of_a_30_s_history_is_no_finding_two_are(simulated_trace
     assert ("gpu-down", (1,)) not in silenced(range(20, 21))
     assert ("gpu-down", (1,)) not in silenced(range(len(history) - 1, len(history)))  # the newest tick alone
     assert ("gpu-down", (1,)) in silenced(range(20, 22))
+
+
+def test_a_fan_the_log_never_saw_turning_is_not_a_stopped_one(simulated_trace):
+    """A laptop's fan, run by its embedded controller, logged as 0 % however hot the GPU is."""
+    header, snapshots = simulated_trace(Layout.OPEN_AIR, 3, 900)
+    unread = (FanReading(0.0), FanReading(0.0))
+    for k, tick in enumerate(snapshots):
+        snapshots[k] = Snapshot(
+            tick.timestamp, tuple(replace(s, fans=unread) if s.index == 1 else s for s in tick.gpus)
+        )
+    found = kinds(diagnose(LoadedTrace.of("laptop", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
+    assert ("throttling", (1,)) in found and ("fans-stopped", (1,)) not in found
