@@ -246,10 +246,10 @@ class WebServer:
                     self._on_event(key.data)
             self._write_answered()
             now = time.monotonic()
+            self._refusals.log_if_due(now)  # every pass: an idle loop waits for exactly this (_until_due)
             if now >= next_check:
                 next_check = now + TICK_S
                 self._expire(now)
-                self._refusals.log_if_due(now)
                 if self._listen_paused_until and now >= self._listen_paused_until:
                     self._listen_paused_until = 0.0
                     self._selector.register(self._listener.fileno(), selectors.EVENT_READ, None)
