@@ -86,10 +86,10 @@ class Family:
     ``header``, its ``# HELP`` and ``# TYPE`` lines. Compared by identity: a scrape's lines are
     gathered in a dict keyed by family."""
 
-    __slots__ = ("header", "help", "kind", "name")
+    __slots__ = ("header", "help", "name")
 
     def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.name, self.kind, self.help = name, kind, help_text
+        self.name, self.help = name, help_text
         escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
         self.header = f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
 
@@ -247,7 +247,6 @@ GPU_FAMILIES = (
 )
 _CLOCKS = ("sm", "graphics", "memory")
 _HEAT_VALUES = (HEAT_COUPLING, HEAT_COUPLING_ERROR, HEAT_HEADROOM, SECONDS_TO_SLOWDOWN)  # each once known
-_KNOWN_REASONS = ALL_REASONS  # the bits a reason series exists for: the cache key ignores the others
 _REASON_TEXTS_KEPT = 16  # combinations of reason bits kept written, per GPU
 
 Lines = dict[Family, list[str]]
@@ -345,7 +344,7 @@ class _GpuText:
 
     def reasons(self, mask: int) -> str:
         """The clock-event reason lines for the driver's reason bits ``mask``."""
-        mask &= _KNOWN_REASONS
+        mask &= ALL_REASONS  # the bits a reason series exists for: the cache key ignores the others
         text = self._reasons.get(mask)
         if text is None:
             if len(self._reasons) >= _REASON_TEXTS_KEPT:

@@ -28,7 +28,6 @@ _IDS = ["gpu", "uuid"]
 BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that a narrow link is not power saving
 
 MHZ = 1e6
-TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
