@@ -543,8 +543,7 @@ class Metrics:
                     heat.seconds_to_slowdown,
                 )
                 for family, series, value in zip(_HEAT_VALUES, text.heat, values, strict=True):
-                    if value is not None:
-                        lines[family].append(f"{series}{number(value)}\n")
+                    _put(lines[family], series, value)
 
     def _health_lines(self, lines: Lines, text: _GpuText, s: GpuSample) -> None:
         """XIDs (a down GPU's too), memory health and processes."""
@@ -574,41 +573,37 @@ class Metrics:
                 lines[JOB_MEMORY].append(f"{series}{number(used)}\n")
 
 
+def _put(out: list[str], series: str, value: float | None) -> None:
+    """``series`` with ``value``, when there is one."""
+    if value is not None:
+        out.append(f"{series}{number(value)}\n")
+
+
+def _ratio(pct: float | None) -> float | None:
+    return None if pct is None else pct / 100
+
+
 def _sample_lines(lines: Lines, text: _GpuText, s: GpuSample) -> None:
     """Series from one tick's reading of a GPU that is up."""
-    if s.temperature_c is not None:
-        lines[TEMPERATURE].append(f"{text.temperature}{number(s.temperature_c)}\n")
+    _put(lines[TEMPERATURE], text.temperature, s.temperature_c)
     clock = lines[CLOCK]
     for series, mhz in zip(text.clock, (s.sm_clock_mhz, s.graphics_clock_mhz, s.memory_clock_mhz)):
-        if mhz is not None:
-            clock.append(f"{series}{number(mhz * MHZ)}\n")
-    if s.power_w is not None:
-        lines[POWER].append(f"{text.power}{number(s.power_w)}\n")
-    if s.power_limit_w is not None:
-        lines[POWER_LIMIT].append(f"{text.power_limit}{number(s.power_limit_w)}\n")
-    if s.energy_j is not None:
-        lines[ENERGY].append(f"{text.energy}{number(s.energy_j)}\n")
-    if s.gpu_util_pct is not None:
-        lines[UTILIZATION].append(f"{text.utilization}{number(s.gpu_util_pct / 100)}\n")
-    if s.memory_util_pct is not None:
-        lines[MEMORY_UTILIZATION].append(f"{text.memory_utilization}{number(s.memory_util_pct / 100)}\n")
-    if s.memory_used_bytes is not None:
-        lines[MEMORY_USED].append(f"{text.memory_used}{number(s.memory_used_bytes)}\n")
+        _put(clock, series, None if mhz is None else mhz * MHZ)
+    _put(lines[POWER], text.power, s.power_w)
+    _put(lines[POWER_LIMIT], text.power_limit, s.power_limit_w)
+    _put(lines[ENERGY], text.energy, s.energy_j)
+    _put(lines[UTILIZATION], text.utilization, _ratio(s.gpu_util_pct))
+    _put(lines[MEMORY_UTILIZATION], text.memory_utilization, _ratio(s.memory_util_pct))
+    _put(lines[MEMORY_USED], text.memory_used, s.memory_used_bytes)
     text.fans(len(s.fans))
     speeds = lines[FAN_SPEED]
     for series, reading in zip(text.fan_speed, s.fans):
-        if reading.speed_pct is not None:
-            speeds.append(f"{series}{number(reading.speed_pct / 100)}\n")
-    if s.pstate is not None:
-        lines[PSTATE].append(f"{text.pstate}{number(s.pstate)}\n")
-    if s.pcie_tx_bytes_per_s is not None:
-        lines[PCIE_THROUGHPUT].append(f"{text.pcie_tx}{number(s.pcie_tx_bytes_per_s)}\n")
-    if s.pcie_rx_bytes_per_s is not None:
-        lines[PCIE_THROUGHPUT].append(f"{text.pcie_rx}{number(s.pcie_rx_bytes_per_s)}\n")
-    if s.pcie_link_gen is not None:
-        lines[PCIE_GEN].append(f"{text.pcie_gen}{number(s.pcie_link_gen)}\n")
-    if s.pcie_link_width is not None:
-        lines[PCIE_WIDTH].append(f"{text.pcie_width}{number(s.pcie_link_width)}\n")
+        _put(speeds, series, _ratio(reading.speed_pct))
+    _put(lines[PSTATE], text.pstate, s.pstate)
+    _put(lines[PCIE_THROUGHPUT], text.pcie_tx, s.pcie_tx_bytes_per_s)
+    _put(lines[PCIE_THROUGHPUT], text.pcie_rx, s.pcie_rx_bytes_per_s)
+    _put(lines[PCIE_GEN], text.pcie_gen, s.pcie_link_gen)
+    _put(lines[PCIE_WIDTH], text.pcie_width, s.pcie_link_width)
     if s.clock_event_reasons is not None:
         lines[REASON].append(text.reasons(s.clock_event_reasons))
 
@@ -621,12 +616,11 @@ def _fan_control_lines(lines: Lines, text: _GpuText, control: GpuFanControl) -> 
     text.fans(len(control.fans))
     manual = control.mode is ControlMode.MANUAL
     for fan, status in enumerate(control.fans):
-        if status.target_pct is not None:
-            lines[FAN_TARGET].append(f"{text.fan_target[fan]}{number(status.target_pct / 100)}\n")
+        _put(lines[FAN_TARGET], text.fan_target[fan], _ratio(status.target_pct))
         if manual:
             lines[FAN_NOT_FOLLOWING].append(text.fan_not_following[fan][status.following])
     lines[FAN_COMMANDS_HUNG].append(text.fan_commands_hung[control.hung])
-    lines[FAN_COMMANDS].append(f"{text.fan_commands}{number(control.commands)}\n")
+    _put(lines[FAN_COMMANDS], text.fan_commands, control.commands)
     for error, count in sorted(control.errors.items()):
         lines[FAN_ERRORS].append(f"{text.series(FAN_ERRORS, ('error', error))}{number(count)}\n")
 
