@@ -476,15 +476,10 @@ class Metrics:
         lines: Lines = {family: [] for family in self._families}
         if state.gpus is not self._for:
             self._learn(state.gpus)
-        samples = {s.index: s for s in state.snapshot.gpus} if state.snapshot else {}
-        decisions = {d.index: d for d in state.decision.gpus} if state.decision else {}
-        controls = {c.index: c for c in state.fan_control}
-        for info, text in zip(state.gpus, self._gpu_texts, strict=True):
-            sample = samples.get(info.index)
-            self._gpu_lines(lines, info, text, sample, decisions.get(info.index))
-            control = controls.get(info.index)
-            if control is not None:
-                _fan_control_lines(lines, text, control)
+        for gpu, text in zip(state.per_gpu(), self._gpu_texts, strict=True):
+            self._gpu_lines(lines, gpu.info, text, gpu.sample, gpu.decision)
+            if gpu.control is not None:
+                _fan_control_lines(lines, text, gpu.control)
         for family, family_lines in lines.items():
             parts.append(family.header + "".join(family_lines))
         parts.append(NVML_ERRORS.header)

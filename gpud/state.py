@@ -6,12 +6,22 @@ scrape or a status request always sees one consistent tick and never touches har
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from gpud.decide.controller import Decision
+from gpud.decide.controller import Decision, GpuDecision
 from gpud.fans.control import GpuFanControl
-from gpud.telemetry import GpuInfo, Snapshot
+from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+
+
+class GpuTick(NamedTuple):
+    """One GPU as of the last tick: its facts and what the tick read, decided and did (each may be missing)."""
+
+    info: GpuInfo
+    sample: GpuSample | None
+    decision: GpuDecision | None
+    control: GpuFanControl | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +39,12 @@ class DaemonState:
     tick_errors: int = 0
     record_errors: int = 0  # failed writes of the --record trace
     fan_control: tuple[GpuFanControl, ...] = ()
+
+    def per_gpu(self) -> Iterator[GpuTick]:
+        """Every known GPU with its sample, decision and fan control, matched by index once per tick's
+        readers (not a search per GPU: the exporter and ``/status`` walk 64 GPUs on every request)."""
+        samples = {s.index: s for s in self.snapshot.gpus} if self.snapshot else {}
+        decisions = {d.index: d for d in self.decision.gpus} if self.decision else {}
+        controls = {c.index: c for c in self.fan_control}
+        for info in self.gpus:
+            yield GpuTick(info, samples.get(info.index), decisions.get(info.index), controls.get(info.index))

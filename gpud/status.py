@@ -30,21 +30,15 @@ EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
 
 def status_document(state: DaemonState) -> dict[str, Any]:
     """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts."""
-    samples = {g.index: g for g in state.snapshot.gpus} if state.snapshot else {}
-    controls = {c.index: c for c in state.fan_control}
-    decisions = {d.index: d for d in state.decision.gpus} if state.decision else {}
-    gpus = []
-    for info in state.gpus:
-        decision = decisions.get(info.index)
-        sample = samples.get(info.index)
-        control = controls.get(info.index)
-        gpus.append(
-            _gpu_entry(info, sample)
-            | _decision_entry(decision)
-            | _fan_control_entry(control, sample)
-            | health_entry(sample, state.snapshot.timestamp if state.snapshot else 0.0)
-            | processes_entry(sample)
-        )
+    now = state.snapshot.timestamp if state.snapshot else 0.0
+    gpus = [
+        _gpu_entry(gpu.info, gpu.sample)
+        | _decision_entry(gpu.decision)
+        | _fan_control_entry(gpu.control, gpu.sample)
+        | health_entry(gpu.sample, now)
+        | processes_entry(gpu.sample)
+        for gpu in state.per_gpu()
+    ]
     return {
         "version": gpud.__version__,
         "host": state.hostname,
