@@ -265,7 +265,7 @@ class _GpuText:
             ("fan_count", str(info.fan_count)),
         )
         self.info = f"{self.series(INFO, *facts)}{_ONE}\n"
-        self.up = (f"{self.series(UP)}{_ZERO}\n", f"{self.series(UP)}{_ONE}\n")
+        self.up = self.flag(UP)
         self.thresholds = self.lines(
             THRESHOLD,
             "kind",
@@ -295,18 +295,12 @@ class _GpuText:
         self.pcie_rx = self.series(PCIE_THROUGHPUT, ("direction", "rx"))
         self.pcie_gen = self.series(PCIE_GEN, ("which", "current"))
         self.pcie_width = self.series(PCIE_WIDTH, ("which", "current"))
-        self.pcie_degraded = (
-            f"{self.series(PCIE_DEGRADED)}{_ZERO}\n",
-            f"{self.series(PCIE_DEGRADED)}{_ONE}\n",
-        )
+        self.pcie_degraded = self.flag(PCIE_DEGRADED)
         self.throttled_seconds = {
             c: self.series(THROTTLED_SECONDS, ("cause", c.value)) for c in ThrottleCause
         }
         self.heat = tuple(self.series(family) for family in _HEAT_VALUES)
-        self.fan_commands_hung = (
-            f"{self.series(FAN_COMMANDS_HUNG)}{_ZERO}\n",
-            f"{self.series(FAN_COMMANDS_HUNG)}{_ONE}\n",
-        )
+        self.fan_commands_hung = self.flag(FAN_COMMANDS_HUNG)
         self.fan_commands = self.series(FAN_COMMANDS)
         self.fan_speed: list[str] = []
         self.fan_target: list[str] = []
@@ -330,6 +324,11 @@ class _GpuText:
             if value is not None
         )
 
+    def flag(self, family: Family, *labels: tuple[str, str]) -> tuple[str, str]:
+        """The two sample lines of a 0/1 series, indexed by its state: ``flag(...)[on]``."""
+        series = self.series(family, *labels)
+        return f"{series}{_ZERO}\n", f"{series}{_ONE}\n"
+
     def line(self, family: Family, value: float | None) -> str:
         """The whole sample line of a series with the GPU's labels only, or nothing when ``value`` is unknown."""
         return "" if value is None else f"{self.series(family)}{number(value)}\n"
@@ -339,8 +338,7 @@ class _GpuText:
         for fan in range(len(self.fan_speed), count):
             self.fan_speed.append(self.series(FAN_SPEED, ("fan", str(fan))))
             self.fan_target.append(self.series(FAN_TARGET, ("fan", str(fan))))
-            following = self.series(FAN_NOT_FOLLOWING, ("fan", str(fan)))
-            self.fan_not_following.append((f"{following}{_ONE}\n", f"{following}{_ZERO}\n"))
+            self.fan_not_following.append(self.flag(FAN_NOT_FOLLOWING, ("fan", str(fan))))
 
     def reasons(self, mask: int) -> str:
         """The clock-event reason lines for the driver's reason bits ``mask``."""
@@ -349,9 +347,8 @@ class _GpuText:
         if text is None:
             if len(self._reasons) >= _REASON_TEXTS_KEPT:
                 self._reasons.clear()  # reasons that flap through many combinations: start again
-            text = self._reasons[mask] = "".join(
-                f"{self.series(REASON, ('reason', name))}{_ONE if mask & bit else _ZERO}\n"
-                for bit, name in REASON_NAMES.items()
+            text = self._reasons[mask] = self.lines(
+                REASON, "reason", ((name, bool(mask & bit)) for bit, name in REASON_NAMES.items())
             )
         return text
 
@@ -359,9 +356,8 @@ class _GpuText:
         """One line per cause: 1 for ``cause``, 0 for the others."""
         text = self._throttled.get(cause)
         if text is None:
-            text = self._throttled[cause] = "".join(
-                f"{self.series(THROTTLED, ('cause', c.value))}{_ONE if cause is c else _ZERO}\n"
-                for c in ThrottleCause
+            text = self._throttled[cause] = self.lines(
+                THROTTLED, "cause", ((c.value, cause is c) for c in ThrottleCause)
             )
         return text
 
@@ -370,9 +366,8 @@ class _GpuText:
         key = (heat.cooling_saturated, heat.neighbour_heated)
         text = self._heat_buildup.get(key)
         if text is None:
-            text = self._heat_buildup[key] = (
-                f"{self.series(HEAT_BUILDUP, ('kind', 'cooling_saturated'))}{_ONE if key[0] else _ZERO}\n"
-                f"{self.series(HEAT_BUILDUP, ('kind', 'neighbour_heated'))}{_ONE if key[1] else _ZERO}\n"
+            text = self._heat_buildup[key] = self.lines(
+                HEAT_BUILDUP, "kind", (("cooling_saturated", key[0]), ("neighbour_heated", key[1]))
             )
         return text
 
@@ -382,11 +377,8 @@ class _GpuText:
         text = self._fan_control.get(key)
         if text is None:
             text = self._fan_control[key] = (
-                "".join(
-                    f"{self.series(FAN_CONTROL, ('mode', m.value))}{_ONE if mode is m else _ZERO}\n"
-                    for m in ControlMode
-                ),
-                f"{self.series(FAN_BACKEND, ('backend', backend))}{_ONE}\n",
+                self.lines(FAN_CONTROL, "mode", ((m.value, mode is m) for m in ControlMode)),
+                self.flag(FAN_BACKEND, ("backend", backend))[True],
             )
         return text
 
@@ -613,7 +605,7 @@ def _fan_control_lines(lines: Lines, text: _GpuText, control: GpuFanControl) -> 
     for fan, status in enumerate(control.fans):
         _put(lines[FAN_TARGET], text.fan_target[fan], _ratio(status.target_pct))
         if manual:
-            lines[FAN_NOT_FOLLOWING].append(text.fan_not_following[fan][status.following])
+            lines[FAN_NOT_FOLLOWING].append(text.fan_not_following[fan][not status.following])
     lines[FAN_COMMANDS_HUNG].append(text.fan_commands_hung[control.hung])
     _put(lines[FAN_COMMANDS], text.fan_commands, control.commands)
     for error, count in sorted(control.errors.items()):
