@@ -28,7 +28,7 @@ from gpud.decide.controller import Controller, DecideSettings, Decision
 from gpud.errors import GpudError
 from gpud.exporter import Metrics
 from gpud.exposition import Exposition
-from gpud.fans.control import EXIT_DEADLINE_S, FanControl
+from gpud.fans.control import EXIT_DEADLINE_S, ControlMode, FanControl, GpuFanControl
 from gpud.history import History
 from gpud.sdnotify import SystemdNotifier
 from gpud.signalsafe import SignalSafeFlag
@@ -275,6 +275,7 @@ class Daemon:
             self._learn(self._source.gpus)
         decision = self._controller.step(snapshot)
         fan_control = self._fans.apply(decision, snapshot) if self._fans is not None else ()
+        self._read_again_where_fans_changed_hands(fan_control)
         self._log_changes(decision)
         if self._recorder is not None:
             self._recorder.write(snapshot)
@@ -290,6 +291,15 @@ class Daemon:
         self.history.add(snapshot)
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.exposition.published()
+
+    def _read_again_where_fans_changed_hands(self, fan_control: tuple[GpuFanControl, ...]) -> None:
+        """A GPU whose fans gpud just took or handed back has its fans' control policy read afresh at the
+        next tick: read with the slow facts, it would otherwise be reported as it was before the change for
+        up to ``SLOW_EVERY`` ticks, and ``gpud diagnose`` would take gpud's own curve for the stock one."""
+        before = {c.index: c.mode is ControlMode.MANUAL for c in self.state.fan_control}
+        for control in fan_control:
+            if before.get(control.index, False) is not (control.mode is ControlMode.MANUAL):
+                self._source.read_again(control.index)
 
     def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
         """The source learnt more about its GPUs (one opened, or its fans counted, after a failed start)."""

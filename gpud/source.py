@@ -25,6 +25,11 @@ class TelemetrySource(Protocol):
         """Read every GPU now; a GPU that cannot be read is reported ``up=False``."""
         ...
 
+    def read_again(self, index: int) -> None:
+        """Read everything about GPU ``index`` afresh at the next tick, what is read only now and then
+        included: gpud itself changed some of it (it took or handed back the GPU's fans)."""
+        ...
+
     def error_counts(self) -> Mapping[tuple[str, str], int]:
         """Driver errors so far, by (call, error name)."""
         ...

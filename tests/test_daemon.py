@@ -20,7 +20,9 @@ from gpud.httpclient import DaemonUnreachable, HttpClient
 from gpud.nvml.source import NvmlSource
 from gpud.sdnotify import SystemdNotifier
 from gpud.server import StatusServer
+from gpud.telemetry import FanPolicy
 from gpud.trace.format import read_trace
+from tests.conftest import nvml_fan_control
 
 
 def make_daemon(
@@ -166,3 +168,18 @@ def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, cl
 def test_diagnose_says_when_no_daemon_answers():
     with pytest.raises(DaemonUnreachable, match="no gpud answered at http://127.0.0.1:9/history"):
         history_trace("http://127.0.0.1:9", HttpClient(1.0))
+
+
+def test_the_fans_policy_is_read_again_as_soon_as_gpud_takes_the_fans(install_nvml, nvml_source, clock):
+    """The policy is read with the slow facts, every few ticks: reported as the one before gpud's own
+    change, a trace would show gpud's curve as the driver's stock schedule (and diagnose say so)."""
+    install_nvml(gpus=2)
+    source = nvml_source(clock=clock)
+    daemon = Daemon(source, "simulated", 1.0, fans=nvml_fan_control(source.gpus), clock=clock)
+    seen = []
+    for _ in range(3):
+        daemon.tick()
+        seen.append({fan.policy for gpu in daemon.state.snapshot.gpus for fan in gpu.fans})
+        clock.advance(1.0)
+    # The first tick reads the driver's policy before gpud's first command; the next, gpud's.
+    assert seen == [{FanPolicy.AUTO}, {FanPolicy.MANUAL}, {FanPolicy.MANUAL}]

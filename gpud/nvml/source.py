@@ -13,7 +13,8 @@ clock, clock-event reasons, fan speeds. What changes only by an administrator's 
 event (power limit, PCIe link generation and width, who controls each fan) and what is a trend for
 dashboards (graphics and memory clocks, memory used, P-state, energy, PCIe throughput from the byte
 counters as the rate over those ticks) is read every ``SLOW_EVERY`` ticks and carried in between,
-for values a few seconds old at worst. Whatever has an NVML field (power, energy, the power limit,
+for values a few seconds old at worst, and at the next tick after gpud took or handed back a GPU's
+fans (:meth:`NvmlSource.read_again`), so the policy it reports is never the one before the change. Whatever has an NVML field (power, energy, the power limit,
 the PCIe byte counters, memory health) comes in the GPU's one ``nvmlDeviceGetFieldValues`` call of
 the tick (:mod:`gpud.nvml.fields`), each value falling back to its own call where the driver lacks
 its field; the rest has no field and is one call each: temperature, utilisation, SM clock,
@@ -225,6 +226,10 @@ class NvmlSource:
         said it has no fans, never because asking failed.
         """
         return dict(self._missing)
+
+    def read_again(self, index: int) -> None:
+        """The slow facts of GPU ``index`` (its fans' control policy among them) read at the next tick."""
+        self._slow.pop(index, None)
 
     def error_counts(self) -> Mapping[tuple[str, str], int]:
         """NVML errors so far, by (call, error name)."""
