@@ -273,6 +273,18 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, _CoolingView], costs: dict[i
     )
 
 
+def _lazy_fans_advice(usage: GpuUsage) -> str:
+    """The driver's stock schedule is cured by a curve; fans on manual control already follow one
+    (gpud's own, or another tool's), so that one is too flat for this card or follows too slowly."""
+    if usage.hot_lazy_manual_s < usage.hot_lazy_fans_s / 2:
+        return "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced or the predictive policy"
+    return (
+        "the fans were on manual control, so a tool's curve held them there (gpud's, nvidia-settings', "
+        "a script's): give it a steeper one (gpud: curve cool, or the predictive policy), and make it act "
+        "every second or two (gpud run --interval 1): a long tick leaves the fans behind the heat"
+    )
+
+
 def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
     """At slowdown with a fan stopped (the fan), with fan headroom left (the curve), or with fans at
     full speed (the air). A stopped fan is put before the throttling and heat it causes."""
@@ -299,10 +311,7 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
             usage.hot_lazy_fans_s,
             f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is at slowdown",
             f"{near} with fan headroom left",
-            (
-                "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced "
-                "or the predictive policy"
-            ),
+            _lazy_fans_advice(usage),
             0.002,
         ),
         (

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from gpud.decide.controller import Decision
 from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
-from gpud.telemetry import IDLE_PSTATE, GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import IDLE_PSTATE, FanPolicy, GpuInfo, GpuSample, Snapshot
 
 _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
 POWER_LIMIT_SHARE = 0.97  # drawing this share of the limit under load counts as at the limit
@@ -47,6 +47,7 @@ class GpuUsage:
     pcie_degraded_s: float = 0.0  # ... of it on a link below its maximum generation or width
     worst_link: tuple[int, int] | None = None  # (generation, width) seen while degraded
     hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
+    hot_lazy_manual_s: float = 0.0  # ... of it with a fan on manual control: a tool's curve, not the stock one
     hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
     stopped_fan_s: dict[int, float] = field(default_factory=dict)  # each fan's time at slowdown stopped
     fan_top_pct: dict[int, float] = field(default_factory=dict)  # each fan's fastest reading
@@ -165,6 +166,8 @@ def _account(
                 u.stopped_fan_s[n] = u.stopped_fan_s.get(n, 0.0) + dt
         elif fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
+            if any(f.policy is FanPolicy.MANUAL for f in s.fans):
+                u.hot_lazy_manual_s += dt
         elif fan >= SATURATED_FAN_PCT:
             u.hot_full_fans_s += dt
     if not busy(s, busy_util_pct):

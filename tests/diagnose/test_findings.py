@@ -67,10 +67,27 @@ def test_stacked_open_air_cards_on_the_stock_schedule_throttle_heat_each_other_a
     assert 0 < throttle.numbers["speed_lost"] < 0.2
     heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
     assert 1 in heat.gpus and "leave a slot free" in heat.recommendation
-    assert any(kind == "fans-lazy" for kind, _ in found)
+    lazy = next(f for f in diagnosis.findings if f.kind == "fans-lazy")
+    assert "run gpud with curve balanced" in lazy.recommendation  # the driver's schedule: a curve cures it
     costs = [f.cost for f in diagnosis.findings]
     assert costs == sorted(costs, reverse=True)  # most costly first
     assert diagnosis.findings[0].kind in ("heat-buildup", "throttling")
+
+
+def test_lazy_fans_on_manual_control_are_a_tools_flat_curve_not_the_stock_schedule(simulated_trace):
+    """Every fan held at 50 % by hand (a tool's flat curve, or one acting too seldom): "run gpud with a
+    curve" would be no advice to a machine already run by one, gpud's own included."""
+
+    def hold_every_fan_at_half(machine: ThermalMachine) -> None:
+        for card in machine.cards:
+            for fan in card.fans:
+                fan.manual_target_pct = 50.0
+
+    diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900, prepare=hold_every_fan_at_half)
+    lazy = [f for f in diagnosis.findings if f.kind == "fans-lazy"]
+    assert lazy and all("manual control" in f.recommendation for f in lazy)
+    assert not any("run gpud with curve balanced" in f.recommendation for f in lazy)
+    assert "--interval 1" in lazy[0].recommendation
 
 
 def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_trace):
