@@ -71,6 +71,9 @@ class ThrottleInterval:
     seconds: dict[ThrottleCause, float]
     ticks: int
     duration_s: float = 0.0
+    clock_lost_by_cause: dict[ThrottleCause, float] = field(
+        default_factory=dict
+    )  # each cause's mean, when known
 
     @property
     def throttled_s(self) -> float:
@@ -85,8 +88,8 @@ class _Open:
     first_dt: float
     ticks: int = 0
     seconds: dict[ThrottleCause, float] = field(default_factory=dict)
-    lost_sum: float = 0.0
-    lost_count: int = 0
+    lost_sums: dict[ThrottleCause, float] = field(default_factory=dict)  # per cause, over the ticks it knew
+    lost_counts: dict[ThrottleCause, int] = field(default_factory=dict)
 
 
 class EpisodeTracker:
@@ -122,8 +125,8 @@ class EpisodeTracker:
         episode.ticks += 1
         episode.seconds[cause] = episode.seconds.get(cause, 0.0) + dt
         if lost is not None:
-            episode.lost_sum += lost
-            episode.lost_count += 1
+            episode.lost_sums[cause] = episode.lost_sums.get(cause, 0.0) + lost
+            episode.lost_counts[cause] = episode.lost_counts.get(cause, 0) + 1
         return closed
 
     @property
@@ -145,13 +148,15 @@ class EpisodeTracker:
         if episode is None or episode.ticks < MIN_SAMPLES or sum(episode.seconds.values()) < self._min_s:
             return None
         start = episode.start - episode.first_dt
+        counted = sum(episode.lost_counts.values())
         return ThrottleInterval(
             self._gpu,
             start,
             episode.last,
             max(episode.seconds, key=episode.seconds.__getitem__),  # the cause of most of its seconds
-            episode.lost_sum / episode.lost_count if episode.lost_count else None,
+            sum(episode.lost_sums.values()) / counted if counted else None,
             dict(episode.seconds),
             episode.ticks,
             episode.last - start,
+            {cause: total / episode.lost_counts[cause] for cause, total in episode.lost_sums.items()},
         )

@@ -31,7 +31,7 @@ from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, STOPPED_FAN_PCT
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
-from gpud.telemetry import Cooling, GpuInfo, Snapshot
+from gpud.telemetry import Cooling, GpuInfo, Snapshot, laptop_gpu
 from gpud.words import share_text
 
 GIB = 1024**3
@@ -39,6 +39,7 @@ PSU_MARGIN = 1.1 * 1.1  # the sum of GPU and CPU power plus 10 %, then another 1
 MIN_SHARE = 0.02  # a share of busy time below this is not worth a finding
 PCIE_MIN_SHARE = 0.2
 SECONDS_PER_MONTH = 30 * 86400
+ALIKE_COST_SHARE = 0.9  # findings of one kind costing this share of the first or more are listed by GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +77,13 @@ class Diagnosis:
     cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
 
 
-def _clock_lost(gpu: GpuReplay) -> float | None:
-    """The mean share of the reference clock lost while throttled, weighted by throttled seconds."""
-    weighted = [(i.clock_lost, i.throttled_s) for i in gpu.intervals if i.clock_lost is not None]
+def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
+    """The mean share of the reference clock lost while throttled for ``cause``, weighted by its seconds."""
+    weighted = [
+        (i.clock_lost_by_cause[cause], i.seconds.get(cause, 0.0))
+        for i in gpu.intervals
+        if cause in i.clock_lost_by_cause
+    ]
     seconds = sum(s for _, s in weighted)
     return sum(c * s for c, s in weighted) / seconds if seconds else None
 
@@ -106,27 +111,43 @@ def _thermal_advice(cooling: Cooling, fans_stopped: bool) -> str:
     )
 
 
-def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> Finding | None:
-    """``fans_stopped``: the GPU's fans stopped while it was hot (its own finding), which is then what
-    to mend first."""
-    throttled = sum(gpu.throttled_s.values())
+_THROTTLE_SEVERITY = {
+    ThrottleCause.THERMAL: Severity.WARNING,  # speed the cooling can win back
+    ThrottleCause.POWER: Severity.NOTICE,  # the card working as designed, at the limit it was given
+    ThrottleCause.OTHER: Severity.CRITICAL,  # hardware slowdown without heat or power: a sick card or supply
+}
+
+
+def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> list[Finding]:
+    """One finding per cause that held the GPU back for long enough, each with its own severity and
+    advice: a hardware slowdown is never hidden behind a longer power cap.
+
+    ``fans_stopped``: the GPU's fans stopped while it was hot (its own finding), which is then what
+    to mend first.
+    """
+    working = gpu.working_s
     share = gpu.throttled_share()
     if share is None or share < MIN_SHARE:
-        return None
-    cause = max(gpu.throttled_s, key=lambda c: gpu.throttled_s[c])
+        return []
+    by_cause = gpu.throttled_s
+    causes = [c for c in ThrottleCause if by_cause[c] / working >= MIN_SHARE]
+    if not causes:  # enough in all, none alone: the cause of most of it speaks for all of it
+        dominant = max(by_cause, key=lambda c: by_cause[c])
+        return [_cause_finding(gpu, dominant, sum(by_cause.values()), cooling, fans_stopped)]
+    return [_cause_finding(gpu, c, by_cause[c], cooling, fans_stopped) for c in causes]
+
+
+def _cause_finding(
+    gpu: GpuReplay, cause: ThrottleCause, throttled: float, cooling: Cooling, fans_stopped: bool
+) -> Finding:
+    """The finding of ``throttled`` seconds of the GPU's working time held back by ``cause``."""
+    share = throttled / gpu.working_s
     reference = gpu.reference
     trusted = reference is not None and reference.trusted
-    lost = _clock_lost(gpu)
+    lost = _clock_lost(gpu, cause)
     if not trusted and lost is not None and lost < MIN_SHARE:
         lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
-    advice = {
-        ThrottleCause.THERMAL: _thermal_advice(cooling, fans_stopped),
-        ThrottleCause.POWER: "it is at its power limit: raise the limit (nvidia-smi -pl) if the PSU and "
-        "cooling allow, or accept it (the limit is often the efficient point)",
-        ThrottleCause.OTHER: "hardware slowdown without heat or power: check the PSU cables and the "
-        "board's power connectors, then the card itself",
-    }[cause]
     if lost is not None and reference is not None:
         least = "" if trusted else "at least "
         clock = (
@@ -141,12 +162,17 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> Finding
         if cause is ThrottleCause.POWER and gpu.power_limit_inferred_w is not None
         else ""
     )
+    title = (
+        f"GPU {gpu.index} is held at its power limit {share_text(share)} of the time it works"
+        if cause is ThrottleCause.POWER
+        else f"GPU {gpu.index} throttles ({cause.value}) {share_text(share)} of the time it works"
+    )
     return Finding(
         kind="throttling",
-        severity=Severity.WARNING if cause is not ThrottleCause.OTHER else Severity.CRITICAL,
-        title=f"GPU {gpu.index} throttles ({cause.value}) {share_text(share)} of the time it works",
+        severity=_THROTTLE_SEVERITY[cause],
+        title=title,
         evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
-        recommendation=advice,
+        recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu.name),
         gpus=(gpu.index,),
         cost=speed_lost if speed_lost is not None else share * 0.05,
         numbers={
@@ -155,6 +181,25 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> Finding
             "clock_lost": lost,
             "speed_lost": speed_lost,
         },
+    )
+
+
+def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, model: str) -> str:
+    if cause is ThrottleCause.THERMAL:
+        return _thermal_advice(cooling, fans_stopped)
+    if cause is ThrottleCause.OTHER:
+        return (
+            "hardware slowdown without heat or power: check the PSU cables and the board's power "
+            "connectors, then the card itself"
+        )
+    if laptop_gpu(model):
+        return (
+            "expected under a heavy load: a laptop's power limit is its maker's; run it on its charger, "
+            "in its performance mode"
+        )
+    return (
+        "expected for heavy training (the limit is often the efficient point): raise it (nvidia-smi -pl) "
+        "if the PSU and cooling allow, for a few % of speed at much more power"
     )
 
 
@@ -455,6 +500,29 @@ def _energy(usages: list[GpuUsage], window_s: float, settings: DiagnoseSettings)
     return Energy(window_s, kwh, kwh * price, monthly, monthly * price, settings.currency)
 
 
+def _ranked(findings: list[Finding]) -> list[Finding]:
+    """Most costly first; a run of findings alike (one kind, one severity, costs within 10 % of the
+    run's first) listed by GPU, as a person reads eight cards at their power limit, not 5, 2, 4, 1 ..."""
+    ordered = sorted(findings, key=lambda f: -f.cost)
+    ranked: list[Finding] = []
+    start = 0
+    while start < len(ordered):
+        first, end = ordered[start], start + 1
+        while end < len(ordered) and _alike(ordered[end], first):
+            end += 1
+        ranked += sorted(ordered[start:end], key=lambda f: f.gpus)
+        start = end
+    return ranked
+
+
+def _alike(finding: Finding, first: Finding) -> bool:
+    return (
+        finding.kind == first.kind
+        and finding.severity is first.severity
+        and finding.cost >= ALIKE_COST_SHARE * first.cost
+    )
+
+
 def diagnose(
     trace: LoadedTrace,
     decide: DecideSettings,
@@ -504,11 +572,11 @@ def replay_and_diagnose(
     }
     findings: list[Finding] = []
     stopped = {u.index for u in usages if _lasting(u.hot_stopped_fans_s, u)}
-    throttles = [
-        f for g in replayed.gpus if (f := _throttling(g, cooling[g.index].kind, g.index in stopped)) is not None
-    ]
+    throttles = [f for g in replayed.gpus for f in _throttling(g, cooling[g.index].kind, g.index in stopped)]
     findings += throttles
-    costs = {f.gpus[0]: f.cost for f in throttles}
+    costs: dict[int, float] = {}
+    for f in throttles:
+        costs[f.gpus[0]] = max(f.cost, costs.get(f.gpus[0], 0.0))
     # A GPU whose fans stopped: what heat cost it is the fan's, said first; its neighbours' share is moot.
     if (heat := _heat([g for g in replayed.gpus if g.index not in stopped], cooling, costs)) is not None:
         findings.append(heat)
@@ -521,8 +589,7 @@ def replay_and_diagnose(
         findings.append(psu)
     if host is not None:
         findings += _host(host, usages, len(usages))
-    findings += health.findings()
-    findings.sort(key=lambda f: -f.cost)
+    findings = _ranked([*findings, *health.findings()])
     unjudged = {g.index: judged for g in replayed.gpus if (judged := gaps(g, infos.get(g.index)))}
     diagnosis = Diagnosis(
         replayed.trace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -100,11 +101,15 @@ def test_a_fan_that_stopped_on_a_hot_card_is_the_fan_not_a_lazy_curve(simulated_
         for fan in machine.cards[1].fans:
             fan.speed_pct, fan.blocked = 100.0, True  # turning, then seized
 
-    diagnosis = run(simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900, prepare=seize_the_middle_cards_fans)
+    diagnosis = run(
+        simulated_trace, Layout.OPEN_AIR, gpus=3, seconds=900, prepare=seize_the_middle_cards_fans
+    )
     found = kinds(diagnosis)
     assert ("fans-stopped", (1,)) in found and ("throttling", (1,)) in found
     assert not any(kind == "fans-lazy" for kind, _ in found)  # the curve asked for 100 %
-    assert not any(kind == "heat-buildup" and 1 in gpus for kind, gpus in found)  # the fan's cost, not the air's
+    assert not any(
+        kind == "heat-buildup" and 1 in gpus for kind, gpus in found
+    )  # the fan's cost, not the air's
     stopped = next(f for f in diagnosis.findings if f.kind == "fans-stopped")
     assert stopped is diagnosis.findings[0]  # the cause before the throttling it brings
     assert stopped.title == "GPU 1's fans 0, 1 stopped while it is at slowdown"
@@ -267,7 +272,9 @@ def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
     assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
 
 
-def _silenced(simulated_trace, gpu: int | set[int], ticks: range, xids: XidRecord | int | None = None) -> Diagnosis:
+def _silenced(
+    simulated_trace, gpu: int | set[int], ticks: range, xids: XidRecord | int | None = None
+) -> Diagnosis:
     """Two simulated GPUs for 10 min, GPU ``gpu`` (or each of a set) not answering at ``ticks``, with
     ``xids`` if given (an XID code: reported at the first silent tick)."""
     silent = gpu if isinstance(gpu, set) else {gpu}
@@ -276,9 +283,13 @@ def _silenced(simulated_trace, gpu: int | set[int], ticks: range, xids: XidRecor
         xids = XidRecord(counts=((xids, 1),), recent=(XidEvent(xids, snapshots[ticks[0]].timestamp),))
     for k in ticks:
         tick = snapshots[k]
-        gpus = tuple(GpuSample(index=s.index, up=False, xids=xids) if s.index in silent else s for s in tick.gpus)
+        gpus = tuple(
+            GpuSample(index=s.index, up=False, xids=xids) if s.index in silent else s for s in tick.gpus
+        )
         snapshots[k] = Snapshot(tick.timestamp, gpus)
-    return diagnose(LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+    return diagnose(
+        LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST
+    )
 
 
 def test_a_gpu_that_stopped_answering_for_a_while_is_said_with_how_long(simulated_trace):
@@ -315,9 +326,12 @@ def test_gpus_silent_at_different_times_are_each_their_own_not_the_drivers(simul
         for k in ticks:
             tick = snapshots[k]
             snapshots[k] = Snapshot(
-                tick.timestamp, tuple(GpuSample(index=s.index, up=False) if s.index == gpu else s for s in tick.gpus)
+                tick.timestamp,
+                tuple(GpuSample(index=s.index, up=False) if s.index == gpu else s for s in tick.gpus),
             )
-    diagnosis = diagnose(LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+    diagnosis = diagnose(
+        LoadedTrace.of("sim", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST
+    )
     silent = sorted((f.kind, f.gpus, f.numbers["seconds"]) for f in diagnosis.findings if "down" in f.kind)
     assert silent == [("gpu-down", (0,), 60.0), ("gpu-down", (1,), 30.0)]
 
@@ -342,9 +356,14 @@ def test_one_silent_tick_of_a_30_s_history_is_no_finding_two_are(simulated_trace
         kept = list(history)
         for k in ticks:
             kept[k] = Snapshot(
-                kept[k].timestamp, tuple(GpuSample(index=s.index, up=False) if s.index == 1 else s for s in kept[k].gpus)
+                kept[k].timestamp,
+                tuple(GpuSample(index=s.index, up=False) if s.index == 1 else s for s in kept[k].gpus),
             )
-        return kinds(diagnose(LoadedTrace.of("h", header, kept, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
+        return kinds(
+            diagnose(
+                LoadedTrace.of("h", header, kept, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST
+            )
+        )
 
     assert ("gpu-down", (1,)) not in silenced(range(20, 21))
     assert ("gpu-down", (1,)) not in silenced(range(len(history) - 1, len(history)))  # the newest tick alone
@@ -359,5 +378,67 @@ def test_a_fan_the_log_never_saw_turning_is_not_a_stopped_one(simulated_trace):
         snapshots[k] = Snapshot(
             tick.timestamp, tuple(replace(s, fans=unread) if s.index == 1 else s for s in tick.gpus)
         )
-    found = kinds(diagnose(LoadedTrace.of("laptop", header, snapshots, [], 0), DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
+    found = kinds(
+        diagnose(
+            LoadedTrace.of("laptop", header, snapshots, [], 0),
+            DecideSettings(),
+            DiagnoseSettings(),
+            ROOMY_HOST,
+        )
+    )
     assert ("throttling", (1,)) in found and ("fans-stopped", (1,)) not in found
+
+
+def _held_back(
+    gpus: int, seconds: int, held: Callable[[int, int], tuple[int, int]], name: str = "RTX 4090"
+) -> Diagnosis:
+    """``gpus`` busy cards logged with a max clock; ``held(gpu, t)`` gives (SM clock, reason bits)."""
+    infos = tuple(
+        GpuInfo(i, f"GPU-{i}", name, f"00:{17 + i:02x}:00.0", "550", sm_clock_max_mhz=2100)
+        for i in range(gpus)
+    )
+
+    def sample(i: int, t: int) -> GpuSample:
+        clock, reasons = held(i, t)
+        return GpuSample(
+            i,
+            temperature_c=65.0,
+            sm_clock_mhz=clock,
+            gpu_util_pct=100.0,
+            power_w=440.0,
+            power_limit_w=450.0,
+            clock_event_reasons=reasons,
+        )
+
+    ticks = [Snapshot(1_780_000_000 + t, tuple(sample(i, t) for i in range(gpus))) for t in range(seconds)]
+    trace = LoadedTrace.of("held.jsonl", TraceHeader("h", infos, "nvml"), ticks, [], 0)
+    return diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+
+
+SW_POWER_CAP, HW_SLOWDOWN = 0x4, 0x8
+
+
+def test_a_hardware_slowdown_is_its_own_critical_finding_beside_a_longer_power_cap():
+    diagnosis = _held_back(1, 900, lambda i, t: (1800, SW_POWER_CAP) if t < 700 else (900, HW_SLOWDOWN))
+    throttling = {f.numbers["cause"]: f for f in diagnosis.findings if f.kind == "throttling"}
+    assert set(throttling) == {"power", "other"}
+    assert (
+        throttling["other"].severity is Severity.CRITICAL and throttling["power"].severity is Severity.NOTICE
+    )
+    assert throttling["other"].numbers["clock_lost"] == pytest.approx(1 - 900 / 2100)  # its own, not the mix
+    assert throttling["power"].numbers["clock_lost"] == pytest.approx(1 - 1800 / 2100)
+    assert diagnosis.findings[0] is throttling["other"]
+
+
+def test_a_power_cap_is_the_card_at_its_limit_a_notice_and_a_laptop_is_not_told_to_raise_it():
+    desktop = _held_back(1, 300, lambda i, t: (1900, SW_POWER_CAP))
+    laptop = _held_back(1, 300, lambda i, t: (1900, SW_POWER_CAP), name="NVIDIA GeForce RTX 4060 Laptop GPU")
+    (capped,) = desktop.findings
+    assert capped.severity is Severity.NOTICE and capped.title.startswith("GPU 0 is held at its power limit")
+    assert "nvidia-smi -pl" in capped.recommendation
+    assert "nvidia-smi -pl" not in laptop.findings[0].recommendation
+
+
+def test_alike_findings_are_listed_by_gpu_not_by_a_cost_that_differs_in_the_third_digit():
+    diagnosis = _held_back(8, 300, lambda i, t: (1900 - (i * 5) % 13, SW_POWER_CAP))
+    assert [f.gpus for f in diagnosis.findings] == [(i,) for i in range(8)]
