@@ -150,6 +150,7 @@ class ReplayReport:
     problems: list[str]
     gaps: int = 0  # how many gaps in the data the trace has (sessions appended, a logger stopped)
     max_gap_s: float = 5.0  # more than this between two ticks was a gap (:attr:`Learned.max_gap_s`)
+    measured_s: float = 0.0  # the time the ticks stand for: each the time since the last, a gap one period
 
 
 @dataclass(frozen=True)
@@ -226,11 +227,11 @@ def replay(
         trace.header.gpus, settings, learned.references, learned.max_gap_s, learned.power_limits
     )
     gpus: dict[int, GpuReplay] = {}
-    ticks, gaps, start, end = 0, 0, None, None
+    ticks, gaps, measured, start, end = 0, 0, 0.0, None, None
     idle_pct, busy_pct = settings.throttle.idle_util_pct, settings.throttle.busy_util_pct
     for snapshot in learned.kept if learned.kept is not None else trace.ticks(1, problems):
         decision = controller.step(snapshot)
-        ticks, gaps = ticks + 1, gaps + decision.gap
+        ticks, gaps, measured = ticks + 1, gaps + decision.gap, measured + decision.dt_s
         start = snapshot.timestamp if start is None else start
         end = snapshot.timestamp
         for sample, gpu in zip(snapshot.gpus, decision.gpus, strict=True):
@@ -267,6 +268,7 @@ def replay(
         problems,
         gaps,
         learned.max_gap_s,
+        measured,
     )
 
 

@@ -160,9 +160,11 @@ def _interval_line(interval: ThrottleInterval, origin: float) -> str:
 def render_report(report: ReplayReport) -> str:
     """One screen: the trace, a line per GPU, its first intervals, and what was skipped."""
     origin = report.start or 0.0
-    span = (report.end - report.start) if report.start is not None and report.end is not None else 0.0
-    gapped = f", {count(report.gaps, 'gap')} in the data" if report.gaps else ""
-    title = f"{report.trace}: {count(report.ticks, 'tick')}, {span:.0f} s{gapped}, {count(len(report.gpus), 'GPU')}"
+    gapped = f" measured, {count(report.gaps, 'gap')} in the data" if report.gaps else ""
+    title = (
+        f"{report.trace}: {count(report.ticks, 'tick')}, {report.measured_s:.0f} s{gapped}, "
+        f"{count(len(report.gpus), 'GPU')}"
+    )
     lines = [f"{title} ({report.header.source})"]
     infos = {info.index: info for info in report.header.gpus}
     for gpu in report.gpus:
@@ -173,5 +175,8 @@ def render_report(report: ReplayReport) -> str:
         if len(gpu.intervals) > _INTERVALS_SHOWN:
             lines.append(f"    ... and {len(gpu.intervals) - _INTERVALS_SHOWN} more (--json lists them all)")
     if report.problems:
-        lines.append(f"{count(len(report.problems), 'malformed line')} skipped, first: {report.problems[0]}")
+        lines.append(
+            f"{count(len(report.problems), 'problem')} reading it (lines skipped, values left out), "
+            f"first: {report.problems[0]}"
+        )
     return "\n".join(lines)

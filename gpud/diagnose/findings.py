@@ -65,7 +65,12 @@ class Energy:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """Findings, most costly first, the energy figures, and what the trace could not show."""
+    """Findings, most costly first, the energy figures, and what the trace could not show.
+
+    ``window_s`` is the time measured: what the ticks stand for, each the time since the one before,
+    a gap one sampling period (not the last tick's time less the first's, which counts the hours
+    between two sessions, or goes negative when they were appended out of order).
+    """
 
     source: str
     window_s: float
@@ -75,6 +80,7 @@ class Diagnosis:
     cooling: dict[int, str]  # per GPU: what we know of its cooling, and how we know
     not_judged: dict[int, list[str]] = field(default_factory=dict)  # per GPU, what and why
     cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
+    gaps: int = 0  # gaps in the data (sessions appended, a logger stopped): ``window_s`` leaves them out
 
 
 def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
@@ -561,9 +567,7 @@ def replay_and_diagnose(
     replayed = replay(trace, decide, learned, account)
     infos = {info.index: info for info in trace.header.gpus}
     usages = [meter.usage.get(g.index) or GpuUsage(g.index) for g in replayed.gpus]
-    window = (
-        (replayed.end - replayed.start) if replayed.start is not None and replayed.end is not None else 0.0
-    )
+    window = replayed.measured_s  # not last less first: gaps and sessions out of order are not measured time
     alone = len(replayed.gpus) == 1
     flag = decide.heat.coupling_c_per_100w
     cooling = {
@@ -600,5 +604,6 @@ def replay_and_diagnose(
         {index: view.text for index, view in cooling.items()},
         unjudged,
         {index: view.kind for index, view in cooling.items()},
+        replayed.gaps,
     )
     return replayed, diagnosis

@@ -27,10 +27,9 @@ def no_findings_text(diagnosis: Diagnosis) -> str:
 def render_diagnosis(diagnosis: Diagnosis) -> str:
     """Most costly finding first, each with its evidence and what to do; then what was not judged,
     cooling and energy."""
-    lines = [
-        f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {duration_text(diagnosis.window_s)}",
-        "",
-    ]
+    gapped = f" measured ({count(diagnosis.gaps, 'gap')} in the data)" if diagnosis.gaps else ""
+    window = f"{duration_text(diagnosis.window_s)}{gapped}"
+    lines = [f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {window}", ""]
     if not diagnosis.findings:
         lines += [no_findings_text(diagnosis), ""]
     for number, finding in enumerate(diagnosis.findings, start=1):

@@ -11,6 +11,7 @@ import pytest
 from gpud.daemon import Daemon
 from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import Diagnosis, HostFacts, Severity, diagnose
+from gpud.diagnose.render import render_diagnosis
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.source import recent
 from gpud.model.params import GpuThermalParams
@@ -442,3 +443,24 @@ def test_a_power_cap_is_the_card_at_its_limit_a_notice_and_a_laptop_is_not_told_
 def test_alike_findings_are_listed_by_gpu_not_by_a_cost_that_differs_in_the_third_digit():
     diagnosis = _held_back(8, 300, lambda i, t: (1900 - (i * 5) % 13, SW_POWER_CAP))
     assert [f.gpus for f in diagnosis.findings] == [(i,) for i in range(8)]
+
+
+@pytest.mark.parametrize("later_first", [False, True], ids=["in order", "appended out of order"])
+def test_the_window_and_the_monthly_energy_count_the_time_measured_not_the_hours_between_sessions(later_first):
+    """Two 10-minute sessions of a 250 W card, 9 h apart: 20 min measured, 180 kWh a month at that rate."""
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550")
+    sessions = [range(600), range(9 * 3600, 9 * 3600 + 600)]
+    if later_first:
+        sessions.reverse()
+    ticks = [
+        Snapshot(1_780_000_000 + t, (GpuSample(0, temperature_c=60.0, power_w=250.0, gpu_util_pct=100.0),))
+        for session in sessions
+        for t in session
+    ]
+    trace = LoadedTrace.of("two.csv", TraceHeader("h", (info,), "nvidia-smi-csv"), ticks, [], 0)
+    diagnosis = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+    assert diagnosis.window_s == pytest.approx(1199.0) and diagnosis.gaps == 1
+    assert diagnosis.energy.monthly_kwh == pytest.approx(0.25 * 30 * 24, rel=0.01)
+    assert render_diagnosis(diagnosis).splitlines()[0] == (
+        "gpud diagnose: two.csv, 1 GPU, 20 min measured (1 gap in the data)"
+    )
