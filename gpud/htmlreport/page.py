@@ -18,7 +18,7 @@ from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
 from gpud.outputs import open_output
 from gpud.telemetry import Cooling
-from gpud.words import duration_text
+from gpud.words import count, duration_text
 
 # Nothing may be fetched; the style is inline, and images only as data (a colour bar is one).
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -97,7 +97,11 @@ def trace_page(data: ReportData) -> str:
     """The whole report of a trace or of a daemon's history."""
     axis = time_axis(data)
     clock = "UTC" if axis.clock == "UTC" else "as logged"
-    span = f"{when(data.start)} – {when(data.end)} {clock} ({duration_text(data.end - data.start)})"
+    gaps = data.diagnosis.gaps
+    measured = duration_text(data.diagnosis.window_s) + (
+        f" measured, {count(gaps, 'gap')} in the data" if gaps else ""
+    )
+    span = f"{when(data.start)} – {when(data.end)} {clock} ({measured})"
     header = (
         f"<header><h1>gpud report: {html.escape(data.host)}</h1>"
         + facts(

@@ -161,3 +161,12 @@ def test_the_same_trace_gives_the_same_page(simulated_trace):
 def test_a_trace_of_a_tick_or_two_still_makes_a_page(simulated_trace, seconds):
     _, page = page_of(simulated_trace, gpus=2, seconds=seconds)
     assert 'id="gpu-1"' in page
+
+
+def test_the_time_span_says_the_time_measured_when_the_log_has_gaps(simulated_trace):
+    header, ticks = simulated_trace(Layout.OPEN_AIR, 2, 300)
+    later = [replace(tick, timestamp=tick.timestamp + 9 * 3600) for tick in ticks[150:]]
+    data = analyse(
+        LoadedTrace.of("two sessions", header, ticks[:150] + later, [], 0), DecideSettings(), DiagnoseSettings()
+    )
+    assert "(5 min measured, 1 gap in the data)" in trace_page(data)
