@@ -23,6 +23,25 @@ def gpus(indexes: list[int]) -> str:
     return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(str(i) for i in indexes)
 
 
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def fans(which: list[int], of: int) -> str:
+    """Fans named by position among a GPU's ``of`` fans, never by number: logs number them from 1
+    (GPU-Z, Afterburner), NVML from 0, so "fan 1" would name another fan to half the readers.
+
+    >>> fans([1], 2), fans([0, 1], 2), fans([0, 2], 3), fans([0], 1), fans([9], 10)
+    ('second fan', 'fans', 'first and third fans', 'fan', 'fan 10 of 10')
+    """
+    if len(which) >= of:
+        return "fan" if of == 1 else "fans"
+    if max(which) >= len(_ORDINALS):
+        return f"fan{'s' if len(which) > 1 else ''} {', '.join(str(n + 1) for n in which)} of {of}"
+    named = [_ORDINALS[n] for n in which]
+    listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+    return f"{listed} fan{'s' if len(named) > 1 else ''}"
+
+
 def clock_time(unix_s: float) -> str:
     """A Unix time as this machine's local ``HH:MM:SS``, the way a person reads a recent moment."""
     return time.strftime("%H:%M:%S", time.localtime(unix_s))

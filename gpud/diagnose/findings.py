@@ -342,13 +342,13 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
     near = "at its slowdown temperature"
     stopped = list(usage.stopped_fans())
     one = len(stopped) == 1
-    fans = f"fan {stopped[0]}" if one else f"fans {', '.join(map(str, stopped))}"
+    fans = words.fans(stopped, max(len(usage.fan_top_pct), *(n + 1 for n in stopped))) if stopped else ""
     cases = [
         (
             "fans-stopped",
             usage.hot_stopped_fans_s,
             f"GPU {usage.index}'s {fans} stopped while it is at slowdown",
-            f"{near} with {fans} under {STOPPED_FAN_PCT:g} %",
+            f"{near} with its {fans} under {STOPPED_FAN_PCT:g} %",
             (
                 f"no fan curve runs a fan that slowly on a hot card: check that {'it turns' if one else 'they turn'} "
                 f"(nothing blocking, the connector seated) and that no tool set {'it' if one else 'them'} that "
