@@ -90,12 +90,15 @@ def _output_file(fd: int, path: Path) -> _OutputFile:
         raise OutputError(f"cannot write {path}: {_reason(error)}") from None
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, reading: Path | None = None) -> None:
     """Raise :class:`OutputError` unless :func:`open_output` could write ``path``; changes nothing there.
 
     For checking every output before the work (or a fan) starts. An existing file is opened
-    without truncating it; for a new one, the file is created and removed again.
+    without truncating it; for a new one, the file is created and removed again. ``reading`` is the
+    file the command reads: written over, the user's log would be gone before it was read.
     """
+    if reading is not None and _same_file(path, reading):
+        raise OutputError(f"cannot write {path}: it is the file being read; write the result to another file")
     try:
         fd = _open_fd(path, os.O_APPEND, FILE_MODE)
     except OutputError:
@@ -108,3 +111,10 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist")
     os.close(_open_fd(path, os.O_CREAT | os.O_EXCL, FILE_MODE))
     path.unlink()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False

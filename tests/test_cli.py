@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from gpud.cli import build_parser, main
 from gpud.telemetry import GpuInfo
 from gpud.trace.format import TraceHeader, header_line
 
-TRACE = Path(__file__).parent / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
+FIXTURES = Path(__file__).parent / "trace" / "fixtures"
+TRACE = FIXTURES / "sim_open_air_3gpu.jsonl"
 GPUD = [sys.executable, "-m", "gpud"]
 
 
@@ -271,6 +273,31 @@ def test_an_input_that_cannot_be_read_is_a_usage_error_not_a_finding(tmp_path, c
     for missing in (tmp_path / "nope.jsonl", tmp_path):  # diagnose's exit 1 would mean "a critical finding"
         assert main([str(missing) if word == "IN" else word for word in command]) == 2
         assert capsys.readouterr().err.startswith(f"gpud: cannot read {missing}: ")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["import", "IN", "-o", "IN"], ["report", "IN", "-o", "IN"], ["report", "--trace", "IN", "-o", "./IN"]],
+)
+def test_an_output_that_is_the_log_being_read_is_refused_and_the_log_kept(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "IN"
+    shutil.copy(FIXTURES / "query_throttle_by_clocks.csv", log)
+    before = log.read_bytes()
+    assert main(command) == 2
+    output = Path(command[-1])  # as argparse made it: ./IN is IN
+    assert capsys.readouterr().err == (
+        f"gpud: cannot write {output}: it is the file being read; write the result to another file\n"
+    )
+    assert log.read_bytes() == before
+
+
+def test_diagnose_takes_its_trace_as_report_and_replay_do_or_as_an_option(capsys):
+    log = str(FIXTURES / "query_throttle_by_clocks.csv")
+    assert main(["diagnose", log]) == 1  # a critical finding
+    positional = capsys.readouterr().out
+    assert main(["diagnose", "--trace", log]) == 1
+    assert capsys.readouterr().out == positional and "GPU 1 throttles (other)" in positional
 
 
 @pytest.mark.parametrize(

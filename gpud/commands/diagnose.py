@@ -29,7 +29,7 @@ def register(commands: Subcommands) -> None:
         "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
         "finding is critical.",
     )
-    add_judged_source(diag, trace_flag=True)
+    add_judged_source(diag)
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 

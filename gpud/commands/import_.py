@@ -51,7 +51,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gpud.trace.format import header_line, write_ticks
     from gpud.trace.importers.detect import open_log, read_log
 
-    check_writable(args.output)
+    check_writable(args.output, reading=args.file)
     with _spool(args.output) as body:
         with open_log(args.file) as lines:
             reading = read_log(lines, str(args.file), args.strict)

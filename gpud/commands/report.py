@@ -11,6 +11,7 @@ from gpud.commands.shared import (
     add_judged_source,
     emit,
     fail,
+    judged_path,
     judged_ticks,
     no_ticks,
 )
@@ -32,7 +33,7 @@ def register(commands: Subcommands) -> None:
         "power and utilisation on one time axis, throttling shaded by cause. The page loads nothing "
         "from the network. Needs the report extra: pip install 'gpud[report]'.",
     )
-    add_judged_source(report, trace_flag=False)
+    add_judged_source(report)
     report.add_argument(
         "-o", "--output", type=Path, metavar="FILE", required=True, help="the HTML page to write"
     )
@@ -49,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gpud.status import DaemonUnreachable
     from gpud.words import duration_text
 
-    check_writable(args.output)
+    check_writable(args.output, reading=judged_path(args))
     settings = load_settings(args.config)
     try:
         trace, host = judged_ticks(args, settings)
@@ -59,7 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not data.gpus:
         return no_ticks(trace.name, "report on")
     size = save_page(args.output, trace_page(data))
-    span = duration_text(data.end - data.start)
+    span = duration_text(data.diagnosis.window_s)
     emit(
         f"{args.output}: report of {count(len(data.gpus), 'GPU')}, {span} from {trace.name} ({size / 1e6:.2f} MB)"
     )

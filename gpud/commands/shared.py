@@ -347,24 +347,32 @@ def since_seconds(text: str) -> float:
     return seconds
 
 
-def add_judged_source(parser: argparse.ArgumentParser, *, trace_flag: bool) -> None:
-    """What ``diagnose`` and ``report`` judge: a trace (``--trace TRACE``, or a positional ``TRACE``)
-    or the running daemon's history (:func:`add_daemon_flags`), and ``--since``; read by :func:`judged_ticks`."""
+def add_judged_source(parser: argparse.ArgumentParser) -> None:
+    """What ``diagnose`` and ``report`` judge: a trace (``TRACE``, or ``--trace TRACE``: both commands
+    take either, as a newcomer types one or the other) or the running daemon's history
+    (:func:`add_daemon_flags`), and ``--since``; read by :func:`judged_ticks`."""
     source = add_daemon_flags(parser, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
+    about = (
+        "a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
+        "instead of the daemon (default: the daemon's history)"
+    )
+    source.add_argument("trace_file", nargs="?", type=Path, metavar="TRACE", help=about)
     source.add_argument(
-        *(["--trace"] if trace_flag else ["trace"]),
-        **({} if trace_flag else {"nargs": "?"}),
-        type=Path,
-        help="a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
-        "instead of the daemon (default: the daemon's history)",
+        "--trace", type=Path, metavar="TRACE", help="TRACE given as an option (default: the daemon's history)"
     )
     parser.add_argument(
         "--since", metavar="DURATION", help="only the last DURATION: 90s, 30m, 2h, 1d (default: all there is)"
     )
 
 
+def judged_path(args: argparse.Namespace) -> Path | None:
+    """The trace ``diagnose`` or ``report`` was given, either way (``None``: the daemon's history; the
+    two ways, like ``--url``, exclude each other)."""
+    return args.trace or args.trace_file
+
+
 def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTrace, HostFacts | None]:
-    """What ``diagnose`` and ``report`` judge: ``args.trace`` (its last ``--since``), else the history
+    """What ``diagnose`` and ``report`` judge: the trace given (its last ``--since``), else the history
     of the daemon :func:`daemon_address` names.
 
     With it, this machine's RAM and cores when the ticks were recorded here. Raises
@@ -375,8 +383,9 @@ def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTr
     from gpud.replay import load_trace
 
     since = since_seconds(args.since) if args.since else None
-    if args.trace is not None:
-        trace = load_trace(args.trace)
+    path = judged_path(args)
+    if path is not None:
+        trace = load_trace(path)
         if since is not None:
             trace = recent(trace, since)
     else:
