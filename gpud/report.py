@@ -15,6 +15,7 @@ from gpud.telemetry import GpuInfo
 from gpud.words import count, share_text
 
 _INTERVALS_SHOWN = 5
+_SHOWN_LOSS = 0.0005  # the least clock lost share_text shows as more than 0.0 %
 
 
 def _iso(t: float) -> str:
@@ -150,10 +151,14 @@ def _gpu_line(gpu: GpuReplay, unjudged: list[str]) -> str:
 
 
 def _interval_line(interval: ThrottleInterval, origin: float) -> str:
-    lost = f", clock -{share_text(interval.clock_lost)}" if interval.clock_lost is not None else ""
+    lost = interval.clock_lost
+    if lost is None:
+        said = ""
+    else:  # a cap the GPU held its reference clock through loses nothing: not "-0.0 %" (nor "--1 %")
+        said = f", clock -{share_text(lost)}" if lost >= _SHOWN_LOSS else ", no clock lost"
     return (
         f"    {interval.start - origin:>9.0f} s .. {interval.end - origin:>9.0f} s  "
-        f"{interval.cause.value:<8} {interval.throttled_s:>6.0f} s throttled{lost}"
+        f"{interval.cause.value:<8} {interval.throttled_s:>6.0f} s throttled{said}"
     )
 
 

@@ -99,8 +99,10 @@ def _lasting(seconds: float, usage: GpuUsage) -> bool:
     return seconds / max(usage.seconds, 1.0) >= MIN_SHARE
 
 
-def _thermal_advice(cooling: Cooling, fans_stopped: bool) -> str:
-    """What helps a GPU that throttles for heat: its fans first if they stopped, else its kind of cooling."""
+def _thermal_advice(cooling: Cooling, fans_stopped: bool, heated: bool) -> str:
+    """What helps a GPU that throttles for heat: its fans first if they stopped, else its kind of
+    cooling; ``heated``: its neighbours heat it (the heat finding names it, so the advice points there)."""
+    see = " (see the heat findings)" if heated else ""
     if fans_stopped:
         return (
             "get its fans turning again (see the fan finding); until then a lower power limit "
@@ -109,11 +111,10 @@ def _thermal_advice(cooling: Cooling, fans_stopped: bool) -> str:
     if cooling is Cooling.PASSIVE:
         return (
             "cool it: more airflow through the chassis (the server's fan profile, blanking panels) and "
-            "cooler inlet air (see the heat findings)"
+            f"cooler inlet air{see}"
         )
     return (
-        "cool it: a steeper fan curve or predictive fans, more case airflow, space between the cards "
-        "(see the heat findings)"
+        f"cool it: a steeper fan curve or predictive fans, more case airflow, space between the cards{see}"
     )
 
 
@@ -178,7 +179,7 @@ def _cause_finding(
         severity=_THROTTLE_SEVERITY[cause],
         title=title,
         evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
-        recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu.name),
+        recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu),
         gpus=(gpu.index,),
         cost=speed_lost if speed_lost is not None else share * 0.05,
         numbers={
@@ -190,15 +191,15 @@ def _cause_finding(
     )
 
 
-def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, model: str) -> str:
+def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, gpu: GpuReplay) -> str:
     if cause is ThrottleCause.THERMAL:
-        return _thermal_advice(cooling, fans_stopped)
+        return _thermal_advice(cooling, fans_stopped, gpu.neighbour_heated_s > 0)
     if cause is ThrottleCause.OTHER:
         return (
             "hardware slowdown without heat or power: check the PSU cables and the board's power "
             "connectors, then the card itself"
         )
-    if laptop_gpu(model):
+    if laptop_gpu(gpu.name):
         return (
             "expected under a heavy load: a laptop's power limit is its maker's; run it on its charger, "
             "in its performance mode"

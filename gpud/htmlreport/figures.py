@@ -122,7 +122,8 @@ def gpu_figure(view: GpuView, axis: TimeAxis) -> str:
             _shade(ax, view.replayed.intervals, axis)
             draw[panel](ax, view, axis)
             _mark(ax, view.markers, label=ax is axes[0])
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+            if ax.get_legend_handles_labels()[0]:  # a panel with nothing logged has nothing to name
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         _cause_legend(axes[0], view.replayed.intervals)
         axes[0].set_xlim(*axis.limits)
         axis.label(axes[-1])

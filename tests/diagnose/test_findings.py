@@ -67,6 +67,7 @@ def test_stacked_open_air_cards_on_the_stock_schedule_throttle_heat_each_other_a
     throttle = next(f for f in diagnosis.findings if f.kind == "throttling" and f.gpus == (1,))
     assert throttle.numbers["cause"] == "thermal" and throttle.numbers["throttled_share"] > 0.3
     assert 0 < throttle.numbers["speed_lost"] < 0.2
+    assert throttle.recommendation.endswith("(see the heat findings)")  # there is one, naming GPU 1
     heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
     assert 1 in heat.gpus and "leave a slot free" in heat.recommendation
     lazy = next(f for f in diagnosis.findings if f.kind == "fans-lazy")
