@@ -390,8 +390,14 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
             numbers={"seconds": seconds},
         )
         for kind, seconds, title, evidence, advice, cost in cases
-        if _lasting(seconds, usage)
+        if _lasting(seconds, usage) and not (kind == "fans-lazy" and _air_bound(usage))
     ]
+
+
+def _air_bound(usage: GpuUsage) -> bool:
+    """Whether the GPU was at slowdown with its fans at full speed at least as long as with them low:
+    the air is then its limit, and a steeper curve would only have reached full speed sooner."""
+    return _lasting(usage.hot_full_fans_s, usage) and usage.hot_full_fans_s >= usage.hot_lazy_fans_s
 
 
 def _power_limit(usage: GpuUsage) -> Finding | None:

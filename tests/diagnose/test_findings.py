@@ -465,3 +465,20 @@ def test_the_window_and_the_monthly_energy_count_the_time_measured_not_the_hours
     assert render_diagnosis(diagnosis).splitlines()[0] == (
         "gpud diagnose: two.csv, 1 GPU, 20 min measured (1 gap in the data)"
     )
+
+
+@pytest.mark.parametrize(("low_s", "lazy_said"), [(100, False), (300, True)])
+def test_fans_that_reach_full_speed_and_stay_hot_are_the_air_not_a_lazy_curve(low_s, lazy_said):
+    """At slowdown with fans at 50 % for ``low_s``, then at full speed for 200 s: where full speed
+    lasted as long, a steeper curve would only have got there sooner: the air is the limit."""
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550", fan_count=1, slowdown_temp_c=83.0)
+
+    def sample(t: int) -> GpuSample:
+        fan = FanReading(50.0 if t < low_s else 100.0)
+        return GpuSample(0, temperature_c=83.0, sm_clock_mhz=1900, gpu_util_pct=100.0, fans=(fan,))
+
+    ticks = [Snapshot(1_780_000_000 + t, (sample(t),)) for t in range(low_s + 200)]
+    trace = LoadedTrace.of("hot.jsonl", TraceHeader("h", (info,), "nvml"), ticks, [], 0)
+    found = {f.kind for f in diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).findings}
+    assert "fans-saturated" in found
+    assert ("fans-lazy" in found) is lazy_said
