@@ -329,7 +329,10 @@ def _lazy_fans_advice(usage: GpuUsage) -> str:
     """The driver's stock schedule is cured by a curve; fans on manual control already follow one
     (gpud's own, or another tool's), so that one is too flat for this card or follows too slowly."""
     if usage.hot_lazy_manual_s < usage.hot_lazy_fans_s / 2:
-        return "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced or the predictive policy"
+        return (
+            "the fan curve is too lazy (a game-tuned stock schedule?): run gpud with curve balanced "
+            "or the predictive policy"
+        )
     return (
         "the fans were on manual control, so a tool's curve held them there (gpud's, nvidia-settings', "
         "a script's): give it a steeper one (gpud: curve cool, or the predictive policy), and make it act "
