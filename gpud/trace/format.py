@@ -172,6 +172,7 @@ _FAN_RULES = _rules(FanReading)
 _MEMORY_RULES = _rules(MemoryHealth)
 _XID_RULES = _rules(XidEvent)  # xid a whole number, at a finite time
 _XID_COUNT_RULES = {"xid": _XID_RULES["xid"], "times": _Rule(int, (int,), (0, 1e18, ""), (int,), 0, 1e18)}
+_RULES_OF = {GpuSample: _SAMPLE_RULES, GpuInfo: _INFO_RULES, FanReading: _FAN_RULES}
 
 
 def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
@@ -188,14 +189,43 @@ def _checked(record: Any, rules: dict[str, _Rule], what: str) -> dict[str, Any]:
             continue
         if rule.kind is int and type(value) is float and value.is_integer() and abs(value) <= _EXACT:
             value = record[key] = int(value)  # 1995.0 for a clock, as a writer that knows only floats puts it
-        if type(value) not in rule.types:
-            raise TypeError(f"{what}: {key} must be {_KIND_NAMES[rule.kind]}, got {_shown(value)}")
-        if rule.bounds is not None and not rule.bounds[0] <= value <= rule.bounds[1]:
-            low, high, unit = rule.bounds
-            if rule.bounds is _FINITE or (isinstance(value, float) and not math.isfinite(value)):
-                raise ValueError(f"{what}: {key} must be a finite number, got {_shown(value)}")
-            raise ValueError(f"{what}: {key} {value:g} is outside {low:g}…{high:g} {unit}".rstrip())
+        if (problem := _refusal(rule, key, value)) is not None:
+            raise problem[0](f"{what}: {problem[1]}")
     return record
+
+
+def _refusal(rule: _Rule, key: str, value: Any) -> tuple[type[Exception], str] | None:
+    """What is wrong with ``value`` for the field ``key`` by its rule (the error and its message), if anything."""
+    if type(value) not in rule.types:
+        return TypeError, f"{key} must be {_KIND_NAMES[rule.kind]}, got {_shown(value)}"
+    if rule.bounds is not None and not rule.bounds[0] <= value <= rule.bounds[1]:
+        low, high, unit = rule.bounds
+        if rule.bounds is _FINITE or (isinstance(value, float) and not math.isfinite(value)):
+            return ValueError, f"{key} must be a finite number, got {_shown(value)}"
+        return ValueError, f"{key} {value:g} is outside {low:g}…{high:g} {unit}".rstrip()
+    return None
+
+
+def field_type(record: type, name: str) -> type | None:
+    """The type a trace holds the field ``name`` of ``record`` (GpuSample, GpuInfo, FanReading) in:
+    ``int``, ``float``, ``bool`` or ``str``; ``None`` for a field of records, or none."""
+    rule = _RULES_OF[record].get(name)
+    return None if rule is None else rule.kind
+
+
+def field_refusal(record: type, name: str, value: Any) -> str | None:
+    """Why reading a trace would refuse ``value`` as the field ``name`` of ``record`` (GpuSample,
+    GpuInfo, FanReading), or ``None`` where it takes it.
+
+    Importers ask it of every value they read, so that a trace gpud writes is one gpud reads: the
+    same rules, applied to one value where the importer still knows its line and column.
+
+    >>> field_refusal(FanReading, "speed_pct", 1800.0), field_refusal(GpuSample, "temperature_c", 66.0)
+    ('speed_pct 1800 is outside 0…100 %', None)
+    """
+    rule = _RULES_OF[record].get(name)
+    problem = None if rule is None or value is None else _refusal(rule, name, value)
+    return None if problem is None else problem[1]
 
 
 def _shown(value: Any) -> str:

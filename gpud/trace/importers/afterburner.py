@@ -9,20 +9,21 @@ complete session. On machines with several GPUs every column is prefixed (``GPU1
 ``GPU2 usage``): each prefix is a GPU. The limit flags (0/1) are NVIDIA's performance-cap reasons:
 temperature and power limits are the driver's thermal and power reasons, "no load" is idle, and the
 voltage limit (the top of the boost table) holds nothing down. "Power" is watts or, on some cards,
-% of TDP; "Power percent" beside watts gives the limit.
+% of TDP; "Power percent" beside watts gives the limit. Values are read in the units the ``03``
+lines state (°F where Afterburner is set so); a column in a unit not of its quantity is left out.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import FanReading, GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
-from gpud.trace.importers.columns import MIB, REASON_BITS
+from gpud.trace.importers.columns import REASON_BITS
 from gpud.trace.importers.rows import (
     ImportResult,
     Problems,
@@ -31,18 +32,20 @@ from gpud.trace.importers.rows import (
     number,
     timestamp,
 )
+from gpud.trace.importers.units import OutOfBounds, UnitError, normalised, reader
 
 MARKER = "Hardware monitoring log"  # on the 00 line of every session
 LINE = re.compile(r"^\s*(\d{2})\s*,\s*(\d{1,2}-\d{1,2}-\d{4}\s+\d{1,2}:\d{2}:\d{2})\s*,(.*)$")
 _PREFIX = re.compile(r"^gpu(\d+)\s+(.+)$")
-# Column (without its GPU prefix, lower case) → (what it is, the unit it must have or "").
+# Column (without its GPU prefix, lower case) → the sample field it fills, and the unit Afterburner
+# logs it in (the 03 line states it: °C, or °F where Afterburner is set so).
 _VALUES = {
-    "temperature": ("temperature_c", "c"),
+    "temperature": ("temperature_c", "C"),
     "usage": ("gpu_util_pct", "%"),
-    "core clock": ("sm_clock_mhz", "mhz"),
-    "memory clock": ("memory_clock_mhz", "mhz"),
+    "core clock": ("sm_clock_mhz", "MHz"),
+    "memory clock": ("memory_clock_mhz", "MHz"),
     "fb usage": ("memory_util_pct", "%"),
-    "memory usage": ("memory_used_bytes", "mb"),
+    "memory usage": ("memory_used_bytes", "MB"),
 }
 _FLAGS = {
     "temp limit": SW_THERMAL_SLOWDOWN,
@@ -53,15 +56,12 @@ _FLAGS = {
 _FAN = re.compile(r"^fan speed( \d+)?$")
 
 
-def _unit(text: str) -> str:
-    """A unit as logged, lower case; the Latin-1 degree sign (read as UTF-8 or not) dropped."""
-    return re.sub(r"[^a-z%]", "", text.lower())
-
-
 @dataclass(frozen=True)
 class _Column:
     gpu: int
-    what: str  # a sample field, "fan", "power", "power percent", a flag name, or "" (not used)
+    what: str  # a sample field, "fan", "power", "power percent", a flag name, "refused" or "" (not used)
+    read: Callable[[str], Any] = number
+    why: str = ""  # a refused column's reason
 
 
 @dataclass
@@ -79,7 +79,7 @@ class _Session:
 
     def set_unit(self, position: int, unit: str) -> None:
         """One 03 line."""
-        self._units[position], self._columns = _unit(unit), None
+        self._units[position], self._columns = unit, None
 
     def columns(self) -> list[_Column]:
         if self._columns is None:
@@ -95,13 +95,18 @@ class _Session:
         else:
             gpu, name = 0, title
         unit = self._units.get(position, "")
-        if name in _VALUES:
-            what, wanted = _VALUES[name]
-            return _Column(gpu, what if unit.endswith(wanted) else "")
-        if _FAN.match(name):
-            return _Column(gpu, "fan" if unit == "%" else "")
-        if name == "power":
-            return _Column(gpu, {"w": "power", "%": "power percent"}.get(unit, ""))
+        try:
+            if name in _VALUES:
+                what, logged = _VALUES[name]
+                return _Column(gpu, what, reader(GpuSample, what, unit or logged))
+            if _FAN.match(name):
+                return _Column(gpu, "fan", reader(FanReading, "speed_pct", unit or "%"))
+            if name == "power":  # watts, or % of TDP on some cards: only the unit tells
+                if normalised(unit) == "%":
+                    return _Column(gpu, "power percent")
+                return _Column(gpu, "power", reader(GpuSample, "power_w", unit)) if unit else _Column(gpu, "")
+        except UnitError as error:
+            return _Column(gpu, "refused", why=f"{title}: {error}: the column is left out")
         if name == "power percent":
             return _Column(gpu, "power percent")
         if name in _FLAGS:
@@ -109,7 +114,7 @@ class _Session:
         return _Column(gpu, "")
 
     def gpus(self) -> list[int]:
-        return sorted({c.gpu for c in self.columns() if c.what})
+        return sorted({c.gpu for c in self.columns() if c.what and c.what != "refused"})
 
     def reported(self, gpu: int) -> int | None:
         bits = [_FLAGS[c.what] for c in self.columns() if c.gpu == gpu and c.what in _FLAGS]
@@ -123,8 +128,14 @@ def _samples(session: _Session, cells: list[str], line: int, problems: Problems)
     for col, title, cell in zip(session.columns(), session.titles, cells, strict=False):
         if not col.what:
             continue
+        if col.what == "refused":
+            problems.note(col.why)
+            continue
         try:
-            value = number(cell)
+            value = col.read(cell)
+        except OutOfBounds as error:
+            problems.value(line, title, cell, f"out of bounds ({error})")
+            continue
         except ValueError:
             problems.value(line, title, cell)
             continue
@@ -135,12 +146,6 @@ def _samples(session: _Session, cells: list[str], line: int, problems: Problems)
             fans[col.gpu].append(FanReading(speed_pct=value))
         elif col.what in _FLAGS:
             reasons[col.gpu] = reasons.get(col.gpu, 0) | (_FLAGS[col.what] if value >= 0.5 else 0)
-        elif col.what in ("power", "power percent"):
-            own[col.what] = value
-        elif col.what.endswith("_mhz"):
-            own[col.what] = int(value)
-        elif col.what == "memory_used_bytes":
-            own[col.what] = int(value * MIB)
         else:
             own[col.what] = value
     samples = {}

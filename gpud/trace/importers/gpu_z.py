@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import FanReading, GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
-from gpud.trace.importers.columns import MIB, REASON_BITS
+from gpud.trace.importers.columns import REASON_BITS
 from gpud.trace.importers.rows import (
     ImportResult,
     Problems,
@@ -29,6 +30,7 @@ from gpud.trace.importers.rows import (
     number,
     timestamp,
 )
+from gpud.trace.importers.units import OutOfBounds, UnitError, reader, split
 
 _IDLE, _SYNC_BOOST = REASON_BITS["gpu_idle"], REASON_BITS["sync_boost"]
 # PerfCap bit → NVML reason bit; the voltage limits have none (they do not hold the clock down).
@@ -47,12 +49,13 @@ _MEMORY = ("memory used", "memory used (dedicated)", "memory usage", "memory usa
 # Board power first: "GPU Chip Power Draw" is the chip alone on NVIDIA cards (all AMD cards report).
 _POWER = ("board power draw", "gpu power", "total board power", "gpu chip power draw")
 _FAN = re.compile(r"^fan( \d+)? speed \(%\)$")
-_UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")
+_TDP_SHARE = "power consumption (%)"
+_PERFCAP_REASON = "perfcap reason"
 
 
 def key(title: str) -> str:
     """``"GPU Clock [MHz]"`` → ``"gpu clock"``."""
-    return _UNIT.sub("", title.strip()).strip().lower()
+    return split(title, "[")[0].lower()
 
 
 ROW = re.compile(r"^\s*\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\s*,(\s*(-|[-+]?\d+(\.\d+)?)\s*,)+\s*$")
@@ -68,6 +71,36 @@ def is_gpu_z_header(cells: list[str]) -> bool:
     keys = [key(cell) for cell in cells]
     known = [k for k in keys[1:] if k in _FIELDS or k in _POWER or _FAN.match(k)]
     return bool(keys) and keys[0] == "date" and bool(known)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sensor:
+    """One column of a GPU-Z header: what it gives, its name, and how a cell of it is read."""
+
+    what: str  # a GpuSample field, "memory", "power", "fan", "tdp", "perfcap", or "refused"
+    name: str  # the column's name without its unit; for a refused one, why
+    read: Callable[[str], Any] = number
+
+
+def _sensor(title: str) -> _Sensor | None:
+    """What a header cell gives, read in the unit it states (GPU-Z set to °F says so); ``None``
+    for a sensor gpud does not use."""
+    name, unit = split(title, "[")
+    name = name.lower()
+    try:
+        if name in _FIELDS:
+            return _Sensor(_FIELDS[name], name, reader(GpuSample, _FIELDS[name], unit))
+        if name in _MEMORY:
+            return _Sensor("memory", name, reader(GpuSample, "memory_used_bytes", unit or "MB"))
+        if name in _POWER:
+            return _Sensor("power", name, reader(GpuSample, "power_w", unit))
+        if _FAN.match(name):
+            return _Sensor("fan", name, reader(FanReading, "speed_pct", unit))
+    except UnitError as error:
+        return _Sensor("refused", f"{title.strip()}: {error}: the column is left out")
+    if name in (_TDP_SHARE, _PERFCAP_REASON):
+        return _Sensor("tdp" if name == _TDP_SHARE else "perfcap", name)
+    return None
 
 
 def _perfcap(cell: str, line: int, problems: Problems) -> int | None:
@@ -89,63 +122,68 @@ class GpuZImport:
         self._assembler = TickAssembler()
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
-        keys: list[str] | None = None
+        sensors: list[_Sensor | None] | None = None
         headless = 0
-        reader = csv.reader(lines, skipinitialspace=True)
-        for cells in reader:
-            line = reader.line_num
+        reader_ = csv.reader(lines, skipinitialspace=True)
+        for cells in reader_:
+            line = reader_.line_num
             if not any(cell.strip() for cell in cells):
                 continue
             if is_gpu_z_header(cells):
-                keys = [key(cell) for cell in cells]
+                sensors = [_sensor(cell) for cell in cells]
                 continue
-            if keys is None:
+            if sensors is None:
                 headless += 1  # a log whose head was cut: its columns are not known until a header
                 continue
-            while len(cells) > len(keys) and not cells[-1].strip():
+            while len(cells) > len(sensors) and not cells[-1].strip():
                 cells = cells[:-1]
             try:
-                if len(cells) < len(keys) - 1:  # the last (empty) column may be cut
-                    raise ValueError(f"{len(cells)} values where the header has {len(keys)}")
+                if len(cells) < len(sensors) - 1:  # the last (empty) column may be cut
+                    raise ValueError(f"{len(cells)} values where the header has {len(sensors)}")
                 when = timestamp(cells[0])
             except ValueError as error:
                 self.problems.skip(line, str(error))
                 continue
-            sample = self._sample(keys, cells, line)
-            info = {"clock_event_reasons_reported": _REPORTED if "perfcap reason" in keys else None}
-            yield from self._assembler.add(when, sample, info, fans_logged=any(_FAN.match(k) for k in keys))
+            sample = self._sample(sensors, cells, line)
+            logs = {s.what for s in sensors if s is not None}
+            info = {"clock_event_reasons_reported": _REPORTED if "perfcap" in logs else None}
+            yield from self._assembler.add(when, sample, info, fans_logged="fan" in logs)
         if headless:
             self.problems.note(
                 f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
             )
         yield from self._assembler.finish()
 
-    def _sample(self, keys: list[str], cells: list[str], line: int) -> GpuSample:
+    def _sample(self, sensors: list[_Sensor | None], cells: list[str], line: int) -> GpuSample:
         values: dict[str, Any] = {"index": 0}
         fans: list[FanReading] = []
         powers: dict[str, float] = {}
         tdp_pct = None
-        for title, cell in zip(keys, cells, strict=False):
+        for sensor, cell in zip(sensors, cells, strict=False):
+            if sensor is None:
+                continue
+            if sensor.what == "refused":
+                self.problems.note(sensor.name)
+                continue
             try:
-                if title in _FIELDS:
-                    value = number(cell)
-                    field = _FIELDS[title]
-                    values[field] = int(value) if value is not None and field.endswith("_mhz") else value
-                elif title in _MEMORY:
-                    value = number(cell)
-                    values.setdefault("memory_used_bytes", None if value is None else int(value * MIB))
-                elif title in _POWER:
-                    if (value := number(cell)) is not None:
-                        powers[title] = value
-                elif _FAN.match(title):
-                    if (value := number(cell)) is not None:
-                        fans.append(FanReading(speed_pct=value))
-                elif title == "power consumption (%)":
-                    tdp_pct = number(cell)
-                elif title == "perfcap reason":
+                if sensor.what == "perfcap":
                     values["clock_event_reasons"] = _perfcap(cell, line, self.problems)
+                elif (value := sensor.read(cell)) is None:
+                    continue
+                elif sensor.what == "fan":
+                    fans.append(FanReading(speed_pct=value))
+                elif sensor.what == "power":
+                    powers[sensor.name] = value
+                elif sensor.what == "tdp":
+                    tdp_pct = value
+                elif sensor.what == "memory":
+                    values.setdefault("memory_used_bytes", value)
+                else:
+                    values[sensor.what] = value
+            except OutOfBounds as error:
+                self.problems.value(line, sensor.name, cell, f"out of bounds ({error})")
             except ValueError:
-                self.problems.value(line, title, cell)
+                self.problems.value(line, sensor.name, cell)
         power = next((powers[name] for name in _POWER if name in powers), None)
         whole_card = "board power draw" in powers or "gpu power" in powers  # not the chip's share alone
         limit = limit_from_share(power, tdp_pct) if whole_card else None

@@ -119,6 +119,7 @@ class ImportResult:
 class _ValueProblem:
     line: int
     cell: str
+    why: str
     count: int = 1
 
 
@@ -148,13 +149,14 @@ class Problems:
         if len(self._skipped) < _SKIPS_SHOWN:
             self._skipped.append(message)
 
-    def value(self, line: int, column: str, cell: str) -> None:
-        """The value ``cell`` of ``column`` on line ``line`` is not understood and was left out."""
+    def value(self, line: int, column: str, cell: str, why: str = "not understood") -> None:
+        """The value ``cell`` of ``column`` on line ``line`` was left out: ``why`` (not understood, or
+        a value a trace would refuse)."""
         if self._strict:
-            raise TraceError(f"{self._name}:{line}: {column}: {cell.strip()!r} not understood")
+            raise TraceError(f"{self._name}:{line}: {column}: {cell.strip()!r} {why}")
         known = self._values.get(column)
         if known is None:
-            self._values[column] = _ValueProblem(line, cell.strip())
+            self._values[column] = _ValueProblem(line, cell.strip(), why)
         else:
             known.count += 1
 
@@ -166,7 +168,7 @@ class Problems:
     def messages(self) -> list[str]:
         """Everything to tell, one line each: notes, values left out, then skipped lines."""
         values = [
-            f"{self._name}:{p.line}: {column}: {p.cell!r} not understood, left out"
+            f"{self._name}:{p.line}: {column}: {p.cell!r} {p.why}, left out"
             + (f" ({p.count} values like it)" if p.count > 1 else "")
             for column, p in self._values.items()
         ]

@@ -1,8 +1,10 @@
 """A header of named columns, and its data rows read into sample fields, info fields and identity.
 
 Shared by the CSV importer and the dmon importer: a header is read once into :class:`Column`s, and
-each row is read by it. A value that cannot be read is left out of its row and reported once per
-column (the rest of the row is kept); a time that cannot be read makes the row unusable.
+each row is read by it. A value that cannot be read, or that a gpud trace would refuse (a fan at
+180 %), is left out of its row and reported once per column (the rest of the row is kept); a time
+that cannot be read makes the row unusable. A column in a unit not of its quantity is left out
+whole, said once.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from gpud.telemetry import FanReading
+from gpud.telemetry import FanReading, GpuSample
+from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
 from gpud.trace.importers.rows import Problems, number, timestamp
+from gpud.trace.importers.units import OutOfBounds
 
 _BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$", re.IGNORECASE)
 
@@ -57,6 +61,7 @@ class Header:
 
     @cached_property
     def fans_logged(self) -> bool:
+        """Whether a column gives a fan's speed (one refused for its unit gives none)."""
         return any(c is not None and c.role is Role.FAN for c in self.columns)
 
 
@@ -102,7 +107,7 @@ def _identity(row: Row, col: Column, cell: str) -> None:
         else:
             row.info.setdefault("name", text)
     if value is not None:
-        if not (0 <= value < 2**31 and value.is_integer()):
+        if not value.is_integer() or field_refusal(GpuSample, "index", int(value)) is not None:
             raise ValueError(f"not a GPU index: {text!r}")
         row.ids.setdefault("index", int(value))
 
@@ -111,6 +116,9 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
     """One measured value into the row; one that cannot be read is left out and reported."""
     try:
         value = col.read(cell)
+    except OutOfBounds as error:
+        problems.value(line, title.strip(), cell, f"out of bounds ({error})")
+        return
     except ValueError:
         problems.value(line, title.strip(), cell)
         return
@@ -119,6 +127,11 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
     match col.role:
         case Role.SAMPLE:
             row.sample[col.name] = value
+            if 0 < value < 1 and not col.unit and col.name.endswith("_pct"):
+                problems.note(
+                    f"{title.strip()}: values between 0 and 1 are read as % (0.99 % is idle); "
+                    f"for a fraction of 1, state it in the header: '{title.strip()} [0-1]'"
+                )
         case Role.INFO:
             row.info[col.name] = value
         case Role.FAN:
@@ -145,14 +158,24 @@ def _date(row: Row, col: Column, title: str, cell: str, line: int, problems: Pro
 
 
 def _elapsed(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    row.elapsed = number(cell)
+    row.elapsed = col.read(cell)
+
+
+def _refused(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
+    problems.note(f"{title.strip()}: {col.name}: the column is left out")
 
 
 def _id(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
     _identity(row, col, cell)
 
 
-_READERS = {Role.TIME: _time, Role.DATE: _date, Role.ELAPSED: _elapsed, Role.IDENTITY: _id}  # else a value
+_READERS = {  # else a value
+    Role.TIME: _time,
+    Role.DATE: _date,
+    Role.ELAPSED: _elapsed,
+    Role.IDENTITY: _id,
+    Role.REFUSED: _refused,
+}
 
 
 def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
