@@ -147,6 +147,24 @@ def test_a_gpu_z_log_is_read_in_the_units_its_header_states_and_refused_values_a
     ]
 
 
+def _resaved(lines: list[str], delimiter: str) -> list[str]:
+    """The lines as a spreadsheet in a decimal-comma locale saves them: ``delimiter``, no padding,
+    no trailing delimiter, ``1905,0`` for ``1905.0``."""
+    cells = ([c.strip() for c in line.rstrip(", ").split(",")] for line in lines)
+    return [
+        delimiter.join(c.replace(".", ",") if c[:1].isdigit() and ":" not in c else c for c in row)
+        for row in cells
+    ]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_gpu_z_log_saved_again_by_a_spreadsheet_reads_as_the_log_itself(delimiter):
+    original = import_log(GPU_Z, "gpuz.txt")
+    resaved = import_log(_resaved(GPU_Z, delimiter), "gpuz.txt")
+    assert resaved.header == original.header and resaved.header.source == "gpu-z"
+    assert resaved.snapshots == original.snapshots and resaved.problems == original.problems
+
+
 HML = [
     "00, 01-05-2024 09:00:00, Hardware monitoring log v1.6",
     "01, 01-05-2024 09:00:00, NVIDIA GeForce RTX 3080",
@@ -176,6 +194,13 @@ def test_an_afterburner_log_is_read_in_the_units_its_03_lines_state():
             "(temperature_c 537.222 is outside -50…150 °C), left out"
         ),
     ]
+
+
+def test_an_afterburner_log_saved_again_by_a_spreadsheet_reads_as_the_log_itself():
+    original = import_log(HML, "ab.hml")
+    resaved = import_log(_resaved(HML, ";"), "ab.hml")
+    assert resaved.header == original.header and resaved.header.source == "afterburner"
+    assert resaved.snapshots == original.snapshots and resaved.problems == original.problems
 
 
 def gpud_cli(*args: str) -> subprocess.CompletedProcess:

@@ -32,10 +32,12 @@ from gpud.trace.importers.rows import (
     number,
     timestamp,
 )
-from gpud.trace.importers.units import OutOfBounds, UnitError, normalised, reader
+from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, normalised, reader
 
 MARKER = "Hardware monitoring log"  # on the 00 line of every session
-LINE = re.compile(r"^\s*(\d{2})\s*,\s*(\d{1,2}-\d{1,2}-\d{4}\s+\d{1,2}:\d{2}:\d{2})\s*,(.*)$")
+# A log line; its delimiter is Afterburner's comma, or the ";" or tab of a spreadsheet that saved the
+# log again (whose numbers then have a decimal comma).
+LINE = re.compile(r"^\s*(\d{2})\s*([,;\t])\s*(\d{1,2}-\d{1,2}-\d{4}\s+\d{1,2}:\d{2}:\d{2})\s*\2(.*)$")
 _PREFIX = re.compile(r"^gpu(\d+)\s+(.+)$")
 # Column (without its GPU prefix, lower case) → the sample field it fills, and the unit Afterburner
 # logs it in (the 03 line states it: °C, or °F where Afterburner is set so).
@@ -179,8 +181,10 @@ class AfterburnerImport:
             if match is None:
                 self.problems.skip(number_, "not an Afterburner log line")
                 continue
-            kind, when_text, rest = match.groups()
-            cells = [cell.strip() for cell in rest.split(",")]
+            kind, delimiter, when_text, rest = match.groups()
+            cells = [cell.strip() for cell in rest.split(delimiter)]
+            if delimiter != ",":
+                cells = [decimal_point(cell) for cell in cells]
             if kind == "00":
                 session = _Session()
             elif kind in ("01", "02", "03") and session is None:

@@ -26,7 +26,7 @@ from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
 from gpud.trace.importers.afterburner import LINE as HML_LINE
 from gpud.trace.importers.afterburner import AfterburnerImport
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
-from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row
+from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
 from gpud.trace.importers.nvsmi import CsvImport, is_header
 from gpud.trace.importers.rows import ImportResult
 
@@ -63,16 +63,26 @@ def _cells(line: str, delimiter: str = ",") -> list[str]:
 def csv_header(lines: list[str]) -> tuple[LogFormat, str] | None:
     """The first header line's format (GPU-Z's or another CSV) and delimiter, if the lines have one.
 
-    Spreadsheets in many locales save with ``;`` (and a decimal comma), some tools with tabs.
+    Spreadsheets in many locales save with ``;`` (and a decimal comma), some tools with tabs: a
+    GPU-Z log saved again by one, too.
     """
     for line in lines:
         for delimiter in DELIMITERS:
             cells = _cells(line[:_SNIFF_CHARS], delimiter)
-            if delimiter == "," and is_gpu_z_header(cells):
+            if is_gpu_z_header(cells):
                 return LogFormat.GPU_Z, delimiter
             if is_header(cells):
                 return LogFormat.CSV, delimiter
     return None
+
+
+def _delimiter(kind: LogFormat, lines: list[str]) -> str:
+    """The delimiter of a CSV or GPU-Z log: its header's, else (a GPU-Z log cut at its head) its rows'."""
+    if (found := csv_header(lines)) is not None:
+        return found[1]
+    if kind is LogFormat.GPU_Z:
+        return next((found for line in lines if (found := row_delimiter(line)) is not None), ",")
+    return ","
 
 
 def sniff(head: list[str], name: str) -> LogFormat:
@@ -114,9 +124,8 @@ def sniff(head: list[str], name: str) -> LogFormat:
 
 
 Importer = AfterburnerImport | GpuZImport | DmonImport | CsvImport
-_IMPORTERS: dict[LogFormat, type[AfterburnerImport | GpuZImport | DmonImport]] = {
+_IMPORTERS: dict[LogFormat, type[AfterburnerImport | DmonImport]] = {
     LogFormat.AFTERBURNER: AfterburnerImport,
-    LogFormat.GPU_Z: GpuZImport,
     LogFormat.DMON: DmonImport,
 }
 
@@ -167,8 +176,9 @@ def read_log(lines: Iterable[str], name: str = "input", strict: bool = False) ->
         header, ticks = read_trace(everything, name, strict, problems)
         return LogReading(ticks, lambda: header, lambda: problems)
     if kind is LogFormat.CSV:
-        found = csv_header(head)
-        reading: Importer = CsvImport(name, strict, found[1] if found else ",")
+        reading: Importer = CsvImport(name, strict, _delimiter(kind, head))
+    elif kind is LogFormat.GPU_Z:
+        reading = GpuZImport(name, strict, _delimiter(kind, head))
     else:
         reading = _IMPORTERS[kind](name, strict)
 

@@ -30,7 +30,7 @@ from gpud.trace.importers.rows import (
     number,
     timestamp,
 )
-from gpud.trace.importers.units import OutOfBounds, UnitError, reader, split
+from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, reader, split
 
 _IDLE, _SYNC_BOOST = REASON_BITS["gpu_idle"], REASON_BITS["sync_boost"]
 # PerfCap bit → NVML reason bit; the voltage limits have none (they do not hold the clock down).
@@ -58,12 +58,25 @@ def key(title: str) -> str:
     return split(title, "[")[0].lower()
 
 
-ROW = re.compile(r"^\s*\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\s*,(\s*(-|[-+]?\d+(\.\d+)?)\s*,)+\s*$")
+# A data row: its date, then padded numbers (or "-"), each followed by the delimiter (GPU-Z's trailing
+# one may be gone where a spreadsheet saved it again, with a decimal comma where ";" or a tab separates).
+_NUMBER = {",": r"(?:-|[-+]?\d+(?:\.\d+)?)", ";": r"(?:-|[-+]?\d+(?:[.,]\d+)?)"}
+_ROWS = {
+    delimiter: re.compile(
+        rf"^ *\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d *{delimiter}(?: *{value} *{delimiter})* *{value} *{delimiter}? *$"
+    )
+    for delimiter, value in (*_NUMBER.items(), ("\t", _NUMBER[";"]))
+}
+
+
+def row_delimiter(line: str) -> str | None:
+    """The delimiter of a GPU-Z data row, or ``None`` for a line that is none."""
+    return next((delimiter for delimiter, row in _ROWS.items() if row.match(line)), None)
 
 
 def is_gpu_z_row(line: str) -> bool:
-    """A GPU-Z data row: its date, then padded numbers (or ``-``), each followed by a comma."""
-    return ROW.match(line) is not None
+    """A GPU-Z data row: its date, then numbers (or ``-``), each after a comma (``;``, a tab)."""
+    return row_delimiter(line) is not None
 
 
 def is_gpu_z_header(cells: list[str]) -> bool:
@@ -115,16 +128,21 @@ def _perfcap(cell: str, line: int, problems: Problems) -> int | None:
 
 
 class GpuZImport:
-    """One GPU-Z sensor log being read; the header is known once :meth:`ticks` is exhausted."""
+    """One GPU-Z sensor log being read; the header is known once :meth:`ticks` is exhausted.
 
-    def __init__(self, name: str = "input", strict: bool = False) -> None:
+    ``delimiter`` is GPU-Z's comma, or the ``;`` or tab of a spreadsheet that saved the log again
+    (whose numbers then have a decimal comma).
+    """
+
+    def __init__(self, name: str = "input", strict: bool = False, delimiter: str = ",") -> None:
         self.problems = Problems(name, strict)
+        self._delimiter = delimiter
         self._assembler = TickAssembler()
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         sensors: list[_Sensor | None] | None = None
         headless = 0
-        reader_ = csv.reader(lines, skipinitialspace=True)
+        reader_ = csv.reader(lines, delimiter=self._delimiter, skipinitialspace=True)
         for cells in reader_:
             line = reader_.line_num
             if not any(cell.strip() for cell in cells):
@@ -144,6 +162,8 @@ class GpuZImport:
             except ValueError as error:
                 self.problems.skip(line, str(error))
                 continue
+            if self._delimiter != ",":
+                cells = [decimal_point(cell) for cell in cells]
             sample = self._sample(sensors, cells, line)
             logs = {s.what for s in sensors if s is not None}
             info = {"clock_event_reasons_reported": _REPORTED if "perfcap" in logs else None}

@@ -11,7 +11,6 @@ is left out of its row and reported once per column.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from gpud.trace.format import TraceHeader
 from gpud.trace.importers.columns import Role, column, source_of
 from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, timestamp
 from gpud.trace.importers.table import Header, Row, read_row
+from gpud.trace.importers.units import decimal_point
 
 
 def is_header(cells: list[str]) -> bool:
@@ -58,9 +58,6 @@ class _Identities:
                 f"the second is read as GPU {self._numbers[finer]}"
             )
         return self._numbers[finer]
-
-
-_DECIMAL_COMMA = re.compile(r"^(\s*[-+]?\d+),(\d+\s*[a-zA-Z%/]*\s*)$")  # "49,72 W" where ";" separates
 
 
 def _time_of(text: str) -> float | None:
@@ -112,7 +109,7 @@ class CsvImport:
             if not "".join(cells).strip():  # no cell with anything in it
                 continue
             if self._delimiter != ",":
-                cells = [_DECIMAL_COMMA.sub(r"\1.\2", cell) for cell in cells]
+                cells = [decimal_point(cell) for cell in cells]
             if len(cells) == 1 and ":" in cells[0] and (alone := _time_of(cells[0])) is not None:
                 stamped = alone  # a logging loop that prints `date` before each nvidia-smi call
                 continue

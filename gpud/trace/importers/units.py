@@ -199,3 +199,12 @@ def reader(
         return value
 
     return read
+
+
+_DECIMAL_COMMA = re.compile(r"^(\s*[-+]?\d+),(\d+\s*[a-zA-Z%/]*\s*)$")
+
+
+def decimal_point(cell: str) -> str:
+    """A number written with a decimal comma (a spreadsheet's locale) as gpud reads it; any other
+    cell as it is: ``"49,72 W"`` → ``"49.72 W"``. Only for logs whose cells a comma does not separate."""
+    return _DECIMAL_COMMA.sub(r"\1.\2", cell)
