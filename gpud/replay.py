@@ -75,7 +75,7 @@ def load_trace(path: Path) -> LoadedTrace:
     header, _ = read_trace(head[:1], str(path))
 
     def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
-        with path.open(encoding="utf-8", errors="replace") as handle:
+        with open_log(path) as handle:  # a compressed trace too
             lines = chain([next(handle)], islice(handle, 0, None, stride))  # the header, every stride-th tick
             yield from read_trace(lines, str(path), errors=problems)[1]
 

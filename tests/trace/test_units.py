@@ -3,6 +3,9 @@ on small logs written here in the formats of nvidia-smi, logging scripts, GPU-Z 
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import subprocess
 import sys
 
@@ -10,8 +13,8 @@ import pytest
 
 from gpud.replay import load_trace
 from gpud.telemetry import Cooling
-from gpud.trace.format import read_trace
-from gpud.trace.importers.detect import import_log
+from gpud.trace.format import NotALog, read_trace
+from gpud.trace.importers.detect import import_log, open_log
 
 T0 = "2024-03-05T14:00:00"
 
@@ -201,6 +204,49 @@ def test_an_afterburner_log_saved_again_by_a_spreadsheet_reads_as_the_log_itself
     resaved = import_log(_resaved(HML, ";"), "ab.hml")
     assert resaved.header == original.header and resaved.header.source == "afterburner"
     assert resaved.snapshots == original.snapshots and resaved.problems == original.problems
+
+
+# -- compressed logs ----------------------------------------------------------------------------
+
+SMI_LOG = (
+    "timestamp, index, temperature.gpu, power.draw [W], clocks.sm [MHz]\n"
+    + "".join(f"2024/03/01 10:00:{s:02d}.000, 0, 65, 300.5 W, 1900 MHz\n" for s in range(3))
+).encode()
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress])
+def test_a_compressed_log_is_read_as_it_is_decompressed(tmp_path, compress):
+    log, out = tmp_path / "smi.csv.z", tmp_path / "t.jsonl"
+    log.write_bytes(compress(SMI_LOG))
+    done = gpud_cli("import", str(log), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    header, ticks = read_trace(out.read_text().splitlines(), strict=True)
+    assert header.source == "nvidia-smi-csv" and [t.gpus[0].power_w for t in ticks] == [300.5] * 3
+
+
+def test_a_compressed_gpud_trace_replays(tmp_path):
+    trace, packed = tmp_path / "t.jsonl", tmp_path / "t.jsonl.gz"
+    (tmp_path / "smi.csv").write_bytes(SMI_LOG)
+    assert gpud_cli("import", str(tmp_path / "smi.csv"), "-o", str(trace)).returncode == 0
+    packed.write_bytes(gzip.compress(trace.read_bytes()))
+    assert list(load_trace(packed).ticks(1, [])) == list(load_trace(trace).ticks(1, []))
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (gzip.compress(SMI_LOG)[:40], "its gzip data is damaged or cut short"),
+        (b"\x28\xb5\x2f\xfd" + bytes(60), "zstd-compressed: decompress it first"),
+        (b"PK\x03\x04" + bytes(60), "a zip archive: unpack the log from it first"),
+    ],
+)
+def test_a_compressed_log_gpud_cannot_read_is_refused_saying_what_it_is(tmp_path, content, why):
+    log = tmp_path / "smi.csv.gz"
+    log.write_bytes(content)
+    with pytest.raises(NotALog, match=why), open_log(log) as lines:
+        import_log(lines, str(log))
+    done = gpud_cli("import", str(log), "-o", str(tmp_path / "t.jsonl"))
+    assert done.returncode == 2 and why in done.stderr and len(done.stderr.splitlines()) == 1
 
 
 def gpud_cli(*args: str) -> subprocess.CompletedProcess:

@@ -9,17 +9,21 @@ file and why (:class:`~gpud.trace.format.NotALog`), never imported as empty tick
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import json
+import lzma
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from gpud.telemetry import Snapshot
 from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
@@ -35,7 +39,10 @@ _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv fiel
 DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
-FORMATS = "nvidia-smi CSV with its header line, nvidia-smi dmon, GPU-Z, Afterburner .hml, a gpud trace"
+FORMATS = (
+    "nvidia-smi CSV with its header line, nvidia-smi dmon, GPU-Z, Afterburner .hml, a gpud trace; "
+    "gzip, bzip2 or xz-compressed too"
+)
 
 
 class LogFormat(StrEnum):
@@ -209,30 +216,61 @@ def _encoding(start: bytes) -> str:
     return "utf-8"
 
 
+# Compressed logs, by their first bytes: read as they are decompressed (a stream, memory bounded).
+_COMPRESSIONS: dict[re.Pattern[bytes], tuple[str, Callable[..., IO[Any]]]] = {
+    re.compile(b"\x1f\x8b"): ("gzip", gzip.open),
+    re.compile(b"BZh[1-9](1AY&SY|\x17rE8P\x90)"): ("bzip2", bz2.open),  # a block, or the end of none
+    re.compile(b"\xfd7zXZ\x00"): ("xz", lzma.open),
+}
+# Packed logs the standard library cannot stream: said so, not called binary.
+_PACKED = {
+    re.compile(re.escape(b"\x28\xb5\x2f\xfd")): "zstd-compressed: decompress it first (zstd -d)",
+    re.compile(b"PK\x03\x04"): "a zip archive: unpack the log from it first",
+}
+_CORRUPT = (EOFError, zlib.error, lzma.LZMAError)  # what decompressing a cut or damaged file raises
+
+
+def _opener(path: Path, start: bytes) -> tuple[str, Callable[..., IO[Any]]]:
+    """How the file is to be opened: its compression's name ("" for none) and opener; raises
+    :class:`NotALog` for a packed file gpud cannot read as it is."""
+    for magic, why in _PACKED.items():
+        if magic.match(start):
+            raise NotALog(f"{path}: {why}")
+    return next((found for magic, found in _COMPRESSIONS.items() if magic.match(start)), ("", open))
+
+
 @contextmanager
 def open_log(path: Path) -> Iterator[Iterator[str]]:
-    """The lines of a log file (no line ends), read in its own encoding; raises :class:`NotALog`.
+    """The lines of a log file (no line ends), read in its own encoding and decompressed where it is
+    gzip, bzip2 or xz (``log.csv.gz`` as logrotate leaves it); raises :class:`NotALog`.
 
     Only opening and reading the log are its errors: an ``OSError`` of the caller's own work meanwhile
     (writing the output) goes through as it is.
     """
+    compression = ""
     try:
         with path.open("rb") as raw:
             start = raw.read(64)
-        handle = path.open(encoding=_encoding(start), errors="replace", newline=None)
-    except OSError as error:
-        raise _unreadable(path, error) from None
+        compression, opener = _opener(path, start)
+        if compression:
+            with opener(path, "rb") as raw:
+                start = raw.read(64)
+        handle = opener(path, "rt", encoding=_encoding(start), errors="replace", newline=None)
+    except (OSError, *_CORRUPT) as error:
+        raise _unreadable(path, error, compression) from None
     with handle:
-        yield _lines(handle, path)
+        yield _lines(handle, path, compression)
 
 
-def _lines(handle: IO[str], path: Path) -> Iterator[str]:
+def _lines(handle: IO[str], path: Path, compression: str) -> Iterator[str]:
     try:
         for line in handle:
             yield line.rstrip("\r\n")
-    except OSError as error:  # the disk under it failed half-way
-        raise _unreadable(path, error) from None
+    except (OSError, *_CORRUPT) as error:  # the disk under it failed half-way, or its compressed data did
+        raise _unreadable(path, error, compression) from None
 
 
-def _unreadable(path: Path, error: OSError) -> NotALog:
-    return NotALog(f"cannot read {path}: {error.strerror}")
+def _unreadable(path: Path, error: Exception, compression: str = "") -> NotALog:
+    if compression and not isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+        return NotALog(f"cannot read {path}: its {compression} data is damaged or cut short ({error})")
+    return NotALog(f"cannot read {path}: {getattr(error, 'strerror', None) or error}")
