@@ -180,8 +180,13 @@ def render_report(report: ReplayReport) -> str:
         if len(gpu.intervals) > _INTERVALS_SHOWN:
             lines.append(f"    ... and {len(gpu.intervals) - _INTERVALS_SHOWN} more (--json lists them all)")
     if report.problems:
-        lines.append(
-            f"{count(len(report.problems), 'problem')} reading it (lines skipped, values left out), "
-            f"first: {report.problems[0]}"
-        )
+        lines.append(problems_line(report.problems))
     return "\n".join(lines)
+
+
+def problems_line(problems: list[str]) -> str:
+    """How many problems reading a log had (lines skipped, values left out), and the first of them."""
+    return (
+        f"{count(len(problems), 'problem')} reading it (lines skipped, values left out), first: {problems[0]}; "
+        "gpud import lists them all"
+    )

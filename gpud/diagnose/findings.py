@@ -81,6 +81,7 @@ class Diagnosis:
     not_judged: dict[int, list[str]] = field(default_factory=dict)  # per GPU, what and why
     cooling_kind: dict[int, Cooling] = field(default_factory=dict)  # per GPU: the kind ``cooling`` names
     gaps: int = 0  # gaps in the data (sessions appended, a logger stopped): ``window_s`` leaves them out
+    problems: list[str] = field(default_factory=list)  # lines skipped and values left out reading the trace
 
 
 def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
@@ -615,5 +616,6 @@ def replay_and_diagnose(
         unjudged,
         {index: view.kind for index, view in cooling.items()},
         replayed.gaps,
+        replayed.problems,
     )
     return replayed, diagnosis

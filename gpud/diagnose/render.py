@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpud.diagnose.findings import Diagnosis, Energy
+from gpud.report import problems_line
 from gpud.words import count, duration_text, gpus
 
 
@@ -40,6 +41,8 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
             "",
         ]
     lines += not_judged_lines(diagnosis.not_judged)
+    if diagnosis.problems:
+        lines.append(problems_line(diagnosis.problems))
     by_cooling: dict[str, list[int]] = {}
     for gpu, how in sorted(diagnosis.cooling.items()):
         by_cooling.setdefault(how, []).append(gpu)
