@@ -27,7 +27,8 @@ def register(commands: Subcommands) -> None:
         description="The format is told from the first lines taken together: nvidia-smi "
         "--query-gpu=... --format=csv (with its header line, comma-, semicolon- or tab-separated), "
         "nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log (a cut head or several "
-        "sessions too), or a gpud trace (copied, every tick checked). A malformed line is reported with "
+        "sessions too), or a gpud trace (copied, every tick checked); any of them gzip-, bzip2- or "
+        "xz-compressed. Values are read in the units the header states. A malformed line is reported with "
         "its number and skipped. A file that is no log gpud can read, or in which no tick could be read, "
         "is refused with exit 2 and no output written.",
     )
