@@ -59,6 +59,21 @@ def is_passive_model(name: str | None) -> bool:
     return bool(tokens) and (tokens[0] == "TESLA" or any(token in _PASSIVE_MODELS for token in tokens))
 
 
+# A laptop's GPU: its fans are the laptop's, run by the embedded controller, and the driver reads none.
+_MOBILE = re.compile(r"\b(laptop|mobile|max-?q)\b|\bmx\d{3}\b|\bgtx? ?\d{3,4}m\b", re.IGNORECASE)
+
+
+def is_mobile_model(name: str | None) -> bool:
+    """Whether ``name`` is a laptop's GPU ("Laptop GPU", "Max-Q", "Mobile", an MX or a GTX ...M).
+
+    >>> is_mobile_model("NVIDIA GeForce RTX 4060 Laptop GPU"), is_mobile_model("Quadro RTX 5000 with Max-Q Design")
+    (True, True)
+    >>> is_mobile_model("GeForce GTX 980M"), is_mobile_model("NVIDIA GeForce RTX 4090"), is_mobile_model(None)
+    (True, False, False)
+    """
+    return bool(name) and _MOBILE.search(name) is not None
+
+
 def spec_max_sm_clock_mhz(name: str | None) -> int | None:
     """The model's maximum SM clock from its data sheet, MHz; ``None`` for models not listed.
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from gpud.decide.models import is_passive_model
+from gpud.decide.models import is_mobile_model, is_passive_model
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 from gpud.trace.format import TraceError, TraceHeader
 
@@ -267,7 +267,9 @@ class TickAssembler:
                 "fan_count": seen.fan_count if seen.fan_readings else 0,
             } | seen.facts
             fanless = seen.fans_logged and not seen.fan_readings
-            if "cooling" not in known and (fanless or is_passive_model(known["name"])):
+            # A laptop's GPU has no fan the driver reads either: the laptop's embedded controller runs them.
+            passive = (fanless or is_passive_model(known["name"])) and not is_mobile_model(known["name"])
+            if "cooling" not in known and passive:
                 known["cooling"] = Cooling.PASSIVE
             infos.append(GpuInfo(index=index, **known))
         return tuple(infos)
