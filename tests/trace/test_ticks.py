@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpud.telemetry import Cooling
+from gpud.trace.format import NotALog
 from gpud.trace.importers.detect import import_log
 
 DAY = 86400
@@ -42,3 +43,43 @@ def test_a_laptops_fan_the_driver_does_not_read_is_no_passive_card(name, cooling
     lines = ["index, name, fan.speed [%], temperature.gpu", f"0, {name}, [N/A], 70", f"0, {name}, [N/A], 71"]
     assert import_log(lines, "fans.csv").header.gpus[0].cooling is cooling
 
+
+# -- nvidia-smi -q ---------------------------------------------------------------------------------
+
+QUERY_REPORT = """==============NVSMI LOG==============
+
+Timestamp                                 : Tue Mar  5 14:00:00 2024
+Driver Version                            : 550.54.14
+
+Attached GPUs                             : 1
+GPU 00000000:01:00.0
+    Product Name                          : NVIDIA GeForce RTX 3090
+    Temperature
+        GPU Current Temp                  : 65 C
+    Clocks
+        Graphics                          : 1950 MHz
+""".splitlines()
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        QUERY_REPORT,
+        QUERY_REPORT[7:],  # copied from its middle: no banner
+        [
+            '<?xml version="1.0" ?>',
+            "<!DOCTYPE nvidia_smi_log SYSTEM 'nvsmi_device_v12.dtd'>",
+            "<nvidia_smi_log>",
+        ],
+    ],
+)
+def test_an_nvidia_smi_q_report_is_refused_with_the_command_to_log_instead(lines):
+    with pytest.raises(NotALog) as refused:
+        import_log(lines, "q.txt")
+    message = str(refused.value)
+    assert message.startswith(
+        "q.txt: nvidia-smi -q output, a report to read, not a log (log with nvidia-smi "
+    )
+    assert (
+        "--query-gpu=timestamp,index," in message and "--format=csv -l 1)" in message and "\n" not in message
+    )

@@ -31,7 +31,7 @@ from gpud.trace.importers.afterburner import LINE as HML_LINE
 from gpud.trace.importers.afterburner import AfterburnerImport
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
 from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
-from gpud.trace.importers.nvsmi import CsvImport, is_header
+from gpud.trace.importers.nvsmi import CsvImport, is_header, refuse_query_report
 from gpud.trace.importers.rows import ImportResult
 
 HEAD_LINES = 40
@@ -110,6 +110,7 @@ def sniff(head: list[str], name: str) -> LogFormat:
         raise NotALog(f"{name}: JSON, but not a gpud trace (gpud reads {FORMATS})")
     if any(_NVPROF.match(line) for line in lines):
         raise NotALog(f"{name}: an nvprof profile, not a log (gpud reads {FORMATS})")
+    refuse_query_report(lines, name)
     if 2 * sum(1 for line in lines if HML_LINE.match(line)) >= len(lines):
         return LogFormat.AFTERBURNER
     if 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):

@@ -5,7 +5,8 @@ units, ``[N/A]`` / ``[Not Supported]``, GPUs interleaved, ``-l``/``-lms`` repeat
 appended to one file (each with its header line again). GPUs are told apart by ``index``, else
 ``pci.bus_id``, else ``uuid``; two GPUs logged under one index are kept apart by their bus id or
 UUID, with a warning. A line that cannot be read is skipped and named; a value that cannot be read
-is left out of its row and reported once per column.
+is left out of its row and reported once per column. ``nvidia-smi -q`` reports are refused with
+what to log instead.
 """
 
 from __future__ import annotations
@@ -15,11 +16,28 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gpud.telemetry import GpuSample, Snapshot
-from gpud.trace.format import TraceHeader
+from gpud.trace.format import NotALog, TraceHeader
 from gpud.trace.importers.columns import Role, column, source_of
 from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, timestamp
 from gpud.trace.importers.table import Header, Row, read_row
 from gpud.trace.importers.units import decimal_point
+
+# nvidia-smi -q prints a report under this banner (and -q -x the same as XML): no log to import. Cut
+# from its middle, it is still its indented "Name   : value" lines.
+_REPORT = re.compile(r"^\s*(=+\s*NVSMI LOG\s*=+|Attached GPUs\s*:.*|<nvidia_smi_log>)\s*$")
+_REPORT_FIELD = re.compile(r"^\s{4,}\S[^:,]*?\s+:(\s|$)")
+LOG_INSTEAD = (
+    "nvidia-smi --query-gpu=timestamp,index,pci.bus_id,name,temperature.gpu,utilization.gpu,power.draw,"
+    "power.limit,clocks.sm,clocks.max.sm,fan.speed,clocks_throttle_reasons.active --format=csv -l 1"
+)
+
+
+def refuse_query_report(lines: Iterable[str], name: str) -> None:
+    """Raises :class:`NotALog` where ``lines`` are a report of ``nvidia-smi -q`` (or ``-q -x``)."""
+    lines = list(lines)
+    fields = sum(1 for line in lines if _REPORT_FIELD.match(line))
+    if any(_REPORT.match(line) for line in lines) or 2 * fields > len(lines):
+        raise NotALog(f"{name}: nvidia-smi -q output, a report to read, not a log (log with {LOG_INSTEAD})")
 
 
 def is_header(cells: list[str]) -> bool:
