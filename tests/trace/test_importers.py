@@ -449,7 +449,12 @@ def test_a_time_printed_on_its_own_line_by_a_logging_loop_dates_the_rows_after_i
     block = ["power.draw [W], utilization.gpu [%]", "300.1 W, 99 %", ""]
     result = import_log(["10:00:01", *block, "10:00:03", *block], "loop.log")
     assert [s.timestamp - result.snapshots[0].timestamp for s in result.snapshots] == [0, 2]
-    assert result.problems == []
+    assert result.problems == [
+        (
+            "loop.log: the log's times have no date (a time of day alone): its ticks are dated 1900-01-01, "
+            "a day later past each midnight"
+        )
+    ]
 
 
 def test_an_iso_time_with_a_decimal_comma_is_not_two_columns():

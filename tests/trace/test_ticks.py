@@ -3,8 +3,11 @@ laptops' fans and nvidia-smi reports, on small logs written by hand in nvidia-sm
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from gpud.cli import main
 from gpud.telemetry import Cooling
 from gpud.trace.format import NotALog
 from gpud.trace.importers.detect import import_log
@@ -24,6 +27,177 @@ def seconds(result) -> list[float]:
 def down(result) -> list[list[int]]:
     """Each tick's GPUs that did not answer."""
     return [[g.index for g in t.gpus if not g.up] for t in result.snapshots]
+
+
+# -- the rows of one sample, stamped as each GPU was read ------------------------------------------
+
+
+def test_rows_stamped_milliseconds_apart_are_one_tick_at_its_first_rows_time():
+    lines = [SMI] + [smi_row(f"14:00:0{s}.{s * 3 + 8 * g:03d}", g) for s in range(3) for g in range(4)]
+    result = import_log(lines, "skew.csv")
+    assert [len(t.gpus) for t in result.snapshots] == [4, 4, 4]
+    assert seconds(result) == [0.0, 1.003, 2.006]  # the first row's time: GPU 0's
+
+
+def test_a_script_stamping_each_row_in_microseconds_gives_ticks_of_every_gpu():
+    lines = ["timestamp,gpu_index,temperature_c,power_w"] + [
+        f"2024-03-05T14:00:0{s}.{37 + 300 * g:06d},{g},70,300.0" for s in range(3) for g in range(2)
+    ]
+    assert [len(t.gpus) for t in import_log(lines, "pynvml.csv").snapshots] == [2, 2, 2]
+
+
+def test_at_lms_100_each_sample_is_its_own_tick_and_a_row_long_after_the_last_starts_one():
+    lines = [SMI] + [smi_row(f"14:00:00.{100 * s + 4 * g:03d}", g) for s in range(3) for g in range(2)]
+    result = import_log(lines, "lms.csv")
+    assert seconds(result) == [0.0, 0.1, 0.2] and [len(t.gpus) for t in result.snapshots] == [2, 2, 2]
+    late = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:00.030", 1), smi_row("14:00:00.200", 2)]
+    assert [[g.index for g in t.gpus] for t in import_log(late, "late.csv").snapshots] == [[0, 1], [2]]
+
+
+def test_a_sample_whose_rows_straddle_a_printed_second_is_one_tick():
+    lines = ["timestamp, gpu, pwr, gtemp"] + [
+        f"2024-03-05 14:00:0{s + (g >= 2)}, {g}, 300, 70" for s in range(3) for g in range(3)
+    ]  # GPU 2 read after the second turned
+    result = import_log(lines, "dmon.csv")
+    assert [len(t.gpus) for t in result.snapshots] == [3, 3, 3] and down(result) == [[], [], []]
+
+
+# -- a GPU that stops answering --------------------------------------------------------------------
+
+LOST = "[GPU is lost], [GPU is lost], [GPU is lost]"
+
+
+def test_a_row_that_says_gpu_is_lost_is_the_gpu_down():
+    lines = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:00.000", 1)]
+    lines += [
+        smi_row(f"14:00:0{s}.000", g, LOST if g == 1 else "65, 300 W, 1950 MHz")
+        for s in (1, 2)
+        for g in (0, 1)
+    ]
+    result = import_log(lines, "lost.csv")
+    assert down(result) == [[], [1], [1]] and result.problems == []
+    assert result.snapshots[1].gpus[1].temperature_c is None
+
+
+@pytest.mark.parametrize(
+    ("cells", "up"),
+    [
+        ("[GPU requires reset], [GPU requires reset], [GPU requires reset]", False),
+        ("[Unknown Error], [Unknown Error], [Unknown Error]", False),  # not one value answered
+        ("65, [Unknown Error], 1950 MHz", True),  # one call failed on a GPU that answers
+    ],
+)
+def test_nvml_errors_in_every_value_are_a_gpu_down_one_failed_value_is_not(cells, up):
+    lines = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:01.000", 0, cells)]
+    assert [t.gpus[0].up for t in import_log(lines, "errors.csv").snapshots] == [True, up]
+
+
+def test_a_gpu_whose_rows_stop_while_the_others_go_on_is_down_until_it_answers_again():
+    gpus = [[0, 1, 2], [0, 2], [0, 2], [0, 1, 2], [0, 2]]
+    lines = [SMI] + [smi_row(f"14:00:0{s}.{g:03d}", g) for s, tick in enumerate(gpus) for g in tick]
+    result = import_log(lines, "vanishes.csv")
+    assert down(result) == [[], [1], [1], [], []]  # the last tick may be one the logger cut short
+    assert [len(t.gpus) for t in result.snapshots] == [3, 3, 3, 3, 2]
+
+
+def test_nvidia_smi_started_again_with_fewer_gpus_has_none_down():
+    lines = [SMI, *(smi_row(f"14:00:0{s}.000", g) for s in range(3) for g in range(3))]
+    lines += [SMI, *(smi_row(f"14:01:0{s}.000", 0) for s in range(3))]  # nvidia-smi -i 0 ...
+    assert down(import_log(lines, "restart.csv")) == [[]] * 6
+
+
+def test_nvidia_smis_line_for_a_gpu_it_cannot_reach_is_that_gpu_down_by_its_bus_id():
+    error = "Unable to determine the device handle for GPU 0000:27:00.0: GPU is lost.  Reboot the system"
+    lines = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:00.000", 1)]
+    for s in range(1, 4):
+        lines += [smi_row(f"14:00:0{s}.000", 0), error]
+    result = import_log(lines, "handle.csv")
+    assert down(result) == [[], [1], [1], []]
+    assert result.problems == [
+        (
+            "handle.csv: line 5: nvidia-smi could not reach GPU 1 (0000:27:00.0): GPU is lost; "
+            "it is down where it has no row"
+        )
+    ]
+    unknown = import_log(["index, temperature.gpu", "0, 60", error, "0, 61"], "nobus.csv")
+    assert unknown.problems == [
+        (
+            "nobus.csv: line 3: nvidia-smi could not reach the GPU at 0000:27:00.0: GPU is lost; no row "
+            "before it has that pci.bus_id, so which GPU it is is not known"
+        )
+    ]
+
+
+def test_no_gpu_is_taken_as_down_next_to_a_line_that_could_not_be_read():
+    lines = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:00.000", 1)]
+    lines += [smi_row("14:00:01.000", 0), "2024/03/05 14:00:01.000, 1, 00000000:2"]  # cut in the middle
+    lines += [smi_row("14:00:02.000", 0), smi_row("14:00:02.000", 1), smi_row("14:00:03.000", 0)]
+    result = import_log(lines, "cut.csv")
+    assert down(result) == [[], [], [], []] and "cut.csv:5: skipped" in result.problems[0]
+
+
+DMON = ["# gpu    pwr  gtemp     sm   pclk", "# Idx      W      C      %    MHz"]
+
+
+def test_dmon_gpu_missing_from_a_sample_is_down_and_its_repeated_header_is_no_new_run():
+    body = ["    0    300     70     99   1950", "    1    300     70     99   1950"]
+    lines = [*DMON, *body, *DMON, body[0], *body, *body]  # GPU 1 missing once; the header repeated
+    assert down(import_log(lines, "dmon.txt")) == [[], [1], [], []]
+
+
+def _diagnosis(path, capsys) -> dict:
+    main(["diagnose", "--trace", str(path), "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_diagnose_says_a_lost_gpu_stopped_answering_and_a_restart_with_fewer_gpus_does_not(tmp_path, capsys):
+    lost = [SMI]
+    for s in range(40):
+        for g in range(3):
+            values = LOST if g == 2 and s >= 10 else "65, 300.00 W, 1950 MHz"
+            lost.append(smi_row(f"14:{s // 60:02d}:{s % 60:02d}.000", g, values))
+    path = tmp_path / "lost.csv"
+    path.write_text("\n".join(lost) + "\n")
+    findings = [f for f in _diagnosis(path, capsys)["findings"] if f["kind"] == "gpu-down"]
+    assert [(f["gpus"], f["severity"]) for f in findings] == [([2], "critical")]
+    restart = [line for line in lost if ", 2, " not in line]
+    restart[1 + 2 * 10 : 1 + 2 * 10] = [SMI]  # after 10 s, started again for GPUs 0 and 1
+    path.write_text("\n".join(lost[: 1 + 3 * 10] + restart[1 + 2 * 10 :]) + "\n")
+    assert [f for f in _diagnosis(path, capsys)["findings"] if f["kind"] == "gpu-down"] == []
+
+
+# -- times of day without a date -------------------------------------------------------------------
+
+
+def test_a_time_of_day_alone_rolls_over_midnight_and_the_missing_date_is_said():
+    lines = ["timestamp, index, temperature.gpu"] + [
+        f"{t}, 0, 60" for t in ("23:59:58", "23:59:59", "00:00:00", "00:00:01")
+    ]
+    result = import_log(lines, "tod.csv")
+    assert seconds(result) == [0, 1, 2, 3]
+    assert result.problems == [
+        (
+            "tod.csv: the log's times have no date (a time of day alone): its ticks are dated 1900-01-01, "
+            "a day later past each midnight"
+        )
+    ]
+
+
+def test_dmon_o_t_across_two_midnights():
+    lines = ["#Time        gpu    pwr  gtemp", "#HH:MM:SS    Idx      W      C"]
+    lines += [
+        f" {t}      0    300     70" for t in ("23:59:59", "00:00:00", "12:00:00", "23:59:59", "00:00:00")
+    ]
+    result = import_log(lines, "dmon_t.txt")
+    assert seconds(result) == [0, 1, 43201, DAY, DAY + 1]
+
+
+def test_sessions_appended_out_of_order_stay_in_their_order_each_its_own_run():
+    early = [smi_row(f"14:00:0{s}.000", 0) for s in range(3)]
+    late = [smi_row(f"15:00:0{s}.000", 0) for s in range(3)]
+    result = import_log([SMI, *late, SMI, *early], "order.csv")
+    assert seconds(result) == [0, 1, 2, -3600, -3599, -3598]  # dated: no day added, the step back kept
+    assert result.problems == []
 
 
 # -- laptops ---------------------------------------------------------------------------------------

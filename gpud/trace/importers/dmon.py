@@ -4,6 +4,9 @@
 they repeat every few screens, and ``-`` is a value dmon could not read. ``-s v`` adds ``pviol``
 (the share of the sample the power cap held the clocks) and ``tviol`` (thermal slowdown), read as
 the driver's power and thermal reasons. Newer drivers also print it comma-separated.
+
+dmon prints its header again every few screens: only a header naming other columns is a new run. A
+GPU of the run without a row in a tick while others have one did not answer: it is down there.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import TraceHeader
 from gpud.trace.importers.columns import DMON
-from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler
+from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, handle_error
 from gpud.trace.importers.table import Header, read_row
 
 _HEADER_WORDS = ("gpu", "date", "time")
@@ -35,7 +38,7 @@ class DmonImport:
 
     def __init__(self, name: str = "input", strict: bool = False) -> None:
         self.problems = Problems(name, strict)
-        self._assembler = TickAssembler()
+        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True)
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         header: Header | None = None
@@ -43,10 +46,17 @@ class DmonImport:
             if not line.strip():
                 continue
             if line.lstrip().startswith("#"):
-                if is_dmon_header(line):
-                    names = [cell.lower() for cell in _cells(line)]
+                names = [cell.lower() for cell in _cells(line)]
+                if is_dmon_header(line) and (header is None or names != header.titles):
                     header = Header.of(names, [DMON.get(n) for n in names])
+                    self._assembler.new_session()
                 continue  # the units line, or a repeated header
+            if (unreachable := handle_error(line)) is not None:
+                bus_id, why = unreachable
+                self.problems.note(
+                    f"line {line_number}: nvidia-smi could not reach the GPU at {bus_id}: {why}"
+                )
+                continue
             try:
                 if header is None:
                     raise ValueError("data before the '# gpu ...' header line")
@@ -59,6 +69,7 @@ class DmonImport:
                 when = row.when
             except ValueError as error:
                 self.problems.skip(line_number, str(error))
+                self._assembler.unreadable()
                 continue
             sample = GpuSample(index=row.ids["index"], **row.sample)
             info = {"clock_event_reasons_reported": header.reported}

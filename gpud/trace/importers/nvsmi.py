@@ -5,20 +5,26 @@ units, ``[N/A]`` / ``[Not Supported]``, GPUs interleaved, ``-l``/``-lms`` repeat
 appended to one file (each with its header line again). GPUs are told apart by ``index``, else
 ``pci.bus_id``, else ``uuid``; two GPUs logged under one index are kept apart by their bus id or
 UUID, with a warning. A line that cannot be read is skipped and named; a value that cannot be read
-is left out of its row and reported once per column. ``nvidia-smi -q`` reports are refused with
-what to log instead.
+is left out of its row and reported once per column.
+
+A GPU that does not answer is down in the ticks: its row reads ``[GPU is lost]``, or it has no row
+in a tick of the session (since the header line) while it had before, or nvidia-smi printed
+``Unable to determine the device handle for GPU <bus id>: ...`` for it (found by its ``pci.bus_id``).
+A new header line is a new run of nvidia-smi, perhaps with other GPUs (``-i``): a GPU missing from
+it is not down. ``nvidia-smi -q`` reports are refused with what to log instead.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import NotALog, TraceHeader
 from gpud.trace.importers.columns import Role, column, source_of
-from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, timestamp
+from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, handle_error, timestamp
 from gpud.trace.importers.table import Header, Row, read_row
 from gpud.trace.importers.units import decimal_point
 
@@ -95,8 +101,10 @@ def _decimal_comma_time(header: Header, cells: list[str]) -> list[str]:
     return cells
 
 
-def _csv_rows(lines: Iterable[str], problems: Problems, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """The CSV rows and their line numbers; one the csv module cannot split is a problem."""
+def _csv_rows(
+    lines: Iterable[str], skip: Callable[[int, str], None], delimiter: str
+) -> Iterator[tuple[int, list[str]]]:
+    """The CSV rows and their line numbers; one the csv module cannot split is skipped."""
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     while True:
         try:
@@ -104,9 +112,18 @@ def _csv_rows(lines: Iterable[str], problems: Problems, delimiter: str) -> Itera
         except StopIteration:
             return
         except csv.Error as error:
-            problems.skip(reader.line_num, str(error))
+            skip(reader.line_num, str(error))
             continue
         yield reader.line_num, row
+
+
+def bus_key(bus_id: str) -> tuple[int, str]:
+    """A PCI bus id as one key however its domain is written: ``00000000:37:00.0`` and ``0000:37:00.0``."""
+    domain, _, rest = bus_id.strip().lower().partition(":")
+    try:
+        return int(domain, 16), rest
+    except ValueError:
+        return -1, bus_id.strip().lower()
 
 
 class CsvImport:
@@ -116,15 +133,20 @@ class CsvImport:
         self.problems = Problems(name, strict)
         self.source = "csv"
         self._delimiter = delimiter
-        self._assembler = TickAssembler()
+        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True)
         self._identities = _Identities(self.problems)
+        self._gpu_at_bus: dict[str, int] = {}  # by the bus id as the rows write it
+        self._unreachable: set[tuple[int, str]] = set()  # bus ids nvidia-smi said it could not reach
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         header: Header | None = None
         before_header = 0
         stamped: float | None = None  # a time on a line of its own, for the rows after it
-        for line, cells in _csv_rows(lines, self.problems, self._delimiter):
+        for line, cells in _csv_rows(lines, self._skip, self._delimiter):
             if not "".join(cells).strip():  # no cell with anything in it
+                continue
+            if len(cells) <= 2 and (unreachable := handle_error(",".join(cells))) is not None:
+                self._unreachable_gpu(line, *unreachable)
                 continue
             if self._delimiter != ",":
                 cells = [decimal_point(cell) for cell in cells]
@@ -134,6 +156,7 @@ class CsvImport:
             if is_header(cells):
                 header = Header.of(cells, [column(cell) for cell in cells])
                 self.source = source_of(cells) if self.source == "csv" else self.source
+                self._assembler.new_session()
                 continue
             if header is None:
                 before_header += 1
@@ -152,7 +175,7 @@ class CsvImport:
                     else (row.elapsed if row.elapsed is not None else stamped)
                 )
             except ValueError as error:
-                self.problems.skip(line, str(error))
+                self._skip(line, str(error))
                 continue
             yield from self._add(row, when, header)
         if before_header:
@@ -170,8 +193,33 @@ class CsvImport:
                 )
         info = row.info | {k: v for k, v in row.ids.items() if k != "index"}
         info["clock_event_reasons_reported"] = header.reported
-        sample = GpuSample(index=gpu, fans=tuple(row.fans), **row.sample)
+        if "pci_bus_id" in row.ids:
+            self._gpu_at_bus[row.ids["pci_bus_id"]] = gpu
+        if row.up:
+            sample = GpuSample(index=gpu, fans=tuple(row.fans), **row.sample)
+        else:
+            sample = GpuSample(index=gpu, up=False)
         yield from self._assembler.add(when, sample, info, fans_logged=header.fans_logged)
+
+    def _skip(self, line: int, why: str) -> None:
+        self.problems.skip(line, why)
+        self._assembler.unreadable()
+
+    def _unreachable_gpu(self, line: int, bus_id: str, why: str) -> None:
+        """nvidia-smi's line for a GPU it could not open: that GPU is down from here, said once."""
+        key = bus_key(bus_id)
+        gpu = next((gpu for logged, gpu in self._gpu_at_bus.items() if bus_key(logged) == key), None)
+        if gpu is not None:
+            self._assembler.lost(gpu)
+        if key in self._unreachable:
+            return
+        self._unreachable.add(key)
+        self.problems.note(
+            f"line {line}: nvidia-smi could not reach GPU {gpu} ({bus_id}): {why}; it is down where it has no row"
+            if gpu is not None
+            else f"line {line}: nvidia-smi could not reach the GPU at {bus_id}: {why}; no row before it has "
+            "that pci.bus_id, so which GPU it is is not known"
+        )
 
     def header(self) -> TraceHeader:
         """The trace header: valid once :meth:`ticks` is exhausted."""

@@ -1,9 +1,17 @@
 """What every importer shares: reading values and times, saying what was left out, and making ticks.
 
-Logs print one row per GPU per sample. Rows with the same timestamp form one tick; logs without a
-timestamp start a new tick whenever a GPU comes round again, spaced ``interval_s``. Several rows of
-one GPU under one whole-second timestamp (a tool polling faster than its clock prints) are spread
-evenly over that second, so that no tick accounts for zero time.
+Logs print one row per GPU per sample, and the tools stamp each row as they read its GPU
+(nvidia-smi, a pynvml loop): the rows of one sample are a few milliseconds apart. A row joins the
+tick being gathered unless its GPU already has a row there or it comes more than
+:data:`TICK_SKEW_S` after the tick's latest row (a printed second, where times are whole seconds);
+the tick's time is its first row's. Logs without a timestamp start a new tick whenever a GPU comes
+round again, spaced ``interval_s``. Several rows of one GPU under one whole-second timestamp (a
+tool polling faster than its clock prints) are spread evenly over that second, so that no tick
+accounts for zero time.
+
+A time of day without a date (``HH:MM:SS``, ``dmon -o T``) is read as on strptime's day,
+1900-01-01, and as on the next day where it steps back by more than half a day: the log went past
+midnight.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ _MISSING = {
     "not supported",
     "[unknown error]",
     "[gpu is lost]",
+    "[gpu requires reset]",
     "[insufficient permissions]",
 }
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([a-zA-Z%/]*)\s*$")
@@ -47,6 +56,16 @@ _TIME_FORMATS = (
     "%H:%M:%S.%f",  # a time of day alone: only the differences matter
     "%H:%M:%S",
 )
+# NVML's answers for a GPU that cannot be reached (fallen off the bus, or to be reset before use), as
+# nvidia-smi prints them in place of each value; "[Unknown Error]" is one call failing, which a
+# healthy GPU's field may do, and says the GPU is gone only where it stands for every value.
+_GPU_GONE = frozenset({"[gpu is lost]", "[gpu requires reset]"})
+_CALL_FAILED = "[unknown error]"
+# The rows of one sample are stamped as each GPU is read: a slow query of 8 GPUs spreads them over
+# tens of milliseconds, a row of the next sample comes a sampling interval (100 ms at -lms 100) on.
+TICK_SKEW_S = 0.05
+DAY_S = 86400.0
+_DATELESS_DAY = datetime(1900, 1, 1, tzinfo=UTC).timestamp()  # strptime's date for a time alone
 _SKIPS_SHOWN = 100  # lines skipped one by one; beyond that, one line says how many more
 MIN_SHARE_PCT = 20.0  # below this share of the limit, a logged "% of TDP" is too coarse to give the limit
 
@@ -93,6 +112,39 @@ def timestamp(text: str) -> float:
         else:
             raise ValueError(f"not a timestamp: {text!r}") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def gpu_gone(cells: list[str]) -> bool:
+    """Whether a row's value cells say its GPU did not answer: one reads ``[GPU is lost]`` or
+    ``[GPU requires reset]``, or every one reads ``[Unknown Error]``.
+
+    >>> gpu_gone(["[GPU is lost]", "[GPU is lost]"]), gpu_gone(["[Unknown Error]", "65"])
+    (True, False)
+    """
+    answers = [cell for cell in cells if "[" in cell]  # NVML's answers are bracketed, readings are not
+    if not answers:
+        return False
+    said = {answer.strip().lower() for answer in answers}
+    return not said.isdisjoint(_GPU_GONE) or (len(answers) == len(cells) and said == {_CALL_FAILED})
+
+
+# nvidia-smi's line for a GPU it cannot open (on stderr, in logs of `... 2>&1`), with NVML's reason:
+# "Unable to determine the device handle for GPU 0000:37:00.0: GPU is lost.  Reboot the system ..."
+_HANDLE_ERROR = re.compile(
+    r"unable to determine the device handle for (?:gpu)?\s*([0-9a-f]{1,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f])"
+    r"\s*:\s*([^.]*)",
+    re.IGNORECASE,
+)
+
+
+def handle_error(line: str) -> tuple[str, str] | None:
+    """The bus id and reason of nvidia-smi's line for a GPU it could not reach; ``None`` for other lines.
+
+    >>> handle_error("Unable to determine the device handle for GPU 0000:37:00.0: Unknown Error")
+    ('0000:37:00.0', 'Unknown Error')
+    """
+    match = _HANDLE_ERROR.search(line)
+    return None if match is None else (match.group(1), match.group(2).strip() or "no reason given")
 
 
 def limit_from_share(power_w: float | None, share_pct: float | None) -> float | None:
@@ -190,14 +242,30 @@ class _Seen:
 
 @dataclass
 class TickAssembler:
-    """Collects per-GPU rows and yields a :class:`Snapshot` each time a tick is complete."""
+    """Collects per-GPU rows and yields a :class:`Snapshot` each time a tick is complete.
+
+    With ``rows_per_gpu`` (a log that prints a row for each GPU at each sample: nvidia-smi, dmon, a
+    script), a GPU that had a row in the session (since the last :meth:`new_session`) or was said
+    lost (:meth:`lost`) but has none in a tick while others do did not answer: the tick holds it
+    as down (``up=False``). Not so in the ticks around a line that could not be read
+    (:meth:`unreadable`), which may have been its row, nor in the last tick of a run, which the
+    logger may have left half written. ``problems`` is told of a log whose times have no date.
+    """
 
     interval_s: float = 1.0
+    problems: Problems | None = None
+    rows_per_gpu: bool = False
     _seen: dict[int, _Seen] = field(default_factory=dict)
-    _time: float | None = None
+    _time: float | None = None  # the tick's: its first row's
+    _latest: float | None = None  # the tick's latest row's
     _rows: dict[int, GpuSample] = field(default_factory=dict)
     _ticks: int = 0
     _same_second: list[Snapshot] = field(default_factory=list)
+    _session: set[int] = field(default_factory=set)  # the GPUs of the logger's run
+    _next_session: set[int] | None = None  # a new run's, begun while a tick of the last was gathered
+    _doubtful_ticks: int = 0
+    _days: int = 0  # days past the first, of a log that gives times of day alone
+    _last_dateless: float | None = None
 
     def add(
         self, when: float | None, sample: GpuSample, info: dict[str, Any], fans_logged: bool = False
@@ -207,37 +275,95 @@ class TickAssembler:
         ``fans_logged`` says the log has a fan column for this GPU, whether or not it had a value:
         a GPU whose fan column never has one has no fans (a data-center card, ``[N/A]``).
         """
-        repeated = sample.index in self._rows
-        if self._rows and (repeated or (when is not None and when != self._time)):
-            yield from self._flush()
+        if when is not None and _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S:
+            when = self._dated(when)
+        if self._rows and (
+            sample.index in self._rows or self._next_session is not None or not self._joins(when)
+        ):
+            yield from self._flush(complete=self._next_session is None)
+        if self._next_session is not None:
+            self._session, self._next_session = self._next_session, None
         if when is None:
             when = self._ticks * self.interval_s
-        self._time = when
+        if not self._rows:
+            self._time = when
+        self._latest = when
         seen = self._seen.get(sample.index)
         if seen is None:
             seen = self._seen[sample.index] = _Seen()
         if info.get("name") not in (None, seen.facts.get("name")):
             seen.passive = is_passive_model(info["name"])
         seen.facts.update({k: v for k, v in info.items() if v is not None})
-        seen.fans_logged = seen.fans_logged or fans_logged
+        seen.fans_logged = seen.fans_logged or (fans_logged and sample.up)
         if sample.fans and seen.passive:
             sample = replace(sample, fans=())  # a recorder's 0 % for "no fan"
         seen.fan_readings += len([fan for fan in sample.fans if fan.speed_pct is not None])
         seen.fan_count = max(seen.fan_count, len(sample.fans))
         self._rows[sample.index] = sample
+        self._session.add(sample.index)
 
     def pending_at(self, when: float | None) -> int:
-        """How many rows the tick at ``when`` already has (0 when ``when`` starts a new tick)."""
-        return len(self._rows) if when is not None and when == self._time else 0
+        """How many rows the tick a row at ``when`` joins already has (0 when it starts a new tick)."""
+        if when is None or not self._rows or self._next_session is not None:
+            return 0
+        on_its_day = self._on_its_day(when) if _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S else when
+        return len(self._rows) if self._joins(on_its_day) else 0
+
+    def new_session(self) -> None:
+        """The logger started again (its header line once more): the GPUs after it may be others."""
+        if self._rows:
+            self._next_session = set()
+        else:
+            self._session = set()
+
+    def lost(self, index: int) -> None:
+        """The log says GPU ``index`` could not be reached: down in the ticks it has no row in."""
+        (self._session if self._next_session is None else self._next_session).add(index)
+
+    def unreadable(self) -> None:
+        """A line that could not be read: in the tick now gathered or the next, no GPU is taken as down."""
+        self._doubtful_ticks = 2 if self._rows else 1
 
     def finish(self) -> Iterator[Snapshot]:
         """The last ticks, if any rows are pending."""
         if self._rows:
-            yield from self._flush()
+            yield from self._flush(complete=False)
         yield from self._spread(None)
 
-    def _flush(self) -> Iterator[Snapshot]:
-        snapshot = Snapshot(self._time or 0.0, tuple(self._rows[i] for i in sorted(self._rows)))
+    def _joins(self, when: float | None) -> bool:
+        """Whether a row at ``when`` (of a GPU without one there) belongs to the tick being gathered."""
+        latest = self._latest
+        if when is None or latest is None:
+            return True
+        skew = 1.0 if when.is_integer() and latest.is_integer() else TICK_SKEW_S
+        return abs(when - latest) <= skew  # (threads of a script may write a tick's rows out of order)
+
+    def _on_its_day(self, when: float) -> float:
+        """A time of day alone on the day it is of: the log's first, or a later one past each midnight."""
+        dated = when + self._days * DAY_S
+        if self._last_dateless is not None and dated < self._last_dateless - DAY_S / 2:
+            dated += DAY_S
+        return dated
+
+    def _dated(self, when: float) -> float:
+        dated = self._on_its_day(when)
+        if self._last_dateless is None and self.problems is not None:
+            self.problems.note(
+                "the log's times have no date (a time of day alone): its ticks are dated 1900-01-01, "
+                "a day later past each midnight"
+            )
+        self._days = round((dated - when) / DAY_S)
+        self._last_dateless = dated
+        return dated
+
+    def _flush(self, complete: bool) -> Iterator[Snapshot]:
+        """The tick gathered; ``complete`` where the next row came (the last of a run may be cut short)."""
+        rows = self._rows
+        if self._doubtful_ticks:
+            self._doubtful_ticks -= 1
+        elif self.rows_per_gpu and complete:
+            rows.update({index: GpuSample(index=index, up=False) for index in self._session - rows.keys()})
+        snapshot = Snapshot(self._time or 0.0, tuple(rows[i] for i in sorted(rows)))
         self._rows = {}
         self._ticks += 1
         if self._same_second and snapshot.timestamp != self._same_second[0].timestamp:

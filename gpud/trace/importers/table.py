@@ -18,9 +18,10 @@ from typing import Any
 from gpud.telemetry import FanReading, GpuSample
 from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
-from gpud.trace.importers.rows import Problems, number, timestamp
+from gpud.trace.importers.rows import Problems, gpu_gone, number, timestamp
 from gpud.trace.importers.units import OutOfBounds
 
+_READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
 _BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$", re.IGNORECASE)
 
 
@@ -60,6 +61,12 @@ class Header:
         return sum(bits) if bits else None
 
     @cached_property
+    def measured(self) -> tuple[int, ...]:
+        """The positions of the readings (not the time, identity or static facts): where a GPU that did
+        not answer says so."""
+        return tuple(i for i, c in enumerate(self.columns) if c is not None and c.role in _READINGS)
+
+    @cached_property
     def fans_logged(self) -> bool:
         """Whether a column gives a fan's speed (one refused for its unit gives none)."""
         return any(c is not None and c.role is Role.FAN for c in self.columns)
@@ -78,6 +85,7 @@ class Row:
     fans: list[FanReading] = field(default_factory=list)
     ranked: dict[str, tuple[int, float]] = field(default_factory=dict)
     reasons: int | None = None
+    up: bool = True  # False: its readings say the GPU did not answer ("[GPU is lost]")
 
     @property
     def when(self) -> float | None:
@@ -183,6 +191,8 @@ def read_row(header: Header, cells: list[str], line: int, problems: Problems) ->
     row = Row()
     for position, col, title, read in header.readers:
         read(row, col, title, cells[position], line, problems)
+    if "[" in "".join(cells):  # nvidia-smi's bracketed answers: "[N/A]", "[GPU is lost]"
+        row.up = not gpu_gone([cells[position] for position in header.measured])
     row.sample.update({name: value for name, (_, value) in row.ranked.items()})
     if row.reasons is not None:
         row.sample.setdefault("clock_event_reasons", row.reasons)
