@@ -59,6 +59,7 @@ def test_a_sample_whose_rows_straddle_a_printed_second_is_one_tick():
         f"2024-03-05 14:00:0{s + (g >= 2)}, {g}, 300, 70" for s in range(3) for g in range(3)
     ]  # GPU 2 read after the second turned
     result = import_log(lines, "dmon.csv")
+    assert result.header.source == "nvidia-smi-dmon"  # its header named: no GPU-Z rows, cut from their own
     assert [len(t.gpus) for t in result.snapshots] == [3, 3, 3] and down(result) == [[], [], []]
 
 

@@ -113,11 +113,12 @@ def sniff(head: list[str], name: str) -> LogFormat:
     refuse_query_report(lines, name)
     if 2 * sum(1 for line in lines if HML_LINE.match(line)) >= len(lines):
         return LogFormat.AFTERBURNER
-    if 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
-        return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off or further down
+    found = csv_header(lines)  # (a GPU-Z header too): "date, numbers" rows under another are no GPU-Z log's
+    if found is None and 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
+        return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off
     if any(is_dmon_header(line) for line in lines):
         return LogFormat.DMON
-    if (found := csv_header(lines)) is not None:
+    if found is not None:
         return found[0]
     if all("," in line for line in lines):
         titles = [cell.strip() for cell in _cells(lines[0])]
