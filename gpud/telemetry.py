@@ -29,20 +29,6 @@ class FanPolicy(StrEnum):
     MANUAL = "manual"
 
 
-_LAPTOP_WORDS = ("laptop", "max-q", "mobile")
-
-
-def laptop_gpu(name: str) -> bool:
-    """Whether a GPU's model name says it sits in a laptop ("... Laptop GPU"; older ones "with Max-Q
-    Design" or "Mobile"): its fans and its power limit are the laptop's, run by its embedded controller.
-
-    >>> laptop_gpu("NVIDIA GeForce RTX 4060 Laptop GPU"), laptop_gpu("NVIDIA GeForce RTX 4090")
-    (True, False)
-    """
-    lowered = name.lower()
-    return any(word in lowered for word in _LAPTOP_WORDS)
-
-
 @dataclass(frozen=True, slots=True)
 class GpuInfo:
     """Static facts about one GPU, read once at discovery."""

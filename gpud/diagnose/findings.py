@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from gpud import words
 from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings, Decision
 from gpud.decide.heat import coupling_text
+from gpud.decide.models import is_mobile_model
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.health import HealthLedger
@@ -31,7 +32,7 @@ from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, STOPPED_FAN_PCT
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
-from gpud.telemetry import Cooling, GpuInfo, Snapshot, laptop_gpu
+from gpud.telemetry import Cooling, GpuInfo, Snapshot
 from gpud.words import share_text
 
 GIB = 1024**3
@@ -193,6 +194,12 @@ def _cause_finding(
 
 
 def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, gpu: GpuReplay) -> str:
+    laptop = is_mobile_model(gpu.name)
+    if cause is ThrottleCause.THERMAL and laptop and not fans_stopped:
+        return (
+            "a laptop's cooling is its maker's: clean its vents and fans, give it air underneath (a stand "
+            "or a cooling pad), and set its fans to their fastest mode in its maker's tool"
+        )
     if cause is ThrottleCause.THERMAL:
         return _thermal_advice(cooling, fans_stopped, gpu.neighbour_heated_s > 0)
     if cause is ThrottleCause.OTHER:
@@ -200,7 +207,7 @@ def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool,
             "hardware slowdown without heat or power: check the PSU cables and the board's power "
             "connectors, then the card itself"
         )
-    if laptop_gpu(gpu.name):
+    if laptop:
         return (
             "expected under a heavy load: a laptop's power limit is its maker's; run it on its charger, "
             "in its performance mode"

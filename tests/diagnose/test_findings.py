@@ -441,6 +441,15 @@ def test_a_power_cap_is_the_card_at_its_limit_a_notice_and_a_laptop_is_not_told_
     assert "nvidia-smi -pl" not in laptop.findings[0].recommendation
 
 
+def test_a_laptop_that_throttles_for_heat_is_told_about_a_laptops_cooling_not_slot_spacing():
+    laptop = _held_back(
+        1, 300, lambda i, t: (1500, 0x20 if t > 100 else 0), name="NVIDIA GeForce RTX 4060 Laptop GPU"
+    )
+    (throttling,) = [f for f in laptop.findings if f.kind == "throttling"]
+    assert throttling.numbers["cause"] == "thermal" and "clean its vents" in throttling.recommendation
+    assert "between the cards" not in throttling.recommendation
+
+
 def test_alike_findings_are_listed_by_gpu_not_by_a_cost_that_differs_in_the_third_digit():
     diagnosis = _held_back(8, 300, lambda i, t: (1900 - (i * 5) % 13, SW_POWER_CAP))
     assert [f.gpus for f in diagnosis.findings] == [(i,) for i in range(8)]
