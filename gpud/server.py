@@ -15,6 +15,7 @@ scrapes or the loop.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,7 @@ from gpud.webserver import Answer, Request, WebServer
 log = structlog.get_logger("gpud.server")
 
 MAX_HISTORY_ANSWERS = 4
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?", re.ASCII)  # plain digits: no "1_0", no " 5 "
 HISTORY_RETRY_AFTER_S = 5
 
 
@@ -113,13 +115,13 @@ class StatusServer:
         state, history = self.current(), self.history
         if state is None or history is None:
             return Answer.json(503, {"error": "no history yet"})
-        since = parse_qs(query).get("since")
-        try:
-            seconds = float(since[0]) if since else None
-        except ValueError:
-            seconds = -1.0
-        if seconds is not None and not 0 <= seconds < float("inf"):
-            return Answer.json(400, {"error": "since must be a number of seconds, 0 or more"})
+        since = parse_qs(query, keep_blank_values=True).get("since")
+        if since is not None and len(since) > 1:
+            return Answer.json(400, {"error": "since given more than once"})
+        seconds = _seconds(since[0]) if since else None
+        if since and seconds is None:
+            got = since[0][:40]
+            return Answer.json(400, {"error": f"since must be a number of seconds, 0 or more (got {got!r})"})
         if not self._history_slots.acquire(blocking=False):
             busy = Answer.json(
                 503,
@@ -133,3 +135,12 @@ class StatusServer:
         return Answer(
             200, "application/x-ndjson", body, done=self._history_slots.release, length=len(header) + size
         )
+
+
+def _seconds(text: str) -> float | None:
+    """``since``'s seconds: a plain finite number, 0 or more (``float`` alone takes "1_0", " 5 " and
+    other scripts' digits); ``None`` when it is not one."""
+    if _SECONDS.fullmatch(text) is None:
+        return None
+    seconds = float(text)
+    return seconds if seconds < float("inf") else None

@@ -160,6 +160,10 @@ def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, cl
     recent = history_trace(base, HttpClient(5.0), since_s=60)  # the daemon cuts the window
     assert len(list(recent.ticks(1, None))) == 3
     assert get(base + "/history?since=soon")[0] == 400
+    for loose in ("1_0", "%205%20", "%D9%A5", "1&since=2", "inf"):  # %D9%A5: an Arabic-Indic 5
+        assert get(base + "/history?since=" + loose)[0] == 400, loose  # float() alone takes the first three
+    # A long --since (12 days: 1.0368e+06 s) arrives whole: its "+" no longer reads as a space.
+    assert len(list(history_trace(base, HttpClient(5.0), since_s=12 * 86400).ticks(1, None))) == 6
     trace = history_trace(base, HttpClient(5.0))
     assert len(list(trace.ticks(1, None))) == 6
     assert diagnose(trace, DecideSettings(), DiagnoseSettings()).gpus == 2

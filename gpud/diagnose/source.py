@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.replay import LoadedTrace
 from gpud.trace.format import TraceError, read_trace
@@ -18,7 +20,8 @@ def history_trace(base_url: str, client: HttpClient, since_s: float | None = Non
     what answers is not a gpud history (too large, not a trace, a header or tick that cannot be read).
     """
     endpoint = f"{base_url}/history"
-    query = f"?since={since_s:g}" if since_s is not None else ""
+    # Encoded: a long --since is written with an exponent (1.0368e+06), whose "+" a query reads as a space.
+    query = f"?{urlencode({'since': repr(float(since_s))})}" if since_s is not None else ""
     text = client.get(endpoint + query, max_bytes=MAX_HISTORY_BYTES).decode("utf-8", errors="replace")
     shown = redacted(endpoint)
     try:
