@@ -9,11 +9,13 @@ variable would otherwise be ignored).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -281,6 +283,8 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     """Merge file, environment and ``overrides`` (from flags) into validated :class:`Settings`."""
     data = read_config_file(path)
     origin = path or (DEFAULT_CONFIG_PATH if data else None)
+    if kinds := _kind_problems(Settings, data):
+        raise ConfigError(_problems(_invalid(origin), kinds))
     unknown = _unknown_variables()
     if unknown:  # the environment's problems, not the file's
         raise ConfigError(_problems(_invalid(None), unknown))
@@ -302,6 +306,40 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, origin)) from None
     return Settings.model_construct(**dict(merged))
+
+
+def _kind_problems(model: type[BaseModel], data: dict[str, Any], at: str = "") -> list[str]:
+    """The file's values of the wrong kind for their key: TOML says what a value is, so ``true`` for a
+    number, ``"2"`` for a number or ``"no"`` for true/false is a mistake to name, not something to
+    convert as pydantic does for the environment's text (where every value is a string)."""
+    problems = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is not None:
+            problems += _value_kind_problems(field.annotation, value, f"{at}{key}")
+    return problems
+
+
+def _value_kind_problems(annotation: Any, value: Any, key: str) -> list[str]:
+    options = [o for o in _alternatives(annotation) if o is not type(None)]
+    for option in options:
+        if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(value, dict):
+            return _kind_problems(option, value, f"{key}.")
+        if get_origin(option) is dict and isinstance(value, dict):
+            inner = get_args(option)[1]
+            return [p for k, v in value.items() for p in _value_kind_problems(inner, v, f"{key}.{k}")]
+    if options and all(o is bool for o in options) and type(value) is not bool:
+        return [f"{key}: expected true or false, got {json.dumps(value, default=str)}"]
+    if options and all(o in (int, float) for o in options) and (type(value) is bool or isinstance(value, str)):
+        return [f"{key}: expected a number, got {json.dumps(value)}"]
+    return []
+
+
+def _alternatives(annotation: Any) -> tuple[Any, ...]:
+    """``X | Y`` → (X, Y); anything else → (it,)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
 
 
 _SUB_KEY = re.compile(r"^([A-Za-z_][\w.]*): ")  # "curve: no curve named ..." from a model's own check

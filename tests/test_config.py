@@ -45,7 +45,13 @@ def test_a_missing_default_file_means_defaults(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('interval_s = "fast"', "interval_s: Input should be a valid number"),
+        ('interval_s = "fast"', 'interval_s: expected a number, got "fast"'),
+        # TOML says what a value is: pydantic would take these for 1.0, 2.0, 1 and False.
+        ("interval_s = true", "interval_s: expected a number, got true"),
+        ('interval_s = "2"', 'interval_s: expected a number, got "2"'),
+        ("[simulate]\ngpus = true", "simulate.gpus: expected a number, got true"),
+        ('[simulate]\nprivileged = "no"', 'simulate.privileged: expected true or false, got "no"'),
+        ("[diagnose]\npsu_w = false", "diagnose.psu_w: expected a number, got false"),
         ("interval_s = -1", "interval_s: Input should be greater than or equal to 0.1"),
         ("intervall_s = 1", "intervall_s: unknown key"),
         ("[simulate]\ngpus = 0", "simulate.gpus: Input should be greater than or equal to 1"),
