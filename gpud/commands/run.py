@@ -21,12 +21,15 @@ from gpud.commands.shared import (
 )
 from gpud.config import Settings, decide_settings, needs_restart, split_host_port
 from gpud.errors import ConfigError
+from gpud.fans.choose import BackendChoice
+from gpud.instance import FanControlClaim
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
     from gpud.decide.controller import DecideSettings
     from gpud.server import StatusServer
+    from gpud.webconfig import WebConfig
 
 
 def register(commands: Subcommands) -> None:
@@ -82,9 +85,6 @@ def register(commands: Subcommands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``gpud run``: the daemon."""
-    from gpud.assemble import open_fan_control
-    from gpud.daemon import Daemon
-    from gpud.server import StatusServer
     from gpud.webconfig import WebConfig, load_web_config
 
     # Every argument is checked, and the address tried, before a GPU is opened, let alone a fan probed.
@@ -96,6 +96,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _listen_problem(address, settings.listen)
     if problem is not None:
         return fail(problem, 1)
+    # Real fans have one driver: a second gpud would hand them back and fight the first (simulated
+    # machines are each their own).
+    real_fans = args.simulate is None and not args.dry_run
+    claim = FanControlClaim() if real_fans and settings.fan_control.backend is not BackendChoice.NONE else None
+    try:
+        return _serve(args, settings, web, address)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _serve(args: argparse.Namespace, settings: Settings, web: WebConfig, address: tuple[str, int]) -> int:
+    """Open the GPUs and the fans, serve, and run the loop until it is stopped."""
+    from gpud.assemble import open_fan_control
+    from gpud.daemon import Daemon
+    from gpud.server import StatusServer
+
     settings, source, header = open_gpus(args, settings)
     try:
         recorder = TraceRecorder(args.record, header) if args.record is not None else None
