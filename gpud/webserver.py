@@ -64,6 +64,8 @@ ALLOW = "GET, HEAD"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/1\.[0-9]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_EMPTY_LINE = re.compile(rb"\r?\n")
+_FIRST_LINE = re.compile(rb"([^\r\n]*)\r?\n")
 _TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
 
 
@@ -340,12 +342,21 @@ class WebServer:
                 return
             searched_from = max(0, len(conn.inbox) - 3)
             conn.inbox += chunk
+            if _EMPTY_LINE.match(conn.inbox):  # empty lines before the request line are ignored (RFC 9112 2.2)
+                del conn.inbox[: len(conn.inbox) - len(conn.inbox.lstrip(b"\r\n"))]
+                searched_from = 0
+                if not conn.inbox:
+                    continue
             if self.tls is None and conn.inbox[0] == _TLS_HANDSHAKE:  # https:// to a plain port: say so now
                 self._answer_now(conn, 400, "this endpoint speaks plain HTTP: the client began a TLS handshake")
                 return
             end = _HEAD_END.search(conn.inbox, searched_from)
             if end is not None:
                 self._head_complete(conn, bytes(conn.inbox[: end.start()]))
+                return
+            if (line := _FIRST_LINE.match(conn.inbox)) is not None and line.group(1).count(b" ") < 2:
+                # "GET /\r\n", HTTP/0.9's whole request: its client waits for an answer, not a head's end.
+                self._answer_now(conn, 400, "HTTP/0.9 request (no version): this endpoint speaks HTTP/1.x")
                 return
         first_line_done = b"\n" in conn.inbox
         self._answer_now(conn, 431 if first_line_done else 414, "request head too large")

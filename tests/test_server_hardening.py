@@ -68,6 +68,8 @@ def header(response: bytes, name: str) -> str | None:
         (b"GET /status HTTP/1.1x\r\n\r\n", 400),
         (b"GET /status http/1.1\r\n\r\n", 400),
         (b"GET /status\r\n\r\n", 400),  # HTTP/0.9 style: no version
+        (b"GET /status\r\n", 400),  # HTTP/0.9's whole request: answered now, not at the head's timeout
+        (b"\r\n\r\nGET /status HTTP/1.1\r\n\r\n", 200),  # empty lines before the request line: ignored
         (b"GET  /status HTTP/1.1\r\n\r\n", 400),
         (b"G\x00T /status HTTP/1.1\r\n\r\n", 400),
         (b"GET /status HTTP/1.1\r\nno colon here\r\n\r\n", 400),
@@ -78,7 +80,7 @@ def header(response: bytes, name: str) -> str | None:
         (b"GET /../../etc/passwd HTTP/1.1\r\n\r\n", 404),
     ],
 )
-def test_malformed_and_hostile_requests_get_a_4xx_and_the_daemon_serves_on(
+def test_malformed_and_hostile_requests_get_their_answer_and_the_daemon_serves_on(
     daemon_and_server, request_bytes, code
 ):
     _, server, _ = daemon_and_server
