@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
+
+import structlog
 
 from gpud.callguard import DRIVER_WORKERS, CallGuard
 from gpud.config import Settings
@@ -15,20 +18,48 @@ from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.faults import FaultSpecError, with_faults
 from gpud.sim.machine import build_machine, card_specs
-from gpud.sim.nvml_lib import SimulatedNvmlLibrary
+from gpud.sim.nvml_lib import SIM_STEP_S, SimulatedNvmlLibrary
+from gpud.sim.thermal import ThermalMachine
 from gpud.telemetry import Cooling
+
+log = structlog.get_logger("gpud.simulate")
+_SIMULATOR_SHARE = 0.5  # of the CPU the simulated machine may take: the rest is gpud's (and its clients')
+_TIMED_STEPS = 20
 
 
 def simulated_library(settings: Settings) -> SimulatedNvmlLibrary:
-    """The simulated NVML library for ``settings.simulate``, on the real clock."""
+    """The simulated NVML library for ``settings.simulate``, on the real clock.
+
+    Its speed is what was asked, or what this CPU can integrate with half of its time (said once):
+    a machine that cannot keep up catches up inside every driver call, for ever, and the daemon
+    would never finish its first tick, silently.
+    """
     sim = settings.simulate
     machine = build_machine(sim.gpus, sim.layout, sim.ambient_c, settings.slowdown_c, sim.seed)
     for index, width in sim.pcie_width.items():
         if index < len(machine.cards):
             machine.cards[index].pcie_width = width
+    speed, most = sim.speed, _integrated_speed(machine) * _SIMULATOR_SHARE
+    if speed > most:
+        log.warning(
+            "the simulated machine cannot keep up at this speed: running slower",
+            gpus=sim.gpus,
+            asked=speed,
+            speed=round(most, 1),
+        )
+        speed = most
     return SimulatedNvmlLibrary(
-        machine, clock=time.monotonic, speed=sim.speed, privileged=sim.privileged, driver_version=sim.driver
+        machine, clock=time.monotonic, speed=speed, privileged=sim.privileged, driver_version=sim.driver
     )
+
+
+def _integrated_speed(machine: ThermalMachine) -> float:
+    """Simulated seconds per real second this CPU integrates ``machine`` at (a copy timed for a few steps)."""
+    trial = copy.deepcopy(machine)
+    started = time.perf_counter()
+    for _ in range(_TIMED_STEPS):
+        trial.step(SIM_STEP_S)
+    return SIM_STEP_S * _TIMED_STEPS / max(time.perf_counter() - started, 1e-9)
 
 
 def call_guard(settings: Settings) -> CallGuard:

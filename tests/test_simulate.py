@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pynvml as N
 import pytest
+import structlog
 
+from gpud.assemble import simulated_library
 from gpud.config import Settings
 from gpud.policy import Policy, PolicyKind
 from gpud.sim.machine import Layout
@@ -214,3 +217,18 @@ def test_keeping_the_series_changes_no_figure_and_the_series_ends_where_the_run_
         assert len(series.temp_c[gpu]) == len(series.fan_pct[gpu]) == len(series.clock_ratio[gpu]) == 300
         assert max(series.temp_c[gpu]) == pytest.approx(result.max_temp_c, abs=0.5)  # ticks vs 0.1 s steps
         assert 0 < min(series.clock_ratio[gpu]) and max(series.clock_ratio[gpu]) <= 1
+
+
+def test_a_simulated_machine_asked_to_run_faster_than_this_cpu_can_integrate_it_runs_slower_and_says_so():
+    """64 cards at 1000×: caught up inside every driver call, for ever, the daemon never finished a tick."""
+    settings = Settings.model_validate({"simulate": {"gpus": 64, "speed": 1000}})
+    with structlog.testing.capture_logs() as logs:
+        library = simulated_library(settings)
+    (said,) = [entry for entry in logs if entry["event"].startswith("the simulated machine cannot keep up")]
+    assert said["asked"] == 1000 and 0 < said["speed"] < 1000
+    started = library.elapsed_s()
+    time.sleep(0.2)
+    assert library.elapsed_s() - started < 0.2 * 1000 * 0.8  # what it runs at, not what was asked
+    with structlog.testing.capture_logs() as logs:
+        simulated_library(Settings.model_validate({"simulate": {"gpus": 2, "speed": 10}}))
+    assert logs == []  # two cards at 10×: well within any CPU
