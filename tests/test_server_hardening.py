@@ -4,6 +4,7 @@ slow clients cut off on time, the scrapes served whatever the others do."""
 from __future__ import annotations
 
 import re
+import resource
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from gpud import webserver
 from gpud.daemon import Daemon
 from gpud.httpclient import DaemonUnreachable, HttpClient
 from gpud.server import StatusServer
+from gpud.webserver import MAX_CONNECTIONS, connection_room
 from tests.conftest import nvml_fan_control
 from tests.test_daemon import get
 
@@ -259,3 +261,15 @@ def test_https_to_the_plain_port_is_told_at_once_not_after_the_head_timeout(daem
     assert time.monotonic() - started < 4  # not the 5 s head timeout a silent client gets
     hello = raw(server, bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello")  # a TLS record's first bytes
     assert status_of(hello) == 400 and b"speaks plain HTTP" in hello
+
+
+def test_the_connection_cap_leaves_room_under_a_low_file_descriptor_limit():
+    """With ``ulimit -n 100`` and 512 allowed, accepting fails before the oldest idle one is pushed out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))
+        assert 8 <= connection_room() <= 100 - 32
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+        assert connection_room() == MAX_CONNECTIONS
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
