@@ -8,9 +8,10 @@ import time
 import pynvml as N
 import pytest
 
+from gpud.callguard import CallGuard
 from gpud.daemon import Daemon
 from gpud.fans.choose import BackendChoice, assign_backends
-from gpud.fans.control import ControlMode, FanControl
+from gpud.fans.control import EXIT_DEADLINE_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.sim.nvml_lib import gpu_index
 from gpud.watchdog import StallWatchdog
@@ -143,6 +144,44 @@ def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(
         daemon.stop()
         stuck.set()
         runner.join(timeout=5)
+
+
+def test_stopped_while_a_gpu_read_hangs_the_daemon_hands_that_gpus_fans_back_too(
+    install_nvml, nvml_source, patch_driver
+):
+    library = install_nvml(gpus=3)
+    guard = CallGuard(limit_s=0.1, parallel=True)
+    source = nvml_source(guard=guard, process_interval_s=None)
+    daemon = Daemon(source, "simulated", 0.01, fans=nvml_fan_control(source.gpus, guard=guard))
+    daemon.tick()
+    assert all(pct is not None and pct < 100 for pct in manual_fans(library))
+    stuck = threading.Event()
+    real = type(library).nvmlDeviceGetUtilizationRates
+
+    def hang_gpu1(self, handle, util):
+        if gpu_index(handle) == 1:
+            stuck.wait(10)  # a read that does not return; the fan calls still work
+        return real(self, handle, util)
+
+    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang_gpu1)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while manual_fans(library)[2:4] != [100, 100] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert manual_fans(library)[2:4] == [100, 100]  # blind: full speed, not its last curve speed
+        daemon.stop()
+        runner.join(timeout=EXIT_DEADLINE_S + 2)
+        assert not runner.is_alive()
+        assert manual_fans(library) == [None] * 6  # the hung GPU's fans too: no gpud fans reset needed
+    finally:
+        daemon.stop()
+        stuck.set()
+        runner.join(timeout=5)
+        deadline = time.monotonic() + 5
+        while guard.outstanding and time.monotonic() < deadline:  # its return logged here, not in the next test
+            time.sleep(0.01)
 
 
 def test_an_exception_escaping_the_loop_ends_with_nvidia_settings_handing_every_gpu_back(

@@ -20,12 +20,16 @@ Per GPU, the same rules whatever the backend:
   hung in either is left alone by both), a tool's commands (nvidia-settings) run in parallel per
   GPU under a guard of their own that waits ``TOOL_WAIT_S`` at most; a GPU whose command hangs is
   skipped (reported, ``gpud_gpu_fan_commands_hung``) until it returns, and tried again later;
+* a GPU gpud may have on manual whose driver calls hang (a read or an NVML command: it is blind
+  and its fans are no longer driven) gets its fans set to full speed, else handed back, by one
+  attempt on a thread of its own, not tried again while it is in flight (see :meth:`FanControl._rescue`);
 * a GPU left without a backend by a passing error (or whose fans could not be counted yet) is
   probed again with back-off, ``REPROBE_FIRST_S`` doubling up to ``REPROBE_MAX_S``;
 * :meth:`FanControl.restore` hands every fan gpud took back to the driver, all GPUs at once and
-  within a deadline, falling back to full speed where that fails. It is safe to call from another
-  thread (the stall watchdog): each GPU has its own lock, and a GPU whose command hangs past the
-  deadline is left (to ``gpud fans reset``, systemd's ``ExecStopPost``) rather than waited for.
+  within a deadline, falling back to full speed where that fails; a hung GPU is tried like the
+  others. It is safe to call from another thread (the stall watchdog): each GPU has its own lock,
+  and a GPU whose command hangs past the deadline is left (to ``gpud fans reset``, systemd's
+  ``ExecStopPost``) rather than waited for.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ TOOL_RETRY_S = 30.0  # a GPU whose tool command hung is left alone this long aft
 HINT_RECHECK_S = 2.0  # at most this often, a read-back prompted by the telemetry's fan policy
 REPROBE_FIRST_S = 5.0  # first wait before probing again a GPU left without a backend by a passing error
 REPROBE_MAX_S = 300.0
+HANDED_BACK, FULL_SPEED = "handed back", "full speed"
+SAFE_OUTCOMES = (HANDED_BACK, FULL_SPEED)  # what _make_safe may do; anything else left the fans as they were
+RESCUE_RETRY_S = 10.0  # a hung GPU whose fans could not be made safe is tried again this much later
 
 
 class ControlMode(StrEnum):
@@ -134,6 +141,9 @@ class _Gpu:
         "reason",
         "reprobe_at",
         "reprobe_s",
+        "rescue",
+        "rescue_at",
+        "rescued",
         "resent",
         "retry",
         "strikes",
@@ -153,6 +163,9 @@ class _Gpu:
         self.hinted_at = -math.inf
         self.reprobe_s = REPROBE_FIRST_S
         self.lock = threading.Lock()
+        self.rescue: threading.Thread | None = None  # making the fans safe while the GPU hangs
+        self.rescued: str | None = None  # what the last rescue of this hang did (``_make_safe``'s words)
+        self.rescue_at = -math.inf  # no rescue starts before this (snapshot time)
         self.adopt(assignment)
 
     def adopt(self, assignment: Assignment) -> None:
@@ -170,6 +183,9 @@ class _Gpu:
         self.retry = assignment.retry
         self.waits_for_facts = assignment.missing is not None  # probed once learnt (FanControl.learn)
         self.reprobe_at: float | None = None  # set at the first tick after a probe that may be retried
+
+    def rescuing(self) -> bool:
+        return self.rescue is not None and self.rescue.is_alive()
 
     def report(self, hung: bool, hangs: int) -> GpuFanControl:
         fans = tuple(FanStatus(w, f) for w, f in zip(self.written, self.following, strict=True))
@@ -216,7 +232,7 @@ class FanControl:
     def report(self) -> tuple[GpuFanControl, ...]:
         """Every GPU's fan control as of now."""
         hung = self._hung()
-        return tuple(g.report(i in hung, self._hangs[i]) for i, g in self._gpus.items())
+        return tuple(g.report(i in hung or g.rescuing(), self._hangs[i]) for i, g in self._gpus.items())
 
     def learn(self, gpus: Sequence[GpuInfo], incomplete: AbstractSet[int] = frozenset()) -> None:
         """Facts the source learnt since start (a GPU opened late, its fans counted at last).
@@ -248,11 +264,15 @@ class FanControl:
 
         self._count_hangs()
         hung = self._was_hung  # a stuck command holds its GPU's lock: not even checked inline
+        blind = self._guard.hung  # its reads (and NVML commands) are skipped: nobody watches it
         through_reads, through_tool = [], []
         for index, decided_gpu in decided.items():
             g = self._gpus[index]
-            if index in hung:
+            if index in blind:
+                self._rescue_due(g, now)
+            if index in hung or g.rescuing():
                 continue
+            self._rescue_over(g)
             if g.backend is None:
                 if self._reprobe_due(g, now):
                     through_tool.append(index)  # a probe may run a tool: never inline
@@ -274,39 +294,92 @@ class FanControl:
     def restore(self, deadline_s: float = LOCK_WAIT_S) -> bool:
         """Hand every fan gpud took over back to the driver; True when all of them went back.
 
-        All GPUs at once, each waiting for a command in progress on it; a GPU whose command hangs
-        (its own command, which handed its fans back if it failed) is passed over, and what is not
-        done within ``deadline_s`` is said at critical level and left (``gpud fans reset`` hands it
-        back). A GPU cooling off after a hung command that has since returned is handed back like
-        the others: the wait before calling it again is for the running daemon, not for its exit.
+        All GPUs at once, each on a thread of its own, hung ones included: a GPU whose read hangs
+        can still take a fan command. A GPU busy with a command is waited for up to half of
+        ``deadline_s``; past that the command is taken to hang and its fans are handed back without
+        waiting for it (once, full speed where that fails): hand-back is another call, which may well
+        go through. What is not done within ``deadline_s`` is said at critical level and left
+        (``gpud fans reset`` hands it back). A GPU cooling off after a hung command that has since
+        returned is handed back like the others: the wait before calling it again is for the
+        running daemon, not for its exit.
         """
         started = time.monotonic()
-        hung = self._guard.outstanding | self._tool_guard.outstanding
 
-        def restore_one(index: int) -> bool | None:
+        def restore_one(index: int) -> bool:
             g = self._gpus[index]
-            if not g.lock.acquire(timeout=max(0.0, deadline_s - (time.monotonic() - started))):
-                return None
+            locked = g.lock.acquire(timeout=max(0.0, deadline_s / 2 - (time.monotonic() - started)))
             try:
-                return self._restore(g) if g.held and g.backend is not None else True
+                if not g.held or g.backend is None:
+                    return True
+                return self._restore(g, EXIT_TRIES if locked else 1)  # unlocked: beside the hung command
             finally:
-                g.lock.release()
+                if locked:
+                    g.lock.release()
 
-        candidates = [
-            i
-            for i, g in self._gpus.items()
-            if i not in hung and g.backend is not None and g.backend.writes_hardware
-        ]
+        candidates = [i for i, g in self._gpus.items() if g.backend is not None and g.backend.writes_hardware]
         done, late = run_parallel(candidates, restore_one, deadline_s)
-        passed_over = [i for i in hung if self._gpus[i].held]
-        stuck = sorted({*late, *passed_over, *(i for i, restored in done.items() if restored is None)})
-        if stuck:
+        if late:
             log.critical(
                 "fans not handed back in time: a command to the gpu hangs; left to gpud fans reset",
-                gpus=stuck,
+                gpus=sorted(late),
                 seconds=deadline_s,
             )
-        return not stuck and all(done.values())
+        return not late and all(done.values())
+
+    def _rescue_due(self, g: _Gpu, now: float) -> None:
+        """Start :meth:`_rescue` for a blind GPU gpud may have on manual, unless one is in flight,
+        one already made its fans safe during this hang, or one failed less than ``RESCUE_RETRY_S`` ago."""
+        if not g.held or g.backend is None or not g.backend.writes_hardware or g.rescuing():
+            return
+        if g.rescued in SAFE_OUTCOMES or now < g.rescue_at:
+            return
+        g.rescue_at = now + RESCUE_RETRY_S
+        g.rescue = threading.Thread(target=self._rescue, args=(g,), name="gpud-fan-rescue", daemon=True)
+        g.rescue.start()
+
+    def _rescue(self, g: _Gpu) -> None:
+        """Make a hung GPU's fans safe: full speed, else handed back; one try each, on this thread.
+
+        Full speed first, because gpud is blind here: 100 % depends on no reading, is what the
+        curves give any GPU whose temperature cannot be read, and is never low, however long the
+        hang lasts and even if gpud dies meanwhile. The driver's schedule does read the temperature
+        itself, but it is run by the driver that does not answer for this GPU now (gpud cannot see
+        that it still runs), and it is tuned for noise (it lets a GPU between hot neighbours
+        throttle): it is the fallback, where the driver refuses a fan speed. Run off the tick's
+        thread, so that a fan call that hangs too costs this GPU one thread and nothing else. It
+        waits a while for the GPU's lock (a command in progress); one that hangs holding it makes
+        this attempt fail, tried again ``RESCUE_RETRY_S`` later.
+        """
+        outcome = "busy"
+        if g.lock.acquire(timeout=LOCK_WAIT_S):
+            try:
+                if g.info.index not in self._guard.hung or not g.held or g.backend is None:
+                    return  # it answered, or was handed back, meanwhile
+                outcome = self._make_safe(g, 1, full_speed_first=True)
+            finally:
+                g.lock.release()
+        if outcome == g.rescued:
+            return
+        g.rescued = outcome
+        if outcome == FULL_SPEED:
+            log.warning("gpu hung: its fans set to full speed until it answers again", gpu=g.info.index)
+        elif outcome == HANDED_BACK:
+            log.warning("gpu hung: its fans handed back to the driver (full speed refused)", gpu=g.info.index)
+        else:
+            log.error(
+                "gpu hung: its fans could not be made safe; tried again later",
+                gpu=g.info.index,
+                why="a command to it hangs" if outcome == "busy" else "the driver refused both",
+                retry_in_s=RESCUE_RETRY_S,
+            )
+
+    def _rescue_over(self, g: _Gpu) -> None:
+        """The GPU answers again and no rescue is in flight: its fans go back under the curve."""
+        if g.rescued is None:
+            return
+        if g.rescued in SAFE_OUTCOMES:
+            log.info("gpu answers again: its fans follow the curve again", gpu=g.info.index)
+        g.rescue, g.rescued, g.rescue_at = None, None, -math.inf
 
     def _reprobe_due(self, g: _Gpu, now: float) -> bool:
         if not g.retry or self._chooser is None or (g.waits_for_facts and g.reprobe_at is None):
@@ -420,13 +493,14 @@ class FanControl:
             say(event, gpu=g.info.index, backend=backend, error=str(error), fans=outcome)
         g.failing = error.error
 
-    def _make_safe(self, g: _Gpu, tries: int) -> str:
-        """Hand the GPU's fans back, else set them to full speed, ``tries`` times each; what happened."""
+    def _make_safe(self, g: _Gpu, tries: int, full_speed_first: bool = False) -> str:
+        """Hand the GPU's fans back, else set them to full speed (or the other way round), ``tries``
+        times each; what happened: one of ``SAFE_OUTCOMES``, or "unreachable"."""
         assert g.backend is not None
-        if any(self._hand_back(g) is None for _ in range(tries)):
-            return "handed back"
-        if any(self._full_speed(g) is None for _ in range(tries)):
-            return "full speed"
+        ways = [(HANDED_BACK, self._hand_back), (FULL_SPEED, self._full_speed)]
+        for outcome, way in reversed(ways) if full_speed_first else ways:
+            if any(way(g) is None for _ in range(tries)):
+                return outcome
         return "unreachable"
 
     def _full_speed(self, g: _Gpu) -> FanControlError | None:
@@ -438,7 +512,9 @@ class FanControl:
         except FanControlError as error:
             g.errors[error.error] += 1
             return error
-        g.written = list(full.values())
+        g.written, g.held = list(full.values()), True
+        if g.backend.writes_hardware:
+            g.mode = ControlMode.MANUAL  # gpud's, whoever had them before (a hand-back that came meanwhile)
         return None
 
     def _hand_back(self, g: _Gpu) -> FanControlError | None:
@@ -455,17 +531,17 @@ class FanControl:
         g.held, g.mode = False, ControlMode.AUTO
         return None
 
-    def _restore(self, g: _Gpu) -> bool:
+    def _restore(self, g: _Gpu, tries: int) -> bool:
         """Hand back; where that fails, leave the fans at full speed and say so loudly."""
         assert g.backend is not None
-        outcome = self._make_safe(g, EXIT_TRIES)
-        if outcome == "full speed":
+        outcome = self._make_safe(g, tries)
+        if outcome == FULL_SPEED:
             log.error("fans could not be handed back; left at full speed", gpu=g.info.index)
-        elif outcome != "handed back":
+        elif outcome != HANDED_BACK:
             log.critical(
                 "fans could not be handed back nor set to full speed", gpu=g.info.index, errors=dict(g.errors)
             )
-        return outcome == "handed back"
+        return outcome == HANDED_BACK
 
     def _note_blindness(self, g: _Gpu, targets: tuple[FanTarget, ...]) -> None:
         blind = any(t.reason is TargetReason.NO_TEMPERATURE and t.pct >= 100 for t in targets)

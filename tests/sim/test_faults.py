@@ -7,10 +7,12 @@ import time
 from dataclasses import replace
 
 import pytest
+from structlog.testing import capture_logs
 
 from gpud.callguard import CallGuard
 from gpud.decide.controller import Controller, Decision, GpuDecision
 from gpud.decide.curves import FanTarget, TargetReason
+from gpud.fans.control import LOCK_WAIT_S, ControlMode
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, SLOW_EVERY, NvmlSource
 from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
@@ -241,7 +243,8 @@ def test_a_hung_fan_command_does_not_hold_up_the_other_gpus_fans(install_nvml, c
     assert time.monotonic() - started < 0.3
     finished = threading.Event()
     threading.Thread(target=lambda: (fans.restore(), finished.set()), daemon=True).start()
-    assert finished.wait(1.0)  # restore passes the hung GPU over instead of waiting for it
+    assert finished.wait(LOCK_WAIT_S + 1)  # restore waits for the hung command half its deadline at most
+    assert all(f.manual_target_pct is None for c in cards[1:] for f in c.fans)
     source.close()
     wait_returned(guard)
 
@@ -260,9 +263,122 @@ def test_a_hung_reinitialisation_does_not_hold_up_the_tick(install_nvml, clock):
     wait_returned(guard)
 
 
-def wait_returned(guard: CallGuard, within_s: float = 5.0) -> None:
-    """Until the calls a test left hung have returned, so that their return is not logged into the next test."""
+def wait_returned(guard: CallGuard, within_s: float = 10.0) -> None:
+    """Until the calls a test left hung have returned (fan control's rescues too), so that their
+    return is not logged into the next test."""
     deadline = time.monotonic() + within_s
     while guard.outstanding and time.monotonic() < deadline:
         time.sleep(0.02)
     assert guard.outstanding == frozenset()
+    for thread in threading.enumerate():
+        if thread.name == "gpud-fan-rescue":
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def wait_for(condition, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+class HangLoop:
+    """The NVML source and fan control sharing one call guard, ticked by hand on the fake clock."""
+
+    def __init__(self, install_nvml, clock, spec: str) -> None:
+        self.clock, self.library = clock, faulty(install_nvml, spec)
+        self.cards = self.library.library.machine.cards
+        self.guard = CallGuard(limit_s=0.1, parallel=True)
+        self.source = NvmlSource(guard=self.guard, clock=self.library.unix_time, process_interval_s=None)
+        self.fans = nvml_fan_control(self.source.gpus, guard=self.guard)
+        self.controller = Controller(self.source.gpus)
+
+    def tick_at(self, seconds: float):
+        at(self.clock, self.library, seconds)
+        snapshot = self.source.sample()
+        return self.fans.apply(self.controller.step(snapshot), snapshot)
+
+    def manual(self, gpu: int) -> list[float | None]:
+        return [f.manual_target_pct for f in self.cards[gpu].fans]
+
+    def close(self) -> None:
+        self.source.close()
+        wait_returned(self.guard)
+
+
+@pytest.fixture
+def hang_loop(install_nvml, clock):
+    made: list[HangLoop] = []
+
+    def make(spec: str) -> HangLoop:
+        made.append(HangLoop(install_nvml, clock, spec))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+READ_HANGS = "hang:call=nvmlDeviceGetUtilizationRates,gpu=1,at=20,for=1,seconds={seconds}"
+SET_HANGS = "hang:call=nvmlDeviceSetFanSpeed_v2,gpu=1,at=20,for=1,seconds={seconds}"
+
+
+def test_a_gpu_whose_read_hangs_has_its_fans_at_full_speed_until_it_answers(hang_loop):
+    run = hang_loop(READ_HANGS.format(seconds=3))
+    run.tick_at(10)
+    assert all(pct is not None and pct < 100 for gpu in range(3) for pct in run.manual(gpu))
+    with capture_logs() as logs:
+        assert run.tick_at(20)[1].hung
+        assert wait_for(lambda: run.manual(1) == [100, 100])  # not left at its last manual speed, blind
+        report = run.tick_at(21)
+    assert [f.target_pct for f in report[1].fans] == [100, 100] and report[1].mode is ControlMode.MANUAL
+    assert all(pct < 100 for gpu in (0, 2) for pct in run.manual(gpu))  # the others keep their curve
+    rescued = [e for e in logs if e["event"] == "gpu hung: its fans set to full speed until it answers again"]
+    assert [e["gpu"] for e in rescued] == [1]
+    assert wait_for(lambda: not run.guard.outstanding)
+    assert not run.tick_at(24)[1].hung
+    assert all(pct < 100 for pct in run.manual(1))  # answering again: back on the curve
+
+
+def test_a_gpu_whose_fan_call_hangs_as_well_is_tried_once_and_holds_no_other_gpu_up(hang_loop, patch_driver):
+    run = hang_loop(f"{READ_HANGS.format(seconds=5)};{SET_HANGS.format(seconds=5)}")
+    sent: list[int] = []
+    real = type(run.library.library).nvmlDeviceSetFanSpeed_v2
+
+    def spy(self, handle, fan, speed):  # after the hang: what reached the driver
+        sent.append(gpu_index(handle))
+        return real(self, handle, fan, speed)
+
+    patch_driver(run.library.library, "nvmlDeviceSetFanSpeed_v2", spy)
+    run.tick_at(10)
+    sent.clear()
+    started = time.monotonic()
+    for second in range(20, 36):  # past RESCUE_RETRY_S: still one attempt, in flight
+        report = run.tick_at(second)
+        assert report[1].hung and not report[0].hung and not report[2].hung
+    assert time.monotonic() - started < 3  # the 5 s fan call held no tick up
+    assert 1 not in sent  # no second attempt went out while the first hangs
+    assert {report[0].mode, report[2].mode} == {ControlMode.MANUAL}
+    assert wait_for(lambda: run.manual(1) == [100, 100], within_s=8)  # the attempt lands when the call returns
+
+
+def test_at_exit_a_gpu_whose_read_hangs_is_handed_back_not_passed_over(hang_loop):
+    run = hang_loop(READ_HANGS.format(seconds=3))
+    run.tick_at(10)
+    run.tick_at(20)
+    assert run.guard.outstanding == {1}
+    assert run.fans.restore(deadline_s=2) is True
+    assert all(pct is None for gpu in range(3) for pct in run.manual(gpu))
+
+
+def test_at_exit_a_gpu_whose_fan_call_hangs_too_is_handed_back_without_waiting_for_it(hang_loop):
+    run = hang_loop(f"{READ_HANGS.format(seconds=5)};{SET_HANGS.format(seconds=5)}")
+    run.tick_at(10)
+    run.tick_at(20)  # its rescue now hangs in nvmlDeviceSetFanSpeed_v2, holding the GPU
+    started = time.monotonic()
+    assert run.fans.restore(deadline_s=2) is True  # hand-back is another call: it goes through
+    assert time.monotonic() - started < 2.5
+    assert all(pct is None for gpu in range(3) for pct in run.manual(gpu))
+    # When the hung call lands the fans are at full speed: never low.
+    at(run.clock, run.library, 25)  # its second fan's call, after the fault's window
+    assert wait_for(lambda: run.manual(1) == [100, 100], within_s=8)
