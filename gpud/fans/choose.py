@@ -5,10 +5,12 @@ else the GPU is monitor-only, with the reasons each backend gave. A GPU the driv
 fans (NumFans 0 or NotSupported) is simply monitor-only ("unsupported"), and so is a GPU whose
 curve is ``stock``: its fans stay on the driver's schedule, no backend is even probed. GPUs that
 share a reason are logged together, so a machine without root says "needs root" once, not once
-per GPU. A probe is tried ``PROBE_TRIES`` times before a backend is given up on; when what stood
-in the way may pass (a timeout, an unknown error, a GPU whose fan count could not be read yet),
-the assignment says ``retry`` and fan control asks the :class:`Chooser` again later: one failed
-driver call at start must not cost fan control for the daemon's whole life.
+per GPU. A probe is tried ``PROBE_TRIES`` times before a backend is given up on. Only the same
+lasting answer (no root, not supported) to every try is a lasting verdict, as fan commands need
+``LASTING_STRIKES`` of them in a row; when what stood in the way may pass (a timeout, an unknown
+error, answers that differ from try to try, a GPU whose fan count could not be read yet), the
+assignment says ``retry`` and fan control asks the :class:`Chooser` again later, with back-off:
+one unlucky driver call at start must not cost fan control for the daemon's whole life.
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ class Chooser:
             tried = "".join(f"{name} failed ({error}), " for name, error in failures)
             how = "picked by auto" if self.choice is BackendChoice.AUTO else "configured"
             return Assignment(gpu, backend, f"{how}: {tried}{backend.name} works", limits)
-        unsupported = bool(failures) and all(error.error == "NotSupported" for _, error in failures)
+        unsupported = bool(failures) and all(
+            error.error == "NotSupported" and error.lasting for _, error in failures
+        )
         passing = any(not error.lasting for _, error in failures)
         reasons = "; ".join(f"{name}: {error}" for name, error in failures)
         return Assignment(
@@ -126,13 +130,23 @@ class Chooser:
 
 
 def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:
-    """``backend.probe``; the last try's error when every try fails."""
-    for _ in range(PROBE_TRIES - 1):
+    """``backend.probe``, up to ``PROBE_TRIES`` times; when every try fails, the error to judge by.
+
+    That is the tries' one answer when each gave the same lasting one; otherwise a passing error
+    naming them all, so that a passing fault that happens to look lasting (a NotSupported between
+    timeouts) is probed again rather than believed.
+    """
+    errors: list[FanControlError] = []
+    for _ in range(PROBE_TRIES):
         try:
             return backend.probe(gpu)
-        except FanControlError:
-            pass
-    return backend.probe(gpu)
+        except FanControlError as error:
+            errors.append(error)
+    last = errors[-1]
+    if all(error.lasting and error.error == last.error for error in errors):
+        raise last
+    answers = ", ".join(error.error for error in errors)
+    raise FanControlError(last.error, f"{PROBE_TRIES} tries answered {answers} (the last: {last})", lasting=False)
 
 
 def log_choices(assignments: Sequence[Assignment], choice: BackendChoice) -> None:

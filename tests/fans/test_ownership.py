@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import time
 
+import pynvml as N
 import pytest
 from structlog.testing import capture_logs
 
 from gpud.callguard import CallGuard
 from gpud.daemon import Daemon
 from gpud.decide.controller import Controller
-from gpud.fans.choose import BackendChoice, Chooser
-from gpud.fans.control import TOOL_WAIT_S, ControlMode, FanControl
+from gpud.fans.choose import PROBE_TRIES, BackendChoice, Chooser
+from gpud.fans.control import REPROBE_FIRST_S, TOOL_WAIT_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout
+from gpud.sim.nvml_lib import gpu_index
 from gpud.sim.thermal import Card
 from gpud.telemetry import Cooling
 
@@ -219,3 +221,57 @@ def test_at_exit_a_gpu_cooling_off_after_a_hung_command_is_handed_back(
     assert all(gpu.hung for gpu in fans.apply(controller.step(snapshot), snapshot))
     assert fans.restore(deadline_s=5) is True
     assert [fake.control_state(gpu) for gpu in range(2)] == [0, 0]
+
+
+def probe_answers(install_nvml, patch_driver, answers: list[int]):
+    """The simulated driver, GPU 0 answering its first fan-limit reads (one per probe try) with ``answers``."""
+    library = install_nvml(gpus=2)
+    real = type(library).nvmlDeviceGetMinMaxFanSpeed
+    pending = list(answers)
+
+    def flaky(self, handle, low, high):
+        if gpu_index(handle) == 0 and pending:
+            return pending.pop(0)
+        return real(self, handle, low, high)
+
+    patch_driver(library, "nvmlDeviceGetMinMaxFanSpeed", flaky)
+    return library
+
+
+TIMEOUT, UNKNOWN = N.NVML_ERROR_TIMEOUT, N.NVML_ERROR_UNKNOWN
+NO_ROOT, NOT_SUPPORTED = N.NVML_ERROR_NO_PERMISSION, N.NVML_ERROR_NOT_SUPPORTED
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [TIMEOUT, TIMEOUT, NO_ROOT],  # an unlucky last try: it used to be the verdict
+        [UNKNOWN, NOT_SUPPORTED, NOT_SUPPORTED],
+        [NO_ROOT, NOT_SUPPORTED, NO_ROOT],  # lasting answers, but not the same one
+    ],
+)
+def test_a_probe_whose_tries_do_not_all_say_the_same_lasting_thing_is_no_verdict_the_gpu_is_probed_again(
+    install_nvml, nvml_source, patch_driver, clock, answers
+):
+    library = probe_answers(install_nvml, patch_driver, answers)
+    source = nvml_source(clock=library.unix_time)
+    chooser = Chooser(BackendChoice.NVML, [NvmlFanBackend()])
+    assignments = chooser.assign_all(source.gpus, source.incomplete)
+    first = assignments[0]
+    assert (first.backend, first.mode, first.retry) == (None, ControlMode.AUTO, True)  # never "unsupported"
+    assert "tried again while running" in first.reason
+    fans = FanControl(assignments, chooser=chooser)
+    daemon = Daemon(source, "simulated", 1.0, fans=fans)
+    for _ in range(int(REPROBE_FIRST_S) + 2):
+        clock.advance(1)
+        daemon.tick()
+    assert (daemon.state.fan_control[0].backend, daemon.state.fan_control[0].mode) == ("nvml", ControlMode.MANUAL)
+    fans.restore()
+
+
+@pytest.mark.parametrize(("answer", "words"), [(NO_ROOT, "needs root"), (NOT_SUPPORTED, "does not support")])
+def test_the_same_lasting_answer_to_every_probe_try_is_a_verdict(install_nvml, nvml_source, patch_driver, answer, words):
+    library = probe_answers(install_nvml, patch_driver, [answer] * PROBE_TRIES)
+    source = nvml_source(clock=library.unix_time)
+    first = Chooser(BackendChoice.NVML, [NvmlFanBackend()]).assign_all(source.gpus, source.incomplete)[0]
+    assert first.backend is None and not first.retry and words in first.reason
