@@ -225,6 +225,8 @@ class FanControl:
         self._chooser = chooser
         self._hangs: Counter[int] = Counter()  # commands given up on, per GPU (both guards)
         self._was_hung: frozenset[int] = frozenset()
+        self._last_tick: float | None = None
+        self._half_tick_s = 0.0  # half the latest spacing of the ticks: a period falls due within it
 
     def _hung(self) -> frozenset[int]:
         return self._guard.hung | self._tool_guard.hung
@@ -247,6 +249,9 @@ class FanControl:
     def apply(self, decision: Decision, snapshot: Snapshot) -> tuple[GpuFanControl, ...]:
         """Write this tick's targets where they changed; check who owns the fans; the new report."""
         now = snapshot.timestamp
+        if self._last_tick is not None and now > self._last_tick:
+            self._half_tick_s = (now - self._last_tick) / 2
+        self._last_tick = now
         samples = {s.index: s for s in snapshot.gpus}
         decided = {d.index: d for d in decision.gpus if d.index in self._gpus}
 
@@ -441,7 +446,10 @@ class FanControl:
         fan gpud set. That reading can be several ticks old, so it prompts a read, not a verdict."""
         if g.mode is not ControlMode.MANUAL or g.backend is None:
             return False
-        if g.checked_at is None or now - g.checked_at >= g.backend.readback_every_s:
+        # Due at the tick nearest the period, not the first one past it: ticks as long as the period
+        # (5 s) that come a hair early would each leave it to the next, and a reset between the two
+        # would be healed by the next command unseen.
+        if g.checked_at is None or now - g.checked_at + self._half_tick_s >= g.backend.readback_every_s:
             return True
         hinted = (
             g.backend.calls_nvml

@@ -42,9 +42,9 @@ class Loop:
         self.fans = FanControl(chooser.assign_all(self.source.gpus, self.source.incomplete), chooser=chooser)
         self.daemon = Daemon(self.source, "simulated", 1.0, fans=self.fans)
 
-    def run(self, seconds: int) -> None:
-        for _ in range(seconds):
-            self.clock.advance(1.0)
+    def run(self, ticks: int, tick_s: float = 1.0) -> None:
+        for _ in range(ticks):
+            self.clock.advance(tick_s)
             self.daemon.tick()
 
     def manual(self, gpu: int) -> bool:
@@ -90,6 +90,19 @@ def test_a_gpu_reset_between_two_ticks_is_noticed_and_its_fans_taken_again_withi
     assert [e["gpu"] for e in taken_back] == [1]
     assert run.daemon.state.fan_control[1].errors["TakenBack"] == 1
     assert all(run.manual(gpu) for gpu in (0, 2))
+
+
+def test_a_reset_is_noticed_at_the_tick_nearest_the_read_back_period_not_healed_unseen(loop):
+    """Ticks as long as NVML's 5 s read-back period that come a hair early: the read-back is due at
+    each (the tick nearest the period), so a reset between two is seen before the next command,
+    which would otherwise put the fans back on manual without a word."""
+    run = loop("reset:gpu=1,at=17.5")
+    run.run(3, tick_s=4.99)  # fans taken at the first tick, read back at the third (9.98 s later)
+    with capture_logs() as logs:
+        run.run(1, tick_s=4.99)  # the reset came since; the targets still climb
+    assert run.manual(1)
+    assert [e["gpu"] for e in logs if e["event"].startswith("fan control taken back by the driver")] == [1]
+    assert run.daemon.state.fan_control[1].errors["TakenBack"] == 1
 
 
 def test_another_tool_taking_nvidia_settings_fans_back_is_noticed_at_the_next_read_back(
