@@ -12,7 +12,7 @@ Limits, each one counted and reported in one log line a minute rather than one p
 
 * a client has ``HEAD_TIMEOUT_S`` from its connection to the end of its request head, TLS
   handshake included, in total (not per read);
-* at most ``MAX_CONNECTIONS`` are open (fewer under a low file descriptor limit: :func:`connection_room`); a new one beyond that pushes out the one that has waited
+* at most ``MAX_CONNECTIONS`` are open (fewer under a low file descriptor limit: :func:`descriptor_room`); a new one beyond that pushes out the one that has waited
   longest for its head, so slow clients cannot hold the place a scraper needs;
 * a request head is at most ``MAX_HEAD_BYTES`` and ``MAX_HEADERS`` lines (414, 431);
 * only ``GET`` and ``HEAD`` of HTTP/1.x are served: any other method is 405, another version 400;
@@ -28,6 +28,7 @@ between requests, and no request can be smuggled behind another. Deadlines are c
 from __future__ import annotations
 
 import json
+import math
 import queue
 import re
 import resource
@@ -173,14 +174,12 @@ class _Refusals:
 
 
 
-def connection_room() -> int:
-    """How many connections may be open at once: ``MAX_CONNECTIONS``, or fewer where the file
-    descriptor limit is low (``ulimit -n 100``): past it, accepting fails, and the oldest waiting
-    connections would never be pushed out for a scraper."""
+def descriptor_room() -> float:
+    """How many connections the file descriptor limit leaves room for (``ulimit -n 100``: 36): past
+    it accepting fails, and the oldest waiting connections would never be pushed out for a scraper."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return MAX_CONNECTIONS
-    return max(8, min(MAX_CONNECTIONS, soft - _DESCRIPTORS_KEPT))
+    return math.inf if soft == resource.RLIM_INFINITY else max(8, soft - _DESCRIPTORS_KEPT)
+
 
 class WebServer:
     """Serves ``handle(request) -> Answer`` on ``address``, over TLS when ``tls`` is given.
@@ -204,7 +203,7 @@ class WebServer:
         self.tls = tls
         self._selector = selectors.DefaultSelector()
         self._conns: dict[int, _Connection] = {}
-        self._max_connections = connection_room()
+        self._descriptor_room = descriptor_room()
         self._droppable: OrderedDict[int, _Connection] = OrderedDict()  # waiting for a head, or lingering
         self._queue: queue.Queue[tuple[_Connection, Request] | None] = queue.Queue(MAX_QUEUED)
         self._answered: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
@@ -291,7 +290,7 @@ class WebServer:
                 self._listen_paused_until = now + TICK_S
                 return
             now = time.monotonic()
-            if len(self._conns) >= self._max_connections and not self._make_room(now):
+            if len(self._conns) >= min(MAX_CONNECTIONS, self._descriptor_room) and not self._make_room(now):
                 self._refusals.note("connections_refused", now)
                 sock.close()
                 continue
