@@ -24,6 +24,7 @@ from gpud.commands import (
 )
 from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail, stdout_failure
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
+from gpud.logs import discard, reader_gone
 from gpud.trace.format import NotALog
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
@@ -91,9 +92,22 @@ def _run(args: argparse.Namespace) -> int:
         return fail(f"{error}. No NVIDIA GPU here? Try the simulated GPUs: gpud {command} --simulate", 1)
     except GpudError as error:
         return fail(str(error), 1)
-    except BrokenPipeError:  # `gpud replay T | head`: the reader has what it wanted
+    except BrokenPipeError as error:
+        return _broken_pipe(error)
+
+
+def _broken_pipe(error: BrokenPipeError) -> int:
+    """A pipe gpud writes to lost its reader. When it is the standard output's (`gpud replay T | head`),
+    the reader has what it wanted: exit 0. Any other (stderr's, say, as `gpud run` says why it cannot
+    start) is a failure, exit 1: a daemon that ended must never look as if it stopped on purpose, or
+    systemd's ``Restart=on-failure`` would leave it stopped. (Log lines never raise: :mod:`gpud.logs`.)"""
+    if reader_gone(sys.stdout):
         discard_stdout()
         return 0
+    if reader_gone(sys.stderr):
+        discard(sys.stderr.fileno())  # nowhere to say it; its buffered line must not fail the exit
+        return 1
+    return fail(f"a pipe it writes to was closed ({error.strerror})", 1)
 
 
 if __name__ == "__main__":
