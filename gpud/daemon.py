@@ -4,8 +4,10 @@ One tick is sample → decide → apply fan targets (→ record with ``--record`
 handlers only note the signal, taking no lock (a handler that logged would deadlock on the
 logger's lock if the signal came while the main thread writes a line); the loop notices a stop at
 once and says it, so SIGTERM/SIGINT (and SIGABRT, from systemd's watchdog) end the process within a
-fraction of a second. SIGHUP reloads the configuration before the next tick, fans staying under
-control throughout; a configuration that does not load is reported and the running one kept.
+fraction of a second, even when they came ignored from the parent (``cmd &`` in a script ignores
+SIGINT and SIGQUIT): left ignored, they would leave SIGKILL, which hands no fan back, the only way
+to stop it. SIGHUP reloads the configuration before the next tick, fans staying under control
+throughout; a configuration that does not load is reported and the running one kept.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
@@ -149,8 +151,9 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
 
-        Only signals still at their default action are taken: a handler the embedding program set
-        (the bench's SIGUSR1) is left alone.
+        A handler the embedding program set (the bench's SIGUSR1) is left alone. A stop signal
+        ignored when gpud started (SIG_IGN, inherited from the parent) is taken all the same, said
+        once in the log: ignored, it would leave SIGKILL, which hands no fan back, the only way out.
         """
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -161,12 +164,22 @@ class Daemon:
         def ignore(signum: int, frame: FrameType | None) -> None:
             self._ignored_counts[signum] += 1
 
+        inherited_ignored = []
         for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
             for signum in signals:
-                if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler, None):
-                    signal.signal(signum, handler)
-                    if handler is ignore:
-                        self._ignoring.append(signum)
+                current = signal.getsignal(signum)
+                if current is signal.SIG_IGN and handler is stop:
+                    inherited_ignored.append(_name(signum))
+                elif current not in (signal.SIG_DFL, signal.default_int_handler, None):
+                    continue
+                signal.signal(signum, handler)
+                if handler is ignore:
+                    self._ignoring.append(signum)
+        if inherited_ignored:
+            log.warning(
+                "signals ignored by the parent are handled: each stops gpud cleanly, fans handed back",
+                signals=inherited_ignored,
+            )
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 

@@ -332,3 +332,36 @@ def test_sigterm_amid_a_storm_of_signals_and_log_lines_still_stops_the_daemon(fa
         e["times"] for e in logged if e["event"].startswith("signal ignored") and e["signal"] == "SIGUSR1"
     ]
     assert sum(ignored) > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signals_that_came_ignored_from_the_parent_still_stop_it_cleanly(
+    fake_nvidia_settings, tmp_path, sent
+):
+    # `gpud run &` in a script starts it with SIGINT and SIGQUIT ignored; a supervisor may ignore
+    # SIGTERM. Inherited, SIG_IGN would leave SIGKILL, which hands no fan back, the only way out.
+    fake = fake_nvidia_settings(gpus=GPUS)
+    log = tmp_path / "gpud.log"
+    command = [*GPUD, "run", "--simulate", str(GPUS), "--listen", f"127.0.0.1:{free_port()}"]
+    command += ["--log-format", "json", "--interval", "0.5", "--fan-backend", "nvidia-settings"]
+    daemon = subprocess.Popen(
+        ["bash", "-c", 'trap "" TERM INT QUIT; exec "$@"', "bash", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
+    logged = events(log)
+    said = [
+        e["signals"] for e in logged if e["event"].startswith("signals ignored by the parent are handled")
+    ]
+    assert said == [["SIGTERM", "SIGINT", "SIGQUIT"]]  # once, at start
+    assert [e.get("signal") for e in logged if e["event"] == "stopping"] == [sent.name]
+
