@@ -6,8 +6,10 @@ logger's lock if the signal came while the main thread writes a line); the loop 
 once and says it, so SIGTERM/SIGINT (and SIGABRT, from systemd's watchdog) end the process within a
 fraction of a second, even when they came ignored from the parent (``cmd &`` in a script ignores
 SIGINT and SIGQUIT): left ignored, they would leave SIGKILL, which hands no fan back, the only way
-to stop it. SIGHUP reloads the configuration before the next tick, fans staying under control
-throughout; a configuration that does not load is reported and the running one kept.
+to stop it. SIGHUP reloads the configuration, read off the loop
+(:mod:`gpud.reloader`) and applied between ticks, fans staying under control throughout; a
+configuration that does not load, or is not read within a few seconds, is reported and the running
+one kept.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
@@ -32,6 +34,7 @@ from gpud.exporter import Metrics
 from gpud.exposition import Exposition
 from gpud.fans.control import EXIT_DEADLINE_S, ControlMode, FanControl, GpuFanControl
 from gpud.history import History
+from gpud.reloader import READ_LIMIT_S, Reloader
 from gpud.sdnotify import SystemdNotifier
 from gpud.signalsafe import SignalSafeFlag
 from gpud.source import TelemetrySource
@@ -119,7 +122,7 @@ class Daemon:
         self._ignored_counts = dict.fromkeys(IGNORED_SIGNALS, 0)  # since start; a handler only adds
         self._ignored_logged = dict.fromkeys(IGNORED_SIGNALS, 0)
         self._ignoring: list[int] = []  # the IGNORED_SIGNALS whose handler is ours
-        self._reload = reload
+        self._reloader = Reloader(reload) if reload is not None else None
         self._listen = listen
         self._reload_requested = False
         self._ready = False
@@ -201,9 +204,10 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 self._log_ignored_signals()
+                self._finish_reload()
                 if self._reload_requested:
                     self._reload_requested = False
-                    self._reload_settings()
+                    self._start_reload()
                 if self._tick_safely():
                     self._watchdog.beat()
                     self._notifier.notify("WATCHDOG=1")
@@ -237,17 +241,31 @@ class Daemon:
                 times, self._ignored_logged[signum] = count - self._ignored_logged[signum], count
                 log.warning("signal ignored: it means nothing to gpud", signal=_name(signum), times=times)
 
-    def _reload_settings(self) -> None:
-        if self._reload is None:
+    def _start_reload(self) -> None:
+        if self._reloader is None:
             log.warning("nothing to reload: gpud was started without a configuration to read again")
             return
-        try:
-            decide = self._reload()
-        except GpudError as error:
-            log.error("configuration not reloaded; the running one is kept", error=str(error))
+        refused = self._reloader.start()
+        if refused is not None:
+            log.error("SIGHUP ignored: configuration not reloaded; the running one is kept", error=refused)
+
+    def _finish_reload(self) -> None:
+        """Apply the configuration a SIGHUP's read gave, once it is done (on the loop: the controller is its)."""
+        reloaded = self._reloader.poll() if self._reloader is not None else None
+        if reloaded is None:
             return
-        self._controller.reconfigure(decide)
-        log.info("configuration reloaded", curve=decide.fans.curve)
+        not_reloaded = "configuration not reloaded; the running one is kept"
+        if reloaded.gave_up:
+            log.error(
+                not_reloaded, error=f"reading it took more than {READ_LIMIT_S:g} s (a FIFO, a hung mount?)"
+            )
+        elif isinstance(reloaded.error, GpudError):
+            log.error(not_reloaded, error=str(reloaded.error))
+        elif reloaded.error is not None:
+            log.error(not_reloaded, exc_info=reloaded.error)
+        else:
+            self._controller.reconfigure(reloaded.value)
+            log.info("configuration reloaded", curve=reloaded.value.fans.curve)
 
     def _hand_fans_back(self) -> None:
         if self._fans is not None:

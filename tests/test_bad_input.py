@@ -8,6 +8,7 @@ Hypothesis builds the inputs: random text, random bytes, and near misses built f
 from __future__ import annotations
 
 import json
+import os
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from gpud.telemetry import GpuInfo
 from gpud.trace.format import TraceError, TraceHeader, header_line, read_trace
 from gpud.trace.importers.afterburner import MARKER
 from gpud.trace.importers.detect import import_log
+from tests.test_end_to_end import gpud
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -219,6 +221,17 @@ def test_an_unreadable_config_is_a_usage_error_not_a_traceback(tmp_path, capsys)
     assert main(["--config", str(directory), "check-config"]) == 2
     err = capsys.readouterr().err
     assert f"config file {directory}: cannot read it" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device"])
+def test_a_config_that_is_a_fifo_or_a_device_is_refused_naming_it(tmp_path, kind):
+    # Read, a FIFO waits for a writer that may never come, a device may never end: at SIGHUP, the loop with it.
+    path = tmp_path / "config.toml" if kind == "a FIFO" else Path("/dev/zero")
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    result = gpud("--config", str(path), "check-config")  # in a process of its own: the old read never ended
+    assert result.returncode == 2
+    assert result.stderr == f"gpud: config file {path}: cannot read it: {kind}, not a regular file\n"
 
 
 def test_replay_of_a_binary_file_is_an_error_naming_it(tmp_path, capsys):

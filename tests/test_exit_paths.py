@@ -365,3 +365,32 @@ def test_stop_signals_that_came_ignored_from_the_parent_still_stop_it_cleanly(
     assert said == [["SIGTERM", "SIGINT", "SIGQUIT"]]  # once, at start
     assert [e.get("signal") for e in logged if e["event"] == "stopping"] == [sent.name]
 
+
+@pytest.mark.slow
+def test_sighup_with_the_config_replaced_by_a_fifo_neither_stops_the_ticks_nor_sigterm(
+    fake_nvidia_settings, tmp_path
+):
+    fake = fake_nvidia_settings(gpus=GPUS)
+    config = tmp_path / "gpud.toml"
+    config.write_text('[fans]\ncurve = "quiet"\n')
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", config=config)
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        config.unlink()
+        os.mkfifo(config)  # read, it would wait for a writer that never comes
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in log.read_text(), 10, "the reload refused")
+        ticks = metric(port, "gpud_tick_duration_seconds_count")[0]
+        time.sleep(3)
+        assert metric(port, "gpud_tick_duration_seconds_count")[0] - ticks >= 4  # 0.5 s ticks go on
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
+    refused = [e for e in events(log) if e["event"] == "configuration not reloaded; the running one is kept"]
+    assert [e["error"] for e in refused] == [
+        f"config file {config}: cannot read it: a FIFO, not a regular file"
+    ]
