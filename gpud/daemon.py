@@ -13,7 +13,9 @@ one kept.
 
 Fail-safe: fans gpud took over go back to the driver's automatic control when the loop ends for
 any reason (signal, an exception escaping it), when ticks keep failing, and — from a separate
-thread — when no tick completes for a while (the loop is stuck).
+thread — when no tick completes for a while (the loop is stuck). The watchdog then publishes what
+it did, so ``/metrics`` and ``/status`` say the fans are the driver's while the loop is stuck; the
+published state carries the time of its tick, so they say how old the rest is.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -125,6 +128,7 @@ class Daemon:
         self._reloader = Reloader(reload) if reload is not None else None
         self._listen = listen
         self._reload_requested = False
+        self._publishing = threading.Lock()  # the loop's ticks and the watchdog both replace the state
         self._ready = False
         self._tick_errors = 0
         self.history = History(every_s=max(30.0, interval_s))
@@ -268,8 +272,15 @@ class Daemon:
             log.info("configuration reloaded", curve=reloaded.value.fans.curve)
 
     def _hand_fans_back(self) -> None:
+        """The stall watchdog's action: fans back to the driver, and that published, the loop being stuck."""
         if self._fans is not None:
             self._fans.restore()
+            self._publish(fan_control=self._fans.report())
+
+    def _publish(self, **changes: Any) -> None:
+        """The published state with ``changes``: one assignment, under the lock the two writers share."""
+        with self._publishing:
+            self.state = replace(self.state, **changes)
 
     def _next_deadline(self, previous: float) -> float:
         """The next slot on the fixed grid; slots already missed are skipped, not caught up."""
@@ -310,14 +321,14 @@ class Daemon:
         self._log_changes(decision)
         if self._recorder is not None:
             self._recorder.write(snapshot)
-        self.state = replace(
-            self.state,
+        self._publish(
             snapshot=snapshot,
             decision=decision,
             fan_control=fan_control,
             nvml_errors=dict(self._source.error_counts()),
             tick_errors=self._tick_errors,
             record_errors=self._recorder.errors if self._recorder is not None else 0,
+            ticked_at=time.time(),
         )
         self.history.add(snapshot)
         self.metrics.tick_duration.observe(time.perf_counter() - started)
@@ -337,7 +348,7 @@ class Daemon:
         self._controller.learn(gpus)
         if self._fans is not None:
             self._fans.learn(gpus, self._source.incomplete.keys())
-        self.state = replace(self.state, gpus=gpus)
+        self._publish(gpus=gpus)
 
     def _log_changes(self, decision: Decision) -> None:
         """Log throttle intervals as they start and end (with hysteresis), not every tick."""

@@ -194,6 +194,11 @@ TICK_ERRORS = _counter("gpud_tick_errors", "Ticks that failed with an unexpected
 RECORD_ERRORS = _counter(
     "gpud_record_errors", "Writes of the --record trace that failed (recording pauses, the loop goes on)"
 )
+LAST_TICK = _gauge(
+    "gpud_last_tick_timestamp_seconds",
+    "When the last tick completed (Unix time): every other value is from then, however long ago",
+)
+TICK_INTERVAL = _gauge("gpud_tick_interval_seconds", "Seconds from one tick to the next, as configured")
 
 # The per-GPU families in the order they are exposed; then the health and process families.
 GPU_FAMILIES = (
@@ -488,6 +493,9 @@ class Metrics:
         parts.append(
             f"{RECORD_ERRORS.header}{labelled(RECORD_ERRORS.name, ())}{number(state.record_errors)}\n"
         )
+        if state.ticked_at is not None:
+            parts.append(f"{LAST_TICK.header}{labelled(LAST_TICK.name, ())}{number(state.ticked_at)}\n")
+        parts.append(f"{TICK_INTERVAL.header}{labelled(TICK_INTERVAL.name, ())}{number(state.interval_s)}\n")
 
     def _learn(self, gpus: tuple[GpuInfo, ...]) -> None:
         """The label text of GPUs not seen before (those seen keep theirs, with what they cached)."""

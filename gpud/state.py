@@ -1,7 +1,8 @@
 """What one tick publishes: the immutable state the exporter and status endpoint read.
 
 The loop builds a new :class:`DaemonState` each tick and swaps it in with one assignment, so a
-scrape or a status request always sees one consistent tick and never touches hardware.
+scrape or a status request always sees one consistent tick and never touches hardware. The stall
+watchdog swaps in one too, with the fan control it handed back, while the loop is stuck.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class DaemonState:
     tick_errors: int = 0
     record_errors: int = 0  # failed writes of the --record trace
     fan_control: tuple[GpuFanControl, ...] = ()
+    ticked_at: float | None = None  # Unix time the tick completed: how old the data is, whatever its source's clock
 
     def per_gpu(self) -> Iterator[GpuTick]:
         """Every known GPU with its sample, decision and fan control, matched by index once per tick's

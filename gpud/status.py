@@ -3,11 +3,16 @@
 The daemon builds the document from its last published tick (never from hardware); the client
 fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling, down or
 critically unhealthy (a critical XID in the last hour, a pending or failed memory repair,
-uncorrected ECC errors), 2 no daemon answered.
+uncorrected ECC errors) or its data stale, 2 no daemon answered.
+
+Stale: the last tick completed more than :func:`stale_after_s` ago by the daemon's own clock (a
+loop stuck in a driver call, say). Its values are then from that tick, however fresh they look;
+each GPU entry says ``stale`` and the table says how old, so nobody reads a stuck daemon as "ok".
 """
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from typing import Any
 
@@ -26,16 +31,31 @@ from gpud.words import align, clock_time, count
 
 GPUD_PORT = split_host_port(DEFAULT_LISTEN)[1]
 EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
+STALE_INTERVALS = 3  # ticks missed before the data is stale ...
+MIN_STALE_S = 5.0  # ... and at least this long: a tick may wait a second for a slow fan tool
 
 
-def status_document(state: DaemonState) -> dict[str, Any]:
-    """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts."""
-    now = state.snapshot.timestamp if state.snapshot else 0.0
+def stale_after_s(interval_s: float) -> float:
+    """How old the last tick may be before the daemon's data is stale.
+
+    >>> stale_after_s(1.0), stale_after_s(10.0)
+    (5.0, 30.0)
+    """
+    return max(STALE_INTERVALS * interval_s, MIN_STALE_S)
+
+
+def status_document(state: DaemonState, now: float | None = None) -> dict[str, Any]:
+    """The ``/status`` JSON: one entry per GPU, plus the daemon's own facts; ``now`` (Unix time, by
+    default the clock's) is when it is asked, to say how old the last tick is."""
+    data_time = state.snapshot.timestamp if state.snapshot else 0.0
+    now = time.time() if now is None else now
+    age_s = None if state.ticked_at is None else max(0.0, now - state.ticked_at)
+    stale = age_s is not None and age_s > stale_after_s(state.interval_s)
     gpus = [
-        _gpu_entry(gpu.info, gpu.sample)
+        _gpu_entry(gpu.info, gpu.sample, stale)
         | _decision_entry(gpu.decision)
         | _fan_control_entry(gpu.control, gpu.sample)
-        | health_entry(gpu.sample, now)
+        | health_entry(gpu.sample, data_time)
         | processes_entry(gpu.sample)
         for gpu in state.per_gpu()
     ]
@@ -46,6 +66,9 @@ def status_document(state: DaemonState) -> dict[str, Any]:
         "interval_s": state.interval_s,
         "started_at": state.started_at,
         "timestamp": state.snapshot.timestamp if state.snapshot else None,
+        "ticked_at": state.ticked_at,
+        "tick_age_s": rounded(age_s, 1),
+        "stale_after_s": stale_after_s(state.interval_s),
         "gpus": gpus,
     }
 
@@ -114,7 +137,7 @@ def _fan_control_entry(control: GpuFanControl | None, sample: GpuSample | None) 
     return entry
 
 
-def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
+def _gpu_entry(info: GpuInfo, sample: GpuSample | None, stale: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "index": info.index,
         "uuid": info.uuid,
@@ -122,6 +145,7 @@ def _gpu_entry(info: GpuInfo, sample: GpuSample | None) -> dict[str, Any]:
         "pci_bus_id": info.pci_bus_id,
         "cooling": info.cooling.value,
         "up": bool(sample and sample.up),
+        "stale": stale,
         "slowdown_temp_c": info.slowdown_temp_c,
         "sm_clock_max_mhz": info.sm_clock_max_mhz,
         "memory_total_bytes": info.memory_total_bytes,
@@ -266,9 +290,10 @@ def fetch_status(base_url: str, client: HttpClient | None = None) -> dict[str, A
 
 
 def troubled(gpu: dict[str, Any]) -> bool:
-    """Down, throttling, critically unhealthy, or a fan not following its target."""
+    """Down, throttling, critically unhealthy, a fan not following its target, or its data stale."""
     return (
-        not gpu.get("up")
+        bool(gpu.get("stale"))
+        or not gpu.get("up")
         or bool(gpu.get("throttle"))
         or critical(gpu)
         or not all(f.get("following", True) for f in gpu.get("fans", []))
@@ -276,7 +301,8 @@ def troubled(gpu: dict[str, Any]) -> bool:
 
 
 def exit_code(document: dict[str, Any]) -> int:
-    """1 when any GPU is down, throttling, critically unhealthy or has a fan not following its target."""
+    """1 when any GPU is down, throttling, critically unhealthy, has a fan not following its target,
+    or is known from a stale tick only."""
     return EXIT_PROBLEM if any(troubled(g) for g in document["gpus"]) else EXIT_OK
 
 
@@ -286,9 +312,10 @@ def _fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
 
 def _state(gpu: dict[str, Any]) -> str:
     health = problems_text(gpu)
+    stale = "STALE" if gpu.get("stale") else ""
     if not gpu.get("up"):
-        return "; ".join(filter(None, ["DOWN", health]))
-    notes = [health] if health else []
+        return "; ".join(filter(None, [stale, "DOWN", health]))
+    notes = [note for note in (stale, health) if note]
     if gpu.get("throttle"):
         lost = gpu.get("clock_lost")
         notes.append(f"THROTTLED ({gpu['throttle']}" + (f", -{lost:.0%} clock)" if lost else ")"))
@@ -370,7 +397,27 @@ def render_table(document: dict[str, Any]) -> str:
         f"gpud {document.get('version', '?')} on {document.get('host', '?')} "
         f"({document.get('source', '?')}, {count(len(document['gpus']), 'GPU')}){_data_time(document)}"
     )
-    return "\n".join([title, *lines, *_fan_control_notes(document["gpus"]), *process_lines(document["gpus"])])
+    return "\n".join(
+        [
+            title,
+            *_stale_line(document),
+            *lines,
+            *_fan_control_notes(document["gpus"]),
+            *process_lines(document["gpus"]),
+        ]
+    )
+
+
+def _stale_line(document: dict[str, Any]) -> list[str]:
+    """``STALE: no tick completed for 24 s ...`` when the daemon's data is stale; nothing otherwise."""
+    if not any(gpu.get("stale") for gpu in document["gpus"]):
+        return []
+    age, since = document.get("tick_age_s"), document.get("ticked_at")
+    ago = f" for {age:.0f} s" if isinstance(age, int | float) else ""
+    when = f" (since {clock_time(since)})" if isinstance(since, int | float) else ""
+    return [
+        f"STALE: no tick completed{ago}{when}: the daemon's loop is stuck, the values below are from then"
+    ]
 
 
 def _data_time(document: dict[str, Any]) -> str:

@@ -75,6 +75,18 @@ class ReferenceCollector(Collector):
         )
         record_errors.add_metric([], state.record_errors)
         yield record_errors
+        if state.ticked_at is not None:
+            last_tick = GaugeMetricFamily(
+                "gpud_last_tick_timestamp_seconds",
+                "When the last tick completed (Unix time): every other value is from then, however long ago",
+            )
+            last_tick.add_metric([], state.ticked_at)
+            yield last_tick
+        interval = GaugeMetricFamily(
+            "gpud_tick_interval_seconds", "Seconds from one tick to the next, as configured"
+        )
+        interval.add_metric([], state.interval_s)
+        yield interval
 
     @staticmethod
     def _energy_cost(snapshot: Snapshot, price_per_kwh: float, currency: str) -> Metric:

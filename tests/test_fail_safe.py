@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import pynvml as N
 import pytest
 
 from gpud.callguard import CallGuard
+from gpud.cli import main
 from gpud.daemon import Daemon
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import EXIT_DEADLINE_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
+from gpud.server import StatusServer
 from gpud.sim.nvml_lib import gpu_index
 from gpud.watchdog import StallWatchdog
 from tests.conftest import nvml_fan_control
+from tests.metrics_text import sample_value
+from tests.test_end_to_end import wait_for
 
 
 def manual_fans(library) -> list[float | None]:
@@ -182,6 +187,51 @@ def test_stopped_while_a_gpu_read_hangs_the_daemon_hands_that_gpus_fans_back_too
         deadline = time.monotonic() + 5
         while guard.outstanding and time.monotonic() < deadline:  # its return logged here, not in the next test
             time.sleep(0.01)
+
+
+def test_while_the_loop_is_stuck_metrics_and_status_say_the_fans_went_back_and_the_data_is_stale(
+    install_nvml, nvml_source, monkeypatch, patch_driver, capsys
+):
+    library = install_nvml(gpus=2)
+    monkeypatch.setattr("gpud.daemon.MIN_STALL_S", 0.2)
+    monkeypatch.setattr("gpud.status.MIN_STALE_S", 0.5)
+    daemon = controlled_daemon(nvml_source())
+    server = StatusServer(("127.0.0.1", 0), daemon.exposition, daemon.current, daemon.history)
+    server.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    daemon.tick()
+    main(["status", "--url", base])
+    assert "STALE" not in capsys.readouterr().out
+    stuck = threading.Event()
+
+    def hang(self, handle, util):
+        stuck.wait(30)  # a driver call that does not return
+        return N.NVML_ERROR_UNKNOWN
+
+    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_until_handed_back(library)
+        last_tick = daemon.state.ticked_at
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:
+            metrics = answer.read().decode()
+        for gpu in daemon.state.gpus:
+            ids = {"gpu": str(gpu.index), "uuid": gpu.uuid}
+            assert sample_value(metrics, "gpud_gpu_fan_control", ids | {"mode": "auto"}) == 1
+            assert sample_value(metrics, "gpud_gpu_fan_control", ids | {"mode": "manual"}) == 0
+        assert sample_value(metrics, "gpud_last_tick_timestamp_seconds") == last_tick < time.time() - 0.2
+        wait_for(lambda: time.time() - last_tick > 0.6, 10, "the data to be over 0.5 s old")
+        assert main(["status", "--url", base]) == 1
+        out = capsys.readouterr().out
+        rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"])]
+        assert "STALE: no tick completed for" in out
+        assert [(row[-1], "auto" in row) for row in rows] == [("STALE", True)] * 2
+    finally:
+        daemon.stop()
+        stuck.set()
+        runner.join(timeout=10)
+        server.stop()
 
 
 def test_an_exception_escaping_the_loop_ends_with_nvidia_settings_handing_every_gpu_back(

@@ -178,3 +178,41 @@ def test_neighbour_heating_shows_the_coupling_with_its_interval_and_what_the_nei
     heat |= {"neighbour_heated": True, "coupling_c_per_100w": 2.04, "coupling_error_c_per_100w": 0.06}
     heat["neighbours_add_c"] = 12.6
     assert render_table(doc).splitlines()[2].endswith("heated by neighbours (+2.04 ±0.06 °C/100 W: +13 °C)")
+
+
+def state_ticked_at(ticked_at: float, interval_s: float = 1.0, *samples: GpuSample) -> DaemonState:
+    samples = samples or (HEALTHY, GpuSample(index=1, up=False))
+    infos = tuple(
+        GpuInfo(index=s.index, uuid=f"GPU-{s.index}", name="Sim GPU", pci_bus_id="", driver_version="1")
+        for s in samples
+    )
+    snapshot = Snapshot(ticked_at - 0.01, samples)
+    return DaemonState("box", "nvml", interval_s, 0.0, infos, snapshot, ticked_at=ticked_at)
+
+
+@pytest.mark.parametrize(
+    ("age_s", "interval_s", "stale"),
+    [(0.2, 1.0, False), (4.9, 1.0, False), (5.1, 1.0, True), (25.0, 10.0, False), (31.0, 10.0, True)],
+)
+def test_data_older_than_three_intervals_and_5_s_is_stale(age_s, interval_s, stale):
+    doc = status_document(state_ticked_at(1.8e9, interval_s, HEALTHY), now=1.8e9 + age_s)
+    assert doc["tick_age_s"] == pytest.approx(age_s, abs=0.05) and doc["ticked_at"] == 1.8e9
+    assert [g["stale"] for g in doc["gpus"]] == [stale]
+    assert exit_code(doc) == (1 if stale else 0)
+
+
+def test_stale_data_is_said_above_the_table_in_every_state_and_brief_line():
+    doc = status_document(state_ticked_at(1.8e9), now=1.8e9 + 24)
+    lines = render_table(doc).splitlines()
+    assert re.fullmatch(
+        r"STALE: no tick completed for 24 s \(since \d\d:\d\d:\d\d\): the daemon's loop .*", lines[1]
+    )
+    assert lines[3].endswith("  STALE") and lines[4].endswith("  STALE; DOWN")
+    assert all(line.endswith(("STALE", "STALE; DOWN")) for line in render_brief(doc).splitlines())
+    assert exit_code(doc) == 1
+
+
+def test_a_healthy_gpu_of_fresh_data_is_ok():
+    doc = status_document(state_ticked_at(1.8e9, 1.0, HEALTHY), now=1.8e9 + 0.5)
+    assert exit_code(doc) == 0 and render_table(doc).splitlines()[-1].endswith("ok")
+    assert "STALE" not in render_table(doc)
