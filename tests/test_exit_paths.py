@@ -36,11 +36,7 @@ def handed_back(fake) -> bool:
 
 @pytest.mark.slow
 def test_sighup_reloads_the_curves_without_letting_go_of_the_fans(fake_nvidia_settings, tmp_path):
-    fake = fake_nvidia_settings(gpus=GPUS)
-    config = tmp_path / "gpud.toml"
-    config.write_text('[fans]\ncurve = "quiet"\n')
-    port = free_port()
-    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", config=config)
+    fake, config, port, daemon, log = quiet_curve_daemon(fake_nvidia_settings, tmp_path)
     try:
         wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
         taken = len(fake.assignments())
@@ -76,6 +72,29 @@ def start(
         stderr=log.open("w"),
     )
     return daemon, log
+
+
+def quiet_curve_daemon(fake_nvidia_settings, tmp_path: Path):
+    """A daemon on the quiet curve driving the fake nvidia-settings' fans, its config file at hand
+    (to change under it): (fake, config, port, daemon, log)."""
+    fake = fake_nvidia_settings(gpus=GPUS)
+    config = tmp_path / "gpud.toml"
+    config.write_text('[fans]\ncurve = "quiet"\n')
+    port = free_port()
+    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", config=config)
+    return fake, config, port, daemon, log
+
+
+def stop_once_fans_are_driven(daemon: subprocess.Popen, fake, sent: int) -> None:
+    """Once every fan has a target, ``sent`` to the daemon: it must exit 0 with every fan handed back."""
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(sent)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert handed_back(fake)
 
 
 def events(log: Path) -> list[dict]:
@@ -195,14 +214,7 @@ def test_an_unwritable_record_path_is_a_usage_error_before_any_fan_is_touched(fa
 def test_signals_that_would_kill_the_process_stop_it_cleanly(fake_nvidia_settings, tmp_path, sent):
     fake = fake_nvidia_settings(gpus=GPUS)
     daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvidia-settings")
-    try:
-        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
-        daemon.send_signal(sent)
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    assert handed_back(fake)
+    stop_once_fans_are_driven(daemon, fake, sent)
     assert any(e["event"] == "stopping" for e in events(log))
 
 
@@ -350,14 +362,7 @@ def test_stop_signals_that_came_ignored_from_the_parent_still_stop_it_cleanly(
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
     )
-    try:
-        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
-        daemon.send_signal(sent)
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    assert handed_back(fake)
+    stop_once_fans_are_driven(daemon, fake, sent)
     logged = events(log)
     said = [
         e["signals"] for e in logged if e["event"].startswith("signals ignored by the parent are handled")
@@ -370,11 +375,7 @@ def test_stop_signals_that_came_ignored_from_the_parent_still_stop_it_cleanly(
 def test_sighup_with_the_config_replaced_by_a_fifo_neither_stops_the_ticks_nor_sigterm(
     fake_nvidia_settings, tmp_path
 ):
-    fake = fake_nvidia_settings(gpus=GPUS)
-    config = tmp_path / "gpud.toml"
-    config.write_text('[fans]\ncurve = "quiet"\n')
-    port = free_port()
-    daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings", config=config)
+    fake, config, port, daemon, log = quiet_curve_daemon(fake_nvidia_settings, tmp_path)
     try:
         wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
         config.unlink()

@@ -127,6 +127,19 @@ def test_a_failing_stall_handler_does_not_end_the_watchdog(clock):
         watchdog.stop()
 
 
+def hang_utilisation(patch_driver, library, seconds: float) -> threading.Event:
+    """From now on every utilisation read blocks, as a driver call that does not return, until the
+    event is set (or ``seconds`` pass)."""
+    stuck = threading.Event()
+
+    def hang(self, handle, util):
+        stuck.wait(seconds)
+        return N.NVML_ERROR_UNKNOWN
+
+    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang)
+    return stuck
+
+
 def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(
     install_nvml, nvml_source, monkeypatch, patch_driver
 ):
@@ -134,13 +147,7 @@ def test_a_stalled_loop_gets_its_fans_handed_back_by_the_watchdog(
     monkeypatch.setattr("gpud.daemon.MIN_STALL_S", 0.2)
     daemon = controlled_daemon(nvml_source())
     daemon.tick()
-    stuck = threading.Event()
-
-    def hang(self, handle, util):
-        stuck.wait(5)  # a driver call that does not return
-        return N.NVML_ERROR_UNKNOWN
-
-    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang)
+    stuck = hang_utilisation(patch_driver, library, 5)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
@@ -202,13 +209,7 @@ def test_while_the_loop_is_stuck_metrics_and_status_say_the_fans_went_back_and_t
     daemon.tick()
     main(["status", "--url", base])
     assert "STALE" not in capsys.readouterr().out
-    stuck = threading.Event()
-
-    def hang(self, handle, util):
-        stuck.wait(30)  # a driver call that does not return
-        return N.NVML_ERROR_UNKNOWN
-
-    patch_driver(library, "nvmlDeviceGetUtilizationRates", hang)
+    stuck = hang_utilisation(patch_driver, library, 30)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
