@@ -290,10 +290,12 @@ def fetch_status(base_url: str, client: HttpClient | None = None) -> dict[str, A
 
 
 def troubled(gpu: dict[str, Any]) -> bool:
-    """Down, throttling, critically unhealthy, a fan not following its target, or its data stale."""
+    """Down, blind (up, but its temperature not read), throttling, critically unhealthy, a fan not
+    following its target, or its data stale."""
     return (
         bool(gpu.get("stale"))
         or not gpu.get("up")
+        or gpu.get("temperature_c") is None
         or bool(gpu.get("throttle"))
         or critical(gpu)
         or not all(f.get("following", True) for f in gpu.get("fans", []))
@@ -301,8 +303,8 @@ def troubled(gpu: dict[str, Any]) -> bool:
 
 
 def exit_code(document: dict[str, Any]) -> int:
-    """1 when any GPU is down, throttling, critically unhealthy, has a fan not following its target,
-    or is known from a stale tick only."""
+    """1 when any GPU is down, blind, throttling, critically unhealthy, has a fan not following its
+    target, or is known from a stale tick only."""
     return EXIT_PROBLEM if any(troubled(g) for g in document["gpus"]) else EXIT_OK
 
 
@@ -316,6 +318,8 @@ def _state(gpu: dict[str, Any]) -> str:
     if not gpu.get("up"):
         return "; ".join(filter(None, [stale, "DOWN", health]))
     notes = [note for note in (stale, health) if note]
+    if gpu.get("temperature_c") is None:  # nothing to judge it by: gpud runs its fans at full speed
+        notes.append("NO TEMPERATURE")
     if gpu.get("throttle"):
         lost = gpu.get("clock_lost")
         notes.append(f"THROTTLED ({gpu['throttle']}" + (f", -{lost:.0%} clock)" if lost else ")"))

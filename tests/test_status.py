@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -92,6 +93,13 @@ def test_throttling_or_down_is_exit_1_and_said_in_the_table():
     rows = render_table(doc).splitlines()
     assert rows[3].endswith("THROTTLED (thermal)") and rows[4].endswith("DOWN")
     assert doc["gpus"][1]["throttle"] == "thermal" and doc["gpus"][2]["up"] is False
+
+
+def test_a_gpu_that_answers_without_its_temperature_is_exit_1_and_said():
+    """Blind: nothing to judge it by (gpud runs its fans at full speed meanwhile), not "ok"."""
+    blind = replace(HEALTHY, temperature_c=None)
+    doc = document(blind)
+    assert exit_code(doc) == 1 and render_table(doc).splitlines()[-1].endswith("NO TEMPERATURE")
 
 
 def test_one_throttled_tick_is_not_yet_an_interval():
