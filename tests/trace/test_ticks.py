@@ -54,6 +54,22 @@ def test_at_lms_100_each_sample_is_its_own_tick_and_a_row_long_after_the_last_st
     assert [[g.index for g in t.gpus] for t in import_log(late, "late.csv").snapshots] == [[0, 1], [2]]
 
 
+def test_a_slow_query_spreading_a_samples_rows_over_hundreds_of_ms_is_still_one_tick_none_down(
+    tmp_path, capsys
+):
+    """No persistence mode: each GPU's query takes 150 ms. Cut at 50 ms, every row was a tick of its
+    own and the other three GPUs "down" in it: a critical "stopped answering" for healthy cards."""
+    lines = [SMI] + [smi_row(f"14:00:{s:02d}.{150 * g:03d}", g) for s in range(20) for g in range(4)]
+    result = import_log(lines, "slow.csv")
+    sizes = [len(t.gpus) for t in result.snapshots]
+    assert len(sizes) == 4 + 19  # the first sample, before its interval is known, is cut at 50 ms
+    assert sizes[4:] == [4] * 19 and not any(down(result)[4:])  # then one tick a sample, none down
+    path = tmp_path / "slow.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["diagnose", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["findings"] == []  # under a second of it: no finding
+
+
 def test_a_sample_whose_rows_straddle_a_printed_second_is_one_tick():
     lines = ["timestamp, gpu, pwr, gtemp"] + [
         f"2024-03-05 14:00:0{s + (g >= 2)}, {g}, 300, 70" for s in range(3) for g in range(3)

@@ -2,8 +2,9 @@
 
 Logs print one row per GPU per sample, and the tools stamp each row as they read its GPU
 (nvidia-smi, a pynvml loop): the rows of one sample are a few milliseconds apart. A row joins the
-tick being gathered unless its GPU already has a row there or it comes more than
-:data:`TICK_SKEW_S` after the tick's latest row (a printed second, where times are whole seconds);
+tick being gathered unless its GPU already has a row there or it comes more than half the log's
+sampling interval (at least :data:`TICK_SKEW_S`; that alone before the interval is known) after the
+tick's latest row (a printed second, where times are whole seconds);
 the tick's time is its first row's. Logs without a timestamp start a new tick whenever a GPU comes
 round again, spaced ``interval_s``. Several rows of one GPU under one whole-second timestamp (a
 tool polling faster than its clock prints) are spread evenly over that second, so that no tick
@@ -16,6 +17,7 @@ midnight.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -61,8 +63,10 @@ _TIME_FORMATS = (
 # healthy GPU's field may do, and says the GPU is gone only where it stands for every value.
 _GPU_GONE = frozenset({"[gpu is lost]", "[gpu requires reset]"})
 _CALL_FAILED = "[unknown error]"
-# The rows of one sample are stamped as each GPU is read: a slow query of 8 GPUs spreads them over
-# tens of milliseconds, a row of the next sample comes a sampling interval (100 ms at -lms 100) on.
+# The rows of one sample are stamped as each GPU is read: a quick query of 8 GPUs spreads them over
+# tens of milliseconds, a slow one (no persistence mode) over hundreds; a row of the next sample comes
+# a sampling interval on. The least allowance, and the one before the interval is known; once it is,
+# half of it.
 TICK_SKEW_S = 0.05
 DAY_S = 86400.0
 _DATELESS_DAY = datetime(1900, 1, 1, tzinfo=UTC).timestamp()  # strptime's date for a time alone
@@ -258,6 +262,8 @@ class TickAssembler:
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _time: float | None = None  # the tick's: its first row's
     _latest: float | None = None  # the tick's latest row's
+    _last_row: dict[int, float] = field(default_factory=dict)  # each GPU's latest row's time
+    _spacing_s: float | None = None  # the log's sampling interval: the least spacing of one GPU's rows
     _rows: dict[int, GpuSample] = field(default_factory=dict)
     _ticks: int = 0
     _same_second: list[Snapshot] = field(default_factory=list)
@@ -288,6 +294,10 @@ class TickAssembler:
         if not self._rows:
             self._time = when
         self._latest = when
+        previous = self._last_row.get(sample.index)
+        if previous is not None and when > previous:
+            self._spacing_s = min(self._spacing_s or math.inf, when - previous)
+        self._last_row[sample.index] = when
         seen = self._seen.get(sample.index)
         if seen is None:
             seen = self._seen[sample.index] = _Seen()
@@ -335,7 +345,10 @@ class TickAssembler:
         latest = self._latest
         if when is None or latest is None:
             return True
-        skew = 1.0 if when.is_integer() and latest.is_integer() else TICK_SKEW_S
+        if when.is_integer() and latest.is_integer():
+            skew = 1.0
+        else:  # a slow query (no persistence mode) spreads a sample's rows over a good part of its interval
+            skew = max(TICK_SKEW_S, self._spacing_s / 2) if self._spacing_s is not None else TICK_SKEW_S
         return abs(when - latest) <= skew  # (threads of a script may write a tick's rows out of order)
 
     def _on_its_day(self, when: float) -> float:
