@@ -241,13 +241,13 @@ class NvmlSource:
         return self._calls.errors
 
     def close(self) -> None:
-        """Stop the helper threads and shut NVML down."""
+        """Stop the helper threads and shut NVML down, unless the XID thread is still in its wait."""
         if self._poller is not None:
             self._poller.stop()
         if self._processes is not None:
             self._processes.stop()
-        self._xids.stop()
-        close_nvml()
+        if self._xids.stop():
+            close_nvml()
 
     def _readable(self) -> list[int]:
         """GPUs open and answering: whose processes the process thread lists."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,11 +36,16 @@ FUNCTION_NOT_FOUND = N.NVML_ERROR_FUNCTION_NOT_FOUND
 INSUFFICIENT_SIZE = N.NVML_ERROR_INSUFFICIENT_SIZE
 TIMEOUT = N.NVML_ERROR_TIMEOUT
 NOT_FOUND = N.NVML_ERROR_NOT_FOUND
+UNINITIALIZED = N.NVML_ERROR_UNINITIALIZED
 NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId of a GPU not in MIG mode
 DRIVER_RESERVED_BYTES = 512 * 1024**2  # device memory in use with no process on the GPU
 # Event types every simulated card reports; cards with ECC memory add the ECC ones.
 BASE_EVENT_TYPES = N.nvmlEventTypePState | N.nvmlEventTypeXidCriticalError | N.nvmlEventTypeClock
 ECC_EVENT_TYPES = N.nvmlEventTypeSingleBitEccError | N.nvmlEventTypeDoubleBitEccError
+# Event sets are pointers in the real driver: never the same two in one process, whichever library
+# made them. A thread left in its wait by an earlier library, freeing its set at last, frees nothing
+# of a later one.
+_EVENT_SET_NUMBERS = itertools.count(1)
 
 SIM_STEP_S = 0.1
 PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (NVML.md §7)
@@ -98,10 +104,10 @@ class SimulatedNvmlLibrary:
         self._step_s = step_s
         self._lock = threading.Lock()
         self.jobs = SimulatedJobs(len(machine.cards))
+        self.sessions = 0  # nvmlInit calls not yet shut down
         self._events = threading.Condition()
         self._event_sets: dict[int, dict[int, int]] = {}  # event set → {gpu: event types registered}
         self._event_queues: dict[int, deque[tuple[int, int, int]]] = {}  # set → (gpu, type, data)
-        self._next_event_set = 1
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -157,9 +163,14 @@ class SimulatedNvmlLibrary:
     # -- library and enumeration --------------------------------------------------------------
 
     def nvmlInitWithFlags(self, flags: Any) -> int:
+        """Counted, as the driver counts them: NVML shuts down when every init has had its shutdown."""
+        self.sessions += 1
         return SUCCESS
 
     def nvmlShutdown(self) -> int:
+        if self.sessions == 0:
+            return UNINITIALIZED
+        self.sessions -= 1
         return SUCCESS
 
     def nvmlSystemGetDriverVersion(self, buf: Any, size: Any) -> int:
@@ -361,8 +372,7 @@ class SimulatedNvmlLibrary:
 
     def nvmlEventSetCreate(self, event_set: Any) -> int:
         with self._events:
-            number = self._next_event_set
-            self._next_event_set += 1
+            number = next(_EVENT_SET_NUMBERS)
             self._event_sets[number] = {}
             self._event_queues[number] = deque()
         ctypes.cast(ctypes.byref(event_set._obj), ctypes.POINTER(ctypes.c_void_p))[0] = number

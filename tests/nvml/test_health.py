@@ -10,10 +10,11 @@ import pytest
 import structlog
 
 from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
+from gpud.nvml import events
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.health import read_memory_health
 from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessListUnread, ProcessWatcher
-from gpud.nvml.source import SLOW_EVERY
+from gpud.nvml.source import SLOW_EVERY, NvmlSource
 from gpud.processes import HostProcess
 from gpud.sim.jobs import FIRST_PID
 from gpud.sim.machine import Layout
@@ -123,13 +124,44 @@ def test_a_failing_wait_frees_the_set_and_listens_again(install_nvml, patch_driv
         xids.stop()
 
 
-def test_stopping_returns_within_a_wait(install_nvml):
-    install_nvml(gpus=1)
-    xids, _ = watcher(1)
-    wait_for(lambda: xids.watching, 5, "registration")
+def test_closing_leaves_the_xid_thread_to_its_wait_and_nvml_open_rather_than_wait_5_s(install_nvml):
+    library = install_nvml(gpus=1)
+    source = NvmlSource()
+    wait_for(lambda: source._xids.watching, 5, "registration")
     started = time.monotonic()
-    xids.stop()
-    assert not xids._thread.is_alive() and time.monotonic() - started < 1.0
+    source.close()
+    assert time.monotonic() - started < 1.0
+    # Shutting NVML down under a call in progress is undefined: the process's exit ends both.
+    assert source._xids._thread.is_alive() and library.sessions == 1
+
+
+def test_a_source_closed_after_its_xid_thread_ended_shuts_nvml_down(install_nvml):
+    library = install_nvml(gpus=1)
+    source = NvmlSource()
+    wait_for(lambda: source._xids.watching, 5, "registration")
+    source._xids._stop.set()
+    source._xids._thread.join(6)  # its wait's timeout
+    source.close()
+    assert library.sessions == 0
+
+
+def test_a_wait_left_behind_frees_its_own_set_not_a_later_librarys(install_nvml, monkeypatch):
+    monkeypatch.setattr(events, "STOP_WAIT_S", 0.0)
+    install_nvml(gpus=1)
+    old = XidWatcher(lambda: handles(1), lambda: 100.0, Counter(), wait_ms=300)
+    old.start()
+    wait_for(lambda: old.watching, 5, "registration")
+    assert old.stop() is False  # still waiting in the first library
+    library = install_nvml(gpus=1)
+    new, errors = watcher(1)
+    try:
+        wait_for(lambda: new.watching, 5, "the later registration")
+        old._thread.join(2)  # its wait ends: it frees its set
+        library.raise_xid(0, 79)
+        wait_for(lambda: new.record(0).count(79) == 1, 5, "the XID")
+        assert errors == Counter()
+    finally:
+        new.stop()
 
 
 # -- memory health --------------------------------------------------------------------------------
