@@ -181,10 +181,13 @@ class CallGuard:
         with self._lock:
             return frozenset(self._hung)
 
-    def run_each(self, gpus: Iterable[int], job: Callable[[int], T]) -> dict[int, T]:
+    def run_each(
+        self, gpus: Iterable[int], job: Callable[[int], T], limit_s: float | None = None
+    ) -> dict[int, T]:
         """``job(gpu)`` for every GPU that is not hung; GPUs that hang now are left out.
 
-        An exception a job raises is raised here once the others have run.
+        ``limit_s`` waits longer (or shorter) than the guard's own limit, for this run only; an
+        inline guard ignores it. An exception a job raises is raised here once the others have run.
         """
         hung = self.hung
         todo = [gpu for gpu in gpus if gpu not in hung]
@@ -192,15 +195,18 @@ class CallGuard:
             run: _Run[int, T] = _Run(todo, job)
             _take_jobs(run, self._returned)
         else:
-            run = self._workers.run(todo, job, self._limit_s, self._gave_up, self._returned)
+            limit_s = self._limit_s if limit_s is None else limit_s
+            run = self._workers.run(
+                todo, job, limit_s, lambda gpu: self._gave_up(gpu, limit_s), self._returned
+            )
         if run.errors:
             raise run.errors[0]
         return run.results
 
-    def _gave_up(self, gpu: int) -> None:
+    def _gave_up(self, gpu: int, limit_s: float) -> None:
         with self._lock:
             self._hung[gpu] = time.monotonic()
-        log.error(f"{self._what} hung; gpu skipped until it returns", gpu=gpu, seconds=self._limit_s)
+        log.error(f"{self._what} hung; gpu skipped until it returns", gpu=gpu, seconds=limit_s)
 
     def _returned(self, gpu: int) -> None:
         now = time.monotonic()

@@ -102,6 +102,12 @@ _FAN_POLICY = {
 _PSTATE_UNKNOWN = 32
 REOPEN_S = 5.0  # how often a down GPU's handle is asked for again
 REDISCOVER_MAX_S = 300.0  # a GPU discovery could not read: asked again after REOPEN_S, doubling to this
+# Discovery at start waits this long for a GPU, however short the reads' limit: without persistence
+# mode the driver brings a GPU up at its first handle (a second or more); one that takes longer
+# than this is hung, and is discovered while running, when it answers, not waited for by the others
+# (nor by systemd, whose start timeout is 90 s).
+DISCOVERY_LIMIT_S = 20.0
+DISCOVERY_HUNG = "its driver calls hung while it was being discovered"
 SLOW_EVERY = 10  # ticks between reads of the slow facts
 BUSY_UTIL_PCT = ThrottleSettings().busy_util_pct  # busy enough that the link is worth reading again
 WHOLE_DRIVER = -1  # the call guard's key for calls about the driver as a whole
@@ -179,9 +185,10 @@ class NvmlSource:
         settled = self._calls.settled
         self._driver = settled(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
         count = settled(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
+        found = self._guard.run_each(range(count), self._discover, limit_s=DISCOVERY_LIMIT_S)
         infos = []
         for index in range(count):
-            handle, info, missing = self._discover(index)
+            handle, info, missing = found.get(index) or (None, self._unknown(index), DISCOVERY_HUNG)
             self._handles.append(handle)
             infos.append(info)
             if missing is not None:
@@ -271,10 +278,13 @@ class NvmlSource:
                 return handle, info, missing
         except GpuLost as lost:
             reason = f"lost while being discovered: {lost}"
-        unknown = GpuInfo(
+        return None, self._unknown(index), f"GPU {index} could not be opened: {reason}"
+
+    def _unknown(self, index: int) -> GpuInfo:
+        """What is known of a GPU not opened yet: its index and the driver."""
+        return GpuInfo(
             index=index, uuid=f"unknown-{index}", name="unknown", pci_bus_id="", driver_version=self._driver
         )
-        return None, unknown, f"GPU {index} could not be opened: {reason}"
 
     def _facts(self, index: int, h: Any) -> tuple[GpuInfo, str | None]:
         get = self._calls.settled

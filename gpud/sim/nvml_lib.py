@@ -13,9 +13,9 @@ fake clock and the daemon with the real one.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 import time
-import itertools
 from collections import deque
 from collections.abc import Callable
 from typing import Any

@@ -19,8 +19,9 @@ from gpud.fans.choose import PROBE_TRIES, BackendChoice, Chooser
 from gpud.fans.control import REPROBE_FIRST_S, TOOL_WAIT_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
+from gpud.nvml import source as nvml_source
 from gpud.nvml.library import open_nvml
-from gpud.nvml.source import NvmlSource
+from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import gpu_index
@@ -31,15 +32,16 @@ from gpud.telemetry import Cooling
 class Loop:
     """A daemon on the fake clock over a faulty simulated driver, fans through NVML (probed again as needed)."""
 
-    def __init__(self, install_nvml, clock, spec: str, gpus: int = 3) -> None:
+    def __init__(self, install_nvml, clock, spec: str, gpus: int = 3, guard: CallGuard | None = None) -> None:
         library = install_nvml(gpus=gpus)
         faults, seed = parse_faults(spec)
         self.faulty = FaultyNvmlLibrary(library, faults, seed)
         open_nvml(self.faulty)
         self.clock, self.cards = clock, library.machine.cards
-        self.source = NvmlSource(clock=library.unix_time)
+        self.source = NvmlSource(clock=library.unix_time, guard=guard)
         chooser = Chooser(BackendChoice.NVML, [NvmlFanBackend()])
-        self.fans = FanControl(chooser.assign_all(self.source.gpus, self.source.incomplete), chooser=chooser)
+        assignments = chooser.assign_all(self.source.gpus, self.source.incomplete)
+        self.fans = FanControl(assignments, guard=guard, chooser=chooser)
         self.daemon = Daemon(self.source, "simulated", 1.0, fans=self.fans)
 
     def run(self, ticks: int, tick_s: float = 1.0) -> None:
@@ -63,8 +65,8 @@ class Loop:
 def loop(install_nvml, clock):
     made: list[Loop] = []
 
-    def make(spec: str, gpus: int = 3) -> Loop:
-        made.append(Loop(install_nvml, clock, spec, gpus))
+    def make(spec: str, gpus: int = 3, guard: CallGuard | None = None) -> Loop:
+        made.append(Loop(install_nvml, clock, spec, gpus, guard))
         return made[-1]
 
     yield make
@@ -150,6 +152,30 @@ def test_a_fan_count_that_failed_at_start_is_read_again_and_the_gpu_is_not_passi
     assert run.source.incomplete == {} and run.source.gpus[1].fan_count == 2
     assert run.manual(1) and run.mode(1) is ControlMode.MANUAL
     assert "gpu discovered in full after a failed start" in [e["event"] for e in logs]
+
+
+def test_a_gpu_whose_discovery_hangs_holds_up_neither_the_start_nor_the_others_and_is_opened_later(
+    loop, monkeypatch
+):
+    monkeypatch.setattr(nvml_source, "DISCOVERY_LIMIT_S", 0.3)
+    guard = CallGuard(limit_s=0.1, parallel=True)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        run = loop("hang:call=nvmlDeviceGetNumFans,gpu=1,at=0,for=1,seconds=2", guard=guard)
+    assert time.monotonic() - started < 1.5  # not the 2 s the call hangs
+    assert run.source.incomplete == {1: nvml_source.DISCOVERY_HUNG}
+    assert run.source.gpus[1].uuid == "unknown-1" and run.source.gpus[2].fan_count == 2
+    hung = [e for e in logs if e["event"] == "gpu driver call hung; gpu skipped until it returns"]
+    assert [(e["gpu"], e["seconds"]) for e in hung] == [(1, 0.3)]
+    run.run(1)
+    assert [g.up for g in run.daemon.state.snapshot.gpus] == [True, False, True]
+    assert run.manual(0) and run.manual(2)  # the others under gpud's curve from the first tick
+    deadline = time.monotonic() + 5
+    while guard.outstanding and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.run(2 * int(REOPEN_S))
+    assert run.source.incomplete == {} and run.source.gpus[1].fan_count == 2
+    assert run.manual(1) and run.mode(1) is ControlMode.MANUAL
 
 
 def test_a_gpu_whose_handle_failed_at_start_is_opened_later(loop):
@@ -278,12 +304,17 @@ def test_a_probe_whose_tries_do_not_all_say_the_same_lasting_thing_is_no_verdict
     for _ in range(int(REPROBE_FIRST_S) + 2):
         clock.advance(1)
         daemon.tick()
-    assert (daemon.state.fan_control[0].backend, daemon.state.fan_control[0].mode) == ("nvml", ControlMode.MANUAL)
+    assert (daemon.state.fan_control[0].backend, daemon.state.fan_control[0].mode) == (
+        "nvml",
+        ControlMode.MANUAL,
+    )
     fans.restore()
 
 
 @pytest.mark.parametrize(("answer", "words"), [(NO_ROOT, "needs root"), (NOT_SUPPORTED, "does not support")])
-def test_the_same_lasting_answer_to_every_probe_try_is_a_verdict(install_nvml, nvml_source, patch_driver, answer, words):
+def test_the_same_lasting_answer_to_every_probe_try_is_a_verdict(
+    install_nvml, nvml_source, patch_driver, answer, words
+):
     library = probe_answers(install_nvml, patch_driver, [answer] * PROBE_TRIES)
     source = nvml_source(clock=library.unix_time)
     first = Chooser(BackendChoice.NVML, [NvmlFanBackend()]).assign_all(source.gpus, source.incomplete)[0]

@@ -9,8 +9,8 @@ import pynvml as N
 import pytest
 import structlog
 
-from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
 from gpud.nvml import events
+from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.health import read_memory_health
 from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessListUnread, ProcessWatcher
