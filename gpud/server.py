@@ -52,7 +52,7 @@ class StatusServer:
         web: WebConfig | None = None,
     ) -> None:
         self._web = web or WebConfig()
-        self._server = WebServer(address, self._answer, self._web.tls)
+        self._server = WebServer(address, self._answer, self._web.tls, self._needs_password_hash)
         self._server.headers = dict(self._web.headers)
         self.server_address = self._server.server_address
         self._exposition = exposition
@@ -84,6 +84,11 @@ class StatusServer:
     def stop(self) -> None:
         """Stop serving and close the socket."""
         self._server.stop()
+
+    def _needs_password_hash(self, request: Request) -> bool:
+        """Whether answering ``request`` hashes its password (credentials not seen before)."""
+        users = self._web.users
+        return users is not None and users.needs_hash(request.authorization)
 
     def _answer(self, request: Request) -> Answer:
         if self._web.rate_limit is not None and not self._web.rate_limit.allow():

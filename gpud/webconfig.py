@@ -19,7 +19,9 @@ Passwords: bcrypt is slow on purpose (about 50 ms at cost 10), so a scrape every
 not pay it each time. A successful check is remembered as a keyed hash (HMAC with a key made at
 start, never the password) and later requests compare against it in constant time; at most one
 bcrypt check runs at once, so guessing costs one core at most, and a request that waits more
-than a second for its turn gets 503 rather than holding a worker.
+than a second for its turn gets 503. Requests with credentials not seen before wait for their
+check in a lane of their own (:data:`gpud.webserver.SLOW_WORKERS`): guessers never hold up a
+scraper whose credentials passed already.
 """
 
 from __future__ import annotations
@@ -252,20 +254,20 @@ class BasicAuth:
         self._memory = threading.Lock()
         self._bcrypt = threading.Lock()
 
+    def needs_hash(self, authorization: str | None) -> bool:
+        """Whether :meth:`check` would run bcrypt: credentials neither remembered nor malformed."""
+        credentials = _basic_credentials(authorization)
+        return credentials is not None and self._remembered(*credentials)[0] is None
+
     def check(self, authorization: str | None) -> AuthResult:
         """OK, DENIED (no or wrong credentials), or BUSY (another bcrypt check took too long)."""
         credentials = _basic_credentials(authorization)
         if credentials is None:
             return AuthResult.DENIED
         user, password = credentials
-        mac = hmac.new(self._key, user.encode() + b"\0" + password, hashlib.sha256).digest()
-        with self._memory:
-            passed = list(self._passed.get(user, ()))
-            failed = mac in self._failed
-        if any(hmac.compare_digest(mac, known) for known in passed):
-            return AuthResult.OK
-        if failed:
-            return AuthResult.DENIED
+        remembered, mac = self._remembered(user, password)
+        if remembered is not None:
+            return remembered
         if not self._bcrypt.acquire(timeout=BCRYPT_WAIT_S):
             return AuthResult.BUSY
         try:
@@ -280,6 +282,16 @@ class BasicAuth:
                 while len(self._failed) > 256:
                     self._failed.popitem(last=False)
         return AuthResult.OK if ok else AuthResult.DENIED
+
+    def _remembered(self, user: str, password: bytes) -> tuple[AuthResult | None, bytes]:
+        """The verdict remembered for these credentials (None: never checked), and their keyed hash."""
+        mac = hmac.new(self._key, user.encode() + b"\0" + password, hashlib.sha256).digest()
+        with self._memory:
+            passed = list(self._passed.get(user, ()))
+            failed = mac in self._failed
+        if any(hmac.compare_digest(mac, known) for known in passed):
+            return AuthResult.OK, mac
+        return (AuthResult.DENIED if failed else None), mac
 
 
 def _bcrypt_matches(password: bytes, hashed: bytes) -> bool:

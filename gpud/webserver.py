@@ -6,7 +6,7 @@ server. A thread per connection lets a crowd of clients make as many runnable th
 asking for the interpreter lock in turn, and a client that drips its request a byte at a time
 holds its thread (and its slot) as long as it likes. Here a waiting client costs a socket and a
 buffer, never a thread; however many there are, the server is at most this thread plus
-``WORKERS``, so the loop thread always gets its turn within a switch interval or two.
+``WORKERS`` and ``SLOW_WORKERS``, so the loop thread always gets its turn within a switch interval or two.
 
 Limits, each one counted and reported in one log line a minute rather than one per client:
 
@@ -18,7 +18,10 @@ Limits, each one counted and reported in one log line a minute rather than one p
 * only ``GET`` and ``HEAD`` of HTTP/1.x are served: any other method is 405, another version 400;
 * an answer is written without blocking, a block at a time: a client that takes nothing for
   ``WRITE_TIMEOUT_S``, or is not done after ``MAX_ANSWER_S``, is dropped;
-* at most ``MAX_QUEUED`` requests wait for a worker; more get 503 at once.
+* at most ``MAX_QUEUED`` requests wait for a worker; more get 503 at once;
+* a request whose answer needs something slow of its own (``slow(request)``: a password to hash)
+  waits in a lane of its own, ``MAX_SLOW_QUEUED`` at most, for ``SLOW_WORKERS`` of its own: a crowd
+  of password guessers never holds up a scraper whose credentials are known already.
 
 Every connection is closed after one answer (``Connection: close``): nothing is kept per client
 between requests, and no request can be smuggled behind another. Deadlines are checked every
@@ -58,6 +61,8 @@ WRITE_TIMEOUT_S = 10.0
 MAX_ANSWER_S = 120.0
 LINGER_S = 1.0  # after an answer, how long to read what the client still sends before closing
 WORKERS = 4
+SLOW_WORKERS = 1
+MAX_SLOW_QUEUED = 4
 MAX_QUEUED = 64
 SEND_BLOCK = 256 * 1024  # bytes handed to the socket at once
 REFUSALS_LOG_EVERY_S = 60.0
@@ -185,7 +190,8 @@ class WebServer:
     """Serves ``handle(request) -> Answer`` on ``address``, over TLS when ``tls`` is given.
 
     ``headers`` are added to every answer (the web config's ``http_server_config.headers``);
-    ``tls`` and ``headers`` may be replaced while serving (a reloaded web config).
+    ``tls`` and ``headers`` may be replaced while serving (a reloaded web config). ``slow(request)``
+    says which requests go to the slow lane; it runs on the connection thread, so it must be quick.
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class WebServer:
         address: tuple[str, int],
         handle: Callable[[Request], Answer],
         tls: TlsPolicy | None = None,
+        slow: Callable[[Request], bool] = lambda request: False,
     ) -> None:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._listener = socket.create_server(address, family=family, backlog=128)
@@ -205,7 +212,9 @@ class WebServer:
         self._conns: dict[int, _Connection] = {}
         self._descriptor_room = descriptor_room()
         self._droppable: OrderedDict[int, _Connection] = OrderedDict()  # waiting for a head, or lingering
+        self._slow = slow
         self._queue: queue.Queue[tuple[_Connection, Request] | None] = queue.Queue(MAX_QUEUED)
+        self._slow_queue: queue.Queue[tuple[_Connection, Request] | None] = queue.Queue(MAX_SLOW_QUEUED)
         self._answered: queue.SimpleQueue[tuple[_Connection, Answer]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -214,16 +223,18 @@ class WebServer:
         self._stopping = False
         self._listen_paused_until = 0.0
         self._thread = threading.Thread(target=self._serve, name="gpud-http", daemon=True)
+        lanes = [(self._queue, "worker", WORKERS), (self._slow_queue, "slow-worker", SLOW_WORKERS)]
         self._workers = [
-            threading.Thread(target=self._work, name=f"gpud-http-worker-{n}", daemon=True)
-            for n in range(WORKERS)
+            (lane, threading.Thread(target=self._work, args=(lane,), name=f"gpud-http-{name}-{n}", daemon=True))
+            for lane, name, count in lanes
+            for n in range(count)
         ]
 
     def start(self) -> None:
         """Serve in background threads."""
         self._selector.register(self._listener.fileno(), selectors.EVENT_READ, None)
         self._selector.register(self._wake_r.fileno(), selectors.EVENT_READ, self._wake_r)
-        for worker in self._workers:
+        for _, worker in self._workers:
             worker.start()
         self._thread.start()
 
@@ -234,11 +245,11 @@ class WebServer:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._refusals.log_if_due(time.monotonic(), force=True)  # what the last minute counted
-        for _ in self._workers:
+        for lane, _ in self._workers:
             try:
-                self._queue.put_nowait(None)
+                lane.put_nowait(None)
             except queue.Full:
-                break  # the workers are daemon threads: they go with the process
+                pass  # the workers are daemon threads: they go with the process
         for conn in list(self._conns.values()):
             self._close(conn)
         self._selector.close()
@@ -432,10 +443,12 @@ class WebServer:
         if not path.startswith("/"):
             self._answer_now(conn, 400, "the request target must be a path")
             return
+        request = Request(conn.method, path, query, authorization, conn.client)
+        slow = self._slow(request)
         try:
-            self._queue.put_nowait((conn, Request(conn.method, path, query, authorization, conn.client)))
+            (self._slow_queue if slow else self._queue).put_nowait((conn, request))
         except queue.Full:
-            self._refusals.note("workers_busy", time.monotonic())
+            self._refusals.note("slow_workers_busy" if slow else "workers_busy", time.monotonic())
             self._answer_now(conn, 503, "busy; try again shortly", {"Retry-After": "1"})
             return
         conn.phase = _Phase.WORKING  # the loop leaves it alone until its answer comes back
@@ -451,8 +464,8 @@ class WebServer:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+    def _work(self, lane: queue.Queue[tuple[_Connection, Request] | None]) -> None:
+        while (item := lane.get()) is not None:
             conn, request = item
             try:
                 answer = self._handle(request)

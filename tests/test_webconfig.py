@@ -12,6 +12,8 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from gpud.errors import ConfigError
 from gpud.httpclient import DaemonUnreachable, HttpClient
 from gpud.server import StatusServer
 from gpud.webconfig import load_web_config
+from gpud.webserver import MAX_SLOW_QUEUED, SLOW_WORKERS, WORKERS
 from tests.conftest import require_tool
 from tests.test_end_to_end import GPUD, free_port, gpud, wait_for
 from tests.test_prometheus_end_to_end import api
@@ -250,6 +253,48 @@ def test_basic_auth_asks_for_credentials_and_checks_bcrypt_once(serve, tmp_path,
     assert client.get_json(base + "/status")["gpus"]
     with pytest.raises(DaemonUnreachable, match="answered 401 Unauthorized: unauthorised .give the user"):
         HttpClient(timeout_s=5).get(base + "/status")
+
+
+def test_password_guessers_hold_up_neither_a_known_scraper_nor_the_server(serve, tmp_path, monkeypatch):
+    # A bcrypt check that does not end until the test lets it: every guess waits behind it.
+    release, hashing = threading.Event(), threading.Event()
+    real_check = bcrypt.checkpw
+
+    def slow_check(password, hashed):
+        if password != PASSWORD.encode():
+            hashing.set()
+            release.wait(10)
+        return real_check(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", slow_check)
+    base = serve(web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n"), scheme="http")
+    scrape = b"GET /metrics HTTP/1.1\r\n" + basic("prometheus", PASSWORD) + b"\r\n"
+    assert raw_answer(base, scrape).startswith(b"HTTP/1.1 200")  # its credentials are known from now on
+    guesses: list[bytes] = []
+    guessers = [
+        threading.Thread(
+            target=lambda n=n: guesses.append(
+                raw_answer(base, b"GET /metrics HTTP/1.1\r\n" + basic("prometheus", f"guess {n}") + b"\r\n")
+            )
+        )
+        for n in range(2 * WORKERS + MAX_SLOW_QUEUED)
+    ]
+    try:
+        for guesser in guessers:
+            guesser.start()
+        assert hashing.wait(5)
+        time.sleep(0.3)  # every guess has reached the server
+        # Past the slow lane's room, guesses are turned away at once, not left holding workers ...
+        assert sum(g.startswith(b"HTTP/1.1 503") for g in guesses) >= len(guessers) - SLOW_WORKERS - MAX_SLOW_QUEUED
+        # ... and the scraper whose credentials passed is answered while a hash is in progress.
+        for _ in range(3):
+            assert raw_answer(base, scrape).startswith(b"HTTP/1.1 200")
+        assert len(guesses) < len(guessers)
+    finally:
+        release.set()
+        for guesser in guessers:
+            guesser.join(10)
+    assert sum(g.startswith(b"HTTP/1.1 401") for g in guesses) >= 1  # those checked were refused
 
 
 def test_client_certificates_and_their_allowed_names(serve, certificates):
