@@ -66,13 +66,13 @@ class XidWatcher:
         handles: Callable[[], Sequence[Any | None]],
         clock: Callable[[], float],
         errors: Counter[tuple[str, str]],
-        wait_ms: int = WAIT_MS,
+        wait_ms: int | None = None,
         retry_s: float = RETRY_S,
     ) -> None:
         self._handles = handles
         self._clock = clock
         self._errors = errors
-        self._wait_ms = wait_ms
+        self._wait_ms = WAIT_MS if wait_ms is None else wait_ms
         self._retry_s = retry_s
         self._lock = threading.Lock()
         self._counts: dict[int, Counter[int]] = {}

@@ -135,12 +135,13 @@ def test_closing_leaves_the_xid_thread_to_its_wait_and_nvml_open_rather_than_wai
     assert source._xids._thread.is_alive() and library.sessions == 1
 
 
-def test_a_source_closed_after_its_xid_thread_ended_shuts_nvml_down(install_nvml):
+def test_a_source_closed_after_its_xid_thread_ended_shuts_nvml_down(install_nvml, monkeypatch):
+    monkeypatch.setattr(events, "WAIT_MS", 200)
     library = install_nvml(gpus=1)
     source = NvmlSource()
     wait_for(lambda: source._xids.watching, 5, "registration")
     source._xids._stop.set()
-    source._xids._thread.join(6)  # its wait's timeout
+    source._xids._thread.join(1)  # its wait's timeout
     source.close()
     assert library.sessions == 0
 
