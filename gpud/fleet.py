@@ -170,6 +170,7 @@ def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
     _add_heat(query, entry)
     _add_health(query, hosts)
     _add_users(query, entry)
+    _add_stalls(query, hosts)
     reasons = _scrape_errors(base_url, client) if not all(scraped.values()) else {}
 
     def error(instance: str) -> str | None:
@@ -269,6 +270,18 @@ def _add_health(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> No
             gpu.update(health_entry(sample, now))
 
 
+# Scraped, yet no tick for five intervals (half a minute at least): the GpudLoopStalled alert's own
+# rule (prometheus/gpud.rules.yml). Every value is its last tick's; the floor leaves room for the
+# clocks of Prometheus and the host to differ a little.
+STALLED = "time() - gpud_last_tick_timestamp_seconds > clamp_min(5 * gpud_tick_interval_seconds, 30)"
+
+
+def _add_stalls(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for labels, _ in query(STALLED):
+        for gpu in hosts.get(labels.get("instance", ""), {}).values():
+            gpu["stale"] = True
+
+
 def _add_users(query: Query, entry: Entry) -> None:
     """Memory per user, as far as the WHO column needs it (the metrics have no pids)."""
     for labels, value in query("gpud_gpu_process_memory_bytes"):
@@ -277,11 +290,11 @@ def _add_users(query: Query, entry: Entry) -> None:
 
 
 def _severity(gpu: dict[str, Any]) -> tuple[int, float]:
-    """Sort key, worst first: down or critically unhealthy, throttling, fan trouble or a health
-    warning, heat build-up; then closest to slowdown."""
+    """Sort key, worst first: down, critically unhealthy or stale (its daemon stuck: nobody watches
+    it), throttling, fan trouble or a health warning, heat build-up; then closest to slowdown."""
     heat = gpu.get("heat") or {}
     health = (gpu.get("health") or {}).get("status")
-    if not gpu.get("up") or critical(gpu):
+    if not gpu.get("up") or critical(gpu) or gpu.get("stale"):
         rank = 0
     elif gpu.get("throttle"):
         rank = 1
@@ -312,7 +325,7 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
         table = []  # no GPU to show: no header over nothing
     title = (
         f"gpud fleet at {clock_time(time.time())}: {count(len(statuses), 'host')}, {count(gpus, 'GPU')} "
-        "(!! down, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
+        "(!! down, stale, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
     )
     return "\n".join([title, *unreachable, *table])
 
