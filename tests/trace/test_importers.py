@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -485,6 +487,29 @@ def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused(
 def test_a_semicolon_or_tab_separated_log_is_read(lines, power):
     result = import_log(lines, "x.csv")
     assert result.header.source == "nvidia-smi-csv" and result.snapshots[0].gpus[0].power_w == power
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "17.06.2017 15:{m:02d}:{s:02d}",  # a European spreadsheet's dates, seconds kept
+        "17.06.2017 15:{m:02d}",  # ... and dropped: a minute's rows spread over it
+        "17-06-2017 15:{m:02d}",
+        "2017/06/17 15:{m:02d}",
+    ],
+)
+def test_a_gpu_z_log_saved_again_by_a_spreadsheet_keeps_its_time(stamp):
+    head = GPU_Z_OLD[0]
+    rows = [
+        f"{stamp.format(m=m, s=s)} , 1911.0 , 1500.0 , 83.0 , 61 , 99 , 180.0 , 2 ,"
+        for m in range(3)
+        for s in range(60)
+    ]
+    result = import_log([head, *rows], "resaved.txt")
+    times = [tick.timestamp for tick in result.snapshots]
+    assert len(times) == 180 and result.problems == []
+    assert {round(b - a, 6) for a, b in itertools.pairwise(times)} == {1.0}  # 180 s, as it ran
+    assert times[0] == datetime(2017, 6, 17, 15, 0, tzinfo=UTC).timestamp()
 
 
 def _csv_log(path: Path, gpus: int, seconds: int) -> None:

@@ -8,7 +8,8 @@ tick's latest row (a printed second, where times are whole seconds);
 the tick's time is its first row's. Logs without a timestamp start a new tick whenever a GPU comes
 round again, spaced ``interval_s``. Several rows of one GPU under one whole-second timestamp (a
 tool polling faster than its clock prints) are spread evenly over that second, so that no tick
-accounts for zero time.
+accounts for zero time; under one whole minute, where no time of the log so far has seconds (a
+spreadsheet saved it again without them), over that minute.
 
 A time of day without a date (``HH:MM:SS``, ``dmon -o T``) is read as on strptime's day,
 1900-01-01, and as on the next day where it steps back by more than half a day: the log went past
@@ -55,6 +56,12 @@ _TIME_FORMATS = (
     "%Y%m%d %H:%M:%S",
     "%d-%m-%Y %H:%M:%S",
     "%a %b %d %H:%M:%S %Y",  # `date` without a format, as some logging scripts print it
+    # A log saved again by a spreadsheet: its locale's dates (day first, dotted in Europe), and
+    # often the seconds dropped (the ticks of a minute are then spread over it).
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d-%m-%Y %H:%M",
+    "%Y/%m/%d %H:%M",
     "%H:%M:%S.%f",  # a time of day alone: only the differences matter
     "%H:%M:%S",
 )
@@ -266,7 +273,8 @@ class TickAssembler:
     _spacing_s: float | None = None  # the log's sampling interval: the least spacing of one GPU's rows
     _rows: dict[int, GpuSample] = field(default_factory=dict)
     _ticks: int = 0
-    _same_second: list[Snapshot] = field(default_factory=list)
+    _same_second: list[Snapshot] = field(default_factory=list)  # ticks under one printed time
+    _seconds_printed: bool = False  # a time with seconds in it was seen: the times are not whole minutes
     _session: set[int] = field(default_factory=set)  # the GPUs of the logger's run
     _next_session: set[int] | None = None  # a new run's, begun while a tick of the last was gathered
     _doubtful_ticks: int = 0
@@ -283,6 +291,8 @@ class TickAssembler:
         """
         if when is not None and _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S:
             when = self._dated(when)
+        if when is not None and not self._seconds_printed:
+            self._seconds_printed = when % 60 != 0
         if self._rows and (
             sample.index in self._rows or self._next_session is not None or not self._joins(when)
         ):
@@ -384,13 +394,15 @@ class TickAssembler:
         self._same_second.append(snapshot)
 
     def _spread(self, next_time: float | None) -> Iterator[Snapshot]:
-        """The ticks held under one timestamp, spread over the second it stands for."""
+        """The ticks held under one timestamp, spread over the second it stands for (the minute, in
+        a log whose every time so far is a whole minute: a spreadsheet dropped the seconds)."""
         group, self._same_second = self._same_second, []
         if len(group) <= 1:
             yield from group
             return
         start = group[0].timestamp
-        span = 1.0 if next_time is None or next_time <= start else min(1.0, next_time - start)
+        printed_s = 1.0 if self._seconds_printed else 60.0
+        span = printed_s if next_time is None or next_time <= start else min(printed_s, next_time - start)
         for position, snapshot in enumerate(group):
             yield replace(snapshot, timestamp=start + position * span / len(group))
 
