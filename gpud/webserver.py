@@ -162,8 +162,11 @@ class _Refusals:
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._logged_at = float("-inf")
+        self._counting_since = 0.0  # the first refusal the counts hold
 
     def note(self, reason: str, now: float) -> None:
+        if not self._counts:
+            self._counting_since = now
         self._counts[reason] = self._counts.get(reason, 0) + 1
         self.log_if_due(now)
 
@@ -173,7 +176,7 @@ class _Refusals:
 
     def log_if_due(self, now: float, force: bool = False) -> None:
         if self._counts and (force or now - self._logged_at >= REFUSALS_LOG_EVERY_S):
-            since = min(now - self._logged_at, REFUSALS_LOG_EVERY_S)
+            since = now - self._counting_since  # 0 for the first, said at once
             log.warning("http clients turned away", in_last_s=round(since, 1), **self._counts)
             self._counts, self._logged_at = {}, now
 

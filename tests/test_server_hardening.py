@@ -198,11 +198,13 @@ def test_turned_away_clients_are_one_log_line_a_minute_with_a_count(daemon_and_s
         time.sleep(0.5)
         turned_away = [entry for entry in logs if entry["event"] == "http clients turned away"]
         assert len(turned_away) == 1  # the first at once, the rest counted
+        assert turned_away[0]["in_last_s"] == 0.0  # not "in the last minute", a moment after start
         time.sleep(1.0)
         for connection in flood:
             connection.close()
         turned_away = [entry for entry in logs if entry["event"] == "http clients turned away"]
     assert len(turned_away) == 2
+    assert 0 < turned_away[1]["in_last_s"] < 5  # since the first it counts (the minute is 1 s here)
     counted = sum(entry.get("waiting_connections_dropped", 0) for entry in turned_away)
     assert counted == 36  # every connection beyond the four
 
