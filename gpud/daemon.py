@@ -212,13 +212,14 @@ class Daemon:
                 if self._reload_requested:
                     self._reload_requested = False
                     self._start_reload()
+                started = self._clock()
                 if self._tick_safely():
                     self._watchdog.beat()
                     self._notifier.notify("WATCHDOG=1")
                     if not self._ready:
                         self._ready = True
                         self._notifier.notify("READY=1")
-                next_at = self._next_deadline(next_at)
+                next_at = self._next_deadline(next_at, self._clock() - started)
                 self._stop.wait(max(0.0, next_at - self._clock()))
             signum = self._stop_signal
             log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
@@ -282,13 +283,24 @@ class Daemon:
         with self._publishing:
             self.state = replace(self.state, **changes)
 
-    def _next_deadline(self, previous: float) -> float:
-        """The next slot on the fixed grid; slots already missed are skipped, not caught up."""
+    def _next_deadline(self, previous: float, tick_s: float) -> float:
+        """The next slot on the fixed grid; slots already missed are skipped, not caught up.
+
+        ``tick_s``, how long the tick itself took, tells why slots were missed: a tick longer than
+        the interval, or a daemon that did not run meanwhile (SIGSTOP, a suspended machine or VM).
+        """
         next_at = previous + self._interval_s
         now = self._clock()
         if next_at < now:
             missed = int((now - next_at) // self._interval_s) + 1
-            log.warning("tick overran its interval", skipped=missed)
+            if tick_s >= self._interval_s:
+                log.warning("tick overran its interval", skipped=missed, tick_s=round(tick_s, 2))
+            else:
+                log.warning(
+                    "ticks missed: the daemon did not run (stopped, suspended, or starved of CPU)",
+                    skipped=missed,
+                    late_s=round(now - previous - self._interval_s, 1),
+                )
             next_at += missed * self._interval_s
         return next_at
 

@@ -10,6 +10,7 @@ import urllib.request
 from itertools import pairwise
 
 import pytest
+import structlog
 
 from gpud.daemon import Daemon
 from gpud.decide.controller import DecideSettings
@@ -103,9 +104,15 @@ def test_a_failing_tick_is_counted_and_the_loop_goes_on(install_nvml, nvml_sourc
 def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, nvml_source, clock):
     install_nvml(gpus=1)
     daemon = make_daemon(nvml_source(), interval_s=1.0, clock=clock)
-    assert daemon._next_deadline(1000.0) == 1001.0
-    clock.now = 1003.4  # a tick that overran by more than two intervals
-    assert daemon._next_deadline(1000.0) == 1004.0
+    assert daemon._next_deadline(1000.0, 0.01) == 1001.0
+    clock.now = 1003.4
+    with structlog.testing.capture_logs() as logs:
+        assert daemon._next_deadline(1000.0, 3.4) == 1004.0  # a tick that overran by over two intervals
+        assert daemon._next_deadline(1000.0, 0.01) == 1004.0  # a quick tick, then a stop (SIGSTOP, suspend)
+    assert [(e["event"], e["skipped"]) for e in logs] == [
+        ("tick overran its interval", 3),
+        ("ticks missed: the daemon did not run (stopped, suspended, or starved of CPU)", 3),
+    ]
 
 
 def get(url: str) -> tuple[int, bytes]:
