@@ -165,6 +165,7 @@ class CallGuard:
         self._cooling_off: dict[int, float] = {}  # gpu → when it may be called again, after a hang
         self._lock = threading.Lock()
         self._workers = _Workers(workers if parallel else 1, "gpud-gpu-calls")
+        self.in_progress: Callable[[int], str | None] = lambda gpu: None  # names a hung GPU's call
 
     @property
     def hung(self) -> frozenset[int]:
@@ -206,7 +207,13 @@ class CallGuard:
     def _gave_up(self, gpu: int, limit_s: float) -> None:
         with self._lock:
             self._hung[gpu] = time.monotonic()
-        log.error(f"{self._what} hung; gpu skipped until it returns", gpu=gpu, seconds=limit_s)
+        call = self.in_progress(gpu)
+        log.error(
+            f"{self._what} hung; gpu skipped until it returns",
+            gpu=gpu,
+            seconds=limit_s,
+            **({"call": call} if call else {}),
+        )
 
     def _returned(self, gpu: int) -> None:
         now = time.monotonic()

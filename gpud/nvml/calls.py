@@ -70,6 +70,7 @@ class NvmlCalls:
         self._warned: set[tuple[int, str]] = set()
         self._working: dict[tuple[int, str], int] = {}
         self._counting = threading.Lock()
+        self.calling: dict[int, str] = {}  # per GPU, the read in progress: what a hang is named by
 
     def get(self, gpu: int, call: str, *alternatives: Callable[[], T] | Way[T]) -> T | None:
         """The first alternative that works (newest API first), or ``None``.
@@ -87,6 +88,7 @@ class NvmlCalls:
             name, read, absent = (
                 (way.call, way.read, way.absent) if isinstance(way, Way) else (call, way, ABSENT)
             )
+            self.calling[gpu] = name
             try:
                 value = read()
             except N.NVMLError as error:
@@ -94,6 +96,8 @@ class NvmlCalls:
                     continue
                 self.failed(gpu, name, error)
                 return None
+            finally:
+                self.calling.pop(gpu, None)
             self._working[key] = position
             return value
         self._unsupported[key] += 1

@@ -171,6 +171,7 @@ class NvmlSource:
         self._calls = NvmlCalls()
         self._clock = clock
         self._guard = guard or CallGuard(None)
+        self._guard.in_progress = self._calls.calling.get
         self._handles: list[Any] = []
         self._down: dict[int, GpuLost] = {}  # down GPUs, and the last reason
         self._reopen_at = 0.0

@@ -166,7 +166,7 @@ def test_a_gpu_whose_discovery_hangs_holds_up_neither_the_start_nor_the_others_a
     assert run.source.incomplete == {1: nvml_source.DISCOVERY_HUNG}
     assert run.source.gpus[1].uuid == "unknown-1" and run.source.gpus[2].fan_count == 2
     hung = [e for e in logs if e["event"] == "gpu driver call hung; gpu skipped until it returns"]
-    assert [(e["gpu"], e["seconds"]) for e in hung] == [(1, 0.3)]
+    assert [(e["gpu"], e["seconds"], e["call"]) for e in hung] == [(1, 0.3, "nvmlDeviceGetNumFans")]
     run.run(1)
     assert [g.up for g in run.daemon.state.snapshot.gpus] == [True, False, True]
     assert run.manual(0) and run.manual(2)  # the others under gpud's curve from the first tick
