@@ -40,6 +40,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -443,6 +444,7 @@ class WebServer:
             if name.lower() == b"authorization":
                 authorization = value.strip().decode("latin-1")
         path, _, query = _origin_form(target.decode("latin-1")).partition("?")
+        path = urllib.parse.unquote(path)  # /%6detrics is /metrics (RFC 3986: the same resource)
         if not path.startswith("/"):
             self._answer_now(conn, 400, "the request target must be a path")
             return

@@ -118,6 +118,8 @@ def test_head_is_get_without_the_body_and_absolute_targets_are_served(daemon_and
     assert status_of(head) == 200 and length > 1000 and head.endswith(b"\r\n\r\n")
     full = raw(server, b"GET http://gpu-host:9877/metrics HTTP/1.1\r\n\n")  # bare LF ends a head too
     assert status_of(full) == 200 and len(full.partition(b"\r\n\r\n")[2]) == length
+    escaped = raw(server, b"GET /%6detrics HTTP/1.1\r\n\r\n")  # percent-encoded: the same path
+    assert status_of(escaped) == 200 and len(escaped.partition(b"\r\n\r\n")[2]) == length
 
 
 def test_nothing_over_http_changes_the_fans(daemon_and_server):
