@@ -289,7 +289,7 @@ def test_gpu_z_perfcap_reason_becomes_the_drivers_reasons_and_an_unknown_bit_is_
     assert (gpu[0].sm_clock_mhz, gpu[0].power_w, gpu[0].fans[0].speed_pct) == (1911, 180.0, 61.0)
     assert [g.clock_event_reasons for g in gpu] == [0x20, 0x24, 0, 0, 0]  # Thrm; Pwr+Thrm; VRel; unknown
     assert result.problems == [
-        "gpuz.txt:5: PerfCap Reason: '128' not understood, left out (2 values like it)"
+        "gpuz.txt:5: PerfCap Reason: '128' not understood, left out (2 values of this column, the first shown)"
     ]
     assert result.header.gpus[0].clock_event_reasons_reported & 0x24 == 0x24
 

@@ -232,7 +232,7 @@ class Problems:
         """Everything to tell, one line each: notes, values left out, then skipped lines."""
         values = [
             f"{self._name}:{p.line}: {column}: {p.cell!r} {p.why}, left out"
-            + (f" ({p.count} values like it)" if p.count > 1 else "")
+            + (f" ({p.count} values of this column, the first shown)" if p.count > 1 else "")
             for column, p in self._values.items()
         ]
         more = self._skipped_count - len(self._skipped)
