@@ -27,7 +27,6 @@ scraper whose credentials passed already.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -312,7 +311,7 @@ def _basic_credentials(authorization: str | None) -> tuple[str, bytes] | None:
         decoded = base64.b64decode(encoded.strip(), validate=True)
         user, colon, password = decoded.partition(b":")
         return (user.decode(), password) if colon else None
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not text (UnicodeDecodeError), not ASCII at all
         return None
 
 

@@ -449,7 +449,11 @@ class WebServer:
             self._answer_now(conn, 400, "the request target must be a path")
             return
         request = Request(conn.method, path, query, authorization, conn.client)
-        slow = self._slow(request)
+        try:
+            slow = self._slow(request)
+        except Exception as error:  # noqa: BLE001 -- on this thread, a bad request must not end the server
+            log.error("http request not classified; answered in the slow lane", error=repr(error))
+            slow = True
         try:
             (self._slow_queue if slow else self._queue).put_nowait((conn, request))
         except queue.Full:

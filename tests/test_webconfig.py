@@ -237,6 +237,7 @@ def test_basic_auth_asks_for_credentials_and_checks_bcrypt_once(serve, tmp_path,
         b"Authorization: Basic !!!\r\n",
         b"Authorization: Basic " + base64.b64encode(b"no colon") + b"\r\n",
     ]
+    wrongs.append(b"Authorization: Basic \xe9\xe9\xe9\xe9\r\n")  # not ASCII: not base64, not a crash
     for wrong in wrongs:
         assert raw_answer(base, b"GET /metrics HTTP/1.1\r\n" + wrong + b"\r\n").startswith(b"HTTP/1.1 401")
     assert len(checks) == 2  # the wrong password, and the unknown user (which costs as much)
