@@ -286,20 +286,22 @@ class Daemon:
     def _next_deadline(self, previous: float, tick_s: float) -> float:
         """The next slot on the fixed grid; slots already missed are skipped, not caught up.
 
-        ``tick_s``, how long the tick itself took, tells why slots were missed: a tick longer than
-        the interval, or a daemon that did not run meanwhile (SIGSTOP, a suspended machine or VM).
+        ``tick_s``, how long the tick itself took, tells why slots were missed: a tick that ran long,
+        or a daemon that did not run for half an interval or more besides (SIGSTOP, no CPU).
         """
         next_at = previous + self._interval_s
         now = self._clock()
         if next_at < now:
             missed = int((now - next_at) // self._interval_s) + 1
-            if tick_s >= self._interval_s:
+            late_s = now - previous - tick_s  # the time the tick was not running
+            if late_s < self._interval_s / 2:
                 log.warning("tick overran its interval", skipped=missed, tick_s=round(tick_s, 2))
             else:
                 log.warning(
-                    "ticks missed: the daemon did not run (stopped, suspended, or starved of CPU)",
+                    "ticks missed: the daemon did not run (stopped, or starved of CPU)",
                     skipped=missed,
-                    late_s=round(now - previous - self._interval_s, 1),
+                    late_s=round(late_s, 1),
+                    tick_s=round(tick_s, 2),
                 )
             next_at += missed * self._interval_s
         return next_at
