@@ -401,9 +401,13 @@ class NvmlSource:
         due = [index for index, (at, _) in self._rediscover_at.items() if now >= at]
         if not due:
             return
+        hung = self._guard.hung
         found = self._guard.run_each(due, self._discover)
         for index in due:
             wait = self._rediscover_at[index][1]
+            if index in hung:  # not asked: its last call has not returned; no longer a wait for it
+                self._rediscover_at[index] = (now + REOPEN_S, wait)
+                continue
             self._rediscover_at[index] = (
                 now + min(REDISCOVER_MAX_S, 2 * wait),
                 min(REDISCOVER_MAX_S, 2 * wait),
