@@ -6,6 +6,7 @@ is in its log, so "no fan left on manual" is read from what was really sent.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,22 @@ def stop_once_fans_are_driven(daemon: subprocess.Popen, fake, sent: int) -> None
         if daemon.poll() is None:
             daemon.kill()
     assert handed_back(fake)
+
+
+@contextlib.contextmanager
+def killed_if_left(daemon: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """The daemon, killed on the way out if a failed check left it running."""
+    try:
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
+def stopped_by_sigterm(daemon: subprocess.Popen) -> None:
+    """SIGTERM ends the daemon cleanly, within systemd's stop timeout."""
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=20) == 0
 
 
 def events(log: Path) -> list[dict]:
@@ -224,16 +242,12 @@ def test_the_user_signals_are_ignored_and_the_fans_stay_under_control(fake_nvidi
     fake = fake_nvidia_settings(gpus=GPUS)
     port = free_port()
     daemon, log = start(tmp_path, port, "--fan-backend", "nvidia-settings")
-    try:
+    with killed_if_left(daemon):
         wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
         daemon.send_signal(sent)
         wait_for(lambda: "signal ignored" in log.read_text(), 10, "the signal noted in the log")
         assert daemon.poll() is None and not handed_back(fake)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        stopped_by_sigterm(daemon)
     assert handed_back(fake)
 
 
@@ -376,7 +390,7 @@ def test_sighup_with_the_config_replaced_by_a_fifo_neither_stops_the_ticks_nor_s
     fake_nvidia_settings, tmp_path
 ):
     fake, config, port, daemon, log = quiet_curve_daemon(fake_nvidia_settings, tmp_path)
-    try:
+    with killed_if_left(daemon):
         wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
         config.unlink()
         os.mkfifo(config)  # read, it would wait for a writer that never comes
@@ -385,11 +399,7 @@ def test_sighup_with_the_config_replaced_by_a_fifo_neither_stops_the_ticks_nor_s
         ticks = metric(port, "gpud_tick_duration_seconds_count")[0]
         time.sleep(3)
         assert metric(port, "gpud_tick_duration_seconds_count")[0] - ticks >= 4  # 0.5 s ticks go on
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+        stopped_by_sigterm(daemon)
     assert handed_back(fake)
     refused = [e for e in events(log) if e["event"] == "configuration not reloaded; the running one is kept"]
     assert [e["error"] for e in refused] == [
