@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from gpud.fleet import STALLED
 from tests.conftest import require_tool
 
 RULES = Path(__file__).parent.parent / "prometheus"
@@ -24,3 +25,10 @@ def test_promtool_check_rules_accepts_them():
 def test_the_rules_unit_tests_pass():
     result = promtool("test", "rules", "gpud.rules.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_fleet_view_calls_a_daemon_stuck_by_the_alerts_own_rule():
+    lines = (RULES / "gpud.rules.yml").read_text().splitlines()
+    alert = lines.index("      - alert: GpudLoopStalled")
+    expr = next(line for line in lines[alert:] if line.strip().startswith("expr:"))
+    assert expr.strip().removeprefix("expr:").strip() == STALLED  # one rule: they must not drift apart
