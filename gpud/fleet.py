@@ -31,6 +31,7 @@ from gpud.status import (
     brief_cells,
     fetch_status,
     gpu_row,
+    stale_words,
     troubled,
 )
 from gpud.telemetry import GpuSample, MemoryHealth, XidEvent, XidRecord
@@ -46,6 +47,8 @@ class HostStatus:
     host: str
     gpus: list[dict[str, Any]]
     error: str | None = None
+    stale: bool = False  # its daemon's data is stale: its loop is stuck
+    tick_age_s: float | None = None  # since its daemon's last tick, when stale and known
 
 
 def from_daemons(hosts: Mapping[str, str], client: HttpClient) -> list[HostStatus]:
@@ -57,9 +60,16 @@ def from_daemons(hosts: Mapping[str, str], client: HttpClient) -> list[HostStatu
 
     def ask(host: str) -> HostStatus:
         try:
-            return HostStatus(redacted(host), fetch_status(hosts[host], client)["gpus"])
+            document = fetch_status(hosts[host], client)
         except DaemonUnreachable as error:
             return HostStatus(redacted(host), [], str(error))
+        age = document.get("tick_age_s")
+        return HostStatus(
+            redacted(host),
+            document["gpus"],
+            stale=any(gpu.get("stale") for gpu in document["gpus"]),
+            tick_age_s=float(age) if isinstance(age, int | float) else None,
+        )
 
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:
         return list(pool.map(ask, hosts))
@@ -170,8 +180,12 @@ def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
     _add_heat(query, entry)
     _add_health(query, hosts)
     _add_users(query, entry)
-    _add_stalls(query, hosts)
     reasons = _scrape_errors(base_url, client) if not all(scraped.values()) else {}
+
+    stalled = {labels.get("instance", ""): age for labels, age in query(STALLED)}
+    for instance in stalled:
+        for gpu in hosts.get(instance, {}).values():
+            gpu["stale"] = True
 
     def error(instance: str) -> str | None:
         if instance not in scraped:
@@ -182,7 +196,13 @@ def _from_prometheus(base_url: str, client: HttpClient) -> list[HostStatus]:
         return None if instance in gpud_seen else "scraped, but it exports no gpud metrics (is it gpud?)"
 
     return [
-        HostStatus(instance, sorted(gpus.values(), key=lambda g: g["index"]), error(instance))
+        HostStatus(
+            instance,
+            sorted(gpus.values(), key=lambda g: g["index"]),
+            error(instance),
+            stale=instance in stalled,
+            tick_age_s=stalled.get(instance),
+        )
         for instance, gpus in sorted(hosts.items())
     ]
 
@@ -276,12 +296,6 @@ def _add_health(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> No
 STALLED = "time() - gpud_last_tick_timestamp_seconds > clamp_min(5 * gpud_tick_interval_seconds, 30)"
 
 
-def _add_stalls(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> None:
-    for labels, _ in query(STALLED):
-        for gpu in hosts.get(labels.get("instance", ""), {}).values():
-            gpu["stale"] = True
-
-
 def _add_users(query: Query, entry: Entry) -> None:
     """Memory per user, as far as the WHO column needs it (the metrics have no pids)."""
     for labels, value in query("gpud_gpu_process_memory_bytes"):
@@ -313,13 +327,13 @@ _MARKS = {0: "!!", 1: "!!", 2: "!", 3: "~"}
 
 
 def render_fleet(statuses: Sequence[HostStatus]) -> str:
-    """One table of every GPU of every host, worst first; hosts that did not answer on top."""
+    """One table of every GPU of every host, worst first; hosts that did not answer, or are stuck, on top."""
     rows = sorted(((_severity(gpu), s.host, gpu) for s in statuses for gpu in s.gpus), key=lambda r: r[0])
     table = align(
         [("", "HOST", *GPU_COLUMNS)]
         + [(_MARKS.get(severity[0], ""), host, *gpu_row(gpu)) for severity, host, gpu in rows]
     )
-    unreachable = [f"!! {s.host}: {s.error}" for s in statuses if s.error is not None]
+    troubled_hosts = [f"!! {line}" for line in _host_lines(statuses)]
     gpus = sum(len(s.gpus) for s in statuses)
     if not rows:
         table = []  # no GPU to show: no header over nothing
@@ -327,24 +341,44 @@ def render_fleet(statuses: Sequence[HostStatus]) -> str:
         f"gpud fleet at {clock_time(time.time())}: {count(len(statuses), 'host')}, {count(gpus, 'GPU')} "
         "(!! down, stale, unhealthy or throttling, ! fan trouble or a health warning, ~ heat build-up)"
     )
-    return "\n".join([title, *unreachable, *table])
+    return "\n".join([title, *troubled_hosts, *table])
+
+
+def _host_lines(statuses: Sequence[HostStatus]) -> list[str]:
+    """A line per host in trouble as a whole: one that did not answer, then one whose daemon is stuck."""
+    return [f"{s.host}: {s.error}" for s in statuses if s.error is not None] + [
+        f"{s.host}: {stale_words(s.tick_age_s)}: its daemon's loop is stuck, its GPUs' values are from then"
+        for s in statuses
+        if s.stale
+    ]
 
 
 def render_brief(statuses: Sequence[HostStatus]) -> str:
-    """``--brief`` for a fleet: one line per GPU, worst first, each after its host; one per host that did not answer."""
+    """``--brief`` for a fleet: one line per GPU, worst first, each after its host; one per host in trouble."""
     rows = sorted(((_severity(gpu), s.host, gpu) for s in statuses for gpu in s.gpus), key=lambda r: r[0])
-    unreachable = [f"{s.host}: {s.error}" for s in statuses if s.error is not None]
-    return "\n".join([*unreachable, *align([(host, *brief_cells(gpu)) for _, host, gpu in rows])])
+    return "\n".join([*_host_lines(statuses), *align([(host, *brief_cells(gpu)) for _, host, gpu in rows])])
 
 
 def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:
-    """The fleet as JSON: per host its GPUs, or its error."""
-    return {"hosts": [{"host": s.host, "error": s.error, "gpus": s.gpus} for s in statuses]}
+    """The fleet as JSON: per host its GPUs, or its error, and whether its daemon is stuck."""
+    return {
+        "hosts": [
+            {
+                "host": s.host,
+                "error": s.error,
+                "stale": s.stale,
+                "tick_age_s": None if s.tick_age_s is None else round(s.tick_age_s, 1),
+                "gpus": s.gpus,
+            }
+            for s in statuses
+        ]
+    }
 
 
 def fleet_exit_code(statuses: Sequence[HostStatus]) -> int:
-    """2 when no host answered, 1 when one did not or any GPU is in trouble, else 0."""
+    """2 when no host answered, 1 when one did not, is stuck, or any GPU is in trouble, else 0."""
     if statuses and all(s.error is not None and not s.gpus for s in statuses):
         return EXIT_NO_DAEMON
-    bad = any(s.error is not None for s in statuses) or any(troubled(g) for s in statuses for g in s.gpus)
+    bad = any(s.error is not None or s.stale for s in statuses)
+    bad = bad or any(troubled(g) for s in statuses for g in s.gpus)
     return EXIT_PROBLEM if bad else EXIT_OK

@@ -416,12 +416,16 @@ def _stale_line(document: dict[str, Any]) -> list[str]:
     """``STALE: no tick completed for 24 s ...`` when the daemon's data is stale; nothing otherwise."""
     if not any(gpu.get("stale") for gpu in document["gpus"]):
         return []
-    age, since = document.get("tick_age_s"), document.get("ticked_at")
-    ago = f" for {age:.0f} s" if isinstance(age, int | float) else ""
+    since = document.get("ticked_at")
     when = f" (since {clock_time(since)})" if isinstance(since, int | float) else ""
-    return [
-        f"STALE: no tick completed{ago}{when}: the daemon's loop is stuck, the values below are from then"
-    ]
+    stuck = f"{stale_words(document.get('tick_age_s'))}{when}: the daemon's loop is stuck"
+    return [f"{stuck}, the values below are from then"]
+
+
+def stale_words(age_s: object) -> str:
+    """``STALE: no tick completed for 24 s``, the age left out when it is not known."""
+    ago = f" for {age_s:.0f} s" if isinstance(age_s, int | float) else ""
+    return f"STALE: no tick completed{ago}"
 
 
 def _data_time(document: dict[str, Any]) -> str:

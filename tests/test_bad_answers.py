@@ -15,10 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 from gpud.diagnose.source import history_trace
-from gpud.fleet import fleet_exit_code, from_daemons, from_prometheus, render_fleet
+from gpud.fleet import fleet_exit_code, fleet_json, from_daemons, from_prometheus, render_brief, render_fleet
 from gpud.httpclient import DaemonUnreachable, HttpClient
-from gpud.status import daemon_url, fetch_status
+from gpud.status import daemon_url, fetch_status, status_document
 from tests.test_end_to_end import free_port, gpud
+from tests.test_status import HEALTHY, state_ticked_at
 
 GOOD_STATUS = {
     "version": "1",
@@ -170,6 +171,28 @@ def test_a_fleet_host_with_a_bad_answer_is_a_row_saying_so(host):
     assert f"!! 127.0.0.1:{host.port}: bad answer from http://127.0.0.1:{host.port}/status" in table
     assert f"!! {unreachable}: no gpud answered" in table
     assert fleet_exit_code(statuses) == 2
+
+
+def _ticked_ago(age_s: float) -> bytes:
+    return ok(json.dumps(status_document(state_ticked_at(1.8e9, 1.0, HEALTHY), now=1.8e9 + age_s)).encode())
+
+
+def test_a_fleet_host_whose_daemon_is_stuck_is_a_line_saying_for_how_long(host):
+    host.answer = _ticked_ago(24)
+    statuses = from_daemons({"lab-3": host.url("")}, HttpClient(1.0))
+    lines = render_fleet(statuses).splitlines()
+    assert lines[1] == (
+        "!! lab-3: STALE: no tick completed for 24 s: its daemon's loop is stuck, its GPUs' values are from then"
+    )
+    assert lines[3].startswith("!!  lab-3") and lines[3].endswith("STALE")
+    assert render_brief(statuses).splitlines()[0] == lines[1].removeprefix("!! ")
+    entry = fleet_json(statuses)["hosts"][0]
+    assert (entry["stale"], entry["tick_age_s"], entry["error"]) == (True, 24.0, None)
+    assert fleet_exit_code(statuses) == 1
+    host.answer = _ticked_ago(0.5)
+    fresh = from_daemons({"lab-4": host.url("")}, HttpClient(1.0))
+    assert "STALE" not in render_fleet(fresh) and fleet_exit_code(fresh) == 0
+    assert fleet_json(fresh)["hosts"][0]["stale"] is False
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ scrape listed with its reason, S's GPUs stale (their values fresh-looking, their
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.parse
 import urllib.request
@@ -158,6 +159,7 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
     assert sorted(len(h["gpus"]) for h in seen["hosts"]) == [0, 2, 2, 4, 4]
     stale = {(h["host"], g["index"]) for h in seen["hosts"] for g in h["gpus"] if g.get("stale")}
     assert stale == {(stalled, 0), (stalled, 1)}  # over half a minute without a tick, yet scraped
+    assert [(h["host"], h["tick_age_s"] >= 30) for h in seen["hosts"] if h["stale"]] == [(stalled, True)]
     health = {(h["host"], g["index"]): g["health"]["status"] for h in seen["hosts"] for g in h["gpus"]}
     assert {gpu for gpu, status in health.items() if status == "critical"} == {(c, 0), (c, 1)}
     (down,) = [h for h in seen["hosts"] if h["error"] is not None]
@@ -168,7 +170,9 @@ def test_dashboard_alerts_and_fleet_view_against_a_real_prometheus(fleet):
     lines = table.stdout.splitlines()
     assert lines[0].startswith("gpud fleet at ") and ": 5 hosts, 12 GPUs" in lines[0]
     assert lines[1].startswith(f"!! {dead}: down: Prometheus cannot scrape it: ")
-    on_top = lines[3:7]  # after the header: unhealthy and stale, with their reasons
+    stuck_host = rf"!! {re.escape(stalled)}: STALE: no tick completed for \d+ s: its daemon's loop is stuck, .*"
+    assert re.fullmatch(stuck_host, lines[2]), table.stdout
+    on_top = lines[4:8]  # after the header: unhealthy and stale, with their reasons
     assert sorted(line.split()[1] for line in on_top) == sorted([c, c, stalled, stalled]), table.stdout
     assert all(line.startswith("!!") for line in on_top)
     assert [line.split()[-1] for line in on_top if stalled in line] == ["STALE", "STALE"], table.stdout
