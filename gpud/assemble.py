@@ -14,6 +14,7 @@ from gpud.fans.choose import Chooser
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
+from gpud.nvml.calls import NVML_IN_PROGRESS
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.sim.faults import FaultSpecError, with_faults
@@ -63,8 +64,14 @@ def _integrated_speed(machine: ThermalMachine) -> float:
 
 
 def call_guard(settings: Settings) -> CallGuard:
-    """Per-GPU driver calls for the daemon, GPUs read at once: one that hangs for a quarter interval is given up on."""
-    return CallGuard(limit_s=max(0.1, settings.interval_s / 4), parallel=True, workers=DRIVER_WORKERS)
+    """Per-GPU driver calls for the daemon, GPUs read at once: one that hangs for a quarter interval is
+    given up on, and named in the log by the NVML call its thread is in."""
+    return CallGuard(
+        limit_s=max(0.1, settings.interval_s / 4),
+        parallel=True,
+        workers=DRIVER_WORKERS,
+        in_progress=NVML_IN_PROGRESS,
+    )
 
 
 def open_source(

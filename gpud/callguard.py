@@ -14,6 +14,9 @@ A sequential guard has one: jobs run one after the other, and the loop's delay i
 GPU): NVML is thread-safe and a driver call spends its time in the kernel, so a 64-GPU machine is
 read in about the time of its slowest few GPUs, and however many GPUs hang at once, the delay is
 ``limit_s`` (once more for each ``workers`` of them).
+
+The hang line names the call the given-up worker is in, as :class:`CallsInProgress` has it: by
+thread, since the tick's reads, fan commands and the helper threads call about one GPU at once.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import structlog
 
@@ -32,6 +35,67 @@ T = TypeVar("T")
 DRIVER_WORKERS = 8  # GPUs read at once: past this the interpreter lock, not the driver, sets the pace
 
 
+class _Call(NamedTuple):
+    """A call in progress: the thread making it, its name, and the library it is into."""
+
+    thread: str
+    call: str
+    library: object
+
+
+class CallsInProgress:
+    """Which driver call each thread is in now, by thread: what a hang is named by, and what says
+    whether a library may be shut down (not under a call in progress).
+
+    Keyed by thread, not by GPU: the tick's reads, a fan command and the process and PCIe threads
+    may each be in a call about the same GPU at once, and each call's name is its own thread's.
+    ``library()`` says which library a call is into when it starts: a call still in progress
+    into one since replaced (the tests install a library each) is not a call into this one.
+    """
+
+    def __init__(self, library: Callable[[], object] = lambda: None) -> None:
+        self._calls: dict[int, _Call] = {}  # thread ident → its call
+        self._library = library
+
+    def calling(self, call: str) -> _Calling:
+        """``with in_progress.calling(name):`` ``name`` is this thread's call while the block runs."""
+        return _Calling(self._calls, call, self._library)
+
+    def of(self, thread: int) -> str | None:
+        """The call thread ``thread`` (an ident) is in, if any."""
+        entry = self._calls.get(thread)
+        return entry.call if entry is not None else None
+
+    def elsewhere(self) -> list[str]:
+        """``thread name: call`` for every other thread in a call into the library now in use."""
+        here, library = threading.get_ident(), self._library()
+        return sorted(
+            f"{entry.thread}: {entry.call}"
+            for ident, entry in list(self._calls.items())
+            if ident != here and entry.library is library
+        )
+
+
+class _Calling:
+    """One thread's call while it runs (a class, not a generator: every driver read enters one)."""
+
+    __slots__ = ("_call", "_calls", "_ident", "_library", "_outer")
+
+    def __init__(self, calls: dict[int, _Call], call: str, library: Callable[[], object]) -> None:
+        self._calls, self._call, self._library = calls, call, library
+
+    def __enter__(self) -> None:
+        self._ident = threading.get_ident()
+        self._outer = self._calls.get(self._ident)
+        self._calls[self._ident] = _Call(threading.current_thread().name, self._call, self._library())
+
+    def __exit__(self, *exc: object) -> None:
+        if self._outer is None:
+            self._calls.pop(self._ident, None)
+        else:
+            self._calls[self._ident] = self._outer
+
+
 class _Run(Generic[K, T]):
     """One batch of jobs: those not started, those running (since when), their results and errors."""
 
@@ -39,6 +103,7 @@ class _Run(Generic[K, T]):
         self.job = job
         self.waiting = keys
         self.running: dict[K, float] = {}
+        self.threads: dict[K, int] = {}  # the worker (ident) on each job, last or now
         self.results: dict[K, T] = {}
         self.errors: list[BaseException] = []
         self.abandoned: set[K] = set()
@@ -63,10 +128,11 @@ class _Workers:
         keys: list[K],
         job: Callable[[K], T],
         limit_s: float,
-        gave_up: Callable[[K], None],
+        gave_up: Callable[[K, int], None],
         returned: Callable[[K], None],
     ) -> _Run[K, T]:
-        """The jobs run to the end, each waited for ``limit_s`` from its start at most."""
+        """The jobs run to the end, each waited for ``limit_s`` from its start at most; ``gave_up``
+        is told the key and the worker thread (ident) left to it."""
         run: _Run[K, T] = _Run(list(keys), job)
         if not keys:
             return run
@@ -78,7 +144,8 @@ class _Workers:
                 for key in [key for key, since in run.running.items() if now - since >= limit_s]:
                     del run.running[key]
                     run.abandoned.add(key)
-                    gave_up(key)  # before the worker can see it was abandoned, and say it returned
+                    # Before the worker can see it was abandoned, and say it returned.
+                    gave_up(key, run.threads[key])
                     self._replace(run, returned)
                 if run.busy():
                     deadlines = [since + limit_s for since in run.running.values()]
@@ -123,6 +190,7 @@ def _take_jobs(run: _Run, returned: Callable) -> bool:
                 return True
             key = run.waiting.pop(0)
             run.running[key] = time.monotonic()  # the waiter looks at it when its current wait ends
+            run.threads[key] = threading.get_ident()
         try:
             result, error = run.job(key), None
         except BaseException as caught:  # noqa: BLE001 -- raised in the caller, not lost in this thread
@@ -147,7 +215,7 @@ class CallGuard:
 
     ``parallel`` runs up to ``workers`` GPUs' jobs at once (None: all of them); ``retry_s`` keeps a
     GPU whose call hung skipped for that long after the call returned; ``what`` names the calls in
-    the log.
+    the log, and ``in_progress``, where the jobs' calls are named by thread, the call that hung.
     """
 
     def __init__(
@@ -157,6 +225,7 @@ class CallGuard:
         retry_s: float = 0.0,
         what: str = "gpu driver call",
         workers: int | None = None,
+        in_progress: CallsInProgress | None = None,
     ) -> None:
         self._limit_s = limit_s
         self._retry_s = retry_s
@@ -165,7 +234,7 @@ class CallGuard:
         self._cooling_off: dict[int, float] = {}  # gpu → when it may be called again, after a hang
         self._lock = threading.Lock()
         self._workers = _Workers(workers if parallel else 1, "gpud-gpu-calls")
-        self.in_progress: Callable[[int], str | None] = lambda gpu: None  # names a hung GPU's call
+        self._in_progress = in_progress
 
     @property
     def hung(self) -> frozenset[int]:
@@ -198,16 +267,16 @@ class CallGuard:
         else:
             limit_s = self._limit_s if limit_s is None else limit_s
             run = self._workers.run(
-                todo, job, limit_s, lambda gpu: self._gave_up(gpu, limit_s), self._returned
+                todo, job, limit_s, lambda gpu, thread: self._gave_up(gpu, limit_s, thread), self._returned
             )
         if run.errors:
             raise run.errors[0]
         return run.results
 
-    def _gave_up(self, gpu: int, limit_s: float) -> None:
+    def _gave_up(self, gpu: int, limit_s: float, thread: int) -> None:
         with self._lock:
             self._hung[gpu] = time.monotonic()
-        call = self.in_progress(gpu)
+        call = self._in_progress.of(thread) if self._in_progress is not None else None
         log.error(
             f"{self._what} hung; gpu skipped until it returns",
             gpu=gpu,
@@ -247,7 +316,7 @@ def run_parallel(
     pending = list(dict.fromkeys(keys))
     late: list[K] = []
 
-    def give_up(key: K) -> None:
+    def give_up(key: K, thread: int) -> None:
         late.append(key)
         if gave_up is not None:
             gave_up(key)

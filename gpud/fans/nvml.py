@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pynvml as N
 
 from gpud.fans.backend import FanControlError, FanLimits
-from gpud.nvml.calls import error_name
+from gpud.nvml.calls import NVML_IN_PROGRESS, error_name
 from gpud.telemetry import GpuInfo
 
 T = TypeVar("T")
@@ -43,9 +43,11 @@ class NvmlFanBackend:
         self._errors: Counter[tuple[str, str]] = Counter() if errors is None else errors
 
     def _call(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` with its NVML error counted and translated into a :class:`FanControlError`."""
+        """``function(*args)`` with its NVML error counted and translated into a :class:`FanControlError`;
+        named while it runs, so that a command that hangs is named by itself, not by a read."""
         try:
-            return function(*args)
+            with NVML_IN_PROGRESS.calling(function.__name__):
+                return function(*args)
         except N.NVMLError as error:
             name = error_name(error)
             self._errors[(function.__name__, name)] += 1

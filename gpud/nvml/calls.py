@@ -10,6 +10,8 @@ this tick.
 A value may be read more than one way (newest first): each is a callable, named by the value, or a
 :class:`Way` with a name of its own (a field of ``nvmlDeviceGetFieldValues``), so that an error is
 counted against what failed. GPUs are read on several threads at once: the counts take a lock.
+Every call gpud makes into NVML, on whatever thread, is named in :data:`NVML_IN_PROGRESS` while it
+runs: what a hang is named by, and what tells whether NVML may be shut down.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Generic, TypeVar
 import pynvml as N
 import structlog
 
+from gpud.callguard import CallsInProgress
 from gpud.errors import GpuLost
 
 T = TypeVar("T")
@@ -39,6 +42,9 @@ _GPU_GONE = {
     N.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
     N.NVML_ERROR_UNINITIALIZED,
 }
+# One driver per process, so one record of the calls into it: the source's reads and helper threads,
+# fan commands, the XID thread's wait; each into the library installed when it started.
+NVML_IN_PROGRESS = CallsInProgress(lambda: N.nvmlLib)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,6 @@ class NvmlCalls:
         self._warned: set[tuple[int, str]] = set()
         self._working: dict[tuple[int, str], int] = {}
         self._counting = threading.Lock()
-        self.calling: dict[int, str] = {}  # per GPU, the read in progress: what a hang is named by
 
     def get(self, gpu: int, call: str, *alternatives: Callable[[], T] | Way[T]) -> T | None:
         """The first alternative that works (newest API first), or ``None``.
@@ -88,16 +93,14 @@ class NvmlCalls:
             name, read, absent = (
                 (way.call, way.read, way.absent) if isinstance(way, Way) else (call, way, ABSENT)
             )
-            self.calling[gpu] = name
             try:
-                value = read()
+                with NVML_IN_PROGRESS.calling(name):
+                    value = read()
             except N.NVMLError as error:
                 if error.value in absent and key not in self._working:
                     continue
                 self.failed(gpu, name, error)
                 return None
-            finally:
-                self.calling.pop(gpu, None)
             self._working[key] = position
             return value
         self._unsupported[key] += 1

@@ -21,7 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import pynvml as N
 
-from gpud.nvml.calls import ABSENT, NvmlCalls, Way
+from gpud.nvml.calls import ABSENT, NVML_IN_PROGRESS, NvmlCalls, Way
 from gpud.nvml.layout import field_values_view
 
 T = TypeVar("T")
@@ -147,7 +147,8 @@ class FieldBatch:
     def _ask(self, field_ids: list[int]) -> None:
         try:
             # (id, scope 0) pairs: the binding sets a bare id only after a TypeError per field.
-            answers = N.nvmlDeviceGetFieldValues(self._handle, [(field_id, 0) for field_id in field_ids])
+            with NVML_IN_PROGRESS.calling(FIELD_VALUES):
+                answers = N.nvmlDeviceGetFieldValues(self._handle, [(field_id, 0) for field_id in field_ids])
         except N.NVMLError as error:
             if error.value in _FIELD_ABSENT:
                 self._error = error  # each value falls back to its call

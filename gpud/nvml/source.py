@@ -49,7 +49,7 @@ from gpud.callguard import CallGuard
 from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import GpuLost, NvmlUnavailable
 from gpud.nvml import fields as F
-from gpud.nvml.calls import ABSENT_AFTER, DRIVER_GONE, NvmlCalls
+from gpud.nvml.calls import ABSENT_AFTER, DRIVER_GONE, NVML_IN_PROGRESS, NvmlCalls
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.fields import FieldBatch, FieldRead, Reading, Value, one
 from gpud.nvml.health import memory_health, memory_health_values
@@ -171,7 +171,6 @@ class NvmlSource:
         self._calls = NvmlCalls()
         self._clock = clock
         self._guard = guard or CallGuard(None)
-        self._guard.in_progress = self._calls.calling.get
         self._handles: list[Any] = []
         self._down: dict[int, GpuLost] = {}  # down GPUs, and the last reason
         self._reopen_at = 0.0
@@ -455,8 +454,10 @@ class NvmlSource:
 
     def _reopen_gpu(self, index: int) -> None:
         try:
-            handle = N.nvmlDeviceGetHandleByIndex(index)
-            uuid = N.nvmlDeviceGetUUID(handle)
+            with NVML_IN_PROGRESS.calling("nvmlDeviceGetHandleByIndex"):
+                handle = N.nvmlDeviceGetHandleByIndex(index)
+            with NVML_IN_PROGRESS.calling("nvmlDeviceGetUUID"):
+                uuid = N.nvmlDeviceGetUUID(handle)
         except N.NVMLError:
             return
         if uuid != self._gpus[index].uuid:

@@ -20,6 +20,7 @@ from gpud.fans.control import REPROBE_FIRST_S, TOOL_WAIT_S, ControlMode, FanCont
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml import source as nvml_source
+from gpud.nvml.calls import NVML_IN_PROGRESS
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
@@ -158,7 +159,7 @@ def test_a_gpu_whose_discovery_hangs_holds_up_neither_the_start_nor_the_others_a
     loop, monkeypatch
 ):
     monkeypatch.setattr(nvml_source, "DISCOVERY_LIMIT_S", 0.3)
-    guard = CallGuard(limit_s=0.1, parallel=True)
+    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
     started = time.monotonic()
     with capture_logs() as logs:
         run = loop("hang:call=nvmlDeviceGetNumFans,gpu=1,at=0,for=1,seconds=2", guard=guard)
