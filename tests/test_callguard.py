@@ -144,10 +144,10 @@ def test_a_parallel_guard_runs_at_most_its_workers_at_once_and_keeps_them_betwee
 
     assert guard.run_each(range(16), job) == {gpu: gpu for gpu in range(16)}
     assert most[0] == 4  # every worker busy, never more
-    threads = threading.active_count()
+    threads = set(threading.enumerate())
     for _ in range(5):
         assert len(guard.run_each(range(16), job)) == 16
-    assert threading.active_count() == threads  # a run starts no thread
+    assert set(threading.enumerate()) <= threads  # a run starts no thread (others' may end meanwhile)
 
 
 @pytest.mark.parametrize(("workers", "others_wait"), [(None, True), (3, False)])
