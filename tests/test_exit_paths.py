@@ -405,3 +405,26 @@ def test_sighup_with_the_config_replaced_by_a_fifo_neither_stops_the_ticks_nor_s
     assert [e["error"] for e in refused] == [
         f"config file {config}: cannot read it: a FIFO, not a regular file"
     ]
+
+
+@pytest.mark.slow
+def test_a_driver_call_hung_at_exit_leaves_nvml_open_once_every_fan_is_handed_back(tmp_path):
+    # GPU 1's process list hangs for a minute: the process thread is still in it when gpud stops,
+    # and nvmlShutdown under it could block the exit or crash it.
+    hang = "hang:call=nvmlDeviceGetComputeRunningProcesses*,gpu=1,seconds=60"
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvml", "--faults", hang)
+    with killed_if_left(daemon):
+        wait_for(
+            lambda: [e["event"] for e in events(log)].count("fan control taken") == GPUS, 30, "every fan taken"
+        )
+        sent = time.monotonic()
+        stopped_by_sigterm(daemon)
+        took = time.monotonic() - sent
+    assert took < 10
+    logged = events(log)
+    names = [e["event"] for e in logged]
+    left_open = names.index("nvml left open for the process's exit: calls into it still in progress")
+    handed_back_at = [n for n, name in enumerate(names) if name == "fans handed back to the driver"]
+    assert len(handed_back_at) == GPUS and max(handed_back_at) < names.index("stopped") < left_open
+    assert "gpud-processes: nvmlDeviceGetComputeRunningProcesses" in logged[left_open]["calls"]
+    assert "gpud-processes" in logged[left_open]["threads"] and logged[left_open]["level"] == "warning"

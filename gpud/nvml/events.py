@@ -30,7 +30,7 @@ import structlog
 
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
-from gpud.nvml.calls import error_name
+from gpud.nvml.calls import NVML_IN_PROGRESS, error_name
 from gpud.telemetry import XidEvent, XidRecord
 
 log = structlog.get_logger("gpud.xid")
@@ -39,6 +39,8 @@ log = structlog.get_logger("gpud.xid")
 # VM: a fifth of an idle daemon's at 2 a second); an event ends the wait at once, whatever it is.
 # NVIDIA's device plugin for Kubernetes waits 5 s too. Stopping does not wait for it (:meth:`stop`).
 WAIT_MS = 5000
+XID_THREAD = "gpud-xid-events"
+XID_WAIT = "nvmlEventSetWait_v2"
 STOP_WAIT_S = 0.2  # how long stop() waits for the thread to leave before leaving it to its wait
 RETRY_S = 5.0
 RECENT_KEPT = 16  # XIDs kept with their times, per GPU
@@ -82,7 +84,7 @@ class XidWatcher:
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpud-xid-events", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=XID_THREAD, daemon=True)
 
     def start(self) -> None:
         """Start listening in the background."""
@@ -193,11 +195,12 @@ class XidWatcher:
         """Wait for events until stopped or until the driver fails the wait."""
         while not self._stop.is_set():
             try:
-                data = N.nvmlEventSetWait_v2(event_set, self._wait_ms)
+                with NVML_IN_PROGRESS.calling(XID_WAIT):
+                    data = N.nvmlEventSetWait_v2(event_set, self._wait_ms)
             except N.NVMLError_Timeout:
                 continue
             except N.NVMLError as error:
-                self._errors[("nvmlEventSetWait_v2", error_name(error))] += 1
+                self._errors[(XID_WAIT, error_name(error))] += 1
                 log.warning(
                     "waiting for xid events failed; listening again in a few seconds", error=error_name(error)
                 )

@@ -26,6 +26,8 @@ import structlog
 log = structlog.get_logger("gpud.pcie")
 
 FIRST_PASS_S = 2.0  # the longest start() waits for the first rates; a hung driver call waits no longer
+PCIE_THREAD = "gpud-pcie"
+STOP_WAIT_S = 2.0  # how long stop() waits for the read in progress (~40 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class PcieThroughputPoller:
         self._latest: dict[int, PcieRate] = {}
         self._stop = threading.Event()
         self._first_pass = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpud-pcie", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=PCIE_THREAD, daemon=True)
 
     def start(self) -> None:
         """Begin polling in the background, once every GPU was read (or ``FIRST_PASS_S`` went by)."""
@@ -86,11 +88,13 @@ class PcieThroughputPoller:
             return None
         return rate
 
-    def stop(self) -> None:
-        """Stop the thread; returns within one NVML call."""
+    def stop(self) -> bool:
+        """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in its read (a
+        hung driver call): NVML must then not be shut down under it."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=STOP_WAIT_S)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -25,6 +25,8 @@ from gpud.processes import HostProcesses, cgroup_owner
 from gpud.telemetry import GpuProcess, ProcessKind
 
 log = structlog.get_logger("gpud.processes")
+PROCESS_THREAD = "gpud-processes"
+STOP_WAIT_S = 2.0  # how long stop() waits for the thread's read in progress (milliseconds a GPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +163,19 @@ class ProcessWatcher:
         self._interval_s = interval_s
         self._latest: dict[int, tuple[tuple[GpuProcess, ...], float]] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpud-processes", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=PROCESS_THREAD, daemon=True)
 
     def start(self) -> None:
         """Begin reading in the background."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread; returns within one GPU's read."""
+    def stop(self) -> bool:
+        """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in a read (a
+        hung driver call): NVML must then not be shut down under it."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=STOP_WAIT_S)
+        return not self._thread.is_alive()
 
     def latest(self, gpu: int) -> tuple[GpuProcess, ...] | None:
         """The newest list of ``gpu``, or ``None`` if never read or older than 3 intervals."""

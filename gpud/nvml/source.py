@@ -50,12 +50,12 @@ from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import GpuLost, NvmlUnavailable
 from gpud.nvml import fields as F
 from gpud.nvml.calls import ABSENT_AFTER, DRIVER_GONE, NVML_IN_PROGRESS, NvmlCalls
-from gpud.nvml.events import XidWatcher
+from gpud.nvml.events import XID_THREAD, XID_WAIT, XidWatcher
 from gpud.nvml.fields import FieldBatch, FieldRead, Reading, Value, one
 from gpud.nvml.health import memory_health, memory_health_values
 from gpud.nvml.library import close_nvml, open_nvml
-from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
-from gpud.nvml.processes import GpuProcessReader, ProcessWatcher
+from gpud.nvml.pcie import PCIE_THREAD, PcieCounterRates, PcieThroughputPoller
+from gpud.nvml.processes import PROCESS_THREAD, GpuProcessReader, ProcessWatcher
 from gpud.processes import HostProcesses, ProcfsHost
 from gpud.telemetry import (
     IDLE_PSTATE,
@@ -248,13 +248,34 @@ class NvmlSource:
         return self._calls.errors
 
     def close(self) -> None:
-        """Stop the helper threads and shut NVML down, unless the XID thread is still in its wait."""
-        if self._poller is not None:
-            self._poller.stop()
-        if self._processes is not None:
-            self._processes.stop()
-        if self._xids.stop():
+        """Stop the helper threads, then shut NVML down, only when no call into it is in flight on any thread.
+
+        ``nvmlShutdown`` under a call in progress (one the guard gave up on, a helper thread's that
+        has not returned, the XID thread's wait, a fan command hung at exit) may block the exit or
+        crash it: NVML is then left to the process's exit, said once with the threads, calls and
+        GPUs still in; at debug level when that is only the XID thread's wait, which ends within
+        its timeout (most exits find it so).
+        """
+        left = {
+            PCIE_THREAD: self._poller is None or self._poller.stop(),
+            PROCESS_THREAD: self._processes is None or self._processes.stop(),
+            XID_THREAD: self._xids.stop(),
+        }
+        staying = sorted(name for name, gone in left.items() if not gone)
+        hung = sorted(self._guard.outstanding)
+        calls = NVML_IN_PROGRESS.elsewhere()
+        if not (staying or hung or calls):
             close_nvml()
+            return
+        waiting = f"{XID_THREAD}: {XID_WAIT}"
+        only_waiting = not hung and set(staying) <= {XID_THREAD} and all(call == waiting for call in calls)
+        say = log.debug if only_waiting else log.warning
+        say(
+            "nvml left open for the process's exit: calls into it still in progress",
+            calls=calls,
+            threads=staying,
+            **({"gpus": hung} if hung else {}),
+        )
 
     def _readable(self) -> list[int]:
         """GPUs open and answering: whose processes the process thread lists."""

@@ -1,4 +1,5 @@
-"""NVML from several threads at once: a hung call is named by its own thread's call.
+"""NVML from several threads at once: a hung call is named by its own thread's call, and NVML is
+shut down only when no call into it is in progress.
 
 A simulated driver call is made to block (until the test lets it go) with ``patch_driver``.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from structlog.testing import capture_logs
 
 from gpud.callguard import CallGuard
@@ -14,12 +16,14 @@ from gpud.decide.controller import Controller
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import FanControl
 from gpud.fans.nvml import NvmlFanBackend
+from gpud.nvml import events, pcie, processes
 from gpud.nvml.calls import NVML_IN_PROGRESS
 from gpud.nvml.source import NvmlSource
 from gpud.sim.nvml_lib import gpu_index
 from tests.test_end_to_end import wait_for
 
 HUNG = "gpu driver call hung; gpu skipped until it returns"
+LEFT_OPEN = "nvml left open for the process's exit: calls into it still in progress"
 
 
 def block(library, patch_driver, name: str, gpu: int) -> tuple[threading.Event, threading.Event]:
@@ -80,3 +84,79 @@ def test_a_read_that_hangs_is_named_by_itself_while_the_process_thread_reads_tha
     assert [gpu.up for gpu in samples] == [True, False]
     hung = [(e["gpu"], e.get("call")) for e in logs if e["event"] == HUNG]
     assert hung == [(1, "nvmlDeviceGetTemperature")]
+
+
+@pytest.fixture
+def quick_stops(monkeypatch):
+    """Helper threads whose waits end at once when nothing is in flight: the XID wait is 50 ms."""
+    monkeypatch.setattr(events, "WAIT_MS", 50)
+    monkeypatch.setattr(processes, "STOP_WAIT_S", 0.3)
+    monkeypatch.setattr(pcie, "STOP_WAIT_S", 0.3)
+    monkeypatch.setattr(pcie, "FIRST_PASS_S", 0.3)
+
+
+@pytest.mark.parametrize(
+    ("driver_call", "options", "in_flight", "threads"),
+    [
+        ("nvmlDeviceGetTemperatureV", {}, "gpud-gpu-calls: nvmlDeviceGetTemperature", []),
+        (
+            "nvmlDeviceGetComputeRunningProcesses_v3",
+            {"process_interval_s": 0.05},
+            "gpud-processes: nvmlDeviceGetComputeRunningProcesses",
+            ["gpud-processes"],
+        ),
+        ("nvmlDeviceGetPcieThroughput", {}, "gpud-pcie: nvmlDeviceGetPcieThroughput", ["gpud-pcie"]),
+    ],
+    ids=["given up by the guard", "the process thread's", "the pcie thread's"],
+)
+def test_nvml_is_not_shut_down_under_a_call_in_progress_and_what_is_in_is_said_once(
+    install_nvml, patch_driver, quick_stops, driver_call, options, in_flight, threads
+):
+    library = install_nvml(gpus=2)  # an R550 driver: PCIe throughput from the poller thread
+    entered, release = block(library, patch_driver, driver_call, gpu=1)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), **({"process_interval_s": None} | options))
+    try:
+        source.sample()
+        wait_for(entered.is_set, 5, f"a {driver_call} in progress")
+        with capture_logs() as logs:
+            source.close()
+        assert library.sessions == 1  # left to the process's exit
+    finally:
+        release.set()
+    said = [e for e in logs if e["event"] == LEFT_OPEN]
+    assert len(said) == 1 and said[0]["log_level"] == "warning"
+    assert in_flight in said[0]["calls"] and said[0]["threads"] == threads
+    assert said[0].get("gpus", []) == ([1] if "gpu-calls" in in_flight else [])
+
+
+def test_a_fan_hand_back_hung_at_exit_keeps_nvml_open_and_the_others_are_handed_back_first(
+    install_nvml, patch_driver, quick_stops
+):
+    library = install_nvml(gpus=2)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+    fans = FanControl(
+        assign_backends(source.gpus, BackendChoice.NVML, [NvmlFanBackend()]), guard=source.guard
+    )
+    snapshot = source.sample()
+    fans.apply(Controller(source.gpus).step(snapshot), snapshot)
+    _, release = block(library, patch_driver, "nvmlDeviceSetDefaultFanSpeed_v2", gpu=1)
+    try:
+        with capture_logs() as logs:
+            assert fans.restore(deadline_s=0.3) is False
+            source.close()
+        assert library.sessions == 1
+    finally:
+        release.set()
+    assert all(fan.manual_target_pct is None for fan in library.machine.cards[0].fans)
+    said = [e for e in logs if e["event"] == LEFT_OPEN]
+    assert len(said) == 1 and "gpud-gpu-once: nvmlDeviceSetDefaultFanSpeed_v2" in said[0]["calls"]
+
+
+def test_with_no_call_in_progress_nvml_is_shut_down_without_a_word(install_nvml, quick_stops):
+    library = install_nvml(gpus=2)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=0.05)
+    wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "the XID thread registered")
+    with capture_logs() as logs:
+        source.close()  # each helper thread leaves: the XID thread's wait ends within its 50 ms
+    assert library.sessions == 0
+    assert not [e for e in logs if e["event"] == LEFT_OPEN]
