@@ -12,6 +12,12 @@ support (Windows, WSL, old drivers) is said once and the thread ends; a wait tha
 driver reloaded, the event set broken) frees the set and starts again after ``RETRY_S``.
 Events from before registration are not delivered by the driver: gpud counts XIDs since it started.
 
+A GPU opened after the set was made (its discovery hung or failed at start, and answered later) is
+registered on the same set by this thread between two waits: registration is one more NVML call,
+and the header promises nothing of one made beside a wait in progress on the set. Until every GPU
+is open, the waits are ``PENDING_WAIT_MS`` at most, so a late GPU is watched within a second of
+being opened; only XIDs from then on are counted, as for every GPU since start.
+
 Where a card reports them, its single- and double-bit ECC events are registered too: they count
 nothing themselves, but tell the source to read that GPU's memory health at the next tick instead
 of waiting for the slow facts (:meth:`XidWatcher.activity`).
@@ -23,6 +29,7 @@ import ctypes
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pynvml as N
@@ -39,6 +46,7 @@ log = structlog.get_logger("gpud.xid")
 # VM: a fifth of an idle daemon's at 2 a second); an event ends the wait at once, whatever it is.
 # NVIDIA's device plugin for Kubernetes waits 5 s too. Stopping does not wait for it (:meth:`stop`).
 WAIT_MS = 5000
+PENDING_WAIT_MS = 1000  # each wait's timeout at most while a GPU is not open yet (to register it soon)
 XID_THREAD = "gpud-xid-events"
 XID_WAIT = "nvmlEventSetWait_v2"
 STOP_WAIT_S = 0.2  # how long stop() waits for the thread to leave before leaving it to its wait
@@ -53,6 +61,15 @@ _NO_EVENTS = {N.NVML_ERROR_NOT_SUPPORTED, N.NVML_ERROR_FUNCTION_NOT_FOUND}
 def _address(handle: Any) -> int:
     """A device handle's pointer value: how an event's device is matched to a GPU index."""
     return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
+@dataclass(slots=True)
+class _EventSet:
+    """An event set and the GPUs on it: the handles registered (address → GPU index) and tried."""
+
+    pointer: Any
+    index_of: dict[int, int] = field(default_factory=dict)
+    tried: set[int] = field(default_factory=set)  # handle addresses asked for, registered or refused
 
 
 class XidWatcher:
@@ -129,11 +146,10 @@ class XidWatcher:
                 if "unsupported" in self._said:
                     return
             else:
-                event_set, index_of = opened
                 try:
-                    self._listen(event_set, index_of)
+                    self._listen(opened)
                 finally:
-                    _free(event_set)
+                    _free(opened.pointer)
             self._stop.wait(self._retry_s)
 
     def _say_once(self, key: str, message: str, **fields: Any) -> None:
@@ -141,10 +157,10 @@ class XidWatcher:
             self._said.add(key)
             log.warning(message, **fields)
 
-    def _open(self) -> tuple[Any, dict[int, int]] | None:
+    def _open(self) -> _EventSet | None:
         """A new event set with every GPU that can be registered, and how its handles map to indices."""
         try:
-            event_set = N.nvmlEventSetCreate()
+            pointer = N.nvmlEventSetCreate()
         except N.NVMLError as error:
             self._errors[("nvmlEventSetCreate", error_name(error))] += 1
             if error.value in _NO_EVENTS:
@@ -160,17 +176,32 @@ class XidWatcher:
                     error=error_name(error),
                 )
             return None
-        index_of, refused, watching = {}, [], set()
+        events = _EventSet(pointer)
+        watching = self._register_new(events)
+        if watching is None or not events.index_of:
+            _free(pointer)
+            if watching is not None and events.tried and not self._unopened():
+                self._said.add("unsupported")  # every GPU refused: the thread ends
+            return None
+        self._watching = watching
+        self._said.discard("create")  # a later failure is news again
+        log.debug("watching for xid errors", gpus=sorted(self._watching))  # the one-shot commands watch too
+        return events
+
+    def _register_new(self, events: _EventSet) -> frozenset[int] | None:
+        """Register on ``events`` every open GPU not asked for yet; the GPUs whose XIDs it now
+        receives, or ``None`` when the driver left the set undefined (it must be freed)."""
+        refused, watching = [], set()
         for index, handle in enumerate(self._handles()):
-            if handle is None:
+            if handle is None or _address(handle) in events.tried:
                 continue
+            events.tried.add(_address(handle))
             try:
                 wanted = N.nvmlDeviceGetSupportedEventTypes(handle) & (XID_EVENT | MEMORY_EVENTS)
                 if wanted:
-                    N.nvmlDeviceRegisterEvents(handle, wanted, event_set)
+                    N.nvmlDeviceRegisterEvents(handle, wanted, events.pointer)
             except N.NVMLError as error:
                 if error.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
-                    _free(event_set)
                     return None
                 wanted = 0
             if wanted & XID_EVENT:
@@ -178,39 +209,55 @@ class XidWatcher:
             else:
                 refused.append(index)
             if wanted:
-                index_of[_address(handle)] = index
+                events.index_of[_address(handle)] = index
         if refused:
             self._say_once(f"refused {refused}", "these GPUs report no XID events", gpus=refused)
-        if not index_of:
-            _free(event_set)
-            if refused:
-                self._said.add("unsupported")
-            return None
-        self._watching = frozenset(watching)
-        self._said.discard("create")  # a later failure is news again
-        log.debug("watching for xid errors", gpus=sorted(self._watching))  # the one-shot commands watch too
-        return event_set, index_of
+        return frozenset(watching)
 
-    def _listen(self, event_set: Any, index_of: dict[int, int]) -> None:
-        """Wait for events until stopped or until the driver fails the wait."""
+    def _listen(self, events: _EventSet) -> None:
+        """Wait for events until stopped or until the driver fails the wait; between waits, register
+        the GPUs opened since (discovered late)."""
         while not self._stop.is_set():
+            wait_ms = min(self._wait_ms, PENDING_WAIT_MS) if self._unopened() else self._wait_ms
             try:
                 with NVML_IN_PROGRESS.calling(XID_WAIT):
-                    data = N.nvmlEventSetWait_v2(event_set, self._wait_ms)
+                    data = N.nvmlEventSetWait_v2(events.pointer, wait_ms)
             except N.NVMLError_Timeout:
-                continue
+                data = None
             except N.NVMLError as error:
                 self._errors[(XID_WAIT, error_name(error))] += 1
                 log.warning(
                     "waiting for xid events failed; listening again in a few seconds", error=error_name(error)
                 )
                 return
-            index = index_of.get(_address(data.device))
-            if index is None:
-                continue
-            if data.eventType & XID_EVENT:
-                self._add(index, int(data.eventData))
-            self._activity[index] += 1
+            if not self._watch_late(events):
+                return
+            if data is not None:
+                self._received(events, data)
+
+    def _unopened(self) -> bool:
+        """Whether a GPU has no handle yet (discovery asks for it again while running)."""
+        return any(handle is None for handle in self._handles())
+
+    def _watch_late(self, events: _EventSet) -> bool:
+        """Register the GPUs opened (or with a new handle) since the last wait; False when that left
+        the set undefined."""
+        watching = self._register_new(events)
+        if watching is None:
+            log.warning("registering a gpu opened late for xid events failed; listening again in a few seconds")
+            return False
+        if watching:
+            self._watching |= watching
+            log.info("watching for xid errors of gpus opened late", gpus=sorted(watching))
+        return True
+
+    def _received(self, events: _EventSet, data: Any) -> None:
+        index = events.index_of.get(_address(data.device))
+        if index is None:
+            return
+        if data.eventType & XID_EVENT:
+            self._add(index, int(data.eventData))
+        self._activity[index] += 1
 
     def _add(self, gpu: int, xid: int) -> None:
         now = self._clock()

@@ -1,5 +1,5 @@
-"""NVML from several threads at once: a hung call is named by its own thread's call, and NVML is
-shut down only when no call into it is in progress.
+"""NVML from several threads at once: a hung call is named by its own thread's call, NVML is shut
+down only when no call into it is in progress, and a GPU opened late is watched for XIDs.
 
 A simulated driver call is made to block (until the test lets it go) with ``patch_driver``.
 """
@@ -17,8 +17,9 @@ from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import FanControl
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml import events, pcie, processes
+from gpud.nvml import source as source_module
 from gpud.nvml.calls import NVML_IN_PROGRESS
-from gpud.nvml.source import NvmlSource
+from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.nvml_lib import gpu_index
 from tests.test_end_to_end import wait_for
 
@@ -160,3 +161,25 @@ def test_with_no_call_in_progress_nvml_is_shut_down_without_a_word(install_nvml,
         source.close()  # each helper thread leaves: the XID thread's wait ends within its 50 ms
     assert library.sessions == 0
     assert not [e for e in logs if e["event"] == LEFT_OPEN]
+
+
+def test_a_gpu_opened_late_is_watched_for_xids(install_nvml, patch_driver, monkeypatch, nvml_source, clock):
+    monkeypatch.setattr(events, "WAIT_MS", 100)
+    monkeypatch.setattr(source_module, "DISCOVERY_LIMIT_S", 0.3)
+    library = install_nvml(gpus=3)
+    _, release = block(library, patch_driver, "nvmlDeviceGetNumFans", gpu=1)
+    calls = guard()
+    source = nvml_source(clock=library.unix_time, guard=calls, process_interval_s=None)
+    assert source.incomplete == {1: source_module.DISCOVERY_HUNG}
+    wait_for(lambda: source.sample().gpus[2].xids is not None, 5, "GPUs 0 and 2 watched")
+    assert source.sample().gpus[1].xids is None
+    release.set()
+    wait_for(lambda: not calls.outstanding, 5, "the hung discovery call to return")
+    clock.advance(REOPEN_S + 1)  # its discovery is asked again
+    assert source.sample().gpus[1].up
+    wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "GPU 1 watched for XIDs")
+    library.raise_xid(1, 48)
+    wait_for(lambda: source.sample().gpus[1].xids.count(48) == 1, 5, "GPU 1's XID")
+    assert source.sample().gpus[0].xids.counts == ()
+    pcie_errors = [key for key in source.error_counts() if key[0] == "nvmlDeviceGetPcieThroughput"]
+    assert pcie_errors == []  # an unopened GPU's throughput is not asked for
