@@ -118,13 +118,14 @@ def open_fan_control(settings: Settings, source: NvmlSource, dry_run: bool) -> F
     """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
 
     It shares the source's call guard (a GPU hung in a read is not written to either) and its
-    NVML error counter (``gpud_nvml_errors_total`` counts fan commands too). GPUs whose curve is
-    ``stock`` are left to the driver.
+    NVML error counter (``gpud_nvml_errors_total`` counts fan commands too); the probes run through
+    that guard, so one that hangs holds up neither the start nor the other GPUs. GPUs whose curve
+    is ``stock`` are left to the driver.
     """
     gpus = source.gpus
     backends = [NvmlFanBackend(source.errors), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
     chooser = Chooser(fc.backend, backends, dry_run, stock)
-    assignments = chooser.assign_all(gpus, source.incomplete)
+    assignments = chooser.assign_all(gpus, source.incomplete, source.guard)
     return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser)

@@ -11,6 +11,10 @@ lasting answer (no root, not supported) to every try is a lasting verdict, as fa
 error, answers that differ from try to try, a GPU whose fan count could not be read yet), the
 assignment says ``retry`` and fan control asks the :class:`Chooser` again later, with back-off:
 one unlucky driver call at start must not cost fan control for the daemon's whole life.
+
+At the daemon's start the probes run through the reads' call guard, all GPUs at once, like
+discovery: a GPU whose probe does not answer within ``PROBE_LIMIT_S`` (a driver call hangs) is
+monitor-only for now and probed again while running, once its call returned; the others start.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from enum import StrEnum
 
 import structlog
 
+from gpud.callguard import CallGuard
 from gpud.fans.backend import DryRunBackend, FanBackend, FanControlError, FanLimits
 from gpud.fans.control import Assignment, ControlMode
 from gpud.telemetry import GpuInfo
@@ -27,6 +32,7 @@ from gpud.telemetry import GpuInfo
 log = structlog.get_logger("gpud.fans")
 PROBE_TRIES = 3
 STOCK_REASON = "stock: fans left to the driver"
+PROBE_LIMIT_S = 20.0  # a start-up probe's wait for a GPU, as discovery's: past it the GPU's probe hung
 
 
 class BackendChoice(StrEnum):
@@ -75,15 +81,35 @@ class Chooser:
         self._stock = frozenset(stock)
 
     def assign_all(
-        self, gpus: Sequence[GpuInfo], missing: Mapping[int, str] | None = None
+        self,
+        gpus: Sequence[GpuInfo],
+        missing: Mapping[int, str] | None = None,
+        guard: CallGuard | None = None,
     ) -> list[Assignment]:
-        """:meth:`assign` for every GPU, logged once per reason."""
-        assignments = [self.assign(gpu, (missing or {}).get(gpu.index)) for gpu in gpus]
+        """:meth:`assign` for every GPU, logged once per reason.
+
+        ``guard`` runs the probes (the reads' guard at the daemon's start): a GPU it leaves out,
+        its probe hung, is monitor-only for now and probed again later.
+        """
+        missing = missing or {}
+        settled = {gpu.index: self._unprobed(gpu, missing.get(gpu.index)) for gpu in gpus}
+        probing = {gpu.index: gpu for gpu in gpus if settled[gpu.index] is None}
+        if guard is None:
+            probed = {index: self._probed(gpu) for index, gpu in probing.items()}
+        else:
+            probed = guard.run_each(
+                list(probing), lambda index: self._probed(probing[index]), limit_s=PROBE_LIMIT_S
+            )
+        assignments = [settled[gpu.index] or probed.get(gpu.index) or _probe_hung(gpu) for gpu in gpus]
         log_choices(assignments, self.choice)
         return assignments
 
     def assign(self, gpu: GpuInfo, missing: str | None = None) -> Assignment:
         """The backend for ``gpu`` (probed), or why there is none; ``missing``: facts not read yet."""
+        return self._unprobed(gpu, missing) or self._probed(gpu)
+
+    def _unprobed(self, gpu: GpuInfo, missing: str | None) -> Assignment | None:
+        """The assignment that needs no probe (no fans, stock, backend none, facts missing, dry run)."""
         if missing is None and gpu.fan_count == 0:
             return Assignment(
                 gpu, None, "no fans: passive card, cooled by the chassis", mode=ControlMode.UNSUPPORTED
@@ -105,6 +131,10 @@ class Chooser:
             return Assignment(
                 gpu, dry, "dry run: targets are computed and reported, fans are not touched", dry.probe(gpu)
             )
+        return None
+
+    def _probed(self, gpu: GpuInfo) -> Assignment:
+        """The first candidate whose probe works, or why none did."""
         failures: list[tuple[str, FanControlError]] = []
         for backend in self._candidates:
             try:
@@ -127,6 +157,18 @@ class Chooser:
             mode=ControlMode.UNSUPPORTED if unsupported else ControlMode.AUTO,
             retry=passing,
         )
+
+
+def _probe_hung(gpu: GpuInfo) -> Assignment:
+    """A GPU whose probe did not answer in time: on the driver's schedule, probed again while running
+    (fan control leaves it alone while the call is still out)."""
+    return Assignment(
+        gpu,
+        None,
+        f"monitor only for now: probing its fans hung (no answer within {PROBE_LIMIT_S:g} s); "
+        "tried again while running",
+        retry=True,
+    )
 
 
 def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:

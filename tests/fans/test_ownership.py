@@ -12,9 +12,12 @@ import pynvml as N
 import pytest
 from structlog.testing import capture_logs
 
+from gpud.assemble import open_fan_control
 from gpud.callguard import CallGuard
+from gpud.config import FanControlSettings, Settings
 from gpud.daemon import Daemon
 from gpud.decide.controller import Controller
+from gpud.fans import choose
 from gpud.fans.choose import PROBE_TRIES, BackendChoice, Chooser
 from gpud.fans.control import REPROBE_FIRST_S, TOOL_WAIT_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
@@ -41,7 +44,7 @@ class Loop:
         self.clock, self.cards = clock, library.machine.cards
         self.source = NvmlSource(clock=library.unix_time, guard=guard)
         chooser = Chooser(BackendChoice.NVML, [NvmlFanBackend()])
-        assignments = chooser.assign_all(self.source.gpus, self.source.incomplete)
+        assignments = chooser.assign_all(self.source.gpus, self.source.incomplete, guard)
         self.fans = FanControl(assignments, guard=guard, chooser=chooser)
         self.daemon = Daemon(self.source, "simulated", 1.0, fans=self.fans)
 
@@ -178,6 +181,45 @@ def test_a_gpu_whose_discovery_hangs_holds_up_neither_the_start_nor_the_others_a
     run.run(int(REOPEN_S) + 1)
     assert run.source.incomplete == {} and run.source.gpus[1].fan_count == 2
     assert run.manual(1) and run.mode(1) is ControlMode.MANUAL
+
+
+def test_a_fan_probe_that_hangs_at_start_holds_up_neither_the_start_nor_the_others_and_is_probed_later(
+    install_nvml, clock, monkeypatch
+):
+    monkeypatch.setattr(choose, "PROBE_LIMIT_S", 0.3)
+    library = install_nvml(gpus=3)
+    faults, _ = parse_faults("hang:call=nvmlDeviceGetMinMaxFanSpeed,gpu=1,at=0,for=1,seconds=2")
+    open_nvml(FaultyNvmlLibrary(library, faults))
+    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
+    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
+    settings = Settings(fan_control=FanControlSettings(backend=BackendChoice.NVML))
+    started = time.monotonic()
+    with capture_logs() as logs:
+        fans = open_fan_control(settings, source, dry_run=False)
+    try:
+        assert time.monotonic() - started < 1.5  # not the 2 s the call hangs, let alone 3 tries of it
+        hung = [e for e in logs if e["event"] == "gpu driver call hung; gpu skipped until it returns"]
+        assert [(e["gpu"], e["seconds"], e["call"]) for e in hung] == [(1, 0.3, "nvmlDeviceGetMinMaxFanSpeed")]
+        report = fans.report()
+        assert [r.backend for r in report] == ["nvml", "none", "nvml"]
+        assert report[1].mode is ControlMode.AUTO and "probing its fans hung" in report[1].reason
+        daemon = Daemon(source, "simulated", 1.0, fans=fans)
+        clock.advance(1)
+        daemon.tick()
+        assert [g.up for g in daemon.state.snapshot.gpus] == [True, False, True]  # its call is still out
+        cards = library.machine.cards
+        assert all(fan.manual_target_pct is not None for gpu in (0, 2) for fan in cards[gpu].fans)
+        deadline = time.monotonic() + 5
+        while guard.outstanding and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(int(REPROBE_FIRST_S) + 2):
+            clock.advance(1)
+            daemon.tick()
+        assert daemon.state.fan_control[1].backend == "nvml"
+        assert all(fan.manual_target_pct is not None for fan in cards[1].fans)
+    finally:
+        fans.restore()
+        source.close()
 
 
 def test_a_gpu_whose_handle_failed_at_start_is_opened_later(loop):
