@@ -38,6 +38,7 @@ import structlog
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.nvml.calls import NVML_IN_PROGRESS, error_name
+from gpud.nvml.helper_thread import HelperThread
 from gpud.telemetry import XidEvent, XidRecord
 
 log = structlog.get_logger("gpud.xid")
@@ -100,12 +101,12 @@ class XidWatcher:
         self._activity: Counter[int] = Counter()  # events of any kind, per GPU
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=XID_THREAD, daemon=True)
+        self.thread = HelperThread(self._run, XID_THREAD, STOP_WAIT_S)
+        self._stop = self.thread.stopping
 
     def start(self) -> None:
         """Start listening in the background."""
-        self._thread.start()
+        self.thread.start()
 
     def stop(self) -> bool:
         """Stop the thread; False when it is still in a driver wait (it ends when that returns).
@@ -113,10 +114,7 @@ class XidWatcher:
         NVML must not be shut down under a call in progress: the caller leaves it to the process's
         exit then, rather than hold the exit up for a wait's timeout.
         """
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=STOP_WAIT_S)
-        return not self._thread.is_alive()
+        return self.thread.left()
 
     @property
     def watching(self) -> frozenset[int]:

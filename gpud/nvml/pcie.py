@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from gpud.nvml.helper_thread import HelperThread
+
 log = structlog.get_logger("gpud.pcie")
 
 FIRST_PASS_S = 2.0  # the longest start() waits for the first rates; a hung driver call waits no longer
@@ -72,13 +74,13 @@ class PcieThroughputPoller:
         self._read = read
         self._interval_s = interval_s
         self._latest: dict[int, PcieRate] = {}
-        self._stop = threading.Event()
         self._first_pass = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=PCIE_THREAD, daemon=True)
+        self.thread = HelperThread(self._run, PCIE_THREAD, STOP_WAIT_S)
+        self._stop = self.thread.stopping
 
     def start(self) -> None:
         """Begin polling in the background, once every GPU was read (or ``FIRST_PASS_S`` went by)."""
-        self._thread.start()
+        self.thread.start()
         self._first_pass.wait(FIRST_PASS_S)
 
     def latest(self, gpu: int) -> PcieRate | None:
@@ -91,10 +93,7 @@ class PcieThroughputPoller:
     def stop(self) -> bool:
         """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in its read (a
         hung driver call): NVML must then not be shut down under it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=STOP_WAIT_S)
-        return not self._thread.is_alive()
+        return self.thread.left()
 
     def _run(self) -> None:
         while not self._stop.is_set():

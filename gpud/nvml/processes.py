@@ -11,7 +11,6 @@ samples: the newest sample since the previous read (none new: ``NOT_FOUND``, no 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pynvml as N
 import structlog
 
 from gpud.nvml.calls import NvmlCalls
+from gpud.nvml.helper_thread import HelperThread
 from gpud.processes import HostProcesses, cgroup_owner
 from gpud.telemetry import GpuProcess, ProcessKind
 
@@ -162,20 +162,17 @@ class ProcessWatcher:
         self._host = host
         self._interval_s = interval_s
         self._latest: dict[int, tuple[tuple[GpuProcess, ...], float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=PROCESS_THREAD, daemon=True)
+        self.thread = HelperThread(self._run, PROCESS_THREAD, STOP_WAIT_S)
+        self._stop = self.thread.stopping
 
     def start(self) -> None:
         """Begin reading in the background."""
-        self._thread.start()
+        self.thread.start()
 
     def stop(self) -> bool:
         """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in a read (a
         hung driver call): NVML must then not be shut down under it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=STOP_WAIT_S)
-        return not self._thread.is_alive()
+        return self.thread.left()
 
     def latest(self, gpu: int) -> tuple[GpuProcess, ...] | None:
         """The newest list of ``gpu``, or ``None`` if never read or older than 3 intervals."""

@@ -54,8 +54,8 @@ from gpud.nvml.events import XID_THREAD, XID_WAIT, XidWatcher
 from gpud.nvml.fields import FieldBatch, FieldRead, Reading, Value, one
 from gpud.nvml.health import memory_health, memory_health_values
 from gpud.nvml.library import close_nvml, open_nvml
-from gpud.nvml.pcie import PCIE_THREAD, PcieCounterRates, PcieThroughputPoller
-from gpud.nvml.processes import PROCESS_THREAD, GpuProcessReader, ProcessWatcher
+from gpud.nvml.pcie import PcieCounterRates, PcieThroughputPoller
+from gpud.nvml.processes import GpuProcessReader, ProcessWatcher
 from gpud.processes import HostProcesses, ProcfsHost
 from gpud.telemetry import (
     IDLE_PSTATE,
@@ -256,12 +256,10 @@ class NvmlSource:
         GPUs still in; at debug level when that is only the XID thread's wait, which ends within
         its timeout (most exits find it so).
         """
-        left = {
-            PCIE_THREAD: self._poller is None or self._poller.stop(),
-            PROCESS_THREAD: self._processes is None or self._processes.stop(),
-            XID_THREAD: self._xids.stop(),
-        }
-        staying = sorted(name for name, gone in left.items() if not gone)
+        helpers = [w.thread for w in (self._poller, self._processes, self._xids) if w is not None]
+        for helper in helpers:
+            helper.ask_to_stop()  # all at once: their waits for a call in progress run together
+        staying = sorted(helper.name for helper in helpers if not helper.left())
         hung = sorted(self._guard.outstanding)
         calls = NVML_IN_PROGRESS.elsewhere()
         if not (staying or hung or calls):

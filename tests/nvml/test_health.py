@@ -70,7 +70,7 @@ def test_a_driver_without_events_is_said_once_and_the_thread_ends(install_nvml, 
     N._nvmlGetFunctionPointer_cache.pop("nvmlEventSetCreate", None)
     with structlog.testing.capture_logs() as logs:
         xids, errors = watcher(2)
-        wait_for(lambda: not xids._thread.is_alive(), 5, "the event thread to end")
+        wait_for(lambda: not xids.thread.alive, 5, "the event thread to end")
     assert [e["event"] for e in logs] == ["this driver has no NVML events: XID errors are not counted"]
     assert xids.record(0) is None and xids.record(1) is None  # not watched: no series, not zero
     assert errors == Counter({("nvmlEventSetCreate", "FunctionNotFound"): 1})
@@ -132,7 +132,7 @@ def test_closing_leaves_the_xid_thread_to_its_wait_and_nvml_open_rather_than_wai
     source.close()
     assert time.monotonic() - started < 1.0
     # Shutting NVML down under a call in progress is undefined: the process's exit ends both.
-    assert source._xids._thread.is_alive() and library.sessions == 1
+    assert source._xids.thread.alive and library.sessions == 1
 
 
 def test_a_source_closed_after_its_xid_thread_ended_shuts_nvml_down(install_nvml, monkeypatch):
@@ -140,8 +140,8 @@ def test_a_source_closed_after_its_xid_thread_ended_shuts_nvml_down(install_nvml
     library = install_nvml(gpus=1)
     source = NvmlSource()
     wait_for(lambda: source._xids.watching, 5, "registration")
-    source._xids._stop.set()
-    source._xids._thread.join(1)  # its wait's timeout
+    source._xids.thread.ask_to_stop()
+    source._xids.thread.join(1)  # its wait's timeout
     source.close()
     assert library.sessions == 0
 
@@ -157,7 +157,7 @@ def test_a_wait_left_behind_frees_its_own_set_not_a_later_librarys(install_nvml,
     new, errors = watcher(1)
     try:
         wait_for(lambda: new.watching, 5, "the later registration")
-        old._thread.join(2)  # its wait ends: it frees its set
+        old.thread.join(2)  # its wait ends: it frees its set
         library.raise_xid(0, 79)
         wait_for(lambda: new.record(0).count(79) == 1, 5, "the XID")
         assert errors == Counter()

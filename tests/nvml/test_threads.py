@@ -7,6 +7,7 @@ A simulated driver call is made to block (until the test lets it go) with ``patc
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from structlog.testing import capture_logs
@@ -183,3 +184,26 @@ def test_a_gpu_opened_late_is_watched_for_xids(install_nvml, patch_driver, monke
     assert source.sample().gpus[0].xids.counts == ()
     pcie_errors = [key for key in source.error_counts() if key[0] == "nvmlDeviceGetPcieThroughput"]
     assert pcie_errors == []  # an unopened GPU's throughput is not asked for
+
+
+def test_helper_threads_hung_at_close_are_waited_for_together_and_both_named(
+    install_nvml, patch_driver, quick_stops, monkeypatch
+):
+    monkeypatch.setattr(processes, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(pcie, "STOP_WAIT_S", 1.0)
+    library = install_nvml(gpus=2)
+    listing, release_list = block(library, patch_driver, "nvmlDeviceGetComputeRunningProcesses_v3", gpu=1)
+    polling, release_poll = block(library, patch_driver, "nvmlDeviceGetPcieThroughput", gpu=1)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=0.05)
+    try:
+        wait_for(lambda: listing.is_set() and polling.is_set(), 5, "both helper threads in a call")
+        started = time.monotonic()
+        with capture_logs() as logs:
+            source.close()
+        closing_s = time.monotonic() - started
+    finally:
+        release_list.set()
+        release_poll.set()
+    (said,) = [e for e in logs if e["event"] == LEFT_OPEN]
+    assert said["threads"] == ["gpud-pcie", "gpud-processes"] and library.sessions == 1
+    assert 1.0 <= closing_s < 1.8  # one wait of 1 s for both, not one after the other (2 s)
