@@ -496,6 +496,10 @@ def test_a_semicolon_or_tab_separated_log_is_read(lines, power):
         "17.06.2017 15:{m:02d}",  # ... and dropped: a minute's rows spread over it
         "17-06-2017 15:{m:02d}",
         "2017/06/17 15:{m:02d}",
+        "6/17/2017 3:{m:02d}:{s:02d} PM",  # en-US
+        "6/17/17 3:{m:02d} PM",
+        "17/06/2017 15:{m:02d}",  # UK, France
+        "17.06.17 15:{m:02d}",
     ],
 )
 def test_a_gpu_z_log_saved_again_by_a_spreadsheet_keeps_its_time(stamp):
@@ -563,7 +567,7 @@ def test_gpud_import_of_a_log_with_no_value_leaves_no_output(tmp_path):
 def test_nvidia_smi_times_read_as_their_format_says(fraction):
     from datetime import UTC, datetime
 
-    from gpud.trace.importers.rows import timestamp
+    from gpud.trace.importers.times import timestamp
 
     text = f"2024/02/16 17:13:50{fraction}"
     written = datetime.strptime(text, "%Y/%m/%d %H:%M:%S" + (".%f" if fraction else ""))
@@ -572,7 +576,7 @@ def test_nvidia_smi_times_read_as_their_format_says(fraction):
 
 @pytest.mark.parametrize("text", ["2024/13/01 00:00:00", "2024/02/30 10:00:00", "2024/02/16 17:13:50.1234567"])
 def test_an_impossible_nvidia_smi_time_is_refused(text):
-    from gpud.trace.importers.rows import timestamp
+    from gpud.trace.importers.times import timestamp
 
     with pytest.raises(ValueError, match="not a timestamp"):
         timestamp(text)

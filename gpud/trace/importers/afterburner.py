@@ -30,14 +30,14 @@ from gpud.trace.importers.rows import (
     TickAssembler,
     limit_from_share,
     number,
-    timestamp,
 )
+from gpud.trace.importers.times import SPREADSHEET_TIME, LogTimes
 from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, normalised, reader
 
 MARKER = "Hardware monitoring log"  # on the 00 line of every session
 # A log line; its delimiter is Afterburner's comma, or the ";" or tab of a spreadsheet that saved the
-# log again (whose numbers then have a decimal comma).
-LINE = re.compile(r"^\s*(\d{2})\s*([,;\t])\s*(\d{1,2}-\d{1,2}-\d{4}\s+\d{1,2}:\d{2}:\d{2})\s*\2(.*)$")
+# log again (whose numbers then have a decimal comma, its dates and times its locale's layout).
+LINE = re.compile(rf"^\s*(\d{{2}})\s*([,;\t])\s*({SPREADSHEET_TIME})\s*\2(.*)$")
 _PREFIX = re.compile(r"^gpu(\d+)\s+(.+)$")
 # Column (without its GPU prefix, lower case) → the sample field it fills, and the unit Afterburner
 # logs it in (the 03 line states it: °C, or °F where Afterburner is set so).
@@ -169,7 +169,8 @@ class AfterburnerImport:
 
     def __init__(self, name: str = "input", strict: bool = False) -> None:
         self.problems = Problems(name, strict)
-        self._assembler = TickAssembler()
+        self._times = LogTimes(self.problems)
+        self._assembler = TickAssembler(problems=self.problems, times=self._times)
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         session: _Session | None = None
@@ -210,7 +211,7 @@ class AfterburnerImport:
         try:
             if len(cells) < len(session.titles):
                 raise ValueError(f"{len(cells)} values where the header has {len(session.titles)}")
-            when = timestamp(when_text)
+            when = self._times.read(when_text, line, "date")
         except ValueError as error:
             self.problems.skip(line, str(error))
             return

@@ -18,6 +18,7 @@ from gpud.trace.format import TraceHeader
 from gpud.trace.importers.columns import DMON
 from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, handle_error
 from gpud.trace.importers.table import Header, read_row
+from gpud.trace.importers.times import LogTimes
 
 _HEADER_WORDS = ("gpu", "date", "time")
 
@@ -38,7 +39,8 @@ class DmonImport:
 
     def __init__(self, name: str = "input", strict: bool = False) -> None:
         self.problems = Problems(name, strict)
-        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True)
+        self._times = LogTimes(self.problems)
+        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True, times=self._times)
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         header: Header | None = None
@@ -66,7 +68,8 @@ class DmonImport:
                 row = read_row(header, cells, line_number, self.problems)
                 if "index" not in row.ids:
                     raise ValueError("no GPU index")
-                when = row.when
+                stamp = row.stamp
+                when = None if stamp is None else self._times.read(stamp, line_number, header.time_title)
             except ValueError as error:
                 self.problems.skip(line_number, str(error))
                 self._assembler.unreadable()

@@ -28,8 +28,8 @@ from gpud.trace.importers.rows import (
     TickAssembler,
     limit_from_share,
     number,
-    timestamp,
 )
+from gpud.trace.importers.times import LogTimes
 from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, reader, split
 
 _IDLE, _SYNC_BOOST = REASON_BITS["gpu_idle"], REASON_BITS["sync_boost"]
@@ -137,7 +137,8 @@ class GpuZImport:
     def __init__(self, name: str = "input", strict: bool = False, delimiter: str = ",") -> None:
         self.problems = Problems(name, strict)
         self._delimiter = delimiter
-        self._assembler = TickAssembler()
+        self._times = LogTimes(self.problems)
+        self._assembler = TickAssembler(problems=self.problems, times=self._times)
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         sensors: list[_Sensor | None] | None = None
@@ -158,7 +159,7 @@ class GpuZImport:
             try:
                 if len(cells) < len(sensors) - 1:  # the last (empty) column may be cut
                     raise ValueError(f"{len(cells)} values where the header has {len(sensors)}")
-                when = timestamp(cells[0])
+                when = self._times.read(cells[0], line, "Date")
             except ValueError as error:
                 self.problems.skip(line, str(error))
                 continue

@@ -24,8 +24,9 @@ from typing import Any
 from gpud.telemetry import GpuSample, Snapshot
 from gpud.trace.format import NotALog, TraceHeader
 from gpud.trace.importers.columns import Role, column, source_of
-from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, handle_error, timestamp
+from gpud.trace.importers.rows import ImportResult, Problems, TickAssembler, handle_error
 from gpud.trace.importers.table import Header, Row, read_row
+from gpud.trace.importers.times import LogTimes, parse
 from gpud.trace.importers.units import decimal_point
 
 # nvidia-smi -q prints a report under this banner (and -q -x the same as XML): no log to import. Cut
@@ -84,11 +85,12 @@ class _Identities:
         return self._numbers[finer]
 
 
-def _time_of(text: str) -> float | None:
+def _is_time(text: str) -> bool:
     try:
-        return timestamp(text)
+        parse(text)
     except ValueError:
-        return None
+        return False
+    return True
 
 
 def _decimal_comma_time(header: Header, cells: list[str]) -> list[str]:
@@ -96,7 +98,7 @@ def _decimal_comma_time(header: Header, cells: list[str]) -> list[str]:
     for position, col in enumerate(header.columns):
         if col is not None and col.role is Role.TIME and position + 1 < len(cells):
             joined = f"{cells[position]},{cells[position + 1]}"
-            if cells[position + 1][:1].isdigit() and _time_of(joined) is not None:
+            if cells[position + 1][:1].isdigit() and _is_time(joined):
                 return [*cells[:position], joined, *cells[position + 2 :]]
     return cells
 
@@ -133,7 +135,8 @@ class CsvImport:
         self.problems = Problems(name, strict)
         self.source = "csv"
         self._delimiter = delimiter
-        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True)
+        self._times = LogTimes(self.problems)
+        self._assembler = TickAssembler(problems=self.problems, rows_per_gpu=True, times=self._times)
         self._identities = _Identities(self.problems)
         self._gpu_at_bus: dict[str, int] = {}  # by the bus id as the rows write it
         self._unreachable: set[tuple[int, str]] = set()  # bus ids nvidia-smi said it could not reach
@@ -150,8 +153,8 @@ class CsvImport:
                 continue
             if self._delimiter != ",":
                 cells = [decimal_point(cell) for cell in cells]
-            if len(cells) == 1 and ":" in cells[0] and (alone := _time_of(cells[0])) is not None:
-                stamped = alone  # a logging loop that prints `date` before each nvidia-smi call
+            if len(cells) == 1 and ":" in cells[0] and _is_time(cells[0]):
+                stamped = self._times.read(cells[0], line, "the time line")  # a loop printing `date` first
                 continue
             if is_header(cells):
                 header = Header.of(cells, [column(cell) for cell in cells])
@@ -169,11 +172,10 @@ class CsvImport:
                 if len(cells) != len(header.columns):
                     raise ValueError(f"{len(cells)} columns where the header has {len(header.columns)}")
                 row = read_row(header, cells, line, self.problems)
-                when = (
-                    row.when
-                    if row.time is not None
-                    else (row.elapsed if row.elapsed is not None else stamped)
-                )
+                if row.stamp is not None:
+                    when = self._times.read(row.stamp, line, header.time_title)
+                else:
+                    when = row.elapsed if row.elapsed is not None else stamped
             except ValueError as error:
                 self._skip(line, str(error))
                 continue

@@ -1,4 +1,4 @@
-"""What every importer shares: reading values and times, saying what was left out, and making ticks.
+"""What every importer shares: reading values, saying what was left out, and making ticks.
 
 Logs print one row per GPU per sample, and the tools stamp each row as they read its GPU
 (nvidia-smi, a pynvml loop): the rows of one sample are a few milliseconds apart. A row joins the
@@ -13,7 +13,7 @@ spreadsheet saved it again without them), over that minute.
 
 A time of day without a date (``HH:MM:SS``, ``dmon -o T``) is read as on strptime's day,
 1900-01-01, and as on the next day where it steps back by more than half a day: the log went past
-midnight.
+midnight. How a cell becomes a time is :mod:`~gpud.trace.importers.times`'.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpud.decide.models import is_mobile_model, is_passive_model
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 from gpud.trace.format import TraceError, TraceHeader
+
+if TYPE_CHECKING:  # it reads a cell's time into what comes here, and says what it assumed by problems
+    from gpud.trace.importers.times import LogTimes
 
 _MISSING = {
     "",
@@ -45,26 +48,6 @@ _MISSING = {
     "[insufficient permissions]",
 }
 _NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([a-zA-Z%/]*)\s*$")
-# nvidia-smi's own times, read as ISO 8601 (the same values as their format below, a tenth of the cost)
-_SLASHED = re.compile(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(\.\d{1,6})?")
-_PLAIN_NUMBER = re.compile(r"\d+(\.\d+)?")
-_TIME_FORMATS = (
-    "%Y/%m/%d %H:%M:%S.%f",
-    "%Y/%m/%d %H:%M:%S",
-    "%Y-%m-%d %H:%M:%S.%f",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y%m%d %H:%M:%S",
-    "%d-%m-%Y %H:%M:%S",
-    "%a %b %d %H:%M:%S %Y",  # `date` without a format, as some logging scripts print it
-    # A log saved again by a spreadsheet: its locale's dates (day first, dotted in Europe), and
-    # often the seconds dropped (the ticks of a minute are then spread over it).
-    "%d.%m.%Y %H:%M:%S",
-    "%d.%m.%Y %H:%M",
-    "%d-%m-%Y %H:%M",
-    "%Y/%m/%d %H:%M",
-    "%H:%M:%S.%f",  # a time of day alone: only the differences matter
-    "%H:%M:%S",
-)
 # NVML's answers for a GPU that cannot be reached (fallen off the bus, or to be reset before use), as
 # nvidia-smi prints them in place of each value; "[Unknown Error]" is one call failing, which a
 # healthy GPU's field may do, and says the GPU is gone only where it stands for every value.
@@ -94,35 +77,6 @@ def number(text: str) -> float | None:
     if text.strip().lower() in _MISSING:
         return None
     raise ValueError(f"not a number: {text.strip()!r}")
-
-
-@lru_cache(maxsize=256)  # the rows of one tick share their time
-def timestamp(text: str) -> float:
-    """nvidia-smi's ``2024/02/16 17:13:50.029``, ISO 8601, dmon's ``20240216 17:13:50``, GPU-Z's or
-    Afterburner's ``16-02-2024 17:13:50`` → Unix seconds.
-
-    Times without a zone are taken as UTC: only differences between ticks matter. A plain number is
-    Unix time (seconds, or milliseconds when that large) or, when small, seconds since the start.
-
-    >>> timestamp("2024/02/16 17:13:50.029"), timestamp("1708103630029"), timestamp("12.5")
-    (1708103630.029, 1708103630.029, 12.5)
-    """
-    text = text.strip()
-    if _PLAIN_NUMBER.fullmatch(text):
-        value = float(text)
-        return value / 1000 if value > 1e11 else value
-    try:
-        parsed = datetime.fromisoformat(text.replace("/", "-", 2) if _SLASHED.fullmatch(text) else text)
-    except ValueError:
-        for fmt in _TIME_FORMATS:
-            try:
-                parsed = datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
-        else:
-            raise ValueError(f"not a timestamp: {text!r}") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def gpu_gone(cells: list[str]) -> bool:
@@ -196,7 +150,7 @@ class Problems:
     """
 
     def __init__(self, name: str, strict: bool = False) -> None:
-        self._name = name
+        self.name = name
         self._strict = strict
         self._skipped: list[str] = []
         self._skipped_count = 0
@@ -205,7 +159,7 @@ class Problems:
 
     def skip(self, line: int, why: str) -> None:
         """Line ``line`` could not be read and was skipped."""
-        message = f"{self._name}:{line}: skipped: {why}"
+        message = f"{self.name}:{line}: skipped: {why}"
         if self._strict:
             raise TraceError(message)
         self._skipped_count += 1
@@ -216,7 +170,7 @@ class Problems:
         """The value ``cell`` of ``column`` on line ``line`` was left out: ``why`` (not understood, or
         a value a trace would refuse)."""
         if self._strict:
-            raise TraceError(f"{self._name}:{line}: {column}: {cell.strip()!r} {why}")
+            raise TraceError(f"{self.name}:{line}: {column}: {cell.strip()!r} {why}")
         known = self._values.get(column)
         if known is None:
             self._values[column] = _ValueProblem(line, cell.strip(), why)
@@ -225,18 +179,18 @@ class Problems:
 
     def note(self, message: str) -> None:
         """Something about the whole log a reader must know (said once, never raised)."""
-        self._notes[f"{self._name}: {message}"] = None
+        self._notes[f"{self.name}: {message}"] = None
 
     @property
     def messages(self) -> list[str]:
         """Everything to tell, one line each: notes, values left out, then skipped lines."""
         values = [
-            f"{self._name}:{p.line}: {column}: {p.cell!r} {p.why}, left out"
+            f"{self.name}:{p.line}: {column}: {p.cell!r} {p.why}, left out"
             + (f" ({p.count} values of this column, the first shown)" if p.count > 1 else "")
             for column, p in self._values.items()
         ]
         more = self._skipped_count - len(self._skipped)
-        tail = [f"{self._name}: ... and {more} more lines skipped"] if more > 0 else []
+        tail = [f"{self.name}: ... and {more} more lines skipped"] if more > 0 else []
         return [*self._notes, *values, *self._skipped, *tail]
 
 
@@ -266,6 +220,7 @@ class TickAssembler:
     interval_s: float = 1.0
     problems: Problems | None = None
     rows_per_gpu: bool = False
+    times: LogTimes | None = None  # how the importer reads the rows' times, told when the log ends
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _time: float | None = None  # the tick's: its first row's
     _latest: float | None = None  # the tick's latest row's
@@ -349,6 +304,8 @@ class TickAssembler:
         if self._rows:
             yield from self._flush(complete=False)
         yield from self._spread(None)
+        if self.times is not None:
+            self.times.finish()
 
     def _joins(self, when: float | None) -> bool:
         """Whether a row at ``when`` (of a GPU without one there) belongs to the tick being gathered."""

@@ -18,7 +18,7 @@ from typing import Any
 from gpud.telemetry import FanReading, GpuSample
 from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
-from gpud.trace.importers.rows import Problems, gpu_gone, number, timestamp
+from gpud.trace.importers.rows import Problems, gpu_gone, number
 from gpud.trace.importers.units import OutOfBounds
 
 _READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
@@ -67,6 +67,15 @@ class Header:
         return tuple(i for i, c in enumerate(self.columns) if c is not None and c.role in _READINGS)
 
     @cached_property
+    def time_title(self) -> str:
+        """The title of the column that gives the rows' dates (or times, where the date is not apart)."""
+        for role in (Role.DATE, Role.TIME):
+            for title, col in zip(self.titles, self.columns, strict=True):
+                if col is not None and col.role is role:
+                    return title.strip()
+        return "timestamp"
+
+    @cached_property
     def fans_logged(self) -> bool:
         """Whether a column gives a fan's speed (one refused for its unit gives none)."""
         return any(c is not None and c.role is Role.FAN for c in self.columns)
@@ -88,10 +97,11 @@ class Row:
     up: bool = True  # False: its readings say the GPU did not answer ("[GPU is lost]")
 
     @property
-    def when(self) -> float | None:
+    def stamp(self) -> str | None:
+        """The row's time as written: its date and time of day where a column of its own gives the date."""
         if self.time is None:
             return None
-        return timestamp(f"{self.date} {self.time}" if self.date else self.time)
+        return f"{self.date} {self.time}" if self.date else self.time
 
 
 def _identity(row: Row, col: Column, cell: str) -> None:
