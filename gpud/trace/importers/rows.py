@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from gpud.decide.models import is_mobile_model, is_passive_model
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 from gpud.trace.format import TraceError, TraceHeader
+from gpud.trace.importers.spread import StampSpreader
 
 if TYPE_CHECKING:  # it reads a cell's time into what comes here, and says what it assumed by problems
     from gpud.trace.importers.times import LogTimes
@@ -214,13 +215,14 @@ class TickAssembler:
     lost (:meth:`lost`) but has none in a tick while others do did not answer: the tick holds it
     as down (``up=False``). Not so in the ticks around a line that could not be read
     (:meth:`unreadable`), which may have been its row, nor in the last tick of a run, which the
-    logger may have left half written. ``problems`` is told of a log whose times have no date.
+    logger may have left half written. ``problems`` is told of a log whose times have no date, and of
+    ticks spread with no whole second or minute to go by.
     """
 
     interval_s: float = 1.0
     problems: Problems | None = None
     rows_per_gpu: bool = False
-    times: LogTimes | None = None  # how the importer reads the rows' times, told when the log ends
+    times: LogTimes | None = None  # how the importer reads the rows' times: whether they have seconds
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _time: float | None = None  # the tick's: its first row's
     _latest: float | None = None  # the tick's latest row's
@@ -228,13 +230,15 @@ class TickAssembler:
     _spacing_s: float | None = None  # the log's sampling interval: the least spacing of one GPU's rows
     _rows: dict[int, GpuSample] = field(default_factory=dict)
     _ticks: int = 0
-    _same_second: list[Snapshot] = field(default_factory=list)  # ticks under one printed time
-    _seconds_printed: bool = False  # a time with seconds in it was seen: the times are not whole minutes
+    _spreader: StampSpreader = field(init=False)
     _session: set[int] = field(default_factory=set)  # the GPUs of the logger's run
     _next_session: set[int] | None = None  # a new run's, begun while a tick of the last was gathered
     _doubtful_ticks: int = 0
     _days: int = 0  # days past the first, of a log that gives times of day alone
     _last_dateless: float | None = None
+
+    def __post_init__(self) -> None:
+        self._spreader = StampSpreader(self.problems, self.times)
 
     def add(
         self, when: float | None, sample: GpuSample, info: dict[str, Any], fans_logged: bool = False
@@ -246,8 +250,6 @@ class TickAssembler:
         """
         if when is not None and _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S:
             when = self._dated(when)
-        if when is not None and not self._seconds_printed:
-            self._seconds_printed = when % 60 != 0
         if self._rows and (
             sample.index in self._rows or self._next_session is not None or not self._joins(when)
         ):
@@ -303,7 +305,7 @@ class TickAssembler:
         """The last ticks, if any rows are pending."""
         if self._rows:
             yield from self._flush(complete=False)
-        yield from self._spread(None)
+        yield from self._spreader.finish()
         if self.times is not None:
             self.times.finish()
 
@@ -346,22 +348,7 @@ class TickAssembler:
         snapshot = Snapshot(self._time or 0.0, tuple(rows[i] for i in sorted(rows)))
         self._rows = {}
         self._ticks += 1
-        if self._same_second and snapshot.timestamp != self._same_second[0].timestamp:
-            yield from self._spread(snapshot.timestamp)
-        self._same_second.append(snapshot)
-
-    def _spread(self, next_time: float | None) -> Iterator[Snapshot]:
-        """The ticks held under one timestamp, spread over the second it stands for (the minute, in
-        a log whose every time so far is a whole minute: a spreadsheet dropped the seconds)."""
-        group, self._same_second = self._same_second, []
-        if len(group) <= 1:
-            yield from group
-            return
-        start = group[0].timestamp
-        printed_s = 1.0 if self._seconds_printed else 60.0
-        span = printed_s if next_time is None or next_time <= start else min(printed_s, next_time - start)
-        for position, snapshot in enumerate(group):
-            yield replace(snapshot, timestamp=start + position * span / len(group))
+        yield from self._spreader.add(snapshot)
 
     def gpu_infos(self, driver: str = "unknown") -> tuple[GpuInfo, ...]:
         """Static facts gathered from the rows, one per GPU seen."""

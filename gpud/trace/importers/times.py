@@ -6,7 +6,8 @@ loop `date`'s ``Fri Feb 16 17:13:50 2024``, or a plain number (Unix seconds or m
 seconds since the start). A spreadsheet that saved a log again writes its locale's layout instead:
 ``16.02.2024`` or ``16.02.24`` (day first, dotted), ``2/16/2024`` or ``2/16/24`` (en-US, month
 first), ``16/02/2024`` (UK, France: day first), a 12-hour time (``5:13 PM``, ``5:13:50 PM``), and
-often no seconds (``17:13``: the ticks of each minute are then spread over it). A time of day alone (``17:13:50``, ``17:13``, ``5:13 PM``) is
+often no seconds (``17:13``: the ticks of each minute are then spread over it, see
+:mod:`~gpud.trace.importers.spread`). A time of day alone (``17:13:50``, ``17:13``, ``5:13 PM``) is
 read as on strptime's day, 1900-01-01. Times without a zone are taken as UTC: only the differences
 between ticks matter. A two-digit year is of this century: no GPU tool logged before 2000.
 
@@ -185,14 +186,23 @@ class LogTimes:
         self._assumed: tuple[SlashedDate, int, str, str] | None = None  # the last one the order changes
         self._first_assumed: tuple[SlashedDate, int, str, str] | None = None
         self._offset_s = 0.0
+        self._seconds: bool | None = None  # whether a time so far had its seconds written (None: no time yet)
 
     def read(self, text: str, line: int, column: str) -> float:
         """The time in cell ``text`` of ``column`` on line ``line``; raises ``ValueError`` for no
         time, and :class:`NotALog` for a date in the other order than the log's."""
+        if not self._seconds:
+            self._seconds = text.count(":") != 1  # "15:37" has none; a number is seconds itself
         parsed = parse(text)
         if type(parsed) is float:
             return parsed
         return self._slashed(parsed, text.strip(), line, column)
+
+    @property
+    def minutes_only(self) -> bool:
+        """Whether the log's times so far are whole minutes as written (a spreadsheet dropped the
+        seconds): each stands for its minute, not its second."""
+        return self._seconds is False
 
     def finish(self) -> None:
         """The log is read: where nothing told the order of its dates, say which was assumed."""
