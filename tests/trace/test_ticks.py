@@ -129,7 +129,7 @@ def test_nvidia_smis_line_for_a_gpu_it_cannot_reach_is_that_gpu_down_by_its_bus_
     for s in range(1, 4):
         lines += [smi_row(f"14:00:0{s}.000", 0), error]
     result = import_log(lines, "handle.csv")
-    assert down(result) == [[], [1], [1], []]
+    assert down(result) == [[], [1], [1], [1]]  # the last tick may be cut short, but GPU 1 was down before
     assert result.problems == [
         (
             "handle.csv: line 5: nvidia-smi could not reach GPU 1 (0000:27:00.0): GPU is lost; "
@@ -160,6 +160,43 @@ def test_dmon_gpu_missing_from_a_sample_is_down_and_its_repeated_header_is_no_ne
     body = ["    0    300     70     99   1950", "    1    300     70     99   1950"]
     lines = [*DMON, *body, *DMON, body[0], *body, *body]  # GPU 1 missing once; the header repeated
     assert down(import_log(lines, "dmon.txt")) == [[], [1], [], []]
+
+
+def dmon_ticks(*ticks: list[int]) -> list[str]:
+    return [f"    {gpu}    300     70     99   1950" for tick in ticks for gpu in tick]
+
+
+def test_dmon_started_again_with_fewer_gpus_under_the_same_header_has_none_down(tmp_path, capsys):
+    """`nvidia-smi dmon` on 4 GPUs, then `nvidia-smi dmon -i 0,1` appending to the same file: the same
+    header again, and GPUs 2 and 3 no longer watched. Read as a header repeated within one run, they
+    were down from there on: two critical 'stopped answering' findings for healthy cards."""
+    lines = [*DMON, *dmon_ticks(*[[0, 1, 2, 3]] * 30), *DMON, *dmon_ticks(*[[0, 1]] * 30)]
+    result = import_log(lines, "dmon.txt")
+    assert down(result) == [[]] * 60 and [len(t.gpus) for t in result.snapshots] == [4] * 30 + [2] * 30
+    assert result.problems == [
+        (
+            "dmon.txt: line 123: GPUs 2, 3 answered up to this header and have no row after it: taken as no "
+            "longer logged (the logger started again without them), not down"
+        )
+    ]
+    path = tmp_path / "dmon.txt"
+    path.write_text("\n".join(lines) + "\n")
+    assert [f for f in _diagnosis(path, capsys)["findings"] if f["kind"] == "gpu-down"] == []
+
+
+def test_dmon_started_again_after_a_sample_it_left_half_written_has_none_down():
+    lines = [*DMON, *dmon_ticks([0, 1, 2, 3], [0, 1, 2, 3], [0, 1]), *DMON, *dmon_ticks(*[[0, 1]] * 3)]
+    assert down(import_log(lines, "dmon.txt")) == [[]] * 6
+
+
+def test_dmon_gpu_down_before_its_repeated_header_stays_down_after_it():
+    lines = [*DMON, *dmon_ticks([0, 1, 2], [0, 2], [0, 2]), *DMON, *dmon_ticks([0, 2], [0, 2], [0, 1, 2])]
+    assert down(import_log(lines, "dmon.txt")) == [[], [1], [1], [1], [1], []]
+
+
+def test_dmon_gpu_that_answers_again_after_a_repeated_header_was_down_where_it_missed():
+    lines = [*DMON, *dmon_ticks([0, 1], [0, 1]), *DMON, *dmon_ticks([0], [0], [0, 1], [0, 1])]
+    assert down(import_log(lines, "dmon.txt")) == [[], [], [1], [1], [], []]
 
 
 def _diagnosis(path, capsys) -> dict:

@@ -5,8 +5,12 @@ they repeat every few screens, and ``-`` is a value dmon could not read. ``-s v`
 (the share of the sample the power cap held the clocks) and ``tviol`` (thermal slowdown), read as
 the driver's power and thermal reasons. Newer drivers also print it comma-separated.
 
-dmon prints its header again every few screens: only a header naming other columns is a new run. A
-GPU of the run without a row in a tick while others have one did not answer: it is down there.
+dmon prints its header again every few screens, and a dmon started again with fewer GPUs (``-i 0,1``)
+appending to the same file prints the same one: a GPU that answered up to such a header and has no
+row after it until the next header (or the log's end) was no longer watched, not down; one that
+answers again after it was, and is down in the ticks it missed. A header naming other columns is a
+new run. A GPU of the run without a row in a tick while others have one did not answer: it is down
+there.
 """
 
 from __future__ import annotations
@@ -49,10 +53,14 @@ class DmonImport:
                 continue
             if line.lstrip().startswith("#"):
                 names = [cell.lower() for cell in _cells(line)]
-                if is_dmon_header(line) and (header is None or names != header.titles):
+                if not is_dmon_header(line):
+                    continue  # the units line
+                if header is None or names != header.titles:
                     header = Header.of(names, [DMON.get(n) for n in names])
                     self._assembler.new_session()
-                continue  # the units line, or a repeated header
+                else:  # repeated within the run, or dmon started again with fewer GPUs (-i)
+                    self._assembler.new_session(maybe_repeated=True, line=line_number)
+                continue
             if (unreachable := handle_error(line)) is not None:
                 bus_id, why = unreachable
                 self.problems.note(

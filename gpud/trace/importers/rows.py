@@ -6,10 +6,9 @@ tick being gathered unless its GPU already has a row there or it comes more than
 sampling interval (at least :data:`TICK_SKEW_S`; that alone before the interval is known) after the
 tick's latest row (a printed second, where times are whole seconds);
 the tick's time is its first row's. Logs without a timestamp start a new tick whenever a GPU comes
-round again, spaced ``interval_s``. Several rows of one GPU under one whole-second timestamp (a
-tool polling faster than its clock prints) are spread evenly over that second, so that no tick
-accounts for zero time; under one whole minute, where no time of the log so far has seconds (a
-spreadsheet saved it again without them), over that minute.
+round again, spaced ``interval_s``. Ticks under one printed time (a tool polling faster than its
+clock prints, a spreadsheet that dropped the seconds) are spread over the second or minute it
+stands for (:mod:`~gpud.trace.importers.spread`), so that no tick accounts for zero time.
 
 A time of day without a date (``HH:MM:SS``, ``dmon -o T``) is read as on strptime's day,
 1900-01-01, and as on the next day where it steps back by more than half a day: the log went past
@@ -206,6 +205,47 @@ class _Seen:
     fan_count: int = 0
 
 
+# How long the ticks after a repeated header are held while a GPU that answered before it has not been
+# seen again: at 1 s, five minutes; beyond it, the GPU is taken as no longer watched.
+HELD_TICKS = 300
+
+
+@dataclass
+class _Unsure:
+    """The ticks after a header that may be one the logger repeats within a run, or its run started
+    again with fewer GPUs: held while GPUs that answered before it have no row after it.
+
+    One that answers again was watched all along, and is down in the held ticks it has no row in
+    (those that would have held it down); one that does not, until the next header, the log's end or
+    :data:`HELD_TICKS` ticks, was no longer watched (``nvidia-smi dmon -i 0,1`` writing on to the
+    same file), not down.
+    """
+
+    gpus: set[int]  # answered before the header, not seen since
+    line: int | None  # the header's
+    ticks: list[tuple[Snapshot, bool]] = field(default_factory=list)  # each with whether it holds GPUs down
+
+    def hold(self, snapshot: Snapshot, marks_down: bool) -> None:
+        """One more tick after the header."""
+        back = self.gpus & {sample.index for sample in snapshot.gpus}
+        if back:
+            self.gpus -= back
+            self.ticks = [(_with_down(held, back) if down else held, down) for held, down in self.ticks]
+        self.ticks.append((snapshot, marks_down))
+
+    @property
+    def settled(self) -> bool:
+        """Whether every GPU is known to be watched, or has been waited for long enough."""
+        return not self.gpus or len(self.ticks) >= HELD_TICKS
+
+
+def _with_down(snapshot: Snapshot, gpus: set[int]) -> Snapshot:
+    """The tick with ``gpus`` down where it has no row of theirs."""
+    samples = {sample.index: sample for sample in snapshot.gpus}
+    samples |= {index: GpuSample(index=index, up=False) for index in gpus - samples.keys()}
+    return replace(snapshot, gpus=tuple(samples[i] for i in sorted(samples)))
+
+
 @dataclass
 class TickAssembler:
     """Collects per-GPU rows and yields a :class:`Snapshot` each time a tick is complete.
@@ -215,8 +255,9 @@ class TickAssembler:
     lost (:meth:`lost`) but has none in a tick while others do did not answer: the tick holds it
     as down (``up=False``). Not so in the ticks around a line that could not be read
     (:meth:`unreadable`), which may have been its row, nor in the last tick of a run, which the
-    logger may have left half written. ``problems`` is told of a log whose times have no date, and of
-    ticks spread with no whole second or minute to go by.
+    logger may have left half written, nor where a new run did not ask for it (:meth:`new_session`).
+    ``problems`` is told of a log whose times have no date, and of ticks spread with no whole second
+    or minute to go by.
     """
 
     interval_s: float = 1.0
@@ -233,6 +274,10 @@ class TickAssembler:
     _spreader: StampSpreader = field(init=False)
     _session: set[int] = field(default_factory=set)  # the GPUs of the logger's run
     _next_session: set[int] | None = None  # a new run's, begun while a tick of the last was gathered
+    _keep_down: bool = False  # the header may be one repeated within the run: its down GPUs stay so
+    _down: set[int] = field(default_factory=set)  # the GPUs down in the last tick (answering since: not)
+    _unsure: _Unsure | None = None  # ticks after a repeated header, held until its GPUs are known
+    _header_line: int | None = None
     _doubtful_ticks: int = 0
     _days: int = 0  # days past the first, of a log that gives times of day alone
     _last_dateless: float | None = None
@@ -255,7 +300,7 @@ class TickAssembler:
         ):
             yield from self._flush(complete=self._next_session is None)
         if self._next_session is not None:
-            self._session, self._next_session = self._next_session, None
+            yield from self._begin_session(self._next_session)
         if when is None:
             when = self._ticks * self.interval_s
         if not self._rows:
@@ -286,12 +331,17 @@ class TickAssembler:
         on_its_day = self._on_its_day(when) if _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S else when
         return len(self._rows) if self._joins(on_its_day) else 0
 
-    def new_session(self) -> None:
-        """The logger started again (its header line once more): the GPUs after it may be others."""
-        if self._rows:
-            self._next_session = set()
-        else:
-            self._session = set()
+    def new_session(self, maybe_repeated: bool = False, line: int | None = None) -> None:
+        """The logger started again (its header line once more): the GPUs after it may be others, and
+        one without a row after it was not asked for (``nvidia-smi -i``), not down.
+
+        ``maybe_repeated``: the header is the run's own again, which dmon prints every few screens
+        within one run, or the same command started again with fewer GPUs. A GPU down before it stays
+        down until it answers; one that answered up to it is not down until it answers again (see
+        :class:`_Unsure`). ``line`` is the header's, for saying so.
+        """
+        self._keep_down, self._header_line = maybe_repeated, line
+        self._next_session = set()  # begun at the next row, once the tick gathered is given
 
     def lost(self, index: int) -> None:
         """The log says GPU ``index`` could not be reached: down in the ticks it has no row in."""
@@ -305,6 +355,7 @@ class TickAssembler:
         """The last ticks, if any rows are pending."""
         if self._rows:
             yield from self._flush(complete=False)
+        yield from self._settle()
         yield from self._spreader.finish()
         if self.times is not None:
             self.times.finish()
@@ -341,14 +392,51 @@ class TickAssembler:
     def _flush(self, complete: bool) -> Iterator[Snapshot]:
         """The tick gathered; ``complete`` where the next row came (the last of a run may be cut short)."""
         rows = self._rows
-        if self._doubtful_ticks:
+        doubtful = self._doubtful_ticks > 0
+        if doubtful:
             self._doubtful_ticks -= 1
-        elif self.rows_per_gpu and complete:
-            rows.update({index: GpuSample(index=index, up=False) for index in self._session - rows.keys()})
+        elif self.rows_per_gpu:  # in a tick cut short, only a GPU down before is down still
+            missing = self._session - rows.keys() if complete else (self._down & self._session) - rows.keys()
+            rows.update({index: GpuSample(index=index, up=False) for index in missing})
+        down = {index for index, sample in rows.items() if not sample.up}
+        self._down = down | (self._down - rows.keys()) if doubtful else down
         snapshot = Snapshot(self._time or 0.0, tuple(rows[i] for i in sorted(rows)))
         self._rows = {}
         self._ticks += 1
-        yield from self._spreader.add(snapshot)
+        if self._unsure is None:
+            yield from self._spreader.add(snapshot)
+            return
+        self._unsure.hold(snapshot, marks_down=self.rows_per_gpu and complete and not doubtful)
+        if self._unsure.settled:
+            yield from self._settle()
+
+    def _begin_session(self, gpus: set[int]) -> Iterator[Snapshot]:
+        """The new run's GPUs: those said lost since its header, and after a header that may be a
+        repeated one, those down before it; those that answered up to it are held to be seen again."""
+        yield from self._settle()
+        if self._keep_down:
+            self._unsure = _Unsure(self._session - self._down - gpus, self._header_line)
+            gpus = gpus | self._down
+        else:
+            self._down = set()
+        self._session, self._next_session = gpus, None
+
+    def _settle(self) -> Iterator[Snapshot]:
+        """The ticks held after a repeated header, given on: its GPUs not seen again were not watched."""
+        if self._unsure is None:
+            return
+        unsure, self._unsure = self._unsure, None
+        if unsure.gpus and self.problems is not None:
+            where = f"line {unsure.line}: " if unsure.line is not None else ""
+            gpus = ", ".join(str(gpu) for gpu in sorted(unsure.gpus))
+            one = len(unsure.gpus) == 1
+            self.problems.note(
+                f"{where}GPU{'' if one else 's'} {gpus} answered up to this header and "
+                f"{'has' if one else 'have'} no row after it: taken as no longer logged (the logger started again without "
+                f"{'it' if one else 'them'}), not down"
+            )
+        for snapshot, _ in unsure.ticks:
+            yield from self._spreader.add(snapshot)
 
     def gpu_infos(self, driver: str = "unknown") -> tuple[GpuInfo, ...]:
         """Static facts gathered from the rows, one per GPU seen."""
