@@ -10,7 +10,8 @@ import pytest
 from gpud.cli import main
 from gpud.telemetry import Cooling
 from gpud.trace.format import NotALog
-from gpud.trace.importers.detect import import_log
+from gpud.trace.importers.detect import import_log, read_log
+from gpud.trace.importers.rows import HELD_TICKS
 
 DAY = 86400
 SMI = "timestamp, index, pci.bus_id, temperature.gpu, power.draw [W], clocks.sm [MHz]"
@@ -123,6 +124,18 @@ def test_nvidia_smi_started_again_with_fewer_gpus_has_none_down():
     assert down(import_log(lines, "restart.csv")) == [[]] * 6
 
 
+def test_a_loop_calling_nvidia_smi_once_a_sample_keeps_a_lost_gpu_down_once_it_drops_out_of_the_list():
+    """`while true; do nvidia-smi --query-gpu=... --format=csv; sleep 1; done`: a header every sample.
+    GPU 1 reads [GPU is lost], then nvidia-smi lists it no more: down still, not a GPU no longer asked."""
+    lines = []
+    for s in range(6):
+        lines += [SMI, smi_row(f"14:00:0{s}.000", 0)]
+        if s < 3:
+            lines.append(smi_row(f"14:00:0{s}.000", 1, LOST if s == 2 else "65, 300 W, 1950 MHz"))
+    result = import_log(lines, "loop.csv")
+    assert down(result) == [[], [], [1], [1], [1], [1]] and result.problems == []
+
+
 def test_nvidia_smis_line_for_a_gpu_it_cannot_reach_is_that_gpu_down_by_its_bus_id():
     error = "Unable to determine the device handle for GPU 0000:27:00.0: GPU is lost.  Reboot the system"
     lines = [SMI, smi_row("14:00:00.000", 0), smi_row("14:00:00.000", 1)]
@@ -197,6 +210,22 @@ def test_dmon_gpu_down_before_its_repeated_header_stays_down_after_it():
 def test_dmon_gpu_that_answers_again_after_a_repeated_header_was_down_where_it_missed():
     lines = [*DMON, *dmon_ticks([0, 1], [0, 1]), *DMON, *dmon_ticks([0], [0], [0, 1], [0, 1])]
     assert down(import_log(lines, "dmon.txt")) == [[], [], [1], [1], [], []]
+
+
+def test_ticks_after_a_repeated_header_are_held_no_longer_than_held_ticks():
+    read = 0
+
+    def lines():
+        nonlocal read
+        for line in [*DMON, *dmon_ticks([0, 1]), *DMON, *dmon_ticks(*[[0]] * (3 * HELD_TICKS))]:
+            read += 1
+            yield line
+
+    ticks = iter(read_log(lines(), "dmon.txt").ticks)
+    for _ in range(2):
+        next(ticks)
+    assert read < 4 + 2 * HELD_TICKS  # given on once GPU 1 was waited for long enough
+    assert not any(not g.up for t in ticks for g in t.gpus)
 
 
 def _diagnosis(path, capsys) -> dict:

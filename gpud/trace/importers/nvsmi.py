@@ -11,7 +11,10 @@ A GPU that does not answer is down in the ticks: its row reads ``[GPU is lost]``
 in a tick of the session (since the header line) while it had before, or nvidia-smi printed
 ``Unable to determine the device handle for GPU <bus id>: ...`` for it (found by its ``pci.bus_id``).
 A new header line is a new run of nvidia-smi, perhaps with other GPUs (``-i``): a GPU missing from
-it is not down. ``nvidia-smi -q`` reports are refused with what to log instead.
+it is not down. Under the same header again (the same command started again, or a loop calling
+nvidia-smi once a sample), a GPU down before it stays down until it answers, and one that answered
+up to it and has no row after it is said to be no longer logged. ``nvidia-smi -q`` reports are
+refused with what to log instead.
 """
 
 from __future__ import annotations
@@ -157,9 +160,10 @@ class CsvImport:
                 stamped = self._times.read(cells[0], line, "the time line")  # a loop printing `date` first
                 continue
             if is_header(cells):
+                same = header is not None and [c.strip() for c in cells] == [t.strip() for t in header.titles]
                 header = Header.of(cells, [column(cell) for cell in cells])
                 self.source = source_of(cells) if self.source == "csv" else self.source
-                self._assembler.new_session()
+                self._assembler.new_session(maybe_repeated=same, line=line)
                 continue
             if header is None:
                 before_header += 1

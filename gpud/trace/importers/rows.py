@@ -432,8 +432,8 @@ class TickAssembler:
             one = len(unsure.gpus) == 1
             self.problems.note(
                 f"{where}GPU{'' if one else 's'} {gpus} answered up to this header and "
-                f"{'has' if one else 'have'} no row after it: taken as no longer logged (the logger started again without "
-                f"{'it' if one else 'them'}), not down"
+                f"{'has' if one else 'have'} no row after it: taken as no longer logged (the logger "
+                f"started again without {'it' if one else 'them'}), not down"
             )
         for snapshot, _ in unsure.ticks:
             yield from self._spreader.add(snapshot)
