@@ -196,7 +196,13 @@ class NvmlSource:
                 self._missing[index] = missing
                 self._rediscover_at[index] = (clock() + REOPEN_S, REOPEN_S)
         self._gpus = tuple(infos)
-        self._pcie_counters = {i for i, h in enumerate(self._handles) if self._has_pcie_counters(i, h)}
+        # Through the guard like discovery: a GPU whose field-values call hangs now is polled off
+        # the tick instead, and holds up neither the start nor the others.
+        opened = [i for i, h in enumerate(self._handles) if h is not None]
+        counters = self._guard.run_each(
+            opened, lambda i: self._has_pcie_counters(i, self._handles[i]), limit_s=DISCOVERY_LIMIT_S
+        )
+        self._pcie_counters = {i for i, has in counters.items() if has}
         polled = [i for i in range(count) if i not in self._pcie_counters]
         self._poller: PcieThroughputPoller | None = None
         if polled:
@@ -361,13 +367,11 @@ class NvmlSource:
             lambda: N.nvmlDeviceGetMemoryInfo(h),
         )
 
-    def _has_pcie_counters(self, index: int, h: Any | None) -> bool:
+    def _has_pcie_counters(self, index: int, h: Any) -> bool:
         """Whether the driver has the PCIe byte counters (R555+): asked until it says, a few times at most.
 
         A first reading primes the rates, so the first tick already has one.
         """
-        if h is None:
-            return False
         for _ in range(ABSENT_AFTER):
             try:
                 counts = FieldBatch(self._calls, index, h, [PCIE_BYTES]).get(PCIE_BYTES)

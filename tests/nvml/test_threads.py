@@ -207,3 +207,25 @@ def test_helper_threads_hung_at_close_are_waited_for_together_and_both_named(
     (said,) = [e for e in logs if e["event"] == LEFT_OPEN]
     assert said["threads"] == ["gpud-pcie", "gpud-processes"] and library.sessions == 1
     assert 1.0 <= closing_s < 1.8  # one wait of 1 s for both, not one after the other (2 s)
+
+
+def test_a_gpu_whose_pcie_counter_probe_hangs_at_start_holds_up_neither_the_start_nor_the_others(
+    install_nvml, patch_driver, monkeypatch
+):
+    monkeypatch.setattr(source_module, "DISCOVERY_LIMIT_S", 0.3)
+    library = install_nvml(gpus=3)
+    entered, release = block(library, patch_driver, "nvmlDeviceGetFieldValues", gpu=1)
+    started = time.monotonic()
+    try:
+        with capture_logs() as logs:
+            source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+        took_s = time.monotonic() - started
+        samples = source.sample().gpus
+    finally:
+        release.set()
+    source.close()
+    assert entered.is_set() and took_s < 5  # not the 10 s the call is held, nor three tries of it
+    hung = [(e["gpu"], e["seconds"], e.get("call")) for e in logs if e["event"] == HUNG]
+    assert hung == [(1, 0.3, "nvmlDeviceGetFieldValues")]
+    assert [gpu.up for gpu in samples] == [True, False, True]  # its call is still out
+
