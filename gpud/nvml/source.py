@@ -633,9 +633,10 @@ class NvmlSource:
         return (rate.tx_bytes_per_s, rate.rx_bytes_per_s) if rate is not None else (None, None)
 
     def _read_pcie_throughput(self, index: int) -> tuple[float | None, float | None]:
-        """One blocking TX+RX read (~40 ms), called from the poller thread only; none for a GPU not opened yet."""
+        """One blocking TX+RX read (~40 ms), called from the poller thread only; none for a GPU not opened
+        yet, nor for one with a call still out (its next would most likely hang the poller too)."""
         h = self._handles[index]
-        if h is None:
+        if h is None or index in self._guard.hung:
             return None, None
         get = self._calls.get
         tx = get(

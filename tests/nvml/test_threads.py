@@ -229,3 +229,27 @@ def test_a_gpu_whose_pcie_counter_probe_hangs_at_start_holds_up_neither_the_star
     assert hung == [(1, 0.3, "nvmlDeviceGetFieldValues")]
     assert [gpu.up for gpu in samples] == [True, False, True]  # its call is still out
 
+
+def test_the_pcie_thread_does_not_ask_a_gpu_whose_call_is_out(install_nvml, patch_driver):
+    # A hung GPU's next call would most likely hang too, and the thread polls every GPU in turn:
+    # it would lose every GPU's throughput, as the process thread would its lists (it skips such a GPU).
+    library = install_nvml(gpus=2)  # an R550 driver: PCIe throughput from the poller thread
+    _, release = block(library, patch_driver, "nvmlDeviceGetTemperatureV", gpu=1)
+    asked: list[int] = []
+    real = type(library).nvmlDeviceGetPcieThroughput
+
+    def counted(self, handle, *args):
+        asked.append(gpu_index(handle))
+        return real(self, handle, *args)
+
+    patch_driver(library, "nvmlDeviceGetPcieThroughput", counted)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None, pcie_interval_s=0.01)
+    try:
+        assert [gpu.up for gpu in source.sample().gpus] == [True, False]  # GPU 1's read given up on
+        for _ in range(2):  # the second time, only passes begun after the guard gave up
+            asked.clear()
+            wait_for(lambda: asked.count(0) >= 4, 5, "the pcie thread polling GPU 0 twice")
+        assert 1 not in asked
+    finally:
+        release.set()
+        source.close()
