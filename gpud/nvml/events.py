@@ -158,7 +158,8 @@ class XidWatcher:
     def _open(self) -> _EventSet | None:
         """A new event set with every GPU that can be registered, and how its handles map to indices."""
         try:
-            pointer = N.nvmlEventSetCreate()
+            with NVML_IN_PROGRESS.calling("nvmlEventSetCreate"):
+                pointer = N.nvmlEventSetCreate()
         except N.NVMLError as error:
             self._errors[("nvmlEventSetCreate", error_name(error))] += 1
             if error.value in _NO_EVENTS:
@@ -195,9 +196,11 @@ class XidWatcher:
                 continue
             events.tried.add(_address(handle))
             try:
-                wanted = N.nvmlDeviceGetSupportedEventTypes(handle) & (XID_EVENT | MEMORY_EVENTS)
+                with NVML_IN_PROGRESS.calling("nvmlDeviceGetSupportedEventTypes"):
+                    wanted = N.nvmlDeviceGetSupportedEventTypes(handle) & (XID_EVENT | MEMORY_EVENTS)
                 if wanted:
-                    N.nvmlDeviceRegisterEvents(handle, wanted, events.pointer)
+                    with NVML_IN_PROGRESS.calling("nvmlDeviceRegisterEvents"):  # a late GPU's may hang
+                        N.nvmlDeviceRegisterEvents(handle, wanted, events.pointer)
             except N.NVMLError as error:
                 if error.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
                     return None
@@ -281,6 +284,7 @@ class XidWatcher:
 
 def _free(event_set: Any) -> None:
     try:
-        N.nvmlEventSetFree(event_set)
+        with NVML_IN_PROGRESS.calling("nvmlEventSetFree"):
+            N.nvmlEventSetFree(event_set)
     except N.NVMLError:
         pass

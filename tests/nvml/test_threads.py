@@ -253,3 +253,20 @@ def test_the_pcie_thread_does_not_ask_a_gpu_whose_call_is_out(install_nvml, patc
     finally:
         release.set()
         source.close()
+
+
+def test_an_xid_registration_hung_at_close_is_named_and_warned_not_taken_for_the_wait(
+    install_nvml, patch_driver, quick_stops
+):
+    library = install_nvml(gpus=2)
+    entered, release = block(library, patch_driver, "nvmlDeviceRegisterEvents", gpu=1)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+    try:
+        wait_for(entered.is_set, 5, "the XID thread registering GPU 1")
+        with capture_logs() as logs:
+            source.close()
+        assert library.sessions == 1
+    finally:
+        release.set()
+    (said,) = [e for e in logs if e["event"] == LEFT_OPEN]
+    assert said["calls"] == ["gpud-xid-events: nvmlDeviceRegisterEvents"] and said["log_level"] == "warning"
