@@ -64,11 +64,12 @@ def from_daemons(hosts: Mapping[str, str], client: HttpClient) -> list[HostStatu
         except DaemonUnreachable as error:
             return HostStatus(redacted(host), [], str(error))
         age = document.get("tick_age_s")
+        stale = any(gpu.get("stale") for gpu in document["gpus"])
         return HostStatus(
             redacted(host),
             document["gpus"],
-            stale=any(gpu.get("stale") for gpu in document["gpus"]),
-            tick_age_s=float(age) if isinstance(age, int | float) else None,
+            stale=stale,
+            tick_age_s=float(age) if stale and isinstance(age, int | float) else None,
         )
 
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:

@@ -255,3 +255,10 @@ def test_the_commands_say_bad_answer_without_a_traceback(host):
         done = gpud(*command)
         assert done.returncode == 2 and "bad answer from" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_fleet_host_that_ticks_has_no_tick_age_in_json_as_through_prometheus(host):
+    # --prometheus knows the age only of a stuck host (its STALLED query): --hosts says the same.
+    host.answer = _ticked_ago(0.5)
+    entry = fleet_json(from_daemons({"lab-4": host.url("")}, HttpClient(1.0)))["hosts"][0]
+    assert (entry["stale"], entry["tick_age_s"]) == (False, None)
