@@ -304,3 +304,21 @@ def test_nvml_is_not_initialised_again_under_a_call_still_out(install_nvml, patc
         release.set()
         source.close()
     assert True not in under_a_call
+
+
+def test_while_a_gpu_is_not_open_the_xid_waits_are_short_so_it_is_watched_soon_after_it_opens(
+    install_nvml, patch_driver, monkeypatch, nvml_source, clock
+):
+    monkeypatch.setattr(events, "WAIT_MS", 20_000)  # past the test: GPU 1 is watched between short waits
+    monkeypatch.setattr(events, "PENDING_WAIT_MS", 50)
+    monkeypatch.setattr(source_module, "DISCOVERY_LIMIT_S", 0.3)
+    library = install_nvml(gpus=2)
+    _, release = block(library, patch_driver, "nvmlDeviceGetNumFans", gpu=1)
+    calls = guard()
+    source = nvml_source(clock=library.unix_time, guard=calls, process_interval_s=None)
+    wait_for(lambda: source.sample().gpus[0].xids is not None, 5, "GPU 0 watched")
+    release.set()
+    wait_for(lambda: not calls.outstanding, 5, "the hung discovery call to return")
+    clock.advance(REOPEN_S + 1)  # its discovery is asked again
+    assert source.sample().gpus[1].up
+    wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "GPU 1 watched for XIDs")
