@@ -94,13 +94,17 @@ class Chooser:
         missing = missing or {}
         settled = {gpu.index: self._unprobed(gpu, missing.get(gpu.index)) for gpu in gpus}
         probing = {gpu.index: gpu for gpu in gpus if settled[gpu.index] is None}
+        out: frozenset[int] = frozenset()  # a call hung before the probes (the PCIe counters'): not probed
         if guard is None:
             probed = {index: self._probed(gpu) for index, gpu in probing.items()}
         else:
+            out = guard.hung
             probed = guard.run_each(
                 list(probing), lambda index: self._probed(probing[index]), limit_s=PROBE_LIMIT_S
             )
-        assignments = [settled[gpu.index] or probed.get(gpu.index) or _probe_hung(gpu) for gpu in gpus]
+        assignments = [
+            settled[gpu.index] or probed.get(gpu.index) or _probe_hung(gpu, gpu.index in out) for gpu in gpus
+        ]
         log_choices(assignments, self.choice)
         return assignments
 
@@ -159,16 +163,16 @@ class Chooser:
         )
 
 
-def _probe_hung(gpu: GpuInfo) -> Assignment:
-    """A GPU whose probe did not answer in time: on the driver's schedule, probed again while running
-    (fan control leaves it alone while the call is still out)."""
-    return Assignment(
-        gpu,
-        None,
-        f"monitor only for now: probing its fans hung (no answer within {PROBE_LIMIT_S:g} s); "
-        "tried again while running",
-        retry=True,
+def _probe_hung(gpu: GpuInfo, already: bool) -> Assignment:
+    """A GPU whose probe did not answer in time, or was not made (``already``: a call to it hung
+    before): on the driver's schedule, probed again while running (fan control leaves it alone
+    while the call is still out)."""
+    reason = (
+        "a driver call to it hung at start and has not returned; its fans are probed once it has"
+        if already
+        else f"probing its fans hung (no answer within {PROBE_LIMIT_S:g} s); tried again while running"
     )
+    return Assignment(gpu, None, f"monitor only for now: {reason}", retry=True)
 
 
 def _probe(backend: FanBackend, gpu: GpuInfo) -> tuple[FanLimits, ...]:

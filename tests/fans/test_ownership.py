@@ -222,6 +222,40 @@ def test_a_fan_probe_that_hangs_at_start_holds_up_neither_the_start_nor_the_othe
         source.close()
 
 
+def test_a_gpu_hung_before_the_fan_probes_is_not_said_to_hang_in_one_and_is_probed_once_it_answers(
+    install_nvml, clock, monkeypatch
+):
+    # Its PCIe counter probe hangs at start (after discovery): the fan probes skip it like the reads.
+    monkeypatch.setattr(nvml_source, "DISCOVERY_LIMIT_S", 0.3)
+    library = install_nvml(gpus=3)
+    # 1 s a call, asked 3 times (a passing error is asked again): ~3 s out.
+    faults, _ = parse_faults("hang:call=nvmlDeviceGetFieldValues,gpu=1,at=0,for=1,seconds=1")
+    open_nvml(FaultyNvmlLibrary(library, faults))
+    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
+    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
+    settings = Settings(fan_control=FanControlSettings(backend=BackendChoice.NVML))
+    fans = open_fan_control(settings, source, dry_run=False)
+    try:
+        report = fans.report()
+        assert [r.backend for r in report] == ["nvml", "none", "nvml"]
+        assert report[1].reason == (
+            "monitor only for now: a driver call to it hung at start and has not returned; "
+            "its fans are probed once it has"
+        )
+        deadline = time.monotonic() + 10
+        while guard.outstanding and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemon = Daemon(source, "simulated", 1.0, fans=fans)
+        for _ in range(int(REPROBE_FIRST_S) + 2):
+            clock.advance(1)
+            daemon.tick()
+        assert daemon.state.fan_control[1].backend == "nvml"
+        assert all(fan.manual_target_pct is not None for fan in library.machine.cards[1].fans)
+    finally:
+        fans.restore()
+        source.close()
+
+
 def test_a_gpu_whose_handle_failed_at_start_is_opened_later(loop):
     run = loop("error:error=Unknown,call=nvmlDeviceGetHandleByIndex*,gpu=2,at=0,for=2")
     assert run.source.gpus[2].uuid == "unknown-2"
