@@ -29,7 +29,7 @@ log = structlog.get_logger("gpud.pcie")
 
 FIRST_PASS_S = 2.0  # the longest start() waits for the first rates; a hung driver call waits no longer
 PCIE_THREAD = "gpud-pcie"
-STOP_WAIT_S = 2.0  # how long stop() waits for the read in progress (~40 ms)
+STOP_WAIT_S = 2.0  # how long closing waits for the read in progress (~40 ms): HelperThread.left
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +89,6 @@ class PcieThroughputPoller:
         if rate is None or time.monotonic() - rate.measured_at > 3 * self._interval_s:
             return None
         return rate
-
-    def stop(self) -> bool:
-        """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in its read (a
-        hung driver call): NVML must then not be shut down under it."""
-        return self.thread.left()
 
     def _run(self) -> None:
         while not self._stop.is_set():

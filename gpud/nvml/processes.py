@@ -26,7 +26,7 @@ from gpud.telemetry import GpuProcess, ProcessKind
 
 log = structlog.get_logger("gpud.processes")
 PROCESS_THREAD = "gpud-processes"
-STOP_WAIT_S = 2.0  # how long stop() waits for the thread's read in progress (milliseconds a GPU)
+STOP_WAIT_S = 2.0  # how long closing waits for the read in progress (milliseconds a GPU): HelperThread.left
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +168,6 @@ class ProcessWatcher:
     def start(self) -> None:
         """Begin reading in the background."""
         self.thread.start()
-
-    def stop(self) -> bool:
-        """Stop the thread, waiting ``STOP_WAIT_S`` at most; False when it is still in a read (a
-        hung driver call): NVML must then not be shut down under it."""
-        return self.thread.left()
 
     def latest(self, gpu: int) -> tuple[GpuProcess, ...] | None:
         """The newest list of ``gpu``, or ``None`` if never read or older than 3 intervals."""
