@@ -178,6 +178,7 @@ class NvmlSource:
         self._slow: dict[int, _SlowFacts] = {}
         self._memory: dict[int, _MemoryRead] = {}
         self._nvml_gone = False  # a re-initialisation of NVML failed, said once
+        self._reinit_deferred = False  # a re-initialisation waits for a call still out, said once
         self._counter_rates = PcieCounterRates()
         self._cooling = dict(cooling or {})
         self._missing: dict[int, str] = {}  # GPUs whose facts could not be read yet, and what failed
@@ -463,6 +464,24 @@ class NvmlSource:
         self._guard.run_each(sorted(i for i in self._down if self._handles[i] is not None), self._reopen_gpu)
 
     def _initialise_again(self) -> bool:
+        """``nvmlShutdown`` then ``nvmlInit``, but not while a call into NVML is still out: one the
+        guard gave up on, or another thread's (a process or PCIe read, a fan command). Shut down
+        under it, the library may crash the process (its fans left where they were) or hang; the
+        GPUs stay down until it returned. The XID thread's wait is the exception: it is nearly
+        always in one, and a driver gone ends it with an error."""
+        waiting = f"{XID_THREAD}: {XID_WAIT}"
+        calls = [call for call in NVML_IN_PROGRESS.elsewhere() if call != waiting]
+        hung = sorted(self._guard.outstanding - {WHOLE_DRIVER})
+        if calls or hung:
+            if not self._reinit_deferred:
+                log.warning(
+                    "nvml not initialised again yet: a call into it is still in progress",
+                    calls=calls,
+                    **({"gpus": hung} if hung else {}),
+                )
+            self._reinit_deferred = True
+            return False
+        self._reinit_deferred = False
         close_nvml()
         try:
             open_nvml()

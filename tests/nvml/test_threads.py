@@ -275,11 +275,6 @@ def test_an_xid_registration_hung_at_close_is_named_and_warned_not_taken_for_the
     assert said["calls"] == ["gpud-xid-events: nvmlDeviceRegisterEvents"] and said["log_level"] == "warning"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NvmlSource._initialise_again shuts NVML down under a call still out on another thread "
-    "(review finding; the fix is a trade-off for the owner: defer, or re-initialise regardless)",
-)
 def test_nvml_is_not_initialised_again_under_a_call_still_out(install_nvml, patch_driver, clock, monkeypatch):
     library = install_nvml(gpus=3)
     faults, _ = parse_faults("mismatch:at=10,for=30")  # the driver upgraded under gpud
@@ -297,13 +292,22 @@ def test_nvml_is_not_initialised_again_under_a_call_still_out(install_nvml, patc
     source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
     try:
         source.sample()  # GPU 1's temperature hangs: given up on, its call still out
-        for seconds in (20, 26, 32):
+        with capture_logs() as logs:
+            for seconds in (20, 26, 32):
+                clock.advance(seconds - faulty.elapsed_s())
+                assert not any(gpu.up for gpu in source.sample().gpus)
+        release.set()
+        wait_for(lambda: not source.guard.outstanding, 5, "GPU 1's call to return")
+        for seconds in (50, 50 + REOPEN_S + 1):
             clock.advance(seconds - faulty.elapsed_s())
-            assert not any(gpu.up for gpu in source.sample().gpus)
+            ups = [gpu.up for gpu in source.sample().gpus]
+        assert ups == [True, True, True]  # initialised again once no call was out
     finally:
         release.set()
         source.close()
-    assert True not in under_a_call
+    assert under_a_call and True not in under_a_call
+    deferred = [e for e in logs if e["event"].startswith("nvml not initialised again yet")]
+    assert len(deferred) == 1 and deferred[0]["gpus"] == [1]
 
 
 def test_while_a_gpu_is_not_open_the_xid_waits_are_short_so_it_is_watched_soon_after_it_opens(
