@@ -28,7 +28,7 @@ def run_daemon(port: int, *flags: str) -> subprocess.Popen:
 
 
 def status_document(port: int) -> dict | None:
-    """The daemon's ``/status`` document (what ``gpud status --json`` prints), None while it does not answer."""
+    """The daemon's ``/status`` document (what ``gpud status --json`` prints); None until it answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
             return json.load(response)
@@ -100,7 +100,7 @@ def test_nvml_fan_control_keeps_the_simulated_stack_below_slowdown():
     try:
         wait_for(lambda: status_document(port), 20, "the daemon")
         hottest, looks = 0.0, 0
-        watched_until = time.monotonic() + 15  # 600 simulated seconds: the stock schedule throttles within ~120
+        watched_until = time.monotonic() + 15  # 600 simulated s: the stock schedule throttles within ~120
         while time.monotonic() < watched_until:
             document = status_document(port)
             assert all(g["fan_control"]["mode"] == "manual" for g in document["gpus"])
