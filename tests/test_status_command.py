@@ -14,13 +14,14 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.test_end_to_end import GPUD, free_port, gpud, scrape, wait_for
 
 ANSI = re.compile(r"\x1b\[")
+MISSED = re.compile(r"^gpud: no answer since .*\n", re.MULTILINE)
 
 
 @contextlib.contextmanager
@@ -126,10 +127,10 @@ def test_the_exit_code_survives_a_reader_that_leaves(port):
         assert reader.stderr.read() == b""
 
 
-def read_for(fd: int, seconds: float) -> str:
-    """What arrives on ``fd`` within ``seconds``."""
+def read_until(fd: int, done: Callable[[str], bool], timeout_s: float = 10.0) -> str:
+    """What arrives on ``fd`` until ``done`` holds for all of it (or it ends, or ``timeout_s`` passes)."""
     chunks = []
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
@@ -140,7 +141,15 @@ def read_for(fd: int, seconds: float) -> str:
             if not chunk:
                 break
             chunks.append(chunk)
+            if done(b"".join(chunks).decode(errors="replace")):
+                break
     return b"".join(chunks).decode(errors="replace")
+
+
+def redrawn_without_an_answer(screen: str) -> bool:
+    """Whether the last redraw on ``screen`` is whole and begins with the line saying no answer came."""
+    last = screen.split("\x1b[H")[-1]
+    return last.startswith("gpud: no answer since ") and "\x1b[J" in last
 
 
 @pytest.mark.slow
@@ -154,8 +163,8 @@ def test_watch_on_a_terminal_redraws_in_place_and_says_when_the_daemon_stops_ans
             stdin=subprocess.DEVNULL,
         )
         os.close(terminal)
-        answered = read_for(controller, 3.0)
-    stopped = read_for(controller, 3.0)  # the daemon is gone now
+        answered = read_until(controller, lambda text: text.count("\x1b[H") >= 3)
+    stopped = read_until(controller, redrawn_without_an_answer)  # the daemon is gone now
     watch.send_signal(signal.SIGINT)
     assert watch.wait(timeout=10) == 2  # the last look found no daemon
     os.close(controller)
@@ -168,7 +177,7 @@ def test_watch_on_a_terminal_redraws_in_place_and_says_when_the_daemon_stops_ans
     last = redraws[-1]
     assert re.match(
         rf"gpud: no answer since \d\d:\d\d:\d\d: no gpud answered at http://127.0.0.1:{port}/status", last
-    )
+    ), stopped
     assert "(simulated, 4 GPUs) at" in last  # the last answer, under the line that says it is old
     assert "Traceback" not in answered + stopped
 
@@ -181,14 +190,14 @@ def test_watch_down_a_pipe_writes_plain_blocks_and_one_line_per_missed_answer(tm
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        answered = read_for(watch.stdout.fileno(), 3.0)
-    stopped = read_for(watch.stdout.fileno(), 2.0)
+        answered = read_until(watch.stdout.fileno(), lambda text: text.count("\n\n") >= 3)
+    stopped = read_until(watch.stdout.fileno(), lambda text: bool(MISSED.search(text)))
     watch.send_signal(signal.SIGINT)
     assert watch.wait(timeout=10) == 2
     assert not ANSI.search(answered + stopped)
     blocks = [b for b in answered.split("\n\n") if b.strip()]
     assert len(blocks) >= 3 and all(b.strip().splitlines()[0].startswith("[0] ") for b in blocks)
-    missed = [line for line in stopped.splitlines() if line.startswith("gpud: no answer since ")]
+    missed = MISSED.findall(stopped)
     assert missed and watch.stderr.read() == b""
 
 
@@ -198,7 +207,7 @@ def test_watch_ends_when_its_reader_does(port):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    read_for(watch.stdout.fileno(), 1.0)
+    read_until(watch.stdout.fileno(), lambda text: "\n\n" in text)  # an answer, the exit code's
     watch.stdout.close()
     assert watch.wait(timeout=10) == 1  # the last answer's code: GPU 1 is lost
     assert watch.stderr.read() == b""
