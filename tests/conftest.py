@@ -137,6 +137,12 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} not installed")
 
 
+# Recordings of unprepared machines, by (layout, gpus, seconds, tick_s): the simulator is deterministic
+# and what it records is frozen, so a recording is made once for the session and each test gets its
+# own list of the same ticks (a dozen tests read the same 15 minutes of three open-air cards).
+_RECORDED: dict[tuple[Layout, int, float, float], tuple[TraceHeader, tuple[Snapshot, ...]]] = {}
+
+
 @pytest.fixture
 def simulated_trace(
     install_nvml: Callable[..., SimulatedNvmlLibrary], clock: FakeClock
@@ -151,6 +157,10 @@ def simulated_trace(
         tick_s: float = 1.0,
         prepare: Callable[[ThermalMachine], None] | None = None,
     ) -> tuple[TraceHeader, list[Snapshot]]:
+        key = (layout, gpus, seconds, tick_s)
+        if prepare is None and key in _RECORDED:
+            header, ticks = _RECORDED[key]
+            return header, list(ticks)
         library = install_nvml(gpus, layout)
         if prepare is not None:
             prepare(library.machine)
@@ -162,7 +172,10 @@ def simulated_trace(
                 snapshots.append(source.sample())
         finally:
             source.close()
-        return TraceHeader("test", source.gpus, "simulated"), snapshots
+        header = TraceHeader("test", source.gpus, "simulated")
+        if prepare is None:
+            _RECORDED[key] = header, tuple(snapshots)
+        return header, snapshots
 
     return record
 
