@@ -1,0 +1,195 @@
+"""Logs as users have them, written by hand in their tools' formats, each held to what is true of it.
+
+Every test states what the log shows (how many ticks, how long, which GPUs, which of them down) and
+why; each was a defect found by feeding the importers such logs: a lost GPU's cells read as a name
+and a second GPU, a script's log of one GPU stamped in whole seconds read as one tick of every row,
+an Afterburner log whose line kinds a spreadsheet wrote as numbers refused, a time past any clock
+taken as one. Those left as ``xfail`` say what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gpud.cli import main
+from gpud.trace.importers.detect import import_log, read_log
+
+
+def seconds(result) -> list[float]:
+    return [round(t.timestamp - result.snapshots[0].timestamp, 3) for t in result.snapshots]
+
+
+def down(result) -> list[list[int]]:
+    """Each tick's GPUs that did not answer."""
+    return [[g.index for g in t.gpus if not g.up] for t in result.snapshots]
+
+
+# -- a GPU that falls off the bus: nvidia-smi prints NVML's answer in every cell it asked for --------
+
+SMI_NAMED = "timestamp, index, name, pci.bus_id, uuid, temperature.gpu, power.draw [W], clocks.sm [MHz]"
+
+
+def smi_named(second: int, gpu: int, lost: str = "") -> str:
+    stamp = f"2024/03/05 14:00:{second:02d}.{4 * gpu:03d}, {gpu}"
+    if lost:
+        return f"{stamp}, {', '.join([lost] * 6)}"
+    return (
+        f"{stamp}, NVIDIA GeForce RTX 3090, 00000000:{0x17 + 16 * gpu:02X}:00.0, GPU-{gpu}0000000-aaaa, "
+        "65, 300.00 W, 1950 MHz"
+    )
+
+
+@pytest.mark.parametrize("answer", ["[GPU is lost]", "[Unknown Error]", "[GPU requires reset]"])
+def test_a_lost_gpus_name_bus_id_and_uuid_cells_are_no_name_and_no_second_gpu(answer):
+    """GPU 1 falls off the bus after the first sample: nvidia-smi cannot ask it for its name, bus id or
+    UUID either, and prints NVML's answer there. TRUE: 2 GPUs, GPU 1 down in ticks 2-4 and still
+    named 'NVIDIA GeForce RTX 3090'. Was: '[GPU is lost]' taken as GPU 1's bus id, so a third GPU
+    ('index 1 is logged for two GPUs'), and as its name ('GPU 1 [GPU is lost]' in replay)."""
+    lines = [SMI_NAMED, smi_named(0, 0), smi_named(0, 1)]
+    lines += [row for s in (1, 2, 3) for row in (smi_named(s, 0), smi_named(s, 1, answer))]
+    result = import_log(lines, "lost.csv")
+    assert [gpu.index for gpu in result.header.gpus] == [0, 1]
+    assert down(result) == [[], [1], [1], [1]] and result.problems == []
+    gpu1 = result.header.gpus[1]
+    assert (gpu1.name, gpu1.pci_bus_id, gpu1.uuid) == (
+        "NVIDIA GeForce RTX 3090",
+        "00000000:27:00.0",
+        "GPU-10000000-aaaa",
+    )
+
+
+# -- a script's log of one GPU, no index column, stamped in whole seconds --------------------------
+
+
+def script_log(stamp) -> list[str]:
+    start = datetime(2024, 3, 5, 14, 0, 37, tzinfo=UTC)
+    rows = [f"{stamp(start + timedelta(seconds=k))},65,100 %,300.00 W" for k in range(30)]
+    return ["timestamp,temperature.gpu,utilization.gpu,power.draw", *rows]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        pytest.param(lambda t: t.isoformat(), id="date -Iseconds"),
+        pytest.param(lambda t: str(int(t.timestamp())), id="date +%s"),
+        pytest.param(lambda t: f"{t:%Y/%m/%d %H:%M:%S}.000", id="nvidia-smi, .000"),
+        pytest.param(lambda t: f"{t:%d.%m.%Y %H:%M:%S}", id="re-saved, seconds kept"),
+    ],
+)
+def test_a_log_of_one_gpu_without_an_index_stamped_in_whole_seconds_is_a_tick_a_row(stamp, tmp_path, capsys):
+    """`while sleep 1; do echo "$(date -Iseconds),$(nvidia-smi --query-gpu=temperature.gpu,...
+    --format=csv,noheader)"; done` on a desktop with one GPU. TRUE: 30 ticks of 1 GPU over 29 s.
+    Was: 1 tick of 30 GPUs over 0 s. Rows that name no GPU are read as GPU 0, 1, ... of one
+    timestamp, but a row joined the tick whenever it came within a printed second of the tick's
+    latest row (the allowance for a sample whose rows straddle a second), so every row joined."""
+    lines = script_log(stamp)
+    result = import_log(lines, "script.csv")
+    assert [len(t.gpus) for t in result.snapshots] == [1] * 30 and len(result.header.gpus) == 1
+    assert seconds(result)[-1] == 29.0
+    path = tmp_path / "script.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["diagnose", str(path)]) == 0
+    assert "1 GPU, 29 s" in capsys.readouterr().out
+
+
+def test_rows_without_an_index_under_one_whole_second_are_still_the_gpus_of_one_tick():
+    """The other side of the rule: 2 GPUs, no index column, one printed second a sample: 3 ticks of
+    GPUs 0 and 1 (what the importer's note says it does: the rows of one timestamp, in order)."""
+    rows = [f"2024-03-05 14:00:0{s},{70 + g},300.0" for s in range(3) for g in range(2)]
+    result = import_log(["timestamp,temperature.gpu,power.draw", *rows], "two.csv")
+    assert [[g.index for g in t.gpus] for t in result.snapshots] == [[0, 1]] * 3
+    assert [t.gpus[1].temperature_c for t in result.snapshots] == [71.0] * 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rows without an index under one printed minute are read as that many GPUs of one tick "
+    "(TickAssembler.pending_at: rows of one printed time are GPUs 0, 1, ...); where the times are "
+    "coarser than the sampling (a spreadsheet dropped the seconds) they are the minute's samples, and "
+    "nothing in the log tells how many GPUs there are: it needs a rule of its own (e.g. read as one "
+    "GPU, said so), not a tweak of the tick boundary",
+)
+def test_a_log_of_one_gpu_without_an_index_re_saved_without_seconds_is_one_gpu():
+    """The log above opened in Excel (en-US) and saved again: '3/5/2024 14:00' for every row of that
+    minute. TRUE: 30 ticks of 1 GPU. Read: 1 tick of 23 GPUs (14:00) and one of 7 (14:01)."""
+    result = import_log(script_log(lambda t: f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d}"), "x.csv")
+    assert len(result.header.gpus) == 1 and len(result.snapshots) == 30
+
+
+# -- an Afterburner log saved again by a spreadsheet ------------------------------------------------
+
+
+def hml(kind_width: int, stamp: str, sep: str) -> list[str]:
+    """A one-GPU .hml log of 5 samples a second apart; its line kinds written ``kind_width`` wide."""
+
+    def line(kind: int, second: int, *cells: str) -> str:
+        return sep.join([f"{kind:0{kind_width}d}", stamp.format(s=second), *cells])
+
+    decimal = "," if sep == ";" else "."
+    columns = ("GPU temperature", "GPU usage", "Core clock", "Power", "Temp limit", "Power limit")
+    units = ("°C", "%", "MHz", "W", "", "")
+    lines = [line(0, 0, "Hardware monitoring log v1.5"), line(1, 0, "NVIDIA GeForce RTX 3070")]
+    lines.append(line(2, 0, *columns))
+    lines += [line(3, 0, str(i), unit, f"0{decimal}000", f"100{decimal}000") for i, unit in enumerate(units)]
+    values = (f"65{decimal}000", f"99{decimal}000", f"1905{decimal}000", f"220{decimal}5", "0", "0")
+    return lines + [line(80, s, *values) for s in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "sep"),
+    [("05.02.2021 23:58:{s:02d}", ";"), ("2/5/2021 11:58:{s:02d} PM", ",")],
+    ids=["de-DE", "en-US"],
+)
+def test_an_afterburner_log_whose_line_kinds_a_spreadsheet_wrote_as_numbers_reads_as_the_log(stamp, sep):
+    """Excel and LibreOffice read Afterburner's line kinds (00, 01, 02, 03) as numbers and save them
+    as 0, 1, 2, 3 (80 stays 80). TRUE: 5 ticks of 1 GPU over 4 s at 220.5 W, as the log saved by
+    Afterburner itself. Was: refused, 'the log's head is missing: 5 data lines before the first
+    column names skipped', for a log with its head whole."""
+    result = import_log(hml(1, stamp, sep), "saved.hml")
+    assert seconds(result) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [t.gpus[0].power_w for t in result.snapshots] == [220.5] * 5
+    assert result.header.gpus[0].name == "NVIDIA GeForce RTX 3070" and result.problems == []
+    assert seconds(import_log(hml(2, stamp, sep), "own.hml")) == seconds(result)
+
+
+# -- times no clock shows ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["99999999999999999999999", "300000000000000"])
+def test_a_number_past_any_date_is_no_timestamp_but_the_rows_error(cell, tmp_path, capsys):
+    """A Unix time in seconds or milliseconds past the year 9999 (a counter, a cell run together with
+    its neighbour) is no time: its line is skipped and named. Was: taken as a time, so `gpud report`
+    died in a traceback ('OverflowError: timestamp out of range for platform time_t')."""
+    lines = ["timestamp, index, temperature.gpu", "1709647237, 0, 65", f"{cell}, 0, 66", "1709647238, 0, 67"]
+    result = import_log(lines, "big.csv")
+    assert seconds(result) == [0.0, 1.0]
+    assert result.problems == [f"big.csv:3: skipped: not a timestamp: '{cell}'"]
+
+
+# -- what only the whole log's length tells ---------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="StampSpreader holds every tick under one printed time until the next time begins (it "
+    "spreads them over their second by their count), so a log whose clock stands still (a script "
+    "that took the time once) is held whole: ~0.3 kB a tick, 133 MB RSS for 300k rows against 41 MB "
+    "for any other log; it needs a bound on a group (beyond the fastest any tool samples, the time "
+    "is no clock: say so and number the ticks), not a larger buffer",
+)
+def test_a_log_whose_clock_stands_still_is_read_in_bounded_memory():
+    """README: 'Nothing but the tick being read is held, so a log of any length is imported in bounded
+    memory.' TRUE for every other log; here 20 000 rows share one timestamp."""
+    rows = ("2024/03/05 14:00:00.000, 0, 65, 300.00 W" for _ in range(20_000))
+    reading = read_log(iter(["timestamp, index, temperature.gpu, power.draw [W]", *rows]), "stuck.csv")
+    tracemalloc.start()
+    try:
+        for _ in reading.ticks:
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000
