@@ -20,7 +20,7 @@ from typing import Any
 
 from gpud.decide.throttle import REASON_NAMES, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import FanReading, GpuInfo, GpuSample
-from gpud.trace.importers.rows import number
+from gpud.trace.importers.rows import answered, number
 from gpud.trace.importers.units import SUFFIXES, UnitError, reader, split
 
 REASON_BITS = {name: bit for bit, name in REASON_NAMES.items()}
@@ -107,8 +107,6 @@ def _hex_mask(text: str) -> int | None:
     return int(text, 16) if text.lower().startswith("0x") else _int(text)
 
 
-def _text(text: str) -> str | None:
-    return text.strip() or None
 
 
 def _sample(name: str, unit: str = "", parse: Callable[[str], Any] = number) -> Column:
@@ -125,16 +123,16 @@ def _power(name: str, rank: int) -> Column:
 
 _FAN_SPEED = _measured(Role.FAN, "speed_pct")
 _ELAPSED = _measured(Role.ELAPSED, "elapsed_s")
-_NAME = Column(Role.INFO, "name", _text)
+_NAME = Column(Role.INFO, "name", answered)
 
 # nvidia-smi --query-gpu, as printed in the header
 _QUERY: dict[str, Column] = {
     "timestamp": Column(Role.TIME),
     "index": Column(Role.IDENTITY, "index", _int, 0),
-    "pci.bus_id": Column(Role.IDENTITY, "pci_bus_id", _text, 2),
-    "uuid": Column(Role.IDENTITY, "uuid", _text, 3),
+    "pci.bus_id": Column(Role.IDENTITY, "pci_bus_id", answered, 2),
+    "uuid": Column(Role.IDENTITY, "uuid", answered, 3),
     "name": _NAME,
-    "driver_version": Column(Role.INFO, "driver_version", _text),
+    "driver_version": Column(Role.INFO, "driver_version", answered),
     "temperature.gpu": _sample("temperature_c"),
     "utilization.gpu": _sample("gpu_util_pct"),
     "utilization.memory": _sample("memory_util_pct"),
@@ -171,7 +169,7 @@ _QUERY: dict[str, Column] = {
 }
 # nvidia-smi dmon, as its header line names them (also its rows saved as CSV)
 DMON: dict[str, Column] = {
-    "date": Column(Role.DATE, read=_text),
+    "date": Column(Role.DATE, read=answered),
     "time": Column(Role.TIME),
     "gpu": Column(Role.IDENTITY, "index", _int, 1),
     "pwr": _power("power_w", 1),
@@ -190,7 +188,7 @@ DMON: dict[str, Column] = {
 _SCRIPTS: dict[str, Column] = {
     "gpu.index": Column(Role.IDENTITY, "index", _int, 0),
     "gpu.id": Column(Role.IDENTITY, "index", _int, 0),
-    "gpu.uuid": Column(Role.IDENTITY, "uuid", _text, 3),
+    "gpu.uuid": Column(Role.IDENTITY, "uuid", answered, 3),
     "gpu.name": _NAME,
     "temperature": _sample("temperature_c"),
     "temp": _sample("temperature_c"),
@@ -244,7 +242,7 @@ def _named(name: str) -> tuple[Column, str] | None:
         return _NAMES[name], ""
     if name.startswith(_REASON_PREFIXES):
         reason = name.split(".", 1)[1]
-        return (Column(Role.REASON, reason, _text), "") if reason in REASON_BITS else None
+        return (Column(Role.REASON, reason, answered), "") if reason in REASON_BITS else None
     dotted = re.sub(r"[_ ]+", ".", name)
     if dotted in _NAMES:
         return _NAMES[dotted], ""

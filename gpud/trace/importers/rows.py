@@ -79,6 +79,18 @@ def number(text: str) -> float | None:
     raise ValueError(f"not a number: {text.strip()!r}")
 
 
+def answered(text: str) -> str | None:
+    """A text cell (a name, a bus id, a UUID) as it stands, or ``None`` where it holds no answer: the
+    words a missing value is written as, NVML's bracketed errors among them (a GPU fallen off the bus
+    has no name nvidia-smi can print either: ``[GPU is lost]``).
+
+    >>> answered(" NVIDIA H100 "), answered("[GPU is lost]"), answered("[N/A]")
+    ('NVIDIA H100', None, None)
+    """
+    text = text.strip()
+    return None if text.lower() in _MISSING else text
+
+
 def gpu_gone(cells: list[str]) -> bool:
     """Whether a row's value cells say its GPU did not answer: one reads ``[GPU is lost]`` or
     ``[GPU requires reset]``, or every one reads ``[Unknown Error]``.

@@ -18,7 +18,7 @@ from typing import Any
 from gpud.telemetry import FanReading, GpuSample
 from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
-from gpud.trace.importers.rows import Problems, gpu_gone, number
+from gpud.trace.importers.rows import Problems, answered, gpu_gone, number
 from gpud.trace.importers.units import OutOfBounds
 
 _READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
@@ -111,8 +111,8 @@ def _identity(row: Row, col: Column, cell: str) -> None:
     """
     text = cell.strip()
     if col.name != "index":
-        if text:
-            row.ids.setdefault(col.name, text)
+        if (told := answered(text)) is not None:  # a lost GPU's bus id is "[GPU is lost]": not another GPU's
+            row.ids.setdefault(col.name, told)
         return
     try:
         value = number(text)
