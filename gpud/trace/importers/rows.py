@@ -4,9 +4,9 @@ Logs print one row per GPU per sample, and the tools stamp each row as they read
 (nvidia-smi, a pynvml loop): the rows of one sample are a few milliseconds apart. A row joins the
 tick being gathered unless its GPU already has a row there or it comes more than half the log's
 sampling interval (at least :data:`TICK_SKEW_S`; that alone before the interval is known) after the
-tick's latest row (a printed second, where times are whole seconds);
-the tick's time is its first row's. Logs without a timestamp start a new tick whenever a GPU comes
-round again, spaced ``interval_s``. Ticks under one printed time (a tool polling faster than its
+tick's latest row (a printed second, where times are whole seconds; its own second alone for a row
+that names no GPU); the tick's time is its first row's. Logs without a timestamp start a new tick
+whenever a GPU comes round again, spaced ``interval_s``. Ticks under one printed time (a tool polling faster than its
 clock prints, a spreadsheet that dropped the seconds) are spread over the second or minute it
 stands for (:mod:`~gpud.trace.importers.spread`), so that no tick accounts for zero time.
 
@@ -337,11 +337,18 @@ class TickAssembler:
         self._session.add(sample.index)
 
     def pending_at(self, when: float | None) -> int:
-        """How many rows the tick a row at ``when`` joins already has (0 when it starts a new tick)."""
+        """How many rows the tick a row at ``when`` joins already has (0 when it starts a new tick): the
+        GPU number of a row that names none, the next of its tick.
+
+        Such a row has only its time to tell its tick by: in whole seconds it joins rows of its own
+        second alone. A row a printed second on is the next sample of a GPU logged each second (a
+        script's ``date +%s``), not one more GPU of a sample read as the second turned; let join, every
+        row of a one-GPU log joined one tick.
+        """
         if when is None or not self._rows or self._next_session is not None:
             return 0
         on_its_day = self._on_its_day(when) if _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S else when
-        return len(self._rows) if self._joins(on_its_day) else 0
+        return len(self._rows) if self._joins(on_its_day, straddles=False) else 0
 
     def new_session(self, maybe_repeated: bool = False, line: int | None = None) -> None:
         """The logger started again (its header line once more): the GPUs after it may be others, and
@@ -372,13 +379,14 @@ class TickAssembler:
         if self.times is not None:
             self.times.finish()
 
-    def _joins(self, when: float | None) -> bool:
-        """Whether a row at ``when`` (of a GPU without one there) belongs to the tick being gathered."""
+    def _joins(self, when: float | None, straddles: bool = True) -> bool:
+        """Whether a row at ``when`` (of a GPU without one there) belongs to the tick being gathered;
+        ``straddles``: in whole seconds, a row of the next second may be of it."""
         latest = self._latest
         if when is None or latest is None:
             return True
         if when.is_integer() and latest.is_integer():
-            skew = 1.0
+            skew = 1.0 if straddles else 0.0
         else:  # a slow query (no persistence mode) spreads a sample's rows over a good part of its interval
             skew = max(TICK_SKEW_S, self._spacing_s / 2) if self._spacing_s is not None else TICK_SKEW_S
         return abs(when - latest) <= skew  # (threads of a script may write a tick's rows out of order)
