@@ -36,8 +36,9 @@ from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, no
 
 MARKER = "Hardware monitoring log"  # on the 00 line of every session
 # A log line; its delimiter is Afterburner's comma, or the ";" or tab of a spreadsheet that saved the
-# log again (whose numbers then have a decimal comma, its dates and times its locale's layout).
-LINE = re.compile(rf"^\s*(\d{{2}})\s*([,;\t])\s*({SPREADSHEET_TIME})\s*\2(.*)$")
+# log again (whose numbers then have a decimal comma, its dates and times its locale's layout, and its
+# line kinds the numbers they look like: 0 to 3 for 00 to 03).
+LINE = re.compile(rf"^\s*(\d{{1,2}})\s*([,;\t])\s*({SPREADSHEET_TIME})\s*\2(.*)$")
 _PREFIX = re.compile(r"^gpu(\d+)\s+(.+)$")
 # Column (without its GPU prefix, lower case) → the sample field it fills, and the unit Afterburner
 # logs it in (the 03 line states it: °C, or °F where Afterburner is set so).
@@ -56,6 +57,16 @@ _FLAGS = {
     "voltage limit": 0,  # at the boost table's top voltage: nothing held down
 }
 _FAN = re.compile(r"^fan speed( \d+)?$")
+
+
+def is_hml(lines: list[str]) -> bool:
+    """Whether most of ``lines`` are an Afterburner log's: in its own two-digit kinds (a log cut at its
+    head starts with 03 or 80 lines), or in any where a session's 00 line names the log (a log saved
+    again by a spreadsheet; a CSV whose first column is a GPU's number, then a time, is none)."""
+    kinds = [match.group(1) for line in lines if (match := LINE.match(line)) is not None]
+    if 2 * len(kinds) < len(lines):
+        return False
+    return all(len(kind) == 2 for kind in kinds) or any(MARKER in line for line in lines)
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,7 @@ class AfterburnerImport:
                 self.problems.skip(number_, "not an Afterburner log line")
                 continue
             kind, delimiter, when_text, rest = match.groups()
+            kind = kind.zfill(2)
             cells = [cell.strip() for cell in rest.split(delimiter)]
             if delimiter != ",":
                 cells = [decimal_point(cell) for cell in cells]

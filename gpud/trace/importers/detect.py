@@ -27,8 +27,7 @@ from typing import IO, Any
 
 from gpud.telemetry import Snapshot
 from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
-from gpud.trace.importers.afterburner import LINE as HML_LINE
-from gpud.trace.importers.afterburner import AfterburnerImport
+from gpud.trace.importers.afterburner import AfterburnerImport, is_hml
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header
 from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
 from gpud.trace.importers.nvsmi import CsvImport, is_header, refuse_query_report
@@ -111,7 +110,7 @@ def sniff(head: list[str], name: str) -> LogFormat:
     if any(_NVPROF.match(line) for line in lines):
         raise NotALog(f"{name}: an nvprof profile, not a log (gpud reads {FORMATS})")
     refuse_query_report(lines, name)
-    if 2 * sum(1 for line in lines if HML_LINE.match(line)) >= len(lines):
+    if is_hml(lines):
         return LogFormat.AFTERBURNER
     found = csv_header(lines)  # (a GPU-Z header too): "date, numbers" rows under another are no GPU-Z log's
     if found is None and 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
