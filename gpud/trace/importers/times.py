@@ -44,6 +44,8 @@ _DATED = tuple(
 )
 _TIME_OF_DAY = re.compile(_CLOCK)
 _DATELESS_DAY = datetime(1900, 1, 1, tzinfo=UTC).timestamp()  # strptime's date for a time alone
+# The last second a date can be written for: a number beyond it (a counter, cells run together) is no time.
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 _DATE_COMMAND = "%a %b %d %H:%M:%S %Y"  # `date` without a format, as some logging scripts print it
 # The dates and times of the layouts above as a spreadsheet writes them (no fraction of a second), for
 # a line's pattern (an Afterburner line saved again).
@@ -124,7 +126,10 @@ def parse(text: str) -> float | SlashedDate:
     text = text.strip()
     if _PLAIN_NUMBER.fullmatch(text):  # Unix seconds (milliseconds when that large), or since the start
         value = float(text)
-        return value / 1000 if value > 1e11 else value
+        value = value / 1000 if value > 1e11 else value
+        if value > _LATEST:
+            raise ValueError(f"not a timestamp: {text!r}")
+        return value
     try:
         parsed = datetime.fromisoformat(text.replace("/", "-", 2) if _NVSMI.fullmatch(text) else text)
     except ValueError:
