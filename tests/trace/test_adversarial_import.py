@@ -140,7 +140,7 @@ def hml(kind_width: int, stamp: str, sep: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("stamp", "sep"),
-    [("05.02.2021 23:58:{s:02d}", ";"), ("2/5/2021 11:58:{s:02d} PM", ",")],
+    [("15.02.2021 23:58:{s:02d}", ";"), ("2/15/2021 11:58:{s:02d} PM", ",")],
     ids=["de-DE", "en-US"],
 )
 def test_an_afterburner_log_whose_line_kinds_a_spreadsheet_wrote_as_numbers_reads_as_the_log(stamp, sep):
@@ -153,6 +153,32 @@ def test_an_afterburner_log_whose_line_kinds_a_spreadsheet_wrote_as_numbers_read
     assert [t.gpus[0].power_w for t in result.snapshots] == [220.5] * 5
     assert result.header.gpus[0].name == "NVIDIA GeForce RTX 3070" and result.problems == []
     assert seconds(import_log(hml(2, stamp, sep), "own.hml")) == seconds(result)
+
+
+def test_a_csv_whose_first_column_is_a_gpus_index_then_its_time_is_no_afterburner_log():
+    """What the line kinds' single digits must not take in: index 0-11, then a time, as Afterburner's
+    lines have their kind, then a time. TRUE: an nvidia-smi CSV of 12 GPUs, 3 ticks."""
+    rows = [f"{g}, 05.03.2024 14:00:0{s}, 65" for s in range(3) for g in range(12)]
+    result = import_log(["index, timestamp, temperature.gpu", *rows], "index_first.csv")
+    assert result.header.source == "nvidia-smi-csv" and [len(t.gpus) for t in result.snapshots] == [12] * 3
+
+
+# -- a log the machine lost power under ------------------------------------------------------------
+
+
+def test_a_log_with_a_run_of_nuls_where_the_power_failed_reads_on_after_it(tmp_path, capsys):
+    """`nvidia-smi ... -l 1 >> log.csv`; the power fails after 3 samples, and the file system leaves
+    the blocks it had given the file unwritten: NULs. After the reboot the logger writes on after
+    them. TRUE: 6 ticks of 2 GPUs, none down, the 7th row whole after the NULs. Was:
+    refused whole, 'a binary file, not a log', for NULs in its first 40 lines."""
+    rows = [
+        f"2024/03/05 14:00:{s:02d}.{31 + 4 * g:03d}, {g}, 65, 300.00 W, 1950 MHz" for s in range(6) for g in range(2)
+    ]
+    head = "timestamp, index, temperature.gpu, power.draw [W], clocks.sm [MHz]\n" + "\n".join(rows[:6]) + "\n"
+    path = tmp_path / "log.csv"
+    path.write_bytes(head.encode() + b"\x00" * 4096 + ("\n".join(rows[6:]) + "\n").encode())
+    assert main(["import", str(path), "-o", str(tmp_path / "out.jsonl")]) == 0
+    assert "6 ticks of 2 GPUs (nvidia-smi-csv)" in capsys.readouterr().out
 
 
 # -- times no clock shows ---------------------------------------------------------------------------

@@ -264,9 +264,12 @@ def open_log(path: Path) -> Iterator[Iterator[str]]:
 
 
 def _lines(handle: IO[str], path: Path, compression: str) -> Iterator[str]:
+    """The file's lines without their ends, and without NULs: a log written when the machine lost power
+    holds a run of them where the file system had given it blocks that were never written, and the
+    logger wrote on after it when it was started again (they are no part of any line)."""
     try:
         for line in handle:
-            yield line.rstrip("\r\n")
+            yield line.rstrip("\r\n").replace("\x00", "")
     except (OSError, *_CORRUPT) as error:  # the disk under it failed half-way, or its compressed data did
         raise _unreadable(path, error, compression) from None
 
