@@ -61,6 +61,63 @@ def test_a_lost_gpus_name_bus_id_and_uuid_cells_are_no_name_and_no_second_gpu(an
     )
 
 
+SMI = "timestamp, index, temperature.gpu, power.draw [W], clocks.sm [MHz]"
+
+
+def smi_row(second: int, gpu: int) -> str:
+    return f"2024/03/05 14:00:{second:02d}.{31 + 4 * gpu:03d}, {gpu}, 65, 300.00 W, 1950 MHz"
+
+
+def test_a_loop_calling_nvidia_smi_once_a_sample_has_a_gpu_it_missed_for_two_samples_down_there(tmp_path, capsys):
+    """`while sleep 1; do nvidia-smi --query-gpu=... --format=csv >> log.csv; done` (stderr not in the
+    log): nvidia-smi cannot reach GPU 1 in samples 3 and 4 and lists it again from sample 5. TRUE: 8
+    ticks of 3 GPUs, GPU 1 down in ticks 3 and 4, nothing 'no longer logged'. Was: GPU 1 up
+    throughout with no row in ticks 3 and 4, and 'line 14: GPU 1 answered up to this header and has
+    no row after it: taken as no longer logged (the logger started again without it), not down': a
+    GPU unseen after a repeated header was given up at the next one, which a loop prints a second
+    later, and the one tick of each call was taken as a run's last, perhaps cut short."""
+    lines = []
+    for second in range(8):
+        lines += [SMI, *(smi_row(second, gpu) for gpu in range(3) if gpu != 1 or second not in (3, 4))]
+    result = import_log(lines, "loop.csv")
+    assert down(result) == [[], [], [], [1], [1], [], [], []] and result.problems == []
+    assert [len(t.gpus) for t in result.snapshots] == [3] * 8
+
+
+def test_a_loop_whose_gpu_never_answers_again_says_so_once_naming_where_it_was_last_seen():
+    """The same loop, GPU 2 gone from sample 3 on (nvidia-smi -i 0,1 from there, or a GPU nothing
+    tells of): TRUE as far as the log tells: not down, said once, at the header it went missing
+    after (line 13, sample 3's), however many headers follow."""
+    lines = []
+    for second in range(10):
+        lines += [SMI, *(smi_row(second, gpu) for gpu in range(3) if gpu != 2 or second < 3)]
+    result = import_log(lines, "loop.csv")
+    assert down(result) == [[]] * 10
+    assert result.problems == [
+        (
+            "loop.csv: line 13: GPU 2 answered up to this header and has no row after it: taken as no "
+            "longer logged (the logger started again without it), not down"
+        )
+    ]
+
+
+def test_nvidia_smi_run_on_fewer_gpus_then_on_all_again_has_none_down_in_between():
+    """`nvidia-smi -l 1` on 4 GPUs, then `-i 0,1`, then on all 4 again, appending to one file. TRUE:
+    15 ticks, none down; GPUs 2 and 3 not logged in the middle run (said once)."""
+    lines = [SMI, *(smi_row(s, g) for s in range(5) for g in range(4))]
+    lines += [SMI, *(smi_row(s, g) for s in range(10, 15) for g in range(2))]
+    lines += [SMI, *(smi_row(s, g) for s in range(20, 25) for g in range(4))]
+    result = import_log(lines, "runs.csv")
+    assert down(result) == [[]] * 15
+    assert [len(t.gpus) for t in result.snapshots] == [4] * 5 + [2] * 5 + [4] * 5
+    assert result.problems == [
+        (
+            "runs.csv: line 22: GPUs 2, 3 answered up to this header and have no row after it: taken as no "
+            "longer logged (the logger started again without them), not down"
+        )
+    ]
+
+
 # -- a script's log of one GPU, no index column, stamped in whole seconds --------------------------
 
 

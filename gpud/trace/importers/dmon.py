@@ -7,8 +7,8 @@ the driver's power and thermal reasons. Newer drivers also print it comma-separa
 
 dmon prints its header again every few screens, and a dmon started again with fewer GPUs (``-i 0,1``)
 appending to the same file prints the same one: a GPU that answered up to such a header and has no
-row after it until the next header (or the log's end) was no longer watched, not down; one that
-answers again after it was, and is down in the ticks it missed. A header naming other columns is a
+row after it until the next header (or the log's end, or 300 ticks) was no longer watched, not down;
+one that answers again after it was, and is down in the ticks it missed. A header naming other columns is a
 new run. A GPU of the run without a row in a tick while others have one did not answer: it is down
 there.
 """

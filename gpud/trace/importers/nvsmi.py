@@ -12,9 +12,10 @@ in a tick of the session (since the header line) while it had before, or nvidia-
 ``Unable to determine the device handle for GPU <bus id>: ...`` for it (found by its ``pci.bus_id``).
 A new header line is a new run of nvidia-smi, perhaps with other GPUs (``-i``): a GPU missing from
 it is not down. Under the same header again (the same command started again, or a loop calling
-nvidia-smi once a sample), a GPU down before it stays down until it answers, and one that answered
-up to it and has no row after it is said to be no longer logged. ``nvidia-smi -q`` reports are
-refused with what to log instead.
+nvidia-smi once a sample), a GPU down before it stays down until it answers; one that answered up
+to it and misses samples after it was down in them where it answers again (a loop's next calls
+too), and is said to be no longer logged where it does not. ``nvidia-smi -q`` reports are refused
+with what to log instead.
 """
 
 from __future__ import annotations

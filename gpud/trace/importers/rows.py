@@ -228,20 +228,22 @@ class _Unsure:
     again with fewer GPUs: held while GPUs that answered before it have no row after it.
 
     One that answers again was watched all along, and is down in the held ticks it has no row in
-    (those that would have held it down); one that does not, until the next header, the log's end or
-    :data:`HELD_TICKS` ticks, was no longer watched (``nvidia-smi dmon -i 0,1`` writing on to the
-    same file), not down.
+    (those that would have held it down); one that does not, until the next header,
+    the log's end or :data:`HELD_TICKS` ticks, was no longer watched (``nvidia-smi dmon -i 0,1``
+    writing on to the same file), not down. The same header again after a run of one sample does
+    not tell: a loop calling nvidia-smi once a sample prints it before every sample, and a GPU it
+    could not reach for a few has no row in them; after a longer run it does (a run of fewer GPUs).
     """
 
-    gpus: set[int]  # answered before the header, not seen since
-    line: int | None  # the header's
+    gpus: dict[int, int | None]  # answered before a header (its line), not seen since
     ticks: list[tuple[Snapshot, bool]] = field(default_factory=list)  # each with whether it holds GPUs down
 
     def hold(self, snapshot: Snapshot, marks_down: bool) -> None:
         """One more tick after the header."""
-        back = self.gpus & {sample.index for sample in snapshot.gpus}
+        back = self.gpus.keys() & {sample.index for sample in snapshot.gpus}
         if back:
-            self.gpus -= back
+            for gpu in back:
+                del self.gpus[gpu]
             self.ticks = [(_with_down(held, back) if down else held, down) for held, down in self.ticks]
         self.ticks.append((snapshot, marks_down))
 
@@ -289,6 +291,7 @@ class TickAssembler:
     _keep_down: bool = False  # the header may be one repeated within the run: its down GPUs stay so
     _down: set[int] = field(default_factory=set)  # the GPUs down in the last tick (answering since: not)
     _unsure: _Unsure | None = None  # ticks after a repeated header, held until its GPUs are known
+    _run_ticks: int = 0  # the ticks of the logger's run so far
     _header_line: int | None = None
     _doubtful_ticks: int = 0
     _days: int = 0  # days past the first, of a log that gives times of day alone
@@ -423,19 +426,29 @@ class TickAssembler:
         snapshot = Snapshot(self._time or 0.0, tuple(rows[i] for i in sorted(rows)))
         self._rows = {}
         self._ticks += 1
+        self._run_ticks += 1
         if self._unsure is None:
             yield from self._spreader.add(snapshot)
             return
-        self._unsure.hold(snapshot, marks_down=self.rows_per_gpu and complete and not doubtful)
+        # a run of one sample is a call that wrote it whole (a loop calling nvidia-smi once a sample)
+        whole = complete or self._run_ticks == 1
+        self._unsure.hold(snapshot, marks_down=self.rows_per_gpu and whole and not doubtful)
         if self._unsure.settled:
             yield from self._settle()
 
     def _begin_session(self, gpus: set[int]) -> Iterator[Snapshot]:
         """The new run's GPUs: those said lost since its header, and after a header that may be a
-        repeated one, those down before it; those that answered up to it are held to be seen again."""
-        yield from self._settle()
+        repeated one, those down before it; those that answered up to it are held to be seen again,
+        with those held since such a header before a run of one sample (a loop's call of nvidia-smi:
+        its GPU may miss a few calls); after a longer run, those held are given up (a run of fewer
+        GPUs, then all again: not down in between)."""
+        if not (self._keep_down and self._run_ticks == 1):
+            yield from self._settle()
+        self._run_ticks = 0
         if self._keep_down:
-            self._unsure = _Unsure(self._session - self._down - gpus, self._header_line)
+            self._unsure = self._unsure or _Unsure({})
+            unseen = self._session - self._down - gpus - self._unsure.gpus.keys()
+            self._unsure.gpus |= dict.fromkeys(unseen, self._header_line)
             gpus = gpus | self._down
         else:
             self._down = set()
@@ -446,17 +459,22 @@ class TickAssembler:
         if self._unsure is None:
             return
         unsure, self._unsure = self._unsure, None
-        if unsure.gpus and self.problems is not None:
-            where = f"line {unsure.line}: " if unsure.line is not None else ""
-            gpus = ", ".join(str(gpu) for gpu in sorted(unsure.gpus))
-            one = len(unsure.gpus) == 1
-            self.problems.note(
-                f"{where}GPU{'' if one else 's'} {gpus} answered up to this header and "
-                f"{'has' if one else 'have'} no row after it: taken as no longer logged (the logger "
-                f"started again without {'it' if one else 'them'}), not down"
-            )
+        for line in sorted(set(unsure.gpus.values()), key=lambda line: line or 0):
+            unseen = sorted(gpu for gpu, since in unsure.gpus.items() if since == line)
+            self._no_longer_logged(unseen, line)
         for snapshot, _ in unsure.ticks:
             yield from self._spreader.add(snapshot)
+
+    def _no_longer_logged(self, gpus: list[int], line: int | None) -> None:
+        if self.problems is None:
+            return
+        where = f"line {line}: " if line is not None else ""
+        one = len(gpus) == 1
+        self.problems.note(
+            f"{where}GPU{'' if one else 's'} {', '.join(str(gpu) for gpu in gpus)} answered up to this header "
+            f"and {'has' if one else 'have'} no row after it: taken as no longer logged (the logger "
+            f"started again without {'it' if one else 'them'}), not down"
+        )
 
     def gpu_infos(self, driver: str = "unknown") -> tuple[GpuInfo, ...]:
         """Static facts gathered from the rows, one per GPU seen."""
