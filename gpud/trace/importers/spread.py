@@ -21,6 +21,11 @@ at random, two groups are most likely a stretch at the spacing that makes the fu
 likely), so that spacing is taken; a group alone is spread over its unit, as if whole: its ticks are
 known to lie in it, and any shorter span would be a guess with nothing to go by. Either is said
 once, with the spacing taken. A group of one tick that no spacing moves is left where it is.
+
+A group of more than ``STILL_CLOCK_TICKS`` ticks is no tool polling fast: the log's clock stood
+still (a script that read the time once). Its ticks are then given back as they come, at their
+printed time (no time passes where the clock shows none), said once, so that memory stays bounded
+whatever the log's length.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gpud.telemetry import Snapshot
+
+# More ticks under one printed time than any tool writes (a minute at 60 a second): the clock stood still.
+STILL_CLOCK_TICKS = 3600
 
 if TYPE_CHECKING:  # rows' ticks come here: it imports this module
     from gpud.trace.importers.rows import Problems
@@ -42,6 +50,7 @@ class _Group:
     ticks: list[Snapshot] = field(default_factory=list)
     spacing_s: float | None = None  # the spacing it was laid at (before its unit bounded it), once placed
     whole: bool = False
+    still: bool = False  # past STILL_CLOCK_TICKS: given back as they come, at its printed time
 
 
 class StampSpreader:
@@ -62,7 +71,13 @@ class StampSpreader:
     def add(self, tick: Snapshot) -> Iterator[Snapshot]:
         """Take one tick; yields the ticks that can be placed now."""
         if self._pending and self._pending[-1].stamp == tick.timestamp:
-            self._pending[-1].ticks.append(tick)
+            group = self._pending[-1]
+            if group.still:
+                yield tick
+                return
+            group.ticks.append(tick)
+            if len(group.ticks) > STILL_CLOCK_TICKS:
+                yield from self._stood_still()
             return
         self._pending.append(_Group(tick.timestamp, [tick]))
         yield from self._place(final=False)
@@ -79,9 +94,29 @@ class StampSpreader:
                 f"({ticks} ticks) were whole"
             )
 
-    def _place(self, final: bool) -> Iterator[Snapshot]:
-        while len(self._pending) >= (1 if final else 3) or (len(self._pending) == 2 and self._placeable()):
+    def _stood_still(self) -> Iterator[Snapshot]:
+        """The groups before the filling one placed, then its ticks given back at its printed time."""
+        still = self._pending[-1]
+        still.still = True
+        yield from self._place(final=True, keep=1)
+        yield from still.ticks
+        still.ticks = []
+        if self._problems is not None:
+            self._problems.note(
+                f"more than {STILL_CLOCK_TICKS} ticks under one printed time: the log's clock stood still "
+                "there; those ticks are kept at that time and account for no time"
+            )
+
+    def _place(self, final: bool, keep: int = 0) -> Iterator[Snapshot]:
+        """Place the pending groups that can be (all at the end, but the last ``keep``)."""
+        while len(self._pending) > keep and (
+            len(self._pending) >= (1 if final else 3) or (len(self._pending) == 2 and self._placeable())
+        ):
             group, after = self._pending[0], self._pending[1] if len(self._pending) > 1 else None
+            if group.still:  # given back already; the groups after it begin a stretch of their own
+                self._pending.pop(0)
+                self._placed = None
+                continue
             unit_s = self._unit_s()
             joined_before = self._placed is not None and group.stamp - self._placed.stamp == unit_s
             joined_after = after is not None and after.stamp - group.stamp == unit_s
