@@ -17,6 +17,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from gpud.documents import loads_json
@@ -341,12 +342,21 @@ def _sample(
     return sample
 
 
+# The Unix times a tick may have: from 1900-01-01 (a log's time of day alone is dated then) to a day
+# short of the year 10000 (dates end there, and the report's time axis needs its margin). A time
+# outside is no clock's: a counter, cells run together, a date typed wrong.
+EARLIEST_T = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
+LATEST_T = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 def parse_snapshot(record: Any) -> Snapshot:
     """One tick from its decoded JSON; raises ``ValueError``/``TypeError`` on a malformed one."""
     if not isinstance(record, dict) or not isinstance(record.get("t"), int | float):
         raise TypeError('a tick line is an object with a numeric "t"')
     if not math.isfinite(record["t"]):
         raise ValueError(f"t must be finite, got {record['t']}")
+    if not EARLIEST_T <= record["t"] <= LATEST_T:
+        raise ValueError(f"t must be a time between the years 1900 and 9999, got {record['t']}")
     samples = []
     for entry in _listed(record, "gpus"):
         if not isinstance(entry, dict):

@@ -9,12 +9,14 @@ taken as one. Those left as ``xfail`` say what is wrong and where.
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gpud.cli import main
+from gpud.trace.format import read_trace
 from gpud.trace.importers.detect import import_log, read_log
 
 
@@ -266,7 +268,9 @@ def test_a_log_with_a_run_of_nuls_where_the_power_failed_reads_on_after_it(tmp_p
 # -- times no clock shows ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["99999999999999999999999", "300000000000000"])
+@pytest.mark.parametrize(
+    "cell", ["99999999999999999999999", "300000000000000", "01.01.0001 00:00:01", "1/1/0001 0:00", "0999-12-31"]
+)
 def test_a_number_past_any_date_is_no_timestamp_but_the_rows_error(cell, tmp_path, capsys):
     """A Unix time in seconds or milliseconds past the year 9999 (a counter, a cell run together with
     its neighbour) is no time: its line is skipped and named. Was: taken as a time, so `gpud report`
@@ -300,3 +304,18 @@ def test_a_log_whose_clock_stands_still_is_read_in_bounded_memory():
     assert len(still) == 1  # the clock stood still: no time is made up
     assert stamps == after  # and where it goes again, the ticks are laid as in a log without the stop
     assert any("the log's clock stood still" in note for note in reading.problems())
+
+
+@pytest.mark.parametrize("t", [-62135596000.0, 1e15])
+def test_a_trace_tick_no_clock_shows_is_a_skipped_line_and_the_report_is_written(t, tmp_path):
+    """A gpud trace edited by hand (year 1, or past 9999): its line is skipped and named. Was: read,
+    and `gpud report` died in matplotlib ('dates must be between year 0001 and 9999')."""
+    header = {"format": "gpud-trace", "version": 1, "host": "h", "gpus": [
+        {"index": 0, "uuid": "u", "name": "n", "pci_bus_id": "p", "driver_version": "d"}]}
+    ticks = [{"t": when, "gpus": [{"index": 0, "temperature_c": 50}]} for when in (1.8e9, t, 1.8e9 + 1)]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(line) for line in [header, *ticks]) + "\n")
+    assert main(["report", str(trace), "-o", str(tmp_path / "r.html")]) == 0
+    problems: list[str] = []
+    assert len(list(read_trace(trace.read_text().splitlines(), "t.jsonl", errors=problems)[1])) == 2
+    assert problems == [f"t.jsonl:3: skipped malformed tick: t must be a time between the years 1900 and 9999, got {t}"]

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import NamedTuple
 
-from gpud.trace.format import NotALog
+from gpud.trace.format import EARLIEST_T, LATEST_T, NotALog
 from gpud.trace.importers.rows import Problems
 
 _PLAIN_NUMBER = re.compile(r"\d+(\.\d+)?")
@@ -44,8 +44,6 @@ _DATED = tuple(
 )
 _TIME_OF_DAY = re.compile(_CLOCK)
 _DATELESS_DAY = datetime(1900, 1, 1, tzinfo=UTC).timestamp()  # strptime's date for a time alone
-# The last second a date can be written for: a number beyond it (a counter, cells run together) is no time.
-_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 _DATE_COMMAND = "%a %b %d %H:%M:%S %Y"  # `date` without a format, as some logging scripts print it
 # The dates and times of the layouts above as a spreadsheet writes them (no fraction of a second), for
 # a line's pattern (an Afterburner line saved again).
@@ -75,7 +73,10 @@ class SlashedDate(NamedTuple):
     def at(self, day_first: bool) -> float:
         """Unix seconds, the day read first or second; ``ValueError`` for a date that is none (``2/30``)."""
         day, month = (self.first, self.second) if day_first else (self.second, self.first)
-        return datetime(self.year, month, day, tzinfo=UTC).timestamp() + self.seconds
+        at = datetime(self.year, month, day, tzinfo=UTC).timestamp() + self.seconds
+        if not EARLIEST_T <= at <= LATEST_T:
+            raise ValueError(f"{self.year} is no year of a log")
+        return at
 
     def shown(self, day_first: bool) -> str:
         """The date as ISO 8601 writes it, read in that order."""
@@ -126,10 +127,7 @@ def parse(text: str) -> float | SlashedDate:
     text = text.strip()
     if _PLAIN_NUMBER.fullmatch(text):  # Unix seconds (milliseconds when that large), or since the start
         value = float(text)
-        value = value / 1000 if value > 1e11 else value
-        if value > _LATEST:
-            raise ValueError(f"not a timestamp: {text!r}")
-        return value
+        return _a_time(value / 1000 if value > 1e11 else value, text)
     try:
         parsed = datetime.fromisoformat(text.replace("/", "-", 2) if _NVSMI.fullmatch(text) else text)
     except ValueError:
@@ -139,8 +137,17 @@ def parse(text: str) -> float | SlashedDate:
         except ValueError:
             raise ValueError(f"not a timestamp: {text!r}") from None
         if found is not None:
-            return found
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+            return found if isinstance(found, SlashedDate) else _a_time(found, text)
+    return _a_time((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp(), text)
+
+
+def _a_time(value: float, text: str) -> float:
+    """``value``, where a clock could have shown it (:data:`~gpud.trace.format.EARLIEST_T` to
+    :data:`~gpud.trace.format.LATEST_T`): a number past it is a counter or cells run together, a
+    date before it typed wrong."""
+    if not EARLIEST_T <= value <= LATEST_T:
+        raise ValueError(f"not a timestamp: {text!r}")
+    return value
 
 
 def timestamp(text: str) -> float:
