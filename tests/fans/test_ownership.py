@@ -28,7 +28,7 @@ from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.machine import Layout
-from gpud.sim.nvml_lib import gpu_index
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary, gpu_index
 from gpud.sim.thermal import Card
 from gpud.telemetry import Cooling
 
@@ -183,23 +183,44 @@ def test_a_gpu_whose_discovery_hangs_holds_up_neither_the_start_nor_the_others_a
     assert run.manual(1) and run.mode(1) is ControlMode.MANUAL
 
 
+def _hung_at_start(
+    install_nvml, hang: str
+) -> tuple[SimulatedNvmlLibrary, CallGuard, NvmlSource, Settings]:
+    """Three GPUs whose driver hangs as ``hang`` says, read through a guard that gives up at 0.1 s,
+    and settings for NVML fan control."""
+    library = install_nvml(gpus=3)
+    faults, _ = parse_faults(hang)
+    open_nvml(FaultyNvmlLibrary(library, faults))
+    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
+    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
+    return library, guard, source, Settings(fan_control=FanControlSettings(backend=BackendChoice.NVML))
+
+
+def _ticked_after_its_call_returned(guard: CallGuard, daemon: Daemon, clock, timeout_s: float) -> None:
+    """Wait for the hung call to return, then tick until the GPU has been probed again."""
+    deadline = time.monotonic() + timeout_s
+    while guard.outstanding and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(int(REPROBE_FIRST_S) + 2):
+        clock.advance(1)
+        daemon.tick()
+
+
 def test_a_fan_probe_that_hangs_at_start_holds_up_neither_the_start_nor_the_others_and_is_probed_later(
     install_nvml, clock, monkeypatch
 ):
     monkeypatch.setattr(choose, "PROBE_LIMIT_S", 0.3)
-    library = install_nvml(gpus=3)
-    faults, _ = parse_faults("hang:call=nvmlDeviceGetMinMaxFanSpeed,gpu=1,at=0,for=1,seconds=2")
-    open_nvml(FaultyNvmlLibrary(library, faults))
-    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
-    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
-    settings = Settings(fan_control=FanControlSettings(backend=BackendChoice.NVML))
+    library, guard, source, settings = _hung_at_start(
+        install_nvml, "hang:call=nvmlDeviceGetMinMaxFanSpeed,gpu=1,at=0,for=1,seconds=2"
+    )
     started = time.monotonic()
     with capture_logs() as logs:
         fans = open_fan_control(settings, source, dry_run=False)
     try:
         assert time.monotonic() - started < 1.5  # not the 2 s the call hangs, let alone 3 tries of it
         hung = [e for e in logs if e["event"] == "gpu driver call hung; gpu skipped until it returns"]
-        assert [(e["gpu"], e["seconds"], e["call"]) for e in hung] == [(1, 0.3, "nvmlDeviceGetMinMaxFanSpeed")]
+        said = [(e["gpu"], e["seconds"], e["call"]) for e in hung]
+        assert said == [(1, 0.3, "nvmlDeviceGetMinMaxFanSpeed")]
         report = fans.report()
         assert [r.backend for r in report] == ["nvml", "none", "nvml"]
         assert report[1].mode is ControlMode.AUTO and "probing its fans hung" in report[1].reason
@@ -209,12 +230,7 @@ def test_a_fan_probe_that_hangs_at_start_holds_up_neither_the_start_nor_the_othe
         assert [g.up for g in daemon.state.snapshot.gpus] == [True, False, True]  # its call is still out
         cards = library.machine.cards
         assert all(fan.manual_target_pct is not None for gpu in (0, 2) for fan in cards[gpu].fans)
-        deadline = time.monotonic() + 5
-        while guard.outstanding and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for _ in range(int(REPROBE_FIRST_S) + 2):
-            clock.advance(1)
-            daemon.tick()
+        _ticked_after_its_call_returned(guard, daemon, clock, timeout_s=5)
         assert daemon.state.fan_control[1].backend == "nvml"
         assert all(fan.manual_target_pct is not None for fan in cards[1].fans)
     finally:
@@ -227,13 +243,10 @@ def test_a_gpu_hung_before_the_fan_probes_is_not_said_to_hang_in_one_and_is_prob
 ):
     # Its PCIe counter probe hangs at start (after discovery): the fan probes skip it like the reads.
     monkeypatch.setattr(nvml_source, "DISCOVERY_LIMIT_S", 0.3)
-    library = install_nvml(gpus=3)
     # 1 s a call, asked 3 times (a passing error is asked again): ~3 s out.
-    faults, _ = parse_faults("hang:call=nvmlDeviceGetFieldValues,gpu=1,at=0,for=1,seconds=1")
-    open_nvml(FaultyNvmlLibrary(library, faults))
-    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
-    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
-    settings = Settings(fan_control=FanControlSettings(backend=BackendChoice.NVML))
+    library, guard, source, settings = _hung_at_start(
+        install_nvml, "hang:call=nvmlDeviceGetFieldValues,gpu=1,at=0,for=1,seconds=1"
+    )
     fans = open_fan_control(settings, source, dry_run=False)
     try:
         report = fans.report()
@@ -242,13 +255,8 @@ def test_a_gpu_hung_before_the_fan_probes_is_not_said_to_hang_in_one_and_is_prob
             "monitor only for now: a driver call to it hung at start and has not returned; "
             "its fans are probed once it has"
         )
-        deadline = time.monotonic() + 10
-        while guard.outstanding and time.monotonic() < deadline:
-            time.sleep(0.05)
         daemon = Daemon(source, "simulated", 1.0, fans=fans)
-        for _ in range(int(REPROBE_FIRST_S) + 2):
-            clock.advance(1)
-            daemon.tick()
+        _ticked_after_its_call_returned(guard, daemon, clock, timeout_s=10)
         assert daemon.state.fan_control[1].backend == "nvml"
         assert all(fan.manual_target_pct is not None for fan in library.machine.cards[1].fans)
     finally:
