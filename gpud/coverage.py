@@ -50,14 +50,24 @@ def reasons_decide(logged: Logged, reported: int | None) -> bool:
 
 
 def not_judged(
-    logged: Logged, reported: int | None, reference: Reference | None, working_s: float, throttled: bool
+    logged: Logged,
+    reported: int | None,
+    reference: Reference | None,
+    working_s: float,
+    throttled: bool,
+    up_s: float,
 ) -> list[str]:
     """What could not be judged about one GPU, and why, as short phrases for a report.
 
     ``throttled`` says throttling was found: then its reference clock has shown what it is worth.
+    ``up_s``: the seconds it answered. Where the log holds none (one tick, every tick at one time),
+    its load is unknown, not idle: each tick counts the time since the last.
     """
     gaps = []
-    if logged.utilization and working_s == 0:
+    answered = logged.temperature or logged.clock or logged.utilization or logged.power
+    if up_s == 0 and answered:
+        gaps.append(f"{THROTTLING} (no time to judge it by: it answered at one tick, or all at one time)")
+    elif logged.utilization and working_s == 0:
         idle = "idle whenever it answered, down the rest of the log" if logged.down else "idle the whole log"
         gaps.append(f"{THROTTLING} (it never worked: {idle})")
     elif not reasons_decide(logged, reported):

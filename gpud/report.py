@@ -43,7 +43,7 @@ def _interval_json(interval: ThrottleInterval, origin: float) -> dict[str, Any]:
 def gaps(gpu: GpuReplay, info: GpuInfo | None) -> list[str]:
     """What could not be judged about ``gpu`` (see :mod:`gpud.coverage`)."""
     reported = info.clock_event_reasons_reported if info else None
-    return not_judged(gpu.logged, reported, gpu.reference, gpu.working_s, bool(gpu.intervals))
+    return not_judged(gpu.logged, reported, gpu.reference, gpu.working_s, bool(gpu.intervals), gpu.seconds)
 
 
 def _gpu_json(gpu: GpuReplay, origin: float, info: GpuInfo | None) -> dict[str, Any]:

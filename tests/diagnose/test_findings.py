@@ -274,6 +274,15 @@ def test_a_gpu_that_went_down_idle_is_not_called_idle_the_whole_log():
     assert "throttling (it never worked: idle whenever it answered, down the rest of the log)" in not_judged
 
 
+def test_a_log_of_one_tick_at_full_load_is_too_short_to_judge_not_idle():
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550")
+    busy = Snapshot(1.8e9, (GpuSample(0, temperature_c=70.0, sm_clock_mhz=1900, gpu_util_pct=100.0),))
+    trace = LoadedTrace.of("one.csv", TraceHeader("h", (info,), "csv"), [busy], [], 0)
+    gaps = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).not_judged[0]
+    assert "throttling (no time to judge it by: it answered at one tick, or all at one time)" in gaps
+    assert not any("idle" in gap for gap in gaps)
+
+
 def _silenced(
     simulated_trace, gpu: int | set[int], ticks: range, xids: XidRecord | int | None = None
 ) -> Diagnosis:
