@@ -61,6 +61,11 @@ class CallsInProgress:
         """``with in_progress.calling(name):`` ``name`` is this thread's call while the block runs."""
         return _Calling(self._calls, call, self._library)
 
+    def call(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)``, named by the function's own name while it runs."""
+        with self.calling(function.__name__):
+            return function(*args)
+
     def of(self, thread: int) -> str | None:
         """The call thread ``thread`` (an ident) is in, if any."""
         entry = self._calls.get(thread)

@@ -46,8 +46,7 @@ class NvmlFanBackend:
         """``function(*args)`` with its NVML error counted and translated into a :class:`FanControlError`;
         named while it runs, so that a command that hangs is named by itself, not by a read."""
         try:
-            with NVML_IN_PROGRESS.calling(function.__name__):
-                return function(*args)
+            return NVML_IN_PROGRESS.call(function, *args)
         except N.NVMLError as error:
             name = error_name(error)
             self._errors[(function.__name__, name)] += 1

@@ -50,6 +50,7 @@ WAIT_MS = 5000
 PENDING_WAIT_MS = 1000  # each wait's timeout at most while a GPU is not open yet (to register it soon)
 XID_THREAD = "gpud-xid-events"
 XID_WAIT = "nvmlEventSetWait_v2"
+XID_WAITING = f"{XID_THREAD}: {XID_WAIT}"  # the XID thread in its wait, as CallsInProgress.elsewhere says
 STOP_WAIT_S = 0.2  # how long stop() waits for the thread to leave before leaving it to its wait
 RETRY_S = 5.0
 RECENT_KEPT = 16  # XIDs kept with their times, per GPU
@@ -108,14 +109,6 @@ class XidWatcher:
         """Start listening in the background."""
         self.thread.start()
 
-    def stop(self) -> bool:
-        """Stop the thread; False when it is still in a driver wait (it ends when that returns).
-
-        NVML must not be shut down under a call in progress: the caller leaves it to the process's
-        exit then, rather than hold the exit up for a wait's timeout.
-        """
-        return self.thread.left()
-
     @property
     def watching(self) -> frozenset[int]:
         """The GPUs whose XIDs are being received."""
@@ -158,8 +151,7 @@ class XidWatcher:
     def _open(self) -> _EventSet | None:
         """A new event set with every GPU that can be registered, and how its handles map to indices."""
         try:
-            with NVML_IN_PROGRESS.calling("nvmlEventSetCreate"):
-                pointer = N.nvmlEventSetCreate()
+            pointer = NVML_IN_PROGRESS.call(N.nvmlEventSetCreate)
         except N.NVMLError as error:
             self._errors[("nvmlEventSetCreate", error_name(error))] += 1
             if error.value in _NO_EVENTS:
@@ -196,11 +188,10 @@ class XidWatcher:
                 continue
             events.tried.add(_address(handle))
             try:
-                with NVML_IN_PROGRESS.calling("nvmlDeviceGetSupportedEventTypes"):
-                    wanted = N.nvmlDeviceGetSupportedEventTypes(handle) & (XID_EVENT | MEMORY_EVENTS)
-                if wanted:
-                    with NVML_IN_PROGRESS.calling("nvmlDeviceRegisterEvents"):  # a late GPU's may hang
-                        N.nvmlDeviceRegisterEvents(handle, wanted, events.pointer)
+                wanted = NVML_IN_PROGRESS.call(N.nvmlDeviceGetSupportedEventTypes, handle)
+                wanted &= XID_EVENT | MEMORY_EVENTS
+                if wanted:  # named: a late GPU's registration may hang
+                    NVML_IN_PROGRESS.call(N.nvmlDeviceRegisterEvents, handle, wanted, events.pointer)
             except N.NVMLError as error:
                 if error.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
                     return None
@@ -221,8 +212,7 @@ class XidWatcher:
         while not self._stop.is_set():
             wait_ms = min(self._wait_ms, PENDING_WAIT_MS) if self._unopened() else self._wait_ms
             try:
-                with NVML_IN_PROGRESS.calling(XID_WAIT):
-                    data = N.nvmlEventSetWait_v2(events.pointer, wait_ms)
+                data = NVML_IN_PROGRESS.call(N.nvmlEventSetWait_v2, events.pointer, wait_ms)
             except N.NVMLError_Timeout:
                 data = None
             except N.NVMLError as error:
@@ -284,7 +274,6 @@ class XidWatcher:
 
 def _free(event_set: Any) -> None:
     try:
-        with NVML_IN_PROGRESS.calling("nvmlEventSetFree"):
-            N.nvmlEventSetFree(event_set)
+        NVML_IN_PROGRESS.call(N.nvmlEventSetFree, event_set)
     except N.NVMLError:
         pass

@@ -147,8 +147,8 @@ class FieldBatch:
     def _ask(self, field_ids: list[int]) -> None:
         try:
             # (id, scope 0) pairs: the binding sets a bare id only after a TypeError per field.
-            with NVML_IN_PROGRESS.calling(FIELD_VALUES):
-                answers = N.nvmlDeviceGetFieldValues(self._handle, [(field_id, 0) for field_id in field_ids])
+            pairs = [(field_id, 0) for field_id in field_ids]
+            answers = NVML_IN_PROGRESS.call(N.nvmlDeviceGetFieldValues, self._handle, pairs)
         except N.NVMLError as error:
             if error.value in _FIELD_ABSENT:
                 self._error = error  # each value falls back to its call

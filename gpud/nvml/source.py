@@ -50,7 +50,7 @@ from gpud.decide.throttle import ThrottleSettings
 from gpud.errors import GpuLost, NvmlUnavailable
 from gpud.nvml import fields as F
 from gpud.nvml.calls import ABSENT_AFTER, DRIVER_GONE, NVML_IN_PROGRESS, NvmlCalls
-from gpud.nvml.events import XID_THREAD, XID_WAIT, XidWatcher
+from gpud.nvml.events import XID_THREAD, XID_WAITING, XidWatcher
 from gpud.nvml.fields import FieldBatch, FieldRead, Reading, Value, one
 from gpud.nvml.health import memory_health, memory_health_values
 from gpud.nvml.library import close_nvml, open_nvml
@@ -272,8 +272,7 @@ class NvmlSource:
         if not (staying or hung or calls):
             close_nvml()
             return
-        waiting = f"{XID_THREAD}: {XID_WAIT}"
-        only_waiting = not hung and set(staying) <= {XID_THREAD} and all(call == waiting for call in calls)
+        only_waiting = not hung and set(staying) <= {XID_THREAD} and set(calls) <= {XID_WAITING}
         say = log.debug if only_waiting else log.warning
         say(
             "nvml left open for the process's exit: calls into it still in progress",
@@ -469,8 +468,7 @@ class NvmlSource:
         under it, the library may crash the process (its fans left where they were) or hang; the
         GPUs stay down until it returned. The XID thread's wait is the exception: it is nearly
         always in one, and a driver gone ends it with an error."""
-        waiting = f"{XID_THREAD}: {XID_WAIT}"
-        calls = [call for call in NVML_IN_PROGRESS.elsewhere() if call != waiting]
+        calls = [call for call in NVML_IN_PROGRESS.elsewhere() if call != XID_WAITING]
         hung = sorted(self._guard.outstanding - {WHOLE_DRIVER})
         if calls or hung:
             if not self._reinit_deferred:
@@ -496,10 +494,8 @@ class NvmlSource:
 
     def _reopen_gpu(self, index: int) -> None:
         try:
-            with NVML_IN_PROGRESS.calling("nvmlDeviceGetHandleByIndex"):
-                handle = N.nvmlDeviceGetHandleByIndex(index)
-            with NVML_IN_PROGRESS.calling("nvmlDeviceGetUUID"):
-                uuid = N.nvmlDeviceGetUUID(handle)
+            handle = NVML_IN_PROGRESS.call(N.nvmlDeviceGetHandleByIndex, index)
+            uuid = NVML_IN_PROGRESS.call(N.nvmlDeviceGetUUID, handle)
         except N.NVMLError:
             return
         if uuid != self._gpus[index].uuid:

@@ -53,7 +53,7 @@ def test_every_xid_is_counted_repeats_too_with_its_time(install_nvml):
         assert [(e.xid, e.at) for e in xids.record(0).recent] == [(13, 100.0), (13, 101.0)]
         assert xids.record(1).counts == () and errors == Counter()
     finally:
-        xids.stop()
+        xids.thread.left()
     logged = [entry for entry in logs if entry["event"] == "xid error"]
     # Each said with what it means and what to do; the second 13 within 10 s is held back, not lost.
     assert [(e["gpu"], e["xid"], e["log_level"]) for e in logged] == [(0, 13, "warning"), (2, 79, "error")]
@@ -92,7 +92,7 @@ def test_a_gpu_without_xid_events_is_left_out_and_named_once(install_nvml, patch
         try:
             wait_for(lambda: xids.watching == {0}, 5, "registration")
         finally:
-            xids.stop()
+            xids.thread.left()
     assert {"event": "these GPUs report no XID events", "gpus": [1], "log_level": "warning"} in logs
     assert xids.record(1) is None
 
@@ -121,7 +121,7 @@ def test_a_failing_wait_frees_the_set_and_listens_again(install_nvml, patch_driv
         )
         assert len(library._event_sets) == 1  # the broken set was freed
     finally:
-        xids.stop()
+        xids.thread.left()
 
 
 def test_closing_leaves_the_xid_thread_to_its_wait_and_nvml_open_rather_than_wait_5_s(install_nvml):
@@ -152,7 +152,7 @@ def test_a_wait_left_behind_frees_its_own_set_not_a_later_librarys(install_nvml,
     old = XidWatcher(lambda: handles(1), lambda: 100.0, Counter(), wait_ms=300)
     old.start()
     wait_for(lambda: old.watching, 5, "registration")
-    assert old.stop() is False  # still waiting in the first library
+    assert old.thread.left() is False  # still waiting in the first library
     library = install_nvml(gpus=1)
     new, errors = watcher(1)
     try:
@@ -162,7 +162,7 @@ def test_a_wait_left_behind_frees_its_own_set_not_a_later_librarys(install_nvml,
         wait_for(lambda: new.record(0).count(79) == 1, 5, "the XID")
         assert errors == Counter()
     finally:
-        new.stop()
+        new.thread.left()
 
 
 # -- memory health --------------------------------------------------------------------------------
