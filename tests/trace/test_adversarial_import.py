@@ -127,7 +127,7 @@ def test_nvidia_smi_run_on_fewer_gpus_then_on_all_again_has_none_down_in_between
     "3 joins tick 2, in which it had none. nvidia-smi and dmon list GPUs in index order, so a row "
     "stamped a second on whose GPU comes before one already in the tick starts the next; but a "
     "script's threads write rows out of order, and such a rule would split their straddling samples "
-    "into two ticks with GPUs down in each: the trade-off is the lead's to take",
+    "into two ticks with GPUs down in each: a trade-off not yet decided",
 )
 def test_a_gpu_missing_from_one_sample_of_a_log_in_whole_seconds_is_down_in_that_one():
     """nvidia-smi on 3 GPUs saved again by a spreadsheet that kept the seconds ('05.03.2024 14:00:02');
