@@ -54,8 +54,12 @@ def refuse_query_report(lines: Iterable[str], name: str) -> None:
 def is_header(cells: list[str]) -> bool:
     """Whether a CSV row names columns: two cells gpud knows, or one in a row of at most two.
 
-    A column's name never starts with a digit: data cells that do are not looked up.
+    A column's name never starts with a digit: data cells that do are not looked up, and a row whose
+    first cell does (a time, an index: most data rows) is data at once, without a look at the rest:
+    a header names its first column too.
     """
+    if cells and cells[0].lstrip()[:1].isdigit():
+        return False
     known = 0
     for cell in cells:  # every row is asked: a plain loop, done at the second name it knows
         if not cell.lstrip()[:1].isdigit() and column(cell) is not None:
