@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -33,14 +33,6 @@ log = structlog.get_logger("gpud.callguard")
 K = TypeVar("K")
 T = TypeVar("T")
 DRIVER_WORKERS = 8  # GPUs read at once: past this the interpreter lock, not the driver, sets the pace
-
-
-class _Call(NamedTuple):
-    """A call in progress: the thread making it, its name, and the library it is into."""
-
-    thread: str
-    call: str
-    library: object
 
 
 class CallsInProgress:
@@ -51,54 +43,46 @@ class CallsInProgress:
     may each be in a call about the same GPU at once, and each call's name is its own thread's.
     ``library()`` says which library a call is into when it starts: a call still in progress
     into one since replaced (the tests install a library each) is not a call into this one.
+    Every driver call is recorded, so recording is a dictionary entry set and restored; the thread's
+    name is looked up only when a call in progress is reported.
     """
 
     def __init__(self, library: Callable[[], object] = lambda: None) -> None:
-        self._calls: dict[int, _Call] = {}  # thread ident → its call
+        self._calls: dict[int, tuple[str, object]] = {}  # thread ident → its call, the library it is into
         self._library = library
-
-    def calling(self, call: str) -> _Calling:
-        """``with in_progress.calling(name):`` ``name`` is this thread's call while the block runs."""
-        return _Calling(self._calls, call, self._library)
 
     def call(self, function: Callable[..., T], *args: object) -> T:
         """``function(*args)``, named by the function's own name while it runs."""
-        with self.calling(function.__name__):
+        return self.named(function.__name__, function, *args)
+
+    def named(self, call: str, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)``, named ``call`` while it runs (a call made inside it names itself,
+        then this one is the thread's again)."""
+        calls, ident = self._calls, threading.get_ident()
+        outer = calls.get(ident)
+        calls[ident] = (call, self._library())
+        try:
             return function(*args)
+        finally:
+            if outer is None:
+                del calls[ident]
+            else:
+                calls[ident] = outer
 
     def of(self, thread: int) -> str | None:
         """The call thread ``thread`` (an ident) is in, if any."""
         entry = self._calls.get(thread)
-        return entry.call if entry is not None else None
+        return entry[0] if entry is not None else None
 
     def elsewhere(self) -> list[str]:
         """``thread name: call`` for every other thread in a call into the library now in use."""
         here, library = threading.get_ident(), self._library()
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
         return sorted(
-            f"{entry.thread}: {entry.call}"
-            for ident, entry in list(self._calls.items())
-            if ident != here and entry.library is library
+            f"{names.get(ident, ident)}: {call}"
+            for ident, (call, into) in list(self._calls.items())
+            if ident != here and into is library
         )
-
-
-class _Calling:
-    """One thread's call while it runs (a class, not a generator: every driver read enters one)."""
-
-    __slots__ = ("_call", "_calls", "_ident", "_library", "_outer")
-
-    def __init__(self, calls: dict[int, _Call], call: str, library: Callable[[], object]) -> None:
-        self._calls, self._call, self._library = calls, call, library
-
-    def __enter__(self) -> None:
-        self._ident = threading.get_ident()
-        self._outer = self._calls.get(self._ident)
-        self._calls[self._ident] = _Call(threading.current_thread().name, self._call, self._library())
-
-    def __exit__(self, *exc: object) -> None:
-        if self._outer is None:
-            self._calls.pop(self._ident, None)
-        else:
-            self._calls[self._ident] = self._outer
 
 
 class _Run(Generic[K, T]):

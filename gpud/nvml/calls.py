@@ -94,8 +94,7 @@ class NvmlCalls:
                 (way.call, way.read, way.absent) if isinstance(way, Way) else (call, way, ABSENT)
             )
             try:
-                with NVML_IN_PROGRESS.calling(name):
-                    value = read()
+                value = NVML_IN_PROGRESS.named(name, read)
             except N.NVMLError as error:
                 if error.value in absent and key not in self._working:
                     continue
