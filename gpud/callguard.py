@@ -204,7 +204,8 @@ class CallGuard:
 
     ``parallel`` runs up to ``workers`` GPUs' jobs at once (None: all of them); ``retry_s`` keeps a
     GPU whose call hung skipped for that long after the call returned; ``what`` names the calls in
-    the log, and ``in_progress``, where the jobs' calls are named by thread, the call that hung.
+    the log, and ``in_progress``, where the jobs' calls are named by thread, the call that hung;
+    ``thread`` names the workers (what a call in progress on one is said to be in).
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class CallGuard:
         what: str = "gpu driver call",
         workers: int | None = None,
         in_progress: CallsInProgress | None = None,
+        thread: str = "gpud-gpu-calls",
     ) -> None:
         self._limit_s = limit_s
         self._retry_s = retry_s
@@ -222,7 +224,7 @@ class CallGuard:
         self._hung: dict[int, float] = {}  # gpu → when its call was given up on
         self._cooling_off: dict[int, float] = {}  # gpu → when it may be called again, after a hang
         self._lock = threading.Lock()
-        self._workers = _Workers(workers if parallel else 1, "gpud-gpu-calls")
+        self._workers = _Workers(workers if parallel else 1, thread)
         self._in_progress = in_progress
 
     @property
@@ -261,6 +263,10 @@ class CallGuard:
         if run.errors:
             raise run.errors[0]
         return run.results
+
+    def close(self) -> None:
+        """Let the idle workers go (one left to a hung call leaves when the call returns)."""
+        self._workers.close()
 
     def _gave_up(self, gpu: int, limit_s: float, thread: int) -> None:
         with self._lock:
