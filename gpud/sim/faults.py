@@ -12,8 +12,10 @@ decides (a hang delays the call, then the next fault is looked at):
 ``error:error=NAME,call=GLOB[,gpu=N][,at=S][,for=S]``
     every matching call fails with ``NAME`` during the window.
 ``lost[:gpu=N][,at=S][,for=S]``
-    the GPU falls off the bus: ``GpuIsLost`` from every call about it; its board runs the fans on
-    their own (automatic) schedule, as after a reset. Back when the window ends.
+    the GPU falls off the bus: ``GpuIsLost`` from every call about it, and from
+    ``nvmlEventSetWait_v2`` on an event set it is registered on, once the events already there are
+    delivered (nvml.h: "if a GPU has fallen off the bus"); its board runs the fans on their own
+    (automatic) schedule, as after a reset. Back when the window ends.
 ``mismatch[:at=S][,for=S]``
     the driver is upgraded under the daemon: ``LibRmVersionMismatch`` from every call, ``nvmlInit``
     included, until the kernel module is reloaded (the window ends); the reload leaves every fan
@@ -100,6 +102,7 @@ FALLS_OFF_THE_BUS = 79  # the XID after which a GPU is lost
 REMAP_RECORDED_XID, REMAP_FAILED_XID = 63, 64
 _NEEDS_GPU = {"xid", "ecc", "remap"}
 FIELD_VALUES = "nvmlDeviceGetFieldValues"
+EVENT_WAIT = "nvmlEventSetWait_v2"
 _PER_FIELD = {"error", "random"}  # what a field's own answer can carry; the rest act on the call
 ECC_KINDS = ("corrected", "uncorrected")
 
@@ -305,7 +308,28 @@ class FaultyNvmlLibrary:
             return real(*args) if code is None else code
 
         call.__name__ = name
+        if name == EVENT_WAIT:
+            return self._event_wait(real)
         return self._field_values(real) if name == FIELD_VALUES else call
+
+    def _event_wait(self, real: Callable[..., int]) -> Callable[..., int]:
+        """``nvmlEventSetWait_v2``: ``GpuIsLost`` while a GPU registered on the set is lost."""
+
+        def call(event_set: Any, data: Any, timeout_ms: Any) -> int:
+            code = self._fault(EVENT_WAIT, None)  # first: an XID 79 is raised, and delivered
+            if code is not None:
+                return code
+            if any(self._lost(gpu) for gpu in self.library.registered_gpus(event_set)):
+                return self._inject("GpuIsLost")
+            return real(event_set, data, timeout_ms)
+
+        call.__name__ = EVENT_WAIT
+        return call
+
+    def _lost(self, gpu: int) -> bool:
+        """Whether GPU ``gpu`` is off the bus now."""
+        now = self.library.elapsed_s()
+        return any(f.loses_gpu() and f.active(now) and f.gpu in (None, gpu) for f in self.faults)
 
     def _field_values(self, real: Callable[..., int]) -> Callable[..., int]:
         """``nvmlDeviceGetFieldValues`` with each field faulted as a call of its own (see the module)."""

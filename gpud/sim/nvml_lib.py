@@ -370,6 +370,15 @@ class SimulatedNvmlLibrary:
         """XID ``xid`` on GPU ``gpu``, as a critical-XID event."""
         self.raise_event(gpu, N.nvmlEventTypeXidCriticalError, xid)
 
+    def registered_gpus(self, event_set: Any) -> frozenset[int]:
+        """The GPUs registered on ``event_set`` (a set pointer), with no event waiting on it: those a
+        GPU lost makes its wait fail for (:mod:`gpud.sim.faults`); none while events wait delivery."""
+        number = ctypes.cast(event_set, ctypes.c_void_p).value or 0
+        with self._events:
+            if self._event_queues.get(number):
+                return frozenset()
+            return frozenset(self._event_sets.get(number, {}))
+
     def nvmlEventSetCreate(self, event_set: Any) -> int:
         with self._events:
             number = next(_EVENT_SET_NUMBERS)
