@@ -8,15 +8,25 @@ control loop never waits for it. The tick only reads what the thread counted (:m
 Every XID is counted, identical repeats too, and kept with its time among the last
 ``RECENT_KEPT`` of its GPU; each is logged with its meaning and what to do (a storm of one XID on
 one GPU is logged once per ``LOG_EVERY_S``, with how many came meanwhile). A driver without event
-support (Windows, WSL, old drivers) is said once and the thread ends; a wait that fails (the
-driver reloaded, the event set broken) frees the set and starts again after ``RETRY_S``.
-Events from before registration are not delivered by the driver: gpud counts XIDs since it started.
+support (Windows, WSL, old drivers) is said once and the thread ends; a wait that fails (the driver
+reloaded, the event set broken) frees the set and starts again after ``RETRY_S``, or at once when a
+GPU fell off the bus under a set that worked (nvml.h: the wait then fails with ``GpuIsLost``; the
+new set is made without it). Events from before registration are not delivered by the driver: gpud
+counts XIDs since it started.
 
-A GPU opened after the set was made (its discovery hung or failed at start, and answered later) is
-registered on the same set by this thread between two waits: registration is one more NVML call,
-and the header promises nothing of one made beside a wait in progress on the set. Until every GPU
-is open, the waits are ``PENDING_WAIT_MS`` at most, so a late GPU is watched within a second of
-being opened; only XIDs from then on are counted, as for every GPU since start.
+The set's creation and each GPU's registration run through a guard of their own: one not back
+within ``REGISTER_LIMIT_S`` is hung, said (the call and the GPU) and counted as a ``Hung`` error of
+that call (``gpud_nvml_errors_total``), and the other GPUs are registered and watched meanwhile; a
+hung GPU is asked again once its call has returned, and a set whose creation hung is taken when it
+comes. A GPU lost while it is registered is asked again after each wait until it answers.
+
+A GPU opened after the set was made (its discovery hung or failed at start, and answered later), or
+still to be registered as above, is registered on the same set by this thread between two waits:
+registration is one more NVML call, and the header promises nothing of one made beside a wait in
+progress on the set. While one is due, the waits start at ``PENDING_WAIT_MS`` and double to the
+full wait, so a GPU that answers soon is watched soon and one never opened costs no more wakes than
+the rest; only XIDs from then on are counted, as for every GPU since start. The handles are read
+once a wait.
 
 Where a card reports them, its single- and double-bit ECC events are registered too: they count
 nothing themselves, but tell the source to read that GPU's memory health at the next tick instead
@@ -35,6 +45,7 @@ from typing import Any
 import pynvml as N
 import structlog
 
+from gpud.callguard import CallGuard
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.nvml.calls import NVML_IN_PROGRESS, error_name
@@ -53,6 +64,11 @@ XID_WAIT = "nvmlEventSetWait_v2"
 XID_WAITING = f"{XID_THREAD}: {XID_WAIT}"  # the XID thread in its wait, as CallsInProgress.elsewhere says
 STOP_WAIT_S = 0.2  # how long stop() waits for the thread to leave before leaving it to its wait
 RETRY_S = 5.0
+# A set's creation or a GPU's registration not back by then is hung: the other GPUs go on without it.
+REGISTER_LIMIT_S = 5.0
+EVENT_SET = -1  # the registration guard's key for nvmlEventSetCreate, a call about no GPU
+REGISTER = "nvmlDeviceRegisterEvents"
+HUNG = "Hung"  # the error a hung call is counted as, as fan commands count theirs
 RECENT_KEPT = 16  # XIDs kept with their times, per GPU
 LOG_EVERY_S = 10.0
 XID_EVENT = N.nvmlEventTypeXidCriticalError
@@ -67,11 +83,15 @@ def _address(handle: Any) -> int:
 
 @dataclass(slots=True)
 class _EventSet:
-    """An event set and the GPUs on it: the handles registered (address → GPU index) and tried."""
+    """An event set and the GPUs on it: the handles as last read, those registered (address → GPU
+    index) or refused, and the GPUs still to be registered (their registration failed or hung)."""
 
     pointer: Any
+    handles: Sequence[Any | None]
     index_of: dict[int, int] = field(default_factory=dict)
-    tried: set[int] = field(default_factory=set)  # handle addresses asked for, registered or refused
+    tried: set[int] = field(default_factory=set)  # handle addresses registered or refused for good
+    failing: set[int] = field(default_factory=set)  # GPUs whose registration failed (lost): asked again
+    hung: set[int] = field(default_factory=set)  # GPUs whose registration on this set hung
 
 
 class XidWatcher:
@@ -88,13 +108,13 @@ class XidWatcher:
         clock: Callable[[], float],
         errors: Counter[tuple[str, str]],
         wait_ms: int | None = None,
-        retry_s: float = RETRY_S,
+        retry_s: float | None = None,
     ) -> None:
         self._handles = handles
         self._clock = clock
         self._errors = errors
         self._wait_ms = WAIT_MS if wait_ms is None else wait_ms
-        self._retry_s = retry_s
+        self._retry_s = RETRY_S if retry_s is None else retry_s
         self._lock = threading.Lock()
         self._counts: dict[int, Counter[int]] = {}
         self._recent: dict[int, deque[XidEvent]] = {}
@@ -102,6 +122,12 @@ class XidWatcher:
         self._activity: Counter[int] = Counter()  # events of any kind, per GPU
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
+        self._pending_ms = PENDING_WAIT_MS
+        self._created: list[Any] = []  # a set made by a creation that returned after it was given up on
+        self._in_call: dict[int, str] = {}  # the registration call each GPU is in, or was in last
+        self._guard = CallGuard(
+            REGISTER_LIMIT_S, what="xid event call", in_progress=NVML_IN_PROGRESS, thread=XID_THREAD
+        )
         self.thread = HelperThread(self._run, XID_THREAD, STOP_WAIT_S)
         self._stop = self.thread.stopping
 
@@ -131,47 +157,71 @@ class XidWatcher:
     # -- the thread ---------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            opened = self._open()
-            if opened is None:
-                if "unsupported" in self._said:
-                    return
-            else:
-                try:
-                    self._listen(opened)
-                finally:
-                    _free(opened.pointer)
-            self._stop.wait(self._retry_s)
+        try:
+            while not self._stop.is_set():
+                opened = self._open()
+                retry_s = self._retry_s
+                if opened is None:
+                    if "unsupported" in self._said:
+                        return
+                else:
+                    try:
+                        if self._listen(opened):
+                            retry_s = 0.0  # a GPU lost: the set is made again at once, without it
+                    finally:
+                        self._release(opened)
+                self._stop.wait(retry_s)
+        finally:
+            self._guard.close()
 
     def _say_once(self, key: str, message: str, **fields: Any) -> None:
         if key not in self._said:
             self._said.add(key)
             log.warning(message, **fields)
 
-    def _open(self) -> _EventSet | None:
-        """A new event set with every GPU that can be registered, and how its handles map to indices."""
+    def _create(self) -> Any | None:
+        """A new event set, or ``None`` when the driver would not make one (said) or the call hung.
+
+        Through the guard: a creation that hangs stops every GPU's XIDs, said by the guard and
+        counted; the set it makes when it returns at last is the one the next try takes.
+        """
+        if not self._created:
+            hung = EVENT_SET in self._guard.hung
+            answer = self._guard.run_each([EVENT_SET], self._make_set).get(EVENT_SET)
+            if isinstance(answer, N.NVMLError):
+                self._create_failed(answer)
+                return None
+            if answer is None and not hung:
+                self._errors[("nvmlEventSetCreate", HUNG)] += 1
+        return self._created.pop() if self._created else None
+
+    def _make_set(self, _: int) -> Any:
         try:
             pointer = NVML_IN_PROGRESS.call(N.nvmlEventSetCreate)
         except N.NVMLError as error:
-            self._errors[("nvmlEventSetCreate", error_name(error))] += 1
-            if error.value in _NO_EVENTS:
-                self._say_once(
-                    "unsupported",
-                    "this driver has no NVML events: XID errors are not counted",
-                    error=error_name(error),
-                )
-            else:
-                self._say_once(
-                    "create",
-                    "cannot create an NVML event set; trying again every few seconds",
-                    error=error_name(error),
-                )
+            return error
+        self._created.append(pointer)  # taken by _create: now, or at its next try if this call hung
+        return pointer
+
+    def _create_failed(self, error: N.NVMLError) -> None:
+        name = error_name(error)
+        self._errors[("nvmlEventSetCreate", name)] += 1
+        if error.value in _NO_EVENTS:
+            key, message = "unsupported", "this driver has no NVML events: XID errors are not counted"
+        else:
+            key, message = "create", "cannot create an NVML event set; trying again every few seconds"
+        self._say_once(key, message, error=name)
+
+    def _open(self) -> _EventSet | None:
+        """A new event set with every GPU that can be registered, and how its handles map to indices."""
+        pointer = self._create()
+        if pointer is None:
             return None
-        events = _EventSet(pointer)
+        events = _EventSet(pointer, self._handles())
         watching = self._register_new(events)
         if watching is None or not events.index_of:
-            _free(pointer)
-            if watching is not None and events.tried and not self._unopened():
+            self._release(events)
+            if watching is not None and events.tried and not self._pending(events):
                 self._said.add("unsupported")  # every GPU refused: the thread ends
             return None
         self._watching = watching
@@ -179,67 +229,125 @@ class XidWatcher:
         log.debug("watching for xid errors", gpus=sorted(self._watching))  # the one-shot commands watch too
         return events
 
+    def _release(self, events: _EventSet) -> None:
+        """Free the set, unless a registration on it is still in the driver (it is then the process's
+        exit that frees it: not freed under a call on it)."""
+        if not events.hung & self._guard.outstanding:
+            _free(events.pointer)
+
     def _register_new(self, events: _EventSet) -> frozenset[int] | None:
-        """Register on ``events`` every open GPU not asked for yet; the GPUs whose XIDs it now
-        receives, or ``None`` when the driver left the set undefined (it must be freed)."""
+        """Register on ``events`` every open GPU not registered or refused yet; the GPUs whose XIDs it
+        now receives, or ``None`` when the driver left the set undefined (it must be freed).
+
+        Through the guard: a GPU whose registration hangs is left out (said by the guard, counted)
+        and the others are registered; it is asked again once its call has returned. One that
+        fails otherwise (lost meanwhile) is asked again after the next waits.
+        """
+        handles = events.handles
+        due = [i for i, h in enumerate(handles) if h is not None and _address(h) not in events.tried]
+        hung = self._guard.hung
+        answers = self._guard.run_each(due, lambda i: self._register(i, handles[i], events.pointer))
         refused, watching = [], set()
-        for index, handle in enumerate(self._handles()):
-            if handle is None or _address(handle) in events.tried:
+        for index in due:
+            if index not in answers:
+                if index not in hung:
+                    events.hung.add(index)
+                    self._errors[(self._in_call.get(index, REGISTER), HUNG)] += 1
                 continue
-            events.tried.add(_address(handle))
-            try:
-                wanted = NVML_IN_PROGRESS.call(N.nvmlDeviceGetSupportedEventTypes, handle)
-                wanted &= XID_EVENT | MEMORY_EVENTS
-                if wanted:  # named: a late GPU's registration may hang
-                    NVML_IN_PROGRESS.call(N.nvmlDeviceRegisterEvents, handle, wanted, events.pointer)
-            except N.NVMLError as error:
-                if error.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
+            wanted = answers[index]
+            if isinstance(wanted, N.NVMLError):
+                if wanted.value == N.NVML_ERROR_UNKNOWN:  # the header: the set is undefined now, free it
                     return None
+                if wanted.value not in _NO_EVENTS:
+                    events.failing.add(index)
+                    self._say_once(
+                        f"failing {index}",
+                        "registering a gpu for xid events failed; asking again",
+                        gpu=index,
+                        error=error_name(wanted),
+                    )
+                    continue
                 wanted = 0
+            events.failing.discard(index)
+            self._said.discard(f"failing {index}")
+            events.tried.add(_address(handles[index]))
             if wanted & XID_EVENT:
                 watching.add(index)
             else:
                 refused.append(index)
             if wanted:
-                events.index_of[_address(handle)] = index
+                events.index_of[_address(handles[index])] = index
         if refused:
             self._say_once(f"refused {refused}", "these GPUs report no XID events", gpus=refused)
         return frozenset(watching)
 
-    def _listen(self, events: _EventSet) -> None:
+    def _register(self, index: int, handle: Any, pointer: Any) -> int | N.NVMLError:
+        """The event types registered for one GPU (0: none it has), or the error that stopped it."""
+        try:
+            self._in_call[index] = "nvmlDeviceGetSupportedEventTypes"
+            wanted = NVML_IN_PROGRESS.call(N.nvmlDeviceGetSupportedEventTypes, handle)
+            wanted &= XID_EVENT | MEMORY_EVENTS
+            if wanted:
+                self._in_call[index] = REGISTER
+                NVML_IN_PROGRESS.call(N.nvmlDeviceRegisterEvents, handle, wanted, pointer)
+        except N.NVMLError as error:
+            return error
+        return wanted
+
+    def _listen(self, events: _EventSet) -> bool:
         """Wait for events until stopped or until the driver fails the wait; between waits, register
-        the GPUs opened since (discovered late)."""
+        the GPUs opened since (discovered late), back, or whose registration returned at last.
+
+        True when a GPU was lost under a set that worked: the set is made again at once without it.
+        """
+        worked = False
         while not self._stop.is_set():
-            wait_ms = min(self._wait_ms, PENDING_WAIT_MS) if self._unopened() else self._wait_ms
+            wait_ms = self._next_wait_ms(events)
             try:
                 data = NVML_IN_PROGRESS.call(N.nvmlEventSetWait_v2, events.pointer, wait_ms)
             except N.NVMLError_Timeout:
                 data = None
             except N.NVMLError as error:
                 self._errors[(XID_WAIT, error_name(error))] += 1
-                log.warning(
-                    "waiting for xid events failed; listening again in a few seconds", error=error_name(error)
-                )
-                return
+                lost = worked and error.value == N.NVML_ERROR_GPU_IS_LOST
+                again = "listening again without the lost gpu" if lost else "listening again in a few seconds"
+                log.warning(f"waiting for xid events failed; {again}", error=error_name(error))
+                return lost
+            worked = True
+            events.handles = self._handles()  # once a wait: what is registered, and how long the next wait is
             if not self._watch_late(events):
-                return
+                return False
             if data is not None:
                 self._received(events, data)
+        return False
 
-    def _unopened(self) -> bool:
-        """Whether a GPU has no handle yet (discovery asks for it again while running)."""
-        return any(handle is None for handle in self._handles())
+    def _pending(self, events: _EventSet) -> bool:
+        """Whether a GPU is still to be registered: not open yet (discovery asks for it again while
+        running), lost when it was asked, or with its registration still in the driver."""
+        hung = any(index != EVENT_SET for index in self._guard.hung)  # on this set or an earlier one
+        return bool(events.failing or hung or any(handle is None for handle in events.handles))
+
+    def _next_wait_ms(self, events: _EventSet) -> int:
+        """The full timeout, or while a GPU is still to be registered, a short one doubling each wait up
+        to it: a GPU that comes soon is watched soon, and one that never does costs no more wakes."""
+        if not self._pending(events):
+            self._pending_ms = PENDING_WAIT_MS
+            return self._wait_ms
+        wait_ms = min(self._wait_ms, self._pending_ms)
+        self._pending_ms = min(self._wait_ms, 2 * self._pending_ms)
+        return wait_ms
 
     def _watch_late(self, events: _EventSet) -> bool:
         """Register the GPUs opened (or with a new handle) since the last wait; False when that left
         the set undefined."""
         watching = self._register_new(events)
         if watching is None:
-            log.warning("registering a gpu opened late for xid events failed; listening again in a few seconds")
+            log.warning("registering a gpu for xid events failed; listening again in a few seconds")
             return False
         if watching:
             self._watching |= watching
-            log.info("watching for xid errors of gpus opened late", gpus=sorted(watching))
+            self._pending_ms = PENDING_WAIT_MS  # the others still to come are asked soon again
+            log.info("watching for xid errors of more gpus", gpus=sorted(watching))
         return True
 
     def _received(self, events: _EventSet, data: Any) -> None:

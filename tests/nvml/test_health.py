@@ -13,9 +13,11 @@ from gpud.nvml import events
 from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.health import read_memory_health
+from gpud.nvml.library import open_nvml
 from gpud.nvml.processes import DriverProcess, GpuProcessReader, ProcessListUnread, ProcessWatcher
 from gpud.nvml.source import SLOW_EVERY, NvmlSource
 from gpud.processes import HostProcess
+from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.jobs import FIRST_PID
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import gpu_index
@@ -164,6 +166,97 @@ def test_a_wait_left_behind_frees_its_own_set_not_a_later_librarys(install_nvml,
     finally:
         new.thread.left()
 
+
+def faulty_driver(library, spec: str) -> list:
+    """The GPUs' handles, then ``library`` behind the faults of ``spec`` (a lost GPU gives no handle)."""
+    found = handles(len(library.machine.cards))
+    faults, seed = parse_faults(spec)
+    open_nvml(FaultyNvmlLibrary(library, faults, seed))
+    return found
+
+
+def test_a_gpu_lost_while_it_is_registered_is_registered_once_it_is_back(install_nvml, clock, monkeypatch):
+    monkeypatch.setattr(events, "PENDING_WAIT_MS", 10)
+    library = install_nvml(gpus=2)
+    found = faulty_driver(library, "lost:gpu=1,for=10")
+    xids = XidWatcher(lambda: found, lambda: 100.0, Counter(), wait_ms=20)
+    xids.start()
+    try:
+        wait_for(lambda: xids.watching == {0}, 5, "GPU 0 registered")
+        clock.advance(10)  # GPU 1 back on the bus
+        wait_for(lambda: xids.watching == {0, 1}, 5, "GPU 1 registered once it answers")
+        library.raise_xid(1, 48)
+        wait_for(lambda: xids.record(1).count(48) == 1, 5, "GPU 1's XID")
+    finally:
+        xids.thread.left()
+
+
+def test_a_gpu_that_falls_off_the_bus_fails_the_wait_and_the_others_are_watched_on_at_once(
+    install_nvml, clock
+):
+    library = install_nvml(gpus=2)
+    found = faulty_driver(library, "xid:gpu=1,code=79,at=10")
+    errors: Counter = Counter()
+    xids = XidWatcher(lambda: found, lambda: 100.0, errors, wait_ms=20)  # 5 s between sets after a failure
+    xids.start()
+    try:
+        wait_for(lambda: xids.watching == {0, 1}, 5, "registration")
+        clock.advance(10)
+        wait_for(lambda: errors[("nvmlEventSetWait_v2", "GpuIsLost")] == 1, 5, "the wait failed")
+        assert xids.record(1).counts == ((79, 1),)  # delivered before the wait failed
+        without = [{0: events.XID_EVENT}]
+        wait_for(lambda: list(library._event_sets.values()) == without, 5, "the set made again without GPU 1")
+        library.raise_xid(0, 13)
+        wait_for(lambda: xids.record(0).count(13) == 1, 2, "GPU 0's XID, well before 5 s")
+    finally:
+        xids.thread.left()
+
+
+def test_the_xid_waits_for_a_gpu_never_opened_back_off_to_the_full_wait(
+    install_nvml, patch_driver, monkeypatch
+):
+    monkeypatch.setattr(events, "PENDING_WAIT_MS", 10)
+    library = install_nvml(gpus=2)
+    timeouts: list[int] = []
+    real = type(library).nvmlEventSetWait_v2
+
+    def wait(self, event_set, data, timeout):
+        timeouts.append(timeout.value)
+        return real(self, event_set, data, timeout)
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    found = [handles(1)[0], None]  # GPU 1 never opened
+    xids = XidWatcher(lambda: found, lambda: 100.0, Counter(), wait_ms=160)
+    xids.start()
+    try:
+        wait_for(lambda: len(timeouts) >= 6, 5, "six waits")
+    finally:
+        xids.thread.left()
+    assert timeouts[:6] == [10, 20, 40, 80, 160, 160]
+
+
+def test_the_xid_thread_reads_the_handles_once_a_wait(install_nvml, patch_driver):
+    library = install_nvml(gpus=2)
+    waits, reads = Counter(), Counter()
+    real = type(library).nvmlEventSetWait_v2
+
+    def wait(self, event_set, data, timeout):
+        waits["started"] += 1
+        return real(self, event_set, data, timeout)
+
+    def read_handles():
+        reads["handles"] += 1
+        return found
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    found = handles(2)
+    xids = XidWatcher(read_handles, lambda: 100.0, Counter(), wait_ms=10)
+    xids.start()
+    try:
+        wait_for(lambda: waits["started"] >= 5, 5, "five waits")
+    finally:
+        xids.thread.left()
+    assert reads["handles"] <= waits["started"] + 1  # one for the set, then one after each wait
 
 # -- memory health --------------------------------------------------------------------------------
 

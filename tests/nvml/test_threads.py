@@ -326,3 +326,59 @@ def test_while_a_gpu_is_not_open_the_xid_waits_are_short_so_it_is_watched_soon_a
     clock.advance(REOPEN_S + 1)  # its discovery is asked again
     assert source.sample().gpus[1].up
     wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "GPU 1 watched for XIDs")
+
+
+def test_an_xid_registration_that_hangs_is_said_and_counted_and_the_other_gpus_are_watched(
+    install_nvml, patch_driver, quick_stops, monkeypatch
+):
+    monkeypatch.setattr(events, "REGISTER_LIMIT_S", 0.2, raising=False)
+    monkeypatch.setattr(events, "PENDING_WAIT_MS", 20)
+    library = install_nvml(gpus=3)
+    entered, release = block(library, patch_driver, "nvmlDeviceRegisterEvents", gpu=1)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+    try:
+        with capture_logs() as logs:
+            wait_for(lambda: source.sample().gpus[2].xids is not None, 5, "GPUs 0 and 2 watched")
+        library.raise_xid(2, 48)
+        wait_for(lambda: source.sample().gpus[2].xids.count(48) == 1, 5, "GPU 2's XID")
+        assert entered.is_set() and source.sample().gpus[1].xids is None  # its registration still in
+        assert source.error_counts()[("nvmlDeviceRegisterEvents", "Hung")] == 1
+        release.set()
+        wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "GPU 1 watched once its call returned")
+        library.raise_xid(1, 79)
+        wait_for(lambda: source.sample().gpus[1].xids.count(79) == 1, 5, "GPU 1's XID")
+    finally:
+        release.set()
+        source.close()
+    hung = [(e["gpu"], e.get("call")) for e in logs if e["event"].startswith("xid event call hung")]
+    assert hung == [(1, "nvmlDeviceRegisterEvents")]
+
+
+def test_an_event_set_creation_that_hangs_is_said_and_counted_and_its_set_taken_when_it_returns(
+    install_nvml, patch_driver, quick_stops, monkeypatch
+):
+    monkeypatch.setattr(events, "REGISTER_LIMIT_S", 0.2, raising=False)
+    monkeypatch.setattr(events, "RETRY_S", 0.05)
+    library = install_nvml(gpus=2)
+    entered, release = threading.Event(), threading.Event()
+    real = type(library).nvmlEventSetCreate
+
+    def create(self, event_set):
+        entered.set()
+        release.wait(10)
+        return real(self, event_set)
+
+    patch_driver(library, "nvmlEventSetCreate", create)
+    with capture_logs() as logs:
+        source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+        try:
+            wait_for(lambda: source.error_counts()[("nvmlEventSetCreate", "Hung")] == 1, 5, "the hang said")
+            assert [gpu.xids for gpu in source.sample().gpus] == [None, None]
+            release.set()
+            wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "both GPUs watched")
+            assert len(library._event_sets) == 1  # the set the hung call made, no other
+        finally:
+            release.set()
+            source.close()
+    hung = [(e["gpu"], e.get("call")) for e in logs if e["event"].startswith("xid event call hung")]
+    assert hung == [(events.EVENT_SET, "nvmlEventSetCreate")]
