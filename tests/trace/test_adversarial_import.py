@@ -319,3 +319,31 @@ def test_a_trace_tick_no_clock_shows_is_a_skipped_line_and_the_report_is_written
     problems: list[str] = []
     assert len(list(read_trace(trace.read_text().splitlines(), "t.jsonl", errors=problems)[1])) == 2
     assert problems == [f"t.jsonl:3: skipped malformed tick: t must be a time between the years 1900 and 9999, got {t}"]
+
+
+# -- nvidia-smi pmon: dmon's look, a row per process -----------------------------------------------
+
+PMON = [
+    "# gpu         pid   type     sm    mem    enc    dec    command",
+    "# Idx           #    C/G      %      %      %      %    name",
+]
+PROCESSES = ((0, 12345, "C", 95, "python"), (0, 12399, "G", 1, "Xorg"), (1, 12346, "C", 97, "python"))
+
+
+@pytest.mark.parametrize("date", ["", "20240501   10:00:00  "])
+def test_nvidia_smi_pmon_output_is_refused_as_a_log_of_processes_not_gpus(date, tmp_path, capsys):
+    """`nvidia-smi pmon -o DT > log.txt`: dmon's '# gpu ...' header, but a row per process, its `sm` the
+    process's share of the GPU. TRUE: no GPU log; refused naming the file and what to log instead.
+    Was: imported as dmon, 6 ticks of 2 GPUs for 3 samples, Xorg's 1 % read as GPU 0 idle."""
+    head = [line.replace("# gpu", "#Date       Time        gpu") for line in PMON] if date else PMON
+    rows = [
+        f" {date}  {gpu}      {pid}     {kind}     {sm}     40      -      -    {command}"
+        for _ in range(3)
+        for gpu, pid, kind, sm, command in PROCESSES
+    ]
+    path = tmp_path / "pmon.txt"
+    path.write_text("\n".join([*head, *rows]) + "\n")
+    assert main(["import", str(path), "-o", str(tmp_path / "out.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert f"{path}: nvidia-smi pmon output, a row per process" in error and "nvidia-smi dmon" in error
+    assert not (tmp_path / "out.jsonl").exists()

@@ -28,9 +28,9 @@ from typing import IO, Any
 from gpud.telemetry import Snapshot
 from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
 from gpud.trace.importers.afterburner import AfterburnerImport, is_hml
-from gpud.trace.importers.dmon import DmonImport, is_dmon_header
+from gpud.trace.importers.dmon import DmonImport, is_dmon_header, is_pmon_header
 from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
-from gpud.trace.importers.nvsmi import CsvImport, is_header, refuse_query_report
+from gpud.trace.importers.nvsmi import LOG_INSTEAD, CsvImport, is_header, refuse_query_report
 from gpud.trace.importers.rows import ImportResult
 
 HEAD_LINES = 40
@@ -115,6 +115,11 @@ def sniff(head: list[str], name: str) -> LogFormat:
     found = csv_header(lines)  # (a GPU-Z header too): "date, numbers" rows under another are no GPU-Z log's
     if found is None and 2 * sum(1 for line in lines if is_gpu_z_row(line)) >= len(lines):
         return LogFormat.GPU_Z  # rows of a GPU-Z log, its header line cut off
+    if any(is_pmon_header(line) for line in lines):
+        raise NotALog(
+            f"{name}: nvidia-smi pmon output, a row per process (its share of the GPU), not a log of the "
+            f"GPUs (log with nvidia-smi dmon -o DT, or {LOG_INSTEAD})"
+        )
     if any(is_dmon_header(line) for line in lines):
         return LogFormat.DMON
     if found is not None:

@@ -38,6 +38,12 @@ def is_dmon_header(line: str) -> bool:
     return line.lstrip().startswith("#") and bool(cells) and cells[0].lower() in _HEADER_WORDS
 
 
+def is_pmon_header(line: str) -> bool:
+    """Whether ``line`` is ``nvidia-smi pmon``'s line naming the columns (``# gpu pid type sm mem ...``):
+    dmon's, but with a row per process, whose ``sm`` and ``mem`` are that process's share, not its GPU's."""
+    return is_dmon_header(line) and "pid" in (cell.lower() for cell in _cells(line))
+
+
 class DmonImport:
     """One dmon log being read; the header is known once :meth:`ticks` is exhausted."""
 
