@@ -11,6 +11,7 @@ the same seconds ``gpud diagnose`` reports.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -26,8 +27,8 @@ from gpud.decide.plateau import PowerLevels, inferred_limits
 from gpud.decide.reference import HeldClock, Reference, busy, core_clock_mhz, references
 from gpud.decide.throttle import ThrottleCause
 from gpud.telemetry import Snapshot
-from gpud.trace.format import NotALog, TraceHeader, read_trace
-from gpud.trace.importers.detect import HEAD_LINES, LogFormat, import_log, open_log, sniff
+from gpud.trace.format import NotALog, TraceError, TraceHeader, header_line, read_trace, write_ticks
+from gpud.trace.importers.detect import HEAD_LINES, LogFormat, open_log, read_log, sniff
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
 # Traces under twice this size are read once: the first pass reads every tick and keeps them for
@@ -70,8 +71,7 @@ def load_trace(path: Path) -> LoadedTrace:
     with open_log(path) as lines:
         head = list(islice(lines, HEAD_LINES))
         if sniff(head, str(path)) is not LogFormat.GPUD_TRACE:
-            result = import_log(chain(head, lines), str(path))
-            return LoadedTrace.of(str(path), result.header, result.snapshots, result.problems, size)
+            return _imported(path, chain(head, lines), size)
     header, _ = read_trace(head[:1], str(path))
 
     def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
@@ -80,6 +80,27 @@ def load_trace(path: Path) -> LoadedTrace:
             yield from read_trace(lines, str(path), errors=problems)[1]
 
     return LoadedTrace(str(path), header, ticks, [], size)
+
+
+def _imported(path: Path, lines: Iterator[str], size: int) -> LoadedTrace:
+    """A log imported on the fly, its ticks spooled as a trace's lines to an unnamed temporary file and
+    read back from there as often as replay needs: memory stays bounded whatever the log's length, as
+    ``gpud import``'s does (held in memory, a 2 GB log's ticks took several GB), and the ticks judged
+    are those its imported trace holds."""
+    reading = read_log(lines, str(path))
+    try:
+        spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 -- as long as the trace lives
+        write_ticks(spool, reading.ticks)
+    except OSError as error:  # a full temporary folder
+        raise TraceError(f"cannot import {path}: no room for its ticks ({error.strerror or error})") from None
+    header = reading.header()
+    first = header_line(header)
+
+    def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
+        spool.seek(0)  # one pass at a time, as replay, diagnose and calibrate read a trace
+        yield from read_trace(chain([first], islice(spool, 0, None, stride)), str(path), errors=problems)[1]
+
+    return LoadedTrace(str(path), header, ticks, reading.problems(), size)
 
 
 @dataclass
