@@ -17,6 +17,7 @@ import pytest
 
 from gpud.cli import main
 from gpud.replay import load_trace
+from gpud.telemetry import Cooling
 from gpud.trace.format import read_trace
 from gpud.trace.importers.detect import import_log, read_log
 
@@ -372,3 +373,20 @@ def test_a_log_diagnosed_as_it_is_holds_none_of_its_ticks_in_memory(tmp_path):
     assert main(["import", str(path), "-o", str(imported)]) == 0
     for stride in (1, 7):
         assert list(trace.ticks(stride, [])) == list(load_trace(imported).ticks(stride, []))
+
+
+# -- a fan whose speed NVML could not read ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["[Unknown Error]", "[Insufficient Permissions]"])
+def test_a_fan_speed_nvml_failed_to_read_is_no_fanless_card(answer):
+    """`nvidia-smi --query-gpu=...,fan.speed` on a GeForce whose fan call fails prints '[Unknown Error]'
+    in the fan's cell (i3pystatus#850). TRUE: its fans are not known, it is no passive card (its advice
+    would be the server chassis's airflow); '[N/A]', the driver saying there is no fan, still is one.
+    Was: 'passive (reported)', as for '[N/A]'."""
+    header = "timestamp, index, name, temperature.gpu, fan.speed [%]"
+    rows = [f"2024/03/05 14:00:0{s}.000, 0, NVIDIA GeForce RTX 3090, 84, {answer}" for s in range(3)]
+    result = import_log([header, *rows], "fans.csv")
+    assert result.header.gpus[0].cooling is Cooling.UNKNOWN
+    rows = [row.replace(answer, "[N/A]") for row in rows]
+    assert import_log([header, *rows], "fans.csv").header.gpus[0].cooling is Cooling.PASSIVE

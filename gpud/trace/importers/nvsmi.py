@@ -210,7 +210,8 @@ class CsvImport:
             sample = GpuSample(index=gpu, fans=tuple(row.fans), **row.sample)
         else:
             sample = GpuSample(index=gpu, up=False)
-        yield from self._assembler.add(when, sample, info, fans_logged=header.fans_logged)
+        fans_logged = header.fans_logged and not row.fans_unread  # "[Unknown Error]" is no fanless card
+        yield from self._assembler.add(when, sample, info, fans_logged=fans_logged)
 
     def _skip(self, line: int, why: str) -> None:
         self.problems.skip(line, why)

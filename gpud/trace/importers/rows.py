@@ -91,6 +91,20 @@ def answered(text: str) -> str | None:
     return None if text.lower() in _MISSING else text
 
 
+# NVML's answers for a value there but not read (a call that failed, or was not allowed): unlike
+# "[N/A]" or "[Not Supported]", they do not say the GPU has no such thing (a fan).
+_UNREAD = frozenset({_CALL_FAILED, "[insufficient permissions]"})
+
+
+def unread(text: str) -> bool:
+    """Whether a cell is NVML's answer that a value was there but not read.
+
+    >>> unread(" [Unknown Error] "), unread("[N/A]"), unread("45 %")
+    (True, False, False)
+    """
+    return text.strip().lower() in _UNREAD
+
+
 def gpu_gone(cells: list[str]) -> bool:
     """Whether a row's value cells say its GPU did not answer: one reads ``[GPU is lost]`` or
     ``[GPU requires reset]``, or every one reads ``[Unknown Error]``.
@@ -306,7 +320,8 @@ class TickAssembler:
         """Add one GPU's row; yields the ticks this row completes.
 
         ``fans_logged`` says the log has a fan column for this GPU, whether or not it had a value:
-        a GPU whose fan column never has one has no fans (a data-center card, ``[N/A]``).
+        a GPU whose fan column never has one has no fans (a data-center card, ``[N/A]``). A row whose
+        fan was there but not read (``[Unknown Error]``) is logged without, and tells nothing of it.
         """
         if when is not None and _DATELESS_DAY <= when < _DATELESS_DAY + DAY_S:
             when = self._dated(when)

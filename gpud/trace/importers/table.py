@@ -18,7 +18,7 @@ from typing import Any
 from gpud.telemetry import FanReading, GpuSample
 from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
-from gpud.trace.importers.rows import Problems, answered, gpu_gone, number
+from gpud.trace.importers.rows import Problems, answered, gpu_gone, number, unread
 from gpud.trace.importers.units import OutOfBounds
 
 _READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
@@ -95,6 +95,7 @@ class Row:
     ranked: dict[str, tuple[int, float]] = field(default_factory=dict)
     reasons: int | None = None
     up: bool = True  # False: its readings say the GPU did not answer ("[GPU is lost]")
+    fans_unread: bool = False  # a fan's cell says its speed was not read ("[Unknown Error]"): not no fan
 
     @property
     def stamp(self) -> str | None:
@@ -141,6 +142,7 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
         problems.value(line, title.strip(), cell)
         return
     if value is None:
+        row.fans_unread = row.fans_unread or (col.role is Role.FAN and unread(cell))
         return
     match col.role:
         case Role.SAMPLE:
