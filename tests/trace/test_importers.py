@@ -15,6 +15,7 @@ from gpud.telemetry import GpuSample
 from gpud.trace.format import NotALog, TraceError, read_trace
 from gpud.trace.importers.detect import FORMATS, import_log, open_log
 from gpud.trace.importers.rows import TickAssembler
+from tests.trace import UNTIMED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -61,7 +62,10 @@ def test_query_csv_without_timestamps_groups_by_repeating_index_and_reads_reason
     assert [s.timestamp for s in result.snapshots] == [0.0, 1.0, 2.0]
     assert result.snapshots[1].gpus[0].clock_event_reasons == 0x20
     assert result.snapshots[1].gpus[1].clock_event_reasons == 0x08
-    assert result.problems == ["query_no_time_reasons.csv:7: skipped: 7 columns where the header has 6"]
+    assert result.problems == [
+        f"query_no_time_reasons.csv: {UNTIMED}",
+        "query_no_time_reasons.csv:7: skipped: 7 columns where the header has 6",
+    ]
 
 
 def test_dmon_with_date_time_repeated_headers_and_a_truncated_line():
@@ -85,6 +89,21 @@ def test_dmon_without_time_and_with_dashes():
     assert result.snapshots[1].gpus[1].power_w is None and result.snapshots[1].gpus[0].power_w == 301
 
 
+def test_a_log_without_times_says_its_ticks_are_taken_as_a_second_apart_and_a_timed_one_does_not():
+    """`nvidia-smi dmon -d 5` prints no time: read a second apart, its hour would be 12 minutes, its
+    energy a fifth; nothing in the log tells, so the import says what it took."""
+    body = [f"    0   {300 + t}    70    99  1950" for t in range(3)]
+    untimed = import_log(["# gpu   pwr gtemp    sm  pclk", "# Idx     W     C     %   MHz", *body], "d5.log")
+    assert [s.timestamp for s in untimed.snapshots] == [0.0, 1.0, 2.0]
+    assert untimed.problems == [f"d5.log: {UNTIMED}"]
+    header = [
+        "#Date       Time        gpu   pwr gtemp    sm  pclk",
+        "#YYYYMMDD   HH:MM:SS    Idx     W     C     %   MHz",
+    ]
+    timed = [f"20240305   14:00:0{5 * t}    0   300    70    99  1950" for t in range(2)]
+    assert import_log([*header, *timed], "dt.log").problems == []
+
+
 @pytest.mark.parametrize("index", ["-1", "1.5", "4294967296"])
 def test_a_row_naming_no_gpu_index_is_skipped_with_its_line(index):
     lines = [
@@ -95,7 +114,7 @@ def test_a_row_naming_no_gpu_index_is_skipped_with_its_line(index):
     ]
     result = import_log(lines, "dmon.log")
     assert [gpu.index for snapshot in result.snapshots for gpu in snapshot.gpus] == [0]
-    assert result.problems == [f"dmon.log:4: skipped: not a GPU index: {index!r}"]
+    assert result.problems == [f"dmon.log: {UNTIMED}", f"dmon.log:4: skipped: not a GPU index: {index!r}"]
 
 
 def test_unrecognised_input_is_a_clear_error():

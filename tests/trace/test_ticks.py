@@ -12,6 +12,7 @@ from gpud.telemetry import Cooling
 from gpud.trace.format import NotALog
 from gpud.trace.importers.detect import import_log, read_log
 from gpud.trace.importers.rows import HELD_TICKS
+from tests.trace import UNTIMED
 
 DAY = 86400
 SMI = "timestamp, index, pci.bus_id, temperature.gpu, power.draw [W], clocks.sm [MHz]"
@@ -151,6 +152,7 @@ def test_nvidia_smis_line_for_a_gpu_it_cannot_reach_is_that_gpu_down_by_its_bus_
     ]
     unknown = import_log(["index, temperature.gpu", "0, 60", error, "0, 61"], "nobus.csv")
     assert unknown.problems == [
+        f"nobus.csv: {UNTIMED}",
         (
             "nobus.csv: line 3: nvidia-smi could not reach the GPU at 0000:27:00.0: GPU is lost; no row "
             "before it has that pci.bus_id, so which GPU it is is not known"
@@ -187,6 +189,7 @@ def test_dmon_started_again_with_fewer_gpus_under_the_same_header_has_none_down(
     result = import_log(lines, "dmon.txt")
     assert down(result) == [[]] * 60 and [len(t.gpus) for t in result.snapshots] == [4] * 30 + [2] * 30
     assert result.problems == [
+        f"dmon.txt: {UNTIMED}",
         (
             "dmon.txt: line 123: GPUs 2, 3 answered up to this header and have no row after it: taken as no "
             "longer logged (the logger started again without them), not down"

@@ -310,6 +310,7 @@ class TickAssembler:
     _doubtful_ticks: int = 0
     _days: int = 0  # days past the first, of a log that gives times of day alone
     _last_dateless: float | None = None
+    _guessed_times: bool = False  # a row had no time: its tick's was guessed from the interval
 
     def __post_init__(self) -> None:
         self._spreader = StampSpreader(self.problems, self.times)
@@ -332,7 +333,7 @@ class TickAssembler:
         if self._next_session is not None:
             yield from self._begin_session(self._next_session)
         if when is None:
-            when = self._ticks * self.interval_s
+            when = self._untimed()
         if not self._rows:
             self._time = when
         self._latest = when
@@ -408,6 +409,17 @@ class TickAssembler:
         else:  # a slow query (no persistence mode) spreads a sample's rows over a good part of its interval
             skew = max(TICK_SKEW_S, self._spacing_s / 2) if self._spacing_s is not None else TICK_SKEW_S
         return abs(when - latest) <= skew  # (threads of a script may write a tick's rows out of order)
+
+    def _untimed(self) -> float:
+        """A row with no time of its own: its tick's number times the interval, said once, since a
+        log sampled otherwise (``dmon -d 5``) has all its times and energies scaled by as much."""
+        if not self._guessed_times and self.problems is not None:
+            self.problems.note(
+                f"the log gives no time: its ticks are taken as {self.interval_s:g} s apart; a log sampled "
+                "at another interval has its durations and energy off by as much"
+            )
+        self._guessed_times = True
+        return self._ticks * self.interval_s
 
     def _on_its_day(self, when: float) -> float:
         """A time of day alone on the day it is of: the log's first, or a later one past each midnight."""
