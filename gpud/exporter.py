@@ -165,6 +165,9 @@ FAN_COMMANDS = _counter("gpud_fan_commands", "Fan speed commands sent")
 FAN_ERRORS = _counter("gpud_fan_errors", "Fan commands that failed, by error")
 XID_ERRORS = _counter("gpud_gpu_xid_errors", "XID errors the driver reported, by code, repeats included")
 XID_LAST = _gauge("gpud_gpu_xid_last_timestamp_seconds", "When the driver last reported this XID")
+XID_WATCHED = _gauge(
+    "gpud_gpu_xid_watched", "1 if the driver delivers the GPU's XID events to gpud now, 0 if XIDs go uncounted"
+)
 ECC_ENABLED = _gauge("gpud_gpu_ecc_enabled", "1 if ECC is on for the GPU's memory")
 ECC_ERRORS = _counter(
     "gpud_gpu_ecc_errors",
@@ -238,6 +241,7 @@ GPU_FAMILIES = (
     FAN_ERRORS,
     XID_ERRORS,
     XID_LAST,
+    XID_WATCHED,
     ECC_ENABLED,
     ECC_ERRORS,
     RETIRED_PAGES,
@@ -306,6 +310,7 @@ class _GpuText:
         }
         self.heat = tuple(self.series(family) for family in _HEAT_VALUES)
         self.fan_commands_hung = self.flag(FAN_COMMANDS_HUNG)
+        self.xid_watched = self.flag(XID_WATCHED)
         self.fan_commands = self.series(FAN_COMMANDS)
         self.fan_speed: list[str] = []
         self.fan_target: list[str] = []
@@ -546,6 +551,7 @@ class Metrics:
             counts, lasts = text.xids(s.xids)
             lines[XID_ERRORS].append(counts)
             lines[XID_LAST].append(lasts)
+            lines[XID_WATCHED].append(text.xid_watched[s.xids.watched])
         if not s.up:
             return
         if s.memory_health is not None:

@@ -279,6 +279,7 @@ def _add_health(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> No
     counts: dict[tuple[str, str], list[tuple[int, int]]] = {}
     for labels, value in query("gpud_gpu_xid_errors_total"):
         counts.setdefault((labels["instance"], labels["gpu"]), []).append((int(labels["xid"]), int(value)))
+    unwatched = {(labels["instance"], labels["gpu"]) for labels, _ in query("gpud_gpu_xid_watched == 0")}
     for instance, gpus in hosts.items():
         for index, gpu in gpus.items():
             key = (instance, index)
@@ -286,7 +287,9 @@ def _add_health(query: Query, hosts: dict[str, dict[str, dict[str, Any]]]) -> No
                 index=gpu["index"],
                 up=gpu["up"],
                 memory_health=MemoryHealth(**memory[key]) if key in memory else None,
-                xids=XidRecord(tuple(sorted(counts.get(key, ()))), tuple(recent.get(key, ()))),
+                xids=XidRecord(
+                    tuple(sorted(counts.get(key, ()))), tuple(recent.get(key, ())), key not in unwatched
+                ),
             )
             gpu.update(health_entry(sample, now))
 

@@ -131,6 +131,7 @@ class XidRecord:
 
     counts: tuple[tuple[int, int], ...] = ()  # (xid, times), by xid
     recent: tuple[XidEvent, ...] = ()  # oldest first
+    watched: bool = True  # False: the driver does not deliver its events to gpud now (XIDs go uncounted)
 
     def count(self, xid: int) -> int:
         """How many times ``xid`` was reported."""

@@ -334,6 +334,11 @@ class HealthFamilies:
             "When the driver last reported this XID",
             labels=[*_IDS, "xid"],
         )
+        self.xid_watched = GaugeMetricFamily(
+            "gpud_gpu_xid_watched",
+            "1 if the driver delivers the GPU's XID events to gpud now, 0 if XIDs go uncounted",
+            labels=_IDS,
+        )
         self.ecc_enabled = GaugeMetricFamily(
             "gpud_gpu_ecc_enabled", "1 if ECC is on for the GPU's memory", labels=_IDS
         )
@@ -392,6 +397,7 @@ class HealthFamilies:
                 self.xid_errors.add_metric([*ids, str(xid)], count)
                 if xid in last:
                     self.xid_last.add_metric([*ids, str(xid)], last[xid])
+            self.xid_watched.add_metric(ids, int(sample.xids.watched))
         if not sample.up:
             return
         if sample.memory_health is not None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 
 from gpud.decide.controller import Controller
 from gpud.exporter import Metrics
 from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
 from gpud.state import DaemonState
-from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot
+from gpud.telemetry import Cooling, FanPolicy, FanReading, GpuInfo, GpuSample, Snapshot, XidRecord
 from tests.conftest import GPU_FAMILIES, require_tool
 from tests.metrics_text import sample_value
 
@@ -53,10 +54,10 @@ SAMPLE = GpuSample(
 )
 
 
-def state() -> DaemonState:
+def state(gpus: tuple[GpuSample, ...] = (SAMPLE, GpuSample(index=1, up=False))) -> DaemonState:
     controller = Controller()
-    controller.step(Snapshot(0.0, (SAMPLE, GpuSample(index=1, up=False))))
-    snapshot = Snapshot(1.0, (SAMPLE, GpuSample(index=1, up=False)))
+    controller.step(Snapshot(0.0, gpus))
+    snapshot = Snapshot(1.0, gpus)
     return DaemonState(
         "host",
         "simulated",
@@ -115,6 +116,16 @@ def test_values_are_in_base_units_with_gpu_and_uuid_labels():
     assert get("gpud_gpu_throttled_seconds_total", ids | {"cause": "thermal"}) == 1.0
     assert get("gpud_gpu_clock_event_reason_active", ids | {"reason": "sw_thermal_slowdown"}) == 1
     assert get("gpud_nvml_errors_total", {"call": "nvmlDeviceGetPowerUsage", "error": "Unknown"}) == 3
+
+
+def test_whether_a_gpus_xids_are_watched_is_a_series_of_each_gpu_with_xid_events():
+    """GPU 0's registration for events hung: its XIDs go uncounted, said as 0 (and as a health
+    warning); a GPU without XID events (its record None) has no series, not a 0."""
+    unwatched = replace(SAMPLE, xids=XidRecord(watched=False))
+    text = Metrics().render(state((unwatched, GpuSample(index=1, up=False, xids=XidRecord())))).decode()
+    assert sample_value(text, "gpud_gpu_xid_watched", {"gpu": "0", "uuid": "GPU-a"}) == 0
+    assert sample_value(text, "gpud_gpu_xid_watched", {"gpu": "1", "uuid": "GPU-b"}) == 1
+    assert "gpud_gpu_xid_watched{" not in rendered()
 
 
 def test_unknown_values_and_lost_gpus_have_no_series():

@@ -31,7 +31,7 @@ _ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.NOTICE: 2}
 class HealthProblem:
     """One problem: ``summary`` and ``do`` fit a status row, ``detail`` says it in full."""
 
-    kind: str  # xid, ecc-uncorrected, row-remap-pending, row-remap-failed, pages-pending
+    kind: str  # xid, xids-unwatched, ecc-uncorrected, row-remap-pending, row-remap-failed, pages-pending
     severity: Severity
     summary: str
     do: str
@@ -72,6 +72,23 @@ def xid_problems(record: XidRecord | None, now: float, within_s: float = RECENT_
             )
         )
     return problems
+
+
+def unwatched_problems(record: XidRecord | None) -> list[HealthProblem]:
+    """A GPU whose XIDs gpud does not receive now: a fault that happens meanwhile is not counted."""
+    if record is None or record.watched:
+        return []
+    return [
+        HealthProblem(
+            "xids-unwatched",
+            Severity.WARNING,
+            "XIDs not watched",
+            "see gpud's log",
+            "the driver does not deliver this GPU's XID events to gpud now (its registration for them "
+            "hung or failed, or the event set is being made again): XIDs that happen meanwhile are not "
+            "counted, so no XID here is no proof of health; gpud's log names the call",
+        )
+    ]
 
 
 def memory_problems(memory: MemoryHealth | None) -> list[HealthProblem]:
@@ -129,10 +146,13 @@ def memory_problems(memory: MemoryHealth | None) -> list[HealthProblem]:
     return problems
 
 
-def gpu_problems(memory: MemoryHealth | None, xids: XidRecord | None, now: float) -> list[HealthProblem]:
+def gpu_problems(
+    memory: MemoryHealth | None, xids: XidRecord | None, now: float, up: bool = True
+) -> list[HealthProblem]:
     """Every current problem of a GPU, the most urgent first; within one urgency, what is true now
-    (the memory state) before what happened (XIDs, the newest first)."""
-    problems = memory_problems(memory) + xid_problems(xids, now)
+    (the memory state, XIDs unwatched) before what happened (XIDs, the newest first). A GPU down is
+    said to be so: that its XIDs are not watched then is no news."""
+    problems = memory_problems(memory) + (unwatched_problems(xids) if up else []) + xid_problems(xids, now)
     return sorted(problems, key=lambda p: (_ORDER[p.severity], -(p.at or now)))
 
 

@@ -24,7 +24,8 @@ def health_entry(sample: GpuSample | None, now: float) -> dict[str, Any]:
     """``{"health": {"status", "problems", "memory", "xids"}}`` for one GPU as of ``now``."""
     memory = sample.memory_health if sample is not None and sample.up else None
     xids = sample.xids if sample is not None else None
-    problems = [p.as_json(now) for p in gpu_problems(memory, xids, now)]
+    up = sample is not None and sample.up
+    problems = [p.as_json(now) for p in gpu_problems(memory, xids, now, up)]
     return {
         "health": {
             "status": problems[0]["severity"] if problems else "ok",

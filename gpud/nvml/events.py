@@ -119,6 +119,7 @@ class XidWatcher:
         self._counts: dict[int, Counter[int]] = {}
         self._recent: dict[int, deque[XidEvent]] = {}
         self._watching: frozenset[int] = frozenset()
+        self._wanted: set[int] = set()  # GPUs whose XIDs were watched, or whose registration hung or failed
         self._activity: Counter[int] = Counter()  # events of any kind, per GPU
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
@@ -145,13 +146,19 @@ class XidWatcher:
         return self._activity[gpu]
 
     def record(self, gpu: int) -> XidRecord | None:
-        """The XIDs of ``gpu`` so far; ``None`` when its XIDs are not watched (no series, not zero)."""
+        """The XIDs of ``gpu`` so far, and whether they are watched now; ``None`` for a GPU whose XIDs
+        were never watched nor meant to be (no events on it: no series, not zero). One watched before,
+        or whose registration hung or failed, is not watched while the driver does not deliver its
+        events (its registration still out, the set being made again): said, since XIDs go uncounted."""
         with self._lock:
             counts = self._counts.get(gpu)
-            if gpu not in self._watching and counts is None:
+            watched = gpu in self._watching
+            if not watched and gpu not in self._wanted and counts is None:
                 return None
             return XidRecord(
-                counts=tuple(sorted((counts or {}).items())), recent=tuple(self._recent.get(gpu, ()))
+                counts=tuple(sorted((counts or {}).items())),
+                recent=tuple(self._recent.get(gpu, ())),
+                watched=watched,
             )
 
     # -- the thread ---------------------------------------------------------------------------------
@@ -170,6 +177,8 @@ class XidWatcher:
                             retry_s = 0.0  # a GPU lost: the set is made again at once, without it
                     finally:
                         self._release(opened)
+                if retry_s > 0:
+                    self._watching = frozenset()  # no event reaches gpud until the next set is made
                 self._stop.wait(retry_s)
         finally:
             self._guard.close()
@@ -193,6 +202,7 @@ class XidWatcher:
                 return None
             if answer is None and not hung:
                 self._errors[("nvmlEventSetCreate", HUNG)] += 1
+                self._wanted.update(i for i, handle in enumerate(self._handles()) if handle is not None)
         return self._created.pop() if self._created else None
 
     def _make_set(self, _: int) -> Any:
@@ -253,6 +263,7 @@ class XidWatcher:
                 if index not in hung:
                     events.hung.add(index)
                     self._errors[(self._in_call.get(index, REGISTER), HUNG)] += 1
+                self._wanted.add(index)
                 continue
             wanted = answers[index]
             if isinstance(wanted, N.NVMLError):
@@ -260,6 +271,7 @@ class XidWatcher:
                     return None
                 if wanted.value not in _NO_EVENTS:
                     events.failing.add(index)
+                    self._wanted.add(index)
                     self._say_once(
                         f"failing {index}",
                         "registering a gpu for xid events failed; asking again",
@@ -275,10 +287,12 @@ class XidWatcher:
                 watching.add(index)
             else:
                 refused.append(index)
+                self._wanted.discard(index)  # no XIDs to watch: none go uncounted
             if wanted:
                 events.index_of[_address(handles[index])] = index
         if refused:
             self._say_once(f"refused {refused}", "these GPUs report no XID events", gpus=refused)
+        self._wanted |= watching
         return frozenset(watching)
 
     def _register(self, index: int, handle: Any, pointer: Any) -> int | N.NVMLError:

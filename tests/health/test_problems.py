@@ -23,6 +23,12 @@ def test_a_healthy_gpu_has_no_problems():
     assert gpu_problems(None, None, NOW) == []  # nothing known: nothing said
 
 
+def test_xids_that_go_uncounted_are_a_warning_on_a_gpu_up_and_none_on_one_down():
+    (problem,) = gpu_problems(None, XidRecord(watched=False), NOW)
+    assert (problem.kind, problem.severity, problem.summary) == ("xids-unwatched", Severity.WARNING, "XIDs not watched")
+    assert gpu_problems(None, XidRecord(watched=False), NOW, up=False) == []  # down is said already
+
+
 def test_repeats_of_one_xid_are_one_problem_with_their_count_and_last_time():
     (problem,) = gpu_problems(None, xids((13, 60), (13, 30)), NOW)
     assert (problem.xid, problem.count, problem.at, problem.severity) == (13, 2, NOW - 30, Severity.NOTICE)

@@ -21,7 +21,7 @@ from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.jobs import FIRST_PID
 from gpud.sim.machine import Layout
 from gpud.sim.nvml_lib import gpu_index
-from gpud.telemetry import MemoryHealth, ProcessKind
+from gpud.telemetry import MemoryHealth, ProcessKind, XidRecord
 from tests.test_end_to_end import wait_for
 
 
@@ -122,6 +122,32 @@ def test_a_failing_wait_frees_the_set_and_listens_again(install_nvml, patch_driv
             lambda: (xids.record(0) or None) and xids.record(0).count(48) == 1, 5, "the XID after the failure"
         )
         assert len(library._event_sets) == 1  # the broken set was freed
+    finally:
+        xids.thread.left()
+
+
+def test_between_a_failed_wait_and_the_next_set_the_gpus_xids_are_said_unwatched(install_nvml, patch_driver):
+    """A wait that fails (the driver reloaded) leaves no set for the retry's seconds: an XID then is
+    not counted, so the record says so (status warns, the gauge is 0), and says watched again after."""
+    library = install_nvml(gpus=1)
+    real = type(library).nvmlEventSetWait_v2
+    fail = {"now": False}
+
+    def wait(self, event_set, data, timeout):
+        if fail["now"]:
+            fail["now"] = False
+            return N.NVML_ERROR_UNKNOWN
+        return real(self, event_set, data, timeout)
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    xids, errors = watcher(1, retry_s=0.5)
+    try:
+        wait_for(lambda: xids.watching == {0}, 5, "registration")
+        assert xids.record(0) == XidRecord()  # watched, nothing yet
+        fail["now"] = True
+        wait_for(lambda: not xids.record(0).watched, 5, "the retry's wait, no set")
+        assert xids.record(0) == XidRecord(watched=False) and errors[("nvmlEventSetWait_v2", "Unknown")] == 1
+        wait_for(lambda: xids.record(0).watched, 5, "watched again on the next set")
     finally:
         xids.thread.left()
 

@@ -18,6 +18,7 @@ from gpud.decide.controller import Controller
 from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import FanControl
 from gpud.fans.nvml import NvmlFanBackend
+from gpud.health.report import health_entry
 from gpud.nvml import events, pcie, processes
 from gpud.nvml import source as source_module
 from gpud.nvml.calls import NVML_IN_PROGRESS
@@ -25,6 +26,7 @@ from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, NvmlSource
 from gpud.sim.faults import FaultyNvmlLibrary, parse_faults
 from gpud.sim.nvml_lib import gpu_index
+from gpud.telemetry import XidRecord
 from tests.test_end_to_end import wait_for
 
 HUNG = "gpu driver call hung; gpu skipped until it returns"
@@ -341,10 +343,12 @@ def test_an_xid_registration_that_hangs_is_said_and_counted_and_the_other_gpus_a
             wait_for(lambda: source.sample().gpus[2].xids is not None, 5, "GPUs 0 and 2 watched")
         library.raise_xid(2, 48)
         wait_for(lambda: source.sample().gpus[2].xids.count(48) == 1, 5, "GPU 2's XID")
-        assert entered.is_set() and source.sample().gpus[1].xids is None  # its registration still in
+        assert entered.is_set() and source.sample().gpus[1].xids == XidRecord(watched=False)  # still in
+        (problem,) = health_entry(source.sample().gpus[1], library.unix_time())["health"]["problems"]
+        assert (problem["kind"], problem["severity"]) == ("xids-unwatched", "warning")
         assert source.error_counts()[("nvmlDeviceRegisterEvents", "Hung")] == 1
         release.set()
-        wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "GPU 1 watched once its call returned")
+        wait_for(lambda: source.sample().gpus[1].xids.watched, 5, "GPU 1 watched once its call returned")
         library.raise_xid(1, 79)
         wait_for(lambda: source.sample().gpus[1].xids.count(79) == 1, 5, "GPU 1's XID")
     finally:
@@ -373,9 +377,10 @@ def test_an_event_set_creation_that_hangs_is_said_and_counted_and_its_set_taken_
         source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
         try:
             wait_for(lambda: source.error_counts()[("nvmlEventSetCreate", "Hung")] == 1, 5, "the hang said")
-            assert [gpu.xids for gpu in source.sample().gpus] == [None, None]
+            unwatched = XidRecord(watched=False)  # every GPU's XIDs go uncounted meanwhile
+            assert [gpu.xids for gpu in source.sample().gpus] == [unwatched, unwatched]
             release.set()
-            wait_for(lambda: source.sample().gpus[1].xids is not None, 5, "both GPUs watched")
+            wait_for(lambda: all(g.xids.watched for g in source.sample().gpus), 5, "both GPUs watched")
             assert len(library._event_sets) == 1  # the set the hung call made, no other
         finally:
             release.set()
