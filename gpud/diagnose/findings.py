@@ -101,9 +101,10 @@ def _lasting(seconds: float, usage: GpuUsage) -> bool:
     return seconds / max(usage.seconds, 1.0) >= MIN_SHARE
 
 
-def _thermal_advice(cooling: Cooling, fans_stopped: bool, heated: bool) -> str:
+def _thermal_advice(cooling: Cooling, fans_stopped: bool, heated: bool, alone: bool) -> str:
     """What helps a GPU that throttles for heat: its fans first if they stopped, else its kind of
-    cooling; ``heated``: its neighbours heat it (the heat finding names it, so the advice points there)."""
+    cooling; ``heated``: its neighbours heat it (the heat finding names it, so the advice points there);
+    ``alone``: the only GPU of the machine, which has no cards to space it from."""
     see = " (see the heat findings)" if heated else ""
     if fans_stopped:
         return (
@@ -115,9 +116,8 @@ def _thermal_advice(cooling: Cooling, fans_stopped: bool, heated: bool) -> str:
             "cool it: more airflow through the chassis (the server's fan profile, blanking panels) and "
             f"cooler inlet air{see}"
         )
-    return (
-        f"cool it: a steeper fan curve or predictive fans, more case airflow, space between the cards{see}"
-    )
+    spacing = "" if alone else ", space between the cards"
+    return f"cool it: a steeper fan curve or predictive fans, more case airflow{spacing}{see}"
 
 
 _THROTTLE_SEVERITY = {
@@ -127,12 +127,12 @@ _THROTTLE_SEVERITY = {
 }
 
 
-def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> list[Finding]:
+def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: bool) -> list[Finding]:
     """One finding per cause that held the GPU back for long enough, each with its own severity and
     advice: a hardware slowdown is never hidden behind a longer power cap.
 
     ``fans_stopped``: the GPU's fans stopped while it was hot (its own finding), which is then what
-    to mend first.
+    to mend first. ``alone``: the machine's only GPU.
     """
     working = gpu.working_s
     share = gpu.throttled_share()
@@ -142,12 +142,12 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool) -> list[Fi
     causes = [c for c in ThrottleCause if by_cause[c] / working >= MIN_SHARE]
     if not causes:  # enough in all, none alone: the cause of most of it speaks for all of it
         dominant = max(by_cause, key=lambda c: by_cause[c])
-        return [_cause_finding(gpu, dominant, sum(by_cause.values()), cooling, fans_stopped)]
-    return [_cause_finding(gpu, c, by_cause[c], cooling, fans_stopped) for c in causes]
+        return [_cause_finding(gpu, dominant, sum(by_cause.values()), cooling, fans_stopped, alone)]
+    return [_cause_finding(gpu, c, by_cause[c], cooling, fans_stopped, alone) for c in causes]
 
 
 def _cause_finding(
-    gpu: GpuReplay, cause: ThrottleCause, throttled: float, cooling: Cooling, fans_stopped: bool
+    gpu: GpuReplay, cause: ThrottleCause, throttled: float, cooling: Cooling, fans_stopped: bool, alone: bool
 ) -> Finding:
     """The finding of ``throttled`` seconds of the GPU's working time held back by ``cause``."""
     share = throttled / gpu.working_s
@@ -181,7 +181,7 @@ def _cause_finding(
         severity=_THROTTLE_SEVERITY[cause],
         title=title,
         evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
-        recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu),
+        recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu, alone),
         gpus=(gpu.index,),
         cost=speed_lost if speed_lost is not None else share * 0.05,
         numbers={
@@ -193,7 +193,9 @@ def _cause_finding(
     )
 
 
-def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, gpu: GpuReplay) -> str:
+def _throttle_advice(
+    cause: ThrottleCause, cooling: Cooling, fans_stopped: bool, gpu: GpuReplay, alone: bool
+) -> str:
     laptop = is_mobile_model(gpu.name)
     if cause is ThrottleCause.THERMAL and laptop and not fans_stopped:
         return (
@@ -201,7 +203,7 @@ def _throttle_advice(cause: ThrottleCause, cooling: Cooling, fans_stopped: bool,
             "or a cooling pad), and set its fans to their fastest mode in its maker's tool"
         )
     if cause is ThrottleCause.THERMAL:
-        return _thermal_advice(cooling, fans_stopped, gpu.neighbour_heated_s > 0)
+        return _thermal_advice(cooling, fans_stopped, gpu.neighbour_heated_s > 0, alone)
     if cause is ThrottleCause.OTHER:
         return (
             "hardware slowdown without heat or power: check the PSU cables and the board's power "
@@ -594,7 +596,9 @@ def replay_and_diagnose(
     }
     findings: list[Finding] = []
     stopped = {u.index for u in usages if _lasting(u.hot_stopped_fans_s, u)}
-    throttles = [f for g in replayed.gpus for f in _throttling(g, cooling[g.index].kind, g.index in stopped)]
+    throttles = [
+        f for g in replayed.gpus for f in _throttling(g, cooling[g.index].kind, g.index in stopped, alone)
+    ]
     findings += throttles
     costs: dict[int, float] = {}
     for f in throttles:

@@ -459,6 +459,16 @@ def test_a_laptop_that_throttles_for_heat_is_told_about_a_laptops_cooling_not_sl
     assert "between the cards" not in throttling.recommendation
 
 
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_a_lone_gpu_hot_for_itself_is_not_told_to_space_it_from_cards_it_has_not(gpus):
+    held = _held_back(gpus, 300, lambda i, t: (1500, 0x20 if t > 100 else 0))
+    throttles = [f for f in held.findings if f.kind == "throttling"]
+    assert len(throttles) == gpus and all(f.numbers["cause"] == "thermal" for f in throttles)
+    for throttle in throttles:
+        assert "more case airflow" in throttle.recommendation
+        assert ("space between the cards" in throttle.recommendation) is (gpus > 1)
+
+
 def test_alike_findings_are_listed_by_gpu_not_by_a_cost_that_differs_in_the_third_digit():
     diagnosis = _held_back(8, 300, lambda i, t: (1900 - (i * 5) % 13, SW_POWER_CAP))
     assert [f.gpus for f in diagnosis.findings] == [(i,) for i in range(8)]
