@@ -56,6 +56,14 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             ["run", "--simulate", "1", "--faults", "random:rate=0.1;stuck-fan:gpu=0,fan=2"],
             "--faults random:rate=0.1;stuck-fan:gpu=0,fan=2: there is no fan 2: the cards have 2 fans",
         ),
+        (
+            ["run", "--simulate", "2", "--layout", "passive", "--faults", "stuck-fan:gpu=1,at=5"],
+            "--faults stuck-fan:gpu=1,at=5: GPU 1 has no fans (a passive card): no fan to fault",
+        ),
+        (
+            ["run", "--simulate", "--layout", "passive", "--faults", "stuck-fan:fan=0"],
+            "--faults stuck-fan:fan=0: the cards have no fans (passive cards): no fan to fault",
+        ),
         (["run", "--faults", "lost:gpu=0"], "--faults works on the simulated GPUs only: add --simulate"),
         (
             ["run", "--simulate", "--policy", "loud"],

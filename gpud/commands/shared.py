@@ -447,7 +447,10 @@ def _with_policy(settings: Settings, text: str) -> Settings:
 
 
 def check_faults(spec: str, settings: Settings) -> None:
-    """``--faults``: readable, and naming only GPUs (and fans) the simulated machine has; ConfigError if not."""
+    """``--faults``: readable, and naming only GPUs (and fans) the simulated machine has; ConfigError if not.
+
+    A fan fault on cards without fans (the passive layout) would run, and never show: refused too.
+    """
     from gpud.sim.faults import FaultSpecError, parse_faults
     from gpud.sim.machine import card_specs
     from gpud.words import count
@@ -464,6 +467,11 @@ def check_faults(spec: str, settings: Settings) -> None:
                 f"{count(len(cards), 'GPU')}, 0 to {len(cards) - 1}"
             )
         fans = [card.fan_count for card in (cards if fault.gpu is None else [cards[fault.gpu]])]
+        if (fault.kind == "stuck-fan" or fault.fan is not None) and max(fans) == 0:
+            which = "the cards have no fans (passive cards)" if fault.gpu is None else (
+                f"GPU {fault.gpu} has no fans (a passive card)"
+            )
+            raise ConfigError(f"--faults {spec}: {which}: no fan to fault")
         if fault.fan is not None and fault.fan >= max(fans):
             raise ConfigError(
                 f"--faults {spec}: there is no fan {fault.fan}: the cards have {count(max(fans), 'fan')}"
