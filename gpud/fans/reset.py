@@ -23,12 +23,15 @@ RESET_DEADLINE_S = 8.0
 
 @dataclass(frozen=True, slots=True)
 class ResetOutcome:
-    """What one backend did: GPUs handed back, GPUs that failed, or why it could not be used here."""
+    """What one backend did: GPUs handed back, GPUs that failed, GPUs without fans (nothing to hand
+    back: said, so that a machine of passive cards is not answered with silence), or why it could
+    not be used here."""
 
     backend: str
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     unusable: str | None = None
+    fanless: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """One line per result, for a person (or the journal)."""
@@ -37,15 +40,21 @@ class ResetOutcome:
         lines = (
             [f"{self.backend}: {', '.join(self.done)}: fans handed back to the driver"] if self.done else []
         )
+        if self.fanless:
+            lines.append(
+                f"{self.backend}: {', '.join(self.fanless)}: no fans reported: "
+                "fan control not supported, nothing to hand back"
+            )
         return lines + [f"{self.backend}: {failure}" for failure in self.failed]
 
 
 def reset_nvml(gpus: Sequence[GpuInfo]) -> ResetOutcome:
     """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan of every GPU that has fans."""
     backend = NvmlFanBackend()
-    done, failed, errors = [], [], []
+    done, failed, errors, fanless = [], [], [], []
     for gpu in gpus:
         if gpu.fan_count == 0:
+            fanless.append(f"GPU {gpu.index}")
             continue
         try:
             backend.hand_back(gpu)
@@ -56,7 +65,7 @@ def reset_nvml(gpus: Sequence[GpuInfo]) -> ResetOutcome:
         done.append(f"GPU {gpu.index}")
     if errors and not done and all(e.lasting for e in errors):
         return ResetOutcome(backend.name, unusable=str(errors[0]))
-    return ResetOutcome(backend.name, done, failed)
+    return ResetOutcome(backend.name, done, failed, fanless=fanless)
 
 
 def reset_nvidia_settings(tool: NvidiaSettings) -> ResetOutcome:
