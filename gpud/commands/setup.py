@@ -34,7 +34,7 @@ def register(commands: Subcommands) -> None:
 
 def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     """``gpud setup coolbits``: print (or write) the xorg.conf nvidia-settings fan control needs."""
-    from gpud.fans.coolbits import apply_commands, xorg_conf
+    from gpud.fans.coolbits import apply_commands, fanless_note, xorg_conf
 
     if args.write is not None:
         check_writable(args.write)
@@ -52,4 +52,6 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
         out.write(text)
     emit(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
     emit("\n".join(f"  {line}" for line in apply_commands(args.write)))
+    if (note := fanless_note(gpus)) is not None:
+        emit(f"{note}.")
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gpud
+from gpud import words
 from gpud.telemetry import GpuInfo
 
 COOLBITS_FAN_CONTROL = 4
@@ -50,6 +51,16 @@ def apply_commands(path: Path) -> list[str]:
     ]
 
 
+def fanless_note(gpus: Sequence[GpuInfo]) -> str | None:
+    """The GPUs the driver reports without fans, which Coolbits gives no fan control (None: every
+    GPU has fans). Their screens stay in the file: X numbers ``[gpu:N]`` over every GPU it drives."""
+    fanless = [gpu.index for gpu in gpus if gpu.fan_count == 0]
+    if not fanless:
+        return None
+    report = "reports no fans (a passive card)" if len(fanless) == 1 else "report no fans (passive cards)"
+    return f"{words.gpus(fanless)} {report}: fan control not supported there"
+
+
 def xorg_conf(gpus: Sequence[GpuInfo], path: Path = DEFAULT_XORG_CONF) -> str:
     """The whole xorg.conf: a header saying how to apply it, then layout, monitors, devices, screens."""
     if not gpus:
@@ -59,6 +70,7 @@ def xorg_conf(gpus: Sequence[GpuInfo], path: Path = DEFAULT_XORG_CONF) -> str:
         f"# xorg.conf by gpud {gpud.__version__} (gpud setup coolbits) for {len(gpus)} GPU{plural}.",
         "# One X screen per GPU on display :0, each with a virtual monitor, so that nvidia-settings",
         f"# can set fan speeds on GPUs with no display attached. Coolbits {COOLBITS_FAN_CONTROL} = fan control.",
+        *([f"# {note}."] if (note := fanless_note(gpus)) else []),
         "# To apply:",
         *(f"#   {line.removeprefix('# ')}" for line in apply_commands(path)),
         "",
@@ -81,7 +93,7 @@ def xorg_conf(gpus: Sequence[GpuInfo], path: Path = DEFAULT_XORG_CONF) -> str:
 
 def _gpu_sections(n: int, gpu: GpuInfo) -> list[str]:
     return [
-        f"# GPU {gpu.index}: {gpu.name} ({gpu.pci_bus_id})",
+        f"# GPU {gpu.index}: {gpu.name} ({gpu.pci_bus_id}){'' if gpu.fan_count else ': no fans'}",
         'Section "Monitor"',
         f'    Identifier "Monitor{n}"',
         '    VendorName "gpud"',

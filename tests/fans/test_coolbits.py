@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pynvml as N
 import pytest
@@ -49,6 +50,20 @@ def test_the_command_prints_the_file_or_writes_it_with_the_commands_to_apply(tmp
     assert written.returncode == 0, written.stderr
     assert target.read_text().count('Section "Screen"') == 3
     assert f"sudo cp {target} /etc/X11/xorg.conf" in written.stdout and "nvidia-xconfig" in written.stdout
+
+
+def test_gpus_without_fans_are_said_to_have_no_fan_control_in_the_file_and_on_writing(tmp_path, monkeypatch):
+    fans, fanless = replace(gpu(0, "00000000:01:00.0"), fan_count=2), gpu(1, "00000000:4C:00.0")
+    text = xorg_conf([fans, fanless])
+    assert "# GPU 1 reports no fans (a passive card): fan control not supported there." in text
+    assert "# GPU 0: RTX 3090 (00000000:01:00.0)\n" in text and "(00000000:4C:00.0): no fans\n" in text
+    assert "no fans" not in xorg_conf([fans])
+    monkeypatch.setenv("GPUD_SIMULATE__LAYOUT", "passive")
+    written = gpud("setup", "coolbits", "--simulate", "2", "--write", str(tmp_path / "xorg.conf"))
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.splitlines()[-1] == (
+        "GPUs 0, 1 report no fans (passive cards): fan control not supported there."
+    )
 
 
 def test_a_gpu_without_a_pci_bus_id_is_a_clear_error_not_a_traceback(monkeypatch, capsys):
