@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,12 +29,13 @@ from gpud.model.store import ThermalModel
 from gpud.nvml.library import open_nvml
 from gpud.nvml.source import NvmlSource
 from gpud.policy import Policy, PolicyKind
-from gpud.sim.machine import Layout, build_machine
+from gpud.sim.machine import Layout, build_machine, card_specs
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
 from gpud.sim.workload import TrainingLoad, Workload
 from gpud.words import align, count
 
+DEFAULT_AMBIENT_C = 30.0  # the built-in machine's case air when --ambient is not given
 _EPOCH = 1_800_000_000.0  # simulated runs start at a fixed Unix time: the same run, the same bits
 _DRIVER = "560.35.03"  # has the PCIe byte counters, so no poller thread runs beside the virtual clock
 
@@ -44,17 +46,24 @@ class MachineSetup:
 
     gpus: int = 4
     layout: Layout = Layout.OPEN_AIR
-    ambient_c: float | None = None  # None: 30 °C, or the model's own
+    ambient_c: float | None = None  # None: DEFAULT_AMBIENT_C, or the model's own
     model: ThermalModel | None = None
     workload: Workload = field(default_factory=TrainingLoad)
     workload_name: str = "training"
     duration_s: float = 1800.0
     interval_s: float = 1.0
 
+    @property
+    def room_c(self) -> float | None:
+        """The case air the run is in, as every output states it; None: a calibrated model's own."""
+        if self.ambient_c is None and self.model is None:
+            return DEFAULT_AMBIENT_C
+        return self.ambient_c
+
     def build(self) -> ThermalMachine:
         """A fresh machine at rest."""
         if self.model is None:
-            ambient = 30.0 if self.ambient_c is None else self.ambient_c
+            ambient = DEFAULT_AMBIENT_C if self.ambient_c is None else self.ambient_c
             return build_machine(self.gpus, self.layout, ambient, workload=self.workload)
         return _modelled_machine(self.model, self.ambient_c, self.workload)
 
@@ -279,18 +288,27 @@ def _row(label: str, result: GpuResult) -> list[str]:
 _HEADER = ["", "THROTTLED %", "CLOCK %", "FAN MEAN %", "FAN MAX %", "FAN STD %", "MAX °C", "ENERGY kWh"]
 
 
+def _cards_text(gpus: int, layout: Layout) -> str:
+    """The built-in machine's cards: ``3 GPUs mixed (2 open-air, 1 blower cards)``; a mixed machine too
+    small for middle slots is said to have no blowers, not called mixed outright."""
+    if layout is not Layout.MIXED:
+        return count(gpus, f"{layout.value} GPU")
+    kinds = Counter(spec.cooling.value for spec in card_specs(gpus, layout))
+    if len(kinds) == 1:
+        (kind,) = kinds
+        none = f"{count(gpus, 'GPU')} {'has' if gpus == 1 else 'have'} none"
+        return f"{count(gpus, f'{kind} GPU')} (mixed: blowers go in middle slots, and {none})"
+    return f"{count(gpus, 'GPU')} mixed ({', '.join(f'{n} {kind}' for kind, n in kinds.items())} cards)"
+
+
 def describe_setup(setup: MachineSetup) -> str:
     """One line: the machine, its room, the workload and the run's length."""
     machine = (
         f"calibrated model ({setup.model.source or 'model'}) of {count(len(setup.model.gpus), 'GPU')}"
         if setup.model
-        else count(setup.gpus, f"{setup.layout.value} GPU")
+        else _cards_text(setup.gpus, setup.layout)
     )
-    ambient = (
-        "model's"
-        if setup.ambient_c is None and setup.model
-        else f"{30.0 if setup.ambient_c is None else setup.ambient_c:g} °C"
-    )
+    ambient = "model's" if setup.room_c is None else f"{setup.room_c:g} °C"
     return (
         f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
         f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
@@ -339,7 +357,7 @@ def results_json(setup: MachineSetup, results: list[PolicyResult]) -> dict[str, 
             "gpus": len(setup.model.gpus) if setup.model else setup.gpus,
             "layout": None if setup.model else setup.layout.value,
             "model_calibrated_from": setup.model.source if setup.model else None,
-            "ambient_c": setup.ambient_c,
+            "ambient_c": setup.room_c,
             "workload": setup.workload_name,
             "duration_s": setup.duration_s,
             "interval_s": setup.interval_s,

@@ -14,7 +14,7 @@ from gpud.config import Settings
 from gpud.policy import Policy, PolicyKind
 from gpud.sim.machine import Layout
 from gpud.sim.workload import OnOffLoad, TrainingLoad
-from gpud.simulate import MachineSetup, PolicyResult, run_policy
+from gpud.simulate import MachineSetup, PolicyResult, describe_setup, results_json, run_policy
 from tests.test_end_to_end import gpud
 
 FIXTURES = "tests/trace/fixtures"
@@ -108,6 +108,24 @@ def test_in_a_hot_room_stacked_open_air_cards_need_their_fans_and_predictive_sti
     predictive, limit = run("predictive", ambient_c=ambient_c).total, run("limit", ambient_c=ambient_c).total
     assert predictive.clock_ratio >= 0.99 * limit.clock_ratio
     assert predictive.mean_fan_pct < limit.mean_fan_pct
+
+
+@pytest.mark.parametrize(
+    ("setup", "said", "ambient_c"),
+    [
+        (MachineSetup(gpus=2), "2 open-air GPUs, ambient 30 °C", 30.0),  # the default room, said in both
+        (MachineSetup(gpus=1, ambient_c=0.0), "1 open-air GPU, ambient 0 °C", 0.0),
+        (MachineSetup(gpus=4, layout=Layout.MIXED), "4 GPUs mixed (2 open-air, 2 blower cards), ", 30.0),
+        (
+            MachineSetup(gpus=2, layout=Layout.MIXED),  # both slots are edges: no blower
+            "2 open-air GPUs (mixed: blowers go in middle slots, and 2 GPUs have none), ",
+            30.0,
+        ),
+    ],
+)
+def test_the_machine_is_described_as_built_in_the_table_and_the_json_alike(setup, said, ambient_c):
+    assert describe_setup(setup).startswith(said)
+    assert results_json(setup, [])["machine"]["ambient_c"] == ambient_c
 
 
 def test_a_run_is_the_same_to_the_last_bit_for_the_same_seed_and_differs_for_another():
