@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gpud.diagnose.finding import Finding
-from gpud.health.problems import memory_problems
+from gpud.health.problems import REPAIR_DONE, memory_problems, repair_took_effect
 from gpud.health.severity import Severity
 from gpud.health.xid import describe
 from gpud.telemetry import MemoryHealth, Snapshot, XidRecord
@@ -107,7 +107,9 @@ class HealthLedger:
         per memory problem of each GPU."""
         findings = []
         for gpu, record in sorted(self._last.items()):
-            findings += _xid_findings(gpu, record, self._first[gpu], gpu in self._down_at_end)
+            findings += _xid_findings(
+                gpu, record, self._first[gpu], gpu in self._down_at_end, self._memory.get(gpu)
+            )
         if self._all_silent.lasting():
             findings.append(_driver_silence_finding(self._all_silent, self._all_down_at_end))
         for gpu, silence in sorted(self._silent.items()):
@@ -120,9 +122,12 @@ class HealthLedger:
         ]
 
 
-def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) -> list[Finding]:
+def _xid_findings(
+    gpu: int, record: XidRecord, before: XidRecord, down: bool, memory: MemoryHealth | None
+) -> list[Finding]:
     """``record`` as of the trace's last tick, ``before`` as of its first: what came in between counts
-    (all of it for a trace of one tick)."""
+    (all of it for a trace of one tick); ``memory``, the GPU's last memory state, shows a repair the
+    XID asked a reset for done since."""
     findings = []
     for xid, total in record.counts:
         in_window = total - (before.count(xid) if before is not record else 0)
@@ -136,15 +141,17 @@ def _xid_findings(gpu: int, record: XidRecord, before: XidRecord, down: bool) ->
         evidence.append(info.meaning)
         if down:
             evidence.append("the GPU has not answered since")
+        done = repair_took_effect(xid, memory)
+        severity = Severity.NOTICE if done else info.severity
         findings.append(
             Finding(
                 kind="xid",
-                severity=info.severity,
+                severity=severity,
                 title=f"GPU {gpu}: XID {xid}, {info.short}",
                 evidence="; ".join(evidence),
-                recommendation=info.advice,
+                recommendation=f"nothing left to do: {REPAIR_DONE}" if done else info.advice,
                 gpus=(gpu,),
-                cost=_COST[info.severity],
+                cost=_COST[severity],
                 numbers={"xid": xid, "count": in_window, "last_at": max(at) if at else None},
             )
         )

@@ -48,8 +48,25 @@ class HealthProblem:
         return entry
 
 
-def xid_problems(record: XidRecord | None, now: float, within_s: float = RECENT_XID_S) -> list[HealthProblem]:
-    """One problem per XID code reported in the last ``within_s``, with its last time and total count."""
+REPAIR_RECORDED_XID = 63  # a memory repair that takes effect at the next reset
+REPAIR_DONE = "done since: the driver reports no repair pending (the GPU was reset)"
+
+
+def repair_took_effect(xid: int, memory: MemoryHealth | None) -> bool:
+    """Whether ``xid`` asked for a reset so that a memory repair takes effect, and the memory
+    state as of now says nothing waits any more (the GPU was reset since): the advice is done.
+    Unknown pending flags prove nothing."""
+    if xid != REPAIR_RECORDED_XID or memory is None:
+        return False
+    pending = (memory.row_remap_pending, memory.retired_pages_pending)
+    return any(flag is not None for flag in pending) and not any(pending)
+
+
+def xid_problems(
+    record: XidRecord | None, now: float, within_s: float = RECENT_XID_S, memory: MemoryHealth | None = None
+) -> list[HealthProblem]:
+    """One problem per XID code reported in the last ``within_s``, with its last time and total count;
+    a repair that ``memory`` (the state now) shows done is a notice, not a reset still to do."""
     if record is None:
         return []
     last: dict[int, float] = {}
@@ -59,13 +76,14 @@ def xid_problems(record: XidRecord | None, now: float, within_s: float = RECENT_
     problems = []
     for xid, at in last.items():
         info = describe(xid)
+        done = repair_took_effect(xid, memory)
         problems.append(
             HealthProblem(
                 kind="xid",
-                severity=info.severity,
+                severity=Severity.NOTICE if done else info.severity,
                 summary=info.short,
-                do=ACTION_WORDS[info.action],
-                detail=f"{info.meaning}; {info.advice}",
+                do=REPAIR_DONE if done else ACTION_WORDS[info.action],
+                detail=f"{info.meaning}; {REPAIR_DONE if done else info.advice}",
                 xid=xid,
                 at=at,
                 count=max(1, record.count(xid)),
@@ -152,7 +170,8 @@ def gpu_problems(
     """Every current problem of a GPU, the most urgent first; within one urgency, what is true now
     (the memory state, XIDs unwatched) before what happened (XIDs, the newest first). A GPU down is
     said to be so: that its XIDs are not watched then is no news."""
-    problems = memory_problems(memory) + (unwatched_problems(xids) if up else []) + xid_problems(xids, now)
+    unwatched = unwatched_problems(xids) if up else []
+    problems = memory_problems(memory) + unwatched + xid_problems(xids, now, memory=memory)
     return sorted(problems, key=lambda p: (_ORDER[p.severity], -(p.at or now)))
 
 

@@ -192,6 +192,25 @@ def test_a_failed_remap_is_a_finding_that_says_replace_the_card(run):
     assert found["xid"].title == "GPU 0: XID 64, memory repair failed"
 
 
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_memory_repair_asks_for_a_reset_until_the_gpu_has_been_reset(run, reset):
+    spec = "remap:gpu=0,at=2" + (";reset:gpu=0,at=6" if reset else "")
+    daemon = run(spec, gpus=1, layout=Layout.PASSIVE)
+    ticks = [parse_snapshot(json.loads(line)) for line in b"".join(daemon.history.serve()[1]).splitlines()]
+    trace = LoadedTrace.of("t", TraceHeader("box", daemon.state.gpus), ticks, [], 0)
+    found = {f.kind: f for f in diagnose(trace, DecideSettings(), DiagnoseSettings()).findings}
+    row = render_table(status_document(daemon.state)).splitlines()[2]
+    assert found["xid"].title == "GPU 0: XID 63, memory repair recorded"
+    if reset:
+        assert "row-remap-pending" not in found and "reset the GPU" not in row
+        assert found["xid"].severity.value == "notice"
+        assert found["xid"].recommendation.startswith("nothing left to do: done since")
+        assert "XID 63" in row and "done since: the driver reports no repair pending" in row
+    else:
+        assert found["xid"].severity.value == "warning" and "reset it" in found["xid"].recommendation
+        assert "XID 63" in row and "(reset the GPU)" in row
+
+
 def test_the_fleet_puts_unhealthy_gpus_first_with_the_reason(run):
     sick = status_document(run(CHECKED).state)["gpus"]
     table = render_fleet([HostStatus("sick:9877", sick)])
