@@ -354,10 +354,8 @@ def _fans_cell(gpu: dict[str, Any]) -> str:
     return "passive" if gpu.get("up") else "-"
 
 
-def _control_cell(control: dict[str, Any] | None, up: bool) -> str:
-    """Who drives the fans; a GPU down (lost, reset) has its fans on the board's own schedule, whatever
-    gpud last set: nothing known, as for its readings."""
-    if control is None or not up:
+def _control_cell(control: dict[str, Any] | None) -> str:
+    if control is None:
         return "-"
     if control["mode"] == ControlMode.MANUAL:
         return f"{control['backend']} manual"
@@ -387,7 +385,7 @@ def gpu_row(gpu: dict[str, Any]) -> tuple[str, ...]:
         gpu["name"],
         f"{_fmt(gpu.get('temperature_c'))}/{_fmt(gpu.get('slowdown_temp_c'))} °C",
         _fans_cell(gpu),
-        _control_cell(gpu.get("fan_control"), bool(gpu.get("up"))),
+        _control_cell(gpu.get("fan_control")),
         f"{_fmt(gpu.get('sm_clock_mhz'))}/{_fmt(gpu.get('sm_clock_max_mhz'))} MHz",
         f"{_fmt(gpu.get('power_w'))}/{_fmt(gpu.get('power_limit_w'))} W",
         _fmt(gpu.get("gpu_util_pct"), ".0f", " %"),

@@ -85,13 +85,6 @@ def test_a_fan_not_following_its_target_is_exit_1_and_said():
     assert render_table(doc).splitlines()[2].endswith("fan 1 not following its target")
 
 
-def test_a_gpu_down_shows_no_fan_control_as_it_shows_no_readings():
-    """Lost, its board runs the fans on its own schedule: gpud's last manual setting is no longer true."""
-    down = GpuSample(index=0, up=False)
-    row = render_table(document(down, fan_control=(nvml_manual(FanStatus(58), FanStatus(58)),))).splitlines()[2]
-    assert "manual" not in row and row.split()[-1] == "DOWN"
-
-
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():
     throttled = GpuSample(index=1, temperature_c=81, clock_event_reasons=0x20)
     down = GpuSample(index=2, up=False)
