@@ -241,6 +241,14 @@ def test_an_afterburner_log_whose_line_kinds_a_spreadsheet_wrote_as_numbers_read
     assert seconds(import_log(hml(2, stamp, sep), "own.hml")) == seconds(result)
 
 
+def test_a_log_whose_every_line_a_script_prefixed_with_the_time_header_too_is_read():
+    """`nvidia-smi --query-gpu=... | awk '{print systime() "," $0}'`: the header starts with a digit too."""
+    lines = ["1700000000,index,temperature.gpu,utilization.gpu [%]"]
+    lines += [f"{1700000000 + t},0,{50 + t},30 %" for t in range(1, 6)]
+    result = import_log(lines, "prefixed.csv")
+    assert [s.gpus[0].temperature_c for s in result.snapshots] == [51, 52, 53, 54, 55]
+
+
 def test_a_csv_whose_first_column_is_a_gpus_index_then_its_time_is_no_afterburner_log():
     """What the line kinds' single digits must not take in: index 0-11, then a time, as Afterburner's
     lines have their kind, then a time. TRUE: an nvidia-smi CSV of 12 GPUs, 3 ticks."""

@@ -55,10 +55,11 @@ def is_header(cells: list[str]) -> bool:
     """Whether a CSV row names columns: two cells gpud knows, or one in a row of at most two.
 
     A column's name never starts with a digit: data cells that do are not looked up, and a row whose
-    first cell does (a time, an index: most data rows) is data at once, without a look at the rest:
-    a header names its first column too.
+    first two cells do (a time and an index: most data rows) is data at once, without a look at the
+    rest. One digit cell first may be a prefix a script put on every line, its header's too
+    (``awk '{print systime() "," $0}'``): two never are.
     """
-    if cells and cells[0].lstrip()[:1].isdigit():
+    if len(cells) > 1 and cells[0].lstrip()[:1].isdigit() and cells[1].lstrip()[:1].isdigit():
         return False
     known = 0
     for cell in cells:  # every row is asked: a plain loop, done at the second name it knows
