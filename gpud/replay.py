@@ -88,11 +88,16 @@ def _imported(path: Path, lines: Iterator[str], size: int) -> LoadedTrace:
     ``gpud import``'s does (held in memory, a 2 GB log's ticks took several GB), and the ticks judged
     are those its imported trace holds."""
     reading = read_log(lines, str(path))
+    spool = None
     try:
         spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 -- as long as the trace lives
         write_ticks(spool, reading.ticks)
-    except OSError as error:  # a full temporary folder
-        raise TraceError(f"cannot import {path}: no room for its ticks ({error.strerror or error})") from None
+    except BaseException as error:  # the spool goes with a log refused as it was read
+        if spool is not None:
+            spool.close()
+        if isinstance(error, OSError):  # no temporary folder, or a full one
+            raise TraceError(f"cannot import {path}: no room for its ticks ({error.strerror or error})") from None
+        raise
     header = reading.header()
     first = header_line(header)
 

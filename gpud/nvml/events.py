@@ -170,6 +170,7 @@ class XidWatcher:
                 retry_s = self._retry_s
                 if opened is None:
                     if "unsupported" in self._said:
+                        self._wanted.clear()  # no events here at all: none go uncounted
                         return
                 else:
                     try:
@@ -180,6 +181,10 @@ class XidWatcher:
                 if retry_s > 0:
                     self._watching = frozenset()  # no event reaches gpud until the next set is made
                 self._stop.wait(retry_s)
+        except Exception:  # the thread ends: said, and its GPUs said unwatched
+            log.exception("the xid event thread failed: xids are no longer watched")
+            self._wanted |= self._watching
+            self._watching = frozenset()
         finally:
             self._guard.close()
 
@@ -235,6 +240,7 @@ class XidWatcher:
                 self._said.add("unsupported")  # every GPU refused: the thread ends
             return None
         self._watching = watching
+        self._wanted |= watching  # after: a GPU is never wanted and not yet watched as it is registered
         self._said.discard("create")  # a later failure is news again
         log.debug("watching for xid errors", gpus=sorted(self._watching))  # the one-shot commands watch too
         return events
@@ -292,7 +298,6 @@ class XidWatcher:
                 events.index_of[_address(handles[index])] = index
         if refused:
             self._say_once(f"refused {refused}", "these GPUs report no XID events", gpus=refused)
-        self._wanted |= watching
         return frozenset(watching)
 
     def _register(self, index: int, handle: Any, pointer: Any) -> int | N.NVMLError:
@@ -360,6 +365,7 @@ class XidWatcher:
             return False
         if watching:
             self._watching |= watching
+            self._wanted |= watching
             self._pending_ms = PENDING_WAIT_MS  # the others still to come are asked soon again
             log.info("watching for xid errors of more gpus", gpus=sorted(watching))
         return True
@@ -368,9 +374,11 @@ class XidWatcher:
         index = events.index_of.get(_address(data.device))
         if index is None:
             return
+        # Counted before the XID is: a sample that sees the XID sees the activity too, so memory
+        # health read with it is read after the event (an XID 63's repair is pending then, not done).
+        self._activity[index] += 1
         if data.eventType & XID_EVENT:
             self._add(index, int(data.eventData))
-        self._activity[index] += 1
 
     def _add(self, gpu: int, xid: int) -> None:
         now = self._clock()

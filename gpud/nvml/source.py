@@ -509,6 +509,7 @@ class NvmlSource:
         get = self._calls.get
         slow = self._slow.get(index)
         slow_due = slow is None or self._ticks - slow.read_at >= SLOW_EVERY
+        xids = self._xids.record(index)  # before memory health: what it says is then read after them
         memory_due = self._memory_due(index)
         batch = FieldBatch(
             self._calls,
@@ -558,7 +559,7 @@ class NvmlSource:
             pcie_link_gen=slow.link.generation,
             pcie_link_width=slow.link.width,
             memory_health=self._memory[index].health if index in self._memory else None,
-            xids=self._xids.record(index),
+            xids=xids,
             processes=self._processes.latest(index) if self._processes is not None else None,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 
@@ -149,6 +150,55 @@ def test_between_a_failed_wait_and_the_next_set_the_gpus_xids_are_said_unwatched
         assert xids.record(0) == XidRecord(watched=False) and errors[("nvmlEventSetWait_v2", "Unknown")] == 1
         wait_for(lambda: xids.record(0).watched, 5, "watched again on the next set")
     finally:
+        xids.thread.left()
+
+
+def test_an_xid_thread_ended_by_an_error_says_so_and_its_gpus_are_said_unwatched(install_nvml, patch_driver):
+    """Anything but an NVML error out of the wait (a ctypes fault, a bug) ends the thread: without a
+    word its GPUs would read as watched for the daemon's life."""
+    library = install_nvml(gpus=1)
+    real = type(library).nvmlEventSetWait_v2
+    broken = {"now": False}
+
+    def wait(self, event_set, data, timeout):
+        if broken["now"]:
+            raise OSError("exception: access violation reading 0x0")
+        return real(self, event_set, data, timeout)
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    with structlog.testing.capture_logs() as logs:
+        xids, _ = watcher(1)
+        try:
+            wait_for(lambda: xids.watching == {0}, 5, "registration")
+            broken["now"] = True
+            wait_for(lambda: not xids.thread.alive, 5, "the thread's end")
+        finally:
+            xids.thread.left()
+    assert xids.record(0) == XidRecord(watched=False)
+    assert any(e["event"].startswith("the xid event thread failed") for e in logs)
+
+
+def test_a_driver_that_says_it_has_no_events_after_a_hung_creation_leaves_no_gpu_said_unwatched(
+    install_nvml, patch_driver, monkeypatch
+):
+    monkeypatch.setattr(events, "REGISTER_LIMIT_S", 0.1)
+    library = install_nvml(gpus=2)
+    release = threading.Event()
+
+    def create(self, event_set):
+        release.wait(10)
+        return N.NVML_ERROR_NOT_SUPPORTED
+
+    patch_driver(library, "nvmlEventSetCreate", create)
+    xids, errors = watcher(2, retry_s=0.05)
+    try:
+        wait_for(lambda: errors[("nvmlEventSetCreate", "Hung")] == 1, 5, "the hang")
+        assert xids.record(0) == XidRecord(watched=False)  # uncounted while it hangs
+        release.set()
+        wait_for(lambda: not xids.thread.alive, 5, "the thread's end: no events on this driver")
+        assert [xids.record(0), xids.record(1)] == [None, None]  # no events here: nothing goes uncounted
+    finally:
+        release.set()
         xids.thread.left()
 
 
