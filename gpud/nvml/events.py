@@ -124,6 +124,7 @@ class XidWatcher:
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
         self._pending_ms = PENDING_WAIT_MS
+        self._released: list[_EventSet] = []  # sets let go of, a registration on them still in the driver
         self._created: list[Any] = []  # a set made by a creation that returned after it was given up on
         self._in_call: dict[int, str] = {}  # the registration call each GPU is in, or was in last
         self._guard = CallGuard(
@@ -246,10 +247,16 @@ class XidWatcher:
         return events
 
     def _release(self, events: _EventSet) -> None:
-        """Free the set, unless a registration on it is still in the driver (it is then the process's
-        exit that frees it: not freed under a call on it)."""
-        if not events.hung & self._guard.outstanding:
+        """Free the set; while a registration on it is still in the driver, once that call has
+        returned (never under a call on it; at exit, the process's end frees it)."""
+        self._released.append(events)
+        self._free_released()
+
+    def _free_released(self) -> None:
+        outstanding = self._guard.outstanding
+        for events in [events for events in self._released if not events.hung & outstanding]:
             _free(events.pointer)
+            self._released.remove(events)
 
     def _register_new(self, events: _EventSet) -> frozenset[int] | None:
         """Register on ``events`` every open GPU not registered or refused yet; the GPUs whose XIDs it
@@ -333,6 +340,8 @@ class XidWatcher:
                 log.warning(f"waiting for xid events failed; {again}", error=error_name(error))
                 return lost
             worked = True
+            if self._released:
+                self._free_released()  # a set let go of earlier whose hung registration has returned
             events.handles = self._handles()  # once a wait: what is registered, and how long the next wait is
             if not self._watch_late(events):
                 return False

@@ -358,6 +358,38 @@ def test_an_xid_registration_that_hangs_is_said_and_counted_and_the_other_gpus_a
     assert hung == [(1, "nvmlDeviceRegisterEvents")]
 
 
+def test_a_set_let_go_of_under_a_hung_registration_is_freed_once_that_call_returns(
+    install_nvml, patch_driver, quick_stops, monkeypatch
+):
+    """Not freed under the call (the driver promises nothing then), nor left for the process's exit."""
+    monkeypatch.setattr(events, "REGISTER_LIMIT_S", 0.2, raising=False)
+    monkeypatch.setattr(events, "PENDING_WAIT_MS", 20)
+    monkeypatch.setattr(events, "RETRY_S", 0.05)
+    library = install_nvml(gpus=2)
+    entered, release = block(library, patch_driver, "nvmlDeviceRegisterEvents", gpu=1)
+    real = type(library).nvmlEventSetWait_v2
+    fail = {"now": False}
+
+    def wait(self, event_set, data, timeout):
+        if fail["now"]:
+            fail["now"] = False
+            return N.NVML_ERROR_UNKNOWN  # the set let go of, GPU 1's registration on it still out
+        return real(self, event_set, data, timeout)
+
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    source = NvmlSource(clock=library.unix_time, guard=guard(), process_interval_s=None)
+    try:
+        wait_for(lambda: entered.is_set() and source.sample().gpus[0].xids is not None, 5, "GPU 0 watched")
+        fail["now"] = True
+        wait_for(lambda: len(library._event_sets) == 2, 5, "a new set, the old one kept under the call")
+        release.set()
+        wait_for(lambda: len(library._event_sets) == 1, 5, "the old set freed once the call returned")
+        wait_for(lambda: all(g.xids.watched for g in source.sample().gpus), 5, "both GPUs watched")
+    finally:
+        release.set()
+        source.close()
+
+
 def test_an_event_set_creation_that_hangs_is_said_and_counted_and_its_set_taken_when_it_returns(
     install_nvml, patch_driver, quick_stops, monkeypatch
 ):
