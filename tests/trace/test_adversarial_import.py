@@ -249,6 +249,30 @@ def test_a_log_whose_every_line_a_script_prefixed_with_the_time_header_too_is_re
     assert [s.gpus[0].temperature_c for s in result.snapshots] == [51, 52, 53, 54, 55]
 
 
+HWINFO = '"Date","Time","GPU Temperature [°C]","GPU Clock [MHz]","GPU Power [W]",'
+
+
+def test_a_gpu_z_shaped_log_with_its_time_in_a_column_of_its_own_reads_date_and_time_together():
+    """HWiNFO's CSV: `Date, Time, ...`, the date day first with dots; it read as no timestamp at all."""
+    rows = [f'"1.5.2024","12:00:0{t}.500","{65 + t}","1950","300",' for t in range(3)]
+    result = import_log([HWINFO, *rows], "hwinfo.csv")
+    assert [s.timestamp for s in result.snapshots] == [
+        datetime(2024, 5, 1, 12, 0, t, 500_000, tzinfo=UTC).timestamp() for t in range(3)
+    ]
+    assert [s.gpus[0].temperature_c for s in result.snapshots] == [65, 66, 67]
+
+
+def test_a_log_naming_a_sensor_twice_is_refused_not_two_gpus_read_as_one(tmp_path, capsys):
+    """HWiNFO writes a second GPU's sensors under the first's names: read as one GPU, each row's
+    second card would overwrite the first's temperature and clock."""
+    header = HWINFO + '"GPU Temperature [°C]","GPU Clock [MHz]",'
+    path = tmp_path / "two.csv"
+    path.write_text(f'{header}\n"1.5.2024","12:00:01.500","65","1950","300","80","1600",\n')
+    assert main(["import", str(path), "-o", str(tmp_path / "t.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert "two.csv:1: the column 'GPU Temperature [°C]' is named twice" in error and "nvidia-smi" in error
+
+
 def test_a_csv_whose_first_column_is_a_gpus_index_then_its_time_is_no_afterburner_log():
     """What the line kinds' single digits must not take in: index 0-11, then a time, as Afterburner's
     lines have their kind, then a time. TRUE: an nvidia-smi CSV of 12 GPUs, 3 ticks."""

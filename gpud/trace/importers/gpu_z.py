@@ -8,6 +8,11 @@ the same file appends a new header line. ``PerfCap Reason`` is NVIDIA's performa
 table (VRel, VOp: the card is at its top bin, not held down), 16 utilisation (Util: light load),
 32 SLI sync. They become the driver's clock-event reasons; ``Power Consumption (%) [% TDP]``
 beside a board power gives the power limit.
+
+HWiNFO's CSV log has the same shape with the time in a column of its own (``Date, Time, ...``,
+``1.5.2024, 12:00:01.123``); it is read alike when its sensors are GPU-Z's names. HWiNFO writes a
+second GPU's sensors under the same names: a header naming one sensor twice is refused, since which
+GPU each column is cannot be told (read as one, two cards would be merged into a third).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import FanReading, GpuSample, Snapshot
-from gpud.trace.format import TraceHeader
+from gpud.trace.format import NotALog, TraceHeader
 from gpud.trace.importers.columns import REASON_BITS
 from gpud.trace.importers.rows import (
     ImportResult,
@@ -142,6 +147,7 @@ class GpuZImport:
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         sensors: list[_Sensor | None] | None = None
+        stamp_cells = 1  # the Date cell, or the Date and Time cells of HWiNFO
         headless = 0
         reader_ = csv.reader(lines, delimiter=self._delimiter, skipinitialspace=True)
         for cells in reader_:
@@ -150,6 +156,8 @@ class GpuZImport:
                 continue
             if is_gpu_z_header(cells):
                 sensors = [_sensor(cell) for cell in cells]
+                self._refuse_sensors_named_twice(cells, sensors, line)
+                stamp_cells = 2 if len(cells) > 1 and key(cells[1]) == "time" else 1
                 continue
             if sensors is None:
                 headless += 1  # a log whose head was cut: its columns are not known until a header
@@ -159,7 +167,7 @@ class GpuZImport:
             try:
                 if len(cells) < len(sensors) - 1:  # the last (empty) column may be cut
                     raise ValueError(f"{len(cells)} values where the header has {len(sensors)}")
-                when = self._times.read(cells[0], line, "Date")
+                when = self._times.read(" ".join(cell.strip() for cell in cells[:stamp_cells]), line, "Date")
             except ValueError as error:
                 self.problems.skip(line, str(error))
                 continue
@@ -174,6 +182,18 @@ class GpuZImport:
                 f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
             )
         yield from self._assembler.finish()
+
+    def _refuse_sensors_named_twice(self, cells: list[str], sensors: list[_Sensor | None], line: int) -> None:
+        seen: set[str] = set()
+        for cell, sensor in zip(cells, sensors, strict=True):
+            title = cell.strip()
+            if sensor is not None and title.lower() in seen:
+                raise NotALog(
+                    f"{self.problems.name}:{line}: the column {title!r} is named twice: a log of several "
+                    "GPUs under the same names (as HWiNFO writes them), which cannot be told apart; log one "
+                    "GPU (GPU-Z, or HWiNFO with one GPU's sensors), or every GPU with nvidia-smi"
+                )
+            seen.add(title.lower())
 
     def _sample(self, sensors: list[_Sensor | None], cells: list[str], line: int) -> GpuSample:
         values: dict[str, Any] = {"index": 0}
