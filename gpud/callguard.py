@@ -223,6 +223,7 @@ class CallGuard:
         self._what = what
         self._hung: dict[int, float] = {}  # gpu → when its call was given up on
         self._cooling_off: dict[int, float] = {}  # gpu → when it may be called again, after a hang
+        self._hung_in: dict[int, str] = {}  # gpu → the call its given-up worker was in, as in_progress says
         self._lock = threading.Lock()
         self._workers = _Workers(workers if parallel else 1, thread)
         self._in_progress = in_progress
@@ -268,10 +269,16 @@ class CallGuard:
         """Let the idle workers go (one left to a hung call leaves when the call returns)."""
         self._workers.close()
 
+    def hung_in(self, gpu: int) -> str | None:
+        """The call ``gpu``'s job was in when the guard gave up on it, while it has not returned."""
+        return self._hung_in.get(gpu)
+
     def _gave_up(self, gpu: int, limit_s: float, thread: int) -> None:
+        call = self._in_progress.of(thread) if self._in_progress is not None else None
         with self._lock:
             self._hung[gpu] = time.monotonic()
-        call = self._in_progress.of(thread) if self._in_progress is not None else None
+            if call:
+                self._hung_in[gpu] = call
         log.error(
             f"{self._what} hung; gpu skipped until it returns",
             gpu=gpu,
@@ -283,6 +290,7 @@ class CallGuard:
         now = time.monotonic()
         with self._lock:
             since = self._hung.pop(gpu, None)
+            self._hung_in.pop(gpu, None)
             if since is not None and self._retry_s > 0:
                 self._cooling_off[gpu] = now + self._retry_s
         if since is not None:

@@ -126,7 +126,6 @@ class XidWatcher:
         self._pending_ms = PENDING_WAIT_MS
         self._released: list[_EventSet] = []  # sets let go of, a registration on them still in the driver
         self._created: list[Any] = []  # a set made by a creation that returned after it was given up on
-        self._in_call: dict[int, str] = {}  # the registration call each GPU is in, or was in last
         self._guard = CallGuard(
             REGISTER_LIMIT_S, what="xid event call", in_progress=NVML_IN_PROGRESS, thread=XID_THREAD
         )
@@ -275,7 +274,7 @@ class XidWatcher:
             if index not in answers:
                 if index not in hung:
                     events.hung.add(index)
-                    self._errors[(self._in_call.get(index, REGISTER), HUNG)] += 1
+                    self._errors[(self._guard.hung_in(index) or REGISTER, HUNG)] += 1
                 self._wanted.add(index)
                 continue
             wanted = answers[index]
@@ -310,11 +309,9 @@ class XidWatcher:
     def _register(self, index: int, handle: Any, pointer: Any) -> int | N.NVMLError:
         """The event types registered for one GPU (0: none it has), or the error that stopped it."""
         try:
-            self._in_call[index] = "nvmlDeviceGetSupportedEventTypes"
             wanted = NVML_IN_PROGRESS.call(N.nvmlDeviceGetSupportedEventTypes, handle)
             wanted &= XID_EVENT | MEMORY_EVENTS
             if wanted:
-                self._in_call[index] = REGISTER
                 NVML_IN_PROGRESS.call(N.nvmlDeviceRegisterEvents, handle, wanted, pointer)
         except N.NVMLError as error:
             return error
