@@ -70,8 +70,9 @@ class HttpClient:
             headers["Authorization"] = authorization
         out_of_time = threading.Event()
         timer = threading.Timer(self.timeout_s, _shut, (connection, out_of_time))
-        timer.start()
+        timer.daemon = True  # a Ctrl-C that comes before it is cancelled must not wait for it at exit
         try:
+            timer.start()
             target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             connection.request("GET", target, headers=headers)
             answer = connection.getresponse()

@@ -262,3 +262,25 @@ def test_a_fleet_host_that_ticks_has_no_tick_age_in_json_as_through_prometheus(h
     host.answer = _ticked_ago(0.5)
     entry = fleet_json(from_daemons({"lab-4": host.url("")}, HttpClient(1.0)))["hosts"][0]
     assert (entry["stale"], entry["tick_age_s"]) == (False, None)
+
+
+def test_the_timer_bounding_an_answer_never_holds_the_process_at_exit():
+    """A Ctrl-C can land between the timer's start and the block that cancels it (``gpud status
+    --watch`` took 3 s, the whole timeout, to exit after one in 4 of 30 tries); a daemon thread
+    does not keep the process alive."""
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the connection, never answers
+    client = HttpClient(timeout_s=30.0)
+    asking = threading.Thread(target=lambda: pytest.raises(DaemonUnreachable, client.get, url(silent)))
+    asking.start()
+    deadline = time.monotonic() + 10
+    while not (timers := [t for t in threading.enumerate() if isinstance(t, threading.Timer)]):
+        assert time.monotonic() < deadline, "the request never started its timer"
+        time.sleep(0.01)
+    assert all(timer.daemon for timer in timers)
+    silent.close()  # the pending connection is reset: the request ends
+    asking.join(timeout=10)
+    assert not asking.is_alive()
+
+
+def url(server: socket.socket) -> str:
+    return f"http://127.0.0.1:{server.getsockname()[1]}/status"
