@@ -120,6 +120,7 @@ class XidWatcher:
         self._recent: dict[int, deque[XidEvent]] = {}
         self._watching: frozenset[int] = frozenset()
         self._wanted: set[int] = set()  # GPUs whose XIDs were watched, or whose registration hung or failed
+        self._without_xids: set[int] = set()  # GPUs whose driver says they report none
         self._activity: Counter[int] = Counter()  # events of any kind, per GPU
         self._logged: dict[tuple[int, int], tuple[float, int]] = {}  # (gpu, xid) → (logged at, held back)
         self._said: set[str] = set()
@@ -207,7 +208,11 @@ class XidWatcher:
                 return None
             if answer is None and not hung:
                 self._errors[("nvmlEventSetCreate", HUNG)] += 1
-                self._wanted.update(i for i, handle in enumerate(self._handles()) if handle is not None)
+                self._wanted.update(
+                    i
+                    for i, handle in enumerate(self._handles())
+                    if handle is not None and i not in self._without_xids
+                )
         return self._created.pop() if self._created else None
 
     def _make_set(self, _: int) -> Any:
@@ -297,8 +302,10 @@ class XidWatcher:
             events.tried.add(_address(handles[index]))
             if wanted & XID_EVENT:
                 watching.add(index)
+                self._without_xids.discard(index)
             else:
                 refused.append(index)
+                self._without_xids.add(index)
                 self._wanted.discard(index)  # no XIDs to watch: none go uncounted
             if wanted:
                 events.index_of[_address(handles[index])] = index

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from gpud.nvml import events
-from gpud.nvml.calls import ABSENT_AFTER, NvmlCalls
+from gpud.nvml.calls import ABSENT_AFTER, NVML_IN_PROGRESS, NvmlCalls
 from gpud.nvml.events import XidWatcher
 from gpud.nvml.health import read_memory_health
 from gpud.nvml.library import open_nvml
@@ -202,10 +202,53 @@ def test_a_driver_that_says_it_has_no_events_after_a_hung_creation_leaves_no_gpu
         xids.thread.left()
 
 
+def test_a_gpu_without_xid_events_is_not_said_unwatched_while_a_new_set_is_made(
+    install_nvml, patch_driver, monkeypatch
+):
+    """A hung creation stops every watched GPU's XIDs; one that never reported any loses nothing."""
+    monkeypatch.setattr(events, "REGISTER_LIMIT_S", 0.1)
+    library = install_nvml(gpus=2)
+    real_supported, real_wait = type(library).nvmlDeviceGetSupportedEventTypes, type(library).nvmlEventSetWait_v2
+    real_create = type(library).nvmlEventSetCreate
+    broken, release = threading.Event(), threading.Event()
+
+    def supported(self, handle, out):  # GPU 1: P-state events only, no XIDs
+        code = real_supported(self, handle, out)
+        if gpu_index(handle) == 1:
+            out._obj.value = N.nvmlEventTypePState
+        return code
+
+    def wait(self, event_set, data, timeout):
+        return N.NVML_ERROR_UNKNOWN if broken.is_set() else real_wait(self, event_set, data, timeout)
+
+    def create(self, event_set):
+        if broken.is_set():
+            release.wait(10)
+        return real_create(self, event_set)
+
+    patch_driver(library, "nvmlDeviceGetSupportedEventTypes", supported)
+    patch_driver(library, "nvmlEventSetWait_v2", wait)
+    patch_driver(library, "nvmlEventSetCreate", create)
+    xids, errors = watcher(2, retry_s=0.05)
+    try:
+        wait_for(lambda: xids.watching == {0}, 5, "registration")
+        broken.set()  # the wait fails, and the next set's creation hangs
+        wait_for(lambda: errors[("nvmlEventSetCreate", "Hung")] == 1, 5, "the hang")
+        assert xids.record(0) == XidRecord(watched=False)  # its XIDs go uncounted meanwhile
+        assert xids.record(1) is None  # none to count
+    finally:
+        release.set()
+        xids.thread.left()
+
+
 def test_closing_leaves_the_xid_thread_to_its_wait_and_nvml_open_rather_than_wait_5_s(install_nvml):
     library = install_nvml(gpus=1)
+    before = set(threading.enumerate())  # earlier tests' threads, left to their waits
     source = NvmlSource()
-    wait_for(lambda: source._xids.watching, 5, "registration")
+    in_wait = lambda: any(
+        NVML_IN_PROGRESS.of(t.ident) == "nvmlEventSetWait_v2" for t in set(threading.enumerate()) - before
+    )
+    wait_for(in_wait, 5, "the xid thread in its wait")
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 1.0
