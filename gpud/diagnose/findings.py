@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpud import words
-from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings, Decision
+from gpud.decide.controller import DecideSettings, Decision
 from gpud.decide.heat import coupling_text
 from gpud.decide.models import is_mobile_model
 from gpud.decide.throttle import ThrottleCause
@@ -574,8 +574,7 @@ def replay_and_diagnose(
     trace again.
     """
     learned = learn(trace, decide)
-    slowdown = decide.slowdown_c or DEFAULT_SLOWDOWN_C
-    meter = UsageMeter(trace.header.gpus, decide.throttle, slowdown, learned.power_limits)
+    meter = UsageMeter(trace.header.gpus, decide.throttle, decide.slowdown_c, learned.power_limits)
     health = HealthLedger()
 
     def account(tick: Snapshot, decision: Decision) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from gpud.decide.controller import Decision
 from gpud.decide.reference import busy
-from gpud.decide.throttle import REASON_NAMES, ThrottleSettings
+from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
 from gpud.telemetry import IDLE_PSTATE, FanPolicy, GpuInfo, GpuSample, Snapshot
 
 _POWER_CAP_BIT = next(bit for bit, name in REASON_NAMES.items() if name == "sw_power_cap")
@@ -98,15 +98,19 @@ def link_under_load(sample: GpuSample, busy_util_pct: float) -> bool:
 class UsageMeter:
     """Each GPU's totals, fed one tick and the controller's decision at a time (replay's ``observe``).
 
-    ``slowdown_c`` is for GPUs whose info has none; ``power_limits`` stand in for limits a log does
-    not state (inferred by replay).
+    ``slowdown_c`` is the configured threshold, for GPUs whose info has none; ``power_limits`` stand
+    in for limits a log does not state (inferred by replay). A GPU with neither threshold (a log's:
+    nvidia-smi's query, dmon, GPU-Z and Afterburner print none) is at slowdown only where the
+    controller finds it throttling for heat: a default threshold is no fact of the card's (most cards
+    work at 80 °C and slow down only above 85 °C), so a warm card at its full clock is not said to be
+    at slowdown by it.
     """
 
     def __init__(
         self,
         gpus: tuple[GpuInfo, ...],
         settings: ThrottleSettings,
-        slowdown_c: float,
+        slowdown_c: float | None,
         power_limits: Mapping[int, float] | None = None,
     ) -> None:
         self._infos = {info.index: info for info in gpus}
@@ -125,13 +129,19 @@ class UsageMeter:
                 u.memory_total_bytes = info.memory_total_bytes if info else None
                 if sample.index in self._limits:
                     u.power_limit_w, u.power_limit_inferred = self._limits[sample.index], True
+            slowdown = (info.slowdown_temp_c if info else None) or self._slowdown_c
+            if slowdown is not None:
+                hot = sample.temperature_c is not None and sample.temperature_c >= slowdown - AT_SLOWDOWN_C
+            else:
+                judged = decision.for_gpu(sample.index)
+                hot = judged is not None and judged.throttle is ThrottleCause.THERMAL
             _account(
                 u,
                 sample,
                 info,
                 decision.dt_s,
                 self._settings.busy_util_pct,
-                self._slowdown_c,
+                hot,
                 self._limits.get(sample.index),
             )
 
@@ -142,7 +152,7 @@ def _account(
     info: GpuInfo | None,
     dt: float,
     busy_util_pct: float,
-    slowdown_c: float,
+    at_slowdown: bool,
     inferred_limit_w: float | None,
 ) -> None:
     u.seconds += dt
@@ -158,8 +168,7 @@ def _account(
     for n, reading in enumerate(s.fans):
         if reading.speed_pct is not None and reading.speed_pct > u.fan_top_pct.get(n, -1.0):
             u.fan_top_pct[n] = reading.speed_pct
-    slowdown = (info.slowdown_temp_c if info else None) or slowdown_c
-    if s.temperature_c is not None and fan is not None and s.temperature_c >= slowdown - AT_SLOWDOWN_C:
+    if at_slowdown and fan is not None:
         stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
         if stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
             for n in stopped:

@@ -21,6 +21,7 @@ from gpud.sim.nvml_lib import simulated_uuid
 from gpud.sim.thermal import ThermalMachine
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot, XidEvent, XidRecord
 from gpud.trace.format import TraceHeader
+from gpud.trace.importers.detect import import_log
 from tests.metrics_text import exposition, sample_value
 from tests.test_end_to_end import gpud
 from tests.workloads import PausedAtLinkReads
@@ -510,3 +511,33 @@ def test_fans_that_reach_full_speed_and_stay_hot_are_the_air_not_a_lazy_curve(lo
     found = {f.kind for f in diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).findings}
     assert "fans-saturated" in found
     assert ("fans-lazy" in found) is lazy_said
+
+
+def _warm_geforce_log(reasons: str, clock_mhz: int) -> list[str]:
+    """An nvidia-smi query log of a GeForce at 81 °C under full load with its fans at 55 % for 5 min:
+    the log states no slowdown temperature (nvidia-smi's query has none)."""
+    lines = [
+        "timestamp, name, index, temperature.gpu, utilization.gpu [%], power.draw [W], power.limit [W], "
+        "clocks.sm [MHz], clocks.max.sm [MHz], fan.speed [%], clocks_throttle_reasons.active"
+    ]
+    for t in range(300):
+        lines.append(
+            f"2024/05/01 12:{t // 60:02d}:{t % 60:02d}.000, NVIDIA GeForce RTX 3080, 0, 81, 100 %, 290.00 W, "
+            f"320.00 W, {clock_mhz} MHz, 1905 MHz, 55 %, {reasons}"
+        )
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("reasons", "clock_mhz", "lazy_said"),
+    [("0x0000000000000000", 1905, False), ("0x0000000000000020", 1600, True)],
+)
+def test_a_warm_card_at_its_full_clock_is_not_at_slowdown_by_a_default_threshold(reasons, clock_mhz, lazy_said):
+    """81 °C is a GeForce's working temperature, above gpud's default slowdown (80 °C) and far below the
+    card's own: at its full clock, with the driver saying nothing holds it down, its fans at 55 % are
+    no lazy curve. Held down for heat (sw_thermal_slowdown), they are."""
+    imported = import_log(_warm_geforce_log(reasons, clock_mhz), "warm.csv")
+    trace = LoadedTrace.of("warm.csv", imported.header, imported.snapshots, imported.problems, 0)
+    found = kinds(diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
+    assert (("fans-lazy", (0,)) in found) is lazy_said
+    assert (("throttling", (0,)) in found) is lazy_said
