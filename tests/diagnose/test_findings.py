@@ -517,8 +517,10 @@ def _warm_geforce_log(reasons: str, clock_mhz: int) -> list[str]:
     """An nvidia-smi query log of a GeForce at 81 °C under full load with its fans at 55 % for 5 min:
     the log states no slowdown temperature (nvidia-smi's query has none)."""
     lines = [
-        "timestamp, name, index, temperature.gpu, utilization.gpu [%], power.draw [W], power.limit [W], "
-        "clocks.sm [MHz], clocks.max.sm [MHz], fan.speed [%], clocks_throttle_reasons.active"
+        (
+            "timestamp, name, index, temperature.gpu, utilization.gpu [%], power.draw [W], power.limit [W], "
+            "clocks.sm [MHz], clocks.max.sm [MHz], fan.speed [%], clocks_throttle_reasons.active"
+        )
     ]
     for t in range(300):
         lines.append(
@@ -532,7 +534,9 @@ def _warm_geforce_log(reasons: str, clock_mhz: int) -> list[str]:
     ("reasons", "clock_mhz", "lazy_said"),
     [("0x0000000000000000", 1905, False), ("0x0000000000000020", 1600, True)],
 )
-def test_a_warm_card_at_its_full_clock_is_not_at_slowdown_by_a_default_threshold(reasons, clock_mhz, lazy_said):
+def test_a_warm_card_at_its_full_clock_is_not_at_slowdown_by_a_default_threshold(
+    reasons: str, clock_mhz: int, lazy_said: bool
+) -> None:
     """81 °C is a GeForce's working temperature, above gpud's default slowdown (80 °C) and far below the
     card's own: at its full clock, with the driver saying nothing holds it down, its fans at 55 % are
     no lazy curve. Held down for heat (sw_thermal_slowdown), they are."""

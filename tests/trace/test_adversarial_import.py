@@ -262,6 +262,38 @@ def test_a_gpu_z_shaped_log_with_its_time_in_a_column_of_its_own_reads_date_and_
     assert [s.gpus[0].temperature_c for s in result.snapshots] == [65, 66, 67]
 
 
+def test_hwinfos_own_sensor_names_give_the_load_fans_and_limits_that_judge_a_thermal_throttle(
+    tmp_path, capsys
+) -> None:
+    """HWiNFO names the load `GPU Core Load`, the fan `GPU Fan1` (in RPM and in %), and each performance
+    limit a Yes/No column. TRUE: 60 s at full load, the last 30 s held down for heat (1950 -> 1600 MHz,
+    `Performance Limit - Thermal` Yes) with its fan at 100 %. They were unknown: 'throttling not judged
+    (no utilisation in the log)', the fan unread."""
+    header = (
+        '"Date","Time","GPU Temperature [°C]","GPU Clock [MHz]","GPU Power [W]","GPU Core Load [%]",'
+        '"GPU Fan1 [RPM]","GPU Fan1 [%]","Performance Limit - Power [Yes/No]",'
+        '"Performance Limit - Thermal [Yes/No]",'
+    )
+    rows = []
+    for t in range(60):
+        hot = t >= 30
+        clock, limit = ("1600", "Yes") if hot else ("1950", "No")
+        rows.append(f'"1.5.2024","12:{t // 60:02d}:{t % 60:02d}.000","{83 if hot else 70}","{clock}","300",')
+        rows[-1] += f'"100","2900","{100 if hot else 60}","No","{limit}",'
+    path = tmp_path / "hwinfo.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    result = import_log(path.read_text(encoding="utf-8").splitlines(), "hwinfo.csv")
+    assert [s.gpus[0].gpu_util_pct for s in result.snapshots] == [100.0] * 60
+    assert [s.gpus[0].fans[0].speed_pct for s in result.snapshots] == [60.0] * 30 + [100.0] * 30
+    assert [s.gpus[0].clock_event_reasons for s in result.snapshots] == [0] * 30 + [0x20] * 30
+    assert result.problems == []
+    assert main(["replay", "--json", str(path)]) == 0
+    intervals = json.loads(capsys.readouterr().out)["gpus"][0]["intervals"]
+    # the first throttled row's tick accounts for the second before it
+    found = [(i["cause"], i["start_offset_s"], i["throttled_s"]) for i in intervals]
+    assert found == [("thermal", 29.0, 30.0)]
+
+
 def test_a_log_naming_a_sensor_twice_is_refused_not_two_gpus_read_as_one(tmp_path, capsys):
     """HWiNFO writes a second GPU's sensors under the first's names: read as one GPU, each row's
     second card would overwrite the first's temperature and clock."""

@@ -10,7 +10,9 @@ table (VRel, VOp: the card is at its top bin, not held down), 16 utilisation (Ut
 beside a board power gives the power limit.
 
 HWiNFO's CSV log has the same shape with the time in a column of its own (``Date, Time, ...``,
-``1.5.2024, 12:00:01.123``); it is read alike when its sensors are GPU-Z's names. HWiNFO writes a
+``1.5.2024, 12:00:01.123``), and is read alike: its sensors are GPU-Z's or named its own way
+(``GPU Core Load``, ``GPU Fan1 [%]``), its performance limits one ``Yes``/``No`` column each
+(``Performance Limit - Thermal``: the same NVAPI reasons as GPU-Z's PerfCap bits). HWiNFO writes a
 second GPU's sensors under the same names: a header naming one sensor twice is refused, since which
 GPU each column is cannot be told (read as one, two cards would be merged into a third).
 """
@@ -35,7 +37,7 @@ from gpud.trace.importers.rows import (
     number,
 )
 from gpud.trace.importers.times import LogTimes
-from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, reader, split
+from gpud.trace.importers.units import OutOfBounds, UnitError, decimal_point, normalised, reader, split
 
 _IDLE, _SYNC_BOOST = REASON_BITS["gpu_idle"], REASON_BITS["sync_boost"]
 # PerfCap bit → NVML reason bit; the voltage limits have none (they do not hold the clock down).
@@ -48,12 +50,25 @@ _FIELDS = {
     "gpu memory clock": "memory_clock_mhz",
     "gpu temperature": "temperature_c",
     "gpu load": "gpu_util_pct",
+    "gpu core load": "gpu_util_pct",  # HWiNFO's
     "memory controller load": "memory_util_pct",
+    "gpu memory controller load": "memory_util_pct",  # HWiNFO's
 }
 _MEMORY = ("memory used", "memory used (dedicated)", "memory usage", "memory usage (dedicated)")
 # Board power first: "GPU Chip Power Draw" is the chip alone on NVIDIA cards (all AMD cards report).
 _POWER = ("board power draw", "gpu power", "total board power", "gpu chip power draw")
 _FAN = re.compile(r"^fan( \d+)? speed \(%\)$")
+_HWINFO_FAN = re.compile(r"^gpu fan ?\d*$")  # its speed in % and in RPM under one name: % alone is read
+# HWiNFO's performance limits, a Yes/No column each, as the driver's reasons (as _PERFCAP's bits).
+_LIMITS = {
+    "performance limit - power": SW_POWER_CAP,
+    "performance limit - thermal": SW_THERMAL_SLOWDOWN,
+    "performance limit - reliability voltage": 0,
+    "performance limit - max operating voltage": 0,
+    "performance limit - utilization": _IDLE,
+    "performance limit - sli gpuboost sync": _SYNC_BOOST,
+}
+_YES_NO = {"yes": True, "no": False}
 _TDP_SHARE = "power consumption (%)"
 _PERFCAP_REASON = "perfcap reason"
 
@@ -87,7 +102,7 @@ def is_gpu_z_row(line: str) -> bool:
 def is_gpu_z_header(cells: list[str]) -> bool:
     """GPU-Z's header: ``Date`` first, then sensors gpud knows."""
     keys = [key(cell) for cell in cells]
-    known = [k for k in keys[1:] if k in _FIELDS or k in _POWER or _FAN.match(k)]
+    known = [k for k in keys[1:] if k in _FIELDS or k in _POWER or _FAN.match(k) or _HWINFO_FAN.match(k)]
     return bool(keys) and keys[0] == "date" and bool(known)
 
 
@@ -95,9 +110,10 @@ def is_gpu_z_header(cells: list[str]) -> bool:
 class _Sensor:
     """One column of a GPU-Z header: what it gives, its name, and how a cell of it is read."""
 
-    what: str  # a GpuSample field, "memory", "power", "fan", "tdp", "perfcap", or "refused"
+    what: str  # a GpuSample field, "memory", "power", "fan", "tdp", "perfcap", "limit" or "refused"
     name: str  # the column's name without its unit; for a refused one, why
     read: Callable[[str], Any] = number
+    bit: int = 0  # a performance limit's reason bit
 
 
 def _sensor(title: str) -> _Sensor | None:
@@ -112,12 +128,14 @@ def _sensor(title: str) -> _Sensor | None:
             return _Sensor("memory", name, reader(GpuSample, "memory_used_bytes", unit or "MB"))
         if name in _POWER:
             return _Sensor("power", name, reader(GpuSample, "power_w", unit))
-        if _FAN.match(name):
+        if _FAN.match(name) or (_HWINFO_FAN.match(name) and normalised(unit) == "%"):
             return _Sensor("fan", name, reader(FanReading, "speed_pct", unit))
     except UnitError as error:
         return _Sensor("refused", f"{title.strip()}: {error}: the column is left out")
     if name in (_TDP_SHARE, _PERFCAP_REASON):
         return _Sensor("tdp" if name == _TDP_SHARE else "perfcap", name)
+    if name in _LIMITS:
+        return _Sensor("limit", name, bit=_LIMITS[name])
     return None
 
 
@@ -130,6 +148,14 @@ def _perfcap(cell: str, line: int, problems: Problems) -> int | None:
     if unknown or flags != value or flags < 0:
         problems.value(line, "PerfCap Reason", cell)
     return sum(bit for flag, bit in _PERFCAP.items() if flags & flag)
+
+
+def _reported(sensors: list[_Sensor | None]) -> int | None:
+    """The reason bits a header's columns report: PerfCap's, or those of HWiNFO's limits it logs."""
+    if any(s is not None and s.what == "perfcap" for s in sensors):
+        return _REPORTED
+    bits = {s.bit for s in sensors if s is not None and s.what == "limit"}
+    return sum(bits) if bits else None
 
 
 class GpuZImport:
@@ -147,6 +173,8 @@ class GpuZImport:
 
     def ticks(self, lines: Iterable[str]) -> Iterator[Snapshot]:
         sensors: list[_Sensor | None] | None = None
+        reported: int | None = None  # the header's reason bits
+        fans_logged = False
         stamp_cells = 1  # the Date cell, or the Date and Time cells of HWiNFO
         headless = 0
         reader_ = csv.reader(lines, delimiter=self._delimiter, skipinitialspace=True)
@@ -157,6 +185,8 @@ class GpuZImport:
             if is_gpu_z_header(cells):
                 sensors = [_sensor(cell) for cell in cells]
                 self._refuse_sensors_named_twice(cells, sensors, line)
+                reported = _reported(sensors)
+                fans_logged = any(s is not None and s.what == "fan" for s in sensors)
                 stamp_cells = 2 if len(cells) > 1 and key(cells[1]) == "time" else 1
                 continue
             if sensors is None:
@@ -174,9 +204,8 @@ class GpuZImport:
             if self._delimiter != ",":
                 cells = [decimal_point(cell) for cell in cells]
             sample = self._sample(sensors, cells, line)
-            logs = {s.what for s in sensors if s is not None}
-            info = {"clock_event_reasons_reported": _REPORTED if "perfcap" in logs else None}
-            yield from self._assembler.add(when, sample, info, fans_logged="fan" in logs)
+            info = {"clock_event_reasons_reported": reported}
+            yield from self._assembler.add(when, sample, info, fans_logged=fans_logged)
         if headless:
             self.problems.note(
                 f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
@@ -209,6 +238,11 @@ class GpuZImport:
             try:
                 if sensor.what == "perfcap":
                     values["clock_event_reasons"] = _perfcap(cell, line, self.problems)
+                elif sensor.what == "limit":
+                    if (active := _YES_NO.get(cell.strip().lower())) is None:
+                        raise ValueError(cell)
+                    held = sensor.bit if active else 0
+                    values["clock_event_reasons"] = values.get("clock_event_reasons", 0) | held
                 elif (value := sensor.read(cell)) is None:
                     continue
                 elif sensor.what == "fan":
