@@ -304,6 +304,31 @@ def test_a_laptops_fan_the_driver_does_not_read_is_no_passive_card(name, cooling
     assert import_log(lines, "fans.csv").header.gpus[0].cooling is cooling
 
 
+# -- nvidia-smi's table ----------------------------------------------------------------------------
+
+
+def test_nvidia_smis_table_logged_in_a_loop_is_refused_naming_it_and_the_command_to_log_instead():
+    """`nvidia-smi -l 1 > log.txt` writes its table a screen a sample; it was refused as 'not a log gpud
+    can import', nothing said of what it is or what to run instead."""
+    screen = [
+        "Wed May  1 12:00:00 2024",
+        "+---------------------------------------------------------------------------------------+",
+        "| NVIDIA-SMI 535.104.05             Driver Version: 535.104.05   CUDA Version: 12.2     |",
+        "|-----------------------------------------+----------------------+----------------------+",
+        "| GPU  Name                 Persistence-M | Bus-Id        Disp.A | Volatile Uncorr. ECC |",
+        "| Fan  Temp   Perf          Pwr:Usage/Cap |         Memory-Usage | GPU-Util  Compute M. |",
+        "|=========================================+======================+======================|",
+        "|   0  NVIDIA GeForce RTX 3090        Off | 00000000:01:00.0 Off |                  N/A |",
+        "| 65%   78C    P2             340W / 350W |  20000MiB / 24576MiB |    100%      Default |",
+    ]
+    for lines in (screen, screen[3:]):  # whole, and cut from the middle of a screen
+        with pytest.raises(NotALog) as refused:
+            import_log(lines, "smi.txt")
+        message = str(refused.value)
+        assert message.startswith("smi.txt: nvidia-smi's table, a screen to read, not a log (log with nvidia-smi ")
+        assert "--format=csv -l 1)" in message
+
+
 # -- nvidia-smi -q ---------------------------------------------------------------------------------
 
 QUERY_REPORT = """==============NVSMI LOG==============
