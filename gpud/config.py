@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import tomllib
 import types
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -30,6 +29,7 @@ from gpud.documents import deeper_than
 from gpud.errors import ConfigError
 from gpud.fans.choose import BackendChoice
 from gpud.httpclient import PASSWORD_ENV, USER_ENV
+from gpud.inputs import read_regular
 from gpud.model.store import load_model
 from gpud.sim.machine import Layout
 from gpud.telemetry import Cooling
@@ -231,8 +231,7 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
     try:
-        with _open_regular(path) as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path}: not found") from None
@@ -257,30 +256,6 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
     if where is not None:
         raise ConfigError(f"{too_deep} (at {_shortened(where)})")
     return data
-
-
-_NOT_REGULAR = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading when it is a regular file; :class:`ConfigError` naming what it is if not.
-
-    Opened without waiting (opening a FIFO waits for a writer), then looked at: a FIFO or a device
-    may never end, and would hold whoever reads it, the daemon's loop at SIGHUP included.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    mode = os.fstat(fd).st_mode
-    kind = next((name for test, name in _NOT_REGULAR if test(mode)), None)
-    if kind is not None:
-        os.close(fd)
-        raise ConfigError(f"config file {path}: cannot read it: {kind}, not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def _shortened(key_path: str, keep: int = 60) -> str:

@@ -48,6 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gpud.errors import ConfigError
+from gpud.inputs import read_regular
 
 MAX_FILE_BYTES = 1 << 20
 BCRYPT_WAIT_S = 1.0
@@ -370,8 +371,7 @@ def load_web_config(path: Path) -> WebConfig:
     """Read and check ``path``; raises :class:`ConfigError` naming the file, the key and the problem."""
     where = f"web config {path}"
     try:
-        with path.open("rb") as handle:
-            text = handle.read(MAX_FILE_BYTES + 1)
+        text = read_regular(path, MAX_FILE_BYTES)
     except OSError as error:
         raise ConfigError(f"{where}: cannot read it: {error.strerror}") from None
     if len(text) > MAX_FILE_BYTES:
@@ -426,10 +426,9 @@ def _tls_settings(config: _TlsServerConfig, base: Path, where: str) -> TlsSettin
             context.load_cert_chain(cert, key)
         context.verify_mode = _CLIENT_AUTH[config.client_auth_type]
         cert_key = "client_ca_file" if config.client_ca_file is not None else "client_ca"
-        if config.client_ca_file is not None:
-            context.load_verify_locations(cafile=_resolve(config.client_ca_file, base))
-        elif config.client_ca is not None:
-            context.load_verify_locations(cadata=config.client_ca)
+        if config.client_ca_file is not None or config.client_ca is not None:
+            with _pem_path(config.client_ca, config.client_ca_file, base) as client_ca:
+                context.load_verify_locations(cafile=client_ca)
     except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
         raise ConfigError(f"{where}: tls_server_config.{cert_key} (or its key): {_one_line(error)}") from None
     return TlsSettings(context, frozenset(config.client_allowed_sans))
@@ -441,14 +440,23 @@ def _resolve(path: Path, base: Path) -> str:
 
 @contextmanager
 def _pem_path(inline: str | None, path: Path | None, base: Path) -> Iterator[str]:
-    """A PEM given inline (kept in memory, never on disk) or a file name, as a path ``ssl`` can load."""
-    if inline is None:
+    """A PEM given inline or in a file, as a path ``ssl`` can load: a copy in memory, never on disk.
+
+    A file is read as the web config is (:func:`read_regular`, ``MAX_FILE_BYTES``), not left to
+    ``ssl`` to open: a FIFO or a device named there would hold the start, or a SIGHUP's read for
+    ever, or grow the daemon's memory without end.
+    """
+    if inline is not None:
+        pem = inline.encode()
+    else:
         assert path is not None
-        yield _resolve(path, base)
-        return
+        name = _resolve(path, base)
+        pem = read_regular(Path(name), MAX_FILE_BYTES)
+        if len(pem) > MAX_FILE_BYTES:
+            raise ValueError(f"{name}: larger than {MAX_FILE_BYTES} bytes, not a PEM file")
     fd = os.memfd_create("gpud-web-config", os.MFD_CLOEXEC)
     try:
-        os.write(fd, inline.encode())
+        os.write(fd, pem)
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)

@@ -234,6 +234,34 @@ def test_a_config_that_is_a_fifo_or_a_device_is_refused_naming_it(tmp_path, kind
     assert result.stderr == f"gpud: config file {path}: cannot read it: {kind}, not a regular file\n"
 
 
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device"])
+@pytest.mark.parametrize("named", ["thermal_model", "web_config", "cert_file"])
+def test_a_file_the_config_names_that_is_a_fifo_or_a_device_is_refused_naming_it(tmp_path, kind, named):
+    # The thermal model, the web config and its TLS files are read at every SIGHUP too: a FIFO held
+    # that read (and `gpud run` at start) for ever, /dev/zero grew the daemon's memory until it was killed.
+    path = tmp_path / "odd" if kind == "a FIFO" else Path("/dev/zero")
+    if kind == "a FIFO":
+        os.mkfifo(path)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {path}, key_file: {path}}}\n")
+    config = tmp_path / "config.toml"
+    key, value = ("web_config", web) if named == "cert_file" else (named, path)
+    config.write_text(f'{key} = "{value}"\n')
+    result = gpud("check-config", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{path}" in result.stderr and f"{kind}, not a regular file" in result.stderr, result.stderr
+
+
+def test_a_thermal_model_too_large_to_be_one_is_refused_unread(tmp_path):
+    model = tmp_path / "model.json"
+    with model.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024)  # sparse: 64 MiB of nothing, no disk used
+    config = tmp_path / "config.toml"
+    config.write_text(f'thermal_model = "{model}"\n')
+    result = gpud("check-config", str(config))
+    assert result.returncode == 2 and f"{model}: larger than 16 MiB, not a thermal model" in result.stderr
+
+
 def test_replay_of_a_binary_file_is_an_error_naming_it(tmp_path, capsys):
     path = Path(tmp_path / "core.dump")
     path.write_bytes(bytes(range(256)) * 40)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from gpud.documents import loads_json
+from gpud.inputs import read_regular
 from gpud.model.params import GpuThermalParams
 from gpud.outputs import open_output
 
 MODEL_FORMAT = "gpud-thermal-model/1"
+MAX_MODEL_BYTES = 16 * 1024 * 1024  # a 64-GPU model is a few tens of KiB
 
 
 class ModelError(ValueError):
@@ -156,9 +158,13 @@ def _fit(entry: Any) -> FitQuality | None:
 def load_model(path: Path) -> ThermalModel:
     """Read a model file; :class:`ModelError` names the file and what is wrong in it."""
     try:
-        data = loads_json(path.read_text(encoding="utf-8"))
+        raw = read_regular(path, MAX_MODEL_BYTES)
     except OSError as error:
         raise ModelError(f"cannot read thermal model {path}: {error.strerror}") from None
+    if len(raw) > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_MODEL_BYTES // (1024 * 1024)} MiB, not a thermal model")
+    try:
+        data = loads_json(raw.decode("utf-8"))
     except ValueError as error:  # not JSON, not UTF-8, NaN, nested too deeply
         raise ModelError(f"{path}: not a JSON thermal model ({error})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
