@@ -133,6 +133,7 @@ def _fan_control_entry(control: GpuFanControl | None, sample: GpuSample | None) 
             "commands": control.commands,
             "errors": dict(control.errors),
             "hung": control.hung,
+            "failing": control.failing,
         }
     return entry
 
@@ -291,7 +292,7 @@ def fetch_status(base_url: str, client: HttpClient | None = None) -> dict[str, A
 
 def troubled(gpu: dict[str, Any]) -> bool:
     """Down, blind (up, but its temperature not read), throttling, critically unhealthy, a fan not
-    following its target, or its data stale."""
+    following its target, fan commands that hang or fail, or its data stale."""
     return (
         bool(gpu.get("stale"))
         or not gpu.get("up")
@@ -299,12 +300,26 @@ def troubled(gpu: dict[str, Any]) -> bool:
         or bool(gpu.get("throttle"))
         or critical(gpu)
         or not all(f.get("following", True) for f in gpu.get("fans", []))
+        or _fan_commands_note(gpu) is not None
     )
+
+
+def _fan_commands_note(gpu: dict[str, Any]) -> str | None:
+    """Why gpud does not drive fans it is meant to drive, if it does not: a command that has not
+    returned (a wedged X server), or commands that fail. The fans are then wherever the last command
+    that worked left them, often a low manual speed, and no fan reads away from a target: without
+    this, such a GPU read "ok"."""
+    control = gpu.get("fan_control") or {}
+    if control.get("hung"):
+        return "fan commands hung"
+    if control.get("failing"):
+        return f"fan commands failing ({control['failing']})"
+    return None
 
 
 def exit_code(document: dict[str, Any]) -> int:
     """1 when any GPU is down, blind, throttling, critically unhealthy, has a fan not following its
-    target, or is known from a stale tick only."""
+    target or fan commands that hang or fail, or is known from a stale tick only."""
     return EXIT_PROBLEM if any(troubled(g) for g in document["gpus"]) else EXIT_OK
 
 
@@ -326,6 +341,8 @@ def _state(gpu: dict[str, Any]) -> str:
     for number, fan in enumerate(gpu.get("fans", [])):
         if not fan.get("following", True):
             notes.append(f"fan {number} not following its target")
+    if (commands := _fan_commands_note(gpu)) is not None:
+        notes.append(commands)
     heat = gpu.get("heat") or {}
     if heat.get("neighbour_heated"):
         notes.append(_neighbour_note(heat))

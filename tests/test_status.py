@@ -85,6 +85,20 @@ def test_a_fan_not_following_its_target_is_exit_1_and_said():
     assert render_table(doc).splitlines()[2].endswith("fan 1 not following its target")
 
 
+@pytest.mark.parametrize(
+    ("control", "said"),
+    [
+        ({"hung": True}, "fan commands hung"),  # a wedged X server: the fans stay where they were
+        ({"failing": "Unknown"}, "fan commands failing (Unknown)"),
+    ],
+)
+def test_fan_commands_that_hang_or_fail_are_exit_1_and_said(control, said):
+    """No fan reads away from a target then (none is set), so without this such a GPU read "ok"."""
+    doc = document(HEALTHY, fan_control=(replace(nvml_manual(FanStatus(None), FanStatus(None)), **control),))
+    assert exit_code(doc) == 1
+    assert render_table(doc).splitlines()[2].endswith(said) and render_brief(doc).endswith(said)
+
+
 def test_throttling_or_down_is_exit_1_and_said_in_the_table():
     throttled = GpuSample(index=1, temperature_c=81, clock_event_reasons=0x20)
     down = GpuSample(index=2, up=False)

@@ -118,6 +118,7 @@ class GpuFanControl:
     commands: int = 0
     errors: Mapping[str, int] = field(default_factory=dict)
     hung: bool = False  # a command to the GPU has not returned: its fans are left alone meanwhile
+    failing: str | None = None  # the error of the last command, while none has worked since
 
 
 class _Gpu:
@@ -191,7 +192,10 @@ class _Gpu:
         fans = tuple(FanStatus(w, f) for w, f in zip(self.written, self.following, strict=True))
         name = self.backend.name if self.backend is not None else "none"
         errors = dict(self.errors) | ({"Hung": hangs} if hangs else {})
-        return GpuFanControl(self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung)
+        failing = self.failing if self.backend is not None else None  # monitor-only: said once, not a fault
+        return GpuFanControl(
+            self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung, failing
+        )
 
 
 def _changed(g: _Gpu, targets: tuple[FanTarget, ...]) -> dict[int, int]:

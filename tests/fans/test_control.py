@@ -14,6 +14,7 @@ from gpud.fans.control import ControlMode, FanControl, GpuFanControl
 from gpud.nvml.source import NvmlSource
 from gpud.sim.nvml_lib import gpu_index
 from gpud.sim.thermal import REASON_HW_THERMAL, REASON_SW_THERMAL
+from gpud.status import exit_code, status_document, troubled
 from tests.conftest import nvml_fan_control
 
 THERMAL = REASON_SW_THERMAL | REASON_HW_THERMAL
@@ -146,6 +147,32 @@ def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, patch_
     failing["on"] = False
     control.run(1)
     assert control.report[1].mode is ControlMode.MANUAL
+
+
+def test_fans_that_can_be_neither_set_nor_handed_back_are_reported_not_ok(loop, patch_driver):
+    control = loop(gpus=2, choice=BackendChoice.NVML)
+    control.run(20)
+    broken = {"on": True}
+    for call in ("nvmlDeviceSetFanSpeed_v2", "nvmlDeviceSetDefaultFanSpeed_v2"):
+        real = getattr(type(control.library), call)
+
+        def refusing(self, handle, *args, real=real):
+            if broken["on"] and gpu_index(handle) == 1:
+                return N.NVML_ERROR_UNKNOWN
+            return real(self, handle, *args)
+
+        patch_driver(control.library, call, refusing)
+    control.run(5)
+    stuck = [f.manual_target_pct for f in control.library.machine.cards[1].fans]
+    assert None not in stuck and max(stuck) < 100  # left at a low manual speed: nothing gpud can do
+    document = status_document(control.daemon.state)
+    gpu1 = document["gpus"][1]
+    assert gpu1["fan_control"]["failing"] == "Unknown" and troubled(gpu1) and exit_code(document) == 1
+    assert not troubled(document["gpus"][0])
+    broken["on"] = False
+    control.run(1)
+    document = status_document(control.daemon.state)
+    assert document["gpus"][1]["fan_control"]["failing"] is None and exit_code(document) == 0
 
 
 def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, patch_driver):
