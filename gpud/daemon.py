@@ -20,6 +20,7 @@ published state carries the time of its tick, so they say how old the rest is.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -70,6 +71,11 @@ STOP_SIGNALS = (
 # one is logged and the fans stay under control. SIGXFSZ (a file past its size limit) is ignored so
 # the write fails with EFBIG, which the recorder handles, instead of killing the process.
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# Ctrl-Z on a terminal: left to its default action, it stops the process at once, fans on manual at
+# whatever speed they had, the stall watchdog stopped with it. Taken, the loop hands the fans back
+# first and then stops itself (SIGSTOP); after SIGCONT its next tick takes them again. (SIGTTIN and
+# SIGTTOU are left alone: taken, a write to the terminal that raised SIGTTOU would be retried for ever.)
+SUSPEND_SIGNAL = signal.SIGTSTP
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 FAILED_TICKS_BEFORE_HAND_BACK = 3
 
@@ -128,6 +134,7 @@ class Daemon:
         self._reloader = Reloader(reload) if reload is not None else None
         self._listen = listen
         self._reload_requested = False
+        self._suspend_requested = False
         self._publishing = threading.Lock()  # the loop's ticks and the watchdog both replace the state
         self._ready = False
         self._tick_errors = 0
@@ -171,6 +178,12 @@ class Daemon:
         def ignore(signum: int, frame: FrameType | None) -> None:
             self._ignored_counts[signum] += 1
 
+        def suspend(signum: int, frame: FrameType | None) -> None:
+            self._suspend_requested = True
+            self._stop.wake()
+
+        if signal.getsignal(SUSPEND_SIGNAL) is signal.SIG_DFL:  # ignored by the parent: Ctrl-Z does nothing
+            signal.signal(SUSPEND_SIGNAL, suspend)
         inherited_ignored = []
         for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
             for signum in signals:
@@ -220,7 +233,8 @@ class Daemon:
                         self._ready = True
                         self._notifier.notify("READY=1")
                 next_at = self._next_deadline(next_at, self._clock() - started)
-                self._stop.wait(max(0.0, next_at - self._clock()))
+                while not self._stop.wait(max(0.0, next_at - self._clock())) and self._suspend_requested:
+                    self._suspend()
             signum = self._stop_signal
             log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
         finally:
@@ -231,6 +245,22 @@ class Daemon:
                 self._fans.restore(EXIT_DEADLINE_S)
             log.info("stopped")
             self._keep_ignoring()
+
+    def _suspend(self) -> None:
+        """SIGTSTP: the fans back to the driver, then the process stopped (SIGSTOP) until SIGCONT.
+
+        The stall watchdog is told first: it stops with the process, and on waking it would take the
+        time spent stopped for a stuck loop. The ticks missed meanwhile are said by the next deadline.
+        """
+        self._suspend_requested = False
+        log.warning("suspended (SIGTSTP): fans handed back to the driver until SIGCONT")
+        if self._fans is not None:
+            self._fans.restore()
+            self._publish(fan_control=self._fans.report())
+        self._watchdog.pause()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        self._watchdog.beat()
+        log.info("continued (SIGCONT): fans taken again at the next tick")
 
     def _keep_ignoring(self) -> None:
         """Ignore the user signals for good: on its way out the interpreter puts a signal handled in

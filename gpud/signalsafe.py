@@ -14,7 +14,8 @@ import select
 
 
 class SignalSafeFlag:
-    """Set once, from a signal handler or any thread; :meth:`wait` returns as soon as it is."""
+    """Set once, from a signal handler or any thread; :meth:`wait` returns as soon as it is, or is
+    woken (:meth:`wake`: a signal that asks the waiter for something else)."""
 
     def __init__(self) -> None:
         self._set = False
@@ -27,13 +28,26 @@ class SignalSafeFlag:
         except BlockingIOError:  # the pipe is full of earlier wake-ups: the waiter wakes anyway
             pass
 
+    def wake(self) -> None:
+        """End the current (or the next) :meth:`wait` early without setting the flag."""
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass
+
     def is_set(self) -> bool:
         return self._set
 
     def wait(self, timeout_s: float) -> bool:
-        """Sleep until set or ``timeout_s`` has passed; whether it is set."""
+        """Sleep until set, woken, or ``timeout_s`` has passed; whether it is set."""
         if not self._set:
-            select.select([self._read], [], [], timeout_s)
+            readable, _, _ = select.select([self._read], [], [], timeout_s)
+            if readable and not self._set:  # woken: the wake-ups are used up, the next wait sleeps
+                try:
+                    while os.read(self._read, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
         return self._set
 
     def __del__(self) -> None:

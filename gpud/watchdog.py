@@ -8,6 +8,7 @@ left at a manual speed while nobody watches the temperature.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,10 @@ class StallWatchdog:
         """A tick completed."""
         self._last = self._clock()
         self._stalled = False
+
+    def pause(self) -> None:
+        """No stall until the next :meth:`beat` (the process is about to stop itself on purpose)."""
+        self._last = math.inf
 
     def start(self) -> None:
         """Start watching."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from gpud.daemon import MIN_STALL_S
 from tests.test_end_to_end import GPUD, free_port, gpud, scrape, status, wait_for
 from tests.test_fan_control_end_to_end import last_command_per_gpu
 
@@ -62,9 +63,10 @@ def test_sighup_reloads_the_curves_without_letting_go_of_the_fans(fake_nvidia_se
 
 
 def start(
-    tmp_path: Path, port: int, *flags: str, config: Path | None = None
+    tmp_path: Path, port: int, *flags: str, config: Path | None = None, process_group: int | None = None
 ) -> tuple[subprocess.Popen, Path]:
-    """``gpud run --simulate 3`` with its log going to a file (a pipe could fill and block it)."""
+    """``gpud run --simulate 3`` with its log going to a file (a pipe could fill and block it);
+    ``process_group=0`` puts it in a process group of its own, as a shell's job control does."""
     log = tmp_path / f"gpud-{port}.log"
     top = ["--config", str(config)] if config else []
     daemon = subprocess.Popen(
@@ -72,6 +74,7 @@ def start(
         + ["--log-format", "json", "--interval", "0.5", *flags],
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
+        process_group=process_group,
     )
     return daemon, log
 
@@ -249,6 +252,36 @@ def test_the_user_signals_are_ignored_and_the_fans_stay_under_control(fake_nvidi
         assert daemon.poll() is None and not handed_back(fake)
         stopped_by_sigterm(daemon)
     assert handed_back(fake)
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process: ``T`` stopped, ``S`` sleeping ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.slow
+def test_ctrl_z_hands_the_fans_back_before_the_process_stops_and_sigcont_takes_them_again(
+    fake_nvidia_settings, tmp_path
+):
+    # A job of its own, as a terminal's Ctrl-Z finds it: the kernel stops it (a process group
+    # with no parent in the session outside it, such as a service's, never gets SIGTSTP acted on).
+    fake = fake_nvidia_settings(gpus=GPUS)
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvidia-settings", process_group=0)
+    with killed_if_left(daemon):
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        daemon.send_signal(signal.SIGTSTP)
+        wait_for(lambda: process_state(daemon.pid) == "T", 10, "the daemon stopped")
+        assert handed_back(fake)  # stopped with its fans on the driver's schedule, not where they were
+        time.sleep(MIN_STALL_S + 1)  # longer than the stall watchdog's limit
+        sent = len(fake.assignments())
+        daemon.send_signal(signal.SIGCONT)
+        wait_for(lambda: not handed_back(fake), 10, "the fans taken again after SIGCONT")
+        assert any("GPUTargetFanSpeed" in a for a in fake.assignments()[sent:])
+        stopped_by_sigterm(daemon)
+    assert handed_back(fake)
+    names = [e["event"] for e in events(log)]
+    assert "loop stalled: no tick completed" not in names  # the watchdog knew it was on purpose
+    assert any(name.startswith("suspended (SIGTSTP)") for name in names)
 
 
 def metric(port: int, name: str) -> list[float]:

@@ -16,6 +16,7 @@ from gpud.fans.choose import BackendChoice, assign_backends
 from gpud.fans.control import EXIT_DEADLINE_S, ControlMode, FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.server import StatusServer
+from gpud.signalsafe import SignalSafeFlag
 from gpud.sim.nvml_lib import gpu_index
 from gpud.watchdog import StallWatchdog
 from tests.conftest import nvml_fan_control
@@ -125,6 +126,34 @@ def test_a_failing_stall_handler_does_not_end_the_watchdog(clock):
         assert len(calls) == 2  # it kept watching after the first failure
     finally:
         watchdog.stop()
+
+
+def test_a_paused_watchdog_sees_no_stall_until_the_next_beat(clock):
+    stalls = []
+    watchdog = StallWatchdog(0.2, lambda: stalls.append(clock()), clock=clock)
+    watchdog.start()
+    try:
+        watchdog.pause()  # the process stops itself (SIGTSTP) for as long as it is stopped
+        clock.advance(60)
+        time.sleep(0.3)
+        assert stalls == []
+        watchdog.beat()
+        clock.advance(0.3)
+        time.sleep(0.3)
+        assert len(stalls) == 1  # watching again from the beat
+    finally:
+        watchdog.stop()
+
+
+def test_a_woken_wait_ends_early_and_the_next_one_sleeps_its_time():
+    flag = SignalSafeFlag()
+    flag.wake()
+    started = time.monotonic()
+    assert flag.wait(5.0) is False and time.monotonic() - started < 1.0
+    started = time.monotonic()
+    assert flag.wait(0.2) is False and time.monotonic() - started >= 0.19  # no wake-up left over: no spin
+    flag.set()
+    assert flag.wait(5.0) is True
 
 
 def hang_utilisation(patch_driver, library, seconds: float) -> threading.Event:
