@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gpud import words
 from gpud.health.severity import Severity
 from gpud.health.xid import Action, describe
 from gpud.telemetry import MemoryHealth, XidRecord
@@ -153,11 +154,11 @@ def memory_problems(memory: MemoryHealth | None) -> list[HealthProblem]:
             HealthProblem(
                 "ecc-uncorrected",
                 Severity.CRITICAL,
-                f"{count} uncorrected ECC errors",
+                words.count(count, "uncorrected ECC error"),
                 "reset the GPU",
-                f"{count} uncorrectable memory errors since the driver was loaded or the GPU reset: "
-                "results computed on it may be wrong; drain it and reset it, and have the card "
-                "replaced if they come back",
+                f"{words.count(count, 'uncorrectable memory error')} since the driver was loaded or the "
+                "GPU reset: results computed on it may be wrong; drain it and reset it, and have the "
+                "card replaced if they come back",
                 count=count,
             )
         )

@@ -86,3 +86,10 @@ def test_the_row_says_what_how_long_ago_and_what_to_do():
 def test_a_long_list_is_cut_in_the_row():
     problems = [p.as_json(NOW) for p in gpu_problems(None, xids((13, 1), (31, 2), (43, 3), (45, 4)), NOW)]
     assert row_text(problems).endswith("+1 more (gpud status --json)")
+
+
+@pytest.mark.parametrize(("count", "summary"), [(1, "1 uncorrected ECC error"), (3, "3 uncorrected ECC errors")])
+def test_uncorrected_errors_are_counted_in_words(count, summary):
+    (problem,) = memory_problems(MemoryHealth(ecc_uncorrected_volatile=count))
+    assert problem.summary == summary
+    assert problem.detail.startswith(summary.replace("uncorrected ECC", "uncorrectable memory") + " since")
