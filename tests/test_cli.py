@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -300,6 +302,22 @@ def test_diagnose_takes_its_trace_as_report_and_replay_do_or_as_an_option(capsys
     positional = capsys.readouterr().out
     assert main(["diagnose", "--trace", log]) == 1
     assert capsys.readouterr().out == positional and "GPU 1 throttles (other)" in positional
+
+
+@pytest.mark.parametrize(("source", "host_judged"), [("nvml", True), ("simulated", False)])
+def test_diagnose_judges_this_host_only_beside_its_own_gpus(tmp_path, capsys, source, host_judged):
+    """A trace recorded here is judged with this machine's RAM; one of simulated GPUs is not: the
+    host's RAM and cores say nothing about cards it does not have."""
+    petabyte = 1 << 50  # more than any host's RAM: the notice is certain where the host is judged
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550", memory_total_bytes=petabyte)
+    sample = {"index": 0, "temperature_c": 50.0, "gpu_util_pct": 99.0}
+    ticks = [{"t": 1000.0 + second, "gpus": [sample]} for second in range(5)]
+    trace = tmp_path / "here.jsonl"
+    lines = [header_line(TraceHeader(socket.gethostname(), (info,), source)), *map(json.dumps, ticks)]
+    trace.write_text("\n".join(lines) + "\n")
+    assert main(["diagnose", str(trace), "--json"]) == 0
+    kinds = {finding["kind"] for finding in json.loads(capsys.readouterr().out)["findings"]}
+    assert ("host-memory" in kinds) is host_judged
 
 
 @pytest.mark.parametrize(

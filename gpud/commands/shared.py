@@ -375,7 +375,9 @@ def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTr
     """What ``diagnose`` and ``report`` judge: the trace given (its last ``--since``), else the history
     of the daemon :func:`daemon_address` names.
 
-    With it, this machine's RAM and cores when the ticks were recorded here. Raises
+    With it, this machine's RAM and cores when the ticks were recorded here from its own GPUs:
+    simulated ones are no hardware of this host, so its RAM and cores say nothing about them (the
+    demo would advise more RAM for a card that is not there). Raises
     :class:`gpud.status.DaemonUnreachable` when the daemon does not answer.
     """
     from gpud.diagnose.host import this_host
@@ -390,7 +392,8 @@ def judged_ticks(args: argparse.Namespace, settings: Settings) -> tuple[LoadedTr
             trace = recent(trace, since)
     else:
         trace = history_trace(daemon_address(args, settings), http_client(args), since)
-    return trace, this_host() if trace.header.host == socket.gethostname() else None
+    here = trace.header.host == socket.gethostname() and trace.header.source != "simulated"
+    return trace, this_host() if here else None
 
 
 def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
