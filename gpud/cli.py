@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:
+        getattr(args, "command_parser", parser).refuse_unrecognized(unrecognized)
     try:
         code = _run(args)
     except KeyboardInterrupt:  # a second Ctrl-C while a command winds down after the first: no traceback

@@ -304,6 +304,33 @@ def test_diagnose_takes_its_trace_as_report_and_replay_do_or_as_an_option(capsys
     assert capsys.readouterr().out == positional and "GPU 1 throttles (other)" in positional
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["run", "--simulte"],
+            "unrecognized arguments: --simulte (did you mean --simulate?) (see gpud run --help)",
+        ),
+        (
+            ["record", "-o", "t.jsonl", "--durtion", "5"],
+            "unrecognized arguments: --durtion 5 (did you mean --duration?) (see gpud record --help)",
+        ),
+        (
+            ["status", "--jsn", "--brif"],
+            "unrecognized arguments: --jsn --brif (did you mean --json for --jsn, --brief for --brif?)"
+            + " (see gpud status --help)",
+        ),
+        (["fans", "reset", "--bogus"], "unrecognized arguments: --bogus (see gpud fans reset --help)"),
+        (["replay", "a.jsonl", "b.jsonl"], "unrecognized arguments: b.jsonl (see gpud replay --help)"),
+    ],
+)
+def test_what_a_command_does_not_take_is_refused_by_its_own_help_with_the_likely_spelling(argv, line, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert capsys.readouterr() == ("", f"gpud: {line}\n")
+
+
 @pytest.mark.parametrize(("source", "host_judged"), [("nvml", True), ("simulated", False)])
 def test_diagnose_judges_this_host_only_beside_its_own_gpus(tmp_path, capsys, source, host_judged):
     """A trace recorded here is judged with this machine's RAM; one of simulated GPUs is not: the

@@ -6,6 +6,7 @@ A command module imports this one and never another command, so each stays reada
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import socket
@@ -50,6 +51,24 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"gpud: {message} (see {self.prog} --help)\n")
 
+    def refuse_unrecognized(self, words: list[str]) -> NoReturn:
+        """Words this command does not take, refused by the command's own parser: its help is the one to
+        read (``see gpud run --help``, not ``gpud --help``), and a misspelt option is told the option
+        it is closest to (``--simulte``: did you mean --simulate?)."""
+        options = [option for action in self._actions for option in action.option_strings]
+        guesses = {
+            word: close[0]
+            for word in words
+            if word.startswith("--")
+            and (close := difflib.get_close_matches(word.split("=")[0], options, 1, cutoff=0.75))
+        }
+        if len(guesses) == 1:
+            hint = f" (did you mean {next(iter(guesses.values()))}?)"
+        else:
+            hint = ", ".join(f"{option} for {word}" for word, option in guesses.items())
+            hint = f" (did you mean {hint}?)" if hint else ""
+        self.error(f"unrecognized arguments: {' '.join(words)}{hint}")
+
 
 def fail(message: str, code: int) -> int:
     """Say why a command failed in one line on stderr; ``code`` is its exit status."""
@@ -68,7 +87,7 @@ def add_command(
     """A sub-command's parser, added to ``commands``, whose parsed arguments go to ``handler``."""
     parser = commands.add_parser(name, **parser_options)
     add_global_options(parser, argparse.SUPPRESS)
-    parser.set_defaults(func=handler)
+    parser.set_defaults(func=handler, command_parser=parser)  # the parser refuses what it does not take
     return parser
 
 
