@@ -184,9 +184,11 @@ def test_dry_run_prints_the_unit_and_the_commands_and_writes_nothing(tmp_path):
 def test_a_root_that_is_no_folder_is_one_line_and_exit_2(tmp_path, command):
     afile = tmp_path / "afile"
     afile.write_text("")
-    for dry_run in ([], ["--dry-run"]):
-        done = gpud_process(command, "--root", str(afile), *dry_run)
-        assert (done.returncode, done.stdout, done.stderr) == (2, "", f"gpud: --root {afile}: not a folder\n")
+    missing = tmp_path / "image"  # not made yet: said so, not called "not a folder"
+    for root, problem in ((afile, "not a folder"), (missing, "no such folder")):
+        for dry_run in ([], ["--dry-run"]):
+            done = gpud_process(command, "--root", str(root), *dry_run)
+            assert (done.returncode, done.stdout, done.stderr) == (2, "", f"gpud: --root {root}: {problem}\n")
 
 
 def test_uninstall_without_a_unit_says_there_is_nothing_to_do(tmp_path):

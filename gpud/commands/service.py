@@ -79,7 +79,8 @@ def _needs_root(args: argparse.Namespace, what: str) -> int | None:
             "when there is none); put your settings in that file"
         )
     if args.root is not None and not args.root.is_dir():
-        raise ConfigError(f"--root {args.root}: not a folder")
+        problem = "not a folder" if args.root.exists() else "no such folder"
+        raise ConfigError(f"--root {args.root}: {problem}")
     if args.root is None and not args.dry_run and os.geteuid() != 0:
         return fail(
             f"{what} changes /etc/systemd/system: run it as root (sudo gpud {what}), or see what it would do with --dry-run",
