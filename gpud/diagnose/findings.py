@@ -54,13 +54,15 @@ class HostFacts:
 
 @dataclass(frozen=True, slots=True)
 class Energy:
-    """Energy the GPUs used over the window, its cost, and the same rate over a 30-day month."""
+    """Energy the GPUs used over the window, its cost, and the same rate over a 30-day month (``None``
+    when no time was measured: a single tick, or a daemon's history seconds old, has no rate, and
+    a rate of 0 kWh a month would be false)."""
 
     window_s: float
     kwh: float
     cost: float
-    monthly_kwh: float
-    monthly_cost: float
+    monthly_kwh: float | None
+    monthly_cost: float | None
     currency: str
 
 
@@ -521,9 +523,10 @@ def _energy(usages: list[GpuUsage], window_s: float, settings: DiagnoseSettings)
     if all(u.peak_power_w is None for u in usages):
         return None  # no power readings: no energy figure, rather than a false 0 kWh
     kwh = sum(u.energy_j for u in usages) / 3.6e6
-    monthly = kwh * SECONDS_PER_MONTH / window_s if window_s else 0.0
+    monthly = kwh * SECONDS_PER_MONTH / window_s if window_s else None
     price = settings.price_per_kwh
-    return Energy(window_s, kwh, kwh * price, monthly, monthly * price, settings.currency)
+    cost = monthly * price if monthly is not None else None
+    return Energy(window_s, kwh, kwh * price, monthly, cost, settings.currency)
 
 
 def _ranked(findings: list[Finding]) -> list[Finding]:

@@ -55,6 +55,8 @@ def energy_text(e: Energy | None) -> str:
     """``"0.11 kWh in 8 min, 0.03 EUR; at this rate 640 kWh, 192 EUR a month"``, or why it is not known."""
     if e is None:
         return "not known (the log has no power readings)"
+    if e.monthly_kwh is None or e.monthly_cost is None:
+        return "not known yet (no time measured: one tick, or every tick at one time)"
     return (
         f"{e.kwh:.2f} kWh in {duration_text(e.window_s)}, {e.cost:.2f} {e.currency}; "
         f"at this rate {e.monthly_kwh:.0f} kWh, {e.monthly_cost:.0f} {e.currency} a month"

@@ -496,6 +496,21 @@ def test_the_window_and_the_monthly_energy_count_the_time_measured_not_the_hours
     )
 
 
+@pytest.mark.parametrize("seconds_apart", [0.0, 30.0], ids=["one time", "a young history's two ticks"])
+def test_no_time_measured_is_no_energy_rate_not_zero_kwh_a_month(seconds_apart):
+    """Two ticks of a 250 W card that measure no time (one timestamp, or a daemon's history seconds
+    old, whose first spacing is no sampling period yet): the month at that rate is not known."""
+    info = GpuInfo(0, "GPU-0", "RTX 3090", "00:17:00.0", "550")
+    sample = GpuSample(0, temperature_c=60.0, power_w=250.0, gpu_util_pct=100.0)
+    ticks = [Snapshot(1_780_000_000 + t, (sample,)) for t in (0.0, seconds_apart)]
+    trace = LoadedTrace.of("young", TraceHeader("h", (info,), "simulated"), ticks, [], 0)
+    diagnosis = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+    assert diagnosis.window_s == 0 and diagnosis.energy.monthly_kwh is None
+    assert render_diagnosis(diagnosis).splitlines()[-1] == (
+        "energy (GPUs): not known yet (no time measured: one tick, or every tick at one time)"
+    )
+
+
 @pytest.mark.parametrize(("low_s", "lazy_said"), [(100, False), (300, True)])
 def test_fans_that_reach_full_speed_and_stay_hot_are_the_air_not_a_lazy_curve(low_s, lazy_said):
     """At slowdown with fans at 50 % for ``low_s``, then at full speed for 200 s: where full speed
