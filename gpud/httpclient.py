@@ -57,12 +57,14 @@ class HttpClient:
         """
         plain_url, authorization = self._credentials(url)
         parts = urllib.parse.urlsplit(plain_url)
+        # where no answer came from, without the query: a URL-encoded PromQL expression says nothing there
+        asked = urllib.parse.urlunsplit(parts._replace(query=""))
         try:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("expected an http:// or https:// URL")
             connection = self._connection(parts)
         except ValueError as error:  # a malformed URL or port
-            raise DaemonUnreachable(f"no {who} answered at {plain_url}: {error}") from None
+            raise DaemonUnreachable(f"no {who} answered at {asked}: {error}") from None
         except OSError as error:  # ssl.SSLError too: a CA or client certificate that cannot be loaded
             raise DaemonUnreachable(f"cannot ask {plain_url}: TLS files: {_one_line(error)}") from None
         headers = {"User-Agent": "gpud", "Accept": "*/*"}
@@ -85,7 +87,7 @@ class HttpClient:
         except (OSError, http.client.HTTPException) as error:
             if out_of_time.is_set():
                 raise DaemonUnreachable(
-                    f"no {who} answered at {plain_url} within {self.timeout_s:g} s"
+                    f"no {who} answered at {asked} within {self.timeout_s:g} s"
                 ) from None
             if isinstance(error, http.client.HTTPException) and not isinstance(
                 error, http.client.RemoteDisconnected | http.client.IncompleteRead
@@ -96,7 +98,7 @@ class HttpClient:
             reason = getattr(error, "reason", None) or str(error) or type(error).__name__
             if isinstance(error, ssl.SSLError) and reason in _PLAIN_ANSWER_TO_TLS:
                 reason = "it answers in plain HTTP, not TLS: use http://"
-            raise DaemonUnreachable(f"no {who} answered at {plain_url}: {_one_line(reason)}") from None
+            raise DaemonUnreachable(f"no {who} answered at {asked}: {_one_line(reason)}") from None
         finally:
             timer.cancel()
             connection.close()

@@ -213,6 +213,14 @@ def test_a_prometheus_with_a_bad_answer_is_one_message(host, answer):
         from_prometheus(f"http://127.0.0.1:{host.port}", HttpClient(1.0))
 
 
+def test_a_prometheus_that_does_not_answer_is_named_by_its_address_not_by_an_encoded_query():
+    port = free_port()  # nothing listens there
+    with pytest.raises(DaemonUnreachable) as refused:
+        from_prometheus(f"http://127.0.0.1:{port}", HttpClient(1.0))
+    assert str(refused.value).startswith(f"no Prometheus answered at http://127.0.0.1:{port}/api/v1/query: ")
+    assert "query=" not in str(refused.value)
+
+
 HEADER = {
     "format": "gpud-trace",
     "version": 1,
