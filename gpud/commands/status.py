@@ -35,9 +35,11 @@ def register(commands: Subcommands) -> None:
         "status",
         cmd_status,
         help="show the running daemon's GPUs (or a fleet's)",
-        description="Exit code: 0 all well, 1 a GPU throttling, down or critically unhealthy (a critical XID "
-        "in the last hour, a pending or failed memory repair, uncorrected ECC errors) or a fleet host "
-        "unreachable, 2 no daemon answered.",
+        description="Exit code: 0 all well, 1 a GPU throttling, down, without its temperature (NO "
+        "TEMPERATURE), critically unhealthy (a critical XID in the last hour, a pending or failed memory "
+        "repair, uncorrected ECC errors), with a fan not following its target or fan commands that hang "
+        "or fail, or the daemon's data stale (STALE: its loop stuck), or a fleet host unreachable, "
+        "2 no daemon answered.",
     )
     where = add_daemon_flags(
         status, timeout_s=3.0, timeout_help="seconds to wait for each daemon (or Prometheus)"
