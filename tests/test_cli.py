@@ -6,9 +6,11 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -240,6 +242,30 @@ def gpud_to(stdout, *argv: str) -> subprocess.CompletedProcess:
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT, ignored by the parent"]
+)
+def test_record_stopped_by_a_signal_keeps_the_trace_and_says_so_as_after_ctrl_c(tmp_path, signum):
+    """``gpud record ... &`` in a script runs with SIGINT ignored, and ``kill`` sends SIGTERM: either
+    ends the recording early as Ctrl-C does, the trace closed and summed up, exit 0."""
+    trace = tmp_path / "t.jsonl"
+    record = [*GPUD, "record", "-o", str(trace), "--simulate", "1", "--duration", "60"]
+    ignoring = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *record, "--log-level", "warning"]
+    with subprocess.Popen(ignoring, stdout=subprocess.PIPE, text=True) as child:
+        deadline = time.monotonic() + 30
+        while not _lines(trace) >= 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the header and a first tick: it is recording
+        child.send_signal(signum)
+        out, _ = child.communicate(timeout=10)
+    assert child.returncode == 0
+    assert re.fullmatch(rf"{re.escape(str(trace))}: \d+ ticks? of 1 GPU.*\n", out), out
+    assert _lines(trace) >= 2
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def test_results_that_cannot_be_written_are_one_line_and_exit_2(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def register(commands: Subcommands) -> None:
         "record",
         cmd_record,
         help="record a trace from the GPUs (or the simulated ones)",
-        description="One tick per interval for --duration seconds (Ctrl-C stops early, the trace kept).",
+        description="One tick per interval for --duration seconds (Ctrl-C or SIGTERM stops early, the trace kept).",
     )
     record.add_argument(
         "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
@@ -47,6 +48,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
+    _stop_as_ctrl_c()
     interval = settings.interval_s
     ticks = max(1, int(args.duration / interval))
     written = 0
@@ -71,6 +73,19 @@ def cmd_record(args: argparse.Namespace) -> int:
         f"{args.output}: {count(written, 'tick')} of {count(len(source.gpus), 'GPU')}{_span_text(first, last, written)}"
     )
     return 0
+
+
+def _stop_as_ctrl_c() -> None:
+    """SIGTERM (``kill``, a supervisor) and a SIGINT the parent ignored (``gpud record ... &`` in a
+    script: ``kill -INT`` did nothing, the recording ran its whole duration) end the recording as
+    Ctrl-C does: the trace closed, what was written said, exit 0. By default SIGTERM ended it with
+    status 143 and no word of the trace."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def _span_text(first: float | None, last: float | None, ticks: int) -> str:
