@@ -29,6 +29,7 @@ CONFIG_DIR = Path("etc/gpud")
 SHIPPED_COMMAND = "/usr/bin/env gpud"
 SHIPPED_ONLY = "# shipped:"  # a comment about the unit as shipped, not as written
 WANTS_DIR = "multi-user.target.wants"  # where `systemctl enable` links the unit ([Install] WantedBy=)
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))  # PrivateTmp=yes: the service gets empty ones of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,18 @@ def gpud_argv() -> list[str]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script.absolute())]
     return [str(Path(sys.executable).absolute()), "-m", "gpud"]
+
+
+def hidden_from_the_service(argv: list[str]) -> Path | None:
+    """What of this gpud the service could not see, if anything: its command, the interpreter it runs
+    on or the package itself under ``/tmp`` or ``/var/tmp`` (a clone's venv in /tmp), which the
+    unit's ``PrivateTmp=yes`` replaces with empty folders: the unit would fail at every start
+    (status 203/EXEC), fans never driven."""
+    command = Path(argv[0])
+    for path in (command, command.resolve(), Path(sys.executable).resolve(), Path(gpud.__file__).resolve()):
+        if any(path.is_relative_to(folder) for folder in PRIVATE_TMP):
+            return path
+    return None
 
 
 def unit_command(argv: list[str]) -> str:

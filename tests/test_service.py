@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -189,6 +190,27 @@ def test_a_root_that_is_no_folder_is_one_line_and_exit_2(tmp_path, command):
         for dry_run in ([], ["--dry-run"]):
             done = gpud_process(command, "--root", str(root), *dry_run)
             assert (done.returncode, done.stdout, done.stderr) == (2, "", f"gpud: --root {root}: {problem}\n")
+
+
+def test_a_gpud_under_tmp_is_refused_since_the_units_private_tmp_hides_it():
+    """A clone's venv in /tmp: the unit's PrivateTmp=yes gives the service an empty /tmp, so it could
+    never start. Refused before anything is written or run (a dry run too), naming what is hidden and
+    where to install. (Not under --root: an image's paths are its own, and a clone in /tmp runs the
+    tests that install there.)"""
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:
+        venv = Path(folder) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        done = subprocess.run(
+            [str(venv / "bin/python"), "-m", "gpud", "install-service", "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},  # this gpud, its venv
+        )
+    assert (done.returncode, done.stdout) == (2, "")
+    said = f"gpud: this gpud is in {venv / 'bin/python'}, which the unit's PrivateTmp=yes hides"
+    assert done.stderr.startswith(said)
 
 
 def test_uninstall_without_a_unit_says_there_is_nothing_to_do(tmp_path):

@@ -91,10 +91,17 @@ def _needs_root(args: argparse.Namespace, what: str) -> int | None:
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     """``gpud install-service``: the unit and the example config written, systemd told, the next steps said."""
-    from gpud.service import gpud_argv, plan, unit_command, write
+    from gpud.service import gpud_argv, hidden_from_the_service, plan, unit_command, write
 
     if (refused := _needs_root(args, "install-service")) is not None:
         return refused
+    # Under --root the unit runs in another system (an image), where this gpud's place is not ours to judge.
+    if args.root is None and (hidden := hidden_from_the_service(gpud_argv())) is not None:
+        raise ConfigError(
+            f"this gpud is in {hidden}, which the unit's PrivateTmp=yes hides from the service (it would "
+            "never start): install gpud outside /tmp first, e.g. sudo python3 -m venv /opt/gpud && "
+            "sudo /opt/gpud/bin/pip install /path/to/gpud, then sudo /opt/gpud/bin/gpud install-service"
+        )
     root = args.root
     for planned in plan(root or Path("/"), unit_command(gpud_argv())):
         state = planned.state()
