@@ -8,20 +8,25 @@ no findings means "nothing wrong in what was logged", and says what was not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpud.decide.reference import Reference
 from gpud.decide.throttle import HW_POWER_BRAKE, HW_THERMAL_SLOWDOWN, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import GpuSample
 
 THROTTLING = "throttling"  # the gap that says throttling itself could not be judged
+PART_UNJUDGED = "throttling for part of the log"  # the gap that says some of it could not be
+# Unjudged seconds worth saying: this share of the time a GPU answered, and this long (a logger's
+# restart of a few ticks is not).
+PART_UNJUDGED_SHARE, PART_UNJUDGED_MIN_S = 0.05, 60.0
 _THERMAL_BITS = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
 _POWER_BITS = SW_POWER_CAP | HW_POWER_BRAKE
 
 
 @dataclass
 class Logged:
-    """Which readings a GPU's log carried at least once."""
+    """Which readings a GPU's log carried at least once, and for how long throttling could not be
+    judged: a logger restarted with fewer columns leaves part of a log without them."""
 
     clock: bool = False
     power: bool = False
@@ -29,12 +34,21 @@ class Logged:
     temperature: bool = False
     reasons: bool = False
     down: bool = False  # the GPU did not answer for some of the log (lost, fell off the bus)
+    blind_s: float = 0.0  # seconds it answered with neither the driver's reasons nor clocks and load
+    blind_for: set[str] = field(default_factory=set)  # what those ticks lacked: "clocks", "utilisation"
 
-    def note(self, sample: GpuSample) -> None:
-        """Count what ``sample`` carries."""
+    def note(self, sample: GpuSample, dt: float) -> None:
+        """Count what ``sample`` carries; ``dt``: the seconds its tick stands for."""
         if not sample.up:
             self.down = True
             return
+        clocked = sample.sm_clock_mhz is not None or sample.graphics_clock_mhz is not None
+        if sample.clock_event_reasons is None and not (clocked and sample.gpu_util_pct is not None):
+            self.blind_s += dt
+            self.blind_for.update(
+                name for name, had in (("clocks", clocked), ("utilisation", sample.gpu_util_pct is not None))
+                if not had
+            )
         self.clock = self.clock or sample.sm_clock_mhz is not None or sample.graphics_clock_mhz is not None
         self.power = self.power or sample.power_w is not None
         self.utilization = self.utilization or sample.gpu_util_pct is not None
@@ -87,9 +101,24 @@ def not_judged(
                     "a cap lasting the whole run (no maximum clock in the log: its reference is "
                     f"the {reference.mhz:.0f} MHz it ran at under load)"
                 )
+    if (
+        throttling_judged(gaps)
+        and logged.blind_s >= PART_UNJUDGED_MIN_S
+        and logged.blind_s >= PART_UNJUDGED_SHARE * up_s
+    ):
+        gaps.insert(  # first: the others are about the part judged
+            0,
+            f"{PART_UNJUDGED} ({logged.blind_s:.0f} of its {up_s:.0f} s: no "
+            f"{' or '.join(sorted(logged.blind_for))}, nor the driver's throttle reasons, in those ticks)",
+        )
     if not logged.power:
         gaps.append("energy (no power readings)")
     return gaps
+
+
+def throttling_part_judged(gaps: list[str]) -> bool:
+    """Whether throttling was judged for only part of the log (the rest said by a gap)."""
+    return any(gap.startswith(PART_UNJUDGED) for gap in gaps)
 
 
 def throttling_judged(gaps: list[str]) -> bool:

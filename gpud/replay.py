@@ -269,7 +269,7 @@ def replay(
                     learned.references.get(gpu.index),
                     learned.power_limits.get(gpu.index),
                 )
-            report.logged.note(sample)
+            report.logged.note(sample, decision.dt_s)
             if sample.up:
                 report.seconds += decision.dt_s
                 if sample.gpu_util_pct is None or sample.gpu_util_pct >= idle_pct:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gpud.coverage import not_judged, throttling_judged
+from gpud.coverage import not_judged, throttling_judged, throttling_part_judged
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
@@ -127,7 +127,9 @@ def _gpu_line(gpu: GpuReplay, unjudged: list[str]) -> str:
     throttled = sum(gpu.throttled_s.values())
     share = gpu.throttled_share()
     causes = ", ".join(f"{c.value} {s:.0f} s" for c, s in gpu.throttled_s.items() if s > 0) or (
-        "never throttled" if throttling_judged(unjudged) else "throttling not judged"
+        ("never throttled while judged" if throttling_part_judged(unjudged) else "never throttled")
+        if throttling_judged(unjudged)
+        else "throttling not judged"
     )
     parts = [f"GPU {gpu.index} {gpu.name}: {count(len(gpu.intervals), 'throttle interval')}, {causes}"]
     if throttled and share is not None:

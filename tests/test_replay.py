@@ -136,3 +136,33 @@ def test_a_gpu_whose_throttling_cannot_be_judged_is_never_called_unthrottled(tmp
     gpu_line, *rest = done.stdout.splitlines()[1:]
     assert "throttling not judged" in gpu_line and "never throttled" not in gpu_line
     assert rest[0].startswith("    not judged: throttling (no utilisation in the log")
+
+
+def test_a_log_whose_logger_came_back_without_utilisation_is_judged_only_for_its_first_part(tmp_path):
+    """"Logged at least once" is not "logged throughout": after the restart its clock drop at 86 °C
+    could be a lighter load as well as a throttle, and the replay says so instead of "never"."""
+    log = tmp_path / "restarted.csv"
+    first = [f"2026/03/02 14:{s // 60:02d}:{s % 60:02d}.000, 0, 70, 100 %, 1800 MHz" for s in range(300)]
+    second = [f"2026/03/02 14:{s // 60:02d}:{s % 60:02d}.000, 0, 86, 1300 MHz" for s in range(300, 600)]
+    log.write_text(
+        "\n".join(
+            [
+                "timestamp, index, temperature.gpu, utilization.gpu [%], clocks.sm [MHz]",
+                *first,
+                "timestamp, index, temperature.gpu, clocks.sm [MHz]",
+                *second,
+            ]
+        )
+        + "\n"
+    )
+    done = subprocess.run([*GPUD, "replay", str(log)], capture_output=True, text=True, check=False, timeout=60)
+    gpu_line, gap = done.stdout.splitlines()[1:3]
+    assert "never throttled while judged" in gpu_line, done.stdout
+    assert gap == (
+        "    not judged: throttling for part of the log (300 of its 599 s: no utilisation, "
+        "nor the driver's throttle reasons, in those ticks)"
+    )
+    whole = [f"2026/03/02 14:{s // 60:02d}:{s % 60:02d}.000, 0, 70, 100 %, 1800 MHz" for s in range(600)]
+    log.write_text("\n".join(["timestamp, index, temperature.gpu, utilization.gpu [%], clocks.sm [MHz]", *whole]))
+    done = subprocess.run([*GPUD, "replay", str(log)], capture_output=True, text=True, check=False, timeout=60)
+    assert "never throttled;" in done.stdout and "for part of the log" not in done.stdout, done.stdout
