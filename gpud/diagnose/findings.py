@@ -98,6 +98,13 @@ def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
     return sum(c * s for c, s in weighted) / seconds if seconds else None
 
 
+def _at_full_clock(gpu: GpuReplay, cause: ThrottleCause) -> bool:
+    """Whether ``gpu`` ran at its maximum clock while the driver said ``cause`` held it back: a power
+    cap flagged at full clock (its voltage trimmed, a burst above the limit) costs no speed."""
+    lost = _clock_lost(gpu, cause)
+    return gpu.reference is not None and gpu.reference.trusted and lost is not None and lost < MIN_SHARE
+
+
 def _lasting(seconds: float, usage: GpuUsage) -> bool:
     """Whether ``seconds`` of the GPU's time are enough for a finding."""
     return seconds / max(usage.seconds, 1.0) >= MIN_SHARE
@@ -137,10 +144,11 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: boo
     to mend first. ``alone``: the machine's only GPU.
     """
     working = gpu.working_s
-    share = gpu.throttled_share()
-    if share is None or share < MIN_SHARE:
-        return []
     by_cause = gpu.throttled_s
+    if _at_full_clock(gpu, ThrottleCause.POWER):
+        by_cause[ThrottleCause.POWER] = 0.0
+    if not working or sum(by_cause.values()) / working < MIN_SHARE:
+        return []
     causes = [c for c in ThrottleCause if by_cause[c] / working >= MIN_SHARE]
     if not causes:  # enough in all, none alone: the cause of most of it speaks for all of it
         dominant = max(by_cause, key=lambda c: by_cause[c])

@@ -560,3 +560,18 @@ def test_a_warm_card_at_its_full_clock_is_not_at_slowdown_by_a_default_threshold
     found = kinds(diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST))
     assert (("fans-lazy", (0,)) in found) is lazy_said
     assert (("throttling", (0,)) in found) is lazy_said
+
+
+@pytest.mark.parametrize(("clock_mhz", "held_said"), [(1905, False), (1700, True)])
+def test_a_power_cap_the_driver_flags_at_full_clock_costs_no_speed_and_is_no_throttling(
+    clock_mhz: int, held_said: bool
+) -> None:
+    """sw_power_cap flagged while the card runs at its maximum clock (1905 MHz, the driver's) lost
+    nothing: "held at its power limit 100 % ..., about 0.0 % of its speed" said one thing and its
+    opposite. Below its maximum clock, the cap is what held it."""
+    imported = import_log(_warm_geforce_log("0x0000000000000004", clock_mhz), "capped.csv")
+    trace = LoadedTrace.of("capped.csv", imported.header, imported.snapshots, imported.problems, 0)
+    found = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).findings
+    throttling = [f for f in found if f.kind == "throttling"]
+    assert bool(throttling) is held_said
+    assert all(f.numbers["cause"] == "power" and f.numbers["speed_lost"] > 0.05 for f in throttling)
