@@ -284,7 +284,10 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     data = read_config_file(path)
     origin = path or (DEFAULT_CONFIG_PATH if data else None)
     if kinds := _kind_problems(Settings, data):
-        raise ConfigError(_problems(_invalid(origin), kinds))
+        # The rest is checked too, those values left out: every problem said at once, not one per try.
+        wrong = {key for key, _ in kinds}
+        rest = [line for key, line in _file_problems(_without(data, wrong)) if key not in wrong]
+        raise ConfigError(_problems(_invalid(origin), [line for _, line in kinds] + rest))
     unknown = _unknown_variables()
     if unknown:  # the environment's problems, not the file's
         raise ConfigError(_problems(_invalid(None), unknown))
@@ -308,10 +311,31 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     return Settings.model_construct(**dict(merged))
 
 
-def _kind_problems(model: type[BaseModel], data: dict[str, Any], at: str = "") -> list[str]:
-    """The file's values of the wrong kind for their key: TOML says what a value is, so ``true`` for a
-    number, ``"2"`` for a number or ``"no"`` for true/false is a mistake to name, not something to
-    convert as pydantic does for the environment's text (where every value is a string)."""
+def _file_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The problems of the file's values alone (no environment, no flags): (dotted key, line)."""
+    try:
+        Settings.model_validate(data)
+    except ValidationError as error:
+        return [(key, line) for key, line, _ in _validation_lines(error)]
+    return []
+
+
+def _without(data: dict[str, Any], keys: set[str], at: str = "") -> dict[str, Any]:
+    """``data`` with the values at the dotted ``keys`` left out."""
+    kept = {}
+    for key, value in data.items():
+        dotted = f"{at}{key}"
+        if dotted in keys:
+            continue
+        kept[key] = _without(value, keys, f"{dotted}.") if isinstance(value, dict) else value
+    return kept
+
+
+def _kind_problems(model: type[BaseModel], data: dict[str, Any], at: str = "") -> list[tuple[str, str]]:
+    """The file's values of the wrong kind for their key, as (dotted key, line): TOML says what a value
+    is, so ``true`` for a number, ``"2"`` for a number or ``"no"`` for true/false is a mistake to
+    name, not something to convert as pydantic does for the environment's text (where every value is
+    a string)."""
     problems = []
     for key, value in data.items():
         field = model.model_fields.get(key)
@@ -320,7 +344,7 @@ def _kind_problems(model: type[BaseModel], data: dict[str, Any], at: str = "") -
     return problems
 
 
-def _value_kind_problems(annotation: Any, value: Any, key: str) -> list[str]:
+def _value_kind_problems(annotation: Any, value: Any, key: str) -> list[tuple[str, str]]:
     options = [o for o in _alternatives(annotation) if o is not type(None)]
     for option in options:
         if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(value, dict):
@@ -329,9 +353,9 @@ def _value_kind_problems(annotation: Any, value: Any, key: str) -> list[str]:
             inner = get_args(option)[1]
             return [p for k, v in value.items() for p in _value_kind_problems(inner, v, f"{key}.{k}")]
     if options and all(o is bool for o in options) and type(value) is not bool:
-        return [f"{key}: expected true or false, got {json.dumps(value, default=str)}"]
+        return [(key, f"{key}: expected true or false, got {json.dumps(value, default=str)}")]
     if options and all(o in (int, float) for o in options) and (type(value) is bool or isinstance(value, str)):
-        return [f"{key}: expected a number, got {json.dumps(value)}"]
+        return [(key, f"{key}: expected a number, got {json.dumps(value)}")]
     return []
 
 
@@ -351,8 +375,15 @@ def describe_validation_error(error: ValidationError, origin: Path | None) -> st
     Each names the key (and the ``GPUD_*`` variable it came from), says what is wrong, and shows
     the value given once, when it is a single value: a whole table is never shown.
     """
+    lines = _validation_lines(error)
+    from_file = any(from_file for _, _, from_file in lines)
+    return _problems(_invalid(origin if from_file else None), [line for _, line, _ in lines])
+
+
+def _validation_lines(error: ValidationError) -> list[tuple[str, str, bool]]:
+    """Each problem as (dotted key, line, whether it came from the file rather than a variable)."""
     variables = {name.upper() for name in settings_variables()}
-    lines, from_file = [], False
+    lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         if problem["type"] == "extra_forbidden":
@@ -364,9 +395,8 @@ def describe_validation_error(error: ValidationError, origin: Path | None) -> st
             message += _given(problem.get("input"), message)
         variable = ENV_PREFIX + ENV_NESTING.join(str(part) for part in problem["loc"]).upper()
         source = f" (from {variable})" if variable in variables else ""
-        from_file = from_file or not source
-        lines.append(f"{key}{source}: {message}")
-    return _problems(_invalid(origin if from_file else None), lines)
+        lines.append((key, f"{key}{source}: {message}", not source))
+    return lines
 
 
 def _invalid(origin: Path | None) -> str:

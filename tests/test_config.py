@@ -67,6 +67,20 @@ def test_bad_files_name_the_file_and_the_key(tmp_path, text, expected):
     assert str(path) in str(error.value) and expected in str(error.value)
 
 
+def test_a_value_of_the_wrong_kind_does_not_hide_the_files_other_problems(tmp_path):
+    """One line per problem, all of them at once: a fix-one-and-retry loop per problem is no way to
+    mend a file that SIGHUP refused while the fans wait on it."""
+    path = write(tmp_path, 'interval_s = "fast"\n[simulate]\ngpus = true\nlayout = "x"\n[fans]\ncurv = 1\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    heading, *lines = str(error.value).splitlines()
+    assert heading == f"invalid config file {path}:"
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "interval_s", "simulate.gpus", "fans.curv", "simulate.layout"
+    ]  # fmt: skip
+    assert 'interval_s: expected a number, got "fast"' in lines[0]
+
+
 def test_an_explicit_file_that_does_not_exist_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml")
