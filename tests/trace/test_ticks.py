@@ -278,12 +278,30 @@ def test_dmon_o_t_across_two_midnights():
     assert seconds(result) == [0, 1, 43201, DAY, DAY + 1]
 
 
-def test_sessions_appended_out_of_order_stay_in_their_order_each_its_own_run():
+def test_sessions_appended_out_of_order_stay_in_their_order_laid_end_to_end_and_said():
     early = [smi_row(f"14:00:0{s}.000", 0) for s in range(3)]
     late = [smi_row(f"15:00:0{s}.000", 0) for s in range(3)]
     result = import_log([SMI, *late, SMI, *early], "order.csv")
-    assert seconds(result) == [0, 1, 2, -3600, -3599, -3598]  # dated: no day added, the step back kept
-    assert result.problems == []
+    assert seconds(result) == [0, 1, 2, 3, 4, 5]  # the file's order, one interval apart: no tick runs back
+    assert result.problems == [
+        (
+            "order.csv: the log's clock steps back 1 h at 2024-03-05 14:00:00 (a night the clocks went back, "
+            "a clock set back, logs joined out of order): the ticks from there on are read as going on from "
+            "the one before, 1 h later than written"
+        )
+    ]
+
+
+@pytest.mark.parametrize("header_between", [False, True])
+def test_a_night_the_clocks_go_back_is_one_log_going_on_not_an_hour_run_backwards(header_between):
+    """Local times through 03:00 → 02:00: read as written, the ticks after it ran an hour back, the
+    log's span came out negative and a throttle across the change was cut in two."""
+    before = [smi_row(f"02:59:5{s}.000", 0, "86, 300.00 W, 1500 MHz") for s in range(10)]
+    after = [smi_row(f"02:00:0{s}.000", 0, "86, 300.00 W, 1500 MHz") for s in range(10)]
+    lines = [SMI, *before, *([SMI] if header_between else []), *after]
+    result = import_log(lines, "dst.csv")
+    assert seconds(result) == list(range(20))
+    assert any("clock steps back 1 h at 2024-03-05 02:00:00" in p for p in result.problems), result.problems
 
 
 # -- laptops ---------------------------------------------------------------------------------------

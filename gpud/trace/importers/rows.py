@@ -13,6 +13,11 @@ stands for (:mod:`~gpud.trace.importers.spread`), so that no tick accounts for z
 A time of day without a date (``HH:MM:SS``, ``dmon -o T``) is read as on strptime's day,
 1900-01-01, and as on the next day where it steps back by more than half a day: the log went past
 midnight. How a cell becomes a time is :mod:`~gpud.trace.importers.times`'.
+
+A tick whose time steps back (a log of local times through the night clocks go back an hour, a
+clock set back, logs joined out of order) goes on one sampling interval after the tick before, and
+so do the ticks after it: said once, with the step. Read as written, its ticks would run backwards,
+each a gap, and the log's span and throttle intervals would be measured across the step.
 """
 
 from __future__ import annotations
@@ -311,6 +316,9 @@ class TickAssembler:
     _days: int = 0  # days past the first, of a log that gives times of day alone
     _last_dateless: float | None = None
     _guessed_times: bool = False  # a row had no time: its tick's was guessed from the interval
+    _last_tick_t: float | None = None  # the last tick's time, as given
+    _shift_s: float = 0.0  # added to the times since the log's clock stepped back
+    _steps_back: list[tuple[float, float]] = field(default_factory=list)  # (time written, step) of each
 
     def __post_init__(self) -> None:
         self._spreader = StampSpreader(self.problems, self.times)
@@ -397,6 +405,7 @@ class TickAssembler:
         yield from self._spreader.finish()
         if self.times is not None:
             self.times.finish()
+        self._say_steps_back()
 
     def _joins(self, when: float | None, straddles: bool = True) -> bool:
         """Whether a row at ``when`` (of a GPU without one there) belongs to the tick being gathered;
@@ -450,7 +459,7 @@ class TickAssembler:
             rows.update({index: GpuSample(index=index, up=False) for index in missing})
         down = {index for index, sample in rows.items() if not sample.up}
         self._down = down | (self._down - rows.keys()) if doubtful else down
-        snapshot = Snapshot(self._time or 0.0, tuple(rows[i] for i in sorted(rows)))
+        snapshot = Snapshot(self._in_order(self._time or 0.0), tuple(rows[i] for i in sorted(rows)))
         self._rows = {}
         self._ticks += 1
         self._run_ticks += 1
@@ -462,6 +471,32 @@ class TickAssembler:
         self._unsure.hold(snapshot, marks_down=self.rows_per_gpu and whole and not doubtful)
         if self._unsure.settled:
             yield from self._settle()
+
+    def _in_order(self, written: float) -> float:
+        """A tick's time, one sampling interval after the last tick's where the log's clock stepped back."""
+        at = written + self._shift_s
+        last = self._last_tick_t
+        if last is not None and at < last:
+            spacing = self._spacing_s or self.interval_s
+            self._steps_back.append((written, last - at))
+            self._shift_s += last - at + spacing
+            at = last + spacing
+        self._last_tick_t = at
+        return at
+
+    def _say_steps_back(self) -> None:
+        if not self._steps_back or self.problems is None:
+            return
+        written, step = self._steps_back[0]
+        shown = datetime.fromtimestamp(written, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        more = len(self._steps_back) - 1
+        self.problems.note(
+            f"the log's clock steps back {_step_text(step)} at {shown} (a night the clocks went back, a "
+            "clock set back, logs joined out of order)"
+            + (f", and {more} more {'time' if more == 1 else 'times'}" if more else "")
+            + ": the ticks from there on are read as going on from the one before, "
+            f"{_step_text(self._shift_s)} later than written"
+        )
 
     def _begin_session(self, gpus: set[int]) -> Iterator[Snapshot]:
         """The new run's GPUs: those said lost since its header, and after a header that may be a
@@ -521,3 +556,12 @@ class TickAssembler:
                 known["cooling"] = Cooling.PASSIVE
             infos.append(GpuInfo(index=index, **known))
         return tuple(infos)
+
+
+def _step_text(seconds: float) -> str:
+    """``"1 h"``, ``"1 h 30 min"``, ``"45 s"``: a clock's step as people say it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    parts = (f"{hours} h" if hours else "", f"{minutes} min" if minutes else "")
+    return " ".join(part for part in parts if part)
