@@ -258,8 +258,10 @@ def replay(
     for snapshot in learned.kept if learned.kept is not None else trace.ticks(1, problems):
         decision = controller.step(snapshot)
         ticks, gaps, measured = ticks + 1, gaps + decision.gap, measured + decision.dt_s
-        start = snapshot.timestamp if start is None else start
-        end = snapshot.timestamp
+        # the span's ends, not the first and last ticks: a clock set back while recording has a tick
+        # after another one earlier than it (a gap), and a span measured across it would be negative
+        start = snapshot.timestamp if start is None else min(start, snapshot.timestamp)
+        end = snapshot.timestamp if end is None else max(end, snapshot.timestamp)
         for sample, gpu in zip(snapshot.gpus, decision.gpus, strict=True):
             report = gpus.get(gpu.index)
             if report is None:

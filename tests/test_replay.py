@@ -166,3 +166,19 @@ def test_a_log_whose_logger_came_back_without_utilisation_is_judged_only_for_its
     log.write_text("\n".join(["timestamp, index, temperature.gpu, utilization.gpu [%], clocks.sm [MHz]", *whole]))
     done = subprocess.run([*GPUD, "replay", str(log)], capture_output=True, text=True, check=False, timeout=60)
     assert "never throttled;" in done.stdout and "for part of the log" not in done.stdout, done.stdout
+
+
+def test_a_trace_whose_clock_was_set_back_while_recording_spans_its_earliest_to_its_latest_tick(tmp_path):
+    """gpud's recorder stamps ticks with the wall clock; set back an hour mid-trace, the last tick is
+    earlier than the first: the span was negative (-3581 s) and offsets ran from the first tick."""
+    from gpud.telemetry import GpuInfo, GpuSample, Snapshot
+    from gpud.trace.format import TraceHeader, header_line, snapshot_line
+
+    times = [1_780_000_000 + t for t in range(20)] + [1_780_000_000 - 3600 + t for t in range(20)]
+    trace = tmp_path / "set-back.jsonl"
+    info = GpuInfo(0, "GPU-0", "NVIDIA H100 80GB HBM3", "00000000:17:00.0", "550")
+    lines = [header_line(TraceHeader("h", (info,), "nvml"))]
+    lines += [snapshot_line(Snapshot(t, (GpuSample(0, temperature_c=60, gpu_util_pct=100),))) for t in times]
+    trace.write_text("\n".join(lines) + "\n")
+    report = replay_json(trace)
+    assert (report["start"], report["end"], report["duration_s"]) == (min(times), max(times), 3619)
