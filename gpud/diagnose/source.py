@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.replay import LoadedTrace
+from gpud.telemetry import Snapshot
 from gpud.trace.format import TraceError, read_trace
 
 MAX_HISTORY_BYTES = 256 << 20  # a day of 64 GPUs is about 90 MB
@@ -33,8 +36,17 @@ def history_trace(base_url: str, client: HttpClient, since_s: float | None = Non
 
 
 def recent(trace: LoadedTrace, seconds: float) -> LoadedTrace:
-    """The last ``seconds`` of ``trace`` (counted back from its last tick)."""
-    snapshots = list(trace.ticks(1, None))
-    start = snapshots[-1].timestamp - seconds if snapshots else 0.0
-    kept = [s for s in snapshots if s.timestamp >= start]
-    return LoadedTrace.of(trace.name, trace.header, kept, list(trace.problems), trace.size_bytes)
+    """The last ``seconds`` of ``trace``, counted back from its latest tick, read again from ``trace``
+    as often as it is read: a day's trace held whole for its last hour took a GB.
+
+    The first pass reads the ticks' times alone: the window's start, and its share of the trace,
+    which stands for its size (replay reads a large trace's first pass in strides by its size).
+    """
+    times = array("d", (tick.timestamp for tick in trace.ticks(1, None)))
+    start = max(times) - seconds if times else 0.0
+    share = sum(1 for t in times if t >= start) / len(times) if times else 1.0
+
+    def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
+        return (tick for tick in trace.ticks(stride, problems) if tick.timestamp >= start)
+
+    return LoadedTrace(trace.name, trace.header, ticks, list(trace.problems), int(trace.size_bytes * share))

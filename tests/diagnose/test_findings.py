@@ -216,6 +216,32 @@ def test_since_keeps_the_last_part_of_a_trace(simulated_trace):
     assert kept[-1] == ticks[-1] and 59 <= kept[-1].timestamp - kept[0].timestamp <= 60
 
 
+def test_since_reads_the_last_part_again_from_the_trace_rather_than_hold_all_of_it(tmp_path):
+    """A day's trace cut to its last hour was held whole first (~1 KB a sample: a GB for 8 GPUs)."""
+    import tracemalloc
+
+    from gpud.replay import load_trace
+    from gpud.trace.format import header_line, snapshot_line
+
+    info = GpuInfo(0, "GPU-0", "NVIDIA H100 80GB HBM3", "00000000:17:00.0", "550")
+    path = tmp_path / "day.jsonl"
+    lines = [header_line(TraceHeader("h", (info,), "nvml"))]
+    sample = GpuSample(0, temperature_c=60)
+    lines += [snapshot_line(Snapshot(1_780_000_000 + t, (sample,))) for t in range(20_000)]
+    path.write_text("\n".join(lines) + "\n")
+    trace = load_trace(path)
+    tracemalloc.start()
+    try:
+        last = recent(trace, 60)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20  # the ticks' times, not 20 000 samples
+    kept = list(last.ticks(1, None))
+    assert [t.timestamp for t in kept] == [1_780_000_000 + t for t in range(19_939, 20_000)]
+    assert last.size_bytes < trace.size_bytes / 100  # its first pass is not read in a whole day's strides
+
+
 @pytest.mark.slow
 def test_the_command_reports_a_trace_as_text_and_json():
     text = gpud("diagnose", "--trace", FIXTURE)
