@@ -73,7 +73,8 @@ STOP_SIGNALS = (
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 # Ctrl-Z on a terminal: left to its default action, it stops the process at once, fans on manual at
 # whatever speed they had, the stall watchdog stopped with it. Taken, the loop hands the fans back
-# first and then stops itself (SIGSTOP); after SIGCONT its next tick takes them again. (SIGTTIN and
+# first and then stops itself (SIGSTOP), unless a GPU's fans would not go back (then it says so and
+# goes on); after SIGCONT its next tick takes them again. (SIGTTIN and
 # SIGTTOU are left alone: taken, a write to the terminal that raised SIGTTOU would be retried for ever.)
 SUSPEND_SIGNAL = signal.SIGTSTP
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
@@ -249,14 +250,26 @@ class Daemon:
     def _suspend(self) -> None:
         """SIGTSTP: the fans back to the driver, then the process stopped (SIGSTOP) until SIGCONT.
 
-        The stall watchdog is told first: it stops with the process, and on waking it would take the
-        time spent stopped for a stuck loop. The ticks missed meanwhile are said by the next deadline.
+        Where a GPU's fans could not be handed back (the driver refused, or the command hung) the
+        process does not stop: stopped, it would leave them on manual, at full speed or wherever
+        they were, with nobody watching the temperature. It goes on driving them, and a later
+        SIGTSTP tries again. The stall watchdog is told before the stop: it stops with the process,
+        and on waking it would take the time spent stopped for a stuck loop. The ticks missed
+        meanwhile are said by the next deadline.
         """
         self._suspend_requested = False
-        log.warning("suspended (SIGTSTP): fans handed back to the driver until SIGCONT")
         if self._fans is not None:
-            self._fans.restore()
-            self._publish(fan_control=self._fans.report())
+            handed_back = self._fans.restore()
+            report = self._fans.report()
+            self._publish(fan_control=report)
+            if not handed_back:
+                log.error(
+                    "not suspended (SIGTSTP): fans could not be handed back to the driver, and stopped "
+                    "gpud would leave them on manual; it goes on driving them, SIGTSTP again to retry",
+                    gpus=[c.index for c in report if c.mode is ControlMode.MANUAL],
+                )
+                return
+        log.warning("suspended (SIGTSTP): fans handed back to the driver until SIGCONT")
         self._watchdog.pause()
         os.kill(os.getpid(), signal.SIGSTOP)
         self._watchdog.beat()

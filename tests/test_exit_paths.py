@@ -284,6 +284,60 @@ def test_ctrl_z_hands_the_fans_back_before_the_process_stops_and_sigcont_takes_t
     assert any(name.startswith("suspended (SIGTSTP)") for name in names)
 
 
+def taken(log: Path, gpu: int) -> int:
+    """How often the log says gpud took the GPU's fans."""
+    return sum(1 for e in events(log) if e["event"] == "fan control taken" and e["gpu"] == gpu)
+
+
+def refusals(log: Path) -> list[dict]:
+    return [e for e in events(log) if e["event"].startswith("not suspended (SIGTSTP)")]
+
+
+def ctrl_z(daemon: subprocess.Popen, log: Path) -> bool:
+    """SIGTSTP, then what came of it: True once the daemon stopped, False once it said it would not."""
+    before = len(refusals(log))
+    daemon.send_signal(signal.SIGTSTP)
+    return wait_for(
+        lambda: "stopped" if process_state(daemon.pid) == "T" else "refused" * (len(refusals(log)) > before),
+        10,
+        "the daemon stopped, or its refusal in the log",
+    ) == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault",
+    ["error:error=Unknown,call=nvmlDeviceSetDefaultFanSpeed_v2", "hang:call=nvmlDeviceSetDefaultFanSpeed_v2"],
+    ids=["refused", "hung"],
+)
+def test_ctrl_z_does_not_stop_the_daemon_while_a_gpus_fans_cannot_be_handed_back(tmp_path, fault):
+    # From 3 s of simulated time (after the start's probes, which hand back too), for 10 s, GPU 1's
+    # driver refuses to take its fans back, or the command hangs (5 s, past the 2 s a hand-back waits).
+    faults = f"{fault},gpu=1,at=3,for=10"
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvml", "--faults", faults, process_group=0)
+    with killed_if_left(daemon):
+        wait_for(lambda: all(taken(log, gpu) for gpu in range(GPUS)), 30, "every GPU's fans taken")
+        time.sleep(3.5)  # the simulated library started before that: its faults are on now
+        assert not ctrl_z(daemon, log)
+        assert refusals(log)[-1]["gpus"] == [1] and refusals(log)[-1]["level"] == "error"
+        wait_for(lambda: taken(log, 0) == 2, 10, "GPU 0's fans, handed back, taken again")
+        assert process_state(daemon.pid) != "T"
+        started = time.monotonic()
+        while not ctrl_z(daemon, log):  # a later Ctrl-Z tries again, and once the fault has passed ...
+            assert time.monotonic() - started < 30
+            time.sleep(1)
+        logged = events(log)
+        names = [e["event"] for e in logged]
+        refused = max(n for n, name in enumerate(names) if name.startswith("not suspended (SIGTSTP)"))
+        suspended = names.index("suspended (SIGTSTP): fans handed back to the driver until SIGCONT")
+        back = [e["gpu"] for e in logged[refused:suspended] if e["event"] == "fans handed back to the driver"]
+        assert 1 in back  # ... the daemon stops, GPU 1's fans with the driver at last
+        daemon.send_signal(signal.SIGCONT)
+        retaken = taken(log, 1)
+        wait_for(lambda: taken(log, 1) > retaken, 10, "the fans taken again after SIGCONT")
+        stopped_by_sigterm(daemon)
+
+
 def metric(port: int, name: str) -> list[float]:
     """Every value of one family (all its series) from a scrape; empty when unreachable."""
     metrics = scrape(port) or ""
