@@ -89,11 +89,71 @@ def _name(signum: int) -> str:
         return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
+class SignalInbox:
+    """What the signals asked of gpud, noted by handlers that take no lock, for the loop to act on.
+
+    ``gpud run`` installs it first thing, before it discovers the GPUs and probes their fans
+    (seconds; up to 20 s each where a GPU's driver calls hang): left to their default action
+    meanwhile, a SIGHUP (``systemctl reload`` while the service starts) or a SIGUSR1 would end
+    gpud. What comes before the loop runs is held for it: a stop signal ends the loop before its
+    first tick, so no fan is taken; a SIGHUP reloads the configuration at the first tick; a
+    SIGTSTP suspends after it.
+    """
+
+    def __init__(self) -> None:
+        self.stop = SignalSafeFlag()
+        self.stop_signal: int | None = None  # the first stop signal that came
+        self.reload_requested = False
+        self.suspend_requested = False
+        self.ignored_counts = dict.fromkeys(IGNORED_SIGNALS, 0)  # since start; a handler only adds
+        self.ignoring: list[int] = []  # the IGNORED_SIGNALS whose handler is ours
+        self.inherited_ignored: list[str] = []  # the stop signals that came ignored from the parent
+
+    def install(self) -> None:
+        """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
+
+        A handler the embedding program set (the bench's SIGUSR1) is left alone. A stop signal
+        ignored when gpud started (SIG_IGN, inherited from the parent) is taken all the same (the
+        loop says so: logging may not be set up yet): ignored, it would leave SIGKILL, which hands
+        no fan back, the only way out.
+        """
+        if signal.getsignal(SUSPEND_SIGNAL) is signal.SIG_DFL:  # ignored by the parent: Ctrl-Z does nothing
+            signal.signal(SUSPEND_SIGNAL, self._suspend)
+        for signals, handler in ((STOP_SIGNALS, self._stop), (IGNORED_SIGNALS, self._ignore)):
+            for signum in signals:
+                current = signal.getsignal(signum)
+                if current is signal.SIG_IGN and handler == self._stop:
+                    self.inherited_ignored.append(_name(signum))
+                elif current not in (signal.SIG_DFL, signal.default_int_handler, None):
+                    continue
+                signal.signal(signum, handler)
+                if handler == self._ignore:
+                    self.ignoring.append(signum)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        self.stop.set()
+
+    def _ignore(self, signum: int, frame: FrameType | None) -> None:
+        self.ignored_counts[signum] += 1
+
+    def _suspend(self, signum: int, frame: FrameType | None) -> None:
+        self.suspend_requested = True
+        self.stop.wake()
+
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+
 class Daemon:
     """Runs ticks until stopped; publishes each tick's result as a new :class:`DaemonState`.
 
     ``exposition`` is ``/metrics`` of the published state: told of each tick, it renders ahead of
-    the scrapes that come often (:mod:`gpud.exposition`).
+    the scrapes that come often (:mod:`gpud.exposition`). ``signals`` is where the signal handlers
+    note what came: one installed before the daemon was made holds what came meanwhile.
     """
 
     def __init__(
@@ -110,6 +170,7 @@ class Daemon:
         reload: Callable[[], DecideSettings] | None = None,
         per_job_metrics: bool = False,
         listen: str | None = None,
+        signals: SignalInbox | None = None,
     ) -> None:
         """``energy_price`` (per kWh, currency) prices the GPUs' energy in ``gpud_energy_cost_total``;
         ``per_job_metrics`` exports GPU memory per job too.
@@ -127,15 +188,10 @@ class Daemon:
         self._notifier = notifier or SystemdNotifier()
         self._clock = clock
         self._recorder = recorder
-        self._stop = SignalSafeFlag()
-        self._stop_signal: int | None = None
-        self._ignored_counts = dict.fromkeys(IGNORED_SIGNALS, 0)  # since start; a handler only adds
+        self._signals = signals or SignalInbox()
         self._ignored_logged = dict.fromkeys(IGNORED_SIGNALS, 0)
-        self._ignoring: list[int] = []  # the IGNORED_SIGNALS whose handler is ours
         self._reloader = Reloader(reload) if reload is not None else None
         self._listen = listen
-        self._reload_requested = False
-        self._suspend_requested = False
         self._publishing = threading.Lock()  # the loop's ticks and the watchdog both replace the state
         self._ready = False
         self._tick_errors = 0
@@ -157,52 +213,15 @@ class Daemon:
 
     def stop(self) -> None:
         """Ask the loop to finish after the current tick (safe from a signal handler)."""
-        self._stop.set()
+        self._signals.stop.set()
 
     def request_reload(self) -> None:
         """Reload the configuration before the next tick (safe from a signal handler)."""
-        self._reload_requested = True
+        self._signals.reload_requested = True
 
     def install_signal_handlers(self) -> None:
-        """:data:`STOP_SIGNALS` stop the loop cleanly (and so hand the fans back); SIGHUP reloads.
-
-        A handler the embedding program set (the bench's SIGUSR1) is left alone. A stop signal
-        ignored when gpud started (SIG_IGN, inherited from the parent) is taken all the same, said
-        once in the log: ignored, it would leave SIGKILL, which hands no fan back, the only way out.
-        """
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            if self._stop_signal is None:
-                self._stop_signal = signum
-            self.stop()
-
-        def ignore(signum: int, frame: FrameType | None) -> None:
-            self._ignored_counts[signum] += 1
-
-        def suspend(signum: int, frame: FrameType | None) -> None:
-            self._suspend_requested = True
-            self._stop.wake()
-
-        if signal.getsignal(SUSPEND_SIGNAL) is signal.SIG_DFL:  # ignored by the parent: Ctrl-Z does nothing
-            signal.signal(SUSPEND_SIGNAL, suspend)
-        inherited_ignored = []
-        for signals, handler in ((STOP_SIGNALS, stop), (IGNORED_SIGNALS, ignore)):
-            for signum in signals:
-                current = signal.getsignal(signum)
-                if current is signal.SIG_IGN and handler is stop:
-                    inherited_ignored.append(_name(signum))
-                elif current not in (signal.SIG_DFL, signal.default_int_handler, None):
-                    continue
-                signal.signal(signum, handler)
-                if handler is ignore:
-                    self._ignoring.append(signum)
-        if inherited_ignored:
-            log.warning(
-                "signals ignored by the parent are handled: each stops gpud cleanly, fans handed back",
-                signals=inherited_ignored,
-            )
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
+        """Install the handlers of :class:`SignalInbox` (``gpud run`` installs its own earlier)."""
+        self._signals.install()
 
     def run(self) -> None:
         """Tick on schedule until :meth:`stop`; tells systemd READY, WATCHDOG and STOPPING.
@@ -210,6 +229,11 @@ class Daemon:
         However it ends, every fan gpud took over is handed back to the driver.
         """
         served = {"listen": self._listen} if self._listen is not None else {}
+        if self._signals.inherited_ignored:
+            log.warning(
+                "signals ignored by the parent are handled: each stops gpud cleanly, fans handed back",
+                signals=self._signals.inherited_ignored,
+            )
         log.info(
             "started",
             gpus=len(self._source.gpus),
@@ -217,14 +241,14 @@ class Daemon:
             interval_s=self._interval_s,
             **served,
         )
-        next_at = self._clock()
+        next_at, signals = self._clock(), self._signals
         self._watchdog.start()
         try:
-            while not self._stop.is_set():
+            while not signals.stop.is_set():
                 self._log_ignored_signals()
                 self._finish_reload()
-                if self._reload_requested:
-                    self._reload_requested = False
+                if signals.reload_requested:
+                    signals.reload_requested = False
                     self._start_reload()
                 started = self._clock()
                 if self._tick_safely():
@@ -234,9 +258,9 @@ class Daemon:
                         self._ready = True
                         self._notifier.notify("READY=1")
                 next_at = self._next_deadline(next_at, self._clock() - started)
-                while not self._stop.wait(max(0.0, next_at - self._clock())) and self._suspend_requested:
+                while not signals.stop.wait(max(0.0, next_at - self._clock())) and signals.suspend_requested:
                     self._suspend()
-            signum = self._stop_signal
+            signum = signals.stop_signal
             log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
         finally:
             self._watchdog.stop()
@@ -257,7 +281,7 @@ class Daemon:
         and on waking it would take the time spent stopped for a stuck loop. The ticks missed
         meanwhile are said by the next deadline.
         """
-        self._suspend_requested = False
+        self._signals.suspend_requested = False
         if self._fans is not None:
             handed_back = self._fans.restore()
             report = self._fans.report()
@@ -279,12 +303,12 @@ class Daemon:
         """Ignore the user signals for good: on its way out the interpreter puts a signal handled in
         Python back to its default action, and a SIGUSR1 then would end gpud with a failure status."""
         if threading.current_thread() is threading.main_thread():
-            for signum in self._ignoring:
+            for signum in self._signals.ignoring:
                 signal.signal(signum, signal.SIG_IGN)
 
     def _log_ignored_signals(self) -> None:
         """The ignored signals that came since the last tick, one line per signal however often it came."""
-        for signum, count in self._ignored_counts.items():
+        for signum, count in self._signals.ignored_counts.items():
             if count > self._ignored_logged[signum]:
                 times, self._ignored_logged[signum] = count - self._ignored_logged[signum], count
                 log.warning("signal ignored: it means nothing to gpud", signal=_name(signum), times=times)

@@ -338,6 +338,41 @@ def test_ctrl_z_does_not_stop_the_daemon_while_a_gpus_fans_cannot_be_handed_back
         stopped_by_sigterm(daemon)
 
 
+def threads(pid: int) -> int:
+    """How many threads the process has: more than one once gpud's discovery has started."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (signal.SIGHUP, "configuration reloaded"),
+        (signal.SIGUSR1, "signal ignored: it means nothing to gpud"),
+        (signal.SIGTERM, "stopping"),
+    ],
+    ids=["SIGHUP", "SIGUSR1", "SIGTERM"],
+)
+def test_a_signal_while_the_gpus_are_discovered_is_held_for_the_loop(tmp_path, sent, said):
+    # Every GPU's name takes 4 s to read: discovery, on threads of its own, is under way for that long.
+    hang = "hang:call=nvmlDeviceGetName,seconds=4,for=1"
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvml", "--faults", hang)
+    with killed_if_left(daemon):
+        wait_for(lambda: threads(daemon.pid) > 1, 20, "discovery under way")
+        daemon.send_signal(sent)
+        wait_for(lambda: said in [e["event"] for e in events(log)] or daemon.poll() is not None, 30, said)
+        if sent is signal.SIGTERM:
+            assert daemon.wait(timeout=10) == 0
+        else:
+            assert daemon.poll() is None
+            wait_for(lambda: taken(log, 0), 10, "the fans taken")
+            stopped_by_sigterm(daemon)
+    names = [e["event"] for e in events(log)]
+    assert said in names
+    assert names.count("fan control taken") == (0 if sent is signal.SIGTERM else GPUS)
+    assert names[-1] == "stopped"
+
+
 def metric(port: int, name: str) -> list[float]:
     """Every value of one family (all its series) from a scrape; empty when unreachable."""
     metrics = scrape(port) or ""

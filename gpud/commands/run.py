@@ -27,6 +27,7 @@ from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
 
 if TYPE_CHECKING:
+    from gpud.daemon import SignalInbox
     from gpud.decide.controller import DecideSettings
     from gpud.server import StatusServer
     from gpud.webconfig import WebConfig
@@ -85,8 +86,11 @@ def register(commands: Subcommands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``gpud run``: the daemon."""
+    from gpud.daemon import SignalInbox
     from gpud.webconfig import WebConfig, load_web_config
 
+    signals = SignalInbox()
+    signals.install()  # a signal while the GPUs are opened is held for the loop, not fatal
     # Every argument is checked, and the address tried, before a GPU is opened, let alone a fan probed.
     if args.record is not None:
         check_writable(args.record)  # before NVML is opened, let alone a fan touched
@@ -101,14 +105,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     real_fans = args.simulate is None and not args.dry_run
     claim = FanControlClaim() if real_fans and settings.fan_control.backend is not BackendChoice.NONE else None
     try:
-        return _serve(args, settings, web, address)
+        return _serve(args, settings, web, address, signals)
     finally:
         if claim is not None:
             claim.release()
 
 
-def _serve(args: argparse.Namespace, settings: Settings, web: WebConfig, address: tuple[str, int]) -> int:
-    """Open the GPUs and the fans, serve, and run the loop until it is stopped."""
+def _serve(
+    args: argparse.Namespace, settings: Settings, web: WebConfig, address: tuple[str, int], signals: SignalInbox
+) -> int:
+    """Open the GPUs and the fans, serve, and run the loop until it is stopped; ``signals`` holds
+    what came meanwhile."""
     from gpud.assemble import open_fan_control
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
@@ -131,13 +138,13 @@ def _serve(args: argparse.Namespace, settings: Settings, web: WebConfig, address
         reload=lambda: _reload(args, settings, [gpu.index for gpu in source.gpus], server),
         per_job_metrics=settings.processes.per_job_metrics,
         listen=settings.listen,
+        signals=signals,
     )
     try:
         server = StatusServer(address, daemon.exposition, daemon.current, daemon.history, web)
     except OSError as error:
         source.close()
         return fail(_listen_refused(error, settings.listen), 1)
-    daemon.install_signal_handlers()
     server.start()
     try:
         daemon.run()  # hands the fans back however it ends, before NVML is shut down below
