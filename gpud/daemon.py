@@ -68,14 +68,20 @@ STOP_SIGNALS = (
     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1),
 )
 # The user signals are conventions (reopen logs, dump state) for something gpud does not do: a stray
-# one is logged and the fans stay under control. SIGXFSZ (a file past its size limit) is ignored so
-# the write fails with EFBIG, which the recorder handles, instead of killing the process.
+# one is logged and the fans stay under control.
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# Signals the kernel raises for a call gpud makes, ignored in the kernel (SIG_IGN) so that the call
+# goes on, where their default action ends or stops the process with fans on manual: SIGXFSZ (a
+# file past its size limit) makes the write fail with EFBIG, which the recorder handles; SIGTTOU (a
+# gpud in the background of a terminal writing to it, under `stty tostop`, or setting its modes)
+# lets the write through; SIGTTIN (reading it) makes the read fail with EIO. Not handled in Python:
+# the call would raise the signal again at each retry, for ever, the loop never reaching a tick.
+# Sent with kill, each does nothing.
+KERNEL_IGNORED_SIGNALS = (signal.SIGXFSZ, signal.SIGTTOU, signal.SIGTTIN)
 # Ctrl-Z on a terminal: left to its default action, it stops the process at once, fans on manual at
 # whatever speed they had, the stall watchdog stopped with it. Taken, the loop hands the fans back
 # first and then stops itself (SIGSTOP), unless a GPU's fans would not go back (then it says so and
-# goes on); after SIGCONT its next tick takes them again. (SIGTTIN and
-# SIGTTOU are left alone: taken, a write to the terminal that raised SIGTTOU would be retried for ever.)
+# goes on); after SIGCONT its next tick takes them again.
 SUSPEND_SIGNAL = signal.SIGTSTP
 MIN_STALL_S = 10.0  # the stall watchdog's limit: this, or five intervals when longer
 FAILED_TICKS_BEFORE_HAND_BACK = 3
@@ -129,7 +135,8 @@ class SignalInbox:
                 signal.signal(signum, handler)
                 if handler == self._ignore:
                     self.ignoring.append(signum)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        for signum in KERNEL_IGNORED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, self._reload)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:

@@ -10,8 +10,11 @@ import contextlib
 import fcntl
 import json
 import os
+import pty
 import signal
 import subprocess
+import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -371,6 +374,62 @@ def test_a_signal_while_the_gpus_are_discovered_is_held_for_the_loop(tmp_path, s
     assert said in names
     assert names.count("fan control taken") == (0 if sent is signal.SIGTERM else GPUS)
     assert names[-1] == "stopped"
+
+
+# A shell's `COMMAND &`: the command a job of its own, in the background of the shell's terminal.
+BACKGROUND_JOB = (
+    "import subprocess, sys; job = subprocess.Popen(sys.argv[2:], process_group=0); "
+    "open(sys.argv[1], 'w').write(str(job.pid)); sys.exit(job.wait())"
+)
+
+
+@pytest.mark.slow
+def test_gpud_in_the_background_of_a_terminal_is_never_stopped_by_it(fake_nvidia_settings, tmp_path):
+    # Under `stty tostop` a background job's write to its terminal raises SIGTTOU, whose default
+    # action stopped gpud at its next log line; SIGTTIN (a read) and either sent with kill too.
+    fake = fake_nvidia_settings(gpus=GPUS)
+    port, job = free_port(), tmp_path / "job.pid"
+    argv = [*GPUD, "run", "--simulate", str(GPUS), "--listen", f"127.0.0.1:{port}", "--interval", "0.5"]
+    argv += ["--log-format", "json", "--fan-backend", "nvidia-settings"]
+    shell, terminal = pty.fork()  # the child leads a session whose terminal is the pty: a login shell
+    if shell == 0:
+        try:
+            os.execv(sys.executable, [sys.executable, "-c", BACKGROUND_JOB, str(job), *argv])
+        finally:
+            os._exit(127)
+    shown = bytearray()
+
+    def show() -> None:
+        with contextlib.suppress(OSError):  # EIO once nothing has the terminal open
+            while chunk := os.read(terminal, 65536):
+                shown.extend(chunk)
+
+    threading.Thread(target=show, daemon=True).start()
+    exits: list[int] = []
+    try:
+        wait_for(lambda: every_fan_targeted(fake), 30, "a target for every fan")
+        pid = int(job.read_text())
+        modes = termios.tcgetattr(terminal)
+        modes[3] |= termios.TOSTOP
+        termios.tcsetattr(terminal, termios.TCSANOW, modes)
+        os.kill(pid, signal.SIGUSR1)  # said in the log at the next tick: a write to the terminal
+        wait_for(lambda: b"signal ignored" in shown or process_state(pid) == "T", 10, "the log line")
+        assert process_state(pid) != "T", "stopped with its fans on manual"
+        os.kill(pid, signal.SIGTTOU)
+        os.kill(pid, signal.SIGTTIN)
+        ticks = metric(port, "gpud_tick_duration_seconds_count")[0]
+        time.sleep(2)
+        assert process_state(pid) != "T" and metric(port, "gpud_tick_duration_seconds_count")[0] - ticks >= 2
+        assert not handed_back(fake)
+        os.kill(pid, signal.SIGTERM)
+        exits.append(os.waitstatus_to_exitcode(os.waitpid(shell, 0)[1]))
+    finally:
+        if not exits:  # left running, or stopped, by a failed check
+            for left in ([int(job.read_text())] if job.exists() else []) + [shell]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(left, signal.SIGKILL)
+            os.waitpid(shell, 0)
+    assert exits == [0] and handed_back(fake)
 
 
 def metric(port: int, name: str) -> list[float]:
