@@ -161,6 +161,10 @@ FAN_COMMANDS_HUNG = _gauge(
     "gpud_gpu_fan_commands_hung",
     "1 while a fan command to this GPU has not returned: its fans are left alone meanwhile",
 )
+FAN_COMMANDS_FAILING = _gauge(
+    "gpud_gpu_fan_commands_failing",
+    "1 while fan commands to this GPU fail: the last one failed and none has worked since",
+)
 FAN_COMMANDS = _counter("gpud_fan_commands", "Fan speed commands sent")
 FAN_ERRORS = _counter("gpud_fan_errors", "Fan commands that failed, by error")
 XID_ERRORS = _counter("gpud_gpu_xid_errors", "XID errors the driver reported, by code, repeats included")
@@ -237,6 +241,7 @@ GPU_FAMILIES = (
     FAN_CONTROL,
     FAN_BACKEND,
     FAN_COMMANDS_HUNG,
+    FAN_COMMANDS_FAILING,
     FAN_COMMANDS,
     FAN_ERRORS,
     XID_ERRORS,
@@ -310,6 +315,7 @@ class _GpuText:
         }
         self.heat = tuple(self.series(family) for family in _HEAT_VALUES)
         self.fan_commands_hung = self.flag(FAN_COMMANDS_HUNG)
+        self.fan_commands_failing = self.flag(FAN_COMMANDS_FAILING)
         self.xid_watched = self.flag(XID_WATCHED)
         self.fan_commands = self.series(FAN_COMMANDS)
         self.fan_speed: list[str] = []
@@ -621,6 +627,7 @@ def _fan_control_lines(lines: Lines, text: _GpuText, control: GpuFanControl) -> 
         if manual:
             lines[FAN_NOT_FOLLOWING].append(text.fan_not_following[fan][not status.following])
     lines[FAN_COMMANDS_HUNG].append(text.fan_commands_hung[control.hung])
+    lines[FAN_COMMANDS_FAILING].append(text.fan_commands_failing[control.failing is not None])
     _put(lines[FAN_COMMANDS], text.fan_commands, control.commands)
     for error, count in sorted(control.errors.items()):
         lines[FAN_ERRORS].append(f"{text.series(FAN_ERRORS, ('error', error))}{number(count)}\n")

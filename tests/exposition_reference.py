@@ -230,6 +230,10 @@ class _Families:
             "gpud_gpu_fan_commands_hung",
             "1 while a fan command to this GPU has not returned: its fans are left alone meanwhile",
         )
+        self.fan_commands_failing = _gauge(
+            "gpud_gpu_fan_commands_failing",
+            "1 while fan commands to this GPU fail: the last one failed and none has worked since",
+        )
         self.fan_commands = CounterMetricFamily(
             "gpud_fan_commands", "Fan speed commands sent", labels=["gpu", "uuid"]
         )
@@ -264,6 +268,7 @@ class _Families:
             if control.mode is ControlMode.MANUAL:
                 self.fan_not_following.add_metric([*ids, str(fan)], 0 if status.following else 1)
         self.fan_commands_hung.add_metric(ids, 1 if control.hung else 0)
+        self.fan_commands_failing.add_metric(ids, 1 if control.failing is not None else 0)
         self.fan_commands.add_metric(ids, control.commands)
         for error, count in sorted(control.errors.items()):
             self.fan_errors.add_metric([*ids, error], count)

@@ -162,6 +162,7 @@ def everything() -> DaemonState:
             (FanStatus(65), FanStatus(70, following=False)),
             commands=12,
             errors={"Unknown": 2, 'odd "error"': 1},
+            failing="Unknown",
         ),
         GpuFanControl(1, "nvidia-settings", ControlMode.AUTO, "handed back", (FanStatus(None),), hung=True),
         GpuFanControl(3, "none", ControlMode.UNSUPPORTED, "no fans"),

@@ -5,7 +5,8 @@ Per GPU, the same rules whatever the backend:
 * targets are rounded *up* to whole percent and kept inside the fan's limits;
 * a fan is written only when its target changes (NVML.md §9.3, as coolgpus does);
 * a failed command hands the GPU's fans back to the driver at once, or failing that sets them to
-  full speed (a few tries each), so no fan is left at a low manual speed; an error retrying cannot
+  full speed (a few tries each), so no fan is left at a low manual speed (reported,
+  ``gpud_gpu_fan_commands_failing``, until a command works again); an error retrying cannot
   cure (no root, no Coolbits) makes the GPU monitor-only, said once, when it comes
   ``LASTING_STRIKES`` times in a row before any command went through (once they have, such an
   answer is a passing fault); other errors are retried on the next tick;

@@ -16,6 +16,7 @@ from gpud.sim.nvml_lib import gpu_index
 from gpud.sim.thermal import REASON_HW_THERMAL, REASON_SW_THERMAL
 from gpud.status import exit_code, status_document, troubled
 from tests.conftest import nvml_fan_control
+from tests.metrics_text import exposition, sample_value
 
 THERMAL = REASON_SW_THERMAL | REASON_HW_THERMAL
 
@@ -149,6 +150,15 @@ def test_a_failed_command_hands_the_gpu_back_at_once_and_is_retried(loop, patch_
     assert control.report[1].mode is ControlMode.MANUAL
 
 
+def commands_failing(daemon: Daemon) -> list[float | None]:
+    """``gpud_gpu_fan_commands_failing`` of each GPU, from the daemon's ``/metrics``."""
+    text = exposition(daemon)
+    return [
+        sample_value(text, "gpud_gpu_fan_commands_failing", {"gpu": str(gpu.index), "uuid": gpu.uuid})
+        for gpu in daemon.state.gpus
+    ]
+
+
 def test_fans_that_can_be_neither_set_nor_handed_back_are_reported_not_ok(loop, patch_driver):
     control = loop(gpus=2, choice=BackendChoice.NVML)
     control.run(20)
@@ -169,10 +179,12 @@ def test_fans_that_can_be_neither_set_nor_handed_back_are_reported_not_ok(loop, 
     gpu1 = document["gpus"][1]
     assert gpu1["fan_control"]["failing"] == "Unknown" and troubled(gpu1) and exit_code(document) == 1
     assert not troubled(document["gpus"][0])
+    assert commands_failing(control.daemon) == [0, 1]  # what gpud status says, for alerting
     broken["on"] = False
     control.run(1)
     document = status_document(control.daemon.state)
     assert document["gpus"][1]["fan_control"]["failing"] is None and exit_code(document) == 0
+    assert commands_failing(control.daemon) == [0, 0]
 
 
 def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, patch_driver):
