@@ -364,6 +364,14 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
     """At slowdown with a fan stopped (the fan), with fan headroom left (the curve), or with fans at
     full speed (the air). A stopped fan is put before the throttling and heat it causes."""
     near = "at its slowdown temperature"
+    hot_from = usage.stopped_hot_from_c
+    hot = (
+        f"hot (held down for heat, or at {hot_from:g} °C or more: gpud's default slowdown, "
+        "the log states none)"
+        if hot_from is not None
+        else near
+    )
+    while_hot = "hot" if hot_from is not None else "at slowdown"
     stopped = list(usage.stopped_fans())
     one = len(stopped) == 1
     fans = words.fans(stopped, max(len(usage.fan_top_pct), *(n + 1 for n in stopped))) if stopped else ""
@@ -371,8 +379,8 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
         (
             "fans-stopped",
             usage.hot_stopped_fans_s,
-            f"GPU {usage.index}'s {fans} stopped while it is at slowdown",
-            f"{near} with its {fans} under {STOPPED_FAN_PCT:g} %",
+            f"GPU {usage.index}'s {fans} stopped while it is {while_hot}",
+            f"{hot} with its {fans} under {STOPPED_FAN_PCT:g} %",
             (
                 f"no fan curve runs a fan that slowly on a hot card: check that {'it turns' if one else 'they turn'} "
                 f"(nothing blocking, the connector seated) and that no tool set {'it' if one else 'them'} that "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gpud.decide.controller import Decision
+from gpud.decide.controller import DEFAULT_SLOWDOWN_C, Decision
 from gpud.decide.reference import busy
 from gpud.decide.throttle import REASON_NAMES, ThrottleCause, ThrottleSettings
 from gpud.telemetry import IDLE_PSTATE, FanPolicy, GpuInfo, GpuSample, Snapshot
@@ -49,7 +49,9 @@ class GpuUsage:
     hot_lazy_fans_s: float = 0.0  # at slowdown with fan headroom left
     hot_lazy_manual_s: float = 0.0  # ... of it with a fan on manual control: a tool's curve, not the stock one
     hot_full_fans_s: float = 0.0  # at slowdown with fans at full speed
-    stopped_fan_s: dict[int, float] = field(default_factory=dict)  # each fan's time at slowdown stopped
+    stopped_fan_s: dict[int, float] = field(default_factory=dict)  # each fan's time hot and stopped
+    # Where the log states no slowdown: the default a stopped fan was judged hot against, °C.
+    stopped_hot_from_c: float | None = None
     fan_top_pct: dict[int, float] = field(default_factory=dict)  # each fan's fastest reading
     energy_j: float = 0.0
     peak_power_w: float | None = None  # None: no power readings, so no energy figure either
@@ -100,10 +102,12 @@ class UsageMeter:
 
     ``slowdown_c`` is the configured threshold, for GPUs whose info has none; ``power_limits`` stand
     in for limits a log does not state (inferred by replay). A GPU with neither threshold (a log's:
-    nvidia-smi's query, dmon, GPU-Z and Afterburner print none) is at slowdown only where the
-    controller finds it throttling for heat: a default threshold is no fact of the card's (most cards
-    work at 80 °C and slow down only above 85 °C), so a warm card at its full clock is not said to be
-    at slowdown by it.
+    nvidia-smi's query, dmon, GPU-Z and Afterburner print none) is at slowdown, for its fan curve,
+    only where the controller finds it throttling for heat: a default threshold is no fact of the
+    card's (most cards work at 80 °C and slow down only above 85 °C), so a warm card at its full
+    clock is not said to have lazy fans by it. A stopped fan is judged against the default all the
+    same: no card is meant to run that hot with a fan standing still, and a card not yet held down
+    for heat (no reasons logged, or its clock not yet lower) is the one still to be saved.
     """
 
     def __init__(
@@ -130,20 +134,29 @@ class UsageMeter:
                 if sample.index in self._limits:
                     u.power_limit_w, u.power_limit_inferred = self._limits[sample.index], True
             slowdown = (info.slowdown_temp_c if info else None) or self._slowdown_c
+            judged = decision.for_gpu(sample.index)
+            held_for_heat = judged is not None and judged.throttle is ThrottleCause.THERMAL
             if slowdown is not None:
-                hot = sample.temperature_c is not None and sample.temperature_c >= slowdown - AT_SLOWDOWN_C
+                at_slowdown = hot = _reaches(sample, slowdown)
             else:
-                judged = decision.for_gpu(sample.index)
-                hot = judged is not None and judged.throttle is ThrottleCause.THERMAL
+                u.stopped_hot_from_c = DEFAULT_SLOWDOWN_C - AT_SLOWDOWN_C
+                at_slowdown = held_for_heat
+                hot = held_for_heat or _reaches(sample, DEFAULT_SLOWDOWN_C)
             _account(
                 u,
                 sample,
                 info,
                 decision.dt_s,
                 self._settings.busy_util_pct,
+                at_slowdown,
                 hot,
                 self._limits.get(sample.index),
             )
+
+
+def _reaches(sample: GpuSample, slowdown_c: float) -> bool:
+    """Whether ``sample``'s temperature is at ``slowdown_c`` (:data:`AT_SLOWDOWN_C` below it or more)."""
+    return sample.temperature_c is not None and sample.temperature_c >= slowdown_c - AT_SLOWDOWN_C
 
 
 def _account(
@@ -152,7 +165,8 @@ def _account(
     info: GpuInfo | None,
     dt: float,
     busy_util_pct: float,
-    at_slowdown: bool,
+    at_slowdown: bool,  # its fan curve judged
+    hot: bool,  # hot enough for a fan below STOPPED_FAN_PCT to have stopped
     inferred_limit_w: float | None,
 ) -> None:
     u.seconds += dt
@@ -168,12 +182,12 @@ def _account(
     for n, reading in enumerate(s.fans):
         if reading.speed_pct is not None and reading.speed_pct > u.fan_top_pct.get(n, -1.0):
             u.fan_top_pct[n] = reading.speed_pct
-    if at_slowdown and fan is not None:
-        stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
-        if stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
-            for n in stopped:
-                u.stopped_fan_s[n] = u.stopped_fan_s.get(n, 0.0) + dt
-        elif fan < LAZY_FAN_PCT:
+    stopped = [n for n, f in enumerate(s.fans) if f.speed_pct is not None and f.speed_pct < STOPPED_FAN_PCT]
+    if hot and stopped:  # a failed fan, whatever the curve asked of it: not a lazy curve
+        for n in stopped:
+            u.stopped_fan_s[n] = u.stopped_fan_s.get(n, 0.0) + dt
+    elif at_slowdown and fan is not None:
+        if fan < LAZY_FAN_PCT:
             u.hot_lazy_fans_s += dt
             if any(f.policy is FanPolicy.MANUAL for f in s.fans):
                 u.hot_lazy_manual_s += dt

@@ -554,21 +554,27 @@ def test_fans_that_reach_full_speed_and_stay_hot_are_the_air_not_a_lazy_curve(lo
     assert ("fans-lazy" in found) is lazy_said
 
 
-def _warm_geforce_log(reasons: str, clock_mhz: int) -> list[str]:
-    """An nvidia-smi query log of a GeForce at 81 °C under full load with its fans at 55 % for 5 min:
-    the log states no slowdown temperature (nvidia-smi's query has none)."""
+def _geforce_log(rows: list[tuple[int, int, int, str]]) -> list[str]:
+    """An nvidia-smi query log of a GeForce under full load, a second a row of (temperature °C, SM
+    clock MHz, fan %, the driver's reasons): the log states no slowdown temperature (nvidia-smi's
+    query has none)."""
     lines = [
         (
             "timestamp, name, index, temperature.gpu, utilization.gpu [%], power.draw [W], power.limit [W], "
             "clocks.sm [MHz], clocks.max.sm [MHz], fan.speed [%], clocks_throttle_reasons.active"
         )
     ]
-    for t in range(300):
+    for t, (temperature_c, clock_mhz, fan_pct, reasons) in enumerate(rows):
         lines.append(
-            f"2024/05/01 12:{t // 60:02d}:{t % 60:02d}.000, NVIDIA GeForce RTX 3080, 0, 81, 100 %, 290.00 W, "
-            f"320.00 W, {clock_mhz} MHz, 1905 MHz, 55 %, {reasons}"
+            f"2024/05/01 12:{t // 60:02d}:{t % 60:02d}.000, NVIDIA GeForce RTX 3080, 0, {temperature_c}, "
+            f"100 %, 290.00 W, 320.00 W, {clock_mhz} MHz, 1905 MHz, {fan_pct} %, {reasons}"
         )
     return lines
+
+
+def _warm_geforce_log(reasons: str, clock_mhz: int) -> list[str]:
+    """A GeForce at 81 °C under full load with its fans at 55 % for 5 min (:func:`_geforce_log`)."""
+    return _geforce_log([(81, clock_mhz, 55, reasons)] * 300)
 
 
 @pytest.mark.parametrize(
@@ -601,3 +607,22 @@ def test_a_power_cap_the_driver_flags_at_full_clock_costs_no_speed_and_is_no_thr
     throttling = [f for f in found if f.kind == "throttling"]
     assert bool(throttling) is held_said
     assert all(f.numbers["cause"] == "power" and f.numbers["speed_lost"] > 0.05 for f in throttling)
+
+
+def test_a_stopped_fan_on_a_card_at_90_c_is_found_where_the_log_states_no_slowdown() -> None:
+    """A GeForce whose fan turned at 45 %, then stood still for 4 min at 90 °C, its clock still full and
+    the driver's reasons 0x0 (not held down yet): the log states no slowdown, and since the lazy-curve
+    rule judged 'at slowdown' by the throttle alone, the stopped fan went unsaid. gpud's default
+    slowdown (80 °C) tells a hot card for a fan standing still; 81 °C with the fan at 55 % is no finding."""
+    free = "0x0000000000000000"
+    rows = [(65 + t // 4, 1905, 45, free) for t in range(60)] + [(90, 1905, 0, free)] * 240
+    imported = import_log(_geforce_log(rows), "stopped.csv")
+    trace = LoadedTrace.of("stopped.csv", imported.header, imported.snapshots, imported.problems, 0)
+    findings = diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST).findings
+    (stopped,) = [f for f in findings if f.kind == "fans-stopped"]
+    assert stopped.title == "GPU 0's fan stopped while it is hot"
+    assert stopped.evidence == (
+        "240 s hot (held down for heat, or at 79.5 °C or more: gpud's default slowdown, the log states none) "
+        "with its fan under 10 %"
+    )
+    assert not any(f.kind == "fans-lazy" for f in findings)
