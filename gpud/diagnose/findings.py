@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from gpud import words
 from gpud.decide.controller import DecideSettings, Decision
+from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.heat import coupling_text
 from gpud.decide.models import is_mobile_model
 from gpud.decide.throttle import ThrottleCause
@@ -38,6 +39,9 @@ from gpud.words import share_text
 GIB = 1024**3
 PSU_MARGIN = 1.1 * 1.1  # the sum of GPU and CPU power plus 10 %, then another 10 %
 MIN_SHARE = 0.02  # a share of busy time below this is not worth a finding
+# Less than this share of the reference clock lost, a GPU ran at its full clock: a reading between
+# two boost bins, not a clock held down.
+FULL_CLOCK_LOSS = 0.02
 PCIE_MIN_SHARE = 0.2
 SECONDS_PER_MONTH = 30 * 86400
 ALIKE_COST_SHARE = 0.9  # findings of one kind costing this share of the first or more are listed by GPU
@@ -87,22 +91,37 @@ class Diagnosis:
     problems: list[str] = field(default_factory=list)  # lines skipped and values left out reading the trace
 
 
+def _costly(gpu: GpuReplay, interval: ThrottleInterval, cause: ThrottleCause) -> bool:
+    """Whether ``interval``'s seconds of ``cause`` cost the GPU speed: a power cap the driver flagged
+    while the card ran at its maximum clock (a trusted reference: its voltage trimmed, a burst above
+    the limit) cost none. Judged interval by interval: a GPU capped at full clock in one job and held
+    below it in another lost speed in the second."""
+    if cause is not ThrottleCause.POWER or gpu.reference is None or not gpu.reference.trusted:
+        return True
+    lost = interval.clock_lost_by_cause.get(cause)
+    return lost is None or lost >= FULL_CLOCK_LOSS
+
+
+def _throttled_s(gpu: GpuReplay) -> dict[ThrottleCause, float]:
+    """The GPU's throttled seconds per cause that cost it speed (:func:`_costly`)."""
+    totals = dict.fromkeys(ThrottleCause, 0.0)
+    for interval in gpu.intervals:
+        for cause, seconds in interval.seconds.items():
+            if _costly(gpu, interval, cause):
+                totals[cause] += seconds
+    return totals
+
+
 def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
-    """The mean share of the reference clock lost while throttled for ``cause``, weighted by its seconds."""
+    """The mean share of the reference clock lost while throttled for ``cause``, weighted by its seconds
+    (those that cost speed: :func:`_costly`)."""
     weighted = [
         (i.clock_lost_by_cause[cause], i.seconds.get(cause, 0.0))
         for i in gpu.intervals
-        if cause in i.clock_lost_by_cause
+        if cause in i.clock_lost_by_cause and _costly(gpu, i, cause)
     ]
     seconds = sum(s for _, s in weighted)
     return sum(c * s for c, s in weighted) / seconds if seconds else None
-
-
-def _at_full_clock(gpu: GpuReplay, cause: ThrottleCause) -> bool:
-    """Whether ``gpu`` ran at its maximum clock while the driver said ``cause`` held it back: a power
-    cap flagged at full clock (its voltage trimmed, a burst above the limit) costs no speed."""
-    lost = _clock_lost(gpu, cause)
-    return gpu.reference is not None and gpu.reference.trusted and lost is not None and lost < MIN_SHARE
 
 
 def _lasting(seconds: float, usage: GpuUsage) -> bool:
@@ -144,9 +163,7 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: boo
     to mend first. ``alone``: the machine's only GPU.
     """
     working = gpu.working_s
-    by_cause = gpu.throttled_s
-    if _at_full_clock(gpu, ThrottleCause.POWER):
-        by_cause[ThrottleCause.POWER] = 0.0
+    by_cause = _throttled_s(gpu)
     if not working or sum(by_cause.values()) / working < MIN_SHARE:
         return []
     causes = [c for c in ThrottleCause if by_cause[c] / working >= MIN_SHARE]
@@ -164,7 +181,7 @@ def _cause_finding(
     reference = gpu.reference
     trusted = reference is not None and reference.trusted
     lost = _clock_lost(gpu, cause)
-    if not trusted and lost is not None and lost < MIN_SHARE:
+    if not trusted and lost is not None and lost < FULL_CLOCK_LOSS:
         lost = None  # measured against the clock it held under this very load: says nothing
     speed_lost = share * lost if lost is not None else None
     if lost is not None and reference is not None:

@@ -626,3 +626,26 @@ def test_a_stopped_fan_on_a_card_at_90_c_is_found_where_the_log_states_no_slowdo
         "with its fan under 10 %"
     )
     assert not any(f.kind == "fans-lazy" for f in findings)
+
+
+@pytest.mark.parametrize(("full_s", "held_mhz"), [(500, 1900), (300, 1700)])
+def test_a_power_cap_flagged_at_full_clock_is_left_out_interval_by_interval_not_for_the_whole_log(
+    full_s: int, held_mhz: int
+) -> None:
+    """``full_s`` capped at its full 2100 MHz, 20 s free, then held at ``held_mhz`` by the cap to the
+    10th minute. Judged on the mean of the whole log, 500 s at full clock hid the 80 s that lost 9.5 %
+    (1.3 % lost in all: 'at full clock', no finding), and 300 s at full clock were counted as throttled
+    beside the 280 s that lost 19 % (579 s, 9.2 % lost). The interval at full clock costs nothing; the
+    other is the GPU's power throttling, with its own seconds and clock lost."""
+
+    def held(_gpu: int, t: int) -> tuple[int, int]:
+        if t < full_s:
+            return 2100, SW_POWER_CAP
+        return (2100, 0) if t < full_s + 20 else (held_mhz, SW_POWER_CAP)
+
+    (throttling,) = [f for f in _held_back(1, 600, held).findings if f.kind == "throttling"]
+    held_s = 600 - full_s - 20
+    assert throttling.numbers["cause"] == "power"
+    assert throttling.numbers["clock_lost"] == pytest.approx(1 - held_mhz / 2100)
+    assert throttling.numbers["throttled_share"] == pytest.approx(held_s / 599)
+    assert throttling.evidence.startswith(f"{held_s} of 599 working seconds throttled")
