@@ -294,6 +294,47 @@ def test_hwinfos_own_sensor_names_give_the_load_fans_and_limits_that_judge_a_the
     assert found == [("thermal", 29.0, 30.0)]
 
 
+HWINFO_LIMITS = (
+    '"Date","Time","GPU Temperature [°C]","GPU Clock [MHz]","GPU Core Load [%]",'
+    '"Performance Limit - Power [Yes/No]","Performance Limit - Thermal [Yes/No]",'
+)
+
+
+def hwinfo_row(second: int, *cells: str) -> str:
+    """A HWiNFO row of a busy card at 70 °C and 1950 MHz, with its limits' ``cells`` as written."""
+    return f'"1.5.2024","12:00:{second:02d}.000","70","1950","100",' + "".join(f'"{c}",' for c in cells)
+
+
+def test_a_blank_or_odd_hwinfo_limit_leaves_the_ticks_reasons_unknown_not_no_reason():
+    """A limit HWiNFO did not write (a blank cell: the sensor not read that tick) or wrote as neither
+    Yes nor No says nothing of what held the clock. TRUE: the reasons of ticks 1-3 are not known; a
+    Yes beside a blank is not all of them either. Was: 'no reason' (0) beside the other column's No,
+    and the Yes alone (0x4) beside a blank; the blank said a problem, the odd value none of its own."""
+    limits = [("No", "No"), ("", "No"), ("No", "Maybe"), ("Yes", "")]
+    rows = [hwinfo_row(second, *cells) for second, cells in enumerate(limits)]
+    result = import_log([HWINFO_LIMITS, *rows], "hwinfo.csv")
+    assert [s.gpus[0].clock_event_reasons for s in result.snapshots] == [0, None, None, None]
+    assert result.problems == ["hwinfo.csv:4: Performance Limit - Thermal: 'Maybe' not understood, left out"]
+    assert result.header.gpus[0].clock_event_reasons_reported == 0x24
+
+
+@pytest.mark.parametrize("perfcap", ["", "2.5", "-1", "128"])
+def test_a_blank_or_odd_perfcap_beside_hwinfos_limits_leaves_the_reasons_unknown_with_no_traceback(perfcap):
+    """GPU-Z's PerfCap Reason in a log with HWiNFO's limits (one header of both tools' names): a blank
+    one, a fraction, a negative number (every bit set) or a bit of no known limit is no reason known.
+    Was: a TypeError traceback for the blank (None | 0), and the known bits of the others read
+    (-1 as power and heat at once, 2.5 as heat) where 128 was 'no reason'."""
+    header = HWINFO_LIMITS.replace('"GPU Core Load [%]",', '"GPU Core Load [%]","PerfCap Reason []",')
+    rows = [
+        '"1.5.2024","12:00:00.000","70","1950","100","0","No","No",',
+        f'"1.5.2024","12:00:01.000","70","1950","100","{perfcap}","No","No",',
+    ]
+    result = import_log([header, *rows], "both.csv")
+    assert [s.gpus[0].clock_event_reasons for s in result.snapshots] == [0, None]
+    said = [] if perfcap == "" else [f"both.csv:3: PerfCap Reason: {perfcap!r} not understood, left out"]
+    assert result.problems == said
+
+
 def test_a_log_naming_a_sensor_twice_is_refused_not_two_gpus_read_as_one(tmp_path, capsys):
     """HWiNFO writes a second GPU's sensors under the first's names: read as one GPU, each row's
     second card would overwrite the first's temperature and clock."""

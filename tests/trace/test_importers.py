@@ -302,11 +302,13 @@ GPU_Z_OLD = [
 
 
 def test_gpu_z_perfcap_reason_becomes_the_drivers_reasons_and_an_unknown_bit_is_reported_once():
+    """An unknown bit (128) is no known limit: the tick's reasons are not known (the clocks judge it),
+    not 'no reason' for a clock something it does not name may hold down."""
     result = import_log(GPU_Z_OLD, "gpuz.txt")
     assert result.header.source == "gpu-z"
     gpu = [t.gpus[0] for t in result.snapshots]
     assert (gpu[0].sm_clock_mhz, gpu[0].power_w, gpu[0].fans[0].speed_pct) == (1911, 180.0, 61.0)
-    assert [g.clock_event_reasons for g in gpu] == [0x20, 0x24, 0, 0, 0]  # Thrm; Pwr+Thrm; VRel; unknown
+    assert [g.clock_event_reasons for g in gpu] == [0x20, 0x24, 0, None, None]  # Thrm, Pwr+Thrm, VRel, ?
     assert result.problems == [
         "gpuz.txt:5: PerfCap Reason: '128' not understood, left out (2 values of this column, the first shown)"
     ]

@@ -146,7 +146,7 @@ def test_a_gpu_z_log_is_read_in_the_units_its_header_states_and_refused_values_a
     assert first.memory_used_bytes == 3000 * 2**20 and first.fans[0].speed_pct == 48.0
     assert second.fans == () and second.sm_clock_mhz == 1890
     assert result.problems == [
-        "gpuz.txt:3: fan 1 speed (%): '480' out of bounds (speed_pct 480 is outside 0…100 %), left out"
+        "gpuz.txt:3: Fan 1 Speed (%): '480' out of bounds (speed_pct 480 is outside 0…100 %), left out"
     ]
 
 

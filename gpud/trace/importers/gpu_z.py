@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import reduce
+from operator import or_
 from typing import Any
 
 from gpud.decide.throttle import SW_POWER_CAP, SW_THERMAL_SLOWDOWN
@@ -33,6 +35,7 @@ from gpud.trace.importers.rows import (
     ImportResult,
     Problems,
     TickAssembler,
+    answered,
     limit_from_share,
     number,
 )
@@ -111,14 +114,20 @@ class _Sensor:
     """One column of a GPU-Z header: what it gives, its name, and how a cell of it is read."""
 
     what: str  # a GpuSample field, "memory", "power", "fan", "tdp", "perfcap", "limit" or "refused"
-    name: str  # the column's name without its unit; for a refused one, why
+    name: str  # the column's name without its unit, in lower case; for a refused one, why
     read: Callable[[str], Any] = number
     bit: int = 0  # a performance limit's reason bit
+    column: str = ""  # the column's name as the header writes it, without its unit: what messages name
 
 
 def _sensor(title: str) -> _Sensor | None:
     """What a header cell gives, read in the unit it states (GPU-Z set to °F says so); ``None``
     for a sensor gpud does not use."""
+    sensor = _sensor_named(title)
+    return replace(sensor, column=split(title, "[")[0].strip()) if sensor is not None else None
+
+
+def _sensor_named(title: str) -> _Sensor | None:
     name, unit = split(title, "[")
     name = name.lower()
     try:
@@ -139,23 +148,50 @@ def _sensor(title: str) -> _Sensor | None:
     return None
 
 
-def _perfcap(cell: str, line: int, problems: Problems) -> int | None:
+def _perfcap(cell: str, _bit: int) -> int | None:
+    """GPU-Z's PerfCap bitfield as the driver's reasons; ``None`` for a blank cell. Anything else than
+    a whole number of the bits GPU-Z documents raises ``ValueError``: a fraction, a negative number
+    (all its bits set) or a bit of no known limit says nothing of what held the clock, and read in
+    part it would say "no reason" of one held down."""
     value = number(cell)
     if value is None:
         return None
     flags = int(value)
-    unknown = flags & ~sum(_PERFCAP)
-    if unknown or flags != value or flags < 0:
-        problems.value(line, "PerfCap Reason", cell)
+    if flags != value or flags < 0 or flags & ~sum(_PERFCAP):
+        raise ValueError(f"not a PerfCap bitfield: {cell.strip()!r}")
     return sum(bit for flag, bit in _PERFCAP.items() if flags & flag)
 
 
+def _limit(cell: str, bit: int) -> int | None:
+    """A HWiNFO performance limit's cell as the driver's reason ``bit`` (Yes) or none (No); ``None``
+    for a blank cell; anything else raises ``ValueError``."""
+    text = answered(cell)
+    if text is None:
+        return None
+    if (active := _YES_NO.get(text.lower())) is None:
+        raise ValueError(f"neither Yes nor No: {text!r}")
+    return bit if active else 0
+
+
+_REASONS: dict[str, Callable[[str, int], int | None]] = {"perfcap": _perfcap, "limit": _limit}
+
+
+def _tick_reasons(read: list[int | None]) -> int | None:
+    """A tick's reasons from the cells of its reason columns: ``None`` (not known) unless every one
+    was read, so that a blank or unread one is never taken for a limit not reached."""
+    reasons = 0
+    for bits in read:
+        if bits is None:
+            return None
+        reasons |= bits
+    return reasons if read else None
+
+
 def _reported(sensors: list[_Sensor | None]) -> int | None:
-    """The reason bits a header's columns report: PerfCap's, or those of HWiNFO's limits it logs."""
-    if any(s is not None and s.what == "perfcap" for s in sensors):
-        return _REPORTED
-    bits = {s.bit for s in sensors if s is not None and s.what == "limit"}
-    return sum(bits) if bits else None
+    """The reason bits a header's columns report: PerfCap's and those of HWiNFO's limits it logs."""
+    columns = [s for s in sensors if s is not None and s.what in _REASONS]
+    bits = [_REPORTED if s.what == "perfcap" else s.bit for s in columns]
+    return reduce(or_, bits, 0) if bits else None
 
 
 class GpuZImport:
@@ -228,22 +264,20 @@ class GpuZImport:
         values: dict[str, Any] = {"index": 0}
         fans: list[FanReading] = []
         powers: dict[str, float] = {}
+        reasons: list[int | None] = []
         tdp_pct = None
-        for sensor, cell in zip(sensors, cells, strict=False):
+        cut = [""] * (len(sensors) - len(cells))  # the last cell may be cut: blank, as it reads
+        for sensor, cell in zip(sensors, [*cells, *cut], strict=False):
             if sensor is None:
                 continue
             if sensor.what == "refused":
                 self.problems.note(sensor.name)
                 continue
+            if sensor.what in _REASONS:
+                reasons.append(self._reason(sensor, cell, line))
+                continue
             try:
-                if sensor.what == "perfcap":
-                    values["clock_event_reasons"] = _perfcap(cell, line, self.problems)
-                elif sensor.what == "limit":
-                    if (active := _YES_NO.get(cell.strip().lower())) is None:
-                        raise ValueError(cell)
-                    held = sensor.bit if active else 0
-                    values["clock_event_reasons"] = values.get("clock_event_reasons", 0) | held
-                elif (value := sensor.read(cell)) is None:
+                if (value := sensor.read(cell)) is None:
                     continue
                 elif sensor.what == "fan":
                     fans.append(FanReading(speed_pct=value))
@@ -256,13 +290,23 @@ class GpuZImport:
                 else:
                     values[sensor.what] = value
             except OutOfBounds as error:
-                self.problems.value(line, sensor.name, cell, f"out of bounds ({error})")
+                self.problems.value(line, sensor.column, cell, f"out of bounds ({error})")
             except ValueError:
-                self.problems.value(line, sensor.name, cell)
+                self.problems.value(line, sensor.column, cell)
+        values["clock_event_reasons"] = _tick_reasons(reasons)
         power = next((powers[name] for name in _POWER if name in powers), None)
         whole_card = "board power draw" in powers or "gpu power" in powers  # not the chip's share alone
         limit = limit_from_share(power, tdp_pct) if whole_card else None
         return GpuSample(**values, power_w=power, power_limit_w=limit, fans=tuple(fans))
+
+    def _reason(self, sensor: _Sensor, cell: str, line: int) -> int | None:
+        """The reason bits of one PerfCap or performance-limit cell; ``None`` where it is blank, or
+        not understood (said once for its column)."""
+        try:
+            return _REASONS[sensor.what](cell, sensor.bit)
+        except ValueError:
+            self.problems.value(line, sensor.column, cell)
+            return None
 
     def header(self) -> TraceHeader:
         """The trace header: valid once :meth:`ticks` is exhausted."""
