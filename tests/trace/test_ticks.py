@@ -325,10 +325,7 @@ def test_a_laptops_fan_the_driver_does_not_read_is_no_passive_card(name, cooling
 # -- nvidia-smi's table ----------------------------------------------------------------------------
 
 
-def test_nvidia_smis_table_logged_in_a_loop_is_refused_naming_it_and_the_command_to_log_instead():
-    """`nvidia-smi -l 1 > log.txt` writes its table a screen a sample; it was refused as 'not a log gpud
-    can import', nothing said of what it is or what to run instead."""
-    screen = [
+TABLE_SCREEN = [
         "Wed May  1 12:00:00 2024",
         "+---------------------------------------------------------------------------------------+",
         "| NVIDIA-SMI 535.104.05             Driver Version: 535.104.05   CUDA Version: 12.2     |",
@@ -338,13 +335,30 @@ def test_nvidia_smis_table_logged_in_a_loop_is_refused_naming_it_and_the_command
         "|=========================================+======================+======================|",
         "|   0  NVIDIA GeForce RTX 3090        Off | 00000000:01:00.0 Off |                  N/A |",
         "| 65%   78C    P2             340W / 350W |  20000MiB / 24576MiB |    100%      Default |",
-    ]
+]
+
+
+def test_nvidia_smis_table_logged_in_a_loop_is_refused_naming_it_and_the_command_to_log_instead():
+    """`nvidia-smi -l 1 > log.txt` writes its table a screen a sample; it was refused as 'not a log gpud
+    can import', nothing said of what it is or what to run instead."""
+    screen = TABLE_SCREEN
     for lines in (screen, screen[3:]):  # whole, and cut from the middle of a screen
         with pytest.raises(NotALog) as refused:
             import_log(lines, "smi.txt")
         message = str(refused.value)
         assert message.startswith("smi.txt: nvidia-smi's table, a screen to read, not a log (log with nvidia-smi ")
         assert "--format=csv -l 1)" in message
+
+
+def test_a_log_after_nvidia_smis_table_is_read_not_refused_as_the_table():
+    """A script that runs `nvidia-smi` once, then logs with --query-gpu into the same file: its head is
+    a screen of the table, then a log. TRUE: 3 ticks of GPU 0, the screen's 8 drawn lines skipped and
+    said (its first, the time, read as a time line). Was: refused whole as 'nvidia-smi's table, a
+    screen to read, not a log' (it was read before 843ab49)."""
+    rows = [smi_row(f"14:00:0{s}.000", 0) for s in range(3)]
+    result = import_log([*TABLE_SCREEN, SMI, *rows], "start.log")
+    assert seconds(result) == [0, 1, 2] and result.snapshots[0].gpus[0].temperature_c == 65
+    assert result.problems == ["start.log: 8 lines before the first header line skipped"]
 
 
 # -- nvidia-smi -q ---------------------------------------------------------------------------------

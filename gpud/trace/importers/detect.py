@@ -82,6 +82,11 @@ def csv_header(lines: list[str]) -> tuple[LogFormat, str] | None:
     return None
 
 
+def _log_header(lines: list[str]) -> bool:
+    """Whether ``lines`` hold a log's header: a CSV's, GPU-Z's or dmon's."""
+    return csv_header(lines) is not None or any(is_dmon_header(line) for line in lines)
+
+
 def _delimiter(kind: LogFormat, lines: list[str]) -> str:
     """The delimiter of a CSV or GPU-Z log: its header's, else (a GPU-Z log cut at its head) its rows'."""
     if (found := csv_header(lines)) is not None:
@@ -109,7 +114,7 @@ def sniff(head: list[str], name: str) -> LogFormat:
         raise NotALog(f"{name}: JSON, but not a gpud trace (gpud reads {FORMATS})")
     if any(_NVPROF.match(line) for line in lines):
         raise NotALog(f"{name}: an nvprof profile, not a log (gpud reads {FORMATS})")
-    refuse_query_report(lines, name)
+    refuse_query_report(lines, name, logged_after=_log_header)
     if is_hml(lines):
         return LogFormat.AFTERBURNER
     found = csv_header(lines)  # (a GPU-Z header too): "date, numbers" rows under another are no GPU-Z log's

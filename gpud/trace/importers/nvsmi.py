@@ -39,20 +39,26 @@ _REPORT = re.compile(r"^\s*(=+\s*NVSMI LOG\s*=+|Attached GPUs\s*:.*|<nvidia_smi_
 _REPORT_FIELD = re.compile(r"^\s{4,}\S[^:,]*?\s+:(\s|$)")
 # The banner of its table: "| NVIDIA-SMI 535.104.05   Driver Version: ...", and the table's rule of columns.
 _TABLE = re.compile(r"^\|\s*NVIDIA-SMI\s+\d|^\|=+\+=+")
+_TABLE_LINE = ("|", "+-")  # how each line of its table begins
 LOG_INSTEAD = (
     "nvidia-smi --query-gpu=timestamp,index,pci.bus_id,name,temperature.gpu,utilization.gpu,power.draw,"
     "power.limit,clocks.sm,clocks.max.sm,fan.speed,clocks_throttle_reasons.active --format=csv -l 1"
 )
 
 
-def refuse_query_report(lines: Iterable[str], name: str) -> None:
+def refuse_query_report(lines: Iterable[str], name: str, logged_after: Callable[[list[str]], bool]) -> None:
     """Raises :class:`NotALog` where ``lines`` are a report of ``nvidia-smi -q`` (or ``-q -x``), or
-    nvidia-smi's table (``nvidia-smi -l 1 > log.txt``, a screen per sample, drawn for the eye)."""
+    nvidia-smi's table (``nvidia-smi -l 1 > log.txt``, a screen per sample, drawn for the eye) with
+    no log after its last line (``logged_after``): a script that prints the table once before it
+    starts logging into the same file writes a log all the same."""
     lines = list(lines)
     fields = sum(1 for line in lines if _REPORT_FIELD.match(line))
     if any(_REPORT.match(line) for line in lines) or 2 * fields > len(lines):
         raise NotALog(f"{name}: nvidia-smi -q output, a report to read, not a log (log with {LOG_INSTEAD})")
-    if any(_TABLE.match(line) for line in lines):
+    if not any(_TABLE.match(line) for line in lines):
+        return
+    drawn = max(k for k, line in enumerate(lines) if line.lstrip().startswith(_TABLE_LINE))
+    if not logged_after(lines[drawn + 1 :]):
         raise NotALog(f"{name}: nvidia-smi's table, a screen to read, not a log (log with {LOG_INSTEAD})")
 
 
