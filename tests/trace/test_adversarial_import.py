@@ -495,3 +495,55 @@ def test_a_fan_speed_nvml_failed_to_read_is_no_fanless_card(answer):
     assert result.header.gpus[0].cooling is Cooling.UNKNOWN
     rows = [row.replace(answer, "[N/A]") for row in rows]
     assert import_log([header, *rows], "fans.csv").header.gpus[0].cooling is Cooling.PASSIVE
+
+
+# -- the driver's reasons one column each: a cell with no state ------------------------------------
+
+SMI_REASONS = (
+    "timestamp, index, temperature.gpu, utilization.gpu [%], power.draw [W], power.limit [W], "
+    "clocks.sm [MHz], clocks.max.sm [MHz], clocks_throttle_reasons.sw_power_cap, "
+    "clocks_throttle_reasons.hw_slowdown, clocks_throttle_reasons.sw_thermal_slowdown, "
+    "clocks_throttle_reasons.hw_thermal_slowdown, "
+    "clocks_throttle_reasons.hw_power_brake_slowdown"
+)
+
+
+def collapsed_at_60_s(hw_slowdown: str, hw_thermal_and_brake: str) -> list[str]:
+    """5 min of a busy card at 60 °C and 150 W of its 320 W, its clock down from 1905 to 800 MHz after
+    the first minute; its HW slowdown cell from then on, and its HW thermal and power brake ones, as
+    given."""
+    rows = []
+    for t in range(300):
+        clock, hw = (1905, "Not Active") if t < 60 else (800, hw_slowdown)
+        rows.append(
+            f"2024/05/01 12:{t // 60:02d}:{t % 60:02d}.000, 0, 60, 100 %, 150.00 W, 320.00 W, {clock} MHz, "
+            f"1905 MHz, Not Active, {hw}, Not Active, {hw_thermal_and_brake}, {hw_thermal_and_brake}"
+        )
+    return [SMI_REASONS, *rows]
+
+
+@pytest.mark.parametrize(
+    ("hw_slowdown", "hw_thermal_and_brake", "reported"),
+    [
+        ("", "Not Active", 0xEC),  # a script's log: a value it did not get, written as nothing
+        ("[Unknown Error]", "Not Active", 0xEC),  # NVML's call failed
+        ("Not Active", "[N/A]", 0x2C),  # a GeForce that has no HW thermal or power brake reason
+    ],
+)
+def test_a_reason_cell_with_no_state_is_not_read_as_not_active(
+    tmp_path, capsys, hw_slowdown, hw_thermal_and_brake, reported
+):
+    """TRUE: the card's clock collapsed (800 of 1905 MHz) while cool, at half its power limit, for 4 min:
+    a critical slowdown. A reason cell left blank, or not read, leaves those ticks' reasons unknown; one
+    the GPU answers "[N/A]" for is a reason it does not report. Was: read as not active beside the
+    other columns' "Not Active", with all five reasons reported: 'no findings'."""
+    path = tmp_path / "reasons.csv"
+    path.write_text("\n".join(collapsed_at_60_s(hw_slowdown, hw_thermal_and_brake)) + "\n", encoding="utf-8")
+    result = import_log(path.read_text(encoding="utf-8").splitlines(), "reasons.csv")
+    assert result.header.gpus[0].clock_event_reasons_reported == reported
+    unknown = hw_slowdown != "Not Active"
+    reasons = [s.gpus[0].clock_event_reasons for s in result.snapshots]
+    assert reasons == [0] * 60 + [None if unknown else 0] * 240
+    assert main(["diagnose", "--json", str(path)]) == 1
+    (throttling,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["kind"] == "throttling"]
+    assert (throttling["severity"], throttling["numbers"]["cause"]) == ("critical", "other")

@@ -89,7 +89,7 @@ class DmonImport:
                 self._assembler.unreadable()
                 continue
             sample = GpuSample(index=row.ids["index"], **row.sample)
-            info = {"clock_event_reasons_reported": header.reported}
+            info = {"clock_event_reasons_reported": header.reported_by(row)}
             yield from self._assembler.add(when, sample, info)
         yield from self._assembler.finish()
 

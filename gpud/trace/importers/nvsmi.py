@@ -215,7 +215,7 @@ class CsvImport:
                     "GPU 0, 1, ... in their order"
                 )
         info = row.info | {k: v for k, v in row.ids.items() if k != "index"}
-        info["clock_event_reasons_reported"] = header.reported
+        info["clock_event_reasons_reported"] = header.reported_by(row)
         if "pci_bus_id" in row.ids:
             self._gpu_at_bus[row.ids["pci_bus_id"]] = gpu
         if row.up:

@@ -110,6 +110,20 @@ def unread(text: str) -> bool:
     return text.strip().lower() in _UNREAD
 
 
+# Answers that the GPU has no such value (nvidia-smi's, dmon's "-"), as against a cell left blank or
+# a value not read: a reason a GPU answers so for is one it does not report.
+_NOT_APPLICABLE = frozenset({"-", "n/a", "[n/a]", "na", "[not supported]", "not supported"})
+
+
+def not_applicable(text: str) -> bool:
+    """Whether a cell says the GPU has no such value, not that it was not written or not read.
+
+    >>> not_applicable(" [N/A] "), not_applicable("-"), not_applicable(""), not_applicable("[Unknown Error]")
+    (True, True, False, False)
+    """
+    return text.strip().lower() in _NOT_APPLICABLE
+
+
 def gpu_gone(cells: list[str]) -> bool:
     """Whether a row's value cells say its GPU did not answer: one reads ``[GPU is lost]`` or
     ``[GPU requires reset]``, or every one reads ``[Unknown Error]``.

@@ -18,10 +18,11 @@ from typing import Any
 from gpud.telemetry import FanReading, GpuSample
 from gpud.trace.format import field_refusal
 from gpud.trace.importers.columns import REASON_BITS, VIOLATION_BITS, VIOLATION_SHARE_PCT, Column, Role
-from gpud.trace.importers.rows import Problems, answered, gpu_gone, number, unread
+from gpud.trace.importers.rows import Problems, answered, gpu_gone, not_applicable, number, unread
 from gpud.trace.importers.units import OutOfBounds
 
 _READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
+_REASONS = (Role.REASON, Role.VIOLATION)  # columns of one reason each
 _BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$", re.IGNORECASE)
 
 
@@ -60,6 +61,11 @@ class Header:
         bits |= {VIOLATION_BITS[c.name] for c in used if c.role is Role.VIOLATION}
         return sum(bits) if bits else None
 
+    def reported_by(self, row: Row) -> int | None:
+        """The reason bits :attr:`reported` for ``row``'s GPU: less those its cells say it has none of."""
+        reported = self.reported
+        return reported & ~row.unreported if reported is not None else None
+
     @cached_property
     def measured(self) -> tuple[int, ...]:
         """The positions of the readings (not the time, identity or static facts): where a GPU that did
@@ -94,6 +100,8 @@ class Row:
     fans: list[FanReading] = field(default_factory=list)
     ranked: dict[str, tuple[int, float]] = field(default_factory=dict)
     reasons: int | None = None
+    reasons_unread: bool = False  # a reason's cell blank, not read ("[Unknown Error]") or not understood
+    unreported: int = 0  # reason bits whose cells say the GPU has no such reason ("[N/A]")
     up: bool = True  # False: its readings say the GPU did not answer ("[GPU is lost]")
     fans_unread: bool = False  # a fan's cell says its speed was not read ("[Unknown Error]"): not no fan
 
@@ -140,9 +148,12 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
         return
     except ValueError:
         problems.value(line, title.strip(), cell)
+        row.reasons_unread = row.reasons_unread or col.role in _REASONS
         return
     if value is None:
         row.fans_unread = row.fans_unread or (col.role is Role.FAN and unread(cell))
+        if col.role in _REASONS:
+            _reason_missing(row, col, cell)
         return
     match col.role:
         case Role.SAMPLE:
@@ -162,11 +173,22 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
         case Role.REASON:
             if value.lower() not in ("active", "not active"):
                 problems.value(line, title.strip(), cell)
+                row.reasons_unread = True
                 return
             row.reasons = (row.reasons or 0) | (REASON_BITS[col.name] if value.lower() == "active" else 0)
         case Role.VIOLATION:
             threshold = VIOLATION_SHARE_PCT if col.name == "sw_power_cap" else 0.0
             row.reasons = (row.reasons or 0) | (VIOLATION_BITS[col.name] if value > threshold else 0)
+
+
+def _reason_missing(row: Row, col: Column, cell: str) -> None:
+    """A reason's cell without a state: a reason the GPU does not report where the cell says it has
+    none ("[N/A]", dmon's "-"), else one not known this tick, and with it the tick's reasons: read as
+    not active, a clock it held down would be judged free."""
+    if not_applicable(cell):
+        row.unreported |= REASON_BITS[col.name] if col.role is Role.REASON else VIOLATION_BITS[col.name]
+    else:
+        row.reasons_unread = True
 
 
 def _time(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
@@ -206,6 +228,6 @@ def read_row(header: Header, cells: list[str], line: int, problems: Problems) ->
     if "[" in "".join(cells):  # nvidia-smi's bracketed answers: "[N/A]", "[GPU is lost]"
         row.up = not gpu_gone([cells[position] for position in header.measured])
     row.sample.update({name: value for name, (_, value) in row.ranked.items()})
-    if row.reasons is not None:
+    if row.reasons is not None and not row.reasons_unread:
         row.sample.setdefault("clock_event_reasons", row.reasons)
     return row
