@@ -354,6 +354,18 @@ def test_a_csv_whose_first_column_is_a_gpus_index_then_its_time_is_no_afterburne
     assert result.header.source == "nvidia-smi-csv" and [len(t.gpus) for t in result.snapshots] == [12] * 3
 
 
+def test_a_blank_or_odd_afterburner_limit_flag_leaves_the_ticks_reasons_unknown_not_no_limit():
+    """Afterburner's limit flags, 0 or 1 a sample: one written as nothing, N/A or neither leaves that
+    sample's reasons unknown (the clocks judge it). TRUE: ticks 0 and 4 read (heat, none), ticks 1-3
+    not known; the odd value said once. Was: the other flag's 0 read as no limit at all."""
+    flags = [("1", "0"), ("", "0"), ("N/A", "0"), ("0", "yes"), ("0", "0")]
+    lines = hml(2, "2/15/2021 11:58:{s:02d} PM", ",")
+    rows = [line.rsplit(",", 2)[0] + f",{temp},{power}" for line, (temp, power) in zip(lines[-5:], flags)]
+    result = import_log([*lines[:-5], *rows], "flags.hml")
+    assert [s.gpus[0].clock_event_reasons for s in result.snapshots] == [0x20, None, None, None, 0]
+    assert result.problems == ["flags.hml:13: power limit: 'yes' not understood, left out"]
+
+
 # -- a log the machine lost power under ------------------------------------------------------------
 
 

@@ -138,6 +138,7 @@ def _samples(session: _Session, cells: list[str], line: int, problems: Problems)
     values: dict[int, dict[str, Any]] = {gpu: {} for gpu in session.gpus()}
     fans: dict[int, list[FanReading]] = {gpu: [] for gpu in values}
     reasons: dict[int, int] = {}
+    unknown: set[int] = set()  # GPUs with a limit flag blank or not understood: their reasons are not known
     for col, title, cell in zip(session.columns(), session.titles, cells, strict=False):
         if not col.what:
             continue
@@ -148,11 +149,13 @@ def _samples(session: _Session, cells: list[str], line: int, problems: Problems)
             value = col.read(cell)
         except OutOfBounds as error:
             problems.value(line, title, cell, f"out of bounds ({error})")
-            continue
+            value = None
         except ValueError:
             problems.value(line, title, cell)
-            continue
+            value = None
         if value is None:
+            if col.what in _FLAGS:  # read as not set, a limit that held the clock would be judged absent
+                unknown.add(col.gpu)
             continue
         own = values[col.gpu]
         if col.what == "fan":
@@ -169,7 +172,7 @@ def _samples(session: _Session, cells: list[str], line: int, problems: Problems)
             power_w=watts,
             power_limit_w=limit_from_share(watts, percent),
             fans=tuple(fans[gpu]),
-            clock_event_reasons=reasons.get(gpu),
+            clock_event_reasons=None if gpu in unknown else reasons.get(gpu),
             **own,
         )
     return samples
