@@ -46,6 +46,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return fail(str(error), 2)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     if not diagnosis.gpus:
-        return no_ticks(trace.name)
+        return no_ticks(trace.name, problems=diagnosis.problems)
     emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))
     return 1 if any(f.severity.value == "critical" for f in diagnosis.findings) else 0

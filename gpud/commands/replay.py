@@ -35,6 +35,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     report = replay(load_trace(args.trace), decide_settings(settings))
     if not report.ticks:
-        return no_ticks(args.trace)
+        return no_ticks(args.trace, problems=report.problems)
     emit(dumps_indented(report_json(report)) if args.json else render_report(report))
     return 0

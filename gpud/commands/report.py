@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return fail(str(error), 2)
     data = analyse(trace, decide_settings(settings), settings.diagnose, host)
     if not data.gpus:
-        return no_ticks(trace.name, "report on")
+        return no_ticks(trace.name, "report on", data.diagnosis.problems)
     size = save_page(args.output, trace_page(data))
     span = duration_text(data.diagnosis.window_s)
     emit(

@@ -11,7 +11,7 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
@@ -30,6 +30,7 @@ from gpud.errors import ConfigError
 from gpud.outputs import OutputError
 from gpud.sim.machine import Layout
 from gpud.trace.format import TraceHeader
+from gpud.words import count
 
 if TYPE_CHECKING:
     from gpud.diagnose.findings import HostFacts
@@ -76,8 +77,16 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def no_ticks(name: object, to: str = "judge") -> int:
-    """A trace of a header only (or a log whose rows all failed): said in one line, a usage error."""
+def no_ticks(name: object, to: str = "judge", problems: Sequence[str] = ()) -> int:
+    """A trace of a header only (or a log whose rows all failed): said in one line, a usage error.
+    ``problems``: those reading it (its tick lines skipped, malformed), the first named: "no ticks"
+    alone reads as a file of a header only."""
+    if problems:
+        return fail(
+            f"{name}: no tick in it could be read ({count(len(problems), 'problem')}, the first: "
+            f"{problems[0]}): nothing to {to}",
+            EXIT_USAGE,
+        )
     return fail(f"{name}: no ticks in it: nothing to {to}", EXIT_USAGE)
 
 

@@ -249,6 +249,7 @@ def parse_header(record: Any) -> TraceHeader:
         values = _known(_checked(entry, _INFO_RULES, f"gpus[{n}]"), _INFO_FIELDS)
         values["cooling"] = Cooling(values.get("cooling", Cooling.UNKNOWN))
         gpus.append(GpuInfo(**values))
+    _refuse_twice([gpu.index for gpu in gpus], "in the header")
     return TraceHeader(
         host=str(record.get("host", "unknown")), gpus=tuple(gpus), source=str(record.get("source", "unknown"))
     )
@@ -369,7 +370,16 @@ def parse_snapshot(record: Any) -> Snapshot:
         memory = _memory_health(entry.pop("memory_health", None))
         xids = _xids(entry.pop("xids", None))
         samples.append(_sample(entry, plain, fans, memory, xids))
+    _refuse_twice([sample.index for sample in samples], "in one tick")
     return Snapshot(timestamp=float(record["t"]), gpus=tuple(samples))
+
+
+def _refuse_twice(indices: list[int], where: str) -> None:
+    """Raises ``ValueError`` where a GPU's index comes twice: which of the two is that GPU cannot be
+    told, and read as both, its seconds and energy would count twice."""
+    if len(set(indices)) != len(indices):
+        twice = next(index for n, index in enumerate(indices) if index in indices[:n])
+        raise ValueError(f"GPU {twice} named twice {where}")
 
 
 def _memory_health(record: Any) -> MemoryHealth | None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpud.cli import main
 from gpud.telemetry import (
     Cooling,
     FanPolicy,
@@ -117,6 +118,38 @@ def test_a_malformed_tick_is_skipped_with_its_line_number_or_fails_when_strict()
         list(read_trace(lines, "t.jsonl", strict=True)[1])
 
 
+def test_a_tick_naming_a_gpu_twice_is_skipped_not_read_as_one_gpu_twice_as_long(tmp_path, capsys):
+    """Traces joined by hand, or edited: a tick with GPU 0 at 70 °C and at 90 °C. Which is GPU 0 cannot
+    be told. Was: read as both, its seconds counted twice (238 of a 119 s trace), its energy too, and
+    the 90 °C sample's fans judged lazy. Every tick so: said, with the first problem, not 'no ticks'."""
+    out = io.StringIO()
+    write_trace(out, HEADER, TICKS)
+    lines = out.getvalue().splitlines()
+    twice = [{"index": 0, "temperature_c": 70}, {"index": 0, "temperature_c": 90}]
+    lines.insert(2, json.dumps({"t": 1.5, "gpus": twice}))
+    errors: list[str] = []
+    _, ticks = read_trace(lines, "t.jsonl", errors=errors)
+    assert [t.timestamp for t in ticks] == [1.0, 2.0]
+    assert errors == ["t.jsonl:3: skipped malformed tick: GPU 0 named twice in one tick"]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join([lines[0], lines[2]]) + "\n", encoding="utf-8")
+    assert main(["replay", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"gpud: {path}: no tick in it could be read (1 problem, the first: {path}:2: skipped malformed tick: "
+        "GPU 0 named twice in one tick): nothing to judge\n"
+    )
+
+
+def test_a_header_naming_a_gpu_twice_is_refused():
+    first = json.dumps({"format": "gpud-trace", "version": 1, "gpus": [_info(0), _info(0)]})
+    with pytest.raises(TraceError, match="t:1: GPU 0 named twice in the header"):
+        read_trace([first], "t")
+
+
+def _info(index: int) -> dict[str, object]:
+    return {"index": index, "uuid": f"GPU-{index}", "name": "Sim", "pci_bus_id": "", "driver_version": "550"}
+
+
 @pytest.mark.parametrize(
     ("first", "message"),
     [
@@ -175,8 +208,11 @@ _SAMPLES = st.builds(
 )
 
 
+_TICK = st.lists(_SAMPLES, min_size=1, max_size=4, unique_by=lambda sample: sample.index)  # each GPU once
+
+
 @settings(max_examples=300)
-@given(st.lists(_SAMPLES, min_size=1, max_size=4), st.lists(_SAMPLES, min_size=1, max_size=4))
+@given(_TICK, _TICK)
 def test_any_sample_reads_back_as_written_to_the_type_of_each_number(first, second):
     """Ticks are read with their slots filled directly and fan readings shared between ticks: what
     comes back must still be what was written, ``70`` an int and ``70.0`` a float, ``-0.0`` itself."""
