@@ -22,7 +22,7 @@ import gpud
 from gpud.config import DEFAULT_LISTEN, split_host_port
 from gpud.decide.controller import GpuDecision
 from gpud.decide.heat import coupling_text
-from gpud.fans.control import ControlMode, GpuFanControl
+from gpud.fans.control import FULL_SPEED, HANDED_BACK, UNREACHABLE, ControlMode, GpuFanControl
 from gpud.health.report import critical, health_entry, problems_text, process_lines, processes_entry, who_cell
 from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
 from gpud.state import DaemonState
@@ -134,6 +134,7 @@ def _fan_control_entry(control: GpuFanControl | None, sample: GpuSample | None) 
             "errors": dict(control.errors),
             "hung": control.hung,
             "failing": control.failing,
+            "fallback": control.fallback,
         }
     return entry
 
@@ -306,15 +307,25 @@ def troubled(gpu: dict[str, Any]) -> bool:
 
 def _fan_commands_note(gpu: dict[str, Any]) -> str | None:
     """Why gpud does not drive fans it is meant to drive, if it does not: a command that has not
-    returned (a wedged X server), or commands that fail. The fans are then wherever the last command
-    that worked left them, often a low manual speed, and no fan reads away from a target: without
-    this, such a GPU read "ok"."""
+    returned (a wedged X server), or commands that fail. No fan reads away from a target then (none
+    is set, or full speed is), so without this such a GPU read "ok". Failing commands say where the
+    fans were put after the last one (see :data:`FALLBACK_WORDS`); a daemon older than that field
+    says only the error."""
     control = gpu.get("fan_control") or {}
     if control.get("hung"):
         return "fan commands hung"
     if control.get("failing"):
-        return f"fan commands failing ({control['failing']})"
+        where = FALLBACK_WORDS.get(control.get("fallback"))
+        return f"fan commands failing ({control['failing']})" + (f": {where}" if where else "")
     return None
+
+
+FALLBACK_WORDS = {
+    HANDED_BACK: "fans handed back to the driver",
+    FULL_SPEED: "fans at full speed",
+    UNREACHABLE: "fans neither handed back nor set to full speed: left as they were, maybe low",
+}
+"""Where a GPU's fans are while its fan commands fail: what gpud did after the last failed one."""
 
 
 def exit_code(document: dict[str, Any]) -> int:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from gpud.decide.controller import Controller
-from gpud.fans.control import ControlMode, FanStatus, GpuFanControl
+from gpud.fans.control import FULL_SPEED, HANDED_BACK, UNREACHABLE, ControlMode, FanStatus, GpuFanControl
 from gpud.httpclient import HttpClient
 from gpud.state import DaemonState
 from gpud.status import (
@@ -89,7 +89,10 @@ def test_a_fan_not_following_its_target_is_exit_1_and_said():
     ("control", "said"),
     [
         ({"hung": True}, "fan commands hung"),  # a wedged X server: the fans stay where they were
-        ({"failing": "Unknown"}, "fan commands failing (Unknown)"),
+        ({"failing": "Unknown"}, "fan commands failing (Unknown)"),  # a daemon that does not say where
+        ({"failing": "Unknown", "fallback": HANDED_BACK}, "failing (Unknown): fans handed back to the driver"),
+        ({"failing": "Unknown", "fallback": FULL_SPEED}, "fan commands failing (Unknown): fans at full speed"),
+        ({"failing": "Unknown", "fallback": UNREACHABLE}, "nor set to full speed: left as they were, maybe low"),
     ],
 )
 def test_fan_commands_that_hang_or_fail_are_exit_1_and_said(control, said):

@@ -5,8 +5,9 @@ Per GPU, the same rules whatever the backend:
 * targets are rounded *up* to whole percent and kept inside the fan's limits;
 * a fan is written only when its target changes (NVML.md §9.3, as coolgpus does);
 * a failed command hands the GPU's fans back to the driver at once, or failing that sets them to
-  full speed (a few tries each), so no fan is left at a low manual speed (reported,
-  ``gpud_gpu_fan_commands_failing``, until a command works again); an error retrying cannot
+  full speed (a few tries each), so no fan is left at a low manual speed unless the driver refuses
+  both (reported, ``gpud_gpu_fan_commands_failing``, with which of the three it was, the GPU's
+  ``fallback``, until a command works again); an error retrying cannot
   cure (no root, no Coolbits) makes the GPU monitor-only, said once, when it comes
   ``LASTING_STRIKES`` times in a row before any command went through (once they have, such an
   answer is a passing fault); other errors are retried on the next tick;
@@ -69,7 +70,7 @@ TOOL_RETRY_S = 30.0  # a GPU whose tool command hung is left alone this long aft
 HINT_RECHECK_S = 2.0  # at most this often, a read-back prompted by the telemetry's fan policy
 REPROBE_FIRST_S = 5.0  # first wait before probing again a GPU left without a backend by a passing error
 REPROBE_MAX_S = 300.0
-HANDED_BACK, FULL_SPEED = "handed back", "full speed"
+HANDED_BACK, FULL_SPEED, UNREACHABLE = "handed back", "full speed", "unreachable"
 SAFE_OUTCOMES = (HANDED_BACK, FULL_SPEED)  # what _make_safe may do; anything else left the fans as they were
 RESCUE_RETRY_S = 10.0  # a hung GPU whose fans could not be made safe is tried again this much later
 
@@ -120,6 +121,9 @@ class GpuFanControl:
     errors: Mapping[str, int] = field(default_factory=dict)
     hung: bool = False  # a command to the GPU has not returned: its fans are left alone meanwhile
     failing: str | None = None  # the error of the last command, while none has worked since
+    # While ``failing``: where the fans were put after it, ``HANDED_BACK``, ``FULL_SPEED`` or
+    # ``UNREACHABLE`` (both refused: left as the commands that went through left them).
+    fallback: str | None = None
 
 
 class _Gpu:
@@ -132,6 +136,7 @@ class _Gpu:
         "commands",
         "errors",
         "failing",
+        "fallback",
         "following",
         "held",
         "hinted_at",
@@ -159,6 +164,7 @@ class _Gpu:
         self.errors: Counter[str] = Counter()
         self.held = False  # gpud may have fans of this GPU on manual
         self.failing: str | None = None  # the last command error, until a command works again
+        self.fallback: str | None = None  # what the last attempt to make the fans safe did (_make_safe)
         self.strikes = 0  # lasting errors in a row
         self.blind = False
         self.checked_at: float | None = None  # when the driver was last asked who controls the fans
@@ -194,8 +200,9 @@ class _Gpu:
         name = self.backend.name if self.backend is not None else "none"
         errors = dict(self.errors) | ({"Hung": hangs} if hangs else {})
         failing = self.failing if self.backend is not None else None  # monitor-only: said once, not a fault
+        fallback = self.fallback if failing is not None else None
         return GpuFanControl(
-            self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung, failing
+            self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung, failing, fallback
         )
 
 
@@ -508,13 +515,18 @@ class FanControl:
 
     def _make_safe(self, g: _Gpu, tries: int, full_speed_first: bool = False) -> str:
         """Hand the GPU's fans back, else set them to full speed (or the other way round), ``tries``
-        times each; what happened: one of ``SAFE_OUTCOMES``, or "unreachable"."""
+        times each; what happened, kept as the GPU's ``fallback``: one of ``SAFE_OUTCOMES``, or
+        ``UNREACHABLE``."""
+        g.fallback = self._first_safe_way(g, tries, full_speed_first)
+        return g.fallback
+
+    def _first_safe_way(self, g: _Gpu, tries: int, full_speed_first: bool) -> str:
         assert g.backend is not None
         ways = [(HANDED_BACK, self._hand_back), (FULL_SPEED, self._full_speed)]
         for outcome, way in reversed(ways) if full_speed_first else ways:
             if any(way(g) is None for _ in range(tries)):
                 return outcome
-        return "unreachable"
+        return UNREACHABLE
 
     def _full_speed(self, g: _Gpu) -> FanControlError | None:
         """Every fan of the GPU at its maximum; the error when that failed."""

@@ -14,7 +14,7 @@ from gpud.fans.control import ControlMode, FanControl, GpuFanControl
 from gpud.nvml.source import NvmlSource
 from gpud.sim.nvml_lib import gpu_index
 from gpud.sim.thermal import REASON_HW_THERMAL, REASON_SW_THERMAL
-from gpud.status import exit_code, status_document, troubled
+from gpud.status import exit_code, render_table, status_document, troubled
 from tests.conftest import nvml_fan_control
 from tests.metrics_text import exposition, sample_value
 
@@ -159,19 +159,24 @@ def commands_failing(daemon: Daemon) -> list[float | None]:
     ]
 
 
+def refuse(patch_driver, library, call: str, gpu: int, refused: Callable[[tuple], bool]) -> None:
+    """The driver answers ``call`` to ``gpu`` with NVML_ERROR_UNKNOWN where ``refused(args)``."""
+    real = getattr(type(library), call)
+
+    def refusing(self, handle, *args):
+        if gpu_index(handle) == gpu and refused(args):
+            return N.NVML_ERROR_UNKNOWN
+        return real(self, handle, *args)
+
+    patch_driver(library, call, refusing)
+
+
 def test_fans_that_can_be_neither_set_nor_handed_back_are_reported_not_ok(loop, patch_driver):
     control = loop(gpus=2, choice=BackendChoice.NVML)
     control.run(20)
     broken = {"on": True}
     for call in ("nvmlDeviceSetFanSpeed_v2", "nvmlDeviceSetDefaultFanSpeed_v2"):
-        real = getattr(type(control.library), call)
-
-        def refusing(self, handle, *args, real=real):
-            if broken["on"] and gpu_index(handle) == 1:
-                return N.NVML_ERROR_UNKNOWN
-            return real(self, handle, *args)
-
-        patch_driver(control.library, call, refusing)
+        refuse(patch_driver, control.library, call, 1, lambda _: broken["on"])
     control.run(5)
     stuck = [f.manual_target_pct for f in control.library.machine.cards[1].fans]
     assert None not in stuck and max(stuck) < 100  # left at a low manual speed: nothing gpud can do
@@ -185,6 +190,36 @@ def test_fans_that_can_be_neither_set_nor_handed_back_are_reported_not_ok(loop, 
     document = status_document(control.daemon.state)
     assert document["gpus"][1]["fan_control"]["failing"] is None and exit_code(document) == 0
     assert commands_failing(control.daemon) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("hand_back_refused", "full_speed_refused", "fans_now", "said"),
+    [
+        (False, False, [None, None], "fan commands failing (Unknown): fans handed back to the driver"),
+        (True, False, [100, 100], "fan commands failing (Unknown): fans at full speed"),
+        (True, True, "low", "neither handed back nor set to full speed: left as they were, maybe low"),
+    ],
+)
+def test_gpud_status_says_where_the_fans_are_while_their_commands_fail(
+    loop, patch_driver, hand_back_refused, full_speed_refused, fans_now, said
+):
+    """A failed command hands the fans back, else sets full speed; they stay put only if both fail.
+
+    The driver refuses GPU 1 every speed below 100 %, and full speed and hand-back as told."""
+    control = loop(gpus=2, choice=BackendChoice.NVML)
+    control.run(20)
+    refuse(
+        patch_driver, control.library, "nvmlDeviceSetFanSpeed_v2", 1, lambda a: a[1] < 100 or full_speed_refused
+    )
+    refuse(patch_driver, control.library, "nvmlDeviceSetDefaultFanSpeed_v2", 1, lambda a: hand_back_refused)
+    control.run(5)
+    speeds = [f.manual_target_pct for f in control.library.machine.cards[1].fans]
+    if fans_now == "low":
+        assert None not in speeds and max(speeds) < 100
+    else:
+        assert speeds == fans_now
+    document = status_document(control.daemon.state)
+    assert render_table(document).splitlines()[3].endswith(said) and exit_code(document) == 1
 
 
 def test_a_gpu_whose_temperature_cannot_be_read_gets_full_fans(loop, patch_driver):
