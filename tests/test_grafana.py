@@ -47,3 +47,17 @@ def test_every_query_is_filtered_by_the_host_variable():
     dashboard = json.loads(DASHBOARD.read_text())
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "host"]
     assert all('instance=~"$host"' in query for query in dashboard_queries())
+
+
+def test_the_fan_panels_show_fan_commands_that_fail_or_hang():
+    """The states GpudFanCommandsFailing fires on, as ``gpud status`` says them: a GPU whose fans gpud
+    no longer drives must be seen where its fans are, not only in an alert."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    fan_panels = [panel for panel in dashboard["panels"] if panel["title"].startswith("Fan")]
+    shown = {
+        name
+        for panel in fan_panels
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\bgpud_\w+", target["expr"])
+    }
+    assert {"gpud_gpu_fan_commands_failing", "gpud_gpu_fan_commands_hung"} <= shown, shown
