@@ -249,6 +249,7 @@ class Daemon:
             **served,
         )
         next_at, signals = self._clock(), self._signals
+        handing_back_s = 0.0  # the loop's own time since the last deadline, spent on SIGTSTP's hand-back
         self._watchdog.start()
         try:
             while not signals.stop.is_set():
@@ -264,9 +265,10 @@ class Daemon:
                     if not self._ready:
                         self._ready = True
                         self._notifier.notify("READY=1")
-                next_at = self._next_deadline(next_at, self._clock() - started)
+                next_at = self._next_deadline(next_at, self._clock() - started, handing_back_s)
+                handing_back_s = 0.0
                 while not signals.stop.wait(max(0.0, next_at - self._clock())) and signals.suspend_requested:
-                    self._suspend()
+                    handing_back_s += self._suspend()
             signum = signals.stop_signal
             log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
         finally:
@@ -278,17 +280,20 @@ class Daemon:
             log.info("stopped")
             self._keep_ignoring()
 
-    def _suspend(self) -> None:
+    def _suspend(self) -> float:
         """SIGTSTP: the fans back to the driver, then the process stopped (SIGSTOP) until SIGCONT.
 
         Where a GPU's fans could not be handed back (the driver refused, or the command hung) the
         process does not stop: stopped, it would leave them on manual, at full speed or wherever
         they were, with nobody watching the temperature. It goes on driving them, and a later
         SIGTSTP tries again. The stall watchdog is told before the stop: it stops with the process,
-        and on waking it would take the time spent stopped for a stuck loop. The ticks missed
-        meanwhile are said by the next deadline.
+        and on waking it would take the time spent stopped for a stuck loop.
+
+        Returns the seconds spent handing the fans back (up to 2 s, the hand-back's deadline, where a
+        GPU's hangs): the loop's own time, which the next deadline tells from time stopped.
         """
         self._signals.suspend_requested = False
+        started = self._clock()
         if self._fans is not None:
             handed_back = self._fans.restore()
             report = self._fans.report()
@@ -299,12 +304,14 @@ class Daemon:
                     "gpud would leave them on manual; it goes on driving them, SIGTSTP again to retry",
                     gpus=[c.index for c in report if c.mode is ControlMode.MANUAL],
                 )
-                return
+                return self._clock() - started
+        handing_back_s = self._clock() - started
         log.warning("suspended (SIGTSTP): fans handed back to the driver until SIGCONT")
         self._watchdog.pause()
         os.kill(os.getpid(), signal.SIGSTOP)
         self._watchdog.beat()
         log.info("continued (SIGCONT): fans taken again at the next tick")
+        return handing_back_s
 
     def _keep_ignoring(self) -> None:
         """Ignore the user signals for good: on its way out the interpreter puts a signal handled in
@@ -357,26 +364,37 @@ class Daemon:
         with self._publishing:
             self.state = replace(self.state, **changes)
 
-    def _next_deadline(self, previous: float, tick_s: float) -> float:
+    def _next_deadline(self, previous: float, tick_s: float, handing_back_s: float = 0.0) -> float:
         """The next slot on the fixed grid; slots already missed are skipped, not caught up.
 
-        ``tick_s``, how long the tick itself took, tells why slots were missed: a tick that ran long,
-        or a daemon that did not run for half an interval or more besides (SIGSTOP, no CPU).
+        The loop's own time since ``previous`` tells why slots were missed: ``tick_s``, how long the
+        tick took, and ``handing_back_s``, how long a SIGTSTP's hand-back held the loop (one that
+        hangs, up to 2 s, and then the Ctrl-Z refused). Only what is left, half an interval or more,
+        is a daemon that did not run (SIGSTOP, no CPU); otherwise the larger of the two is said.
         """
         next_at = previous + self._interval_s
         now = self._clock()
         if next_at < now:
             missed = int((now - next_at) // self._interval_s) + 1
-            late_s = now - previous - tick_s  # the time the tick was not running
-            if late_s < self._interval_s / 2:
-                log.warning("tick overran its interval", skipped=missed, tick_s=round(tick_s, 2))
-            else:
+            late_s = now - previous - tick_s - handing_back_s  # the time the loop was not running
+            held = {"hand_back_s": round(handing_back_s, 2)} if handing_back_s else {}
+            if late_s >= self._interval_s / 2:
                 log.warning(
                     "ticks missed: the daemon did not run (stopped, or starved of CPU)",
                     skipped=missed,
                     late_s=round(late_s, 1),
                     tick_s=round(tick_s, 2),
+                    **held,
                 )
+            elif handing_back_s > tick_s:
+                log.warning(
+                    "ticks missed: the loop was handing the fans back (SIGTSTP)",
+                    skipped=missed,
+                    tick_s=round(tick_s, 2),
+                    **held,
+                )
+            else:
+                log.warning("tick overran its interval", skipped=missed, tick_s=round(tick_s, 2), **held)
             next_at += missed * self._interval_s
         return next_at
 

@@ -111,10 +111,16 @@ def test_the_schedule_keeps_a_fixed_grid_and_skips_missed_slots(install_nvml, nv
         assert daemon._next_deadline(1000.0, 0.01) == 1004.0  # a quick tick, then a stop (SIGSTOP)
         clock.now = 1001.02
         assert daemon._next_deadline(1000.0, 0.99) == 1002.0  # a long tick that started a bit late
+        clock.now = 1002.1  # a Ctrl-Z refused after a hand-back that hung for its 2 s, then a quick tick
+        assert daemon._next_deadline(1000.0, 0.05, handing_back_s=2.0) == 1003.0
+        clock.now = 1004.5  # ... and one that was not refused: stopped until SIGCONT
+        assert daemon._next_deadline(1000.0, 0.05, handing_back_s=0.02) == 1005.0
     assert [(e["event"], e["skipped"]) for e in logs] == [
         ("tick overran its interval", 3),
         ("ticks missed: the daemon did not run (stopped, or starved of CPU)", 3),
         ("tick overran its interval", 1),
+        ("ticks missed: the loop was handing the fans back (SIGTSTP)", 2),
+        ("ticks missed: the daemon did not run (stopped, or starved of CPU)", 4),
     ]
 
 
