@@ -182,3 +182,18 @@ def test_a_trace_whose_clock_was_set_back_while_recording_spans_its_earliest_to_
     trace.write_text("\n".join(lines) + "\n")
     report = replay_json(trace)
     assert (report["start"], report["end"], report["duration_s"]) == (min(times), max(times), 3619)
+
+
+def test_a_trace_of_many_gpus_is_read_whatever_the_length_of_its_header(simulated_trace, tmp_path):
+    """A trace's header names every GPU (~480 characters each): from 18 GPUs on it passed the 8 KB
+    the log sniffer reads of a head line, and gpud refused its own 24- or 64-GPU recording as 'JSON,
+    but not a gpud trace'."""
+    from gpud.trace.format import write_trace
+
+    header, ticks = simulated_trace(Layout.OPEN_AIR, 24, 30)
+    trace = tmp_path / "24-gpus.jsonl"
+    with trace.open("w") as out:
+        write_trace(out, header, ticks)
+    assert len(trace.read_text().splitlines()[0]) > 8192
+    report = replay_json(trace)
+    assert report["ticks"] == 30 and len(report["gpus"]) == 24

@@ -35,6 +35,8 @@ from gpud.trace.importers.rows import ImportResult
 
 HEAD_LINES = 40
 _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv field-size errors
+# A gpud trace's header line is read whole: it grows ~480 characters a GPU (64 GPUs: 30 000).
+_TRACE_HEADER_CHARS = 4 * 1024**2
 DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
@@ -105,8 +107,9 @@ def sniff(head: list[str], name: str) -> LogFormat:
         raise NotALog(f"{name}: a binary file, not a log (gpud reads {FORMATS})")
     first = lines[0].lstrip("\ufeff").strip()
     if first.startswith(("{", "[")):
+        whole = next(line for line in head if line.strip())[:_TRACE_HEADER_CHARS]
         try:
-            record = json.loads(first)
+            record = json.loads(whole.lstrip("\ufeff"))
         except ValueError:
             record = None
         if isinstance(record, dict) and record.get("format") == FORMAT:
