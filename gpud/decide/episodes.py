@@ -2,9 +2,11 @@
 
 At one tick a second, a tick can fall into a data-loader gap (idle, so not throttled) in the
 middle of a long thermal episode; a tick can also catch one stray slow clock. An interval
-therefore opens at the first throttled tick, survives clear ticks for ``release_s``, and is
-reported only once it holds ``min_s`` throttled seconds over at least two samples — the same at
-8 ms sampling as at 5 s. A gap with no data closes it: nothing is known of the time in between.
+therefore opens at the first throttled tick, survives clear ticks for ``release_s`` and always
+one clear tick (sampled every 20 s, a single data-loader gap would otherwise end it, and the
+throttled ticks between such gaps, each alone, would count for nothing), and is reported only
+once it holds ``min_s`` throttled seconds over at least two samples — the same at 8 ms sampling
+as at 20 s. A gap with no data closes it: nothing is known of the time in between.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from gpud.decide.throttle import ThrottleCause
 
 MIN_SAMPLES = 2
+CLEAR_TICKS_TO_RELEASE = 2  # however slow the sampling: one clear tick is a data-loader gap
 GAP_SPACINGS = 3  # more than this many sampling periods without data is a gap
 
 
@@ -87,6 +90,7 @@ class _Open:
     last: float
     first_dt: float
     ticks: int = 0
+    clear_ticks: int = 0  # since the last throttled tick
     seconds: dict[ThrottleCause, float] = field(default_factory=dict)
     lost_sums: dict[ThrottleCause, float] = field(default_factory=dict)  # per cause, over the ticks it knew
     lost_counts: dict[ThrottleCause, int] = field(default_factory=dict)
@@ -116,13 +120,17 @@ class EpisodeTracker:
         closed = self.finish() if gap and self._open is not None else None
         episode = self._open
         if cause is None:
-            if episode is not None and timestamp - episode.last >= self._release_s:
+            if episode is None:
+                return closed
+            episode.clear_ticks += 1
+            if timestamp - episode.last >= self._release_s and episode.clear_ticks >= CLEAR_TICKS_TO_RELEASE:
                 return self.finish()
             return closed
         if episode is None:
             episode = self._open = _Open(start=timestamp, last=timestamp, first_dt=dt)
         episode.last = timestamp
         episode.ticks += 1
+        episode.clear_ticks = 0
         episode.seconds[cause] = episode.seconds.get(cause, 0.0) + dt
         if lost is not None:
             episode.lost_sums[cause] = episode.lost_sums.get(cause, 0.0) + lost

@@ -46,6 +46,16 @@ def test_a_single_sample_is_no_interval_at_any_sampling_rate():
     assert len(run([None, T, T], period_s=5.0)) == 1
 
 
+def test_sampled_slower_than_the_release_one_clear_tick_does_not_end_an_interval():
+    """Every 20 s (``gpud run --sim-speed 20``), half the ticks of a throttled job fell into a
+    data-loader gap: each gap ended the interval, and the throttled ticks between them, each alone,
+    counted for nothing (19 % throttled where the driver reported 52 % of the ticks). Two clear ticks
+    in a row still end it."""
+    (interval,) = run([None, T, None, T, None, T, None, T, None, None, T], release_s=10, period_s=20.0)
+    assert (interval.ticks, interval.throttled_s, interval.end) == (4, 80.0, 140.0)
+    assert run([None, T, None, T], release_s=0, period_s=1.0)[0].ticks == 2
+
+
 def test_the_minimum_is_in_seconds_not_ticks():
     eight_ms = 0.008
     assert run([T] * 10, release_s=0.05, period_s=eight_ms) == []  # 80 ms of slow clock
