@@ -67,6 +67,20 @@ def simulated_uuid(index: int) -> str:
     return f"GPU-51a1a7ed-0000-4000-8000-{index:012x}"
 
 
+_BUSES_PER_DOMAIN = 15  # buses 0x17, 0x27 ... 0xF7: a bus number is one byte
+
+
+def simulated_pci_address(index: int) -> tuple[int, int]:
+    """The PCI domain and bus of simulated GPU ``index``, in slot order: sorted by bus id, the GPUs come
+    in index order, as the slots their heat couples by (past 15 GPUs, the next domain).
+
+    >>> [simulated_pci_address(i) for i in (0, 1, 14, 15, 63)]
+    [(0, 23), (0, 39), (0, 247), (1, 23), (4, 71)]
+    """
+    domain, slot = divmod(index, _BUSES_PER_DOMAIN)
+    return domain, 0x17 + slot * 0x10
+
+
 def gpu_index(handle: Any) -> int:
     """The simulated GPU a device handle stands for (handles are index + 1, never NULL)."""
     return (ctypes.cast(handle, ctypes.c_void_p).value or 0) - 1
@@ -195,10 +209,10 @@ class SimulatedNvmlLibrary:
         return _set_buffer(buf, simulated_uuid(gpu_index(handle)))
 
     def nvmlDeviceGetPciInfo_v3(self, handle: Any, info: Any) -> int:
-        index = gpu_index(handle)
+        domain, bus = simulated_pci_address(gpu_index(handle))
         pci = info._obj
-        pci.domain, pci.bus, pci.device = 0, 0x17 + index * 0x10, 0
-        pci.busId = f"00000000:{pci.bus:02X}:00.0".encode()
+        pci.domain, pci.bus, pci.device = domain, bus, 0
+        pci.busId = f"{domain:08X}:{bus:02X}:00.0".encode()
         pci.busIdLegacy = pci.busId[4:]
         return SUCCESS
 

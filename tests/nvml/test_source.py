@@ -37,6 +37,22 @@ def test_discovery_reads_static_facts_of_every_gpu(install_nvml):
     source.close()
 
 
+def test_a_machine_of_64_simulated_gpus_has_its_slots_in_bus_order(install_nvml):
+    """The heat coupling's neighbours are the next and previous bus id. The simulated buses ran
+    0x17 + 0x10 a slot past one byte from GPU 15 on ('00000000:107:00.0' sorts before ':17:'), so in
+    a 64-card stack gpud paired cards the simulator never put side by side: the coupling fit read
+    -0.09 ±0.13 °C/100 W where 2 °C/100 W heat each card, and no GPU was found heated."""
+    from gpud.decide.heat import neighbours
+
+    install_nvml(gpus=64)
+    source = NvmlSource()
+    assert neighbours(source.gpus) == {i: tuple(j for j in (i - 1, i + 1) if 0 <= j < 64) for i in range(64)}
+    for gpu in source.gpus:
+        domain, bus, rest = gpu.pci_bus_id.split(":")
+        assert (len(domain), len(bus), rest) == (8, 2, "00.0"), gpu.pci_bus_id
+    source.close()
+
+
 def test_a_sample_carries_every_field_with_units_converted(install_nvml, clock):
     install_nvml(gpus=2)
     source = NvmlSource()
