@@ -139,6 +139,7 @@ class GpuReplay:
     min_seconds_to_slowdown: float | None = None
     coupling_c_per_100w: float | None = None
     coupling_error_c_per_100w: float | None = None
+    coupling_at_most_c_per_100w: float | None = None  # upper 95 % bound, when the fit could tell at all
     own_c_per_100w: float | None = None
     neighbour_heated: bool = False
     neighbour_heated_s: float = 0.0
@@ -308,6 +309,8 @@ def _note_heat(report: GpuReplay, heat: HeatFinding | None, dt: float) -> None:
         report.max_heating_c_per_min = rate
     if eta is not None and (report.min_seconds_to_slowdown is None or eta < report.min_seconds_to_slowdown):
         report.min_seconds_to_slowdown = eta
+    if heat.coupling_at_most_c_per_100w is not None:
+        report.coupling_at_most_c_per_100w = heat.coupling_at_most_c_per_100w
     if heat.coupling_c_per_100w is not None:
         report.coupling_c_per_100w = heat.coupling_c_per_100w
         report.coupling_error_c_per_100w = heat.coupling_error_c_per_100w

@@ -270,7 +270,10 @@ CASES: dict[str, tuple[Callable[[], list[str]], str, Verdict]] = {
     "healthy cards, limits logged": (
         healthy_pair,
         "csv",
-        Verdict(cooling={0: "blower or well spaced", 1: "blower or well spaced"}, source="nvidia-smi-csv"),
+        Verdict(
+            cooling={0: "unknown (has fans; its neighbours", 1: "unknown (has fans; its neighbours"},
+            source="nvidia-smi-csv",
+        ),
     ),
     "thermal throttling, clocks only": (
         thermal_single,

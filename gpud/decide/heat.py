@@ -84,6 +84,9 @@ class HeatFinding:
     coupling_error_c_per_100w: float | None = None  # ± of the coupling, 95 %
     headroom_c: float | None = None  # slowdown minus where it would settle with fans at full speed
     neighbours_add_c: float | None = None  # °C its neighbours' power adds to its inlet air now
+    # The coupling's upper 95 % bound, °C per 100 W, confident or not: None while the fit cannot tell
+    # (the GPUs' neighbourhoods drew alike), which says nothing of whether the neighbours heat it.
+    coupling_at_most_c_per_100w: float | None = None
 
     @property
     def heat_buildup(self) -> bool:
@@ -318,8 +321,9 @@ class HeatTracker:
         costly = self._costly >= _COSTLY_SHARE
         maxed_for = 0.0 if self._maxed_since is None else self._now - self._maxed_since
         saturated = maxed_for >= settings.window_s and costly
+        at_most = None if coupling is None else 100.0 * (coupling.c_per_w + 2.0 * coupling.stderr_c_per_w)
         if coupling is None or not coupling.confident:
-            return HeatFinding(rate, to_slowdown, saturated, None, own, False, None, headroom, None)
+            return HeatFinding(rate, to_slowdown, saturated, None, own, False, None, headroom, None, at_most)
         neighbours_add = None
         if filtered is not None and filtered.neighbours is not None:
             neighbours_add = coupling.c_per_w * filtered.neighbours.value
@@ -333,6 +337,7 @@ class HeatTracker:
             2.0 * coupling.stderr_c_per_w * 100.0,
             headroom,
             neighbours_add,
+            at_most,
         )
 
     def _air_now(self, f: _Filtered) -> tuple[float, float]:

@@ -267,9 +267,11 @@ def _cooling(
 
     Open-air cards breathe their neighbours' exhaust: a coupling to the neighbours' power that is
     confidently at least ``flag_c_per_100w`` (the one replay shows) tells open-air from blower —
-    whether or not the heat cost the card anything. Without fan readings the same coupling could
-    be a passive card downstream of another in a chassis, so it is not inferred. A lone GPU has no
-    neighbours to infer anything from.
+    whether or not the heat cost the card anything; one confidently below it, a blower or cards well
+    spaced. No confident coupling is not no coupling: two cards in lock-step, or a row whose
+    neighbourhoods all draw alike, cannot show theirs, and are not called blowers. Without fan
+    readings the same coupling could be a passive card downstream of another in a chassis, so it is
+    not inferred. A lone GPU has no neighbours to infer anything from.
     """
     known = configured or (info.cooling if info else Cooling.UNKNOWN)
     if known is not Cooling.UNKNOWN:
@@ -291,11 +293,21 @@ def _cooling(
             Cooling.UNKNOWN,
             f"unknown (no fan readings; {warms}: open-air, or passive in a chassis; set [cooling])",
         )
-    if usage.fans_seen:
+    if not usage.fans_seen:
+        return _CoolingView(Cooling.UNKNOWN, "unknown (no fan readings; set [cooling] in the config)")
+    at_most = gpu.coupling_at_most_c_per_100w
+    if at_most is not None and at_most < flag_c_per_100w:
         return _CoolingView(
-            Cooling.UNKNOWN, "blower or well spaced (inferred: has fans, neighbours do not heat it)"
+            Cooling.UNKNOWN,
+            f"blower or well spaced (inferred: has fans, its neighbours' power warms it by under "
+            f"{at_most:.2f} °C/100 W)",
         )
-    return _CoolingView(Cooling.UNKNOWN, "unknown (no fan readings; set [cooling] in the config)")
+    why = (
+        "its neighbours' power never moved apart from its own enough to tell whether it warms it"
+        if at_most is None
+        else f"its neighbours' power may warm it by up to {at_most:.2f} °C/100 W"
+    )
+    return _CoolingView(Cooling.UNKNOWN, f"unknown (has fans; {why}: open-air or blower; set [cooling])")
 
 
 def _heat_advice(heated: list[GpuReplay], kinds: dict[int, Cooling]) -> str:
