@@ -23,7 +23,7 @@ from gpud.decide.heat import (
 from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
 from gpud.decide.reference import HeldClock, Reference, references
 from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
-from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
+from gpud.model.params import TYPICAL_OPEN_AIR, TYPICAL_PASSIVE, GpuThermalParams
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 
 DEFAULT_SLOWDOWN_C = 80.0
@@ -44,6 +44,14 @@ class DecideSettings:
     cooling: Mapping[int, Cooling] = field(default_factory=dict)
     # Each GPU's thermal model for predictive fan control (``gpud calibrate``); a typical card otherwise.
     thermal: Mapping[int, GpuThermalParams] = field(default_factory=dict)
+
+
+def typical_model(cooling: Cooling) -> GpuThermalParams:
+    """The thermal model a GPU without a calibrated one is judged by: a passive card's (no fans, the
+    chassis' airflow) where it is known to be one, else a typical open-air card's. Read with the
+    open-air card's fans stopped, a chassis-cooled card would sit 120 K above its air at 300 W: its
+    inlet air, headroom and coupling to its neighbours came out far off."""
+    return TYPICAL_PASSIVE if cooling is Cooling.PASSIVE else TYPICAL_OPEN_AIR
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +119,14 @@ class _GpuState:
         self.reasons_reported = ALL_REASONS if reported is None else reported
         self.held = HeldClock()
         self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
-        thermal = settings.thermal.get(index, TYPICAL_OPEN_AIR)
-        self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
-        self.stock = settings.fans.left_to_driver(index)
-        self.fan_count = info.fan_count if info else 0
         cooling = settings.cooling.get(index)
         if cooling is None:
             cooling = info.cooling if info else Cooling.UNKNOWN
         self.open_air = cooling is Cooling.OPEN_AIR  # cooled by, and heated by, its neighbours' air
+        thermal = settings.thermal.get(index, typical_model(cooling))
+        self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
+        self.stock = settings.fans.left_to_driver(index)
+        self.fan_count = info.fan_count if info else 0
         self.fans: list[FanTargetState] = []
         self.plans: dict[tuple[bool, int], _FanPlan] = {}
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)

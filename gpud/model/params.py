@@ -81,3 +81,14 @@ TYPICAL_OPEN_AIR = GpuThermalParams(
     conductance_per_fan_w_per_k=7.5,
     ambient_c=35.0,
 )
+
+# A typical chassis-cooled data-center card without fans (H100 PCIe class): the server's airflow
+# holds ~300 W some 35 K above the inlet air, where an open-air card with its fans stopped (2.5 W/K)
+# would sit 120 K above it. What a GPU reported or configured passive is judged by without a
+# calibrated model, and what the simulator's passive card is built from.
+TYPICAL_PASSIVE = GpuThermalParams(
+    heat_capacity_j_per_k=600.0,
+    conductance_w_per_k=9.0,
+    conductance_per_fan_w_per_k=0.0,
+    ambient_c=35.0,
+)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpud.decide.curves import FanCurve
-from gpud.model.params import TYPICAL_OPEN_AIR, GpuThermalParams
+from gpud.model.params import TYPICAL_OPEN_AIR, TYPICAL_PASSIVE, GpuThermalParams
 from gpud.sim.memory import MemoryState
 from gpud.sim.workload import TrainingLoad, Workload
 from gpud.telemetry import Cooling
@@ -92,9 +92,9 @@ PASSIVE_CARD = CardSpec(
     power_idle_w=50.0,
     power_busy_w=300.0,
     power_limit_w=350.0,
-    heat_capacity_j_per_k=600.0,
-    conductance_w_per_k=9.0,
-    conductance_per_fan_w_per_k=0.0,
+    heat_capacity_j_per_k=TYPICAL_PASSIVE.heat_capacity_j_per_k,
+    conductance_w_per_k=TYPICAL_PASSIVE.conductance_w_per_k,
+    conductance_per_fan_w_per_k=TYPICAL_PASSIVE.conductance_per_fan_w_per_k,
     slowdown_c=87.0,
     shutdown_c=92.0,
     max_operating_c=85.0,

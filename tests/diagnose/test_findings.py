@@ -180,6 +180,23 @@ def test_passive_cards_heated_in_their_chassis_get_chassis_advice_never_slot_spa
         assert "chassis" in throttle.recommendation and "space between" not in throttle.recommendation
 
 
+def test_passive_cards_heated_in_their_chassis_are_measured_without_a_calibrated_model(simulated_trace):
+    """The same chassis judged by a typical card's model, not its own: passive cards were read as an
+    open-air card with its fans stopped (2.5 W/K, 120 K above its air at 300 W), so the throttled
+    middle cards' lower power took their inlet air for hotter. The coupling came out +2.67 ±0.15
+    °C/100 W where it is 2, and the edge cards, never within 4 °C of slowdown, were 'heated' too."""
+
+    def preheated(machine: ThermalMachine) -> None:
+        for i, card in enumerate(machine.cards):
+            coupling = {j: 0.02 for j in (i - 1, i + 1) if 0 <= j < len(machine.cards)}
+            card.thermal = replace(card.thermal, ambient_c=44.0, coupling_k_per_w=coupling)
+
+    diagnosis = run(simulated_trace, Layout.PASSIVE, gpus=4, seconds=900, prepare=preheated)
+    heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
+    assert heat.gpus == (1, 2)
+    assert heat.numbers["coupling_c_per_100w"] == pytest.approx(2.0, rel=0.1)
+
+
 def test_a_link_stuck_at_x4_under_load_is_found_but_idle_power_saving_is_not(simulated_trace):
     def stuck(machine: ThermalMachine) -> None:
         machine.cards[1].pcie_width = 4
