@@ -186,6 +186,7 @@ def test_the_command_compares_policies_with_the_limit_added_and_replays_a_trace_
         (["--compare", "cool", "loud"], "--compare loud: no curve named 'loud'"),
         (["--gpus", "0"], "argument --gpus: expected 1 to 64 GPUs, got '0'"),
         (["--interval", "0"], "--interval 0: expected 0.1 to 60 seconds"),
+        (["--interval", "20"], "--duration 10: shorter than one tick (--interval 20); expected at least 20"),
         (["--workload", "nowhere.csv"], "--workload nowhere.csv: neither a built-in workload"),
         (["--model", "missing.json"], "cannot read thermal model missing.json"),
     ],

@@ -128,6 +128,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration {args.duration:g}: expected simulated seconds above 0")
     if not 0.1 <= args.interval <= 60:
         raise ConfigError(f"--interval {args.interval:g}: expected 0.1 to 60 seconds, as the daemon's")
+    if args.duration < args.interval:  # no tick at all: every figure would be made up (max -273.1 °C)
+        raise ConfigError(
+            f"--duration {args.duration:g}: shorter than one tick (--interval {args.interval:g}); "
+            f"expected at least {args.interval:g} simulated seconds"
+        )
     flag = "--compare" if args.compare else "--policy"
     policies = []
     for text in args.compare or [args.policy]:
