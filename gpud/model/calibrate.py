@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gpud.decide.heat import neighbours
+from gpud.decide.reference import core_clock_mhz
 from gpud.model.params import GpuThermalParams
 from gpud.model.store import FitQuality, GpuModel, ThermalModel
 from gpud.telemetry import GpuInfo, Snapshot
@@ -220,6 +221,37 @@ def _percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+_IDLE_UTIL_PCT = 5.0  # below this utilisation a tick shows the card's idle draw
+_MIN_IDLE_TICKS = 10
+_MIN_LOAD_SPREAD = 0.05  # of utilisation x clock²: less, and the line through the ticks says nothing
+
+
+def _idle_power_w(ticks: Sequence[Snapshot], info: GpuInfo, power: Sequence[float]) -> float:
+    """The card's idle draw, W: its power in idle ticks where the trace has some; else where a line
+    through its busy ticks, power against utilisation x (clock / max clock)², meets no load, as the
+    dynamic power of a CMOS chip scales; else its lowest powers (the 5th percentile).
+
+    A trace of a job training from its first tick has no idle tick: its lowest powers are those of
+    data-loader pauses, which a 1 s power average spreads over (213 W for a simulated H100 that idles
+    at 50 W), and a simulated machine built from them lost ~2/3 of the power a clock step saves."""
+    samples = [s for tick in ticks for s in tick.gpus if s.index == info.index and s.up and s.power_w]
+    idle = [s.power_w for s in samples if s.gpu_util_pct is not None and s.gpu_util_pct < _IDLE_UTIL_PCT]
+    if len(idle) >= _MIN_IDLE_TICKS:
+        return statistics.median(p for p in idle if p)
+    clocks = [c for s in samples if (c := core_clock_mhz(s)) is not None]
+    top = info.sm_clock_max_mhz or max(clocks, default=0)
+    points = [
+        ((s.gpu_util_pct / 100.0) * (clock / top) ** 2, s.power_w)
+        for s in samples
+        if s.gpu_util_pct is not None and (clock := core_clock_mhz(s)) is not None and top
+    ]
+    if len(points) >= _MIN_IDLE_TICKS and statistics.pstdev(x for x, _ in points) >= _MIN_LOAD_SPREAD:
+        slope, intercept = statistics.linear_regression([x for x, _ in points], [p for _, p in points])
+        if slope > 0 and 0 < intercept < _percentile(power, 0.95):
+            return intercept
+    return _percentile(power, 0.05)
+
+
 def calibrate_gpu(
     ticks: Sequence[Snapshot], info: GpuInfo, around: tuple[int, ...], holdout: float = 0.25
 ) -> GpuModel:
@@ -251,7 +283,7 @@ def _fit_series(
         name=info.name,
         fan_count=info.fan_count or _fans_seen(ticks, info.index),
         params=model.params(x),
-        power_idle_w=_percentile(series.power, 0.05),
+        power_idle_w=_idle_power_w(ticks, info, series.power),
         power_busy_w=_percentile(series.power, 0.95),
         fit=FitQuality(_rms(model.predict(x, fitting), fitting.temp), held_rms, len(fitting.t), len(held.t)),
     )
