@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from gpud.decide.controller import DecideSettings
 from gpud.replay import LoadedTrace, replay
 from gpud.report import render_report
 from gpud.sim.machine import Layout
+from gpud.sim.thermal import ThermalMachine
 
 FIXTURES = Path(__file__).parent / "trace" / "fixtures"
 GPUD = [sys.executable, "-m", "gpud"]
@@ -197,3 +199,23 @@ def test_a_trace_of_many_gpus_is_read_whatever_the_length_of_its_header(simulate
     assert len(trace.read_text().splitlines()[0]) > 8192
     report = replay_json(trace)
     assert report["ticks"] == 30 and len(report["gpus"]) == 24
+
+
+@pytest.mark.parametrize("layout", [Layout.OPEN_AIR, Layout.PASSIVE])
+def test_the_throttled_share_is_the_one_the_simulated_driver_held_the_gpus_to(simulated_trace, layout):
+    """The simulator knows how long each card was held back while busy. Ticks read in data-loader
+    pauses counted as clear, the middle cards of a stock-cooled open-air stack read 78 % throttled
+    where they were held back 87 % of their busy time."""
+    machines: list[ThermalMachine] = []
+
+    def hot(machine: ThermalMachine) -> None:  # passive cards throttle in 58 °C air
+        machines.append(machine)
+        warmer = 28.0 if layout is Layout.PASSIVE else 0.0
+        for card in machine.cards:
+            card.thermal = replace(card.thermal, ambient_c=card.thermal.ambient_c + warmer)
+
+    header, ticks = simulated_trace(layout, 4, 900, prepare=hot)
+    report = replay(LoadedTrace.of("sim", header, ticks, [], 0), DecideSettings())
+    for gpu, card in zip(report.gpus, machines[0].cards, strict=True):
+        truth = card.totals.throttled_busy_s / card.totals.busy_s
+        assert (gpu.throttled_share() or 0.0) == pytest.approx(truth, abs=0.03), gpu.index

@@ -22,7 +22,14 @@ from gpud.decide.heat import (
 )
 from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
 from gpud.decide.reference import HeldClock, Reference, references
-from gpud.decide.throttle import ALL_REASONS, ThrottleCause, ThrottleSettings, classify, clock_lost
+from gpud.decide.throttle import (
+    ALL_REASONS,
+    ThrottleCause,
+    ThrottleSettings,
+    classify,
+    clock_lost,
+    unseen,
+)
 from gpud.model.params import TYPICAL_OPEN_AIR, TYPICAL_PASSIVE, GpuThermalParams
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
 
@@ -302,7 +309,8 @@ class Controller:
             lost = clock_lost(sample, reference)
             state.throttled_s[cause] += dt
             state.throttled_shown = None
-        closed = state.episodes.update(timestamp, cause, lost, dt, gap)
+        pause = cause is None and unseen(sample, state.reasons_reported, settings.throttle)
+        closed = state.episodes.update(timestamp, cause, lost, dt, gap, pause)
         if closed is not None:
             ended.append(closed)
         heat = (

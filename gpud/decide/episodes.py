@@ -7,6 +7,13 @@ one clear tick (sampled every 20 s, a single data-loader gap would otherwise end
 throttled ticks between such gaps, each alone, would count for nothing), and is reported only
 once it holds ``min_s`` throttled seconds over at least two samples — the same at 8 ms sampling
 as at 20 s. A gap with no data closes it: nothing is known of the time in between.
+
+A tick read in a data-loader pause (the driver saw the GPU idle, its utilisation says it worked
+most of the period) cannot show throttling either way: between two throttled ticks its time is
+the interval's, throttled. Counted clear, a throttled training job read 55 % throttled where the
+driver held it back for 60 % of its busy time (at 20 s ticks, a quarter of them in pauses, 64 %
+for 85 %). A tick seen clear after it says the throttling may have ended there: its time is
+then not counted.
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ class _Open:
     first_dt: float
     ticks: int = 0
     clear_ticks: int = 0  # since the last throttled tick
+    unseen_s: float = 0.0  # ... of them read in a data-loader pause: the interval's if it goes on
     seconds: dict[ThrottleCause, float] = field(default_factory=dict)
     lost_sums: dict[ThrottleCause, float] = field(default_factory=dict)  # per cause, over the ticks it knew
     lost_counts: dict[ThrottleCause, int] = field(default_factory=dict)
@@ -110,12 +118,20 @@ class EpisodeTracker:
         self._shown_ticks = 0  # ... when it had this many ticks (it changes only with a tick)
 
     def update(
-        self, timestamp: float, cause: ThrottleCause | None, lost: float | None, dt: float, gap: bool = False
+        self,
+        timestamp: float,
+        cause: ThrottleCause | None,
+        lost: float | None,
+        dt: float,
+        gap: bool = False,
+        unseen: bool = False,
     ) -> ThrottleInterval | None:
         """Account one tick; returns the interval that this tick closed, if any.
 
         ``gap`` says no data came between the previous tick and this one: an interval in
-        progress ends at its last throttled tick, and this tick starts afresh.
+        progress ends at its last throttled tick, and this tick starts afresh. ``unseen``: the tick
+        was read in a data-loader pause (:func:`gpud.decide.throttle.unseen`), so ``cause`` None
+        says nothing of throttling.
         """
         closed = self.finish() if gap and self._open is not None else None
         episode = self._open
@@ -125,13 +141,15 @@ class EpisodeTracker:
             episode.clear_ticks += 1
             if timestamp - episode.last >= self._release_s and episode.clear_ticks >= CLEAR_TICKS_TO_RELEASE:
                 return self.finish()
+            episode.unseen_s = episode.unseen_s + dt if unseen else 0.0
             return closed
         if episode is None:
             episode = self._open = _Open(start=timestamp, last=timestamp, first_dt=dt)
         episode.last = timestamp
         episode.ticks += 1
         episode.clear_ticks = 0
-        episode.seconds[cause] = episode.seconds.get(cause, 0.0) + dt
+        episode.seconds[cause] = episode.seconds.get(cause, 0.0) + dt + episode.unseen_s
+        episode.unseen_s = 0.0
         if lost is not None:
             episode.lost_sums[cause] = episode.lost_sums.get(cause, 0.0) + lost
             episode.lost_counts[cause] = episode.lost_counts.get(cause, 0) + 1

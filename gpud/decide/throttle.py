@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gpud.decide.reference import busy, core_clock_mhz
 from gpud.telemetry import GpuSample
 
+GPU_IDLE = 0x001
 SW_POWER_CAP = 0x004
 HW_SLOWDOWN = 0x008
 SW_THERMAL_SLOWDOWN = 0x020
@@ -23,7 +24,7 @@ HW_POWER_BRAKE = 0x080
 
 # Names used for ``gpud_gpu_clock_event_reason_active{reason}``, in NVML's bit order.
 REASON_NAMES: dict[int, str] = {
-    0x001: "gpu_idle",
+    GPU_IDLE: "gpu_idle",
     0x002: "applications_clocks_setting",
     SW_POWER_CAP: "sw_power_cap",
     HW_SLOWDOWN: "hw_slowdown",
@@ -54,7 +55,7 @@ def cause_from_reasons(reasons: int) -> ThrottleCause | None:
     <ThrottleCause.POWER: 'power'>
     >>> cause_from_reasons(HW_SLOWDOWN)
     <ThrottleCause.OTHER: 'other'>
-    >>> cause_from_reasons(0x001) is None  # idle is never throttling
+    >>> cause_from_reasons(GPU_IDLE) is None  # idle is never throttling
     True
     """
     if reasons & (SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN):
@@ -111,6 +112,27 @@ def clock_lost(sample: GpuSample, reference_mhz: float | None) -> float | None:
     if clock is None or not reference_mhz:
         return None
     return max(0.0, 1.0 - clock / reference_mhz)
+
+
+def unseen(sample: GpuSample, reasons_reported: int, settings: ThrottleSettings) -> bool:
+    """Whether the driver read a working GPU idle at the instant of the tick (a data-loader pause):
+    its reasons then cannot show throttling, though its utilisation, averaged over the sampling
+    period, says it worked through most of it.
+
+    >>> from gpud.telemetry import GpuSample
+    >>> unseen(GpuSample(0, gpu_util_pct=59, clock_event_reasons=GPU_IDLE), ALL_REASONS, ThrottleSettings())
+    True
+    >>> unseen(GpuSample(0, gpu_util_pct=0, clock_event_reasons=GPU_IDLE), ALL_REASONS, ThrottleSettings())
+    False
+    """
+    util, reasons = sample.gpu_util_pct, sample.clock_event_reasons
+    return (
+        sample.up
+        and util is not None
+        and util >= settings.idle_util_pct
+        and reasons is not None
+        and bool(reasons & reasons_reported & GPU_IDLE)
+    )
 
 
 def classify(

@@ -56,6 +56,19 @@ def test_sampled_slower_than_the_release_one_clear_tick_does_not_end_an_interval
     assert run([None, T, None, T], release_s=0, period_s=1.0)[0].ticks == 2
 
 
+def test_a_tick_read_in_a_data_loader_pause_between_throttled_ticks_counts_as_throttled():
+    """The driver reads a working GPU idle in a pause: its reasons say nothing of throttling. Counted
+    clear, a thermally throttled training job read 55 % throttled where the simulator held it back
+    for 60 % of its busy time. A tick seen clear after the pause says the throttling may have ended."""
+    U = "unseen"
+    ticks = [None, T, T, U, T, U, T, U, None, T, T]  # the pause at tick 7 is followed by a clear tick
+    tracker = EpisodeTracker(gpu=0, release_s=10, min_s=2)
+    for tick, cause in enumerate(ticks):
+        tracker.update(float(tick), None if cause in (None, U) else cause, 0.1, 1.0, unseen=cause == U)
+    interval = tracker.finish()
+    assert (interval.ticks, interval.throttled_s, interval.duration_s) == (6, 8.0, 10.0)
+
+
 def test_the_minimum_is_in_seconds_not_ticks():
     eight_ms = 0.008
     assert run([T] * 10, release_s=0.05, period_s=eight_ms) == []  # 80 ms of slow clock
