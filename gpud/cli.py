@@ -25,6 +25,7 @@ from gpud.commands import (
 from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail, stdout_failure
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.logs import discard, reader_gone
+from gpud.plaintext import plain_where_needed
 from gpud.trace.format import NotALog
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
+    plain_where_needed()
     parser = build_parser()
     args, unrecognized = parser.parse_known_args(argv)
     if unrecognized:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
@@ -142,6 +143,20 @@ def test_a_usage_error_is_exit_2_in_one_line():
     done = gpud("diagnose", "--trace", str(TRACE), "--since", "soon")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["gpud: --since soon: expected a duration like 90s, 30m, 2h or 1d"]
+
+
+def test_a_terminal_whose_encoding_lacks_a_symbol_gets_its_ascii_stand_in_not_a_traceback():
+    """A shell whose locale is not UTF-8 cannot encode ``±`` (ASCII) or ``→`` (ISO-8859-1 either):
+    replay's table ended in a ``UnicodeEncodeError`` traceback, exit 1."""
+    done = subprocess.run(
+        [*GPUD, "replay", str(TRACE)],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        env=os.environ | {"PYTHONIOENCODING": "ascii"},
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert "neighbours +1.56 +/-0.08 degC/100 W" in done.stdout.decode("ascii")
 
 
 def test_a_broken_config_is_exit_2_naming_the_file_without_a_traceback(configs):
