@@ -27,10 +27,18 @@ JOURNAL_SOCKET = Path("/run/systemd/journal/socket")  # journald's native protoc
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Route every gpud logger to ``stream`` (stderr) at ``level``; ``fmt`` is auto, json or console."""
+    """Route every gpud logger to ``stream`` (stderr) at ``level``; ``fmt`` is auto, json or console.
+
+    Console lines are in colour unless ``NO_COLOR`` is set (https://no-color.org): a terminal that
+    shows no colours, or a person who wants none, otherwise read escape codes around every word.
+    """
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=not os.environ.get("NO_COLOR"))
+    )
     output = LogOutput(stream)
     structlog.configure(
         processors=[

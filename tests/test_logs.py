@@ -54,6 +54,22 @@ def test_a_pipe_whose_reader_left_is_given_up_and_said_once_on_the_other_stream(
     stream.close()
 
 
+@pytest.mark.parametrize(("no_color", "coloured"), [(None, True), ("1", False), ("", True)])
+def test_console_lines_are_in_colour_unless_no_color_is_set(restore_logging, monkeypatch, no_color, coloured):
+    """NO_COLOR (https://no-color.org) set and not empty: no escape codes. It was ignored."""
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    read, write = os.pipe()
+    with os.fdopen(read) as reader, os.fdopen(write, "w") as stream:
+        configure_logging("info", "console", stream)
+        structlog.get_logger("gpud.test").info("started", gpus=4)
+        line = reader.readline()
+    assert "started" in line and "gpus" in line
+    assert ("\x1b[" in line) is coloured
+
+
 def test_a_journal_stream_that_breaks_is_said_over_the_journals_own_socket(
     restore_logging, monkeypatch, tmp_path, capfd
 ):

@@ -121,7 +121,7 @@ def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         choices=get_args(Settings.model_fields["log_format"].annotation),
         default=default,
         metavar="FORMAT",
-        help="json, console (colour) or auto: console on a terminal, else json "
+        help="json, console (colour, none with NO_COLOR set) or auto: console on a terminal, else json "
         "(default: the config's log_format, else auto)",
     )
     options.add_argument(
