@@ -20,6 +20,9 @@ from typing import IO, Literal, overload
 from gpud.errors import ConfigError
 
 FILE_MODE = 0o644  # traces, models, xorg.conf: nothing secret, readable by the operator's tools
+STDOUT_WORD = Path("-")
+"""What many tools take for the standard output: written as a file, ``-o -`` left a file named "-"
+(and ``gpud record`` moved the one there before to "-.1"), where the user looked for the output."""
 _REASONS = {
     errno.ELOOP: "it is a symbolic link, and gpud does not write through links",
     errno.ENXIO: "it is a FIFO with no reader",
@@ -54,6 +57,10 @@ class _OutputFile(io.FileIO):
 
 
 def _open_fd(path: Path, flags: int, mode: int) -> int:
+    if path == STDOUT_WORD:
+        raise OutputError(
+            f"cannot write {path}: gpud writes its results to a file, not to the standard output: name one"
+        )
     try:
         fd = os.open(path, flags | os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     except OSError as error:

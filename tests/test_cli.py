@@ -337,6 +337,27 @@ def test_an_output_that_is_the_log_being_read_is_refused_and_the_log_kept(tmp_pa
     assert log.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["import", str(TRACE), "-o", "-"],
+        ["report", str(TRACE), "-o", "-"],
+        ["calibrate", str(TRACE), "-o", "-"],
+        ["record", "--simulate", "1", "--duration", "1", "-o", "-"],
+        ["setup", "coolbits", "--simulate", "1", "--write", "-"],
+        ["simulate", "--gpus", "1", "--duration", "10", "--report", "-"],
+    ],
+)
+def test_an_output_named_dash_is_refused_not_written_as_a_file_named_dash(tmp_path, capsys, monkeypatch, command):
+    """``-o -`` is the standard output to many tools; gpud wrote a file named "-" where it was run."""
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        "gpud: cannot write -: gpud writes its results to a file, not to the standard output: name one\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_diagnose_takes_its_trace_as_report_and_replay_do_or_as_an_option(capsys):
     log = str(FIXTURES / "query_throttle_by_clocks.csv")
     assert main(["diagnose", log]) == 1  # a critical finding
