@@ -65,6 +65,12 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             "--faults stuck-fan:fan=0: the cards have no fans (passive cards): no fan to fault",
         ),
         (["run", "--faults", "lost:gpu=0"], "--faults works on the simulated GPUs only: add --simulate"),
+        (["run", "--layout", "blower"], "--layout works on the simulated GPUs only: add --simulate"),
+        (["run", "--ambient", "35"], "--ambient works on the simulated GPUs only: add --simulate"),
+        (
+            ["record", "-o", "{tmp}/t.jsonl", "--sim-speed", "20"],  # ignored, on real GPUs
+            "--sim-speed works on the simulated GPUs only: add --simulate",
+        ),
         (
             ["run", "--simulate", "--policy", "loud"],
             "--policy loud: no curve named 'loud' (curves: balanced, cool, quiet; policies: stock, predictive)",  # no limit: simulate's

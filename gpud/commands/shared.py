@@ -515,12 +515,28 @@ def checked_settings(args: argparse.Namespace) -> Settings:
     Raises :class:`ConfigError`.
     """
     settings = flagged_settings(args)
+    if args.simulate is None:
+        _refuse_simulator_flags(args)
     faults = getattr(args, "faults", None)
     if faults is not None:
-        if args.simulate is None:
-            raise ConfigError("--faults works on the simulated GPUs only: add --simulate")
         check_faults(faults, settings)
     return settings
+
+
+_SIMULATOR_FLAGS = (
+    ("faults", "--faults"),
+    ("sim_speed", "--sim-speed"),
+    ("layout", "--layout"),
+    ("ambient", "--ambient"),
+)
+"""What only the simulated machine has: given for the real GPUs, each was ignored without a word."""
+
+
+def _refuse_simulator_flags(args: argparse.Namespace) -> None:
+    """:class:`ConfigError` for the first flag of :data:`_SIMULATOR_FLAGS` given without ``--simulate``."""
+    for name, flag in _SIMULATOR_FLAGS:
+        if getattr(args, name, None) is not None:
+            raise ConfigError(f"{flag} works on the simulated GPUs only: add --simulate")
 
 
 def open_gpus(
