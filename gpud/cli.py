@@ -47,7 +47,7 @@ COMMANDS = (
 """The sub-commands in the order ``gpud --help`` lists them; each module registers its own parser."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The ``gpud`` argument parser with every sub-command."""
     parser = Parser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
     parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
     plain_where_needed()
     parser = build_parser()
+    parser.refuse_options_before_command(sys.argv[1:] if argv is None else argv)
     args, unrecognized = parser.parse_known_args(argv)
     if unrecognized:
         getattr(args, "command_parser", parser).refuse_unrecognized(unrecognized)

@@ -384,6 +384,18 @@ def test_diagnose_takes_its_trace_as_report_and_replay_do_or_as_an_option(capsys
         ),
         (["fans", "reset", "--bogus"], "unrecognized arguments: --bogus (see gpud fans reset --help)"),
         (["replay", "a.jsonl", "b.jsonl"], "unrecognized arguments: b.jsonl (see gpud replay --help)"),
+        # A command's option before the command: it said "--simulate (did you mean --simulate?)", and
+        # took an option's value for the command ("invalid choice: '9877'").
+        (["--simulate", "run"], "--simulate goes after the command: gpud run --simulate ... (see gpud run --help)"),
+        (["--url", "9877", "status"], "--url goes after the command: gpud status --url ... (see gpud status --help)"),
+        (
+            ["-o", "t.jsonl", "import", "log.csv"],
+            "-o goes after the command: gpud import -o ... (see gpud import --help)",
+        ),
+        (
+            ["--simulate=2", "fans", "reset"],
+            "--simulate goes after the command: gpud fans reset --simulate ... (see gpud fans reset --help)",
+        ),
     ],
 )
 def test_what_a_command_does_not_take_is_refused_by_its_own_help_with_the_likely_spelling(argv, line, capsys):

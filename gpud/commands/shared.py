@@ -56,7 +56,7 @@ class Parser(argparse.ArgumentParser):
         """Words this command does not take, refused by the command's own parser: its help is the one to
         read (``see gpud run --help``, not ``gpud --help``), and a misspelt option is told the option
         it is closest to (``--simulte``: did you mean --simulate?)."""
-        options = [option for action in self._actions for option in action.option_strings]
+        options = sorted(_option_strings(self))
         guesses = {
             word: close[0]
             for word in words
@@ -69,6 +69,41 @@ class Parser(argparse.ArgumentParser):
             hint = ", ".join(f"{option} for {word}" for word, option in guesses.items())
             hint = f" (did you mean {hint}?)" if hint else ""
         self.error(f"unrecognized arguments: {' '.join(words)}{hint}")
+
+    def refuse_options_before_command(self, argv: Sequence[str]) -> None:
+        """An option of the command ``argv`` names, given before it (``gpud --simulate run``), refused
+        saying where it goes. argparse took it for gpud's own: it answered "unrecognized arguments:
+        --simulate (did you mean --simulate?)", and for one with a value (``gpud --url 9877 status``)
+        "invalid choice: '9877'", the value taken for the command."""
+        start, command = self._command_in(argv)
+        own = _option_strings(self)
+        for word in argv[:start]:
+            option = word.split("=")[0]
+            if option in _option_strings(command) - own:
+                command.error(f"{option} goes after the command: {command.prog} {option} ...")
+
+    def _command_in(self, argv: Sequence[str]) -> tuple[int, argparse.ArgumentParser]:
+        """Where the command's name starts in ``argv`` (its length when there is none) and the parser of
+        the command it names to the end (``fans reset``'s, not ``fans``')."""
+        start, parser = len(argv), self
+        for position, word in enumerate(argv):
+            found = _subcommands(parser).get(word)
+            if found is not None:
+                start, parser = min(start, position), found
+        return start, parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return {
+        name: command
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, command in action.choices.items()
+    }
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
 
 
 def fail(message: str, code: int) -> int:
