@@ -145,9 +145,10 @@ def _gpu_line(gpu: GpuReplay, unjudged: list[str]) -> str:
         )
     if gpu.cooling_saturated_s:
         parts.append(f"heating with fans at max for {gpu.cooling_saturated_s:.0f} s")
-    if gpu.fan_target_ticks:
+    if gpu.fan_target_ticks:  # the configured policy's targets, not the fans the log measured
         parts.append(
-            f"fans {gpu.fan_target_sum / gpu.fan_target_ticks:.0f} % mean, {count(len(gpu.fan_commands), 'command')}"
+            f"fans gpud would set: {gpu.fan_target_sum / gpu.fan_target_ticks:.0f} % mean, "
+            f"{count(len(gpu.fan_commands), 'command')}"
         )
     return "; ".join(parts)
 

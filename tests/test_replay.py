@@ -130,6 +130,17 @@ def test_the_text_shows_a_coupling_only_confidently_positive_with_its_interval(
         assert value > 0 and 0 < interval <= value / 2
 
 
+def test_the_text_says_the_fan_speeds_are_what_gpud_would_set_not_what_the_log_measured(tmp_path):
+    """A log whose fans ran at 40 % the whole time read "fans 96 % mean, 4 commands": the curve's
+    targets for a hot GPU, shown as if they were the fans'."""
+    log = tmp_path / "hot.csv"
+    rows = [f"2026/03/02 14:00:{s:02d}.000, 0, 85, 100 %, 40 %" for s in range(40)]
+    log.write_text("\n".join(["timestamp, index, temperature.gpu, utilization.gpu [%], fan.speed [%]", *rows]))
+    done = subprocess.run([*GPUD, "replay", str(log)], capture_output=True, text=True, check=False, timeout=60)
+    gpu_line = done.stdout.splitlines()[1]
+    assert re.search(r"; fans gpud would set: (9\d|100) % mean, \d+ commands$", gpu_line), gpu_line
+
+
 def test_a_gpu_whose_throttling_cannot_be_judged_is_never_called_unthrottled(tmp_path):
     log = tmp_path / "no-util.csv"
     rows = [f"2026/03/02 14:00:{s:02d}.000, 0, 60, {1900 if s < 20 else 1400} MHz" for s in range(40)]
