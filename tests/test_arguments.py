@@ -118,6 +118,10 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             ["run", "--simulate", "--ambient", "100"],
             "argument --ambient: Input should be less than or equal to 60",
         ),
+        (
+            ["simulate", "--ambient", "500", "--report", "{tmp}/r.html"],  # simulated cards at 508 °C
+            "argument --ambient: Input should be less than or equal to 60",
+        ),
         (["status", "--hosts", ","], "--hosts: expected HOST:PORT,... (at least one)"),
         (
             ["status", "--hosts", "ws1:9877,ftp://ws2"],

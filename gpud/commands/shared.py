@@ -278,7 +278,8 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
         "--sim-speed",
         type=setting_value(SimulateSettings, "speed"),
         metavar="X",
-        help="simulated seconds per real second (default: the config's [simulate] speed, else 1)",
+        help="simulated seconds per real second, above 0 to 1000 (default: the config's [simulate] speed, "
+        "else 1)",
     )
     parser.add_argument(
         "--layout",
@@ -290,7 +291,8 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
         "--ambient",
         type=setting_value(SimulateSettings, "ambient_c"),
         metavar="C",
-        help="simulated case air temperature, °C (default: the config's [simulate] ambient_c, else 30)",
+        help="simulated case air temperature, °C, -10 to 60 (default: the config's [simulate] ambient_c, "
+        "else 30)",
     )
 
 

@@ -15,9 +15,10 @@ from gpud.commands.shared import (
     emit,
     fail,
     finite_float,
+    setting_value,
     simulated_gpu_count,
 )
-from gpud.config import load_settings
+from gpud.config import SimulateSettings, load_settings
 from gpud.errors import ConfigError
 from gpud.outputs import check_writable
 from gpud.sim.machine import Layout
@@ -52,7 +53,10 @@ def register(commands: Subcommands) -> None:
         help=f"the cards: {', '.join(LAYOUTS)} (default open-air)",
     )
     simulate.add_argument(
-        "--ambient", type=finite_float, metavar="C", help="case air, °C (default 30, or the model's own)"
+        "--ambient",
+        type=setting_value(SimulateSettings, "ambient_c"),  # as gpud run's: 500 °C simulated cards at 508
+        metavar="C",
+        help="case air, °C, -10 to 60 (default 30, or the model's own)",
     )
     simulate.add_argument(
         "--model",
