@@ -85,7 +85,7 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         (["record", "--simulate", "-o", "{tmp}"], "cannot write {tmp}: it is a directory"),
         (
             ["record", "--simulate", "-o", "{tmp}/t.jsonl", "--duration", "0"],
-            "argument --duration: expected seconds above 0, got '0'",
+            "argument --duration: expected seconds above 0, at most 31536000 (a year), got '0'",
         ),
         (["import", str(FIXTURE), "-o", "{tmp}"], "cannot write {tmp}: it is a directory"),
         (
@@ -93,7 +93,10 @@ def gpud(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
             "cannot write {tmp}/gone/m.json: the folder",
         ),
         (["setup", "coolbits", "--simulate", "--write", "{tmp}"], "cannot write {tmp}: it is a directory"),
-        (["status", "--watch", "0"], "argument --watch: expected seconds above 0, got '0'"),
+        (["status", "--watch", "0"], "argument --watch: expected seconds above 0, at most 31536000 (a year)"),
+        # Longer than Python can wait: an OverflowError traceback after the first look.
+        (["status", "--watch", "1e10"], "argument --watch: expected seconds above 0, at most 31536000"),
+        (["diagnose", "--timeout", "1e308"], "argument --timeout: expected seconds above 0, at most 31536000"),
         (
             ["run", "--simulate", "--listen", "19020"],
             "argument --listen: expected HOST:PORT with a port 1-65535",

@@ -197,11 +197,18 @@ def finite_float(text: str) -> float:
     return value
 
 
+MAX_WAIT_S = 365 * 86400
+"""The longest ``--watch``, ``--timeout`` or ``--duration``: a year. Python cannot wait more than about
+292 years at once, and ``--watch 1e10`` ended in an ``OverflowError`` traceback after its first look."""
+
+
 def positive_seconds(text: str) -> float:
     """An argparse ``type`` for a duration or a period that has no setting of its own (``--watch``)."""
     seconds = finite_float(text)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    if not 0 < seconds <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds above 0, at most {MAX_WAIT_S} (a year), got {text!r}"
+        )
     return seconds
 
 
