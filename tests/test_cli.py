@@ -260,11 +260,15 @@ def gpud_to(stdout, *argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT, ignored by the parent"]
+    ("signum", "times"),
+    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)],
+    ids=["SIGTERM", "SIGINT, ignored by the parent", "SIGTERM twice, as timeout sends it"],
 )
-def test_record_stopped_by_a_signal_keeps_the_trace_and_says_so_as_after_ctrl_c(tmp_path, signum):
+def test_record_stopped_by_a_signal_keeps_the_trace_and_says_so_as_after_ctrl_c(tmp_path, signum, times):
     """``gpud record ... &`` in a script runs with SIGINT ignored, and ``kill`` sends SIGTERM: either
-    ends the recording early as Ctrl-C does, the trace closed and summed up, exit 0."""
+    ends the recording early as Ctrl-C does, the trace closed and summed up, exit 0. ``timeout``
+    sends SIGTERM to gpud and then to its process group: the second, in the wind-down, made it exit
+    130 saying "interrupted"."""
     trace = tmp_path / "t.jsonl"
     record = [*GPUD, "record", "-o", str(trace), "--simulate", "1", "--duration", "60"]
     ignoring = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *record, "--log-level", "warning"]
@@ -272,7 +276,9 @@ def test_record_stopped_by_a_signal_keeps_the_trace_and_says_so_as_after_ctrl_c(
         deadline = time.monotonic() + 30
         while not _lines(trace) >= 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # the header and a first tick: it is recording
-        child.send_signal(signum)
+        for _ in range(times):
+            child.send_signal(signum)
+            time.sleep(0.01)  # the second one while the trace is being closed
         out, _ = child.communicate(timeout=10)
     assert child.returncode == 0
     assert re.fullmatch(rf"{re.escape(str(trace))}: \d+ ticks? of 1 GPU.*\n", out), out

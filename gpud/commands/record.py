@@ -79,9 +79,15 @@ def _stop_as_ctrl_c() -> None:
     """SIGTERM (``kill``, a supervisor) and a SIGINT the parent ignored (``gpud record ... &`` in a
     script: ``kill -INT`` did nothing, the recording ran its whole duration) end the recording as
     Ctrl-C does: the trace closed, what was written said, exit 0. By default SIGTERM ended it with
-    status 143 and no word of the trace."""
+    status 143 and no word of the trace.
+
+    The first one stops it; those after it are ignored while the trace is closed and summed up.
+    ``timeout 60 gpud record ...`` sends SIGTERM twice (to gpud, then to its process group): the
+    second broke off the wind-down, exit 130 and "interrupted" instead of what was recorded."""
 
     def stop(signum: int, frame: object) -> None:
+        for repeat in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(repeat, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     for signum in (signal.SIGTERM, signal.SIGINT):
