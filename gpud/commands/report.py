@@ -41,10 +41,10 @@ def register(commands: Subcommands) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``gpud report``: analyse the ticks in one pass (replay and diagnose), draw them, write the page."""
-    from gpud.htmlreport import INSTALL_HINT, plotting_available
+    from gpud.htmlreport import install_hint, plotting_available
 
     if not plotting_available():
-        return fail(INSTALL_HINT, 1)
+        return fail(install_hint("gpud report"), 1)
     from gpud.htmlreport.analysis import analyse
     from gpud.htmlreport.page import save_page, trace_page
     from gpud.status import DaemonUnreachable

@@ -116,14 +116,14 @@ def _workload(name: str, seed: int) -> Workload:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``gpud simulate``: the simulated machine under one or more fan policies, faster than real time."""
-    from gpud.htmlreport import INSTALL_HINT, plotting_available
+    from gpud.htmlreport import install_hint, plotting_available
     from gpud.logs import configure_logging
     from gpud.model.store import ModelError, load_model
     from gpud.simulate import MachineSetup, Policy, PolicyKind, render_results, results_json, run_policy
 
     if args.report is not None:
         if not plotting_available():
-            return fail(INSTALL_HINT, 1)
+            return fail(install_hint("gpud simulate --report"), 1)
         check_writable(args.report)
     settings = load_settings(args.config)
     # The virtual daemons log errors only, unless --log-level or --log-format asks for more.

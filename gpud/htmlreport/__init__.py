@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 
-INSTALL_HINT = "gpud report needs matplotlib: pip install 'gpud[report]'"
+
+def install_hint(needing: str) -> str:
+    """What to install for ``needing`` (``gpud report``, ``gpud simulate --report``): the report extra.
+
+    >>> install_hint("gpud simulate --report")
+    "gpud simulate --report needs matplotlib: pip install 'gpud[report]'"
+    """
+    return f"{needing} needs matplotlib: pip install 'gpud[report]'"
 
 
 def plotting_available() -> bool:
