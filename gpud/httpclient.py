@@ -65,8 +65,8 @@ class HttpClient:
             connection = self._connection(parts)
         except ValueError as error:  # a malformed URL or port
             raise DaemonUnreachable(f"no {who} answered at {asked}: {error}") from None
-        except OSError as error:  # ssl.SSLError too: a CA or client certificate that cannot be loaded
-            raise DaemonUnreachable(f"cannot ask {plain_url}: TLS files: {_one_line(error)}") from None
+        except TlsFileError as error:  # a CA or client certificate that cannot be loaded
+            raise DaemonUnreachable(f"cannot ask {plain_url}: {error}") from None
         headers = {"User-Agent": "gpud", "Accept": "*/*"}
         if authorization is not None:
             headers["Authorization"] = authorization
@@ -131,13 +131,33 @@ class HttpClient:
         return redacted(url), f"Basic {token}"
 
     def _tls(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        """The TLS context; :class:`TlsFileError` naming the file that cannot be loaded, and why."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except OSError as error:
+            why = _tls_reason(error, "no PEM certificate in it")
+            raise TlsFileError(f"the CA file {self.ca_file}: {why}") from None
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.cert_file is not None:
-            context.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except OSError as error:
+                files = " and ".join(str(file) for file in (self.cert_file, self.key_file) if file)
+                why = _tls_reason(error, "not a PEM certificate with its private key, or a key not its own")
+                raise TlsFileError(f"the client certificate {files}: {why}") from None
         return context
+
+
+class TlsFileError(OSError):
+    """A CA file or client certificate that cannot be loaded; the message names it and says why."""
+
+
+def _tls_reason(error: OSError, not_loaded: str) -> str:
+    """Why a TLS file did not load: the file system's reason, else ``not_loaded`` (OpenSSL's own is
+    "[SSL] PEM lib (_ssl.c:3905)")."""
+    return not_loaded if isinstance(error, ssl.SSLError) else error.strerror or str(error)
 
 
 def redacted(url: str) -> str:

@@ -96,6 +96,30 @@ def test_an_address_that_cannot_be_a_daemon_is_refused_in_one_line(url):
     assert line.startswith(f"gpud: --url {url}: expected HOST:PORT")
 
 
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [  # for an http:// daemon a missing file went unread and unsaid
+        (["--url", "127.0.0.1:1", "--cacert", "{tmp}/ca.pem"], "--cacert {tmp}/ca.pem: no such file"),
+        (["--url", "127.0.0.1:1", "--cert", "{tmp}"], "--cert {tmp}: a directory, not a file"),
+        (  # was "TLS files: [X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)"
+            ["--url", "https://127.0.0.1:1", "--cacert", "{tmp}/junk"],
+            "cannot ask https://127.0.0.1:1/status: the CA file {tmp}/junk: no PEM certificate in it",
+        ),
+        (  # was "TLS files: [SSL] PEM lib (_ssl.c:3905)"
+            ["--url", "https://127.0.0.1:1", "--insecure", "--cert", "{tmp}/junk"],
+            (
+                "cannot ask https://127.0.0.1:1/status: the client certificate {tmp}/junk: "
+                "not a PEM certificate with its private key, or a key not its own"
+            ),
+        ),
+    ],
+)
+def test_a_tls_file_missing_or_not_pem_is_named_in_one_line(tmp_path, flags, line):
+    (tmp_path / "junk").write_bytes(b"\x00\x01 not PEM")
+    done = gpud("status", *(flag.format(tmp=tmp_path) for flag in flags))
+    assert (done.returncode, done.stderr) == (2, f"gpud: {line.format(tmp=tmp_path)}\n")
+
+
 def test_something_else_answering_is_named_not_parsed():
     with running_daemon() as port:
         done = gpud("status", "--url", f"http://127.0.0.1:{port}/metrics/x")

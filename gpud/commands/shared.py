@@ -357,6 +357,10 @@ def http_client(args: argparse.Namespace) -> HttpClient:
     """How to ask a daemon, from the flags :func:`add_daemon_flags` added."""
     from gpud.httpclient import HttpClient
 
+    for flag, path in (("--cacert", args.cacert), ("--cert", args.cert), ("--key", args.key)):
+        if path is not None and not path.is_file():  # for an http:// daemon it went unread, unsaid
+            why = "a directory, not a file" if path.is_dir() else "no such file"
+            raise ConfigError(f"{flag} {path}: {why}")
     user, colon, password = (args.user or "").partition(":")
     return HttpClient(
         timeout_s=args.timeout,
