@@ -308,11 +308,23 @@ def describe_setup(setup: MachineSetup) -> str:
         if setup.model
         else _cards_text(setup.gpus, setup.layout)
     )
-    ambient = "model's" if setup.room_c is None else f"{setup.room_c:g} °C"
     return (
-        f"{machine}, ambient {ambient}, workload {setup.workload_name}, "
+        f"{machine}, ambient {_ambient_text(setup)}, workload {setup.workload_name}, "
         f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
     )
+
+
+def _ambient_text(setup: MachineSetup) -> str:
+    """The room as the run has it: ``30 °C``, or the calibrated model's rooms (it said "ambient model's").
+
+    >>> _ambient_text(MachineSetup(ambient_c=35.0))
+    '35 °C'
+    """
+    if setup.room_c is not None or setup.model is None:
+        return f"{setup.room_c:g} °C"
+    rooms = [gpu.params.ambient_c for gpu in setup.model.gpus]
+    low, high = min(rooms), max(rooms)
+    return f"{low:.1f} °C as calibrated" if high - low < 0.05 else f"{low:.1f}–{high:.1f} °C as calibrated"
 
 
 # What the table's less obvious columns mean, a line each.

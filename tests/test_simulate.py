@@ -11,6 +11,8 @@ import structlog
 
 from gpud.assemble import simulated_library
 from gpud.config import Settings
+from gpud.model.params import GpuThermalParams
+from gpud.model.store import GpuModel, ThermalModel
 from gpud.policy import Policy, PolicyKind
 from gpud.sim.machine import Layout
 from gpud.sim.workload import OnOffLoad, TrainingLoad
@@ -110,10 +112,22 @@ def test_in_a_hot_room_stacked_open_air_cards_need_their_fans_and_predictive_sti
     assert predictive.mean_fan_pct < limit.mean_fan_pct
 
 
+def calibrated(*rooms_c: float) -> ThermalModel:
+    """A calibrated model of GPUs in rooms ``rooms_c``, as gpud calibrate writes one."""
+    params = [GpuThermalParams(500.0, 3.0, 7.0, room) for room in rooms_c]
+    return ThermalModel(tuple(GpuModel(i, "RTX 3090", 2, p, 30.0, 320.0) for i, p in enumerate(params)), "t")
+
+
 @pytest.mark.parametrize(
     ("setup", "said", "ambient_c"),
     [
         (MachineSetup(gpus=2), "2 open-air GPUs, ambient 30 °C", 30.0),  # the default room, said in both
+        (  # it said "ambient model's"
+            MachineSetup(model=calibrated(35.0, 36.54)),
+            "calibrated model (t) of 2 GPUs, ambient 35.0–36.5 °C as calibrated, ",
+            None,
+        ),
+        (MachineSetup(model=calibrated(38.0)), "calibrated model (t) of 1 GPU, ambient 38.0 °C as calibrated", None),
         (MachineSetup(gpus=1, ambient_c=0.0), "1 open-air GPU, ambient 0 °C", 0.0),
         (MachineSetup(gpus=4, layout=Layout.MIXED), "4 GPUs mixed (2 open-air, 2 blower cards), ", 30.0),
         (
