@@ -45,11 +45,17 @@ COMMANDS = (
     service,
 )
 """The sub-commands in the order ``gpud --help`` lists them; each module registers its own parser."""
+EXIT_CODES = (
+    "Exit status: 0 done; 1 failed (no NVIDIA driver, the port taken, another gpud driving the fans), "
+    "or what the command's help says (status: a GPU in trouble; diagnose: a critical finding); "
+    "2 a bad argument, or a file gpud cannot read or write (status: no daemon answered); "
+    f"{EXIT_INTERRUPTED} interrupted (run and record stop cleanly, 0; status --watch: its last answer's)."
+)
 
 
 def build_parser() -> Parser:
     """The ``gpud`` argument parser with every sub-command."""
-    parser = Parser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.")
+    parser = Parser(prog="gpud", description="Keeps deep-learning GPUs fast and alive.", epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"gpud {gpud.__version__}")
     add_global_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -128,6 +128,14 @@ def test_log_options_shape_the_settings_a_command_runs_with():
     assert flagged_settings(args).log_level == "warning"
 
 
+def test_the_help_says_what_each_exit_status_means(capsys):
+    """Scripts branch on them; only status, diagnose, import and a few others said theirs."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"Exit status: 0 done; 1 failed .*; 2 a bad argument, .*; 130 interrupted", said), said
+
+
 def test_an_unknown_log_level_is_refused_as_usage(capsys):
     with pytest.raises(SystemExit) as done:
         main(["replay", str(TRACE), "--log-level", "loud"])
