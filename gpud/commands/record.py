@@ -31,7 +31,12 @@ def register(commands: Subcommands) -> None:
         description="One tick per interval for --duration seconds (Ctrl-C or SIGTERM stops early, the trace kept).",
     )
     record.add_argument(
-        "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="TRACE",
+        help="the trace to write (JSON Lines; one already there is moved to TRACE.1, three old ones kept)",
     )
     record.add_argument(
         "--duration", type=positive_seconds, default=60.0, metavar="S", help="seconds to record (default 60)"
