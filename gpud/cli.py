@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,7 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpud`` console script."""
+    _open_closed_standard_streams()
     plain_where_needed()
     parser = build_parser()
     parser.refuse_options_before_command(sys.argv[1:] if argv is None else argv)
@@ -83,6 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # `> /dev/full`
         return fail(str(stdout_failure(error)), EXIT_USAGE)
     return code
+
+
+def _open_closed_standard_streams() -> None:
+    """A standard stream gpud was started without (``gpud run 2>&-``, a supervisor that closed it) is
+    /dev/null, as a daemon's are: Python left it ``None``, and gpud run could not start (an
+    ``AttributeError`` on the closed stderr, exit 1), every other command ended in one on a closed
+    stdout. Opened in order, each /dev/null takes the lowest free descriptor: its own."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is None:
+            devnull = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _run(args: argparse.Namespace) -> int:

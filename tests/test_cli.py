@@ -167,6 +167,23 @@ def test_a_terminal_whose_encoding_lacks_a_symbol_gets_its_ascii_stand_in_not_a_
     assert "neighbours +1.56 +/-0.08 degC/100 W" in done.stdout.decode("ascii")
 
 
+@pytest.mark.parametrize(
+    ("closed", "argv"),
+    [
+        (">&-", ["replay", str(TRACE)]),  # ended in an AttributeError on sys.stdout, exit 1
+        ("2>&-", ["record", "--simulate", "1", "-o", "{tmp}/t.jsonl", "--duration", "1"]),  # could not start
+    ],
+)
+def test_a_command_started_with_a_standard_stream_closed_runs_as_if_it_were_dev_null(tmp_path, closed, argv):
+    command = [*GPUD, *(arg.format(tmp=tmp_path) for arg in argv)]
+    done = subprocess.run(
+        ["bash", "-c", f'"$@" {closed}', "bash", *command], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert closed == ">&-" or done.stdout.startswith(f"{tmp_path}/t.jsonl: 1 tick of 1 GPU")
+
+
 def test_a_broken_config_is_exit_2_naming_the_file_without_a_traceback(configs):
     _, broken = configs
     done = gpud("replay", str(TRACE), "--config", str(broken))
