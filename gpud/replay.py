@@ -27,7 +27,7 @@ from gpud.decide.plateau import PowerLevels, inferred_limits
 from gpud.decide.reference import HeldClock, Reference, busy, core_clock_mhz, references
 from gpud.decide.throttle import ThrottleCause
 from gpud.telemetry import Snapshot
-from gpud.trace.format import NotALog, TraceError, TraceHeader, header_line, read_trace, write_ticks
+from gpud.trace.format import TraceError, TraceHeader, header_line, read_trace, write_ticks
 from gpud.trace.importers.detect import HEAD_LINES, LogFormat, open_log, read_log, sniff
 
 _FAN_STEP_PCT = 1.0  # a driver is sent a new target only when it moved this much
@@ -63,49 +63,49 @@ class LoadedTrace:
 
 
 def load_trace(path: Path) -> LoadedTrace:
-    """A gpud trace, or a log (nvidia-smi CSV or dmon, GPU-Z, Afterburner) imported on the fly."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise NotALog(f"cannot read {path}: {error.strerror}") from None
-    with open_log(path) as lines:
-        head = list(islice(lines, HEAD_LINES))
-        if sniff(head, str(path)) is not LogFormat.GPUD_TRACE:
-            return _imported(path, chain(head, lines), size)
-    header, _ = read_trace(head[:1], str(path))
+    """A gpud trace, or a log (nvidia-smi CSV or dmon, GPU-Z, Afterburner) imported on the fly; ``-``
+    is the standard input. A trace in a regular file is read again at every pass; anything else is
+    read once, its ticks spooled (see :func:`_spooled`)."""
+    with open_log(path) as log:
+        head = list(islice(log.lines, HEAD_LINES))
+        if not log.rereadable or sniff(head, log.name) is not LogFormat.GPUD_TRACE:
+            return _spooled(log.name, chain(head, log.lines))
+    header, _ = read_trace(head[:1], log.name)
 
     def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
-        with open_log(path) as handle:  # a compressed trace too
-            lines = chain([next(handle)], islice(handle, 0, None, stride))  # the header, every stride-th tick
-            yield from read_trace(lines, str(path), errors=problems)[1]
+        with open_log(path) as again:  # a compressed trace too
+            lines = chain([next(again.lines)], islice(again.lines, 0, None, stride))  # the header, every n-th tick
+            yield from read_trace(lines, log.name, errors=problems)[1]
 
-    return LoadedTrace(str(path), header, ticks, [], size)
+    return LoadedTrace(log.name, header, ticks, [], log.size_bytes)
 
 
-def _imported(path: Path, lines: Iterator[str], size: int) -> LoadedTrace:
-    """A log imported on the fly, its ticks spooled as a trace's lines to an unnamed temporary file and
-    read back from there as often as replay needs: memory stays bounded whatever the log's length, as
-    ``gpud import``'s does (held in memory, a 2 GB log's ticks took several GB), and the ticks judged
-    are those its imported trace holds."""
-    reading = read_log(lines, str(path))
+def _spooled(name: str, lines: Iterator[str]) -> LoadedTrace:
+    """A log imported on the fly, or a trace that can be read only once (a pipe, the standard input),
+    its ticks spooled as a trace's lines to an unnamed temporary file and read back from there as
+    often as replay needs: memory stays bounded whatever the log's length, as ``gpud import``'s does
+    (held in memory, a 2 GB log's ticks took several GB), and the ticks judged are those its imported
+    trace holds. Its size is the spool's: what each pass reads."""
+    reading = read_log(lines, name)
     spool = None
     try:
         spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 -- as long as the trace lives
         write_ticks(spool, reading.ticks)
+        size = spool.tell()
     except BaseException as error:  # the spool goes with a log refused as it was read
         if spool is not None:
             spool.close()
         if isinstance(error, OSError):  # no temporary folder, or a full one
-            raise TraceError(f"cannot import {path}: no room for its ticks ({error.strerror or error})") from None
+            raise TraceError(f"cannot import {name}: no room for its ticks ({error.strerror or error})") from None
         raise
     header = reading.header()
     first = header_line(header)
 
     def ticks(stride: int, problems: list[str] | None) -> Iterator[Snapshot]:
         spool.seek(0)  # one pass at a time, as replay, diagnose and calibrate read a trace
-        yield from read_trace(chain([first], islice(spool, 0, None, stride)), str(path), errors=problems)[1]
+        yield from read_trace(chain([first], islice(spool, 0, None, stride)), name, errors=problems)[1]
 
-    return LoadedTrace(str(path), header, ticks, reading.problems(), size)
+    return LoadedTrace(name, header, ticks, reading.problems(), size)
 
 
 @dataclass

@@ -23,7 +23,7 @@ def register(commands: Subcommands) -> None:
         "MSI Afterburner) with temperature and power, ideally fan speed and a change of load. The last "
         "--holdout share is kept out of the fit and reported as the held-back error.",
     )
-    calibrate.add_argument("trace", type=Path, metavar="TRACE", help="the trace (or log) to fit")
+    calibrate.add_argument("trace", type=Path, metavar="TRACE", help="the trace (or log) to fit (-: the standard input)")
     calibrate.add_argument(
         "-o", "--output", type=Path, required=True, metavar="MODEL.json", help="the model to write (JSON)"
     )

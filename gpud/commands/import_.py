@@ -28,11 +28,12 @@ def register(commands: Subcommands) -> None:
         "--query-gpu=... --format=csv (with its header line, comma-, semicolon- or tab-separated), "
         "nvidia-smi dmon, a GPU-Z sensor log, an MSI Afterburner .hml log (a cut head or several "
         "sessions too), or a gpud trace (copied, every tick checked); any of them gzip-, bzip2- or "
-        "xz-compressed. Values are read in the units the header states. A malformed line is reported with "
-        "its number and skipped. A file that is no log gpud can read, or in which no tick could be read, "
-        "is refused with exit 2 and no output written.",
+        "xz-compressed; FILE may be a pipe, a FIFO or - (the standard input), read once as it comes. Values "
+        "are read in the units the header states. A malformed line is reported with its number and "
+        "skipped. A file that is no log gpud can read, or in which no tick could be read, is refused with "
+        "exit 2 and no output written.",
     )
-    imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert")
+    imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert (-: the standard input)")
     imp.add_argument(
         "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
     )
@@ -50,12 +51,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     length, and a log that turns out unreadable leaves no output behind.
     """
     from gpud.trace.format import header_line, write_ticks
-    from gpud.trace.importers.detect import open_log, read_log
+    from gpud.trace.importers.detect import STDIN, open_log, read_log
 
-    check_writable(args.output, reading=args.file)
+    check_writable(args.output, reading=Path("/dev/stdin") if str(args.file) == STDIN else args.file)
     with _spool(args.output) as body:
-        with open_log(args.file) as lines:
-            reading = read_log(lines, str(args.file), args.strict)
+        with open_log(args.file) as log:
+            reading = read_log(log.lines, log.name, args.strict)
             try:
                 ticks = write_ticks(body, reading.ticks)
             except OSError as error:  # a full disk under the spool
@@ -64,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"gpud: {problem}", file=sys.stderr)
         if not ticks:  # a trace of a header only: nothing to convert, and no output to mistake for one
-            return no_ticks(args.file, "import")
+            return no_ticks(log.name, "import")
         body.seek(0)
         with open_output(args.output) as out:  # its own failed writes name it
             out.write(header_line(header) + "\n")

@@ -21,7 +21,10 @@ def register(commands: Subcommands) -> None:
         "TRACE cannot be read or holds no tick.",
     )
     replay.add_argument(
-        "trace", type=Path, metavar="TRACE", help="gpud trace (JSON Lines) or a log gpud import reads"
+        "trace",
+        type=Path,
+        metavar="TRACE",
+        help="gpud trace (JSON Lines) or a log gpud import reads (-: the standard input)",
     )
     replay.add_argument("--json", action="store_true", help="print the full report as JSON")
 

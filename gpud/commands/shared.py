@@ -429,8 +429,8 @@ def add_judged_source(parser: argparse.ArgumentParser) -> None:
     (:func:`add_daemon_flags`), and ``--since``; read by :func:`judged_ticks`."""
     source = add_daemon_flags(parser, timeout_s=10.0, timeout_help="seconds to wait for the daemon")
     about = (
-        "a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner) "
-        "instead of the daemon (default: the daemon's history)"
+        "a gpud trace or a log gpud import reads (nvidia-smi CSV or dmon, GPU-Z, Afterburner; -: the "
+        "standard input) instead of the daemon (default: the daemon's history)"
     )
     source.add_argument("trace_file", nargs="?", type=Path, metavar="TRACE", help=about)
     source.add_argument(

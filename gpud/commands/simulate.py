@@ -68,7 +68,8 @@ def register(commands: Subcommands) -> None:
         "--workload",
         default="training",
         metavar="NAME|TRACE",
-        help="training, on-off, idle, or a trace whose utilisation is replayed (default training)",
+        help="training, on-off, idle, or a trace whose utilisation is replayed (-: the standard input; "
+        "default training)",
     )
     simulate.add_argument(
         "--policy", default="predictive", metavar="POLICY", help="the fan policy (default predictive)"
@@ -100,11 +101,12 @@ def _workload(name: str, seed: int) -> Workload:
     """A built-in workload by name, or the utilisation recorded in a trace file."""
     from gpud.replay import load_trace
     from gpud.sim.workload import WORKLOAD_NAMES, RecordedLoad, built_in_workload
+    from gpud.trace.importers.detect import STDIN
 
     if name in WORKLOAD_NAMES:
         return built_in_workload(name, seed)
     path = Path(name)
-    if not path.exists():
+    if name != STDIN and not path.exists():
         raise ConfigError(
             f"--workload {name}: neither a built-in workload ({', '.join(WORKLOAD_NAMES)}) nor a trace file"
         )

@@ -275,8 +275,8 @@ def test_a_utf16_log_from_powershell_is_read(tmp_path):
 
     path = tmp_path / "log.csv"
     path.write_text("index, temperature.gpu\r\n0, 61\r\n", encoding="utf-16")
-    with open_log(path) as lines:
-        result = import_log(lines, str(path))
+    with open_log(path) as log:
+        result = import_log(log.lines, str(path))
     assert result.snapshots[0].gpus[0].temperature_c == 61
 
 
@@ -613,8 +613,8 @@ def test_gpud_import_to_a_full_disk_says_so_in_one_line():
 def test_open_log_names_the_log_only_for_the_logs_own_errors(tmp_path):
     log = tmp_path / "smi.csv"
     log.write_text("timestamp, index\n")
-    with pytest.raises(PermissionError, match="the caller's own"), open_log(log) as lines:
-        next(lines)
+    with pytest.raises(PermissionError, match="the caller's own"), open_log(log) as opened:
+        next(opened.lines)
         raise PermissionError("the caller's own")  # writing its output, say: not "cannot read smi.csv"
     with pytest.raises(NotALog, match=f"cannot read {tmp_path / 'gone.csv'}"), open_log(tmp_path / "gone.csv"):
         pass

@@ -243,8 +243,8 @@ def test_a_compressed_gpud_trace_replays(tmp_path):
 def test_a_compressed_log_gpud_cannot_read_is_refused_saying_what_it_is(tmp_path, content, why):
     log = tmp_path / "smi.csv.gz"
     log.write_bytes(content)
-    with pytest.raises(NotALog, match=why), open_log(log) as lines:
-        import_log(lines, str(log))
+    with pytest.raises(NotALog, match=why), open_log(log) as opened:
+        import_log(opened.lines, str(log))
     done = gpud_cli("import", str(log), "-o", str(tmp_path / "t.jsonl"))
     assert done.returncode == 2 and why in done.stderr and len(done.stderr.splitlines()) == 1
 

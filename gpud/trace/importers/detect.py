@@ -13,9 +13,14 @@ import bz2
 import codecs
 import csv
 import gzip
+import io
 import json
 import lzma
+import os
 import re
+import stat
+import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -244,39 +249,131 @@ _PACKED = {
 _CORRUPT = (EOFError, zlib.error, lzma.LZMAError)  # what decompressing a cut or damaged file raises
 
 
-def _opener(path: Path, start: bytes) -> tuple[str, Callable[..., IO[Any]]]:
-    """How the file is to be opened: its compression's name ("" for none) and opener; raises
+def _opener(name: str, start: bytes) -> tuple[str, Callable[..., IO[Any]]]:
+    """How the log is to be read: its compression's name ("" for none) and opener; raises
     :class:`NotALog` for a packed file gpud cannot read as it is."""
     for magic, why in _PACKED.items():
         if magic.match(start):
-            raise NotALog(f"{path}: {why}")
-    return next((found for magic, found in _COMPRESSIONS.items() if magic.match(start)), ("", open))
+            raise NotALog(f"{name}: {why}")
+    return next((found for magic, found in _COMPRESSIONS.items() if magic.match(start)), ("", _as_it_is))
+
+
+def _as_it_is(stream: IO[bytes], mode: str) -> IO[bytes]:
+    """An uncompressed log's bytes: the stream itself (the openers' shape)."""
+    return stream
+
+
+STDIN = "-"
+"""The log named ``-`` is the standard input, as ``cat -`` reads it (a file of that name: ``./-``)."""
+_START_BYTES = 64  # what tells the compression, then the encoding
+_FIFO_WAIT_SAID_S = 1.0  # a FIFO still without a writer after this long is said to be waited for
+
+
+def log_name(path: Path) -> str:
+    """What messages call the log at ``path``: the path, or "<stdin>" for ``-``."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+@dataclass(frozen=True)
+class OpenedLog:
+    """A log being read once, from its start to its end.
+
+    ``rereadable``: it is a regular file (of ``size_bytes``), which can be opened again from its start
+    for another pass; a pipe, a FIFO or the standard input can be read only once.
+    """
+
+    lines: Iterator[str]
+    name: str
+    rereadable: bool
+    size_bytes: int
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were read to tell what it is, those bytes given back first.
+
+    The log is opened once: a pipe, a FIFO or the standard input can be read only once, and a FIFO
+    opened twice waits for a second writer for ever. So its start is sniffed from this buffer.
+    """
+
+    def __init__(self, start: bytes, rest: IO[bytes]) -> None:
+        super().__init__()
+        self._start = start
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._start:
+            given = self._start[: len(buffer)]
+            buffer[: len(given)] = given
+            self._start = self._start[len(given) :]
+            return len(given)
+        read = getattr(self._rest, "readinto1", self._rest.readinto)  # what is there, not a full buffer
+        return read(buffer)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
+def _peek(stream: IO[bytes]) -> tuple[bytes, IO[bytes]]:
+    """The first bytes of ``stream`` (fewer only at its end), and the stream again from its start."""
+    start = stream.read(_START_BYTES)
+    return start, io.BufferedReader(_Prefixed(start, stream))
 
 
 @contextmanager
-def open_log(path: Path) -> Iterator[Iterator[str]]:
-    """The lines of a log file (no line ends), read in its own encoding and decompressed where it is
-    gzip, bzip2 or xz (``log.csv.gz`` as logrotate leaves it); raises :class:`NotALog`.
+def open_log(path: Path) -> Iterator[OpenedLog]:
+    """A log file (``-``: the standard input) opened once, its lines (no line ends) read in its own
+    encoding and decompressed where it is gzip, bzip2 or xz (``log.csv.gz`` as logrotate leaves it);
+    raises :class:`NotALog`.
 
-    Only opening and reading the log are its errors: an ``OSError`` of the caller's own work meanwhile
-    (writing the output) goes through as it is.
+    A pipe or a FIFO is read as it comes, once: its start is sniffed from a buffer. A FIFO no program
+    writes to yet is waited for, and said to be after a second (Ctrl-C stops it). Only opening and
+    reading the log are its errors: an ``OSError`` of the caller's own work meanwhile (writing the
+    output) goes through as it is.
     """
-    compression = ""
+    name, compression = log_name(path), ""
     try:
-        with path.open("rb") as raw:
-            start = raw.read(64)
-        compression, opener = _opener(path, start)
-        if compression:
-            with opener(path, "rb") as raw:
-                start = raw.read(64)
-        handle = opener(path, "rt", encoding=_encoding(start), errors="replace", newline=None)
-    except (OSError, *_CORRUPT) as error:
-        raise _unreadable(path, error, compression) from None
-    with handle:
-        yield _lines(handle, path, compression)
+        raw = _open_once(path)
+    except OSError as error:
+        raise _unreadable(name, error) from None
+    with raw:
+        try:
+            opened = os.fstat(raw.fileno())
+            start, stream = _peek(raw)
+            compression, opener = _opener(name, start)
+            start, stream = _peek(opener(stream, "rb"))
+            handle = io.TextIOWrapper(stream, encoding=_encoding(start), errors="replace", newline=None)
+        except (OSError, *_CORRUPT) as error:
+            raise _unreadable(name, error, compression) from None
+        with handle:
+            rereadable = str(path) != STDIN and stat.S_ISREG(opened.st_mode)
+            yield OpenedLog(_lines(handle, name, compression), name, rereadable, opened.st_size)
 
 
-def _lines(handle: IO[str], path: Path, compression: str) -> Iterator[str]:
+def _open_once(path: Path) -> IO[bytes]:
+    """``path`` opened to be read (``-``: the standard input, left open when done with). Opening a
+    FIFO waits for a program to write to it: after a second, that is said on stderr."""
+    if str(path) == STDIN:
+        return open(sys.stdin.fileno(), "rb", closefd=False)
+    if not stat.S_ISFIFO(path.stat().st_mode):
+        return path.open("rb")
+    said = threading.Timer(_FIFO_WAIT_SAID_S, _say_waiting, (path,))
+    said.daemon = True
+    said.start()
+    try:
+        return path.open("rb")
+    finally:
+        said.cancel()
+
+
+def _say_waiting(fifo: Path) -> None:
+    print(f"gpud: {fifo} is a FIFO: waiting for a program to write to it (Ctrl-C to stop)", file=sys.stderr)
+
+
+def _lines(handle: IO[str], name: str, compression: str) -> Iterator[str]:
     """The file's lines without their ends, and without NULs: a log written when the machine lost power
     holds a run of them where the file system had given it blocks that were never written, and the
     logger wrote on after it when it was started again (they are no part of any line)."""
@@ -284,10 +381,10 @@ def _lines(handle: IO[str], path: Path, compression: str) -> Iterator[str]:
         for line in handle:
             yield line.rstrip("\r\n").replace("\x00", "")
     except (OSError, *_CORRUPT) as error:  # the disk under it failed half-way, or its compressed data did
-        raise _unreadable(path, error, compression) from None
+        raise _unreadable(name, error, compression) from None
 
 
-def _unreadable(path: Path, error: Exception, compression: str = "") -> NotALog:
+def _unreadable(name: str, error: Exception, compression: str = "") -> NotALog:
     if compression and not isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
-        return NotALog(f"cannot read {path}: its {compression} data is damaged or cut short ({error})")
-    return NotALog(f"cannot read {path}: {getattr(error, 'strerror', None) or error}")
+        return NotALog(f"cannot read {name}: its {compression} data is damaged or cut short ({error})")
+    return NotALog(f"cannot read {name}: {getattr(error, 'strerror', None) or error}")
