@@ -1,7 +1,9 @@
-"""Logs that are no plain file on disk: a pipe, ``-`` (the standard input), a FIFO.
+"""Logs that are no plain file on disk: a pipe, ``-`` (the standard input), a FIFO, a file with a hole,
+a line without an end.
 
 Each was a defect: the log was opened twice (once to tell its format, once to read it), so a pipe lost
-its first bytes ("empty, not a log") and a FIFO waited for a second writer for ever.
+its first bytes ("empty, not a log") and a FIFO waited for a second writer for ever; a run of NULs or
+an endless line was read as one line, whole, into memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,75 @@ def test_a_fifo_no_program_writes_to_is_said_to_be_waited_for_and_ctrl_c_ends_it
         "gpud: interrupted",
     ]
     assert waiting.returncode == 130
+
+
+def _peak_bytes_importing(log: Path, out: Path) -> tuple[int, int]:
+    """``gpud import LOG -o OUT`` in this process: its exit status, and the most memory Python held."""
+    tracemalloc.start()
+    try:
+        code = main(["import", str(log), "-o", str(out)])
+        return code, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_log_with_a_hole_is_read_past_it_in_bounded_memory(tmp_path, capsys):
+    """A log with a 64 MiB hole (a sparse file: NULs, no disk) in it, as one the machine lost power under
+    can have: its NULs are no part of any line. Was: read as one line, whole (a 1 GB hole: 2.1 GB of
+    memory, 26 s; now 53 MB, 4 s)."""
+    log = tmp_path / "holed.csv"
+    with log.open("wb") as out:
+        out.write((HEADER + "".join(ROWS[:6])).encode())
+        out.truncate(out.tell() + 64 * 2**20)
+        out.seek(0, os.SEEK_END)
+        out.write("".join(ROWS[6:]).encode())
+    code, peak = _peak_bytes_importing(log, tmp_path / "out.jsonl")
+    assert code == 0 and "6 ticks of 2 GPUs" in capsys.readouterr().out
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_a_line_no_log_has_is_refused_naming_it_in_bounded_memory(tmp_path, capsys):
+    """A line of 6 Mi characters (no log's line is longer than a trace's header, 30 000 for 64 GPUs): the
+    file is refused, naming the line, without holding it. Was: read whole, and imported."""
+    log = tmp_path / "long-line.csv"
+    log.write_text(HEADER + ROWS[0] + "x" * (6 * 2**20) + "\n" + "".join(ROWS[1:]))
+    out = tmp_path / "out.jsonl"
+    code, peak = _peak_bytes_importing(log, out)
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err == (
+        f"gpud: {log}:3: a line over 4 Mi characters long: no log has one (a binary file, or a damaged one)\n"
+    )
+    assert peak < 24 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_an_endless_line_through_a_pipe_is_refused_not_read_whole(tmp_path):
+    """`yes | tr -d '\\n' | gpud import /dev/stdin`: refused at once. Was: read until the memory ran out
+    (here, a limit of 1 GiB: a MemoryError's traceback)."""
+    limited = (
+        "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); "
+        "sys.argv = ['gpud', *sys.argv[1:]]; runpy.run_module('gpud', run_name='__main__')"
+    )
+    out = tmp_path / "out.jsonl"
+    endless = subprocess.Popen(
+        [sys.executable, "-c", limited, "import", "/dev/stdin", "-o", str(out)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
+
+    def write_for_ever() -> None:
+        try:
+            while True:
+                endless.stdin.write(b"y" * 65536)
+        except (BrokenPipeError, ValueError):  # gpud stopped reading
+            pass
+
+    threading.Thread(target=write_for_ever, daemon=True).start()
+    try:
+        endless.wait(timeout=30)
+    finally:
+        endless.kill()
+    err = endless.stderr.read().decode()
+    endless.stdin.close()
+    assert endless.returncode == 2, err
+    assert err == "gpud: /dev/stdin:1: a line over 4 Mi characters long: no log has one (a binary file, or a damaged one)\n"

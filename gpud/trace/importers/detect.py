@@ -40,8 +40,9 @@ from gpud.trace.importers.rows import ImportResult
 
 HEAD_LINES = 40
 _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv field-size errors
-# A gpud trace's header line is read whole: it grows ~480 characters a GPU (64 GPUs: 30 000).
-_TRACE_HEADER_CHARS = 4 * 1024**2
+MAX_LINE_CHARS = 4 * 1024**2
+"""The longest line a log can have: a gpud trace's header line, read whole, grows ~480 characters a
+GPU (64 GPUs: 30 000). One longer is no log's: refused at once, never held (a 2 GB line would be)."""
 DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
@@ -112,7 +113,7 @@ def sniff(head: list[str], name: str) -> LogFormat:
         raise NotALog(f"{name}: a binary file, not a log (gpud reads {FORMATS})")
     first = lines[0].lstrip("\ufeff").strip()
     if first.startswith(("{", "[")):
-        whole = next(line for line in head if line.strip())[:_TRACE_HEADER_CHARS]
+        whole = next(line for line in head if line.strip())[:MAX_LINE_CHARS]
         try:
             record = json.loads(whole.lstrip("\ufeff"))
         except ValueError:
@@ -378,10 +379,36 @@ def _lines(handle: IO[str], name: str, compression: str) -> Iterator[str]:
     holds a run of them where the file system had given it blocks that were never written, and the
     logger wrote on after it when it was started again (they are no part of any line)."""
     try:
-        for line in handle:
-            yield line.rstrip("\r\n").replace("\x00", "")
+        yield from _bounded_lines(handle, name)
     except (OSError, *_CORRUPT) as error:  # the disk under it failed half-way, or its compressed data did
         raise _unreadable(name, error, compression) from None
+
+
+def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
+    """The lines of ``handle``, read :data:`MAX_LINE_CHARS` at most at a time, NULs taken out of each
+    piece: a run of them costs time, never memory (read as one line, a 1 GB hole took 2 GB). A line
+    longer than that, NULs not counted, raises :class:`NotALog` naming it."""
+    pieces: list[str] = []
+    length, number = 0, 1
+    while piece := handle.readline(MAX_LINE_CHARS):
+        text = piece.rstrip("\r\n").replace("\x00", "")
+        ended = piece.endswith("\n")
+        if ended and not pieces:  # a whole line at once: nearly every line
+            yield text
+        else:
+            pieces.append(text)
+            length += len(text)
+            if length > MAX_LINE_CHARS:
+                raise NotALog(
+                    f"{name}:{number}: a line over {MAX_LINE_CHARS // 1024**2} Mi characters long: no log "
+                    "has one (a binary file, or a damaged one)"
+                )
+            if ended:
+                yield "".join(pieces)
+                pieces, length = [], 0
+        number += ended
+    if pieces:
+        yield "".join(pieces)
 
 
 def _unreadable(name: str, error: Exception, compression: str = "") -> NotALog:
