@@ -27,7 +27,7 @@ from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
 from gpud.logs import discard, reader_gone
 from gpud.plaintext import plain_where_needed
-from gpud.trace.format import NotALog
+from gpud.trace.format import TraceError
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
 COMMANDS = (
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     """The command's handler; gpud's errors as one line on stderr and an exit code."""
     try:
         return args.func(args)
-    except (ConfigError, NotALog) as error:  # a file gpud cannot read at all is a usage error too
+    except (ConfigError, TraceError) as error:  # a file gpud cannot read (--strict: a line of it) too
         return fail(str(error), EXIT_USAGE)
     except NvmlUnavailable as error:
         command = " ".join(

@@ -1,6 +1,7 @@
 """``gpud import``: other tools' logs (or a gpud trace) converted into a gpud trace.
 
-A file that is no log gpud can read is refused in one line with exit status 2 (see ``gpud.cli``).
+A file that is no log gpud can read (with ``--strict``: a line of it) is refused in one line with exit
+status 2 (see ``gpud.cli``).
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ def register(commands: Subcommands) -> None:
         "sessions too), or a gpud trace (copied, every tick checked); any of them gzip-, bzip2- or "
         "xz-compressed; FILE may be a pipe, a FIFO or - (the standard input), read once as it comes. Values "
         "are read in the units the header states. A malformed line is reported with its number and "
-        "skipped. A file that is no log gpud can read, or in which no tick could be read, is refused with "
-        "exit 2 and no output written.",
+        "skipped (--strict: stops there). A file that is no log gpud can read, or in which no tick could "
+        "be read, is refused with exit 2 and no output written; so is one with a malformed line under "
+        "--strict.",
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="the log to convert (-: the standard input)")
     imp.add_argument(
         "-o", "--output", type=Path, required=True, metavar="TRACE", help="the trace to write (JSON Lines)"
     )
     imp.add_argument(
-        "--strict", action="store_true", help="stop at the first malformed line instead of skipping it"
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed line instead of skipping it (exit 2, no output written)",
     )
 
 
@@ -50,7 +54,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     output, then the header and those lines to the output. Memory stays bounded whatever the log's
     length, and a log that turns out unreadable leaves no output behind.
     """
-    from gpud.trace.format import header_line, write_ticks
+    from gpud.trace.format import MalformedLine, header_line, write_ticks
     from gpud.trace.importers.detect import STDIN, open_log, read_log
 
     check_writable(args.output, reading=Path("/dev/stdin") if str(args.file) == STDIN else args.file)
@@ -59,6 +63,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             reading = read_log(log.lines, log.name, args.strict)
             try:
                 ticks = write_ticks(body, reading.ticks)
+            except MalformedLine as error:  # --strict: the first one ends the import (exit 2, as unreadable)
+                raise MalformedLine(f"{error} (--strict: stopped there, {args.output} not written)") from None
             except OSError as error:  # a full disk under the spool
                 raise OutputError(f"cannot write {args.output}: {error.strerror or error}") from None
         header, problems = reading.header(), reading.problems()

@@ -42,6 +42,10 @@ class TraceError(GpudError):
     """A trace line that cannot be read; the message names the file and line."""
 
 
+class MalformedLine(TraceError):
+    """A line that could not be read where every line must be (``strict``): reading stopped there."""
+
+
 class NotALog(TraceError):
     """A file gpud cannot use at all (missing, unreadable, no header, a profile, a binary): refused whole."""
 
@@ -437,7 +441,7 @@ def read_trace(
     """The header and a lazy iterator over ticks of a trace given as lines.
 
     A malformed tick line is skipped with a message ``"NAME:LINE: problem"`` appended to ``errors``,
-    or raised as :class:`TraceError` when ``strict``. A bad header always raises.
+    or raised as :class:`MalformedLine` when ``strict``. A bad header always raises :class:`TraceError`.
     """
     iterator = iter(lines)
     try:
@@ -454,11 +458,10 @@ def read_trace(
             try:
                 yield parse_snapshot(loads_json(line))
             except (ValueError, TypeError, KeyError, AttributeError) as error:
-                message = f"{name}:{number}: skipped malformed tick: {error}"
                 if strict:
-                    raise TraceError(message) from None
+                    raise MalformedLine(f"{name}:{number}: malformed tick: {error}") from None
                 if errors is not None:
-                    errors.append(message)
+                    errors.append(f"{name}:{number}: skipped malformed tick: {error}")
 
     return header, ticks()
 

@@ -1,5 +1,5 @@
 """Logs that are no plain file on disk: a pipe, ``-`` (the standard input), a FIFO, a file with a hole,
-a line without an end.
+a line without an end; and what ``--strict`` says and exits with when it stops.
 
 Each was a defect: the log was opened twice (once to tell its format, once to read it), so a pipe lost
 its first bytes ("empty, not a log") and a FIFO waited for a second writer for ever; a run of NULs or
@@ -9,6 +9,7 @@ an endless line was read as one line, whole, into memory.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -188,3 +189,32 @@ def test_an_endless_line_through_a_pipe_is_refused_not_read_whole(tmp_path):
     endless.stdin.close()
     assert endless.returncode == 2, err
     assert err == "gpud: /dev/stdin:1: a line over 4 Mi characters long: no log has one (a binary file, or a damaged one)\n"
+
+
+def test_strict_says_where_it_stopped_not_skipped_and_exits_2_as_an_unreadable_file_does(tmp_path, capsys):
+    """`gpud import bad.csv -o s --strict`. Was: 'bad.csv:3: skipped: ...' although it stopped, exit 1,
+    where a file gpud cannot read is exit 2 (gpud --help: 2 a file gpud cannot read)."""
+    log, out = tmp_path / "bad.csv", tmp_path / "s.jsonl"
+    log.write_text(HEADER + ROWS[0] + "soon, 0, 61, 300.00 W, 1950 MHz\n" + "".join(ROWS[1:]))
+    assert main(["import", str(log), "-o", str(out), "--strict"]) == 2
+    assert capsys.readouterr().err == (
+        f"gpud: {log}:3: not a timestamp: 'soon' (--strict: stopped there, {out} not written)\n"
+    )
+    assert not out.exists()
+    trace = tmp_path / "t.jsonl"
+    assert main(["import", str(log), "-o", str(trace)]) == 0
+    capsys.readouterr()
+    lines = trace.read_text().splitlines()
+    trace.write_text("\n".join([*lines[:2], "{not json", *lines[2:]]) + "\n")
+    assert main(["import", str(trace), "-o", str(out), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpud: {trace}:3: malformed tick: ") and "skipped" not in err
+    assert err.endswith(f"(--strict: stopped there, {out} not written)\n")
+
+
+def test_a_trace_whose_header_cannot_be_read_is_exit_2_as_any_file_gpud_cannot_read(tmp_path, capsys):
+    """Was: exit 1, the code of a command that failed (no driver), not of a file gpud cannot read."""
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(json.dumps({"format": "gpud-trace", "version": 1, "gpus": "none"}) + "\n")
+    assert main(["replay", str(trace)]) == 2
+    assert capsys.readouterr().err.startswith(f"gpud: {trace}:1: ")

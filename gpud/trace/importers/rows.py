@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpud.decide.models import is_mobile_model, is_passive_model
 from gpud.telemetry import Cooling, GpuInfo, GpuSample, Snapshot
-from gpud.trace.format import TraceError, TraceHeader
+from gpud.trace.format import MalformedLine, TraceHeader
 from gpud.trace.importers.spread import StampSpreader
 
 if TYPE_CHECKING:  # it reads a cell's time into what comes here, and says what it assumed by problems
@@ -191,7 +191,7 @@ class Problems:
     A line that cannot be read at all is skipped and named by its number. A single value that
     cannot be read is left out of its row (the rest of the row is kept) and reported once per
     column, with how often it happened. ``strict`` turns the first of either into a
-    :class:`TraceError`.
+    :class:`MalformedLine`, which says what it is, not that it was skipped or left out.
     """
 
     def __init__(self, name: str, strict: bool = False) -> None:
@@ -204,18 +204,17 @@ class Problems:
 
     def skip(self, line: int, why: str) -> None:
         """Line ``line`` could not be read and was skipped."""
-        message = f"{self.name}:{line}: skipped: {why}"
         if self._strict:
-            raise TraceError(message)
+            raise MalformedLine(f"{self.name}:{line}: {why}")
         self._skipped_count += 1
         if len(self._skipped) < _SKIPS_SHOWN:
-            self._skipped.append(message)
+            self._skipped.append(f"{self.name}:{line}: skipped: {why}")
 
     def value(self, line: int, column: str, cell: str, why: str = "not understood") -> None:
         """The value ``cell`` of ``column`` on line ``line`` was left out: ``why`` (not understood, or
         a value a trace would refuse)."""
         if self._strict:
-            raise TraceError(f"{self.name}:{line}: {column}: {cell.strip()!r} {why}")
+            raise MalformedLine(f"{self.name}:{line}: {column}: {cell.strip()!r} {why}")
         known = self._values.get(column)
         if known is None:
             self._values[column] = _ValueProblem(line, cell.strip(), why)
