@@ -21,9 +21,8 @@ from typing import Any
 from gpud.health.problems import RECENT_XID_S
 from gpud.health.report import critical, health_entry
 from gpud.health.severity import Severity
-from gpud.httpclient import DaemonUnreachable, HttpClient, redacted
+from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable, HttpClient, redacted
 from gpud.status import (
-    EXIT_NO_DAEMON,
     EXIT_OK,
     EXIT_PROBLEM,
     GPU_COLUMNS,
@@ -380,7 +379,7 @@ def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:
 
 
 def fleet_exit_code(statuses: Sequence[HostStatus]) -> int:
-    """2 when no host answered, 1 when one did not, is stuck, or any GPU is in trouble, else 0."""
+    """3 when no host answered, 1 when one did not, is stuck, or any GPU is in trouble, else 0."""
     if statuses and all(s.error is not None and not s.gpus for s in statuses):
         return EXIT_NO_DAEMON
     bad = any(s.error is not None or s.stale for s in statuses)

@@ -37,6 +37,12 @@ class DaemonUnreachable(Exception):
     """No gpud answered at the URL, or what answered is not what a gpud says (the message says which)."""
 
 
+EXIT_NO_DAEMON = 3
+"""The exit status of a command whose daemon did not answer (:class:`DaemonUnreachable`): its own, not
+2, which every command gives a bad argument or configuration, so that a monitoring script never takes
+a broken config (or a misspelt ``GPUD_*`` variable) for a dead daemon."""
+
+
 @dataclass(frozen=True)
 class HttpClient:
     """Where and how to ask: ``timeout_s`` for the whole answer, TLS trust, credentials."""
@@ -129,6 +135,13 @@ class HttpClient:
         password = password if password is not None else os.environ.get(PASSWORD_ENV, "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         return redacted(url), f"Basic {token}"
+
+    def check_tls_files(self) -> None:
+        """Load the CA file and the client certificate now, whatever URL is asked later;
+        :class:`TlsFileError` naming the one that cannot be loaded. Such a file is the caller's bad
+        argument (exit 2), not a daemon that did not answer (exit 3)."""
+        if self.ca_file is not None or self.cert_file is not None:
+            self._tls()
 
     def _tls(self) -> ssl.SSLContext:
         """The TLS context; :class:`TlsFileError` naming the file that cannot be loaded, and why."""

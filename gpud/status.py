@@ -3,7 +3,8 @@
 The daemon builds the document from its last published tick (never from hardware); the client
 fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling, down or
 critically unhealthy (a critical XID in the last hour, a pending or failed memory repair,
-uncorrected ECC errors) or its data stale, 2 no daemon answered.
+uncorrected ECC errors) or its data stale, 3 no daemon answered (2 is a bad argument, as for
+every command: a script cannot take a broken configuration for a dead daemon).
 
 Stale: the last tick completed more than :func:`stale_after_s` ago by the daemon's own clock (a
 loop stuck in a driver call, say). Its values are then from that tick, however fresh they look;
@@ -30,7 +31,7 @@ from gpud.telemetry import GpuInfo, GpuSample
 from gpud.words import align, clock_time, count
 
 GPUD_PORT = split_host_port(DEFAULT_LISTEN)[1]
-EXIT_OK, EXIT_PROBLEM, EXIT_NO_DAEMON = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM = 0, 1
 STALE_INTERVALS = 3  # ticks missed before the data is stale ...
 MIN_STALE_S = 5.0  # ... and at least this long: a tick may wait a second for a slow fan tool
 

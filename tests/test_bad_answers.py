@@ -16,7 +16,7 @@ import pytest
 
 from gpud.diagnose.source import history_trace
 from gpud.fleet import fleet_exit_code, fleet_json, from_daemons, from_prometheus, render_brief, render_fleet
-from gpud.httpclient import DaemonUnreachable, HttpClient
+from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable, HttpClient
 from gpud.status import daemon_url, fetch_status, status_document
 from tests.test_end_to_end import free_port, gpud
 from tests.test_status import HEALTHY, state_ticked_at
@@ -170,7 +170,7 @@ def test_a_fleet_host_with_a_bad_answer_is_a_row_saying_so(host):
     table = render_fleet(statuses)
     assert f"!! 127.0.0.1:{host.port}: bad answer from http://127.0.0.1:{host.port}/status" in table
     assert f"!! {unreachable}: no gpud answered" in table
-    assert fleet_exit_code(statuses) == 2
+    assert fleet_exit_code(statuses) == EXIT_NO_DAEMON
 
 
 def _ticked_ago(age_s: float) -> bytes:
@@ -255,13 +255,13 @@ def test_the_commands_say_bad_answer_without_a_traceback(host):
     host.answer = ok(b"[" * 100_000)
     address = f"127.0.0.1:{host.port}"
     fleet = gpud("status", "--hosts", address)
-    assert fleet.returncode == 2 and f"!! {address}: bad answer from http://{address}/status" in fleet.stdout
+    assert fleet.returncode == EXIT_NO_DAEMON and f"!! {address}: bad answer from http://{address}/status" in fleet.stdout
     for command in (
         ["status", "--url", f"http://{address}/status"],
         ["diagnose", "--url", f"http://{address}"],
     ):
         done = gpud(*command)
-        assert done.returncode == 2 and "bad answer from" in done.stderr, done.stderr
+        assert done.returncode == EXIT_NO_DAEMON and "bad answer from" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
 
 

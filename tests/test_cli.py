@@ -133,7 +133,9 @@ def test_the_help_says_what_each_exit_status_means(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     said = " ".join(capsys.readouterr().out.split())
-    assert re.search(r"Exit status: 0 done; 1 failed .*; 2 a bad argument, .*; 130 interrupted", said), said
+    assert re.search(
+        r"Exit status: 0 done; 1 failed .*; 2 a bad argument, .*; 3 no daemon answered .*; 130 interrupted", said
+    ), said
 
 
 def test_an_unknown_log_level_is_refused_as_usage(capsys):

@@ -117,9 +117,31 @@ def test_sigint_also_stops_cleanly_and_the_recording_is_a_complete_trace(tmp_pat
     assert header.source == "simulated" and len(header.gpus) == 2 and len(list(ticks)) >= 1
 
 
-def test_status_without_a_daemon_exits_2():
+def test_status_without_a_daemon_exits_3():
     result = status(free_port())
-    assert result.returncode == 2 and result.stderr.startswith("gpud: no gpud answered")
+    assert result.returncode == 3 and result.stderr.startswith("gpud: no gpud answered")
+
+
+@pytest.mark.parametrize("command", ["status", "diagnose", "report"])
+def test_a_broken_configuration_is_exit_2_never_read_as_no_daemon(command, tmp_path):
+    """2 is a bad argument or configuration for every command, 3 no daemon answered. Both were 2 for
+    status, diagnose and report: a monitoring script took a broken config, or a misspelt ``GPUD_*``
+    variable, for a dead daemon."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interval_s = [\n")
+    asked = [*GPUD, command, "--url", f"127.0.0.1:{free_port()}", "-o", str(tmp_path / "r.html")]
+    asked = asked if command == "report" else asked[:-2]
+
+    def run(*flags: str, **environment: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*asked, *flags], check=False, capture_output=True, text=True, timeout=30, env=os.environ | environment
+        )
+
+    assert run().returncode == 3
+    broken = run("--config", str(bad))
+    assert broken.returncode == 2 and broken.stderr.startswith(f"gpud: config file {bad}:"), broken.stderr
+    misspelt = run(GPUD_INTERVALS="1")
+    assert misspelt.returncode == 2 and "GPUD_INTERVALS" in misspelt.stderr, misspelt.stderr
 
 
 @pytest.mark.skipif(

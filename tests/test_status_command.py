@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from gpud.httpclient import EXIT_NO_DAEMON
 from tests.test_end_to_end import GPUD, free_port, gpud, scrape, wait_for
 
 ANSI = re.compile(r"\x1b\[")
@@ -35,7 +36,7 @@ def running_daemon(*flags: str) -> Iterator[int]:
     )
     try:
         wait_for(
-            lambda: scrape(port) is not None and gpud("status", "--url", f"127.0.0.1:{port}").returncode != 2,
+            lambda: scrape(port) is not None and gpud("status", "--url", f"127.0.0.1:{port}").returncode != EXIT_NO_DAEMON,
             30,
             "the daemon",
         )
@@ -103,14 +104,18 @@ def test_an_address_that_cannot_be_a_daemon_is_refused_in_one_line(url):
         (["--url", "127.0.0.1:1", "--cert", "{tmp}"], "--cert {tmp}: a directory, not a file"),
         (  # was "TLS files: [X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)"
             ["--url", "https://127.0.0.1:1", "--cacert", "{tmp}/junk"],
-            "cannot ask https://127.0.0.1:1/status: the CA file {tmp}/junk: no PEM certificate in it",
+            "the CA file {tmp}/junk: no PEM certificate in it",
         ),
         (  # was "TLS files: [SSL] PEM lib (_ssl.c:3905)"
             ["--url", "https://127.0.0.1:1", "--insecure", "--cert", "{tmp}/junk"],
             (
-                "cannot ask https://127.0.0.1:1/status: the client certificate {tmp}/junk: "
+                "the client certificate {tmp}/junk: "
                 "not a PEM certificate with its private key, or a key not its own"
             ),
+        ),
+        (  # a bad argument for an http:// daemon too, exit 2: it was left unread until an https:// one
+            ["--url", "127.0.0.1:1", "--cacert", "{tmp}/junk"],
+            "the CA file {tmp}/junk: no PEM certificate in it",
         ),
     ],
 )
@@ -123,7 +128,7 @@ def test_a_tls_file_missing_or_not_pem_is_named_in_one_line(tmp_path, flags, lin
 def test_something_else_answering_is_named_not_parsed():
     with running_daemon() as port:
         done = gpud("status", "--url", f"http://127.0.0.1:{port}/metrics/x")
-    assert done.returncode == 2
+    assert done.returncode == EXIT_NO_DAEMON
     (line,) = done.stderr.splitlines()
     assert (
         line
@@ -190,7 +195,7 @@ def test_watch_on_a_terminal_redraws_in_place_and_says_when_the_daemon_stops_ans
         answered = read_until(controller, lambda text: text.count("\x1b[H") >= 3)
     stopped = read_until(controller, redrawn_without_an_answer)  # the daemon is gone now
     watch.send_signal(signal.SIGINT)
-    assert watch.wait(timeout=10) == 2  # the last look found no daemon
+    assert watch.wait(timeout=10) == EXIT_NO_DAEMON  # the last look found no daemon
     os.close(controller)
     assert answered.startswith("\x1b[2J\x1b[H")  # cleared once, then
     assert (
@@ -217,7 +222,7 @@ def test_watch_down_a_pipe_writes_plain_blocks_and_one_line_per_missed_answer(tm
         answered = read_until(watch.stdout.fileno(), lambda text: text.count("\n\n") >= 3)
     stopped = read_until(watch.stdout.fileno(), lambda text: bool(MISSED.search(text)))
     watch.send_signal(signal.SIGINT)
-    assert watch.wait(timeout=10) == 2
+    assert watch.wait(timeout=10) == EXIT_NO_DAEMON
     assert not ANSI.search(answered + stopped)
     blocks = [b for b in answered.split("\n\n") if b.strip()]
     assert len(blocks) >= 3 and all(b.strip().splitlines()[0].startswith("[0] ") for b in blocks)

@@ -27,7 +27,7 @@ def register(commands: Subcommands) -> None:
         description="From the running daemon's history (the last 24 h at 30 s) or a trace: throttling, "
         "heat build-up between neighbours, fans, power limit and PSU, PCIe links, host RAM and CPU, "
         "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
-        "finding is critical.",
+        "finding is critical, 3 when no daemon answered.",
     )
     add_judged_source(diag)
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")
@@ -37,13 +37,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """``gpud diagnose``: the hardware rules of thumb checked against a trace or the daemon's history."""
     from gpud.diagnose.findings import diagnose
     from gpud.diagnose.render import diagnosis_json, render_diagnosis
-    from gpud.status import DaemonUnreachable
+    from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable
 
     settings = load_settings(args.config)
     try:
         trace, host = judged_ticks(args, settings)
     except DaemonUnreachable as error:
-        return fail(str(error), 2)
+        return fail(str(error), EXIT_NO_DAEMON)
     diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     if not diagnosis.gpus:
         return no_ticks(trace.name, problems=diagnosis.problems)

@@ -31,7 +31,8 @@ def register(commands: Subcommands) -> None:
         "history: the findings of gpud diagnose, energy and cost, the GPUs in slot order coloured by "
         "their heat with the neighbours that heat them, and each GPU's temperature, clock, fans, "
         "power and utilisation on one time axis, throttling shaded by cause. The page loads nothing "
-        "from the network. Needs the report extra: pip install 'gpud[report]'.",
+        "from the network. Needs the report extra: pip install 'gpud[report]'. Exit 3 when no daemon "
+        "answered.",
     )
     add_judged_source(report)
     report.add_argument(
@@ -47,7 +48,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return fail(install_hint("gpud report"), 1)
     from gpud.htmlreport.analysis import analyse
     from gpud.htmlreport.page import save_page, trace_page
-    from gpud.status import DaemonUnreachable
+    from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable
     from gpud.words import duration_text
 
     check_writable(args.output, reading=judged_path(args))
@@ -55,7 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         trace, host = judged_ticks(args, settings)
     except DaemonUnreachable as error:
-        return fail(str(error), 2)
+        return fail(str(error), EXIT_NO_DAEMON)
     data = analyse(trace, decide_settings(settings), settings.diagnose, host)
     if not data.gpus:
         return no_ticks(trace.name, "report on", data.diagnosis.problems)

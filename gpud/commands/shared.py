@@ -354,15 +354,16 @@ def add_daemon_flags(
 
 
 def http_client(args: argparse.Namespace) -> HttpClient:
-    """How to ask a daemon, from the flags :func:`add_daemon_flags` added."""
-    from gpud.httpclient import HttpClient
+    """How to ask a daemon, from the flags :func:`add_daemon_flags` added; :class:`ConfigError` for a
+    TLS file that is missing or cannot be loaded, for an http:// daemon too."""
+    from gpud.httpclient import HttpClient, TlsFileError
 
     for flag, path in (("--cacert", args.cacert), ("--cert", args.cert), ("--key", args.key)):
         if path is not None and not path.is_file():  # for an http:// daemon it went unread, unsaid
             why = "a directory, not a file" if path.is_dir() else "no such file"
             raise ConfigError(f"{flag} {path}: {why}")
     user, colon, password = (args.user or "").partition(":")
-    return HttpClient(
+    client = HttpClient(
         timeout_s=args.timeout,
         ca_file=args.cacert,
         insecure=args.insecure,
@@ -371,6 +372,11 @@ def http_client(args: argparse.Namespace) -> HttpClient:
         cert_file=args.cert,
         key_file=args.key,
     )
+    try:
+        client.check_tls_files()
+    except TlsFileError as error:
+        raise ConfigError(str(error)) from None
+    return client
 
 
 def daemon_address(args: argparse.Namespace, settings: Settings) -> str:

@@ -39,7 +39,7 @@ def register(commands: Subcommands) -> None:
         "TEMPERATURE), critically unhealthy (a critical XID in the last hour, a pending or failed memory "
         "repair, uncorrected ECC errors), with a fan not following its target or fan commands that hang "
         "or fail, or the daemon's data stale (STALE: its loop stuck), or a fleet host unreachable, "
-        "2 no daemon answered.",
+        "3 no daemon answered (2: a bad argument or configuration, as for every command).",
     )
     where = add_daemon_flags(
         status, timeout_s=3.0, timeout_help="seconds to wait for each daemon (or Prometheus)"
@@ -82,7 +82,7 @@ class Answer:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``gpud status``: the running daemon's GPUs (or a fleet's) as a table, brief lines, or JSON."""
-    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable
+    from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable
 
     ask = _asker(args, load_settings(args.config))
     if args.watch is not None:
@@ -97,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace, ask: Any) -> int:
     """Ask every ``--watch`` seconds until Ctrl-C (or the reader goes); the last answer's exit code."""
-    from gpud.status import EXIT_NO_DAEMON, DaemonUnreachable
+    from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable
     from gpud.watch import WatchScreen
 
     screen = WatchScreen(sys.stdout, json_lines=args.json)

@@ -12,6 +12,7 @@ import pytest
 
 from gpud.cli import main
 from gpud.daemon import Daemon
+from gpud.httpclient import EXIT_NO_DAEMON
 from gpud.server import StatusServer
 from tests.htmlreport.test_page import Elements
 from tests.test_end_to_end import gpud
@@ -69,7 +70,7 @@ def test_a_report_of_the_running_daemons_history(install_nvml, nvml_source, cloc
 
 def test_no_daemon_no_file_no_folder_a_directory_a_bad_address_each_say_so_in_one_line(tmp_path, capsys):
     out = str(tmp_path / "r.html")
-    assert main(["report", "--url", "127.0.0.1:9", "-o", out]) == 2
+    assert main(["report", "--url", "127.0.0.1:9", "-o", out]) == EXIT_NO_DAEMON
     assert main(["report", str(tmp_path / "missing.jsonl"), "-o", out]) == 2  # an input that cannot be read: a usage error
     assert main(["report", str(FIXTURES / "dmon.txt"), "-o", str(tmp_path / "no" / "r.html")]) == 2
     assert main(["report", str(FIXTURES / "dmon.txt"), "-o", str(tmp_path)]) == 2
