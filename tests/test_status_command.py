@@ -240,3 +240,23 @@ def test_watch_ends_when_its_reader_does(port):
     watch.stdout.close()
     assert watch.wait(timeout=10) == 1  # the last answer's code: GPU 1 is lost
     assert watch.stderr.read() == b""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_watch_started_in_the_background_of_a_script_stops_on_sigint_and_sigterm(port, stop):
+    """``kill -INT`` did nothing to it (SIGINT came ignored), and SIGTERM ended it with status 143:
+    each now ends it as Ctrl-C does, with its last answer's exit code."""
+    background = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]  # SIGINT ignored, as a script's `&` job has it
+    watch = subprocess.Popen(
+        [*background, *GPUD, "status", "--url", f"127.0.0.1:{port}", "--watch", "0.2", "--brief"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    read_until(watch.stdout.fileno(), lambda text: "\n\n" in text)  # an answer, the exit code's
+    watch.send_signal(stop)
+    try:
+        assert watch.wait(timeout=10) == 1  # the last answer's code: GPU 1 is lost
+    finally:
+        watch.kill()
+        watch.wait()
+    assert watch.stderr.read() == b""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from gpud.commands.shared import (
     fail,
     open_gpus,
     positive_seconds,
+    stop_as_ctrl_c,
 )
 from gpud.outputs import check_writable
 from gpud.trace.recorder import TraceRecorder
@@ -53,7 +53,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
-    _stop_as_ctrl_c()
+    stop_as_ctrl_c()  # the trace closed and summed up: exit 0, not 143 and no word of it
     interval = settings.interval_s
     ticks = max(1, int(args.duration / interval))
     written = 0
@@ -79,24 +79,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def _stop_as_ctrl_c() -> None:
-    """SIGTERM (``kill``, a supervisor) and a SIGINT the parent ignored (``gpud record ... &`` in a
-    script: ``kill -INT`` did nothing, the recording ran its whole duration) end the recording as
-    Ctrl-C does: the trace closed, what was written said, exit 0. By default SIGTERM ended it with
-    status 143 and no word of the trace.
-
-    The first one stops it; those after it are ignored while the trace is closed and summed up.
-    ``timeout 60 gpud record ...`` sends SIGTERM twice (to gpud, then to its process group): the
-    second broke off the wind-down, exit 130 and "interrupted" instead of what was recorded."""
-
-    def stop(signum: int, frame: object) -> None:
-        for repeat in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(repeat, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
 
 
 def _span_text(first: float | None, last: float | None, ticks: int) -> str:

@@ -9,6 +9,7 @@ import argparse
 import difflib
 import math
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -110,6 +111,26 @@ def fail(message: str, code: int) -> int:
     """Say why a command failed in one line on stderr; ``code`` is its exit status."""
     print(f"gpud: {message}", file=sys.stderr)
     return code
+
+
+def stop_as_ctrl_c() -> None:
+    """SIGTERM (``kill``, a supervisor) and SIGINT, even one the parent ignored, end a command that
+    runs until stopped (``record``, ``status --watch``) as Ctrl-C does: a ``KeyboardInterrupt`` it
+    winds down from, and its own exit status. A script's background job (``gpud record ... &``)
+    inherits SIGINT ignored: ``kill -INT`` did nothing, and SIGTERM ended it with status 143,
+    without its wind-down.
+
+    The first one stops it; those after it are ignored while it winds down. ``timeout 60 gpud ...``
+    sends SIGTERM twice (to gpud, then to its process group): the second broke off the wind-down,
+    exit 130 and "interrupted" instead of the command's own ending."""
+
+    def stop(signum: int, frame: object) -> None:
+        for repeat in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(repeat, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def no_ticks(name: object, to: str = "judge", problems: Sequence[str] = ()) -> int:

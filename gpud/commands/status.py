@@ -20,6 +20,7 @@ from gpud.commands.shared import (
     http_client,
     positive_seconds,
     stdout_failure,
+    stop_as_ctrl_c,
 )
 from gpud.config import Settings, decide_settings, load_settings
 from gpud.errors import ConfigError
@@ -67,7 +68,7 @@ def register(commands: Subcommands) -> None:
         nargs="?",
         const=2.0,
         metavar="S",
-        help="refresh every S seconds (default 2), in place on a terminal; Ctrl-C stops",
+        help="refresh every S seconds (default 2), in place on a terminal; Ctrl-C, SIGINT or SIGTERM stops",
     )
 
 
@@ -96,12 +97,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace, ask: Any) -> int:
-    """Ask every ``--watch`` seconds until Ctrl-C (or the reader goes); the last answer's exit code."""
+    """Ask every ``--watch`` seconds until Ctrl-C, SIGINT or SIGTERM (or the reader goes); the last
+    answer's exit code."""
     from gpud.httpclient import EXIT_NO_DAEMON, DaemonUnreachable
     from gpud.watch import WatchScreen
 
     screen = WatchScreen(sys.stdout, json_lines=args.json)
     code = EXIT_NO_DAEMON
+    stop_as_ctrl_c()  # `gpud status --watch &` in a script ignored SIGINT, and SIGTERM ended it with 143
     try:
         while True:
             try:
