@@ -302,7 +302,7 @@ class Daemon:
                 log.error(
                     "not suspended (SIGTSTP): fans could not be handed back to the driver, and stopped "
                     "gpud would leave them on manual; it goes on driving them, SIGTSTP again to retry",
-                    gpus=[c.index for c in report if c.mode is ControlMode.MANUAL],
+                    gpus=[c.index for c in report if c.mode in (ControlMode.MANUAL, ControlMode.UNREACHABLE)],
                 )
                 return self._clock() - started
         handing_back_s = self._clock() - started

@@ -497,5 +497,15 @@ def _fan_control_notes(gpus: list[dict[str, Any]]) -> list[str]:
     for gpu in gpus:
         control = gpu.get("fan_control")
         if control is not None:
-            reasons.setdefault(f"{control['backend']} ({control['reason']})", []).append(str(gpu["index"]))
+            reasons.setdefault(_fan_control_reason(control), []).append(str(gpu["index"]))
     return [f"fans of GPU {', '.join(indexes)}: {reason}" for reason, indexes in reasons.items()]
+
+
+def _fan_control_reason(control: dict[str, Any]) -> str:
+    """``nvml (picked by auto: nvml works)``; for fans out of gpud's reach, that they are, and why:
+    the backend picked no longer drives them."""
+    if control["mode"] != ControlMode.UNREACHABLE:
+        return f"{control['backend']} ({control['reason']})"
+    failing = control.get("failing")
+    why = f" ({control['backend']} commands fail: {failing})" if failing else ""
+    return f"out of gpud's reach, the GPU not answering{why}: what they do is up to the card"

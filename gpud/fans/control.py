@@ -81,6 +81,11 @@ class ControlMode(StrEnum):
     AUTO = "auto"  # the driver's automatic schedule (monitor-only, dry run, or handed back)
     MANUAL = "manual"  # gpud, through its backend
     UNSUPPORTED = "unsupported"  # nobody can: no fans, or the driver cannot control them
+    # Nobody gpud can reach: the GPU does not answer (fallen off the bus) and its fan commands fail,
+    # neither hand-back nor full speed went through, so what its fans do is up to the card. Reported
+    # only: fan control keeps the GPU as it was, so that its fans are driven again (and handed back at
+    # exit) once it answers.
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,7 @@ class _Gpu:
         "blind",
         "checked_at",
         "commands",
+        "down",
         "errors",
         "failing",
         "fallback",
@@ -167,6 +173,7 @@ class _Gpu:
         self.fallback: str | None = None  # what the last attempt to make the fans safe did (_make_safe)
         self.strikes = 0  # lasting errors in a row
         self.blind = False
+        self.down = False  # its last sample said it does not answer (lost, or a read that hangs)
         self.checked_at: float | None = None  # when the driver was last asked who controls the fans
         self.hinted_at = -math.inf
         self.reprobe_s = REPROBE_FIRST_S
@@ -201,8 +208,10 @@ class _Gpu:
         errors = dict(self.errors) | ({"Hung": hangs} if hangs else {})
         failing = self.failing if self.backend is not None else None  # monitor-only: said once, not a fault
         fallback = self.fallback if failing is not None else None
+        out_of_reach = self.down and fallback == UNREACHABLE  # "manual" would say gpud sets them
+        mode = ControlMode.UNREACHABLE if out_of_reach else self.mode
         return GpuFanControl(
-            self.info.index, name, self.mode, self.reason, fans, self.commands, errors, hung, failing, fallback
+            self.info.index, name, mode, self.reason, fans, self.commands, errors, hung, failing, fallback
         )
 
 
@@ -285,6 +294,7 @@ class FanControl:
         through_reads, through_tool = [], []
         for index, decided_gpu in decided.items():
             g = self._gpus[index]
+            g.down = index in samples and not samples[index].up
             if index in blind:
                 self._rescue_due(g, now)
             if index in hung or g.rescuing():

@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gpud.callguard import CallGuard
+from gpud.daemon import Daemon
 from gpud.decide.controller import Controller, Decision, GpuDecision
 from gpud.decide.curves import FanTarget, TargetReason
 from gpud.fans.control import LOCK_WAIT_S, ControlMode
@@ -17,7 +18,9 @@ from gpud.nvml.library import open_nvml
 from gpud.nvml.source import REOPEN_S, SLOW_EVERY, NvmlSource
 from gpud.sim.faults import FaultSpecError, FaultyNvmlLibrary, parse_faults
 from gpud.sim.nvml_lib import gpu_index
+from gpud.status import render_table, status_document
 from tests.conftest import nvml_fan_control
+from tests.metrics_text import exposition, sample_value
 
 
 def faulty(install_nvml, spec: str, gpus: int = 3, **options: object) -> FaultyNvmlLibrary:
@@ -100,6 +103,34 @@ def test_a_lost_gpu_is_down_its_fans_go_back_to_the_board_and_it_returns(install
     assert tick() == [True, True, True]
     assert all(f.manual_target_pct is not None for f in cards[1].fans)  # taken again
     assert {error for _, error in source.error_counts()} == {"GpuIsLost"}
+    source.close()
+
+
+@pytest.mark.parametrize("spec", ["lost:gpu=1,at=10,for=20", "xid:gpu=1,code=79,at=10"])
+def test_a_lost_gpus_fans_are_said_out_of_reach_not_manual_until_it_answers(install_nvml, clock, spec):
+    """Lost (XID 79 too), a GPU takes no fan command, not even the hand-back: ``gpud status`` and
+    ``/metrics`` said "nvml manual" for it, as if gpud set its fans, which the card runs on its own."""
+    library = faulty(install_nvml, spec, gpus=2)
+    source = NvmlSource(clock=library.unix_time, process_interval_s=None)
+    daemon = Daemon(source, "simulated", 1.0, fans=nvml_fan_control(source.gpus))
+
+    def tick_at(seconds: float) -> list[ControlMode]:
+        at(clock, library, seconds)
+        daemon.tick()
+        return [control.mode for control in daemon.state.fan_control]
+
+    assert tick_at(5) == [ControlMode.MANUAL, ControlMode.MANUAL]
+    assert tick_at(15) == [ControlMode.MANUAL, ControlMode.UNREACHABLE]
+    table = render_table(status_document(daemon.state)).splitlines()
+    assert "unreachable" in table[3] and "manual" not in table[3]  # the title, the header, GPU 0, GPU 1
+    assert "fans of GPU 1: out of gpud's reach, the GPU not answering (nvml commands fail: GpuIsLost)" in (
+        "\n".join(table)
+    )
+    metrics, gpu1 = exposition(daemon), {"gpu": "1", "uuid": source.gpus[1].uuid}
+    assert sample_value(metrics, "gpud_gpu_fan_control", gpu1 | {"mode": "unreachable"}) == 1
+    assert sample_value(metrics, "gpud_gpu_fan_control", gpu1 | {"mode": "manual"}) == 0
+    if "for=" in spec:  # back on the bus: gpud's again
+        assert tick_at(31 + REOPEN_S) == [ControlMode.MANUAL, ControlMode.MANUAL]
     source.close()
 
 
