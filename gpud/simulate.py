@@ -60,6 +60,17 @@ class MachineSetup:
             return DEFAULT_AMBIENT_C
         return self.ambient_c
 
+    @property
+    def has_fans(self) -> bool:
+        """Whether any card has a fan: on a machine of passive cards no fan policy has anything to drive.
+
+        >>> MachineSetup(layout=Layout.PASSIVE).has_fans, MachineSetup(layout=Layout.MIXED).has_fans
+        (False, True)
+        """
+        if self.model is not None:
+            return any(gpu.fan_count for gpu in self.model.gpus)
+        return any(spec.fan_count for spec in card_specs(self.gpus, self.layout))
+
     def build(self) -> ThermalMachine:
         """A fresh machine at rest."""
         if self.model is None:
@@ -308,8 +319,9 @@ def describe_setup(setup: MachineSetup) -> str:
         if setup.model
         else _cards_text(setup.gpus, setup.layout)
     )
+    fanless = "" if setup.has_fans else " (no fans: no fan policy applies)"
     return (
-        f"{machine}, ambient {_ambient_text(setup)}, workload {setup.workload_name}, "
+        f"{machine}{fanless}, ambient {_ambient_text(setup)}, workload {setup.workload_name}, "
         f"{setup.duration_s:g} s simulated, tick {setup.interval_s:g} s"
     )
 

@@ -129,6 +129,11 @@ def calibrated(*rooms_c: float) -> ThermalModel:
         ),
         (MachineSetup(model=calibrated(38.0)), "calibrated model (t) of 1 GPU, ambient 38.0 °C as calibrated", None),
         (MachineSetup(gpus=1, ambient_c=0.0), "1 open-air GPU, ambient 0 °C", 0.0),
+        (
+            MachineSetup(gpus=2, layout=Layout.PASSIVE),
+            "2 passive GPUs (no fans: no fan policy applies), ambient 30 °C",
+            30.0,
+        ),
         (MachineSetup(gpus=4, layout=Layout.MIXED), "4 GPUs mixed (2 open-air, 2 blower cards), ", 30.0),
         (
             MachineSetup(gpus=2, layout=Layout.MIXED),  # both slots are edges: no blower
@@ -203,12 +208,31 @@ def test_the_command_compares_policies_with_the_limit_added_and_replays_a_trace_
         (["--interval", "20"], "--duration 10: shorter than one tick (--interval 20); expected at least 20"),
         (["--workload", "nowhere.csv"], "--workload nowhere.csv: neither a built-in workload"),
         (["--model", "missing.json"], "cannot read thermal model missing.json"),
+        # Contradictions: the second option was dropped without a word.
+        (["--compare", "stock", "--policy", "cool"], "argument --policy: not allowed with argument --compare"),
+        (["--model", "m.json", "--layout", "blower"], "argument --layout: not allowed with argument --model"),
+        # As every other duration: it had no bound, and ran for ever.
+        (["--duration", "1e308"], "argument --duration: expected seconds above 0, at most 31536000 (a year)"),
+        (["--duration", "0"], "argument --duration: expected seconds above 0"),
+        # Every policy gave the same rows on cards without fans, unexplained.
+        (
+            ["--layout", "passive", "--compare", "stock"],
+            "--compare stock: passive cards have no fans: fan policies do not apply to them (leave --compare",
+        ),
+        (["--layout", "passive", "--policy", "cool"], "--policy cool: passive cards have no fans"),
     ],
 )
 def test_bad_simulate_arguments_are_one_line_errors(flags, problem):
     done = gpud("simulate", "--duration", "10", *flags)
     assert done.returncode == 2
     assert done.stderr.strip() == f"gpud: {problem}" or done.stderr.startswith(f"gpud: {problem}")
+
+
+def test_cards_without_fans_run_once_named_no_fans_not_after_a_fan_policy():
+    """It ran them under predictive control and named the row so, as if a policy had something to drive."""
+    done = gpud("simulate", "--layout", "passive", "--gpus", "1", "--duration", "10", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [p["policy"] for p in json.loads(done.stdout)["policies"]] == ["no fans"]
 
 
 @pytest.mark.slow
