@@ -14,6 +14,7 @@ import errno
 import fcntl
 import io
 import os
+import stat
 from pathlib import Path
 from typing import IO, Literal, overload
 
@@ -118,6 +119,46 @@ def check_writable(path: Path, reading: Path | None = None) -> None:
         raise OutputError(f"cannot write {path}: the folder {path.parent} does not exist")
     os.close(_open_fd(path, os.O_CREAT | os.O_EXCL, FILE_MODE))
     path.unlink()
+
+
+def keep_old(path: Path, new: bytes) -> Path | None:
+    """A copy of the file at ``path``, made before gpud writes ``new`` over it, under the first free
+    name of ``PATH.bak``, ``PATH.bak.1``, ...: the copy made; None when there is nothing to keep (no
+    regular file there, an empty one, or one that holds ``new`` already).
+
+    An earlier copy is never written over, so the first is the file as it was before gpud ever wrote
+    it (``setup coolbits --write /etc/X11/xorg.conf`` twice). Raises :class:`OutputError` when the
+    copy cannot be made: then nothing is to be written over the file either.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    old = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+    if not old or old == new:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    number = 0
+    while True:
+        backup = path.with_name(f"{path.name}.bak{f'.{number}' if number else ''}")
+        number += 1
+        try:
+            fd = os.open(backup, flags, stat.S_IMODE(info.st_mode))
+        except FileExistsError:  # an earlier copy (or anything else by that name): left as it is
+            continue
+        except OSError as error:
+            raise _not_kept(path, backup, error) from None
+        try:
+            with open(fd, "wb") as out:
+                out.write(old)
+        except OSError as error:
+            backup.unlink()
+            raise _not_kept(path, backup, error) from None
+        return backup
+
+
+def _not_kept(path: Path, backup: Path, error: OSError) -> OutputError:
+    return OutputError(f"cannot keep {path} as {backup} before writing over it: {_reason(error)}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

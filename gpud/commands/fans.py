@@ -8,9 +8,9 @@ from gpud.commands.shared import (
     Subcommands,
     add_command,
     add_fan_backend_flag,
-    add_simulate_flag,
+    add_simulated_machine_flags,
+    checked_settings,
     emit,
-    flagged_settings,
     open_gpus,
 )
 from gpud.errors import NvmlUnavailable
@@ -30,7 +30,7 @@ def register(commands: Subcommands) -> None:
         "nvidia-settings can reach, within 8 s. Exit 1 when some fan could not be handed back.",
     )
     add_fan_backend_flag(reset)
-    add_simulate_flag(reset)
+    add_simulated_machine_flags(reset)
 
 
 def cmd_fans_reset(args: argparse.Namespace) -> int:
@@ -45,7 +45,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
         within_deadline,
     )
 
-    settings = flagged_settings(args)
+    settings = checked_settings(args)  # --layout without --simulate: refused before any fan is touched
     choice = settings.fan_control.backend
     if choice is BackendChoice.NONE:
         emit("fan backend none: gpud never takes fans over, nothing to reset")
@@ -53,7 +53,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
 
     def with_nvml() -> ResetOutcome:
         try:
-            _, source, _ = open_gpus(args)
+            _, source, _ = open_gpus(args, settings)
         except NvmlUnavailable as error:
             return ResetOutcome("nvml", unusable=str(error))
         try:

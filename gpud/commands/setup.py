@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, add_simulate_flag, emit, fail, open_gpus
-from gpud.outputs import check_writable, open_output
+from gpud.commands.shared import Subcommands, add_command, add_simulated_machine_flags, emit, fail, open_gpus
+from gpud.outputs import check_writable, keep_old, open_output
 from gpud.words import count
 
 
@@ -27,9 +27,10 @@ def register(commands: Subcommands) -> None:
         "--write",
         type=Path,
         metavar="PATH",
-        help="write the file there instead of printing it (default: print)",
+        help="write the file there instead of printing it; a different one already there is kept as "
+        "PATH.bak (or PATH.bak.1 ...: an earlier copy is never written over) (default: print)",
     )
-    add_simulate_flag(coolbits)
+    add_simulated_machine_flags(coolbits)
 
 
 def cmd_setup_coolbits(args: argparse.Namespace) -> int:
@@ -48,9 +49,11 @@ def cmd_setup_coolbits(args: argparse.Namespace) -> int:
     if args.write is None:
         emit(text)
         return 0
+    kept = keep_old(args.write, text.encode())  # /etc/X11/xorg.conf was written over, the old one lost
     with open_output(args.write) as out:  # its failures name the file: exit 2
         out.write(text)
-    emit(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits. To apply it:")
+    before = f" (the one there before kept as {kept})" if kept is not None else ""
+    emit(f"{args.write}: xorg.conf for {count(len(gpus), 'GPU')} with Coolbits{before}. To apply it:")
     emit("\n".join(f"  {line}" for line in apply_commands(args.write)))
     if (note := fanless_note(gpus)) is not None:
         emit(f"{note}.")

@@ -286,9 +286,24 @@ def add_simulate_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_simulated_machine_flags(parser: argparse.ArgumentParser) -> None:
+    """``--simulate [N]`` and ``--layout``: the simulated GPUs and their cards, what every command that
+    opens the GPUs takes (``fans reset`` and ``setup coolbits`` had only ``--simulate``: passive cards
+    only through ``GPUD_SIMULATE__LAYOUT``). What matters only to GPUs watched over time (the pace,
+    the room) is :func:`add_source_flags`'."""
+    add_simulate_flag(parser)
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        metavar="LAYOUT",
+        help=f"the simulated cards: {', '.join(LAYOUTS)} "
+        "(default: the config's [simulate] layout, else open-air)",
+    )
+
+
 def add_source_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that choose and pace the GPUs read: real or simulated, interval, simulated machine."""
-    add_simulate_flag(parser)
+    add_simulated_machine_flags(parser)
     parser.add_argument(
         "--interval",
         type=setting_value(Settings, "interval_s"),
@@ -308,12 +323,6 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="simulated seconds per real second, above 0 to 1000 (default: the config's [simulate] speed, "
         "else 1)",
-    )
-    parser.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        metavar="LAYOUT",
-        help=f"the simulated cards: {', '.join(LAYOUTS)} (default: the config's [simulate] layout, else open-air)",
     )
     parser.add_argument(
         "--ambient",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gpud
 from gpud import words
-from gpud.telemetry import GpuInfo
+from gpud.telemetry import Cooling, GpuInfo
 
 COOLBITS_FAN_CONTROL = 4
 DEFAULT_XORG_CONF = Path("/etc/X11/xorg.conf")
@@ -39,9 +39,11 @@ def xorg_bus_id(pci_bus_id: str) -> str:
 
 
 def apply_commands(path: Path) -> list[str]:
-    """What to run once the file is written, as shell lines a person copies."""
+    """What to run once the file is written, as shell lines a person copies (no copy onto itself when
+    it was written where X reads it)."""
+    copy = f"sudo cp {path} {DEFAULT_XORG_CONF}   # keep a copy of the old one first"
     return [
-        f"sudo cp {path} {DEFAULT_XORG_CONF}   # keep a copy of the old one first",
+        *([] if path == DEFAULT_XORG_CONF else [copy]),
         "sudo systemctl restart display-manager   # a desktop; on a server without one, start X yourself:",
         f"sudo Xorg :0 -config {DEFAULT_XORG_CONF} -nolisten tcp &",
         "sudo gpud run --fan-backend nvidia-settings   # DISPLAY defaults to :0 ([fan_control] display)",
@@ -62,9 +64,15 @@ def fanless_note(gpus: Sequence[GpuInfo]) -> str | None:
 
 
 def xorg_conf(gpus: Sequence[GpuInfo], path: Path = DEFAULT_XORG_CONF) -> str:
-    """The whole xorg.conf: a header saying how to apply it, then layout, monitors, devices, screens."""
+    """The whole xorg.conf: a header saying how to apply it, then layout, monitors, devices, screens.
+
+    ``ValueError`` when there is nothing to configure: no GPUs, or none with fans (passive cards, as the
+    driver reports them: one whose fans could not be counted is given its screen).
+    """
     if not gpus:
         raise ValueError("no GPUs: nothing to configure")
+    if all(gpu.cooling is Cooling.PASSIVE for gpu in gpus):
+        raise ValueError(f"{fanless_note(gpus)}: Coolbits has no fan to give control of")
     plural = "s" if len(gpus) > 1 else ""
     header = [
         f"# xorg.conf by gpud {gpud.__version__} (gpud setup coolbits) for {len(gpus)} GPU{plural}.",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pynvml as N
 import pytest
 import structlog
 
 from gpud.cli import main
-from gpud.fans.coolbits import xorg_bus_id, xorg_conf
+from gpud.fans.coolbits import DEFAULT_XORG_CONF, apply_commands, xorg_bus_id, xorg_conf
 from gpud.sim.nvml_lib import SimulatedNvmlLibrary
-from gpud.telemetry import GpuInfo
+from gpud.telemetry import Cooling, GpuInfo
 from tests.test_end_to_end import gpud
 
 
@@ -52,18 +53,56 @@ def test_the_command_prints_the_file_or_writes_it_with_the_commands_to_apply(tmp
     assert f"sudo cp {target} /etc/X11/xorg.conf" in written.stdout and "nvidia-xconfig" in written.stdout
 
 
-def test_gpus_without_fans_are_said_to_have_no_fan_control_in_the_file_and_on_writing(tmp_path, monkeypatch):
-    fans, fanless = replace(gpu(0, "00000000:01:00.0"), fan_count=2), gpu(1, "00000000:4C:00.0")
+def test_gpus_without_fans_are_said_to_have_no_fan_control_in_the_file():
+    fans = replace(gpu(0, "00000000:01:00.0"), fan_count=2)
+    fanless = replace(gpu(1, "00000000:4C:00.0"), cooling=Cooling.PASSIVE)
     text = xorg_conf([fans, fanless])
     assert "# GPU 1 reports no fans (a passive card): fan control not supported there." in text
     assert "# GPU 0: RTX 3090 (00000000:01:00.0)\n" in text and "(00000000:4C:00.0): no fans\n" in text
     assert "no fans" not in xorg_conf([fans])
-    monkeypatch.setenv("GPUD_SIMULATE__LAYOUT", "passive")
-    written = gpud("setup", "coolbits", "--simulate", "2", "--write", str(tmp_path / "xorg.conf"))
-    assert written.returncode == 0, written.stderr
-    assert written.stdout.splitlines()[-1] == (
-        "GPUs 0, 1 report no fans (passive cards): fan control not supported there."
-    )
+    unread = gpu(1, "00000000:4C:00.0")  # fans not counted (cooling unknown): given its screen all the same
+    assert xorg_conf([unread]).count('Section "Screen"') == 1
+
+
+@pytest.mark.parametrize("how", ["--layout", "GPUD_SIMULATE__LAYOUT"])
+def test_no_xorg_conf_for_gpus_that_all_lack_fans(tmp_path, monkeypatch, how):
+    """It wrote X screens with Coolbits for passive cards, which give it no fan to control."""
+    layout = ["--layout", "passive"] if how == "--layout" else []
+    if not layout:
+        monkeypatch.setenv(how, "passive")
+    target = tmp_path / "xorg.conf"
+    for write in ([], ["--write", str(target)]):
+        done = gpud("setup", "coolbits", "--simulate", "2", *layout, *write)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert done.stderr == (
+            "gpud: cannot write an xorg.conf: GPUs 0, 1 report no fans (passive cards): fan control not "
+            "supported there: Coolbits has no fan to give control of\n"
+        )
+    assert not target.exists()
+
+
+def test_writing_over_an_xorg_conf_keeps_the_one_there_and_never_a_copy(tmp_path):
+    """``--write /etc/X11/xorg.conf`` wrote over the file, no copy kept, nothing said."""
+    target = tmp_path / "xorg.conf"
+    target.write_text("# the desktop's own\n")
+    target.chmod(0o600)
+    first = gpud("setup", "coolbits", "--simulate", "1", "--write", str(target))
+    assert first.returncode == 0, first.stderr
+    backup = tmp_path / "xorg.conf.bak"
+    assert f"(the one there before kept as {backup})" in first.stdout.splitlines()[0]
+    assert backup.read_text() == "# the desktop's own\n" and backup.stat().st_mode & 0o777 == 0o600
+    again = gpud("setup", "coolbits", "--simulate", "1", "--write", str(target))  # the same file: no copy
+    assert again.returncode == 0 and "kept as" not in again.stdout
+    other = gpud("setup", "coolbits", "--simulate", "2", "--write", str(target))
+    assert f"kept as {tmp_path / 'xorg.conf.bak.1'})" in other.stdout  # the first copy stays the desktop's
+    assert backup.read_text() == "# the desktop's own\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xorg.conf", "xorg.conf.bak", "xorg.conf.bak.1"]
+    assert target.read_text().count('Section "Screen"') == 2
+
+
+def test_written_where_x_reads_it_there_is_nothing_to_copy_onto_itself():
+    assert not any(line.startswith("sudo cp ") for line in apply_commands(DEFAULT_XORG_CONF))
+    assert apply_commands(Path("xorg.conf"))[0].startswith("sudo cp xorg.conf /etc/X11/xorg.conf")
 
 
 def test_a_gpu_without_a_pci_bus_id_is_a_clear_error_not_a_traceback(monkeypatch, capsys):
