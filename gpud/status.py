@@ -458,9 +458,38 @@ def stale_words(age_s: object) -> str:
 
 
 def _data_time(document: dict[str, Any]) -> str:
-    """`` at HH:MM:SS``, the time of the tick the document shows; nothing when it has none."""
+    """`` at HH:MM:SS``, the time of the tick the document shows; nothing when it has none.
+
+    On a data clock of its own (:func:`own_clock`) that is the wall clock's time of the tick, as
+    ``date``, the stale line and ``--watch``'s "no answer since" tell it, with the data's own beside
+    it: the ages in the rows ("XID 79 80 s ago") are on that one. The title showed the simulated
+    time alone, hours ahead of ``date`` at ``--sim-speed 20``, beside wall-clock times."""
     timestamp = document.get("timestamp")
-    return f" at {clock_time(timestamp)}" if isinstance(timestamp, int | float) else ""
+    if not isinstance(timestamp, int | float):
+        return ""
+    clock = own_clock(document)
+    if clock is None:
+        return f" at {clock_time(timestamp)}"
+    return f" at {clock_time(document['ticked_at'])} ({clock} {clock_time(timestamp)}; ages below are on it)"
+
+
+def own_clock(document: dict[str, Any]) -> str | None:
+    """``simulated clock`` when the daemon's data is timed by one apart from the wall clock (simulated
+    GPUs at ``--sim-speed`` 20 run 20 times faster), else None. Told by the data itself: its tick's
+    time is further from when that tick ended, by the daemon's wall clock, than a tick can take
+    (:func:`stale_after_s`); at speed 1 they agree.
+
+    >>> own_clock({"source": "simulated", "timestamp": 5000.0, "ticked_at": 1000.0, "interval_s": 1.0})
+    'simulated clock'
+    >>> own_clock({"source": "simulated", "timestamp": 999.9, "ticked_at": 1000.0, "interval_s": 1.0}) is None
+    True
+    """
+    timestamp, ticked_at, interval_s = (document.get(k) for k in ("timestamp", "ticked_at", "interval_s"))
+    if document.get("source") != "simulated":  # real GPUs' readings are timed by the wall clock itself
+        return None
+    if not all(isinstance(value, int | float) for value in (timestamp, ticked_at, interval_s)):
+        return None
+    return "simulated clock" if abs(timestamp - ticked_at) > stale_after_s(interval_s) else None
 
 
 def brief_cells(gpu: dict[str, Any]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from gpud.status import (
     status_document,
 )
 from gpud.telemetry import FanReading, GpuInfo, GpuSample, Snapshot
+from gpud.words import clock_time
 
 
 def document(*samples: GpuSample, ticks: int = 1, fan_control: tuple[GpuFanControl, ...] = ()) -> dict:
@@ -137,6 +138,22 @@ def test_no_daemon_is_a_clear_error():
 def test_the_title_counts_in_words_and_carries_the_time_of_the_data():
     table = render_table(document(HEALTHY))
     assert re.match(r"gpud \S+ on box \(simulated, 1 GPU\) at \d\d:\d\d:\d\d$", table.splitlines()[0])
+
+
+@pytest.mark.parametrize(("ahead_s", "simulated"), [(0.01, False), (3 * 3600.0, True)])
+def test_a_simulated_clock_apart_from_the_wall_clock_is_named_in_the_title(ahead_s, simulated):
+    """At ``--sim-speed 20`` the title said the simulated time alone, hours ahead of ``date``, above the
+    stale line and ``--watch``'s "no answer since", which are the wall clock's."""
+    ticked_at = 1.8e9
+    infos = (GpuInfo(index=0, uuid="GPU-0", name="Sim GPU", pci_bus_id="", driver_version="1"),)
+    snapshot = Snapshot(ticked_at + ahead_s, (HEALTHY,))
+    state = DaemonState("box", "simulated", 1.0, 0.0, infos, snapshot, ticked_at=ticked_at)
+    title = render_table(status_document(state, now=ticked_at + 1)).splitlines()[0]
+    if simulated:
+        wall, data = clock_time(ticked_at), clock_time(ticked_at + ahead_s)
+        assert title.endswith(f" at {wall} (simulated clock {data}; ages below are on it)")
+    else:
+        assert title.endswith(f" at {clock_time(ticked_at + ahead_s)}")  # one clock: said once
 
 
 def test_brief_is_one_aligned_line_per_gpu_down_ones_included():

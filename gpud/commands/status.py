@@ -162,24 +162,26 @@ def _asker(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _answer_daemon(base: str, client: HttpClient, brief: bool, settings: Settings) -> Answer:
-    from gpud.status import exit_code, fetch_status, render_brief, render_table
+    from gpud.status import exit_code, fetch_status, own_clock, render_brief, render_table
 
     document = fetch_status(base, client)
     text = (
         render_brief(document)
         if brief
-        else render_table(document) + "\n" + _recent_findings(base, client, settings)
+        else render_table(document) + "\n" + _recent_findings(base, client, settings, own_clock(document))
     )
     return Answer(document, text, exit_code(document))
 
 
-def _recent_findings(base: str, client: HttpClient, settings: Settings) -> str:
-    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour."""
+def _recent_findings(base: str, client: HttpClient, settings: Settings, clock: str | None) -> str:
+    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour, on
+    the data's ``clock`` when it has one of its own (a simulated hour, at ``--sim-speed 20`` 3 min)."""
     from gpud.diagnose.findings import diagnose
     from gpud.diagnose.source import history_trace
     from gpud.status import DaemonUnreachable
 
-    title = "Findings (last hour; details: gpud diagnose):"
+    hour = "last hour" if clock is None else f"last hour on the {clock}"
+    title = f"Findings ({hour}; details: gpud diagnose):"
     try:
         history = history_trace(base, client, since_s=3600.0)
     except DaemonUnreachable as error:
