@@ -25,7 +25,6 @@ from gpud.commands import (
 )
 from gpud.commands.shared import EXIT_USAGE, Parser, add_global_options, discard_stdout, fail, stdout_failure
 from gpud.errors import ConfigError, GpudError, NvmlUnavailable
-from gpud.httpclient import EXIT_NO_DAEMON
 from gpud.logs import discard, reader_gone
 from gpud.plaintext import plain_where_needed
 from gpud.trace.format import TraceError
@@ -50,9 +49,9 @@ COMMANDS = (
 EXIT_CODES = (
     "Exit status: 0 done; 1 failed (no NVIDIA driver, the port taken, another gpud driving the fans), "
     "or what the command's help says (status: a GPU in trouble; diagnose: a critical finding); "
-    "2 a bad argument, a configuration gpud cannot use (file or GPUD_* variable), or a file gpud cannot "
-    f"read or write; {EXIT_NO_DAEMON} no daemon answered with its data (status, diagnose, report: none "
-    "there, a refusal such as 401, or no gpud); "
+    "2 a bad argument, a configuration gpud cannot use (file or GPUD_* variable), a file gpud cannot "
+    "read or write, or no daemon answered with its data (status, diagnose, report: none there, a refusal "
+    "such as 401, or no gpud; the one line on stderr says which); "
     f"{EXIT_INTERRUPTED} interrupted (run and record stop cleanly, 0; status --watch: its last answer's)."
 )
 

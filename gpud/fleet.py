@@ -379,7 +379,7 @@ def fleet_json(statuses: Sequence[HostStatus]) -> dict[str, Any]:
 
 
 def fleet_exit_code(statuses: Sequence[HostStatus]) -> int:
-    """3 when no host answered, 1 when one did not, is stuck, or any GPU is in trouble, else 0."""
+    """2 when no host answered, 1 when one did not, is stuck, or any GPU is in trouble, else 0."""
     if statuses and all(s.error is not None and not s.gpus for s in statuses):
         return EXIT_NO_DAEMON
     bad = any(s.error is not None or s.stale for s in statuses)

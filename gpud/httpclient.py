@@ -37,10 +37,11 @@ class DaemonUnreachable(Exception):
     """No gpud answered at the URL, or what answered is not what a gpud says (the message says which)."""
 
 
-EXIT_NO_DAEMON = 3
-"""The exit status of a command whose daemon did not answer (:class:`DaemonUnreachable`): its own, not
-2, which every command gives a bad argument or configuration, so that a monitoring script never takes
-a broken config (or a misspelt ``GPUD_*`` variable) for a dead daemon."""
+EXIT_NO_DAEMON = 2
+"""The exit status of a command whose daemon did not answer (:class:`DaemonUnreachable`): 2, as
+``gpud status`` has said from its first release and scripts test for. A bad argument or configuration
+is 2 as well; the one line on stderr tells them apart ("no gpud answered at ..." against the file,
+variable or option named), and a bad ``--cacert``/``--cert`` is found before any daemon is asked."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class HttpClient:
     def check_tls_files(self) -> None:
         """Load the CA file and the client certificate now, whatever URL is asked later;
         :class:`TlsFileError` naming the one that cannot be loaded. Such a file is the caller's bad
-        argument (exit 2), not a daemon that did not answer (exit 3)."""
+        argument, found before a daemon is asked, not a daemon that did not answer."""
         if self.ca_file is not None or self.cert_file is not None:
             self._tls()
 

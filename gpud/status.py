@@ -3,8 +3,7 @@
 The daemon builds the document from its last published tick (never from hardware); the client
 fetches it, renders it and turns it into an exit code: 0 all well, 1 a GPU throttling, down or
 critically unhealthy (a critical XID in the last hour, a pending or failed memory repair,
-uncorrected ECC errors) or its data stale, 3 no daemon answered (2 is a bad argument, as for
-every command: a script cannot take a broken configuration for a dead daemon).
+uncorrected ECC errors) or its data stale, 2 no daemon answered (or a bad argument: the message says which).
 
 Stale: the last tick completed more than :func:`stale_after_s` ago by the daemon's own clock (a
 loop stuck in a driver call, say). Its values are then from that tick, however fresh they look;

@@ -119,14 +119,14 @@ def test_sigint_also_stops_cleanly_and_the_recording_is_a_complete_trace(tmp_pat
 
 def test_status_without_a_daemon_exits_3():
     result = status(free_port())
-    assert result.returncode == 3 and result.stderr.startswith("gpud: no gpud answered")
+    assert result.returncode == 2 and result.stderr.startswith("gpud: no gpud answered")
 
 
 @pytest.mark.parametrize("command", ["status", "diagnose", "report"])
-def test_a_broken_configuration_is_exit_2_never_read_as_no_daemon(command, tmp_path):
-    """2 is a bad argument or configuration for every command, 3 no daemon answered. Both were 2 for
-    status, diagnose and report: a monitoring script took a broken config, or a misspelt ``GPUD_*``
-    variable, for a dead daemon."""
+def test_a_broken_configuration_is_said_as_such_never_as_no_daemon(command, tmp_path):
+    """Exit 2 is both a bad argument or configuration and no daemon answering (as ``gpud status`` has
+    always said), so the one line on stderr must tell a script which: a broken config, or a misspelt
+    ``GPUD_*`` variable, is named, never said as "no gpud answered"."""
     bad = tmp_path / "bad.toml"
     bad.write_text("interval_s = [\n")
     asked = [*GPUD, command, "--url", f"127.0.0.1:{free_port()}", "-o", str(tmp_path / "r.html")]
@@ -137,11 +137,13 @@ def test_a_broken_configuration_is_exit_2_never_read_as_no_daemon(command, tmp_p
             [*asked, *flags], check=False, capture_output=True, text=True, timeout=30, env=os.environ | environment
         )
 
-    assert run().returncode == 3
+    nobody = run()
+    assert nobody.returncode == 2 and nobody.stderr.startswith("gpud: no gpud answered"), nobody.stderr
     broken = run("--config", str(bad))
     assert broken.returncode == 2 and broken.stderr.startswith(f"gpud: config file {bad}:"), broken.stderr
     misspelt = run(GPUD_INTERVALS="1")
     assert misspelt.returncode == 2 and "GPUD_INTERVALS" in misspelt.stderr, misspelt.stderr
+    assert "no gpud answered" not in broken.stderr + misspelt.stderr
 
 
 @pytest.mark.skipif(

@@ -27,7 +27,7 @@ def register(commands: Subcommands) -> None:
         description="From the running daemon's history (the last 24 h at 30 s) or a trace: throttling, "
         "heat build-up between neighbours, fans, power limit and PSU, PCIe links, host RAM and CPU, "
         "energy and its cost ([diagnose] psu_w, cpu_w, price_per_kwh in the config). Exit 1 when a "
-        "finding is critical, 3 when no daemon answered.",
+        "finding is critical, 2 when no daemon answered.",
     )
     add_judged_source(diag)
     diag.add_argument("--json", action="store_true", help="print the findings as JSON")

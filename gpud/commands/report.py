@@ -31,7 +31,7 @@ def register(commands: Subcommands) -> None:
         "history: the findings of gpud diagnose, energy and cost, the GPUs in slot order coloured by "
         "their heat with the neighbours that heat them, and each GPU's temperature, clock, fans, "
         "power and utilisation on one time axis, throttling shaded by cause. The page loads nothing "
-        "from the network. Needs the report extra: pip install 'gpud[report]'. Exit 3 when no daemon "
+        "from the network. Needs the report extra: pip install 'gpud[report]'. Exit 2 when no daemon "
         "answered.",
     )
     add_judged_source(report)

@@ -40,7 +40,7 @@ def register(commands: Subcommands) -> None:
         "TEMPERATURE), critically unhealthy (a critical XID in the last hour, a pending or failed memory "
         "repair, uncorrected ECC errors), with a fan not following its target or fan commands that hang "
         "or fail, or the daemon's data stale (STALE: its loop stuck), or a fleet host unreachable, "
-        "3 no daemon answered (2: a bad argument or configuration, as for every command).",
+        "2 no daemon answered, or a bad argument or configuration (its one line says which).",
     )
     where = add_daemon_flags(
         status, timeout_s=3.0, timeout_help="seconds to wait for each daemon (or Prometheus)"
