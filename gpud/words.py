@@ -1,4 +1,4 @@
-"""Words for numbers in what gpud says to a person: "1 GPU", "4 GPUs", "1 host", "GPUs 1, 2"."""
+"""Words for numbers in what gpud says to a person: "1 GPU", "4 GPUs", "1 host", "GPUs 0–7"."""
 
 from __future__ import annotations
 
@@ -15,12 +15,26 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
 
 
 def gpus(indexes: list[int]) -> str:
-    """GPUs named by index, "GPU" for one and "GPUs" for more.
+    """GPUs named by index, "GPU" for one and "GPUs" for more; three or more in a row as a range, so
+    that 62 GPUs of a 64-GPU machine read "GPUs 1–62", not 62 numbers.
 
-    >>> gpus([2]), gpus([1, 2])
-    ('GPU 2', 'GPUs 1, 2')
+    >>> gpus([2]), gpus([1, 2]), gpus([0, 1, 2, 3, 5, 7, 8, 9])
+    ('GPU 2', 'GPUs 1, 2', 'GPUs 0–3, 5, 7–9')
     """
-    return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(str(i) for i in indexes)
+    return ("GPU " if len(indexes) == 1 else "GPUs ") + ", ".join(_runs(indexes))
+
+
+def _runs(indexes: list[int]) -> list[str]:
+    """Indexes in order, each run of three or more consecutive ones as ``first–last``."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return [
+        f"{run[0]}–{run[-1]}" if len(run) >= 3 else ", ".join(str(i) for i in run) for run in runs
+    ]
 
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
