@@ -42,6 +42,9 @@ MIN_SHARE = 0.02  # a share of busy time below this is not worth a finding
 # Less than this share of the reference clock lost, a GPU ran at its full clock: a reading between
 # two boost bins, not a clock held down.
 FULL_CLOCK_LOSS = 0.02
+# Less than this share of its speed lost to a cause is no speed finding: "about 0.0 % of its speed"
+# said as a warning is a warning about nothing.
+MIN_SPEED_LOST = 0.001
 PCIE_MIN_SHARE = 0.2
 SECONDS_PER_MONTH = 30 * 86400
 ALIKE_COST_SHARE = 0.9  # findings of one kind costing this share of the first or more are listed by GPU
@@ -92,33 +95,41 @@ class Diagnosis:
 
 
 def _costly(gpu: GpuReplay, interval: ThrottleInterval, cause: ThrottleCause) -> bool:
-    """Whether ``interval``'s seconds of ``cause`` cost the GPU speed: a power cap the driver flagged
-    while the card ran at its maximum clock (a trusted reference: its voltage trimmed, a burst above
-    the limit) cost none. Judged interval by interval: a GPU capped at full clock in one job and held
-    below it in another lost speed in the second."""
-    if cause is not ThrottleCause.POWER or gpu.reference is None or not gpu.reference.trusted:
+    """Whether ``interval``'s seconds of ``cause`` cost the GPU speed: whatever the driver flagged (a
+    power cap, its slowdown temperature, a hardware slowdown), a card that ran at its maximum clock
+    (a trusted reference) meanwhile lost none. Judged interval by interval: a GPU capped at full clock
+    in one job and held below it in another lost speed in the second."""
+    if gpu.reference is None or not gpu.reference.trusted:
         return True
     lost = interval.clock_lost_by_cause.get(cause)
     return lost is None or lost >= FULL_CLOCK_LOSS
 
 
-def _throttled_s(gpu: GpuReplay) -> dict[ThrottleCause, float]:
-    """The GPU's throttled seconds per cause that cost it speed (:func:`_costly`)."""
+def _every_interval(_gpu: GpuReplay, _interval: ThrottleInterval, _cause: ThrottleCause) -> bool:
+    return True
+
+
+_Counted = Callable[[GpuReplay, ThrottleInterval, ThrottleCause], bool]
+
+
+def _throttled_s(gpu: GpuReplay, counted: _Counted = _costly) -> dict[ThrottleCause, float]:
+    """The GPU's throttled seconds per cause, of the intervals ``counted`` (by default those that cost
+    it speed: :func:`_costly`)."""
     totals = dict.fromkeys(ThrottleCause, 0.0)
     for interval in gpu.intervals:
         for cause, seconds in interval.seconds.items():
-            if _costly(gpu, interval, cause):
+            if counted(gpu, interval, cause):
                 totals[cause] += seconds
     return totals
 
 
-def _clock_lost(gpu: GpuReplay, cause: ThrottleCause) -> float | None:
+def _clock_lost(gpu: GpuReplay, cause: ThrottleCause, counted: _Counted = _costly) -> float | None:
     """The mean share of the reference clock lost while throttled for ``cause``, weighted by its seconds
-    (those that cost speed: :func:`_costly`)."""
+    (those of the intervals ``counted``: by default those that cost speed, :func:`_costly`)."""
     weighted = [
         (i.clock_lost_by_cause[cause], i.seconds.get(cause, 0.0))
         for i in gpu.intervals
-        if cause in i.clock_lost_by_cause and _costly(gpu, i, cause)
+        if cause in i.clock_lost_by_cause and counted(gpu, i, cause)
     ]
     seconds = sum(s for _, s in weighted)
     return sum(c * s for c, s in weighted) / seconds if seconds else None
@@ -157,11 +168,30 @@ _THROTTLE_SEVERITY = {
 
 def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: bool) -> list[Finding]:
     """One finding per cause that held the GPU back for long enough, each with its own severity and
-    advice: a hardware slowdown is never hidden behind a longer power cap.
+    advice: a hardware slowdown is never hidden behind a longer power cap. A cause the driver flagged
+    that cost next to no speed (:data:`MIN_SPEED_LOST`: at full clock, or briefly a bin below it) is
+    no speed finding; heat and a hardware slowdown are then a notice (:func:`_flagged_notice`).
 
     ``fans_stopped``: the GPU's fans stopped while it was hot (its own finding), which is then what
     to mend first. ``alone``: the machine's only GPU.
     """
+    speed = [
+        f
+        for f in _speed_findings(gpu, cooling, fans_stopped, alone)
+        if f.numbers["speed_lost"] is None or float(f.numbers["speed_lost"] or 0.0) >= MIN_SPEED_LOST
+    ]
+    said = {f.numbers["cause"] for f in speed}
+    flagged = _throttled_s(gpu, _every_interval)
+    notices = [
+        _flagged_notice(gpu, cause, flagged[cause], cooling, fans_stopped, alone)
+        for cause in _NOTICE_WORDS
+        if cause.value not in said and gpu.working_s and flagged[cause] / gpu.working_s >= MIN_SHARE
+    ]
+    return speed + notices
+
+
+def _speed_findings(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: bool) -> list[Finding]:
+    """The findings of the causes whose seconds that cost speed (:func:`_costly`) last long enough."""
     working = gpu.working_s
     by_cause = _throttled_s(gpu)
     if not working or sum(by_cause.values()) / working < MIN_SHARE:
@@ -171,6 +201,61 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: boo
         dominant = max(by_cause, key=lambda c: by_cause[c])
         return [_cause_finding(gpu, dominant, sum(by_cause.values()), cooling, fans_stopped, alone)]
     return [_cause_finding(gpu, c, by_cause[c], cooling, fans_stopped, alone) for c in causes]
+
+
+@dataclass(frozen=True, slots=True)
+class _NoticeWords:
+    """How a notice of a cause flagged at next to no cost is said: its kind, what the GPU is, what the
+    driver flagged, and what to do before it costs."""
+
+    kind: str
+    state: str
+    flagged: str
+    advice: str
+
+
+_NOTICE_WORDS = {
+    ThrottleCause.THERMAL: _NoticeWords(
+        "thermal-limit",
+        "is at its thermal limit",
+        "at its slowdown temperature (flagged for heat)",
+        "before a warmer room or a heavier job costs it speed, ",
+    ),
+    ThrottleCause.OTHER: _NoticeWords(
+        "slowdown-flag",
+        "is flagged for a hardware slowdown",
+        "flagged for a hardware slowdown without heat or power",
+        "a sick supply or card shows this before it costs: if its clock drops with it, check the PSU "
+        "cables and the board's power connectors, then the card itself",
+    ),
+}
+
+
+def _flagged_notice(
+    gpu: GpuReplay, cause: ThrottleCause, flagged: float, cooling: Cooling, fans_stopped: bool, alone: bool
+) -> Finding:
+    """A cause the driver flagged for ``flagged`` seconds while the GPU lost next to no speed: the card
+    at its thermal limit has no speed to win back yet, but more heat will cost some."""
+    said = _NOTICE_WORDS[cause]
+    share = flagged / gpu.working_s
+    lost = _clock_lost(gpu, cause, _every_interval) or 0.0
+    reference = gpu.reference
+    of_clock = f" of its {reference.mhz:.0f} MHz ({reference.source.value})" if reference is not None else ""
+    advice = said.advice
+    if cause is ThrottleCause.THERMAL:
+        advice += _throttle_advice(cause, cooling, fans_stopped, gpu, alone)
+    return Finding(
+        kind=said.kind,
+        severity=Severity.NOTICE,
+        title=f"GPU {gpu.index} {said.state} {share_text(share)} of the time it works, at next to no "
+        "cost yet",
+        evidence=f"{flagged:.0f} of {gpu.working_s:.0f} working seconds {said.flagged}, "
+        f"{share_text(lost)}{of_clock} lost meanwhile: under {share_text(MIN_SPEED_LOST)} of its speed",
+        recommendation=advice,
+        gpus=(gpu.index,),
+        cost=0.001 * share,
+        numbers={"flagged_share": share, "cause": cause.value, "clock_lost": lost, "speed_lost": share * lost},
+    )
 
 
 def _cause_finding(

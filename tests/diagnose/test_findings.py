@@ -677,3 +677,30 @@ def test_a_power_cap_flagged_at_full_clock_is_left_out_interval_by_interval_not_
     assert throttling.numbers["clock_lost"] == pytest.approx(1 - held_mhz / 2100)
     assert throttling.numbers["throttled_share"] == pytest.approx(held_s / 599)
     assert throttling.evidence.startswith(f"{held_s} of 599 working seconds throttled")
+
+
+THERMAL_SLOWDOWN = 0x20
+
+
+@pytest.mark.parametrize(
+    ("reasons", "clock_mhz", "flagged_from", "kind"),
+    [
+        (THERMAL_SLOWDOWN, 2095, 250, "thermal-limit"),  # 16 % of the time at full clock
+        (THERMAL_SLOWDOWN, 2040, 290, "thermal-limit"),  # 3 % of the time, 2.9 % of the clock: 0.09 %
+        (HW_SLOWDOWN, 2095, 250, "slowdown-flag"),
+    ],
+)
+def test_a_cause_flagged_at_next_to_no_cost_is_a_notice_never_a_throttle_of_no_speed(
+    reasons: int, clock_mhz: int, flagged_from: int, kind: str
+) -> None:
+    """Flagged for heat at 2095 of its 2100 MHz: "[warning] GPU 0 throttles (thermal) 16 % of the time it
+    works ... about 0.0 % of its speed" (a hardware slowdown: critical, exit 1). Whatever the cause, a
+    card at its full clock lost no speed; at its slowdown temperature it is at its limit, which more
+    heat will make cost: a notice."""
+    diagnosis = _held_back(1, 300, lambda i, t: (clock_mhz, reasons if t > flagged_from else 0))
+    assert [f for f in diagnosis.findings if f.kind == "throttling"] == []
+    (notice,) = [f for f in diagnosis.findings if f.kind == kind]
+    assert notice.severity is Severity.NOTICE and "at next to no cost yet" in notice.title
+    assert notice.evidence.endswith("lost meanwhile: under 0.1 % of its speed")
+    assert "0.0 %" not in render_diagnosis(diagnosis)
+
