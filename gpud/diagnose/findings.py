@@ -27,9 +27,17 @@ from gpud.decide.heat import coupling_text
 from gpud.decide.models import is_mobile_model
 from gpud.decide.throttle import ThrottleCause
 from gpud.diagnose.finding import Finding
+from gpud.diagnose.grouped import (
+    Gpus,
+    flagged_title,
+    lazy_fans_title,
+    power_limit_title,
+    saturated_fans_title,
+    throttle_title,
+)
 from gpud.diagnose.health import HealthLedger
 from gpud.diagnose.settings import DiagnoseSettings
-from gpud.diagnose.usage import LAZY_FAN_PCT, SATURATED_FAN_PCT, STOPPED_FAN_PCT, GpuUsage, UsageMeter
+from gpud.diagnose.usage import SATURATED_FAN_PCT, STOPPED_FAN_PCT, GpuUsage, UsageMeter
 from gpud.health.severity import Severity
 from gpud.replay import GpuReplay, LoadedTrace, ReplayReport, learn, replay
 from gpud.report import gaps
@@ -205,11 +213,10 @@ def _speed_findings(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone:
 
 @dataclass(frozen=True, slots=True)
 class _NoticeWords:
-    """How a notice of a cause flagged at next to no cost is said: its kind, what the GPU is, what the
-    driver flagged, and what to do before it costs."""
+    """How a notice of a cause flagged at next to no cost is said (its title: :func:`flagged_title`):
+    its kind, what the driver flagged, and what to do before it costs."""
 
     kind: str
-    state: str
     flagged: str
     advice: str
 
@@ -217,13 +224,11 @@ class _NoticeWords:
 _NOTICE_WORDS = {
     ThrottleCause.THERMAL: _NoticeWords(
         "thermal-limit",
-        "is at its thermal limit",
         "at its slowdown temperature (flagged for heat)",
         "before a warmer room or a heavier job costs it speed, ",
     ),
     ThrottleCause.OTHER: _NoticeWords(
         "slowdown-flag",
-        "is flagged for a hardware slowdown",
         "flagged for a hardware slowdown without heat or power",
         "a sick supply or card shows this before it costs: if its clock drops with it, check the PSU "
         "cables and the board's power connectors, then the card itself",
@@ -247,8 +252,7 @@ def _flagged_notice(
     return Finding(
         kind=said.kind,
         severity=Severity.NOTICE,
-        title=f"GPU {gpu.index} {said.state} {share_text(share)} of the time it works, at next to no "
-        "cost yet",
+        title=flagged_title(Gpus((gpu.index,)), cause, share_text(share)),
         evidence=f"{flagged:.0f} of {gpu.working_s:.0f} working seconds {said.flagged}, "
         f"{share_text(lost)}{of_clock} lost meanwhile: under {share_text(MIN_SPEED_LOST)} of its speed",
         recommendation=advice,
@@ -283,15 +287,10 @@ def _cause_finding(
         if cause is ThrottleCause.POWER and gpu.power_limit_inferred_w is not None
         else ""
     )
-    title = (
-        f"GPU {gpu.index} is held at its power limit {share_text(share)} of the time it works"
-        if cause is ThrottleCause.POWER
-        else f"GPU {gpu.index} throttles ({cause.value}) {share_text(share)} of the time it works"
-    )
     return Finding(
         kind="throttling",
         severity=_THROTTLE_SEVERITY[cause],
-        title=title,
+        title=throttle_title(Gpus((gpu.index,)), cause, share_text(share)),
         evidence=f"{throttled:.0f} of {gpu.working_s:.0f} working seconds throttled{clock}{estimate}{inferred}",
         recommendation=_throttle_advice(cause, cooling, fans_stopped, gpu, alone),
         gpus=(gpu.index,),
@@ -419,6 +418,19 @@ def _heat_advice(heated: list[GpuReplay], kinds: dict[int, Cooling]) -> str:
     return "; ".join(advice)
 
 
+def _by_gpu(said: list[tuple[int, str]], between: str = ", ") -> str:
+    """What is said of each GPU, the GPUs that read alike named together (a row of 62 cards of one
+    model shares one coupling: "GPUs 1–62 +2.37 ±0.09 °C/100 W", not 62 times).
+
+    >>> _by_gpu([(0, "for 9 s"), (1, "for 12 s"), (2, "for 9 s")])
+    'GPUs 0, 2 for 9 s, GPU 1 for 12 s'
+    """
+    by_text: dict[str, list[int]] = {}
+    for index, text in said:
+        by_text.setdefault(text, []).append(index)
+    return between.join(f"{words.gpus(indexes)} {text}" for text, indexes in by_text.items())
+
+
 def _named(replays: list[GpuReplay]) -> str:
     return words.gpus([g.index for g in replays])
 
@@ -434,20 +446,22 @@ def _heat(gpus: list[GpuReplay], cooling: dict[int, _CoolingView], costs: dict[i
     if not heated:
         return None
     worst = max(heated, key=lambda g: g.coupling_c_per_100w or 0.0)
-    couplings = ", ".join(
-        f"GPU {g.index} {coupling_text(g.coupling_c_per_100w, g.coupling_error_c_per_100w)}"
-        for g in heated
-        if g.coupling_c_per_100w is not None
+    couplings = _by_gpu(
+        [
+            (g.index, coupling_text(g.coupling_c_per_100w, g.coupling_error_c_per_100w))
+            for g in heated
+            if g.coupling_c_per_100w is not None
+        ]
     )
-    flagged = ", ".join(f"GPU {g.index} {g.neighbour_heated_s:.0f} s" for g in heated)
+    flagged = _by_gpu([(g.index, f"for {g.neighbour_heated_s:.0f} s") for g in heated])
     its, it = ("its", "it") if len(heated) == 1 else ("their", "them")
     return Finding(
         kind="heat-buildup",
         severity=Severity.WARNING,
         title=f"{_named(heated)} heated by {its} neighbours",
         evidence=f"{its} neighbours' power warms {it} by {couplings} (95 %); heat cost {it} "
-        f"(throttling, or little headroom even at full fan) for {flagged}; "
-        f"cooling: {'; '.join(f'GPU {g.index} {cooling[g.index].text}' for g in heated)}",
+        f"(throttling, or little headroom even at full fan): {flagged}; "
+        f"cooling: {_by_gpu([(g.index, cooling[g.index].text) for g in heated], '; ')}",
         recommendation=_heat_advice(heated, {g.index: cooling[g.index].kind for g in heated}),
         gpus=tuple(g.index for g in heated),
         cost=max((costs.get(g.index, 0.0) for g in heated), default=0.0) + 0.001,
@@ -506,7 +520,7 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
         (
             "fans-lazy",
             usage.hot_lazy_fans_s,
-            f"GPU {usage.index}'s fans stay below {LAZY_FAN_PCT:.0f} % while it is at slowdown",
+            lazy_fans_title(Gpus((usage.index,))),
             f"{near} with fan headroom left",
             _lazy_fans_advice(usage),
             0.002,
@@ -514,7 +528,7 @@ def _fans(usage: GpuUsage, throttle_cost: float) -> list[Finding]:
         (
             "fans-saturated",
             usage.hot_full_fans_s,
-            f"GPU {usage.index} is at slowdown with its fans at full speed",
+            saturated_fans_title(Gpus((usage.index,))),
             f"{near} with fans ≥ {SATURATED_FAN_PCT:g} %",
             (
                 "the fans cannot do more: the air is the problem — clean the heatsink, add case intake, "
@@ -555,7 +569,7 @@ def _power_limit(usage: GpuUsage) -> Finding | None:
     return Finding(
         kind="power-limit",
         severity=Severity.NOTICE,
-        title=f"GPU {usage.index} runs at its power limit {share_text(share)} of its busy time",
+        title=power_limit_title(Gpus((usage.index,)), share_text(share)),
         evidence=f"{usage.power_capped_s:.0f} of {usage.busy_s:.0f} busy seconds at ≥ 97 %{limit} "
         f"or held by the power cap; peak {usage.peak_power_w or 0:.0f} W",
         recommendation="expected for heavy training; a higher limit buys a few % at much more power, "

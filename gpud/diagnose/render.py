@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gpud.diagnose.findings import Diagnosis, Energy
+from gpud.diagnose.grouped import grouped
 from gpud.report import problems_line
 from gpud.words import count, duration_text, gpus
 
@@ -26,14 +27,14 @@ def no_findings_text(diagnosis: Diagnosis) -> str:
 
 
 def render_diagnosis(diagnosis: Diagnosis) -> str:
-    """Most costly finding first, each with its evidence and what to do; then what was not judged,
-    cooling and energy."""
+    """Most costly finding first, each with its evidence and what to do (those alike about several GPUs
+    as one: :func:`grouped`); then what was not judged, cooling and energy."""
     gapped = f" measured ({count(diagnosis.gaps, 'gap')} in the data)" if diagnosis.gaps else ""
     window = f"{duration_text(diagnosis.window_s)}{gapped}"
     lines = [f"gpud diagnose: {diagnosis.source}, {count(diagnosis.gpus, 'GPU')}, {window}", ""]
     if not diagnosis.findings:
         lines += [no_findings_text(diagnosis), ""]
-    for number, finding in enumerate(diagnosis.findings, start=1):
+    for number, finding in enumerate(grouped(diagnosis.findings), start=1):
         lines += [
             f"{number}. [{finding.severity.value}] {finding.title}",
             f"   evidence: {finding.evidence}",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import gpud
 from gpud.diagnose.finding import Finding
+from gpud.diagnose.grouped import grouped
 from gpud.diagnose.render import energy_text, no_findings_text, not_judged_lines
 from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
@@ -124,7 +125,7 @@ def trace_page(data: ReportData) -> str:
 
 def _findings(data: ReportData) -> str:
     diagnosis = data.diagnosis
-    findings = diagnosis.findings
+    findings = grouped(diagnosis.findings)  # those alike about several GPUs as one, as diagnose says them
     if findings:
         first, rest = findings[:FINDINGS_OPEN], findings[FINDINGS_OPEN:]
         listing = f'<ol class="findings">{"".join(_finding(f) for f in first)}</ol>'

@@ -11,7 +11,7 @@ import pytest
 from gpud.daemon import Daemon
 from gpud.decide.controller import DecideSettings
 from gpud.diagnose.findings import Diagnosis, HostFacts, Severity, diagnose
-from gpud.diagnose.render import render_diagnosis
+from gpud.diagnose.render import diagnosis_json, render_diagnosis
 from gpud.diagnose.settings import DiagnoseSettings
 from gpud.diagnose.source import recent
 from gpud.model.params import GpuThermalParams
@@ -175,6 +175,7 @@ def test_passive_cards_heated_in_their_chassis_get_chassis_advice_never_slot_spa
     )
     heat = next(f for f in diagnosis.findings if f.kind == "heat-buildup")
     assert heat.gpus == (1, 2) and heat.title == "GPUs 1, 2 heated by their neighbours"
+    assert heat.evidence.startswith("their neighbours' power warms them by GPUs 1, 2 +")  # one model, one fit
     assert "fan profile" in heat.recommendation and "leave a slot free" not in heat.recommendation
     for throttle in (f for f in diagnosis.findings if f.kind == "throttling"):
         assert "chassis" in throttle.recommendation and "space between" not in throttle.recommendation
@@ -704,3 +705,21 @@ def test_a_cause_flagged_at_next_to_no_cost_is_a_notice_never_a_throttle_of_no_s
     assert notice.evidence.endswith("lost meanwhile: under 0.1 % of its speed")
     assert "0.0 %" not in render_diagnosis(diagnosis)
 
+
+
+def test_alike_findings_about_many_gpus_are_said_once_in_the_text_and_each_its_own_in_the_json():
+    """64 throttling GPUs printed 124 findings, ~500 lines: one kind, one cause and one piece of advice
+    for many GPUs is one finding in the text, naming them and with the worst GPU's figures; the JSON
+    keeps each GPU's."""
+    diagnosis = _held_back(12, 300, lambda i, t: (1900 - 20 * (i % 4), THERMAL_SLOWDOWN if t > 100 else 0))
+    assert sorted(f.gpus for f in diagnosis.findings if f.kind == "throttling") == [(i,) for i in range(12)]
+    assert len(diagnosis_json(diagnosis)["findings"]) == 24  # and 12 at their power limit
+    text = render_diagnosis(diagnosis)
+    titles = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert titles == [
+        "1. [warning] GPUs 0–11 throttle (thermal) 67 % of the time they work",
+        "2. [notice] GPUs 0–11 run at their power limit 100 % of their busy time",
+    ]
+    evidence = text.splitlines()[3]
+    assert evidence.startswith("   evidence: worst, GPU 3: 199 of 299 working seconds throttled, 12 % of its 2100 MHz")
+    assert evidence.endswith("; GPUs 0–2, 4–11: about 6–8 % of their speed")
