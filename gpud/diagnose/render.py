@@ -20,8 +20,18 @@ def not_judged_lines(not_judged: dict[int, list[str]]) -> list[str]:
     return [f"not judged: {gpus(indexes)}: {gap}" for gap, indexes in by_gap.items()]
 
 
+# What a window that measured no time says: "no throttling" would claim what nothing was judged by.
+TOO_SHORT = (
+    "Too short to judge: the window measured no time (one tick, or every tick at one time); throttling, "
+    "heat build-up, fans, power and PCIe are judged over time, from two ticks a sampling period apart."
+)
+
+
 def no_findings_text(diagnosis: Diagnosis) -> str:
-    """What a diagnosis without findings says: seen nowhere, or nowhere the log could show it."""
+    """What a diagnosis without findings says: seen nowhere, or nowhere the log could show it, or too
+    short a window to judge anything by."""
+    if diagnosis.window_s == 0:
+        return TOO_SHORT
     seen = "in what the log shows" if diagnosis.not_judged else "seen"
     return f"No findings: no throttling, heat build-up, fan, power, PCIe, host or GPU health problem {seen}."
 
@@ -41,6 +51,8 @@ def render_diagnosis(diagnosis: Diagnosis) -> str:
             f"   do: {finding.recommendation}",
             "",
         ]
+    if diagnosis.findings and diagnosis.window_s == 0:  # an XID or the host, from the one tick
+        lines += [TOO_SHORT, ""]
     lines += not_judged_lines(diagnosis.not_judged)
     if diagnosis.problems:
         lines.append(problems_line(diagnosis.problems))
@@ -65,5 +77,10 @@ def energy_text(e: Energy | None) -> str:
 
 
 def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:
-    """Everything in the report, as JSON."""
-    return asdict(diagnosis)
+    """Everything in the report, as JSON; the time measured to the millisecond, as replay's JSON gives
+    times (a sum of tick spacings carries the float's noise: 454.6289999485016)."""
+    document = asdict(diagnosis)
+    document["window_s"] = round(diagnosis.window_s, 3)
+    if document["energy"] is not None:
+        document["energy"]["window_s"] = document["window_s"]
+    return document

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -723,3 +724,19 @@ def test_alike_findings_about_many_gpus_are_said_once_in_the_text_and_each_its_o
     evidence = text.splitlines()[3]
     assert evidence.startswith("   evidence: worst, GPU 3: 199 of 299 working seconds throttled, 12 % of its 2100 MHz")
     assert evidence.endswith("; GPUs 0–2, 4–11: about 6–8 % of their speed")
+
+
+def test_a_window_of_one_tick_says_it_is_too_short_to_judge_not_that_nothing_throttled():
+    """The fixture's last 2 s (it samples every 3 s) are one tick: "No findings: no throttling, heat
+    build-up, fan ... problem in what the log shows" then "not judged: throttling" said both."""
+    from gpud.replay import load_trace
+
+    def diagnosed(trace: LoadedTrace) -> Diagnosis:
+        return diagnose(trace, DecideSettings(), DiagnoseSettings(), ROOMY_HOST)
+
+    text = render_diagnosis(diagnosed(recent(load_trace(Path(FIXTURE)), 2)))
+    assert "No findings" not in text
+    assert "Too short to judge: the window measured no time (one tick, or every tick at one time)" in text
+    assert "from two ticks a sampling period apart" in text
+    whole = diagnosis_json(diagnosed(load_trace(Path(FIXTURE))))
+    assert whole["window_s"] == whole["energy"]["window_s"] == 454.629  # not 454.6289999485016
