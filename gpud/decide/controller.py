@@ -18,6 +18,7 @@ from gpud.decide.heat import (
     HeatSettings,
     HeatTracker,
     InletObservation,
+    exhaust_reaches,
     neighbours,
 )
 from gpud.decide.predictive import PREDICTIVE, PredictiveDemand
@@ -98,6 +99,7 @@ class _GpuState:
     """
 
     __slots__ = (
+        "cooling",
         "episodes",
         "fan_count",
         "fans",
@@ -129,6 +131,7 @@ class _GpuState:
         cooling = settings.cooling.get(index)
         if cooling is None:
             cooling = info.cooling if info else Cooling.UNKNOWN
+        self.cooling = cooling
         self.open_air = cooling is Cooling.OPEN_AIR  # cooled by, and heated by, its neighbours' air
         thermal = settings.thermal.get(index, typical_model(cooling))
         self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
@@ -211,8 +214,9 @@ class Controller:
             if not sample.up:
                 continue
             state = states[sample.index]
-            around = [power.get(n) for n in adjacent.get(sample.index, ())]
-            neighbours_w = sum(around) if around and None not in around else None
+            beside = adjacent.get(sample.index, ())
+            around = [power.get(n) for n in beside if self._warms(n, state)]
+            neighbours_w = sum(around) if beside and None not in around else None
             observed = state.heat.observe(
                 snapshot.timestamp,
                 dt,
@@ -227,6 +231,11 @@ class Controller:
         for model, fit in self._couplings.items():
             fit.tick(ticks.get(model, ()), dt, self._settings.heat)
         return {model: fit.estimate() for model, fit in self._couplings.items()}
+
+    def _warms(self, neighbour: int, state: _GpuState) -> bool:
+        """Whether GPU ``neighbour``'s heat reaches the air of the GPU of ``state`` (:func:`exhaust_reaches`)."""
+        other = self._gpus.get(neighbour)
+        return other is None or exhaust_reaches(other.cooling, state.cooling)
 
     def reconfigure(self, settings: DecideSettings) -> None:
         """New thresholds, curves and models (a ``SIGHUP`` reload), keeping what was learnt.

@@ -14,8 +14,9 @@ speed the GPU shows, it gives the air the card breathes and where it would settl
   data-parallel job every GPU's power moves in lock-step, so one GPU's own history cannot tell its
   own heat from its neighbours'; across GPUs it can (an edge card has one neighbour, a middle card
   two), and whatever all GPUs share at a tick (the room, a job starting, a model that is off by the
-  same amount for all) drops out. The fit comes with its standard error and is shown only when it
-  is confidently positive. The GPU is *heated by its neighbours* when that coupling is at least
+  same amount for all) drops out. A neighbour's power counts only where its exhaust reaches the
+  GPU (:func:`exhaust_reaches`: a passive or blower card's leaves by its bracket). The fit comes
+  with its standard error and is shown only when it is confidently positive. The GPU is *heated by its neighbours* when that coupling is at least
   ``coupling_c_per_100w`` **and it costs something**: over the recent window it throttled thermally
   or had less than ``near_slowdown_c`` of headroom a quarter of the time or more. A stack that gpud
   holds at 70–75 °C with fans to spare is not flagged, however strongly its cards couple.
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpud.model.params import GpuThermalParams
-from gpud.telemetry import GpuInfo
+from gpud.telemetry import Cooling, GpuInfo
 
 _MIN_DEGREES_OF_FREEDOM = 5.0  # effective independent GPU-ticks before a coupling is trusted
 _MIN_NEIGHBOUR_SPREAD_W = 20.0  # how differently loaded the GPUs' neighbourhoods must be, W (std)
@@ -117,6 +118,25 @@ def neighbours(infos: tuple[GpuInfo, ...]) -> dict[int, tuple[int, ...]]:
         gpu: tuple(order[j] for j in (position - 1, position + 1) if 0 <= j < len(order))
         for position, gpu in enumerate(order)
     }
+
+
+def exhaust_reaches(neighbour: Cooling, gpu: Cooling) -> bool:
+    """Whether a ``neighbour`` card's heat warms the air of a ``gpu`` beside it, so that its watts count
+    in the coupling fit's neighbours' power.
+
+    An open-air card blows its exhaust into the case, onto every card beside it; a blower or a
+    passive card sends it out through its bracket, so it warms only cards cooled the same way
+    (passive cards downstream of it in a chassis' stream, blowers side by side). Counted alike, the
+    watts of a passive H100 beside one RTX 3090 and of an open-air card beside another made the
+    3090s' fit read +9.5 °C/100 W where open-air exhaust puts 2 in their air. Unknown cooling is
+    counted (nothing says its heat goes elsewhere).
+
+    >>> exhaust_reaches(Cooling.OPEN_AIR, Cooling.PASSIVE), exhaust_reaches(Cooling.PASSIVE, Cooling.OPEN_AIR)
+    (True, False)
+    >>> exhaust_reaches(Cooling.PASSIVE, Cooling.PASSIVE), exhaust_reaches(Cooling.UNKNOWN, Cooling.BLOWER)
+    (True, True)
+    """
+    return neighbour in (Cooling.OPEN_AIR, Cooling.UNKNOWN) or neighbour is gpu
 
 
 class _Trend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from gpud.decide.controller import Controller
 from gpud.decide.heat import Coupling, CouplingFit, HeatSettings, HeatTracker, InletObservation
 from gpud.model.params import GpuThermalParams
 from gpud.replay import load_trace
-from gpud.sim.machine import Layout
+from gpud.sim.machine import Layout, slot_coupling
+from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
 
 FIXTURE = Path(__file__).parents[1] / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
 CARD = GpuThermalParams(450.0, 2.5, 7.5, 30.0)  # the simulator's open-air card
@@ -158,3 +160,26 @@ def test_the_recorded_simulator_trace_shows_the_middle_card_cooked_and_the_edges
     # The model's 2 °C per 100 W of an adjacent card; in a row of three the edges also breathe the
     # far card's exhaust (0.5 °C/100 W), which narrows the difference the fit sees to 1.5.
     assert 1.2 < middle.coupling_c_per_100w < 2.6 and 0 < middle.coupling_error_c_per_100w < 0.5
+
+
+def test_a_passive_neighbours_watts_do_not_count_where_its_exhaust_does_not_reach(simulated_trace):
+    """Two RTX 3090s, one between a 4090 and the other 3090, one between that 3090 and a passive H100
+    (whose exhaust leaves by its bracket: the simulator puts none of it in the 3090's air). Counted
+    alike, the H100's 300 W made the second 3090's neighbours look hot where they were not, and the
+    3090s' fit read +9.46 °C/100 W where open-air exhaust puts 2 in their air (1.5 across the pair:
+    the second also breathes the 4090's, two slots off, which the fit leaves to noise)."""
+    rtx_4090 = replace(OPEN_AIR_CARD, name="NVIDIA GeForce RTX 4090 (simulated)", power_busy_w=420.0)
+    specs = [rtx_4090, OPEN_AIR_CARD, OPEN_AIR_CARD, PASSIVE_CARD]
+
+    def beside_a_4090_and_an_h100(machine: ThermalMachine) -> None:
+        machine.cards[:] = [
+            new_card(spec, spec.in_slot(30.0, slot_coupling(specs, slot)), 35.0) for slot, spec in enumerate(specs)
+        ]
+
+    header, snapshots = simulated_trace(Layout.OPEN_AIR, 4, 900, prepare=beside_a_4090_and_an_h100)
+    controller = Controller(header.gpus)
+    for snapshot in snapshots:
+        decision = controller.step(snapshot)
+    for gpu in (1, 2):
+        heat = decision.for_gpu(gpu).heat
+        assert heat.coupling_c_per_100w == pytest.approx(1.5, abs=0.2), gpu
