@@ -251,7 +251,12 @@ def replay(
     learned = learned or learn(trace, settings)
     problems = [*trace.problems, *learned.problems]
     controller = Controller(
-        trace.header.gpus, settings, learned.references, learned.max_gap_s, learned.power_limits
+        trace.header.gpus,
+        settings,
+        learned.references,
+        learned.max_gap_s,
+        learned.power_limits,
+        in_progress=False,  # intervals are taken as they end, seconds counted here
     )
     gpus: dict[int, GpuReplay] = {}
     ticks, gaps, measured, start, end = 0, 0, 0.0, None, None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from gpud.decide.controller import Controller
@@ -16,7 +19,10 @@ from gpud.decide.throttle import (
     classify,
     clock_lost,
 )
+from gpud.replay import load_trace
 from gpud.telemetry import GpuSample, Snapshot
+
+SIMULATED = Path(__file__).parents[1] / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +70,20 @@ def test_the_tick_after_a_gap_in_the_data_counts_one_sampling_period_and_ends_th
     assert decision.for_gpu(0).throttled_seconds[ThrottleCause.THERMAL] == 3.0
     (ended,) = decision.ended
     assert (ended.start, ended.end) == (0, 2)
+
+
+def test_a_controller_that_keeps_nothing_in_progress_decides_alike_and_leaves_it_out():
+    trace = load_trace(SIMULATED)
+    shown, left_out = Controller(trace.header.gpus), Controller(trace.header.gpus, in_progress=False)
+    under_way = 0
+    for snapshot in trace.ticks(1, None):
+        full, lean = shown.step(snapshot), left_out.step(snapshot)
+        under_way += sum(gpu.episode is not None for gpu in full.gpus)
+        assert all(gpu.episode is None and gpu.throttled_seconds == {} for gpu in lean.gpus)
+        blank = tuple(replace(gpu, episode=None, throttled_seconds={}) for gpu in full.gpus)
+        assert replace(full, gpus=blank) == lean
+    assert under_way > 100  # the trace has a throttle interval in progress for long
+    assert shown.finish() == left_out.finish()
 
 
 def test_a_down_gpu_is_not_throttled():
