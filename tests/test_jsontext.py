@@ -36,6 +36,7 @@ _DOCUMENTS = st.recursive(
         st.lists(inner, max_size=4),
         st.lists(inner, max_size=3).map(tuple),
         st.dictionaries(_KEYS, inner, max_size=4),
+        st.lists(st.dictionaries(_KEYS, _SCALARS, max_size=4), max_size=4),  # a replay's fan commands
     ),
     max_leaves=30,
 )
