@@ -125,6 +125,7 @@ class UsageMeter:
 
     def add(self, tick: Snapshot, decision: Decision) -> None:
         """Account one tick."""
+        heat_held = {g.index for g in decision.gpus if g.throttle is ThrottleCause.THERMAL}  # one pass a tick
         for sample in tick.gpus:
             info = self._infos.get(sample.index)
             u = self.usage.get(sample.index)
@@ -134,8 +135,7 @@ class UsageMeter:
                 if sample.index in self._limits:
                     u.power_limit_w, u.power_limit_inferred = self._limits[sample.index], True
             slowdown = (info.slowdown_temp_c if info else None) or self._slowdown_c
-            judged = decision.for_gpu(sample.index)
-            held_for_heat = judged is not None and judged.throttle is ThrottleCause.THERMAL
+            held_for_heat = sample.index in heat_held
             if slowdown is not None:
                 at_slowdown = hot = _reaches(sample, slowdown)
             else:
