@@ -16,9 +16,14 @@ def _refuse(constant: str) -> float:
     raise ValueError(f"{constant} is not a number gpud accepts")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse)  # one for every line (json.loads made one a call)
+
+
 def loads_json(text: str | bytes) -> Any:
     """``json.loads`` without ``NaN``/``Infinity``; a document nested too deeply is a ``ValueError`` too."""
     try:
+        if isinstance(text, str) and not text.startswith("\ufeff"):  # (json.loads refuses a BOM, says so)
+            return _DECODER.decode(text)
         return json.loads(text, parse_constant=_refuse)
     except RecursionError:
         raise ValueError("nested too deeply") from None
