@@ -406,7 +406,8 @@ def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
             if ended:
                 yield "".join(pieces)
                 pieces, length = [], 0
-        number += ended
+        if ended:
+            number += 1
     if pieces:
         yield "".join(pieces)
 

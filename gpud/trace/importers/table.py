@@ -22,7 +22,7 @@ from gpud.trace.importers.rows import Problems, answered, gpu_gone, not_applicab
 from gpud.trace.importers.units import OutOfBounds
 
 _READINGS = {Role.SAMPLE, Role.POWER, Role.FAN, Role.REASON, Role.VIOLATION}
-_REASONS = (Role.REASON, Role.VIOLATION)  # columns of one reason each
+_REASON_ROLES = (Role.REASON, Role.VIOLATION)  # columns of one reason each
 _BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$", re.IGNORECASE)
 
 
@@ -148,11 +148,11 @@ def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Pr
         return
     except ValueError:
         problems.value(line, title.strip(), cell)
-        row.reasons_unread = row.reasons_unread or col.role in _REASONS
+        row.reasons_unread = row.reasons_unread or col.role in _REASON_ROLES
         return
     if value is None:
         row.fans_unread = row.fans_unread or (col.role is Role.FAN and unread(cell))
-        if col.role in _REASONS:
+        if col.role in _REASON_ROLES:
             _reason_missing(row, col, cell)
         return
     match col.role:
