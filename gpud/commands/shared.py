@@ -286,6 +286,14 @@ def add_simulate_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_SIMULATED_MACHINE_FLAGS = (
+    ("sim_speed", "speed", "--sim-speed"),
+    ("layout", "layout", "--layout"),
+    ("ambient", "ambient_c", "--ambient"),
+)
+"""The simulated machine's flags: argparse's name, the ``[simulate]`` key it sets, the flag itself."""
+
+
 def add_simulated_machine_flags(parser: argparse.ArgumentParser) -> None:
     """``--simulate [N]`` and ``--layout``: the simulated GPUs and their cards, what every command that
     opens the GPUs takes (``fans reset`` and ``setup coolbits`` had only ``--simulate``: passive cards
@@ -526,9 +534,9 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     simulate = {}
     if args.simulate:
         simulate["gpus"] = args.simulate
-    for flag, key in (("sim_speed", "speed"), ("layout", "layout"), ("ambient", "ambient_c")):
-        if getattr(args, flag, None) is not None:
-            simulate[key] = getattr(args, flag)
+    for name, key, _flag in _SIMULATED_MACHINE_FLAGS:
+        if getattr(args, name, None) is not None:
+            simulate[key] = getattr(args, name)
     if simulate:
         overrides["simulate"] = simulate
     return overrides
@@ -607,18 +615,12 @@ def checked_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-_SIMULATOR_FLAGS = (
-    ("faults", "--faults"),
-    ("sim_speed", "--sim-speed"),
-    ("layout", "--layout"),
-    ("ambient", "--ambient"),
-)
-"""What only the simulated machine has: given for the real GPUs, each was ignored without a word."""
 
 
 def _refuse_simulator_flags(args: argparse.Namespace) -> None:
-    """:class:`ConfigError` for the first flag of :data:`_SIMULATOR_FLAGS` given without ``--simulate``."""
-    for name, flag in _SIMULATOR_FLAGS:
+    """:class:`ConfigError` for ``--faults`` or a flag of :data:`_SIMULATED_MACHINE_FLAGS` given without
+    ``--simulate``: for the real GPUs, each was ignored without a word."""
+    for name, flag in (("faults", "--faults"), *((name, flag) for name, _, flag in _SIMULATED_MACHINE_FLAGS)):
         if getattr(args, name, None) is not None:
             raise ConfigError(f"{flag} works on the simulated GPUs only: add --simulate")
 
