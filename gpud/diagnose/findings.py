@@ -189,7 +189,7 @@ def _throttling(gpu: GpuReplay, cooling: Cooling, fans_stopped: bool, alone: boo
         if f.numbers["speed_lost"] is None or float(f.numbers["speed_lost"] or 0.0) >= MIN_SPEED_LOST
     ]
     said = {f.numbers["cause"] for f in speed}
-    flagged = _throttled_s(gpu, _every_interval)
+    flagged = gpu.throttled_s  # every interval, costly or not
     notices = [
         _flagged_notice(gpu, cause, flagged[cause], cooling, fans_stopped, alone)
         for cause in _NOTICE_WORDS
