@@ -10,7 +10,8 @@ import structlog
 from gpud.callguard import DRIVER_WORKERS, CallGuard
 from gpud.config import Settings
 from gpud.errors import ConfigError
-from gpud.fans.choose import Chooser
+from gpud.fans.backend import FanBackend
+from gpud.fans.choose import BackendChoice, Chooser
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
@@ -114,17 +115,25 @@ def nvidia_settings(settings: Settings) -> NvidiaSettings:
     return NvidiaSettings(fc.nvidia_settings, fc.display, fc.xauthority, fc.command_timeout_s)
 
 
-def open_fan_control(settings: Settings, source: NvmlSource, dry_run: bool) -> FanControl:
+def open_fan_control(
+    settings: Settings, source: NvmlSource, dry_run: bool, simulated: bool = False
+) -> FanControl:
     """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
 
     It shares the source's call guard (a GPU hung in a read is not written to either) and its
     NVML error counter (``gpud_nvml_errors_total`` counts fan commands too); the probes run through
     that guard, so one that hangs holds up neither the start nor the other GPUs. GPUs whose curve
     is ``stock`` are left to the driver.
+
+    On ``simulated`` GPUs, ``auto`` is the simulated NVML only: nvidia-settings is this machine's
+    real program, and a fallback to it would drive real fans from simulated temperatures.
+    Only a backend chosen by name (a fake nvidia-settings under test, say) reaches it.
     """
     gpus = source.gpus
-    backends = [NvmlFanBackend(source.errors), NvidiaSettingsBackend(nvidia_settings(settings), gpus)]
     fc = settings.fan_control
+    backends: list[FanBackend] = [NvmlFanBackend(source.errors)]
+    if not simulated or fc.backend is BackendChoice.NVIDIA_SETTINGS:
+        backends.append(NvidiaSettingsBackend(nvidia_settings(settings), gpus))
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
     chooser = Chooser(fc.backend, backends, dry_run, stock)
     assignments = chooser.assign_all(gpus, source.incomplete, source.guard)

@@ -100,10 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     problem = _listen_problem(address, settings.listen)
     if problem is not None:
         return fail(problem, 1)
-    # Real fans have one driver: a second gpud would hand them back and fight the first (simulated
-    # machines are each their own).
-    real_fans = args.simulate is None and not args.dry_run
-    claim = FanControlClaim() if real_fans and settings.fan_control.backend is not BackendChoice.NONE else None
+    # Real fans have one driver: a second gpud would hand them back and fight the first.
+    claim = FanControlClaim() if _drives_real_fans(args, settings) else None
     try:
         return _serve(args, settings, web, address, signals)
     finally:
@@ -111,19 +109,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             claim.release()
 
 
+def _drives_real_fans(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether this run may set this machine's real fans: on real GPUs, unless it is a dry run or
+    monitor only; on simulated ones, only through nvidia-settings named as the backend (a real
+    program, whatever GPUs gpud reads; ``auto`` never reaches it there)."""
+    backend = settings.fan_control.backend
+    if args.dry_run or backend is BackendChoice.NONE:
+        return False
+    return args.simulate is None or backend is BackendChoice.NVIDIA_SETTINGS
+
+
 def _serve(
     args: argparse.Namespace, settings: Settings, web: WebConfig, address: tuple[str, int], signals: SignalInbox
 ) -> int:
     """Open the GPUs and the fans, serve, and run the loop until it is stopped; ``signals`` holds
     what came meanwhile."""
+    import structlog
+
     from gpud.assemble import open_fan_control
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
 
     settings, source, header = open_gpus(args, settings)
+    simulated = args.simulate is not None
+    if simulated and _drives_real_fans(args, settings):
+        structlog.get_logger("gpud.fans").warning(
+            "fan backend nvidia-settings on simulated GPUs: it runs this machine's nvidia-settings, "
+            "which sets its real fans, if it has any, from simulated temperatures",
+            program=settings.fan_control.nvidia_settings,
+        )
     try:
         recorder = TraceRecorder(args.record, header) if args.record is not None else None
-        fans = open_fan_control(settings, source, args.dry_run)
+        fans = open_fan_control(settings, source, args.dry_run, simulated)
     except BaseException:
         source.close()
         raise
