@@ -218,3 +218,28 @@ def test_a_trace_whose_header_cannot_be_read_is_exit_2_as_any_file_gpud_cannot_r
     trace.write_text(json.dumps({"format": "gpud-trace", "version": 1, "gpus": "none"}) + "\n")
     assert main(["replay", str(trace)]) == 2
     assert capsys.readouterr().err.startswith(f"gpud: {trace}:1: ")
+
+
+@pytest.mark.parametrize("command", ["import", "replay", "diagnose"])
+def test_dev_zero_is_refused_once_its_nuls_outrun_any_hole_a_power_loss_leaves(command, tmp_path):
+    """`gpud import /dev/zero -o t` (a device named by mistake): NULs are taken out of a log as the
+    hole a power loss leaves, but a run of 64 Mi is no such hole. Was: read on until Ctrl-C."""
+    argv = [command, "/dev/zero", *(["-o", str(tmp_path / "t.jsonl")] if command == "import" else [])]
+    done = gpud(*argv, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "gpud: /dev/zero:1: over 64 Mi NULs and nothing else: no log has a hole so long "
+        "(a disk image, or a device such as /dev/zero)\n"
+    )
+
+
+def test_a_log_after_a_run_of_nuls_at_its_start_is_read_as_the_text_it_is(tmp_path):
+    """A log whose first blocks were never written (a power loss as it was made, or a logger writing
+    on at its offset after logrotate's copytruncate): NULs, then the log. Was: taken for UTF-16 (NULs
+    at every other byte of its start, as in PowerShell's `nvidia-smi > log.csv`) and refused."""
+    log = tmp_path / "holed.csv"
+    log.write_bytes(b"\x00" * 4096 + LOG.encode())
+    whole = tmp_path / "whole.csv"
+    whole.write_text(LOG)
+    ticks = imported(log, tmp_path).splitlines()[1:]
+    assert len(ticks) == 6 and ticks == imported(whole, tmp_path).splitlines()[1:]

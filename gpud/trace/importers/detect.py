@@ -43,6 +43,11 @@ _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv fiel
 MAX_LINE_CHARS = 4 * 1024**2
 """The longest line a log can have: a gpud trace's header line, read whole, grows ~480 characters a
 GPU (64 GPUs: 30 000). One longer is no log's: refused at once, never held (a 2 GB line would be)."""
+MAX_NUL_RUN = 64 * 1024**2
+"""The longest run of NULs a log can have (characters: a UTF-16 log's are two bytes). A power loss leaves the blocks the file system had
+given a log and not yet written as NULs: what the logger wrote in the last seconds before it (a
+log of one line a second: kilobytes; the page cache's dirty limit at the very most). A longer run
+is a disk image or a device (``gpud import /dev/zero`` read on until Ctrl-C)."""
 DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
@@ -231,8 +236,9 @@ def _encoding(start: bytes) -> str:
         return "utf-16"
     if start.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
-    if len(start) >= 4 and start[1::2].count(0) > 0.9 * (len(start) // 2):
-        return "utf-16-le"  # PowerShell's `nvidia-smi ... > log.csv`
+    half = len(start) // 2
+    if half >= 2 and start[1::2].count(0) > 0.9 * half and start[0::2].count(0) < 0.5 * half:
+        return "utf-16-le"  # PowerShell's `nvidia-smi ... > log.csv` (ASCII between the NULs, not NULs alone)
     return "utf-8"
 
 
@@ -387,12 +393,23 @@ def _lines(handle: IO[str], name: str, compression: str) -> Iterator[str]:
 def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
     """The lines of ``handle``, read :data:`MAX_LINE_CHARS` at most at a time, NULs taken out of each
     piece: a run of them costs time, never memory (read as one line, a 1 GB hole took 2 GB). A line
-    longer than that, NULs not counted, raises :class:`NotALog` naming it."""
+    longer than that, NULs not counted, or a run of NULs longer than :data:`MAX_NUL_RUN` (pieces of
+    nothing else), raises :class:`NotALog` naming it."""
     pieces: list[str] = []
-    length, number = 0, 1
+    length, number, nuls = 0, 1, 0
     while piece := handle.readline(MAX_LINE_CHARS):
-        text = piece.rstrip("\r\n").replace("\x00", "")
+        unended = piece.rstrip("\r\n")
+        text = unended.replace("\x00", "")
         ended = piece.endswith("\n")
+        if text:
+            nuls = 0
+        else:
+            nuls += len(unended)
+            if nuls > MAX_NUL_RUN:
+                raise NotALog(
+                    f"{name}:{number}: over {MAX_NUL_RUN // 1024**2} Mi NULs and nothing else: no log "
+                    "has a hole so long (a disk image, or a device such as /dev/zero)"
+                )
         if ended and not pieces:  # a whole line at once: nearly every line
             yield text
         else:
