@@ -130,12 +130,8 @@ def keep_old(path: Path, new: bytes) -> Path | None:
     it (``setup coolbits --write /etc/X11/xorg.conf`` twice). Raises :class:`OutputError` when the
     copy cannot be made: then nothing is to be written over the file either.
     """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    old = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
-    if not old or old == new:
+    info, old = _regular_file(path)
+    if info is None or not old or old == new:
         return None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     number = 0
@@ -155,6 +151,24 @@ def keep_old(path: Path, new: bytes) -> Path | None:
             backup.unlink()
             raise _not_kept(path, backup, error) from None
         return backup
+
+
+def _regular_file(path: Path) -> tuple[os.stat_result | None, bytes]:
+    """The regular file at ``path`` (not a link to one), its status and bytes as one open file holds
+    them: a name checked first and read after could be swapped for a link between the two, and the
+    copy, made as root, would hold what the link points to (another user's file), under the mode of
+    the file that was there. (None, b"") where there is no regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: not waited for
+    except FileNotFoundError:
+        return None, b""
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link
+            return None, b""
+        raise OutputError(f"cannot read {path} to keep it before writing over it: {_reason(error)}") from None
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
+        return (info, file.read()) if stat.S_ISREG(info.st_mode) else (None, b"")
 
 
 def _not_kept(path: Path, backup: Path, error: OSError) -> OutputError:

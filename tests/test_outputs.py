@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpud.outputs import OutputError, check_writable, open_output
+from gpud.outputs import OutputError, check_writable, keep_old, open_output
 
 
 def test_a_new_file_gets_the_mode_asked_for_and_utf8_text(tmp_path: Path):
@@ -93,3 +93,27 @@ def test_a_write_that_fails_later_names_the_file_and_is_still_an_io_error(binary
     with expected as raised, open_output(full, binary=binary) as out:
         out.write(b"x" if binary else "x")
     assert isinstance(raised.value, OSError)  # the recorder's retry of failed writes still catches it
+
+
+@pytest.mark.parametrize("there", ["link", "fifo", "nothing"])
+def test_keep_old_copies_only_a_regular_file_never_what_a_link_points_to(tmp_path, there):
+    """gpud runs as root: a copy of what a link at the name points to (another user's file, swapped
+    in after the name was checked) would hand its bytes to whoever reads the copy."""
+    secret = tmp_path / "secret"
+    secret.write_text("root's own\n")
+    path = tmp_path / "xorg.conf"
+    if there == "link":
+        path.symlink_to(secret)
+    elif there == "fifo":
+        os.mkfifo(path)  # not waited for: nothing writes to it
+    assert keep_old(path, b"new") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["secret", *([] if there == "nothing" else [path.name])])
+
+
+def test_keep_old_keeps_the_bytes_and_mode_of_the_file_it_opened(tmp_path):
+    path = tmp_path / "xorg.conf"
+    path.write_text("# the desktop's own\n")
+    path.chmod(0o640)
+    backup = keep_old(path, b"new")
+    assert backup == tmp_path / "xorg.conf.bak"
+    assert backup.read_text() == "# the desktop's own\n" and backup.stat().st_mode & 0o777 == 0o640
