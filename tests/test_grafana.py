@@ -49,9 +49,10 @@ def test_every_query_is_filtered_by_the_host_variable():
     assert all('instance=~"$host"' in query for query in dashboard_queries())
 
 
-def test_the_fan_panels_show_fan_commands_that_fail_or_hang():
-    """The states GpudFanCommandsFailing fires on, as ``gpud status`` says them: a GPU whose fans gpud
-    no longer drives must be seen where its fans are, not only in an alert."""
+def test_the_fan_panels_show_fan_commands_that_fail_or_hang_and_fans_that_do_not_follow():
+    """The states GpudFanCommandsFailing and GpuFanNotFollowing fire on, as ``gpud status`` says them: a
+    GPU whose fans gpud no longer drives, or a fan that does not turn as told, must be seen where
+    its fans are, not only in an alert."""
     dashboard = json.loads(DASHBOARD.read_text())
     fan_panels = [panel for panel in dashboard["panels"] if panel["title"].startswith("Fan")]
     shown = {
@@ -60,4 +61,4 @@ def test_the_fan_panels_show_fan_commands_that_fail_or_hang():
         for target in panel.get("targets", [])
         for name in re.findall(r"\bgpud_\w+", target["expr"])
     }
-    assert {"gpud_gpu_fan_commands_failing", "gpud_gpu_fan_commands_hung"} <= shown, shown
+    assert {"gpud_gpu_fan_commands_failing", "gpud_gpu_fan_commands_hung", "gpud_gpu_fan_not_following"} <= shown
