@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import median
 
 from gpud.coverage import Logged
-from gpud.decide.controller import Controller, DecideSettings, Decision
+from gpud.decide.controller import Controller, DecideSettings, Decision, Thresholds
 from gpud.decide.curves import FanTarget, TargetReason
 from gpud.decide.episodes import ThrottleInterval, TickClock
 from gpud.decide.heat import HeatFinding
@@ -209,6 +209,8 @@ def learn(trace: LoadedTrace, settings: DecideSettings) -> Learned:
     spacings: list[float] = []
     held: dict[int, HeldClock] = {}
     levels: dict[int, PowerLevels] = {}
+    judged: dict[int, Thresholds] = {}
+    infos = {info.index: info for info in trace.header.gpus}
     clock = TickClock(max_gap_s=5.0 * stride)
     for snapshot in trace.ticks(stride, problems if kept is not None else None):
         if kept is not None:
@@ -217,15 +219,16 @@ def learn(trace: LoadedTrace, settings: DecideSettings) -> Learned:
         if dt > 0 and not gap and len(spacings) < 1000:
             spacings.append(dt / stride)
         for sample in snapshot.gpus:
-            if sample.index not in held:  # (setdefault would build both at every sample)
+            if sample.index not in held:  # (setdefault would build them all at every sample)
                 held[sample.index], levels[sample.index] = HeldClock(), PowerLevels()
-            held[sample.index].observe(snapshot.timestamp, sample, busy_pct, gap)
+                judged[sample.index] = Thresholds.of(infos.get(sample.index), settings)
+            free = judged[sample.index].runs_free(sample, settings.throttle)
+            held[sample.index].observe(snapshot.timestamp, sample, busy_pct, gap, free)
             level = levels[sample.index]
             level.limit_logged = level.limit_logged or sample.power_limit_w is not None
             if sample.power_w is not None and busy(sample, busy_pct):
                 level.observe(sample.power_w, core_clock_mhz(sample), dt)
-    infos = {info.index: info for info in trace.header.gpus}
-    refs = references(held, infos)
+    refs = references(held, infos, settings.throttle.collapse_loss)
     models = {index: infos[index].name if index in infos else "" for index in levels}
     limits = inferred_limits(levels, refs, models, settings.throttle.thermal_loss)
     return Learned(median(spacings) if spacings else 1.0, refs, limits, kept, problems)

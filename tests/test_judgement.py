@@ -57,6 +57,25 @@ def healthy_pair() -> list[str]:
     return lines
 
 
+def below_its_boost_top() -> list[str]:
+    """An RTX 4090 under a training load: 2730 MHz from start to end, below the 3105 MHz top of its boost
+    table (reached only at a light load), warming to 82 °C at 420 W of 450 W, no reasons logged. Its
+    clock never moved: nothing throttled it. Was: 'throttles (thermal) 76 %', 12 % of 3105 MHz lost."""
+    lines = [
+        (
+            "timestamp, name, temperature.gpu, utilization.gpu [%], clocks.sm [MHz], clocks.max.sm [MHz], "
+            "power.draw [W], power.limit [W], fan.speed [%]"
+        )
+    ]
+    for s in range(150):
+        temp = 60 + min(s, 100) / 100 * 22 + wobble(s, 0.5)
+        lines.append(
+            f"{at(s)}, NVIDIA GeForce RTX 4090, {temp:.0f}, 100 %, {2730 - 15 * (s % 3)} MHz, 3105 MHz, "
+            f"{410 + wobble(s, 10):.2f} W, 450.00 W, {60 + min(s, 100) // 5} %"
+        )
+    return lines
+
+
 def thermal_single() -> list[str]:
     """One card without reasons or a max clock: 1950 MHz until it reaches 83 °C, then 1650 MHz."""
     lines = ["timestamp, index, name, temperature.gpu, utilization.gpu [%], clocks.sm [MHz], power.draw [W]"]
@@ -288,6 +307,11 @@ CASES: dict[str, tuple[Callable[[], list[str]], str, Verdict]] = {
         capped_whole_run_dmon,
         "txt",
         Verdict(throttling={0: "power", 1: "power"}, limit_inferred=(0, 1), source="nvidia-smi-dmon"),
+    ),
+    "a consumer card below the top of its boost table, warm, its clock unchanged": (
+        below_its_boost_top,
+        "csv",
+        Verdict(cooling={0: "unknown (has fans; one GPU"}, source="nvidia-smi-csv"),
     ),
     "a sick card among siblings": (
         sick_card,

@@ -29,6 +29,7 @@ from gpud.decide.throttle import (
     ThrottleSettings,
     classify,
     clock_lost,
+    runs_free,
     unseen,
 )
 from gpud.model.params import TYPICAL_OPEN_AIR, TYPICAL_PASSIVE, GpuThermalParams
@@ -93,6 +94,26 @@ class Decision:
         return next((g for g in self.gpus if g.index == index), None)
 
 
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What one GPU's throttling is judged by, from its facts and the settings."""
+
+    slowdown_c: float
+    slowdown_reported: bool  # its own threshold, not a default
+    reasons_reported: int  # the clock-event reason bits its source reports
+
+    @classmethod
+    def of(cls, info: GpuInfo | None, settings: DecideSettings) -> Thresholds:
+        """Its own slowdown temperature, else the configured one, else :data:`DEFAULT_SLOWDOWN_C`."""
+        own = (info.slowdown_temp_c if info else None) or settings.slowdown_c
+        reported = info.clock_event_reasons_reported if info else None
+        return cls(own or DEFAULT_SLOWDOWN_C, own is not None, ALL_REASONS if reported is None else reported)
+
+    def runs_free(self, sample: GpuSample, settings: ThrottleSettings) -> bool:
+        """:func:`gpud.decide.throttle.runs_free` for this GPU."""
+        return runs_free(sample, self.reasons_reported, self.slowdown_c, settings)
+
+
 class _GpuState:
     """Per-GPU decision state; created on first sight of a GPU (and again on a reload).
 
@@ -116,6 +137,7 @@ class _GpuState:
         "slowdown_c",
         "slowdown_reported",
         "stock",
+        "thresholds",
         "throttled_s",
         "throttled_shown",
     )
@@ -123,11 +145,10 @@ class _GpuState:
     def __init__(self, info: GpuInfo | None, index: int, settings: DecideSettings) -> None:
         self.info = info
         self.model = info.name if info else ""  # GPUs of one model share a heat coupling fit
-        own = (info.slowdown_temp_c if info else None) or settings.slowdown_c
-        self.slowdown_c = own or DEFAULT_SLOWDOWN_C
-        self.slowdown_reported = own is not None
-        reported = info.clock_event_reasons_reported if info else None
-        self.reasons_reported = ALL_REASONS if reported is None else reported
+        self.thresholds = thresholds = Thresholds.of(info, settings)
+        self.slowdown_c = thresholds.slowdown_c
+        self.slowdown_reported = thresholds.slowdown_reported
+        self.reasons_reported = thresholds.reasons_reported
         self.held = HeldClock()
         self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
         cooling = settings.cooling.get(index)
@@ -287,7 +308,7 @@ class Controller:
     def _refresh_references(self) -> None:
         held = {index: state.held for index, state in self._gpus.items()}
         infos = {index: state.info for index, state in self._gpus.items() if state.info is not None}
-        self._references = references(held, infos)
+        self._references = references(held, infos, self._settings.throttle.collapse_loss)
 
     def _state(self, index: int) -> _GpuState:
         state = self._gpus.get(index)
@@ -310,7 +331,8 @@ class Controller:
         index = sample.index
         state = self._gpus[index]
         if self._fixed_references is None:
-            state.held.observe(timestamp, sample, settings.throttle.busy_util_pct, gap)
+            free = state.thresholds.runs_free(sample, settings.throttle)
+            state.held.observe(timestamp, sample, settings.throttle.busy_util_pct, gap, free)
         known = self._references.get(index)
         reference = known.mhz if known is not None else None
         cause = classify(

@@ -47,6 +47,7 @@ class ReferenceSource(StrEnum):
     DRIVER = "the driver's maximum clock"
     MODEL = "the model's maximum clock (data sheet)"
     HELD = "the highest clock it held"
+    FREE = "the highest clock it held at full load with nothing holding it back"
     APPLICATIONS = "its application clock"
     PEERS = "its same-model peers"
 
@@ -87,37 +88,49 @@ class _Window:
 
 
 class HeldClock:
-    """The highest clocks one GPU held for :data:`HOLD_S`: at any load, and loaded.
+    """The highest clocks one GPU held for :data:`HOLD_S`: at any load, loaded, and free.
 
     "Loaded" is full load, or a load the log does not tell (no utilisation): either may be the
-    very plateau being judged. Fed one sample at a time, in time order; a gap in the data
-    (``gap``) starts the windows over.
+    very plateau being judged. "Free" is full load with nothing holding the clock back, on
+    evidence (:func:`gpud.decide.throttle.runs_free`): what the GPU does under this work when it is
+    not throttled, below its maximum on most consumer cards (their top boost bins need a light
+    load's voltage). Fed one sample at a time, in time order; a gap in the data (``gap``) starts
+    the windows over.
     """
 
-    __slots__ = ("_any", "_loaded", "any_mhz", "loaded_mhz")
+    __slots__ = ("_any", "_free", "_loaded", "any_mhz", "free_mhz", "loaded_mhz")
 
     def __init__(self) -> None:
-        self._any, self._loaded = _Window(), _Window()
+        self._any, self._loaded, self._free = _Window(), _Window(), _Window()
         self.any_mhz: float | None = None
         self.loaded_mhz: float | None = None
+        self.free_mhz: float | None = None
 
-    def observe(self, t: float, sample: GpuSample, busy_util_pct: float, gap: bool = False) -> None:
-        """Count one sample at time ``t`` (seconds)."""
+    def observe(
+        self, t: float, sample: GpuSample, busy_util_pct: float, gap: bool = False, free: bool = False
+    ) -> None:
+        """Count one sample at time ``t`` (seconds); ``free``: nothing held its clock back."""
         clock = core_clock_mhz(sample)
         if gap or clock is None or not sample.up:
             self._any.reset()
             self._loaded.reset()
+            self._free.reset()
             if clock is None or not sample.up:
                 return
-        held = self._any.held(t, clock)
-        if held is not None and (self.any_mhz is None or held > self.any_mhz):
-            self.any_mhz = held
+        self.any_mhz = _higher(self.any_mhz, self._any.held(t, clock))
         if sample.gpu_util_pct is not None and not busy(sample, busy_util_pct):
             self._loaded.reset()
+            self._free.reset()
             return
-        held = self._loaded.held(t, clock)
-        if held is not None and (self.loaded_mhz is None or held > self.loaded_mhz):
-            self.loaded_mhz = held
+        self.loaded_mhz = _higher(self.loaded_mhz, self._loaded.held(t, clock))
+        if free and sample.gpu_util_pct is not None:
+            self.free_mhz = _higher(self.free_mhz, self._free.held(t, clock))
+        else:
+            self._free.reset()
+
+
+def _higher(best: float | None, held: float | None) -> float | None:
+    return held if held is not None and (best is None or held > best) else best
 
 
 def maximum_clock(info: GpuInfo | None) -> Reference | None:
@@ -131,8 +144,11 @@ def maximum_clock(info: GpuInfo | None) -> Reference | None:
     return Reference(float(spec), ReferenceSource.MODEL, True) if spec else None
 
 
-def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> dict[int, Reference | None]:
-    """Each GPU's reference clock (see the module's docstring for the order).
+def references(
+    held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo], sick_loss: float = 0.30
+) -> dict[int, Reference | None]:
+    """Each GPU's reference clock (see the module's docstring for the order), or the clock it held
+    free under full load where that is lower, but by less than ``sick_loss`` (:func:`_freed`).
 
     Each model's held clocks are sorted once, so a GPU's peers (the others of its model) cost a
     look-up, not a pass over every GPU: linear in GPUs, not quadratic.
@@ -157,25 +173,41 @@ def references(held: Mapping[int, HeldClock], infos: Mapping[int, GpuInfo]) -> d
         clocks.sort()
     result: dict[int, Reference | None] = {}
     for index, own in held.items():
-        info = infos.get(index)
-        top = maximum_clock(info)
-        if top is not None:
-            result[index] = top
-            continue
-        peers = _median_without(held_by_model.get(model(index), []), own.any_mhz)
-        candidates = [
-            (own.any_mhz, ReferenceSource.HELD),
-            (peers, ReferenceSource.PEERS),
-            (info.applications_clock_mhz if info else None, ReferenceSource.APPLICATIONS),
-        ]
-        known = [(float(mhz), source) for mhz, source in candidates if mhz]
-        if not known:
-            result[index] = None
-            continue
-        mhz, source = max(known, key=lambda pair: pair[0])
-        above_its_load = own.loaded_mhz is None or mhz > own.loaded_mhz * (1 + SEEN_FASTER)
-        result[index] = Reference(mhz, source, above_its_load)
+        top = _top(own, infos.get(index), held_by_model.get(model(index), []))
+        result[index] = _freed(top, own.free_mhz, sick_loss)
     return result
+
+
+def _top(own: HeldClock, info: GpuInfo | None, model_held: list[float]) -> Reference | None:
+    """The GPU's top clock by the order of the module's docstring."""
+    top = maximum_clock(info)
+    if top is not None:
+        return top
+    peers = _median_without(model_held, own.any_mhz)
+    candidates = [
+        (own.any_mhz, ReferenceSource.HELD),
+        (peers, ReferenceSource.PEERS),
+        (info.applications_clock_mhz if info else None, ReferenceSource.APPLICATIONS),
+    ]
+    known = [(float(mhz), source) for mhz, source in candidates if mhz]
+    if not known:
+        return None
+    mhz, source = max(known, key=lambda pair: pair[0])
+    above_its_load = own.loaded_mhz is None or mhz > own.loaded_mhz * (1 + SEEN_FASTER)
+    return Reference(mhz, source, above_its_load)
+
+
+def _freed(top: Reference | None, free_mhz: float | None, sick_loss: float) -> Reference | None:
+    """The top clock, or the clock the GPU held free under full load where that is lower: the clock
+    it runs this work at when nothing holds it back, and so the one throttling takes from. Measured
+    against the top of a consumer card's boost table (reached at a light load only), a card that
+    never changed its clock read as throttled once it got warm. A whole-run cap shows against it:
+    no capped tick is free. Within :data:`SEEN_FASTER` of the top (a boost bin or two) the top
+    stays; so it does ``sick_loss`` or more below it: a card that runs that slow, cool and below its
+    limit, is sick (``ThrottleSettings.collapse_loss``), and judged against the top."""
+    if free_mhz is None or top is None or not top.mhz * (1 - sick_loss) < free_mhz < top.mhz * (1 - SEEN_FASTER):
+        return top
+    return Reference(free_mhz, ReferenceSource.FREE, True)
 
 
 def _median_without(ordered: list[float], own: float | None) -> float | None:

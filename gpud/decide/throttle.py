@@ -135,6 +135,29 @@ def unseen(sample: GpuSample, reasons_reported: int, settings: ThrottleSettings)
     )
 
 
+def runs_free(sample: GpuSample, reasons_reported: int, slowdown_c: float, settings: ThrottleSettings) -> bool:
+    """Whether ``sample`` shows, on evidence, nothing holding the GPU's clock back: every throttle
+    reason logged and none active, or (reasons not all logged, none active) cool and below a power
+    limit the log states. The clock such a GPU holds under full load is what throttling takes from
+    (:class:`gpud.decide.reference.HeldClock`). Without that evidence (no temperature, no power
+    limit) nothing is said free: a power cap that lasted the whole log would otherwise set the
+    clock it is measured against."""
+    reasons = sample.clock_event_reasons
+    if reasons is not None:
+        if cause_from_reasons(reasons & reasons_reported) is not None:
+            return False
+        if reasons_reported & _THROTTLE_BITS == _THROTTLE_BITS:
+            return True
+    temperature, power, limit = sample.temperature_c, sample.power_w, sample.power_limit_w
+    return (
+        temperature is not None
+        and temperature < slowdown_c - settings.near_slowdown_c
+        and power is not None
+        and bool(limit)
+        and power < settings.power_limit_fraction * limit
+    )
+
+
 def classify(
     sample: GpuSample,
     reference_mhz: float | None,

@@ -94,3 +94,40 @@ def test_a_gpus_peers_are_the_other_gpus_of_its_model_whatever_their_number(gpus
         ]
         known = [m for m in (held[index].any_mhz, median(others) if others else None) if m]
         assert (refs[index].mhz if refs[index] else None) == (max(known) if known else None)
+
+
+def fed_free(clocks: list[tuple[float, bool]]) -> HeldClock:
+    """Busy samples, each with whether nothing held its clock back (:func:`runs_free`'s verdict)."""
+    held = HeldClock()
+    for tick, (clock, free) in enumerate(clocks):
+        held.observe(float(tick), GpuSample(0, sm_clock_mhz=int(clock), gpu_util_pct=100), 80, free=free)
+    return held
+
+
+def test_a_consumer_card_below_its_boost_top_is_measured_against_the_clock_it_holds_free_under_load():
+    """An RTX 4090 tops out at 3105 MHz at a light load and runs a training load at 2730 with nothing
+    holding it: its 2500 MHz while throttled lost 8 % of its speed, not 19 %."""
+    held = fed_free([(2730, True)] * 30 + [(2500, False)] * 30)
+    assert held.free_mhz == 2730
+    (reference,) = references({0: held}, {0: info(0, "NVIDIA GeForce RTX 4090", sm_clock_max_mhz=3105)}).values()
+    assert (reference.mhz, reference.source, reference.trusted) == (2730, ReferenceSource.FREE, True)
+
+
+@pytest.mark.parametrize(
+    ("free_mhz", "source"),
+    [(3000, ReferenceSource.DRIVER), (2000, ReferenceSource.DRIVER), (2300, ReferenceSource.FREE)],
+    ids=["within a boost bin or two of the top", "a sick card's collapse", "below the top"],
+)
+def test_the_free_clock_stands_in_for_the_top_only_between_a_boost_bin_and_a_sick_cards_collapse(free_mhz, source):
+    held = fed_free([(free_mhz, True)] * 30)
+    (reference,) = references({0: held}, {0: info(0, sm_clock_max_mhz=3105)}, sick_loss=0.30).values()
+    assert reference.source is source
+
+
+def test_only_free_busy_samples_held_for_a_few_seconds_give_the_free_clock():
+    assert fed_free([(2730, False)] * 30).free_mhz is None  # throttled or not known free: never
+    assert fed_free([(2730, True)] * 4 + [(2900, False)] * 30).free_mhz is None  # three seconds only
+    idle = HeldClock()
+    for tick in range(30):
+        idle.observe(float(tick), GpuSample(0, sm_clock_mhz=3105, gpu_util_pct=5), 80, free=True)
+    assert idle.free_mhz is None  # a light load's clock is the top, not what this work runs at

@@ -18,6 +18,7 @@ from gpud.decide.throttle import (
     cause_from_reasons,
     classify,
     clock_lost,
+    runs_free,
 )
 from gpud.replay import load_trace
 from gpud.telemetry import GpuSample, Snapshot
@@ -162,3 +163,25 @@ def test_without_a_reference_clock_nothing_is_inferred():
         classify(busy_sample(sm_clock_mhz=900, temperature_c=85), None, 80, NONE_REPORTED, SETTINGS) is None
     )
     assert clock_lost(busy_sample(sm_clock_mhz=1560), 1950) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("sample", "free"),
+    [
+        (GpuSample(0, temperature_c=70, power_w=400, power_limit_w=450, clock_event_reasons=0), True),
+        (GpuSample(0, temperature_c=70, power_w=400, power_limit_w=450, clock_event_reasons=0x20), False),
+        (GpuSample(0, temperature_c=70, power_w=400, power_limit_w=450), True),  # cool, below its limit
+        (GpuSample(0, temperature_c=78, power_w=400, power_limit_w=450), False),  # near its slowdown
+        (GpuSample(0, temperature_c=70, power_w=440, power_limit_w=450), False),  # at its limit
+        (GpuSample(0, temperature_c=70, power_w=400), False),  # no limit logged: a cap could not show
+        (GpuSample(0, power_w=400, power_limit_w=450), False),  # no temperature
+    ],
+    ids=["reasons none", "a reason", "cool", "hot", "at its limit", "no limit", "no temperature"],
+)
+def test_a_gpu_runs_free_only_on_evidence_that_nothing_holds_its_clock(sample, free):
+    assert runs_free(sample, ALL_REASONS, 80.0, ThrottleSettings()) is free
+
+
+def test_with_one_reason_logged_its_none_is_no_evidence_the_others_are_clear():
+    cool = GpuSample(0, temperature_c=70, power_w=400, clock_event_reasons=0)  # no limit logged
+    assert not runs_free(cool, SW_POWER_CAP, 80.0, ThrottleSettings())

@@ -509,7 +509,7 @@ def test_a_power_cap_is_the_card_at_its_limit_a_notice_and_a_laptop_is_not_told_
 
 def test_a_laptop_that_throttles_for_heat_is_told_about_a_laptops_cooling_not_slot_spacing():
     laptop = _held_back(
-        1, 300, lambda i, t: (1500, 0x20 if t > 100 else 0), name="NVIDIA GeForce RTX 4060 Laptop GPU"
+        1, 300, lambda i, t: (1500, 0x20) if t > 100 else (2100, 0), name="NVIDIA GeForce RTX 4060 Laptop GPU"
     )
     (throttling,) = [f for f in laptop.findings if f.kind == "throttling"]
     assert throttling.numbers["cause"] == "thermal" and "clean its vents" in throttling.recommendation
@@ -518,7 +518,7 @@ def test_a_laptop_that_throttles_for_heat_is_told_about_a_laptops_cooling_not_sl
 
 @pytest.mark.parametrize("gpus", [1, 2])
 def test_a_lone_gpu_hot_for_itself_is_not_told_to_space_it_from_cards_it_has_not(gpus):
-    held = _held_back(gpus, 300, lambda i, t: (1500, 0x20 if t > 100 else 0))
+    held = _held_back(gpus, 300, lambda i, t: (1500, 0x20) if t > 100 else (2100, 0))
     throttles = [f for f in held.findings if f.kind == "throttling"]
     assert len(throttles) == gpus and all(f.numbers["cause"] == "thermal" for f in throttles)
     for throttle in throttles:
@@ -712,7 +712,7 @@ def test_alike_findings_about_many_gpus_are_said_once_in_the_text_and_each_its_o
     """64 throttling GPUs printed 124 findings, ~500 lines: one kind, one cause and one piece of advice
     for many GPUs is one finding in the text, naming them and with the worst GPU's figures; the JSON
     keeps each GPU's."""
-    diagnosis = _held_back(12, 300, lambda i, t: (1900 - 20 * (i % 4), THERMAL_SLOWDOWN if t > 100 else 0))
+    diagnosis = _held_back(12, 300, lambda i, t: (1900 - 20 * (i % 4), THERMAL_SLOWDOWN) if t > 100 else (2100, 0))
     assert sorted(f.gpus for f in diagnosis.findings if f.kind == "throttling") == [(i,) for i in range(12)]
     assert len(diagnosis_json(diagnosis)["findings"]) == 24  # and 12 at their power limit
     text = render_diagnosis(diagnosis)
