@@ -14,6 +14,10 @@ order of trust it is
 The third is trusted only where it stands above the clock the GPU held under load (it was seen
 faster at a lighter load, its peers or its application clock run faster): otherwise it may be the
 loaded plateau itself, a cap that lasted the whole run cannot show, and the report says so.
+
+Where the GPU held a lower clock under full load with nothing holding it back (free, on evidence),
+that clock stands in for any of the three: the top of a consumer card's boost table needs a light
+load's voltage, and what throttling takes is measured from what this work runs at (:func:`_freed`).
 """
 
 from __future__ import annotations
