@@ -52,6 +52,24 @@ PCIE_SAMPLE_WINDOW_S = 0.020  # the driver samples the byte counter over 20 ms (
 FAN_CONTROL_MIN_DRIVER = 515  # nvmlDeviceSetFanSpeed_v2 and friends exist from R515 on (NVML.md §9.1)
 
 
+# The readings chosen by an enum argument (threshold kind, clock type), by its value.
+_THRESHOLDS: dict[int, Callable[[Card], Any]] = {
+    N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: lambda c: round(c.spec.shutdown_c),
+    N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: lambda c: round(c.slowdown_c),
+    N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX: lambda c: round(c.spec.max_operating_c),
+}
+_CLOCKS: dict[int, Callable[[Card], Any]] = {
+    N.NVML_CLOCK_SM: lambda c: round(c.sm_clock_mhz),
+    N.NVML_CLOCK_GRAPHICS: lambda c: round(c.sm_clock_mhz),
+    N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz if c.busy else 405,
+}
+_MAX_CLOCKS: dict[int, Callable[[Card], Any]] = {
+    N.NVML_CLOCK_SM: lambda c: c.spec.sm_clock_max_mhz,
+    N.NVML_CLOCK_GRAPHICS: lambda c: c.spec.sm_clock_max_mhz,
+    N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz,
+}
+
+
 def _set(ref: Any, value: Any) -> int:
     ref._obj.value = value
     return SUCCESS
@@ -81,9 +99,20 @@ def simulated_pci_address(index: int) -> tuple[int, int]:
     return domain, 0x17 + slot * 0x10
 
 
+_pointer_at = ctypes.c_void_p.from_buffer  # a pointer object's value, read from its own memory
+
+
 def gpu_index(handle: Any) -> int:
-    """The simulated GPU a device handle stands for (handles are index + 1, never NULL)."""
-    return (ctypes.cast(handle, ctypes.c_void_p).value or 0) - 1
+    """The simulated GPU a device handle stands for (handles are index + 1, never NULL).
+
+    Every entry point asks it: a handle object's own memory is read (a third of a cast's cost);
+    anything else a C function would take as a pointer (``None``, an int) is cast.
+    """
+    try:
+        address = _pointer_at(handle).value
+    except TypeError:
+        address = ctypes.cast(handle, ctypes.c_void_p).value
+    return (address or 0) - 1
 
 
 class SimulatedNvmlLibrary:
@@ -145,11 +174,18 @@ class SimulatedNvmlLibrary:
             machine.step(step)
 
     def _card(self, handle: Any) -> Card | None:
+        """The handle's card, the model brought up to the present first (with the lock held).
+
+        Most calls find the model already there (several calls a tick, one step a tick), so the
+        clock is compared here and :meth:`_advance` is called only when a step is due.
+        """
         index = gpu_index(handle)
-        if not 0 <= index < len(self.machine.cards):
+        cards = self.machine.cards
+        if not 0 <= index < len(cards):
             return None
-        self._advance()
-        return self.machine.cards[index]
+        if self.machine.time_s + self._step_s <= self.elapsed_s():
+            self._advance()
+        return cards[index]
 
     def _fill(self, handle: Any, fill: Callable[[Card], int]) -> int:
         """Run ``fill`` on the handle's card, brought up to the present; it writes the outputs."""
@@ -159,12 +195,12 @@ class SimulatedNvmlLibrary:
 
     def _read(self, handle: Any, read: Callable[[Card], Any], out: Any) -> int:
         """One scalar output; ``read`` returning ``None`` means the card does not have it."""
-
-        def fill(card: Card) -> int:
+        with self._lock:
+            card = self._card(handle)
+            if card is None:
+                return INVALID_ARGUMENT
             value = read(card)
-            return NOT_SUPPORTED if value is None else _set(out, value)
-
-        return self._fill(handle, fill)
+        return NOT_SUPPORTED if value is None else _set(out, value)
 
     def _read_kind(self, handle: Any, reads: dict[int, Callable[[Card], Any]], kind: Any, out: Any) -> int:
         """A scalar chosen by an enum argument (clock type, threshold kind ...)."""
@@ -466,28 +502,13 @@ class SimulatedNvmlLibrary:
         return self._read(handle, lambda c: round(c.temp_c), out)
 
     def nvmlDeviceGetTemperatureThreshold(self, handle: Any, kind: Any, out: Any) -> int:
-        thresholds = {
-            N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: lambda c: round(c.spec.shutdown_c),
-            N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: lambda c: round(c.slowdown_c),
-            N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX: lambda c: round(c.spec.max_operating_c),
-        }
-        return self._read_kind(handle, thresholds, kind, out)
+        return self._read_kind(handle, _THRESHOLDS, kind, out)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
-        clocks = {
-            N.NVML_CLOCK_SM: lambda c: round(c.sm_clock_mhz),
-            N.NVML_CLOCK_GRAPHICS: lambda c: round(c.sm_clock_mhz),
-            N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz if c.busy else 405,
-        }
-        return self._read_kind(handle, clocks, kind, out)
+        return self._read_kind(handle, _CLOCKS, kind, out)
 
     def nvmlDeviceGetMaxClockInfo(self, handle: Any, kind: Any, out: Any) -> int:
-        clocks = {
-            N.NVML_CLOCK_SM: lambda c: c.spec.sm_clock_max_mhz,
-            N.NVML_CLOCK_GRAPHICS: lambda c: c.spec.sm_clock_max_mhz,
-            N.NVML_CLOCK_MEM: lambda c: c.spec.memory_clock_max_mhz,
-        }
-        return self._read_kind(handle, clocks, kind, out)
+        return self._read_kind(handle, _MAX_CLOCKS, kind, out)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any, out: Any) -> int:
         return self._read(handle, lambda c: round(c.power_avg_w * 1000), out)
@@ -542,10 +563,7 @@ class SimulatedNvmlLibrary:
         return self._read(handle, lambda c: len(c.fans) or None, out)
 
     def _fan_read(self, handle: Any, fan: int, read: Callable[[Card, int], Any], out: Any) -> int:
-        def checked(card: Card) -> Any:
-            return read(card, fan) if fan < len(card.fans) else None
-
-        return self._read(handle, checked, out)
+        return self._read(handle, lambda card: read(card, fan) if fan < len(card.fans) else None, out)
 
     def nvmlDeviceGetFanSpeed_v2(self, handle: Any, fan: int, out: Any) -> int:
         return self._fan_read(handle, fan, lambda c, i: round(c.fans[i].speed_pct), out)
@@ -652,7 +670,8 @@ class SimulatedNvmlLibrary:
 
     def nvmlDeviceGetFieldValues(self, handle: Any, count: Any, values_ref: Any) -> int:
         """Each entry answered on its own (:mod:`gpud.sim.field_values`); the call fails only for a bad device."""
-        if self._driver_major() < FIELD_VALUES_MIN_DRIVER:
+        driver_major = self._driver_major()
+        if driver_major < FIELD_VALUES_MIN_DRIVER:
             return FUNCTION_NOT_FOUND
         if values_ref is None or not 0 <= count.value <= len(values_ref._obj):
             return INVALID_ARGUMENT  # (a C driver would read past the array: the sim says so instead)
@@ -661,7 +680,7 @@ class SimulatedNvmlLibrary:
         def fill(card: Card) -> int:
             now_us = int((self._epoch + self.machine.time_s) * 1e6)
             for value in values:
-                field_values.fill(value, card, self._driver_major(), now_us)
+                field_values.fill(value, card, driver_major, now_us)
             return SUCCESS
 
         return self._fill(handle, fill)
