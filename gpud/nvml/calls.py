@@ -85,10 +85,12 @@ class NvmlCalls:
         good, so older drivers fall back once.
         """
         key = (gpu, call)
-        if key in self._absent:
+        # Known to work (the steady state) and known absent exclude each other: a value is given up
+        # only before any way of it worked. The first is looked up once and not written again.
+        working = self._working.get(key)
+        if working is None and key in self._absent:
             return None
-        start = self._working.get(key, 0)
-        for position in range(start, len(alternatives)):
+        for position in range(working or 0, len(alternatives)):
             way = alternatives[position]
             name, read, absent = (
                 (way.call, way.read, way.absent) if isinstance(way, Way) else (call, way, ABSENT)
@@ -96,11 +98,12 @@ class NvmlCalls:
             try:
                 value = NVML_IN_PROGRESS.named(name, read)
             except N.NVMLError as error:
-                if error.value in absent and key not in self._working:
+                if working is None and error.value in absent:
                     continue
                 self.failed(gpu, name, error)
                 return None
-            self._working[key] = position
+            if working is None:
+                self._working[key] = position
             return value
         self._unsupported[key] += 1
         if self._unsupported[key] >= ABSENT_AFTER:
