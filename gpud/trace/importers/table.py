@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from gpud.telemetry import FanReading, GpuSample
@@ -41,14 +41,14 @@ class Header:
         return cls(titles, columns, [i for _, i in sorted(used)])
 
     @cached_property
-    def readers(self) -> tuple[tuple[int, Column, str, Callable[..., None]], ...]:
-        """Each position to read in :attr:`order`, with its column, title and how its cell is read:
-        worked out once per header, not at every cell of every row."""
+    def readers(self) -> tuple[tuple[int, CellReader], ...]:
+        """Each position to read in :attr:`order`, with how its cell is read: worked out once per
+        header, not at every cell of every row."""
         chosen = []
         for position in self.order:
             col = self.columns[position]
             assert col is not None
-            chosen.append((position, col, self.titles[position], _READERS.get(col.role, _value)))
+            chosen.append((position, _READERS.get(col.role, _value_reader)(col, self.titles[position])))
         return tuple(chosen)
 
     @cached_property
@@ -87,7 +87,7 @@ class Header:
         return any(c is not None and c.role is Role.FAN for c in self.columns)
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One data row, read: its time, the GPU's identity, and the values for the sample and info."""
 
@@ -113,72 +113,148 @@ class Row:
         return f"{self.date} {self.time}" if self.date else self.time
 
 
-def _identity(row: Row, col: Column, cell: str) -> None:
-    """An identity cell; a ``gpu`` column may hold a number, a UUID, a bus id or the GPU's name.
+# How a row reads one cell of a column (with the cell's line, for what it reports): chosen per column
+# once, from the header, so that no cell asks its column's role again.
+CellReader = Callable[[Row, str, int, Problems], None]
+
+
+@lru_cache(maxsize=4096)  # an index column holds a GPU's few names over and over
+def _index_cell(text: str) -> tuple[str, Any] | None:
+    """What an index cell names: ``("index", n)``, else what a ``gpu`` column may hold instead (a UUID,
+    a bus id or the GPU's name); ``None`` for no answer.
 
     A number that is no GPU's index (``-1``, ``1.5``) is the row's error, not a GPU of its own.
     """
-    text = cell.strip()
-    if col.name != "index":
-        if (told := answered(text)) is not None:  # a lost GPU's bus id is "[GPU is lost]": not another GPU's
-            row.ids.setdefault(col.name, told)
-        return
     try:
         value = number(text)
     except ValueError:
-        value = None
         if text.upper().startswith("GPU-"):
-            row.ids.setdefault("uuid", text)
-        elif _BUS_ID.match(text):
-            row.ids.setdefault("pci_bus_id", text)
-        else:
-            row.info.setdefault("name", text)
-    if value is not None:
-        if not value.is_integer() or field_refusal(GpuSample, "index", int(value)) is not None:
-            raise ValueError(f"not a GPU index: {text!r}")
-        row.ids.setdefault("index", int(value))
-
-
-def _value(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    """One measured value into the row; one that cannot be read is left out and reported."""
-    try:
-        value = col.read(cell)
-    except OutOfBounds as error:
-        problems.value(line, title.strip(), cell, f"out of bounds ({error})")
-        return
-    except ValueError:
-        problems.value(line, title.strip(), cell)
-        row.reasons_unread = row.reasons_unread or col.role in _REASON_ROLES
-        return
+            return "uuid", text
+        return ("pci_bus_id", text) if _BUS_ID.match(text) else ("name", text)
     if value is None:
-        row.fans_unread = row.fans_unread or (col.role is Role.FAN and unread(cell))
-        if col.role in _REASON_ROLES:
+        return None
+    if not value.is_integer() or field_refusal(GpuSample, "index", int(value)) is not None:
+        raise ValueError(f"not a GPU index: {text!r}")
+    return "index", int(value)
+
+
+def _index_reader(col: Column, title: str) -> CellReader:
+    def read_index(row: Row, cell: str, line: int, problems: Problems) -> None:
+        named = _index_cell(cell.strip())
+        if named is not None:
+            kind, value = named
+            (row.info if kind == "name" else row.ids).setdefault(kind, value)
+
+    return read_index
+
+
+def _identity_reader(col: Column, title: str) -> CellReader:
+    """An identity cell; an ``index`` column (dmon's ``gpu``) may hold a number, a UUID, a bus id or a name."""
+    if col.name == "index":
+        return _index_reader(col, title)
+    name = col.name
+
+    def read_identity(row: Row, cell: str, line: int, problems: Problems) -> None:
+        if (told := answered(cell)) is not None:  # a lost GPU's bus id is "[GPU is lost]": not another GPU's
+            row.ids.setdefault(name, told)
+
+    return read_identity
+
+
+# How a value read from its cell is kept in the row, by the column's role: (row, value, cell, line, problems).
+Keeper = Callable[[Row, Any, str, int, Problems], None]
+
+
+def _value_reader(col: Column, title: str) -> CellReader:
+    """A measured value's cell, kept as its role has it; one that cannot be read is left out and reported."""
+    read, keep, title = col.read, _keeper(col, title), title.strip()
+    reason, fan = col.role in _REASON_ROLES, col.role is Role.FAN
+
+    def read_value(row: Row, cell: str, line: int, problems: Problems) -> None:
+        try:
+            value = read(cell)
+        except OutOfBounds as error:
+            problems.value(line, title, cell, f"out of bounds ({error})")
+            return
+        except ValueError:
+            problems.value(line, title, cell)
+            row.reasons_unread = row.reasons_unread or reason
+            return
+        if value is not None:
+            keep(row, value, cell, line, problems)
+            return
+        row.fans_unread = row.fans_unread or (fan and unread(cell))
+        if reason:
             _reason_missing(row, col, cell)
-        return
+
+    return read_value
+
+
+def _keeper(col: Column, title: str) -> Keeper:
+    """How a value of ``col`` is kept in its row: worked out once for the column, not at every cell."""
+    name, title = col.name, title.strip()
     match col.role:
+        case Role.SAMPLE if not col.unit and name.endswith("_pct"):
+            note = (
+                f"{title}: values between 0 and 1 are read as % (0.99 % is idle); "
+                f"for a fraction of 1, state it in the header: '{title} [0-1]'"
+            )
+
+            def keep_share(row: Row, value: Any, cell: str, line: int, problems: Problems) -> None:
+                row.sample[name] = value
+                if 0 < value < 1:
+                    problems.note(note)
+
+            return keep_share
         case Role.SAMPLE:
-            row.sample[col.name] = value
-            if 0 < value < 1 and not col.unit and col.name.endswith("_pct"):
-                problems.note(
-                    f"{title.strip()}: values between 0 and 1 are read as % (0.99 % is idle); "
-                    f"for a fraction of 1, state it in the header: '{title.strip()} [0-1]'"
-                )
+            return lambda row, value, cell, line, problems: row.sample.__setitem__(name, value)
         case Role.INFO:
-            row.info[col.name] = value
+            return lambda row, value, cell, line, problems: row.info.__setitem__(name, value)
         case Role.FAN:
-            row.fans.append(FanReading(speed_pct=value))
+            return lambda row, value, cell, line, problems: row.fans.append(FanReading(speed_pct=value))
         case Role.POWER:
-            if col.name not in row.ranked or col.rank < row.ranked[col.name][0]:
-                row.ranked[col.name] = (col.rank, value)
+            return _ranked_keeper(col)
         case Role.REASON:
-            if value.lower() not in ("active", "not active"):
-                problems.value(line, title.strip(), cell)
-                row.reasons_unread = True
-                return
-            row.reasons = (row.reasons or 0) | (REASON_BITS[col.name] if value.lower() == "active" else 0)
+            return _reason_keeper(col, title)
         case Role.VIOLATION:
-            threshold = VIOLATION_SHARE_PCT if col.name == "sw_power_cap" else 0.0
-            row.reasons = (row.reasons or 0) | (VIOLATION_BITS[col.name] if value > threshold else 0)
+            return _violation_keeper(col)
+    raise AssertionError(f"no value is kept for a column of role {col.role}")
+
+
+def _ranked_keeper(col: Column) -> Keeper:
+    """A value several columns offer (power): the lowest rank's of those read is kept."""
+    name, rank = col.name, col.rank
+
+    def keep_ranked(row: Row, value: Any, cell: str, line: int, problems: Problems) -> None:
+        if name not in row.ranked or rank < row.ranked[name][0]:
+            row.ranked[name] = (rank, value)
+
+    return keep_ranked
+
+
+def _reason_keeper(col: Column, title: str) -> Keeper:
+    """A reason's state, "Active" or "Not Active"; any other word is not understood."""
+    bit = REASON_BITS[col.name]
+
+    def keep_reason(row: Row, value: Any, cell: str, line: int, problems: Problems) -> None:
+        if value.lower() not in ("active", "not active"):
+            problems.value(line, title, cell)
+            row.reasons_unread = True
+            return
+        row.reasons = (row.reasons or 0) | (bit if value.lower() == "active" else 0)
+
+    return keep_reason
+
+
+def _violation_keeper(col: Column) -> Keeper:
+    """dmon's share of the sample a reason held the clocks (pviol: a majority counts) or its flag."""
+    bit = VIOLATION_BITS[col.name]
+    threshold = VIOLATION_SHARE_PCT if col.name == "sw_power_cap" else 0.0
+
+    def keep_violation(row: Row, value: Any, cell: str, line: int, problems: Problems) -> None:
+        row.reasons = (row.reasons or 0) | (bit if value > threshold else 0)
+
+    return keep_violation
 
 
 def _reason_missing(row: Row, col: Column, cell: str) -> None:
@@ -191,43 +267,57 @@ def _reason_missing(row: Row, col: Column, cell: str) -> None:
         row.reasons_unread = True
 
 
-def _time(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    row.time = cell.strip() or None
+def _time_reader(col: Column, title: str) -> CellReader:
+    def read_time(row: Row, cell: str, line: int, problems: Problems) -> None:
+        row.time = cell.strip() or None
+
+    return read_time
 
 
-def _date(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    row.date = cell.strip() or None
+def _date_reader(col: Column, title: str) -> CellReader:
+    def read_date(row: Row, cell: str, line: int, problems: Problems) -> None:
+        row.date = cell.strip() or None
+
+    return read_date
 
 
-def _elapsed(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    row.elapsed = col.read(cell)
+def _elapsed_reader(col: Column, title: str) -> CellReader:
+    read = col.read
+
+    def read_elapsed(row: Row, cell: str, line: int, problems: Problems) -> None:
+        row.elapsed = read(cell)
+
+    return read_elapsed
 
 
-def _refused(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    problems.note(f"{title.strip()}: {col.name}: the column is left out")
+def _refused_reader(col: Column, title: str) -> CellReader:
+    """A column refused for its unit: said (once), never read."""
+    note = f"{title.strip()}: {col.name}: the column is left out"
+
+    def read_refused(row: Row, cell: str, line: int, problems: Problems) -> None:
+        problems.note(note)
+
+    return read_refused
 
 
-def _id(row: Row, col: Column, title: str, cell: str, line: int, problems: Problems) -> None:
-    _identity(row, col, cell)
-
-
-_READERS = {  # else a value
-    Role.TIME: _time,
-    Role.DATE: _date,
-    Role.ELAPSED: _elapsed,
-    Role.IDENTITY: _id,
-    Role.REFUSED: _refused,
+_READERS: dict[Role, Callable[[Column, str], CellReader]] = {  # else a value
+    Role.TIME: _time_reader,
+    Role.DATE: _date_reader,
+    Role.ELAPSED: _elapsed_reader,
+    Role.IDENTITY: _identity_reader,
+    Role.REFUSED: _refused_reader,
 }
 
 
 def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
     """A data row read by its header; raises ``ValueError`` when its time cannot be read."""
     row = Row()
-    for position, col, title, read in header.readers:
-        read(row, col, title, cells[position], line, problems)
+    for position, read in header.readers:
+        read(row, cells[position], line, problems)
     if "[" in "".join(cells):  # nvidia-smi's bracketed answers: "[N/A]", "[GPU is lost]"
         row.up = not gpu_gone([cells[position] for position in header.measured])
-    row.sample.update({name: value for name, (_, value) in row.ranked.items()})
+    for name, (_, value) in row.ranked.items():
+        row.sample[name] = value
     if row.reasons is not None and not row.reasons_unread:
         row.sample.setdefault("clock_event_reasons", row.reasons)
     return row
