@@ -166,7 +166,7 @@ class CsvImport:
         before_header = 0
         stamped: float | None = None  # a time on a line of its own, for the rows after it
         for line, cells in _csv_rows(lines, self._skip, self._delimiter):
-            if not "".join(cells).strip():  # no cell with anything in it
+            if not (cells and cells[0].strip()) and not "".join(cells).strip():  # no cell with anything in it
                 continue
             if len(cells) <= 2 and (unreachable := handle_error(",".join(cells))) is not None:
                 self._unreachable_gpu(line, *unreachable)

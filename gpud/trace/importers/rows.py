@@ -84,6 +84,7 @@ def number(text: str) -> float | None:
     raise ValueError(f"not a number: {text.strip()!r}")
 
 
+@lru_cache(maxsize=4096)  # a log repeats its few names, UUIDs and bus ids at every sample
 def answered(text: str) -> str | None:
     """A text cell (a name, a bus id, a UUID) as it stands, or ``None`` where it holds no answer: the
     words a missing value is written as, NVML's bracketed errors among them (a GPU fallen off the bus
@@ -247,6 +248,14 @@ class _Seen:
     fans_logged: bool = False
     fan_readings: int = 0
     fan_count: int = 0
+    info: dict[str, Any] | None = None  # the facts its last row gave, learnt
+
+    def learn(self, info: dict[str, Any]) -> None:
+        """The facts of one of its rows (``None``: not told), and whether its name is a fanless model's."""
+        if info.get("name") not in (None, self.facts.get("name")):
+            self.passive = is_passive_model(info["name"])
+        self.facts.update({k: v for k, v in info.items() if v is not None})
+        self.info = info
 
 
 # How long the ticks after a repeated header are held while a GPU that answered before it has not been
@@ -365,9 +374,8 @@ class TickAssembler:
         seen = self._seen.get(sample.index)
         if seen is None:
             seen = self._seen[sample.index] = _Seen()
-        if info.get("name") not in (None, seen.facts.get("name")):
-            seen.passive = is_passive_model(info["name"])
-        seen.facts.update({k: v for k, v in info.items() if v is not None})
+        if info != seen.info:  # a GPU's rows tell the same facts, sample after sample
+            seen.learn(info)
         seen.fans_logged = seen.fans_logged or (fans_logged and sample.up)
         if sample.fans and seen.passive:
             sample = replace(sample, fans=())  # a recorder's 0 % for "no fan"
