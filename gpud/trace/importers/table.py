@@ -41,14 +41,17 @@ class Header:
         return cls(titles, columns, [i for _, i in sorted(used)])
 
     @cached_property
-    def readers(self) -> tuple[tuple[int, CellReader], ...]:
+    def readers(self) -> tuple[tuple[int, str | None, Callable[[str], Any], CellReader], ...]:
         """Each position to read in :attr:`order`, with how its cell is read: worked out once per
-        header, not at every cell of every row."""
+        header, not at every cell of every row. A sample's plain field (its name given) is read in
+        :func:`read_row`'s own loop, its cell reader called only to leave out, and say, a value it
+        cannot read: most cells of a log are such, and a call each was most of a row's reading."""
         chosen = []
         for position in self.order:
             col = self.columns[position]
             assert col is not None
-            chosen.append((position, _READERS.get(col.role, _value_reader)(col, self.titles[position])))
+            reader = _READERS.get(col.role, _value_reader)(col, self.titles[position])
+            chosen.append((position, col.name if _plain_sample(col) else None, col.read, reader))
         return tuple(chosen)
 
     @cached_property
@@ -194,7 +197,7 @@ def _keeper(col: Column, title: str) -> Keeper:
     """How a value of ``col`` is kept in its row: worked out once for the column, not at every cell."""
     name, title = col.name, title.strip()
     match col.role:
-        case Role.SAMPLE if not col.unit and name.endswith("_pct"):
+        case Role.SAMPLE if _notes_fractions(col):
             note = (
                 f"{title}: values between 0 and 1 are read as % (0.99 % is idle); "
                 f"for a fraction of 1, state it in the header: '{title} [0-1]'"
@@ -309,11 +312,31 @@ _READERS: dict[Role, Callable[[Column, str], CellReader]] = {  # else a value
 }
 
 
+def _plain_sample(col: Column) -> bool:
+    """Whether a column's values go to its sample field as they are read (no note, no rank, no reason)."""
+    return col.role is Role.SAMPLE and not _notes_fractions(col)
+
+
+def _notes_fractions(col: Column) -> bool:
+    """Whether a column's values between 0 and 1 are said to be read as % (a share stating no unit)."""
+    return not col.unit and col.name.endswith("_pct")
+
+
 def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
     """A data row read by its header; raises ``ValueError`` when its time cannot be read."""
     row = Row()
-    for position, read in header.readers:
-        read(row, cells[position], line, problems)
+    sample = row.sample
+    for position, plain, read, reader in header.readers:
+        if plain is None:
+            reader(row, cells[position], line, problems)
+            continue
+        try:
+            value = read(cells[position])
+        except ValueError:  # left out by its reader, which says why
+            reader(row, cells[position], line, problems)
+            continue
+        if value is not None:
+            sample[plain] = value
     if "[" in "".join(cells):  # nvidia-smi's bracketed answers: "[N/A]", "[GPU is lost]"
         row.up = not gpu_gone([cells[position] for position in header.measured])
     for name, (_, value) in row.ranked.items():
