@@ -41,17 +41,19 @@ class Header:
         return cls(titles, columns, [i for _, i in sorted(used)])
 
     @cached_property
-    def readers(self) -> tuple[tuple[int, str | None, Callable[[str], Any], CellReader], ...]:
+    def readers(self) -> tuple[tuple[int, str | None, bool, Callable[[str], Any], CellReader], ...]:
         """Each position to read in :attr:`order`, with how its cell is read: worked out once per
-        header, not at every cell of every row. A sample's plain field (its name given) is read in
-        :func:`read_row`'s own loop, its cell reader called only to leave out, and say, a value it
-        cannot read: most cells of a log are such, and a call each was most of a row's reading."""
+        header, not at every cell of every row. A plain field of the sample or info (its name given,
+        and whether it is the info's) is read in :func:`read_row`'s own loop, its cell reader called
+        only to leave out, and say, a value it cannot read: most cells of a log are such, and a call
+        each was most of a row's reading."""
         chosen = []
         for position in self.order:
             col = self.columns[position]
             assert col is not None
             reader = _READERS.get(col.role, _value_reader)(col, self.titles[position])
-            chosen.append((position, col.name if _plain_sample(col) else None, col.read, reader))
+            plain = col.name if _plain_field(col) else None
+            chosen.append((position, plain, col.role is Role.INFO, col.read, reader))
         return tuple(chosen)
 
     @cached_property
@@ -214,7 +216,7 @@ def _keeper(col: Column, title: str) -> Keeper:
         case Role.INFO:
             return lambda row, value, cell, line, problems: row.info.__setitem__(name, value)
         case Role.FAN:
-            return lambda row, value, cell, line, problems: row.fans.append(FanReading(speed_pct=value))
+            return lambda row, value, cell, line, problems: row.fans.append(_fan_reading(value))
         case Role.POWER:
             return _ranked_keeper(col)
         case Role.REASON:
@@ -222,6 +224,11 @@ def _keeper(col: Column, title: str) -> Keeper:
         case Role.VIOLATION:
             return _violation_keeper(col)
     raise AssertionError(f"no value is kept for a column of role {col.role}")
+
+
+@lru_cache(maxsize=4096, typed=True)  # a reading is immutable: one for each speed a log repeats
+def _fan_reading(speed_pct: float) -> FanReading:
+    return FanReading(speed_pct=speed_pct)
 
 
 def _ranked_keeper(col: Column) -> Keeper:
@@ -312,9 +319,10 @@ _READERS: dict[Role, Callable[[Column, str], CellReader]] = {  # else a value
 }
 
 
-def _plain_sample(col: Column) -> bool:
-    """Whether a column's values go to its sample field as they are read (no note, no rank, no reason)."""
-    return col.role is Role.SAMPLE and not _notes_fractions(col)
+def _plain_field(col: Column) -> bool:
+    """Whether a column's values go to its sample's or info's field as they are read (no note, no
+    rank, no reason)."""
+    return col.role is Role.INFO or (col.role is Role.SAMPLE and not _notes_fractions(col))
 
 
 def _notes_fractions(col: Column) -> bool:
@@ -325,8 +333,8 @@ def _notes_fractions(col: Column) -> bool:
 def read_row(header: Header, cells: list[str], line: int, problems: Problems) -> Row:
     """A data row read by its header; raises ``ValueError`` when its time cannot be read."""
     row = Row()
-    sample = row.sample
-    for position, plain, read, reader in header.readers:
+    sample, info = row.sample, row.info
+    for position, plain, of_info, read, reader in header.readers:
         if plain is None:
             reader(row, cells[position], line, problems)
             continue
@@ -336,7 +344,7 @@ def read_row(header: Header, cells: list[str], line: int, problems: Problems) ->
             reader(row, cells[position], line, problems)
             continue
         if value is not None:
-            sample[plain] = value
+            (info if of_info else sample)[plain] = value
     if "[" in "".join(cells):  # nvidia-smi's bracketed answers: "[N/A]", "[GPU is lost]"
         row.up = not gpu_gone([cells[position] for position in header.measured])
     for name, (_, value) in row.ranked.items():
