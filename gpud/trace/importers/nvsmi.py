@@ -214,7 +214,8 @@ class CsvImport:
                     "no index, pci.bus_id or uuid column: the rows of one timestamp are read as "
                     "GPU 0, 1, ... in their order"
                 )
-        info = row.info | {k: v for k, v in row.ids.items() if k != "index"}
+        info = row.info | row.ids
+        info.pop("index", None)  # the GPU's number, not a fact of it
         info["clock_event_reasons_reported"] = header.reported_by(row)
         if "pci_bus_id" in row.ids:
             self._gpu_at_bus[row.ids["pci_bus_id"]] = gpu
