@@ -130,13 +130,12 @@ def _csv_rows(
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     while True:
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            for row in reader:  # the reader goes on after a row it could not split
+                yield reader.line_num, row
         except csv.Error as error:
             skip(reader.line_num, str(error))
             continue
-        yield reader.line_num, row
+        return
 
 
 def bus_key(bus_id: str) -> tuple[int, str]:
@@ -193,8 +192,8 @@ class CsvImport:
                 if len(cells) != len(header.columns):
                     raise ValueError(f"{len(cells)} columns where the header has {len(header.columns)}")
                 row = read_row(header, cells, line, self.problems)
-                if row.stamp is not None:
-                    when = self._times.read(row.stamp, line, header.time_title)
+                if (stamp := row.stamp) is not None:
+                    when = self._times.read(stamp, line, header.time_title)
                 else:
                     when = row.elapsed if row.elapsed is not None else stamped
             except ValueError as error:
