@@ -76,6 +76,25 @@ def below_its_boost_top() -> list[str]:
     return lines
 
 
+def collapses_after_running_free() -> list[str]:
+    """An RTX 4090 that trains at 2730 MHz for two minutes, free (62 °C, 380 W of 450 W), then drops to
+    2150 MHz, cool and at 250 W, no reasons logged: 31 % below its 3105 MHz top, a sick card, as one at
+    2150 MHz all run is judged. Measured from the free clock it is 21 %, and read as nothing."""
+    lines = [
+        (
+            "timestamp, name, temperature.gpu, utilization.gpu [%], clocks.sm [MHz], clocks.max.sm [MHz], "
+            "power.draw [W], power.limit [W]"
+        )
+    ]
+    for s in range(240):
+        clock, temp, watts = (2730, 62, 380) if s < 120 else (2150, 55, 250)
+        lines.append(
+            f"{at(s)}, NVIDIA GeForce RTX 4090, {temp + wobble(s, 1):.0f}, 100 %, {clock} MHz, 3105 MHz, "
+            f"{watts + wobble(s, 5):.2f} W, 450.00 W"
+        )
+    return lines
+
+
 def thermal_single() -> list[str]:
     """One card without reasons or a max clock: 1950 MHz until it reaches 83 °C, then 1650 MHz."""
     lines = ["timestamp, index, name, temperature.gpu, utilization.gpu [%], clocks.sm [MHz], power.draw [W]"]
@@ -312,6 +331,13 @@ CASES: dict[str, tuple[Callable[[], list[str]], str, Verdict]] = {
         below_its_boost_top,
         "csv",
         Verdict(cooling={0: "unknown (has fans; one GPU"}, source="nvidia-smi-csv"),
+    ),
+    "a consumer card that collapses after running free": (
+        collapses_after_running_free,
+        "csv",
+        Verdict(
+            throttling={0: "other"}, cooling={0: "unknown (no fan readings"}, source="nvidia-smi-csv", exit_code=1
+        ),
     ),
     "a sick card among siblings": (
         sick_card,

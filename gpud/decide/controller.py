@@ -343,6 +343,7 @@ class Controller:
             settings.throttle,
             self._power_limits.get(index),
             state.slowdown_reported,
+            known.sick_mhz if known is not None else None,
         )
         lost = None
         if cause is not None:

@@ -58,11 +58,21 @@ class ReferenceSource(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """A reference clock, where it comes from, and whether a whole-run cap would show against it."""
+    """A reference clock, where it comes from, and whether a whole-run cap would show against it.
+
+    ``top_mhz`` is the top clock a free one stands in for (:func:`_freed`): a collapse (a sick card)
+    is judged against it, not against the clock it ran at before it collapsed.
+    """
 
     mhz: float
     source: ReferenceSource
     trusted: bool
+    top_mhz: float | None = None
+
+    @property
+    def sick_mhz(self) -> float:
+        """The clock a collapse is measured from: the top, where a free clock stands in for it."""
+        return self.top_mhz if self.top_mhz is not None else self.mhz
 
 
 class _Window:
@@ -211,7 +221,7 @@ def _freed(top: Reference | None, free_mhz: float | None, sick_loss: float) -> R
     limit, is sick (``ThrottleSettings.collapse_loss``), and judged against the top."""
     if free_mhz is None or top is None or not top.mhz * (1 - sick_loss) < free_mhz < top.mhz * (1 - SEEN_FASTER):
         return top
-    return Reference(free_mhz, ReferenceSource.FREE, True)
+    return Reference(free_mhz, ReferenceSource.FREE, True, top.mhz)
 
 
 def _median_without(ordered: list[float], own: float | None) -> float | None:

@@ -166,6 +166,7 @@ def classify(
     settings: ThrottleSettings,
     inferred_limit_w: float | None = None,
     slowdown_reported: bool = True,
+    sick_reference_mhz: float | None = None,
 ) -> ThrottleCause | None:
     """The throttle cause of one tick, or ``None`` when the GPU runs free (or is idle, or down).
 
@@ -173,7 +174,10 @@ def classify(
     of them, they decide. Where some are missing, an active reported bit still decides, and
     otherwise the clocks do — a "not active" for the one bit that was logged says nothing about
     the others. ``inferred_limit_w`` stands in for a power limit the sample does not carry;
-    ``slowdown_reported`` says ``slowdown_c`` is the GPU's own threshold, not a default.
+    ``slowdown_reported`` says ``slowdown_c`` is the GPU's own threshold, not a default;
+    ``sick_reference_mhz``, where the reference is the clock the GPU held free below its top
+    (:attr:`gpud.decide.reference.Reference.sick_mhz`), is the top a collapse is measured from:
+    a card that ran free and then collapsed is as sick as one slow from the start.
     """
     if not sample.up:
         return None
@@ -200,6 +204,8 @@ def classify(
         return ThrottleCause.THERMAL
     if at_limit:
         return ThrottleCause.POWER  # near a default slowdown only: the steady power says more
-    if lost >= settings.collapse_loss and temperature is not None and sample.power_w is not None:
+    collapsed = clock_lost(sample, sick_reference_mhz) if sick_reference_mhz else lost
+    sick = collapsed is not None and collapsed >= settings.collapse_loss
+    if sick and temperature is not None and sample.power_w is not None:
         return ThrottleCause.OTHER  # collapsed under full load, cool, below its power limit: a sick GPU
     return None
