@@ -30,3 +30,16 @@ def test_fans_reset_on_fan_cards_hands_each_back():
     done = gpud("fans", "reset", "--simulate", "--fan-backend", "nvml")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["nvml: GPU 0, GPU 1, GPU 2, GPU 3: fans handed back to the driver"]
+
+
+def test_fans_reset_on_simulated_gpus_never_runs_this_machines_nvidia_settings_under_auto(fake_nvidia_settings):
+    """`gpud fans reset --simulate` (auto): nvidia-settings is this machine's real program, and its reset
+    would hand the real fans back from under a running gpud. Was: run, as for real GPUs."""
+    fake = fake_nvidia_settings(gpus=2)
+    done = gpud("fans", "reset", "--simulate", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["nvml: GPU 0, GPU 1: fans handed back to the driver"]
+    assert fake.calls() == []
+    named = gpud("fans", "reset", "--simulate", "2", "--fan-backend", "nvidia-settings")  # named: it runs
+    assert named.returncode == 0, named.stderr
+    assert fake.calls()
