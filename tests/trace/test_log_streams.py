@@ -220,17 +220,30 @@ def test_a_trace_whose_header_cannot_be_read_is_exit_2_as_any_file_gpud_cannot_r
     assert capsys.readouterr().err.startswith(f"gpud: {trace}:1: ")
 
 
-@pytest.mark.parametrize("command", ["import", "replay", "diagnose"])
-def test_dev_zero_is_refused_once_its_nuls_outrun_any_hole_a_power_loss_leaves(command, tmp_path):
+def test_dev_zero_is_refused_once_its_nuls_outrun_any_hole_a_log_can_have(tmp_path):
     """`gpud import /dev/zero -o t` (a device named by mistake): NULs are taken out of a log as the
-    hole a power loss leaves, but a run of 64 Mi is no such hole. Was: read on until Ctrl-C."""
-    argv = [command, "/dev/zero", *(["-o", str(tmp_path / "t.jsonl")] if command == "import" else [])]
-    done = gpud(*argv, timeout=60)
+    hole a power loss or a copytruncate leaves, but a run of 1 Gi is no such hole. Was: read on until
+    Ctrl-C."""
+    done = gpud("import", "/dev/zero", "-o", str(tmp_path / "t.jsonl"), timeout=120)
     assert done.returncode == 2
     assert done.stderr == (
-        "gpud: /dev/zero:1: over 64 Mi NULs and nothing else: no log has a hole so long "
+        "gpud: /dev/zero:1: over 1 Gi NULs and nothing else: no log has a hole so long "
         "(a disk image, or a device such as /dev/zero)\n"
     )
+
+
+def test_a_log_after_the_hole_a_copytruncate_leaves_is_read(tmp_path):
+    """`nvidia-smi --query-gpu=... -l 1 > log.csv` rotated by logrotate's copytruncate: the logger writes on
+    at its offset, so the file starts with a hole as long as the old log (here 96 MiB), then rows.
+    Was: refused whole. The header is the old log's, gone with it: the logger's next header (a log
+    restarted) is what names the columns, so this log carries one after the hole."""
+    log = tmp_path / "rotated.csv"
+    with log.open("wb") as out:
+        out.truncate(96 * 2**20)  # sparse: the hole costs no disk
+        out.seek(0, os.SEEK_END)
+        out.write(LOG.encode())
+    ticks = imported(log, tmp_path).splitlines()[1:]
+    assert len(ticks) == 6
 
 
 def test_a_log_after_a_run_of_nuls_at_its_start_is_read_as_the_text_it_is(tmp_path):

@@ -43,11 +43,13 @@ _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv fiel
 MAX_LINE_CHARS = 4 * 1024**2
 """The longest line a log can have: a gpud trace's header line, read whole, grows ~480 characters a
 GPU (64 GPUs: 30 000). One longer is no log's: refused at once, never held (a 2 GB line would be)."""
-MAX_NUL_RUN = 64 * 1024**2
-"""The longest run of NULs a log can have (characters: a UTF-16 log's are two bytes). A power loss leaves the blocks the file system had
-given a log and not yet written as NULs: what the logger wrote in the last seconds before it (a
-log of one line a second: kilobytes; the page cache's dirty limit at the very most). A longer run
-is a disk image or a device (``gpud import /dev/zero`` read on until Ctrl-C)."""
+MAX_NUL_RUN = 1024**3
+"""The longest run of NULs a log can have (characters: a UTF-16 log's are two bytes). A power loss
+leaves the blocks the file system had given a log and not yet written as NULs (kilobytes, for a log
+of a line a second); logrotate's ``copytruncate`` under a logger that does not append
+(``nvidia-smi dmon > log``) leaves a hole as long as the log it rotated away (a day of 8 GPUs at
+1 Hz: ~70 MB). A run longer than a gibi-character is a disk image or a device (``gpud import
+/dev/zero`` read on until Ctrl-C; now it is refused in seconds)."""
 DELIMITERS = (",", ";", "\t")
 _NVPROF = re.compile(r'^==\d+==|^"Start","Duration"')
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0e-\x1f\ufffd]")
@@ -407,7 +409,7 @@ def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
             nuls += len(unended)
             if nuls > MAX_NUL_RUN:
                 raise NotALog(
-                    f"{name}:{number}: over {MAX_NUL_RUN // 1024**2} Mi NULs and nothing else: no log "
+                    f"{name}:{number}: over {MAX_NUL_RUN // 1024**3} Gi NULs and nothing else: no log "
                     "has a hole so long (a disk image, or a device such as /dev/zero)"
                 )
         if ended and not pieces:  # a whole line at once: nearly every line
