@@ -155,20 +155,29 @@ def keep_old(path: Path, new: bytes) -> Path | None:
 
 def _regular_file(path: Path) -> tuple[os.stat_result | None, bytes]:
     """The regular file at ``path`` (not a link to one), its status and bytes as one open file holds
-    them: a name checked first and read after could be swapped for a link between the two, and the
-    copy, made as root, would hold what the link points to (another user's file), under the mode of
-    the file that was there. (None, b"") where there is no regular file."""
+    them: a name checked and read after could be swapped for a link between the two, and the copy,
+    made as root, would hold what the link points to (another user's file) under the mode of the
+    file that was there. Only a name that was a regular file is opened (opening a device can do
+    something: ``/dev/watchdog`` starts it), without following a link, and the file opened must be
+    the one checked. (None, b"") where there is no regular file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: not waited for
+        checked = os.lstat(path)
+    except FileNotFoundError:
+        return None, b""
+    if not stat.S_ISREG(checked.st_mode):
+        return None, b""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, b""
     except OSError as error:
-        if error.errno == errno.ELOOP:  # a link
+        if error.errno == errno.ELOOP:  # swapped for a link since
             return None, b""
         raise OutputError(f"cannot read {path} to keep it before writing over it: {_reason(error)}") from None
     with open(fd, "rb") as file:
         info = os.fstat(fd)
-        return (info, file.read()) if stat.S_ISREG(info.st_mode) else (None, b"")
+        swapped = (info.st_dev, info.st_ino) != (checked.st_dev, checked.st_ino)
+        return (None, b"") if swapped or not stat.S_ISREG(info.st_mode) else (info, file.read())
 
 
 def _not_kept(path: Path, backup: Path, error: OSError) -> OutputError:
