@@ -133,9 +133,6 @@ class _GpuState:
         "open_air",
         "plans",
         "predictive",
-        "reasons_reported",
-        "slowdown_c",
-        "slowdown_reported",
         "stock",
         "thresholds",
         "throttled_s",
@@ -146,9 +143,6 @@ class _GpuState:
         self.info = info
         self.model = info.name if info else ""  # GPUs of one model share a heat coupling fit
         self.thresholds = thresholds = Thresholds.of(info, settings)
-        self.slowdown_c = thresholds.slowdown_c
-        self.slowdown_reported = thresholds.slowdown_reported
-        self.reasons_reported = thresholds.reasons_reported
         self.held = HeldClock()
         self.episodes = EpisodeTracker(index, settings.throttle.release_s, settings.throttle.min_s)
         cooling = settings.cooling.get(index)
@@ -157,14 +151,14 @@ class _GpuState:
         self.cooling = cooling
         self.open_air = cooling is Cooling.OPEN_AIR  # cooled by, and heated by, its neighbours' air
         thermal = settings.thermal.get(index, typical_model(cooling))
-        self.heat = HeatTracker(settings.heat, thermal, self.slowdown_c)
+        self.heat = HeatTracker(settings.heat, thermal, thresholds.slowdown_c)
         self.stock = settings.fans.left_to_driver(index)
         self.fan_count = info.fan_count if info else 0
         self.fans: list[FanTargetState] = []
         self.plans: dict[tuple[bool, int], _FanPlan] = {}
         self.throttled_s = dict.fromkeys(ThrottleCause, 0.0)
         self.throttled_shown: dict[ThrottleCause, float] | None = None  # a copy for the decisions
-        self.predictive = PredictiveDemand(index, thermal, settings.fans.predictive, self.slowdown_c)
+        self.predictive = PredictiveDemand(index, thermal, settings.fans.predictive, thresholds.slowdown_c)
 
     def throttled_copy(self) -> dict[ThrottleCause, float]:
         """The throttled seconds as the decisions show them: a copy, made again only when they change."""
@@ -338,11 +332,11 @@ class Controller:
         cause = classify(
             sample,
             reference,
-            state.slowdown_c,
-            state.reasons_reported,
+            state.thresholds.slowdown_c,
+            state.thresholds.reasons_reported,
             settings.throttle,
             self._power_limits.get(index),
-            state.slowdown_reported,
+            state.thresholds.slowdown_reported,
             known.sick_mhz if known is not None else None,
         )
         lost = None
@@ -350,7 +344,7 @@ class Controller:
             lost = clock_lost(sample, reference)
             state.throttled_s[cause] += dt
             state.throttled_shown = None
-        pause = cause is None and unseen(sample, state.reasons_reported, settings.throttle)
+        pause = cause is None and unseen(sample, state.thresholds.reasons_reported, settings.throttle)
         closed = state.episodes.update(timestamp, cause, lost, dt, gap, pause)
         if closed is not None:
             ended.append(closed)
@@ -403,7 +397,7 @@ class Controller:
                 (
                     target,
                     state.predictive if name == PREDICTIVE else self._curves[name],
-                    fans.emergency_line_c(name, state.slowdown_c),
+                    fans.emergency_line_c(name, state.thresholds.slowdown_c),
                 )
                 for name, target in zip(names, state.fans, strict=True)
             ),
