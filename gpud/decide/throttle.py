@@ -148,14 +148,25 @@ def runs_free(sample: GpuSample, reasons_reported: int, slowdown_c: float, setti
             return False
         if reasons_reported & _THROTTLE_BITS == _THROTTLE_BITS:
             return True
-    temperature, power, limit = sample.temperature_c, sample.power_w, sample.power_limit_w
     return (
-        temperature is not None
-        and temperature < slowdown_c - settings.near_slowdown_c
-        and power is not None
-        and bool(limit)
-        and power < settings.power_limit_fraction * limit
+        sample.temperature_c is not None
+        and not _hot(sample, slowdown_c, settings)
+        and sample.power_w is not None
+        and bool(sample.power_limit_w)
+        and not _at_limit(sample, sample.power_limit_w, settings)
     )
+
+
+def _hot(sample: GpuSample, slowdown_c: float, settings: ThrottleSettings) -> bool:
+    """Within ``near_slowdown_c`` of the slowdown temperature (or past it)."""
+    temperature = sample.temperature_c
+    return temperature is not None and temperature >= slowdown_c - settings.near_slowdown_c
+
+
+def _at_limit(sample: GpuSample, limit_w: float | None, settings: ThrottleSettings) -> bool:
+    """Drawing ``power_limit_fraction`` of ``limit_w`` or more."""
+    power = sample.power_w
+    return power is not None and bool(limit_w) and power >= settings.power_limit_fraction * limit_w
 
 
 def classify(
@@ -194,18 +205,14 @@ def classify(
     lost = clock_lost(sample, reference_mhz)
     if lost is None or lost < settings.thermal_loss:
         return None
-    limit = sample.power_limit_w or inferred_limit_w
-    at_limit = (
-        sample.power_w is not None and bool(limit) and sample.power_w >= settings.power_limit_fraction * limit
-    )
-    temperature = sample.temperature_c
-    hot = temperature is not None and temperature >= slowdown_c - settings.near_slowdown_c
+    at_limit = _at_limit(sample, sample.power_limit_w or inferred_limit_w, settings)
+    hot = _hot(sample, slowdown_c, settings)
     if hot and (slowdown_reported or not at_limit):
         return ThrottleCause.THERMAL
     if at_limit:
         return ThrottleCause.POWER  # near a default slowdown only: the steady power says more
     collapsed = clock_lost(sample, sick_reference_mhz) if sick_reference_mhz else lost
     sick = collapsed is not None and collapsed >= settings.collapse_loss
-    if sick and temperature is not None and sample.power_w is not None:
+    if sick and sample.temperature_c is not None and sample.power_w is not None:
         return ThrottleCause.OTHER  # collapsed under full load, cool, below its power limit: a sick GPU
     return None
