@@ -11,7 +11,7 @@ from gpud.callguard import DRIVER_WORKERS, CallGuard
 from gpud.config import Settings
 from gpud.errors import ConfigError
 from gpud.fans.backend import FanBackend
-from gpud.fans.choose import BackendChoice, Chooser
+from gpud.fans.choose import Chooser
 from gpud.fans.control import FanControl
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
@@ -125,14 +125,13 @@ def open_fan_control(
     that guard, so one that hangs holds up neither the start nor the other GPUs. GPUs whose curve
     is ``stock`` are left to the driver.
 
-    On ``simulated`` GPUs, ``auto`` is the simulated NVML only: nvidia-settings is this machine's
-    real program, and a fallback to it would drive real fans from simulated temperatures.
-    Only a backend chosen by name (a fake nvidia-settings under test, say) reaches it.
+    On ``simulated`` GPUs, ``auto`` is the simulated NVML only
+    (:meth:`~gpud.fans.choose.BackendChoice.reaches_nvidia_settings`).
     """
     gpus = source.gpus
     fc = settings.fan_control
     backends: list[FanBackend] = [NvmlFanBackend(source.errors)]
-    if not simulated or fc.backend is BackendChoice.NVIDIA_SETTINGS:
+    if fc.backend.reaches_nvidia_settings(simulated):
         backends.append(NvidiaSettingsBackend(nvidia_settings(settings), gpus))
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
     chooser = Chooser(fc.backend, backends, dry_run, stock)

@@ -64,10 +64,7 @@ def cmd_fans_reset(args: argparse.Namespace) -> int:
     resets = []
     if choice in (BackendChoice.AUTO, BackendChoice.NVML):
         resets.append(("nvml", with_nvml))
-    # nvidia-settings is this machine's real program: on simulated GPUs only a backend named so reaches it
-    # (as in ``gpud run``), or ``auto`` would hand this machine's real fans back from under a running gpud.
-    simulated = args.simulate is not None
-    if choice is BackendChoice.NVIDIA_SETTINGS or (choice is BackendChoice.AUTO and not simulated):
+    if choice.reaches_nvidia_settings(simulated=args.simulate is not None):
         tool = nvidia_settings(settings)
         resets.append(("nvidia-settings", lambda: reset_nvidia_settings(tool)))
     outcomes = within_deadline(resets)  # ExecStopPost= shares TimeoutStopSec= with the daemon

@@ -111,12 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _drives_real_fans(args: argparse.Namespace, settings: Settings) -> bool:
     """Whether this run may set this machine's real fans: on real GPUs, unless it is a dry run or
-    monitor only; on simulated ones, only through nvidia-settings named as the backend (a real
-    program, whatever GPUs gpud reads; ``auto`` never reaches it there)."""
+    monitor only; on simulated ones, where its choice reaches this machine's nvidia-settings."""
     backend = settings.fan_control.backend
     if args.dry_run or backend is BackendChoice.NONE:
         return False
-    return args.simulate is None or backend is BackendChoice.NVIDIA_SETTINGS
+    return args.simulate is None or backend.reaches_nvidia_settings(simulated=True)
 
 
 def _serve(

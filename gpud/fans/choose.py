@@ -43,6 +43,12 @@ class BackendChoice(StrEnum):
     NVIDIA_SETTINGS = "nvidia-settings"
     NONE = "none"
 
+    def reaches_nvidia_settings(self, simulated: bool) -> bool:
+        """Whether this choice may run nvidia-settings. It is this machine's real program, whatever
+        GPUs gpud reads: on simulated ones only a choice naming it does (a fake one under test, say);
+        an ``auto`` that fell back to it would set, or hand back, the real fans."""
+        return self is BackendChoice.NVIDIA_SETTINGS or (self is BackendChoice.AUTO and not simulated)
+
 
 def assign_backends(
     gpus: Sequence[GpuInfo],
