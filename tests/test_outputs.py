@@ -97,8 +97,8 @@ def test_a_write_that_fails_later_names_the_file_and_is_still_an_io_error(binary
 
 @pytest.mark.parametrize("there", ["link", "fifo", "nothing"])
 def test_keep_old_copies_only_a_regular_file_never_what_a_link_points_to(tmp_path, there):
-    """gpud runs as root: a copy of what a link at the name points to (another user's file, swapped
-    in after the name was checked) would hand its bytes to whoever reads the copy."""
+    """gpud runs as root: a copy of what a link at the name points to (another user's file) would hand
+    its bytes to whoever reads the copy; a FIFO there is not waited on."""
     secret = tmp_path / "secret"
     secret.write_text("root's own\n")
     path = tmp_path / "xorg.conf"
@@ -110,10 +110,23 @@ def test_keep_old_copies_only_a_regular_file_never_what_a_link_points_to(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["secret", *([] if there == "nothing" else [path.name])])
 
 
-def test_keep_old_keeps_the_bytes_and_mode_of_the_file_it_opened(tmp_path):
+def test_keep_old_never_copies_what_a_link_swapped_in_after_the_check_points_to(tmp_path, monkeypatch):
+    """Another user swaps the regular file for a link to root's file between gpud's check of the name
+    and its read (the race, played by the file system's lstat). Was: the copy, made as root under the
+    old file's mode, held root's file."""
+    secret = tmp_path / "secret"
+    secret.write_text("root's own\n")
     path = tmp_path / "xorg.conf"
     path.write_text("# the desktop's own\n")
-    path.chmod(0o640)
-    backup = keep_old(path, b"new")
-    assert backup == tmp_path / "xorg.conf.bak"
-    assert backup.read_text() == "# the desktop's own\n" and backup.stat().st_mode & 0o777 == 0o640
+    checked = os.lstat
+
+    def swapped_after_the_check(name, *args, **kwargs):
+        status = checked(name, *args, **kwargs)
+        if Path(name) == path:
+            path.unlink()
+            path.symlink_to(secret)
+        return status
+
+    monkeypatch.setattr(os, "lstat", swapped_after_the_check)
+    assert keep_old(path, b"new") is None
+    assert not (tmp_path / "xorg.conf.bak").exists()

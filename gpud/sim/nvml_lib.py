@@ -110,7 +110,7 @@ def gpu_index(handle: Any) -> int:
     """
     try:
         address = _pointer_at(handle).value
-    except TypeError:
+    except (TypeError, ValueError):  # no buffer, or one smaller than a pointer (a c_int): as ctypes casts it
         address = ctypes.cast(handle, ctypes.c_void_p).value
     return (address or 0) - 1
 
