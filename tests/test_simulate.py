@@ -9,12 +9,13 @@ import pynvml as N
 import pytest
 import structlog
 
-from gpud.assemble import simulated_library
+from gpud.assemble import call_limit_s, simulated_library
 from gpud.config import Settings
 from gpud.model.params import GpuThermalParams
 from gpud.model.store import GpuModel, ThermalModel
 from gpud.policy import Policy, PolicyKind
-from gpud.sim.machine import Layout
+from gpud.sim.machine import Layout, build_machine
+from gpud.sim.nvml_lib import SimulatedNvmlLibrary
 from gpud.sim.workload import OnOffLoad, TrainingLoad
 from gpud.simulate import MachineSetup, PolicyResult, describe_setup, results_json, run_policy
 from tests.test_end_to_end import gpud
@@ -274,6 +275,37 @@ def test_keeping_the_series_changes_no_figure_and_the_series_ends_where_the_run_
         assert len(series.temp_c[gpu]) == len(series.fan_pct[gpu]) == len(series.clock_ratio[gpu]) == 300
         assert max(series.temp_c[gpu]) == pytest.approx(result.max_temp_c, abs=0.5)  # ticks vs 0.1 s steps
         assert 0 < min(series.clock_ratio[gpu]) and max(series.clock_ratio[gpu]) <= 1
+
+
+def test_a_call_that_finds_hours_of_physics_to_catch_up_integrates_for_its_budget_and_the_clock_slips():
+    """At 1000x on a loaded CPU, the first call of a tick integrated for longer than the daemon waits
+    for a driver call: `gpud record --simulate 4 --sim-speed 1000` had its GPUs reported hung, then
+    diagnosed "the driver stopped answering for every GPU" of a machine that only simulates."""
+    now = [0.0]
+    library = SimulatedNvmlLibrary(build_machine(2, Layout.OPEN_AIR), clock=lambda: now[0], catch_up_s=0.02)
+    now[0] = 3600.0  # an hour of physics (36 000 steps) due at the next call
+    handle = N.c_void_p(1)
+    temperature = N.c_uint()
+    with structlog.testing.capture_logs() as logs:
+        assert library.nvmlDeviceGetTemperature(handle, N.NVML_TEMPERATURE_GPU, N.byref(temperature)) == 0
+        first = library.machine.time_s
+        library.nvmlDeviceGetTemperature(handle, N.NVML_TEMPERATURE_GPU, N.byref(temperature))
+        assert library.machine.time_s == first  # the rest of the hour is not owed to the next call
+        now[0] += 3600.0
+        library.nvmlDeviceGetTemperature(handle, N.NVML_TEMPERATURE_GPU, N.byref(temperature))
+    # 20 ms of integration, not the whole hour: no CPU takes 18 000 steps in that time
+    assert 0 < first < 1800 and first < library.machine.time_s < first + 1800
+    assert library.elapsed_s() == pytest.approx(library.machine.time_s, abs=0.11)  # slipped to the model
+    assert [entry["event"] for entry in logs] == [
+        "the simulated machine fell behind this cpu: its clock runs slower than asked"
+    ]  # once, however often it slips
+
+
+def test_the_simulated_machine_of_gpud_run_has_a_physics_budget_well_inside_the_wait_for_a_driver_call():
+    for interval in (0.2, 1.0, 30.0):
+        settings = Settings.model_validate({"interval_s": interval, "simulate": {"gpus": 2}})
+        budget = simulated_library(settings)._catch_up_s
+        assert budget is not None and 0 < budget <= call_limit_s(settings) / 2
 
 
 def test_a_simulated_machine_asked_to_run_faster_than_this_cpu_can_integrate_it_runs_slower_and_says_so():

@@ -21,12 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pynvml as N
+import structlog
 
 from gpud.nvml.layout import field_values_view
 from gpud.sim import field_values
 from gpud.sim.field_values import FIELD_VALUES_MIN_DRIVER
 from gpud.sim.jobs import SimulatedJobs, SimulatedProcess
 from gpud.sim.thermal import REASON_GPU_IDLE, Card, Fan, ThermalMachine
+
+log = structlog.get_logger("gpud.simulate")
 
 SUCCESS = N.NVML_SUCCESS
 NOT_SUPPORTED = N.NVML_ERROR_NOT_SUPPORTED
@@ -128,6 +131,7 @@ class SimulatedNvmlLibrary:
         privileged: bool = True,
         epoch: float | None = None,
         step_s: float = SIM_STEP_S,
+        catch_up_s: float | None = None,
     ) -> None:
         """``privileged`` False answers fan setters like a driver does to a non-root caller.
 
@@ -135,6 +139,14 @@ class SimulatedNvmlLibrary:
         must come out the same to the last bit. ``step_s`` is the model's integration step: the
         temperature step is exact at any length, so long runs that do not study fan dynamics
         (the soak bench) may take steps as long as their ticks.
+
+        ``catch_up_s`` is the most real time one call may spend integrating the model up to the
+        present (``None``: no limit, as virtual clocks want). The model is integrated lazily,
+        inside whichever call comes first, so at a high ``speed`` on a loaded CPU the first call of
+        a tick could integrate for longer than the daemon waits for a driver call, and the GPUs
+        would be reported hung by a driver that only simulates. Past the limit the simulated clock
+        slips back to where the model got (simulated time runs slower, said once), as a machine
+        this CPU cannot keep up with has to.
         """
         self.machine = machine
         self.privileged = privileged
@@ -145,6 +157,8 @@ class SimulatedNvmlLibrary:
         self._epoch = time.time() if epoch is None else epoch
         self._pcie_window_s = pcie_sample_window_s
         self._step_s = step_s
+        self._catch_up_s = catch_up_s
+        self._slipped = False  # the clock slipped once: said
         self._lock = threading.Lock()
         self.jobs = SimulatedJobs(len(machine.cards))
         self.sessions = 0  # nvmlInit calls not yet shut down
@@ -170,8 +184,27 @@ class SimulatedNvmlLibrary:
         """Integrate the model up to the present simulated time, in fixed steps."""
         target = self.elapsed_s()
         machine, step = self.machine, self._step_s
+        if self._catch_up_s is None:
+            while machine.time_s + step <= target:
+                machine.step(step)
+            return
+        give_up_at = time.perf_counter() + self._catch_up_s
         while machine.time_s + step <= target:
             machine.step(step)
+            if time.perf_counter() > give_up_at:
+                self._slip(target - machine.time_s)
+                return
+
+    def _slip(self, behind_s: float) -> None:
+        """The simulated clock set back by ``behind_s``, to where the model got in its time."""
+        self._started_at += behind_s / self._speed
+        if not self._slipped:
+            self._slipped = True
+            log.warning(
+                "the simulated machine fell behind this cpu: its clock runs slower than asked",
+                speed=self._speed,
+                behind_s=round(behind_s, 1),
+            )
 
     def _card(self, handle: Any) -> Card | None:
         """The handle's card, the model brought up to the present first (with the lock held).
