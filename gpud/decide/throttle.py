@@ -67,6 +67,29 @@ def cause_from_reasons(reasons: int) -> ThrottleCause | None:
     return None
 
 
+# The reason bits that name each cause: where a log reports all of a cause's bits and none is
+# active, the clocks cannot blame that cause (a hardware slowdown a log flags "Not Active" is none).
+_CAUSE_BITS = {
+    ThrottleCause.THERMAL: SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN,
+    ThrottleCause.POWER: SW_POWER_CAP | HW_POWER_BRAKE,
+    ThrottleCause.OTHER: HW_SLOWDOWN,
+}
+
+
+def ruled_out(cause: ThrottleCause, sample: GpuSample, reasons_reported: int) -> bool:
+    """Whether the log reports every reason bit of ``cause`` and ``sample`` has none of them active.
+
+    >>> from gpud.telemetry import GpuSample
+    >>> ruled_out(ThrottleCause.OTHER, GpuSample(0, clock_event_reasons=0), HW_SLOWDOWN)
+    True
+    >>> ruled_out(ThrottleCause.POWER, GpuSample(0, clock_event_reasons=0), HW_SLOWDOWN)  # not logged
+    False
+    """
+    bits = _CAUSE_BITS[cause]
+    reasons = sample.clock_event_reasons
+    return reasons is not None and reasons_reported & bits == bits and not reasons & bits
+
+
 def active_reason_names(reasons: int) -> list[str]:
     """Names of the bits set in ``reasons``.
 
@@ -184,11 +207,12 @@ def classify(
     ``reasons_reported`` holds the reason bits the source actually reports. Where it reports all
     of them, they decide. Where some are missing, an active reported bit still decides, and
     otherwise the clocks do — a "not active" for the one bit that was logged says nothing about
-    the others. ``inferred_limit_w`` stands in for a power limit the sample does not carry;
-    ``slowdown_reported`` says ``slowdown_c`` is the GPU's own threshold, not a default;
-    ``sick_reference_mhz``, where the reference is the clock the GPU held free below its top
-    (:attr:`gpud.decide.reference.Reference.sick_mhz`), is the top a collapse is measured from:
-    a card that ran free and then collapsed is as sick as one slow from the start.
+    the others, but rules out the cause it names (:func:`ruled_out`). ``inferred_limit_w`` stands
+    in for a power limit the sample does not carry; ``slowdown_reported`` says ``slowdown_c`` is
+    the GPU's own threshold, not a default; ``sick_reference_mhz``, where the reference is the
+    clock the GPU held free below its top (:attr:`gpud.decide.reference.Reference.sick_mhz`), is
+    the top a collapse is measured from: a card that ran free and then collapsed is as sick as one
+    slow from the start.
     """
     if not sample.up:
         return None
@@ -206,11 +230,15 @@ def classify(
     if lost is None or lost < settings.thermal_loss:
         return None
     at_limit = _at_limit(sample, sample.power_limit_w or inferred_limit_w, settings)
+    at_limit = at_limit and not ruled_out(ThrottleCause.POWER, sample, reasons_reported)
     hot = _hot(sample, slowdown_c, settings)
+    hot = hot and not ruled_out(ThrottleCause.THERMAL, sample, reasons_reported)
     if hot and (slowdown_reported or not at_limit):
         return ThrottleCause.THERMAL
     if at_limit:
         return ThrottleCause.POWER  # near a default slowdown only: the steady power says more
+    if ruled_out(ThrottleCause.OTHER, sample, reasons_reported):
+        return None  # the log flags its hardware slowdown clear: whatever holds it low, not a sick card
     collapsed = clock_lost(sample, sick_reference_mhz) if sick_reference_mhz else lost
     sick = collapsed is not None and collapsed >= settings.collapse_loss
     if sick and sample.temperature_c is not None and sample.power_w is not None:

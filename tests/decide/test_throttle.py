@@ -11,7 +11,9 @@ from gpud.decide.controller import Controller
 from gpud.decide.throttle import (
     ALL_REASONS,
     HW_SLOWDOWN,
+    HW_THERMAL_SLOWDOWN,
     SW_POWER_CAP,
+    SW_THERMAL_SLOWDOWN,
     ThrottleCause,
     ThrottleSettings,
     active_reason_names,
@@ -156,6 +158,20 @@ def test_a_log_with_only_the_hw_slowdown_column_still_finds_thermal_throttling()
     assert classify(hot, 1950, 80, HW_SLOWDOWN, SETTINGS) is ThrottleCause.THERMAL
     sick = busy_sample(clock_event_reasons=HW_SLOWDOWN)
     assert classify(sick, 1950, 80, HW_SLOWDOWN, SETTINGS) is ThrottleCause.OTHER
+
+
+def test_a_collapse_the_log_flags_without_a_hardware_slowdown_is_no_sick_card():
+    """hpcbench-style logs: "hw_slowdown: Not Active" at every tick rules a hardware slowdown out, so a
+    V100 held at 1000 MHz, cool, at 140 W with no power limit logged is not blamed on its PSU or board
+    (a lowered power limit or locked clocks look the same). Was: "[critical] throttles (other)"."""
+    held_low = busy_sample(sm_clock_mhz=1000, temperature_c=45, power_w=140, clock_event_reasons=0)
+    assert classify(held_low, 1530, 80, HW_SLOWDOWN, SETTINGS) is None
+    assert classify(replace(held_low, clock_event_reasons=None), 1530, 80, HW_SLOWDOWN, SETTINGS) is (
+        ThrottleCause.OTHER  # a tick without the flag: the clocks still judge
+    )
+    hot = busy_sample(sm_clock_mhz=1500, temperature_c=84, clock_event_reasons=0)
+    every_thermal_bit = SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN
+    assert classify(hot, 1950, 80, every_thermal_bit, SETTINGS) is None  # both heat flags clear: not heat
 
 
 def test_without_a_reference_clock_nothing_is_inferred():
