@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from gpud.decide.reference import Reference
 from gpud.decide.throttle import HW_POWER_BRAKE, HW_THERMAL_SLOWDOWN, SW_POWER_CAP, SW_THERMAL_SLOWDOWN
 from gpud.telemetry import GpuSample
+from gpud.words import share_text
 
 THROTTLING = "throttling"  # the gap that says throttling itself could not be judged
 PART_UNJUDGED = "throttling for part of the log"  # the gap that says some of it could not be
+HELD_LOW = "why it ran"  # the gap that says its clock was held low for a cause the log does not name
 # Unjudged seconds worth saying: this share of the time a GPU answered, and this long (a logger's
 # restart of a few ticks is not).
 PART_UNJUDGED_SHARE, PART_UNJUDGED_MIN_S = 0.05, 60.0
@@ -36,6 +38,8 @@ class Logged:
     down: bool = False  # the GPU did not answer for some of the log (lost, fell off the bus)
     blind_s: float = 0.0  # seconds it answered with neither the driver's reasons nor clocks and load
     blind_for: set[str] = field(default_factory=set)  # what those ticks lacked: "clocks", "utilisation"
+    held_low_s: float = 0.0  # seconds at full load, far below its top clock, that no cause was found for
+    held_low_lost_s: float = 0.0  # those seconds weighted by the share of the clock lost (for its mean)
 
     def note(self, sample: GpuSample, dt: float) -> None:
         """Count what ``sample`` carries; ``dt``: the seconds its tick stands for."""
@@ -54,6 +58,13 @@ class Logged:
         self.utilization = self.utilization or sample.gpu_util_pct is not None
         self.temperature = self.temperature or sample.temperature_c is not None
         self.reasons = self.reasons or sample.clock_event_reasons is not None
+
+    def note_held_low(self, lost: float | None, dt: float, collapse_loss: float) -> None:
+        """Count a busy tick no throttle cause was found for, ``lost`` below its top clock: from
+        ``collapse_loss`` on, something held it low that the log does not name."""
+        if lost is not None and lost >= collapse_loss:
+            self.held_low_s += dt
+            self.held_low_lost_s += lost * dt
 
 
 def reasons_decide(logged: Logged, reported: int | None) -> bool:
@@ -90,10 +101,20 @@ def not_judged(
         elif not logged.utilization:
             gaps.append(f"{THROTTLING} (no utilisation in the log: load cannot be told from idle)")
         else:
-            if not logged.power:
-                gaps.append(
-                    "the cause of a clock drop (no power readings: a power limit looks like a sick card)"
+            no_power = "no power readings", "a power limit looks like a sick card"
+            if reference is not None and _worth_saying(logged.held_low_s, up_s):
+                lost = logged.held_low_lost_s / logged.held_low_s
+                source = f" ({reference.source.value})" if reference.top_mhz is None else ""
+                what, why = no_power if not logged.power else (
+                    "no reason or limit in the log names one",
+                    "a lowered power limit, or clocks locked or set for applications, look the same",
                 )
+                gaps.append(
+                    f"{HELD_LOW} {share_text(lost)} below its {reference.sick_mhz:.0f} MHz{source} for "
+                    f"{logged.held_low_s:.0f} s at full load: {what} ({why})"
+                )
+            elif not logged.power:
+                gaps.append(f"the cause of a clock drop ({': '.join(no_power)})")
             if not logged.temperature:
                 gaps.append("heat as a cause of a clock drop (no temperature in the log)")
             if reference is not None and not reference.trusted and not throttled:
@@ -101,11 +122,7 @@ def not_judged(
                     "a cap lasting the whole run (no maximum clock in the log: its reference is "
                     f"the {reference.mhz:.0f} MHz it ran at under load)"
                 )
-    if (
-        throttling_judged(gaps)
-        and logged.blind_s >= PART_UNJUDGED_MIN_S
-        and logged.blind_s >= PART_UNJUDGED_SHARE * up_s
-    ):
+    if throttling_judged(gaps) and _worth_saying(logged.blind_s, up_s):
         gaps.insert(  # first: the others are about the part judged
             0,
             f"{PART_UNJUDGED} ({logged.blind_s:.0f} of its {up_s:.0f} s: no "
@@ -116,9 +133,19 @@ def not_judged(
     return gaps
 
 
+def _worth_saying(unjudged_s: float, up_s: float) -> bool:
+    """Whether ``unjudged_s`` of the ``up_s`` a GPU answered are enough to be said."""
+    return unjudged_s >= PART_UNJUDGED_MIN_S and unjudged_s >= PART_UNJUDGED_SHARE * up_s
+
+
 def throttling_part_judged(gaps: list[str]) -> bool:
     """Whether throttling was judged for only part of the log (the rest said by a gap)."""
     return any(gap.startswith(PART_UNJUDGED) for gap in gaps)
+
+
+def held_low_unnamed(gaps: list[str]) -> bool:
+    """Whether the gaps say the GPU ran far below its top clock for a cause the log does not name."""
+    return any(gap.startswith(HELD_LOW) for gap in gaps)
 
 
 def throttling_judged(gaps: list[str]) -> bool:

@@ -25,7 +25,7 @@ from gpud.decide.episodes import ThrottleInterval, TickClock
 from gpud.decide.heat import HeatFinding
 from gpud.decide.plateau import PowerLevels, inferred_limits
 from gpud.decide.reference import HeldClock, Reference, busy, core_clock_mhz, references
-from gpud.decide.throttle import ThrottleCause
+from gpud.decide.throttle import ThrottleCause, clock_lost
 from gpud.telemetry import Snapshot
 from gpud.trace.format import TraceError, TraceHeader, header_line, read_trace, write_ticks
 from gpud.trace.importers.detect import HEAD_LINES, LogFormat, open_log, read_log, sniff
@@ -264,6 +264,7 @@ def replay(
     gpus: dict[int, GpuReplay] = {}
     ticks, gaps, measured, start, end = 0, 0, 0.0, None, None
     idle_pct, busy_pct = settings.throttle.idle_util_pct, settings.throttle.busy_util_pct
+    collapse_loss = settings.throttle.collapse_loss
     for snapshot in learned.kept if learned.kept is not None else trace.ticks(1, problems):
         decision = controller.step(snapshot)
         ticks, gaps, measured = ticks + 1, gaps + decision.gap, measured + decision.dt_s
@@ -287,6 +288,9 @@ def replay(
                     report.working_s += decision.dt_s  # unknown load may be work: the reasons judge it
                 if busy(sample, busy_pct):
                     report.busy_s += decision.dt_s
+                    if gpu.throttle is None and report.reference is not None:
+                        lost = clock_lost(sample, report.reference.sick_mhz)
+                        report.logged.note_held_low(lost, decision.dt_s, collapse_loss)
             _note_heat(report, gpu.heat, decision.dt_s)
             _note_fans(report, snapshot.timestamp, gpu.fan_targets)
         for interval in decision.ended:

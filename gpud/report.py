@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gpud.coverage import not_judged, throttling_judged, throttling_part_judged
+from gpud.coverage import held_low_unnamed, not_judged, throttling_judged, throttling_part_judged
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.heat import coupling_text
 from gpud.decide.throttle import ThrottleCause
@@ -127,7 +127,13 @@ def _gpu_line(gpu: GpuReplay, unjudged: list[str]) -> str:
     throttled = sum(gpu.throttled_s.values())
     share = gpu.throttled_share()
     causes = ", ".join(f"{c.value} {s:.0f} s" for c, s in gpu.throttled_s.items() if s > 0) or (
-        ("never throttled while judged" if throttling_part_judged(unjudged) else "never throttled")
+        (
+            "held low for a cause not in the log"
+            if held_low_unnamed(unjudged)
+            else "never throttled while judged"
+            if throttling_part_judged(unjudged)
+            else "never throttled"
+        )
         if throttling_judged(unjudged)
         else "throttling not judged"
     )

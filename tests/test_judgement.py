@@ -95,6 +95,25 @@ def collapses_after_running_free() -> list[str]:
     return lines
 
 
+def held_low_hw_slowdown_clear() -> list[str]:
+    """hpcbench's nvidia-smi CSV of a V100 (data sheet: 1530 MHz) at full load, held near 1000 MHz, cool,
+    at 140 W, its only reason column, hw_slowdown, "Not Active" throughout, no power limit logged. No
+    sick card (the log rules a hardware slowdown out) and no cause the log names. Was: "[critical]
+    throttles (other)", "check the PSU cables"."""
+    lines = [
+        (
+            "gpu_name,timestamp,clocks_throttle_reasons.hw_slowdown,temperature.gpu,utilization.gpu [%],"
+            "power.draw [W],index,clocks.current.sm [MHz]"
+        )
+    ]
+    for s in range(0, 600, 5):
+        lines.append(
+            f"Tesla V100-SXM2-32GB,{at(s)},Not Active,{45 + wobble(s, 1):.0f},100 %,"
+            f"{140 + wobble(s, 15):.2f} W,0,{1020 + 15 * (s % 3)} MHz"
+        )
+    return lines
+
+
 def thermal_single() -> list[str]:
     """One card without reasons or a max clock: 1950 MHz until it reaches 83 °C, then 1650 MHz."""
     lines = ["timestamp, index, name, temperature.gpu, utilization.gpu [%], clocks.sm [MHz], power.draw [W]"]
@@ -347,6 +366,15 @@ CASES: dict[str, tuple[Callable[[], list[str]], str, Verdict]] = {
             not_judged={0: "a cap lasting the whole run"},
             source="nvidia-smi-csv",
             exit_code=1,
+        ),
+    ),
+    "held low, the log's hardware slowdown flag clear": (
+        held_low_hw_slowdown_clear,
+        "csv",
+        Verdict(
+            not_judged={0: "why it ran 32 % below its 1530 MHz (the model's maximum clock (data sheet)) for"},
+            cooling={0: "passive (reported)"},
+            source="nvidia-smi-csv",
         ),
     ),
     "a passive data-center card": (
