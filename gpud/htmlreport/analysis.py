@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gpud.decide.controller import DEFAULT_SLOWDOWN_C, DecideSettings, Decision
+from gpud.decide.controller import DecideSettings, Decision, Thresholds
 from gpud.decide.heat import coupling_text, neighbours
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.findings import Diagnosis, HostFacts, replay_and_diagnose
@@ -77,6 +77,7 @@ class GpuView:
     replayed: GpuReplay
     series: GpuSeries
     slowdown_c: float
+    slowdown_assumed: bool  # neither the log nor the config gives it: the default, not the card's own
     fan_targets: list[FanTargetSteps]
     sustained_c: float | None
     coupling: Coupling | None
@@ -89,6 +90,13 @@ class GpuView:
     def name(self) -> str:
         """The GPU's model name."""
         return self.replayed.name
+
+
+def slowdown_text(view: GpuView) -> str:
+    """Its slowdown temperature in words, saying so where it is gpud's default, not the card's own."""
+    if view.slowdown_assumed:
+        return f"slowdown not logged: {view.slowdown_c:g} °C assumed"
+    return f"slowdown {view.slowdown_c:g} °C"
 
 
 @dataclass
@@ -136,6 +144,7 @@ def analyse(
     for gpu in replayed.gpus:
         info = infos.get(gpu.index)
         readings = series[gpu.index]
+        thresholds = Thresholds.of(info, decide)
         views.append(
             GpuView(
                 index=gpu.index,
@@ -143,9 +152,8 @@ def analyse(
                 info=info,
                 replayed=gpu,
                 series=readings,
-                slowdown_c=(info.slowdown_temp_c if info else None)
-                or decide.slowdown_c
-                or DEFAULT_SLOWDOWN_C,
+                slowdown_c=thresholds.slowdown_c,
+                slowdown_assumed=not thresholds.slowdown_reported,
                 fan_targets=fan_target_steps(gpu.fan_commands, end),
                 sustained_c=sustained_max(readings.t, readings["temperature_c"], SUSTAINED_S),
                 coupling=_coupling(gpu, adjacent.get(gpu.index, ()), mean_power),

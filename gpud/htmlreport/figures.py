@@ -24,7 +24,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from gpud.decide.episodes import ThrottleInterval
 from gpud.decide.throttle import ThrottleCause
-from gpud.htmlreport.analysis import SUSTAINED_S, GpuView, ReportData
+from gpud.htmlreport.analysis import SUSTAINED_S, GpuView, ReportData, slowdown_text
 from gpud.htmlreport.downsample import dense, min_max
 from gpud.htmlreport.events import EventMarker
 from gpud.htmlreport.style import (
@@ -143,7 +143,7 @@ def _line(ax: Axes, t: np.ndarray, y: np.ndarray, axis: TimeAxis, **style: Any) 
 def _temperature(ax: Axes, view: GpuView, axis: TimeAxis) -> None:
     temperature = view.series["temperature_c"]
     _line(ax, view.series.t, temperature, axis, color=MEASURED, label="temperature")
-    ax.axhline(view.slowdown_c, color=LIMIT, linestyle="--", label=f"slowdown {view.slowdown_c:g} °C")
+    ax.axhline(view.slowdown_c, color=LIMIT, linestyle="--", label=slowdown_text(view))
     finite = temperature[~np.isnan(temperature)]
     if len(finite):
         ax.set_ylim(min(finite.min(), view.slowdown_c) - 3, max(finite.max(), view.slowdown_c) + 3)

@@ -15,7 +15,7 @@ import gpud
 from gpud.diagnose.finding import Finding
 from gpud.diagnose.grouped import grouped
 from gpud.diagnose.render import energy_text, no_findings_text, not_judged_lines
-from gpud.htmlreport.analysis import Coupling, GpuView, ReportData
+from gpud.htmlreport.analysis import Coupling, GpuView, ReportData, slowdown_text
 from gpud.htmlreport.figures import TimeAxis, gpu_figure, gpu_panels, machine_figure, time_axis
 from gpud.outputs import open_output
 from gpud.telemetry import Cooling
@@ -237,7 +237,7 @@ def _gpus(data: ReportData, axis: TimeAxis) -> str:
 
 def _summary(gpu: GpuView) -> str:
     held = "-" if gpu.sustained_c is None else f"{gpu.sustained_c:.0f} °C"
-    parts = [f"hottest held for a minute {held} (slowdown {gpu.slowdown_c:g} °C)"]
+    parts = [f"hottest held for a minute {held} ({slowdown_text(gpu)})"]
     parts.append(gpu.throttling.title if gpu.throttling else "no throttling worth a finding")
     parts.append(f"cooling: {gpu.cooling}")
     if gpu.coupling is not None:

@@ -138,3 +138,18 @@ def test_simulate_report_writes_the_comparison_and_leaves_the_json_as_it_was(tmp
     assert {f"policies-{n}-{row}" for n in range(3) for row in ("temperature", "fan")} <= ids
     for policy in ("stock", "predictive", "limit"):
         assert f'<tr data-policy="{policy}">' in page
+
+
+def test_a_slowdown_the_log_does_not_state_is_said_to_be_assumed(tmp_path, capsys):
+    """dmon logs no slowdown temperature: the 80 °C default is no H200's own (it slows near 90 °C), so
+    the page must not state it as the card's. Was: "hottest held for a minute 80 °C (slowdown 80 °C)"."""
+    recorded = Path(__file__).parents[1] / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"  # has its own
+    pages = {}
+    for log in (FIXTURES / "dmon.txt", recorded):
+        out = tmp_path / f"{log.stem}.html"
+        assert main(["report", str(log), "-o", str(out)]) == 0
+        pages[log.stem] = out.read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert "(slowdown not logged: 80 °C assumed)" in pages["dmon"]
+    assert "(slowdown 80 °C)" not in pages["dmon"]
+    assert "(slowdown 80 °C)" in pages["sim_open_air_3gpu"] and "assumed" not in pages["sim_open_air_3gpu"]
