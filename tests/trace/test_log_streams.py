@@ -256,3 +256,25 @@ def test_a_log_after_a_run_of_nuls_at_its_start_is_read_as_the_text_it_is(tmp_pa
     whole.write_text(LOG)
     ticks = imported(log, tmp_path).splitlines()[1:]
     assert len(ticks) == 6 and ticks == imported(whole, tmp_path).splitlines()[1:]
+
+
+@pytest.mark.parametrize("name", ["file", "-"])
+def test_a_log_cut_short_inside_its_last_line_keeps_its_whole_lines_and_says_the_cut_one(name, tmp_path):
+    """A log copied while nvidia-smi wrote it ends inside a line: '..., 300.00 W, 19' whose clock was
+    1950 MHz. Was: read as 19 MHz, nothing said. Its whole lines are kept; under --strict it stops there."""
+    cut = LOG.encode()[: -len("50 MHz\n")]
+    log, out = tmp_path / "cut.csv", tmp_path / "cut.jsonl"
+    log.write_bytes(cut)
+    source = str(log) if name == "file" else "-"
+    done = gpud("import", source, "-o", str(out), stdin=cut)
+    assert done.returncode == 0, done.stderr
+    shown = str(log) if name == "file" else "<stdin>"
+    assert done.stderr == (
+        f"gpud: {shown}:13: skipped: no line end: the log was cut short inside this line "
+        "(copied while written?)\n"
+    )
+    ticks = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert [len(t["gpus"]) for t in ticks] == [2] * 5 + [1]
+    assert {g["sm_clock_mhz"] for t in ticks for g in t["gpus"]} == {1950}
+    strict = gpud("import", source, "-o", str(out), "--strict", stdin=cut)
+    assert strict.returncode == 2 and f"{shown}:13: no line end" in strict.stderr

@@ -36,7 +36,7 @@ from gpud.trace.importers.afterburner import AfterburnerImport, is_hml
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header, is_pmon_header
 from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
 from gpud.trace.importers.nvsmi import LOG_INSTEAD, CsvImport, is_header, refuse_query_report
-from gpud.trace.importers.rows import ImportResult
+from gpud.trace.importers.rows import ImportResult, Problems
 
 HEAD_LINES = 40
 _SNIFF_CHARS = 8192  # of each head line: enough for any header, and no csv field-size errors
@@ -57,6 +57,17 @@ FORMATS = (
     "nvidia-smi CSV with its header line, nvidia-smi dmon, GPU-Z, Afterburner .hml, a gpud trace; "
     "gzip, bzip2 or xz-compressed too"
 )
+
+
+class Unended(str):
+    """A log's last line that has no line end: the log was cut short inside it (copied or read while its
+    logger was writing, the logger killed between two of its buffered writes), so its last value may be
+    cut short too, and read as another number ("1635" as 163 MHz)."""
+
+    __slots__ = ()
+
+
+_CUT_SHORT = "the log was cut short inside this line (copied while written?)"
 
 
 class LogFormat(StrEnum):
@@ -221,8 +232,19 @@ def read_log(lines: Iterable[str], name: str = "input", strict: bool = False) ->
         why = f"; first problem: {problems[0]}" if problems else ""
         return NotALog(f"{name}: looks like {kind.value}, but no row has a value gpud can read{why}")
 
-    ticks = _with_values(reading.ticks(everything), refuse)
+    ticks = _with_values(reading.ticks(_whole(everything, reading.problems)), refuse)
     return LogReading(ticks, reading.header, lambda: reading.problems.messages)
+
+
+def _whole(lines: Iterable[str], problems: Problems) -> Iterator[str]:
+    """The log's lines but an :class:`Unended` last one, which is skipped and said: a value cut short
+    would pass for a whole one. (A gpud trace's cut line is no JSON, and refused as such.)"""
+    for number, line in enumerate(lines, 1):
+        if type(line) is Unended:
+            if line.strip():
+                problems.skip(number, f"no line end: {_CUT_SHORT}")
+            return
+        yield line
 
 
 def import_log(lines: Iterable[str], name: str = "input", strict: bool = False) -> ImportResult:
@@ -428,7 +450,7 @@ def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
         if ended:
             number += 1
     if pieces:
-        yield "".join(pieces)
+        yield Unended("".join(pieces))
 
 
 def _unreadable(name: str, error: Exception, compression: str = "") -> NotALog:
