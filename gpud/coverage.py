@@ -32,6 +32,7 @@ class Logged:
 
     clock: bool = False
     power: bool = False
+    power_limit: bool = False
     utilization: bool = False
     temperature: bool = False
     reasons: bool = False
@@ -55,6 +56,7 @@ class Logged:
             )
         self.clock = self.clock or sample.sm_clock_mhz is not None or sample.graphics_clock_mhz is not None
         self.power = self.power or sample.power_w is not None
+        self.power_limit = self.power_limit or sample.power_limit_w is not None
         self.utilization = self.utilization or sample.gpu_util_pct is not None
         self.temperature = self.temperature or sample.temperature_c is not None
         self.reasons = self.reasons or sample.clock_event_reasons is not None
@@ -105,10 +107,7 @@ def not_judged(
             if reference is not None and _worth_saying(logged.held_low_s, up_s):
                 lost = logged.held_low_lost_s / logged.held_low_s
                 source = f" ({reference.source.value})" if reference.top_mhz is None else ""
-                what, why = no_power if not logged.power else (
-                    "no reason or limit in the log names one",
-                    "a lowered power limit, or clocks locked or set for applications, look the same",
-                )
+                what, why = no_power if not logged.power else _held_low_why(logged, reported)
                 gaps.append(
                     f"{HELD_LOW} {share_text(lost)} below its {reference.sick_mhz:.0f} MHz{source} for "
                     f"{logged.held_low_s:.0f} s at full load: {what} ({why})"
@@ -131,6 +130,17 @@ def not_judged(
     if not logged.power:
         gaps.append("energy (no power readings)")
     return gaps
+
+
+def _held_low_why(logged: Logged, reported: int | None) -> tuple[str, str]:
+    """What the log lacks to name the cause of a clock held low with power logged, and what looks so:
+    a power limit only where the log has neither the limit nor the power-cap flag."""
+    if logged.power_limit or (reported is not None and reported & SW_POWER_CAP):
+        return "no reason in the log names one", "clocks locked or set for applications look so"
+    return (
+        "no reason or limit in the log names one",
+        "a lowered power limit, or clocks locked or set for applications, look the same",
+    )
 
 
 def _worth_saying(unjudged_s: float, up_s: float) -> bool:

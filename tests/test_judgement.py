@@ -95,21 +95,21 @@ def collapses_after_running_free() -> list[str]:
     return lines
 
 
-def held_low_hw_slowdown_clear() -> list[str]:
+def held_low_hw_slowdown_clear(limit: str = "") -> list[str]:
     """hpcbench's nvidia-smi CSV of a V100 (data sheet: 1530 MHz) at full load, held near 1000 MHz, cool,
     at 140 W, its only reason column, hw_slowdown, "Not Active" throughout, no power limit logged. No
     sick card (the log rules a hardware slowdown out) and no cause the log names. Was: "[critical]
-    throttles (other)", "check the PSU cables"."""
+    throttles (other)", "check the PSU cables". ``limit``: a power limit logged too."""
     lines = [
         (
             "gpu_name,timestamp,clocks_throttle_reasons.hw_slowdown,temperature.gpu,utilization.gpu [%],"
-            "power.draw [W],index,clocks.current.sm [MHz]"
+            f"power.draw [W],index,clocks.current.sm [MHz]{',power.limit [W]' if limit else ''}"
         )
     ]
     for s in range(0, 600, 5):
         lines.append(
             f"Tesla V100-SXM2-32GB,{at(s)},Not Active,{45 + wobble(s, 1):.0f},100 %,"
-            f"{140 + wobble(s, 15):.2f} W,0,{1020 + 15 * (s % 3)} MHz"
+            f"{140 + wobble(s, 15):.2f} W,0,{1020 + 15 * (s % 3)} MHz{f',{limit} W' if limit else ''}"
         )
     return lines
 
@@ -372,7 +372,16 @@ CASES: dict[str, tuple[Callable[[], list[str]], str, Verdict]] = {
         held_low_hw_slowdown_clear,
         "csv",
         Verdict(
-            not_judged={0: "why it ran 32 % below its 1530 MHz (the model's maximum clock (data sheet)) for"},
+            not_judged={0: "for 595 s at full load: no reason or limit in the log names one (a lowered"},
+            cooling={0: "passive (reported)"},
+            source="nvidia-smi-csv",
+        ),
+    ),
+    "held low, the hardware slowdown flag clear and far below a power limit the log states": (
+        lambda: held_low_hw_slowdown_clear(limit="300.00"),
+        "csv",
+        Verdict(
+            not_judged={0: "no reason in the log names one (clocks locked or set for applications look so)"},
             cooling={0: "passive (reported)"},
             source="nvidia-smi-csv",
         ),
