@@ -491,8 +491,15 @@ def test_a_gpu_z_log_cut_at_its_head_imports_from_its_next_header_or_is_refused(
     result = import_log([*rows, *GPU_Z_OLD], "cut.txt")
     assert result.header.source == "gpu-z" and len(result.snapshots) == len(GPU_Z_OLD) - 1
     assert "cut.txt: the log's head is missing: 3 rows before" in result.problems[0]
-    with pytest.raises(NotALog, match="looks like gpu-z"):
+    with pytest.raises(NotALog, match="looks like gpu-z") as refused:
         import_log(rows, "cut.txt")
+    # No header anywhere: the rows may as well be a CSV logged without one (dmon's rows as CSV). Was:
+    # '3 rows before the first 'Date , GPU Clock ...' line skipped', a line that is not there.
+    assert str(refused.value).endswith(
+        "first problem: cut.txt: no header line names its columns: its 3 rows of a date and numbers "
+        "skipped (a GPU-Z log cut at its head, or a CSV logged without its header: log with nvidia-smi "
+        "--format=csv, not csv,noheader)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,13 @@ from gpud.telemetry import Snapshot
 from gpud.trace.format import FORMAT, NotALog, TraceHeader, read_trace
 from gpud.trace.importers.afterburner import AfterburnerImport, is_hml
 from gpud.trace.importers.dmon import DmonImport, is_dmon_header, is_pmon_header
-from gpud.trace.importers.gpu_z import GpuZImport, is_gpu_z_header, is_gpu_z_row, row_delimiter
+from gpud.trace.importers.gpu_z import (
+    LOG_WITH_HEADER,
+    GpuZImport,
+    is_gpu_z_header,
+    is_gpu_z_row,
+    row_delimiter,
+)
 from gpud.trace.importers.nvsmi import LOG_INSTEAD, CsvImport, is_header, refuse_query_report
 from gpud.trace.importers.rows import ImportResult, Problems
 
@@ -162,8 +168,7 @@ def sniff(head: list[str], name: str) -> LogFormat:
             shown = ", ".join(titles[:6]) + (", ..." if len(titles) > 6 else "")
             raise NotALog(f"{name}: CSV whose columns ({shown}) are none gpud knows (gpud reads {FORMATS})")
         raise NotALog(
-            f"{name}: comma-separated values without a header line naming the columns "
-            "(log with nvidia-smi --format=csv, not csv,noheader)"
+            f"{name}: comma-separated values without a header line naming the columns ({LOG_WITH_HEADER})"
         )
     raise NotALog(f"{name}: not a log gpud can import ({FORMATS})")
 

@@ -92,6 +92,9 @@ _ROWS = {
 }
 
 
+LOG_WITH_HEADER = "log with nvidia-smi --format=csv, not csv,noheader"  # how to log the header rows need
+
+
 def row_delimiter(line: str) -> str | None:
     """The delimiter of a GPU-Z data row, or ``None`` for a line that is none."""
     return next((delimiter for delimiter, row in _ROWS.items() if row.match(line)), None)
@@ -242,7 +245,12 @@ class GpuZImport:
             sample = self._sample(sensors, cells, line)
             info = {"clock_event_reasons_reported": reported}
             yield from self._assembler.add(when, sample, info, fans_logged=fans_logged)
-        if headless:
+        if headless and sensors is None:  # no header came: nothing says these rows are GPU-Z's
+            self.problems.note(
+                f"no header line names its columns: its {headless} rows of a date and numbers skipped "
+                f"(a GPU-Z log cut at its head, or a CSV logged without its header: {LOG_WITH_HEADER})"
+            )
+        elif headless:
             self.problems.note(
                 f"the log's head is missing: {headless} rows before the first 'Date , GPU Clock ...' line skipped"
             )
