@@ -203,6 +203,7 @@ class Controller:
         self._in_progress = in_progress
         self._infos = {info.index: info for info in gpus}
         self._neighbours = neighbours(gpus)
+        self._warmed_by: dict[int, tuple[int, ...] | None] = {}  # see _warming; emptied as states change
         self._fixed_references = references
         self._references: dict[int, Reference | None] = dict(references or {})
         self._power_limits = dict(power_limits or {})
@@ -233,14 +234,14 @@ class Controller:
     ) -> dict[str, Coupling | None]:
         """Feed every GPU's readings to its heat tracker, and each model's tick to its coupling fit."""
         ticks: dict[str, list[InletObservation]] = {}
-        states, adjacent = self._gpus, self._neighbours
+        states, warmed_by = self._gpus, self._warmed_by
         for sample in snapshot.gpus:
             if not sample.up:
                 continue
             state = states[sample.index]
-            beside = adjacent.get(sample.index, ())
-            around = [power.get(n) for n in beside if self._warms(n, state)]
-            neighbours_w = sum(around) if beside and None not in around else None
+            warming = warmed_by[sample.index] if sample.index in warmed_by else self._warming(sample.index)
+            around = None if warming is None else [power.get(n) for n in warming]
+            neighbours_w = sum(around) if around is not None and None not in around else None
             observed = state.heat.observe(
                 snapshot.timestamp,
                 dt,
@@ -256,10 +257,17 @@ class Controller:
             fit.tick(ticks.get(model, ()), dt, self._settings.heat)
         return {model: fit.estimate() for model, fit in self._couplings.items()}
 
-    def _warms(self, neighbour: int, state: _GpuState) -> bool:
-        """Whether GPU ``neighbour``'s heat reaches the air of the GPU of ``state`` (:func:`exhaust_reaches`)."""
-        other = self._gpus.get(neighbour)
-        return other is None or exhaust_reaches(other.cooling, state.cooling)
+    def _warming(self, index: int) -> tuple[int, ...] | None:
+        """The neighbours whose heat reaches GPU ``index``'s air (:func:`exhaust_reaches`; one not seen
+        yet counts), ``None`` where it has none at all; worked out once, again when a state changes."""
+        beside = self._neighbours.get(index, ())
+        state, states = self._gpus[index], self._gpus
+        warming = self._warmed_by[index] = (
+            tuple(n for n in beside if n not in states or exhaust_reaches(states[n].cooling, state.cooling))
+            if beside
+            else None
+        )
+        return warming
 
     def reconfigure(self, settings: DecideSettings) -> None:
         """New thresholds, curves and models (a ``SIGHUP`` reload), keeping what was learnt.
@@ -281,6 +289,7 @@ class Controller:
         """
         self._infos = {info.index: info for info in gpus}
         self._neighbours = neighbours(gpus)
+        self._warmed_by.clear()
         for index, old in list(self._gpus.items()):
             info = self._infos.get(index)
             if info is not None and info != old.info:
@@ -291,8 +300,7 @@ class Controller:
     def _start_again(self, index: int, old: _GpuState, info: GpuInfo | None) -> None:
         """A fresh state for GPU ``index`` under the current settings and ``info``, keeping what was
         learnt about its clocks (held clocks), throttle totals and the interval in progress."""
-        state = self._gpus[index] = _GpuState(info, index, self._settings)
-        self._couplings.setdefault(state.model, CouplingFit())
+        state = self._new_state(index, info)
         state.held, state.episodes, state.throttled_s = old.held, old.episodes, old.throttled_s
 
     def finish(self) -> tuple[ThrottleInterval, ...]:
@@ -306,9 +314,14 @@ class Controller:
 
     def _state(self, index: int) -> _GpuState:
         state = self._gpus.get(index)
-        if state is None:
-            state = self._gpus[index] = _GpuState(self._infos.get(index), index, self._settings)
-            self._couplings.setdefault(state.model, CouplingFit())
+        return self._new_state(index, self._infos.get(index)) if state is None else state
+
+    def _new_state(self, index: int, info: GpuInfo | None) -> _GpuState:
+        """A fresh state for GPU ``index`` (a coupling fit for its model, if it is the first of it);
+        which neighbours warm each GPU is worked out again (a GPU seen at last, another cooling)."""
+        state = self._gpus[index] = _GpuState(info, index, self._settings)
+        self._couplings.setdefault(state.model, CouplingFit())
+        self._warmed_by.clear()
         return state
 
     def _decide(

@@ -207,29 +207,33 @@ class CouplingFit:
     independent, and the standard error must not pretend they are.
     """
 
-    __slots__ = ("_dof", "_s")
+    __slots__ = ("_dof", "_keep", "_keep_for", "_s")
 
     def __init__(self) -> None:
-        self._s = [0.0] * 3  # weighted sums of nn, nz, zz (deviations from the tick's mean)
+        self._s = (0.0, 0.0, 0.0)  # weighted sums of nn, nz, zz (deviations from the tick's mean)
         self._dof = 0.0
+        self._keep_for, self._keep = (math.nan, math.nan), 0.0  # the forgetting of the last (dt, memory)
 
     def tick(self, observations: Sequence[InletObservation], dt: float, settings: HeatSettings) -> None:
         """Forget a tick's worth, then take the GPUs of this tick (fewer than two say nothing)."""
-        keep = math.exp(-dt / settings.memory_s)
-        self._s = [keep * v for v in self._s]
+        if (dt, settings.memory_s) != self._keep_for:  # ticks come evenly spaced: one exp per spacing
+            self._keep_for, self._keep = (dt, settings.memory_s), math.exp(-dt / settings.memory_s)
+        keep = self._keep
+        nn, nz, zz = keep * self._s[0], keep * self._s[1], keep * self._s[2]
         self._dof *= keep
         count = len(observations)
-        if count < 2:
-            return
-        # Twice low-passed readings stay correlated for about four smoothing times.
-        weight = dt / (4.0 * settings.smoothing_s)
-        mean_n = sum(o.neighbours_w for o in observations) / count
-        mean_z = sum(o.inlet_c for o in observations) / count
-        for o in observations:
-            n, z = o.neighbours_w - mean_n, o.inlet_c - mean_z
-            for i, term in enumerate((n * n, n * z, z * z)):
-                self._s[i] += weight * term
-        self._dof += weight * (count - 1)
+        if count >= 2:
+            # Twice low-passed readings stay correlated for about four smoothing times.
+            weight = dt / (4.0 * settings.smoothing_s)
+            mean_n = sum(o.neighbours_w for o in observations) / count
+            mean_z = sum(o.inlet_c for o in observations) / count
+            for o in observations:
+                n, z = o.neighbours_w - mean_n, o.inlet_c - mean_z
+                nn += weight * (n * n)
+                nz += weight * (n * z)
+                zz += weight * (z * z)
+            self._dof += weight * (count - 1)
+        self._s = (nn, nz, zz)
 
     def estimate(self) -> Coupling | None:
         """The coupling, or ``None`` while the GPUs' neighbourhoods have not differed enough to tell."""

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gpud.decide.controller import Controller
+from gpud.decide.controller import Controller, DecideSettings
 from gpud.decide.heat import Coupling, CouplingFit, HeatSettings, HeatTracker, InletObservation
 from gpud.model.params import GpuThermalParams
 from gpud.replay import load_trace
 from gpud.sim.machine import Layout, slot_coupling
 from gpud.sim.thermal import OPEN_AIR_CARD, PASSIVE_CARD, ThermalMachine, new_card
+from gpud.telemetry import Cooling
 
 FIXTURE = Path(__file__).parents[1] / "trace" / "fixtures" / "sim_open_air_3gpu.jsonl"
 CARD = GpuThermalParams(450.0, 2.5, 7.5, 30.0)  # the simulator's open-air card
@@ -168,6 +169,31 @@ def test_a_passive_neighbours_watts_do_not_count_where_its_exhaust_does_not_reac
     alike, the H100's 300 W made the second 3090's neighbours look hot where they were not, and the
     3090s' fit read +9.46 °C/100 W where open-air exhaust puts 2 in their air (1.5 across the pair:
     the second also breathes the 4090's, two slots off, which the fit leaves to noise)."""
+    header, snapshots = _between_a_4090_and_an_h100(simulated_trace)
+    controller = Controller(header.gpus)
+    for snapshot in snapshots:
+        decision = controller.step(snapshot)
+    for gpu in (1, 2):
+        heat = decision.for_gpu(gpu).heat
+        assert heat.coupling_c_per_100w == pytest.approx(1.5, abs=0.2), gpu
+
+
+def test_a_neighbour_configured_passive_on_a_reload_no_longer_counts_its_watts(simulated_trace):
+    """The same H100 first said to be cooled who knows how (its watts counted), then configured
+    passive on a reload (``Controller.reconfigure``) once a tick went by: from then on its watts
+    leave the 3090s' fit."""
+    header, snapshots = _between_a_4090_and_an_h100(simulated_trace)
+    unknown = (*header.gpus[:3], replace(header.gpus[3], cooling=Cooling.UNKNOWN))
+    controller = Controller(unknown)
+    controller.step(snapshots[0])
+    controller.reconfigure(DecideSettings(cooling={3: Cooling.PASSIVE}))
+    for snapshot in snapshots[1:]:
+        decision = controller.step(snapshot)
+    assert decision.for_gpu(2).heat.coupling_c_per_100w == pytest.approx(1.5, abs=0.2)
+
+
+def _between_a_4090_and_an_h100(simulated_trace):
+    """15 min of an RTX 4090, two 3090s and a passive H100 side by side (:func:`simulated_trace`)."""
     rtx_4090 = replace(OPEN_AIR_CARD, name="NVIDIA GeForce RTX 4090 (simulated)", power_busy_w=420.0)
     specs = [rtx_4090, OPEN_AIR_CARD, OPEN_AIR_CARD, PASSIVE_CARD]
 
@@ -176,10 +202,4 @@ def test_a_passive_neighbours_watts_do_not_count_where_its_exhaust_does_not_reac
             new_card(spec, spec.in_slot(30.0, slot_coupling(specs, slot)), 35.0) for slot, spec in enumerate(specs)
         ]
 
-    header, snapshots = simulated_trace(Layout.OPEN_AIR, 4, 900, prepare=beside_a_4090_and_an_h100)
-    controller = Controller(header.gpus)
-    for snapshot in snapshots:
-        decision = controller.step(snapshot)
-    for gpu in (1, 2):
-        heat = decision.for_gpu(gpu).heat
-        assert heat.coupling_c_per_100w == pytest.approx(1.5, abs=0.2), gpu
+    return simulated_trace(Layout.OPEN_AIR, 4, 900, prepare=beside_a_4090_and_an_h100)
