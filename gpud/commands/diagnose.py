@@ -11,6 +11,7 @@ from gpud.commands.shared import (
     add_judged_source,
     emit,
     fail,
+    fewer_collections,
     judged_ticks,
     no_ticks,
 )
@@ -44,7 +45,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         trace, host = judged_ticks(args, settings)
     except DaemonUnreachable as error:
         return fail(str(error), EXIT_NO_DAEMON)
-    diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
+    with fewer_collections():
+        diagnosis = diagnose(trace, decide_settings(settings), settings.diagnose, host)
     if not diagnosis.gpus:
         return no_ticks(trace.name, problems=diagnosis.problems)
     emit(json.dumps(diagnosis_json(diagnosis), indent=1) if args.json else render_diagnosis(diagnosis))

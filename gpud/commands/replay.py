@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpud.commands.shared import Subcommands, add_command, emit, no_ticks
+from gpud.commands.shared import Subcommands, add_command, emit, fewer_collections, no_ticks
 from gpud.config import decide_settings, load_settings
 
 
@@ -36,8 +36,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from gpud.report import render_report, report_json
 
     settings = load_settings(args.config)
-    report = replay(load_trace(args.trace), decide_settings(settings))
-    if not report.ticks:
-        return no_ticks(args.trace, problems=report.problems)
-    emit(dumps_indented(report_json(report)) if args.json else render_report(report))
+    with fewer_collections():
+        report = replay(load_trace(args.trace), decide_settings(settings))
+        if not report.ticks:
+            return no_ticks(args.trace, problems=report.problems)
+        emit(dumps_indented(report_json(report)) if args.json else render_report(report))
     return 0

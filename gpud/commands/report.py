@@ -11,6 +11,7 @@ from gpud.commands.shared import (
     add_judged_source,
     emit,
     fail,
+    fewer_collections,
     judged_path,
     judged_ticks,
     no_ticks,
@@ -57,7 +58,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         trace, host = judged_ticks(args, settings)
     except DaemonUnreachable as error:
         return fail(str(error), EXIT_NO_DAEMON)
-    data = analyse(trace, decide_settings(settings), settings.diagnose, host)
+    with fewer_collections():
+        data = analyse(trace, decide_settings(settings), settings.diagnose, host)
     if not data.gpus:
         return no_ticks(trace.name, "report on", data.diagnosis.problems)
     size = save_page(args.output, trace_page(data))
