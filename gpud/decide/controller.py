@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from gpud.decide.curves import FanDemand, FanSettings, FanTarget, FanTargetState
 from gpud.decide.episodes import EpisodeTracker, ThrottleInterval, TickClock
@@ -63,9 +65,14 @@ def typical_model(cooling: Cooling) -> GpuThermalParams:
     return TYPICAL_PASSIVE if cooling is Cooling.PASSIVE else TYPICAL_OPEN_AIR
 
 
-@dataclass(frozen=True, slots=True)
-class GpuDecision:
-    """What the controller concluded about one GPU at one tick."""
+_NONE_SO_FAR: Mapping[ThrottleCause, float] = MappingProxyType({})
+
+
+class GpuDecision(NamedTuple):
+    """What the controller concluded about one GPU at one tick.
+
+    A named tuple, as :class:`gpud.decide.heat.HeatFinding` is: one is made for every GPU at every tick.
+    """
 
     index: int
     throttle: ThrottleCause | None
@@ -73,7 +80,7 @@ class GpuDecision:
     reference_clock_mhz: float | None = None
     # So far, and the throttle interval in progress; both left empty by a controller that keeps
     # nothing in progress for its decisions (a replay's, see :class:`Controller`).
-    throttled_seconds: dict[ThrottleCause, float] = field(default_factory=dict)
+    throttled_seconds: Mapping[ThrottleCause, float] = _NONE_SO_FAR
     episode: ThrottleInterval | None = None
     heat: HeatFinding | None = None
     fan_targets: tuple[FanTarget, ...] = ()
@@ -372,7 +379,7 @@ class Controller:
             cause,
             lost,
             reference,
-            state.throttled_copy() if shown else {},
+            state.throttled_copy() if shown else _NONE_SO_FAR,
             state.episodes.current if shown else None,
             heat,
             self._fan_targets(state, sample, dt, heat, power),

@@ -32,6 +32,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,9 +73,12 @@ class HeatSettings(BaseModel):
     memory_s: float = Field(1800, ge=60, description="how long the coupling fit remembers, seconds")
 
 
-@dataclass(frozen=True, slots=True)
-class HeatFinding:
-    """What the heat detector says about one GPU now."""
+class HeatFinding(NamedTuple):
+    """What the heat detector says about one GPU now.
+
+    A named tuple, not a frozen dataclass: one is made for every GPU at every tick, and a frozen
+    dataclass sets each of its ten fields through ``object.__setattr__`` (five times the cost).
+    """
 
     heating_c_per_min: float | None  # temperature trend over the window
     seconds_to_slowdown: float | None  # heading for slowdown at the present fans; None otherwise
@@ -176,9 +180,9 @@ class _Trend:
         return (n * self._sxy - self._sx * self._sy) / spread if spread > 0 else None
 
 
-@dataclass(frozen=True, slots=True)
-class InletObservation:
-    """One GPU at one tick, as the coupling fit takes it: its inlet air and the powers around it."""
+class InletObservation(NamedTuple):
+    """One GPU at one tick, as the coupling fit takes it: its inlet air and the powers around it
+    (made for every GPU at every tick: a named tuple, as :class:`HeatFinding` is)."""
 
     inlet_c: float  # estimated through its thermal model, smoothed
     neighbours_w: float  # smoothed

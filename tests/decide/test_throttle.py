@@ -83,7 +83,7 @@ def test_a_controller_that_keeps_nothing_in_progress_decides_alike_and_leaves_it
         full, lean = shown.step(snapshot), left_out.step(snapshot)
         under_way += sum(gpu.episode is not None for gpu in full.gpus)
         assert all(gpu.episode is None and gpu.throttled_seconds == {} for gpu in lean.gpus)
-        blank = tuple(replace(gpu, episode=None, throttled_seconds={}) for gpu in full.gpus)
+        blank = tuple(gpu._replace(episode=None, throttled_seconds={}) for gpu in full.gpus)
         assert replace(full, gpus=blank) == lean
     assert under_way > 100  # the trace has a throttle interval in progress for long
     assert shown.finish() == left_out.finish()
