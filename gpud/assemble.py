@@ -12,7 +12,7 @@ from gpud.config import Settings
 from gpud.errors import ConfigError
 from gpud.fans.backend import FanBackend
 from gpud.fans.choose import Chooser
-from gpud.fans.control import FanControl
+from gpud.fans.control import FanControl, new_tool_guard
 from gpud.fans.nvidia_settings import NvidiaSettings, NvidiaSettingsBackend
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.nvml.calls import NVML_IN_PROGRESS
@@ -141,9 +141,10 @@ def open_fan_control(
     """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
 
     It shares the source's call guard (a GPU hung in a read is not written to either) and its
-    NVML error counter (``gpud_nvml_errors_total`` counts fan commands too); the probes run through
-    that guard, so one that hangs holds up neither the start nor the other GPUs. GPUs whose curve
-    is ``stock`` are left to the driver.
+    NVML error counter (``gpud_nvml_errors_total`` counts fan commands too). The probes run through
+    that guard, or through fan control's tool guard where one may run nvidia-settings (a slow X
+    server must not take the GPUs' readings down with it), so one that hangs holds up neither the
+    start nor the other GPUs. GPUs whose curve is ``stock`` are left to the driver.
 
     On ``simulated`` GPUs, ``auto`` is the simulated NVML only
     (:meth:`~gpud.fans.choose.BackendChoice.reaches_nvidia_settings`).
@@ -155,5 +156,6 @@ def open_fan_control(
         backends.append(NvidiaSettingsBackend(nvidia_settings(settings), gpus))
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
     chooser = Chooser(fc.backend, backends, dry_run, stock)
-    assignments = chooser.assign_all(gpus, source.incomplete, source.guard)
-    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser)
+    tools = new_tool_guard()
+    assignments = chooser.assign_all(gpus, source.incomplete, source.guard, tools)
+    return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser, tools)

@@ -12,8 +12,10 @@ error, answers that differ from try to try, a GPU whose fan count could not be r
 assignment says ``retry`` and fan control asks the :class:`Chooser` again later, with back-off:
 one unlucky driver call at start must not cost fan control for the daemon's whole life.
 
-At the daemon's start the probes run through the reads' call guard, all GPUs at once, like
-discovery: a GPU whose probe does not answer within ``PROBE_LIMIT_S`` (a driver call hangs) is
+At the daemon's start the probes run all GPUs at once, like discovery, under the guard their
+commands will run under: the reads' call guard where every candidate backend calls NVML, fan control's
+tool guard where one may run a tool (nvidia-settings: a slow X server is no hung driver, and must
+not cost a GPU its readings). A GPU whose probe does not answer within ``PROBE_LIMIT_S`` is
 monitor-only for now and probed again while running, once its call returned; the others start.
 """
 
@@ -91,22 +93,27 @@ class Chooser:
         gpus: Sequence[GpuInfo],
         missing: Mapping[int, str] | None = None,
         guard: CallGuard | None = None,
+        tool_guard: CallGuard | None = None,
     ) -> list[Assignment]:
         """:meth:`assign` for every GPU, logged once per reason.
 
-        ``guard`` runs the probes (the reads' guard at the daemon's start): a GPU it leaves out,
-        its probe hung, is monitor-only for now and probed again later.
+        ``guard`` is the reads' guard (at the daemon's start): it runs the probes when every
+        candidate calls NVML, and ``tool_guard`` (fan control's) runs them when one may run a tool.
+        A GPU the guard leaves out, its probe hung, is monitor-only for now and probed again later.
         """
         missing = missing or {}
         settled = {gpu.index: self._unprobed(gpu, missing.get(gpu.index)) for gpu in gpus}
         probing = {gpu.index: gpu for gpu in gpus if settled[gpu.index] is None}
-        out: frozenset[int] = frozenset()  # a call hung before the probes (the PCIe counters'): not probed
-        if guard is None:
-            probed = {index: self._probed(gpu) for index, gpu in probing.items()}
+        out = guard.hung if guard is not None else frozenset()  # hung before the probes: not probed
+        through_tool = tool_guard is not None and not all(b.calls_nvml for b in self._candidates)
+        probe_guard = tool_guard if through_tool else guard
+        if probe_guard is None:
+            probed = {index: self._probed(gpu) for index, gpu in probing.items() if index not in out}
         else:
-            out = guard.hung
-            probed = guard.run_each(
-                list(probing), lambda index: self._probed(probing[index]), limit_s=PROBE_LIMIT_S
+            probed = probe_guard.run_each(
+                [index for index in probing if index not in out],
+                lambda index: self._probed(probing[index]),
+                limit_s=PROBE_LIMIT_S,
             )
         assignments = [
             settled[gpu.index] or probed.get(gpu.index) or _probe_hung(gpu, gpu.index in out) for gpu in gpus

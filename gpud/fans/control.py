@@ -221,6 +221,12 @@ def _changed(g: _Gpu, targets: tuple[FanTarget, ...]) -> dict[int, int]:
     return {fan: pct for fan, pct in wanted.items() if g.written[fan] != pct}
 
 
+def new_tool_guard() -> CallGuard:
+    """The guard of a tool's fan commands and probes: GPUs at once, a tick waits ``TOOL_WAIT_S`` at
+    most, a GPU whose command hung is left alone ``TOOL_RETRY_S`` after it returned."""
+    return CallGuard(TOOL_WAIT_S, parallel=True, retry_s=TOOL_RETRY_S, what="fan command")
+
+
 class FanControl:
     """Drives every GPU's fans from the controller's targets; :meth:`restore` hands them back.
 
@@ -235,14 +241,16 @@ class FanControl:
         grace_s: float = 30,
         guard: CallGuard | None = None,
         chooser: Chooser | None = None,
+        tool_guard: CallGuard | None = None,
     ) -> None:
         """``guard`` runs NVML commands, shared with the reads (default: inline); ``chooser`` probes
-        again GPUs whose assignment says ``retry``."""
+        again GPUs whose assignment says ``retry``; ``tool_guard`` (:func:`new_tool_guard`) runs a tool's
+        commands and probes, shared with the probes at start (so a probe still out there is waited for)."""
         self._gpus = {a.gpu.index: _Gpu(a) for a in assignments}
         self._tolerance_pct = tolerance_pct
         self._grace_s = grace_s
         self._guard = guard or CallGuard(None)
-        self._tool_guard = CallGuard(TOOL_WAIT_S, parallel=True, retry_s=TOOL_RETRY_S, what="fan command")
+        self._tool_guard = tool_guard or new_tool_guard()
         self._chooser = chooser
         self._hangs: Counter[int] = Counter()  # commands given up on, per GPU (both guards)
         self._was_hung: frozenset[int] = frozenset()

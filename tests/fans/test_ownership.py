@@ -264,6 +264,35 @@ def test_a_gpu_hung_before_the_fan_probes_is_not_said_to_hang_in_one_and_is_prob
         source.close()
 
 
+def test_a_slow_x_server_at_start_costs_no_gpu_its_readings_and_is_said_to_be_a_fan_command(
+    install_nvml, clock, fake_nvidia_settings, monkeypatch
+):
+    # Every nvidia-settings call takes 0.6 s: the probes outlast their wait while NVML answers at once.
+    monkeypatch.setattr(choose, "PROBE_LIMIT_S", 0.3)
+    fake = fake_nvidia_settings(gpus=3, hang_s=0.6)
+    library = install_nvml(gpus=3)
+    guard = CallGuard(limit_s=0.1, parallel=True, in_progress=NVML_IN_PROGRESS)
+    source = NvmlSource(clock=library.unix_time, guard=guard, process_interval_s=None)
+    settings = Settings(fan_control=FanControlSettings(backend=BackendChoice.NVIDIA_SETTINGS))
+    with capture_logs() as logs:
+        fans = open_fan_control(settings, source, dry_run=False, simulated=True)
+    try:
+        daemon = Daemon(source, "simulated", 1.0, fans=fans)
+        clock.advance(1)
+        daemon.tick()
+        assert [g.up for g in daemon.state.snapshot.gpus] == [True] * 3  # X is slow, not the driver
+        hung = [e["event"] for e in logs if e["event"].endswith(" hung; gpu skipped until it returns")]
+        assert hung == ["fan command hung; gpu skipped until it returns"] * 3
+        assert all(r.backend == "none" and r.hung for r in fans.report())
+    finally:
+        deadline = time.monotonic() + 5
+        while len(fake.calls()) < 4 and time.monotonic() < deadline:  # the listing, 3 hand-backs
+            time.sleep(0.05)
+        time.sleep(0.8)  # the last hand-back's 0.6 s
+        fans.restore()
+        source.close()
+
+
 def test_a_gpu_whose_handle_failed_at_start_is_opened_later(loop):
     run = loop("error:error=Unknown,call=nvmlDeviceGetHandleByIndex*,gpu=2,at=0,for=2")
     assert run.source.gpus[2].uuid == "unknown-2"
