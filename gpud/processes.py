@@ -7,6 +7,10 @@ cgroup cannot (``SLURM_JOB_ID``, a pod's name in ``HOSTNAME``) where it can be r
 A process that exits while it is looked at is simply gone, never an error, and a uid that has no
 name here (a user that exists only inside a container) stays a uid.
 
+What a process says of itself (its command line, its environment) is whatever its user wrote:
+gpud keeps it printable (:func:`printable`), so that no escape sequence or line of a user's
+choosing reaches the terminal of whoever runs ``gpud status``.
+
 gpud must see the host's pids (run it on the host, or with ``hostPID`` in Kubernetes) for the
 driver's pids to mean anything here.
 """
@@ -117,6 +121,16 @@ def cgroup_owner(cgroup: str, environ: dict[str, str] | None = None) -> Owner:
     return Owner(container=container, unit=unit, slurm_job=slurm_job, pod=pod)
 
 
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on or not show (controls, line breaks,
+    direction overrides) as ``?``, as ``ps`` shows a command line.
+
+    >>> printable("python train.py \x1b]0;owned\x07\nGPU 0 ok \u202e ünï 训练")
+    'python train.py ?]0;owned??GPU 0 ok ? ünï 训练'
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _user(uid: int) -> str | None:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -134,7 +148,7 @@ def _read_environ(pid: int) -> dict[str, str] | None:
     for entry in raw.split(b"\0"):
         key, sep, value = entry.partition(b"=")
         if sep:
-            environ[key.decode(errors="replace")] = value.decode(errors="replace")
+            environ[key.decode(errors="replace")] = printable(value.decode(errors="replace"))
     return environ
 
 
@@ -162,7 +176,7 @@ class ProcfsHost:
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, OSError):
             self._known.pop(pid, None)
             return None
-        found = HostProcess(uid, _user(uid), command[:COMMAND_LIMIT], cgroup, _read_environ(pid))
+        found = HostProcess(uid, _user(uid), printable(command[:COMMAND_LIMIT]), cgroup, _read_environ(pid))
         self._known[pid] = (started, found)
         return found
 

@@ -83,6 +83,29 @@ def test_this_process_is_described_from_proc():
     assert me.environ is not None and me.environ.get("PATH") == os.environ.get("PATH")  # our own: readable
 
 
+def test_what_a_user_writes_in_argv_or_environ_reaches_no_terminal_as_a_control_sequence():
+    # Any user with a GPU process chooses its argv and environment: here a clear-screen, a line
+    # that forges a status row, a terminal-title sequence and a right-to-left override.
+    forged = "\x1b[2J\x1b[H\n0    NVIDIA GeForce RTX 3090  40/80 °C  ok\x1b]0;owned\x07\u202e"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "print(flush=True); input()", forged, "ünïcode 训练"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, SLURM_JOB_ID="4242" + forged, HOSTNAME="pod\x1b[31m"),
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"  # running its own code
+        found = ProcfsHost().describe(child.pid)
+    finally:
+        child.communicate(b"\n")
+    assert found is not None and found.environ is not None
+    owner = cgroup_owner("0::/kubepods/pod12345678-1234-1234-1234-123456789abc/x\n", found.environ)
+    for text in (found.command, owner.slurm_job, owner.pod):
+        assert text is not None and text.isprintable(), text
+    assert found.command.endswith("?[2J?[H?0    NVIDIA GeForce RTX 3090  40/80 °C  ok?]0;owned?? ünïcode 训练")
+    assert owner.slurm_job.startswith("4242?[2J") and owner.pod == "pod?[31m"  # as ps shows them
+
+
 def test_a_process_that_has_exited_is_just_gone():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
