@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -96,11 +97,16 @@ def call_guard(settings: Settings) -> CallGuard:
 
 
 def open_source(
-    settings: Settings, simulate: bool, faults: str | None = None, guard: CallGuard | None = None
+    settings: Settings,
+    simulate: bool,
+    faults: str | None = None,
+    guard: CallGuard | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> NvmlSource:
     """An NVML source on the real driver, or on the simulated GPUs when ``simulate``.
 
-    ``faults`` (a ``--faults`` SPEC) makes the simulated driver misbehave. Raises
+    ``faults`` (a ``--faults`` SPEC) makes the simulated driver misbehave; ``stop``, once true, ends
+    discovery (:class:`gpud.callguard.Stopped`). Raises
     :class:`gpud.errors.NvmlUnavailable` when the real driver cannot be used, and
     :class:`gpud.errors.ConfigError` for a SPEC that cannot be read.
     """
@@ -110,7 +116,7 @@ def open_source(
     if not simulate:
         open_nvml()
         return NvmlSource(
-            cooling=cooling, pcie_interval_s=pcie_s, guard=guard, process_interval_s=processes_s
+            cooling=cooling, pcie_interval_s=pcie_s, guard=guard, process_interval_s=processes_s, stop=stop
         )
     specs = card_specs(settings.simulate.gpus, settings.simulate.layout)
     cooling = {i: spec.cooling for i, spec in enumerate(specs)} | cooling
@@ -126,6 +132,7 @@ def open_source(
         guard=guard,
         process_interval_s=processes_s,
         host=library.jobs,  # the simulated processes' pids are the simulated machine's
+        stop=stop,
     )
 
 
@@ -136,7 +143,11 @@ def nvidia_settings(settings: Settings) -> NvidiaSettings:
 
 
 def open_fan_control(
-    settings: Settings, source: NvmlSource, dry_run: bool, simulated: bool = False
+    settings: Settings,
+    source: NvmlSource,
+    dry_run: bool,
+    simulated: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> FanControl:
     """Fan control with a backend chosen (and probed) per GPU, as ``settings.fan_control`` asks.
 
@@ -144,7 +155,8 @@ def open_fan_control(
     NVML error counter (``gpud_nvml_errors_total`` counts fan commands too). The probes run through
     that guard, or through fan control's tool guard where one may run nvidia-settings (a slow X
     server must not take the GPUs' readings down with it), so one that hangs holds up neither the
-    start nor the other GPUs. GPUs whose curve is ``stock`` are left to the driver.
+    start nor the other GPUs; ``stop``, once true, ends them (:class:`gpud.callguard.Stopped`). GPUs
+    whose curve is ``stock`` are left to the driver.
 
     On ``simulated`` GPUs, ``auto`` is the simulated NVML only
     (:meth:`~gpud.fans.choose.BackendChoice.reaches_nvidia_settings`).
@@ -157,5 +169,5 @@ def open_fan_control(
     stock = [gpu.index for gpu in gpus if settings.fans.left_to_driver(gpu.index)]
     chooser = Chooser(fc.backend, backends, dry_run, stock)
     tools = new_tool_guard()
-    assignments = chooser.assign_all(gpus, source.incomplete, source.guard, tools)
+    assignments = chooser.assign_all(gpus, source.incomplete, source.guard, tools, stop)
     return FanControl(assignments, fc.follow_tolerance_pct, fc.follow_grace_s, source.guard, chooser, tools)

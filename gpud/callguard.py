@@ -17,6 +17,10 @@ read in about the time of its slowest few GPUs, and however many GPUs hang at on
 
 The hang line names the call the given-up worker is in, as :class:`CallsInProgress` has it: by
 thread, since the tick's reads, fan commands and the helper threads call about one GPU at once.
+
+A run may be given ``stop`` (the start-up's discovery and fan probes, which wait up to 20 s each
+for a GPU): once it says a stop was asked for (a signal), the run raises :class:`Stopped` within
+``STOP_POLL_S`` instead of waiting on, its jobs left to their calls, none of them said to hang.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ log = structlog.get_logger("gpud.callguard")
 K = TypeVar("K")
 T = TypeVar("T")
 DRIVER_WORKERS = 8  # GPUs read at once: past this the interpreter lock, not the driver, sets the pace
+STOP_POLL_S = 0.1  # how often a run given ``stop`` asks it (a signal handler cannot wake a condition)
+
+
+class Stopped(Exception):
+    """A run given up on because a stop was asked for while it waited for its jobs."""
 
 
 class CallsInProgress:
@@ -119,9 +128,11 @@ class _Workers:
         limit_s: float,
         gave_up: Callable[[K, int], None],
         returned: Callable[[K], None],
+        stop: Callable[[], bool] | None = None,
     ) -> _Run[K, T]:
         """The jobs run to the end, each waited for ``limit_s`` from its start at most; ``gave_up``
-        is told the key and the worker thread (ident) left to it."""
+        is told the key and the worker thread (ident) left to it. Raises :class:`Stopped` once
+        ``stop()`` is true: the jobs not started are dropped, those running left to finish."""
         run: _Run[K, T] = _Run(list(keys), job)
         if not keys:
             return run
@@ -129,6 +140,9 @@ class _Workers:
         self._engage(run, wanted, returned)
         with run.changed:
             while run.busy():
+                if stop is not None and stop():
+                    run.waiting.clear()
+                    raise Stopped
                 now = time.monotonic()
                 for key in [key for key, since in run.running.items() if now - since >= limit_s]:
                     del run.running[key]
@@ -138,7 +152,8 @@ class _Workers:
                     self._replace(run, returned)
                 if run.busy():
                     deadlines = [since + limit_s for since in run.running.values()]
-                    run.changed.wait(max(0.0, min(deadlines, default=now + limit_s) - now))
+                    wait_s = max(0.0, min(deadlines, default=now + limit_s) - now)
+                    run.changed.wait(wait_s if stop is None else min(wait_s, STOP_POLL_S))
         return run
 
     def close(self) -> None:
@@ -244,12 +259,17 @@ class CallGuard:
             return frozenset(self._hung)
 
     def run_each(
-        self, gpus: Iterable[int], job: Callable[[int], T], limit_s: float | None = None
+        self,
+        gpus: Iterable[int],
+        job: Callable[[int], T],
+        limit_s: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> dict[int, T]:
         """``job(gpu)`` for every GPU that is not hung; GPUs that hang now are left out.
 
         ``limit_s`` waits longer (or shorter) than the guard's own limit, for this run only; an
-        inline guard ignores it. An exception a job raises is raised here once the others have run.
+        inline guard ignores it, and ``stop`` (:class:`Stopped` once it is true). An exception a
+        job raises is raised here once the others have run.
         """
         hung = self.hung
         todo = [gpu for gpu in gpus if gpu not in hung]
@@ -259,7 +279,7 @@ class CallGuard:
         else:
             limit_s = self._limit_s if limit_s is None else limit_s
             run = self._workers.run(
-                todo, job, limit_s, lambda gpu, thread: self._gave_up(gpu, limit_s, thread), self._returned
+                todo, job, limit_s, lambda gpu, thread: self._gave_up(gpu, limit_s, thread), self._returned, stop
             )
         if run.errors:
             raise run.errors[0]

@@ -101,9 +101,10 @@ class SignalInbox:
     ``gpud run`` installs it first thing, before it discovers the GPUs and probes their fans
     (seconds; up to 20 s each where a GPU's driver calls hang): left to their default action
     meanwhile, a SIGHUP (``systemctl reload`` while the service starts) or a SIGUSR1 would end
-    gpud. What comes before the loop runs is held for it: a stop signal ends the loop before its
-    first tick, so no fan is taken; a SIGHUP reloads the configuration at the first tick; a
-    SIGTSTP suspends after it.
+    gpud. What comes before the loop runs is held for it: a stop signal ends the start (a wait for
+    a GPU that hangs, through ``stop``: :class:`gpud.callguard.Stopped`) or the loop before its
+    first tick, so no fan is taken; a SIGHUP reloads the configuration at the first tick; a SIGTSTP
+    suspends after it.
     """
 
     def __init__(self) -> None:
@@ -153,6 +154,11 @@ class SignalInbox:
 
     def _reload(self, signum: int, frame: FrameType | None) -> None:
         self.reload_requested = True
+
+    def say_stopping(self) -> None:
+        """The "stopping" line, naming the stop signal that came (if one did)."""
+        signum = self.stop_signal
+        log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
 
 
 class Daemon:
@@ -269,8 +275,7 @@ class Daemon:
                 handing_back_s = 0.0
                 while not signals.stop.wait(max(0.0, next_at - self._clock())) and signals.suspend_requested:
                     handing_back_s += self._suspend()
-            signum = signals.stop_signal
-            log.info("stopping", **({"signal": _name(signum)} if signum is not None else {}))
+            signals.say_stopping()
         finally:
             self._watchdog.stop()
             self.exposition.stop()

@@ -379,6 +379,29 @@ def test_a_signal_while_the_gpus_are_discovered_is_held_for_the_loop(tmp_path, s
     assert names[-1] == "stopped"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "hang",
+    ["hang:call=nvmlDeviceGetName,gpu=1,seconds=60", "hang:call=nvmlDeviceGetMinMaxFanSpeed,gpu=2,seconds=60"],
+    ids=["discovery", "fan probe"],
+)
+def test_sigterm_while_a_gpu_hangs_at_start_stops_gpud_at_once_not_after_the_start_ups_wait(tmp_path, hang):
+    # Discovery and the fan probes each wait up to 20 s for a GPU that hangs: together twice
+    # systemd's TimeoutStopSec=20, past which `systemctl stop` kills gpud instead.
+    daemon, log = start(tmp_path, free_port(), "--fan-backend", "nvml", "--faults", hang)
+    with killed_if_left(daemon):
+        wait_for(lambda: threads(daemon.pid) > 1, 20, "discovery under way")
+        time.sleep(1)
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        took = time.monotonic() - sent
+    assert took < 3
+    names = [e["event"] for e in events(log)]
+    assert names[-2:] == ["stopping", "stopped"] and "fan control taken" not in names
+    assert not any("hung" in name for name in names[names.index("stopping"):])
+
+
 # A shell's `COMMAND &`: the command a job of its own, in the background of the shell's terminal.
 BACKGROUND_JOB = (
     "import subprocess, sys; job = subprocess.Popen(sys.argv[2:], process_group=0); "

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpud.callguard import Stopped
 from gpud.commands.shared import (
     Subcommands,
     add_command,
@@ -129,7 +130,10 @@ def _serve(
     from gpud.daemon import Daemon
     from gpud.server import StatusServer
 
-    settings, source, header = open_gpus(args, settings)
+    try:
+        settings, source, header = open_gpus(args, settings, signals.stop.is_set)
+    except Stopped:
+        return _stopped_while_starting(signals)
     simulated = args.simulate is not None
     if simulated and _drives_real_fans(args, settings):
         structlog.get_logger("gpud.fans").warning(
@@ -137,9 +141,15 @@ def _serve(
             "which sets its real fans, if it has any, from simulated temperatures",
             program=settings.fan_control.nvidia_settings,
         )
+    recorder = None
     try:
         recorder = TraceRecorder(args.record, header) if args.record is not None else None
-        fans = open_fan_control(settings, source, args.dry_run, simulated)
+        fans = open_fan_control(settings, source, args.dry_run, simulated, signals.stop.is_set)
+    except Stopped:
+        source.close()
+        if recorder is not None:
+            recorder.close()
+        return _stopped_while_starting(signals)
     except BaseException:
         source.close()
         raise
@@ -169,6 +179,16 @@ def _serve(
         source.close()
         if recorder is not None:
             recorder.close()
+    return 0
+
+
+def _stopped_while_starting(signals: SignalInbox) -> int:
+    """A stop signal while a GPU's discovery or fan probe hung: gpud ends at once, not after the
+    start-up's wait for it (20 s each, past systemd's TimeoutStopSec). No fan was taken yet."""
+    import structlog
+
+    signals.say_stopping()
+    structlog.get_logger("gpud.daemon").info("stopped")
     return 0
 
 

@@ -643,11 +643,12 @@ def _refuse_simulator_flags(args: argparse.Namespace) -> None:
 
 
 def open_gpus(
-    args: argparse.Namespace, settings: Settings | None = None
+    args: argparse.Namespace, settings: Settings | None = None, stop: Callable[[], bool] | None = None
 ) -> tuple[Settings, NvmlSource, TraceHeader]:
     """Settings (given, else :func:`checked_settings`), logging set up, the GPUs (real or simulated) opened.
 
-    Raises :class:`ConfigError` or :class:`NvmlUnavailable`; ``gpud.cli.main`` turns them into exit codes.
+    Raises :class:`ConfigError` or :class:`NvmlUnavailable`; ``gpud.cli.main`` turns them into exit codes;
+    :class:`gpud.callguard.Stopped` once ``stop()`` is true while a GPU is still being discovered.
     """
     from gpud.assemble import call_guard, open_source
     from gpud.logs import configure_logging
@@ -655,6 +656,6 @@ def open_gpus(
     settings = settings or checked_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     simulate = args.simulate is not None
-    source = open_source(settings, simulate, getattr(args, "faults", None), call_guard(settings))
+    source = open_source(settings, simulate, getattr(args, "faults", None), call_guard(settings), stop)
     header = TraceHeader(socket.gethostname(), source.gpus, "simulated" if simulate else "nvml")
     return settings, source, header

@@ -21,7 +21,7 @@ monitor-only for now and probed again while running, once its call returned; the
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from enum import StrEnum
 
 import structlog
@@ -94,12 +94,14 @@ class Chooser:
         missing: Mapping[int, str] | None = None,
         guard: CallGuard | None = None,
         tool_guard: CallGuard | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[Assignment]:
         """:meth:`assign` for every GPU, logged once per reason.
 
         ``guard`` is the reads' guard (at the daemon's start): it runs the probes when every
         candidate calls NVML, and ``tool_guard`` (fan control's) runs them when one may run a tool.
         A GPU the guard leaves out, its probe hung, is monitor-only for now and probed again later.
+        ``stop``, once true, ends the wait (:class:`gpud.callguard.Stopped`).
         """
         missing = missing or {}
         settled = {gpu.index: self._unprobed(gpu, missing.get(gpu.index)) for gpu in gpus}
@@ -114,6 +116,7 @@ class Chooser:
                 [index for index in probing if index not in out],
                 lambda index: self._probed(probing[index]),
                 limit_s=PROBE_LIMIT_S,
+                stop=stop,
             )
         assignments = [
             settled[gpu.index] or probed.get(gpu.index) or _probe_hung(gpu, gpu.index in out) for gpu in gpus

@@ -162,11 +162,14 @@ class NvmlSource:
         guard: CallGuard | None = None,
         process_interval_s: float | None = 5.0,
         host: HostProcesses | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         """``guard``: how per-GPU reads are kept from hanging the tick (default: run inline).
 
         ``process_interval_s``: how often each GPU's processes are listed (``None``: never);
-        ``host`` describes their pids (default: this host's ``/proc``).
+        ``host`` describes their pids (default: this host's ``/proc``). ``stop``: whether a stop was
+        asked for meanwhile; once it has, discovery raises :class:`gpud.callguard.Stopped` rather
+        than wait on for a GPU that hangs.
         """
         self._calls = NvmlCalls()
         self._clock = clock
@@ -186,7 +189,7 @@ class NvmlSource:
         settled = self._calls.settled
         self._driver = settled(-1, "nvmlSystemGetDriverVersion", N.nvmlSystemGetDriverVersion) or "unknown"
         count = settled(-1, "nvmlDeviceGetCount", N.nvmlDeviceGetCount) or 0
-        found = self._guard.run_each(range(count), self._discover, limit_s=DISCOVERY_LIMIT_S)
+        found = self._guard.run_each(range(count), self._discover, limit_s=DISCOVERY_LIMIT_S, stop=stop)
         infos = []
         for index in range(count):
             handle, info, missing = found.get(index) or (None, self._unknown(index), DISCOVERY_HUNG)
@@ -201,7 +204,7 @@ class NvmlSource:
         # the tick instead, and holds up neither the start nor the others.
         opened = [i for i, h in enumerate(self._handles) if h is not None]
         counters = self._guard.run_each(
-            opened, lambda i: self._has_pcie_counters(i, self._handles[i]), limit_s=DISCOVERY_LIMIT_S
+            opened, lambda i: self._has_pcie_counters(i, self._handles[i]), limit_s=DISCOVERY_LIMIT_S, stop=stop
         )
         self._pcie_counters = {i for i, has in counters.items() if has}
         polled = [i for i in range(count) if i not in self._pcie_counters]
