@@ -7,10 +7,16 @@ the holder ends (a crash, SIGKILL), it needs no writable file (the unit's file s
 but for its state directory), and the holder's pid comes with a connection to it (``SO_PEERCRED``),
 so the refusal can name it. Abstract names live in the network namespace: the service and a gpud
 started by hand share the host's.
+
+Any process may bind an abstract name, whoever its user: an unprivileged one that took it first
+would keep root's gpud from starting at all. So root's gpud is refused only by a holder that is
+root too; one of another user is a squatter (no gpud of its could drive root's fans from under
+it), named in the log, and root's gpud goes on without the claim.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
@@ -29,7 +35,9 @@ class FanControlClaim:
     """This process's claim to drive the machine's fans, held until :meth:`release` (or its end)."""
 
     def __init__(self, name: bytes = FAN_CONTROL_NAME) -> None:
-        """Raises :class:`FansClaimed`, naming the holder's pid where it can be learnt."""
+        """Raises :class:`FansClaimed`, naming the holder's pid where it can be learnt; as root, not
+        for a holder that is not root: :attr:`squatter` is then its (pid, uid), for the log."""
+        self.squatter: tuple[int, int] | None = None
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self._socket.bind(name)
@@ -37,7 +45,10 @@ class FanControlClaim:
         except OSError:
             self._socket.close()
             holder = _holder(name)
-            who = f"another gpud (pid {holder})" if holder else "another gpud"
+            if holder is not None and holder[1] != 0 and os.geteuid() == 0:
+                self.squatter = holder
+                return
+            who = f"another gpud (pid {holder[0]})" if holder else "another gpud"
             raise FansClaimed(
                 f"{who} drives this machine's fans: stop it first (systemctl stop gpud), or run this one "
                 "with --fan-backend none or --dry-run"
@@ -48,13 +59,13 @@ class FanControlClaim:
         self._socket.close()
 
 
-def _holder(name: bytes) -> int | None:
-    """The pid of the process listening on ``name``; ``None`` when it cannot be asked."""
+def _holder(name: bytes) -> tuple[int, int] | None:
+    """The pid and uid of the process listening on ``name``; ``None`` when it cannot be asked."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as ask:
         ask.settimeout(_ASK_TIMEOUT_S)
         try:
             ask.connect(name)
-            pid, _, _ = _UCRED.unpack(ask.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+            pid, uid, _ = _UCRED.unpack(ask.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
         except OSError:
             return None
-    return pid or None
+    return (pid, uid) if pid else None

@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Real fans have one driver: a second gpud would hand them back and fight the first.
     claim = FanControlClaim() if _drives_real_fans(args, settings) else None
     try:
-        return _serve(args, settings, web, address, signals)
+        return _serve(args, settings, web, address, signals, claim)
     finally:
         if claim is not None:
             claim.release()
@@ -120,10 +120,15 @@ def _drives_real_fans(args: argparse.Namespace, settings: Settings) -> bool:
 
 
 def _serve(
-    args: argparse.Namespace, settings: Settings, web: WebConfig, address: tuple[str, int], signals: SignalInbox
+    args: argparse.Namespace,
+    settings: Settings,
+    web: WebConfig,
+    address: tuple[str, int],
+    signals: SignalInbox,
+    claim: FanControlClaim | None,
 ) -> int:
     """Open the GPUs and the fans, serve, and run the loop until it is stopped; ``signals`` holds
-    what came meanwhile."""
+    what came meanwhile; ``claim`` is said in the log once it is set up, where a squatter holds it."""
     import structlog
 
     from gpud.assemble import open_fan_control
@@ -134,6 +139,14 @@ def _serve(
         settings, source, header = open_gpus(args, settings, signals.stop.is_set)
     except Stopped:
         return _stopped_while_starting(signals)
+    if claim is not None and claim.squatter is not None:
+        pid, uid = claim.squatter
+        structlog.get_logger("gpud.fans").warning(
+            "gpud's fan-control claim is held by a process that is not root; root's gpud drives the fans "
+            "all the same, without the claim (a second gpud started as root now is not refused)",
+            pid=pid,
+            uid=uid,
+        )
     simulated = args.simulate is not None
     if simulated and _drives_real_fans(args, settings):
         structlog.get_logger("gpud.fans").warning(
