@@ -272,20 +272,45 @@ class NvidiaSettingsBackend:
         self._tool = tool
         self._gpus = gpus
         self._mapped: dict[int, XGpu] | FanControlError | None = None
-        self._listing = threading.Lock()  # GPUs are driven in parallel: one listing for all of them
+        # GPUs are driven in parallel: one listing for all of them, whoever asks while it runs waits for it.
+        self._listing = threading.Condition()
+        self._listing_now = False
+        self._listings_failed = 0  # listings that failed with a passing error (a timeout)
+        self._last_failure: FanControlError | None = None
         self._manual: set[int] = set()
 
     def _target(self, gpu: GpuInfo) -> XGpu:
+        """The GPU as the X server numbers it, listed once for all GPUs.
+
+        A listing that fails with a passing error (a wedged X server's timeout) is tried again at
+        the next command; the commands that waited for it take its answer, all at once: the GPUs
+        driven together would otherwise each wait the timeout in turn, one after the other.
+        """
         with self._listing:
-            if self._mapped is None:
-                try:
-                    listed = parse_gpus(self._tool.run("-q", "gpus", "--verbose=all"))
-                    self._mapped = map_gpus(self._gpus, listed)
-                except FanControlError as error:
-                    if not error.lasting:
-                        raise  # a timeout: listed again at the next command
-                    self._mapped = error
-            mapped = self._mapped
+            failed_before = self._listings_failed
+            while self._listing_now and self._listings_failed == failed_before:
+                self._listing.wait()  # until the listing in progress ends (another may start at once)
+            if self._mapped is None and self._listings_failed != failed_before:
+                assert self._last_failure is not None
+                raise self._last_failure
+            lists = self._listing_now = self._mapped is None
+        if lists:
+            mapped: dict[int, XGpu] | FanControlError | None = None
+            try:
+                mapped = map_gpus(self._gpus, parse_gpus(self._tool.run("-q", "gpus", "--verbose=all")))
+            except FanControlError as error:
+                if not error.lasting:
+                    with self._listing:
+                        self._listings_failed += 1
+                        self._last_failure = error
+                    raise  # a timeout: listed again at the next command
+                mapped = error
+            finally:
+                with self._listing:
+                    self._mapped = mapped
+                    self._listing_now = False
+                    self._listing.notify_all()
+        mapped = self._mapped
         if isinstance(mapped, FanControlError):
             raise mapped
         target = mapped.get(gpu.index)

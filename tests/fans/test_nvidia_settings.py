@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from gpud.fans.backend import FanControlError
-from gpud.fans.choose import BackendChoice, assign_backends
+from gpud.fans.choose import PROBE_TRIES, BackendChoice, Chooser, assign_backends
+from gpud.fans.control import new_tool_guard
 from gpud.fans.nvidia_settings import (
     DISPLAY_MANAGER_USERS,
     KILL_WAIT_S,
@@ -186,3 +187,18 @@ def test_only_an_x_server_of_root_or_a_display_manager_is_trusted_for_its_cookie
         for child in (planted, genuine):
             child.kill()
             child.wait()
+
+
+def test_gpus_probed_at_once_on_a_wedged_x_server_share_each_listing_instead_of_waiting_in_turn(
+    gpus, fake_nvidia_settings
+):
+    # Every GPU's probe tries 3 times, each time listing the X server's GPUs, which times out.
+    # Taken in turn, the 3 GPUs' 9 tries took 9 timeouts; shared, 3 (one per round of tries).
+    fake = fake_nvidia_settings(gpus=3, hang_s=20)
+    backend = NvidiaSettingsBackend(NvidiaSettings(timeout_s=0.5), gpus)
+    chooser = Chooser(BackendChoice.NVIDIA_SETTINGS, [backend])
+    started = time.monotonic()
+    assignments = chooser.assign_all(gpus, tool_guard=new_tool_guard())
+    assert time.monotonic() - started < 0.5 * PROBE_TRIES + 1
+    assert all("3 tries answered Timeout, Timeout, Timeout" in a.reason and a.retry for a in assignments)
+    assert len(fake.calls()) == PROBE_TRIES
