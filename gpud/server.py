@@ -36,7 +36,7 @@ from gpud.webserver import Answer, Request, WebServer
 log = structlog.get_logger("gpud.server")
 
 MAX_HISTORY_ANSWERS = 4
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?", re.ASCII)  # plain digits: no "1_0", no " 5 "
+_SECONDS = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)  # no "1_0", no " 5 "
 HISTORY_RETRY_AFTER_S = 5
 
 

@@ -178,6 +178,8 @@ def test_history_serves_the_last_ticks_as_a_trace_that_diagnose_reads(served, cl
     assert get(base + "/history?since=soon")[0] == 400
     for loose in ("1_0", "%205%20", "%D9%A5", "1&since=2", "inf"):  # %D9%A5: an Arabic-Indic 5
         assert get(base + "/history?since=" + loose)[0] == 400, loose  # float() alone takes the first three
+    for plain in (".5", "60.", "6e1", "0"):  # numbers as scripts write them, "0.5" without its 0 too
+        assert get(base + "/history?since=" + plain)[0] == 200, plain
     # A long --since (12 days: 1.0368e+06 s) arrives whole: its "+" no longer reads as a space.
     assert len(list(history_trace(base, HttpClient(5.0), since_s=12 * 86400).ticks(1, None))) == 6
     trace = history_trace(base, HttpClient(5.0))
