@@ -7,9 +7,10 @@ cgroup cannot (``SLURM_JOB_ID``, a pod's name in ``HOSTNAME``) where it can be r
 A process that exits while it is looked at is simply gone, never an error, and a uid that has no
 name here (a user that exists only inside a container) stays a uid.
 
-What a process says of itself (its command line, its environment) is whatever its user wrote:
-gpud keeps it printable (:func:`printable`), so that no escape sequence or line of a user's
-choosing reaches the terminal of whoever runs ``gpud status``.
+What a process says of itself (its command line, its environment, the names in a cgroup subtree
+delegated to its user) is whatever its user wrote: gpud keeps it printable (:func:`printable`), so
+that no escape sequence or line of a user's choosing reaches the terminal of whoever runs
+``gpud status``.
 
 gpud must see the host's pids (run it on the host, or with ``hostPID`` in Kubernetes) for the
 driver's pids to mean anything here.
@@ -117,7 +118,7 @@ def cgroup_owner(cgroup: str, environ: dict[str, str] | None = None) -> Owner:
     slurm_job = job_match.group(1) if job_match else (environ or {}).get("SLURM_JOB_ID")
     unit = None
     if container is None and pod is None and job_match is None:
-        unit = next((p for p in reversed(parts) if _UNIT.search(p)), None)
+        unit = next((printable(p) for p in reversed(parts) if _UNIT.search(p)), None)
     return Owner(container=container, unit=unit, slurm_job=slurm_job, pod=pod)
 
 

@@ -65,6 +65,12 @@ POD_UID = "8a7b6c5d-1e2f-4a3b-9c8d-7e6f5a4b3c2d"
             None,
             Owner(unit="run-r3.scope"),
         ),
+        # A user's delegated cgroup subtree (user@.service) takes any name mkdir takes.
+        (
+            "0::/user.slice/user-1000.slice/user@1000.service/app.slice/\x1b]0;owned\x07.scope\n",
+            None,
+            Owner(unit="?]0;owned?.scope"),
+        ),
         ("0::/\n", None, Owner()),
         ("", None, Owner()),
         ("garbage without colons\n", None, Owner()),
