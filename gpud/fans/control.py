@@ -65,6 +65,7 @@ LASTING_STRIKES = 3  # failed commands in a row, all "lasting", before a GPU bec
 LOCK_WAIT_S = 2.0  # how long restore waits for GPUs busy with a command, by default
 # At exit, all GPUs at once: half of systemd's TimeoutStopSec (20 s), the rest is ExecStopPost's.
 EXIT_DEADLINE_S = 10.0
+EXIT_FALLBACK_SHARE = 0.75  # of restore's deadline, waited for hand-backs before full speed is tried beside
 TOOL_WAIT_S = 1.0  # how long a tick waits for a tool's fan commands (nvidia-settings takes ~0.3 s)
 TOOL_RETRY_S = 30.0  # a GPU whose tool command hung is left alone this long after it returned
 HINT_RECHECK_S = 2.0  # at most this often, a read-back prompted by the telemetry's fan policy
@@ -333,7 +334,10 @@ class FanControl:
         can still take a fan command. A GPU busy with a command is waited for up to half of
         ``deadline_s``; past that the command is taken to hang and its fans are handed back without
         waiting for it (once, full speed where that fails): hand-back is another call, which may well
-        go through. What is not done within ``deadline_s`` is said at critical level and left
+        go through. A GPU not done within ``EXIT_FALLBACK_SHARE`` of ``deadline_s`` (its hand-back
+        hangs, or waits behind a command that does) gets one full-speed command beside it in the
+        rest, so that its fans are not left at a low speed of gpud's while nobody watches them;
+        what is done neither way within ``deadline_s`` is said at critical level and left
         (``gpud fans reset`` hands it back). A GPU cooling off after a hung command that has since
         returned is handed back like the others: the wait before calling it again is for the
         running daemon, not for its exit.
@@ -352,14 +356,33 @@ class FanControl:
                     g.lock.release()
 
         candidates = [i for i, g in self._gpus.items() if g.backend is not None and g.backend.writes_hardware]
-        done, late = run_parallel(candidates, restore_one, deadline_s)
+        first_s = deadline_s * EXIT_FALLBACK_SHARE
+        done, late = run_parallel(candidates, restore_one, first_s)
+        fallen_back: list[int] = []
+        if late:
+            at_full, late = run_parallel(late, self._full_speed_beside, deadline_s - first_s)
+            fallen_back = sorted(i for i, went in at_full.items() if went and self._gpus[i].held)
+            if fallen_back:  # the others were handed back meanwhile
+                log.error(
+                    "fans not handed back in time: a command to the gpu hangs; set to full speed instead, "
+                    "left to gpud fans reset",
+                    gpus=fallen_back,
+                    seconds=round(first_s, 1),
+                )
+            late = sorted([*late, *(i for i, went in at_full.items() if not went)])
         if late:
             log.critical(
                 "fans not handed back in time: a command to the gpu hangs; left to gpud fans reset",
                 gpus=sorted(late),
                 seconds=deadline_s,
             )
-        return not late and all(done.values())
+        return not late and not fallen_back and all(done.values())
+
+    def _full_speed_beside(self, index: int) -> bool:
+        """At exit, beside a hand-back that has not come back: full speed, once, without the GPU's
+        lock (the hung call holds it); True when the fans went to full speed (or back, meanwhile)."""
+        g = self._gpus[index]
+        return not g.held or self._full_speed(g) is None
 
     def _rescue_due(self, g: _Gpu, now: float) -> None:
         """Start :meth:`_rescue` for a blind GPU gpud may have on manual, unless one is in flight,

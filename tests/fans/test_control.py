@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pynvml as N
@@ -262,6 +264,33 @@ def test_when_fans_cannot_be_handed_back_restore_leaves_them_at_full_speed(loop,
     )
     assert not control.fans.restore()
     assert [f.manual_target_pct for f in control.library.machine.cards[0].fans] == [100, 100]
+
+
+def test_a_hand_back_that_hangs_at_exit_gets_full_speed_beside_it_not_the_fans_left_low(loop, patch_driver):
+    control = loop(gpus=2, choice=BackendChoice.NVML)
+    control.run(10)
+    low = [f.manual_target_pct for f in control.library.machine.cards[1].fans]
+    assert all(pct is not None and pct < 50 for pct in low)  # the cool start's curve
+    real = type(control.library).nvmlDeviceSetDefaultFanSpeed_v2
+    released = threading.Event()
+
+    def hangs_on_gpu_1(self, handle, fan):
+        if gpu_index(handle) == 1:
+            released.wait(30)  # a driver call that does not come back before gpud exits
+        return real(self, handle, fan)
+
+    patch_driver(control.library, "nvmlDeviceSetDefaultFanSpeed_v2", hangs_on_gpu_1)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        assert not control.fans.restore(deadline_s=2)
+    released.set()
+    assert time.monotonic() - started < 2.5
+    cards = control.library.machine.cards
+    assert [f.manual_target_pct for f in cards[0].fans] == [None, None]  # handed back
+    assert [f.manual_target_pct for f in cards[1].fans] == [100, 100]
+    said = [e for e in logs if e["event"].startswith("fans not handed back in time")]
+    assert [(e["log_level"], e["gpus"]) for e in said] == [("error", [1])]
+    assert "full speed" in said[0]["event"]
 
 
 def test_a_dry_run_reports_targets_and_touches_nothing(loop, patch_driver):
