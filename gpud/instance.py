@@ -10,8 +10,10 @@ started by hand share the host's.
 
 Any process may bind an abstract name, whoever its user: an unprivileged one that took it first
 would keep root's gpud from starting at all. So root's gpud is refused only by a holder that is
-root too; one of another user is a squatter (no gpud of its could drive root's fans from under
-it), named in the log, and root's gpud goes on without the claim.
+root too; one of another user is taken for a squatter, named in the log (pid and uid), and root's
+gpud goes on without the claim. The one such holder that could be a real gpud driving fans is a
+user's, through nvidia-settings on that user's own X server (NVML's fan setters need root): the two
+would then fight, and the warning says whose process to stop.
 """
 
 from __future__ import annotations
