@@ -75,6 +75,12 @@ class NvmlFanBackend:
     def probe(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
         """Fan count and limits; every fan set to automatic, which also proves we may write."""
         self._handles.pop(gpu.index, None)  # a probe starts afresh
+        limits = self.limits(gpu)
+        self.hand_back(gpu)
+        return limits
+
+    def limits(self, gpu: GpuInfo) -> tuple[FanLimits, ...]:
+        """Each fan's limits, the fans counted; a GPU without fans raises (lasting) NotSupported."""
         with self._handle(gpu) as handle:
             count = self._call(N.nvmlDeviceGetNumFans, handle)
             # Our own buffers: the binding's default ones are shared between threads (NVML.md §13).
@@ -82,7 +88,6 @@ class NvmlFanBackend:
         if count == 0:
             raise FanControlError("NotSupported", "no fans", lasting=True)
         self._fan_counts[gpu.index] = count
-        self.hand_back(gpu)
         return tuple(FanLimits(low, high) for _ in range(count))
 
     def set_speeds(self, gpu: GpuInfo, speeds: Mapping[int, int]) -> None:

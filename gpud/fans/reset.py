@@ -19,6 +19,9 @@ from gpud.fans.nvml import NvmlFanBackend
 from gpud.telemetry import GpuInfo
 
 RESET_DEADLINE_S = 8.0
+# Within it, for NVML: every GPU's hand-back at once, then full speed beside those not back.
+HAND_BACK_S = 5.5
+FULL_SPEED_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,23 +51,53 @@ class ResetOutcome:
         return lines + [f"{self.backend}: {failure}" for failure in self.failed]
 
 
-def reset_nvml(gpus: Sequence[GpuInfo]) -> ResetOutcome:
-    """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan of every GPU that has fans."""
+def reset_nvml(
+    gpus: Sequence[GpuInfo], hand_back_s: float = HAND_BACK_S, full_speed_s: float = FULL_SPEED_S
+) -> ResetOutcome:
+    """``nvmlDeviceSetDefaultFanSpeed_v2`` on every fan of every GPU that has fans, all GPUs at once.
+
+    A GPU whose hand-back hangs past ``hand_back_s`` or fails for a passing reason gets every fan at
+    its maximum instead (within ``full_speed_s``), as the daemon's own exit does: fans nobody hands
+    back must not stay at a low speed a gpud left them at (one GPU's hung hand-back, taken in turn,
+    also kept every GPU after it from being reset at all).
+    """
     backend = NvmlFanBackend()
-    done, failed, errors, fanless = [], [], [], []
-    for gpu in gpus:
-        if gpu.fan_count == 0:
-            fanless.append(f"GPU {gpu.index}")
-            continue
+    fanless = [f"GPU {gpu.index}" for gpu in gpus if gpu.fan_count == 0]
+    with_fans = {gpu.index: gpu for gpu in gpus if gpu.fan_count}
+    errors: dict[int, FanControlError] = {}
+
+    def hand_back(index: int) -> None:
         try:
-            backend.hand_back(gpu)
+            backend.hand_back(with_fans[index])
         except FanControlError as error:
-            failed.append(f"GPU {gpu.index}: {error}")
-            errors.append(error)
-            continue
-        done.append(f"GPU {gpu.index}")
-    if errors and not done and all(e.lasting for e in errors):
-        return ResetOutcome(backend.name, unusable=str(errors[0]))
+            errors[index] = error
+
+    _, hung = run_parallel(with_fans, hand_back, hand_back_s)
+    failures = {i: e for i, e in list(errors.items()) if i not in hung}  # a hung one may fail later
+    done = [f"GPU {i}" for i in sorted(with_fans) if i not in hung and i not in failures]
+    if failures and not done and not hung and all(e.lasting for e in failures.values()):
+        return ResetOutcome(backend.name, unusable=str(failures[min(failures)]))
+    rescued = sorted([*hung, *(i for i, error in failures.items() if not error.lasting)])
+
+    def full_speed(index: int) -> FanControlError | None:
+        gpu = with_fans[index]
+        try:
+            backend.set_speeds(gpu, {fan: limits.max_pct for fan, limits in enumerate(backend.limits(gpu))})
+        except FanControlError as error:
+            return error
+        return None
+
+    at_full, still_hung = run_parallel(rescued, full_speed, full_speed_s) if rescued else ({}, [])
+    failed = []
+    for index in sorted([*hung, *failures]):
+        why = f"GPU {index}: " + ("its hand-back hangs" if index in hung else str(failures[index]))
+        if index in at_full and at_full[index] is None:
+            failed.append(f"{why}: fans set to full speed instead")
+        elif index in at_full or index in still_hung:
+            how = "hangs too" if index in still_hung else f"failed too ({at_full[index]})"
+            failed.append(f"{why}; full speed {how}: fans left as they were, maybe low")
+        else:
+            failed.append(why)
     return ResetOutcome(backend.name, done, failed, fanless=fanless)
 
 
