@@ -8,8 +8,10 @@ an endless line was read as one line, whole, into memory.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
 import os
 import signal
 import subprocess
@@ -17,11 +19,13 @@ import sys
 import threading
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 
 from gpud.cli import main
+from gpud.replay import load_trace
 
 HEADER = "timestamp, index, temperature.gpu, power.draw [W], clocks.sm [MHz]\n"
 ROWS = [f"2024/03/05 14:00:{s:02d}.{4 * g:03d}, {g}, {60 + s}, 300.00 W, 1950 MHz\n" for s in range(6) for g in range(2)]
@@ -278,3 +282,62 @@ def test_a_log_cut_short_inside_its_last_line_keeps_its_whole_lines_and_says_the
     assert {g["sm_clock_mhz"] for t in ticks for g in t["gpus"]} == {1950}
     strict = gpud("import", source, "-o", str(out), "--strict", stdin=cut)
     assert strict.returncode == 2 and f"{shown}:13: no line end" in strict.stderr
+
+
+ENDS_EARLY = (
+    "the compressed data ends early, {} this line: the log was cut short (copied while it was being "
+    "compressed, or a download stopped?)"
+)
+# How each compression packs a log, and what zcat (xzcat) reads of it cut short: all it decompresses.
+PACKED = {
+    "gzip": (gzip.compress, lambda cut: zlib.decompressobj(wbits=31).decompress(cut)),
+    "xz": (lzma.compress, lambda cut: lzma.LZMADecompressor().decompress(cut)),
+}
+
+
+@pytest.mark.parametrize("compression", PACKED)
+def test_a_compressed_log_cut_short_keeps_its_whole_lines_and_says_the_cut_one(compression, tmp_path):
+    """`head -c 3000 log.csv.gz > cut.csv.gz` (copied while logrotate compressed it, a download stopped):
+    its data ends before the end marker. Was: refused whole ('its gzip data is damaged or cut short'),
+    though zcat reads its whole lines. They are kept, the line the cut fell in said (not read as whole:
+    its clock would be 6 MHz or so); under --strict it stops there, as for a log cut uncompressed."""
+    compress, decompressed = PACKED[compression]
+    packed = compress(LOG.encode())
+    cut = packed[: max(n for n in range(len(packed)) if len(decompressed(packed[:n])) < len(LOG))]
+    assert decompressed(cut).count(b"\n") == 12  # the cut falls inside line 13, the last
+    log, out = tmp_path / "cut.csv.z", tmp_path / "cut.jsonl"
+    log.write_bytes(cut)
+    said = f"{log}:13: skipped: no line end: {ENDS_EARLY.format('inside')}"
+    done = gpud("import", str(log), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"gpud: {said}\n"
+    ticks = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert [len(t["gpus"]) for t in ticks] == [2] * 5 + [1]
+    assert {g["sm_clock_mhz"] for t in ticks for g in t["gpus"]} == {1950}
+    replayed = load_trace(log)  # replay and diagnose import it on the fly
+    assert len(list(replayed.ticks(1, []))) == 6 and replayed.problems == [said]
+    strict = gpud("import", str(log), "-o", str(out), "--strict")
+    assert strict.returncode == 2
+    stopped = said.replace("skipped: ", "")
+    assert strict.stderr == f"gpud: {stopped} (--strict: stopped there, {out} not written)\n"
+
+
+def test_a_compressed_log_cut_after_its_last_line_end_says_the_lines_after_it_are_lost(tmp_path):
+    """A gzip log cut in its 8-byte trailer: every line came out whole, but the file ends before its
+    end marker, so what followed is lost: said, naming the line after the last one."""
+    log, out = tmp_path / "cut.csv.gz", tmp_path / "cut.jsonl"
+    log.write_bytes(gzip.compress(LOG.encode())[:-4])
+    done = gpud("import", str(log), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"gpud: {log}:14: skipped: {ENDS_EARLY.format('before')}\n"
+    assert len(out.read_text().splitlines()) == 1 + 6
+
+
+def test_a_compressed_log_cut_before_any_of_it_came_out_says_so(tmp_path):
+    """A bzip2 block gives nothing until it is whole: this log, one block cut in half, has no line.
+    Said so, not 'empty, not a log'."""
+    packed = bz2.compress(LOG.encode())
+    log = tmp_path / "cut.csv.bz2"
+    log.write_bytes(packed[: len(packed) // 2])
+    done = gpud("import", str(log), "-o", str(tmp_path / "cut.jsonl"))
+    assert done.returncode == 2 and done.stderr == f"gpud: {log}:1: {ENDS_EARLY.format('before')}\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import re
 import subprocess
 import sys
 
@@ -232,10 +233,23 @@ def test_a_compressed_gpud_trace_replays(tmp_path):
     assert list(load_trace(packed).ticks(1, [])) == list(load_trace(trace).ticks(1, []))
 
 
+DAMAGED = "its gzip data is damaged or cut short"  # a cut one ends early instead: its whole lines are read
+
+
+def _damaged(data: bytes, at: int, bits: int) -> bytes:
+    """``data`` with the bits ``bits`` of its byte ``at`` set (10: a gzip's first deflate block type,
+    made the reserved 11; -8: its CRC's first byte, made 0xFF, as it is not)."""
+    damaged = bytearray(data)
+    assert damaged[at] & bits != bits  # else nothing is damaged
+    damaged[at] |= bits
+    return bytes(damaged)
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (gzip.compress(SMI_LOG)[:40], "its gzip data is damaged or cut short"),
+        (_damaged(gzip.compress(SMI_LOG), 10, 0b110), f"{DAMAGED} (Error -3 while decompressing data: inv"),
+        (_damaged(gzip.compress(SMI_LOG), -8, 0xFF), f"{DAMAGED} (CRC check failed"),
         (b"\x28\xb5\x2f\xfd" + bytes(60), "zstd-compressed: decompress it first"),
         (b"PK\x03\x04" + bytes(60), "a zip archive: unpack the log from it first"),
     ],
@@ -243,7 +257,7 @@ def test_a_compressed_gpud_trace_replays(tmp_path):
 def test_a_compressed_log_gpud_cannot_read_is_refused_saying_what_it_is(tmp_path, content, why):
     log = tmp_path / "smi.csv.gz"
     log.write_bytes(content)
-    with pytest.raises(NotALog, match=why), open_log(log) as opened:
+    with pytest.raises(NotALog, match=re.escape(why)), open_log(log) as opened:
         import_log(opened.lines, str(log))
     done = gpud_cli("import", str(log), "-o", str(tmp_path / "t.jsonl"))
     assert done.returncode == 2 and why in done.stderr and len(done.stderr.splitlines()) == 1

@@ -73,7 +73,20 @@ class Unended(str):
     __slots__ = ()
 
 
+class EndsEarly(Unended):
+    """A compressed log's last line where its data ends before the compression's end marker (copied while
+    logrotate compressed it, a download stopped): what of that line was decompressed, perhaps nothing
+    (the cut fell at a line end, or in a bzip2 block, which gives nothing until it is whole). The lines
+    after it are lost, so the cut is said even where nothing of the line came out."""
+
+    __slots__ = ()
+
+
 _CUT_SHORT = "the log was cut short inside this line (copied while written?)"
+_ENDS_EARLY = (
+    "the compressed data ends early, {} this line: the log was cut short (copied while it was being "
+    "compressed, or a download stopped?)"
+)
 
 
 class LogFormat(StrEnum):
@@ -132,6 +145,8 @@ def sniff(head: list[str], name: str) -> LogFormat:
     """The format of a file from its first lines; raises :class:`NotALog` for one gpud cannot read."""
     lines = [line[:_SNIFF_CHARS] for line in head if line.strip()]
     if not lines:
+        if head and isinstance(head[-1], EndsEarly):  # a bzip2 block gives nothing until it is whole
+            raise NotALog(f"{name}:{len(head)}: {_ENDS_EARLY.format('before')}")
         raise NotALog(f"{name}: empty, not a log")
     if _binary(lines):
         raise NotALog(f"{name}: a binary file, not a log (gpud reads {FORMATS})")
@@ -245,8 +260,11 @@ def _whole(lines: Iterable[str], problems: Problems) -> Iterator[str]:
     """The log's lines but an :class:`Unended` last one, which is skipped and said: a value cut short
     would pass for a whole one. (A gpud trace's cut line is no JSON, and refused as such.)"""
     for number, line in enumerate(lines, 1):
-        if type(line) is Unended:
-            if line.strip():
+        if isinstance(line, Unended):
+            if isinstance(line, EndsEarly):
+                cut = _ENDS_EARLY.format("inside" if line.strip() else "before")
+                problems.skip(number, f"no line end: {cut}" if line.strip() else cut)
+            elif line.strip():
                 problems.skip(number, f"no line end: {_CUT_SHORT}")
             return
         yield line
@@ -272,7 +290,7 @@ def _encoding(start: bytes) -> str:
 
 
 # Compressed logs, by their first bytes: read as they are decompressed (a stream, memory bounded).
-_COMPRESSIONS: dict[re.Pattern[bytes], tuple[str, Callable[..., IO[Any]]]] = {
+_COMPRESSIONS: dict[re.Pattern[bytes], tuple[str, Callable[[IO[bytes], str], IO[bytes]]]] = {
     re.compile(b"\x1f\x8b"): ("gzip", gzip.open),
     re.compile(b"BZh[1-9](1AY&SY|\x17rE8P\x90)"): ("bzip2", bz2.open),  # a block, or the end of none
     re.compile(b"\xfd7zXZ\x00"): ("xz", lzma.open),
@@ -282,21 +300,44 @@ _PACKED = {
     re.compile(re.escape(b"\x28\xb5\x2f\xfd")): "zstd-compressed: decompress it first (zstd -d)",
     re.compile(b"PK\x03\x04"): "a zip archive: unpack the log from it first",
 }
-_CORRUPT = (EOFError, zlib.error, lzma.LZMAError)  # what decompressing a cut or damaged file raises
+# What decompressing damaged data raises (a bad CRC is an OSError); data cut short ends early instead.
+_CORRUPT = (zlib.error, lzma.LZMAError)
 
 
-def _opener(name: str, start: bytes) -> tuple[str, Callable[..., IO[Any]]]:
-    """How the log is to be read: its compression's name ("" for none) and opener; raises
+def _opener(name: str, start: bytes) -> tuple[str, Callable[[IO[bytes], str], IO[bytes]] | None]:
+    """How the log is to be read: its compression's name and opener (``("", None)`` for none); raises
     :class:`NotALog` for a packed file gpud cannot read as it is."""
     for magic, why in _PACKED.items():
         if magic.match(start):
             raise NotALog(f"{name}: {why}")
-    return next((found for magic, found in _COMPRESSIONS.items() if magic.match(start)), ("", _as_it_is))
+    return next((found for magic, found in _COMPRESSIONS.items() if magic.match(start)), ("", None))
 
 
-def _as_it_is(stream: IO[bytes], mode: str) -> IO[bytes]:
-    """An uncompressed log's bytes: the stream itself (the openers' shape)."""
-    return stream
+class _Decompressed(io.RawIOBase):
+    """A compressed log's bytes as they are decompressed, ending where its data does: a file cut short
+    ends before its compression's end marker, where the decompressor raises ``EOFError``. That is read
+    as the end, and ``cut`` set: the lines before it are read, the one it fell in said. The
+    decompressor gives every byte it can before it raises, and one ``read1`` at a time keeps them (a
+    buffered read of several drops those of the reads before the one that raised)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._stream = stream
+        self.cut = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._stream.readinto1(buffer)  # type: ignore[attr-defined]
+        except EOFError:
+            self.cut = True
+            return 0
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
 
 
 STDIN = "-"
@@ -370,7 +411,7 @@ def open_log(path: Path) -> Iterator[OpenedLog]:
     reading the log are its errors: an ``OSError`` of the caller's own work meanwhile (writing the
     output) goes through as it is.
     """
-    name, compression = log_name(path), ""
+    name, compression, decompressed = log_name(path), "", None
     try:
         raw = _open_once(path)
     except OSError as error:
@@ -380,13 +421,17 @@ def open_log(path: Path) -> Iterator[OpenedLog]:
             opened = os.fstat(raw.fileno())
             start, stream = _peek(raw)
             compression, opener = _opener(name, start)
-            start, stream = _peek(opener(stream, "rb"))
+            if opener is not None:
+                decompressed = _Decompressed(opener(stream, "rb"))
+                stream = io.BufferedReader(decompressed)
+            start, stream = _peek(stream)
             handle = io.TextIOWrapper(stream, encoding=_encoding(start), errors="replace", newline=None)
         except (OSError, *_CORRUPT) as error:
             raise _unreadable(name, error, compression) from None
         with handle:
             rereadable = str(path) != STDIN and stat.S_ISREG(opened.st_mode)
-            yield OpenedLog(_lines(handle, name, compression), name, rereadable, opened.st_size)
+            cut = (lambda: decompressed.cut) if decompressed is not None else lambda: False
+            yield OpenedLog(_lines(handle, name, compression, cut), name, rereadable, opened.st_size)
 
 
 def _open_once(path: Path) -> IO[bytes]:
@@ -409,21 +454,23 @@ def _say_waiting(fifo: Path) -> None:
     print(f"gpud: {fifo} is a FIFO: waiting for a program to write to it (Ctrl-C to stop)", file=sys.stderr)
 
 
-def _lines(handle: IO[str], name: str, compression: str) -> Iterator[str]:
+def _lines(handle: IO[str], name: str, compression: str, cut: Callable[[], bool]) -> Iterator[str]:
     """The file's lines without their ends, and without NULs: a log written when the machine lost power
     holds a run of them where the file system had given it blocks that were never written, and the
-    logger wrote on after it when it was started again (they are no part of any line)."""
+    logger wrote on after it when it was started again (they are no part of any line). ``cut``: whether
+    its compressed data ended early (asked at its end)."""
     try:
-        yield from _bounded_lines(handle, name)
+        yield from _bounded_lines(handle, name, cut)
     except (OSError, *_CORRUPT) as error:  # the disk under it failed half-way, or its compressed data did
         raise _unreadable(name, error, compression) from None
 
 
-def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
+def _bounded_lines(handle: IO[str], name: str, cut: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """The lines of ``handle``, read :data:`MAX_LINE_CHARS` at most at a time, NULs taken out of each
     piece: a run of them costs time, never memory (read as one line, a 1 GB hole took 2 GB). A line
     longer than that, NULs not counted, or a run of NULs longer than :data:`MAX_NUL_RUN` (pieces of
-    nothing else), raises :class:`NotALog` naming it."""
+    nothing else), raises :class:`NotALog` naming it. The last line is :class:`Unended` without a
+    line end, :class:`EndsEarly` (even empty) where ``cut()`` says the compressed data ended early."""
     pieces: list[str] = []
     length, number, nuls = 0, 1, 0
     while piece := handle.readline(MAX_LINE_CHARS):
@@ -454,7 +501,9 @@ def _bounded_lines(handle: IO[str], name: str) -> Iterator[str]:
                 pieces, length = [], 0
         if ended:
             number += 1
-    if pieces:
+    if cut():
+        yield EndsEarly("".join(pieces))
+    elif pieces:
         yield Unended("".join(pieces))
 
 
