@@ -44,6 +44,16 @@ def stand_in(error: UnicodeError) -> tuple[str, int]:
     return "".join(STAND_INS.get(character, "?") for character in unencodable), error.end
 
 
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on or not show (controls, line breaks,
+    direction overrides) as ``?``, as ``ps`` shows a command line.
+
+    >>> printable("python train.py \x1b]0;owned\x07\nGPU 0 ok \u202e ünï 训练")
+    'python train.py ?]0;owned??GPU 0 ok ? ünï 训练'
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def plain_where_needed() -> None:
     """Set stdout and stderr to write characters their encoding lacks as :data:`STAND_INS`."""
     for stream in (sys.stdout, sys.stderr):

@@ -26,6 +26,8 @@ from typing import Protocol
 
 import psutil
 
+from gpud.plaintext import printable
+
 ENVIRON_LIMIT = 256 * 1024  # bytes of /proc/PID/environ read at most
 COMMAND_LIMIT = 200  # characters of the command line kept
 
@@ -120,16 +122,6 @@ def cgroup_owner(cgroup: str, environ: dict[str, str] | None = None) -> Owner:
     if container is None and pod is None and job_match is None:
         unit = next((printable(p) for p in reversed(parts) if _UNIT.search(p)), None)
     return Owner(container=container, unit=unit, slurm_job=slurm_job, pod=pod)
-
-
-def printable(text: str) -> str:
-    r"""``text`` with every character a terminal would act on or not show (controls, line breaks,
-    direction overrides) as ``?``, as ``ps`` shows a command line.
-
-    >>> printable("python train.py \x1b]0;owned\x07\nGPU 0 ok \u202e ünï 训练")
-    'python train.py ?]0;owned??GPU 0 ok ? ünï 训练'
-    """
-    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _user(uid: int) -> str | None:
