@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpud.plaintext import printable_data
+
 DEFAULT_MAX_BYTES = 16 << 20  # a status document of 64 GPUs is about 100 kB
 READ_CHUNK = 1 << 16
 USER_ENV, PASSWORD_ENV = "GPUD_HTTP_USER", "GPUD_HTTP_PASSWORD"
@@ -34,7 +36,14 @@ _PLAIN_ANSWER_TO_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"
 
 
 class DaemonUnreachable(Exception):
-    """No gpud answered at the URL, or what answered is not what a gpud says (the message says which)."""
+    """No gpud answered at the URL, or what answered is not what a gpud says (the message says which).
+
+    The message quotes what the other end said (its status line, its reason phrase, its ``error``)
+    and is shown as one line on a terminal: it is kept :func:`~gpud.plaintext.printable_data`.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable_data(message))
 
 
 EXIT_NO_DAEMON = 2

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,7 @@ def _asker(args: argparse.Namespace, settings: Settings) -> Any:
     client = http_client(args)
 
     def answer_fleet(fleet: list[Any]) -> Answer:
-        text = render_brief(fleet) if args.brief else render_fleet(fleet)
+        text = _shown(render_brief if args.brief else render_fleet, fleet)
         return Answer(fleet_json(fleet), text, fleet_exit_code(fleet))
 
     if args.hosts is not None:
@@ -161,21 +162,35 @@ def _asker(args: argparse.Namespace, settings: Settings) -> Any:
     return lambda: _answer_daemon(base, client, args.brief, settings)
 
 
+def _shown(render: Callable[..., str], *data: Any) -> str:
+    """``render(*data)`` over copies of ``data`` with every string :func:`~gpud.plaintext.printable_data`:
+    the one place where what daemons and Prometheus said becomes the text a person reads, so that none
+    of it (a host name, a GPU's, an XID's words, a user's) writes an escape sequence, a carriage return,
+    a direction override or a row of its own to the terminal, or pads the table to megabytes. The
+    document printed as JSON is the one that came: ``json.dumps`` writes every control as ``\\u``."""
+    from gpud.plaintext import printable_data
+
+    return render(*(printable_data(item) for item in data))
+
+
 def _answer_daemon(base: str, client: HttpClient, brief: bool, settings: Settings) -> Answer:
     from gpud.status import exit_code, fetch_status, own_clock, render_brief, render_table
 
     document = fetch_status(base, client)
-    text = (
-        render_brief(document)
-        if brief
-        else render_table(document) + "\n" + _recent_findings(base, client, settings, own_clock(document))
-    )
-    return Answer(document, text, exit_code(document))
+    if brief:
+        return Answer(document, _shown(render_brief, document), exit_code(document))
+
+    def table_and_findings(shown: dict[str, Any], findings: list[str]) -> str:
+        return "\n".join([render_table(shown), *findings])
+
+    findings = _recent_findings(base, client, settings, own_clock(document))
+    return Answer(document, _shown(table_and_findings, document, findings), exit_code(document))
 
 
-def _recent_findings(base: str, client: HttpClient, settings: Settings, clock: str | None) -> str:
-    """The "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's last hour, on
-    the data's ``clock`` when it has one of its own (a simulated hour, at ``--sim-speed 20`` 3 min)."""
+def _recent_findings(base: str, client: HttpClient, settings: Settings, clock: str | None) -> list[str]:
+    """The lines of the "Findings" section of ``gpud status``: ``gpud diagnose`` over the daemon's
+    last hour, on the data's ``clock`` when it has one of its own (a simulated hour, at ``--sim-speed
+    20`` 3 min)."""
     from gpud.diagnose.findings import diagnose
     from gpud.diagnose.source import history_trace
     from gpud.status import DaemonUnreachable
@@ -185,7 +200,6 @@ def _recent_findings(base: str, client: HttpClient, settings: Settings, clock: s
     try:
         history = history_trace(base, client, since_s=3600.0)
     except DaemonUnreachable as error:
-        return f"{title}\n  unavailable: {error}"
+        return [title, f"  unavailable: {error}"]
     found = diagnose(history, decide_settings(settings), settings.diagnose).findings
-    lines = [f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"]
-    return "\n".join([title, *lines])
+    return [title, *([f"  [{f.severity.value}] {f.title}" for f in found] or ["  none"])]
