@@ -6,7 +6,7 @@ falling back and handing fans back on exit live in :mod:`gpud.fans.control`, the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,11 @@ class FanLimits:
     def clamp(self, pct: int) -> int:
         """``pct`` moved inside the limits."""
         return min(max(pct, self.min_pct), self.max_pct)
+
+
+def full_speeds(limits: Sequence[FanLimits]) -> dict[int, int]:
+    """Every fan at its maximum: what a GPU whose fans nobody watches, or cannot hand back, is set to."""
+    return {fan: fan_limits.max_pct for fan, fan_limits in enumerate(limits)}
 
 
 class FanBackend(Protocol):

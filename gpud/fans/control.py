@@ -51,7 +51,7 @@ import structlog
 from gpud.callguard import CallGuard, run_parallel
 from gpud.decide.controller import Decision
 from gpud.decide.curves import FanTarget, TargetReason
-from gpud.fans.backend import FanBackend, FanControlError, FanLimits
+from gpud.fans.backend import FanBackend, FanControlError, FanLimits, full_speeds
 from gpud.telemetry import FanPolicy, GpuInfo, GpuSample, Snapshot
 
 if TYPE_CHECKING:
@@ -572,7 +572,7 @@ class FanControl:
     def _full_speed(self, g: _Gpu) -> FanControlError | None:
         """Every fan of the GPU at its maximum; the error when that failed."""
         assert g.backend is not None
-        full = {fan: limits.max_pct for fan, limits in enumerate(g.limits)}
+        full = full_speeds(g.limits)
         try:
             g.backend.set_speeds(g.info, full)
         except FanControlError as error:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gpud.callguard import run_parallel
-from gpud.fans.backend import FanControlError
+from gpud.fans.backend import FanControlError, full_speeds
 from gpud.fans.nvidia_settings import NvidiaSettings, hand_back_every_gpu
 from gpud.fans.nvml import NvmlFanBackend
 from gpud.telemetry import GpuInfo
@@ -82,7 +82,7 @@ def reset_nvml(
     def full_speed(index: int) -> FanControlError | None:
         gpu = with_fans[index]
         try:
-            backend.set_speeds(gpu, {fan: limits.max_pct for fan, limits in enumerate(backend.limits(gpu))})
+            backend.set_speeds(gpu, full_speeds(backend.limits(gpu)))
         except FanControlError as error:
             return error
         return None
